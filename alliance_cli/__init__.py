@@ -1,0 +1,1 @@
+"""The `alliance` command: a thin Typer layer over the `node` package."""

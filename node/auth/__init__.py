@@ -1,0 +1,1 @@
+"""Who may call the node: API keys and their roles."""

@@ -1,0 +1,87 @@
+"""API keys with roles. Secrets are 256-bit random, so a plain SHA-256 stored hash suffices
+(no password stretching needed: nothing to enumerate)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from node.store.models import ApiKey, utcnow
+
+KEY_PREFIX = "ak"
+
+
+class Role(StrEnum):
+    operator = "operator"  # runs the node: governance, keys, configuration
+    analyst = "analyst"  # reports and queries fraud indicators
+    auditor = "auditor"  # reads assets and attests
+    workflow = "workflow"  # the bank's credit workflow: checks and applications
+
+
+class InvalidApiKey(Exception):
+    """The key is malformed, unknown or revoked."""
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    key_id: str
+    role: Role
+    label: str
+    token: str  # shown once; only its hash is stored
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    key_id: str
+    role: Role
+    label: str
+    created_at: datetime
+    revoked: bool
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_api_key(session: Session, role: Role | str, label: str = "") -> IssuedKey:
+    role = Role(role)
+    key_id = secrets.token_hex(8)
+    secret = secrets.token_urlsafe(32)
+    session.add(ApiKey(key_id=key_id, role=role.value, label=label, secret_sha256=_digest(secret)))
+    return IssuedKey(key_id, role, label, f"{KEY_PREFIX}_{key_id}_{secret}")
+
+
+def authenticate(session: Session, token: str) -> KeyInfo:
+    prefix, _, rest = token.partition("_")
+    key_id, _, secret = rest.partition("_")
+    if prefix != KEY_PREFIX or not key_id or not secret:
+        raise InvalidApiKey("malformed API key")
+    row = session.get(ApiKey, key_id)
+    if row is None or not hmac.compare_digest(row.secret_sha256, _digest(secret)):
+        raise InvalidApiKey("unknown API key")
+    if row.revoked_at is not None:
+        raise InvalidApiKey("revoked API key")
+    return _info(row)
+
+
+def revoke_api_key(session: Session, key_id: str) -> KeyInfo:
+    row = session.get(ApiKey, key_id)
+    if row is None:
+        raise InvalidApiKey(f"no API key {key_id}")
+    row.revoked_at = row.revoked_at or utcnow()
+    return _info(row)
+
+
+def list_api_keys(session: Session) -> list[KeyInfo]:
+    return [_info(row) for row in session.scalars(select(ApiKey).order_by(ApiKey.created_at))]
+
+
+def _info(row: ApiKey) -> KeyInfo:
+    return KeyInfo(row.key_id, Role(row.role), row.label, row.created_at, row.revoked_at is not None)

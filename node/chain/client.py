@@ -1,0 +1,279 @@
+"""JSON-RPC access to the chain: connection, local signing, nonces, receipts, revert decoding.
+
+Everything else in the node reaches the chain through this module and the contract wrappers beside
+it; nothing outside `node.chain` imports web3.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from web3 import Web3
+from web3.contract import Contract
+from web3.contract.contract import ContractFunction
+from web3.exceptions import ContractLogicError, TimeExhausted, TransactionNotFound, Web3RPCError
+from web3.providers.rpc.utils import ExceptionRetryConfiguration
+
+from node.chain.artifacts import ContractArtifact, load_artifact
+from node.chain.errors import (
+    ChainError,
+    ChainUnavailable,
+    ContractRevert,
+    TransactionTimeout,
+    UnknownRevert,
+    decode_revert,
+)
+from node.chain.signer import Signer
+
+logger = logging.getLogger(__name__)
+
+# Gas for administrative transactions is estimated (they are rare); this margin covers state that
+# changes between estimate and inclusion, e.g. a vote that now also executes the proposal.
+_ESTIMATE_MARGIN = 1.3
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    chain_id: int
+    block_number: int
+    block_hash: str
+    timestamp: int
+
+
+@dataclass(frozen=True)
+class Receipt:
+    tx_hash: str
+    block_number: int
+    block_hash: str
+    gas_used: int
+    status: int
+    raw: Any  # the web3 receipt, for event decoding inside node.chain
+
+
+class NonceManager:
+    """Hands out consecutive nonces locally so that transactions can be pipelined."""
+
+    def __init__(self, fetch_pending_count: Any) -> None:
+        self._fetch = fetch_pending_count
+        self._next: int | None = None
+        self._lock = threading.Lock()
+
+    def take(self) -> int:
+        with self._lock:
+            if self._next is None:
+                self._next = int(self._fetch())
+            nonce = self._next
+            self._next += 1
+            return nonce
+
+    def reset(self) -> None:
+        """Forget the local count; the next nonce is read from the chain's pending count."""
+        with self._lock:
+            self._next = None
+
+
+@contextmanager
+def translate_errors(rpc_url: str) -> Iterator[None]:
+    """Turn web3/requests exceptions into the node's chain errors."""
+    try:
+        yield
+    except ContractLogicError as exc:
+        raise _revert_from(exc) from exc
+    except (requests.ConnectionError, requests.Timeout, ConnectionError) as exc:
+        raise ChainUnavailable(f"chain RPC at {rpc_url} is unreachable") from exc
+    except Web3RPCError as exc:
+        raise ChainError(f"chain RPC error: {exc}") from exc
+
+
+def _revert_from(exc: ContractLogicError) -> ContractRevert:
+    data = exc.data
+    if isinstance(data, dict):
+        data = data.get("data")
+    if isinstance(data, str) and data.startswith("0x") and len(data) >= 10:
+        return decode_revert(bytes.fromhex(data[2:]))
+    return UnknownRevert({"message": exc.message or str(exc)})
+
+
+class ChainClient:
+    """One JSON-RPC endpoint, optionally with the bank's signer for writes."""
+
+    def __init__(
+        self,
+        rpc_url: str,
+        *,
+        signer: Signer | None = None,
+        request_timeout: float = 10.0,
+        receipt_timeout: float = 60.0,
+        gas_price: int = 0,
+    ) -> None:
+        self.rpc_url = rpc_url
+        self.signer = signer
+        self.receipt_timeout = receipt_timeout
+        self.gas_price = gas_price
+        provider = Web3.HTTPProvider(
+            rpc_url,
+            request_kwargs={"timeout": request_timeout},
+            # Retrying is the outbox's job, with idempotency; silent retries here would hide outages.
+            exception_retry_configuration=None,
+        )
+        self.w3 = Web3(provider)
+        self._chain_id: int | None = None
+        self.nonces = NonceManager(self._pending_nonce)
+
+    # -- reads ----------------------------------------------------------------------------------------
+    @property
+    def chain_id(self) -> int:
+        if self._chain_id is None:
+            with translate_errors(self.rpc_url):
+                self._chain_id = int(self.w3.eth.chain_id)
+        return self._chain_id
+
+    def head(self) -> ChainHead:
+        with translate_errors(self.rpc_url):
+            block = self.w3.eth.get_block("latest")
+        return ChainHead(self.chain_id, int(block["number"]), block["hash"].to_0x_hex(), int(block["timestamp"]))
+
+    def block_number(self) -> int:
+        with translate_errors(self.rpc_url):
+            return int(self.w3.eth.block_number)
+
+    def has_code(self, address: str) -> bool:
+        with translate_errors(self.rpc_url):
+            return len(self.w3.eth.get_code(Web3.to_checksum_address(address))) > 0
+
+    def rpc(self, method: str, params: list[Any] | None = None) -> Any:
+        """A raw JSON-RPC call, for node-specific methods (`anvil_*`, `evm_*`, `txpool_*`)."""
+        with translate_errors(self.rpc_url):
+            response = self.w3.provider.make_request(method, params or [])  # type: ignore[arg-type]
+        if "error" in response:
+            raise ChainError(f"{method} failed: {response['error']}")
+        return response["result"]
+
+    def contract(self, name: str, address: str) -> Contract:
+        artifact = load_artifact(name)
+        return self.w3.eth.contract(address=Web3.to_checksum_address(address), abi=artifact.abi)
+
+    def call(self, function: ContractFunction, *, sender: str | None = None) -> Any:
+        params = {"from": sender} if sender else {}
+        with translate_errors(self.rpc_url):
+            return function.call(params)
+
+    # -- writes ---------------------------------------------------------------------------------------
+    def _pending_nonce(self) -> int:
+        with translate_errors(self.rpc_url):
+            return int(self.w3.eth.get_transaction_count(self._require_signer().address, "pending"))
+
+    def _require_signer(self) -> Signer:
+        if self.signer is None:
+            raise ChainError("this operation needs the bank's signing key, and none was loaded")
+        return self.signer
+
+    def transact(self, function: ContractFunction, *, gas: int | None = None) -> Receipt:
+        """Send a contract call signed by the bank and wait for its receipt.
+
+        Without `gas`, the call is first estimated: a call that would revert raises the decoded
+        custom error before anything is sent, so a refused write changes nothing on chain.
+        """
+        signer = self._require_signer()
+        if gas is None:
+            with translate_errors(self.rpc_url):
+                gas = int(function.estimate_gas({"from": signer.address}) * _ESTIMATE_MARGIN)
+        with translate_errors(self.rpc_url):
+            tx = function.build_transaction(self._envelope(gas))
+        return self.send_transaction(tx)
+
+    def deploy(self, artifact: ContractArtifact, *args: Any) -> Receipt:
+        factory = self.w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
+        signer = self._require_signer()
+        with translate_errors(self.rpc_url):
+            gas = int(factory.constructor(*args).estimate_gas({"from": signer.address}) * _ESTIMATE_MARGIN)
+            tx = factory.constructor(*args).build_transaction(self._envelope(gas))
+        return self.send_transaction(tx)
+
+    def _envelope(self, gas: int) -> dict[str, Any]:
+        # Legacy transactions with an explicit gas price: consortium chains run at zero gas price
+        # and there is no fee market to query per call.
+        return {
+            "from": self._require_signer().address,
+            "gas": gas,
+            "gasPrice": self.gas_price,
+            "chainId": self.chain_id,
+            "nonce": 0,  # replaced at signing time
+        }
+
+    def send_transaction(self, tx: dict[str, Any]) -> Receipt:
+        tx_hash = self.send_signed(self.sign(tx))
+        logger.debug("sent %s (gas %s)", tx_hash, tx.get("gas"))
+        return self.wait_for_receipt(tx_hash, tx)
+
+    def sign(self, tx: dict[str, Any]) -> bytes:
+        tx = {**tx, "nonce": self.nonces.take()}
+        tx.pop("from", None)
+        return self._require_signer().sign_transaction(tx)
+
+    def send_signed(self, raw_tx: bytes) -> str:
+        try:
+            with translate_errors(self.rpc_url):
+                return self.w3.eth.send_raw_transaction(raw_tx).to_0x_hex()
+        except ChainError:
+            # The nonce may or may not have been consumed; re-read it from the chain next time.
+            self.nonces.reset()
+            raise
+
+    def wait_for_receipt(self, tx_hash: str, tx: dict[str, Any] | None = None) -> Receipt:
+        with translate_errors(self.rpc_url):
+            try:
+                raw = self.w3.eth.wait_for_transaction_receipt(
+                    tx_hash, timeout=self.receipt_timeout, poll_latency=0.02)
+            except TimeExhausted as exc:
+                raise TransactionTimeout(f"transaction {tx_hash} not mined within {self.receipt_timeout}s") from exc
+        receipt = Receipt(tx_hash, int(raw["blockNumber"]), raw["blockHash"].to_0x_hex(),
+                          int(raw["gasUsed"]), int(raw["status"]), raw)
+        if receipt.status != 1:
+            raise self._explain_failure(receipt, tx)
+        return receipt
+
+    def receipt_if_mined(self, tx_hash: str) -> Receipt | None:
+        """The receipt of a transaction sent earlier (perhaps by a process that crashed), if mined."""
+        with translate_errors(self.rpc_url):
+            try:
+                raw = self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+            except TransactionNotFound:
+                return None
+        return Receipt(tx_hash, int(raw["blockNumber"]), raw["blockHash"].to_0x_hex(),
+                       int(raw["gasUsed"]), int(raw["status"]), raw)
+
+    def _explain_failure(self, receipt: Receipt, tx: dict[str, Any] | None) -> ChainError:
+        """Replay a failed transaction as a call on its parent block to recover the revert data."""
+        if tx is None:
+            return ChainError(f"transaction {receipt.tx_hash} reverted")
+        call = {k: v for k, v in tx.items() if k in ("from", "to", "data", "gas")}
+        call.setdefault("from", self._require_signer().address)
+        try:
+            with translate_errors(self.rpc_url):
+                self.w3.eth.call(call, block_identifier=receipt.block_number - 1)  # type: ignore[arg-type]
+        except ContractRevert as revert:
+            return revert
+        return ChainError(f"transaction {receipt.tx_hash} reverted (the replay did not)")
+
+
+def wait_until_reachable(rpc_url: str, timeout: float) -> ChainHead:
+    """Poll until the endpoint answers, e.g. right after starting a local chain."""
+    client = ChainClient(rpc_url, request_timeout=1.0)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return client.head()
+        except ChainUnavailable:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)
+
+

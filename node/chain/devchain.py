@@ -1,0 +1,145 @@
+"""The `dev` network: a local anvil the node starts itself, its state persisted in the data dir.
+
+anvil comes from the pinned npm package `@foundry-rs/anvil`. It runs with a zero gas price and
+base fee, like the consortium's Besu network, so member accounts need no funding, and with the
+`cancun` hardfork to match the production genesis (see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from node.chain.client import ChainHead, wait_until_reachable
+from node.chain.errors import ChainError, ChainUnavailable
+from node.paths import NODE_MODULES
+
+HARDFORK = "cancun"
+# anvil writes its state file every few seconds and on a clean stop; an abrupt kill of the dev
+# chain can lose at most this window of blocks. Production chains (Besu) persist every block.
+STATE_INTERVAL_S = 2
+
+
+class DevChainError(ChainError):
+    """The local dev chain could not be started or stopped."""
+
+
+def find_anvil() -> Path:
+    """`ALLIANCE_ANVIL`, else the platform binary from the npm package, else `anvil` on PATH."""
+    configured = os.environ.get("ALLIANCE_ANVIL")
+    if configured:
+        return Path(configured)
+    system = {"Linux": "linux", "Darwin": "darwin", "Windows": "win32"}.get(platform.system(), "")
+    machine = {"x86_64": "amd64", "AMD64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
+        platform.machine(), "")
+    # The platform binary directly, not the npm `bin.mjs` shim: signals must reach anvil itself.
+    binary = NODE_MODULES / "@foundry-rs" / f"anvil-{system}-{machine}" / "bin" / "anvil"
+    if binary.exists():
+        return binary
+    on_path = shutil.which("anvil")
+    if on_path:
+        return Path(on_path)
+    raise DevChainError("anvil not found: run `make setup` (npm ci installs the pinned @foundry-rs/anvil)")
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.2)
+        return probe.connect_ex((host, port)) == 0
+
+
+class DevChain:
+    """Starts, finds and stops the anvil process of one data dir."""
+
+    def __init__(self, state_dir: Path, *, port: int = 8545, chain_id: int = 31337,
+                 host: str = "127.0.0.1") -> None:
+        self.state_dir = state_dir
+        self.port = port
+        self.chain_id = chain_id
+        self.host = host
+
+    @property
+    def rpc_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state_dir / "anvil.pid"
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / "state.json"
+
+    def command(self) -> list[str]:
+        return [
+            str(find_anvil()),
+            "--host", self.host, "--port", str(self.port), "--chain-id", str(self.chain_id),
+            "--hardfork", HARDFORK, "--gas-price", "0", "--base-fee", "0",
+            "--gas-limit", "100000000", "--code-size-limit", "65536",
+            "--state", str(self.state_file), "--state-interval", str(STATE_INTERVAL_S),
+        ]
+
+    def running_pid(self) -> int | None:
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            self.pid_file.unlink(missing_ok=True)
+            return None
+        return pid
+
+    def start(self, timeout: float = 30.0) -> ChainHead:
+        """Start anvil in the background (idempotent: an already running chain is reused)."""
+        if self.running_pid() is not None:
+            return wait_until_reachable(self.rpc_url, timeout)
+        if port_in_use(self.host, self.port):
+            raise DevChainError(
+                f"port {self.port} is in use by another process; stop it or set ALLIANCE_DEV_CHAIN_PORT")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.state_dir / "anvil.log").open("ab")
+        process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, start_new_session=True)
+        self.pid_file.write_text(str(process.pid))
+        try:
+            return wait_until_reachable(self.rpc_url, timeout)
+        except ChainUnavailable as exc:
+            process.kill()
+            self.pid_file.unlink(missing_ok=True)
+            raise DevChainError(f"anvil did not answer within {timeout}s; see {self.state_dir / 'anvil.log'}") \
+                from exc
+
+    def stop(self, timeout: float = 15.0) -> bool:
+        """Stop anvil cleanly so that it writes its state; returns False if it was not running."""
+        pid = self.running_pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            _reap(pid)
+            time.sleep(0.05)
+        else:
+            os.kill(pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+
+def _reap(pid: int) -> None:
+    # When this process started anvil, it must collect the exit status or anvil stays a zombie.
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

@@ -1,0 +1,187 @@
+"""Typed access to the AllianceRegistry contract: members, governance proposals, key envelopes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+from web3 import Web3
+from web3.logs import DISCARD
+
+from node.chain.client import ChainClient, Receipt
+
+
+class MemberRole(IntEnum):
+    none = 0
+    member = 1
+    auditor = 2
+    observer = 3
+
+
+class MemberStatus(IntEnum):
+    none = 0
+    active = 1
+    suspended = 2
+    removed = 3
+
+
+class ProposalKind(IntEnum):
+    admit = 0
+    suspend = 1
+    reinstate = 2
+    remove = 3
+    rotate_signer = 4
+
+
+@dataclass(frozen=True)
+class FoundingMember:
+    account: str
+    role: MemberRole
+    name: str
+    bank_code: str
+    encryption_key: bytes  # X25519 public key, 32 bytes
+
+    def as_abi(self) -> tuple[Any, ...]:
+        return (Web3.to_checksum_address(self.account), int(self.role), self.name, self.bank_code,
+                self.encryption_key)
+
+
+@dataclass(frozen=True)
+class Member:
+    member_id: int
+    account: str
+    role: MemberRole
+    status: MemberStatus
+    admitted_at: int
+    encryption_key: bytes
+    name: str
+    bank_code: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "member_id": self.member_id, "account": self.account, "role": self.role.name,
+            "status": self.status.name, "admitted_at": self.admitted_at,
+            "encryption_key": "0x" + self.encryption_key.hex(), "name": self.name, "bank_code": self.bank_code,
+        }
+
+
+@dataclass(frozen=True)
+class Proposal:
+    proposal_id: int
+    kind: ProposalKind
+    member_id: int
+    account: str
+    role: MemberRole
+    encryption_key: bytes
+    proposer: str
+    created_at: int
+    expires_at: int
+    votes: int
+    executed: bool
+    name: str
+    bank_code: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "proposal_id": self.proposal_id, "kind": self.kind.name, "member_id": self.member_id,
+            "account": self.account, "role": self.role.name, "proposer": self.proposer,
+            "created_at": self.created_at, "expires_at": self.expires_at, "votes": self.votes,
+            "executed": self.executed, "name": self.name, "bank_code": self.bank_code,
+        }
+
+
+@dataclass(frozen=True)
+class ProposalOutcome:
+    """What a propose/vote transaction did: the proposal, and whether it executed."""
+
+    proposal_id: int
+    executed: bool
+    receipt: Receipt
+
+
+class RegistryClient:
+    def __init__(self, client: ChainClient, address: str) -> None:
+        self.chain = client
+        self.contract = client.contract("AllianceRegistry", address)
+        self.address = self.contract.address
+
+    # -- reads ----------------------------------------------------------------------------------------
+    def member_count(self) -> int:
+        return int(self.chain.call(self.contract.functions.memberCount()))
+
+    def member(self, member_id: int) -> Member:
+        raw = self.chain.call(self.contract.functions.member(member_id))
+        return Member(member_id, raw[0], MemberRole(raw[1]), MemberStatus(raw[2]), int(raw[3]), bytes(raw[4]),
+                      raw[5], raw[6])
+
+    def members(self) -> list[Member]:
+        return [self.member(i) for i in range(1, self.member_count() + 1)]
+
+    def member_id_of(self, account: str) -> int:
+        return int(self.chain.call(self.contract.functions.memberIdOf(Web3.to_checksum_address(account))))
+
+    def is_active_member(self, account: str) -> bool:
+        return bool(self.chain.call(self.contract.functions.isActiveMember(Web3.to_checksum_address(account))))
+
+    def proposal_count(self) -> int:
+        return int(self.chain.call(self.contract.functions.proposalCount()))
+
+    def proposal(self, proposal_id: int) -> Proposal:
+        raw = self.chain.call(self.contract.functions.proposal(proposal_id))
+        return Proposal(proposal_id, ProposalKind(raw[0]), int(raw[1]), raw[2], MemberRole(raw[3]), bytes(raw[4]),
+                        raw[5], int(raw[6]), int(raw[7]), int(raw[8]), bool(raw[9]), raw[10], raw[11])
+
+    def proposals(self) -> list[Proposal]:
+        return [self.proposal(i) for i in range(1, self.proposal_count() + 1)]
+
+    def has_voted(self, proposal_id: int, account: str) -> bool:
+        return bool(self.chain.call(self.contract.functions.hasVoted(proposal_id,
+                                                                     Web3.to_checksum_address(account))))
+
+    def required_votes(self) -> int:
+        return int(self.chain.call(self.contract.functions.requiredVotes()))
+
+    def active_accounts(self) -> list[str]:
+        return list(self.chain.call(self.contract.functions.activeAccounts()))
+
+    def current_key_epoch(self) -> int:
+        return int(self.chain.call(self.contract.functions.currentKeyEpoch()))
+
+    # -- governance writes ----------------------------------------------------------------------------
+    def propose_admission(self, account: str, role: MemberRole, name: str, bank_code: str,
+                          encryption_key: bytes) -> ProposalOutcome:
+        return self._propose(self.contract.functions.proposeAdmission(
+            Web3.to_checksum_address(account), int(role), name, bank_code, encryption_key))
+
+    def propose_suspension(self, member_id: int) -> ProposalOutcome:
+        return self._propose(self.contract.functions.proposeSuspension(member_id))
+
+    def propose_reinstatement(self, member_id: int) -> ProposalOutcome:
+        return self._propose(self.contract.functions.proposeReinstatement(member_id))
+
+    def propose_removal(self, member_id: int) -> ProposalOutcome:
+        return self._propose(self.contract.functions.proposeRemoval(member_id))
+
+    def propose_signer_rotation(self, member_id: int, new_account: str) -> ProposalOutcome:
+        return self._propose(self.contract.functions.proposeSignerRotation(
+            member_id, Web3.to_checksum_address(new_account)))
+
+    def vote(self, proposal_id: int) -> ProposalOutcome:
+        receipt = self.chain.transact(self.contract.functions.vote(proposal_id))
+        return ProposalOutcome(proposal_id, self._executed(receipt), receipt)
+
+    def execute(self, proposal_id: int) -> ProposalOutcome:
+        receipt = self.chain.transact(self.contract.functions.execute(proposal_id))
+        return ProposalOutcome(proposal_id, self._executed(receipt), receipt)
+
+    def set_encryption_key(self, key: bytes) -> Receipt:
+        return self.chain.transact(self.contract.functions.setEncryptionKey(key))
+
+    def _propose(self, function: Any) -> ProposalOutcome:
+        receipt = self.chain.transact(function)
+        created = self.contract.events.ProposalCreated().process_receipt(receipt.raw, errors=DISCARD)
+        return ProposalOutcome(int(created[0]["args"]["proposalId"]), self._executed(receipt), receipt)
+
+    def _executed(self, receipt: Receipt) -> bool:
+        return bool(self.contract.events.ProposalExecuted().process_receipt(receipt.raw, errors=DISCARD))

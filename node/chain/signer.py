@@ -1,0 +1,75 @@
+"""The bank's signing key: an encrypted keystore file (Web3 Secret Storage v3) and local signing.
+
+Signing is local (never `eth_sendTransaction` on a node that holds keys); with `coincurve`
+installed eth-keys signs in C, which matters on the publishing hot path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+
+class KeystoreError(Exception):
+    """The keystore is missing, corrupt, or the passphrase is wrong."""
+
+
+class Signer:
+    """Signs transactions with a key held in memory; the address is the bank's on-chain identity."""
+
+    def __init__(self, account: LocalAccount) -> None:
+        self._account = account
+
+    @property
+    def address(self) -> str:
+        return str(self._account.address)
+
+    def sign_transaction(self, transaction: dict[str, Any]) -> bytes:
+        return bytes(self._account.sign_transaction(transaction).raw_transaction)
+
+    @classmethod
+    def generate(cls) -> Signer:
+        return cls(Account.create())
+
+    @classmethod
+    def from_private_key(cls, private_key: bytes | str) -> Signer:
+        return cls(Account.from_key(private_key))
+
+    def encrypt(self, passphrase: str, *, scrypt_n: int = 2**16) -> dict[str, Any]:
+        return dict(Account.encrypt(self._account.key, passphrase, kdf="scrypt", iterations=scrypt_n))
+
+
+def write_keystore(path: Path, signer: Signer, passphrase: str) -> None:
+    """Write the keystore readable by its owner only; refuse to overwrite an existing key."""
+    if not passphrase:
+        raise KeystoreError("a passphrase is required to encrypt the signing key")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(signer.encrypt(passphrase), handle)
+
+
+def load_keystore(path: Path, passphrase: str) -> Signer:
+    try:
+        keystore = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise KeystoreError(f"no signing key at {path}; run `alliance init` first") from exc
+    except json.JSONDecodeError as exc:
+        raise KeystoreError(f"signing key file {path} is corrupt") from exc
+    try:
+        return Signer(Account.from_key(Account.decrypt(keystore, passphrase)))
+    except ValueError as exc:
+        raise KeystoreError(f"wrong passphrase for the signing key at {path}") from exc
+
+
+def keystore_address(path: Path) -> str:
+    """The address stored in clear in the keystore (no passphrase needed)."""
+    try:
+        return "0x" + str(json.loads(path.read_text())["address"]).removeprefix("0x")
+    except (FileNotFoundError, json.JSONDecodeError, KeyError) as exc:
+        raise KeystoreError(f"no readable signing key at {path}") from exc

@@ -1,0 +1,161 @@
+"""Node settings: one pydantic-settings `Settings`, from `ALLIANCE_*` env over the data dir's TOML.
+
+Precedence, highest first: explicit arguments, environment variables (`ALLIANCE_API_PORT=9000`),
+`<data dir>/alliance.toml` (written by `alliance init`), defaults. Secrets (the key passphrase)
+are never written to the TOML file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+
+DEFAULT_DATA_DIR = Path(".alliance")
+CONFIG_FILE = "alliance.toml"
+# Only the dev network may run on this well-known passphrase; see `Settings._refuse_dev_secrets`.
+DEV_PASSPHRASE = "alliance-dev-passphrase"
+
+
+class ConfigError(Exception):
+    """The configuration is missing, malformed or unsafe; the message says which setting."""
+
+
+class Network(StrEnum):
+    dev = "dev"  # a local anvil the node starts itself
+    local = "local"  # any JSON-RPC URL, e.g. an anvil or Besu someone else runs
+    consortium = "consortium"  # the production Besu QBFT network
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ALLIANCE_", extra="forbid")
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    network: Network = Network.dev
+    rpc_url: str | None = Field(default=None, description="JSON-RPC URL; derived for the dev network")
+    dev_chain_port: int = Field(default=8545, ge=1, le=65535)
+    chain_id: int = Field(default=31337, ge=1)
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; SQLite in the data dir")
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    bank_name: str = ""
+    bank_code: str = ""
+    key_passphrase: SecretStr | None = None
+    deployment_file: Path | None = Field(default=None, description="contract addresses; per-network default")
+    request_timeout_s: float = Field(default=10.0, gt=0)
+    max_request_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+
+    @model_validator(mode="after")
+    def _refuse_dev_secrets(self) -> Settings:
+        if self.network != Network.dev:
+            if self.key_passphrase is not None and self.key_passphrase.get_secret_value() == DEV_PASSPHRASE:
+                raise ValueError("the dev passphrase may only be used on the dev network")
+            if not self.rpc_url:
+                raise ValueError(f"rpc_url is required on the {self.network} network")
+        return self
+
+    @property
+    def effective_rpc_url(self) -> str:
+        if self.network == Network.dev:
+            return self.rpc_url or f"http://127.0.0.1:{self.dev_chain_port}"
+        assert self.rpc_url is not None  # enforced by the validator
+        return self.rpc_url
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'node.db').resolve()}"
+
+    @property
+    def passphrase(self) -> str | None:
+        if self.key_passphrase is not None:
+            return self.key_passphrase.get_secret_value()
+        return DEV_PASSPHRASE if self.network == Network.dev else None
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+    @property
+    def signing_key_file(self) -> Path:
+        return self.keys_dir / "signing-key.json"
+
+    @property
+    def encryption_key_file(self) -> Path:
+        return self.keys_dir / "encryption-key.pem"
+
+    @property
+    def chain_state_dir(self) -> Path:
+        return self.data_dir / "chain"
+
+    @property
+    def effective_deployment_file(self) -> Path:
+        if self.deployment_file is not None:
+            return self.deployment_file
+        # The dev chain lives in the data dir, so its addresses do too; shared networks' records
+        # are committed under chain_config/deployments.
+        if self.network == Network.dev:
+            return self.data_dir / "deployments" / "dev.json"
+        from node.paths import CHAIN_CONFIG_DIR
+
+        return CHAIN_CONFIG_DIR / "deployments" / f"{self.network}.json"
+
+    @property
+    def config_file(self) -> Path:
+        return self.data_dir / CONFIG_FILE
+
+
+def resolve_data_dir(data_dir: Path | str | None = None) -> Path:
+    return Path(data_dir or os.environ.get("ALLIANCE_DATA_DIR") or DEFAULT_DATA_DIR)
+
+
+def load_settings(data_dir: Path | str | None = None, **overrides: Any) -> Settings:
+    directory = resolve_data_dir(data_dir)
+    toml_path = directory / CONFIG_FILE
+    if toml_path.exists():
+        try:
+            tomllib.loads(toml_path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{toml_path} is not valid TOML: {exc}") from exc
+
+    class _DataDirSettings(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_path)
+
+    try:
+        return _DataDirSettings(data_dir=directory, **overrides)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
+                             for e in exc.errors())
+        raise ConfigError(f"invalid configuration ({toml_path}): {problems}") from exc
+
+
+_PERSISTED = ("network", "rpc_url", "dev_chain_port", "chain_id", "database_url", "api_host", "api_port",
+              "bank_name", "bank_code")
+
+
+def write_config(settings: Settings) -> Path:
+    """Write the non-secret settings as TOML (JSON string escapes are valid TOML basic strings)."""
+    lines = ["# Alliance node configuration, written by `alliance init`. ALLIANCE_* env vars override it."]
+    for name in _PERSISTED:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        rendered = str(value) if isinstance(value, int) and not isinstance(value, bool) else json.dumps(str(value))
+        lines.append(f"{name} = {rendered}")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.config_file.write_text("\n".join(lines) + "\n")
+    return settings.config_file

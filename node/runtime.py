@@ -1,0 +1,96 @@
+"""The node's runtime context: settings plus lazily opened store, chain client and contracts.
+
+The CLI and the API both build one `NodeContext` and go through it; nothing else wires parts up.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from node.chain.client import ChainClient
+from node.chain.deployment import Deployment, load_deployment
+from node.chain.devchain import DevChain
+from node.chain.registry import RegistryClient
+from node.chain.signer import KeystoreError, Signer, keystore_address, load_keystore
+from node.config import Network, Settings
+from node.crypto.envelopes import EnvelopeError, load_private_key
+from node.errors import AllianceError, InvalidInput, NotInitialised
+from node.store.db import Store
+
+
+class WrongPassphrase(AllianceError):
+    code = "wrong_passphrase"
+    http_status = 401
+
+
+class NodeContext:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @cached_property
+    def store(self) -> Store:
+        store = Store(self.settings.effective_database_url)
+        store.migrate()
+        return store
+
+    @property
+    def dev_chain(self) -> DevChain:
+        return DevChain(self.settings.chain_state_dir, port=self.settings.dev_chain_port,
+                        chain_id=self.settings.chain_id)
+
+    @cached_property
+    def chain(self) -> ChainClient:
+        """A read-only client; `signing_chain` adds the bank's key."""
+        return ChainClient(self.settings.effective_rpc_url, request_timeout=self.settings.request_timeout_s)
+
+    @cached_property
+    def signer(self) -> Signer:
+        passphrase = self.settings.passphrase
+        if passphrase is None:
+            raise InvalidInput("set ALLIANCE_KEY_PASSPHRASE to unlock the signing key", code="passphrase_required")
+        try:
+            return load_keystore(self.settings.signing_key_file, passphrase)
+        except KeystoreError as exc:
+            if "wrong passphrase" in str(exc):
+                raise WrongPassphrase(str(exc)) from exc
+            raise NotInitialised(str(exc)) from exc
+
+    @cached_property
+    def signing_chain(self) -> ChainClient:
+        return ChainClient(self.settings.effective_rpc_url, signer=self.signer,
+                           request_timeout=self.settings.request_timeout_s)
+
+    @property
+    def address(self) -> str:
+        try:
+            return keystore_address(self.settings.signing_key_file)
+        except KeystoreError as exc:
+            raise NotInitialised(str(exc)) from exc
+
+    @cached_property
+    def encryption_key(self) -> X25519PrivateKey:
+        passphrase = self.settings.passphrase or ""
+        try:
+            return load_private_key(self.settings.encryption_key_file.read_bytes(), passphrase)
+        except FileNotFoundError as exc:
+            raise NotInitialised(f"no encryption key at {self.settings.encryption_key_file}") from exc
+        except EnvelopeError as exc:
+            raise WrongPassphrase(f"wrong passphrase for {self.settings.encryption_key_file}") from exc
+
+    @cached_property
+    def deployment(self) -> Deployment:
+        return load_deployment(self.settings.effective_deployment_file)
+
+    def registry(self, *, signing: bool = False) -> RegistryClient:
+        client = self.signing_chain if signing else self.chain
+        return RegistryClient(client, self.deployment.address("AllianceRegistry"))
+
+    @property
+    def is_dev(self) -> bool:
+        return self.settings.network == Network.dev
+
+    def close(self) -> None:
+        if "store" in self.__dict__:
+            self.store.close()

@@ -1,0 +1,67 @@
+"""`alliance init`: a bank's data dir with its signing key, its X25519 key, its config and store."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from node.chain.signer import Signer, keystore_address, write_keystore
+from node.config import Network, Settings, write_config
+from node.crypto.envelopes import dump_private_key, generate_encryption_keypair, public_key_bytes
+from node.errors import Conflict, InvalidInput
+from node.store.db import Store
+
+BANK_CODE = re.compile(r"^[A-Z0-9][A-Z0-9_-]{1,31}$")
+MAX_BANK_NAME = 120
+
+
+@dataclass(frozen=True)
+class InitResult:
+    data_dir: Path
+    address: str
+    encryption_public_key: bytes
+    config_file: Path
+
+
+def validate_bank_identity(bank_name: str, bank_code: str) -> tuple[str, str]:
+    name = bank_name.strip()
+    code = bank_code.strip().upper()
+    if not name or len(name) > MAX_BANK_NAME:
+        raise InvalidInput(f"bank name must be 1-{MAX_BANK_NAME} characters", code="invalid_bank_name")
+    if not BANK_CODE.match(code):
+        raise InvalidInput(f"bank code {bank_code!r} must be 2-32 of A-Z, 0-9, '_' or '-'",
+                           code="invalid_bank_code")
+    return name, code
+
+
+def init_node(settings: Settings, *, bank_name: str, bank_code: str, passphrase: str) -> InitResult:
+    """Create the data dir. Refuses to touch an existing key: losing it would lose the membership."""
+    name, code = validate_bank_identity(bank_name, bank_code)
+    if len(passphrase) < 12 and settings.network != Network.dev:
+        raise InvalidInput("the key passphrase must be at least 12 characters", code="weak_passphrase")
+    if settings.signing_key_file.exists() or settings.encryption_key_file.exists():
+        raise Conflict(f"{settings.data_dir} already holds a bank's keys; refusing to overwrite them",
+                       code="already_initialised")
+    settings.keys_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(settings.keys_dir, 0o700)
+    signer = Signer.generate()
+    encryption_key = generate_encryption_keypair()
+    _write_private(settings.encryption_key_file, dump_private_key(encryption_key, passphrase))
+    write_keystore(settings.signing_key_file, signer, passphrase)
+    configured = settings.model_copy(update={"bank_name": name, "bank_code": code})
+    config_file = write_config(configured)
+    store = Store(configured.effective_database_url)
+    try:
+        store.migrate()
+    finally:
+        store.close()
+    return InitResult(settings.data_dir, keystore_address(settings.signing_key_file),
+                      public_key_bytes(encryption_key), config_file)
+
+
+def _write_private(path: Path, content: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(content)

@@ -1,0 +1,1 @@
+"""Local store: SQLAlchemy models and Alembic migrations (SQLite by default, PostgreSQL by URL)."""

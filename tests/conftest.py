@@ -1,0 +1,96 @@
+"""Shared fixtures: a real anvil chain (started once per session), deployed contracts, stores.
+
+Nothing here mocks the chain or the database. In CI (`CI=true`) a missing component fails the run
+instead of skipping: `.ci/run` installs and starts everything.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from node.chain.client import ChainClient
+from node.chain.deployment import Deployment, deploy_consortium
+from node.chain.devchain import DevChain
+from node.chain.registry import FoundingMember, MemberRole, RegistryClient
+from node.chain.signer import Signer
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevChain]:
+    chain = DevChain(tmp_path_factory.mktemp("anvil"), port=free_port())
+    chain.start()
+    yield chain
+    chain.stop()
+
+
+@pytest.fixture
+def rpc_url(anvil: DevChain) -> Iterator[str]:
+    """The session chain, rolled back after each test so tests cannot see each other's writes."""
+    control = ChainClient(anvil.rpc_url)
+    snapshot = control.rpc("evm_snapshot")
+    yield anvil.rpc_url
+    control.rpc("evm_revert", [snapshot])
+
+
+@dataclass
+class Bank:
+    name: str
+    code: str
+    signer: Signer
+    client: ChainClient
+
+    @property
+    def address(self) -> str:
+        return self.signer.address
+
+
+def make_bank(rpc_url: str, name: str, code: str) -> Bank:
+    signer = Signer.generate()
+    return Bank(name, code, signer, ChainClient(rpc_url, signer=signer))
+
+
+@dataclass
+class Consortium:
+    rpc_url: str
+    deployment: Deployment
+    banks: list[Bank]
+
+    def registry(self, bank: Bank) -> RegistryClient:
+        return RegistryClient(bank.client, self.deployment.address("AllianceRegistry"))
+
+
+def deploy_test_consortium(rpc_url: str, founders: int = 3, **kwargs: int) -> Consortium:
+    banks = [make_bank(rpc_url, f"Bank {chr(65 + i)}", f"BANK-{chr(65 + i)}") for i in range(founders)]
+    deployment = deploy_consortium(
+        banks[0].client,
+        network="test",
+        founders=[FoundingMember(b.address, MemberRole.member, b.name, b.code, bytes([i + 1]) * 32)
+                  for i, b in enumerate(banks)],
+        **kwargs,
+    )
+    return Consortium(rpc_url, deployment, banks)
+
+
+@pytest.fixture
+def consortium(rpc_url: str) -> Consortium:
+    """Three founding member banks on a fresh deployment (quorum: more than half)."""
+    return deploy_test_consortium(rpc_url)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "node-data"
