@@ -94,3 +94,50 @@ def consortium(rpc_url: str) -> Consortium:
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "node-data"
+
+
+def _postgres_admin_url() -> str | None:
+    return os.environ.get("ALLIANCE_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(scope="session")
+def postgres_available() -> bool:
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import OperationalError
+
+    url = _postgres_admin_url()
+    reason = "ALLIANCE_TEST_POSTGRES_URL is not set"
+    if url:
+        try:
+            engine = create_engine(url)
+            with engine.connect():
+                pass
+            engine.dispose()
+            return True
+        except OperationalError as exc:
+            reason = f"PostgreSQL at {url} is unreachable: {exc.orig}"
+    if IN_CI:
+        pytest.fail(f"CI must run the PostgreSQL tests: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database URL for an empty store: a SQLite file, or a fresh PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    request.getfixturevalue("postgres_available")
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(_postgres_admin_url() or "")
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in (_postgres_admin_url() or "") else "?"
+    yield f"{_postgres_admin_url()}{separator}options=-csearch_path%3D{schema}"
+    with admin.begin() as connection:
+        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()

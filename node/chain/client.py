@@ -12,20 +12,22 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import requests
+from eth_typing import HexStr
 from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
 from web3.exceptions import ContractLogicError, TimeExhausted, TransactionNotFound, Web3RPCError
-from web3.providers.rpc.utils import ExceptionRetryConfiguration
+from web3.types import TxParams
 
 from node.chain.artifacts import ContractArtifact, load_artifact
 from node.chain.errors import (
     ChainError,
     ChainUnavailable,
     ContractRevert,
+    OutOfGas,
     TransactionTimeout,
     UnknownRevert,
     decode_revert,
@@ -34,8 +36,9 @@ from node.chain.signer import Signer
 
 logger = logging.getLogger(__name__)
 
-# Gas for administrative transactions is estimated (they are rare); this margin covers state that
-# changes between estimate and inclusion, e.g. a vote that now also executes the proposal.
+# Gas for administrative transactions is estimated (they are rare); this margin covers small state
+# changes between estimate and inclusion. Callers whose cost can jump (a vote that ends up executing
+# the proposal) also pass `min_gas`.
 _ESTIMATE_MARGIN = 1.3
 
 
@@ -161,21 +164,22 @@ class ChainClient:
         return self.w3.eth.contract(address=Web3.to_checksum_address(address), abi=artifact.abi)
 
     def call(self, function: ContractFunction, *, sender: str | None = None) -> Any:
-        params = {"from": sender} if sender else {}
+        params = cast(TxParams, {"from": sender} if sender else {})
         with translate_errors(self.rpc_url):
             return function.call(params)
 
     # -- writes ---------------------------------------------------------------------------------------
     def _pending_nonce(self) -> int:
         with translate_errors(self.rpc_url):
-            return int(self.w3.eth.get_transaction_count(self._require_signer().address, "pending"))
+            return int(self.w3.eth.get_transaction_count(
+                Web3.to_checksum_address(self._require_signer().address), "pending"))
 
     def _require_signer(self) -> Signer:
         if self.signer is None:
             raise ChainError("this operation needs the bank's signing key, and none was loaded")
         return self.signer
 
-    def transact(self, function: ContractFunction, *, gas: int | None = None) -> Receipt:
+    def transact(self, function: ContractFunction, *, gas: int | None = None, min_gas: int = 0) -> Receipt:
         """Send a contract call signed by the bank and wait for its receipt.
 
         Without `gas`, the call is first estimated: a call that would revert raises the decoded
@@ -184,18 +188,18 @@ class ChainClient:
         signer = self._require_signer()
         if gas is None:
             with translate_errors(self.rpc_url):
-                gas = int(function.estimate_gas({"from": signer.address}) * _ESTIMATE_MARGIN)
+                gas = max(int(function.estimate_gas({"from": signer.address}) * _ESTIMATE_MARGIN), min_gas)
         with translate_errors(self.rpc_url):
-            tx = function.build_transaction(self._envelope(gas))
-        return self.send_transaction(tx)
+            tx = function.build_transaction(cast(TxParams, self._envelope(gas)))
+        return self.send_transaction(dict(tx))
 
     def deploy(self, artifact: ContractArtifact, *args: Any) -> Receipt:
         factory = self.w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
         signer = self._require_signer()
         with translate_errors(self.rpc_url):
             gas = int(factory.constructor(*args).estimate_gas({"from": signer.address}) * _ESTIMATE_MARGIN)
-            tx = factory.constructor(*args).build_transaction(self._envelope(gas))
-        return self.send_transaction(tx)
+            tx = factory.constructor(*args).build_transaction(cast(TxParams, self._envelope(gas)))
+        return self.send_transaction(dict(tx))
 
     def _envelope(self, gas: int) -> dict[str, Any]:
         # Legacy transactions with an explicit gas price: consortium chains run at zero gas price
@@ -231,7 +235,7 @@ class ChainClient:
         with translate_errors(self.rpc_url):
             try:
                 raw = self.w3.eth.wait_for_transaction_receipt(
-                    tx_hash, timeout=self.receipt_timeout, poll_latency=0.02)
+                    HexStr(tx_hash), timeout=self.receipt_timeout, poll_latency=0.02)
             except TimeExhausted as exc:
                 raise TransactionTimeout(f"transaction {tx_hash} not mined within {self.receipt_timeout}s") from exc
         receipt = Receipt(tx_hash, int(raw["blockNumber"]), raw["blockHash"].to_0x_hex(),
@@ -256,11 +260,16 @@ class ChainClient:
             return ChainError(f"transaction {receipt.tx_hash} reverted")
         call = {k: v for k, v in tx.items() if k in ("from", "to", "data", "gas")}
         call.setdefault("from", self._require_signer().address)
-        try:
-            with translate_errors(self.rpc_url):
-                self.w3.eth.call(call, block_identifier=receipt.block_number - 1)  # type: ignore[arg-type]
-        except ContractRevert as revert:
-            return revert
+        if tx.get("gas") == receipt.gas_used:
+            return OutOfGas(f"transaction {receipt.tx_hash} ran out of gas ({receipt.gas_used})")
+        # The failed block first: its timestamp, and the transactions mined before this one in it (a racing
+        # vote that executed the proposal), are what made it fail; the parent block has neither.
+        for block in (receipt.block_number, receipt.block_number - 1):
+            try:
+                with translate_errors(self.rpc_url):
+                    self.w3.eth.call(call, block_identifier=block)  # type: ignore[arg-type]
+            except ContractRevert as revert:
+                return revert
         return ChainError(f"transaction {receipt.tx_hash} reverted (the replay did not)")
 
 

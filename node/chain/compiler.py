@@ -17,6 +17,7 @@ from typing import Any
 
 import solcx
 from solcx.exceptions import SolcError
+from solcx.install import get_executable
 from solcx.wrapper import get_solc_version
 
 from node.chain.artifacts import ContractArtifact, write_artifact
@@ -56,7 +57,7 @@ def find_compiler() -> SolcCompiler:
         return SolcCompiler(path, "ALLIANCE_SOLC")
     installed = {str(v) for v in solcx.get_installed_solc_versions()}
     if SOLC_VERSION in installed:
-        return SolcCompiler(Path(solcx.get_executable(SOLC_VERSION)), "py-solc-x")
+        return SolcCompiler(Path(get_executable(SOLC_VERSION)), "py-solc-x")
     if SOLCJS_WRAPPER.exists() and (NODE_MODULES / "solc").exists():
         return SolcCompiler(SOLCJS_WRAPPER, "npm solc")
     raise CompilerNotFound(

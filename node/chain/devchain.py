@@ -7,6 +7,7 @@ base fee, like the consortium's Besu network, so member accounts need no funding
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import shutil
@@ -139,7 +140,5 @@ class DevChain:
 
 def _reap(pid: int) -> None:
     # When this process started anvil, it must collect the exit status or anvil stays a zombie.
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass

@@ -29,6 +29,10 @@ class TransactionTimeout(ChainError):
     """A sent transaction was not mined in time (it may still be mined later)."""
 
 
+class OutOfGas(ChainError):
+    """A mined transaction used all its gas; nothing it did took effect."""
+
+
 class ContractNotDeployed(ChainError):
     """No deployment record, or no code at the recorded address."""
 

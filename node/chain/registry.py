@@ -11,6 +11,10 @@ from web3.logs import DISCARD
 
 from node.chain.client import ChainClient, Receipt
 
+# A vote or proposal may execute when mined although it did not when estimated (another vote landed, or
+# the active count dropped); an executing admission costs ~320k gas. Gas is free on the consortium chain.
+GOVERNANCE_MIN_GAS = 600_000
+
 
 class MemberRole(IntEnum):
     none = 0
@@ -168,18 +172,18 @@ class RegistryClient:
             member_id, Web3.to_checksum_address(new_account)))
 
     def vote(self, proposal_id: int) -> ProposalOutcome:
-        receipt = self.chain.transact(self.contract.functions.vote(proposal_id))
+        receipt = self.chain.transact(self.contract.functions.vote(proposal_id), min_gas=GOVERNANCE_MIN_GAS)
         return ProposalOutcome(proposal_id, self._executed(receipt), receipt)
 
     def execute(self, proposal_id: int) -> ProposalOutcome:
-        receipt = self.chain.transact(self.contract.functions.execute(proposal_id))
+        receipt = self.chain.transact(self.contract.functions.execute(proposal_id), min_gas=GOVERNANCE_MIN_GAS)
         return ProposalOutcome(proposal_id, self._executed(receipt), receipt)
 
     def set_encryption_key(self, key: bytes) -> Receipt:
         return self.chain.transact(self.contract.functions.setEncryptionKey(key))
 
     def _propose(self, function: Any) -> ProposalOutcome:
-        receipt = self.chain.transact(function)
+        receipt = self.chain.transact(function, min_gas=GOVERNANCE_MIN_GAS)
         created = self.contract.events.ProposalCreated().process_receipt(receipt.raw, errors=DISCARD)
         return ProposalOutcome(int(created[0]["args"]["proposalId"]), self._executed(receipt), receipt)
 

@@ -1,0 +1,50 @@
+"""`alliance chain up|down|status`: the dev chain, and the state of whichever chain is configured."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from alliance_cli import console
+from alliance_cli.state import node_context
+from node.errors import InvalidInput
+
+app = typer.Typer(help="Start, stop and inspect the chain.", no_args_is_help=True)
+
+
+@app.command("up")
+def chain_up(ctx: typer.Context) -> None:
+    """Start the local dev chain in the background (state kept in the data dir)."""
+    node = node_context(ctx)
+    if not node.is_dev:
+        raise InvalidInput(f"`chain up` manages only the dev network; this node is on {node.settings.network}")
+    head = node.dev_chain.start()
+    console.success(f"dev chain at {node.dev_chain.rpc_url} (chain id {head.chain_id}, block {head.block_number})")
+
+
+@app.command("down")
+def chain_down(ctx: typer.Context) -> None:
+    """Stop the local dev chain, saving its state."""
+    node = node_context(ctx)
+    if node.dev_chain.stop():
+        console.success("dev chain stopped")
+    else:
+        console.info("the dev chain was not running")
+
+
+@app.command("status")
+def chain_status(
+    ctx: typer.Context,
+    json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show the configured chain's id and head block (exit code 1 if unreachable)."""
+    node = node_context(ctx)
+    head = node.chain.head()
+    data = {"network": node.settings.network.value, "rpc_url": node.settings.effective_rpc_url,
+            "chain_id": head.chain_id, "block_number": head.block_number, "block_hash": head.block_hash}
+    if json_output:
+        console.print_json(data)
+        return
+    for key, value in data.items():
+        console.info(f"{key:>13}: {value}")

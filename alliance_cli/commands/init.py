@@ -1,0 +1,39 @@
+"""`alliance init`: create this bank's data dir, keys and config."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from alliance_cli import console
+from alliance_cli.state import CliState
+from node.config import Network, load_settings
+from node.setup import init_node
+
+
+def init_command(
+    ctx: typer.Context,
+    bank_name: Annotated[str, typer.Option(help="The bank's name as shown to the consortium.")],
+    bank_code: Annotated[str, typer.Option(help="A unique code, e.g. the bank's BIC or CNAPS code.")],
+    network: Annotated[Network, typer.Option(help="dev (local chain the node starts), local or consortium.")]
+    = Network.dev,
+    rpc_url: Annotated[str | None, typer.Option(help="JSON-RPC URL (local and consortium networks).")] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Create the data dir with a signing key, an X25519 key for key envelopes, config and store."""
+    state: CliState = ctx.find_root().obj
+    overrides = {"network": network} | ({"rpc_url": rpc_url} if rpc_url else {})
+    settings = load_settings(state.data_dir, **overrides)
+    passphrase = settings.passphrase
+    if passphrase is None:
+        passphrase = typer.prompt("Passphrase for the new keys", hide_input=True, confirmation_prompt=True)
+    result = init_node(settings, bank_name=bank_name, bank_code=bank_code, passphrase=passphrase)
+    if json_output:
+        console.print_json({"data_dir": str(result.data_dir), "address": result.address,
+                            "encryption_public_key": "0x" + result.encryption_public_key.hex(),
+                            "config_file": str(result.config_file)})
+        return
+    console.success(f"initialised {result.data_dir}")
+    console.info(f"signing address:       {result.address}")
+    console.info(f"encryption public key: 0x{result.encryption_public_key.hex()}")

@@ -1,0 +1,99 @@
+"""`alliance member propose|vote|list|show|proposals`: consortium membership by proposal and vote."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from alliance_cli import console
+from alliance_cli.state import node_context
+from node import governance
+from node.chain.registry import Member, ProposalOutcome
+from node.governance import ProposalAction
+
+app = typer.Typer(help="Consortium membership: proposals, votes, members.", no_args_is_help=True)
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+@app.command("propose")
+def member_propose(
+    ctx: typer.Context,
+    action: Annotated[ProposalAction, typer.Argument(help="admit, suspend, reinstate, remove or rotate.")],
+    target: Annotated[str | None, typer.Argument(help="Member id, address or bank code (not for admit).")] = None,
+    account: Annotated[str | None, typer.Option(help="admit: the newcomer's signing address.")] = None,
+    role: Annotated[str, typer.Option(help="admit: member, auditor or observer.")] = "member",
+    name: Annotated[str | None, typer.Option(help="admit: the bank's name.")] = None,
+    bank_code: Annotated[str | None, typer.Option(help="admit: the bank's unique code.")] = None,
+    encryption_key: Annotated[str | None, typer.Option(help="admit: X25519 public key, 0x + 64 hex.")] = None,
+    new_account: Annotated[str | None, typer.Option(help="rotate: the new signing address.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Propose a membership change; this bank's vote is counted at once."""
+    node = node_context(ctx)
+    admission = None
+    if action == ProposalAction.admit:
+        admission = governance.admission_request(account=account or "", role=role, name=name or "",
+                                                 bank_code=bank_code or "", encryption_key=encryption_key or "")
+    outcome = governance.propose(node.registry(signing=True), action, target=target, admission=admission,
+                                 new_account=new_account)
+    _report(outcome, json_output, f"proposal {outcome.proposal_id} ({action})")
+
+
+@app.command("vote")
+def member_vote(
+    ctx: typer.Context,
+    proposal_id: Annotated[int, typer.Argument(min=1, help="The proposal to approve.")],
+    json_output: JsonOption = False,
+) -> None:
+    """Approve a proposal; it executes when the quorum is reached."""
+    node = node_context(ctx)
+    outcome = governance.vote(node.registry(signing=True), proposal_id)
+    _report(outcome, json_output, f"voted for proposal {proposal_id}")
+
+
+def _report(outcome: ProposalOutcome, json_output: bool, what: str) -> None:
+    if json_output:
+        console.print_json({"proposal_id": outcome.proposal_id, "executed": outcome.executed,
+                            "tx_hash": outcome.receipt.tx_hash, "block_number": outcome.receipt.block_number})
+        return
+    console.success(f"{what}; {'executed' if outcome.executed else 'awaiting more votes'} "
+                    f"(tx {outcome.receipt.tx_hash}, block {outcome.receipt.block_number})")
+
+
+@app.command("list")
+def member_list(ctx: typer.Context, json_output: JsonOption = False) -> None:
+    """List every member ever admitted, with role and status."""
+    members = node_context(ctx).registry().members()
+    if json_output:
+        console.print_json([m.to_json() for m in members])
+        return
+    console.table("Members", ["id", "bank code", "name", "role", "status", "account"],
+                  [(m.member_id, m.bank_code, m.name, m.role.name, m.status.name, m.account) for m in members])
+
+
+@app.command("show")
+def member_show(
+    ctx: typer.Context,
+    member: Annotated[str, typer.Argument(help="Member id, signing address or bank code.")],
+    json_output: JsonOption = False,
+) -> None:
+    """Show one member."""
+    found: Member = governance.find_member(node_context(ctx).registry(), member)
+    if json_output:
+        console.print_json(found.to_json())
+        return
+    for key, value in found.to_json().items():
+        console.info(f"{key:>14}: {value}")
+
+
+@app.command("proposals")
+def member_proposals(ctx: typer.Context, json_output: JsonOption = False) -> None:
+    """List proposals with their votes and state."""
+    proposals = node_context(ctx).registry().proposals()
+    if json_output:
+        console.print_json([p.to_json() for p in proposals])
+        return
+    console.table("Proposals", ["id", "kind", "member", "account", "votes", "executed", "expires at"],
+                  [(p.proposal_id, p.kind.name, p.member_id or "-", p.account, p.votes, p.executed, p.expires_at)
+                   for p in proposals])

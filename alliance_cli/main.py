@@ -1,0 +1,81 @@
+"""Entry point of the `alliance` command: global options, command groups, one error boundary."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from alliance_cli import console
+from alliance_cli.commands import apikey, chain, contracts, init, member, node_cmd
+from alliance_cli.state import CliState
+from node.auth.apikeys import InvalidApiKey
+from node.chain.artifacts import ArtifactMissing
+from node.chain.compiler import CompilationFailed, CompilerNotFound
+from node.chain.errors import ChainError, ContractRevert
+from node.chain.signer import KeystoreError
+from node.config import ConfigError
+from node.errors import AllianceError
+from node.store.db import StoreUnavailable
+
+app = typer.Typer(name="alliance", help="Alliance node: shared fraud intelligence and ABS provenance.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    data_dir: Annotated[Path | None, typer.Option(envvar="ALLIANCE_DATA_DIR",
+                                                  help="The node's data dir (default .alliance).")] = None,
+    debug: Annotated[bool, typer.Option(help="Show tracebacks and debug logs.")] = False,
+) -> None:
+    ctx.obj = CliState(data_dir=data_dir, debug=debug)
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+app.command("init")(init.init_command)
+app.add_typer(chain.app, name="chain")
+app.add_typer(contracts.app, name="contracts")
+app.add_typer(member.app, name="member")
+app.add_typer(apikey.app, name="apikey")
+app.add_typer(node_cmd.app, name="node")
+
+# Errors a user can act on: one line, exit 1, no traceback (unless --debug).
+EXPECTED_ERRORS = (AllianceError, ChainError, ConfigError, StoreUnavailable, KeystoreError, CompilationFailed,
+                   CompilerNotFound, ArtifactMissing, InvalidApiKey)
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, ContractRevert):
+        return f"refused by the contract: {exc}"
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0] if not isinstance(exc, CompilationFailed) else text
+
+
+def run(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        code = app(args=args, prog_name="alliance", standalone_mode=False)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        console.err.print("[red]error:[/red] aborted")
+        sys.exit(1)
+    except typer.TyperException as exc:
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `alliance` alone: help, not an error
+            console.out.print(message)
+            sys.exit(0)
+        console.err.print(f"[red]error:[/red] {message} (see --help)", markup=True, highlight=False)
+        sys.exit(1)
+    except EXPECTED_ERRORS as exc:
+        if debug:
+            raise
+        console.err.print(f"[red]error:[/red] {describe(exc)}", markup=True, highlight=False)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,66 @@
+"""Small helpers shared by the benchmarks: `--quick` parsing, the final JSON line, a private anvil.
+
+Every benchmark prints readable lines, then exactly one JSON object as its LAST line (`emit`), so a
+runner can parse the figures with `json.loads(output.splitlines()[-1])`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from node.chain.devchain import DevChain, DevChainError
+
+# Another process may take the free port between the probe and anvil's bind; try a few ports.
+_START_ATTEMPTS = 3
+
+
+def parse_args(description: str | None, argv: Sequence[str] | None = None,
+               configure: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
+    """Arguments of a benchmark: always `--quick`, plus whatever `configure` adds."""
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a small run that finishes in seconds")
+    if configure is not None:
+        configure(parser)
+    return parser.parse_args(argv)
+
+
+def emit(result: dict[str, Any]) -> None:
+    """Print the machine-readable result: one JSON object, the last line of the output."""
+    print(json.dumps(result, sort_keys=True), flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def private_chain() -> Iterator[str]:
+    """A throw-away anvil (the dev chain's settings) in a temporary directory; yields its RPC URL.
+
+    Never the developer's dev chain nor a test session's: a benchmark must not share a chain whose
+    load it does not control.
+    """
+    with tempfile.TemporaryDirectory(prefix="alliance-bench-") as directory:
+        chain = DevChain(Path(directory) / "anvil", port=free_port())
+        for attempt in range(_START_ATTEMPTS):
+            try:
+                chain.start()
+                break
+            except DevChainError:
+                if attempt == _START_ATTEMPTS - 1:
+                    raise
+                chain = DevChain(Path(directory) / "anvil", port=free_port())
+        try:
+            yield chain.rpc_url
+        finally:
+            chain.stop()

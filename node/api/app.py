@@ -1,0 +1,26 @@
+"""The FastAPI application of one node."""
+
+from __future__ import annotations
+
+from fastapi import Depends, FastAPI
+
+from node.api.deps import current_key
+from node.api.errors import install_error_handlers
+from node.api.limits import BodySizeLimit
+from node.api.routes import health, members
+from node.runtime import NodeContext
+
+API_VERSION = "0.1.0"
+
+
+def create_app(node: NodeContext) -> FastAPI:
+    app = FastAPI(title="Alliance node", version=API_VERSION, openapi_url="/openapi.json",
+                  description="Shared fraud intelligence and ABS asset provenance for a consortium of banks.")
+    app.state.node = node
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=node.settings.max_request_bytes)
+    app.include_router(health.router)
+    # Every /v1 route needs an API key; routes narrow it to roles where they must.
+    v1 = [Depends(current_key)]
+    app.include_router(members.router, prefix="/v1", dependencies=v1)
+    return app

@@ -1,0 +1,67 @@
+"""One error shape for every API failure: `{"error": {"code": "...", "message": "..."}}`.
+
+Domain and chain errors become HTTP responses only here, at the edge.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from node.chain.errors import ChainError, ChainUnavailable, ContractNotDeployed, ContractRevert
+from node.errors import AllianceError
+
+logger = logging.getLogger(__name__)
+
+
+def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, **extra}}
+
+
+class ApiError(Exception):
+    """Raised by dependencies and routes for HTTP-specific refusals (auth, roles)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status)
+
+    @app.exception_handler(AllianceError)
+    async def _domain_error(_: Request, exc: AllianceError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, str(exc)), status_code=exc.http_status)
+
+    @app.exception_handler(ContractRevert)
+    async def _revert(_: Request, exc: ContractRevert) -> JSONResponse:
+        arguments = {k: ("0x" + v.hex() if isinstance(v, bytes) else v) for k, v in exc.arguments.items()}
+        status = 403 if exc.error_name.endswith(("NotActiveMember", "NotActive")) else 409
+        return JSONResponse(error_body("contract_revert", str(exc), contract_error=exc.error_name,
+                                       arguments=arguments), status_code=status)
+
+    @app.exception_handler(ChainError)
+    async def _chain_error(_: Request, exc: ChainError) -> JSONResponse:
+        if isinstance(exc, ContractNotDeployed):
+            return JSONResponse(error_body("contracts_not_deployed", str(exc)), status_code=503)
+        code = "chain_unavailable" if isinstance(exc, ChainUnavailable) else "chain_error"
+        return JSONResponse(error_body(code, str(exc)), status_code=503)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                   for e in exc.errors()]
+        return JSONResponse(error_body("invalid_request", "the request does not match the schema",
+                                       details=details), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)

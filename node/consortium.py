@@ -1,0 +1,124 @@
+"""Setting up a consortium: deploying the contracts with their founders, and the dev demo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from node.chain.deployment import (
+    Deployment,
+    check_deployment,
+    deploy_consortium,
+    load_deployment,
+    save_deployment,
+)
+from node.chain.errors import ContractNotDeployed
+from node.chain.registry import FoundingMember, MemberRole
+from node.config import DEV_PASSPHRASE, Network, load_settings
+from node.crypto.envelopes import public_key_bytes
+from node.errors import Conflict, InvalidInput
+from node.governance import admission_request
+from node.runtime import NodeContext
+from node.setup import init_node
+
+DEMO_BANKS = (("Demo Bank A", "DEMO-A"), ("Demo Bank B", "DEMO-B"), ("Demo Bank C", "DEMO-C"))
+
+
+def this_bank_as_founder(node: NodeContext) -> FoundingMember:
+    return FoundingMember(node.address, MemberRole.member, node.settings.bank_name, node.settings.bank_code,
+                          public_key_bytes(node.encryption_key))
+
+
+def parse_founders(path: Path) -> list[FoundingMember]:
+    try:
+        entries = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise InvalidInput(f"founders file {path} does not exist", code="file_not_found") from exc
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"founders file {path} is not JSON: {exc}", code="malformed_file") from exc
+    if not isinstance(entries, list) or not entries:
+        raise InvalidInput(f"founders file {path} must hold a non-empty JSON list", code="malformed_file")
+    founders = []
+    for index, entry in enumerate(entries):
+        founders.append(_founder(entry, f"{path} entry {index}"))
+    return founders
+
+
+def _founder(entry: Any, where: str) -> FoundingMember:
+    if not isinstance(entry, dict):
+        raise InvalidInput(f"{where}: must be an object", code="malformed_file")
+    missing = {"account", "name", "bank_code", "encryption_key"} - entry.keys()
+    if missing:
+        raise InvalidInput(f"{where}: missing {', '.join(sorted(missing))}", code="malformed_file")
+    try:
+        request = admission_request(account=str(entry["account"]), role=str(entry.get("role", "member")),
+                                    name=str(entry["name"]), bank_code=str(entry["bank_code"]),
+                                    encryption_key=str(entry["encryption_key"]))
+    except InvalidInput as exc:
+        raise InvalidInput(f"{where}: {exc}", code=exc.code) from exc
+    return FoundingMember(request.account, request.role, request.name, request.bank_code, request.encryption_key)
+
+
+def _refuse_live_deployment(node: NodeContext, force: bool) -> None:
+    path = node.settings.effective_deployment_file
+    if force or not path.exists():
+        return
+    try:
+        check_deployment(node.chain, load_deployment(path))
+    except ContractNotDeployed:
+        return  # a stale record (e.g. a wiped dev chain) may be replaced
+    raise Conflict(f"contracts are already deployed per {path}; pass --force to deploy a new consortium",
+                   code="already_deployed")
+
+
+def deploy(node: NodeContext, founders: list[FoundingMember], *, quorum_percent: int, proposal_lifetime_s: int,
+           force: bool) -> Deployment:
+    _refuse_live_deployment(node, force)
+    deployment = deploy_consortium(node.signing_chain, network=node.settings.network.value, founders=founders,
+                                   quorum_percent=quorum_percent, proposal_lifetime_s=proposal_lifetime_s)
+    save_deployment(deployment, node.settings.effective_deployment_file)
+    return deployment
+
+
+def deploy_solo(node: NodeContext, *, quorum_percent: int, proposal_lifetime_s: int, force: bool) -> Deployment:
+    return deploy(node, [this_bank_as_founder(node)], quorum_percent=quorum_percent,
+                  proposal_lifetime_s=proposal_lifetime_s, force=force)
+
+
+def deploy_from_founders_file(node: NodeContext, path: Path, *, quorum_percent: int, proposal_lifetime_s: int,
+                              force: bool) -> Deployment:
+    return deploy(node, parse_founders(path), quorum_percent=quorum_percent,
+                  proposal_lifetime_s=proposal_lifetime_s, force=force)
+
+
+def ensure_demo_consortium(node: NodeContext) -> Deployment:
+    """On the dev network: this bank and two demo banks, founders of a fresh deployment.
+
+    The demo banks get data dirs of their own under `<data dir>/demo/`, so they can be run as
+    nodes too. Idempotent: an existing live deployment is kept.
+    """
+    if node.settings.network != Network.dev:
+        raise InvalidInput("the demo consortium exists only on the dev network", code="not_dev_network")
+    path = node.settings.effective_deployment_file
+    if path.exists():
+        try:
+            deployment = load_deployment(path)
+            check_deployment(node.chain, deployment)
+            return deployment
+        except ContractNotDeployed:
+            pass
+    founders = [this_bank_as_founder(node)]
+    for name, code in DEMO_BANKS[1:]:
+        founders.append(this_bank_as_founder(_demo_bank(node, name, code)))
+    return deploy(node, founders, quorum_percent=50, proposal_lifetime_s=7 * 24 * 3600, force=True)
+
+
+def _demo_bank(node: NodeContext, name: str, code: str) -> NodeContext:
+    # Demo banks always use the dev passphrase, whatever this operator's own passphrase is.
+    overrides = {"network": Network.dev, "dev_chain_port": node.settings.dev_chain_port,
+                 "deployment_file": node.settings.effective_deployment_file, "key_passphrase": DEV_PASSPHRASE}
+    settings = load_settings(node.settings.data_dir / "demo" / code.lower(), **overrides)
+    if not settings.signing_key_file.exists():
+        init_node(settings, bank_name=name, bank_code=code, passphrase=DEV_PASSPHRASE)
+    return NodeContext(load_settings(settings.data_dir, **overrides))

@@ -1,0 +1,1 @@
+"""Cryptographic primitives of the node: keyed indicator hashes, key envelopes, local vault."""

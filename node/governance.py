@@ -1,0 +1,123 @@
+"""Consortium membership as the CLI and API see it: validated input, then the registry contract.
+
+Input is checked here before anything is signed, so a malformed address or an unknown member is a
+clear error and never a transaction; what only the chain can know (quorum, double votes) comes
+back as the contract's custom error.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+from node.chain.registry import Member, MemberRole, Proposal, ProposalOutcome, RegistryClient
+from node.errors import InvalidInput, NotFound
+from node.setup import validate_bank_identity
+
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_KEY = re.compile(r"^0x[0-9a-fA-F]{64}$")
+
+
+class ProposalAction(StrEnum):
+    admit = "admit"
+    suspend = "suspend"
+    reinstate = "reinstate"
+    remove = "remove"
+    rotate = "rotate"
+
+
+def parse_address(text: str, *, what: str = "address") -> str:
+    value = text.strip()
+    if not _ADDRESS.match(value):
+        raise InvalidInput(f"{what} {text!r} is not a 0x-prefixed 20-byte hex address", code="invalid_address")
+    if value == "0x" + "0" * 40:
+        raise InvalidInput(f"{what} may not be the zero address", code="invalid_address")
+    return value
+
+
+def parse_encryption_key(text: str) -> bytes:
+    if not _KEY.match(text.strip()):
+        raise InvalidInput(f"encryption key {text!r} is not a 0x-prefixed 32-byte hex X25519 public key",
+                           code="invalid_encryption_key")
+    return bytes.fromhex(text.strip()[2:])
+
+
+def parse_role(text: str) -> MemberRole:
+    try:
+        role = MemberRole[text.strip().lower()]
+    except KeyError:
+        role = MemberRole.none
+    if role == MemberRole.none:
+        raise InvalidInput(f"role {text!r} must be one of member, auditor, observer", code="invalid_role")
+    return role
+
+
+def find_member(registry: RegistryClient, reference: str) -> Member:
+    """A member by id ("3"), signing address or bank code."""
+    reference = reference.strip()
+    if reference.isdigit():
+        member_id = int(reference)
+        if not 1 <= member_id <= registry.member_count():
+            raise NotFound(f"no member with id {member_id}", code="unknown_member")
+        return registry.member(member_id)
+    if reference.startswith("0x"):
+        member_id = registry.member_id_of(parse_address(reference))
+        if member_id == 0:
+            raise NotFound(f"no member with signing address {reference}", code="unknown_member")
+        return registry.member(member_id)
+    for member in registry.members():
+        if member.bank_code == reference.upper():
+            return member
+    raise NotFound(f"no member with id, address or bank code {reference!r}", code="unknown_member")
+
+
+def find_proposal(registry: RegistryClient, proposal_id: int) -> Proposal:
+    if not 1 <= proposal_id <= registry.proposal_count():
+        raise NotFound(f"no proposal {proposal_id}", code="unknown_proposal")
+    return registry.proposal(proposal_id)
+
+
+@dataclass(frozen=True)
+class AdmissionRequest:
+    account: str
+    role: MemberRole
+    name: str
+    bank_code: str
+    encryption_key: bytes
+
+
+def admission_request(*, account: str, role: str, name: str, bank_code: str,
+                      encryption_key: str) -> AdmissionRequest:
+    address = parse_address(account, what="account")
+    clean_role = parse_role(role)
+    clean_name, clean_code = validate_bank_identity(name, bank_code)
+    return AdmissionRequest(address, clean_role, clean_name, clean_code, parse_encryption_key(encryption_key))
+
+
+def propose(registry: RegistryClient, action: ProposalAction, *, target: str | None = None,
+            admission: AdmissionRequest | None = None, new_account: str | None = None) -> ProposalOutcome:
+    if action == ProposalAction.admit:
+        if admission is None:
+            raise InvalidInput("an admission needs account, role, name, bank code and encryption key",
+                               code="missing_field")
+        return registry.propose_admission(admission.account, admission.role, admission.name,
+                                          admission.bank_code, admission.encryption_key)
+    if target is None:
+        raise InvalidInput(f"a {action} proposal needs the target member", code="missing_field")
+    member = find_member(registry, target)
+    if action == ProposalAction.suspend:
+        return registry.propose_suspension(member.member_id)
+    if action == ProposalAction.reinstate:
+        return registry.propose_reinstatement(member.member_id)
+    if action == ProposalAction.remove:
+        return registry.propose_removal(member.member_id)
+    if new_account is None:
+        raise InvalidInput("a rotation needs the new signing address", code="missing_field")
+    return registry.propose_signer_rotation(member.member_id, parse_address(new_account, what="new account"))
+
+
+def vote(registry: RegistryClient, proposal_id: int) -> ProposalOutcome:
+    find_proposal(registry, proposal_id)
+    return registry.vote(proposal_id)
+

@@ -1,0 +1,1 @@
+"""Fraud-indicator ledger: identifier normalisation and the records members share."""

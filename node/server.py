@@ -1,0 +1,76 @@
+"""Running a node: the dev chain if configured, the demo consortium if asked, then the API."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from node.api.app import create_app
+from node.auth.apikeys import Role, create_api_key
+from node.config import Network, load_settings
+from node.consortium import DEMO_BANKS, ensure_demo_consortium
+from node.runtime import NodeContext
+from node.setup import init_node
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DemoKeys:
+    path: Path
+    tokens: dict[str, str]
+
+
+def prepare_demo(node: NodeContext) -> NodeContext:
+    """Initialise this data dir as demo bank A on the dev network if it is empty."""
+    if not node.settings.signing_key_file.exists():
+        settings = load_settings(node.settings.data_dir, network=Network.dev)
+        name, code = DEMO_BANKS[0]
+        init_node(settings, bank_name=name, bank_code=code, passphrase=settings.passphrase or "")
+        node = NodeContext(load_settings(node.settings.data_dir))
+    return node
+
+
+def demo_api_keys(node: NodeContext) -> DemoKeys:
+    """One key per role for the demo, written once to a file only the owner can read."""
+    path = node.settings.data_dir / "demo" / "api-keys.txt"
+    if path.exists():
+        tokens = dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+        return DemoKeys(path, tokens)
+    with node.store.transaction() as session:
+        tokens = {role.value: create_api_key(session, role, "demo").token for role in Role}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write("".join(f"{role}={token}\n" for role, token in tokens.items()))
+    return DemoKeys(path, tokens)
+
+
+def start_chain_if_dev(node: NodeContext) -> bool:
+    """Start the dev chain unless it runs already; True if this call started it."""
+    if node.settings.network != Network.dev or node.dev_chain.running_pid() is not None:
+        return False
+    node.dev_chain.start()
+    return True
+
+
+def serve(node: NodeContext, *, demo: bool, host: str | None = None, port: int | None = None) -> None:
+    if demo:
+        node = prepare_demo(node)
+    started_chain = start_chain_if_dev(node)
+    try:
+        if demo:
+            ensure_demo_consortium(node)
+            keys = demo_api_keys(node)
+            logger.warning("demo API keys (one per role) are in %s", keys.path)
+        node.store  # noqa: B018 - open and migrate the store before accepting requests
+        uvicorn.run(create_app(node), host=host or node.settings.api_host, port=port or node.settings.api_port,
+                    log_level="info")
+    finally:
+        node.close()
+        if started_chain:
+            node.dev_chain.stop()

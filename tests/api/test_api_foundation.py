@@ -1,0 +1,94 @@
+"""Health, members, authentication and the error envelope of the node API."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from node.api.app import create_app
+from node.auth.apikeys import Role
+from node.config import load_settings
+from node.runtime import NodeContext
+from tests.api.conftest import ApiNode
+
+
+def test_read_health_reports_chain_contracts_and_store(api: ApiNode) -> None:
+    response = api.client.get("/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok" and body["store_ok"] is True and body["bank_code"] == "BANKA"
+    assert body["chain"]["reachable"] is True and body["chain"]["latest_block"] >= 1
+    assert set(body["contracts"]["addresses"]) >= {"AllianceRegistry"}
+
+
+def test_read_health_degraded_when_chain_unreachable(api: ApiNode) -> None:
+    settings = load_settings(api.node.settings.data_dir, rpc_url="http://127.0.0.1:9",
+                             database_url=api.node.settings.effective_database_url)
+    with TestClient(create_app(NodeContext(settings))) as client:
+        body = client.get("/health").json()
+    assert body["status"] == "degraded"
+    assert body["chain"]["reachable"] is False and "unreachable" in body["chain"]["error"]
+
+
+def test_list_members_requires_an_api_key(api: ApiNode) -> None:
+    response = api.client.get("/v1/members")
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "unauthorized"
+
+
+@pytest.mark.parametrize("token", ["", "garbage", "ak_0000000000000000_nope"])
+def test_list_members_rejects_bad_keys(api: ApiNode, token: str) -> None:
+    response = api.client.get("/v1/members", headers={"X-API-Key": token})
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "unauthorized"
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_list_members_for_every_role(api: ApiNode, role: Role) -> None:
+    response = api.client.get("/v1/members", headers=api.headers(role))
+    assert response.status_code == 200
+    assert [(m["bank_code"], m["status"]) for m in response.json()] == [("BANKA", "active")]
+
+
+def test_read_member_by_code_id_and_address(api: ApiNode) -> None:
+    headers = api.headers(Role.analyst)
+    by_code = api.client.get("/v1/members/BANKA", headers=headers).json()
+    assert api.client.get("/v1/members/1", headers=headers).json() == by_code
+    assert api.client.get(f"/v1/members/{by_code['account']}", headers=headers).json() == by_code
+
+
+@pytest.mark.parametrize(("reference", "status", "code"), [
+    ("7", 404, "unknown_member"), ("NOPE", 404, "unknown_member"), ("0x12", 422, "invalid_address"),
+])
+def test_read_member_errors_have_codes(api: ApiNode, reference: str, status: int, code: str) -> None:
+    response = api.client.get(f"/v1/members/{reference}", headers=api.headers(Role.analyst))
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+
+
+def test_members_unavailable_when_chain_down_is_503(api: ApiNode) -> None:
+    settings = load_settings(api.node.settings.data_dir, rpc_url="http://127.0.0.1:9",
+                             database_url=api.node.settings.effective_database_url)
+    with TestClient(create_app(NodeContext(settings))) as client:
+        response = client.get("/v1/members", headers=api.headers(Role.analyst))
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "chain_unavailable"
+
+
+def test_oversized_request_is_refused_with_413(api: ApiNode) -> None:
+    limit = api.node.settings.max_request_bytes
+    response = api.client.post("/v1/members", content=b"x" * (limit + 1), headers=api.headers(Role.operator))
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+
+
+def test_unknown_route_has_error_envelope(api: ApiNode) -> None:
+    response = api.client.get("/v1/nothing-here", headers=api.headers(Role.analyst))
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+
+
+def test_openapi_lists_routes_and_key_scheme(api: ApiNode) -> None:
+    spec = api.client.get("/openapi.json").json()
+    assert {"/health", "/v1/members", "/v1/members/{reference}"} <= set(spec["paths"])
+    assert "APIKeyHeader" in spec["components"]["securitySchemes"]

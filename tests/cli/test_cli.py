@@ -1,0 +1,168 @@
+"""The CLI on a real chain: happy paths, and every refusal as one line with exit code 1."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from node.chain.signer import Signer
+from tests.cli.conftest import CliRunner
+
+KEY = "0x" + "ab" * 32
+
+
+def one_error_line(result_err: str) -> str:
+    lines = [line for line in result_err.splitlines() if line.strip()]
+    assert len(lines) == 1, result_err
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+@pytest.fixture
+def deployed(cli: CliRunner) -> dict[str, str]:
+    init = cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA", "--json")
+    assert init.code == 0, init.err
+    deploy = cli("contracts", "deploy")
+    assert deploy.code == 0, deploy.err
+    return dict(json.loads(init.out))
+
+
+def test_init_creates_keys_config_and_store(cli: CliRunner, data_dir: Path) -> None:
+    result = cli("init", "--bank-name", "Bank A", "--bank-code", "banka", "--json")
+    assert result.code == 0, result.err
+    info = json.loads(result.out)
+    assert info["address"].startswith("0x") and len(info["encryption_public_key"]) == 66
+    assert (data_dir / "keys" / "signing-key.json").stat().st_mode & 0o777 == 0o600
+    assert 'bank_code = "BANKA"' in (data_dir / "alliance.toml").read_text()
+    assert (data_dir / "node.db").exists()
+
+
+def test_init_refuses_to_overwrite_keys(cli: CliRunner, data_dir: Path) -> None:
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0
+    before = (data_dir / "keys" / "signing-key.json").read_bytes()
+    result = cli("init", "--bank-name", "Bank B", "--bank-code", "BANKB")
+    assert result.code == 1
+    assert "refusing to overwrite" in one_error_line(result.err)
+    assert (data_dir / "keys" / "signing-key.json").read_bytes() == before
+
+
+@pytest.mark.parametrize(("name", "code", "message"), [
+    ("", "BANKA", "bank name"),
+    ("Bank A", "x", "bank code"),
+    ("Bank A", "BAD CODE!", "bank code"),
+])
+def test_init_rejects_bad_identity_and_writes_nothing(cli: CliRunner, data_dir: Path, name: str, code: str,
+                                                      message: str) -> None:
+    result = cli("init", "--bank-name", name, "--bank-code", code)
+    assert result.code == 1
+    assert message in one_error_line(result.err)
+    assert not (data_dir / "keys").exists()
+
+
+def test_member_list_shows_the_deployer(cli: CliRunner, deployed: dict[str, str]) -> None:
+    result = cli("member", "list", "--json")
+    assert result.code == 0, result.err
+    members = json.loads(result.out)
+    assert [(m["bank_code"], m["status"], m["account"]) for m in members] == \
+        [("BANKA", "active", deployed["address"])]
+
+
+def test_member_propose_admit_executes_with_a_single_member(cli: CliRunner, deployed: dict[str, str]) -> None:
+    newcomer = Signer.generate().address
+    result = cli("member", "propose", "admit", "--account", newcomer, "--name", "Bank B", "--bank-code",
+                 "BANKB", "--encryption-key", KEY, "--json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["executed"] is True
+    shown = json.loads(cli("member", "show", "BANKB", "--json").out)
+    assert (shown["account"], shown["status"], shown["encryption_key"]) == (newcomer, "active", KEY)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--account", "0x123"], "not a 0x-prefixed 20-byte hex address"),
+    (["--account", "0x" + "0" * 40], "zero address"),
+    (["--account", "0x" + "1" * 40, "--encryption-key", "0x12"], "X25519"),
+    (["--account", "0x" + "1" * 40, "--role", "king"], "role"),
+])
+def test_member_propose_rejects_bad_input_and_sends_nothing(cli: CliRunner, deployed: dict[str, str],
+                                                            args: list[str], message: str) -> None:
+    base = {"--name": "Bank B", "--bank-code": "BANKB", "--encryption-key": KEY}
+    given = dict(zip(args[::2], args[1::2], strict=True))
+    argv = [item for pair in ({**base, **given}).items() for item in pair]
+    result = cli("member", "propose", "admit", *argv)
+    assert result.code == 1
+    assert message in one_error_line(result.err)
+    assert json.loads(cli("member", "proposals", "--json").out) == []
+
+
+def test_member_show_unknown_member_fails(cli: CliRunner, deployed: dict[str, str]) -> None:
+    for reference in ("9", "NOBANK", "0x" + "2" * 40):
+        result = cli("member", "show", reference)
+        assert result.code == 1
+        assert "no member" in one_error_line(result.err)
+
+
+def test_member_vote_with_wrong_passphrase_fails(cli: CliRunner, deployed: dict[str, str]) -> None:
+    result = cli("member", "vote", "1", env={"ALLIANCE_KEY_PASSPHRASE": "not-the-passphrase"})
+    assert result.code == 1
+    assert "wrong passphrase" in one_error_line(result.err)
+
+
+def test_member_vote_on_executed_proposal_reports_the_contract_error(cli: CliRunner,
+                                                                     deployed: dict[str, str]) -> None:
+    newcomer = Signer.generate().address
+    cli("member", "propose", "admit", "--account", newcomer, "--name", "Bank B", "--bank-code", "BANKB",
+        "--encryption-key", KEY)
+    result = cli("member", "vote", "1")
+    assert result.code == 1
+    assert "AllianceRegistryProposalAlreadyExecuted(proposalId=1)" in one_error_line(result.err)
+
+
+def test_member_vote_unknown_proposal_fails(cli: CliRunner, deployed: dict[str, str]) -> None:
+    result = cli("member", "vote", "42")
+    assert result.code == 1
+    assert "no proposal 42" in one_error_line(result.err)
+
+
+def test_chain_status_with_unreachable_rpc_fails(cli: CliRunner, deployed: dict[str, str]) -> None:
+    result = cli("chain", "status", env={"ALLIANCE_RPC_URL": "http://127.0.0.1:9"})
+    assert result.code == 1
+    assert "unreachable" in one_error_line(result.err)
+
+
+def test_contracts_deploy_twice_is_refused(cli: CliRunner, deployed: dict[str, str], data_dir: Path) -> None:
+    record = (data_dir / "deployments" / "dev.json").read_text()
+    result = cli("contracts", "deploy")
+    assert result.code == 1
+    assert "already deployed" in one_error_line(result.err)
+    assert (data_dir / "deployments" / "dev.json").read_text() == record
+
+
+def test_contracts_deploy_rejects_malformed_founders_file(cli: CliRunner, data_dir: Path, tmp_path: Path) -> None:
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0
+    founders = tmp_path / "founders.json"
+    for content, message in [("{not json", "not JSON"), ("[]", "non-empty JSON list"),
+                             ('[{"account": "0x1", "name": "A", "bank_code": "AA", "encryption_key": "0x"}]',
+                              "entry 0")]:
+        founders.write_text(content)
+        result = cli("contracts", "deploy", "--founders", str(founders))
+        assert result.code == 1
+        assert message in one_error_line(result.err)
+    assert not (data_dir / "deployments" / "dev.json").exists()
+
+
+def test_apikey_create_list_revoke(cli: CliRunner, deployed: dict[str, str]) -> None:
+    created = json.loads(cli("apikey", "create", "--role", "analyst", "--label", "desk", "--json").out)
+    listed = json.loads(cli("apikey", "list", "--json").out)
+    assert [(k["key_id"], k["role"], k["revoked"]) for k in listed] == [(created["key_id"], "analyst", False)]
+    assert created["token"] not in cli("apikey", "list", "--json").out
+    assert cli("apikey", "revoke", created["key_id"]).code == 0
+    assert json.loads(cli("apikey", "list", "--json").out)[0]["revoked"] is True
+    assert cli("apikey", "revoke", "nope").code == 1
+
+
+def test_unknown_option_is_one_line_exit_1(cli: CliRunner) -> None:
+    result = cli("member", "list", "--bogus")
+    assert result.code == 1
+    one_error_line(result.err)

@@ -1,0 +1,1 @@
+"""Tests of the Merkle tree module (node.merkle)."""
