@@ -22,6 +22,9 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from node.chain.profiles import NetworkProfile, load_profile
+from node.paths import CHAIN_CONFIG_DIR
+
 DEFAULT_DATA_DIR = Path(".alliance")
 CONFIG_FILE = "alliance.toml"
 # Only the dev network may run on this well-known passphrase; see `Settings._refuse_dev_secrets`.
@@ -45,7 +48,7 @@ class Settings(BaseSettings):
     network: Network = Network.dev
     rpc_url: str | None = Field(default=None, description="JSON-RPC URL; derived for the dev network")
     dev_chain_port: int = Field(default=8545, ge=1, le=65535)
-    chain_id: int = Field(default=31337, ge=1)
+    chain_id: int | None = Field(default=None, ge=1, description="overrides the network profile's chain id")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; SQLite in the data dir")
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
@@ -64,6 +67,14 @@ class Settings(BaseSettings):
             if not self.rpc_url:
                 raise ValueError(f"rpc_url is required on the {self.network} network")
         return self
+
+    @property
+    def profile(self) -> NetworkProfile:
+        return load_profile(self.network.value)
+
+    @property
+    def effective_chain_id(self) -> int:
+        return self.chain_id or self.profile.chain_id
 
     @property
     def effective_rpc_url(self) -> str:
@@ -106,8 +117,6 @@ class Settings(BaseSettings):
         # are committed under chain_config/deployments.
         if self.network == Network.dev:
             return self.data_dir / "deployments" / "dev.json"
-        from node.paths import CHAIN_CONFIG_DIR
-
         return CHAIN_CONFIG_DIR / "deployments" / f"{self.network}.json"
 
     @property

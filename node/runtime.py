@@ -38,12 +38,13 @@ class NodeContext:
     @property
     def dev_chain(self) -> DevChain:
         return DevChain(self.settings.chain_state_dir, port=self.settings.dev_chain_port,
-                        chain_id=self.settings.chain_id)
+                        chain_id=self.settings.effective_chain_id, hardfork=self.settings.profile.hardfork)
 
     @cached_property
     def chain(self) -> ChainClient:
         """A read-only client; `signing_chain` adds the bank's key."""
-        return ChainClient(self.settings.effective_rpc_url, request_timeout=self.settings.request_timeout_s)
+        return ChainClient(self.settings.effective_rpc_url, request_timeout=self.settings.request_timeout_s,
+                           gas_price=self.settings.profile.gas_price)
 
     @cached_property
     def signer(self) -> Signer:
@@ -60,7 +61,7 @@ class NodeContext:
     @cached_property
     def signing_chain(self) -> ChainClient:
         return ChainClient(self.settings.effective_rpc_url, signer=self.signer,
-                           request_timeout=self.settings.request_timeout_s)
+                           request_timeout=self.settings.request_timeout_s, gas_price=self.settings.profile.gas_price)
 
     @property
     def address(self) -> str:

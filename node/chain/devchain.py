@@ -21,7 +21,7 @@ from node.chain.client import ChainHead, wait_until_reachable
 from node.chain.errors import ChainError, ChainUnavailable
 from node.paths import NODE_MODULES
 
-HARDFORK = "cancun"
+DEFAULT_HARDFORK = "cancun"
 # anvil writes its state file every few seconds and on a clean stop; an abrupt kill of the dev
 # chain can lose at most this window of blocks. Production chains (Besu) persist every block.
 STATE_INTERVAL_S = 2
@@ -59,7 +59,8 @@ class DevChain:
     """Starts, finds and stops the anvil process of one data dir."""
 
     def __init__(self, state_dir: Path, *, port: int = 8545, chain_id: int = 31337,
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", hardfork: str = DEFAULT_HARDFORK) -> None:
+        self.hardfork = hardfork
         self.state_dir = state_dir
         self.port = port
         self.chain_id = chain_id
@@ -81,7 +82,7 @@ class DevChain:
         return [
             str(find_anvil()),
             "--host", self.host, "--port", str(self.port), "--chain-id", str(self.chain_id),
-            "--hardfork", HARDFORK, "--gas-price", "0", "--base-fee", "0",
+            "--hardfork", self.hardfork, "--gas-price", "0", "--base-fee", "0",
             "--gas-limit", "100000000", "--code-size-limit", "65536",
             "--state", str(self.state_file), "--state-interval", str(STATE_INTERVAL_S),
         ]

@@ -1,0 +1,67 @@
+"""Settings precedence, refusals of unsafe config, and network profiles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from node.chain.profiles import ProfileError, load_profile
+from node.config import DEV_PASSPHRASE, ConfigError, load_settings, write_config
+
+
+def test_env_overrides_toml_which_overrides_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings(tmp_path, bank_name="Bank A", bank_code="BANKA", api_port=9100)
+    write_config(settings)
+    assert load_settings(tmp_path).api_port == 9100
+    monkeypatch.setenv("ALLIANCE_API_PORT", "9200")
+    assert load_settings(tmp_path).api_port == 9200
+    assert load_settings(tmp_path).api_host == "127.0.0.1"
+
+
+def test_write_config_never_persists_the_passphrase(tmp_path: Path) -> None:
+    write_config(load_settings(tmp_path, key_passphrase="a secret passphrase", bank_code="BANKA"))
+    assert "secret" not in (tmp_path / "alliance.toml").read_text()
+
+
+def test_malformed_toml_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "alliance.toml").write_text("api_port = = 3\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(tmp_path)
+
+
+def test_unknown_or_invalid_setting_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "alliance.toml").write_text('api_port = 70000\nnetwork = "dev"\n')
+    with pytest.raises(ConfigError, match="api_port"):
+        load_settings(tmp_path)
+    (tmp_path / "alliance.toml").write_text('colour = "blue"\n')
+    with pytest.raises(ConfigError, match="colour"):
+        load_settings(tmp_path)
+
+
+def test_dev_passphrase_refused_outside_dev(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="dev passphrase"):
+        load_settings(tmp_path, network="consortium", rpc_url="http://127.0.0.1:8545", key_passphrase=DEV_PASSPHRASE)
+    production = load_settings(tmp_path, network="consortium", rpc_url="http://127.0.0.1:8545")
+    assert production.passphrase is None  # no built-in fallback outside dev
+    assert load_settings(tmp_path).passphrase == DEV_PASSPHRASE
+
+
+def test_rpc_url_required_outside_dev(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="rpc_url is required"):
+        load_settings(tmp_path, network="local")
+
+
+def test_profiles_give_chain_facts(tmp_path: Path) -> None:
+    dev = load_settings(tmp_path)
+    assert (dev.effective_chain_id, dev.profile.gas_price, dev.profile.hardfork) == (31337, 0, "cancun")
+    assert load_settings(tmp_path, chain_id=77).effective_chain_id == 77
+    assert load_profile("consortium").chain_id == 1337420
+
+
+def test_malformed_profile_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "broken.toml").write_text("chain_id = 1\n")
+    with pytest.raises(ProfileError, match="malformed"):
+        load_profile("broken", tmp_path)
+    with pytest.raises(ProfileError, match="no network profile"):
+        load_profile("absent", tmp_path)
