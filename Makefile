@@ -16,8 +16,11 @@ $(STAMP_PY): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
+# Not `npm ci`: it insists on every platform's optional anvil binary being in the lock, and only the
+# linux-amd64 one is published to the registry this project uses. `npm install --no-save` installs the
+# locked versions and never rewrites the lock.
 $(STAMP_NPM): package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	npm install --no-save --no-audit --no-fund --loglevel=error
 	touch $@
 
 ## Set up, then run the node on the dev chain with SQLite and a demo consortium of three banks.
