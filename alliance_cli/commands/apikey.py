@@ -7,11 +7,11 @@ from typing import Annotated
 import typer
 
 from alliance_cli import console
+from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
 from node.auth.apikeys import Role, create_api_key, list_api_keys, revoke_api_key
 
 app = typer.Typer(help="API keys and their roles.", no_args_is_help=True)
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
 @app.command("create")

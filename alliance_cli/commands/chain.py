@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import typer
 
 from alliance_cli import console
+from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
 from node.errors import InvalidInput
 
@@ -36,7 +35,7 @@ def chain_down(ctx: typer.Context) -> None:
 @app.command("status")
 def chain_status(
     ctx: typer.Context,
-    json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """Show the configured chain's id and head block (exit code 1 if unreachable)."""
     node = node_context(ctx)

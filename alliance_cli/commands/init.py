@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from alliance_cli import console
+from alliance_cli.console import JsonOption
 from alliance_cli.state import CliState
 from node.config import Network, load_settings
 from node.setup import init_node
@@ -19,7 +20,7 @@ def init_command(
     network: Annotated[Network, typer.Option(help="dev (local chain the node starts), local or consortium.")]
     = Network.dev,
     rpc_url: Annotated[str | None, typer.Option(help="JSON-RPC URL (local and consortium networks).")] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    json_output: JsonOption = False,
 ) -> None:
     """Create the data dir with a signing key, an X25519 key for key envelopes, config and store."""
     state: CliState = ctx.find_root().obj

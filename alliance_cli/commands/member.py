@@ -7,13 +7,13 @@ from typing import Annotated
 import typer
 
 from alliance_cli import console
+from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
 from node import governance
 from node.chain.registry import Member, ProposalOutcome
 from node.governance import ProposalAction
 
 app = typer.Typer(help="Consortium membership: proposals, votes, members.", no_args_is_help=True)
-JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
 @app.command("propose")
