@@ -1,0 +1,260 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
+import {IAllianceRegistry} from "./interfaces/IAllianceRegistry.sol";
+import {IAssetRegistry} from "./interfaces/IAssetRegistry.sol";
+
+/// @title AssetRegistry
+/// @notice Anchors ABS loan pools as Merkle roots, tracks their custody, servicing reports and audit attestations.
+/// @dev Every access check asks the AllianceRegistry for the caller's current member id and status, so custody
+/// follows a member through signer rotations and stops working while the member is suspended or removed.
+contract AssetRegistry is IAssetRegistry {
+    IAllianceRegistry private immutable _registry;
+
+    uint256 private _poolCount;
+    mapping(uint256 poolId => Pool) private _pools;
+    mapping(uint256 poolId => mapping(uint32 versionNumber => PoolVersion)) private _versions;
+
+    /// @notice Binds the asset registry to the alliance's membership registry for its whole life.
+    /// @param registry_ Address of the AllianceRegistry.
+    constructor(IAllianceRegistry registry_) {
+        _registry = registry_;
+    }
+
+    // ------------------------------------------------------------------------------------------------------------
+    // Pools and versions
+    // ------------------------------------------------------------------------------------------------------------
+
+    /// @inheritdoc IAssetRegistry
+    function registerPool(bytes32 metadataHash) external returns (uint256 poolId) {
+        uint256 memberId = _checkMember(msg.sender);
+        return _registerPool(memberId, metadataHash);
+    }
+
+    /// @inheritdoc IAssetRegistry
+    function anchorVersion(
+        uint256 poolId,
+        bytes32 root,
+        uint32 loanCount,
+        uint128 totalPrincipal,
+        bytes32[] calldata loanIds
+    ) external returns (uint32 versionNumber) {
+        uint256 memberId = _checkCustodian(poolId, msg.sender);
+        return _anchorVersion(poolId, memberId, root, loanCount, totalPrincipal, loanIds);
+    }
+
+    // ------------------------------------------------------------------------------------------------------------
+    // Custody
+    // ------------------------------------------------------------------------------------------------------------
+
+    /// @inheritdoc IAssetRegistry
+    function proposeTransfer(uint256 poolId, address to) external {
+        uint256 fromMemberId = _checkCustodian(poolId, msg.sender);
+        _proposeTransfer(poolId, fromMemberId, to);
+    }
+
+    /// @inheritdoc IAssetRegistry
+    function acceptTransfer(uint256 poolId) external {
+        uint256 toMemberId = _checkPendingCustodian(poolId, msg.sender);
+        _acceptTransfer(poolId, toMemberId);
+    }
+
+    /// @inheritdoc IAssetRegistry
+    function cancelTransfer(uint256 poolId) external {
+        uint256 fromMemberId = _checkCustodian(poolId, msg.sender);
+        _cancelTransfer(poolId, fromMemberId);
+    }
+
+    // ------------------------------------------------------------------------------------------------------------
+    // Servicing and audit
+    // ------------------------------------------------------------------------------------------------------------
+
+    /// @inheritdoc IAssetRegistry
+    function reportServicing(
+        uint256 poolId,
+        uint32 versionNumber,
+        uint32 period,
+        bytes32 statusRoot,
+        uint32[7] calldata statusCounts
+    ) external {
+        _checkCustodian(poolId, msg.sender);
+        _reportServicing(poolId, versionNumber, period, statusRoot, statusCounts);
+    }
+
+    /// @inheritdoc IAssetRegistry
+    function attest(uint256 poolId, uint32 versionNumber, bytes32 reportHash) external {
+        uint256 auditorMemberId = _checkAuditor(msg.sender);
+        _attest(poolId, versionNumber, auditorMemberId, reportHash);
+    }
+
+    // ------------------------------------------------------------------------------------------------------------
+    // Views
+    // ------------------------------------------------------------------------------------------------------------
+
+    /// @inheritdoc IAssetRegistry
+    function registry() external view returns (IAllianceRegistry registryAddress) {
+        return _registry;
+    }
+
+    /// @inheritdoc IAssetRegistry
+    function poolCount() external view returns (uint256 count) {
+        return _poolCount;
+    }
+
+    /// @inheritdoc IAssetRegistry
+    function pool(uint256 poolId) external view returns (Pool memory info) {
+        return _existingPool(poolId);
+    }
+
+    /// @inheritdoc IAssetRegistry
+    function version(uint256 poolId, uint32 versionNumber) external view returns (PoolVersion memory info) {
+        return _existingVersion(poolId, versionNumber);
+    }
+
+    /// @inheritdoc IAssetRegistry
+    function verifyLoan(uint256 poolId, uint32 versionNumber, bytes32 leaf, bytes32[] calldata proof)
+        external
+        view
+        returns (bool valid)
+    {
+        return MerkleProof.verifyCalldata(proof, _existingVersion(poolId, versionNumber).root, leaf);
+    }
+
+    // ------------------------------------------------------------------------------------------------------------
+    // Access checks
+    // ------------------------------------------------------------------------------------------------------------
+
+    /// @dev Reverts unless `account` belongs to an active `Member`; returns that member's id.
+    function _checkMember(address account) internal view returns (uint256 memberId) {
+        if (!_registry.isActiveMember(account)) revert AssetRegistryNotMember(account);
+        return _registry.memberIdOf(account);
+    }
+
+    /// @dev Reverts unless `account` belongs to an active `Auditor`; returns that member's id.
+    function _checkAuditor(address account) internal view returns (uint256 memberId) {
+        if (_registry.roleOf(account) != IAllianceRegistry.Role.Auditor) revert AssetRegistryNotAuditor(account);
+        return _registry.memberIdOf(account);
+    }
+
+    /// @dev Reverts unless the pool exists and `account` belongs to its custodian, an active `Member`.
+    function _checkCustodian(uint256 poolId, address account) internal view returns (uint256 memberId) {
+        Pool storage p = _existingPool(poolId);
+        memberId = _registry.memberIdOf(account);
+        if (memberId == 0 || memberId != p.custodianMemberId || !_registry.isActiveMember(account)) {
+            revert AssetRegistryNotCustodian(poolId, account);
+        }
+    }
+
+    /// @dev Reverts unless the pool has a pending transfer to the member of `account`, still an active `Member`.
+    function _checkPendingCustodian(uint256 poolId, address account) internal view returns (uint256 memberId) {
+        Pool storage p = _existingPool(poolId);
+        if (p.pendingCustodianMemberId == 0) revert AssetRegistryNoPendingTransfer(poolId);
+        memberId = _registry.memberIdOf(account);
+        if (memberId != p.pendingCustodianMemberId || !_registry.isActiveMember(account)) {
+            revert AssetRegistryNotPendingCustodian(poolId, account);
+        }
+    }
+
+    // ------------------------------------------------------------------------------------------------------------
+    // Internals
+    // ------------------------------------------------------------------------------------------------------------
+
+    /// @dev Creates a pool held by `memberId`.
+    function _registerPool(uint256 memberId, bytes32 metadataHash) internal returns (uint256 poolId) {
+        poolId = ++_poolCount;
+        Pool storage p = _pools[poolId];
+        p.originatorMemberId = memberId;
+        p.custodianMemberId = memberId;
+        p.metadataHash = metadataHash;
+        p.registeredAt = uint64(block.timestamp);
+        emit PoolRegistered(poolId, memberId, metadataHash);
+    }
+
+    /// @dev Stores the next version of an existing pool and emits its summary and loan ids.
+    function _anchorVersion(
+        uint256 poolId,
+        uint256 memberId,
+        bytes32 root,
+        uint32 loanCount,
+        uint128 totalPrincipal,
+        bytes32[] calldata loanIds
+    ) internal returns (uint32 versionNumber) {
+        if (root == bytes32(0)) revert AssetRegistryZeroRoot();
+        if (loanIds.length != loanCount) revert AssetRegistryLoanCountMismatch(loanIds.length, loanCount);
+        Pool storage p = _pools[poolId];
+        versionNumber = ++p.versionCount;
+        _versions[poolId][versionNumber] = PoolVersion({
+            root: root,
+            loanCount: loanCount,
+            totalPrincipal: totalPrincipal,
+            anchoredAt: uint64(block.timestamp),
+            anchoredByMemberId: memberId
+        });
+        emit VersionAnchored(poolId, versionNumber, root, loanCount, totalPrincipal);
+        emit LoanIdsPublished(poolId, versionNumber, loanIds);
+    }
+
+    /// @dev Records a custody transfer proposal from the custodian `fromMemberId` to the member of `to`.
+    function _proposeTransfer(uint256 poolId, uint256 fromMemberId, address to) internal {
+        uint256 toMemberId = _registry.memberIdOf(to);
+        if (toMemberId == fromMemberId || !_registry.isActiveMember(to)) revert AssetRegistryInvalidCustodian(to);
+        _pools[poolId].pendingCustodianMemberId = toMemberId;
+        emit CustodyTransferProposed(poolId, fromMemberId, toMemberId);
+    }
+
+    /// @dev Makes the pending recipient `toMemberId` the custodian.
+    function _acceptTransfer(uint256 poolId, uint256 toMemberId) internal {
+        Pool storage p = _pools[poolId];
+        uint256 fromMemberId = p.custodianMemberId;
+        p.custodianMemberId = toMemberId;
+        p.pendingCustodianMemberId = 0;
+        emit CustodyTransferred(poolId, fromMemberId, toMemberId);
+    }
+
+    /// @dev Clears the pending transfer of a pool held by `fromMemberId`.
+    function _cancelTransfer(uint256 poolId, uint256 fromMemberId) internal {
+        Pool storage p = _pools[poolId];
+        uint256 toMemberId = p.pendingCustodianMemberId;
+        if (toMemberId == 0) revert AssetRegistryNoPendingTransfer(poolId);
+        p.pendingCustodianMemberId = 0;
+        emit CustodyTransferCancelled(poolId, fromMemberId, toMemberId);
+    }
+
+    /// @dev Records a servicing report on an anchored version, after the pool's last period.
+    function _reportServicing(
+        uint256 poolId,
+        uint32 versionNumber,
+        uint32 period,
+        bytes32 statusRoot,
+        uint32[7] calldata statusCounts
+    ) internal {
+        _existingVersion(poolId, versionNumber);
+        Pool storage p = _pools[poolId];
+        uint32 last = p.lastServicingPeriod;
+        if (period <= last) revert AssetRegistryPeriodNotIncreasing(period, last);
+        p.lastServicingPeriod = period;
+        emit ServicingReported(poolId, versionNumber, period, statusRoot, statusCounts);
+    }
+
+    /// @dev Emits an auditor's attestation of an anchored version.
+    function _attest(uint256 poolId, uint32 versionNumber, uint256 auditorMemberId, bytes32 reportHash) internal {
+        _existingVersion(poolId, versionNumber);
+        emit AuditorAttested(poolId, versionNumber, auditorMemberId, reportHash);
+    }
+
+    /// @dev The pool, or a revert if no pool has this id.
+    function _existingPool(uint256 poolId) internal view returns (Pool storage p) {
+        if (poolId == 0 || poolId > _poolCount) revert AssetRegistryUnknownPool(poolId);
+        return _pools[poolId];
+    }
+
+    /// @dev The version, or a revert if the pool does not exist or has no such version.
+    function _existingVersion(uint256 poolId, uint32 versionNumber) internal view returns (PoolVersion storage v) {
+        Pool storage p = _existingPool(poolId);
+        if (versionNumber == 0 || versionNumber > p.versionCount) {
+            revert AssetRegistryUnknownVersion(poolId, versionNumber);
+        }
+        return _versions[poolId][versionNumber];
+    }
+}

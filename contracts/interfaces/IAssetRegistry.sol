@@ -1,0 +1,272 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+import {IAllianceRegistry} from "./IAllianceRegistry.sol";
+
+/// @title IAssetRegistry
+/// @notice On-chain anchor of ABS loan pools: each pool version is the Merkle root (OpenZeppelin StandardMerkleTree)
+/// of its loan tape, so an auditor can check a loan's provenance against the chain alone.
+/// @dev Actors are identified by member id in the AllianceRegistry, looked up from the caller's current signing
+/// address, so a signer rotation keeps pool custody. Loan ids are not stored: they are published in one
+/// `LoanIdsPublished` event per version, and double financing is detected by the nodes' mirrors of those events.
+interface IAssetRegistry {
+    // ------------------------------------------------------------------------------------------------------------
+    // Types
+    // ------------------------------------------------------------------------------------------------------------
+
+    /// @notice A loan pool.
+    /// @param originatorMemberId Member that registered the pool.
+    /// @param custodianMemberId Member currently holding the pool; the only one that anchors and reports on it.
+    /// @param pendingCustodianMemberId Member a custody transfer was proposed to, or 0 if none is pending.
+    /// @param metadataHash Hash of the pool's off-chain metadata document.
+    /// @param versionCount Number of versions anchored (versions run from 1 to this value).
+    /// @param lastServicingPeriod Last servicing period reported, or 0 if none.
+    /// @param registeredAt Timestamp of registration.
+    struct Pool {
+        uint256 originatorMemberId;
+        uint256 custodianMemberId;
+        uint256 pendingCustodianMemberId;
+        bytes32 metadataHash;
+        uint32 versionCount;
+        uint32 lastServicingPeriod;
+        uint64 registeredAt;
+    }
+
+    /// @notice An anchored version of a pool's loan tape.
+    /// @param root Merkle root (StandardMerkleTree, double-hashed leaves) of the loans.
+    /// @param loanCount Number of loans (leaves) in the tree.
+    /// @param totalPrincipal Sum of the loans' principal, in the pool's minor currency unit.
+    /// @param anchoredAt Timestamp of anchoring.
+    /// @param anchoredByMemberId Member (the custodian at the time) that anchored the version.
+    struct PoolVersion {
+        bytes32 root;
+        uint32 loanCount;
+        uint128 totalPrincipal;
+        uint64 anchoredAt;
+        uint256 anchoredByMemberId;
+    }
+
+    // ------------------------------------------------------------------------------------------------------------
+    // Events
+    // ------------------------------------------------------------------------------------------------------------
+
+    /// @notice A pool was registered.
+    /// @param poolId Id of the new pool.
+    /// @param originatorMemberId Member that registered it (and its first custodian).
+    /// @param metadataHash Hash of the pool's off-chain metadata document.
+    event PoolRegistered(uint256 indexed poolId, uint256 indexed originatorMemberId, bytes32 metadataHash);
+
+    /// @notice A new version of a pool was anchored.
+    /// @param poolId Id of the pool.
+    /// @param version Number of the new version.
+    /// @param root Merkle root of the loans.
+    /// @param loanCount Number of loans.
+    /// @param totalPrincipal Sum of the loans' principal.
+    event VersionAnchored(
+        uint256 indexed poolId, uint32 indexed version, bytes32 root, uint32 loanCount, uint128 totalPrincipal
+    );
+
+    /// @notice The loan ids of a newly anchored version, for the nodes' double-financing checks.
+    /// @param poolId Id of the pool.
+    /// @param version Number of the version.
+    /// @param loanIds Ids of the loans in the version, in the order given by the custodian.
+    event LoanIdsPublished(uint256 indexed poolId, uint32 indexed version, bytes32[] loanIds);
+
+    /// @notice The custodian proposed to hand the pool over to another member.
+    /// @param poolId Id of the pool.
+    /// @param fromMemberId Current custodian.
+    /// @param toMemberId Proposed custodian.
+    event CustodyTransferProposed(uint256 indexed poolId, uint256 indexed fromMemberId, uint256 indexed toMemberId);
+
+    /// @notice The custodian withdrew a pending custody transfer.
+    /// @param poolId Id of the pool.
+    /// @param fromMemberId Custodian (unchanged).
+    /// @param toMemberId Member the transfer had been proposed to.
+    event CustodyTransferCancelled(uint256 indexed poolId, uint256 indexed fromMemberId, uint256 indexed toMemberId);
+
+    /// @notice The proposed custodian accepted the pool.
+    /// @param poolId Id of the pool.
+    /// @param fromMemberId Previous custodian.
+    /// @param toMemberId New custodian.
+    event CustodyTransferred(uint256 indexed poolId, uint256 indexed fromMemberId, uint256 indexed toMemberId);
+
+    /// @notice The custodian reported the servicing status of a pool version for a period.
+    /// @param poolId Id of the pool.
+    /// @param version Version the report refers to.
+    /// @param period Reporting period (strictly increasing per pool).
+    /// @param statusRoot Merkle root of the per-loan statuses.
+    /// @param statusCounts Loans per status: current, dpd30, dpd60, dpd90, defaulted, repaid, repurchased.
+    event ServicingReported(
+        uint256 indexed poolId, uint32 indexed version, uint32 indexed period, bytes32 statusRoot, uint32[7] statusCounts
+    );
+
+    /// @notice An auditor attested a pool version.
+    /// @param poolId Id of the pool.
+    /// @param version Version attested.
+    /// @param auditorMemberId Member id of the auditor.
+    /// @param reportHash Hash of the audit report.
+    event AuditorAttested(
+        uint256 indexed poolId, uint32 indexed version, uint256 indexed auditorMemberId, bytes32 reportHash
+    );
+
+    // ------------------------------------------------------------------------------------------------------------
+    // Errors
+    // ------------------------------------------------------------------------------------------------------------
+
+    /// @notice The caller is not an active member with role `Member`.
+    /// @param account The caller.
+    error AssetRegistryNotMember(address account);
+
+    /// @notice The caller is not an active member with role `Auditor`.
+    /// @param account The caller.
+    error AssetRegistryNotAuditor(address account);
+
+    /// @notice The caller is not the pool's current custodian, or its member is no longer an active `Member`.
+    /// @param poolId Id of the pool.
+    /// @param account The caller.
+    error AssetRegistryNotCustodian(uint256 poolId, address account);
+
+    /// @notice The caller is not the member a pending custody transfer was proposed to, or it is no longer active.
+    /// @param poolId Id of the pool.
+    /// @param account The caller.
+    error AssetRegistryNotPendingCustodian(uint256 poolId, address account);
+
+    /// @notice No custody transfer is pending on the pool.
+    /// @param poolId Id of the pool.
+    error AssetRegistryNoPendingTransfer(uint256 poolId);
+
+    /// @notice The proposed custodian is not an active `Member`, or is already the custodian.
+    /// @param account The proposed account.
+    error AssetRegistryInvalidCustodian(address account);
+
+    /// @notice No pool has this id.
+    /// @param poolId The id asked for.
+    error AssetRegistryUnknownPool(uint256 poolId);
+
+    /// @notice The pool has no such version.
+    /// @param poolId Id of the pool.
+    /// @param version The version asked for.
+    error AssetRegistryUnknownVersion(uint256 poolId, uint32 version);
+
+    /// @notice A Merkle root must not be zero.
+    error AssetRegistryZeroRoot();
+
+    /// @notice The number of loan ids differs from the declared loan count.
+    /// @param given Number of loan ids given.
+    /// @param declared Loan count declared.
+    error AssetRegistryLoanCountMismatch(uint256 given, uint256 declared);
+
+    /// @notice A servicing period must be greater than the pool's last reported one.
+    /// @param period The period given.
+    /// @param last The last period reported (0 if none).
+    error AssetRegistryPeriodNotIncreasing(uint32 period, uint32 last);
+
+    // ------------------------------------------------------------------------------------------------------------
+    // Pools and versions
+    // ------------------------------------------------------------------------------------------------------------
+
+    /// @notice Registers a new pool, with the caller's member as originator and first custodian.
+    /// @dev Caller must be an active `Member`.
+    /// @param metadataHash Hash of the pool's off-chain metadata document.
+    /// @return poolId Id of the new pool (ids run from 1).
+    function registerPool(bytes32 metadataHash) external returns (uint256 poolId);
+
+    /// @notice Anchors a new version of a pool's loan tape and publishes its loan ids.
+    /// @dev Caller must be the pool's custodian (an active `Member`).
+    /// @param poolId Id of the pool.
+    /// @param root Merkle root of the loans (non-zero).
+    /// @param loanCount Number of loans in the tree.
+    /// @param totalPrincipal Sum of the loans' principal.
+    /// @param loanIds Ids of the loans; exactly `loanCount` of them. Emitted, not stored.
+    /// @return version Number of the new version (1, 2, 3, ... per pool).
+    function anchorVersion(
+        uint256 poolId,
+        bytes32 root,
+        uint32 loanCount,
+        uint128 totalPrincipal,
+        bytes32[] calldata loanIds
+    ) external returns (uint32 version);
+
+    // ------------------------------------------------------------------------------------------------------------
+    // Custody
+    // ------------------------------------------------------------------------------------------------------------
+
+    /// @notice Proposes to hand the pool over to another member; replaces any pending proposal.
+    /// @dev Caller must be the pool's custodian. Custody moves only when the recipient accepts.
+    /// @param poolId Id of the pool.
+    /// @param to Current signing address of the recipient (an active `Member`, not the custodian).
+    function proposeTransfer(uint256 poolId, address to) external;
+
+    /// @notice Accepts a pending custody transfer; the caller's member becomes the custodian.
+    /// @dev Caller must belong to the pending recipient member, which must still be an active `Member`.
+    /// @param poolId Id of the pool.
+    function acceptTransfer(uint256 poolId) external;
+
+    /// @notice Withdraws the pending custody transfer.
+    /// @dev Caller must be the pool's custodian.
+    /// @param poolId Id of the pool.
+    function cancelTransfer(uint256 poolId) external;
+
+    // ------------------------------------------------------------------------------------------------------------
+    // Servicing and audit
+    // ------------------------------------------------------------------------------------------------------------
+
+    /// @notice Reports the servicing status of a pool version for a period.
+    /// @dev Caller must be the pool's custodian. Periods are strictly increasing per pool. The counts are recorded
+    /// as given (not checked against the version's loan count); the nodes reconcile them with `statusRoot`.
+    /// @param poolId Id of the pool.
+    /// @param version An anchored version of the pool.
+    /// @param period Reporting period, greater than the pool's last one.
+    /// @param statusRoot Merkle root of the per-loan statuses.
+    /// @param statusCounts Loans per status: current, dpd30, dpd60, dpd90, defaulted, repaid, repurchased.
+    function reportServicing(
+        uint256 poolId,
+        uint32 version,
+        uint32 period,
+        bytes32 statusRoot,
+        uint32[7] calldata statusCounts
+    ) external;
+
+    /// @notice Records an auditor's attestation of a pool version.
+    /// @dev Caller must be an active member with role `Auditor`.
+    /// @param poolId Id of the pool.
+    /// @param version An anchored version of the pool.
+    /// @param reportHash Hash of the audit report.
+    function attest(uint256 poolId, uint32 version, bytes32 reportHash) external;
+
+    // ------------------------------------------------------------------------------------------------------------
+    // Views
+    // ------------------------------------------------------------------------------------------------------------
+
+    /// @notice The membership registry this contract takes members and roles from.
+    /// @return registryAddress The AllianceRegistry.
+    function registry() external view returns (IAllianceRegistry registryAddress);
+
+    /// @notice Number of pools registered (ids run from 1 to this value).
+    /// @return count The number of pools.
+    function poolCount() external view returns (uint256 count);
+
+    /// @notice A registered pool.
+    /// @param poolId Id of the pool (1..poolCount()).
+    /// @return info The pool.
+    function pool(uint256 poolId) external view returns (Pool memory info);
+
+    /// @notice An anchored version of a pool.
+    /// @param poolId Id of the pool.
+    /// @param version Number of the version (1..versionCount).
+    /// @return info The version.
+    function version(uint256 poolId, uint32 version) external view returns (PoolVersion memory info);
+
+    /// @notice Whether a loan leaf belongs to an anchored pool version.
+    /// @dev Reverts with `AssetRegistryUnknownPool` or `AssetRegistryUnknownVersion` if the version was never
+    /// anchored, so `false` always means "anchored, but this leaf and proof do not match its root".
+    /// @param poolId Id of the pool.
+    /// @param version Number of the version.
+    /// @param leaf Standard (double-hashed) leaf of the loan, computed off chain.
+    /// @param proof Merkle proof of the leaf.
+    /// @return valid True if the proof links the leaf to the version's root.
+    function verifyLoan(uint256 poolId, uint32 version, bytes32 leaf, bytes32[] calldata proof)
+        external
+        view
+        returns (bool valid);
+}

@@ -1,0 +1,289 @@
+"""Contract tests of AssetRegistry on a real anvil: the life of a loan pool, custody, servicing, audit.
+
+Banks A, B, C are founding members 1, 2, 3 (conftest's `consortium`); an auditor is admitted through
+registry governance as member 4. Reverts are asserted by exception class and decoded arguments, then the
+asset registry's observable state is compared with a snapshot taken before the call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from web3 import Web3
+from web3.contract import Contract
+from web3.contract.contract import ContractFunctions
+from web3.logs import DISCARD
+
+from node.chain.client import Receipt
+from node.chain.errors import (
+    AssetRegistryInvalidCustodian,
+    AssetRegistryLoanCountMismatch,
+    AssetRegistryNoPendingTransfer,
+    AssetRegistryNotAuditor,
+    AssetRegistryNotCustodian,
+    AssetRegistryNotMember,
+    AssetRegistryNotPendingCustodian,
+    AssetRegistryPeriodNotIncreasing,
+    AssetRegistryUnknownPool,
+    AssetRegistryUnknownVersion,
+    AssetRegistryZeroRoot,
+    ContractRevert,
+)
+from node.chain.registry import MemberRole
+from node.merkle import StandardMerkleTree
+from tests.conftest import Bank, Consortium
+from tests.contracts.registry_helpers import MINED_GAS, Governance, expect_mined_revert
+
+ENCODING = ["bytes32", "bytes32", "uint256", "uint256", "uint8"]  # loan id, borrower hash, principal, rate bp, grade
+METADATA = Web3.keccak(text="pool metadata v1")
+REPORT = Web3.keccak(text="audit report")
+STATUS_ROOT = Web3.keccak(text="statuses")
+ZERO32 = b"\x00" * 32
+
+
+def loan_id(seed: int) -> bytes:
+    return Web3.keccak(text=f"loan-{seed}")
+
+
+def loans(seeds: range) -> list[list[Any]]:
+    return [[loan_id(i), Web3.keccak(text=f"borrower-{i}"), 100_000 + i, 350 + i, i % 5] for i in seeds]
+
+
+class Assets:
+    """The deployed AssetRegistry, acted on by any bank."""
+
+    def __init__(self, consortium: Consortium) -> None:
+        self.address = consortium.deployment.address("AssetRegistry")
+        self.reader = consortium.banks[0].client
+        self.contract: Contract = self.reader.contract("AssetRegistry", self.address)
+
+    def fn(self, bank: Bank) -> ContractFunctions:
+        return bank.client.contract("AssetRegistry", self.address).functions
+
+    def send(self, bank: Bank, call: Callable[[ContractFunctions], Any]) -> Receipt:
+        return bank.client.transact(call(self.fn(bank)))
+
+    def read(self, call: Callable[[ContractFunctions], Any]) -> Any:
+        return self.reader.call(call(self.contract.functions))
+
+    def events(self, receipt: Receipt, name: str) -> list[dict[str, Any]]:
+        event = getattr(self.contract.events, name)()
+        return [dict(e["args"]) for e in event.process_receipt(receipt.raw, errors=DISCARD)]
+
+    def snapshot(self) -> dict[str, Any]:
+        count = self.read(lambda f: f.poolCount())
+        functions = self.contract.functions
+        pools = [self.reader.call(functions.pool(p)) for p in range(1, count + 1)]
+        versions = [self.reader.call(functions.version(p, v))
+                    for p, info in enumerate(pools, start=1) for v in range(1, info[4] + 1)]
+        return {"count": count, "pools": pools, "versions": versions}
+
+    def refuses(self, bank: Bank, call: Callable[[ContractFunctions], Any],
+                error: type[ContractRevert], arguments: dict[str, Any]) -> None:
+        """The call reverts with exactly this error and arguments, and changes nothing."""
+        before = self.snapshot()
+        with pytest.raises(error) as raised:
+            self.send(bank, call)
+        assert type(raised.value) is error
+        assert raised.value.arguments == arguments
+        assert self.snapshot() == before
+
+
+@pytest.fixture
+def assets(consortium: Consortium) -> Assets:
+    return Assets(consortium)
+
+
+def test_registry_is_bound_to_alliance_registry(consortium: Consortium, assets: Assets) -> None:
+    assert assets.read(lambda f: f.registry()) == consortium.deployment.address("AllianceRegistry")
+    assert assets.read(lambda f: f.poolCount()) == 0
+    with pytest.raises(AssetRegistryUnknownPool) as raised:
+        assets.read(lambda f: f.pool(1))
+    assert raised.value.arguments == {"poolId": 1}
+
+
+def test_pool_life_across_two_banks_and_an_auditor(consortium: Consortium, assets: Assets) -> None:
+    gov = Governance(consortium)
+    a, b, _c = consortium.banks
+    auditor = gov.newcomer()
+    auditor_id = gov.admit(auditor, MemberRole.auditor)  # A proposes, B votes
+    assert auditor_id == 4
+    w3 = assets.reader.w3
+
+    # -- register --------------------------------------------------------------------------------------
+    assets.refuses(auditor, lambda f: f.registerPool(METADATA), AssetRegistryNotMember,
+                   {"account": auditor.address})
+    receipt = assets.send(a, lambda f: f.registerPool(METADATA))
+    registered_at = w3.eth.get_block(receipt.block_number)["timestamp"]
+    assert assets.events(receipt, "PoolRegistered") == [
+        {"poolId": 1, "originatorMemberId": 1, "metadataHash": METADATA}]
+    assert assets.read(lambda f: f.poolCount()) == 1
+    assert assets.read(lambda f: f.pool(1)) == (1, 1, 0, METADATA, 0, 0, registered_at)
+
+    # -- anchor v1 ---------------------------------------------------------------------------------------
+    v1_loans = loans(range(5))
+    v1 = StandardMerkleTree.of(v1_loans, ENCODING)
+    v1_ids = [row[0] for row in v1_loans]
+    principal_v1 = sum(row[2] for row in v1_loans)
+    assets.refuses(a, lambda f: f.anchorVersion(1, ZERO32, 5, principal_v1, v1_ids), AssetRegistryZeroRoot, {})
+    assets.refuses(a, lambda f: f.anchorVersion(1, v1.root, 6, principal_v1, v1_ids),
+                   AssetRegistryLoanCountMismatch, {"given": 5, "declared": 6})
+    assets.refuses(a, lambda f: f.anchorVersion(2, v1.root, 5, principal_v1, v1_ids),
+                   AssetRegistryUnknownPool, {"poolId": 2})
+    assets.refuses(b, lambda f: f.anchorVersion(1, v1.root, 5, principal_v1, v1_ids),
+                   AssetRegistryNotCustodian, {"poolId": 1, "account": b.address})
+    assets.refuses(auditor, lambda f: f.anchorVersion(1, v1.root, 5, principal_v1, v1_ids),
+                   AssetRegistryNotCustodian, {"poolId": 1, "account": auditor.address})
+    receipt = assets.send(a, lambda f: f.anchorVersion(1, v1.root, 5, principal_v1, v1_ids))
+    anchored_at = w3.eth.get_block(receipt.block_number)["timestamp"]
+    assert assets.events(receipt, "VersionAnchored") == [
+        {"poolId": 1, "version": 1, "root": v1.root, "loanCount": 5, "totalPrincipal": principal_v1}]
+    assert assets.events(receipt, "LoanIdsPublished") == [{"poolId": 1, "version": 1, "loanIds": v1_ids}]
+    assert assets.read(lambda f: f.version(1, 1)) == (v1.root, 5, principal_v1, anchored_at, 1)
+    assert assets.read(lambda f: f.pool(1))[4] == 1
+
+    # -- verify loans against v1 ---------------------------------------------------------------------------
+    for i, row in enumerate(v1_loans):
+        leaf, proof = v1.leaf_hash(row), v1.proof(i)
+        assert assets.reader.call(assets.contract.functions.verifyLoan(1, 1, leaf, proof)) is True
+    leaf0, proof0 = v1.leaf_hash(v1_loans[0]), v1.proof(0)
+    tampered_row = [v1_loans[0][0], v1_loans[0][1], v1_loans[0][2] + 1, v1_loans[0][3], v1_loans[0][4]]
+    tampered_leaf = v1.leaf_hash(tampered_row)
+    tampered_proof = [bytes([proof0[0][0] ^ 1]) + proof0[0][1:], *proof0[1:]]
+    assert assets.read(lambda f: f.verifyLoan(1, 1, tampered_leaf, proof0)) is False
+    assert assets.read(lambda f: f.verifyLoan(1, 1, leaf0, tampered_proof)) is False
+    with pytest.raises(AssetRegistryUnknownVersion) as raised:
+        assets.read(lambda f: f.verifyLoan(1, 2, leaf0, proof0))
+    assert raised.value.arguments == {"poolId": 1, "version": 2}
+
+    # -- anchor v2 (one loan repurchased, two added) ------------------------------------------------------------
+    v2_loans = loans(range(1, 7))
+    v2 = StandardMerkleTree.of(v2_loans, ENCODING)
+    v2_ids = [row[0] for row in v2_loans]
+    principal_v2 = sum(row[2] for row in v2_loans)
+    receipt = assets.send(a, lambda f: f.anchorVersion(1, v2.root, 6, principal_v2, v2_ids))
+    assert assets.events(receipt, "LoanIdsPublished") == [{"poolId": 1, "version": 2, "loanIds": v2_ids}]
+    assert assets.read(lambda f: f.version(1, 2))[:3] == (v2.root, 6, principal_v2)
+    # Loan 0 is in v1 only: its v1 proof fails against v2 (wrong version).
+    assert assets.read(lambda f: f.verifyLoan(1, 2, leaf0, proof0)) is False
+    assert assets.read(lambda f: f.verifyLoan(1, 2, v2.leaf_hash(v2_loans[0]), v2.proof(0))) is True
+
+    # -- custody A -> B -------------------------------------------------------------------------------------
+    assets.refuses(a, lambda f: f.acceptTransfer(1), AssetRegistryNoPendingTransfer, {"poolId": 1})
+    assets.refuses(a, lambda f: f.cancelTransfer(1), AssetRegistryNoPendingTransfer, {"poolId": 1})
+    assets.refuses(a, lambda f: f.proposeTransfer(1, auditor.address), AssetRegistryInvalidCustodian,
+                   {"account": auditor.address})
+    assets.refuses(a, lambda f: f.proposeTransfer(1, a.address), AssetRegistryInvalidCustodian,
+                   {"account": a.address})
+    assets.refuses(b, lambda f: f.proposeTransfer(1, b.address), AssetRegistryNotCustodian,
+                   {"poolId": 1, "account": b.address})
+    receipt = assets.send(a, lambda f: f.proposeTransfer(1, b.address))
+    assert assets.events(receipt, "CustodyTransferProposed") == [
+        {"poolId": 1, "fromMemberId": 1, "toMemberId": 2}]
+    assert assets.read(lambda f: f.pool(1))[:3] == (1, 1, 2)
+    # Cancel, then propose again.
+    receipt = assets.send(a, lambda f: f.cancelTransfer(1))
+    assert assets.events(receipt, "CustodyTransferCancelled") == [
+        {"poolId": 1, "fromMemberId": 1, "toMemberId": 2}]
+    assert assets.read(lambda f: f.pool(1))[:3] == (1, 1, 0)
+    assets.refuses(b, lambda f: f.acceptTransfer(1), AssetRegistryNoPendingTransfer, {"poolId": 1})
+    assets.send(a, lambda f: f.proposeTransfer(1, b.address))
+    c = consortium.banks[2]
+    for outsider in (c, a, auditor):
+        assets.refuses(outsider, lambda f: f.acceptTransfer(1), AssetRegistryNotPendingCustodian,
+                       {"poolId": 1, "account": outsider.address})
+    receipt = assets.send(b, lambda f: f.acceptTransfer(1))
+    assert assets.events(receipt, "CustodyTransferred") == [{"poolId": 1, "fromMemberId": 1, "toMemberId": 2}]
+    assert assets.read(lambda f: f.pool(1))[:5] == (1, 2, 0, METADATA, 2)
+    assets.refuses(a, lambda f: f.anchorVersion(1, v2.root, 6, principal_v2, v2_ids),
+                   AssetRegistryNotCustodian, {"poolId": 1, "account": a.address})
+    assets.refuses(a, lambda f: f.reportServicing(1, 2, 1, STATUS_ROOT, [6, 0, 0, 0, 0, 0, 0]),
+                   AssetRegistryNotCustodian, {"poolId": 1, "account": a.address})
+
+    # -- servicing by B ---------------------------------------------------------------------------------------
+    counts_1 = [5, 1, 0, 0, 0, 0, 0]
+    counts_2 = [4, 0, 1, 0, 0, 1, 0]
+    assets.refuses(b, lambda f: f.reportServicing(1, 3, 1, STATUS_ROOT, counts_1), AssetRegistryUnknownVersion,
+                   {"poolId": 1, "version": 3})
+    assets.refuses(b, lambda f: f.reportServicing(1, 2, 0, STATUS_ROOT, counts_1),
+                   AssetRegistryPeriodNotIncreasing, {"period": 0, "last": 0})
+    receipt = assets.send(b, lambda f: f.reportServicing(1, 2, 1, STATUS_ROOT, counts_1))
+    assert assets.events(receipt, "ServicingReported") == [
+        {"poolId": 1, "version": 2, "period": 1, "statusRoot": STATUS_ROOT, "statusCounts": counts_1}]
+    receipt = assets.send(b, lambda f: f.reportServicing(1, 2, 2, STATUS_ROOT, counts_2))
+    assert assets.events(receipt, "ServicingReported")[0]["statusCounts"] == counts_2
+    assert assets.read(lambda f: f.pool(1))[5] == 2
+    assets.refuses(b, lambda f: f.reportServicing(1, 2, 2, STATUS_ROOT, counts_2),
+                   AssetRegistryPeriodNotIncreasing, {"period": 2, "last": 2})
+    assets.refuses(b, lambda f: f.reportServicing(1, 2, 1, STATUS_ROOT, counts_2),
+                   AssetRegistryPeriodNotIncreasing, {"period": 1, "last": 2})
+
+    # -- attestation ------------------------------------------------------------------------------------------
+    assets.refuses(b, lambda f: f.attest(1, 2, REPORT), AssetRegistryNotAuditor, {"account": b.address})
+    assets.refuses(auditor, lambda f: f.attest(1, 3, REPORT), AssetRegistryUnknownVersion,
+                   {"poolId": 1, "version": 3})
+    assets.refuses(auditor, lambda f: f.attest(9, 1, REPORT), AssetRegistryUnknownPool, {"poolId": 9})
+    receipt = assets.send(auditor, lambda f: f.attest(1, 2, REPORT))
+    assert assets.events(receipt, "AuditorAttested") == [
+        {"poolId": 1, "version": 2, "auditorMemberId": 4, "reportHash": REPORT}]
+
+
+def test_custody_follows_signer_rotation_and_stops_on_suspension(consortium: Consortium, assets: Assets) -> None:
+    gov = Governance(consortium)
+    a, b, _c = consortium.banks
+    assets.send(a, lambda f: f.registerPool(METADATA))
+    tree = StandardMerkleTree.of(loans(range(2)), ENCODING)
+    ids = [loan_id(0), loan_id(1)]
+
+    a2 = gov.newcomer()
+    gov.rotate(a, a2)
+    assets.refuses(a, lambda f: f.anchorVersion(1, tree.root, 2, 1, ids), AssetRegistryNotCustodian,
+                   {"poolId": 1, "account": a.address})
+    receipt = assets.send(a2, lambda f: f.anchorVersion(1, tree.root, 2, 1, ids))
+    assert assets.events(receipt, "VersionAnchored")[0]["version"] == 1
+    assert assets.read(lambda f: f.version(1, 1))[4] == 1  # anchored by member 1, same as before rotation
+
+    gov.suspend(1)
+    assets.refuses(a2, lambda f: f.anchorVersion(1, tree.root, 2, 1, ids), AssetRegistryNotCustodian,
+                   {"poolId": 1, "account": a2.address})
+    assets.refuses(a2, lambda f: f.registerPool(METADATA), AssetRegistryNotMember, {"account": a2.address})
+    assets.refuses(b, lambda f: f.acceptTransfer(1), AssetRegistryNoPendingTransfer, {"poolId": 1})
+
+
+@pytest.mark.parametrize("case", ["not_custodian", "zero_root", "count_mismatch", "not_pending", "not_auditor"])
+def test_mined_call_reverts_on_chain(consortium: Consortium, assets: Assets, case: str) -> None:
+    """Sent past the gas estimate, the contract itself refuses, and nothing changes."""
+    a, b, _c = consortium.banks
+    assets.send(a, lambda f: f.registerPool(METADATA))
+    root, ids = Web3.keccak(text="root"), [loan_id(0)]
+    sender, function, error, arguments = {
+        "not_custodian": (b, assets.fn(b).anchorVersion(1, root, 1, 1, ids), AssetRegistryNotCustodian,
+                          {"poolId": 1, "account": b.address}),
+        "zero_root": (a, assets.fn(a).anchorVersion(1, ZERO32, 1, 1, ids), AssetRegistryZeroRoot, {}),
+        "count_mismatch": (a, assets.fn(a).anchorVersion(1, root, 2, 1, ids), AssetRegistryLoanCountMismatch,
+                           {"given": 1, "declared": 2}),
+        "not_pending": (b, assets.fn(b).acceptTransfer(1), AssetRegistryNoPendingTransfer, {"poolId": 1}),
+        "not_auditor": (a, assets.fn(a).attest(1, 1, REPORT), AssetRegistryNotAuditor, {"account": a.address}),
+    }[case]
+    before = assets.snapshot()
+    raised = expect_mined_revert(sender, lambda: sender.client.transact(function, gas=MINED_GAS))
+    assert type(raised) is error
+    assert raised.arguments == arguments
+    assert assets.snapshot() == before
+
+
+def test_anchor_gas_per_version_and_per_loan_id(consortium: Consortium, assets: Assets) -> None:
+    a = consortium.banks[0]
+    assets.send(a, lambda f: f.registerPool(METADATA))
+    root = Web3.keccak(text="root")
+    one = assets.send(a, lambda f: f.anchorVersion(1, root, 1, 10**9, [loan_id(0)]))
+    ids = [loan_id(i) for i in range(1000)]
+    thousand = assets.send(a, lambda f: f.anchorVersion(1, root, 1000, 10**12, ids))
+    assert assets.events(thousand, "LoanIdsPublished")[0]["loanIds"] == ids
+    per_id = (thousand.gas_used - one.gas_used) / 999
+    print(f"\nAssetRegistry.anchorVersion gas: 1 id {one.gas_used}, 1000 ids {thousand.gas_used}, "
+          f"{per_id:.1f} per loan id")
+    assert one.gas_used < 150_000
+    assert 300 < per_id < 1_200
