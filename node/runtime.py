@@ -5,6 +5,7 @@ The CLI and the API both build one `NodeContext` and go through it; nothing else
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cached_property
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -26,8 +27,19 @@ class WrongPassphrase(AllianceError):
 
 
 class NodeContext:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, ask_passphrase: Callable[[], str] | None = None) -> None:
+        """`ask_passphrase` is called once, only when a key must be unlocked and no passphrase is set."""
         self.settings = settings
+        self._ask_passphrase = ask_passphrase
+
+    @cached_property
+    def passphrase(self) -> str:
+        passphrase = self.settings.passphrase
+        if passphrase is None and self._ask_passphrase is not None:
+            passphrase = self._ask_passphrase()
+        if not passphrase:
+            raise InvalidInput("set ALLIANCE_KEY_PASSPHRASE to unlock the bank's keys", code="passphrase_required")
+        return passphrase
 
     @cached_property
     def store(self) -> Store:
@@ -48,11 +60,8 @@ class NodeContext:
 
     @cached_property
     def signer(self) -> Signer:
-        passphrase = self.settings.passphrase
-        if passphrase is None:
-            raise InvalidInput("set ALLIANCE_KEY_PASSPHRASE to unlock the signing key", code="passphrase_required")
         try:
-            return load_keystore(self.settings.signing_key_file, passphrase)
+            return load_keystore(self.settings.signing_key_file, self.passphrase)
         except KeystoreError as exc:
             if "wrong passphrase" in str(exc):
                 raise WrongPassphrase(str(exc)) from exc
@@ -72,9 +81,8 @@ class NodeContext:
 
     @cached_property
     def encryption_key(self) -> X25519PrivateKey:
-        passphrase = self.settings.passphrase or ""
         try:
-            return load_private_key(self.settings.encryption_key_file.read_bytes(), passphrase)
+            return load_private_key(self.settings.encryption_key_file.read_bytes(), self.passphrase)
         except FileNotFoundError as exc:
             raise NotInitialised(f"no encryption key at {self.settings.encryption_key_file}") from exc
         except EnvelopeError as exc:

@@ -166,3 +166,13 @@ def test_unknown_option_is_one_line_exit_1(cli: CliRunner) -> None:
     result = cli("member", "list", "--bogus")
     assert result.code == 1
     one_error_line(result.err)
+
+
+def test_member_vote_outside_dev_without_passphrase_fails_clearly(cli: CliRunner, deployed: dict[str, str],
+                                                                 data_dir: Path) -> None:
+    # The data dir was made on the dev network; as a consortium node it has no built-in passphrase.
+    toml = data_dir / "alliance.toml"
+    toml.write_text(toml.read_text().replace('network = "dev"', 'network = "local"'))
+    result = cli("member", "vote", "1")
+    assert result.code == 1
+    assert "ALLIANCE_KEY_PASSPHRASE" in one_error_line(result.err)
