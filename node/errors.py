@@ -29,11 +29,6 @@ class Conflict(AllianceError):
     http_status = 409
 
 
-class Unavailable(AllianceError):
-    code = "unavailable"
-    http_status = 503
-
-
 class NotInitialised(AllianceError):
     code = "not_initialised"
     http_status = 503

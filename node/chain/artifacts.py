@@ -14,8 +14,6 @@ from typing import Any
 
 from node.paths import ARTIFACTS_DIR
 
-CONTRACT_NAMES = ("AllianceRegistry", "FraudLedger", "AssetRegistry")
-
 
 class ArtifactMissing(FileNotFoundError):
     """A contract artifact is not in contracts/build (run `alliance contracts build`)."""

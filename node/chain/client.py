@@ -19,7 +19,7 @@ from eth_typing import HexStr
 from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractFunction
-from web3.exceptions import ContractLogicError, TimeExhausted, TransactionNotFound, Web3RPCError
+from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
 from web3.types import TxParams
 
 from node.chain.artifacts import ContractArtifact, load_artifact
@@ -243,16 +243,6 @@ class ChainClient:
         if receipt.status != 1:
             raise self._explain_failure(receipt, tx)
         return receipt
-
-    def receipt_if_mined(self, tx_hash: str) -> Receipt | None:
-        """The receipt of a transaction sent earlier (perhaps by a process that crashed), if mined."""
-        with translate_errors(self.rpc_url):
-            try:
-                raw = self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
-            except TransactionNotFound:
-                return None
-        return Receipt(tx_hash, int(raw["blockNumber"]), raw["blockHash"].to_0x_hex(),
-                       int(raw["gasUsed"]), int(raw["status"]), raw)
 
     def _explain_failure(self, receipt: Receipt, tx: dict[str, Any] | None) -> ChainError:
         """Replay a failed transaction as a call on its parent block to recover the revert data."""

@@ -42,10 +42,6 @@ class Deployment:
         except KeyError as exc:
             raise ContractNotDeployed(f"{name} is not in the {self.network} deployment record") from exc
 
-    @property
-    def first_block(self) -> int:
-        return min(c.block_number for c in self.contracts.values())
-
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 

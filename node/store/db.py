@@ -9,7 +9,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -54,10 +54,6 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     except OperationalError as exc:
         raise StoreUnavailable(f"cannot open the database at {engine.url.render_as_string()}: {exc.orig}") \
             from exc
-
-
-def schema_is_current(engine: Engine) -> bool:
-    return "alembic_version" in inspect(engine).get_table_names()
 
 
 class Store:
