@@ -190,7 +190,7 @@ class ChainClient:
             with translate_errors(self.rpc_url):
                 gas = max(int(function.estimate_gas({"from": signer.address}) * _ESTIMATE_MARGIN), min_gas)
         with translate_errors(self.rpc_url):
-            tx = function.build_transaction(cast(TxParams, self._envelope(gas)))
+            tx = function.build_transaction(cast(TxParams, self.transaction_fields(gas)))
         return self.send_transaction(dict(tx))
 
     def deploy(self, artifact: ContractArtifact, *args: Any) -> Receipt:
@@ -198,10 +198,10 @@ class ChainClient:
         signer = self._require_signer()
         with translate_errors(self.rpc_url):
             gas = int(factory.constructor(*args).estimate_gas({"from": signer.address}) * _ESTIMATE_MARGIN)
-            tx = factory.constructor(*args).build_transaction(cast(TxParams, self._envelope(gas)))
+            tx = factory.constructor(*args).build_transaction(cast(TxParams, self.transaction_fields(gas)))
         return self.send_transaction(dict(tx))
 
-    def _envelope(self, gas: int) -> dict[str, Any]:
+    def transaction_fields(self, gas: int) -> dict[str, Any]:
         # Legacy transactions with an explicit gas price: consortium chains run at zero gas price
         # and there is no fee market to query per call.
         return {

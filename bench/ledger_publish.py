@@ -1,0 +1,141 @@
+"""Benchmark of FraudLedger publication: gas per indicator and on-chain indicators per second, against a naive registry.
+
+    python bench/ledger_publish.py             # 20 batches of 1000 timed, 2,000 naive transactions
+    python bench/ledger_publish.py --quick     # 3 batches of 1000 timed, 300 naive transactions
+
+Runs on a private anvil (started and stopped here) with a one-founder consortium. Gas: publishBatch receipts
+at batch sizes 1, 100 and 1000 (after one warm-up batch, so the batch counter's first write is not counted),
+divided by the batch size. The baseline is bench/contracts/NaiveIndicatorRegistry.sol (compiled here), which
+stores each indicator's fields in a mapping and emits one event per indicator, one indicator per call.
+Speed (on-chain part only): N batches of 1000 records are built, rooted and signed beforehand with consecutive
+nonces, then sent back to back and all receipts awaited; indicators / elapsed. The naive contract is timed the
+same way (pre-signed, one indicator per transaction). Prints readable lines, then one JSON object as the last line.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a plain checkout
+
+from bench._common import emit, parse_args, private_chain
+from node.chain.client import ChainClient
+from node.chain.compiler import compile_contracts
+from node.chain.deployment import deploy_consortium
+from node.chain.fraud_ledger import FraudLedgerClient, LedgerRecord, batch_root, default_publish_gas
+from node.chain.registry import FoundingMember, MemberRole
+from node.chain.signer import Signer
+
+NAIVE_DIR = Path(__file__).resolve().parent / "contracts"
+BATCH = 1000
+GAS_SIZES = (1, 100, 1000)
+NOTE = "on-chain part only; API-to-confirmed end-to-end rate needs the outbox publisher (not built yet)"
+
+
+def make_records(count: int, rng: random.Random) -> list[LedgerRecord]:
+    records = []
+    for _ in range(count):
+        valid_from = 1_740_000_000 + rng.randrange(10_000_000)
+        records.append(LedgerRecord(rng.randbytes(32), rng.randrange(1, 6), rng.randrange(1, 10), rng.randrange(101),
+                                    valid_from, valid_from + 365 * 86_400, rng.randbytes(32), rng.randbytes(32)))
+    return records
+
+
+def send_all(client: ChainClient, raws: Sequence[bytes]) -> tuple[float, float]:
+    """Send pre-signed transactions back to back, wait for every receipt.
+
+    Returns (seconds until the last was sent, seconds until every receipt was seen).
+    """
+    start = time.perf_counter()
+    hashes = [client.send_signed(raw) for raw in raws]
+    sent = time.perf_counter() - start
+    for tx_hash in hashes:
+        client.wait_for_receipt(tx_hash)
+    return sent, time.perf_counter() - start
+
+
+def naive_tx(client: ChainClient, contract: Any, record: LedgerRecord, gas: int) -> dict[str, Any]:
+    function = contract.functions.report(*record.leaf_values())
+    return dict(function.build_transaction(client.transaction_fields(gas)))
+
+
+def configure(parser: Any) -> None:
+    parser.add_argument("--batches", type=int, help="timed batches of 1000 (default 20; --quick 3)")
+    parser.add_argument("--naive-txs", type=int, help="timed naive transactions (default 2000; --quick 300)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(__doc__, argv, configure)
+    batches = args.batches or (3 if args.quick else 20)
+    naive_txs = args.naive_txs or (300 if args.quick else 2000)
+    rng = random.Random(7)
+
+    naive_artifact = next(a for a in compile_contracts(NAIVE_DIR) if a.name == "NaiveIndicatorRegistry")
+    with private_chain() as rpc_url:
+        signer = Signer.generate()
+        client = ChainClient(rpc_url, signer=signer)
+        deployment = deploy_consortium(client, network="bench", founders=[
+            FoundingMember(signer.address, MemberRole.member, "Bench bank", "BENCH-0", b"\x01" * 32)])
+        ledger = FraudLedgerClient(client, deployment.address("FraudLedger"))
+
+        # -- gas --------------------------------------------------------------------------------------
+        first = ledger.publish_batch(1, make_records(1, rng))
+        gas = {n: ledger.publish_batch(1, make_records(n, rng)).gas_used for n in GAS_SIZES}
+        receipt = client.deploy(naive_artifact)
+        naive = client.w3.eth.contract(address=receipt.raw["contractAddress"], abi=naive_artifact.abi)
+        naive_gas = client.send_transaction(naive_tx(client, naive, make_records(1, rng)[0], 500_000)).gas_used
+
+        # -- on-chain publication rate ----------------------------------------------------------------
+        raws = []
+        for _ in range(batches):
+            records = make_records(BATCH, rng)
+            raws.append(client.sign(ledger.build_publish_tx(1, records, default_publish_gas(BATCH),
+                                                            root=batch_root(records))))
+        before = ledger.batch_count()
+        publish_sent_s, publish_s = send_all(client, raws)
+        if ledger.batch_count() != before + batches:
+            raise SystemExit("not every timed batch was recorded")
+        publish_rate = batches * BATCH / publish_s
+
+        naive_raws = [client.sign(naive_tx(client, naive, record, 2 * naive_gas))
+                      for record in make_records(naive_txs, rng)]
+        naive_sent_s, naive_s = send_all(client, naive_raws)
+        naive_rate = naive_txs / naive_s
+
+    per = {n: gas[n] / n for n in GAS_SIZES}
+    print(f"ledger_publish: one-founder consortium, {batches} timed batches of {BATCH}, {naive_txs} naive txs")
+    print(f"first batch ever (1 record): {first.gas_used:,} gas (batch counter's first write)")
+    for n in GAS_SIZES:
+        print(f"batch of {n:>5}: {gas[n]:>10,} gas  {per[n]:>10,.1f} gas/indicator  "
+              f"(default limit {default_publish_gas(n):,})")
+    print(f"naive registry:   {naive_gas:>10,} gas/indicator  "
+          f"({naive_gas / per[1000]:.1f}x a batch of 1000)")
+    print(f"publish: {publish_rate:>10,.0f} indicators/s  ({batches} txs in {publish_s:.2f} s, "
+          f"all sent after {publish_sent_s:.2f} s)")
+    print(f"naive:   {naive_rate:>10,.0f} indicators/s  ({naive_txs} txs in {naive_s:.2f} s, "
+          f"all sent after {naive_sent_s:.2f} s)")
+    print(f"publish / naive rate: {publish_rate / naive_rate:.1f}x  ({NOTE})")
+    emit({
+        "batches": batches,
+        "batch_size": BATCH,
+        "naive_txs": naive_txs,
+        "gas_first_batch_1": first.gas_used,
+        "gas_per_indicator_batch_1": round(per[1], 1),
+        "gas_per_indicator_batch_100": round(per[100], 1),
+        "gas_per_indicator_batch_1000": round(per[1000], 1),
+        "naive_gas_per_indicator": naive_gas,
+        "publish_indicators_per_s": round(publish_rate, 1),
+        "naive_indicators_per_s": round(naive_rate, 1),
+        "ratio_publish_to_naive_rate": round(publish_rate / naive_rate, 2),
+        "note": NOTE,
+    })
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
