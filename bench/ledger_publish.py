@@ -61,7 +61,7 @@ def send_all(client: ChainClient, raws: Sequence[bytes]) -> tuple[float, float]:
 
 def naive_tx(client: ChainClient, contract: Any, record: LedgerRecord, gas: int) -> dict[str, Any]:
     function = contract.functions.report(*record.leaf_values())
-    return dict(function.build_transaction(client.transaction_fields(gas)))
+    return client.build_transaction(function, gas=gas)
 
 
 def configure(parser: Any) -> None:

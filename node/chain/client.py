@@ -18,7 +18,7 @@ import requests
 from eth_typing import HexStr
 from web3 import Web3
 from web3.contract import Contract
-from web3.contract.contract import ContractFunction
+from web3.contract.contract import ContractConstructor, ContractFunction
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
 from web3.types import TxParams
 
@@ -179,27 +179,27 @@ class ChainClient:
             raise ChainError("this operation needs the bank's signing key, and none was loaded")
         return self.signer
 
-    def transact(self, function: ContractFunction, *, gas: int | None = None, min_gas: int = 0) -> Receipt:
-        """Send a contract call signed by the bank and wait for its receipt.
+    def transact(self, function: ContractFunction | ContractConstructor, *, gas: int | None = None,
+                 min_gas: int = 0) -> Receipt:
+        """Send a contract call (or a deployment) signed by the bank and wait for its receipt.
 
         Without `gas`, the call is first estimated: a call that would revert raises the decoded
         custom error before anything is sent, so a refused write changes nothing on chain.
         """
-        signer = self._require_signer()
         if gas is None:
             with translate_errors(self.rpc_url):
-                gas = max(int(function.estimate_gas({"from": signer.address}) * _ESTIMATE_MARGIN), min_gas)
-        with translate_errors(self.rpc_url):
-            tx = function.build_transaction(cast(TxParams, self.transaction_fields(gas)))
-        return self.send_transaction(dict(tx))
+                estimate = function.estimate_gas({"from": self._require_signer().address})
+            gas = max(int(estimate * _ESTIMATE_MARGIN), min_gas)
+        return self.send_transaction(self.build_transaction(function, gas=gas))
 
     def deploy(self, artifact: ContractArtifact, *args: Any) -> Receipt:
         factory = self.w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
-        signer = self._require_signer()
+        return self.transact(factory.constructor(*args))
+
+    def build_transaction(self, function: ContractFunction | ContractConstructor, *, gas: int) -> dict[str, Any]:
+        """The unsigned transaction of a call with an explicit gas limit (the nonce is set by `sign`)."""
         with translate_errors(self.rpc_url):
-            gas = int(factory.constructor(*args).estimate_gas({"from": signer.address}) * _ESTIMATE_MARGIN)
-            tx = factory.constructor(*args).build_transaction(cast(TxParams, self.transaction_fields(gas)))
-        return self.send_transaction(dict(tx))
+            return dict(function.build_transaction(cast(TxParams, self.transaction_fields(gas))))
 
     def transaction_fields(self, gas: int) -> dict[str, Any]:
         # Legacy transactions with an explicit gas price: consortium chains run at zero gas price

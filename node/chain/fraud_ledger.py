@@ -11,11 +11,10 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from eth_typing import HexStr
 from web3 import Web3
-from web3.types import TxParams
 
 from node.chain.client import ChainClient, Receipt, translate_errors
 from node.chain.errors import ChainError
@@ -126,9 +125,7 @@ class FraudLedgerClient:
         if gas is None:
             gas = default_publish_gas(len(records))
         function = self.contract.functions.publishBatch(epoch, root, pack_records(records))
-        with translate_errors(self.chain.rpc_url):
-            tx = function.build_transaction(cast(TxParams, self.chain.transaction_fields(gas)))
-        return dict(tx)
+        return self.chain.build_transaction(function, gas=gas)
 
     def publish_batch(self, epoch: int, records: Sequence[LedgerRecord], *, gas: int | None = None) -> PublishedBatch:
         """Publish `records` under their root with an explicit gas limit and wait for the receipt.
@@ -137,10 +134,7 @@ class FraudLedgerClient:
         failure; nothing is recorded on chain.
         """
         root = batch_root(records)
-        tx = self.build_publish_tx(epoch, records, gas, root=root)
-        raw = self.chain.sign(tx)
-        tx_hash = self.chain.send_signed(raw)
-        receipt = self.chain.wait_for_receipt(tx_hash, tx)
+        receipt = self.chain.send_transaction(self.build_publish_tx(epoch, records, gas, root=root))
         return self.published_from(receipt, root)
 
     def published_from(self, receipt: Receipt, root: bytes) -> PublishedBatch:

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from node import governance
-from node.api.deps import CurrentKey, NodeDep
+from node.api.deps import NodeDep
 
 router = APIRouter(prefix="/members", tags=["members"])
 
@@ -23,12 +23,12 @@ class MemberOut(BaseModel):
 
 
 @router.get("", response_model=list[MemberOut])
-def list_members(*, node: NodeDep, _key: CurrentKey) -> list[MemberOut]:
+def list_members(*, node: NodeDep) -> list[MemberOut]:
     """Every member ever admitted, with role and status."""
     return [MemberOut(**m.to_json()) for m in node.registry().members()]
 
 
 @router.get("/{reference}", response_model=MemberOut)
-def read_member(*, reference: str, node: NodeDep, _key: CurrentKey) -> MemberOut:
+def read_member(*, reference: str, node: NodeDep) -> MemberOut:
     """One member by id, signing address or bank code."""
     return MemberOut(**governance.find_member(node.registry(), reference).to_json())
