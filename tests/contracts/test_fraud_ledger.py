@@ -266,6 +266,15 @@ def test_endorse_dispute_confirm_revoke_emit_events(ledger: Ledger) -> None:
 # Custom errors
 # ------------------------------------------------------------------------------------------------------
 
+def every_write(rows: list[Any], root: bytes) -> list[tuple[Any, ...]]:
+    """One call of each write function, all valid but for the caller (batch 1 must exist)."""
+    return [("publishBatch", 1, root, pack_records(rows)),
+            ("endorse", rows[0][0], 50),
+            ("dispute", rows[0][0], 1),
+            ("confirm", 1, rows[0][0]),
+            ("revoke", 1, rows[0][0], 1)]
+
+
 def test_non_member_is_refused_everywhere(ledger: Ledger) -> None:
     a = ledger.banks[0]
     rows = make_records(2)
@@ -274,12 +283,7 @@ def test_non_member_is_refused_everywhere(ledger: Ledger) -> None:
     ledger.client.rpc("anvil_setBalance", [outsider.address, hex(10**18)])
     root = tree_of(rows).root
     error = {"account": outsider.address}
-    calls: list[tuple[Any, ...]] = [("publishBatch", 1, root, pack_records(rows)),
-                                    ("endorse", rows[0][0], 50),
-                                    ("dispute", rows[0][0], 1),
-                                    ("confirm", 1, rows[0][0]),
-                                    ("revoke", 1, rows[0][0], 1)]
-    for call in calls:
+    for call in every_write(rows, root):
         expect_revert(ledger, FraudLedgerNotMember, error, partial(ledger.send, outsider, *call), root)
 
 
@@ -289,12 +293,7 @@ def test_suspended_member_is_refused(ledger: Ledger) -> None:
     Governance(ledger.consortium).suspend(2)
     rows = make_records(2)
     root = tree_of(rows).root
-    calls: list[tuple[Any, ...]] = [("publishBatch", 1, root, pack_records(rows)),
-                                    ("endorse", rows[0][0], 50),
-                                    ("dispute", rows[0][0], 1),
-                                    ("confirm", 1, rows[0][0]),
-                                    ("revoke", 1, rows[0][0], 1)]
-    for call in calls:
+    for call in every_write(rows, root):
         expect_revert(ledger, FraudLedgerNotMember, {"account": b.address}, partial(ledger.send, b, *call), root)
     ledger.publish(a, rows)  # the others still publish
 
