@@ -17,6 +17,7 @@ from node.chain.registry import RegistryClient
 from node.chain.signer import KeystoreError, Signer, keystore_address, load_keystore
 from node.config import Network, Settings
 from node.crypto.envelopes import EnvelopeError, load_private_key
+from node.crypto.vault import LocalVault, derive_vault_key
 from node.errors import AllianceError, InvalidInput, NotInitialised
 from node.store.db import Store
 
@@ -87,6 +88,11 @@ class NodeContext:
             raise NotInitialised(f"no encryption key at {self.settings.encryption_key_file}") from exc
         except EnvelopeError as exc:
             raise WrongPassphrase(f"wrong passphrase for {self.settings.encryption_key_file}") from exc
+
+    @cached_property
+    def vault(self) -> LocalVault:
+        """Encryption at rest for the bank's raw identifiers and the alliance keys."""
+        return LocalVault(derive_vault_key(self.encryption_key))
 
     @cached_property
     def deployment(self) -> Deployment:

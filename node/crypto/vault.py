@@ -11,11 +11,28 @@ from __future__ import annotations
 import os
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 VAULT_KEY_BYTES = 32
 _NONCE_BYTES = 12
 _TAG_BYTES = 16
+
+
+_VAULT_KEY_INFO = b"alliance-node-vault/v1"
+
+
+def derive_vault_key(encryption_key: X25519PrivateKey) -> bytes:
+    """The node's vault key, derived from its passphrase-protected X25519 private key.
+
+    Deriving rather than storing a second secret means the vault is exactly as well protected as the
+    member key and is restored with it from a backup of the keys directory.
+    """
+    private = encryption_key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                           serialization.NoEncryption())
+    return HKDF(algorithm=hashes.SHA256(), length=VAULT_KEY_BYTES, salt=None, info=_VAULT_KEY_INFO).derive(private)
 
 
 class VaultError(ValueError):

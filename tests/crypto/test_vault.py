@@ -92,3 +92,13 @@ def test_generate_key_gives_distinct_256_bit_keys() -> None:
 def test_vault_keeps_no_key_attribute(vault: LocalVault) -> None:
     assert not hasattr(vault, "__dict__")
     assert KEY.hex() not in repr(vault)
+
+
+def test_derive_vault_key_is_stable_per_member_key_and_differs_between_keys() -> None:
+    from node.crypto.envelopes import generate_encryption_keypair
+    from node.crypto.vault import derive_vault_key
+
+    key = generate_encryption_keypair()
+    assert derive_vault_key(key) == derive_vault_key(key)
+    assert len(derive_vault_key(key)) == 32
+    assert derive_vault_key(key) != derive_vault_key(generate_encryption_keypair())
