@@ -59,6 +59,21 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(default=10.0, gt=0)
     max_request_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
 
+    # Fraud ledger: publisher
+    publish_batch_size: int = Field(default=500, ge=1, le=5000, description="records per publishBatch")
+    publish_max_wait_s: float = Field(default=2.0, ge=0, description="oldest queued record waits at most this")
+    publish_interval_s: float = Field(default=0.5, gt=0, description="publisher poll period")
+    # Fraud ledger: indexer and mirror
+    confirmations: int = Field(default=0, ge=0, description="blocks behind head the mirror stays; 0 on QBFT")
+    log_chunk_blocks: int = Field(default=2_000, ge=1, description="blocks per eth_getLogs request")
+    sync_interval_s: float = Field(default=1.0, gt=0, description="indexer poll period")
+    mirror_stale_after_s: float = Field(default=30.0, gt=0, description="checks are marked stale after this lag")
+    # Fraud ledger: derived state (documented in docs/fraud-ledger.md)
+    confidence_half_life_days: float = Field(default=365.0, gt=0)
+    dispute_window_days: int = Field(default=30, ge=1)
+    # Fraud ledger: key distribution
+    key_distribution_interval_s: float = Field(default=5.0, gt=0)
+
     @model_validator(mode="after")
     def _refuse_dev_secrets(self) -> Settings:
         if self.network != Network.dev:

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from node.chain.client import ChainClient
 from node.chain.deployment import Deployment, load_deployment
 from node.chain.devchain import DevChain
+from node.chain.fraud_ledger import FraudLedgerClient
 from node.chain.registry import RegistryClient
 from node.chain.signer import KeystoreError, Signer, keystore_address, load_keystore
 from node.config import Network, Settings
@@ -101,6 +102,15 @@ class NodeContext:
     def registry(self, *, signing: bool = False) -> RegistryClient:
         client = self.signing_chain if signing else self.chain
         return RegistryClient(client, self.deployment.address("AllianceRegistry"))
+
+    def fraud_ledger(self, *, signing: bool = False) -> FraudLedgerClient:
+        client = self.signing_chain if signing else self.chain
+        return FraudLedgerClient(client, self.deployment.address("FraudLedger"))
+
+    @cached_property
+    def member_id(self) -> int:
+        """This bank's registry member id (0 if it is not a member)."""
+        return self.registry().member_id_of(self.address)
 
     @property
     def is_dev(self) -> bool:
