@@ -15,12 +15,17 @@ from pathlib import Path
 import pytest
 
 from node.chain.client import ChainClient
-from node.chain.deployment import Deployment, deploy_consortium
+from node.chain.deployment import Deployment, deploy_consortium, save_deployment
 from node.chain.devchain import DevChain
 from node.chain.registry import FoundingMember, MemberRole, RegistryClient
 from node.chain.signer import Signer
+from node.config import Network, load_settings
+from node.consortium import this_bank_as_founder
+from node.runtime import NodeContext
+from node.setup import init_node
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+TEST_PASSPHRASE = "test-passphrase-of-the-banks"
 
 
 def free_port() -> int:
@@ -141,3 +146,39 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     with admin.begin() as connection:
         connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
     admin.dispose()
+
+
+@dataclass
+class LedgerNodes:
+    """Bank nodes with their own data dirs and stores, founders of one deployment on the test chain."""
+
+    rpc_url: str
+    deployment_file: Path
+    nodes: list[NodeContext]
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+
+def make_node(root: Path, rpc_url: str, deployment_file: Path, name: str, code: str,
+              **overrides: object) -> NodeContext:
+    """An initialised bank node (keys, config, SQLite store) pointed at the test chain."""
+    data_dir = root / code.lower()
+    options = {"network": Network.local, "rpc_url": rpc_url, "deployment_file": deployment_file,
+               "key_passphrase": TEST_PASSPHRASE, **overrides}
+    init_node(load_settings(data_dir, **options), bank_name=name, bank_code=code, passphrase=TEST_PASSPHRASE)
+    return NodeContext(load_settings(data_dir, **options))  # reloaded: init wrote the bank's name and code
+
+
+@pytest.fixture
+def ledger_nodes(rpc_url: str, tmp_path: Path) -> Iterator[LedgerNodes]:
+    """Three bank nodes (A, B, C) founding a fresh consortium (key epoch 1 begins at deployment)."""
+    deployment_file = tmp_path / "deployment.json"
+    nodes = [make_node(tmp_path, rpc_url, deployment_file, f"Bank {c}", f"BANK-{c}") for c in "ABC"]
+    founders = [this_bank_as_founder(node) for node in nodes]
+    save_deployment(deploy_consortium(nodes[0].signing_chain, network="local", founders=founders),
+                    deployment_file)
+    group = LedgerNodes(rpc_url, deployment_file, nodes)
+    yield group
+    group.close()

@@ -9,7 +9,7 @@ from typing import Any
 from web3 import Web3
 from web3.logs import DISCARD
 
-from node.chain.client import ChainClient, Receipt
+from node.chain.client import ChainClient, Receipt, translate_errors
 
 # A vote or proposal may execute when mined although it did not when estimated (another vote landed, or
 # the active count dropped); an executing admission costs ~320k gas. Gas is free on the consortium chain.
@@ -104,6 +104,17 @@ class ProposalOutcome:
     receipt: Receipt
 
 
+@dataclass(frozen=True)
+class KeyEnvelope:
+    """A KeyEnvelopePublished event: the key of `epoch` sealed for one member."""
+
+    recipient_member_id: int
+    epoch: int
+    sender_member_id: int
+    envelope: bytes
+    block_number: int
+
+
 class RegistryClient:
     def __init__(self, client: ChainClient, address: str) -> None:
         self.chain = client
@@ -181,6 +192,31 @@ class RegistryClient:
 
     def set_encryption_key(self, key: bytes) -> Receipt:
         return self.chain.transact(self.contract.functions.setEncryptionKey(key))
+
+    # -- alliance key distribution --------------------------------------------------------------------
+    def start_key_epoch(self) -> int:
+        """Start a new key epoch; returns its number."""
+        receipt = self.chain.transact(self.contract.functions.startKeyEpoch())
+        started = self.contract.events.KeyEpochStarted().process_receipt(receipt.raw, errors=DISCARD)
+        return int(started[0]["args"]["epoch"])
+
+    def publish_key_envelope(self, recipient_member_id: int, epoch: int, envelope: bytes) -> Receipt:
+        return self.chain.transact(self.contract.functions.publishKeyEnvelope(recipient_member_id, epoch, envelope))
+
+    def key_envelopes(self, *, recipient_member_id: int | None = None, epoch: int | None = None,
+                      from_block: int = 0) -> list[KeyEnvelope]:
+        """Envelopes announced on chain, oldest first, filtered on the indexed recipient and epoch."""
+        filters: dict[str, Any] = {}
+        if recipient_member_id is not None:
+            filters["recipientMemberId"] = recipient_member_id
+        if epoch is not None:
+            filters["epoch"] = epoch
+        with translate_errors(self.chain.rpc_url):
+            logs = self.contract.events.KeyEnvelopePublished().get_logs(from_block=from_block,
+                                                                         argument_filters=filters)
+        return [KeyEnvelope(int(log["args"]["recipientMemberId"]), int(log["args"]["epoch"]),
+                            int(log["args"]["senderMemberId"]), bytes(log["args"]["envelope"]),
+                            int(log["blockNumber"])) for log in logs]
 
     def _propose(self, function: Any) -> ProposalOutcome:
         receipt = self.chain.transact(function, min_gas=GOVERNANCE_MIN_GAS)
