@@ -20,6 +20,7 @@ from node.config import Network, Settings
 from node.crypto.envelopes import EnvelopeError, load_private_key
 from node.crypto.vault import LocalVault, derive_vault_key
 from node.errors import AllianceError, InvalidInput, NotInitialised
+from node.ledger.keyring import KeyRing
 from node.store.db import Store
 
 
@@ -94,6 +95,10 @@ class NodeContext:
     def vault(self) -> LocalVault:
         """Encryption at rest for the bank's raw identifiers and the alliance keys."""
         return LocalVault(derive_vault_key(self.encryption_key))
+
+    @cached_property
+    def keyring(self) -> KeyRing:
+        return KeyRing(self.store, self.vault)
 
     @cached_property
     def deployment(self) -> Deployment:
