@@ -8,10 +8,13 @@ class AllianceError(Exception):
     code = "alliance_error"
     http_status = 400
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None,
+                 details: list[dict[str, object]] | None = None) -> None:
         super().__init__(message)
         if code is not None:
             self.code = code
+        # Per-item problems of a bulk request (row, field, code, reason), so a caller fixes all at once.
+        self.details = details
 
 
 class InvalidInput(AllianceError):

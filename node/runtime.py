@@ -18,9 +18,11 @@ from node.chain.registry import RegistryClient
 from node.chain.signer import KeystoreError, Signer, keystore_address, load_keystore
 from node.config import Network, Settings
 from node.crypto.envelopes import EnvelopeError, load_private_key
-from node.crypto.vault import LocalVault, derive_vault_key
+from node.crypto.vault import LocalVault, derive_local_key, derive_vault_key
 from node.errors import AllianceError, InvalidInput, NotInitialised
 from node.ledger.keyring import KeyRing
+from node.ledger.publisher import Publisher
+from node.ledger.reports import REPORT_ID_PURPOSE, ReportIntake
 from node.store.db import Store
 
 
@@ -99,6 +101,16 @@ class NodeContext:
     @cached_property
     def keyring(self) -> KeyRing:
         return KeyRing(self.store, self.vault)
+
+    @cached_property
+    def report_intake(self) -> ReportIntake:
+        return ReportIntake(self.store, self.keyring, self.vault,
+                            derive_local_key(self.encryption_key, REPORT_ID_PURPOSE))
+
+    @cached_property
+    def publisher(self) -> Publisher:
+        return Publisher(self.store, self.fraud_ledger(signing=True), batch_size=self.settings.publish_batch_size,
+                         max_wait_s=self.settings.publish_max_wait_s)
 
     @cached_property
     def deployment(self) -> Deployment:

@@ -38,7 +38,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(AllianceError)
     async def _domain_error(_: Request, exc: AllianceError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, str(exc)), status_code=exc.http_status)
+        extra = {"details": exc.details} if exc.details else {}
+        return JSONResponse(error_body(exc.code, str(exc), **extra), status_code=exc.http_status)
 
     @app.exception_handler(ContractRevert)
     async def _revert(_: Request, exc: ContractRevert) -> JSONResponse:

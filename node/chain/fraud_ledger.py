@@ -15,9 +15,10 @@ from typing import Any
 
 from eth_typing import HexStr
 from web3 import Web3
+from web3.exceptions import TransactionNotFound
 
 from node.chain.client import ChainClient, Receipt, translate_errors
-from node.chain.errors import ChainError
+from node.chain.errors import ChainError, ChainUnavailable, ContractRevert
 from node.merkle import StandardMerkleTree
 
 RECORD_BYTES = 109  # 32 + 1 + 1 + 1 + 5 + 5 + 32 + 32
@@ -62,6 +63,24 @@ class PublishedBatch:
     tx_hash: str
     block_number: int
     gas_used: int
+
+
+@dataclass(frozen=True)
+class SignedPublish:
+    """A signed publishBatch transaction: what the publisher persists before sending."""
+
+    raw: bytes
+    tx_hash: str
+    nonce: int
+
+
+@dataclass(frozen=True)
+class MinedPublish:
+    """Where a root was published on chain (found by the root, whichever transaction carried it)."""
+
+    batch_id: int
+    tx_hash: str
+    block_number: int
 
 
 @dataclass(frozen=True)
@@ -126,6 +145,75 @@ class FraudLedgerClient:
             gas = default_publish_gas(len(records))
         function = self.contract.functions.publishBatch(epoch, root, pack_records(records))
         return self.chain.build_transaction(function, gas=gas)
+
+    def sign_publish(self, epoch: int, records: Sequence[LedgerRecord], *, root: bytes, nonce: int,
+                     gas: int | None = None) -> SignedPublish:
+        """Sign publishBatch with an explicit nonce; nothing is sent."""
+        tx = {**self.build_publish_tx(epoch, records, gas, root=root), "nonce": nonce}
+        tx.pop("from", None)
+        raw = self.chain._require_signer().sign_transaction(tx)
+        return SignedPublish(raw, Web3.keccak(raw).to_0x_hex(), nonce)
+
+    def send_raw(self, raw: bytes) -> str:
+        """Broadcast a signed transaction; a node that already has it in its pool is not an error."""
+        try:
+            return self.chain.send_signed(raw)
+        except ChainUnavailable:
+            raise
+        except ChainError as exc:
+            if "already known" in str(exc).lower() or "already imported" in str(exc).lower():
+                return Web3.keccak(raw).to_0x_hex()
+            raise
+
+    def confirmed_nonce(self) -> int:
+        """The signer's count of mined transactions (nonces below it are used up)."""
+        with translate_errors(self.chain.rpc_url):
+            return int(self.chain.w3.eth.get_transaction_count(
+                Web3.to_checksum_address(self.chain._require_signer().address), "latest"))
+
+    def receipt_of(self, tx_hash: str) -> Receipt | None:
+        """The receipt of a mined transaction, None while it is not mined (or unknown)."""
+        with translate_errors(self.chain.rpc_url):
+            try:
+                raw = self.chain.w3.eth.get_transaction_receipt(HexStr(tx_hash))
+            except TransactionNotFound:
+                return None
+        return Receipt(tx_hash, int(raw["blockNumber"]), raw["blockHash"].to_0x_hex(), int(raw["gasUsed"]),
+                       int(raw["status"]), raw)
+
+    def wait_published(self, tx_hash: str, root: bytes) -> MinedPublish:
+        """Wait for a publishBatch receipt. A refused duplicate root means an earlier send already published
+        it: that batch is returned, not an error."""
+        try:
+            receipt = self.chain.wait_for_receipt(tx_hash, self._replayable(tx_hash))
+        except ContractRevert as revert:
+            if revert.error_name != "FraudLedgerDuplicateBatch":
+                raise
+        else:
+            published = self.published_from(receipt, root)
+            return MinedPublish(published.batch_id, tx_hash, receipt.block_number)
+        found = self.find_published(root)
+        if found is None:
+            raise ChainError(f"root 0x{root.hex()} was refused as a duplicate but no batch carries it")
+        return found
+
+    def _replayable(self, tx_hash: str) -> dict[str, Any]:
+        """The fields of a sent transaction that a failure replay needs (the publisher has only raw bytes)."""
+        with translate_errors(self.chain.rpc_url):
+            tx = self.chain.w3.eth.get_transaction(HexStr(tx_hash))
+        return {"from": tx["from"], "to": tx["to"], "data": tx["input"], "gas": int(tx["gas"])}
+
+    def find_published(self, root: bytes) -> MinedPublish | None:
+        """The batch that published `root`, located by the contract's root index and its event."""
+        batch_id = self.batch_id_of_root(root)
+        if batch_id == 0:
+            return None
+        with translate_errors(self.chain.rpc_url):
+            logs = self.contract.events.BatchPublished().get_logs(from_block=0, argument_filters={"root": root})
+        for log in logs:
+            if int(log["args"]["batchId"]) == batch_id:
+                return MinedPublish(batch_id, log["transactionHash"].to_0x_hex(), int(log["blockNumber"]))
+        raise ChainError(f"batch {batch_id} of root 0x{root.hex()} has no BatchPublished event")
 
     def publish_batch(self, epoch: int, records: Sequence[LedgerRecord], *, gas: int | None = None) -> PublishedBatch:
         """Publish `records` under their root with an explicit gas limit and wait for the receipt.

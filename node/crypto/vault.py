@@ -24,15 +24,21 @@ _TAG_BYTES = 16
 _VAULT_KEY_INFO = b"alliance-node-vault/v1"
 
 
-def derive_vault_key(encryption_key: X25519PrivateKey) -> bytes:
-    """The node's vault key, derived from its passphrase-protected X25519 private key.
+def derive_local_key(encryption_key: X25519PrivateKey, purpose: bytes) -> bytes:
+    """A 32-byte key for one local purpose, derived from the node's passphrase-protected X25519 key.
 
-    Deriving rather than storing a second secret means the vault is exactly as well protected as the
-    member key and is restored with it from a backup of the keys directory.
+    Deriving rather than storing more secrets means each local key is exactly as well protected as the
+    member key and is restored with it from a backup of the keys directory. Distinct purposes give
+    independent keys (HKDF info).
     """
     private = encryption_key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
                                            serialization.NoEncryption())
-    return HKDF(algorithm=hashes.SHA256(), length=VAULT_KEY_BYTES, salt=None, info=_VAULT_KEY_INFO).derive(private)
+    return HKDF(algorithm=hashes.SHA256(), length=VAULT_KEY_BYTES, salt=None, info=purpose).derive(private)
+
+
+def derive_vault_key(encryption_key: X25519PrivateKey) -> bytes:
+    """The key of the node's vault (encryption at rest of raw identifiers and alliance keys)."""
+    return derive_local_key(encryption_key, _VAULT_KEY_INFO)
 
 
 class VaultError(ValueError):

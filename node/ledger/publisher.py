@@ -1,0 +1,236 @@
+"""The publisher: takes queued outbox records, publishes them in batches, and records where they landed.
+
+Every step is durable before the next one starts, so a crash anywhere loses nothing and publishes
+nothing twice:
+
+1. *prepare*: in one store transaction, the oldest queued records of one epoch are put in a batch,
+   the publishBatch transaction is signed, and the signed bytes, their hash and nonce are stored
+   with the batch (state `signed`) while the records move to `batched`;
+2. *send*: the stored bytes are broadcast;
+3. *finish*: the receipt is awaited and the batch and its records become `confirmed` with the
+   transaction hash, block and on-chain batch id.
+
+On start (and every round) `recover` settles batches left `signed`: a mined transaction is finished;
+a root that is already on chain (published by an earlier copy) is finished from the contract's root
+index; an unsent transaction is sent again with the same bytes, or re-signed with a fresh nonce if its
+nonce was used by another transaction. The contract refuses a root it has seen
+(FraudLedgerDuplicateBatch), so even a resend of a batch that did land records nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from node.chain.errors import ChainUnavailable, ContractRevert, TransactionTimeout
+from node.chain.fraud_ledger import FraudLedgerClient, LedgerRecord, MinedPublish, batch_root
+from node.store.db import Store
+from node.store.ledger_tables import FraudReport, OutboxRecord, PublishBatch
+from node.store.models import utcnow
+
+logger = logging.getLogger(__name__)
+
+FAILURE_BACKOFF_S = 30.0
+
+
+@dataclass(frozen=True)
+class PreparedBatch:
+    batch_row_id: int
+    root: bytes
+    raw_tx: bytes
+    tx_hash: str
+    record_count: int
+
+
+@dataclass(frozen=True)
+class PublishRound:
+    batches: int
+    records: int
+    recovered: int
+
+
+class Publisher:
+    def __init__(self, store: Store, ledger: FraudLedgerClient, *, batch_size: int, max_wait_s: float) -> None:
+        self._store = store
+        self._ledger = ledger
+        self.batch_size = batch_size
+        self.max_wait_s = max_wait_s
+        self._paused_until = 0.0
+        self.last_error: str | None = None
+
+    def run_once(self, *, flush: bool = False) -> PublishRound:
+        """Settle unfinished batches, then publish every batch that is ready (all queued ones if `flush`)."""
+        if time.monotonic() < self._paused_until:
+            return PublishRound(0, 0, 0)
+        recovered = self.recover()
+        batches = records = 0
+        while (prepared := self._prepare(flush=flush)) is not None:
+            self._send(prepared)
+            self._finish(prepared.batch_row_id)
+            batches += 1
+            records += prepared.record_count
+        self.last_error = None
+        return PublishRound(batches, records, recovered)
+
+    def drain(self, *, timeout_s: float = 60.0) -> PublishRound:
+        """Publish until nothing is queued or unfinished (for the CLI and tests)."""
+        deadline = time.monotonic() + timeout_s
+        total = PublishRound(0, 0, 0)
+        while True:
+            done = self.run_once(flush=True)
+            total = PublishRound(total.batches + done.batches, total.records + done.records,
+                                 total.recovered + done.recovered)
+            if self.pending() == 0:
+                return total
+            if time.monotonic() > deadline:
+                raise TransactionTimeout(f"{self.pending()} records still unpublished after {timeout_s}s")
+            time.sleep(0.05)
+
+    def pending(self) -> int:
+        """Records not yet confirmed on chain."""
+        with self._store.session() as session:
+            return len(session.scalars(select(OutboxRecord.id).where(OutboxRecord.state != "confirmed")).all())
+
+    # -- recovery -------------------------------------------------------------------------------------
+    def recover(self) -> int:
+        """Settle every batch left `signed` by an earlier round or process; returns how many were settled."""
+        with self._store.session() as session:
+            unfinished = session.scalars(select(PublishBatch.id).where(PublishBatch.state == "signed")
+                                         .order_by(PublishBatch.nonce)).all()
+        for batch_row_id in unfinished:
+            self._settle(batch_row_id)
+        return len(unfinished)
+
+    def _settle(self, batch_row_id: int) -> None:
+        with self._store.session() as session:
+            batch = session.get_one(PublishBatch, batch_row_id)
+            root, tx_hash, nonce, raw = batch.root, batch.tx_hash, batch.nonce, batch.signed_tx
+        if self._ledger.receipt_of(tx_hash) is not None:
+            self._finish(batch_row_id)
+            return
+        found = self._ledger.find_published(root)
+        if found is not None:
+            self._mark_confirmed(batch_row_id, found)
+            return
+        if self._ledger.confirmed_nonce() > nonce:
+            logger.warning("batch %s: nonce %s was used by another transaction; signing again", batch_row_id, nonce)
+            self._resign(batch_row_id)
+        else:
+            self._ledger.send_raw(raw)
+        self._finish(batch_row_id)
+
+    def _resign(self, batch_row_id: int) -> None:
+        with self._store.transaction() as session:
+            batch = session.get_one(PublishBatch, batch_row_id)
+            records = _ledger_records(session, batch_row_id)
+            signed = self._ledger.sign_publish(batch.epoch, records, root=batch.root,
+                                               nonce=self._ledger.chain.nonces.take())
+            batch.signed_tx, batch.tx_hash, batch.nonce = signed.raw, signed.tx_hash, signed.nonce
+        self._ledger.send_raw(signed.raw)
+
+    # -- the three steps ------------------------------------------------------------------------------
+    def _prepare(self, *, flush: bool) -> PreparedBatch | None:
+        try:
+            return self._prepare_in_transaction(flush=flush)
+        except BaseException:
+            # A nonce may have been taken for a transaction that was never stored: forget the local count so
+            # the next one is read from the chain, leaving no gap that would stall every later transaction.
+            self._ledger.chain.nonces.reset()
+            raise
+
+    def _prepare_in_transaction(self, *, flush: bool) -> PreparedBatch | None:
+        with self._store.transaction() as session:
+            oldest = session.execute(
+                select(OutboxRecord.epoch, FraudReport.created_at)
+                .join(FraudReport, OutboxRecord.report_id == FraudReport.report_id)
+                .where(OutboxRecord.state == "queued").order_by(OutboxRecord.id).limit(1)).first()
+            if oldest is None:
+                return None
+            epoch, created_at = oldest
+            rows = session.execute(
+                select(OutboxRecord.id, OutboxRecord.indicator, OutboxRecord.identifier_type, FraudReport.category,
+                       FraudReport.confidence, FraudReport.valid_from, FraudReport.valid_until,
+                       FraudReport.evidence_hash, FraudReport.case_ref_hash)
+                .join(FraudReport, OutboxRecord.report_id == FraudReport.report_id)
+                .where(OutboxRecord.state == "queued", OutboxRecord.epoch == epoch)
+                .order_by(OutboxRecord.id).limit(self.batch_size)).all()
+            if len(rows) < self.batch_size and not flush and _age_s(created_at) < self.max_wait_s:
+                return None
+            records = [LedgerRecord(*row[1:]) for row in rows]
+            root = batch_root(records)
+            signed = self._ledger.sign_publish(epoch, records, root=root, nonce=self._ledger.chain.nonces.take())
+            batch = session.scalars(select(PublishBatch).where(PublishBatch.root == root)).first()
+            if batch is None:
+                batch = PublishBatch(epoch=epoch, root=root, record_count=len(records), state="signed",
+                                     nonce=signed.nonce, tx_hash=signed.tx_hash, signed_tx=signed.raw)
+                session.add(batch)
+            else:  # the same records failed before (e.g. while this bank was suspended): a new attempt
+                batch.state, batch.nonce, batch.tx_hash, batch.signed_tx = "signed", signed.nonce, signed.tx_hash, \
+                    signed.raw
+                batch.error = None
+            session.flush()
+            session.execute(update(OutboxRecord).where(OutboxRecord.id.in_([row[0] for row in rows]))
+                            .values(state="batched", publish_batch_id=batch.id))
+            return PreparedBatch(batch.id, root, signed.raw, signed.tx_hash, len(records))
+
+    def _send(self, prepared: PreparedBatch) -> None:
+        self._ledger.send_raw(prepared.raw_tx)
+        with self._store.transaction() as session:
+            session.execute(update(PublishBatch).where(PublishBatch.id == prepared.batch_row_id)
+                            .values(sent_at=utcnow()))
+
+    def _finish(self, batch_row_id: int) -> None:
+        with self._store.session() as session:
+            batch = session.get_one(PublishBatch, batch_row_id)
+            tx_hash, root = batch.tx_hash, batch.root
+        try:
+            mined = self._ledger.wait_published(tx_hash, root)
+        except (ChainUnavailable, TransactionTimeout):
+            raise  # the batch stays `signed`; the next round settles it
+        except ContractRevert as revert:
+            self._mark_failed(batch_row_id, f"{revert.error_name} {revert.arguments}")
+            raise
+        self._mark_confirmed(batch_row_id, mined)
+
+    # -- bookkeeping ----------------------------------------------------------------------------------
+    def _mark_confirmed(self, batch_row_id: int, mined: MinedPublish) -> None:
+        with self._store.transaction() as session:
+            session.execute(update(PublishBatch).where(PublishBatch.id == batch_row_id).values(
+                state="confirmed", tx_hash=mined.tx_hash, onchain_batch_id=mined.batch_id,
+                block_number=mined.block_number, confirmed_at=utcnow()))
+            session.execute(update(OutboxRecord).where(OutboxRecord.publish_batch_id == batch_row_id)
+                            .values(state="confirmed"))
+        logger.info("batch %s confirmed as on-chain batch %s in block %s", batch_row_id, mined.batch_id,
+                    mined.block_number)
+
+    def _mark_failed(self, batch_row_id: int, error: str) -> None:
+        """The chain refused the batch (e.g. this bank is suspended): its records wait in the queue again."""
+        with self._store.transaction() as session:
+            session.execute(update(PublishBatch).where(PublishBatch.id == batch_row_id)
+                            .values(state="failed", error=error))
+            session.execute(update(OutboxRecord).where(OutboxRecord.publish_batch_id == batch_row_id)
+                            .values(state="queued", publish_batch_id=None))
+        self._paused_until = time.monotonic() + FAILURE_BACKOFF_S
+        self.last_error = error
+        logger.error("batch %s refused by the chain: %s; its records are queued again", batch_row_id, error)
+
+
+def _ledger_records(session: Session, batch_row_id: int) -> list[LedgerRecord]:
+    rows = session.execute(
+        select(OutboxRecord.indicator, OutboxRecord.identifier_type, FraudReport.category, FraudReport.confidence,
+               FraudReport.valid_from, FraudReport.valid_until, FraudReport.evidence_hash, FraudReport.case_ref_hash)
+        .join(FraudReport, OutboxRecord.report_id == FraudReport.report_id)
+        .where(OutboxRecord.publish_batch_id == batch_row_id).order_by(OutboxRecord.id)).all()
+    return [LedgerRecord(*row) for row in rows]
+
+
+def _age_s(created_at: datetime) -> float:
+    if created_at.tzinfo is None:  # SQLite returns naive datetimes for timezone-aware columns
+        created_at = created_at.replace(tzinfo=UTC)
+    return (datetime.now(UTC) - created_at).total_seconds()
+

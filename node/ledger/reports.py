@@ -1,0 +1,284 @@
+"""Report intake: validate, normalise and hash a fraud report, then write it to the durable outbox.
+
+Accepting a report touches only the local store, never the chain, so reports are accepted while the
+chain is down; the publisher (node.ledger.publisher) takes them from the outbox.
+
+The report id is derived from the report's content: HMAC-SHA256 under a key local to this bank over
+the canonical identifiers and the report's fields. The same report sent twice gets the same id and
+finds the first row, so it is published once. The id is keyed because it is shown to callers and
+logged, and a plain hash of a phone number could be reversed by enumeration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from node.crypto.keyed_hash import indicator_hash
+from node.crypto.vault import LocalVault
+from node.errors import InvalidInput, NotFound
+from node.ledger.identifiers import IdentifierType, InvalidIdentifier, normalise
+from node.ledger.keyring import KeyRing
+from node.ledger.vocabulary import MAX_CONFIDENCE, MAX_VALIDITY_S, Category, identifier_type_code, identifier_type_of
+from node.store.db import Store
+from node.store.ledger_tables import FraudReport, OutboxRecord, PublishBatch
+from node.store.models import utcnow
+
+MAX_IDENTIFIERS_PER_REPORT = 20
+MAX_REPORTS_PER_REQUEST = 10_000
+MAX_CASE_REFERENCE = 200
+DEFAULT_VALID_DAYS = 2 * 365
+MAX_VALID_DAYS = MAX_VALIDITY_S // 86_400
+ZERO_HASH = bytes(32)
+REPORT_ID_PURPOSE = b"alliance-report-id/v1"
+
+
+@dataclass(frozen=True)
+class ReportRequest:
+    """A report as an analyst submits it; identifiers are (type, raw value) pairs."""
+
+    identifiers: Sequence[tuple[str, str]]
+    category: str
+    confidence: int
+    valid_days: int = DEFAULT_VALID_DAYS
+    valid_from: int | None = None  # Unix seconds; default: when the report is first accepted
+    evidence_sha256: str | None = None  # hex SHA-256 of the bank's evidence file, which stays at the bank
+    case_reference: str = ""  # the bank's case number; only its keyed hash is published
+
+
+@dataclass(frozen=True)
+class PreparedItem:
+    position: int
+    identifier_type: IdentifierType
+    canonical: str
+    indicator: bytes
+
+
+@dataclass(frozen=True)
+class PreparedReport:
+    report_id: str
+    epoch: int
+    category: Category
+    confidence: int
+    valid_from: int
+    valid_until: int
+    evidence_hash: bytes
+    case_ref_hash: bytes
+    items: list[PreparedItem]
+
+
+@dataclass(frozen=True)
+class AcceptedReport:
+    report_id: str
+    created: bool  # False: the same report had been accepted before
+
+
+@dataclass(frozen=True)
+class ItemStatus:
+    position: int
+    identifier_type: str
+    epoch: int
+    indicator: str
+    state: str
+    tx_hash: str | None
+    block_number: int | None
+    batch_id: int | None
+
+
+@dataclass(frozen=True)
+class ReportStatus:
+    report_id: str
+    state: str  # queued | publishing | confirmed
+    category: str
+    confidence: int
+    valid_from: int
+    valid_until: int
+    submitted_by: str
+    created_at: datetime
+    identifiers: list[ItemStatus] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "report_id": self.report_id, "state": self.state, "category": self.category,
+            "confidence": self.confidence, "valid_from": self.valid_from, "valid_until": self.valid_until,
+            "submitted_by": self.submitted_by, "created_at": self.created_at.isoformat(),
+            "identifiers": [vars(item) for item in self.identifiers],
+        }
+
+
+class ReportIntake:
+    def __init__(self, store: Store, keyring: KeyRing, vault: LocalVault, report_id_key: bytes) -> None:
+        self._store = store
+        self._keyring = keyring
+        self._vault = vault
+        self._report_id_key = report_id_key
+
+    def prepare(self, request: ReportRequest, *, now: int | None = None) -> PreparedReport:
+        """Validate and hash a report; raises InvalidInput (with the reason code) and touches nothing."""
+        category = _category(request.category)
+        if not isinstance(request.confidence, int) or not 0 <= request.confidence <= MAX_CONFIDENCE:
+            raise InvalidInput(f"confidence must be an integer 0..{MAX_CONFIDENCE}", code="invalid_confidence")
+        if not isinstance(request.valid_days, int) or not 1 <= request.valid_days <= MAX_VALID_DAYS:
+            raise InvalidInput(f"valid_days must be 1..{MAX_VALID_DAYS} (at most six years)",
+                               code="invalid_validity")
+        if request.valid_from is not None and not 0 < request.valid_from < 2**40 - MAX_VALIDITY_S:
+            raise InvalidInput("valid_from must be a Unix timestamp in seconds", code="invalid_validity")
+        if len(request.case_reference) > MAX_CASE_REFERENCE:
+            raise InvalidInput(f"case_reference is longer than {MAX_CASE_REFERENCE} characters",
+                               code="invalid_case_reference")
+        evidence_hash = _evidence_hash(request.evidence_sha256)
+        canonical = _canonical_identifiers(request.identifiers)
+        epoch, alliance_key = self._keyring.current()
+        report_id = self._report_id(request, canonical)
+        valid_from = request.valid_from if request.valid_from is not None else int(now or time.time())
+        items = [PreparedItem(position, kind, value, indicator_hash(alliance_key, kind, value))
+                 for position, (kind, value) in enumerate(canonical)]
+        return PreparedReport(report_id, epoch, category, request.confidence, valid_from,
+                              valid_from + request.valid_days * 86_400, evidence_hash,
+                              self._case_ref_hash(request.case_reference), items)
+
+    def accept(self, request: ReportRequest, *, submitted_by: str) -> AcceptedReport:
+        return self.accept_many([request], submitted_by=submitted_by)[0]
+
+    def accept_many(self, requests: Sequence[ReportRequest], *, submitted_by: str) -> list[AcceptedReport]:
+        """Accept reports all or nothing: any invalid one raises InvalidInput listing every bad row."""
+        if not requests:
+            raise InvalidInput("no reports given", code="empty_request")
+        if len(requests) > MAX_REPORTS_PER_REQUEST:
+            raise InvalidInput(f"at most {MAX_REPORTS_PER_REQUEST} reports per request", code="too_many_reports")
+        prepared, problems = [], []
+        now = int(time.time())
+        for row, request in enumerate(requests):
+            try:
+                prepared.append(self.prepare(request, now=now))
+            except InvalidInput as exc:
+                problems.append({"row": row, "code": exc.code, "reason": str(exc)})
+        if problems:
+            first = problems[0]
+            message = (f"{first['reason']}" if len(requests) == 1
+                       else f"{len(problems)} of {len(requests)} reports are invalid; nothing was accepted")
+            raise InvalidInput(message, code=str(first["code"]) if len(requests) == 1 else "invalid_reports",
+                               details=problems)
+        try:
+            return self._store_reports(prepared, submitted_by)
+        except IntegrityError:
+            # A concurrent request stored one of these reports first; storing again finds it.
+            return self._store_reports(prepared, submitted_by)
+
+    def _store_reports(self, prepared: list[PreparedReport], submitted_by: str) -> list[AcceptedReport]:
+        with self._store.transaction() as session:
+            ids = list({report.report_id for report in prepared})
+            existing = set(session.scalars(select(FraudReport.report_id).where(FraudReport.report_id.in_(ids))))
+            accepted, reports, records, seen = [], [], [], set(existing)
+            for report in prepared:
+                accepted.append(AcceptedReport(report.report_id, report.report_id not in seen))
+                if report.report_id in seen:
+                    continue
+                seen.add(report.report_id)
+                reports.append(_report_row(report, submitted_by))
+                records.extend(self._outbox_rows(report))
+            if reports:
+                session.execute(insert(FraudReport), reports)
+                session.execute(insert(OutboxRecord), records)
+        return accepted
+
+    def _outbox_rows(self, report: PreparedReport) -> list[dict[str, object]]:
+        return [{"report_id": report.report_id, "position": item.position, "epoch": report.epoch,
+                 "identifier_type": identifier_type_code(item.identifier_type), "indicator": item.indicator,
+                 "sealed_identifier": self._vault.encrypt(item.canonical.encode(), associated_data=sealed_identifier_ad(
+                     report.report_id, item.position)),
+                 "state": "queued", "publish_batch_id": None} for item in report.items]
+
+    def _report_id(self, request: ReportRequest, canonical: list[tuple[IdentifierType, str]]) -> str:
+        content = json.dumps([sorted([kind.value, value] for kind, value in canonical), request.category,
+                              request.confidence, request.valid_from, request.valid_days,
+                              (request.evidence_sha256 or "").lower(), request.case_reference],
+                             separators=(",", ":"), ensure_ascii=False)
+        return hmac.new(self._report_id_key, content.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def _case_ref_hash(self, case_reference: str) -> bytes:
+        if not case_reference:
+            return ZERO_HASH
+        return hmac.new(self._report_id_key, b"case-reference\x00" + case_reference.encode(), hashlib.sha256).digest()
+
+
+def sealed_identifier_ad(report_id: str, position: int) -> bytes:
+    """Associated data binding a sealed identifier to its report and position."""
+    return f"outbox-identifier/{report_id}/{position}".encode()
+
+
+def _category(name: str) -> Category:
+    try:
+        return Category[name]
+    except KeyError:
+        raise InvalidInput(f"unknown category {name!r}; one of {', '.join(c.name for c in Category)}",
+                           code="unknown_category") from None
+
+
+def _evidence_hash(evidence_sha256: str | None) -> bytes:
+    if not evidence_sha256:
+        return ZERO_HASH
+    text = evidence_sha256.lower().removeprefix("0x")
+    try:
+        digest = bytes.fromhex(text)
+    except ValueError:
+        digest = b""
+    if len(digest) != 32:
+        raise InvalidInput("evidence_sha256 must be 64 hex digits", code="invalid_evidence_hash")
+    return digest
+
+
+def _canonical_identifiers(identifiers: Sequence[tuple[str, str]]) -> list[tuple[IdentifierType, str]]:
+    if not identifiers:
+        raise InvalidInput("a report needs at least one identifier", code="no_identifiers")
+    if len(identifiers) > MAX_IDENTIFIERS_PER_REPORT:
+        raise InvalidInput(f"a report has at most {MAX_IDENTIFIERS_PER_REPORT} identifiers",
+                           code="too_many_identifiers")
+    canonical: list[tuple[IdentifierType, str]] = []
+    for index, (kind, raw) in enumerate(identifiers):
+        try:
+            pair = (IdentifierType(kind), normalise(kind, raw))
+        except InvalidIdentifier as exc:
+            raise InvalidInput(f"identifier {index}: {exc}", code=exc.code.value) from None
+        except ValueError:
+            raise InvalidInput(f"identifier {index}: unknown identifier type {kind!r}",
+                               code="unknown_type") from None
+        if pair not in canonical:  # the same identifier written twice is one record
+            canonical.append(pair)
+    return canonical
+
+
+def _report_row(report: PreparedReport, submitted_by: str) -> dict[str, object]:
+    return {"report_id": report.report_id, "category": int(report.category), "confidence": report.confidence,
+            "valid_from": report.valid_from, "valid_until": report.valid_until,
+            "evidence_hash": report.evidence_hash, "case_ref_hash": report.case_ref_hash,
+            "submitted_by": submitted_by, "created_at": utcnow()}
+
+
+def report_status(session: Session, report_id: str) -> ReportStatus:
+    report = session.get(FraudReport, report_id)
+    if report is None:
+        raise NotFound(f"no report {report_id}", code="report_not_found")
+    rows = session.execute(
+        select(OutboxRecord, PublishBatch).outerjoin(PublishBatch, OutboxRecord.publish_batch_id == PublishBatch.id)
+        .where(OutboxRecord.report_id == report_id).order_by(OutboxRecord.epoch, OutboxRecord.position)).all()
+    items = [ItemStatus(record.position, str(identifier_type_of(record.identifier_type)), record.epoch,
+                        "0x" + record.indicator.hex(), record.state,
+                        batch.tx_hash if batch is not None and record.state == "confirmed" else None,
+                        batch.block_number if batch is not None else None,
+                        batch.onchain_batch_id if batch is not None else None)
+             for record, batch in rows]
+    newest_epoch = max(item.epoch for item in items)
+    states = {item.state for item in items if item.epoch == newest_epoch}
+    state = "confirmed" if states == {"confirmed"} else "queued" if states == {"queued"} else "publishing"
+    return ReportStatus(report.report_id, state, Category(report.category).name, report.confidence,
+                        report.valid_from, report.valid_until, report.submitted_by, report.created_at, items)

@@ -1,0 +1,248 @@
+"""Report intake and the publisher on a real anvil: idempotent ids, crash at every step, nonce reuse, refusals.
+
+"Crashes" stop the publisher between its durable steps by raising out of it; recovery then runs in a new
+NodeContext on the same store, as a restarted process would.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+
+import pytest
+from sqlalchemy import func, select
+
+from node.chain.client import ChainClient
+from node.chain.errors import FraudLedgerNotMember
+from node.chain.fraud_ledger import FraudLedgerClient, LedgerRecord
+from node.config import load_settings
+from node.errors import InvalidInput
+from node.ledger.publisher import Publisher
+from node.ledger.reports import ReportRequest, report_status
+from node.runtime import NodeContext
+from node.store.ledger_tables import FraudReport, OutboxRecord, PublishBatch
+from tests.conftest import LedgerNodes
+
+RESIDENT_ID = "11010519491231002X"
+PHONE = "+86 138 0013 8000"
+
+
+class SimulatedCrash(BaseException):
+    """Stands for the process dying: not an Exception, so nothing in the publisher handles it."""
+
+
+def give_alliance_key(*nodes: NodeContext) -> bytes:
+    key = os.urandom(32)
+    for node in nodes:
+        node.keyring.store_key(1, key, source="envelope")
+    return key
+
+
+def report(value: str = PHONE, **fields: object) -> ReportRequest:
+    options: dict[str, object] = {"category": "telecom_fraud", "confidence": 80, **fields}
+    return ReportRequest(identifiers=[("phone", value)], **options)  # type: ignore[arg-type]
+
+
+def onchain_records(ledger: FraudLedgerClient) -> list[LedgerRecord]:
+    """Every record on chain, decoded from the transactions of every BatchPublished event."""
+    logs = ledger.contract.events.BatchPublished().get_logs(from_block=0)
+    records: list[LedgerRecord] = []
+    for log in logs:
+        records.extend(ledger.records_of_transaction(log["transactionHash"].to_0x_hex())[2])
+    return records
+
+
+def restarted(node: NodeContext) -> NodeContext:
+    """A fresh context on the same data dir and store, as after a process restart."""
+    return NodeContext(load_settings(node.settings.data_dir, **_overrides(node)))
+
+
+def _overrides(node: NodeContext) -> dict[str, object]:
+    s = node.settings
+    return {"network": s.network, "rpc_url": s.rpc_url, "deployment_file": s.deployment_file,
+            "key_passphrase": s.key_passphrase}
+
+
+@pytest.fixture
+def bank(ledger_nodes: LedgerNodes) -> NodeContext:
+    node = ledger_nodes.nodes[0]
+    give_alliance_key(node)
+    return node
+
+
+def test_accept_report_twice_gives_one_id_and_one_record(bank: NodeContext) -> None:
+    first = bank.report_intake.accept(report(), submitted_by="k1")
+    again = bank.report_intake.accept(report(value="138-0013-8000"), submitted_by="k2")  # same phone, other format
+    assert first.created and not again.created
+    assert first.report_id == again.report_id
+    bank.publisher.drain()
+    assert len(onchain_records(bank.fraud_ledger())) == 1
+    with bank.store.session() as session:
+        status = report_status(session, first.report_id)
+    assert status.state == "confirmed"
+    [item] = status.identifiers
+    assert item.tx_hash is not None and item.block_number is not None and item.batch_id == 1
+
+
+def test_accept_report_with_other_fields_is_another_report(bank: NodeContext) -> None:
+    first = bank.report_intake.accept(report(), submitted_by="k1")
+    other = bank.report_intake.accept(report(confidence=50), submitted_by="k1")
+    assert first.report_id != other.report_id
+
+
+@pytest.mark.parametrize(("request_", "code"), [
+    (ReportRequest([("cn_resident_id", "110105194912310021")], "identity_theft", 90), "checksum_failed"),
+    (ReportRequest([("phone", "12")], "identity_theft", 90), "bad_length"),
+    (ReportRequest([("passport", "E1234")], "identity_theft", 90), "unknown_type"),
+    (ReportRequest([], "identity_theft", 90), "no_identifiers"),
+    (ReportRequest([("phone", PHONE)], "shoplifting", 90), "unknown_category"),
+    (ReportRequest([("phone", PHONE)], "other", 101), "invalid_confidence"),
+    (ReportRequest([("phone", PHONE)], "other", 50, valid_days=7 * 365), "invalid_validity"),
+    (ReportRequest([("phone", PHONE)], "other", 50, evidence_sha256="abc"), "invalid_evidence_hash"),
+])
+def test_accept_report_refuses_invalid_input_and_writes_nothing(bank: NodeContext, request_: ReportRequest,
+                                                                 code: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        bank.report_intake.accept(request_, submitted_by="k1")
+    assert refused.value.code == code
+    assert RESIDENT_ID not in str(refused.value) and "110105194912310021" not in str(refused.value)
+    with bank.store.session() as session:
+        assert session.scalar(select(func.count()).select_from(FraudReport)) == 0
+        assert session.scalar(select(func.count()).select_from(OutboxRecord)) == 0
+
+
+def test_accept_many_is_all_or_nothing_with_per_row_errors(bank: NodeContext) -> None:
+    requests = [report(), report(value="12"), report(value="+8613900139000"),
+                ReportRequest([("email", "no-at-sign")], "other", 10)]
+    with pytest.raises(InvalidInput) as refused:
+        bank.report_intake.accept_many(requests, submitted_by="k1")
+    assert refused.value.code == "invalid_reports"
+    assert [(d["row"], d["code"]) for d in refused.value.details or []] == [(1, "bad_length"), (3, "bad_format")]
+    with bank.store.session() as session:
+        assert session.scalar(select(func.count()).select_from(FraudReport)) == 0
+
+
+def test_publisher_batches_by_size_and_waits_for_small_batches(bank: NodeContext) -> None:
+    phones = [f"+86139{n:08d}" for n in range(7)]
+    bank.report_intake.accept_many([report(value=p) for p in phones], submitted_by="k1")
+    publisher = Publisher(bank.store, bank.fraud_ledger(signing=True), batch_size=3, max_wait_s=3600)
+    assert publisher.run_once().batches == 2  # two full batches; one record waits for more or for time
+    assert publisher.pending() == 1
+    assert publisher.run_once(flush=True).records == 1
+    assert bank.fraud_ledger().batch_count() == 3
+    assert len(onchain_records(bank.fraud_ledger())) == 7
+
+
+class CrashAfterPrepare(Publisher):
+    def _send(self, prepared):  # type: ignore[no-untyped-def]
+        raise SimulatedCrash
+
+
+class CrashAfterSend(Publisher):
+    def _finish(self, batch_row_id):  # type: ignore[no-untyped-def]
+        raise SimulatedCrash
+
+
+class CrashBeforeSendConfirmation(Publisher):
+    """Sends, then dies before recording that it sent (sent_at never written)."""
+
+    def _send(self, prepared):  # type: ignore[no-untyped-def]
+        self._ledger.send_raw(prepared.raw_tx)
+        raise SimulatedCrash
+
+
+@pytest.mark.parametrize("crashing", [CrashAfterPrepare, CrashBeforeSendConfirmation, CrashAfterSend])
+def test_crash_at_each_publish_step_then_restart_publishes_each_record_once(
+        bank: NodeContext, crashing: type[Publisher]) -> None:
+    accepted = bank.report_intake.accept_many([report(value=f"+86137{n:08d}") for n in range(5)],
+                                              submitted_by="k1")
+    doomed = crashing(bank.store, bank.fraud_ledger(signing=True), batch_size=5, max_wait_s=0)
+    with pytest.raises(SimulatedCrash):
+        doomed.run_once()
+    node = restarted(bank)
+    try:
+        result = node.publisher.drain()
+        assert result.recovered == 1 and result.batches == 0
+        records = onchain_records(node.fraud_ledger())
+        with node.store.session() as session:
+            indicators = set(session.scalars(select(OutboxRecord.indicator)))
+            assert all(report_status(session, a.report_id).state == "confirmed" for a in accepted)
+            assert session.scalar(select(func.count()).select_from(PublishBatch)) == 1
+        assert Counter(r.indicator for r in records) == Counter(indicators)
+        assert max(Counter(r.indicator for r in records).values()) == 1
+    finally:
+        node.close()
+
+
+def test_crash_after_outbox_write_then_restart_publishes_the_queue(bank: NodeContext) -> None:
+    bank.report_intake.accept(report(), submitted_by="k1")
+    bank.close()  # the process dies with the report only in the outbox
+    node = restarted(bank)
+    try:
+        assert node.publisher.drain().records == 1
+        assert len(onchain_records(node.fraud_ledger())) == 1
+    finally:
+        node.close()
+
+
+def test_recover_resigns_when_the_stored_nonce_was_used_by_another_transaction(bank: NodeContext) -> None:
+    bank.report_intake.accept(report(), submitted_by="k1")
+    with pytest.raises(SimulatedCrash):
+        CrashAfterPrepare(bank.store, bank.fraud_ledger(signing=True), batch_size=1, max_wait_s=0).run_once()
+    with bank.store.session() as session:
+        stored_nonce = session.scalars(select(PublishBatch.nonce)).one()
+    # Another process of the bank uses the nonce the stored transaction was signed with.
+    other = ChainClient(bank.settings.effective_rpc_url, signer=bank.signer)
+    other.transact(bank.fraud_ledger().contract.functions.endorse(b"\x01" * 32, 10))
+    node = restarted(bank)
+    try:
+        node.publisher.drain()
+        assert len(onchain_records(node.fraud_ledger())) == 1
+        with node.store.session() as session:
+            batch = session.scalars(select(PublishBatch)).one()
+            assert (batch.state, batch.nonce) == ("confirmed", stored_nonce + 1)
+    finally:
+        node.close()
+
+
+def test_recover_finds_a_root_published_by_another_transaction(bank: NodeContext) -> None:
+    bank.report_intake.accept(report(), submitted_by="k1")
+    with pytest.raises(SimulatedCrash):
+        CrashAfterPrepare(bank.store, bank.fraud_ledger(signing=True), batch_size=1, max_wait_s=0).run_once()
+    # The same root reached the chain in a different transaction (say, re-signed by an earlier attempt).
+    ledger = FraudLedgerClient(ChainClient(bank.settings.effective_rpc_url, signer=bank.signer),
+                               bank.deployment.address("FraudLedger"))
+    published = ledger.publish_batch(1, batched_records(bank))
+    node = restarted(bank)
+    try:
+        node.publisher.drain()
+        with node.store.session() as session:
+            batch = session.scalars(select(PublishBatch)).one()
+            assert (batch.state, batch.onchain_batch_id, batch.tx_hash) == ("confirmed", 1, published.tx_hash)
+        assert len(onchain_records(node.fraud_ledger())) == 1
+    finally:
+        node.close()
+
+
+def batched_records(node: NodeContext) -> list[LedgerRecord]:
+    from node.ledger.publisher import _ledger_records
+
+    with node.store.session() as session:
+        batch_id = session.scalars(select(PublishBatch.id)).one()
+        return _ledger_records(session, batch_id)
+
+
+def test_refused_batch_requeues_its_records(ledger_nodes: LedgerNodes) -> None:
+    a, b, _ = ledger_nodes.nodes
+    give_alliance_key(a, b)
+    # B is suspended (A and C vote), so the ledger refuses its batches.
+    outcome = a.registry(signing=True).propose_suspension(2)
+    ledger_nodes.nodes[2].registry(signing=True).vote(outcome.proposal_id)
+    b.report_intake.accept(report(), submitted_by="k1")
+    with pytest.raises(FraudLedgerNotMember):
+        b.publisher.run_once(flush=True)
+    with b.store.session() as session:
+        assert session.scalars(select(OutboxRecord.state)).all() == ["queued"]
+        assert session.scalars(select(PublishBatch.state)).all() == ["failed"]
+    assert b.fraud_ledger().batch_count() == 0
+    assert b.publisher.run_once(flush=True).batches == 0  # backing off, not hammering the chain
