@@ -7,7 +7,7 @@ from fastapi import Depends, FastAPI
 from node.api.deps import current_key
 from node.api.errors import install_error_handlers
 from node.api.limits import BodySizeLimit
-from node.api.routes import health, members
+from node.api.routes import fraud, health, members
 from node.runtime import NodeContext
 
 API_VERSION = "0.1.0"
@@ -23,4 +23,5 @@ def create_app(node: NodeContext) -> FastAPI:
     # Every /v1 route needs an API key; routes narrow it to roles where they must.
     v1 = [Depends(current_key)]
     app.include_router(members.router, prefix="/v1", dependencies=v1)
+    app.include_router(fraud.router, prefix="/v1", dependencies=v1)
     return app

@@ -1,0 +1,93 @@
+"""POST/GET /v1/fraud/reports on a deployed node with a real store (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import os
+
+from sqlalchemy import func, select
+
+from node.auth.apikeys import Role
+from node.store.ledger_tables import OutboxRecord
+from tests.api.conftest import ApiNode
+
+REPORT = {"identifiers": [{"type": "phone", "value": "+86 138 0013 8000"},
+                          {"type": "cn_resident_id", "value": "11010519491231002X"}],
+          "category": "telecom_fraud", "confidence": 85, "case_reference": "CASE-2026-0042"}
+
+
+def with_key(api: ApiNode) -> ApiNode:
+    api.node.keyring.store_key(1, os.urandom(32), source="generated")
+    return api
+
+
+def test_create_report_answers_202_with_a_content_derived_id(api: ApiNode) -> None:
+    with_key(api)
+    first = api.client.post("/v1/fraud/reports", json=REPORT, headers=api.headers(Role.analyst))
+    again = api.client.post("/v1/fraud/reports", json=REPORT, headers=api.headers(Role.analyst))
+    assert first.status_code == again.status_code == 202
+    assert first.json()["created"] and not again.json()["created"]
+    assert first.json()["report_id"] == again.json()["report_id"]
+    shown = api.client.get(f"/v1/fraud/reports/{first.json()['report_id']}", headers=api.headers(Role.analyst))
+    assert shown.status_code == 200
+    body = shown.json()
+    assert body["state"] == "queued" and body["category"] == "telecom_fraud"
+    assert [i["identifier_type"] for i in body["identifiers"]] == ["phone", "cn_resident_id"]
+    assert "13800138000" not in shown.text and "CASE-2026-0042" not in shown.text
+
+
+def test_create_report_refuses_invalid_identifier_with_reason_code(api: ApiNode) -> None:
+    with_key(api)
+    bad = {**REPORT, "identifiers": [{"type": "cn_resident_id", "value": "110105194912310021"}]}
+    response = api.client.post("/v1/fraud/reports", json=bad, headers=api.headers(Role.analyst))
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "checksum_failed"
+    assert "110105194912310021" not in response.text
+    with api.node.store.session() as session:
+        assert session.scalar(select(func.count()).select_from(OutboxRecord)) == 0
+
+
+def test_create_report_refuses_other_roles(api: ApiNode) -> None:
+    with_key(api)
+    for role in (Role.auditor, Role.workflow, Role.operator):
+        response = api.client.post("/v1/fraud/reports", json=REPORT, headers=api.headers(role))
+        assert response.status_code == 403, role
+        assert response.json()["error"]["code"] == "forbidden"
+    assert api.client.post("/v1/fraud/reports", json=REPORT).status_code == 401
+
+
+def test_create_report_without_alliance_key_is_503(api: ApiNode) -> None:
+    response = api.client.post("/v1/fraud/reports", json=REPORT, headers=api.headers(Role.analyst))
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "no_alliance_key"
+
+
+def test_create_reports_bulk_is_all_or_nothing(api: ApiNode) -> None:
+    with_key(api)
+    good = {"reports": [{**REPORT, "confidence": c} for c in (10, 20, 30)]}
+    response = api.client.post("/v1/fraud/reports/bulk", json=good, headers=api.headers(Role.analyst))
+    assert response.status_code == 202
+    assert response.json()["accepted"] == response.json()["created"] == 3
+    mixed = {"reports": [{**REPORT, "confidence": 40},
+                         {**REPORT, "identifiers": [{"type": "email", "value": "nobody"}]}]}
+    refused = api.client.post("/v1/fraud/reports/bulk", json=mixed, headers=api.headers(Role.analyst))
+    assert refused.status_code == 422
+    assert refused.json()["error"]["code"] == "invalid_reports"
+    assert refused.json()["error"]["details"] == [{"row": 1, "code": "bad_format",
+                                                   "reason": refused.json()["error"]["details"][0]["reason"]}]
+    with api.node.store.session() as session:
+        assert session.scalar(select(func.count()).select_from(OutboxRecord)) == 6
+
+
+def test_read_report_unknown_is_404(api: ApiNode) -> None:
+    response = api.client.get("/v1/fraud/reports/" + "0" * 32, headers=api.headers(Role.analyst))
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "report_not_found"
+
+
+def test_create_report_malformed_body_is_422_without_echoing_values(api: ApiNode) -> None:
+    with_key(api)
+    response = api.client.post("/v1/fraud/reports", json={"identifiers": [{"type": "phone", "value": 13800138000}],
+                                                           "category": "other", "confidence": "high"},
+                               headers=api.headers(Role.analyst))
+    assert response.status_code == 422
+    assert "13800138000" not in response.text
