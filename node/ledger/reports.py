@@ -168,13 +168,17 @@ class ReportIntake:
                        else f"{len(problems)} of {len(requests)} reports are invalid; nothing was accepted")
             raise InvalidInput(message, code=str(first["code"]) if len(requests) == 1 else "invalid_reports",
                                details=problems)
+        return self.store_prepared(prepared, submitted_by=submitted_by)
+
+    def store_prepared(self, prepared: Sequence[PreparedReport], *, submitted_by: str) -> list[AcceptedReport]:
+        """Write prepared reports to the outbox in one transaction (reports already held are found, not added)."""
         try:
             return self._store_reports(prepared, submitted_by)
         except IntegrityError:
             # A concurrent request stored one of these reports first; storing again finds it.
             return self._store_reports(prepared, submitted_by)
 
-    def _store_reports(self, prepared: list[PreparedReport], submitted_by: str) -> list[AcceptedReport]:
+    def _store_reports(self, prepared: Sequence[PreparedReport], submitted_by: str) -> list[AcceptedReport]:
         with self._store.transaction() as session:
             ids = list({report.report_id for report in prepared})
             existing = set(session.scalars(select(FraudReport.report_id).where(FraudReport.report_id.in_(ids))))

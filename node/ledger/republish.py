@@ -1,0 +1,61 @@
+"""`alliance ledger republish`: re-hash this bank's active reports under the newest key epoch.
+
+After `alliance key rotate`, indicators published under the old epoch still match (checks hash under
+every epoch held), but a member admitted later receives only the keys it is sent, and a compromised
+old key should stop mattering. The bank therefore publishes its still-valid reports again under the
+new epoch. The raw identifiers come from the vault-encrypted copies kept in the outbox: they never
+left the bank, and they are not re-entered by anyone.
+
+Idempotent: a (report, identifier, epoch) is queued at most once (unique in the outbox).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import func, insert, select
+
+from node.crypto.keyed_hash import indicator_hash
+from node.crypto.vault import LocalVault
+from node.ledger.keyring import KeyRing
+from node.ledger.reports import sealed_identifier_ad
+from node.ledger.vocabulary import identifier_type_of
+from node.store.db import Store
+from node.store.ledger_tables import FraudReport, OutboxRecord
+
+
+@dataclass(frozen=True)
+class RepublishResult:
+    epoch: int
+    reports: int
+    records: int
+
+
+def republish_active_reports(store: Store, keyring: KeyRing, vault: LocalVault, *,
+                             now: int | None = None) -> RepublishResult:
+    """Queue every identifier of every still-valid report that has no record under the newest epoch yet."""
+    epoch, key = keyring.current()
+    now = int(now if now is not None else time.time())
+    with store.transaction() as session:
+        newest = (select(OutboxRecord.report_id, OutboxRecord.position, func.max(OutboxRecord.epoch).label("epoch"))
+                  .group_by(OutboxRecord.report_id, OutboxRecord.position).subquery())
+        rows = session.execute(
+            select(OutboxRecord.report_id, OutboxRecord.position, OutboxRecord.identifier_type,
+                   OutboxRecord.sealed_identifier)
+            .join(newest, (OutboxRecord.report_id == newest.c.report_id)
+                  & (OutboxRecord.position == newest.c.position) & (OutboxRecord.epoch == newest.c.epoch))
+            .join(FraudReport, FraudReport.report_id == OutboxRecord.report_id)
+            .where(newest.c.epoch < epoch, FraudReport.valid_until > now)
+            .order_by(OutboxRecord.id)).all()
+        records = []
+        for report_id, position, type_code, sealed in rows:
+            canonical = vault.decrypt(sealed, associated_data=sealed_identifier_ad(report_id, position)).decode()
+            kind = identifier_type_of(type_code)
+            assert kind is not None  # written by this node from a known type
+            records.append({"report_id": report_id, "position": position, "identifier_type": type_code,
+                            "epoch": epoch, "indicator": indicator_hash(key, kind, canonical),
+                            "sealed_identifier": sealed, "state": "queued", "publish_batch_id": None})
+        if records:
+            session.execute(insert(OutboxRecord), records)
+    return RepublishResult(epoch, len({r["report_id"] for r in records}), len(records))

@@ -1,0 +1,53 @@
+"""Republishing a bank's active reports under a new key epoch, from the vault-encrypted raw identifiers."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from sqlalchemy import select
+
+from node.crypto.keyed_hash import hash_identifier
+from node.ledger.reports import ReportRequest
+from node.ledger.republish import republish_active_reports
+from node.store.ledger_tables import OutboxRecord
+from tests.conftest import LedgerNodes
+from tests.ledger.test_publisher import onchain_records
+
+
+def test_republish_rehashes_active_reports_once_under_the_new_epoch(ledger_nodes: LedgerNodes) -> None:
+    bank = ledger_nodes.nodes[0]
+    bank.keyring.store_key(1, os.urandom(32), source="generated")
+    intake = bank.report_intake
+    intake.accept(ReportRequest([("phone", "13800138000"), ("email", "Mule@Example.COM")], "money_mule", 70),
+                  submitted_by="k")
+    expired_from = int(time.time()) - 10 * 86_400
+    intake.accept(ReportRequest([("phone", "13900139000")], "other", 40, valid_days=1, valid_from=expired_from),
+                  submitted_by="k")
+    bank.publisher.drain()
+
+    assert bank.registry(signing=True).start_key_epoch() == 2
+    new_key = os.urandom(32)
+    bank.keyring.store_key(2, new_key, source="generated")
+    result = republish_active_reports(bank.store, bank.keyring, bank.vault)
+    assert (result.epoch, result.reports, result.records) == (2, 1, 2)
+    assert republish_active_reports(bank.store, bank.keyring, bank.vault).records == 0
+
+    bank.publisher.drain()
+    epoch_two = {r.indicator for r in onchain_records(bank.fraud_ledger())} - _epoch_one_indicators(bank)
+    assert epoch_two == {hash_identifier(new_key, "phone", "+86 138 0013 8000")[1],
+                         hash_identifier(new_key, "email", "mule@example.com")[1]}
+    batches = [bank.fraud_ledger().batch(i) for i in range(1, bank.fraud_ledger().batch_count() + 1)]
+    assert [b.epoch for b in batches] == [1, 2]
+
+
+def _epoch_one_indicators(bank) -> set[bytes]:  # type: ignore[no-untyped-def]
+    with bank.store.session() as session:
+        return set(session.scalars(select(OutboxRecord.indicator).where(OutboxRecord.epoch == 1)))
+
+
+def test_republish_without_a_newer_epoch_queues_nothing(ledger_nodes: LedgerNodes) -> None:
+    bank = ledger_nodes.nodes[0]
+    bank.keyring.store_key(1, os.urandom(32), source="generated")
+    bank.report_intake.accept(ReportRequest([("phone", "13800138000")], "other", 50), submitted_by="k")
+    assert republish_active_reports(bank.store, bank.keyring, bank.vault).records == 0
