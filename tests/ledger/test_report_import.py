@@ -1,0 +1,86 @@
+"""CSV import of reports: grouped rows, all-or-nothing with every bad row listed, malformed files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from node.errors import InvalidInput
+from node.ledger.report_import import ImportRefused, count_rows, import_reports
+from node.runtime import NodeContext
+from node.store.ledger_tables import FraudReport, OutboxRecord
+from tests.conftest import LedgerNodes
+
+HEADER = "report,identifier_type,identifier,category,confidence,valid_days,case_reference\n"
+
+
+@pytest.fixture
+def bank(ledger_nodes: LedgerNodes) -> NodeContext:
+    node = ledger_nodes.nodes[0]
+    node.keyring.store_key(1, os.urandom(32), source="generated")
+    return node
+
+
+def write(tmp_path: Path, text: str, name: str = "reports.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def counts(node: NodeContext) -> tuple[int, int]:
+    with node.store.session() as session:
+        return (session.scalar(select(func.count()).select_from(FraudReport)) or 0,
+                session.scalar(select(func.count()).select_from(OutboxRecord)) or 0)
+
+
+def test_import_groups_rows_into_reports(bank: NodeContext, tmp_path: Path) -> None:
+    path = write(tmp_path, HEADER
+                 + "case-1,phone,13800138000,telecom_fraud,90,365,C-1\n"
+                 + "case-1,cn_resident_id,11010519491231002X,telecom_fraud,90,365,C-1\n"
+                 + ",email,mule@example.com,money_mule,60,,\n")
+    seen: list[int] = []
+    result = import_reports(bank.report_intake, path, submitted_by="cli", progress=seen.append)
+    assert (result.rows, result.reports, result.created) == (3, 2, 2)
+    assert sum(seen) == 3 == count_rows(path)
+    assert counts(bank) == (2, 3)
+    again = import_reports(bank.report_intake, path, submitted_by="cli")
+    assert (again.reports, again.created) == (2, 0)
+    assert counts(bank) == (2, 3)
+
+
+def test_import_with_bad_rows_imports_nothing_and_lists_every_problem(bank: NodeContext, tmp_path: Path) -> None:
+    path = write(tmp_path, HEADER
+                 + ",phone,13800138000,telecom_fraud,90,365,\n"
+                 + ",cn_resident_id,110105194912310021,identity_theft,90,365,\n"
+                 + ",phone,13900139000,telecom_fraud,ninety,365,\n"
+                 + "g,phone,13700137000,telecom_fraud,90,365,\n"
+                 + "g,phone,13600136000,money_mule,90,365,\n")
+    with pytest.raises(ImportRefused) as refused:
+        import_reports(bank.report_intake, path, submitted_by="cli")
+    assert [(p.line, p.code) for p in refused.value.problems] == [
+        (3, "checksum_failed"), (4, "invalid_confidence"), (6, "inconsistent_report")]
+    assert "110105194912310021" not in str(refused.value.details)
+    assert counts(bank) == (0, 0)
+
+
+@pytest.mark.parametrize(("content", "code"), [
+    ("identifier_type,identifier\nphone,13800138000\n", "malformed_file"),
+    (HEADER, "empty_file"),
+])
+def test_import_refuses_malformed_files(bank: NodeContext, tmp_path: Path, content: str, code: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        import_reports(bank.report_intake, write(tmp_path, content), submitted_by="cli")
+    assert refused.value.code == code
+    assert counts(bank) == (0, 0)
+
+
+def test_import_refuses_binary_and_missing_files(bank: NodeContext, tmp_path: Path) -> None:
+    binary = tmp_path / "bin.csv"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    for path, code in ((binary, "malformed_file"), (tmp_path / "missing.csv", "file_not_found")):
+        with pytest.raises(InvalidInput) as refused:
+            import_reports(bank.report_intake, path, submitted_by="cli")
+        assert refused.value.code == code
