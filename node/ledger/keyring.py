@@ -8,6 +8,7 @@ epoch held, so indicators published before a rotation keep matching until they a
 from __future__ import annotations
 
 import hmac
+import time
 
 from sqlalchemy import select
 
@@ -28,13 +29,21 @@ def _associated_data(epoch: int) -> bytes:
 
 
 class KeyRing:
+    # Keys are only ever added; re-reading the table at most this often lets a key stored by another process
+    # (`alliance key sync`) appear without a query on every check.
+    REFRESH_S = 2.0
+
     def __init__(self, store: Store, vault: LocalVault) -> None:
         self._store = store
         self._vault = vault
         self._cache: dict[int, bytes] = {}
+        self._loaded_at = float("-inf")
 
     def keys(self) -> dict[int, bytes]:
         """Every epoch's key held locally, by epoch."""
+        if time.monotonic() - self._loaded_at < self.REFRESH_S:
+            return dict(self._cache)
+        self._loaded_at = time.monotonic()
         with self._store.session() as session:
             rows = session.scalars(select(AllianceKey).order_by(AllianceKey.epoch)).all()
             for row in rows:
@@ -45,6 +54,7 @@ class KeyRing:
 
     def key(self, epoch: int) -> bytes:
         if epoch not in self._cache:
+            self._loaded_at = float("-inf")
             self.keys()
         try:
             return self._cache[epoch]
@@ -61,6 +71,8 @@ class KeyRing:
         return epoch, held[epoch]
 
     def has(self, epoch: int) -> bool:
+        if epoch not in self._cache:
+            self._loaded_at = float("-inf")
         return epoch in self.keys()
 
     def store_key(self, epoch: int, key: bytes, *, source: str) -> bool:

@@ -58,9 +58,10 @@ def import_reports(intake: ReportIntake, path: Path, *, submitted_by: str,
     """Validate every row of `path`, then store all its reports in one transaction (or raise ImportRefused)."""
     groups, problems, rows = _read_groups(path)
     prepared: list[PreparedReport] = []
+    epoch_key = intake.current_key()
     for group in groups:
         try:
-            prepared.append(intake.prepare(group.request))
+            prepared.append(intake.prepare(group.request, epoch_key=epoch_key))
         except InvalidInput as exc:
             problems.extend(RowProblem(line, exc.code, str(exc)) for line in group.lines)
         if progress is not None:

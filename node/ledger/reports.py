@@ -122,8 +122,12 @@ class ReportIntake:
         self._vault = vault
         self._report_id_key = report_id_key
 
-    def prepare(self, request: ReportRequest, *, now: int | None = None) -> PreparedReport:
-        """Validate and hash a report; raises InvalidInput (with the reason code) and touches nothing."""
+    def prepare(self, request: ReportRequest, *, now: int | None = None,
+                epoch_key: tuple[int, bytes] | None = None) -> PreparedReport:
+        """Validate and hash a report; raises InvalidInput (with the reason code) and touches nothing.
+
+        `epoch_key` is the (epoch, alliance key) to hash under, by default the newest held.
+        """
         category = _category(request.category)
         if not isinstance(request.confidence, int) or not 0 <= request.confidence <= MAX_CONFIDENCE:
             raise InvalidInput(f"confidence must be an integer 0..{MAX_CONFIDENCE}", code="invalid_confidence")
@@ -137,7 +141,7 @@ class ReportIntake:
                                code="invalid_case_reference")
         evidence_hash = _evidence_hash(request.evidence_sha256)
         canonical = _canonical_identifiers(request.identifiers)
-        epoch, alliance_key = self._keyring.current()
+        epoch, alliance_key = epoch_key or self._keyring.current()
         report_id = self._report_id(request, canonical)
         valid_from = request.valid_from if request.valid_from is not None else int(now or time.time())
         items = [PreparedItem(position, kind, value, indicator_hash(alliance_key, kind, value))
@@ -145,6 +149,10 @@ class ReportIntake:
         return PreparedReport(report_id, epoch, category, request.confidence, valid_from,
                               valid_from + request.valid_days * 86_400, evidence_hash,
                               self._case_ref_hash(request.case_reference), items)
+
+    def current_key(self) -> tuple[int, bytes]:
+        """The (epoch, alliance key) new reports are hashed under."""
+        return self._keyring.current()
 
     def accept(self, request: ReportRequest, *, submitted_by: str) -> AcceptedReport:
         return self.accept_many([request], submitted_by=submitted_by)[0]
@@ -157,9 +165,10 @@ class ReportIntake:
             raise InvalidInput(f"at most {MAX_REPORTS_PER_REQUEST} reports per request", code="too_many_reports")
         prepared, problems = [], []
         now = int(time.time())
+        epoch_key = self.current_key()
         for row, request in enumerate(requests):
             try:
-                prepared.append(self.prepare(request, now=now))
+                prepared.append(self.prepare(request, now=now, epoch_key=epoch_key))
             except InvalidInput as exc:
                 problems.append({"row": row, "code": exc.code, "reason": str(exc)})
         if problems:
@@ -191,8 +200,9 @@ class ReportIntake:
                 reports.append(_report_row(report, submitted_by))
                 records.extend(self._outbox_rows(report))
             if reports:
-                session.execute(insert(FraudReport), reports)
-                session.execute(insert(OutboxRecord), records)
+                # Core inserts of the tables (not ORM bulk inserts): a few times faster for thousands of rows.
+                session.execute(insert(FraudReport.__table__), reports)
+                session.execute(insert(OutboxRecord.__table__), records)
         return accepted
 
     def _outbox_rows(self, report: PreparedReport) -> list[dict[str, object]]:
