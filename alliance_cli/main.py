@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from alliance_cli import console
-from alliance_cli.commands import apikey, chain, contracts, init, member, node_cmd
+from alliance_cli.commands import apikey, chain, check, contracts, fraud, init, key, ledger, member, node_cmd
 from alliance_cli.state import CliState
 from node.auth.apikeys import InvalidApiKey
 from node.chain.artifacts import ArtifactMissing
@@ -38,11 +38,15 @@ def main(
 
 
 app.command("init")(init.init_command)
+app.command("check")(check.check_command)
 app.add_typer(chain.app, name="chain")
 app.add_typer(contracts.app, name="contracts")
 app.add_typer(member.app, name="member")
+app.add_typer(fraud.app, name="fraud")
 app.add_typer(apikey.app, name="apikey")
 app.add_typer(node_cmd.app, name="node")
+app.add_typer(key.app, name="key")
+app.add_typer(ledger.app, name="ledger")
 
 # Errors a user can act on: one line, exit 1, no traceback (unless --debug).
 EXPECTED_ERRORS = (AllianceError, ChainError, ConfigError, StoreUnavailable, KeystoreError, CompilationFailed,

@@ -36,6 +36,7 @@ class NodeContext:
         """`ask_passphrase` is called once, only when a key must be unlocked and no passphrase is set."""
         self.settings = settings
         self._ask_passphrase = ask_passphrase
+        self._member_id = 0
 
     @cached_property
     def passphrase(self) -> str:
@@ -124,10 +125,12 @@ class NodeContext:
         client = self.signing_chain if signing else self.chain
         return FraudLedgerClient(client, self.deployment.address("FraudLedger"))
 
-    @cached_property
+    @property
     def member_id(self) -> int:
-        """This bank's registry member id (0 if it is not a member)."""
-        return self.registry().member_id_of(self.address)
+        """This bank's registry member id (0 if it is not a member yet; asked again until it is one)."""
+        if not self._member_id:
+            self._member_id = self.registry().member_id_of(self.address)
+        return self._member_id
 
     @property
     def is_dev(self) -> bool:

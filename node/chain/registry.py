@@ -218,6 +218,16 @@ class RegistryClient:
                             int(log["args"]["senderMemberId"]), bytes(log["args"]["envelope"]),
                             int(log["blockNumber"])) for log in logs]
 
+    def key_epochs_started(self, *, from_block: int = 0) -> list[tuple[int, int, int]]:
+        """(epoch, id of the member that started it, block) of every KeyEpochStarted, oldest first.
+
+        Epoch 1 begins at deployment without this event; the member that starts an epoch generates its key.
+        """
+        with translate_errors(self.chain.rpc_url):
+            logs = self.contract.events.KeyEpochStarted().get_logs(from_block=from_block)
+        return [(int(log["args"]["epoch"]), int(log["args"]["startedBy"]), int(log["blockNumber"]))
+                for log in logs]
+
     def _propose(self, function: Any) -> ProposalOutcome:
         receipt = self.chain.transact(function, min_gas=GOVERNANCE_MIN_GAS)
         created = self.contract.events.ProposalCreated().process_receipt(receipt.raw, errors=DISCARD)

@@ -1,0 +1,106 @@
+"""`alliance fraud report|import|show|publish`: report fraud to the shared ledger from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import Progress
+
+from alliance_cli import console
+from alliance_cli.console import JsonOption
+from alliance_cli.state import node_context
+from node.errors import InvalidInput
+from node.ledger.report_import import ImportRefused, count_rows, import_reports
+from node.ledger.reports import DEFAULT_VALID_DAYS, ReportRequest, report_status
+
+app = typer.Typer(help="Report fraud indicators to the alliance ledger.", no_args_is_help=True)
+
+CLI_SUBMITTER = "cli"
+
+
+def parse_identifiers(pairs: list[str]) -> list[tuple[str, str]]:
+    """`TYPE=VALUE` arguments as (type, value) pairs."""
+    identifiers = []
+    for pair in pairs:
+        kind, separator, value = pair.partition("=")
+        if not separator or not kind or not value:
+            raise InvalidInput(f"identifiers are written TYPE=VALUE, e.g. phone=13800138000 (got {kind or pair!r}=…)",
+                               code="malformed_identifier_argument")
+        identifiers.append((kind.strip(), value))
+    return identifiers
+
+
+@app.command("report")
+def fraud_report(
+    ctx: typer.Context,
+    identifiers: Annotated[list[str], typer.Argument(help="TYPE=VALUE, e.g. phone=13800138000.")],
+    category: Annotated[str, typer.Option(help="identity_theft, synthetic_identity, ..., other.")],
+    confidence: Annotated[int, typer.Option(help="0-100.")],
+    valid_days: Annotated[int, typer.Option(help="How long the indicator applies.")] = DEFAULT_VALID_DAYS,
+    case_reference: Annotated[str, typer.Option(help="The bank's case number (published keyed-hashed).")] = "",
+    evidence_sha256: Annotated[str | None, typer.Option(help="SHA-256 of the evidence file.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Queue one report; the running node (or `alliance fraud publish`) publishes it."""
+    node = node_context(ctx)
+    request = ReportRequest(parse_identifiers(identifiers), category, confidence, valid_days, None,
+                            evidence_sha256, case_reference)
+    accepted = node.report_intake.accept(request, submitted_by=CLI_SUBMITTER)
+    if json_output:
+        console.print_json({"report_id": accepted.report_id, "created": accepted.created})
+        return
+    verb = "queued" if accepted.created else "already accepted earlier"
+    console.success(f"report {accepted.report_id} {verb}")
+
+
+@app.command("import")
+def fraud_import(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="CSV with identifier_type, identifier, category, confidence, ...")],
+    json_output: JsonOption = False,
+) -> None:
+    """Import reports from CSV, all or nothing; invalid rows are listed in FILE.errors.csv."""
+    node = node_context(ctx)
+    intake = node.report_intake
+    try:
+        with Progress(console=console.err, transient=True, disable=json_output) as progress:
+            task = progress.add_task("checking rows", total=count_rows(file))
+            result = import_reports(intake, file, submitted_by=CLI_SUBMITTER,
+                                    progress=lambda rows: progress.advance(task, rows))
+    except ImportRefused as refused:
+        report = file.with_name(file.name + ".errors.csv")
+        report.write_text("line,code,reason\n" + "".join(
+            f'{p.line},{p.code},"{p.reason.replace(chr(34), chr(39))}"\n' for p in refused.problems))
+        console.fail(f"{refused}; see {report}")
+    if json_output:
+        console.print_json(vars(result))
+        return
+    console.success(f"{result.rows} rows: {result.reports} reports, {result.created} new, queued for publication")
+
+
+@app.command("show")
+def fraud_show(ctx: typer.Context, report_id: Annotated[str, typer.Argument(help="The report id.")],
+               json_output: JsonOption = False) -> None:
+    """A report's publication state per identifier."""
+    with node_context(ctx).store.session() as session:
+        status = report_status(session, report_id)
+    if json_output:
+        console.print_json(status.to_json())
+        return
+    console.info(f"report {status.report_id}: {status.state}, {status.category}, confidence {status.confidence}")
+    console.table("identifiers", ["#", "type", "epoch", "indicator", "state", "block", "tx"],
+                  [(i.position, i.identifier_type, i.epoch, i.indicator[:18] + "…", i.state, i.block_number or "",
+                    i.tx_hash or "") for i in status.identifiers])
+
+
+@app.command("publish")
+def fraud_publish(ctx: typer.Context, json_output: JsonOption = False) -> None:
+    """Publish every queued report now and wait for the chain (the running node does this by itself)."""
+    result = node_context(ctx).publisher.drain()
+    if json_output:
+        console.print_json(vars(result))
+        return
+    console.success(f"{result.records} records published in {result.batches} batches"
+                    f" ({result.recovered} unfinished batches settled)")

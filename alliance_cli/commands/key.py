@@ -1,0 +1,63 @@
+"""`alliance key sync|rotate|status`: the alliance hashing key, per epoch. Never prints a key."""
+
+from __future__ import annotations
+
+import typer
+
+from alliance_cli import console
+from alliance_cli.console import JsonOption
+from alliance_cli.state import node_context
+from node.ledger import key_distribution
+from node.ledger.key_distribution import KeySyncResult
+
+app = typer.Typer(help="The alliance hashing key: receive, distribute, rotate.", no_args_is_help=True)
+
+
+@app.command("sync")
+def key_sync(ctx: typer.Context, json_output: JsonOption = False) -> None:
+    """Receive keys sent to this bank, generate an epoch's key it must make, forward keys to members lacking them."""
+    result = key_distribution.sync_keys(node_context(ctx))
+    if json_output:
+        console.print_json(result.to_json())
+        return
+    _describe(result)
+
+
+@app.command("rotate")
+def key_rotate(ctx: typer.Context, json_output: JsonOption = False) -> None:
+    """Start a new key epoch, generate its key and send it to every member; then republish active reports."""
+    node = node_context(ctx)
+    epoch = key_distribution.rotate(node)
+    if json_output:
+        console.print_json({"epoch": epoch})
+        return
+    console.success(f"started key epoch {epoch} and sent its key to the active members")
+    console.info("republish this bank's active reports under the new epoch: `alliance ledger republish`")
+
+
+@app.command("status")
+def key_status(ctx: typer.Context, json_output: JsonOption = False) -> None:
+    """Epochs held here and where each key came from; active members still lacking an envelope."""
+    status = key_distribution.key_status(node_context(ctx))
+    if json_output:
+        console.print_json(status.to_json())
+        return
+    console.info(f"member {status.member_id}, chain key epoch {status.chain_epoch}")
+    console.table("Keys held", ["epoch", "source", "since"],
+                  [(k.epoch, k.source, k.created_at.isoformat(timespec="seconds")) for k in status.held])
+    for epoch, member_ids in status.lacking.items():
+        if member_ids:
+            console.info(f"epoch {epoch}: no envelope yet for member(s) {', '.join(map(str, member_ids))}")
+
+
+def _describe(result: KeySyncResult) -> None:
+    console.success(f"member {result.member_id}: received {_epochs(result.received)}, "
+                    f"generated {_epochs(result.generated)}, published {len(result.published)} envelope(s)")
+    for sender, epoch, block in result.rejected:
+        console.info(f"skipped an envelope for epoch {epoch} from member {sender} (block {block}): it does not open")
+    if result.missing:
+        console.info(f"still waiting for the key of epoch(s) {_epochs(result.missing)}")
+
+
+def _epochs(epochs: list[int]) -> str:
+    return ", ".join(map(str, epochs)) if epochs else "none"

@@ -1,0 +1,255 @@
+"""Getting the alliance hashing key of every epoch to every member that checks, through envelopes on chain.
+
+One pass, `sync_keys`, is safe to repeat (a background worker runs it every few seconds, and
+`alliance key sync` runs it once). It reads the chain, then:
+
+a) opens every envelope addressed to this member for an epoch it does not hold yet, in block order;
+   an envelope that does not open (sealed for an old key, altered, junk) is logged and skipped, never stored;
+b) generates the key of an epoch this member is the *generator* of, if nobody can hold it yet. The generator of
+   epoch 1 (which begins at deployment) is the lowest-id member with role Member: member 1, the first founder,
+   whenever that founder is a Member (roles never change and founders take the first ids, so every node
+   agrees). A later epoch's generator is the member that started it (`KeyEpochStarted.startedBy`). The key is
+   stored locally *before* anything is published, so a crash after publishing never loses the only copy;
+c) publishes envelopes for the epochs it holds to every active Member or Auditor (the roles that check
+   identifiers; Observers do not) that has none yet, itself first, so a node restored from its keys directory
+   recovers every key from the chain alone.
+
+Who publishes (c): only the *distributor* of an epoch, the lowest-id active Member that holds its key as far as
+the chain shows (the generator, or the recipient of any envelope for the epoch), so two nodes do not both forward the
+key to a newcomer in the common case. Should it happen anyway (two nodes disagreeing for one block), the
+newcomer gets two envelopes of the same key: harmless. A recipient counts as served when an envelope for it
+comes from the epoch's generator or from the distributor itself; an envelope from any other member is not
+trusted to be good, so a member publishing junk for someone cannot stop the legitimate envelope.
+
+Limits: newcomers wait while the distributor's node is offline; a member that replaces its X25519 key
+(`setEncryptionKey`) is not sent new envelopes for epochs it was already served.
+
+A chain outage raises `ChainUnavailable` out of the pass; what was stored before it is correct (a received key,
+or a generated key not yet fully distributed, which the next pass distributes).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+
+from node.chain.registry import KeyEnvelope, Member, MemberRole, MemberStatus
+from node.crypto.envelopes import EnvelopeError, open_envelope, seal_envelope
+from node.crypto.keyed_hash import ALLIANCE_KEY_BYTES
+from node.errors import AllianceError, Conflict
+from node.store.ledger_tables import AllianceKey
+
+if TYPE_CHECKING:  # the runtime may start the key worker, so it must be able to import this module
+    from node.runtime import NodeContext
+
+logger = logging.getLogger(__name__)
+
+# Roles that check identifiers against the ledger, so need the key. Observers only read governance.
+KEY_RECIPIENT_ROLES = frozenset({MemberRole.member, MemberRole.auditor})
+
+
+class NotAMember(AllianceError):
+    code = "not_a_member"
+    http_status = 403
+
+
+@dataclass
+class KeySyncResult:
+    """What one pass did. Never holds key material."""
+
+    member_id: int
+    chain_epoch: int
+    received: list[int] = field(default_factory=list)  # epochs whose key was opened from an envelope
+    generated: list[int] = field(default_factory=list)  # epochs whose key this node made
+    published: list[tuple[int, int]] = field(default_factory=list)  # (recipient member id, epoch)
+    rejected: list[tuple[int, int, int]] = field(default_factory=list)  # (sender, epoch, block) that did not open
+    missing: list[int] = field(default_factory=list)  # started epochs this node still lacks
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "member_id": self.member_id, "chain_epoch": self.chain_epoch, "received": self.received,
+            "generated": self.generated,
+            "published": [{"recipient_member_id": r, "epoch": e} for r, e in self.published],
+            "rejected": [{"sender_member_id": s, "epoch": e, "block_number": b} for s, e, b in self.rejected],
+            "missing": self.missing,
+        }
+
+
+@dataclass(frozen=True)
+class HeldKey:
+    epoch: int
+    source: str  # "generated" | "envelope"
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class KeyStatus:
+    member_id: int
+    chain_epoch: int
+    held: list[HeldKey]
+    lacking: dict[int, list[int]]  # epoch -> active recipients with no envelope for it on chain
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "member_id": self.member_id, "chain_epoch": self.chain_epoch,
+            "held": [{"epoch": k.epoch, "source": k.source, "created_at": k.created_at.isoformat()}
+                     for k in self.held],
+            "missing": sorted(set(range(1, self.chain_epoch + 1)) - {k.epoch for k in self.held}),
+            "lacking_envelopes": {str(epoch): ids for epoch, ids in self.lacking.items()},
+        }
+
+
+@dataclass(frozen=True)
+class _ChainView:
+    """Everything one pass needs from the chain, read once at its start."""
+
+    member_id: int
+    members: dict[int, Member]
+    chain_epoch: int
+    generators: dict[int, int]  # epoch -> member id that generates its key
+    envelopes: list[KeyEnvelope]  # oldest first
+
+    @property
+    def me(self) -> Member:
+        return self.members[self.member_id]
+
+    def recipients(self) -> list[Member]:
+        """Active members that need the key, this member first (its own envelope is its backup)."""
+        active = [m for m in self.members.values()
+                  if m.status == MemberStatus.active and m.role in KEY_RECIPIENT_ROLES]
+        return sorted(active, key=lambda m: (m.member_id != self.member_id, m.member_id))
+
+    def distributor(self, epoch: int) -> int | None:
+        """Lowest-id active Member known (from the chain, or to this node itself) to hold `epoch`."""
+        holders = {self.generators.get(epoch, 0), self.member_id}
+        holders |= {e.recipient_member_id for e in self.envelopes if e.epoch == epoch}
+        eligible = [i for i in holders if i in self.members and _can_publish(self.members[i])]
+        return min(eligible, default=None)
+
+
+def _can_publish(member: Member) -> bool:
+    return member.status == MemberStatus.active and member.role == MemberRole.member
+
+
+def _read_chain(node: NodeContext) -> _ChainView:
+    member_id = node.member_id
+    if member_id == 0:
+        raise NotAMember(f"{node.address} is not a member of the alliance; it receives the alliance key once "
+                         "admitted", code="not_a_member")
+    registry = node.registry()
+    members = {m.member_id: m for m in registry.members()}
+    generators: dict[int, int] = {}
+    voting = [i for i, m in sorted(members.items()) if m.role == MemberRole.member]
+    if voting:
+        generators[1] = voting[0]
+    for epoch, started_by, _block in registry.key_epochs_started():
+        generators[epoch] = started_by
+    return _ChainView(member_id, members, registry.current_key_epoch(), generators, registry.key_envelopes())
+
+
+def sync_keys(node: NodeContext) -> KeySyncResult:
+    """One idempotent pass: receive, generate and distribute alliance keys (see the module docstring)."""
+    view = _read_chain(node)
+    result = KeySyncResult(view.member_id, view.chain_epoch)
+    held = set(node.keyring.keys())
+    _receive(node, view, held, result)
+    if _can_publish(view.me):
+        _generate(node, view, held, result)
+        _distribute(node, view, held, result)
+    result.missing = sorted(set(range(1, view.chain_epoch + 1)) - held)
+    return result
+
+
+def rotate(node: NodeContext) -> int:
+    """Start a new key epoch on chain, then generate, store and distribute its key; returns the epoch.
+
+    The epoch's generator is this member (it started it), so the ordinary pass does the rest, and a failure after
+    `startKeyEpoch` is finished by the next pass of the worker. Reports published under older epochs keep
+    matching (checks hash under every epoch held) until the reporting node republishes them under the new one.
+    """
+    if node.member_id == 0:
+        raise NotAMember(f"{node.address} is not a member of the alliance", code="not_a_member")
+    epoch = node.registry(signing=True).start_key_epoch()
+    sync_keys(node)
+    return epoch
+
+
+def key_status(node: NodeContext) -> KeyStatus:
+    """Epochs held here (with where each key came from) and, per epoch, active recipients without an envelope.
+
+    Reads only the key rows' metadata, so it needs no passphrase.
+    """
+    view = _read_chain(node)
+    with node.store.session() as session:
+        rows = session.scalars(select(AllianceKey).order_by(AllianceKey.epoch)).all()
+        held = [HeldKey(row.epoch, row.source, row.created_at) for row in rows]
+    lacking: dict[int, list[int]] = {}
+    for epoch in range(1, view.chain_epoch + 1):
+        served = {e.recipient_member_id for e in view.envelopes if e.epoch == epoch}
+        lacking[epoch] = sorted(m.member_id for m in view.recipients() if m.member_id not in served)
+    return KeyStatus(view.member_id, view.chain_epoch, held, lacking)
+
+
+def _receive(node: NodeContext, view: _ChainView, held: set[int], result: KeySyncResult) -> None:
+    for envelope in view.envelopes:
+        if envelope.recipient_member_id != view.member_id or envelope.epoch in held:
+            continue
+        try:
+            key = open_envelope(envelope=envelope.envelope, recipient_private_key=node.encryption_key,
+                                recipient_member_id=view.member_id, epoch=envelope.epoch)
+            stored = node.keyring.store_key(envelope.epoch, key, source="envelope")
+        except (EnvelopeError, Conflict) as exc:
+            logger.warning("skipped the key envelope for epoch %d from member %d (block %d): %s",
+                           envelope.epoch, envelope.sender_member_id, envelope.block_number, exc)
+            result.rejected.append((envelope.sender_member_id, envelope.epoch, envelope.block_number))
+            continue
+        held.add(envelope.epoch)
+        if stored:  # False: another process of this node (worker or CLI) stored it a moment ago
+            result.received.append(envelope.epoch)
+
+
+def _generate(node: NodeContext, view: _ChainView, held: set[int], result: KeySyncResult) -> None:
+    for epoch, generator in sorted(view.generators.items()):
+        if generator != view.member_id or epoch in held or epoch > view.chain_epoch:
+            continue
+        if any(e.epoch == epoch and e.sender_member_id == view.member_id for e in view.envelopes):
+            # Generated here before, then lost (a store restored without it). Its own envelope did not open,
+            # so another holder must forward it; a second key would split the alliance.
+            logger.warning("this node generated the key of epoch %d but no longer holds it; waiting for "
+                           "another member to forward it", epoch)
+            continue
+        try:
+            node.keyring.store_key(epoch, os.urandom(ALLIANCE_KEY_BYTES), source="generated")
+        except Conflict:
+            # Another process of this node (worker and CLI) generated it first; keep that one.
+            logger.info("the key of epoch %d was generated concurrently; keeping the stored one", epoch)
+        else:
+            result.generated.append(epoch)
+        held.add(epoch)
+
+
+def _distribute(node: NodeContext, view: _ChainView, held: set[int], result: KeySyncResult) -> None:
+    registry = None
+    for epoch in sorted(held):
+        if epoch > view.chain_epoch or view.distributor(epoch) != view.member_id:
+            continue
+        trusted = {view.generators.get(epoch), view.member_id}
+        served = {e.recipient_member_id for e in view.envelopes if e.epoch == epoch and e.sender_member_id in trusted}
+        key = node.keyring.key(epoch)
+        for member in view.recipients():
+            if member.member_id in served:
+                continue
+            try:
+                sealed = seal_envelope(recipient_public_key=member.encryption_key,
+                                       recipient_member_id=member.member_id, epoch=epoch, alliance_key=key)
+            except ValueError as exc:
+                logger.warning("cannot seal the key of epoch %d for member %d: %s", epoch, member.member_id, exc)
+                continue
+            registry = registry or node.registry(signing=True)
+            registry.publish_key_envelope(member.member_id, epoch, sealed)
+            result.published.append((member.member_id, epoch))

@@ -1,0 +1,78 @@
+"""`alliance fraud report|import|show|publish` on a one-bank dev consortium with its alliance key."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.cli.conftest import CliRunner
+from tests.cli.test_cli import one_error_line
+
+
+@pytest.fixture
+def member(cli: CliRunner) -> None:
+    """An initialised, deployed bank that holds the epoch-1 key (it generates it as member 1)."""
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0
+    assert cli("contracts", "deploy").code == 0
+    synced = cli("key", "sync", "--json")
+    assert synced.code == 0, synced.err
+
+
+def test_fraud_report_publish_show(cli: CliRunner, member: None) -> None:
+    reported = cli("fraud", "report", "phone=138 0013 8000", "cn_resident_id=11010519491231002X",
+                   "--category", "identity_theft", "--confidence", "90", "--json")
+    assert reported.code == 0, reported.err
+    report_id = json.loads(reported.out)["report_id"]
+    again = cli("fraud", "report", "phone=13800138000", "cn_resident_id=11010519491231002x",
+                "--category", "identity_theft", "--confidence", "90", "--json")
+    assert json.loads(again.out) == {"report_id": report_id, "created": False}
+    published = cli("fraud", "publish", "--json")
+    assert published.code == 0, published.err
+    assert json.loads(published.out)["records"] == 2
+    shown = json.loads(cli("fraud", "show", report_id, "--json").out)
+    assert shown["state"] == "confirmed"
+    assert all(item["tx_hash"] for item in shown["identifiers"])
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("phone=12",), "bad_length"),
+    (("phone:13800138000",), "TYPE=VALUE"),
+    (("passport=E123",), "unknown identifier type"),
+])
+def test_fraud_report_refuses_bad_identifiers_in_one_line(cli: CliRunner, member: None, args: tuple[str, ...],
+                                                           message: str) -> None:
+    result = cli("fraud", "report", *args, "--category", "other", "--confidence", "50")
+    assert result.code == 1
+    assert message in one_error_line(result.err)
+
+
+def test_fraud_import_all_or_nothing_with_error_file(cli: CliRunner, member: None, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("identifier_type,identifier,category,confidence\nphone,13800138000,other,50\n"
+                   "phone,999,other,50\n")
+    result = cli("fraud", "import", str(bad))
+    assert result.code == 1
+    assert "1 of 2 rows are invalid; nothing was imported" in one_error_line(result.err)
+    errors = (tmp_path / "bad.csv.errors.csv").read_text().splitlines()
+    assert errors[0] == "line,code,reason" and errors[1].startswith("3,bad_length,")
+    good = tmp_path / "good.csv"
+    good.write_text("identifier_type,identifier,category,confidence\nphone,13800138000,other,50\n"
+                    "email,mule@example.com,money_mule,70\n")
+    imported = cli("fraud", "import", str(good), "--json")
+    assert imported.code == 0, imported.err
+    assert json.loads(imported.out) == {"rows": 2, "reports": 2, "created": 2}
+
+
+def test_fraud_show_unknown_report_fails(cli: CliRunner, member: None) -> None:
+    result = cli("fraud", "show", "0" * 32)
+    assert result.code == 1
+    assert "no report" in one_error_line(result.err)
+
+
+def test_fraud_report_before_the_key_arrives_fails_clearly(cli: CliRunner) -> None:
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0
+    result = cli("fraud", "report", "phone=13800138000", "--category", "other", "--confidence", "50")
+    assert result.code == 1
+    assert "no alliance key" in one_error_line(result.err)

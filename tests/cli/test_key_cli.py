@@ -1,0 +1,86 @@
+"""`alliance key` on a real chain: a one-bank dev consortium, JSON and human output, refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from node.config import load_settings
+from node.runtime import NodeContext
+from tests.cli.conftest import CliResult, CliRunner
+from tests.cli.test_cli import one_error_line
+
+
+@pytest.fixture
+def deployed(cli: CliRunner) -> None:
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0
+    deploy = cli("contracts", "deploy")
+    assert deploy.code == 0, deploy.err
+
+
+def ok_json(result: CliResult) -> dict[str, Any]:
+    assert result.code == 0, result.err
+    return dict(json.loads(result.out))
+
+
+def held_keys_hex(data_dir: Path, rpc_url: str) -> list[str]:
+    node = NodeContext(load_settings(data_dir, rpc_url=rpc_url))
+    try:
+        return [key.hex() for key in node.keyring.keys().values()]
+    finally:
+        node.close()
+
+
+def test_key_status_before_sync_shows_the_missing_envelope(cli: CliRunner, deployed: None) -> None:
+    status = ok_json(cli("key", "status", "--json"))
+    assert status == {"member_id": 1, "chain_epoch": 1, "held": [], "missing": [1],
+                      "lacking_envelopes": {"1": [1]}}
+
+
+def test_key_sync_generates_and_status_shows_the_key(cli: CliRunner, deployed: None, data_dir: Path,
+                                                     rpc_url: str) -> None:
+    synced = ok_json(cli("key", "sync", "--json"))
+    assert (synced["generated"], synced["published"], synced["missing"]) == (
+        [1], [{"recipient_member_id": 1, "epoch": 1}], [])
+    status = ok_json(cli("key", "status", "--json"))
+    assert [(k["epoch"], k["source"]) for k in status["held"]] == [(1, "generated")]
+    assert status["lacking_envelopes"] == {"1": []}
+    again = ok_json(cli("key", "sync", "--json"))
+    assert (again["generated"], again["published"]) == ([], [])
+    human = cli("key", "sync")
+    assert human.code == 0 and "published 0 envelope(s)" in human.out
+    [key] = held_keys_hex(data_dir, rpc_url)
+    assert key not in json.dumps(synced) + human.out + json.dumps(status)
+
+
+def test_key_rotate_starts_a_new_epoch(cli: CliRunner, deployed: None, data_dir: Path, rpc_url: str) -> None:
+    assert ok_json(cli("key", "rotate", "--json")) == {"epoch": 2}
+    human = cli("key", "rotate")
+    assert human.code == 0, human.err
+    assert "started key epoch 3" in human.out and "alliance ledger republish" in human.out
+    status = cli("key", "status")
+    assert status.code == 0 and "chain key epoch 3" in status.out
+    held = ok_json(cli("key", "status", "--json"))["held"]
+    assert [(k["epoch"], k["source"]) for k in held] == [(1, "generated"), (2, "generated"), (3, "generated")]
+    keys = held_keys_hex(data_dir, rpc_url)
+    assert len(set(keys)) == 3 and not any(key in human.out + status.out for key in keys)
+
+
+def test_key_sync_with_wrong_passphrase_fails(cli: CliRunner, deployed: None) -> None:
+    result = cli("key", "sync", env={"ALLIANCE_KEY_PASSPHRASE": "not-the-passphrase"})
+    assert result.code == 1
+    assert "wrong passphrase" in one_error_line(result.err)
+
+
+def test_key_commands_of_a_bank_not_admitted_fail(cli: CliRunner, deployed: None, data_dir: Path,
+                                                  tmp_path: Path) -> None:
+    outsider = tmp_path / "outsider"
+    assert cli("--data-dir", str(outsider), "init", "--bank-name", "Bank Z", "--bank-code", "BANKZ").code == 0
+    env = {"ALLIANCE_DEPLOYMENT_FILE": str(data_dir / "deployments" / "dev.json")}
+    for command in ("sync", "rotate", "status"):
+        result = cli("--data-dir", str(outsider), "key", command, env=env)
+        assert result.code == 1
+        assert "is not a member of the alliance" in one_error_line(result.err)

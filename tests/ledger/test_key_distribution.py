@@ -1,0 +1,239 @@
+"""Alliance key distribution between real bank nodes on anvil: generate, receive, forward, rotate."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from node.chain.client import ChainClient
+from node.chain.errors import ChainUnavailable
+from node.chain.registry import MemberRole
+from node.crypto.envelopes import public_key_bytes, seal_envelope
+from node.ledger.key_distribution import NotAMember, key_status, rotate, sync_keys
+from node.runtime import NodeContext
+from tests.conftest import LedgerNodes, free_port, make_node
+
+
+def envelope_count(node: NodeContext) -> int:
+    return len(node.registry().key_envelopes())
+
+
+def admit(ledger_nodes: LedgerNodes, tmp_path: Path, code: str, role: MemberRole = MemberRole.member) -> NodeContext:
+    """A new bank node, admitted by A's proposal and B's vote (2 of 3 founders)."""
+    newcomer = make_node(tmp_path, ledger_nodes.rpc_url, ledger_nodes.deployment_file, f"Bank {code}", code)
+    a, b = ledger_nodes.nodes[:2]
+    outcome = a.registry(signing=True).propose_admission(newcomer.address, role, newcomer.settings.bank_name,
+                                                         code, public_key_bytes(newcomer.encryption_key))
+    assert b.registry(signing=True).vote(outcome.proposal_id).executed
+    ledger_nodes.nodes.append(newcomer)  # closed with the others
+    return newcomer
+
+
+def suspend(ledger_nodes: LedgerNodes, member_id: int) -> None:
+    a, b = ledger_nodes.nodes[:2]
+    outcome = a.registry(signing=True).propose_suspension(member_id)
+    assert b.registry(signing=True).vote(outcome.proposal_id).executed
+
+
+def test_sync_keys_generates_epoch_one_and_every_member_receives_it(ledger_nodes: LedgerNodes) -> None:
+    a, b, c = ledger_nodes.nodes
+    first = sync_keys(a)
+    assert (first.generated, first.received, first.missing) == ([1], [], [])
+    assert first.published == [(1, 1), (2, 1), (3, 1)]
+    for node in (b, c):
+        result = sync_keys(node)
+        assert (result.received, result.generated, result.published, result.missing) == ([1], [], [], [])
+    assert a.keyring.key(1) == b.keyring.key(1) == c.keyring.key(1)
+    assert [(k.epoch, k.source) for k in key_status(a).held] == [(1, "generated")]
+    assert [(k.epoch, k.source) for k in key_status(b).held] == [(1, "envelope")]
+
+
+def test_sync_keys_again_publishes_nothing(ledger_nodes: LedgerNodes) -> None:
+    a, b, c = ledger_nodes.nodes
+    for node in (a, b, c):
+        sync_keys(node)
+    assert envelope_count(a) == 3
+    for node in (a, b, c, a):
+        result = sync_keys(node)
+        assert (result.published, result.generated, result.received) == ([], [], [])
+    assert envelope_count(a) == 3
+    assert key_status(c).lacking == {1: []}
+
+
+def test_sync_keys_before_the_generator_waits(ledger_nodes: LedgerNodes) -> None:
+    _, b, _ = ledger_nodes.nodes
+    result = sync_keys(b)
+    assert (result.generated, result.published, result.missing) == ([], [], [1])
+    assert envelope_count(b) == 0
+    assert key_status(b).lacking == {1: [1, 2, 3]}
+
+
+def test_sync_keys_forwards_the_key_to_an_admitted_member(ledger_nodes: LedgerNodes, tmp_path: Path) -> None:
+    a, b, c = ledger_nodes.nodes
+    for node in (a, b, c):
+        sync_keys(node)
+    newcomer = admit(ledger_nodes, tmp_path, "BANK-D")
+    assert sync_keys(newcomer).missing == [1]
+    # Only the lowest-id holder (A) forwards: B and C leave it alone.
+    assert sync_keys(b).published == [] and sync_keys(c).published == []
+    assert sync_keys(a).published == [(4, 1)]
+    result = sync_keys(newcomer)
+    assert (result.received, result.published, result.missing) == ([1], [], [])
+    assert newcomer.keyring.key(1) == a.keyring.key(1)
+    assert envelope_count(a) == 4
+
+
+def test_sync_keys_sends_to_auditors_and_not_to_observers(ledger_nodes: LedgerNodes, tmp_path: Path) -> None:
+    a = ledger_nodes.nodes[0]
+    auditor = admit(ledger_nodes, tmp_path, "AUDIT-E", MemberRole.auditor)
+    observer = admit(ledger_nodes, tmp_path, "OBSERVE-F", MemberRole.observer)
+    assert sorted(sync_keys(a).published) == [(1, 1), (2, 1), (3, 1), (4, 1)]
+    assert sync_keys(auditor).received == [1]
+    assert auditor.keyring.key(1) == a.keyring.key(1)
+    observed = sync_keys(observer)
+    assert (observed.received, observed.published, observed.missing) == ([], [], [1])
+
+
+def test_sync_keys_forwarding_moves_to_the_next_holder_when_the_lowest_is_suspended(
+        ledger_nodes: LedgerNodes, tmp_path: Path) -> None:
+    a, b, c = ledger_nodes.nodes
+    for node in (a, b, c):
+        sync_keys(node)
+    newcomer = admit(ledger_nodes, tmp_path, "BANK-D")
+    outcome = b.registry(signing=True).propose_suspension(1)
+    c.registry(signing=True).vote(outcome.proposal_id)
+    assert newcomer.registry(signing=True).vote(outcome.proposal_id).executed  # 3 of 4
+    assert sync_keys(c).published == []
+    assert sync_keys(b).published == [(4, 1)]
+    assert sync_keys(newcomer).received == [1]
+    assert newcomer.keyring.key(1) == a.keyring.key(1)
+
+
+def test_rotate_gives_every_member_the_new_epoch_and_keeps_the_old(ledger_nodes: LedgerNodes) -> None:
+    a, b, c = ledger_nodes.nodes
+    for node in (a, b, c):
+        sync_keys(node)
+    assert rotate(b) == 2
+    assert b.registry().current_key_epoch() == 2
+    assert {(e.recipient_member_id, e.sender_member_id) for e in b.registry().key_envelopes(epoch=2)} == \
+        {(1, 2), (2, 2), (3, 2)}
+    for node in (a, c):
+        assert sync_keys(node).received == [2]
+    assert a.keyring.keys() == b.keyring.keys() == c.keyring.keys()
+    assert a.keyring.key(1) != a.keyring.key(2)
+    assert c.keyring.current() == (2, b.keyring.key(2))
+    assert [(k.epoch, k.source) for k in key_status(b).held] == [(1, "envelope"), (2, "generated")]
+
+
+def test_rotate_sends_nothing_to_a_suspended_member_until_reinstated(ledger_nodes: LedgerNodes) -> None:
+    a, b, c = ledger_nodes.nodes
+    for node in (a, b, c):
+        sync_keys(node)
+    suspend(ledger_nodes, 3)
+    assert rotate(a) == 2
+    assert {e.recipient_member_id for e in a.registry().key_envelopes(epoch=2)} == {1, 2}
+    result = sync_keys(c)
+    assert (result.received, result.published, result.missing) == ([], [], [2])
+    assert set(c.keyring.keys()) == {1}
+    assert key_status(a).lacking == {1: [], 2: []}  # a suspended member is not a recipient
+    a_registry, b_registry = a.registry(signing=True), b.registry(signing=True)
+    assert b_registry.vote(a_registry.propose_reinstatement(3).proposal_id).executed
+    assert sync_keys(a).published == [(3, 2)]
+    assert sync_keys(c).received == [2] and c.keyring.key(2) == a.keyring.key(2)
+
+
+def test_sync_keys_skips_a_tampered_envelope(ledger_nodes: LedgerNodes, caplog: pytest.LogCaptureFixture) -> None:
+    a, b, c = ledger_nodes.nodes
+    sealed = bytearray(seal_envelope(recipient_public_key=public_key_bytes(b.encryption_key), recipient_member_id=2,
+                                     epoch=1, alliance_key=os.urandom(32)))
+    sealed[-1] ^= 0x01
+    junk = c.registry(signing=True).publish_key_envelope(2, 1, bytes(sealed))
+    # The junk for B neither stops A from generating nor counts as B's envelope.
+    assert sync_keys(a).published == [(1, 1), (2, 1), (3, 1)]
+    with caplog.at_level(logging.WARNING, logger="node.ledger.key_distribution"):
+        result = sync_keys(b)
+    assert result.rejected == [(3, 1, junk.block_number)]
+    assert result.received == [1]
+    assert b.keyring.key(1) == a.keyring.key(1)
+    assert "skipped the key envelope for epoch 1 from member 3" in caplog.text
+    assert sync_keys(b).rejected == []  # epoch 1 is held: its envelopes are not opened again
+
+
+def test_sync_keys_skips_an_envelope_copied_from_another_member(ledger_nodes: LedgerNodes, tmp_path: Path) -> None:
+    a, _, c = ledger_nodes.nodes
+    sync_keys(a)
+    newcomer = admit(ledger_nodes, tmp_path, "BANK-D")
+    [for_c] = a.registry().key_envelopes(recipient_member_id=3)
+    copied = c.registry(signing=True).publish_key_envelope(4, 1, for_c.envelope)  # sealed for member 3
+    assert sync_keys(a).published == [(4, 1)]
+    result = sync_keys(newcomer)
+    assert (result.rejected, result.received) == ([(3, 1, copied.block_number)], [1])
+    assert newcomer.keyring.key(1) == a.keyring.key(1)
+
+
+def test_sync_keys_restores_keys_from_the_chain_after_losing_the_store(ledger_nodes: LedgerNodes,
+                                                                       store_url: str) -> None:
+    a, b = ledger_nodes.nodes[:2]
+    sync_keys(a)
+    key = a.keyring.key(1)
+    # The keys dir survives, the database does not: the node's own envelope brings the key back.
+    restored = NodeContext(a.settings.model_copy(update={"database_url": store_url}))
+    ledger_nodes.nodes.append(restored)
+    result = sync_keys(restored)
+    assert (result.received, result.generated, result.published) == ([1], [], [])
+    assert restored.keyring.key(1) == key
+    assert envelope_count(b) == 3
+    assert [(k.epoch, k.source) for k in key_status(restored).held] == [(1, "envelope")]
+
+
+def test_sync_keys_when_the_chain_is_down_raises_and_stores_nothing(ledger_nodes: LedgerNodes) -> None:
+    a = ledger_nodes.nodes[0]
+    offline = NodeContext(a.settings.model_copy(update={"rpc_url": f"http://127.0.0.1:{free_port()}"}))
+    ledger_nodes.nodes.append(offline)
+    with pytest.raises(ChainUnavailable):
+        sync_keys(offline)
+    assert offline.keyring.keys() == {}
+    assert sync_keys(a).generated == [1]  # the chain back: the next pass does the work
+
+
+def test_sync_keys_of_a_bank_not_admitted_fails(ledger_nodes: LedgerNodes, tmp_path: Path) -> None:
+    outsider = make_node(tmp_path, ledger_nodes.rpc_url, ledger_nodes.deployment_file, "Bank Z", "BANK-Z")
+    ledger_nodes.nodes.append(outsider)
+    with pytest.raises(NotAMember, match="not a member"):
+        sync_keys(outsider)
+    with pytest.raises(NotAMember):
+        rotate(outsider)
+
+
+def test_rotate_by_a_suspended_member_is_refused(ledger_nodes: LedgerNodes) -> None:
+    from node.chain.errors import ContractRevert
+
+    c = ledger_nodes.nodes[2]
+    suspend(ledger_nodes, 3)
+    with pytest.raises(ContractRevert, match="AllianceRegistryNotActiveMember"):
+        rotate(c)
+    assert c.registry().current_key_epoch() == 1
+
+
+def test_no_key_bytes_appear_on_chain(ledger_nodes: LedgerNodes, tmp_path: Path) -> None:
+    a, b, c = ledger_nodes.nodes
+    for node in (a, b, c):
+        sync_keys(node)
+    rotate(c)
+    newcomer = admit(ledger_nodes, tmp_path, "BANK-D")
+    sync_keys(a)
+    sync_keys(newcomer)
+    keys = [k.hex() for k in a.keyring.keys().values()]
+    assert len(keys) == 2 and newcomer.keyring.keys() == a.keyring.keys()
+    chain = ChainClient(ledger_nodes.rpc_url)
+    seen = []
+    for number in range(chain.block_number() + 1):
+        block = chain.rpc("eth_getBlockByNumber", [hex(number), True])
+        seen += [tx["input"] for tx in block["transactions"]]
+    logs = chain.rpc("eth_getLogs", [{"fromBlock": "0x0", "toBlock": "latest"}])
+    seen += [log["data"] + "".join(log["topics"]) for log in logs]
+    assert len(seen) > 20
+    assert not [text for text in seen for key in keys if key in text.lower()]
