@@ -21,6 +21,7 @@ from node.chain.registry import FoundingMember, MemberRole, RegistryClient
 from node.chain.signer import Signer
 from node.config import Network, load_settings
 from node.consortium import this_bank_as_founder
+from node.crypto.envelopes import public_key_bytes
 from node.runtime import NodeContext
 from node.setup import init_node
 
@@ -159,6 +160,28 @@ class LedgerNodes:
     def close(self) -> None:
         for node in self.nodes:
             node.close()
+
+    def admit(self, root: Path, code: str, role: MemberRole = MemberRole.member) -> NodeContext:
+        """A new bank node, admitted by A's proposal and B's vote (2 of 3 founders)."""
+        newcomer = make_node(root, self.rpc_url, self.deployment_file, f"Bank {code}", code)
+        a, b = self.nodes[:2]
+        outcome = a.registry(signing=True).propose_admission(newcomer.address, role, newcomer.settings.bank_name,
+                                                             code, public_key_bytes(newcomer.encryption_key))
+        assert b.registry(signing=True).vote(outcome.proposal_id).executed
+        self.nodes.append(newcomer)  # closed with the others
+        return newcomer
+
+
+def chain_texts(rpc_url: str) -> list[str]:
+    """Every transaction input and every log (data and topics) on the chain, as lowercase hex text."""
+    chain = ChainClient(rpc_url)
+    seen = []
+    for number in range(chain.block_number() + 1):
+        block = chain.rpc("eth_getBlockByNumber", [hex(number), True])
+        seen += [tx["input"].lower() for tx in block["transactions"]]
+    logs = chain.rpc("eth_getLogs", [{"fromBlock": "0x0", "toBlock": "latest"}])
+    seen += [(log["data"] + "".join(log["topics"])).lower() for log in logs]
+    return seen
 
 
 def make_node(root: Path, rpc_url: str, deployment_file: Path, name: str, code: str,

@@ -8,28 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from node.chain.client import ChainClient
 from node.chain.errors import ChainUnavailable
 from node.chain.registry import MemberRole
 from node.crypto.envelopes import public_key_bytes, seal_envelope
 from node.ledger.key_distribution import NotAMember, key_status, rotate, sync_keys
 from node.runtime import NodeContext
-from tests.conftest import LedgerNodes, free_port, make_node
+from tests.conftest import LedgerNodes, chain_texts, free_port, make_node
 
 
 def envelope_count(node: NodeContext) -> int:
     return len(node.registry().key_envelopes())
-
-
-def admit(ledger_nodes: LedgerNodes, tmp_path: Path, code: str, role: MemberRole = MemberRole.member) -> NodeContext:
-    """A new bank node, admitted by A's proposal and B's vote (2 of 3 founders)."""
-    newcomer = make_node(tmp_path, ledger_nodes.rpc_url, ledger_nodes.deployment_file, f"Bank {code}", code)
-    a, b = ledger_nodes.nodes[:2]
-    outcome = a.registry(signing=True).propose_admission(newcomer.address, role, newcomer.settings.bank_name,
-                                                         code, public_key_bytes(newcomer.encryption_key))
-    assert b.registry(signing=True).vote(outcome.proposal_id).executed
-    ledger_nodes.nodes.append(newcomer)  # closed with the others
-    return newcomer
 
 
 def suspend(ledger_nodes: LedgerNodes, member_id: int) -> None:
@@ -75,7 +63,7 @@ def test_sync_keys_forwards_the_key_to_an_admitted_member(ledger_nodes: LedgerNo
     a, b, c = ledger_nodes.nodes
     for node in (a, b, c):
         sync_keys(node)
-    newcomer = admit(ledger_nodes, tmp_path, "BANK-D")
+    newcomer = ledger_nodes.admit(tmp_path, "BANK-D")
     assert sync_keys(newcomer).missing == [1]
     # Only the lowest-id holder (A) forwards: B and C leave it alone.
     assert sync_keys(b).published == [] and sync_keys(c).published == []
@@ -88,8 +76,8 @@ def test_sync_keys_forwards_the_key_to_an_admitted_member(ledger_nodes: LedgerNo
 
 def test_sync_keys_sends_to_auditors_and_not_to_observers(ledger_nodes: LedgerNodes, tmp_path: Path) -> None:
     a = ledger_nodes.nodes[0]
-    auditor = admit(ledger_nodes, tmp_path, "AUDIT-E", MemberRole.auditor)
-    observer = admit(ledger_nodes, tmp_path, "OBSERVE-F", MemberRole.observer)
+    auditor = ledger_nodes.admit(tmp_path, "AUDIT-E", MemberRole.auditor)
+    observer = ledger_nodes.admit(tmp_path, "OBSERVE-F", MemberRole.observer)
     assert sorted(sync_keys(a).published) == [(1, 1), (2, 1), (3, 1), (4, 1)]
     assert sync_keys(auditor).received == [1]
     assert auditor.keyring.key(1) == a.keyring.key(1)
@@ -102,7 +90,7 @@ def test_sync_keys_forwarding_moves_to_the_next_holder_when_the_lowest_is_suspen
     a, b, c = ledger_nodes.nodes
     for node in (a, b, c):
         sync_keys(node)
-    newcomer = admit(ledger_nodes, tmp_path, "BANK-D")
+    newcomer = ledger_nodes.admit(tmp_path, "BANK-D")
     outcome = b.registry(signing=True).propose_suspension(1)
     c.registry(signing=True).vote(outcome.proposal_id)
     assert newcomer.registry(signing=True).vote(outcome.proposal_id).executed  # 3 of 4
@@ -165,7 +153,7 @@ def test_sync_keys_skips_a_tampered_envelope(ledger_nodes: LedgerNodes, caplog: 
 def test_sync_keys_skips_an_envelope_copied_from_another_member(ledger_nodes: LedgerNodes, tmp_path: Path) -> None:
     a, _, c = ledger_nodes.nodes
     sync_keys(a)
-    newcomer = admit(ledger_nodes, tmp_path, "BANK-D")
+    newcomer = ledger_nodes.admit(tmp_path, "BANK-D")
     [for_c] = a.registry().key_envelopes(recipient_member_id=3)
     copied = c.registry(signing=True).publish_key_envelope(4, 1, for_c.envelope)  # sealed for member 3
     assert sync_keys(a).published == [(4, 1)]
@@ -223,17 +211,11 @@ def test_no_key_bytes_appear_on_chain(ledger_nodes: LedgerNodes, tmp_path: Path)
     for node in (a, b, c):
         sync_keys(node)
     rotate(c)
-    newcomer = admit(ledger_nodes, tmp_path, "BANK-D")
+    newcomer = ledger_nodes.admit(tmp_path, "BANK-D")
     sync_keys(a)
     sync_keys(newcomer)
     keys = [k.hex() for k in a.keyring.keys().values()]
     assert len(keys) == 2 and newcomer.keyring.keys() == a.keyring.keys()
-    chain = ChainClient(ledger_nodes.rpc_url)
-    seen = []
-    for number in range(chain.block_number() + 1):
-        block = chain.rpc("eth_getBlockByNumber", [hex(number), True])
-        seen += [tx["input"] for tx in block["transactions"]]
-    logs = chain.rpc("eth_getLogs", [{"fromBlock": "0x0", "toBlock": "latest"}])
-    seen += [log["data"] + "".join(log["topics"]) for log in logs]
+    seen = chain_texts(ledger_nodes.rpc_url)
     assert len(seen) > 20
-    assert not [text for text in seen for key in keys if key in text.lower()]
+    assert not [text for text in seen for key in keys if key in text]
