@@ -15,6 +15,7 @@ from node.config import Network, load_settings
 from node.consortium import DEMO_BANKS, ensure_demo_consortium
 from node.runtime import NodeContext
 from node.setup import init_node
+from node.workers import node_workers
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +69,13 @@ def serve(node: NodeContext, *, demo: bool, host: str | None = None, port: int |
             keys = demo_api_keys(node)
             logger.warning("demo API keys (one per role) are in %s", keys.path)
         node.store  # noqa: B018 - open and migrate the store before accepting requests
-        uvicorn.run(create_app(node), host=host or node.settings.api_host, port=port or node.settings.api_port,
-                    log_level="info")
+        workers = node_workers(node)
+        workers.start()
+        try:
+            uvicorn.run(create_app(node, workers=workers), host=host or node.settings.api_host,
+                        port=port or node.settings.api_port, log_level="info")
+        finally:
+            workers.stop()
     finally:
         node.close()
         if started_chain:

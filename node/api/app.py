@@ -7,16 +7,19 @@ from fastapi import Depends, FastAPI
 from node.api.deps import current_key
 from node.api.errors import install_error_handlers
 from node.api.limits import BodySizeLimit
-from node.api.routes import fraud, health, members
+from node.api.routes import checks, fraud, health, indicators, members
 from node.runtime import NodeContext
+from node.workers import BackgroundWorkers
 
 API_VERSION = "0.1.0"
 
 
-def create_app(node: NodeContext) -> FastAPI:
+def create_app(node: NodeContext, *, workers: BackgroundWorkers | None = None) -> FastAPI:
+    """The app of `node`; `workers` are the node's background loops, shown by /health when given."""
     app = FastAPI(title="Alliance node", version=API_VERSION, openapi_url="/openapi.json",
                   description="Shared fraud intelligence and ABS asset provenance for a consortium of banks.")
     app.state.node = node
+    app.state.workers = workers
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=node.settings.max_request_bytes)
     app.include_router(health.router)
@@ -24,4 +27,6 @@ def create_app(node: NodeContext) -> FastAPI:
     v1 = [Depends(current_key)]
     app.include_router(members.router, prefix="/v1", dependencies=v1)
     app.include_router(fraud.router, prefix="/v1", dependencies=v1)
+    app.include_router(checks.router, prefix="/v1", dependencies=v1)
+    app.include_router(indicators.router, prefix="/v1", dependencies=v1)
     return app

@@ -642,3 +642,16 @@ def test_pickle_invalid_identifier_round_trip() -> None:
     assert (restored.identifier_type, restored.code) == ("phone", "invalid_region")
     assert restored.reason == "not allocated"
     assert str(restored) == str(original)
+
+
+@given(st.from_regex(r"\A1[3-9][0-9]{9}\Z"), st.booleans())
+@settings(max_examples=2000)
+def test_phone_fast_path_agrees_with_phonenumbers(digits: str, international: bool) -> None:
+    """The shortcut for Chinese mobile numbers answers exactly what phonenumbers' full parse answers."""
+    text = ("+86" + digits) if international else digits
+    parsed = phonenumbers.parse(text, "CN")
+    if phonenumbers.is_valid_number(parsed):
+        assert normalise("phone", text) == phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    else:
+        with pytest.raises(InvalidIdentifier):
+            normalise("phone", text)

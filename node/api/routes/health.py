@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
@@ -33,10 +33,11 @@ class HealthResponse(BaseModel):
     store_ok: bool
     chain: ChainHealth
     contracts: ContractsHealth
+    workers: dict[str, dict[str, object]] = {}  # background loops (keys, publisher, indexer) and their last error
 
 
 @router.get("/health", response_model=HealthResponse)
-def read_health(node: NodeDep) -> JSONResponse:
+def read_health(node: NodeDep, request: Request) -> JSONResponse:
     """Liveness and readiness: 200 while the store works (the chain may be down), else 503."""
     store_ok = node.store.ping()
     chain = ChainHealth(reachable=False, rpc_url=node.settings.effective_rpc_url)
@@ -55,6 +56,7 @@ def read_health(node: NodeDep) -> JSONResponse:
         else:
             chain = ChainHealth(reachable=False, rpc_url=chain.rpc_url, error=str(exc))
     status = "ok" if store_ok and chain.reachable and contracts.deployed else "degraded"
+    workers = request.app.state.workers
     body = HealthResponse(status=status, bank_code=node.settings.bank_code, store_ok=store_ok, chain=chain,
-                          contracts=contracts)
+                          contracts=contracts, workers=workers.status() if workers is not None else {})
     return JSONResponse(body.model_dump(), status_code=200 if store_ok else 503)

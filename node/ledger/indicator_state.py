@@ -1,0 +1,324 @@
+"""The state of one indicator, derived from its records and reactions on the chain.
+
+The contract stores no per-indicator state: every node derives it from the same events with this
+module, so it must give byte-identical results on every platform. All arithmetic is therefore on
+integers: confidence decay is a fixed-point power of two built from exact integer square roots, never
+`float ** float` (libm differs between platforms, and one unit of difference would change a digest).
+The rules are documented in docs/fraud-ledger.md; in short:
+
+- a record applies while ``valid_from <= at < valid_until``, unless its reporter revoked it, or a dispute
+  against it stayed unanswered for `dispute_window_days` (it *lapses*; answering revives it);
+- a dispute is answered for a reporter when that reporter confirms or revokes the indicator after it;
+- confidence is the noisy-OR of the applying reporters' and the endorsers' confidences, each halved
+  every `half_life_days` of age.
+
+This module is pure (no database): it accepts any objects with the attributes of `RecordFact` and
+`ReactionFact`, so ORM rows and named tuples from the mirror work alike.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from math import isqrt
+from typing import Any, Literal, Protocol
+
+from node.ledger.vocabulary import Category
+
+SECONDS_PER_DAY = 86_400
+ReactionKind = Literal["endorsed", "disputed", "confirmed", "revoked"]
+
+# Fixed point with 64 fractional bits. _HALVING_ROOTS[i] = floor(2^-(2^-i) * 2^64) for i = 1..64, each
+# the integer square root of the one before, so the table is exact integer arithmetic on every machine.
+_FRACTION_BITS = 64
+_ONE = 1 << _FRACTION_BITS
+
+
+def _halving_roots() -> tuple[int, ...]:
+    roots = [_ONE >> 1]  # 2^-(2^0), only the seed
+    for _ in range(_FRACTION_BITS):
+        roots.append(isqrt(roots[-1] << _FRACTION_BITS))
+    return tuple(roots[1:])
+
+
+_HALVING_ROOTS = _halving_roots()
+
+
+@dataclass(frozen=True, slots=True)
+class StatePolicy:
+    half_life_days: float = 365.0
+    dispute_window_days: int = 30
+
+    @property
+    def half_life_s(self) -> int:
+        return max(1, round(self.half_life_days * SECONDS_PER_DAY))
+
+    @property
+    def dispute_window_s(self) -> int:
+        return self.dispute_window_days * SECONDS_PER_DAY
+
+
+class _RecordLike(Protocol):
+    @property
+    def batch_id(self) -> int: ...
+    @property
+    def position(self) -> int: ...
+    @property
+    def indicator(self) -> bytes: ...
+    @property
+    def identifier_type(self) -> int: ...
+    @property
+    def category(self) -> int: ...
+    @property
+    def confidence(self) -> int: ...
+    @property
+    def valid_from(self) -> int: ...
+    @property
+    def valid_until(self) -> int: ...
+    @property
+    def reporter_member_id(self) -> int: ...
+    @property
+    def epoch(self) -> int: ...
+    @property
+    def published_at(self) -> int: ...
+    @property
+    def block_number(self) -> int: ...
+
+
+class _ReactionLike(Protocol):
+    @property
+    def kind(self) -> str: ...
+    @property
+    def indicator(self) -> bytes: ...
+    @property
+    def member_id(self) -> int: ...
+    @property
+    def batch_id(self) -> int | None: ...
+    @property
+    def value(self) -> int: ...
+    @property
+    def at(self) -> int: ...
+    @property
+    def block_number(self) -> int: ...
+    @property
+    def log_index(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFact:
+    """One well-formed published record (a row of mirror_records)."""
+
+    batch_id: int
+    position: int
+    indicator: bytes
+    identifier_type: int
+    category: int
+    confidence: int
+    valid_from: int
+    valid_until: int
+    reporter_member_id: int
+    epoch: int
+    published_at: int
+    block_number: int
+
+    @classmethod
+    def of(cls, row: _RecordLike) -> RecordFact:
+        return cls(row.batch_id, row.position, bytes(row.indicator), row.identifier_type, row.category,
+                   row.confidence, row.valid_from, row.valid_until, row.reporter_member_id, row.epoch,
+                   row.published_at, row.block_number)
+
+
+@dataclass(frozen=True, slots=True)
+class ReactionFact:
+    """One endorsement, dispute, confirmation or revocation (a row of mirror_reactions).
+
+    `value` is the endorser's confidence, or the reason code of a dispute or revocation.
+    """
+
+    kind: ReactionKind
+    indicator: bytes
+    member_id: int
+    batch_id: int | None
+    value: int
+    at: int
+    block_number: int
+    log_index: int
+
+    @classmethod
+    def of(cls, row: _ReactionLike) -> ReactionFact:
+        kind: Any = row.kind
+        return cls(kind, bytes(row.indicator), row.member_id, row.batch_id, row.value, row.at,
+                   row.block_number, row.log_index)
+
+    @property
+    def chain_position(self) -> tuple[int, int]:
+        return self.block_number, self.log_index
+
+
+@dataclass(frozen=True, slots=True)
+class IndicatorState:
+    indicator: bytes
+    identifier_type: int | None  # on-chain code, of the first record in chain order
+    active: bool  # produces hits at the evaluation time
+    categories: tuple[str, ...]  # of the records that apply, sorted
+    reporters: tuple[int, ...]  # members whose records apply, sorted
+    reporter_count: int
+    endorsers: tuple[int, ...]  # members that endorsed, sorted
+    confidence: int  # 0..100, decayed noisy-OR; 0 when not active
+    disputed: bool  # an unanswered dispute stands against a record that is not revoked
+    revoked: bool  # every record was revoked by its reporter
+    first_reported: int | None  # block time of the first record
+    last_reported: int | None
+    valid_from: int | None  # earliest valid_from of any record
+    valid_until: int | None  # latest valid_until of any record
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "indicator": "0x" + self.indicator.hex(),
+            "identifier_type": self.identifier_type,
+            "active": self.active,
+            "categories": list(self.categories),
+            "reporters": list(self.reporters),
+            "reporter_count": self.reporter_count,
+            "endorsers": list(self.endorsers),
+            "confidence": self.confidence,
+            "disputed": self.disputed,
+            "revoked": self.revoked,
+            "first_reported": self.first_reported,
+            "last_reported": self.last_reported,
+            "valid_from": self.valid_from,
+            "valid_until": self.valid_until,
+        }
+
+    def canonical(self) -> bytes:
+        """Deterministic bytes for digests: sorted-key compact JSON of ints, bools, strings and nulls only."""
+        return json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def decay_factor(age_s: int, half_life_s: int) -> int:
+    """2^(-age_s / half_life_s) as a 64-bit fixed-point integer (2^64 is 1.0), rounded down at each step.
+
+    The fraction's binary digits select exact square roots of 1/2 from a table, so the result depends on
+    integer arithmetic only.
+    """
+    if age_s <= 0:
+        return _ONE
+    whole, remainder = divmod(age_s, half_life_s)
+    if whole >= _FRACTION_BITS:
+        return 0
+    factor = _ONE >> whole
+    for root in _HALVING_ROOTS:
+        if not remainder:
+            break
+        remainder <<= 1
+        if remainder >= half_life_s:
+            remainder -= half_life_s
+            factor = (factor * root) >> _FRACTION_BITS
+    return factor
+
+
+def combine_confidences(decayed: Iterable[int]) -> int:
+    """Noisy-OR of fixed-point confidences (percent times 2^64), rounded down to a whole percent.
+
+    The chance that every source is wrong is kept in the same unit (100% is 100 * 2^64), so exact
+    inputs such as 40% stay exact instead of losing a unit to truncation.
+    """
+    certain = 100 * _ONE
+    miss = certain
+    for value in decayed:
+        miss = miss * (certain - min(value, certain)) // certain
+    return 100 * (certain - miss) // certain
+
+
+def decayed_confidence(confidence: int, age_s: int, policy: StatePolicy) -> int:
+    """Fixed-point `confidence` (percent) after `age_s` seconds; divide by 2^64 for percent."""
+    return max(0, min(confidence, 100)) * decay_factor(age_s, policy.half_life_s)
+
+
+def derive_state(indicator: bytes, records: Sequence[_RecordLike], reactions: Sequence[_ReactionLike], *,
+                 at: int, policy: StatePolicy) -> IndicatorState:
+    """The state of `indicator` at Unix time `at`, from every record and reaction up to the evaluation block.
+
+    `records` and `reactions` may also carry other indicators of the same identifier (one per key epoch):
+    reactions then apply to the records of their own indicator only, and the result is the identifier's
+    combined state, reported under `indicator`.
+    """
+    ordered = sorted(records, key=lambda r: (r.block_number, r.batch_id, r.position))
+    chain_reactions = sorted(reactions, key=lambda e: (e.block_number, e.log_index))
+    revoked_records = {(e.batch_id, bytes(e.indicator), e.member_id)
+                       for e in chain_reactions if e.kind == "revoked"}
+    reporter_batches: dict[tuple[int, bytes], set[int]] = {}
+    for record in ordered:
+        reporter_batches.setdefault((record.reporter_member_id, bytes(record.indicator)), set()).add(record.batch_id)
+
+    def is_revoked(record: _RecordLike) -> bool:
+        return (record.batch_id, bytes(record.indicator), record.reporter_member_id) in revoked_records
+
+    def answered(dispute: _ReactionLike, reporter: int) -> bool:
+        own_batches = reporter_batches.get((reporter, bytes(dispute.indicator)), set())
+        return any(e.kind in ("confirmed", "revoked") and e.member_id == reporter
+                   and bytes(e.indicator) == bytes(dispute.indicator) and e.batch_id in own_batches
+                   and (e.block_number, e.log_index) > (dispute.block_number, dispute.log_index)
+                   for e in chain_reactions)
+
+    disputes = [e for e in chain_reactions if e.kind == "disputed"]
+    disputed = False
+    applying: list[_RecordLike] = []
+    for record in ordered:
+        if is_revoked(record):
+            continue
+        lapsed = False
+        for dispute in disputes:
+            if (bytes(dispute.indicator) != bytes(record.indicator)
+                    or dispute.member_id == record.reporter_member_id
+                    or dispute.block_number < record.block_number
+                    or answered(dispute, record.reporter_member_id)):
+                continue
+            disputed = True
+            if at - dispute.at >= policy.dispute_window_s:
+                lapsed = True
+        if not lapsed and record.valid_from <= at < record.valid_until:
+            applying.append(record)
+
+    reporters = sorted({r.reporter_member_id for r in applying})
+    latest_endorsement: dict[int, _ReactionLike] = {}
+    for event in chain_reactions:
+        if event.kind == "endorsed":
+            latest_endorsement[event.member_id] = event
+
+    active = bool(applying)
+    confidence = 0
+    if active:
+        best_by_reporter: dict[int, int] = {}
+        for record in applying:
+            value = decayed_confidence(record.confidence, at - record.valid_from, policy)
+            best_by_reporter[record.reporter_member_id] = max(value, best_by_reporter.get(record.reporter_member_id, 0))
+        # A reporter's own endorsement would count its evidence twice in the noisy-OR.
+        endorsements = [decayed_confidence(e.value, at - e.at, policy)
+                        for member, e in latest_endorsement.items() if member not in best_by_reporter]
+        confidence = combine_confidences([*best_by_reporter.values(), *endorsements])
+
+    return IndicatorState(
+        indicator=bytes(indicator),
+        identifier_type=ordered[0].identifier_type if ordered else None,
+        active=active,
+        categories=tuple(sorted({_category_name(r.category) for r in applying})),
+        reporters=tuple(reporters),
+        reporter_count=len(reporters),
+        endorsers=tuple(sorted(latest_endorsement)),
+        confidence=confidence,
+        disputed=disputed,
+        revoked=bool(ordered) and all(is_revoked(r) for r in ordered),
+        first_reported=min((r.published_at for r in ordered), default=None),
+        last_reported=max((r.published_at for r in ordered), default=None),
+        valid_from=min((r.valid_from for r in ordered), default=None),
+        valid_until=max((r.valid_until for r in ordered), default=None),
+    )
+
+
+def _category_name(code: int) -> str:
+    try:
+        return Category(code).name
+    except ValueError:  # the indexer drops such records; named anyway rather than failing a digest
+        return f"category_{code}"

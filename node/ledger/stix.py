@@ -1,0 +1,112 @@
+"""Export of the mirror's indicators as a STIX 2.1 bundle, for a bank's threat-intelligence platform.
+
+Mapping (docs/fraud-ledger.md): one `indicator` per indicator hash with its derived state, one `identity`
+per reporting member. Ids are uuid5 of the indicator hash or member id, and times are block times, so
+two exports of the same mirror describe the same objects identically (platforms such as OpenCTI and
+MISP update an object when they see its id again instead of duplicating it).
+
+The hash is a keyed HMAC, not a hash of any standard observable, so the pattern uses a custom object
+type, `[x-alliance-indicator:hash = '<64 hex>']` (pattern_type "stix"): valid STIX patterning, which a
+platform stores and displays as is but cannot resolve to a phone number or account. That is the point:
+only a member holding the alliance key can match its own customers' identifiers against it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from node.ledger.indicator_state import IndicatorState, ReactionFact, RecordFact, StatePolicy, derive_state
+from node.ledger.mirror import facts_for, indicators_page
+from node.ledger.vocabulary import identifier_type_of
+
+# Fixed forever: changing it would give every exported object a new id in the importing platforms.
+STIX_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:alliance-node:stix")
+SPEC_VERSION = "2.1"
+DEFAULT_PAGE = 10_000
+MAX_PAGE = 50_000
+
+
+def stix_timestamp(unix_seconds: int) -> str:
+    """RFC 3339 in UTC with millisecond precision and a Z, as STIX 2.1 requires for created/modified."""
+    return datetime.fromtimestamp(unix_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def indicator_id(indicator: bytes) -> str:
+    return f"indicator--{uuid.uuid5(STIX_NAMESPACE, 'indicator:' + indicator.hex())}"
+
+
+def identity_id(member_id: int) -> str:
+    return f"identity--{uuid.uuid5(STIX_NAMESPACE, f'member:{member_id}')}"
+
+
+def identity_object(member_id: int, first_seen: int) -> dict[str, Any]:
+    return {"type": "identity", "spec_version": SPEC_VERSION, "id": identity_id(member_id),
+            "created": stix_timestamp(first_seen), "modified": stix_timestamp(first_seen),
+            "name": f"Alliance member {member_id}", "identity_class": "organization",
+            "x_alliance_member_id": member_id}
+
+
+def indicator_object(state: IndicatorState, records: Sequence[RecordFact],
+                     reactions: Sequence[ReactionFact]) -> dict[str, Any]:
+    """The STIX indicator of one derived state; `records` must not be empty."""
+    first = min(records, key=lambda r: (r.block_number, r.batch_id, r.position))
+    reporters = sorted({r.reporter_member_id for r in records})
+    created = min(r.published_at for r in records)
+    modified = max([created, *(r.published_at for r in records), *(e.at for e in reactions)])
+    kind = identifier_type_of(first.identifier_type)
+    assert state.valid_from is not None and state.valid_until is not None
+    body: dict[str, Any] = {
+        "type": "indicator", "spec_version": SPEC_VERSION, "id": indicator_id(state.indicator),
+        "created_by_ref": identity_id(first.reporter_member_id),
+        "created": stix_timestamp(created), "modified": stix_timestamp(modified),
+        "name": f"Alliance {kind.value if kind else 'identifier'} indicator",
+        "indicator_types": ["malicious-activity"],
+        "pattern": f"[x-alliance-indicator:hash = '{state.indicator.hex()}']",
+        "pattern_type": "stix", "pattern_version": SPEC_VERSION,
+        "valid_from": stix_timestamp(state.valid_from), "valid_until": stix_timestamp(state.valid_until),
+        "confidence": state.confidence, "revoked": state.revoked,
+        "x_alliance_identifier_type": kind.value if kind else None,
+        "x_alliance_active": state.active, "x_alliance_disputed": state.disputed,
+        "x_alliance_reporter_refs": [identity_id(m) for m in reporters],
+        "x_alliance_endorser_count": len(state.endorsers),
+    }
+    if state.categories:  # STIX forbids an empty list
+        body["labels"] = list(state.categories)
+    return body
+
+
+@dataclass(frozen=True, slots=True)
+class ExportPage:
+    bundle: dict[str, Any]
+    next_after: bytes | None  # cursor of the next page; None on the last page
+
+
+def export_page(session: Session, *, at: int, policy: StatePolicy, include_inactive: bool = False,
+                after: bytes | None = None, limit: int = DEFAULT_PAGE) -> ExportPage:
+    """One self-contained bundle of the next `limit` indicators with records after `after`, in byte order.
+
+    Only indicators producing hits at `at` become objects unless `include_inactive`, so a page may hold
+    fewer than `limit`; paging goes on while `next_after` is set.
+    """
+    page = indicators_page(session, after=after, limit=limit)
+    facts = facts_for(session, page)
+    objects: list[dict[str, Any]] = []
+    first_seen: dict[int, int] = {}
+    for indicator in page:
+        records, reactions = facts[indicator]
+        state = derive_state(indicator, records, reactions, at=at, policy=policy)
+        if not (state.active or include_inactive):
+            continue
+        objects.append(indicator_object(state, records, reactions))
+        for record in records:
+            member = record.reporter_member_id
+            first_seen[member] = min(record.published_at, first_seen.get(member, record.published_at))
+    identities = [identity_object(member, first_seen[member]) for member in sorted(first_seen)]
+    bundle = {"type": "bundle", "id": f"bundle--{uuid.uuid4()}", "objects": [*identities, *objects]}
+    return ExportPage(bundle, page[-1] if len(page) == limit else None)

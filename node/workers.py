@@ -1,0 +1,105 @@
+"""The background work of a running node, each job in its own loop thread.
+
+- keys: open envelopes addressed to this bank, generate an epoch's key when this bank started the
+  epoch, forward keys to admitted members that lack them (node.ledger.key_distribution);
+- publisher: publish queued reports in batches (node.ledger.publisher);
+- indexer: follow the ledger's events into the mirror (node.ledger.indexer).
+
+A failing step (the chain is down, say) is logged once per streak and retried with a growing pause;
+it never stops the loop or the API, which keeps accepting reports and answering checks meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from node.runtime import NodeContext
+
+logger = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass
+class LoopStatus:
+    runs: int = 0
+    failures_in_a_row: int = 0
+    last_ok: datetime | None = None
+    last_error: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {"runs": self.runs, "failures_in_a_row": self.failures_in_a_row,
+                "last_ok": self.last_ok.isoformat() if self.last_ok else None, "last_error": self.last_error}
+
+
+@dataclass
+class Loop:
+    name: str
+    interval_s: float
+    step: Callable[[], object]
+    status: LoopStatus = field(default_factory=LoopStatus)
+
+    def run_step(self) -> float:
+        """Run the step once; returns how long to wait before the next run."""
+        self.status.runs += 1
+        try:
+            self.step()
+        except Exception as exc:  # a worker must outlive any failure of its step
+            self.status.failures_in_a_row += 1
+            self.status.last_error = f"{type(exc).__name__}: {exc}"
+            if self.status.failures_in_a_row == 1:
+                logger.warning("%s: %s (retrying in the background)", self.name, self.status.last_error)
+            return min(self.interval_s * 2 ** min(self.status.failures_in_a_row, 6), MAX_BACKOFF_S)
+        if self.status.failures_in_a_row:
+            logger.info("%s: recovered after %d failures", self.name, self.status.failures_in_a_row)
+        self.status.failures_in_a_row = 0
+        self.status.last_error = None
+        self.status.last_ok = datetime.now(UTC)
+        return self.interval_s
+
+
+class BackgroundWorkers:
+    def __init__(self, loops: list[Loop]) -> None:
+        self.loops = loops
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for loop in self.loops:
+            thread = threading.Thread(target=self._run, args=(loop,), name=f"alliance-{loop.name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Ask every loop to stop after its current step and wait for them (a step is never cut in half)."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout_s)
+
+    def status(self) -> dict[str, dict[str, object]]:
+        return {loop.name: loop.status.to_json() for loop in self.loops}
+
+    def _run(self, loop: Loop) -> None:
+        while not self._stop.is_set():
+            pause = loop.run_step()
+            self._stop.wait(pause)
+
+
+def node_workers(node: NodeContext) -> BackgroundWorkers:
+    """The loops of a member node; everything they share is opened here, before any thread starts."""
+    from node.ledger.indexer import indexer_for
+    from node.ledger.key_distribution import sync_keys
+
+    settings = node.settings
+    node.store  # noqa: B018 - opened (and migrated) once, before the threads share it
+    publisher = node.publisher
+    indexer = indexer_for(node)
+    return BackgroundWorkers([
+        Loop("keys", settings.key_distribution_interval_s, lambda: sync_keys(node)),
+        Loop("publisher", settings.publish_interval_s, publisher.run_once),
+        Loop("indexer", settings.sync_interval_s, indexer.sync),
+    ])

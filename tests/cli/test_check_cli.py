@@ -1,0 +1,72 @@
+"""`alliance check`: answers from the mirror, and every refusal as one line with exit code 1."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from node.config import load_settings
+from node.crypto.keyed_hash import hash_identifier
+from node.runtime import NodeContext
+from tests.cli.conftest import CliRunner
+from tests.cli.test_cli import one_error_line
+from tests.ledger.mirror_rows import DAY, Row, add_batch
+
+PHONE = "13800138000"
+
+
+@pytest.fixture
+def initialised(cli: CliRunner, data_dir: Path) -> Iterator[NodeContext]:
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0
+    node = NodeContext(load_settings(data_dir))
+    yield node
+    node.close()
+
+
+@pytest.fixture
+def reported(initialised: NodeContext) -> bytes:
+    key = os.urandom(32)
+    initialised.keyring.store_key(1, key, source="generated")
+    phone = hash_identifier(key, "phone", PHONE)[1]
+    with initialised.store.transaction() as session:
+        add_batch(session, 1, reporter=2, rows=[Row(phone, confidence=90, valid_from=int(time.time()) - DAY)])
+    return phone
+
+
+def test_check_reports_hit_as_json(cli: CliRunner, reported: bytes) -> None:
+    result = cli("check", "phone=+86 138 0013 8000", "email=someone@example.com", "--json")
+    assert result.code == 0, result.err
+    body = json.loads(result.out)
+    hit, miss = body["results"]
+    assert hit["hit"] and hit["indicator"] == "0x" + reported.hex() and hit["confidence"] == 89
+    assert not miss["hit"]
+    assert body["stale"] is True and body["as_of_block"] == -1  # no indexer ran on this node
+
+
+def test_check_prints_table(cli: CliRunner, reported: bytes) -> None:
+    result = cli("check", f"phone={PHONE}")
+    assert result.code == 0, result.err
+    assert "HIT" in result.out and "money_mule" in result.out and "STALE" in result.out
+
+
+def test_check_invalid_identifier_fails_with_one_line(cli: CliRunner, reported: bytes) -> None:
+    result = cli("check", f"phone={PHONE}", "cn_resident_id=110105194912310021")
+    assert result.code == 1
+    assert "checksum_failed" in one_error_line(result.err)
+
+
+def test_check_malformed_argument_fails_with_one_line(cli: CliRunner, reported: bytes) -> None:
+    result = cli("check", "13800138000")
+    assert result.code == 1
+    assert "TYPE=VALUE" in one_error_line(result.err)
+
+
+def test_check_without_alliance_key_fails_with_one_line(cli: CliRunner, initialised: NodeContext) -> None:
+    result = cli("check", f"phone={PHONE}")
+    assert result.code == 1
+    assert "no alliance key" in one_error_line(result.err)

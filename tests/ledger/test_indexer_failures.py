@@ -1,0 +1,139 @@
+"""The indexer when things fail: chain outages and crashes leave a consistent mirror that the next sync completes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from node.chain.errors import ChainUnavailable
+from node.chain.ledger_events import LedgerEventSource, PublishInput
+from node.ledger.indexer import Indexer
+from node.runtime import NodeContext
+from node.store.db import Store
+from tests.conftest import LedgerNodes, free_port
+from tests.ledger.test_indexer import (
+    HookedSource,
+    counts,
+    digest_at,
+    indexer_of,
+    ledger_of,
+    make_records,
+    source_of,
+    sync_state,
+)
+
+
+class Crash(Exception):
+    """Stands for the process dying at an arbitrary point."""
+
+
+def publish_in_separate_chunks(ledger_nodes: LedgerNodes, batches: int) -> list[int]:
+    a = ledger_nodes.nodes[0]
+    return [ledger_of(a).publish_batch(1, make_records(3, seed=100 + i)).block_number for i in range(batches)]
+
+
+def fresh_digest(ledger_nodes: LedgerNodes, tmp_path: Path, block: int) -> tuple[dict[str, int], str]:
+    store = Store(f"sqlite:///{tmp_path / 'fresh.db'}")
+    store.migrate()
+    indexer = indexer_of(ledger_nodes.nodes[0], store=store)
+    indexer.sync()
+    try:
+        return counts(store), digest_at(store, indexer, block).sha256_hex
+    finally:
+        store.close()
+
+
+def test_sync_raises_chain_unavailable_and_records_the_error(ledger_nodes: LedgerNodes) -> None:
+    a = ledger_nodes.nodes[0]
+    ledger_of(a).publish_batch(1, make_records(2, seed=1))
+    dead = LedgerEventSource(f"http://127.0.0.1:{free_port()}", a.deployment.address("FraudLedger"),
+                             request_timeout=2)
+    offline = indexer_of(a, source=dead)
+
+    with pytest.raises(ChainUnavailable, match="unreachable"):
+        offline.sync()
+
+    state = sync_state(a.store, offline)
+    assert state.last_error is not None and "ChainUnavailable" in state.last_error
+    assert state.attempted_at is not None and state.synced_at is None
+    assert state.last_block == offline.start_block - 1 and counts(a.store)["batches"] == 0
+
+    indexer_of(a).sync()
+    state = sync_state(a.store, offline)
+    assert state.last_error is None and state.synced_at is not None and counts(a.store)["batches"] == 1
+
+
+def test_sync_keeps_finished_chunks_when_the_chain_goes_away(ledger_nodes: LedgerNodes, tmp_path: Path) -> None:
+    blocks = publish_in_separate_chunks(ledger_nodes, 4)
+    a = ledger_nodes.nodes[0]
+    source = source_of(a)
+    live_url = source.rpc_url
+
+    def cut_chain(call: int) -> None:
+        if call == 2:  # the chain goes away after the second chunk's logs were read
+            source.rpc_url = f"http://127.0.0.1:{free_port()}"
+
+    indexer = indexer_of(a, source=HookedSource(source, cut_chain), chunk_blocks=blocks[1] - indexer_start(a) + 1)
+    with pytest.raises(ChainUnavailable):
+        indexer.sync()
+
+    state = sync_state(a.store, indexer)
+    assert state.last_block == blocks[1] and state.last_error is not None
+    assert counts(a.store) == {"batches": 2, "records": 6, "reactions": 0}
+
+    source.rpc_url = live_url
+    result = indexer.sync()
+    head = a.chain.block_number()
+    assert result.complete and result.batches == 2 and sync_state(a.store, indexer).last_error is None
+    assert (counts(a.store), digest_at(a.store, indexer, head).sha256_hex) == fresh_digest(ledger_nodes, tmp_path,
+                                                                                           head)
+
+
+def indexer_start(node: NodeContext) -> int:
+    return node.deployment.contracts["FraudLedger"].block_number
+
+
+def test_sync_resumes_after_a_crash_between_chunks(ledger_nodes: LedgerNodes, tmp_path: Path) -> None:
+    blocks = publish_in_separate_chunks(ledger_nodes, 3)
+    a = ledger_nodes.nodes[0]
+
+    def crash(call: int) -> None:
+        if call == 2:
+            raise Crash
+
+    crashing = indexer_of(a, source=HookedSource(source_of(a), crash), chunk_blocks=blocks[0] - indexer_start(a) + 1)
+    with pytest.raises(Crash):
+        crashing.sync()
+    assert sync_state(a.store, crashing).last_block == blocks[0]
+    assert counts(a.store) == {"batches": 1, "records": 3, "reactions": 0}
+
+    result = indexer_of(a).sync()  # a restarted node: a new indexer over the same store
+    head = a.chain.block_number()
+    assert result.from_block == blocks[0] and result.batches == 2 and result.complete
+    assert (counts(a.store), digest_at(a.store, crashing, head).sha256_hex) == fresh_digest(ledger_nodes, tmp_path,
+                                                                                            head)
+
+
+class CrashAfterFirstInput(HookedSource):
+    """Dies after the first publish input of a chunk was handed over (its rows are written, not committed)."""
+
+    def iter_publish_inputs(self, tx_hashes: Sequence[str]) -> Iterator[tuple[str, PublishInput | None]]:
+        inputs = self.inner.iter_publish_inputs(tx_hashes)
+        yield next(inputs)
+        raise Crash
+
+
+def test_sync_writes_nothing_of_a_chunk_that_crashed_midway(ledger_nodes: LedgerNodes) -> None:
+    publish_in_separate_chunks(ledger_nodes, 3)
+    a = ledger_nodes.nodes[0]
+    source = CrashAfterFirstInput(source_of(a), lambda _call: None)
+    crashing = Indexer(a.store, source, contract_address=source.inner.address, start_block=indexer_start(a))
+
+    with pytest.raises(Crash):
+        crashing.sync()
+
+    assert counts(a.store) == {"batches": 0, "records": 0, "reactions": 0}
+    assert sync_state(a.store, crashing).last_block == indexer_start(a) - 1
+    assert indexer_of(a).sync().batches == 3
