@@ -1,4 +1,4 @@
-"""`alliance ledger sync|rebuild|digest`: the fraud-ledger mirror of this node."""
+"""`alliance ledger sync|rebuild|digest|republish`: the fraud-ledger mirror of this node, and re-publication."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
 from node.ledger.digest import node_digest
 from node.ledger.indexer import SyncResult, indexer_for
+from node.ledger.republish import republish_active_reports
 
 app = typer.Typer(help="The fraud-ledger mirror: sync, rebuild, compare.", no_args_is_help=True)
 
@@ -53,3 +54,15 @@ def ledger_digest(
         return
     console.info(f"block {digest.block} (time {digest.at}): {digest.indicator_count} indicators, "
                  f"sha256 {digest.sha256_hex}")
+
+
+@app.command("republish")
+def ledger_republish(ctx: typer.Context, json_output: JsonOption = False) -> None:
+    """Queue this bank's still-valid reports again, hashed under the newest key epoch (after `key rotate`)."""
+    node = node_context(ctx)
+    result = republish_active_reports(node.store, node.keyring, node.vault)
+    if json_output:
+        console.print_json(vars(result))
+        return
+    console.success(f"{result.records} identifiers of {result.reports} reports queued under epoch {result.epoch}; "
+                    "the running node (or `alliance fraud publish`) publishes them")

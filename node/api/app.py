@@ -7,7 +7,7 @@ from fastapi import Depends, FastAPI
 from node.api.deps import current_key
 from node.api.errors import install_error_handlers
 from node.api.limits import BodySizeLimit
-from node.api.routes import checks, fraud, health, indicators, members
+from node.api.routes import checks, fraud, health, indicators, members, operations
 from node.runtime import NodeContext
 from node.workers import BackgroundWorkers
 
@@ -29,4 +29,5 @@ def create_app(node: NodeContext, *, workers: BackgroundWorkers | None = None) -
     app.include_router(fraud.router, prefix="/v1", dependencies=v1)
     app.include_router(checks.router, prefix="/v1", dependencies=v1)
     app.include_router(indicators.router, prefix="/v1", dependencies=v1)
+    app.include_router(operations.router, prefix="/v1", dependencies=v1)
     return app

@@ -91,3 +91,24 @@ def test_create_report_malformed_body_is_422_without_echoing_values(api: ApiNode
                                headers=api.headers(Role.analyst))
     assert response.status_code == 422
     assert "13800138000" not in response.text
+
+
+def test_node_status_is_for_operators_only(api: ApiNode) -> None:
+    with_key(api)
+    api.client.post("/v1/fraud/reports", json=REPORT, headers=api.headers(Role.analyst))
+    status = api.client.get("/v1/node/status", headers=api.headers(Role.operator))
+    assert status.status_code == 200
+    body = status.json()
+    assert body["outbox"] == {"queued": 2} and body["key_epochs_held"] == [1]
+    assert body["mirror"]["stale"] is True  # never synced
+    for role in (Role.analyst, Role.auditor, Role.workflow):
+        refused = api.client.get("/v1/node/status", headers=api.headers(role))
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
+        assert api.client.post("/v1/node/republish", headers=api.headers(role)).status_code == 403
+
+
+def test_republish_route_queues_nothing_without_a_new_epoch(api: ApiNode) -> None:
+    with_key(api)
+    api.client.post("/v1/fraud/reports", json=REPORT, headers=api.headers(Role.analyst))
+    response = api.client.post("/v1/node/republish", headers=api.headers(Role.operator))
+    assert response.status_code == 200 and response.json() == {"epoch": 1, "reports": 0, "records": 0}

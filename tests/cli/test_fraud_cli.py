@@ -76,3 +76,14 @@ def test_fraud_report_before_the_key_arrives_fails_clearly(cli: CliRunner) -> No
     result = cli("fraud", "report", "phone=13800138000", "--category", "other", "--confidence", "50")
     assert result.code == 1
     assert "no alliance key" in one_error_line(result.err)
+
+
+def test_ledger_republish_after_key_rotation(cli: CliRunner, member: None) -> None:
+    assert cli("fraud", "report", "phone=13800138000", "--category", "other", "--confidence", "50").code == 0
+    nothing = cli("ledger", "republish", "--json")
+    assert nothing.code == 0, nothing.err
+    assert json.loads(nothing.out) == {"epoch": 1, "reports": 0, "records": 0}
+    assert cli("key", "rotate").code == 0
+    again = cli("ledger", "republish", "--json")
+    assert json.loads(again.out) == {"epoch": 2, "reports": 1, "records": 1}
+    assert json.loads(cli("fraud", "publish", "--json").out)["records"] == 2
