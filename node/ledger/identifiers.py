@@ -180,9 +180,10 @@ def _normalise_uscc(text: str) -> str:
 # would become a different, valid number) or as extension markers, which it silently drops.
 _PHONE_CHARACTERS = re.compile(r"[0-9+().]+")
 _CN_METADATA = PhoneMetadata.metadata_for_region("CN")
+assert _CN_METADATA is not None and _CN_METADATA.general_desc is not None and _CN_METADATA.mobile is not None
 _CN_MOBILE_INPUT = re.compile(r"(?:\+86)?(1[3-9]\d{9})")
-_CN_GENERAL = re.compile(_CN_METADATA.general_desc.national_number_pattern)
-_CN_MOBILE_RANGES = re.compile(_CN_METADATA.mobile.national_number_pattern)
+_CN_GENERAL = re.compile(str(_CN_METADATA.general_desc.national_number_pattern))
+_CN_MOBILE_RANGES = re.compile(str(_CN_METADATA.mobile.national_number_pattern))
 _PHONE_PARSE_LENGTH_ERRORS = frozenset({
     NumberParseException.TOO_SHORT_AFTER_IDD,
     NumberParseException.TOO_SHORT_NSN,

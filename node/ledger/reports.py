@@ -18,8 +18,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -201,8 +202,8 @@ class ReportIntake:
                 records.extend(self._outbox_rows(report))
             if reports:
                 # Core inserts of the tables (not ORM bulk inserts): a few times faster for thousands of rows.
-                session.execute(insert(FraudReport.__table__), reports)
-                session.execute(insert(OutboxRecord.__table__), records)
+                session.execute(insert(cast(Table, FraudReport.__table__)), reports)
+                session.execute(insert(cast(Table, OutboxRecord.__table__)), records)
         return accepted
 
     def _outbox_rows(self, report: PreparedReport) -> list[dict[str, object]]:
