@@ -11,6 +11,8 @@ import typer
 
 from alliance_cli import console
 from alliance_cli.commands import apikey, chain, check, contracts, fraud, init, key, ledger, member, node_cmd
+from alliance_cli.commands.assets import app as assets_app
+from alliance_cli.commands.audit import app as audit_app
 from alliance_cli.state import CliState
 from node.auth.apikeys import InvalidApiKey
 from node.chain.artifacts import ArtifactMissing
@@ -47,6 +49,8 @@ app.add_typer(apikey.app, name="apikey")
 app.add_typer(node_cmd.app, name="node")
 app.add_typer(key.app, name="key")
 app.add_typer(ledger.app, name="ledger")
+app.add_typer(assets_app, name="assets")
+app.add_typer(audit_app, name="audit")
 
 # Errors a user can act on: one line, exit 1, no traceback (unless --debug).
 EXPECTED_ERRORS = (AllianceError, ChainError, ConfigError, StoreUnavailable, KeystoreError, CompilationFailed,

@@ -8,6 +8,7 @@ from node.api.deps import current_key
 from node.api.errors import install_error_handlers
 from node.api.limits import BodySizeLimit
 from node.api.routes import checks, fraud, health, indicators, members, operations
+from node.api.routes.assets import router as assets_router
 from node.runtime import NodeContext
 from node.workers import BackgroundWorkers
 
@@ -30,4 +31,5 @@ def create_app(node: NodeContext, *, workers: BackgroundWorkers | None = None) -
     app.include_router(checks.router, prefix="/v1", dependencies=v1)
     app.include_router(indicators.router, prefix="/v1", dependencies=v1)
     app.include_router(operations.router, prefix="/v1", dependencies=v1)
+    app.include_router(assets_router, prefix="/v1", dependencies=v1)
     return app

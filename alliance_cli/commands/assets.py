@@ -1,0 +1,201 @@
+"""`alliance assets import|anchor|discard|transfer|accept|cancel|service|attest|prove|show`: ABS loan pools."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from alliance_cli import console
+from alliance_cli.console import JsonOption
+from alliance_cli.state import node_context
+from node.assets import lifecycle
+from node.assets.pools import anchor_draft, asset_registry, discard_draft, import_tape, local_pools
+from node.assets.provenance import build_bundle
+from node.assets.screening import double_financed_loans, sync_loan_mirror
+from node.chain.client import Receipt
+
+app = typer.Typer(help="ABS loan pools: import tapes, anchor versions, custody, servicing, provenance.",
+                  no_args_is_help=True)
+PoolIdArgument = Annotated[int, typer.Argument(min=1, help="The pool's on-chain id.")]
+
+
+@app.command("import")
+def assets_import(
+    ctx: typer.Context,
+    tape: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The loan tape (CSV, see docs/assets.md).")],
+    pool: Annotated[str, typer.Option(help="Local name of the pool the tape becomes the next version of.")],
+    json_output: JsonOption = False,
+) -> None:
+    """Import a loan tape as a draft version; a bad row imports nothing and lists every bad row."""
+    node = node_context(ctx)
+    with tape.open("rb") as handle:
+        total = max(sum(1 for _ in handle) - 1, 0)
+    with Progress(TextColumn("reading loans"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console.err, disable=json_output or total < 10_000) as progress:
+        task = progress.add_task("import", total=total)
+        draft = import_tape(node, pool, tape, on_row=lambda n: progress.update(task, completed=n)
+                            if n % 5_000 == 0 else None)
+    if json_output:
+        console.print_json(draft.to_json())
+        return
+    console.success(f"imported {draft.loan_count} loans into a draft of pool {pool!r} (root 0x{draft.root.hex()}); "
+                    f"anchor it with `alliance assets anchor {pool}`")
+
+
+@app.command("anchor")
+def assets_anchor(
+    ctx: typer.Context,
+    pool: Annotated[str, typer.Argument(help="Local name of the pool whose draft to anchor.")],
+    override: Annotated[str | None, typer.Option(help="Anchor despite screening findings, for this reason "
+                                                      "(recorded with the version).")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Screen the draft (double financing, fraud ledger) and anchor it as the pool's next version."""
+    result = anchor_draft(node_context(ctx), pool, override_reason=override)
+    if json_output:
+        console.print_json(result.to_json())
+        return
+    a = result.anchored
+    console.success(f"anchored version {a.version} of pool {a.pool_id} ({result.loan_count} loans, root "
+                    f"0x{a.root.hex()}) in block {a.block_number}")
+    if result.findings:
+        console.info(f"findings overridden ({result.override_reason}): {result.findings.summary()}")
+
+
+@app.command("discard")
+def assets_discard(
+    ctx: typer.Context,
+    pool: Annotated[str, typer.Argument(help="Local name of the pool whose draft to drop.")],
+) -> None:
+    """Drop the pool's draft version (e.g. refused by screening), so a corrected tape can be imported."""
+    discard_draft(node_context(ctx), pool)
+    console.success(f"discarded the draft of pool {pool!r}")
+
+
+@app.command("transfer")
+def assets_transfer(
+    ctx: typer.Context,
+    pool_id: PoolIdArgument,
+    to: Annotated[str, typer.Argument(help="The recipient: member id, signing address or bank code.")],
+    json_output: JsonOption = False,
+) -> None:
+    """Propose to hand the pool over; custody moves when the recipient accepts."""
+    _done(lifecycle.propose_transfer(node_context(ctx), pool_id, to), json_output,
+          f"proposed pool {pool_id} to {to}; it moves when they run `alliance assets accept {pool_id}`")
+
+
+@app.command("accept")
+def assets_accept(ctx: typer.Context, pool_id: PoolIdArgument, json_output: JsonOption = False) -> None:
+    """Accept custody of a pool proposed to this bank."""
+    _done(lifecycle.accept_transfer(node_context(ctx), pool_id), json_output, f"this bank now holds pool {pool_id}")
+
+
+@app.command("cancel")
+def assets_cancel(ctx: typer.Context, pool_id: PoolIdArgument, json_output: JsonOption = False) -> None:
+    """Withdraw this bank's pending transfer proposal."""
+    _done(lifecycle.cancel_transfer(node_context(ctx), pool_id), json_output,
+          f"cancelled the transfer of pool {pool_id}")
+
+
+@app.command("service")
+def assets_service(
+    ctx: typer.Context,
+    pool_id: PoolIdArgument,
+    period: Annotated[int, typer.Option(min=1, help="Reporting period, e.g. 202406; increasing per pool.")],
+    version: Annotated[int | None, typer.Option(min=1, help="Version reported on (default: the latest).")] = None,
+    statuses: Annotated[Path | None, typer.Option(exists=True, dir_okay=False,
+                                                  help="CSV loan_id,status (default: this bank's records).")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Report the servicing status of every loan of a version for a period."""
+    table = lifecycle.read_status_file(statuses) if statuses is not None else None
+    result = lifecycle.report_servicing(node_context(ctx), pool_id, period, version=version, statuses=table)
+    if json_output:
+        console.print_json(result.to_json())
+        return
+    console.success(f"reported period {period} of pool {pool_id} version {result.version}: counts "
+                    f"{result.status_counts} (tx {result.receipt.tx_hash})")
+
+
+@app.command("attest")
+def assets_attest(
+    ctx: typer.Context,
+    pool_id: PoolIdArgument,
+    version: Annotated[int, typer.Argument(min=1, help="The version attested.")],
+    report: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The audit report (hashed).")],
+    json_output: JsonOption = False,
+) -> None:
+    """Attest a pool version (auditor members only): the report's SHA-256 goes on chain."""
+    report_hash = lifecycle.report_hash_of(report.read_bytes())
+    receipt = lifecycle.attest(node_context(ctx), pool_id, version, report_hash)
+    _done(receipt, json_output, f"attested pool {pool_id} version {version} with report 0x{report_hash.hex()}")
+
+
+@app.command("prove")
+def assets_prove(
+    ctx: typer.Context,
+    loan: Annotated[str, typer.Argument(help="The loan id (0x...) or this bank's loan reference.")],
+    out: Annotated[Path | None, typer.Option(help="Write the bundle here instead of to stdout.")] = None,
+) -> None:
+    """Produce a loan's provenance bundle, for `alliance audit verify`."""
+    bundle = build_bundle(node_context(ctx), loan)
+    if out is None:
+        console.print_json(bundle)
+        return
+    out.write_text(json.dumps(bundle, indent=2) + "\n", encoding="utf-8")
+    console.success(f"wrote the provenance bundle of loan {bundle['record']['loan_id']} to {out}")
+
+
+@app.command("show")
+def assets_show(
+    ctx: typer.Context,
+    pool_id: Annotated[int | None, typer.Argument(min=1, help="A pool's on-chain id (default: local pools).")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """This bank's pools and double-financing flags, or one pool's on-chain state and history."""
+    node = node_context(ctx)
+    registry = asset_registry(node)
+    if pool_id is not None:
+        info = registry.pool(pool_id)
+        events = [{"kind": e.kind, "block_number": e.block_number, "tx_hash": e.tx_hash,
+                   **{k: ("0x" + v.hex() if isinstance(v, bytes) else v) for k, v in e.args.items()}}
+                  for e in registry.pool_events(pool_id)]
+        data: dict[str, Any] = {"pool_id": pool_id, "originator_member_id": info.originator_member_id,
+                                "custodian_member_id": info.custodian_member_id,
+                                "pending_custodian_member_id": info.pending_custodian_member_id,
+                                "version_count": info.version_count, "events": events}
+        if json_output:
+            console.print_json(data)
+            return
+        console.info(f"pool {pool_id}: originator {info.originator_member_id}, custodian {info.custodian_member_id}, "
+                     f"{info.version_count} version(s)")
+        console.table("History", ["block", "event", "details"],
+                      [(e["block_number"], e["kind"], {k: v for k, v in e.items()
+                                                      if k not in ("kind", "block_number", "tx_hash", "poolId")})
+                       for e in events])
+        return
+    sync_loan_mirror(node.store, registry, from_block=node.deployment.contracts["AssetRegistry"].block_number)
+    with node.store.session() as session:
+        flags = {"0x" + k.hex(): v for k, v in double_financed_loans(session).items()}
+    pools = local_pools(node)
+    if json_output:
+        console.print_json({"pools": pools, "double_financed": flags})
+        return
+    console.table("Pools", ["name", "pool id", "state", "version", "loans", "root"],
+                  [(p["name"], p["pool_id"] or "-", v["state"], v["version"] or "-", v["loan_count"], v["root"])
+                   for p in pools for v in p["versions"]])
+    if flags:
+        console.info(f"[red]{len(flags)} loan id(s) active in two or more pools[/red]:")
+        for loan_id, pool_ids in flags.items():
+            console.info(f"  {loan_id}: pools {', '.join(map(str, pool_ids))}")
+
+
+def _done(receipt: Receipt, json_output: bool, message: str) -> None:
+    if json_output:
+        console.print_json(lifecycle.receipt_json(receipt))
+        return
+    console.success(f"{message} (tx {receipt.tx_hash}, block {receipt.block_number})")

@@ -1,0 +1,48 @@
+"""`alliance audit verify`: an auditor checks a provenance bundle with nothing but a chain endpoint.
+
+Deliberately opens no node context: no data dir, database, keys or configuration are read.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from alliance_cli import console
+from alliance_cli.console import JsonOption
+from node.assets.verify import verify_bundle
+from node.governance import parse_address
+
+app = typer.Typer(help="Independent verification for auditors (needs only a chain endpoint).", no_args_is_help=True)
+
+
+@app.command("verify")
+def audit_verify(
+    bundle_file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The provenance bundle (JSON).")],
+    rpc: Annotated[str, typer.Option("--rpc", help="JSON-RPC URL of any node of the consortium chain.")],
+    registry: Annotated[str, typer.Option("--registry", help="Address of the AssetRegistry contract.")],
+    json_output: JsonOption = False,
+) -> None:
+    """Verify a loan's provenance against the chain; exit code 1 unless every check passes."""
+    try:
+        bundle = json.loads(bundle_file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        console.fail(f"{bundle_file} is not JSON: {exc}")
+    verdict = verify_bundle(bundle, rpc, parse_address(registry, what="registry address"))
+    if json_output:
+        console.print_json(verdict.to_json())
+    else:
+        for check in verdict.checks:
+            mark = "[green]✓[/green]" if check.ok else "[red]✗[/red]"
+            console.out.print(f"{mark} {check.name:<12} {check.detail}", markup=True, highlight=False)
+        facts = verdict.facts
+        if verdict.ok:
+            console.success(f"VERIFIED: loan {facts['loan_id']} is in version {facts['version']} of pool "
+                            f"{facts['pool_id']}, as anchored on chain")
+        else:
+            console.err.print(f"[red]NOT VERIFIED[/red]: {verdict.failures[0].detail}", markup=True)
+    if not verdict.ok:
+        raise typer.Exit(1)

@@ -1,0 +1,143 @@
+"""`/v1/assets`: ABS pools. Operators import, anchor, transfer and report servicing; auditors read and attest."""
+
+from __future__ import annotations
+
+import io
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, status
+from pydantic import BaseModel, Field
+
+from node.api.deps import NodeDep, require_roles
+from node.assets import lifecycle
+from node.assets.pools import anchor_draft, asset_registry, import_lines, local_pools
+from node.assets.provenance import build_bundle
+from node.assets.records import LoanStatus
+from node.assets.screening import double_financed_loans, sync_loan_mirror
+from node.auth.apikeys import KeyInfo, Role
+from node.errors import InvalidInput
+
+router = APIRouter(prefix="/assets", tags=["assets"])
+
+Operator = Annotated[KeyInfo, Depends(require_roles(Role.operator))]
+Reader = Annotated[KeyInfo, Depends(require_roles(Role.operator, Role.auditor))]
+Auditor = Annotated[KeyInfo, Depends(require_roles(Role.auditor))]
+_HASH_PATTERN = r"^0x[0-9a-fA-F]{64}$"
+
+
+class AnchorIn(BaseModel):
+    override_reason: str | None = Field(default=None, max_length=1000,
+                                        description="Anchor despite screening findings, for this recorded reason.")
+
+
+class TransferIn(BaseModel):
+    to: str = Field(max_length=64, description="Member id, signing address or bank code of the recipient.")
+
+
+class ServicingIn(BaseModel):
+    period: int = Field(ge=1, lt=2**32)
+    version: int | None = Field(default=None, ge=1, lt=2**32, description="Default: the pool's latest version.")
+    statuses: dict[str, str] | None = Field(default=None, description="loan id (0x-hex) -> status; default: the "
+                                            "statuses of this bank's records of the version.")
+
+
+class AttestationIn(BaseModel):
+    report_sha256: str = Field(pattern=_HASH_PATTERN, description="0x + SHA-256 of the audit report.")
+
+
+class TxOut(BaseModel):
+    tx_hash: str
+    block_number: int
+
+
+@router.post("/pools/{name}/tapes", status_code=status.HTTP_201_CREATED)
+def create_draft(*, name: str, node: NodeDep, _key: Operator,
+                 tape: Annotated[str, Body(media_type="text/csv", description="The loan tape (CSV).")]) -> Any:
+    """Import a loan tape as the pool's draft version; a bad row imports nothing (422 with every bad row)."""
+    return import_lines(node, name, io.StringIO(tape.lstrip("\ufeff"), newline="")).to_json()
+
+
+@router.post("/pools/{name}/anchor", status_code=status.HTTP_201_CREATED)
+def anchor_pool(*, name: str, body: AnchorIn, node: NodeDep, _key: Operator) -> Any:
+    """Screen the pool's draft and anchor it on chain (409 with the findings unless overridden)."""
+    return anchor_draft(node, name, override_reason=body.override_reason).to_json()
+
+
+@router.get("/pools")
+def list_pools(*, node: NodeDep, _key: Reader) -> Any:
+    """This bank's pools and versions."""
+    return local_pools(node)
+
+
+@router.get("/pools/{pool_id}")
+def read_pool(*, pool_id: int, node: NodeDep, _key: Reader) -> Any:
+    """A pool's on-chain state and event history."""
+    registry = asset_registry(node)
+    info = registry.pool(pool_id)
+    return {"pool_id": pool_id, "originator_member_id": info.originator_member_id,
+            "custodian_member_id": info.custodian_member_id,
+            "pending_custodian_member_id": info.pending_custodian_member_id, "version_count": info.version_count,
+            "events": [{"kind": e.kind, "block_number": e.block_number, "tx_hash": e.tx_hash, "sender": e.sender,
+                        "args": {k: ("0x" + v.hex() if isinstance(v, bytes) else v) for k, v in e.args.items()}}
+                       for e in registry.pool_events(pool_id)]}
+
+
+@router.post("/pools/{pool_id}/transfer", response_model=TxOut)
+def propose_transfer(*, pool_id: int, body: TransferIn, node: NodeDep, _key: Operator) -> Any:
+    """Offer the pool to another member; custody moves when that member accepts."""
+    return lifecycle.receipt_json(lifecycle.propose_transfer(node, pool_id, body.to))
+
+
+@router.post("/pools/{pool_id}/accept", response_model=TxOut)
+def accept_transfer(*, pool_id: int, node: NodeDep, _key: Operator) -> Any:
+    """Accept custody of a pool offered to this bank."""
+    return lifecycle.receipt_json(lifecycle.accept_transfer(node, pool_id))
+
+
+@router.post("/pools/{pool_id}/cancel", response_model=TxOut)
+def cancel_transfer(*, pool_id: int, node: NodeDep, _key: Operator) -> Any:
+    """Withdraw this bank's pending transfer proposal."""
+    return lifecycle.receipt_json(lifecycle.cancel_transfer(node, pool_id))
+
+
+@router.post("/pools/{pool_id}/servicing", status_code=status.HTTP_201_CREATED)
+def create_servicing_report(*, pool_id: int, body: ServicingIn, node: NodeDep, _key: Operator) -> Any:
+    """Report the servicing status of a version's loans for a period."""
+    statuses = None if body.statuses is None else _parse_statuses(body.statuses)
+    return lifecycle.report_servicing(node, pool_id, body.period, version=body.version, statuses=statuses).to_json()
+
+
+@router.post("/pools/{pool_id}/versions/{version}/attestations", response_model=TxOut,
+             status_code=status.HTTP_201_CREATED)
+def create_attestation(*, pool_id: int, version: int, body: AttestationIn, node: NodeDep, _key: Auditor) -> Any:
+    """Attest a pool version with an audit report's hash (the node's signer must be an auditor member)."""
+    return lifecycle.receipt_json(lifecycle.attest(node, pool_id, version, bytes.fromhex(body.report_sha256[2:])))
+
+
+@router.get("/loans/{loan_id}/provenance")
+def read_provenance(*, loan_id: str, node: NodeDep, _key: Reader) -> Any:
+    """The loan's provenance bundle, for `alliance audit verify` (loan id or this bank's loan reference)."""
+    return build_bundle(node, loan_id)
+
+
+@router.get("/double-financing")
+def list_double_financing(*, node: NodeDep, _key: Reader) -> Any:
+    """Loan ids active in two or more pools at once, across every bank's pools."""
+    registry = asset_registry(node)
+    sync_loan_mirror(node.store, registry, from_block=node.deployment.contracts["AssetRegistry"].block_number)
+    with node.store.session() as session:
+        return [{"loan_id": "0x" + k.hex(), "pool_ids": v} for k, v in double_financed_loans(session).items()]
+
+
+def _parse_statuses(raw: dict[str, str]) -> dict[bytes, LoanStatus]:
+    parsed: dict[bytes, LoanStatus] = {}
+    for loan_id, name in raw.items():
+        try:
+            key = bytes.fromhex(loan_id.removeprefix("0x"))
+            parsed[key] = LoanStatus[name]
+        except (ValueError, KeyError):
+            raise InvalidInput(f"statuses: need 0x loan ids and one of {[s.name for s in LoanStatus]}",
+                               code="bad_statuses") from None
+        if len(key) != 32:
+            raise InvalidInput("statuses: a loan id is 32 bytes", code="bad_statuses")
+    return parsed

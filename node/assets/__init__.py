@@ -1,0 +1,1 @@
+"""ABS assets: loan tapes, canonical loan records, pool versions anchored on chain, provenance bundles."""

@@ -1,0 +1,53 @@
+"""A pool's history as the AssetRegistry's events tell it, in the JSON shape of provenance bundles.
+
+Shared by the bundle builder (on a node) and the auditor's verifier (on nothing but an RPC endpoint), so
+both derive the same entries from the same events; this module needs no database and no node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from node.chain.asset_registry import PoolEvent
+
+BUNDLE_FORMAT = "alliance-loan-provenance/v1"
+
+
+def hex32(value: bytes) -> str:
+    return "0x" + bytes(value).hex()
+
+
+@dataclass
+class PoolHistory:
+    """A pool's history derived from its events: custody hand-overs, versions, servicing, attestations."""
+
+    custody: list[dict[str, Any]] = field(default_factory=list)
+    versions: list[dict[str, Any]] = field(default_factory=list)
+    servicing: list[dict[str, Any]] = field(default_factory=list)
+    attestations: list[dict[str, Any]] = field(default_factory=list)
+
+
+def pool_history(events: Sequence[PoolEvent]) -> PoolHistory:
+    """The history entries of a pool's events (chain order), in the bundle's JSON shape."""
+    history = PoolHistory()
+    for e in events:
+        where = {"block_number": e.block_number, "tx_hash": e.tx_hash}
+        if e.kind == "registered":
+            history.custody.append({"from_member_id": 0, "to_member_id": e.args["originatorMemberId"], **where})
+        elif e.kind == "transferred":
+            history.custody.append({"from_member_id": e.args["fromMemberId"], "to_member_id": e.args["toMemberId"],
+                                    **where})
+        elif e.kind == "anchored":
+            history.versions.append({"version": e.args["version"], "root": hex32(e.args["root"]),
+                                     "loan_count": e.args["loanCount"],
+                                     "total_principal": str(e.args["totalPrincipal"]), **where})
+        elif e.kind == "servicing":
+            history.servicing.append({"version": e.args["version"], "period": e.args["period"],
+                                      "status_root": hex32(e.args["statusRoot"]),
+                                      "status_counts": list(e.args["statusCounts"]), **where})
+        elif e.kind == "attested":
+            history.attestations.append({"version": e.args["version"], "auditor_member_id": e.args["auditorMemberId"],
+                                         "report_hash": hex32(e.args["reportHash"]), **where})
+    return history

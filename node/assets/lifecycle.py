@@ -1,0 +1,137 @@
+"""A pool's life after anchoring: custody transfers, servicing reports, auditor attestations.
+
+Custody moves in two steps (the holder proposes, the recipient accepts), both enforced on chain.
+A servicing report is a Merkle root over (loan id, status) of every loan of the reported version, in
+version order, with the count per status; the reporter need not hold the loan records (a trustee
+usually does not): the version's loan ids come from the loan-id mirror, and the statuses from a CSV
+(`loan_id,status`) or, for a pool this bank imported, from its stored records.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from node import governance
+from node.assets.pools import asset_registry, load_records
+from node.assets.records import STATUS_ENCODING, LoanStatus
+from node.assets.screening import sync_loan_mirror
+from node.chain.client import Receipt
+from node.errors import InvalidInput, NotFound
+from node.merkle import StandardMerkleTree
+from node.runtime import NodeContext
+from node.store.asset_tables import AssetMirrorLoan, AssetPool, AssetServicingReport, AssetVersion
+
+
+@dataclass(frozen=True)
+class ServicingResult:
+    pool_id: int
+    version: int
+    period: int
+    status_root: bytes
+    status_counts: list[int]
+    receipt: Receipt
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pool_id": self.pool_id, "version": self.version, "period": self.period,
+                "status_root": "0x" + self.status_root.hex(), "status_counts": self.status_counts,
+                "tx_hash": self.receipt.tx_hash, "block_number": self.receipt.block_number}
+
+
+def receipt_json(receipt: Receipt) -> dict[str, Any]:
+    return {"tx_hash": receipt.tx_hash, "block_number": receipt.block_number}
+
+
+def propose_transfer(node: NodeContext, pool_id: int, to: str) -> Receipt:
+    """Offer the pool to another member (id, address or bank code); custody moves when it accepts."""
+    member = governance.find_member(node.registry(), to)
+    return asset_registry(node, signing=True).propose_transfer(pool_id, member.account)
+
+
+def accept_transfer(node: NodeContext, pool_id: int) -> Receipt:
+    return asset_registry(node, signing=True).accept_transfer(pool_id)
+
+
+def cancel_transfer(node: NodeContext, pool_id: int) -> Receipt:
+    return asset_registry(node, signing=True).cancel_transfer(pool_id)
+
+
+def report_hash_of(report: bytes) -> bytes:
+    """What an attestation records of an audit report: its SHA-256 (the report stays off chain)."""
+    return hashlib.sha256(report).digest()
+
+
+def attest(node: NodeContext, pool_id: int, version: int, report_hash: bytes) -> Receipt:
+    """Attest a pool version (the node's signer must be an active auditor member)."""
+    if len(report_hash) != 32:
+        raise InvalidInput("a report hash is 32 bytes (SHA-256)", code="invalid_report_hash")
+    return asset_registry(node, signing=True).attest(pool_id, version, report_hash)
+
+
+def report_servicing(node: NodeContext, pool_id: int, period: int, *, version: int | None = None,
+                     statuses: dict[bytes, LoanStatus] | None = None) -> ServicingResult:
+    """Report the statuses of a version's loans (default: the pool's latest version) for `period`."""
+    registry = asset_registry(node, signing=True)
+    sync_loan_mirror(node.store, registry, from_block=node.deployment.contracts["AssetRegistry"].block_number)
+    if version is None:
+        version = registry.pool(pool_id).version_count
+    with node.store.session() as session:
+        loan_ids = [bytes(i) for i in session.scalars(
+            select(AssetMirrorLoan.loan_id).where(AssetMirrorLoan.pool_id == pool_id,
+                                                  AssetMirrorLoan.version == version)
+            .order_by(AssetMirrorLoan.position))]
+        if not loan_ids:
+            raise NotFound(f"pool {pool_id} has no anchored version {version}", code="version_not_found")
+        if statuses is None:
+            statuses = _statuses_from_records(session, pool_id, version)
+    missing = [i for i in loan_ids if i not in statuses]
+    extra = set(statuses) - set(loan_ids)
+    if missing or extra:
+        raise InvalidInput(f"statuses must cover exactly the {len(loan_ids)} loans of version {version}: "
+                           f"{len(missing)} missing, {len(extra)} not in the version", code="statuses_mismatch")
+    values = [(loan_id, int(statuses[loan_id])) for loan_id in loan_ids]
+    root = StandardMerkleTree.of(values, STATUS_ENCODING).root
+    counts = [0] * len(LoanStatus)
+    for _, status in values:
+        counts[status - 1] += 1
+    receipt = registry.report_servicing(pool_id, version, period, root, counts)
+    with node.store.transaction() as session:
+        session.add(AssetServicingReport(pool_id=pool_id, version=version, period=period, status_root=root,
+                                         statuses=json.dumps([s for _, s in values]), tx_hash=receipt.tx_hash,
+                                         block_number=receipt.block_number))
+    return ServicingResult(pool_id, version, period, root, counts, receipt)
+
+
+def read_status_file(path: Path) -> dict[bytes, LoanStatus]:
+    """Statuses from a CSV with the columns loan_id (0x-hex) and status (a `LoanStatus` name)."""
+    statuses: dict[bytes, LoanStatus] = {}
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        if set(reader.fieldnames or ()) != {"loan_id", "status"}:
+            raise InvalidInput("a status file has exactly the columns loan_id,status", code="bad_status_file")
+        for row in reader:
+            try:
+                loan_id = bytes.fromhex(row["loan_id"].removeprefix("0x"))
+                status = LoanStatus[row["status"].strip().lower()]
+            except (ValueError, KeyError):
+                raise InvalidInput(f"line {reader.line_num}: need a 0x loan id and one of "
+                                   f"{[s.name for s in LoanStatus]}", code="bad_status_file") from None
+            if len(loan_id) != 32 or loan_id in statuses:
+                raise InvalidInput(f"line {reader.line_num}: bad or repeated loan id", code="bad_status_file")
+            statuses[loan_id] = status
+    return statuses
+
+
+def _statuses_from_records(session: Any, pool_id: int, version: int) -> dict[bytes, LoanStatus]:
+    version_ref = session.scalar(select(AssetVersion.id).join(AssetPool, AssetVersion.pool_ref == AssetPool.id)
+                                 .where(AssetPool.pool_id == pool_id, AssetVersion.version == version))
+    if version_ref is None:
+        raise InvalidInput(f"this node holds no records of pool {pool_id} version {version}; give a status file",
+                           code="statuses_required")
+    return {r.loan_id: r.status for r in load_records(session, version_ref)}

@@ -1,0 +1,298 @@
+"""The pool builder: loan tapes become pool versions (Merkle trees) that are screened, then anchored on chain.
+
+A tape is imported as a *draft* version of a named local pool: its records, borrower indicators and tree
+root are stored in one transaction (a rejected tape stores nothing). Anchoring screens the draft (double
+financing against the loan-id mirror, borrower indicators against the fraud ledger), refuses a pool with
+findings unless an override reason is given (the findings and the reason are kept with the version),
+rebuilds the tree from the stored records and checks it still has the imported root, registers the pool
+on chain the first time, then anchors the version with its loan ids.
+
+There is no outbox here (anchoring is a rare operator action): a crash between sending and storing is
+repaired on the next attempt, which adopts the pool registered with the same metadata hash by this member
+and the latest version if it already has the draft's root, instead of sending them again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.orm import Session
+
+from node.assets.loan_tape import LoanTapeRejected, TapeLoan, parse_tape
+from node.assets.records import LEAF_ENCODING, Amortisation, LoanPurpose, LoanRecord, LoanStatus
+from node.assets.screening import Screen, ScreeningFindings, fraud_ledger_screen, screen_version, sync_loan_mirror
+from node.chain.asset_registry import AnchoredVersion, AssetRegistryClient
+from node.errors import AllianceError, Conflict, InvalidInput, NotFound
+from node.ledger.checks import state_policy
+from node.merkle import StandardMerkleTree
+from node.runtime import NodeContext
+from node.store.asset_tables import AssetLoan, AssetLoanIndicator, AssetPool, AssetVersion
+from node.store.db import Store
+from node.store.models import utcnow
+
+INSERT_CHUNK = 5_000
+_RECORD_COLUMNS = ("loan_id", "borrower_hash", "key_epoch", "origination_date", "maturity_date",
+                   "original_principal", "current_principal", "currency", "interest_rate_micros", "purpose",
+                   "amortisation", "status", "arrears_balance")
+
+
+class PoolRefused(AllianceError):
+    """Screening found double financing or blacklisted borrowers, and no override was given."""
+
+    code = "pool_refused"
+    http_status = 409
+
+
+@dataclass(frozen=True)
+class DraftVersion:
+    pool_name: str
+    pool_id: int | None
+    loan_count: int
+    total_principal: int
+    root: bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {"pool": self.pool_name, "pool_id": self.pool_id, "loan_count": self.loan_count,
+                "total_principal": str(self.total_principal), "root": "0x" + self.root.hex(), "state": "draft"}
+
+
+@dataclass(frozen=True)
+class AnchorResult:
+    pool_name: str
+    anchored: AnchoredVersion
+    loan_count: int
+    findings: ScreeningFindings
+    override_reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        a = self.anchored
+        return {"pool": self.pool_name, "pool_id": a.pool_id, "version": a.version, "root": "0x" + a.root.hex(),
+                "loan_count": self.loan_count, "tx_hash": a.tx_hash, "block_number": a.block_number,
+                "gas_used": a.gas_used, "findings": self.findings.to_json(), "override_reason": self.override_reason}
+
+
+def asset_registry(node: NodeContext, *, signing: bool = False) -> AssetRegistryClient:
+    client = node.signing_chain if signing else node.chain
+    return AssetRegistryClient(client, node.deployment.address("AssetRegistry"))
+
+
+def build_tree(records: Sequence[LoanRecord]) -> StandardMerkleTree:
+    """The version's tree: values in tape order, so a loan's position is its value index."""
+    if not records:
+        raise InvalidInput("a pool version needs at least one loan")
+    return StandardMerkleTree.of([r.leaf_values() for r in records], LEAF_ENCODING)
+
+
+def metadata_hash(name: str, originator_code: str) -> bytes:
+    document = json.dumps({"name": name, "originator": originator_code}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(document.encode("utf-8")).digest()
+
+
+# -- import ----------------------------------------------------------------------------------------------------
+def import_tape(node: NodeContext, pool_name: str, path: Path,
+                on_row: Callable[[int], None] | None = None) -> DraftVersion:
+    """Import a loan tape file as the draft of the pool's next version (the pool is created locally if new)."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            return import_lines(node, pool_name, handle, on_row)
+    except UnicodeDecodeError as exc:
+        raise LoanTapeRejected(f"the loan tape is not UTF-8 text (byte {exc.start}); re-export it as UTF-8") \
+            from None
+
+
+def import_lines(node: NodeContext, pool_name: str, lines: Iterable[str],
+                 on_row: Callable[[int], None] | None = None) -> DraftVersion:
+    """Import a loan tape given as CSV lines (e.g. an API request body)."""
+    epoch, key = node.keyring.current()
+    originator = node.settings.bank_code
+    if not originator:
+        raise InvalidInput("this node has no bank code; run `alliance init` first", code="not_initialised")
+    loans = parse_tape(lines, alliance_key=key, key_epoch=epoch, originator_code=originator,
+                       screening_keys=node.keyring.keys(), on_row=on_row)
+    return store_draft(node.store, pool_name, loans, originator_code=originator, key_epoch=epoch)
+
+
+def store_draft(store: Store, pool_name: str, loans: Sequence[TapeLoan], *, originator_code: str,
+                key_epoch: int) -> DraftVersion:
+    """Store parsed loans as the pool's draft, all in one transaction."""
+    name = pool_name.strip()
+    if not name or len(name) > 100:
+        raise InvalidInput("a pool name has 1 to 100 characters")
+    records = [loan.record for loan in loans]
+    currencies = sorted({r.currency for r in records})
+    if len(currencies) > 1:
+        raise InvalidInput(f"a pool version's loans share one currency (its total principal goes on chain); "
+                           f"this tape has {', '.join(currencies)}", code="mixed_currencies")
+    root = build_tree(records).root
+    total = sum(r.current_principal for r in records)
+    with store.transaction() as session:
+        pool = session.scalar(select(AssetPool).where(AssetPool.name == name))
+        if pool is None:
+            pool = AssetPool(name=name, originator_code=originator_code,
+                             metadata_hash=metadata_hash(name, originator_code))
+            session.add(pool)
+            session.flush()
+        elif session.scalar(select(AssetVersion.id).where(AssetVersion.pool_ref == pool.id,
+                                                          AssetVersion.state == "draft")) is not None:
+            raise Conflict(f"pool {name!r} already has a draft version; anchor it first", code="draft_exists")
+        version = AssetVersion(pool_ref=pool.id, state="draft", root=root, loan_count=len(records),
+                               total_principal=str(total), key_epoch=key_epoch)
+        session.add(version)
+        session.flush()
+        _insert_loans(session, version.id, loans)
+        return DraftVersion(name, pool.pool_id, len(records), total, root)
+
+
+def _insert_loans(session: Session, version_ref: int, loans: Sequence[TapeLoan]) -> None:
+    for start in range(0, len(loans), INSERT_CHUNK):
+        chunk = loans[start:start + INSERT_CHUNK]
+        rows: list[dict[str, Any]] = []
+        indicators: list[dict[str, Any]] = []
+        for position, loan in enumerate(chunk, start=start):
+            r = loan.record
+            rows.append({"version_ref": version_ref, "position": position, "loan_reference": loan.loan_reference,
+                         "originator_code": loan.originator_code, **{c: getattr(r, c) for c in _RECORD_COLUMNS}})
+            indicators.extend({"version_ref": version_ref, "position": position, "identifier_type": kind,
+                               "epoch": epoch, "indicator": value} for kind, epoch, value in loan.indicators)
+        session.execute(insert(AssetLoan), rows)
+        session.execute(insert(AssetLoanIndicator), indicators)
+
+
+def load_records(session: Session, version_ref: int) -> list[LoanRecord]:
+    """A version's records in tape order."""
+    rows = session.execute(select(*(getattr(AssetLoan, c) for c in _RECORD_COLUMNS))
+                           .where(AssetLoan.version_ref == version_ref).order_by(AssetLoan.position))
+    return [LoanRecord(bytes(r[0]), bytes(r[1]), r[2], r[3], r[4], r[5], r[6], r[7], r[8], LoanPurpose(r[9]),
+                       Amortisation(r[10]), LoanStatus(r[11]), r[12]) for r in rows]
+
+
+# -- anchoring -------------------------------------------------------------------------------------------------
+def discard_draft(node: NodeContext, pool_name: str) -> None:
+    with node.store.transaction() as session:
+        _pool, draft = _draft_of(session, pool_name)
+        for table in (AssetLoanIndicator, AssetLoan):
+            session.execute(delete(table).where(table.version_ref == draft.id))
+        session.delete(draft)
+
+
+@dataclass(frozen=True)
+class _Screened:
+    pool_id: int | None
+    pool_row_id: int
+    metadata_hash: bytes
+    draft_id: int
+    records: list[LoanRecord]
+    tree: StandardMerkleTree
+    findings: ScreeningFindings
+
+
+def anchor_draft(node: NodeContext, pool_name: str, *, override_reason: str | None = None,
+                 screen: Screen | None = None) -> AnchorResult:
+    """Screen and anchor the pool's draft. Findings without `override_reason` raise PoolRefused; either way
+    the findings are recorded on the version."""
+    registry = asset_registry(node, signing=True)
+    sync_loan_mirror(node.store, registry, from_block=_registry_block(node))
+    screened = _screen_draft(node, registry, pool_name, screen)
+    findings, records = screened.findings, screened.records
+    reason = (override_reason or "").strip() or None
+    if findings and reason is None:
+        _record_findings(node, screened.draft_id, findings, None)
+        raise PoolRefused(f"pool {pool_name!r} not anchored: {findings.summary()}; pass an override reason to "
+                          "anchor it anyway", details=findings.details())
+    pool_id = screened.pool_id if screened.pool_id is not None else _register(node, registry, screened)
+    tree = screened.tree
+    anchored = _anchored_earlier(registry, pool_id, tree.root) or registry.anchor_version(
+        pool_id, tree.root, sum(r.current_principal for r in records), [r.loan_id for r in records])
+    with node.store.transaction() as session:
+        row = session.get_one(AssetVersion, screened.draft_id)
+        row.state, row.version, row.tx_hash = "anchored", anchored.version, anchored.tx_hash
+        row.block_number, row.gas_used, row.anchored_at = anchored.block_number, anchored.gas_used, utcnow()
+        row.findings, row.override_reason = json.dumps(findings.to_json()), reason
+    sync_loan_mirror(node.store, registry, from_block=_registry_block(node))
+    return AnchorResult(pool_name, anchored, len(records), findings, reason)
+
+
+def _screen_draft(node: NodeContext, registry: AssetRegistryClient, pool_name: str,
+                  screen: Screen | None) -> _Screened:
+    """The draft's records and findings, after checking they still hash to the imported root. A pool
+    registered by an earlier attempt that crashed before storing its id is adopted first, so that its own
+    loans are not taken for double financing."""
+    with node.store.transaction() as session:
+        pool, draft = _draft_of(session, pool_name)
+        if pool.pool_id is None:
+            earlier = registry.pools_registered_by(node.member_id, bytes(pool.metadata_hash),
+                                                   from_block=_registry_block(node))
+            pool.pool_id = earlier[0] if earlier else None
+        check = screen if screen is not None else fraud_ledger_screen(session, policy=state_policy(node))
+        findings = screen_version(session, draft.id, own_pool_id=pool.pool_id, screen=check,
+                                  keys=node.keyring.keys())
+        records = load_records(session, draft.id)
+        tree = build_tree(records)
+        if tree.root != bytes(draft.root):
+            raise Conflict(f"the stored loans of pool {pool_name!r} no longer hash to the imported root",
+                           code="draft_corrupted")
+        return _Screened(pool.pool_id, pool.id, bytes(pool.metadata_hash), draft.id, records, tree, findings)
+
+
+def _register(node: NodeContext, registry: AssetRegistryClient, screened: _Screened) -> int:
+    pool_id, _receipt = registry.register_pool(screened.metadata_hash)
+    with node.store.transaction() as session:
+        session.get_one(AssetPool, screened.pool_row_id).pool_id = pool_id
+    return pool_id
+
+
+def _anchored_earlier(registry: AssetRegistryClient, pool_id: int, root: bytes) -> AnchoredVersion | None:
+    """The pool's latest version if it already has this root: an earlier anchor whose receipt was lost."""
+    count = registry.pool(pool_id).version_count
+    if count == 0 or registry.version(pool_id, count).root != root:
+        return None
+    event = next(e for e in reversed(registry.pool_events(pool_id)) if e.kind == "anchored")
+    return AnchoredVersion(pool_id, count, root, event.tx_hash, event.block_number, 0)
+
+
+def _record_findings(node: NodeContext, version_ref: int, findings: ScreeningFindings, reason: str | None) -> None:
+    with node.store.transaction() as session:
+        row = session.get_one(AssetVersion, version_ref)
+        row.findings, row.override_reason = json.dumps(findings.to_json()), reason
+
+
+def _draft_of(session: Session, pool_name: str) -> tuple[AssetPool, AssetVersion]:
+    pool = session.scalar(select(AssetPool).where(AssetPool.name == pool_name))
+    if pool is None:
+        raise NotFound(f"no local pool named {pool_name!r}", code="pool_not_found")
+    draft = session.scalar(select(AssetVersion).where(AssetVersion.pool_ref == pool.id,
+                                                      AssetVersion.state == "draft"))
+    if draft is None:
+        raise NotFound(f"pool {pool_name!r} has no draft version; import a loan tape first", code="no_draft")
+    return pool, draft
+
+
+def _registry_block(node: NodeContext) -> int:
+    return node.deployment.contracts["AssetRegistry"].block_number
+
+
+# -- reading ---------------------------------------------------------------------------------------------------
+def local_pools(node: NodeContext) -> list[dict[str, Any]]:
+    """This bank's pools and their versions (drafts included), newest version last."""
+    with node.store.session() as session:
+        pools = session.scalars(select(AssetPool).order_by(AssetPool.id)).all()
+        result = []
+        for pool in pools:
+            versions = session.scalars(select(AssetVersion).where(AssetVersion.pool_ref == pool.id)
+                                       .order_by(AssetVersion.id)).all()
+            result.append({"name": pool.name, "pool_id": pool.pool_id, "originator_code": pool.originator_code,
+                           "versions": [_version_json(v) for v in versions]})
+        return result
+
+
+def _version_json(v: AssetVersion) -> dict[str, Any]:
+    return {"state": v.state, "version": v.version, "root": "0x" + bytes(v.root).hex(), "loan_count": v.loan_count,
+            "total_principal": v.total_principal, "tx_hash": v.tx_hash, "block_number": v.block_number,
+            "findings": json.loads(v.findings) if v.findings else None, "override_reason": v.override_reason}

@@ -1,0 +1,112 @@
+"""Provenance bundles: everything an auditor needs to check one loan against the chain, as one JSON file.
+
+A bundle holds the loan's canonical record, its leaf and Merkle proof, the pool and version it belongs
+to, the chain id and registry address, the pool's history as of a block (anchoring, custody, servicing,
+attestations) and the loan's status in the servicing reports this node sent, each with a proof to the
+report's status root. Nothing in it is trusted: `node.assets.verify` recomputes the leaf from the
+record, walks the proof to a root, and compares that root and every history entry with the chain.
+The history is derived from the AssetRegistry's events by `node.assets.history`, which the verifier
+reuses on the events it fetches itself.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from node.assets.history import BUNDLE_FORMAT, hex32, pool_history
+from node.assets.pools import asset_registry, build_tree, load_records
+from node.assets.records import LEAF_ENCODING, STATUS_ENCODING, LoanRecord, LoanStatus
+from node.chain.asset_registry import AssetRegistryClient
+from node.errors import InvalidInput, NotFound
+from node.merkle import StandardMerkleTree
+from node.runtime import NodeContext
+from node.store.asset_tables import AssetLoan, AssetMirrorLoan, AssetPool, AssetServicingReport, AssetVersion
+
+
+def build_bundle(node: NodeContext, reference: str) -> dict[str, Any]:
+    """The provenance bundle of a loan this bank anchored, by loan id (0x-hex) or local loan reference.
+
+    The loan's newest anchored version is used; the history is read from the chain, as of its head.
+    """
+    with node.store.session() as session:
+        query = (select(AssetLoan.position, AssetVersion.id, AssetVersion.version, AssetPool.pool_id)
+                 .join(AssetVersion, AssetLoan.version_ref == AssetVersion.id)
+                 .join(AssetPool, AssetVersion.pool_ref == AssetPool.id)
+                 .where(AssetVersion.state == "anchored")
+                 .order_by(AssetVersion.block_number.desc()).limit(1))
+        if reference.startswith("0x"):
+            try:
+                loan_id = bytes.fromhex(reference[2:])
+            except ValueError:
+                raise InvalidInput("a loan id is 0x + 64 hex digits", code="invalid_loan_id") from None
+            query = query.where(AssetLoan.loan_id == loan_id)
+        else:
+            query = query.where(AssetLoan.loan_reference == reference)
+        found = session.execute(query).first()
+        if found is None:
+            raise NotFound(f"no anchored loan {reference!r} in this node's pools", code="loan_not_found")
+        position, version_ref, version, pool_id = found
+        if pool_id is None or version is None:  # an anchored version always has both
+            raise NotFound(f"loan {reference!r} is in no anchored version", code="loan_not_found")
+        records = load_records(session, version_ref)
+        statuses = loan_statuses(session, pool_id, records[position].loan_id)
+    return bundle_for(asset_registry(node), pool_id, version, records, position, statuses)
+
+
+def loan_statuses(session: Session, pool_id: int, loan_id: bytes) -> list[dict[str, Any]]:
+    """The loan's status in each servicing report this node sent for the pool, with its proof to the
+    report's status root (reports by other custodians are not held here; the chain lists them all)."""
+    entries = []
+    reports = session.scalars(select(AssetServicingReport).where(AssetServicingReport.pool_id == pool_id)
+                              .order_by(AssetServicingReport.period))
+    for report in reports:
+        loan_ids = [bytes(i) for i in session.scalars(
+            select(AssetMirrorLoan.loan_id).where(AssetMirrorLoan.pool_id == pool_id,
+                                                  AssetMirrorLoan.version == report.version)
+            .order_by(AssetMirrorLoan.position))]
+        if loan_id not in loan_ids:
+            continue
+        statuses = json.loads(report.statuses)
+        tree = StandardMerkleTree.of(list(zip(loan_ids, statuses, strict=True)), STATUS_ENCODING)
+        if tree.root != bytes(report.status_root):
+            continue  # the mirror lost this version's ids; no proof rather than a wrong one
+        position = loan_ids.index(loan_id)
+        entries.append({"period": report.period, "status": LoanStatus(statuses[position]).name,
+                        "proof": [hex32(node) for node in tree.proof(position)]})
+    return entries
+
+
+def bundle_for(registry: AssetRegistryClient, pool_id: int, version: int, records: Sequence[LoanRecord],
+               position: int, statuses: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The bundle of the loan at `position` of an anchored version whose records are `records`."""
+    tree = build_tree(records)
+    record = records[position]
+    head = registry.chain.block_number()
+    history = pool_history(registry.pool_events(pool_id, to_block=head))
+    anchor = next((v for v in history.versions if v["version"] == version), None)
+    if anchor is None or anchor["root"] != hex32(tree.root):
+        raise NotFound(f"version {version} of pool {pool_id} is not anchored on chain with this node's root",
+                       code="version_not_on_chain")
+    return {
+        "format": BUNDLE_FORMAT,
+        "chain_id": registry.chain.chain_id,
+        "registry": registry.address,
+        "pool_id": pool_id,
+        "version": version,
+        "record": record.to_json(),
+        "leaf_encoding": list(LEAF_ENCODING),
+        "leaf": hex32(record.leaf()),
+        "proof": [hex32(node) for node in tree.proof(position)],
+        "root": hex32(tree.root),
+        "anchor": {"block_number": anchor["block_number"], "tx_hash": anchor["tx_hash"]},
+        "custody": history.custody,
+        "servicing": history.servicing,
+        "loan_statuses": statuses or [],
+        "attestations": history.attestations,
+        "as_of_block": head,
+    }

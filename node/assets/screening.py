@@ -1,0 +1,183 @@
+"""Screening of pools: double financing (one loan id active in two pools) and blacklisted borrowers.
+
+Double financing is checked against the loan-id mirror, a materialised view of every bank's
+LoanIdsPublished events: a loan is *active* in a pool when it is in that pool's latest anchored version,
+so a loan moved from pool 1 to pool 2 (and dropped from pool 1's next version) is not flagged, while
+the classic fraud, one loan pledged to two pools at once, is. Blacklist screening takes a `Screen`
+callable (borrower indicators in, the listed ones out), by default the fraud-ledger mirror's derived
+indicator states (`fraud_ledger_screen`), so a pool is screened by the rules a credit check applies.
+
+The mirror follows the chain with a cursor (`sync_state` row of the AssetRegistry address). It does not
+rewind on reorganisations: the consortium chain (QBFT) has immediate finality; on a chain without it,
+rebuild the mirror (`rebuild_loan_mirror`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, select
+from sqlalchemy.orm import Session
+
+from node.assets.records import loan_id_of
+from node.chain.asset_registry import AssetRegistryClient
+from node.ledger.indicator_state import StatePolicy, derive_state
+from node.ledger.mirror import facts_for
+from node.store.asset_tables import AssetLoan, AssetLoanIndicator, AssetMirrorLoan, AssetMirrorVersion
+from node.store.db import Store
+from node.store.ledger_tables import SyncState
+from node.store.models import utcnow
+
+Screen = Callable[[set[bytes]], set[bytes]]
+QUERY_CHUNK = 500  # bind parameters per IN list
+
+
+@dataclass
+class ScreeningFindings:
+    """What screening found in one version: loan ids active in other pools, and listed borrower indicators."""
+
+    double_financed: dict[bytes, list[int]] = field(default_factory=dict)  # loan id -> other pools
+    blacklisted: dict[int, list[bytes]] = field(default_factory=dict)  # position -> listed indicators
+
+    def __bool__(self) -> bool:
+        return bool(self.double_financed or self.blacklisted)
+
+    def summary(self) -> str:
+        parts = []
+        if self.double_financed:
+            parts.append(f"{len(self.double_financed)} loan(s) already active in another pool")
+        if self.blacklisted:
+            parts.append(f"{len(self.blacklisted)} loan(s) with a borrower on the fraud ledger")
+        return ", ".join(parts) or "no findings"
+
+    def details(self) -> list[dict[str, object]]:
+        found: list[dict[str, object]] = [{"code": "double_financed", "loan_id": "0x" + k.hex(), "pools": v}
+                                          for k, v in self.double_financed.items()]
+        found.extend({"code": "blacklisted_borrower", "position": p, "indicators": ["0x" + i.hex() for i in v]}
+                     for p, v in self.blacklisted.items())
+        return found
+
+    def to_json(self) -> dict[str, Any]:
+        return {"summary": self.summary(), "details": self.details()}
+
+
+# -- mirror ----------------------------------------------------------------------------------------------------
+def sync_loan_mirror(store: Store, registry: AssetRegistryClient, *, from_block: int = 0) -> int:
+    """Bring the loan-id mirror up to the chain head; returns the number of versions added."""
+    head = registry.chain.block_number()
+    with store.transaction() as session:
+        cursor = session.get(SyncState, registry.address)
+        if cursor is None:
+            cursor = SyncState(contract=registry.address, last_block=from_block - 1)
+            session.add(cursor)
+        start = cursor.last_block + 1
+        if start > head:
+            return 0
+        published = registry.published_loan_ids(from_block=start, to_block=head)
+        for item in published:
+            if session.get(AssetMirrorVersion, (item.pool_id, item.version)) is not None:
+                continue
+            session.add(AssetMirrorVersion(pool_id=item.pool_id, version=item.version,
+                                           loan_count=len(item.loan_ids), block_number=item.block_number,
+                                           tx_hash=item.tx_hash))
+            rows = [{"pool_id": item.pool_id, "version": item.version, "position": i, "loan_id": loan_id}
+                    for i, loan_id in enumerate(item.loan_ids)]
+            for begin in range(0, len(rows), 5_000):
+                session.execute(insert(AssetMirrorLoan), rows[begin:begin + 5_000])
+        cursor.last_block, cursor.chain_head, cursor.synced_at = head, head, utcnow()
+        return len(published)
+
+
+def rebuild_loan_mirror(store: Store, registry: AssetRegistryClient, *, from_block: int = 0) -> int:
+    with store.transaction() as session:
+        session.execute(delete(AssetMirrorLoan))
+        session.execute(delete(AssetMirrorVersion))
+        session.execute(delete(SyncState).where(SyncState.contract == registry.address))
+    return sync_loan_mirror(store, registry, from_block=from_block)
+
+
+def _latest_versions() -> Any:
+    return (select(AssetMirrorVersion.pool_id, func.max(AssetMirrorVersion.version).label("version"))
+            .group_by(AssetMirrorVersion.pool_id).subquery())
+
+
+def active_pools_of(session: Session, loan_ids: Iterable[bytes]) -> dict[bytes, list[int]]:
+    """For each given loan id, the pools whose latest version contains it."""
+    latest = _latest_versions()
+    found: dict[bytes, set[int]] = defaultdict(set)
+    ids = list(dict.fromkeys(loan_ids))
+    for start in range(0, len(ids), QUERY_CHUNK):
+        query = (select(AssetMirrorLoan.loan_id, AssetMirrorLoan.pool_id)
+                 .join(latest, and_(AssetMirrorLoan.pool_id == latest.c.pool_id,
+                                    AssetMirrorLoan.version == latest.c.version))
+                 .where(AssetMirrorLoan.loan_id.in_(ids[start:start + QUERY_CHUNK])))
+        for loan_id, pool_id in session.execute(query):
+            found[bytes(loan_id)].add(int(pool_id))
+    return {k: sorted(v) for k, v in found.items()}
+
+
+def double_financed_loans(session: Session) -> dict[bytes, list[int]]:
+    """Every loan id active in two or more pools at once, across all banks, from the mirror."""
+    latest = _latest_versions()
+    active = (select(AssetMirrorLoan.loan_id, AssetMirrorLoan.pool_id)
+              .join(latest, and_(AssetMirrorLoan.pool_id == latest.c.pool_id,
+                                 AssetMirrorLoan.version == latest.c.version)).subquery())
+    flagged = (select(active.c.loan_id).group_by(active.c.loan_id)
+               .having(func.count(func.distinct(active.c.pool_id)) > 1))
+    rows = session.execute(select(active.c.loan_id, active.c.pool_id).where(active.c.loan_id.in_(flagged)))
+    found: dict[bytes, set[int]] = defaultdict(set)
+    for loan_id, pool_id in rows:
+        found[bytes(loan_id)].add(int(pool_id))
+    return {k: sorted(v) for k, v in found.items()}
+
+
+# -- screening a draft -----------------------------------------------------------------------------------------
+def screen_version(session: Session, version_ref: int, *, own_pool_id: int | None, screen: Screen,
+                   keys: Mapping[int, bytes] | None = None) -> ScreeningFindings:
+    """Findings of a local version: its loans active in other pools, and its listed borrower indicators.
+
+    A loan id depends on the key epoch, so each loan is also looked up under its id in every other epoch
+    of `keys` (epoch -> alliance key): a loan pledged before a key rotation is still found.
+    """
+    aliases: dict[bytes, bytes] = {}  # loan id in any epoch -> the version's loan id
+    for loan_id, originator, reference, epoch in session.execute(
+            select(AssetLoan.loan_id, AssetLoan.originator_code, AssetLoan.loan_reference, AssetLoan.key_epoch)
+            .where(AssetLoan.version_ref == version_ref)):
+        aliases[bytes(loan_id)] = bytes(loan_id)
+        for other_epoch, key in (keys or {}).items():
+            if other_epoch != epoch:
+                aliases[loan_id_of(key, originator, reference)] = bytes(loan_id)
+    findings = ScreeningFindings()
+    for alias, pools in active_pools_of(session, aliases).items():
+        others = [p for p in pools if p != own_pool_id]
+        if others:
+            found = findings.double_financed.setdefault(aliases[alias], [])
+            found.extend(p for p in others if p not in found)
+    by_position: dict[int, list[bytes]] = defaultdict(list)
+    for position, indicator in session.execute(select(AssetLoanIndicator.position, AssetLoanIndicator.indicator)
+                                               .where(AssetLoanIndicator.version_ref == version_ref)):
+        by_position[int(position)].append(bytes(indicator))
+    listed = screen({i for indicators in by_position.values() for i in indicators})
+    for position, indicators in sorted(by_position.items()):
+        hits = [i for i in indicators if i in listed]
+        if hits:
+            findings.blacklisted[position] = hits
+    return findings
+
+
+def fraud_ledger_screen(session: Session, *, policy: StatePolicy, at: int | None = None) -> Screen:
+    """A screen over the fraud-ledger mirror: the indicators whose derived state is active at `at` (the same
+    rules as a credit check: validity, revocation, lapsed disputes). Any live listing stops a pool until a
+    human overrides it, whatever its confidence."""
+    when = int(time.time()) if at is None else at
+
+    def screen(indicators: set[bytes]) -> set[bytes]:
+        facts = facts_for(session, sorted(indicators), reactions_without_records=False)
+        return {indicator for indicator, (records, reactions) in facts.items()
+                if derive_state(indicator, records, reactions, at=when, policy=policy).active}
+
+    return screen

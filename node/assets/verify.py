@@ -1,0 +1,348 @@
+"""The auditor's verification of a provenance bundle, trusting nothing but a chain endpoint.
+
+No database, data dir or node configuration is involved: the checks read the AssetRegistry (and the
+AllianceRegistry it names) over JSON-RPC. In order:
+
+1. `bundle`: the file is a well-formed bundle of this format, with the standard leaf encoding;
+2. `chain`: the endpoint is the bundle's chain, and the registry address holds the AssetRegistry;
+3. `record`: the record hashes to the bundle's leaf (any edited field changes it);
+4. `proof`: the proof leads from that leaf to the bundle's root;
+5. `anchor`: that root is the one anchored on chain for the pool version, the contract's own
+   `verifyLoan` agrees, and the anchoring entry (block, transaction) is the chain's;
+6. `versions`: the pool's versions were anchored as 1, 2, 3, ... in chain order, each by the custodian
+   of the moment whose signer was then an active member;
+7. `custody`: the bundle's custody chain is the chain's, every hand-over was proposed by the holder and
+   accepted by the recipient's signer while an active member;
+8. `servicing`: reports came from the custodian of the moment, periods strictly increasing, each about a
+   version already anchored, the bundle lists exactly the chain's reports, and each status it claims for
+   the loan is proven against its period's status root;
+9. `attestations`: each came from a signer that was then an active auditor, as listed in the bundle.
+
+History is compared as of the bundle's `as_of_block`; later events are reported, not held against it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from node.assets.history import BUNDLE_FORMAT, PoolHistory, hex32, pool_history
+from node.assets.records import LEAF_ENCODING, STATUS_ENCODING, LoanRecord, LoanStatus
+from node.chain.asset_registry import AssetRegistryClient, PoolEvent
+from node.chain.client import ChainClient
+from node.chain.errors import ChainError, ChainUnavailable
+from node.chain.registry import MemberRole, MemberStatus
+from node.merkle import MerkleTreeError, standard_leaf_hash, verify_proof
+
+_BUNDLE_KEYS = {"format", "chain_id", "registry", "pool_id", "version", "record", "leaf_encoding", "leaf",
+                "proof", "root", "anchor", "custody", "servicing", "loan_statuses", "attestations", "as_of_block"}
+
+
+class BundleInvalid(ValueError):
+    """The bundle is not a well-formed provenance bundle."""
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class Verdict:
+    checks: list[Check] = field(default_factory=list)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+    @property
+    def failures(self) -> list[Check]:
+        return [c for c in self.checks if not c.ok]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"verified": self.ok, "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
+                "facts": self.facts}
+
+
+class _Failed(Exception):
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+def verify_bundle(bundle: Any, rpc_url: str, registry_address: str) -> Verdict:
+    """Check `bundle` (parsed JSON) against the chain at `rpc_url`; never raises for a bad bundle."""
+    verdict = Verdict()
+
+    def run(name: str, check: Callable[[], str]) -> bool:
+        try:
+            verdict.checks.append(Check(name, True, check()))
+            return True
+        except _Failed as failed:
+            verdict.checks.append(Check(name, False, failed.detail))
+        except ChainUnavailable:
+            raise
+        except ChainError as exc:
+            verdict.checks.append(Check(name, False, f"chain refused the lookup: {exc}"))
+        return False
+
+    parsed: dict[str, Any] = {}
+    if not run("bundle", lambda: _parse(bundle, parsed)):
+        return verdict
+    registry = AssetRegistryClient(ChainClient(rpc_url), registry_address)
+    if not run("chain", lambda: _check_chain(registry, parsed)):
+        return verdict
+    record: LoanRecord = parsed["record"]
+    verdict.facts.update(loan_id=hex32(record.loan_id), pool_id=parsed["pool_id"], version=parsed["version"],
+                         registry=registry.address, as_of_block=parsed["as_of_block"])
+    run("record", lambda: _check_record(parsed))
+    run("proof", lambda: _check_proof(parsed))
+    events = registry.pool_events(parsed["pool_id"], to_block=parsed["as_of_block"])
+    history = pool_history(events)
+    run("anchor", lambda: _check_anchor(registry, parsed, history))
+    roles = _RoleBook(registry)
+    run("versions", lambda: _check_versions(events, roles))
+    run("custody", lambda: _check_custody(events, history, parsed, roles))
+    run("servicing", lambda: _check_servicing(events, history, parsed, roles))
+    run("attestations", lambda: _check_attestations(events, history, parsed, roles))
+    if history.custody:
+        verdict.facts["custodian_member_id_now"] = registry.pool(parsed["pool_id"]).custodian_member_id
+    return verdict
+
+
+# -- parsing ---------------------------------------------------------------------------------------------------
+def _parse(bundle: Any, parsed: dict[str, Any]) -> str:
+    if not isinstance(bundle, dict):
+        raise _Failed("the bundle is not a JSON object")
+    if bundle.get("format") != BUNDLE_FORMAT:
+        raise _Failed(f"format is {bundle.get('format')!r}, expected {BUNDLE_FORMAT!r}")
+    if set(bundle) != _BUNDLE_KEYS:
+        raise _Failed(f"fields differ: missing {sorted(_BUNDLE_KEYS - set(bundle))}, "
+                      f"unexpected {sorted(set(bundle) - _BUNDLE_KEYS)}")
+    if bundle["leaf_encoding"] != list(LEAF_ENCODING):
+        raise _Failed(f"leaf_encoding is not the standard loan encoding {list(LEAF_ENCODING)}")
+    try:
+        parsed["record"] = LoanRecord.from_json(bundle["record"])
+    except ValueError as exc:
+        raise _Failed(f"malformed record: {exc}") from None
+    for name in ("chain_id", "pool_id", "version", "as_of_block"):
+        value = bundle[name]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise _Failed(f"{name} must be a positive integer")
+        parsed[name] = value
+    parsed["leaf"] = _hash32(bundle["leaf"], "leaf")
+    parsed["root"] = _hash32(bundle["root"], "root")
+    if not isinstance(bundle["proof"], list):
+        raise _Failed("proof must be a list of 0x-hex hashes")
+    parsed["proof"] = [_hash32(node, f"proof[{i}]") for i, node in enumerate(bundle["proof"])]
+    for name in ("anchor",):
+        if not isinstance(bundle[name], dict):
+            raise _Failed(f"{name} must be an object")
+    for name in ("custody", "servicing", "loan_statuses", "attestations"):
+        if not isinstance(bundle[name], list) or not all(isinstance(e, dict) for e in bundle[name]):
+            raise _Failed(f"{name} must be a list of objects")
+    parsed.update(anchor=bundle["anchor"], custody=bundle["custody"], servicing=bundle["servicing"],
+                  loan_statuses=bundle["loan_statuses"], attestations=bundle["attestations"],
+                  registry=bundle["registry"])
+    return f"well-formed bundle of loan {bundle['record'].get('loan_id')}"
+
+
+def _hash32(value: Any, where: str) -> bytes:
+    if not (isinstance(value, str) and value.startswith("0x") and len(value) == 66):
+        raise _Failed(f"{where} must be 0x + 64 hex digits")
+    try:
+        return bytes.fromhex(value[2:])
+    except ValueError:
+        raise _Failed(f"{where} must be 0x + 64 hex digits") from None
+
+
+# -- checks ----------------------------------------------------------------------------------------------------
+def _check_chain(registry: AssetRegistryClient, parsed: dict[str, Any]) -> str:
+    chain_id = registry.chain.chain_id
+    if chain_id != parsed["chain_id"]:
+        raise _Failed(f"the endpoint serves chain {chain_id}, the bundle is for chain {parsed['chain_id']}")
+    if str(parsed["registry"]).lower() != registry.address.lower():
+        raise _Failed(f"the bundle names registry {parsed['registry']}, verifying against {registry.address}")
+    if not registry.chain.has_code(registry.address):
+        raise _Failed(f"no contract at {registry.address}")
+    try:
+        registry.pool_count()
+    except ChainError:
+        raise _Failed(f"{registry.address} does not answer as an AssetRegistry") from None
+    head = registry.chain.block_number()
+    if parsed["as_of_block"] > head:
+        raise _Failed(f"as_of_block {parsed['as_of_block']} is beyond the chain head {head}")
+    return f"chain {chain_id}, AssetRegistry at {registry.address}, head {head}"
+
+
+def _check_record(parsed: dict[str, Any]) -> str:
+    leaf = parsed["record"].leaf()
+    if leaf != parsed["leaf"]:
+        raise _Failed(f"the record hashes to leaf {hex32(leaf)}, not the bundle's {hex32(parsed['leaf'])}: "
+                      "the record was altered")
+    return f"record hashes to leaf {hex32(leaf)}"
+
+
+def _check_proof(parsed: dict[str, Any]) -> str:
+    try:
+        linked = verify_proof(parsed["root"], parsed["leaf"], parsed["proof"])
+    except MerkleTreeError as exc:
+        raise _Failed(f"malformed proof: {exc}") from None
+    if not linked:
+        raise _Failed("the proof does not lead from the leaf to the bundle's root: the proof or root was altered")
+    return f"proof of {len(parsed['proof'])} nodes leads to root {hex32(parsed['root'])}"
+
+
+def _check_anchor(registry: AssetRegistryClient, parsed: dict[str, Any], history: PoolHistory) -> str:
+    pool_id, version = parsed["pool_id"], parsed["version"]
+    entry = next((v for v in history.versions if v["version"] == version), None)
+    if entry is None:
+        raise _Failed(f"pool {pool_id} had no version {version} anchored by block {parsed['as_of_block']}")
+    if entry["root"] != hex32(parsed["root"]):
+        raise _Failed(f"version {version} of pool {pool_id} is anchored with root {entry['root']}, not the "
+                      f"bundle's {hex32(parsed['root'])}: wrong version or altered root")
+    on_chain = registry.version(pool_id, version)
+    if on_chain.root != parsed["root"]:
+        raise _Failed(f"the registry's version {version} has root {hex32(on_chain.root)}")
+    if not registry.verify_loan(pool_id, version, parsed["leaf"], parsed["proof"]):
+        raise _Failed("the contract's verifyLoan rejects the leaf and proof")
+    claimed = parsed["anchor"]
+    if (claimed.get("block_number"), claimed.get("tx_hash")) != (entry["block_number"], entry["tx_hash"]):
+        raise _Failed(f"the bundle's anchor {claimed} is not the chain's (block {entry['block_number']}, "
+                      f"tx {entry['tx_hash']})")
+    return (f"root anchored as version {version} of pool {pool_id} in block {entry['block_number']}; "
+            "verifyLoan on chain agrees")
+
+
+class _RoleBook:
+    """Member id, role and status of signers at given blocks, read from the AllianceRegistry (cached)."""
+
+    def __init__(self, registry: AssetRegistryClient) -> None:
+        self._registry = registry
+        self._cache: dict[tuple[str, int], tuple[int, int, int]] = {}
+
+    def require(self, event: PoolEvent, member_id: int, role: MemberRole, what: str) -> None:
+        # The state the contract checked: the end of the previous block.
+        key = (event.sender, event.block_number - 1)
+        if key not in self._cache:
+            self._cache[key] = self._registry.member_at(event.sender, event.block_number - 1)
+        actual_id, actual_role, status = self._cache[key]
+        if actual_id != member_id:
+            raise _Failed(f"{what} in block {event.block_number} was signed by {event.sender}, member "
+                          f"{actual_id}, not member {member_id}")
+        if actual_role != role or status != MemberStatus.active:
+            raise _Failed(f"{what} in block {event.block_number}: signer {event.sender} was not an active "
+                          f"{role.name} then (role {MemberRole(actual_role).name}, status "
+                          f"{MemberStatus(status).name})")
+
+
+def _custodians(events: Sequence[PoolEvent]) -> list[tuple[PoolEvent, int]]:
+    """Each event with the pool's custodian just before it."""
+    custodian, result = 0, []
+    for e in events:
+        result.append((e, custodian))
+        if e.kind == "registered":
+            custodian = e.args["originatorMemberId"]
+        elif e.kind == "transferred":
+            custodian = e.args["toMemberId"]
+    return result
+
+
+def _check_versions(events: Sequence[PoolEvent], roles: _RoleBook) -> str:
+    expected = 1
+    for e, custodian in _custodians(events):
+        if e.kind != "anchored":
+            continue
+        if e.args["version"] != expected:
+            raise _Failed(f"version {e.args['version']} was anchored in block {e.block_number} where version "
+                          f"{expected} was due")
+        roles.require(e, custodian, MemberRole.member, f"anchoring of version {expected}")
+        expected += 1
+    return f"versions 1..{expected - 1} anchored in order, each by the custodian of the moment"
+
+
+def _check_custody(events: Sequence[PoolEvent], history: PoolHistory, parsed: dict[str, Any],
+                   roles: _RoleBook) -> str:
+    _compare("custody", parsed["custody"], history.custody)
+    proposed: set[tuple[int, int]] = set()
+    for e, custodian in _custodians(events):
+        if e.kind == "registered":
+            roles.require(e, e.args["originatorMemberId"], MemberRole.member, "registration of the pool")
+        elif e.kind == "transfer_proposed":
+            roles.require(e, custodian, MemberRole.member, "the transfer proposal")
+            proposed = {(e.args["fromMemberId"], e.args["toMemberId"])}
+        elif e.kind == "transfer_cancelled":
+            proposed = set()
+        elif e.kind == "transferred":
+            hand_over = (e.args["fromMemberId"], e.args["toMemberId"])
+            if hand_over not in proposed or hand_over[0] != custodian:
+                raise _Failed(f"custody moved {hand_over[0]} -> {hand_over[1]} in block {e.block_number} "
+                              "without a pending proposal by the custodian")
+            roles.require(e, hand_over[1], MemberRole.member, "acceptance of custody")
+            proposed = set()
+    chain = " -> ".join(str(c["to_member_id"]) for c in history.custody)
+    return f"custody chain (member ids) {chain} matches the chain, each hand-over proposed and accepted"
+
+
+def _check_servicing(events: Sequence[PoolEvent], history: PoolHistory, parsed: dict[str, Any],
+                     roles: _RoleBook) -> str:
+    _compare("servicing", parsed["servicing"], history.servicing)
+    last_period, anchored = 0, 0
+    for e, custodian in _custodians(events):
+        if e.kind == "anchored":
+            anchored = e.args["version"]
+        elif e.kind == "servicing":
+            period, version = e.args["period"], e.args["version"]
+            if period <= last_period:
+                raise _Failed(f"servicing period {period} in block {e.block_number} follows period {last_period}")
+            if not 1 <= version <= anchored:
+                raise _Failed(f"servicing period {period} reports on version {version}, not yet anchored")
+            roles.require(e, custodian, MemberRole.member, f"servicing report of period {period}")
+            last_period = period
+    statuses = _check_loan_statuses(parsed, history)
+    return (f"{len(history.servicing)} servicing report(s), periods increasing, each by the custodian; "
+            f"loan status proven for {statuses or 'no'} period(s)")
+
+
+def _check_loan_statuses(parsed: dict[str, Any], history: PoolHistory) -> str:
+    """Each claimed status of the loan, proven against the status root the chain recorded for its period."""
+    roots = {entry["period"]: entry["status_root"] for entry in history.servicing}
+    loan_id = parsed["record"].loan_id
+    proven = []
+    for entry in parsed["loan_statuses"]:
+        period, name, proof = entry.get("period"), entry.get("status"), entry.get("proof")
+        if not isinstance(period, int) or period not in roots:
+            raise _Failed(f"the loan's status for period {period} refers to no servicing report on chain")
+        try:
+            status = LoanStatus[name]
+            leaf = standard_leaf_hash(STATUS_ENCODING, (loan_id, int(status)))
+            linked = verify_proof(_hash32(roots[period], "status root"), leaf,
+                                  [_hash32(node, "status proof") for node in proof])
+        except (KeyError, TypeError, MerkleTreeError):
+            raise _Failed(f"malformed loan status for period {period}") from None
+        if not linked:
+            raise _Failed(f"the loan's status {name!r} for period {period} is not in that report's status root")
+        proven.append(f"{period}: {name}")
+    return ", ".join(proven)
+
+
+def _check_attestations(events: Sequence[PoolEvent], history: PoolHistory, parsed: dict[str, Any],
+                        roles: _RoleBook) -> str:
+    _compare("attestations", parsed["attestations"], history.attestations)
+    for e in events:
+        if e.kind == "attested":
+            roles.require(e, e.args["auditorMemberId"], MemberRole.auditor, "attestation")
+    return f"{len(history.attestations)} attestation(s), each by an active auditor"
+
+
+def _compare(what: str, claimed: list[dict[str, Any]], actual: list[dict[str, Any]]) -> None:
+    for index, (mine, theirs) in enumerate(zip(claimed, actual, strict=False)):
+        if mine != theirs:
+            raise _Failed(f"{what} entry {index} differs from the chain: bundle {mine}, chain {theirs}")
+    if len(claimed) != len(actual):
+        raise _Failed(f"the bundle lists {len(claimed)} {what} entries, the chain has {len(actual)} "
+                      f"by block {actual[-1]['block_number'] if actual else 0}")

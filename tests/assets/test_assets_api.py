@@ -1,0 +1,124 @@
+"""`/v1/assets` on a one-bank node: roles, import, anchoring, servicing, provenance, error shapes."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from node.assets.verify import verify_bundle
+from node.auth.apikeys import Role
+from tests.api.conftest import ApiNode, start_api_node
+from tests.assets.conftest import ALLIANCE_KEY, HEADER, loan_row
+
+CSV = {"Content-Type": "text/csv"}
+
+
+def tape_text(rows: list[dict[str, str]]) -> str:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(HEADER))
+    writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue()
+
+
+@pytest.fixture
+def api(data_dir: Path, rpc_url: str, store_url: str) -> Iterator[ApiNode]:
+    started = start_api_node(data_dir, rpc_url, store_url)
+    started.node.keyring.store_key(1, ALLIANCE_KEY, source="generated")
+    yield started
+    started.client.close()
+    started.node.close()
+
+
+def post_tape(api: ApiNode, pool: str, rows: list[dict[str, str]], role: Role = Role.operator):  # type: ignore[no-untyped-def]
+    return api.client.post(f"/v1/assets/pools/{pool}/tapes", content=tape_text(rows),
+                           headers={**api.headers(role), **CSV})
+
+
+def test_assets_api_import_anchor_service_prove(api: ApiNode, rpc_url: str) -> None:
+    operator = api.headers(Role.operator)
+    created = post_tape(api, "retail", [loan_row(i) for i in range(5)])
+    assert created.status_code == 201, created.text
+    assert created.json()["loan_count"] == 5
+    anchored = api.client.post("/v1/assets/pools/retail/anchor", json={}, headers=operator)
+    assert anchored.status_code == 201, anchored.text
+    pool_id = anchored.json()["pool_id"]
+    serviced = api.client.post(f"/v1/assets/pools/{pool_id}/servicing", json={"period": 1}, headers=operator)
+    assert serviced.status_code == 201 and serviced.json()["status_counts"][0] == 5
+    auditor = api.headers(Role.auditor)
+    assert [p["name"] for p in api.client.get("/v1/assets/pools", headers=auditor).json()] == ["retail"]
+    pool = api.client.get(f"/v1/assets/pools/{pool_id}", headers=auditor).json()
+    assert [e["kind"] for e in pool["events"]] == ["registered", "anchored", "servicing"]
+    bundle = api.client.get("/v1/assets/loans/LN-000002/provenance", headers=auditor)
+    assert bundle.status_code == 200
+    assert verify_bundle(bundle.json(), rpc_url, bundle.json()["registry"]).ok
+    by_id = api.client.get(f"/v1/assets/loans/{bundle.json()['record']['loan_id']}/provenance", headers=auditor)
+    assert by_id.json()["record"] == bundle.json()["record"]
+    assert api.client.get("/v1/assets/double-financing", headers=auditor).json() == []
+
+
+def test_assets_api_roles(api: ApiNode) -> None:
+    assert post_tape(api, "p", [loan_row(1)], role=Role.auditor).status_code == 403
+    assert post_tape(api, "p", [loan_row(1)], role=Role.analyst).status_code == 403
+    assert api.client.get("/v1/assets/pools", headers=api.headers(Role.analyst)).status_code == 403
+    attest = api.client.post("/v1/assets/pools/1/versions/1/attestations", json={"report_sha256": "0x" + "ab" * 32},
+                             headers=api.headers(Role.operator))
+    assert attest.status_code == 403
+    assert api.client.get("/v1/assets/pools").status_code == 401
+
+
+def test_assets_api_rejects_bad_tape_with_row_details(api: ApiNode) -> None:
+    response = post_tape(api, "bad", [loan_row(1), loan_row(2, purpose="yacht")])
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "loan_tape_rejected"
+    assert error["details"] == [{"row": 3, "field": "purpose", "code": "unknown_value",
+                                 "reason": "must be one of ['home', 'auto', 'consumer', 'business', 'education', "
+                                           "'other']"}]
+    assert api.client.get("/v1/assets/pools", headers=api.headers(Role.operator)).json() == []
+
+
+def test_assets_api_refuses_double_financing_with_409(api: ApiNode) -> None:
+    operator = api.headers(Role.operator)
+    post_tape(api, "first", [loan_row(i) for i in range(3)])
+    assert api.client.post("/v1/assets/pools/first/anchor", json={}, headers=operator).status_code == 201
+    post_tape(api, "second", [loan_row(i) for i in range(2, 4)])
+    refused = api.client.post("/v1/assets/pools/second/anchor", json={}, headers=operator)
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "pool_refused"
+    assert refused.json()["error"]["details"][0]["code"] == "double_financed"
+
+
+def test_assets_api_attestation_by_non_auditor_signer_is_refused_by_contract(api: ApiNode) -> None:
+    operator = api.headers(Role.operator)
+    post_tape(api, "p", [loan_row(1)])
+    pool_id = api.client.post("/v1/assets/pools/p/anchor", json={}, headers=operator).json()["pool_id"]
+    refused = api.client.post(f"/v1/assets/pools/{pool_id}/versions/1/attestations",
+                              json={"report_sha256": "0x" + "ab" * 32}, headers=api.headers(Role.auditor))
+    assert refused.status_code == 409
+    assert refused.json()["error"]["contract_error"] == "AssetRegistryNotAuditor"
+
+
+def test_assets_api_unknown_loan_and_bad_statuses(api: ApiNode) -> None:
+    auditor = api.headers(Role.auditor)
+    missing = api.client.get("/v1/assets/loans/LN-1/provenance", headers=auditor)
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "loan_not_found"
+    bad = api.client.post("/v1/assets/pools/1/servicing", json={"period": 1, "statuses": {"0x12": "current"}},
+                          headers=api.headers(Role.operator))
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "bad_statuses"
+
+
+def test_assets_api_transfer_refusals(api: ApiNode) -> None:
+    operator = api.headers(Role.operator)
+    post_tape(api, "p", [loan_row(1)])
+    pool_id = api.client.post("/v1/assets/pools/p/anchor", json={}, headers=operator).json()["pool_id"]
+    unknown = api.client.post(f"/v1/assets/pools/{pool_id}/transfer", json={"to": "NOBANK"}, headers=operator)
+    assert unknown.status_code == 404, unknown.text
+    to_self = api.client.post(f"/v1/assets/pools/{pool_id}/transfer", json={"to": "BANKA"}, headers=operator)
+    assert to_self.status_code == 409 and to_self.json()["error"]["contract_error"] == "AssetRegistryInvalidCustodian"
+    accept = api.client.post(f"/v1/assets/pools/{pool_id}/accept", headers=operator)
+    assert accept.json()["error"]["contract_error"] == "AssetRegistryNoPendingTransfer"
+    assert api.client.post(f"/v1/assets/pools/{pool_id}/cancel", headers=api.headers(Role.auditor)).status_code == 403

@@ -1,0 +1,313 @@
+"""Pool versions on anvil: import, screening, anchoring, custody, servicing, attestation, and privacy on chain."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from node.assets import lifecycle
+from node.assets.loan_tape import LoanTapeRejected
+from node.assets.pools import (
+    PoolRefused,
+    anchor_draft,
+    asset_registry,
+    build_tree,
+    import_tape,
+    load_records,
+    local_pools,
+    metadata_hash,
+)
+from node.assets.records import LoanRecord, LoanStatus
+from node.assets.screening import double_financed_loans, sync_loan_mirror
+from node.chain.asset_registry import AssetRegistryClient, default_anchor_gas
+from node.chain.errors import (
+    AssetRegistryNotAuditor,
+    AssetRegistryNotCustodian,
+    AssetRegistryNotPendingCustodian,
+    ChainError,
+)
+from node.chain.registry import MemberRole
+from node.crypto.keyed_hash import hash_identifier
+from node.errors import Conflict, InvalidInput
+from node.ledger.indexer import indexer_for
+from node.ledger.publisher import Publisher
+from node.ledger.reports import ReportRequest
+from node.merkle import verify_proof
+from node.runtime import NodeContext
+from node.store.asset_tables import AssetLoan, AssetLoanIndicator, AssetVersion
+from tests.assets.conftest import ALLIANCE_KEY, HEADER, loan_row, name_of, phone, resident_id, write_tape
+from tests.conftest import Bank, make_bank
+
+
+def anchor_tape(node: NodeContext, tmp_path: Path, pool: str, seeds: range, **kwargs: object) -> int:
+    """Import a tape of loans `seeds` into `pool` and anchor it; returns the on-chain pool id."""
+    import_tape(node, pool, write_tape(tmp_path / f"{pool}-{seeds.start}.csv", [loan_row(i) for i in seeds]))
+    return anchor_draft(node, pool, **kwargs).anchored.pool_id  # type: ignore[arg-type]
+
+
+def first_version_records(node: NodeContext) -> list[LoanRecord]:
+    with node.store.session() as session:
+        version_ref = session.scalar(select(AssetVersion.id).order_by(AssetVersion.id))
+        assert version_ref is not None
+        return load_records(session, version_ref)
+
+
+def admit_auditor(banks: list[NodeContext], rpc_url: str) -> Bank:
+    auditor = make_bank(rpc_url, "Audit Firm", "AUDIT-1")
+    outcome = banks[0].registry(signing=True).propose_admission(auditor.address, MemberRole.auditor, auditor.name,
+                                                                auditor.code, b"\x09" * 32)
+    assert banks[1].registry(signing=True).vote(outcome.proposal_id).executed
+    return auditor
+
+
+def test_anchor_pool_version_publishes_root_and_loan_ids(banks: list[NodeContext], tmp_path: Path) -> None:
+    a = banks[0]
+    draft = import_tape(a, "auto-2024", write_tape(tmp_path / "tape.csv", [loan_row(i) for i in range(20)]))
+    assert (draft.pool_id, draft.loan_count) == (None, 20)
+    result = anchor_draft(a, "auto-2024")
+    registry = asset_registry(a)
+    pool_id, version = result.anchored.pool_id, result.anchored.version
+    assert (pool_id, version) == (1, 1)
+    on_chain = registry.version(pool_id, version)
+    assert (on_chain.root, on_chain.loan_count, on_chain.anchored_by_member_id) == (draft.root, 20, 1)
+    assert on_chain.total_principal == draft.total_principal
+    [published] = registry.published_loan_ids(pool_id=pool_id)
+    records = first_version_records(a)
+    assert published.loan_ids == [r.loan_id for r in records]
+    assert result.anchored.gas_used < default_anchor_gas(20)
+    [pool] = local_pools(a)
+    assert pool["versions"][0]["state"] == "anchored" and pool["versions"][0]["version"] == 1
+
+
+def test_import_tape_with_bad_row_stores_nothing(banks: list[NodeContext], tmp_path: Path) -> None:
+    a = banks[0]
+    rows = [loan_row(i) for i in range(5)] + [loan_row(9, currency="XYZ")]
+    with pytest.raises(LoanTapeRejected) as raised:
+        import_tape(a, "bad", write_tape(tmp_path / "bad.csv", rows))
+    assert raised.value.details == [{"row": 7, "field": "currency", "code": "unsupported",
+                                     "reason": "must be one of ['CNY', 'EUR', 'GBP', 'HKD', 'JPY', 'SGD', 'USD']"}]
+    with a.store.session() as session:
+        assert session.scalar(select(func.count()).select_from(AssetLoan)) == 0
+        assert session.scalar(select(func.count()).select_from(AssetVersion)) == 0
+    assert local_pools(a) == []
+
+
+def test_import_tape_refuses_mixed_currencies(banks: list[NodeContext], tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="this tape has CNY, USD") as raised:
+        import_tape(banks[0], "fx", write_tape(tmp_path / "fx.csv", [loan_row(1), loan_row(2, currency="USD")]))
+    assert raised.value.code == "mixed_currencies" and local_pools(banks[0]) == []
+
+
+def test_import_tape_refuses_second_draft(banks: list[NodeContext], tmp_path: Path) -> None:
+    a = banks[0]
+    import_tape(a, "p", write_tape(tmp_path / "t1.csv", [loan_row(1)]))
+    with pytest.raises(Conflict, match="already has a draft"):
+        import_tape(a, "p", write_tape(tmp_path / "t2.csv", [loan_row(2)]))
+
+
+def test_node_proof_verifies_with_contract_verify_loan(banks: list[NodeContext], tmp_path: Path) -> None:
+    a = banks[0]
+    pool_id = anchor_tape(a, tmp_path, "mortgages", range(33))
+    registry = asset_registry(a)
+    records = first_version_records(a)
+    tree = build_tree(records)
+    for position in (0, 17, 32):
+        leaf, proof = records[position].leaf(), tree.proof(position)
+        assert verify_proof(tree.root, leaf, proof)
+        assert registry.verify_loan(pool_id, 1, leaf, proof) is True
+    assert registry.verify_loan(pool_id, 1, records[1].leaf(), tree.proof(0)) is False
+
+
+def test_anchor_refuses_double_financed_loans_across_banks(banks: list[NodeContext], tmp_path: Path) -> None:
+    a, b, _c = banks
+    first = anchor_tape(a, tmp_path, "pool-a", range(10))
+    # The same originator's loans 5..9 pledged again, to a second pool held by the same bank.
+    import_tape(a, "pool-a2", write_tape(tmp_path / "again.csv", [loan_row(i) for i in range(5, 15)]))
+    with pytest.raises(PoolRefused) as raised:
+        anchor_draft(a, "pool-a2")
+    assert "5 loan(s) already active in another pool" in str(raised.value)
+    assert {d["pools"][0] for d in raised.value.details or []} == {first}  # type: ignore[index]
+    with a.store.session() as session:
+        refused = session.scalar(select(AssetVersion).where(AssetVersion.state == "draft"))
+        assert refused is not None and refused.findings and "double_financed" in refused.findings
+    result = anchor_draft(a, "pool-a2", override_reason="pool-a is being wound down; replacement pool")
+    assert result.override_reason == "pool-a is being wound down; replacement pool"
+    assert len(result.findings.double_financed) == 5
+    # Bank B's node, which anchored nothing, sees the double financing from the chain alone.
+    sync_loan_mirror(b.store, asset_registry(b))
+    with b.store.session() as session:
+        flagged = double_financed_loans(session)
+    assert len(flagged) == 5 and set(map(tuple, flagged.values())) == {(first, result.anchored.pool_id)}
+
+
+def test_new_version_without_the_loans_clears_double_financing(banks: list[NodeContext], tmp_path: Path) -> None:
+    a, b, _c = banks
+    anchor_tape(a, tmp_path, "old", range(4))
+    anchor_tape(a, tmp_path, "new", range(2, 6), override_reason="moving loans 2-3")
+    sync_loan_mirror(b.store, asset_registry(b))
+    with b.store.session() as session:
+        assert len(double_financed_loans(session)) == 2
+    anchor_tape(a, tmp_path, "old", range(0, 2))  # version 2 of "old" no longer holds loans 2-3
+    sync_loan_mirror(b.store, asset_registry(b))
+    with b.store.session() as session:
+        assert double_financed_loans(session) == {}
+
+
+def test_anchor_refuses_pool_with_blacklisted_borrower(banks: list[NodeContext], tmp_path: Path) -> None:
+    a = banks[0]
+    import_tape(a, "screened", write_tape(tmp_path / "s.csv", [loan_row(i) for i in range(6)]))
+    with a.store.session() as session:
+        listed = session.scalar(select(AssetLoanIndicator.indicator).where(
+            AssetLoanIndicator.position == 4, AssetLoanIndicator.identifier_type == "phone"))
+    assert listed is not None
+    seen: list[set[bytes]] = []
+
+    def screen(indicators: set[bytes]) -> set[bytes]:
+        seen.append(indicators)
+        return indicators & {listed}
+
+    with pytest.raises(PoolRefused, match="1 loan\\(s\\) with a borrower on the fraud ledger"):
+        anchor_draft(a, "screened", screen=screen)
+    assert len(seen[0]) == 12  # a resident ID and a phone per loan
+    assert anchor_draft(a, "screened", screen=screen, override_reason="case closed").findings.blacklisted == {
+        4: [listed]}
+
+
+def test_pool_life_custody_servicing_attestation(banks: list[NodeContext], tmp_path: Path, rpc_url: str) -> None:
+    a, b, c = banks
+    auditor = admit_auditor(banks, rpc_url)
+    pool_id = anchor_tape(a, tmp_path, "life", range(8))
+    auditor_registry = AssetRegistryClient(auditor.client, a.deployment.address("AssetRegistry"))
+    with pytest.raises(AssetRegistryNotCustodian):
+        auditor_registry.anchor_version(pool_id, b"\x01" * 32, 1, [b"\x02" * 32])
+    lifecycle.propose_transfer(a, pool_id, "BANK-B")
+    with pytest.raises(AssetRegistryNotPendingCustodian):
+        lifecycle.accept_transfer(c, pool_id)
+    lifecycle.accept_transfer(b, pool_id)
+    assert asset_registry(a).pool(pool_id).custodian_member_id == 2
+    with pytest.raises(AssetRegistryNotCustodian):
+        lifecycle.report_servicing(a, pool_id, 1)
+    statuses = tmp_path / "statuses.csv"
+    sync_loan_mirror(b.store, asset_registry(b))
+    records = first_version_records(a)
+    statuses.write_text("loan_id,status\n" + "".join(
+        f"0x{r.loan_id.hex()},{'dpd30' if i == 3 else 'current'}\n" for i, r in enumerate(records)))
+    report = lifecycle.report_servicing(b, pool_id, 202401, statuses=lifecycle.read_status_file(statuses))
+    assert report.status_counts == [7, 1, 0, 0, 0, 0, 0]
+    with pytest.raises(AssetRegistryNotAuditor):
+        lifecycle.attest(b, pool_id, 1, lifecycle.report_hash_of(b"report"))
+    auditor_registry.attest(pool_id, 1, b"\x07" * 32)
+    events = [e.kind for e in asset_registry(a).pool_events(pool_id)]
+    assert events == ["registered", "anchored", "transfer_proposed", "transferred", "servicing", "attested"]
+
+
+def test_chain_carries_no_raw_borrower_data(banks: list[NodeContext], tmp_path: Path) -> None:
+    a = banks[0]
+    pool_id = anchor_tape(a, tmp_path, "privacy", range(5))
+    lifecycle.report_servicing(a, pool_id, 1)
+    chain = a.chain
+    secrets = [s for i in range(5) for s in (resident_id(i), phone(i), "+86" + phone(i), name_of(i),
+                                             f"{i} Chang'an Avenue", f"LN-{i:06d}")]
+    blobs: list[bytes] = []
+    for number in range(chain.block_number() + 1):
+        block = chain.w3.eth.get_block(number, full_transactions=True)
+        for tx in block["transactions"]:
+            assert not isinstance(tx, bytes)  # full transactions, not hashes
+            blobs.append(bytes(tx["input"]))
+            receipt = chain.w3.eth.get_transaction_receipt(tx["hash"])
+            blobs.extend(bytes(log["data"]) + b"".join(map(bytes, log["topics"])) for log in receipt["logs"])
+    assert len(blobs) > 5
+    for secret in secrets:
+        raw = secret.encode()
+        assert not any(raw in blob or raw.hex().encode() in blob for blob in blobs), secret
+
+
+def test_anchor_refuses_borrower_reported_by_another_bank(banks: list[NodeContext], tmp_path: Path) -> None:
+    """Bank B reports a borrower's phone to the fraud ledger; bank A's mirror picks it up and stops A's pool."""
+    a, b, _c = banks
+    b.report_intake.accept(ReportRequest([("phone", phone(2))], "other", 80), submitted_by="analyst")
+    Publisher(b.store, b.fraud_ledger(signing=True), batch_size=10, max_wait_s=0).drain()
+    indexer_for(a).sync()
+    import_tape(a, "reported", write_tape(tmp_path / "r.csv", [loan_row(i) for i in range(4)]))
+    with pytest.raises(PoolRefused, match="1 loan\\(s\\) with a borrower on the fraud ledger") as raised:
+        anchor_draft(a, "reported")
+    [finding] = raised.value.details or []
+    assert finding["code"] == "blacklisted_borrower" and finding["position"] == 2
+    assert anchor_draft(a, "reported", override_reason="reviewed: identity theft victim").findings.blacklisted
+
+
+def test_anchor_after_crash_adopts_earlier_registration_and_anchor(banks: list[NodeContext], tmp_path: Path) -> None:
+    """A previous anchor sent both transactions and died before storing them: nothing is sent twice."""
+    a = banks[0]
+    draft = import_tape(a, "crashed", write_tape(tmp_path / "c.csv", [loan_row(i) for i in range(3)]))
+    registry = asset_registry(a, signing=True)
+    pool_id, _ = registry.register_pool(metadata_hash("crashed", "BANK-A"))
+    records = first_version_records(a)
+    registry.anchor_version(pool_id, draft.root, draft.total_principal, [r.loan_id for r in records])
+    result = anchor_draft(a, "crashed")
+    assert (result.anchored.pool_id, result.anchored.version) == (pool_id, 1)
+    assert registry.pool_count() == 1 and registry.pool(pool_id).version_count == 1
+
+
+def test_report_servicing_refuses_incomplete_or_missing_statuses(banks: list[NodeContext], tmp_path: Path) -> None:
+    a, b, _c = banks
+    pool_id = anchor_tape(a, tmp_path, "serviced", range(3))
+    lifecycle.propose_transfer(a, pool_id, "2")
+    lifecycle.accept_transfer(b, pool_id)
+    with pytest.raises(InvalidInput) as raised:
+        lifecycle.report_servicing(b, pool_id, 1)  # the trustee holds no records
+    assert raised.value.code == "statuses_required"
+    first = first_version_records(a)[0]
+    with pytest.raises(InvalidInput, match="2 missing, 0 not in the version"):
+        lifecycle.report_servicing(b, pool_id, 1, statuses={first.loan_id: LoanStatus.current})
+    bad = tmp_path / "bad.csv"
+    bad.write_text("loan_id,status\n0x12,current\n")
+    with pytest.raises(InvalidInput, match="line 2"):
+        lifecycle.read_status_file(bad)
+    assert asset_registry(a).pool(pool_id).last_servicing_period == 0
+
+
+def test_double_financing_of_bought_loans_is_caught_across_banks(banks: list[NodeContext], tmp_path: Path) -> None:
+    """Bank C bought loans originated by bank A and pledges them while they are still in A's pool."""
+    a, _b, c = banks
+    first = anchor_tape(a, tmp_path, "a-pool", range(5))
+    bought = [loan_row(i, originator="BANK-A") for i in range(3, 7)]
+    import_tape(c, "c-pool", write_tape(tmp_path / "bought.csv", bought, (*HEADER, "originator")))
+    with pytest.raises(PoolRefused, match="2 loan\\(s\\) already active in another pool"):
+        anchor_draft(c, "c-pool")
+    second = anchor_draft(c, "c-pool", override_reason="A sells loans 3-4 to C this month").anchored.pool_id
+    sync_loan_mirror(a.store, asset_registry(a))
+    with a.store.session() as session:
+        flagged = double_financed_loans(session)
+    assert sorted(flagged.values()) == [[first, second]] * 2
+
+
+def test_screening_finds_loans_and_borrowers_hashed_before_a_key_rotation(banks: list[NodeContext],
+                                                                          tmp_path: Path) -> None:
+    a = banks[0]
+    anchor_tape(a, tmp_path, "epoch-1", range(3))
+    old_phone = hash_identifier(ALLIANCE_KEY, "phone", phone(1))[1]
+    a.keyring.store_key(2, bytes(range(100, 132)), source="generated")
+    draft = import_tape(a, "epoch-2", write_tape(tmp_path / "e2.csv", [loan_row(i) for i in range(2, 5)]))
+    with a.store.session() as session:
+        ids = session.scalars(select(AssetLoan.loan_id).where(AssetLoan.key_epoch == 2)).all()
+    assert len(ids) == 3 and draft.root  # new ids under epoch 2 ...
+    with pytest.raises(PoolRefused) as raised:  # ... still matched to loan 2 of the epoch-1 pool
+        anchor_draft(a, "epoch-2", screen=lambda indicators: indicators & {old_phone})
+    assert [d["code"] for d in raised.value.details or []] == ["double_financed"]
+    import_tape(a, "borrower", write_tape(tmp_path / "b.csv", [loan_row(1, loan_reference="NEW-1")]))
+    with pytest.raises(PoolRefused) as raised:
+        anchor_draft(a, "borrower", screen=lambda indicators: indicators & {old_phone})
+    assert [d["code"] for d in raised.value.details or []] == ["blacklisted_borrower"]
+
+
+def test_anchor_refuses_version_beyond_block_gas_limit(banks: list[NodeContext], tmp_path: Path) -> None:
+    a = banks[0]
+    registry = asset_registry(a, signing=True)
+    pool_id, _ = registry.register_pool(b"\x01" * 32)
+    too_many = (registry.block_gas_limit() - 160_000) // 850 + 1
+    with pytest.raises(ChainError, match="more than the chain's block gas limit"):
+        registry.anchor_version(pool_id, b"\x02" * 32, 1, [b"\x03" * 32] * too_many)
+    assert registry.pool(pool_id).version_count == 0

@@ -1,0 +1,161 @@
+"""Provenance bundles and the auditor's chain-only verification, including tampered bundles."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from node.assets import lifecycle
+from node.assets.pools import anchor_draft, asset_registry, import_tape
+from node.assets.provenance import build_bundle
+from node.assets.verify import verify_bundle
+from node.chain.asset_registry import AssetRegistryClient
+from node.errors import NotFound
+from node.runtime import NodeContext
+from tests.assets.conftest import loan_row, write_tape
+from tests.assets.test_pools import admit_auditor
+
+
+@dataclass
+class Life:
+    """A pool that lived across two banks and an auditor, and a bundle of one loan of its version 2."""
+
+    rpc_url: str
+    registry: str
+    pool_id: int
+    bundle: dict[str, Any]
+    originator: NodeContext
+    nodes: list[NodeContext]
+
+
+@pytest.fixture
+def life(banks: list[NodeContext], tmp_path: Path, rpc_url: str) -> Life:
+    a, b, _c = banks
+    auditor = admit_auditor(banks, rpc_url)
+    import_tape(a, "life", write_tape(tmp_path / "v1.csv", [loan_row(i) for i in range(12)]))
+    pool_id = anchor_draft(a, "life").anchored.pool_id
+    import_tape(a, "life", write_tape(tmp_path / "v2.csv", [loan_row(i, status="dpd30" if i == 4 else "current")
+                                                            for i in range(10)]))
+    assert anchor_draft(a, "life").anchored.version == 2
+    lifecycle.report_servicing(a, pool_id, 1)
+    lifecycle.propose_transfer(a, pool_id, "BANK-B")
+    lifecycle.accept_transfer(b, pool_id)
+    statuses = tmp_path / "statuses.csv"
+    loan_ids = next(e for e in asset_registry(a).published_loan_ids(pool_id=pool_id) if e.version == 2).loan_ids
+    statuses.write_text("loan_id,status\n" + "".join(f"0x{i.hex()},current\n" for i in loan_ids))
+    lifecycle.report_servicing(b, pool_id, 2, statuses=lifecycle.read_status_file(statuses))
+    address = a.deployment.address("AssetRegistry")
+    AssetRegistryClient(auditor.client, address).attest(pool_id, 2, b"\x05" * 32)
+    bundle = build_bundle(a, "LN-000004")
+    return Life(rpc_url, address, pool_id, bundle, a, banks)
+
+
+def verify(life: Life, bundle: Any) -> dict[str, Any]:
+    return verify_bundle(bundle, life.rpc_url, life.registry).to_json()
+
+
+def failed(result: dict[str, Any]) -> dict[str, str]:
+    return {c["name"]: c["detail"] for c in result["checks"] if not c["ok"]}
+
+
+def test_verify_bundle_accepts_genuine_bundle(life: Life) -> None:
+    result = verify(life, json.loads(json.dumps(life.bundle)))
+    assert result["verified"] is True, failed(result)
+    assert [c["name"] for c in result["checks"]] == ["bundle", "chain", "record", "proof", "anchor", "versions",
+                                                     "custody", "servicing", "attestations"]
+    assert life.bundle["version"] == 2 and life.bundle["record"]["status"] == "dpd30"
+    assert [c["to_member_id"] for c in life.bundle["custody"]] == [1, 2]
+    assert [s["period"] for s in life.bundle["servicing"]] == [1, 2]
+    assert [a["auditor_member_id"] for a in life.bundle["attestations"]] == [4]
+    assert [(s["period"], s["status"]) for s in life.bundle["loan_statuses"]] == [(1, "dpd30")]
+    assert "loan status proven for 1: dpd30 period(s)" in {c["name"]: c["detail"] for c in result["checks"]}[
+        "servicing"]
+    assert result["facts"]["custodian_member_id_now"] == 2
+
+
+def test_verify_bundle_still_verifies_after_later_events(life: Life) -> None:
+    _a, b, c = life.nodes
+    lifecycle.propose_transfer(b, life.pool_id, "BANK-C")
+    lifecycle.accept_transfer(c, life.pool_id)
+    result = verify(life, life.bundle)
+    assert result["verified"] is True, failed(result)
+    assert result["facts"]["custodian_member_id_now"] == 3
+
+
+def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def change(bundle: dict[str, Any]) -> None:
+        *parents, last = path.split(".")
+        target: Any = bundle
+        for part in parents:
+            target = target[int(part)] if isinstance(target, list) else target[part]
+        target[int(last) if isinstance(target, list) else last] = value(target[int(last) if isinstance(target, list)
+                                                                                else last])
+    return change
+
+
+def _flip_hex(text: str) -> str:
+    return text[:-1] + ("0" if text[-1] != "0" else "1")
+
+
+@pytest.mark.parametrize(("tamper", "check", "reason"), [
+    (_set("record.current_principal", lambda v: v + 1), "record", "the record was altered"),
+    (_set("record.status", lambda v: "current"), "record", "the record was altered"),
+    (_set("record.borrower_hash", _flip_hex), "record", "the record was altered"),
+    (_set("proof.0", _flip_hex), "proof", "the proof or root was altered"),
+    (_set("leaf", _flip_hex), "record", "not the bundle's"),
+    (_set("version", lambda v: 1), "anchor", "wrong version or altered root"),
+    (_set("version", lambda v: 3), "anchor", "had no version 3"),
+    (_set("custody.1.to_member_id", lambda v: 3), "custody", "custody entry 1 differs from the chain"),
+    (_set("custody", lambda v: v[:1]), "custody", "lists 1 custody entries, the chain has 2"),
+    (_set("servicing.0.status_counts", lambda v: [v[0] - 1, v[1] + 1, *v[2:]]), "servicing", "differs"),
+    (_set("attestations", lambda v: []), "attestations", "lists 0 attestations entries"),
+    (_set("loan_statuses.0.status", lambda v: "current"), "servicing", "is not in that report's status root"),
+    (_set("loan_statuses.0.period", lambda v: 7), "servicing", "refers to no servicing report on chain"),
+    (_set("loan_statuses.0.proof", lambda v: "0x12"), "servicing", "status proof must be 0x"),
+    (_set("anchor.block_number", lambda v: v + 1), "anchor", "is not the chain's"),
+    (_set("pool_id", lambda v: 99), "anchor", "pool 99 had no version 2"),
+])
+def test_verify_bundle_rejects_tampered_bundle(life: Life, tamper: Callable[[dict[str, Any]], None], check: str,
+                                               reason: str) -> None:
+    bundle = copy.deepcopy(life.bundle)
+    tamper(bundle)
+    result = verify(life, bundle)
+    assert result["verified"] is False
+    assert check in failed(result) and reason in failed(result)[check], failed(result)
+
+
+@pytest.mark.parametrize(("bundle", "reason"), [
+    ("not json object", "not a JSON object"),
+    ({"format": "other"}, "format is 'other'"),
+])
+def test_verify_bundle_rejects_malformed_bundle(life: Life, bundle: Any, reason: str) -> None:
+    result = verify(life, bundle)
+    assert result["verified"] is False and reason in failed(result)["bundle"]
+
+
+def test_verify_bundle_rejects_wrong_chain_or_registry(life: Life) -> None:
+    bundle = copy.deepcopy(life.bundle)
+    bundle["chain_id"] = 5
+    assert "the bundle is for chain 5" in failed(verify(life, bundle))["chain"]
+    other = verify_bundle(life.bundle, life.rpc_url, life.originator.deployment.address("FraudLedger"))
+    assert not other.ok and "chain" in {c.name for c in other.failures}
+
+
+def test_verify_bundle_flags_any_flipped_byte(life: Life) -> None:
+    """Every hex digit of the record's hashes, the leaf, root and proof is bound to the chain."""
+    text = json.dumps(life.bundle)
+    targets = [life.bundle["record"]["loan_id"], life.bundle["root"], life.bundle["proof"][-1]]
+    for target in targets:
+        tampered = json.loads(text.replace(target, _flip_hex(target)))
+        assert verify(life, tampered)["verified"] is False, target
+
+
+def test_build_bundle_of_unknown_loan_fails(life: Life) -> None:
+    with pytest.raises(NotFound, match="no anchored loan"):
+        build_bundle(life.originator, "LN-999999")

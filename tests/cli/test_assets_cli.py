@@ -1,0 +1,127 @@
+"""`alliance assets` and `alliance audit verify` on a real chain, as an operator and an auditor would run them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from node.chain.deployment import load_deployment
+from node.config import load_settings
+from tests.assets.conftest import loan_row, resident_id, write_tape
+from tests.cli.conftest import CliResult, CliRunner
+from tests.cli.test_cli import one_error_line
+
+
+def ok_json(result: CliResult) -> Any:
+    assert result.code == 0, result.err
+    return json.loads(result.out)
+
+
+@pytest.fixture
+def anchored(cli: CliRunner, tmp_path: Path) -> dict[str, Any]:
+    """A one-bank consortium holding its alliance key, with pool "retail" anchored from a 6-loan tape."""
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0
+    assert cli("contracts", "deploy").code == 0
+    assert cli("key", "sync").code == 0
+    tape = write_tape(tmp_path / "tape.csv", [loan_row(i) for i in range(6)])
+    draft = ok_json(cli("assets", "import", str(tape), "--pool", "retail", "--json"))
+    assert (draft["loan_count"], draft["state"]) == (6, "draft")
+    return dict(ok_json(cli("assets", "anchor", "retail", "--json")))
+
+
+def registry_address(data_dir: Path, rpc_url: str) -> str:
+    """What the auditor is told out of band: the AssetRegistry address of the consortium's deployment."""
+    return load_deployment(load_settings(data_dir, rpc_url=rpc_url).effective_deployment_file).address("AssetRegistry")
+
+
+def test_assets_import_anchor_show(cli: CliRunner, anchored: dict[str, Any]) -> None:
+    assert (anchored["pool_id"], anchored["version"], anchored["loan_count"]) == (1, 1, 6)
+    shown = ok_json(cli("assets", "show", "--json"))
+    assert shown["double_financed"] == {}
+    assert [v["state"] for v in shown["pools"][0]["versions"]] == ["anchored"]
+    pool = ok_json(cli("assets", "show", "1", "--json"))
+    assert [e["kind"] for e in pool["events"]] == ["registered", "anchored"]
+    human = cli("assets", "show")
+    assert human.code == 0 and "retail" in human.out
+
+
+def test_assets_import_bad_tape_fails_with_one_line(cli: CliRunner, anchored: dict[str, Any],
+                                                    tmp_path: Path) -> None:
+    tape = write_tape(tmp_path / "bad.csv", [loan_row(7, borrower_resident_id=resident_id(7)[:-1] + "0"),
+                                             loan_row(8)])
+    result = cli("assets", "import", str(tape), "--pool", "second")
+    assert result.code == 1
+    line = one_error_line(result.err)
+    assert "1 bad row(s), nothing imported: row 2 borrower_resident_id" in line
+    assert resident_id(7)[:-1] not in result.err
+
+
+def test_assets_anchor_refuses_double_financing_then_overrides(cli: CliRunner, anchored: dict[str, Any],
+                                                              tmp_path: Path) -> None:
+    tape = write_tape(tmp_path / "again.csv", [loan_row(i) for i in range(4, 8)])
+    assert cli("assets", "import", str(tape), "--pool", "again").code == 0
+    refused = cli("assets", "anchor", "again")
+    assert refused.code == 1 and "2 loan(s) already active in another pool" in one_error_line(refused.err)
+    assert cli("assets", "discard", "again").code == 0
+    assert cli("assets", "anchor", "again").code == 1  # nothing left to anchor
+    assert cli("assets", "import", str(tape), "--pool", "again").code == 0
+    done = ok_json(cli("assets", "anchor", "again", "--override", "refinancing", "--json"))
+    assert done["override_reason"] == "refinancing" and len(done["findings"]["details"]) == 2
+    assert len(ok_json(cli("assets", "show", "--json"))["double_financed"]) == 2
+
+
+def test_assets_prove_and_audit_verify_without_data_dir(cli: CliRunner, anchored: dict[str, Any],
+                                                        tmp_path: Path, rpc_url: str, data_dir: Path) -> None:
+    serviced = ok_json(cli("assets", "service", "1", "--period", "202406", "--json"))
+    assert serviced["status_counts"] == [6, 0, 0, 0, 0, 0, 0]
+    registry = registry_address(data_dir, rpc_url)
+    bundle_file = tmp_path / "bundle.json"
+    assert cli("assets", "prove", "LN-000003", "--out", str(bundle_file)).code == 0
+    nowhere = {"ALLIANCE_DATA_DIR": str(tmp_path / "no-such-dir"), "ALLIANCE_RPC_URL": "http://127.0.0.1:9"}
+    verdict = ok_json(cli("audit", "verify", str(bundle_file), "--rpc", rpc_url, "--registry", registry, "--json",
+                          env=nowhere))
+    assert verdict["verified"] is True
+    assert not (tmp_path / "no-such-dir").exists()
+    human = cli("audit", "verify", str(bundle_file), "--rpc", rpc_url, "--registry", registry, env=nowhere)
+    assert human.code == 0 and "VERIFIED" in human.out
+
+    bundle = json.loads(bundle_file.read_text())
+    bundle["record"]["interest_rate_micros"] += 1
+    bundle_file.write_text(json.dumps(bundle))
+    rejected = cli("audit", "verify", str(bundle_file), "--rpc", rpc_url, "--registry", registry, env=nowhere)
+    assert rejected.code == 1
+    assert "NOT VERIFIED" in rejected.err and "the record was altered" in rejected.err
+
+
+def test_audit_verify_rejects_non_json_and_bad_registry(cli: CliRunner, tmp_path: Path, rpc_url: str) -> None:
+    junk = tmp_path / "junk.json"
+    junk.write_text("{not json")
+    result = cli("audit", "verify", str(junk), "--rpc", rpc_url, "--registry", "0x" + "11" * 20)
+    assert result.code == 1 and "is not JSON" in one_error_line(result.err)
+    junk.write_text("{}")
+    result = cli("audit", "verify", str(junk), "--rpc", rpc_url, "--registry", "0x1234")
+    assert result.code == 1 and "registry address" in one_error_line(result.err)
+
+
+def test_assets_transfer_to_unknown_member_and_accept_unoffered_fail(cli: CliRunner,
+                                                                      anchored: dict[str, Any]) -> None:
+    result = cli("assets", "transfer", "1", "NOBANK")
+    assert result.code == 1 and "NOBANK" in one_error_line(result.err)
+    result = cli("assets", "accept", "1")
+    assert result.code == 1 and "AssetRegistryNoPendingTransfer(poolId=1)" in one_error_line(result.err)
+
+
+def test_assets_prove_unknown_loan_fails(cli: CliRunner, anchored: dict[str, Any]) -> None:
+    result = cli("assets", "prove", "LN-404")
+    assert result.code == 1 and "no anchored loan" in one_error_line(result.err)
+
+
+def test_audit_verify_with_unreachable_rpc_fails_with_one_line(cli: CliRunner, anchored: dict[str, Any],
+                                                                tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle.json"
+    assert cli("assets", "prove", "LN-000001", "--out", str(bundle)).code == 0
+    result = cli("audit", "verify", str(bundle), "--rpc", "http://127.0.0.1:9", "--registry", "0x" + "11" * 20)
+    assert result.code == 1 and "is unreachable" in one_error_line(result.err)
