@@ -8,7 +8,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -33,6 +35,32 @@ def wait_for_health(url: str, process: subprocess.Popen[bytes], timeout: float =
     raise AssertionError(f"{url} did not become healthy within {timeout}s")
 
 
+def eventually(probe: Callable[[], Any], timeout: float = 30) -> Any:
+    """Poll `probe` until it returns something truthy (the background workers run on their own clocks)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := probe():
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"nothing came within {timeout}s")
+
+
+def report_then_check_through_the_workers(api: str, keys: dict[str, str]) -> None:
+    """The node's own loops get the alliance key, publish the report and mirror it: no command by hand."""
+    analyst, workflow = {"X-API-Key": keys["analyst"]}, {"X-API-Key": keys["workflow"]}
+    report = {"identifiers": [{"type": "phone", "value": "13800138000"}], "category": "telecom_fraud",
+              "confidence": 90}
+    accepted = eventually(lambda: (r := httpx.post(f"{api}/v1/fraud/reports", json=report, headers=analyst))
+                          .status_code == 202 and r)  # 503 no_alliance_key until the key worker has run
+    report_id = accepted.json()["report_id"]
+    eventually(lambda: httpx.get(f"{api}/v1/fraud/reports/{report_id}", headers=analyst).json()["state"]
+               == "confirmed")
+    check = {"identifiers": [{"type": "phone", "value": "+86 138 0013 8000"}]}
+    hit = eventually(lambda: httpx.post(f"{api}/v1/checks/identity", json=check, headers=workflow)
+                     .json()["results"][0]["hit"])
+    assert hit is True
+
+
 @pytest.mark.slow
 def test_node_start_demo_serves_health_and_three_members(tmp_path: Path) -> None:
     data_dir = tmp_path / "alliance"
@@ -53,6 +81,7 @@ def test_node_start_demo_serves_health_and_three_members(tmp_path: Path) -> None
         keys = dict(line.split("=", 1) for line in (data_dir / "demo" / "api-keys.txt").read_text().split())
         response = httpx.get(f"http://127.0.0.1:{api_port}/v1/members", headers={"X-API-Key": keys["analyst"]})
         assert response.status_code == 200 and len(response.json()) == 3
+        report_then_check_through_the_workers(f"http://127.0.0.1:{api_port}", keys)
     finally:
         node.send_signal(signal.SIGINT)
         node.wait(timeout=30)
