@@ -10,7 +10,11 @@ from typing import Annotated
 import typer
 
 from alliance_cli import console
+from alliance_cli.commands import alerts as alerts_cmd
 from alliance_cli.commands import apikey, chain, check, contracts, fraud, init, key, ledger, member, node_cmd
+from alliance_cli.commands import apply as apply_cmd
+from alliance_cli.commands import extensions as extensions_cmd
+from alliance_cli.commands import marketing as marketing_cmd
 from alliance_cli.commands.assets import app as assets_app
 from alliance_cli.commands.audit import app as audit_app
 from alliance_cli.state import CliState
@@ -51,6 +55,11 @@ app.add_typer(key.app, name="key")
 app.add_typer(ledger.app, name="ledger")
 app.add_typer(assets_app, name="assets")
 app.add_typer(audit_app, name="audit")
+app.command("apply")(apply_cmd.apply_command)
+app.add_typer(marketing_cmd.app, name="marketing")
+app.add_typer(alerts_cmd.app, name="alerts")
+app.add_typer(extensions_cmd.app, name="extensions")
+extensions_cmd.add_extension_commands(app)
 
 # Errors a user can act on: one line, exit 1, no traceback (unless --debug).
 EXPECTED_ERRORS = (AllianceError, ChainError, ConfigError, StoreUnavailable, KeystoreError, CompilationFailed,

@@ -73,6 +73,14 @@ class Settings(BaseSettings):
     dispute_window_days: int = Field(default=30, ge=1)
     # Fraud ledger: key distribution
     key_distribution_interval_s: float = Field(default=5.0, gt=0)
+    # Credit workflow extensions (docs/extensions.md)
+    extensions_enabled: list[str] | None = Field(
+        default=None, description="extensions in call order; unset: every built-in, then every installed plugin")
+    extensions_disabled: list[str] = Field(default_factory=list, description="extensions left out")
+    extension_timeout_s: float = Field(default=2.0, ge=0, description="per hook call; 0 runs without a limit")
+    credit_policy_file: Path | None = Field(
+        default=None, description="TOML scorecard, decision rules, velocity and ABS eligibility; defaults built in")
+    risk_alert_webhook_url: str | None = Field(default=None, description="POSTed each new risk alert (no raw data)")
 
     @model_validator(mode="after")
     def _refuse_dev_secrets(self) -> Settings:

@@ -16,8 +16,12 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from node.runtime import NodeContext
+
+if TYPE_CHECKING:
+    from node.ledger.indexer import Indexer, SyncResult
 
 logger = logging.getLogger(__name__)
 
@@ -101,5 +105,18 @@ def node_workers(node: NodeContext) -> BackgroundWorkers:
     return BackgroundWorkers([
         Loop("keys", settings.key_distribution_interval_s, lambda: sync_keys(node)),
         Loop("publisher", settings.publish_interval_s, publisher.run_once),
-        Loop("indexer", settings.sync_interval_s, indexer.sync),
+        Loop("indexer", settings.sync_interval_s, lambda: _sync_and_notify(node, indexer)),
     ])
+
+
+def _sync_and_notify(node: NodeContext, indexer: Indexer) -> SyncResult:
+    """One indexer pass; when it indexed new blocks, extensions hear of the range (they read the rows)."""
+    from node.extensions.manager import extensions_for
+
+    result = indexer.sync()
+    # After a reorganisation the rows above the common ancestor were indexed again: they count as new.
+    start = min([result.from_block, *(rewind.to_block for rewind in result.rewinds)])
+    if result.to_block > start:
+        extensions_for(node).call("alliance_indicators_mirrored", node=node, from_block=start,
+                                  to_block=result.to_block)
+    return result

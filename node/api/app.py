@@ -9,6 +9,7 @@ from node.api.errors import install_error_handlers
 from node.api.limits import BodySizeLimit
 from node.api.routes import checks, fraud, health, indicators, members, operations
 from node.api.routes.assets import router as assets_router
+from node.extensions.routes import install_extension_routes
 from node.runtime import NodeContext
 from node.workers import BackgroundWorkers
 
@@ -32,4 +33,5 @@ def create_app(node: NodeContext, *, workers: BackgroundWorkers | None = None) -
     app.include_router(indicators.router, prefix="/v1", dependencies=v1)
     app.include_router(operations.router, prefix="/v1", dependencies=v1)
     app.include_router(assets_router, prefix="/v1", dependencies=v1)
+    install_extension_routes(app, node, dependencies=v1)  # applications, alerts, marketing, plugins
     return app

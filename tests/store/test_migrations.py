@@ -71,6 +71,7 @@ def test_store_secret_is_not_persisted_in_clear(store: Store) -> None:
 
 def test_migrated_schema_matches_models(store: Store) -> None:
     """The hand-written migrations create exactly the tables and columns the models declare."""
+    import node.store.application_tables  # registers the credit workflow tables (binds `node`, so no F401)
     import node.store.asset_tables  # registers the asset tables on Base.metadata (binds `node`, so no F401)
     import node.store.ledger_tables  # noqa: F401 - registers the ledger tables on Base.metadata
     from node.store.models import Base

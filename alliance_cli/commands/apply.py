@@ -1,0 +1,39 @@
+"""`alliance apply FILE.json`: run one loan application through the node's pipeline and show the decision."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from alliance_cli import console
+from alliance_cli.console import JsonOption
+from alliance_cli.state import node_context
+from node.modules.credit_platform import ApplicationIn, submit_application
+
+CLI_SUBMITTER = "cli"
+
+
+def apply_command(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="The application as JSON (see docs/extensions.md).")],
+    json_output: JsonOption = False,
+) -> None:
+    """Decide one application; prints outcome, score, limit and the reasons."""
+    try:
+        body = ApplicationIn.model_validate(json.loads(file.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as exc:
+        problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()) \
+            if isinstance(exc, ValidationError) else type(exc).__name__
+        console.fail(f"{file} is not a valid application: {problem}")
+    view = submit_application(node_context(ctx), body, submitted_by=CLI_SUBMITTER)
+    if json_output:
+        console.print_json(view)
+        return
+    offer = f", limit {view['limit']} at {view['annual_rate_percent']} %" if view["limit"] else ""
+    console.info(f"application {view['application_id']}: [bold]{view['outcome']}[/bold] "
+                 f"(score {view['score']}{offer})")
+    console.table("reasons", ["code"], [(code,) for code in view["reasons"]])

@@ -1,0 +1,39 @@
+"""`alliance marketing prescreen FILE.csv`: clean a prospect list before a campaign."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from alliance_cli import console
+from alliance_cli.console import JsonOption
+from alliance_cli.state import node_context
+from node.modules.marketing import prescreen
+
+app = typer.Typer(help="Quantitative marketing: pre-screen prospect lists.", no_args_is_help=True)
+
+
+@app.command("prescreen")
+def marketing_prescreen(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="CSV with identifier columns (phone, cn_resident_id, ...), segment.")],
+    output: Annotated[Path | None, typer.Option(help="Clean list (default FILE.clean.csv).")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Drop invalid, duplicate and blacklisted prospects; write the clean list and count per segment."""
+    try:
+        with file.open(newline="", encoding="utf-8-sig") as handle:
+            result = prescreen(node_context(ctx), handle, key_id="cli")
+    except (OSError, UnicodeDecodeError) as exc:
+        console.fail(f"cannot read {file}: {type(exc).__name__}")
+    target = output or file.with_name(file.stem + ".clean.csv")
+    target.write_text(result.clean_csv(), encoding="utf-8")
+    if json_output:
+        console.print_json({**result.to_json(), "output": str(target)})
+        return
+    console.table("prospects by segment", ["segment", "input", "invalid", "duplicate", "blacklisted", "kept"],
+                  [(name, c.input, c.invalid, c.duplicate, c.blacklisted, c.kept)
+                   for name, c in sorted(result.segments.items())])
+    console.success(f"{result.totals().kept} prospects written to {target}")

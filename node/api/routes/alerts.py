@@ -1,0 +1,37 @@
+"""`/v1/alerts`: post-loan risk alerts (an own borrower appeared in the alliance ledger) and their resolution."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, Field
+
+from node.api.deps import NodeDep, require_roles
+from node.auth.apikeys import KeyInfo, Role
+from node.modules import risk_operations
+
+router = APIRouter(prefix="/alerts", tags=["alerts"])
+
+Reader = Annotated[KeyInfo, Depends(require_roles(Role.analyst, Role.workflow))]
+Analyst = Annotated[KeyInfo, Depends(require_roles(Role.analyst))]
+
+
+class ResolveIn(BaseModel):
+    action: Literal["confirm", "dismiss"]
+    category: str = Field(default="first_party_fraud")
+    confidence: int = Field(default=90, ge=0, le=100)
+
+
+@router.get("")
+def list_alerts(*, node: NodeDep, key: Reader, state: str | None = None,
+                limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
+    """Alerts, newest first."""
+    return risk_operations.list_alerts(node, state=state, limit=limit)
+
+
+@router.post("/{alert_id}")
+def resolve_alert(*, alert_id: int, body: ResolveIn, node: NodeDep, key: Analyst) -> dict[str, Any]:
+    """Dismiss an alert, or confirm fraud and report the borrower to the ledger in the same step."""
+    return risk_operations.resolve_alert(node, alert_id, confirm=body.action == "confirm", by=key.key_id,
+                                         category=body.category, confidence=body.confidence)

@@ -1,0 +1,111 @@
+"""`/v1/applications`, `/v1/loans`, `/v1/abs-factory`: the credit platform's intake, booking and pool building.
+
+Mounted by the built-in modules through the `alliance_api_routers` hook (node.modules.credit_platform,
+node.modules.abs_factory).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, status
+from pydantic import BaseModel, Field
+
+from node.api.deps import NodeDep, SessionDep, require_roles
+from node.auth.apikeys import KeyInfo, Role
+from node.modules import abs_factory, credit_platform
+from node.modules.credit_platform import ApplicationIn
+
+applications_router = APIRouter(prefix="/applications", tags=["applications"])
+loans_router = APIRouter(prefix="/loans", tags=["loans"])
+abs_factory_router = APIRouter(prefix="/abs-factory", tags=["abs-factory"])
+
+Workflow = Annotated[KeyInfo, Depends(require_roles(Role.workflow))]
+Reader = Annotated[KeyInfo, Depends(require_roles(Role.workflow, Role.analyst))]
+Analyst = Annotated[KeyInfo, Depends(require_roles(Role.analyst))]
+Operator = Annotated[KeyInfo, Depends(require_roles(Role.operator))]
+
+
+class BookIn(BaseModel):
+    loan_reference: str | None = Field(default=None, min_length=1, max_length=64)
+    amount: Decimal | None = Field(default=None, gt=0, decimal_places=2)
+    purpose: str = Field(default="consumer", pattern=r"^(home|auto|consumer|business|education|other)$")
+    origination_date: date | None = None
+
+
+class FraudIn(BaseModel):
+    category: str = Field(examples=["application_fraud"])
+    confidence: int = Field(ge=0, le=100)
+    case_reference: str = Field(default="", max_length=200)
+
+
+class LoanStatusIn(BaseModel):
+    status: str
+    arrears: Decimal = Field(default=Decimal(0), ge=0, decimal_places=2)
+    current_principal: Decimal | None = Field(default=None, ge=0, decimal_places=2)
+
+
+class PoolIn(BaseModel):
+    pool_name: str = Field(min_length=1, max_length=100)
+    anchor: bool = False
+    override_reason: str | None = Field(default=None, max_length=500)
+
+
+@applications_router.post("", status_code=status.HTTP_201_CREATED)
+def create_application(*, body: ApplicationIn, node: NodeDep, key: Workflow) -> dict[str, Any]:
+    """Take an application, run the pipeline, answer with the outcome and the full decision trail."""
+    return credit_platform.submit_application(node, body, submitted_by=key.key_id)
+
+
+@applications_router.get("")
+def list_applications(*, session: SessionDep, key: Reader, outcome: str | None = None,
+                      limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[dict[str, Any]]:
+    """Recent applications (without trails), newest first."""
+    return credit_platform.list_applications(session, limit=limit, outcome=outcome)
+
+
+@applications_router.get("/{application_id}")
+def read_application(*, application_id: str, session: SessionDep, key: Reader) -> dict[str, Any]:
+    """One application with its decision trail (no raw identifiers)."""
+    return credit_platform.read_application(session, application_id)
+
+
+@applications_router.post("/{application_id}/book", status_code=status.HTTP_201_CREATED)
+def book_application(*, application_id: str, body: BookIn, node: NodeDep, key: Workflow) -> dict[str, Any]:
+    """Book an approved application as a loan (monitored against the ledger from now on)."""
+    loan = credit_platform.book_loan(node, application_id, loan_reference=body.loan_reference, amount=body.amount,
+                                     purpose=body.purpose, start=body.origination_date)
+    return {"loan_reference": loan.loan_reference, "application_id": loan.application_id,
+            "principal": str(Decimal(loan.principal_minor) / 100), "currency": loan.currency,
+            "maturity_date": loan.maturity_date.isoformat()}
+
+
+@applications_router.post("/{application_id}/fraud", status_code=status.HTTP_202_ACCEPTED)
+def confirm_application_fraud(*, application_id: str, body: FraudIn, node: NodeDep, key: Analyst) -> dict[str, Any]:
+    """Confirm fraud on an application: its identifiers are reported to the ledger (queued) in this one step."""
+    confirmation = credit_platform.confirm_fraud(node, application_id, category=body.category,
+                                                 confidence=body.confidence, confirmed_by=key.key_id,
+                                                 case_reference=body.case_reference)
+    return {"application_id": application_id, "report_id": confirmation.report_id}
+
+
+@loans_router.post("/{loan_reference}/status")
+def update_loan_status(*, loan_reference: str, body: LoanStatusIn, node: NodeDep, key: Workflow) -> dict[str, Any]:
+    """Servicing update: status, arrears and outstanding principal of a booked loan."""
+    return credit_platform.set_loan_status(node, loan_reference, status=body.status, arrears=body.arrears,
+                                           current_principal=body.current_principal)
+
+
+@abs_factory_router.get("/eligible")
+def read_eligible_loans(*, node: NodeDep, key: Operator) -> dict[str, Any]:
+    """Which booked loans a pool would take now, and why the others are left out."""
+    return abs_factory.select_loans(node)[0].to_json()
+
+
+@abs_factory_router.post("/pools", status_code=status.HTTP_201_CREATED)
+def create_pool(*, body: PoolIn, node: NodeDep, key: Operator) -> dict[str, Any]:
+    """Select eligible loans into a draft pool version (and anchor it on chain if asked)."""
+    return abs_factory.build_pool(node, body.pool_name, anchor=body.anchor,
+                                  override_reason=body.override_reason).to_json()

@@ -1,0 +1,146 @@
+"""ABS asset factory: select booked loans into a pool by eligibility criteria and hand them to the pool builder.
+
+Eligibility (`[abs]` of the credit policy), in this order:
+1. status in `eligible_statuses` (default: current) and no arrears;
+2. no blacklisted borrower: none of the borrower's indicators (any key epoch) is an active ledger indicator;
+3. concentration limits: no borrower above `max_borrower_share` and no province (of the resident ID) above
+   `max_region_share` of the pool's principal. While a group is over its limit, its largest loan is left out
+   (the group furthest over first), so the result is deterministic.
+Every loan left out is listed with its reason. The selection becomes a loan tape (the borrower's resident ID
+and phone are unsealed only into that in-memory tape, which node.assets hashes at once) and a draft version
+of the named pool (`node.assets.pools.import_lines`); `anchor=True` also screens and anchors it on chain
+(`anchor_draft`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+
+from node.errors import InvalidInput
+from node.extensions.hookspecs import hookimpl
+from node.ledger.checks import state_policy
+from node.ledger.indicator_state import derive_state
+from node.ledger.mirror import facts_for
+from node.modules.credit_platform import refresh_borrower_indicators, unseal_applicant
+from node.modules.policy import policy_for
+from node.store.application_tables import BookedLoanRow, BorrowerIndicator, LoanApplication
+
+NAME = "abs_factory"
+TAPE_COLUMNS = ("loan_reference", "origination_date", "maturity_date", "original_principal", "current_principal",
+                "currency", "interest_rate", "purpose", "amortisation_type", "status", "arrears_balance",
+                "borrower_resident_id", "borrower_phone")
+
+
+@dataclass
+class PoolSelection:
+    selected: list[str] = field(default_factory=list)  # loan references
+    excluded: dict[str, str] = field(default_factory=dict)  # loan reference -> reason
+    total_principal_minor: int = 0
+    draft: dict[str, Any] | None = None
+    anchored: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"selected": self.selected, "excluded": self.excluded,
+                "total_principal": str(Decimal(self.total_principal_minor) / 100), "draft": self.draft,
+                "anchored": self.anchored}
+
+
+@hookimpl
+def alliance_api_routers() -> list[Any]:
+    from node.api.routes.applications import abs_factory_router
+
+    return [abs_factory_router]
+
+
+def select_loans(node: Any) -> tuple[PoolSelection, list[BookedLoanRow]]:
+    rules = policy_for(node).abs
+    refresh_borrower_indicators(node)
+    selection = PoolSelection()
+    with node.store.session() as session:
+        loans = list(session.scalars(select(BookedLoanRow).order_by(BookedLoanRow.loan_reference)))
+        indicators: dict[int, list[bytes]] = defaultdict(list)
+        for row in session.scalars(select(BorrowerIndicator)):
+            indicators[row.loan_ref].append(bytes(row.indicator))
+        facts = facts_for(session, [i for values in indicators.values() for i in values])
+    now, policy = int(time.time()), state_policy(node)
+    eligible = []
+    for loan in loans:
+        if loan.status not in rules["eligible_statuses"] or loan.arrears_minor > 0:
+            selection.excluded[loan.loan_reference] = "arrears" if loan.arrears_minor > 0 else f"status_{loan.status}"
+        elif any(derive_state(i, *facts[i], at=now, policy=policy).active for i in indicators[loan.id] if i in facts):
+            selection.excluded[loan.loan_reference] = "blacklisted_borrower"
+        else:
+            eligible.append(loan)
+    chosen = _within_concentration(eligible, float(rules["max_borrower_share"]), float(rules["max_region_share"]),
+                                   selection.excluded)
+    selection.selected = [loan.loan_reference for loan in chosen]
+    selection.total_principal_minor = sum(loan.current_principal_minor for loan in chosen)
+    return selection, chosen
+
+
+def _within_concentration(loans: list[BookedLoanRow], borrower_share: float, region_share: float,
+                          excluded: dict[str, str]) -> list[BookedLoanRow]:
+    chosen = list(loans)
+    while chosen:
+        total = sum(loan.current_principal_minor for loan in chosen)
+        worst: tuple[float, str, Any] | None = None
+        for label, limit, key in (("concentration_borrower", borrower_share, lambda x: bytes(x.applicant_fingerprint)),
+                                  ("concentration_region", region_share, lambda x: x.region_code)):
+            groups: dict[Any, int] = defaultdict(int)
+            for loan in chosen:
+                groups[key(loan)] += loan.current_principal_minor
+            for group, amount in groups.items():
+                excess = amount / total - limit
+                if excess > 1e-12 and (worst is None or excess > worst[0]):
+                    worst = (excess, label, (key, group))
+        if worst is None:
+            return chosen
+        _, label, (key, group) = worst
+        largest = max((x for x in chosen if key(x) == group), key=lambda x: (x.current_principal_minor,
+                                                                             x.loan_reference))
+        chosen.remove(largest)
+        excluded[largest.loan_reference] = label
+    return chosen
+
+
+def build_pool(node: Any, pool_name: str, *, anchor: bool = False, override_reason: str | None = None
+               ) -> PoolSelection:
+    """Select eligible loans and import them as the draft of `pool_name` (and anchor it if asked)."""
+    from node.assets.pools import anchor_draft, import_lines
+
+    selection, chosen = select_loans(node)
+    if not chosen:
+        raise InvalidInput("no booked loan is eligible for a pool", code="no_eligible_loans",
+                           details=[{"loan_reference": k, "reason": v} for k, v in selection.excluded.items()])
+    rules = policy_for(node).abs
+    selection.draft = import_lines(node, pool_name, _tape_lines(node, chosen, rules)).to_json()
+    if anchor:
+        selection.anchored = anchor_draft(node, pool_name, override_reason=override_reason).to_json()
+    return selection
+
+
+def _tape_lines(node: Any, loans: list[BookedLoanRow], rules: dict[str, Any]) -> list[str]:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(TAPE_COLUMNS)
+    with node.store.session() as session:
+        for loan in loans:
+            applicant = unseal_applicant(node, session.get_one(LoanApplication, loan.application_id))
+            writer.writerow([loan.loan_reference, loan.origination_date, loan.maturity_date,
+                             _major(loan.principal_minor), _major(loan.current_principal_minor), loan.currency,
+                             str(Decimal(loan.annual_rate_micros) / 10_000), loan.purpose or rules["purpose"],
+                             rules["amortisation_type"], loan.status, _major(loan.arrears_minor),
+                             applicant.cn_resident_id, applicant.phone])
+    return out.getvalue().splitlines(keepends=True)
+
+
+def _major(minor: int) -> str:
+    return str(Decimal(minor) / 100)

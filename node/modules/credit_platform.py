@@ -1,0 +1,291 @@
+"""Credit platform: loan applications enter the node here, run through the pipeline and are stored with their
+full decision trail; approved ones can be booked as loans, and confirmed fraud goes to the ledger in one step.
+
+Storage keeps the applicant's identifiers only vault-encrypted (needed back for an ABS loan tape and for a
+fraud report), fingerprints for velocity, and a trail of codes, counts and module names. Errors never quote
+the identifiers.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from calendar import monthrange
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from node.crypto.keyed_hash import indicator_hash
+from node.errors import Conflict, InvalidInput, NotFound
+from node.extensions.hookspecs import hookimpl
+from node.extensions.manager import extensions_for
+from node.extensions.pipeline import PipelineResult, run_pipeline
+from node.extensions.types import Applicant, Application, BookedLoan, FraudConfirmation
+from node.ledger.reports import ReportRequest
+from node.modules.fingerprints import canonical_or_none, fingerprint, fingerprint_key
+from node.store.application_tables import (
+    ApplicationFingerprint,
+    BookedLoanRow,
+    BorrowerIndicator,
+    LoanApplication,
+)
+from node.store.models import utcnow
+
+TAG = r"^[a-z0-9_]{1,32}$"
+VELOCITY_KINDS = ("phone", "device_id", "bank_card", "ip", "email")
+MONITORED_TYPES = ("cn_resident_id", "phone", "bank_card", "email", "device_id")
+
+
+class ApplicantIn(BaseModel):
+    cn_resident_id: str = Field(max_length=64)
+    phone: str = Field(max_length=64)
+    bank_card: str | None = Field(default=None, max_length=64)
+    device_id: str | None = Field(default=None, max_length=128)
+    email: str | None = Field(default=None, max_length=254)
+    ip: str | None = Field(default=None, max_length=64)
+    birth_date: date | None = None
+    region_code: str | None = Field(default=None, pattern=r"^\d{2}(\d{4})?$")
+    sex: Literal["M", "F"] | None = None
+
+
+class ApplicationIn(BaseModel):
+    channel: str = Field(pattern=TAG, examples=["mobile_app"])
+    scenario: str = Field(pattern=TAG, examples=["consumer_loan"])
+    applicant: ApplicantIn
+    amount: Decimal = Field(gt=0, le=Decimal("1e12"), decimal_places=2)
+    currency: str = Field(default="CNY", pattern=r"^[A-Z]{3}$")
+    term_months: int = Field(ge=1, le=360)
+    bank_inputs: dict[str, float] = Field(default_factory=dict, max_length=64)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    application_id: str
+    result: PipelineResult
+
+
+# -- hooks -----------------------------------------------------------------------------------------------------
+@hookimpl
+def alliance_api_routers() -> list[Any]:
+    from node.api.routes.applications import applications_router, loans_router
+
+    return [applications_router, loans_router]
+
+
+# -- intake ----------------------------------------------------------------------------------------------------
+def submit_application(node: Any, body: ApplicationIn, *, submitted_by: str) -> dict[str, Any]:
+    """Run the pipeline on the application, then store it with its decision and trail in one transaction;
+    returns the stored view.
+
+    Nothing is stored before the decision: a crash mid-way leaves no half-assessed application, and the
+    caller's retry starts over. Velocity counts the stored applications plus this one.
+    """
+    application = Application("app_" + secrets.token_hex(12), body.channel, body.scenario,
+                              Applicant(**body.applicant.model_dump()), body.amount, body.currency,
+                              body.term_months, dict(body.bank_inputs), int(time.time()))
+    result = run_pipeline(node, application)
+    decision = result.decision
+    with node.store.transaction() as session:
+        row = _received_row(node, application, submitted_by)
+        session.add(row)
+        session.flush()
+        prints = fingerprint_rows(node, application)
+        if prints:
+            session.execute(insert(ApplicationFingerprint), prints)
+        row.state, row.outcome, row.decided_at = "decided", decision.outcome, utcnow()
+        row.score = result.score.score if result.score else None
+        row.limit_amount = str(decision.limit) if decision.limit is not None else None
+        row.annual_rate_percent = str(decision.annual_rate_percent) if decision.annual_rate_percent else None
+        row.reasons = json.dumps(list(decision.reasons))
+        row.trail = json.dumps(result.trail())
+        view = application_view(row)
+    extensions_for(node).call("alliance_application_decided", node=node, application=application,
+                              decision=decision)
+    return view
+
+
+def _received_row(node: Any, application: Application, submitted_by: str) -> LoanApplication:
+    applicant = application.applicant
+    sealed = node.vault.encrypt(json.dumps(applicant.to_json()).encode(),
+                                associated_data=_sealed_ad(application.application_id))
+    return LoanApplication(
+        application_id=application.application_id, received_at=datetime.fromtimestamp(application.received_at, UTC),
+        submitted_by=submitted_by, channel=application.channel, scenario=application.scenario,
+        applicant_fingerprint=applicant_fingerprint(node, application), amount=str(application.amount),
+        currency=application.currency, term_months=application.term_months, sealed_applicant=sealed,
+        bank_inputs=json.dumps(application.bank_inputs), state="received")
+
+
+def applicant_fingerprint(node: Any, application: Application) -> bytes:
+    return fingerprint(fingerprint_key(node), "cn_resident_id", application.applicant.cn_resident_id)
+
+
+def fingerprint_rows(node: Any, application: Application) -> list[dict[str, Any]]:
+    """The application's velocity fingerprints (phone, device, card, IP, email) as rows to store."""
+    key = fingerprint_key(node)
+    person = applicant_fingerprint(node, application)
+    return [{"application_id": application.application_id, "kind": kind, "fingerprint": fingerprint(key, kind, raw),
+             "applicant_fingerprint": person, "seen_at": application.received_at}
+            for kind, raw in application.applicant.identifiers() if kind in VELOCITY_KINDS]
+
+
+def _sealed_ad(application_id: str) -> bytes:
+    return f"application-applicant/{application_id}".encode()
+
+
+def unseal_applicant(node: Any, row: LoanApplication) -> Applicant:
+    plain = node.vault.decrypt(row.sealed_applicant, associated_data=_sealed_ad(row.application_id))
+    return Applicant.from_json(json.loads(plain))
+
+
+# -- reading ---------------------------------------------------------------------------------------------------
+def application_view(row: LoanApplication) -> dict[str, Any]:
+    """The stored application without raw identifiers: tags, amount, outcome, reasons and the full trail."""
+    return {"application_id": row.application_id, "state": row.state, "channel": row.channel,
+            "scenario": row.scenario, "amount": row.amount, "currency": row.currency,
+            "term_months": row.term_months, "submitted_by": row.submitted_by,
+            "received_at": _iso(row.received_at), "decided_at": _iso(row.decided_at), "outcome": row.outcome,
+            "score": row.score, "limit": row.limit_amount, "annual_rate_percent": row.annual_rate_percent,
+            "reasons": json.loads(row.reasons) if row.reasons else [],
+            "trail": json.loads(row.trail) if row.trail else None, "fraud_report_id": row.fraud_report_id}
+
+
+def _iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
+
+
+def read_application(session: Session, application_id: str) -> dict[str, Any]:
+    return application_view(_application(session, application_id))
+
+
+def list_applications(session: Session, *, limit: int = 50, outcome: str | None = None) -> list[dict[str, Any]]:
+    query = select(LoanApplication).order_by(LoanApplication.received_at.desc()).limit(limit)
+    if outcome:
+        query = query.where(LoanApplication.outcome == outcome)
+    return [{k: v for k, v in application_view(r).items() if k != "trail"} for r in session.scalars(query)]
+
+
+def _application(session: Session, application_id: str) -> LoanApplication:
+    row = session.get(LoanApplication, application_id)
+    if row is None:
+        raise NotFound(f"no application {application_id}", code="application_not_found")
+    return row
+
+
+# -- booking ---------------------------------------------------------------------------------------------------
+def book_loan(node: Any, application_id: str, *, loan_reference: str | None = None,
+              amount: Decimal | None = None, purpose: str = "consumer", start: date | None = None) -> BookedLoan:
+    """Book an approved application as a loan (at most its approved limit); store its borrower's indicators
+    under every key epoch held, so post-loan monitoring can match new ledger indicators."""
+    keys = node.keyring.keys()
+    with node.store.transaction() as session:
+        row = _application(session, application_id)
+        if row.state == "booked":
+            raise Conflict(f"application {application_id} is already booked", code="already_booked")
+        if row.outcome != "approve":
+            raise Conflict(f"application {application_id} is not approved ({row.outcome})", code="not_approved")
+        principal = amount if amount is not None else Decimal(row.limit_amount or row.amount)
+        if principal <= 0 or principal > Decimal(row.limit_amount or row.amount):
+            raise InvalidInput("the booked amount must be positive and within the approved limit",
+                               code="amount_over_limit")
+        applicant = unseal_applicant(node, row)
+        origination = start or date.today()
+        loan = BookedLoan(loan_reference or "L-" + application_id.removeprefix("app_"), application_id,
+                          int(principal * 100), row.currency, int(Decimal(row.annual_rate_percent or "0") * 10_000),
+                          row.term_months, origination, _add_months(origination, row.term_months))
+        resident = canonical_or_none("cn_resident_id", applicant.cn_resident_id) or ""
+        booked = BookedLoanRow(
+            loan_reference=loan.loan_reference, application_id=application_id,
+            applicant_fingerprint=row.applicant_fingerprint, region_code=resident[:2],
+            principal_minor=loan.principal_minor, current_principal_minor=loan.principal_minor, arrears_minor=0,
+            currency=loan.currency, annual_rate_micros=loan.annual_rate_micros, term_months=loan.term_months,
+            purpose=purpose, origination_date=origination.isoformat(), maturity_date=loan.maturity_date.isoformat(),
+            status="current")
+        session.add(booked)
+        session.flush()
+        session.add_all(_borrower_indicators(booked.id, applicant, keys))
+        row.state = "booked"
+    extensions_for(node).call("alliance_loan_booked", node=node, loan=loan)
+    return loan
+
+
+def _borrower_indicators(loan_ref: int, applicant: Applicant, keys: dict[int, bytes]) -> list[BorrowerIndicator]:
+    rows: list[BorrowerIndicator] = []
+    for kind, raw in applicant.identifiers():
+        canonical = canonical_or_none(kind, raw) if kind in MONITORED_TYPES else None
+        if canonical is None:
+            continue
+        rows.extend(BorrowerIndicator(loan_ref=loan_ref, identifier_type=kind, epoch=epoch,
+                                      indicator=indicator_hash(key, kind, canonical)) for epoch, key in keys.items())
+    return rows
+
+
+def refresh_borrower_indicators(node: Any) -> int:
+    """Hash booked borrowers under epochs added since booking (after a key rotation); returns rows added."""
+    keys = node.keyring.keys()
+    added = 0
+    with node.store.transaction() as session:
+        held = {(r.loan_ref, r.identifier_type, r.epoch) for r in session.scalars(select(BorrowerIndicator))}
+        for loan, application in session.execute(select(BookedLoanRow, LoanApplication).join(
+                LoanApplication, LoanApplication.application_id == BookedLoanRow.application_id)):
+            fresh = [r for r in _borrower_indicators(loan.id, unseal_applicant(node, application), keys)
+                     if (r.loan_ref, r.identifier_type, r.epoch) not in held]
+            session.add_all(fresh)
+            added += len(fresh)
+    return added
+
+
+def set_loan_status(node: Any, loan_reference: str, *, status: str, arrears: Decimal = Decimal(0),
+                    current_principal: Decimal | None = None) -> dict[str, Any]:
+    """Servicing update of a booked loan (what ABS eligibility looks at)."""
+    from node.assets.records import LoanStatus
+
+    if status not in LoanStatus.__members__:
+        raise InvalidInput(f"status must be one of {list(LoanStatus.__members__)}", code="invalid_status")
+    with node.store.transaction() as session:
+        loan = session.scalar(select(BookedLoanRow).where(BookedLoanRow.loan_reference == loan_reference))
+        if loan is None:
+            raise NotFound(f"no booked loan {loan_reference}", code="loan_not_found")
+        loan.status, loan.arrears_minor = status, int(arrears * 100)
+        if current_principal is not None:
+            loan.current_principal_minor = int(current_principal * 100)
+        return {"loan_reference": loan.loan_reference, "status": loan.status, "arrears": str(arrears),
+                "current_principal": str(Decimal(loan.current_principal_minor) / 100)}
+
+
+def _add_months(start: date, months: int) -> date:
+    month_index = start.month - 1 + months
+    year, month = start.year + month_index // 12, month_index % 12 + 1
+    return date(year, month, min(start.day, monthrange(year, month)[1]))
+
+
+# -- fraud -----------------------------------------------------------------------------------------------------
+def confirm_fraud(node: Any, application_id: str, *, category: str, confidence: int, confirmed_by: str,
+                  case_reference: str = "") -> FraudConfirmation:
+    """Report the application's applicant to the alliance ledger in one step (queued in the durable outbox)."""
+    with node.store.session() as session:
+        row = _application(session, application_id)
+        applicant = unseal_applicant(node, row)
+    identifiers = [(kind, raw) for kind, raw in applicant.identifiers()
+                   if kind in MONITORED_TYPES and canonical_or_none(kind, raw) is not None]
+    if not identifiers:
+        raise InvalidInput("the application has no valid identifier to report", code="nothing_to_report")
+    accepted = node.report_intake.accept(
+        ReportRequest(identifiers, category, confidence, case_reference=case_reference or application_id),
+        submitted_by=confirmed_by)
+    with node.store.transaction() as session:
+        row = _application(session, application_id)
+        row.fraud_report_id = accepted.report_id
+        if row.state != "booked":
+            row.state = "fraud"
+    confirmation = FraudConfirmation(application_id, accepted.report_id, category, confidence, confirmed_by)
+    extensions_for(node).call("alliance_fraud_confirmed", node=node, confirmation=confirmation)
+    return confirmation

@@ -1,0 +1,159 @@
+"""The bank's credit policy: scorecard, decision rules, velocity limits and ABS eligibility, from one TOML file.
+
+`credit_policy_file` (a setting) names a TOML file whose tables override the defaults below key by key, so
+a bank changes one number without restating the rest. docs/extensions.md documents every key. The defaults
+are a reasonable starting point for unsecured consumer credit, not a validated model.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+import weakref
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from node.errors import InvalidInput
+
+DEFAULT_POLICY: dict[str, Any] = {
+    "scorecard": {
+        "base": 650,
+        "min": 0,
+        "max": 1000,
+        # Points per signal code (a code counts once however many identifiers raised it).
+        "signals": {
+            "alliance_hit": -400,
+            "alliance_hit_low_confidence": -120,
+            "alliance_hit_disputed": -80,
+            "identifier_invalid": -250,
+            "optional_identifier_invalid": -40,
+            "resident_id_birth_date_mismatch": -200,
+            "resident_id_region_mismatch": -80,
+            "resident_id_sex_mismatch": -150,
+            "applicant_underage": -600,
+            "applicant_age_out_of_range": -100,
+            "phone_not_mobile": -60,
+            "phone_foreign": -40,
+            "phone_virtual_operator": -50,
+            "velocity_phone": -150,
+            "velocity_device_id": -150,
+            "velocity_bank_card": -150,
+            "velocity_ip": -80,
+        },
+        # The bank's own inputs: bands [lower, upper) -> points; upper "inf" is open-ended.
+        "inputs": {
+            "debt_to_income": [[0, 0.3, 40], [0.3, 0.5, 0], [0.5, "inf", -120]],
+            "months_at_employer": [[0, 6, -40], [6, 24, 0], [24, "inf", 30]],
+            "monthly_income": [[0, 3000, -60], [3000, 10000, 0], [10000, "inf", 40]],
+        },
+    },
+    "decision": {
+        # Any of these signals decides by itself, whatever the score.
+        "decline_on": ["alliance_hit", "applicant_underage", "identifier_invalid"],
+        "review_on": ["velocity_phone", "velocity_device_id", "velocity_bank_card", "alliance_hit_disputed",
+                      "alliance_hit_low_confidence", "alliance_unavailable", "alliance_mirror_stale",
+                      "resident_id_birth_date_mismatch"],
+        "approve_min_score": 620,
+        "review_min_score": 520,
+        # Limit and price by score, best band first; an approval is capped at its band's limit.
+        "bands": [
+            {"min_score": 720, "max_limit": "200000", "annual_rate_percent": "4.35"},
+            {"min_score": 670, "max_limit": "100000", "annual_rate_percent": "7.20"},
+            {"min_score": 620, "max_limit": "50000", "annual_rate_percent": "11.50"},
+        ],
+    },
+    "identity": {
+        "alliance_hit_min_confidence": 50,
+        "min_age": 18,
+        "max_age": 70,
+        # Mainland mobile prefixes of virtual operators (MVNO), more often used for throw-away numbers.
+        "virtual_operator_prefixes": ["162", "165", "167", "170", "171"],
+    },
+    "velocity": {
+        "window_hours": 168,
+        "max_applicants": 2,  # more distinct applicants than this on one phone/device/card/IP: a signal
+        "kinds": ["phone", "device_id", "bank_card", "ip"],
+    },
+    "abs": {
+        "eligible_statuses": ["current"],
+        "max_borrower_share": 0.2,
+        "max_region_share": 0.6,
+        "purpose": "consumer",
+        "amortisation_type": "annuity",
+    },
+}
+
+
+@dataclass(frozen=True)
+class Band:
+    min_score: int
+    max_limit: Decimal
+    annual_rate_percent: Decimal
+
+
+@dataclass(frozen=True)
+class CreditPolicy:
+    raw: dict[str, Any]
+
+    @property
+    def scorecard(self) -> dict[str, Any]:
+        return dict(self.raw["scorecard"])
+
+    @property
+    def decision(self) -> dict[str, Any]:
+        return dict(self.raw["decision"])
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return dict(self.raw["identity"])
+
+    @property
+    def velocity(self) -> dict[str, Any]:
+        return dict(self.raw["velocity"])
+
+    @property
+    def abs(self) -> dict[str, Any]:
+        return dict(self.raw["abs"])
+
+    def bands(self) -> list[Band]:
+        bands = [Band(int(b["min_score"]), Decimal(str(b["max_limit"])), Decimal(str(b["annual_rate_percent"])))
+                 for b in self.raw["decision"]["bands"]]
+        return sorted(bands, key=lambda b: -b.min_score)
+
+
+def load_policy(path: Path | None) -> CreditPolicy:
+    """The defaults, overridden by the TOML file at `path` if given (InvalidInput if it cannot be read)."""
+    policy = copy.deepcopy(DEFAULT_POLICY)
+    if path is not None:
+        try:
+            overrides = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise InvalidInput(f"credit policy file {path} cannot be read: {exc}", code="invalid_credit_policy") \
+                from None
+        unknown = set(overrides) - set(policy)
+        if unknown:
+            raise InvalidInput(f"credit policy file {path}: unknown tables {sorted(unknown)}",
+                               code="invalid_credit_policy")
+        _merge(policy, overrides)
+    return CreditPolicy(policy)
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> None:
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+_policies: weakref.WeakKeyDictionary[Any, CreditPolicy] = weakref.WeakKeyDictionary()
+
+
+def policy_for(node: Any) -> CreditPolicy:
+    """The node's policy, read once per NodeContext."""
+    policy = _policies.get(node)
+    if policy is None:
+        policy = _policies[node] = load_policy(node.settings.credit_policy_file)
+    return policy

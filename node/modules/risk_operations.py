@@ -1,0 +1,140 @@
+"""Risk operations: post-loan monitoring against the alliance ledger.
+
+When the indexer mirrors new blocks (`alliance_indicators_mirrored`), the records indexed in that block range
+are matched against the indicators of this bank's own booked borrowers (stored under every key epoch at
+booking, refreshed after rotations). Each active match raises an alert, stored once per (loan, indicator,
+batch), listed by `GET /v1/alerts` and `alliance alerts`, and POSTed to `risk_alert_webhook_url` if set (the
+alert carries loan reference, identifier type, categories and the indicator hash: no raw identifier).
+An analyst then dismisses it, or confirms fraud, which reports the borrower back to the ledger in one step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+
+from node.errors import Conflict, NotFound
+from node.extensions.hookspecs import hookimpl
+from node.extensions.types import FraudConfirmation
+from node.ledger.checks import state_policy
+from node.ledger.indicator_state import derive_state
+from node.ledger.mirror import facts_for
+from node.modules.credit_platform import confirm_fraud, refresh_borrower_indicators
+from node.store.application_tables import BookedLoanRow, BorrowerIndicator, LoanApplication, RiskAlert
+from node.store.ledger_tables import MirrorRecord
+
+NAME = "risk_operations"
+logger = logging.getLogger(__name__)
+
+
+@hookimpl
+def alliance_indicators_mirrored(node: Any, from_block: int, to_block: int) -> None:
+    raise_alerts(node, from_block, to_block)
+
+
+@hookimpl
+def alliance_api_routers() -> list[Any]:
+    from node.api.routes.alerts import router
+
+    return [router]
+
+
+def raise_alerts(node: Any, from_block: int, to_block: int) -> list[dict[str, Any]]:
+    """Alerts for own borrowers among the records of blocks (from_block, to_block]; returns the new ones."""
+    refresh_borrower_indicators(node)
+    with node.store.transaction() as session:
+        matches = session.execute(
+            select(MirrorRecord.indicator, MirrorRecord.batch_id, MirrorRecord.block_number,
+                   MirrorRecord.reporter_member_id, BorrowerIndicator.loan_ref, BorrowerIndicator.identifier_type,
+                   BookedLoanRow.application_id)
+            .join(BorrowerIndicator, BorrowerIndicator.indicator == MirrorRecord.indicator)
+            .join(BookedLoanRow, BookedLoanRow.id == BorrowerIndicator.loan_ref)
+            .join(LoanApplication, LoanApplication.application_id == BookedLoanRow.application_id)
+            # A borrower this bank already confirmed as fraud (and reported itself) needs no alert.
+            .where(MirrorRecord.block_number > from_block, MirrorRecord.block_number <= to_block,
+                   LoanApplication.fraud_report_id.is_(None))).all()
+        if not matches:
+            return []
+        facts = facts_for(session, [bytes(m[0]) for m in matches])
+        now, policy = int(time.time()), state_policy(node)
+        existing = {(a.loan_ref, bytes(a.indicator), a.batch_id) for a in session.scalars(
+            select(RiskAlert).where(RiskAlert.loan_ref.in_({m[4] for m in matches})))}
+        created = []
+        for indicator, batch_id, block, reporter, loan_ref, kind, application_id in matches:
+            indicator = bytes(indicator)
+            records, reactions = facts.get(indicator, ([], []))
+            state = derive_state(indicator, records, reactions, at=now, policy=policy)
+            if not state.active or (loan_ref, indicator, batch_id) in existing:
+                continue
+            existing.add((loan_ref, indicator, batch_id))
+            alert = RiskAlert(loan_ref=loan_ref, application_id=application_id, identifier_type=kind,
+                              indicator=indicator, batch_id=batch_id, block_number=block,
+                              reporter_member_id=reporter, categories=json.dumps(list(state.categories)),
+                              confidence=state.confidence, state="open",
+                              webhook_state="none" if not node.settings.risk_alert_webhook_url else "pending")
+            session.add(alert)
+            created.append(alert)
+        session.flush()
+        views = [alert_view(a, session) for a in created]
+    if node.settings.risk_alert_webhook_url:
+        for view in views:
+            _notify(node, view)
+    return views
+
+
+def _notify(node: Any, view: dict[str, Any]) -> None:
+    try:
+        response = httpx.post(node.settings.risk_alert_webhook_url, json={"event": "risk_alert", "alert": view},
+                              timeout=node.settings.request_timeout_s)
+        state = "sent" if response.is_success else "failed"
+    except httpx.HTTPError as exc:
+        logger.warning("risk alert webhook failed: %s", type(exc).__name__)
+        state = "failed"
+    with node.store.transaction() as session:
+        session.get_one(RiskAlert, view["alert_id"]).webhook_state = state
+    view["webhook_state"] = state
+
+
+def alert_view(alert: RiskAlert, session: Any) -> dict[str, Any]:
+    loan = session.get_one(BookedLoanRow, alert.loan_ref)
+    return {"alert_id": alert.id, "created_at": alert.created_at.isoformat() if alert.created_at else None,
+            "loan_reference": loan.loan_reference, "application_id": alert.application_id,
+            "identifier_type": alert.identifier_type, "indicator": "0x" + bytes(alert.indicator).hex(),
+            "batch_id": alert.batch_id, "block_number": alert.block_number,
+            "reporter_member_id": alert.reporter_member_id, "categories": json.loads(alert.categories),
+            "confidence": alert.confidence, "state": alert.state, "webhook_state": alert.webhook_state,
+            "resolved_by": alert.resolved_by, "fraud_report_id": alert.fraud_report_id}
+
+
+def list_alerts(node: Any, *, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    with node.store.session() as session:
+        query = select(RiskAlert).order_by(RiskAlert.id.desc()).limit(limit)
+        if state:
+            query = query.where(RiskAlert.state == state)
+        return [alert_view(a, session) for a in session.scalars(query)]
+
+
+def resolve_alert(node: Any, alert_id: int, *, confirm: bool, by: str, category: str = "first_party_fraud",
+                  confidence: int = 90) -> dict[str, Any]:
+    """Dismiss an alert, or confirm fraud: the borrower is reported to the ledger in the same step."""
+    with node.store.session() as session:
+        alert = session.get(RiskAlert, alert_id)
+        if alert is None:
+            raise NotFound(f"no alert {alert_id}", code="alert_not_found")
+        if alert.state != "open":
+            raise Conflict(f"alert {alert_id} is already {alert.state}", code="alert_resolved")
+        application_id = alert.application_id
+    confirmation: FraudConfirmation | None = None
+    if confirm:
+        confirmation = confirm_fraud(node, application_id, category=category, confidence=confidence,
+                                     confirmed_by=by, case_reference=f"alert-{alert_id}")
+    with node.store.transaction() as session:
+        alert = session.get_one(RiskAlert, alert_id)
+        alert.state, alert.resolved_by = ("confirmed" if confirm else "dismissed"), by
+        alert.fraud_report_id = confirmation.report_id if confirmation else None
+        return alert_view(alert, session)

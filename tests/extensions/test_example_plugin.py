@@ -1,0 +1,90 @@
+"""The example plugin package (tests/plugin_example), installed through its entry point, changes decisions
+without any change to the node's code or configuration.
+
+Installing means what pip does, minus the copying: a `.dist-info` directory with the package's metadata and
+its `entry_points.txt` (read from the package's own pyproject.toml) on sys.path, so the node discovers it
+through importlib.metadata exactly as an installed wheel. Works on a fresh clone; removed after the test.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from alliance_cli.commands.extensions import add_extension_commands
+from node.extensions.manager import ExtensionManager, extensions_for, use_extensions
+from node.modules.credit_platform import submit_application
+from node.runtime import NodeContext
+from tests.modules.workflow import application
+
+PLUGIN_DIR = Path(__file__).resolve().parents[1] / "plugin_example"
+
+
+@pytest.fixture
+def example_plugin_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    project = tomllib.loads((PLUGIN_DIR / "pyproject.toml").read_text())["project"]
+    site = tmp_path / "site-packages"
+    dist_info = site / f"{project['name'].replace('-', '_')}-{project['version']}.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {project['name']}\n"
+                                        f"Version: {project['version']}\n")
+    points = project["entry-points"]["alliance.extensions"]
+    (dist_info / "entry_points.txt").write_text(
+        "[alliance.extensions]\n" + "".join(f"{name} = {target}\n" for name, target in points.items()))
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.syspath_prepend(str(PLUGIN_DIR))
+    yield project["name"]
+    sys.modules.pop("alliance_example_plugin", None)
+
+
+def test_installed_plugin_changes_decision(banks: list[NodeContext], example_plugin_installed: str) -> None:
+    a = banks[0]
+    before = NodeContext(a.settings)  # as the node ran before the package was installed
+    use_extensions(before, ExtensionManager(disabled=["example_policy"]))
+    crypto = application(1, scenario="crypto_purchase")
+    watchlisted = application(2, bank_inputs={"monthly_income": 15000, "employer_watchlisted": 1})
+    assert submit_application(before, crypto, submitted_by="test")["outcome"] == "approve"
+
+    after = NodeContext(a.settings)  # default settings: every installed plugin, no configuration
+    info = {i.name: i for i in extensions_for(after).extensions()}
+    assert info["example_policy"].loaded and info["example_policy"].source == f"entry point {example_plugin_installed}"
+    declined = submit_application(after, application(3, scenario="crypto_purchase"), submitted_by="test")
+    assert declined["outcome"] == "decline" and declined["reasons"] == ["scenario_excluded_by_bank_policy"]
+    assert declined["trail"]["decision"]["module"] == "example_policy"
+    reviewed = submit_application(after, watchlisted, submitted_by="test")
+    assert reviewed["outcome"] == "review" and reviewed["reasons"] == ["employer_watchlisted"]
+    assert any(r["code"] == "employer_watchlisted" for r in reviewed["trail"]["score"]["reasons"])
+    normal = submit_application(after, application(4), submitted_by="test")
+    assert normal["outcome"] == "approve" and normal["trail"]["decision"]["module"] == "credit_decision"
+    for node in (before, after):
+        node.close()
+
+
+def test_installed_plugin_contributes_cli_command(example_plugin_installed: str) -> None:
+    cli = typer.Typer()
+
+    @cli.command("noop")
+    def noop() -> None:
+        """A command so Typer keeps subcommands."""
+
+    assert add_extension_commands(cli) == ["example-policy"]
+    result = CliRunner().invoke(cli, ["example-policy"])
+    assert result.exit_code == 0 and "crypto_purchase" in result.output
+
+
+def test_extensions_list_shows_plugin(example_plugin_installed: str, tmp_path: Path) -> None:
+    from alliance_cli.main import app
+
+    result = CliRunner().invoke(app, ["--data-dir", str(tmp_path / "empty"), "extensions", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    listed = {e["name"]: e for e in json.loads(result.output)}
+    assert listed["example_policy"]["hooks"] == ["alliance_cli_commands", "alliance_credit_decision",
+                                                 "alliance_risk_signals"]
+    assert listed["credit_platform"]["source"] == "builtin"

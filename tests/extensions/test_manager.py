@@ -1,0 +1,121 @@
+"""Loading and ordering extensions, and calling hooks in isolation (no chain needed: hooks are plain calls)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from node.extensions import hookimpl
+from node.extensions.isolation import CallTimedOut, DaemonPool
+from node.extensions.manager import BUILTIN_MODULES, ExtensionManager
+
+
+class Named:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @hookimpl
+    def alliance_api_routers(self) -> list[str]:
+        return [self.name]
+
+
+class Decides(Named):
+    @hookimpl
+    def alliance_credit_decision(self) -> str:
+        return self.name
+
+
+class DecidesFirst(Named):
+    @hookimpl(tryfirst=True)
+    def alliance_credit_decision(self) -> str:
+        return self.name
+
+
+class Crashes:
+    @hookimpl
+    def alliance_api_routers(self) -> list[str]:
+        raise RuntimeError("secret 13900000001 in a message")
+
+
+class UnknownHook:
+    @hookimpl
+    def alliance_no_such_hook(self) -> None:
+        return None
+
+
+def test_load_extensions_default_order_is_builtins_then_plugins() -> None:
+    manager = ExtensionManager(extra_plugins={"zeta": Named("zeta"), "alpha": Named("alpha")})
+    assert manager.order == [*BUILTIN_MODULES, "alpha", "zeta"]
+    assert all(i.loaded for i in manager.extensions())
+    routers = [module for module, _ in manager.call("alliance_api_routers").results]
+    assert routers[-2:] == ["alpha", "zeta"]
+
+
+def test_load_extensions_follows_configured_order_and_disabled() -> None:
+    manager = ExtensionManager(enabled=["zeta", "credit_decision", "alpha", "missing"], disabled=["alpha"],
+                               extra_plugins={"zeta": Named("zeta"), "alpha": Named("alpha")})
+    assert manager.order == ["zeta", "credit_decision"]
+    info = {i.name: i for i in manager.extensions()}
+    assert info["missing"].error is not None and not info["missing"].loaded
+    assert info["alpha"].error == "not enabled"
+    assert "alliance_credit_decision" in info["credit_decision"].hooks
+
+
+def test_call_hook_tryfirst_runs_before_configured_order() -> None:
+    manager = ExtensionManager(enabled=["one", "two"], extra_plugins={"one": Decides("one"),
+                                                                     "two": DecidesFirst("two")})
+    assert manager.call("alliance_credit_decision", firstresult=True).first == ("two", "two")
+
+
+def test_load_extension_with_unknown_hook_is_refused() -> None:
+    manager = ExtensionManager(enabled=["bad", "good"], extra_plugins={"bad": UnknownHook(), "good": Named("good")})
+    info = {i.name: i for i in manager.extensions()}
+    assert not info["bad"].loaded and "PluginValidationError" in (info["bad"].error or "")
+    assert manager.order == ["good"]
+
+
+def test_call_hook_isolates_exception_without_its_message(caplog: pytest.LogCaptureFixture) -> None:
+    manager = ExtensionManager(enabled=["crashes", "good"], extra_plugins={"crashes": Crashes(),
+                                                                           "good": Named("good")})
+    outcome = manager.call("alliance_api_routers")
+    assert [f.to_json() for f in outcome.failures] == [{"module": "crashes", "hook": "alliance_api_routers",
+                                                       "error": "RuntimeError"}]
+    assert outcome.results == [("good", ["good"])]
+    assert "13900000001" not in caplog.text
+
+
+def test_call_hook_times_out_a_hanging_extension() -> None:
+    release = threading.Event()
+
+    class Hangs:
+        @hookimpl
+        def alliance_api_routers(self) -> list[str]:
+            release.wait(10)
+            return ["late"]
+
+    manager = ExtensionManager(enabled=["hangs", "good"], timeout_s=0.2,
+                               extra_plugins={"hangs": Hangs(), "good": Named("good")})
+    started = time.monotonic()
+    outcome = manager.call("alliance_api_routers")
+    release.set()
+    assert time.monotonic() - started < 2
+    assert [(f.module, f.error) for f in outcome.failures] == [("hangs", "timeout")]
+    assert outcome.results == [("good", ["good"])]
+
+
+def test_call_hook_rejects_answer_of_wrong_type() -> None:
+    manager = ExtensionManager(enabled=["good"], extra_plugins={"good": Named("good")})
+    outcome = manager.call("alliance_api_routers", expect=dict)
+    assert [(f.module, f.error) for f in outcome.failures] == [("good", "bad_answer:list")]
+
+
+def test_daemon_pool_reuses_idle_workers_and_raises_timeout() -> None:
+    pool = DaemonPool("test")
+    assert [pool.call(lambda i=i: i * 2, timeout_s=1) for i in range(20)] == [i * 2 for i in range(20)]
+    assert pool._started == 1
+    with pytest.raises(CallTimedOut):
+        pool.call(time.sleep, 0.5, timeout_s=0.05)
+    with pytest.raises(ZeroDivisionError):
+        pool.call(lambda: 1 / 0, timeout_s=1)

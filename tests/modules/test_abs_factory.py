@@ -1,0 +1,57 @@
+"""ABS asset factory on anvil: eligible booked loans (no arrears, no blacklisted borrower, within
+concentration limits) go into a pool draft through node.assets' pool builder, then get anchored on chain."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from node.modules.abs_factory import _within_concentration, build_pool, select_loans
+from node.modules.credit_platform import book_loan, set_loan_status, submit_application
+from node.runtime import NodeContext
+from tests.modules.workflow import application, phone, report_and_mirror, resident_id
+
+REGIONS = {1: "110105", 2: "110105", 3: "310115", 4: "440305", 5: "330106", 6: "510104", 7: "110105"}
+
+
+def _book(node: NodeContext, i: int) -> str:
+    region = REGIONS[i]
+    decided = submit_application(node, application(100 + i, cn_resident_id=resident_id(100 + i, region=region),
+                                                   region_code=region), submitted_by="test")
+    assert decided["outcome"] == "approve", decided["reasons"]
+    return book_loan(node, decided["application_id"], loan_reference=f"L{i}").loan_reference
+
+
+def test_build_pool_selects_eligible_loans_and_anchors(banks: list[NodeContext], tmp_path: Path) -> None:
+    a, b, _ = banks
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[abs]\nmax_borrower_share = 0.3\nmax_region_share = 0.5\n")
+    a.settings.credit_policy_file = policy
+    for i in REGIONS:
+        _book(a, i)
+    set_loan_status(a, "L5", status="dpd30", arrears=Decimal("1200.00"))
+    report_and_mirror(b, a, [("phone", phone(106))], category="first_party_fraud")
+
+    selection, _ = select_loans(a)
+    assert selection.selected == ["L1", "L2", "L3", "L4"]
+    assert selection.excluded == {"L5": "arrears", "L6": "blacklisted_borrower", "L7": "concentration_region"}
+
+    pool = build_pool(a, "consumer-2026-11", anchor=True)
+    assert pool.draft is not None and pool.draft["loan_count"] == 4
+    assert pool.draft["total_principal"] == "12000000"  # minor units: 4 x 30,000.00 CNY
+    assert pool.anchored is not None and pool.anchored["loan_count"] == 4 and pool.anchored["version"] == 1
+
+
+def test_within_concentration_drops_largest_loan_of_worst_group() -> None:
+    def loan(reference: str, borrower: bytes, region: str, amount: int) -> Any:
+        return SimpleNamespace(loan_reference=reference, applicant_fingerprint=borrower, region_code=region,
+                               current_principal_minor=amount)
+
+    loans = [loan("A1", b"a", "11", 100), loan("A2", b"a", "11", 300), loan("B1", b"b", "31", 200),
+             loan("C1", b"c", "44", 200), loan("D1", b"d", "33", 200)]
+    excluded: dict[str, str] = {}
+    chosen = _within_concentration(loans, 0.35, 0.9, excluded)
+    assert [x.loan_reference for x in chosen] == ["A1", "B1", "C1", "D1"]
+    assert excluded == {"A2": "concentration_borrower"}

@@ -1,0 +1,52 @@
+"""Refusals of the applications API: schema errors, unknown ids, booking rules, roles (error envelope, no 500)."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+from httpx import Response
+
+from node.api.app import create_app
+from node.auth.apikeys import Role, create_api_key
+from node.runtime import NodeContext
+from tests.modules.workflow import application, report_and_mirror, resident_id
+
+
+def test_applications_api_refusals(banks: list[NodeContext]) -> None:
+    a, b, _ = banks
+    report_and_mirror(b, a, [("cn_resident_id", resident_id(2))])
+    with a.store.transaction() as session:
+        tokens = {role: create_api_key(session, role, "test").token for role in Role}
+    with TestClient(create_app(a)) as client:
+        def post(path: str, body: object, role: Role = Role.workflow) -> Response:
+            return client.post(path, json=body, headers={"X-API-Key": tokens[role]})
+
+        bad = post("/v1/applications", {**application(1).model_dump(mode="json"), "channel": "Mobile App!"})
+        assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_request"
+        unknown = client.get("/v1/applications/app_nope", headers={"X-API-Key": tokens[Role.analyst]})
+        assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "application_not_found"
+
+        approved = post("/v1/applications", application(1, amount="80000").model_dump(mode="json")).json()
+        declined = post("/v1/applications", application(2).model_dump(mode="json")).json()
+        assert approved["outcome"] == "approve" and approved["limit"] == "80000"
+
+        over = post(f"/v1/applications/{approved['application_id']}/book", {"amount": "90000"})
+        assert over.status_code == 422 and over.json()["error"]["code"] == "amount_over_limit"
+        refused = post(f"/v1/applications/{declined['application_id']}/book", {})
+        assert refused.status_code == 409 and refused.json()["error"]["code"] == "not_approved"
+        booked = post(f"/v1/applications/{approved['application_id']}/book", {"loan_reference": "L-1"})
+        assert booked.status_code == 201 and booked.json()["principal"] == "80000"
+        twice = post(f"/v1/applications/{approved['application_id']}/book", {})
+        assert twice.status_code == 409 and twice.json()["error"]["code"] == "already_booked"
+        status = post("/v1/loans/L-1/status", {"status": "dpd30", "arrears": "100.00"})
+        assert status.status_code == 200 and status.json()["status"] == "dpd30"
+        assert post("/v1/loans/L-1/status", {"status": "late"}).json()["error"]["code"] == "invalid_status"
+        assert post("/v1/loans/L-9/status", {"status": "current"}).status_code == 404
+
+        eligible = client.get("/v1/abs-factory/eligible", headers={"X-API-Key": tokens[Role.operator]})
+        assert eligible.status_code == 200 and eligible.json()["excluded"] == {"L-1": "arrears"}
+        assert client.get("/v1/abs-factory/eligible", headers={"X-API-Key": tokens[Role.workflow]}).status_code == 403
+        empty = post("/v1/abs-factory/pools", {"pool_name": "p1"}, Role.operator)
+        assert empty.status_code == 422 and empty.json()["error"]["code"] == "no_eligible_loans"
+
+        listed = client.get("/v1/applications?outcome=decline", headers={"X-API-Key": tokens[Role.analyst]}).json()
+        assert [x["application_id"] for x in listed] == [declined["application_id"]] and "trail" not in listed[0]

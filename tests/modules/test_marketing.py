@@ -1,0 +1,48 @@
+"""Quantitative marketing pre-screen on anvil: invalid, duplicate and blacklisted prospects are dropped."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from node.api.app import create_app
+from node.auth.apikeys import Role, create_api_key
+from node.modules.marketing import prescreen
+from node.runtime import NodeContext
+from tests.modules.workflow import phone, report_and_mirror, resident_id
+
+PROSPECTS = "\n".join([
+    "segment,phone,cn_resident_id,name",
+    f"young,{phone(1)},{resident_id(1)},Li",
+    f"young,+86 {phone(1)[:3]} {phone(1)[3:7]} {phone(1)[7:]},,Li again",  # the same phone: duplicate
+    f"young,{phone(2)},{resident_id(2)},Wang",  # reported by bank B: blacklisted
+    "young,12345,,Zhao",  # invalid phone
+    f"senior,{phone(3)},{resident_id(3)[:-1]}0,Sun",  # resident ID check digit wrong
+    f"senior,{phone(4)},,Zhou",
+    "senior,,,Nobody",
+]) + "\n"
+
+
+def test_prescreen_drops_invalid_duplicate_and_blacklisted(banks: list[NodeContext]) -> None:
+    a, b, _ = banks
+    report_and_mirror(b, a, [("cn_resident_id", resident_id(2))])
+    result = prescreen(a, PROSPECTS.splitlines(keepends=True))
+    counts = result.to_json()
+    assert counts["segments"]["young"] == {"input": 4, "invalid": 1, "duplicate": 1, "blacklisted": 1, "kept": 1}
+    assert counts["segments"]["senior"] == {"input": 3, "invalid": 2, "duplicate": 0, "blacklisted": 0, "kept": 1}
+    assert counts["invalid_reasons"] == {"cn_resident_id:checksum_failed": 1, "phone:invalid_region": 1,
+                                         "row:no_identifier": 1}
+    assert result.clean_csv().splitlines() == ["segment,phone,cn_resident_id,name",
+                                               f"young,+86{phone(1)},{resident_id(1)},Li",
+                                               f"senior,+86{phone(4)},,Zhou"]
+
+
+def test_prescreen_api_refuses_list_without_identifier_columns(banks: list[NodeContext]) -> None:
+    a = banks[0]
+    with a.store.transaction() as session:
+        token = create_api_key(session, Role.workflow, "test").token
+    with TestClient(create_app(a)) as client:
+        headers = {"X-API-Key": token, "Content-Type": "text/csv"}
+        refused = client.post("/v1/marketing/prescreen", content="segment,name\nx,Li\n", headers=headers)
+        ok = client.post("/v1/marketing/prescreen", content=PROSPECTS, headers=headers)
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "no_identifier_columns"
+    assert ok.status_code == 200 and ok.json()["totals"]["kept"] == 3

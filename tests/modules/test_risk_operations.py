@@ -1,0 +1,142 @@
+"""Post-loan monitoring on anvil: bank B reports one of bank A's borrowers; A's indexer worker mirrors it, the
+risk operations module raises one alert (stored, listed, webhook), and A confirms fraud in one step."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from node.api.app import create_app
+from node.auth.apikeys import Role, create_api_key
+from node.ledger.checks import check_identity
+from node.ledger.indexer import indexer_for
+from node.ledger.reports import ReportRequest, report_status
+from node.modules.credit_platform import book_loan, submit_application
+from node.modules.risk_operations import list_alerts
+from node.runtime import NodeContext
+from node.workers import node_workers
+from tests.conftest import free_port
+from tests.modules.workflow import application, phone, resident_id
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    received: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", free_port()), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/alerts", received
+    server.shutdown()
+
+
+def test_mirrored_indicator_raises_alert_and_fraud_is_confirmed(
+        banks: list[NodeContext], webhook: tuple[str, list[dict[str, Any]]]) -> None:
+    a, b, _ = banks
+    url, received = webhook
+    a.settings.risk_alert_webhook_url = url
+    decided = submit_application(a, application(50), submitted_by="test")
+    loan = book_loan(a, decided["application_id"], loan_reference="LOAN-50")
+    submit_application(a, application(51), submitted_by="test")  # another customer, never reported
+    b.report_intake.accept(ReportRequest([("phone", phone(50))], "money_mule", 80), submitted_by="b-analyst")
+    b.publisher.drain()
+
+    indexer_loop = next(loop for loop in node_workers(a).loops if loop.name == "indexer")
+    indexer_loop.run_step()
+    assert indexer_loop.status.last_error is None
+    alerts = list_alerts(a)
+    assert len(alerts) == 1
+    alert = alerts[0]
+    assert (alert["loan_reference"], alert["identifier_type"], alert["categories"]) == (
+        loan.loan_reference, "phone", ["money_mule"])
+    assert alert["state"] == "open" and alert["webhook_state"] == "sent"
+    assert received and received[0]["alert"]["alert_id"] == alert["alert_id"]
+    assert phone(50) not in json.dumps(received) and resident_id(50) not in json.dumps(received)
+
+    b.report_intake.accept(ReportRequest([("phone", phone(50))], "money_mule", 81), submitted_by="b-analyst")
+    b.publisher.drain()
+    indexer_loop.run_step()  # a second report of the same phone is a second match, never a duplicate
+    assert len(list_alerts(a)) == 2
+    indexer_loop.run_step()
+    assert len(list_alerts(a)) == 2
+
+    with a.store.transaction() as session:
+        analyst = create_api_key(session, Role.analyst, "test").token
+        workflow = create_api_key(session, Role.workflow, "test").token
+    with TestClient(create_app(a)) as client:
+        listed = client.get("/v1/alerts?state=open", headers={"X-API-Key": workflow}).json()
+        refused = client.post(f"/v1/alerts/{alert['alert_id']}", json={"action": "confirm"},
+                              headers={"X-API-Key": workflow})
+        confirmed = client.post(f"/v1/alerts/{alert['alert_id']}",
+                                json={"action": "confirm", "category": "money_mule", "confidence": 85},
+                                headers={"X-API-Key": analyst})
+        again = client.post(f"/v1/alerts/{alert['alert_id']}", json={"action": "dismiss"},
+                            headers={"X-API-Key": analyst})
+    assert len(listed) == 2 and refused.status_code == 403 and again.status_code == 409
+    assert confirmed.status_code == 200, confirmed.text
+    report_id = confirmed.json()["fraud_report_id"]
+    with a.store.session() as session:
+        assert report_status(session, report_id).state == "queued"
+
+    # One step was enough: once published, the borrower's resident ID (which B never reported) hits at B.
+    a.publisher.drain()
+    indexer_for(b).sync()
+    indexer_loop.run_step()  # A mirrors its own report: no alert about a borrower it confirmed itself
+    assert len(list_alerts(a)) == 2
+    outcome = check_identity(b, [("cn_resident_id", resident_id(50))], "test")
+    assert outcome.results[0].hit and outcome.results[0].categories == ("money_mule",)
+
+
+def test_application_fraud_confirmed_reports_to_ledger(banks: list[NodeContext]) -> None:
+    a = banks[0]
+    decided = submit_application(a, application(60), submitted_by="test")
+    with a.store.transaction() as session:
+        analyst = create_api_key(session, Role.analyst, "test").token
+    with TestClient(create_app(a)) as client:
+        response = client.post(f"/v1/applications/{decided['application_id']}/fraud",
+                               json={"category": "application_fraud", "confidence": 95},
+                               headers={"X-API-Key": analyst})
+        missing = client.post("/v1/applications/app_missing/fraud",
+                              json={"category": "application_fraud", "confidence": 95},
+                              headers={"X-API-Key": analyst})
+        bad_category = client.post(f"/v1/applications/{decided['application_id']}/fraud",
+                                   json={"category": "nonsense", "confidence": 95}, headers={"X-API-Key": analyst})
+    assert response.status_code == 202, response.text
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "application_not_found"
+    assert bad_category.status_code == 422 and bad_category.json()["error"]["code"] == "unknown_category"
+    with a.store.session() as session:
+        status = report_status(session, response.json()["report_id"])
+    assert {i.identifier_type for i in status.identifiers} == {"cn_resident_id", "phone", "bank_card", "device_id"}
+
+
+def test_key_rotation_rehashes_booked_borrowers(banks: list[NodeContext]) -> None:
+    import os
+
+    from sqlalchemy import func, select
+
+    from node.modules.credit_platform import refresh_borrower_indicators
+    from node.store.application_tables import BorrowerIndicator
+
+    a = banks[0]
+    decided = submit_application(a, application(70), submitted_by="test")
+    book_loan(a, decided["application_id"], loan_reference="LOAN-70")
+    with a.store.session() as session:
+        assert session.scalar(select(func.count()).select_from(BorrowerIndicator)) == 4  # one epoch, four types
+    a.keyring.store_key(2, os.urandom(32), source="generated")
+    assert refresh_borrower_indicators(a) == 4
+    assert refresh_borrower_indicators(a) == 0
