@@ -1,8 +1,8 @@
 """Benchmark of ABS pools: the loan tree, proofs, verification, tape parsing and anchoring gas.
 
-    python bench/assets.py             # 1,000,000 loans (target: tree build <= 10 s)
-    python bench/assets.py --quick     # 10,000 loans
-    python bench/assets.py --loans N
+    python bench/assets.py             # 1,000,000 loans (target: tree build <= 10 s), anchored in chunks
+    python bench/assets.py --quick     # 10,000 loans; 50,000 anchored
+    python bench/assets.py --loans N [--anchor-loans M]
 
 Loans are canonical `LoanRecord`s (the 13-field leaf of node.assets.records) with random ids and terms.
 - `tree_build_s`: `build_tree` (StandardMerkleTree over the records' leaf values), `peak_rss_mb` after it.
@@ -12,9 +12,16 @@ Loans are canonical `LoanRecord`s (the 13-field leaf of node.assets.records) wit
   (record -> leaf, proof -> root).
 - `tape_parse_loans_per_s`: CSV rows through `parse_tape` (identifiers normalised and keyed-hashed);
   `store_loans_per_s`: the parsed loans stored as a draft (records and indicators) in a SQLite store.
-- gas, on a private anvil with a one-founder consortium: anchorVersion receipts at two loan counts;
-  `gas_per_loan_id` is the slope, `anchor_base_gas` the intercept, `max_loans_per_anchor` what fits a
-  30M-gas block. Prints readable lines, then one JSON object as the last line.
+- gas, on a private anvil (the dev chain's settings) with a one-founder consortium: single anchorVersion
+  receipts at two loan counts; `gas_per_loan_id_marginal` is the slope, `anchor_base_gas` the intercept.
+- `anchor_s`: the end-to-end anchoring of a version of `anchor_loans` loans (default the pool size, 1,000,000;
+  `--quick` 50,000) as the node does it: anchorVersion with the first chunk, then `publish_remaining_ids`
+  in chunks of `loan_id_chunk_size` (`chunk_ids`, well under a 30M-gas block); `gas_per_loan_id` is the
+  gas of all those receipts per loan id, `anchor_transactions` their number. Baseline, same chain: one
+  anchorVersion of 30,000 ids in a single transaction (the old scheme near its ~35,000-id ceiling in a
+  30M-gas block); `gas_vs_single_tx` and `speed_vs_single_tx` compare per id. `mirror_sync_s`: another node's
+  loan-id mirror (SQLite) taking in the whole version. Prints readable lines, then one JSON object as the
+  last line.
 """
 
 from __future__ import annotations
@@ -37,9 +44,10 @@ from stdnum.cn import ric
 
 from bench._common import emit, parse_args, private_chain
 from node.assets.loan_tape import REQUIRED_COLUMNS, parse_tape
-from node.assets.pools import build_tree, store_draft
+from node.assets.pools import build_tree, publish_remaining_ids, store_draft
 from node.assets.records import LEAF_ENCODING, Amortisation, LoanPurpose, LoanRecord, LoanStatus
-from node.chain.asset_registry import AssetRegistryClient
+from node.assets.screening import sync_loan_mirror, version_complete
+from node.chain.asset_registry import AssetRegistryClient, loan_id_chunk_size
 from node.chain.client import ChainClient
 from node.chain.deployment import deploy_consortium
 from node.chain.registry import FoundingMember, MemberRole
@@ -51,6 +59,7 @@ from node.store.db import Store
 MAX_PROOFS = 100_000
 TAPE_ROWS = 5_000
 BLOCK_GAS_LIMIT = 30_000_000
+SINGLE_TX_IDS = 30_000
 
 
 def peak_rss_mb() -> float:
@@ -94,13 +103,55 @@ def tape_text(rows: int) -> str:
     return text.getvalue()
 
 
+def bench_registry(rpc_url: str) -> AssetRegistryClient:
+    """A one-founder consortium on the chain at `rpc_url`, and its AssetRegistry as that founder."""
+    signer = Signer.generate()
+    client = ChainClient(rpc_url, signer=signer)
+    deployment = deploy_consortium(client, network="bench", founders=[
+        FoundingMember(signer.address, MemberRole.member, "Bench bank", "BENCH-0", b"\x01" * 32)])
+    return AssetRegistryClient(client, deployment.address("AssetRegistry"))
+
+
+def anchor_large(records: Sequence[LoanRecord], root: bytes) -> dict[str, float]:
+    """Anchor one version of all `records` as the node does (first chunk, then the rest in chunks), then sync
+    a mirror of it; times and gas from the receipts."""
+    loan_ids = [r.loan_id for r in records]
+    with private_chain() as rpc_url:
+        registry = bench_registry(rpc_url)
+        single_pool, _ = registry.register_pool(b"\x01" * 32)
+        start = time.perf_counter()
+        single = registry.anchor_version(single_pool, b"\x01" * 32, 1, loan_ids[:SINGLE_TX_IDS])
+        single_s = time.perf_counter() - start
+        pool_id, _ = registry.register_pool(b"\x02" * 32)
+        block_gas_limit = registry.block_gas_limit()
+        chunk = loan_id_chunk_size(BLOCK_GAS_LIMIT)  # sized for a 30M-gas block whatever the dev chain allows
+        start = time.perf_counter()
+        anchored = registry.anchor_version(pool_id, root, sum(r.current_principal for r in records),
+                                           loan_ids[:chunk], loan_count=len(loan_ids))
+        chunks = publish_remaining_ids(registry, pool_id, anchored.version, loan_ids, chunk_size=chunk)
+        anchor_s = time.perf_counter() - start
+        if registry.loan_ids_published(pool_id, anchored.version) != len(loan_ids):
+            raise SystemExit("the version's ids were not all published")
+        gas = anchored.gas_used + sum(c.gas_used for c in chunks)
+        with tempfile.TemporaryDirectory(prefix="alliance-bench-") as directory:
+            store = Store(f"sqlite:///{directory}/mirror.db")
+            store.migrate()
+            start = time.perf_counter()
+            sync_loan_mirror(store, registry)
+            mirror_s = time.perf_counter() - start
+            with store.session() as session:
+                if not version_complete(session, pool_id, anchored.version):
+                    raise SystemExit("the mirror did not take in the whole version")
+            store.close()
+        return {"anchor_s": anchor_s, "gas": gas, "transactions": 1 + len(chunks), "chunk_ids": chunk,
+                "max_chunk_gas": max([anchored.gas_used, *(c.gas_used for c in chunks)]),
+                "block_gas_limit": block_gas_limit, "mirror_sync_s": mirror_s,
+                "single_gas_per_id": single.gas_used / SINGLE_TX_IDS, "single_ids_per_s": SINGLE_TX_IDS / single_s}
+
+
 def anchor_gas(sizes: Sequence[int], rng: random.Random) -> dict[int, int]:
     with private_chain() as rpc_url:
-        signer = Signer.generate()
-        client = ChainClient(rpc_url, signer=signer)
-        deployment = deploy_consortium(client, network="bench", founders=[
-            FoundingMember(signer.address, MemberRole.member, "Bench bank", "BENCH-0", b"\x01" * 32)])
-        registry = AssetRegistryClient(client, deployment.address("AssetRegistry"))
+        registry = bench_registry(rpc_url)
         pool_id, _ = registry.register_pool(b"\x02" * 32)
         registry.anchor_version(pool_id, b"\x03" * 32, 1, [rng.randbytes(32)])  # warm-up: first version slot
         gas = {}
@@ -115,6 +166,8 @@ def anchor_gas(sizes: Sequence[int], rng: random.Random) -> dict[int, int]:
 
 def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--loans", type=int, default=1_000_000, help="pool size (default 1,000,000)")
+    parser.add_argument("--anchor-loans", type=int, default=None,
+                        help="loans of the version anchored end to end (default: the pool size; --quick 50,000)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -166,7 +219,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     per_id = (gas[large] - gas[small]) / (large - small)
     base = gas[small] - per_id * small
     print(f"anchor gas:     {gas[small]:,} ({small} ids), {gas[large]:,} ({large} ids): {per_id:.0f} per loan id, "
-          f"{base:,.0f} per version; {int((BLOCK_GAS_LIMIT - base) // per_id):,} ids fit a 30M-gas block")
+          f"{base:,.0f} per version")
+
+    anchor_count = args.anchor_loans or (50_000 if args.quick else count)
+    anchor_records = records if anchor_count == count else make_records(anchor_count, rng)
+    anchor_root = tree.root if anchor_records is records else build_tree(anchor_records).root
+    large_run = anchor_large(anchor_records, anchor_root)
+    chunked_per_id = large_run["gas"] / anchor_count
+    single_per_id = large_run["single_gas_per_id"]
+    ids_per_s = anchor_count / large_run["anchor_s"]
+    print(f"anchor {anchor_count:,} loans: {large_run['anchor_s']:.3f} s ({ids_per_s:,.0f} ids/s), "
+          f"{large_run['transactions']:,.0f} transactions of <= {large_run['chunk_ids']:,.0f} ids (max "
+          f"{large_run['max_chunk_gas']:,.0f} gas, block limit {large_run['block_gas_limit']:,.0f}); "
+          f"{chunked_per_id:.1f} gas per loan id all in; mirror sync {large_run['mirror_sync_s']:.1f} s")
+    print(f"baseline:       one anchorVersion of {SINGLE_TX_IDS:,} ids: {single_per_id:.1f} gas per id, "
+          f"{large_run['single_ids_per_s']:,.0f} ids/s; chunked / single gas {chunked_per_id / single_per_id:.3f}")
 
     emit({
         "loans": count,
@@ -179,10 +246,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "verifications_per_s": round(verifications_per_s),
         "tape_parse_loans_per_s": round(tape_rate),
         "store_loans_per_s": round(store_rate),
-        "gas_per_loan_id": round(per_id, 1),
+        "gas_per_loan_id_marginal": round(per_id, 1),
         "anchor_base_gas": round(base),
         "anchor_gas": {str(k): v for k, v in gas.items()},
-        "max_loans_per_anchor": int((BLOCK_GAS_LIMIT - base) // per_id),
+        "anchor_loans": anchor_count,
+        "anchor_s": round(large_run["anchor_s"], 3),
+        "anchor_transactions": int(large_run["transactions"]),
+        "chunk_ids": int(large_run["chunk_ids"]),
+        "max_chunk_gas": int(large_run["max_chunk_gas"]),
+        "gas_per_loan_id": round(chunked_per_id, 1),
+        "baseline_single_tx_gas_per_loan_id": round(single_per_id, 1),
+        "gas_vs_single_tx": round(chunked_per_id / single_per_id, 3),
+        "anchor_ids_per_s": round(ids_per_s),
+        "baseline_single_tx_ids_per_s": round(large_run["single_ids_per_s"]),
+        "speed_vs_single_tx": round(ids_per_s / large_run["single_ids_per_s"], 3),
+        "mirror_sync_s": round(large_run["mirror_sync_s"], 3),
     })
     return 0
 

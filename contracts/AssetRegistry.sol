@@ -15,6 +15,7 @@ contract AssetRegistry is IAssetRegistry {
     uint256 private _poolCount;
     mapping(uint256 poolId => Pool) private _pools;
     mapping(uint256 poolId => mapping(uint32 versionNumber => PoolVersion)) private _versions;
+    mapping(uint256 poolId => mapping(uint32 versionNumber => uint32 count)) private _loanIdsPublished;
 
     /// @notice Binds the asset registry to the alliance's membership registry for its whole life.
     /// @param registry_ Address of the AllianceRegistry.
@@ -42,6 +43,14 @@ contract AssetRegistry is IAssetRegistry {
     ) external returns (uint32 versionNumber) {
         uint256 memberId = _checkCustodian(poolId, msg.sender);
         return _anchorVersion(poolId, memberId, root, loanCount, totalPrincipal, loanIds);
+    }
+
+    /// @inheritdoc IAssetRegistry
+    function publishLoanIds(uint256 poolId, uint32 versionNumber, uint32 offset, bytes32[] calldata loanIds)
+        external
+    {
+        _checkCustodian(poolId, msg.sender);
+        _publishLoanIds(poolId, versionNumber, offset, loanIds);
     }
 
     // ------------------------------------------------------------------------------------------------------------
@@ -113,6 +122,12 @@ contract AssetRegistry is IAssetRegistry {
     }
 
     /// @inheritdoc IAssetRegistry
+    function loanIdsPublished(uint256 poolId, uint32 versionNumber) external view returns (uint32 count) {
+        _existingVersion(poolId, versionNumber);
+        return _loanIdsPublished[poolId][versionNumber];
+    }
+
+    /// @inheritdoc IAssetRegistry
     function verifyLoan(uint256 poolId, uint32 versionNumber, bytes32 leaf, bytes32[] calldata proof)
         external
         view
@@ -171,7 +186,8 @@ contract AssetRegistry is IAssetRegistry {
         emit PoolRegistered(poolId, memberId, metadataHash);
     }
 
-    /// @dev Stores the next version of an existing pool and emits its summary and loan ids.
+    /// @dev Stores the next version of an existing pool, once its latest one is complete, and emits its summary
+    /// and first chunk of loan ids.
     function _anchorVersion(
         uint256 poolId,
         uint256 memberId,
@@ -181,9 +197,15 @@ contract AssetRegistry is IAssetRegistry {
         bytes32[] calldata loanIds
     ) internal returns (uint32 versionNumber) {
         if (root == bytes32(0)) revert AssetRegistryZeroRoot();
-        if (loanIds.length != loanCount) revert AssetRegistryLoanCountMismatch(loanIds.length, loanCount);
         Pool storage p = _pools[poolId];
+        _checkLoanIdsComplete(poolId, p.versionCount);
+        if (p.versionCount > 0 && _versions[poolId][p.versionCount].root == root) {
+            revert AssetRegistryRootUnchanged(poolId, p.versionCount);
+        }
         versionNumber = ++p.versionCount;
+        if (loanIds.length > loanCount) {
+            revert AssetRegistryTooManyLoanIds(poolId, versionNumber, loanIds.length, loanCount);
+        }
         _versions[poolId][versionNumber] = PoolVersion({
             root: root,
             loanCount: loanCount,
@@ -191,8 +213,23 @@ contract AssetRegistry is IAssetRegistry {
             anchoredAt: uint64(block.timestamp),
             anchoredByMemberId: memberId
         });
+        if (loanIds.length > 0) _loanIdsPublished[poolId][versionNumber] = uint32(loanIds.length);
         emit VersionAnchored(poolId, versionNumber, root, loanCount, totalPrincipal);
-        emit LoanIdsPublished(poolId, versionNumber, loanIds);
+        emit LoanIdsPublished(poolId, versionNumber, 0, loanIds);
+    }
+
+    /// @dev Emits the next chunk of an anchored version's loan ids, if it starts at `offset` and fits its count.
+    function _publishLoanIds(uint256 poolId, uint32 versionNumber, uint32 offset, bytes32[] calldata loanIds)
+        internal
+    {
+        uint32 loanCount = _existingVersion(poolId, versionNumber).loanCount;
+        uint32 published = _loanIdsPublished[poolId][versionNumber];
+        if (offset != published) revert AssetRegistryLoanIdsOffsetMismatch(poolId, versionNumber, offset, published);
+        if (loanIds.length > loanCount - published) {
+            revert AssetRegistryTooManyLoanIds(poolId, versionNumber, loanIds.length, loanCount - published);
+        }
+        _loanIdsPublished[poolId][versionNumber] = published + uint32(loanIds.length);
+        emit LoanIdsPublished(poolId, versionNumber, offset, loanIds);
     }
 
     /// @dev Records a custody transfer proposal from the custodian `fromMemberId` to the member of `to`.
@@ -203,9 +240,10 @@ contract AssetRegistry is IAssetRegistry {
         emit CustodyTransferProposed(poolId, fromMemberId, toMemberId);
     }
 
-    /// @dev Makes the pending recipient `toMemberId` the custodian.
+    /// @dev Makes the pending recipient `toMemberId` the custodian, once the latest version is complete.
     function _acceptTransfer(uint256 poolId, uint256 toMemberId) internal {
         Pool storage p = _pools[poolId];
+        _checkLoanIdsComplete(poolId, p.versionCount);
         uint256 fromMemberId = p.custodianMemberId;
         p.custodianMemberId = toMemberId;
         p.pendingCustodianMemberId = 0;
@@ -241,6 +279,14 @@ contract AssetRegistry is IAssetRegistry {
     function _attest(uint256 poolId, uint32 versionNumber, uint256 auditorMemberId, bytes32 reportHash) internal {
         _existingVersion(poolId, versionNumber);
         emit AuditorAttested(poolId, versionNumber, auditorMemberId, reportHash);
+    }
+
+    /// @dev Reverts if the pool's version `versionNumber` (0: none yet) has fewer ids published than its loan count.
+    function _checkLoanIdsComplete(uint256 poolId, uint32 versionNumber) internal view {
+        if (versionNumber == 0) return;
+        uint32 loanCount = _versions[poolId][versionNumber].loanCount;
+        uint32 published = _loanIdsPublished[poolId][versionNumber];
+        if (published != loanCount) revert AssetRegistryLoanIdsIncomplete(poolId, versionNumber, published, loanCount);
     }
 
     /// @dev The pool, or a revert if no pool has this id.

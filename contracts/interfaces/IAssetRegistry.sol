@@ -7,8 +7,12 @@ import {IAllianceRegistry} from "./IAllianceRegistry.sol";
 /// @notice On-chain anchor of ABS loan pools: each pool version is the Merkle root (OpenZeppelin StandardMerkleTree)
 /// of its loan tape, so an auditor can check a loan's provenance against the chain alone.
 /// @dev Actors are identified by member id in the AllianceRegistry, looked up from the caller's current signing
-/// address, so a signer rotation keeps pool custody. Loan ids are not stored: they are published in one
-/// `LoanIdsPublished` event per version, and double financing is detected by the nodes' mirrors of those events.
+/// address, so a signer rotation keeps pool custody. Loan ids are not stored: they are published in
+/// `LoanIdsPublished` events, the first chunk by `anchorVersion` and the rest by `publishLoanIds`, so a version of
+/// a million loans fits in blocks of ordinary gas limits; double financing is detected by the nodes' mirrors of
+/// those events. Only a count of published ids is stored per version. While the pool's latest version has fewer
+/// ids published than its loan count, the pool takes no new version and no custody hand-over: a mirror never sees
+/// two half-published versions of one pool, and the custodian that anchored a version is the one that completes it.
 interface IAssetRegistry {
     // ------------------------------------------------------------------------------------------------------------
     // Types
@@ -66,11 +70,15 @@ interface IAssetRegistry {
         uint256 indexed poolId, uint32 indexed version, bytes32 root, uint32 loanCount, uint128 totalPrincipal
     );
 
-    /// @notice The loan ids of a newly anchored version, for the nodes' double-financing checks.
+    /// @notice A chunk of the loan ids of an anchored version, for the nodes' double-financing checks.
+    /// @dev A version's chunks arrive in order, each starting where the previous one ended; the version's ids are
+    /// complete when `offset + loanIds.length` reaches its loan count. `anchorVersion` always emits the first
+    /// chunk (offset 0, possibly empty).
     /// @param poolId Id of the pool.
     /// @param version Number of the version.
-    /// @param loanIds Ids of the loans in the version, in the order given by the custodian.
-    event LoanIdsPublished(uint256 indexed poolId, uint32 indexed version, bytes32[] loanIds);
+    /// @param offset Position in the version of the chunk's first id (the number of ids published before it).
+    /// @param loanIds Ids of the chunk's loans, in the version's order (the custodian's tape order).
+    event LoanIdsPublished(uint256 indexed poolId, uint32 indexed version, uint32 offset, bytes32[] loanIds);
 
     /// @notice The custodian proposed to hand the pool over to another member.
     /// @param poolId Id of the pool.
@@ -151,10 +159,31 @@ interface IAssetRegistry {
     /// @notice A Merkle root must not be zero.
     error AssetRegistryZeroRoot();
 
-    /// @notice The number of loan ids differs from the declared loan count.
-    /// @param given Number of loan ids given.
-    /// @param declared Loan count declared.
-    error AssetRegistryLoanCountMismatch(uint256 given, uint256 declared);
+    /// @notice The root is the pool's latest version's: the same tape anchored again (say, resent after a crash).
+    /// @param poolId Id of the pool.
+    /// @param version The latest version, which already has this root.
+    error AssetRegistryRootUnchanged(uint256 poolId, uint32 version);
+
+    /// @notice The chunk would publish more loan ids than the version's loan count.
+    /// @param poolId Id of the pool.
+    /// @param version Number of the version.
+    /// @param given Number of loan ids in the chunk.
+    /// @param remaining Number of the version's ids still unpublished.
+    error AssetRegistryTooManyLoanIds(uint256 poolId, uint32 version, uint256 given, uint256 remaining);
+
+    /// @notice The chunk does not start where the version's published ids end (a chunk resent, or one skipped).
+    /// @param poolId Id of the pool.
+    /// @param version Number of the version.
+    /// @param offset Offset the chunk was sent for.
+    /// @param published Number of the version's ids already published (the expected offset).
+    error AssetRegistryLoanIdsOffsetMismatch(uint256 poolId, uint32 version, uint32 offset, uint32 published);
+
+    /// @notice The pool's latest version still has loan ids to publish, so it takes no new version or custodian.
+    /// @param poolId Id of the pool.
+    /// @param version The incomplete version.
+    /// @param published Number of its ids published.
+    /// @param loanCount Its loan count.
+    error AssetRegistryLoanIdsIncomplete(uint256 poolId, uint32 version, uint32 published, uint32 loanCount);
 
     /// @notice A servicing period must be greater than the pool's last reported one.
     /// @param period The period given.
@@ -171,13 +200,15 @@ interface IAssetRegistry {
     /// @return poolId Id of the new pool (ids run from 1).
     function registerPool(bytes32 metadataHash) external returns (uint256 poolId);
 
-    /// @notice Anchors a new version of a pool's loan tape and publishes its loan ids.
-    /// @dev Caller must be the pool's custodian (an active `Member`).
+    /// @notice Anchors a new version of a pool's loan tape and publishes the first chunk of its loan ids.
+    /// @dev Caller must be the pool's custodian (an active `Member`), the pool's previous version must have all
+    /// its ids published, and its root must differ from `root`. The remaining ids follow through `publishLoanIds`.
     /// @param poolId Id of the pool.
     /// @param root Merkle root of the loans (non-zero).
     /// @param loanCount Number of loans in the tree.
     /// @param totalPrincipal Sum of the loans' principal.
-    /// @param loanIds Ids of the loans; exactly `loanCount` of them. Emitted, not stored.
+    /// @param loanIds The first ids of the loans, in tree order; at most `loanCount`, possibly none. Emitted, not
+    /// stored.
     /// @return version Number of the new version (1, 2, 3, ... per pool).
     function anchorVersion(
         uint256 poolId,
@@ -186,6 +217,15 @@ interface IAssetRegistry {
         uint128 totalPrincipal,
         bytes32[] calldata loanIds
     ) external returns (uint32 version);
+
+    /// @notice Publishes the next chunk of an anchored version's loan ids.
+    /// @dev Caller must be the pool's custodian. `offset` must equal `loanIdsPublished(poolId, version)`, so a
+    /// chunk resent after a crash (its first copy already mined) is refused instead of publishing ids twice.
+    /// @param poolId Id of the pool.
+    /// @param version An anchored version of the pool.
+    /// @param offset Position in the version of the chunk's first id.
+    /// @param loanIds The chunk's ids, in tree order; at most the number still unpublished. Emitted, not stored.
+    function publishLoanIds(uint256 poolId, uint32 version, uint32 offset, bytes32[] calldata loanIds) external;
 
     // ------------------------------------------------------------------------------------------------------------
     // Custody
@@ -198,7 +238,8 @@ interface IAssetRegistry {
     function proposeTransfer(uint256 poolId, address to) external;
 
     /// @notice Accepts a pending custody transfer; the caller's member becomes the custodian.
-    /// @dev Caller must belong to the pending recipient member, which must still be an active `Member`.
+    /// @dev Caller must belong to the pending recipient member, which must still be an active `Member`, and the
+    /// pool's latest version must have all its loan ids published.
     /// @param poolId Id of the pool.
     function acceptTransfer(uint256 poolId) external;
 
@@ -256,6 +297,13 @@ interface IAssetRegistry {
     /// @param version Number of the version (1..versionCount).
     /// @return info The version.
     function version(uint256 poolId, uint32 version) external view returns (PoolVersion memory info);
+
+    /// @notice Number of an anchored version's loan ids published so far; all are when it equals its loan count.
+    /// @dev Reverts with `AssetRegistryUnknownPool` or `AssetRegistryUnknownVersion` for a version never anchored.
+    /// @param poolId Id of the pool.
+    /// @param version Number of the version.
+    /// @return count Ids published (the offset of the next chunk).
+    function loanIdsPublished(uint256 poolId, uint32 version) external view returns (uint32 count);
 
     /// @notice Whether a loan leaf belongs to an anchored pool version.
     /// @dev Reverts with `AssetRegistryUnknownPool` or `AssetRegistryUnknownVersion` if the version was never

@@ -1,7 +1,9 @@
 """A pool's history as the AssetRegistry's events tell it, in the JSON shape of provenance bundles.
 
 Shared by the bundle builder (on a node) and the auditor's verifier (on nothing but an RPC endpoint), so
-both derive the same entries from the same events; this module needs no database and no node.
+both derive the same entries from the same events; this module needs no database and no node. A version's
+loan ids are not part of the bundle (a million of them would be); `version_loan_ids` reassembles them from
+their LoanIdsPublished chunks for whoever checks them.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from node.chain.asset_registry import PoolEvent
+from node.chain.asset_registry import PoolEvent, PublishedLoanIds
 
 BUNDLE_FORMAT = "alliance-loan-provenance/v1"
 
@@ -51,3 +53,18 @@ def pool_history(events: Sequence[PoolEvent]) -> PoolHistory:
             history.attestations.append({"version": e.args["version"], "auditor_member_id": e.args["auditorMemberId"],
                                          "report_hash": hex32(e.args["reportHash"]), **where})
     return history
+
+
+class LoanIdsGap(ValueError):
+    """A version's chunks of loan ids do not follow each other (one missing, or two overlapping)."""
+
+
+def version_loan_ids(chunks: Sequence[PublishedLoanIds]) -> list[bytes]:
+    """The ids of one version from its chunks (chain order), checking each starts where the previous ended."""
+    ids: list[bytes] = []
+    for chunk in chunks:
+        if chunk.offset != len(ids):
+            raise LoanIdsGap(f"the chunk in block {chunk.block_number} starts at offset {chunk.offset}, "
+                             f"after {len(ids)} ids")
+        ids.extend(chunk.loan_ids)
+    return ids

@@ -21,9 +21,9 @@ from sqlalchemy import select
 from node import governance
 from node.assets.pools import asset_registry, load_records
 from node.assets.records import STATUS_ENCODING, LoanStatus
-from node.assets.screening import sync_loan_mirror
+from node.assets.screening import sync_loan_mirror, version_complete
 from node.chain.client import Receipt
-from node.errors import InvalidInput, NotFound
+from node.errors import Conflict, InvalidInput, NotFound
 from node.merkle import StandardMerkleTree
 from node.runtime import NodeContext
 from node.store.asset_tables import AssetMirrorLoan, AssetPool, AssetServicingReport, AssetVersion
@@ -86,8 +86,13 @@ def report_servicing(node: NodeContext, pool_id: int, period: int, *, version: i
             select(AssetMirrorLoan.loan_id).where(AssetMirrorLoan.pool_id == pool_id,
                                                   AssetMirrorLoan.version == version)
             .order_by(AssetMirrorLoan.position))]
-        if not loan_ids:
-            raise NotFound(f"pool {pool_id} has no anchored version {version}", code="version_not_found")
+        if not version_complete(session, pool_id, version):
+            if loan_ids:
+                raise Conflict(f"version {version} of pool {pool_id} has only {len(loan_ids):,} of its loan ids "
+                               "published so far; report once its custodian has published them all",
+                               code="loan_ids_incomplete")
+            raise NotFound(f"pool {pool_id} has no anchored version {version} with published loan ids",
+                           code="version_not_found")
         if statuses is None:
             statuses = _statuses_from_records(session, pool_id, version)
     missing = [i for i in loan_ids if i not in statuses]

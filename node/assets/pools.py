@@ -5,17 +5,24 @@ root are stored in one transaction (a rejected tape stores nothing). Anchoring s
 financing against the loan-id mirror, borrower indicators against the fraud ledger), refuses a pool with
 findings unless an override reason is given (the findings and the reason are kept with the version),
 rebuilds the tree from the stored records and checks it still has the imported root, registers the pool
-on chain the first time, then anchors the version with its loan ids.
+on chain the first time, then anchors the version with the first chunk of its loan ids and publishes the
+rest in further chunks (`publishLoanIds`), each sized well under the block gas limit, so a version of a
+million loans takes a few hundred transactions instead of one that no block could hold.
 
 There is no outbox here (anchoring is a rare operator action): a crash between sending and storing is
 repaired on the next attempt, which adopts the pool registered with the same metadata hash by this member
-and the latest version if it already has the draft's root, instead of sending them again.
+and the latest version if it already has the draft's root, instead of sending them again, then reads how
+many of that version's ids the contract has (`loanIdsPublished`) and publishes from there. Each chunk names
+its offset and the contract refuses any other, so a chunk whose first copy was still pending when the node
+crashed is refused rather than published twice.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +34,14 @@ from sqlalchemy.orm import Session
 from node.assets.loan_tape import LoanTapeRejected, TapeLoan, parse_tape
 from node.assets.records import LEAF_ENCODING, Amortisation, LoanPurpose, LoanRecord, LoanStatus
 from node.assets.screening import Screen, ScreeningFindings, fraud_ledger_screen, screen_version, sync_loan_mirror
-from node.chain.asset_registry import AnchoredVersion, AssetRegistryClient
+from node.chain.asset_registry import (
+    AnchoredVersion,
+    AssetRegistryClient,
+    PublishedChunk,
+    SentChunk,
+    loan_id_chunk_size,
+)
+from node.chain.errors import AssetRegistryLoanIdsOffsetMismatch
 from node.errors import AllianceError, Conflict, InvalidInput, NotFound
 from node.ledger.checks import state_policy
 from node.merkle import StandardMerkleTree
@@ -36,7 +50,12 @@ from node.store.asset_tables import AssetLoan, AssetLoanIndicator, AssetPool, As
 from node.store.db import Store
 from node.store.models import utcnow
 
+logger = logging.getLogger(__name__)
+
 INSERT_CHUNK = 5_000
+# Chunks of loan ids sent ahead of their receipts: several share a block on a chain with block times (QBFT),
+# few enough to stay within a transaction pool's per-sender limit.
+CHUNKS_IN_FLIGHT = 4
 _RECORD_COLUMNS = ("loan_id", "borrower_hash", "key_epoch", "origination_date", "maturity_date",
                    "original_principal", "current_principal", "currency", "interest_rate_micros", "purpose",
                    "amortisation", "status", "arrears_balance")
@@ -64,18 +83,31 @@ class DraftVersion:
 
 @dataclass(frozen=True)
 class AnchorResult:
+    """An anchored version: its anchoring transaction, and the chunks of loan ids this attempt published after it
+    (none for a version that fits one chunk; fewer than all for an attempt that resumed a crashed one)."""
+
     pool_name: str
     anchored: AnchoredVersion
     loan_count: int
     findings: ScreeningFindings
     override_reason: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    chunks: list[PublishedChunk] = field(default_factory=list)
+
+    @property
+    def gas_used(self) -> int:
+        return self.anchored.gas_used + sum(c.gas_used for c in self.chunks)
 
     def to_json(self) -> dict[str, Any]:
         a = self.anchored
         return {"pool": self.pool_name, "pool_id": a.pool_id, "version": a.version, "root": "0x" + a.root.hex(),
                 "loan_count": self.loan_count, "tx_hash": a.tx_hash, "block_number": a.block_number,
-                "gas_used": a.gas_used, "findings": self.findings.to_json(), "override_reason": self.override_reason}
+                "gas_used": self.gas_used, "loan_id_chunks": [_chunk_json(c) for c in self.chunks],
+                "findings": self.findings.to_json(), "override_reason": self.override_reason}
+
+
+def _chunk_json(chunk: PublishedChunk) -> dict[str, Any]:
+    return {"offset": chunk.offset, "count": chunk.count, "tx_hash": chunk.tx_hash,
+            "block_number": chunk.block_number, "gas_used": chunk.gas_used}
 
 
 def asset_registry(node: NodeContext, *, signing: bool = False) -> AssetRegistryClient:
@@ -194,9 +226,12 @@ class _Screened:
 
 
 def anchor_draft(node: NodeContext, pool_name: str, *, override_reason: str | None = None,
-                 screen: Screen | None = None) -> AnchorResult:
+                 screen: Screen | None = None, chunk_size: int | None = None) -> AnchorResult:
     """Screen and anchor the pool's draft. Findings without `override_reason` raise PoolRefused; either way
-    the findings are recorded on the version."""
+    the findings are recorded on the version. `chunk_size` caps the loan ids per transaction (default: what
+    `loan_id_chunk_size` allows on this chain)."""
+    if chunk_size is not None and chunk_size < 1:
+        raise InvalidInput("a chunk holds at least one loan id", code="invalid_chunk_size")
     registry = asset_registry(node, signing=True)
     sync_loan_mirror(node.store, registry, from_block=_registry_block(node))
     screened = _screen_draft(node, registry, pool_name, screen)
@@ -207,16 +242,62 @@ def anchor_draft(node: NodeContext, pool_name: str, *, override_reason: str | No
         raise PoolRefused(f"pool {pool_name!r} not anchored: {findings.summary()}; pass an override reason to "
                           "anchor it anyway", details=findings.details())
     pool_id = screened.pool_id if screened.pool_id is not None else _register(node, registry, screened)
-    tree = screened.tree
-    anchored = _anchored_earlier(registry, pool_id, tree.root) or registry.anchor_version(
-        pool_id, tree.root, sum(r.current_principal for r in records), [r.loan_id for r in records])
+    loan_ids = [r.loan_id for r in records]
+    chunk = chunk_size if chunk_size is not None else loan_id_chunk_size(registry.block_gas_limit())
+    anchored = _anchored_earlier(registry, pool_id, screened.tree.root) or registry.anchor_version(
+        pool_id, screened.tree.root, sum(r.current_principal for r in records), loan_ids[:chunk],
+        loan_count=len(loan_ids))
+    chunks = publish_remaining_ids(registry, pool_id, anchored.version, loan_ids, chunk_size=chunk)
+    result = AnchorResult(pool_name, anchored, len(records), findings, reason, chunks)
     with node.store.transaction() as session:
         row = session.get_one(AssetVersion, screened.draft_id)
         row.state, row.version, row.tx_hash = "anchored", anchored.version, anchored.tx_hash
-        row.block_number, row.gas_used, row.anchored_at = anchored.block_number, anchored.gas_used, utcnow()
+        row.block_number, row.gas_used, row.anchored_at = anchored.block_number, result.gas_used, utcnow()
         row.findings, row.override_reason = json.dumps(findings.to_json()), reason
     sync_loan_mirror(node.store, registry, from_block=_registry_block(node))
-    return AnchorResult(pool_name, anchored, len(records), findings, reason)
+    return result
+
+
+def publish_remaining_ids(registry: AssetRegistryClient, pool_id: int, version: int, loan_ids: Sequence[bytes],
+                          *, chunk_size: int, in_flight: int = CHUNKS_IN_FLIGHT) -> list[PublishedChunk]:
+    """Publish the ids of an anchored version that the contract does not have yet, in chunks of `chunk_size`,
+    with up to `in_flight` chunks sent ahead of their receipts (so that a block can take several).
+
+    Starts from the contract's own count, so it resumes an attempt that crashed half-way. A chunk refused for
+    its offset means an earlier copy (pending at the crash) was mined meanwhile: the chunks in flight are
+    settled, the count re-read, and publishing goes on from there; no id is ever published twice."""
+    if chunk_size < 1 or in_flight < 1:
+        raise InvalidInput("a chunk holds at least one loan id, and at least one is in flight",
+                           code="invalid_chunk_size")
+    block_gas_limit = registry.block_gas_limit()
+    published: list[PublishedChunk] = []
+    offset = registry.loan_ids_published(pool_id, version)
+    while offset < len(loan_ids):
+        sent: deque[SentChunk] = deque()
+        try:
+            while offset < len(loan_ids) or sent:
+                while offset < len(loan_ids) and len(sent) < in_flight:
+                    sent.append(registry.send_loan_ids(pool_id, version, offset,
+                                                       loan_ids[offset:offset + chunk_size],
+                                                       block_gas_limit=block_gas_limit))
+                    offset += sent[-1].count
+                published.append(registry.wait_loan_ids(sent.popleft()))
+        except AssetRegistryLoanIdsOffsetMismatch as moved:
+            logger.info("pool %s version %s: ids were published meanwhile (%s)", pool_id, version, moved)
+            published.extend(_settle(registry, sent))
+            offset = registry.loan_ids_published(pool_id, version)
+    return published
+
+
+def _settle(registry: AssetRegistryClient, sent: deque[SentChunk]) -> list[PublishedChunk]:
+    """The chunks of `sent` that were mined; those refused for their offset are dropped (others raise)."""
+    mined = []
+    while sent:
+        try:
+            mined.append(registry.wait_loan_ids(sent.popleft()))
+        except AssetRegistryLoanIdsOffsetMismatch:
+            continue
+    return mined
 
 
 def _screen_draft(node: NodeContext, registry: AssetRegistryClient, pool_name: str,
@@ -249,9 +330,19 @@ def _register(node: NodeContext, registry: AssetRegistryClient, screened: _Scree
 
 
 def _anchored_earlier(registry: AssetRegistryClient, pool_id: int, root: bytes) -> AnchoredVersion | None:
-    """The pool's latest version if it already has this root: an earlier anchor whose receipt was lost."""
+    """The pool's latest version if it already has this root: an earlier anchor whose receipt was lost, or
+    whose ids were still being published when the node stopped. A latest version with another root and
+    missing ids blocks the pool (the contract takes no new version before it is complete): say so plainly."""
     count = registry.pool(pool_id).version_count
-    if count == 0 or registry.version(pool_id, count).root != root:
+    if count == 0:
+        return None
+    latest = registry.version(pool_id, count)
+    if latest.root != root:
+        published = registry.loan_ids_published(pool_id, count)
+        if published < latest.loan_count:
+            raise Conflict(f"version {count} of pool {pool_id} has only {published:,} of its {latest.loan_count:,} "
+                           "loan ids published; import the tape it was anchored from again and anchor it to finish "
+                           "it before anchoring another version", code="version_incomplete")
         return None
     event = next(e for e in reversed(registry.pool_events(pool_id)) if e.kind == "anchored")
     return AnchoredVersion(pool_id, count, root, event.tx_hash, event.block_number, 0)

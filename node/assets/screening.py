@@ -3,9 +3,16 @@
 Double financing is checked against the loan-id mirror, a materialised view of every bank's
 LoanIdsPublished events: a loan is *active* in a pool when it is in that pool's latest anchored version,
 so a loan moved from pool 1 to pool 2 (and dropped from pool 1's next version) is not flagged, while
-the classic fraud, one loan pledged to two pools at once, is. Blacklist screening takes a `Screen`
-callable (borrower indicators in, the listed ones out), by default the fraud-ledger mirror's derived
-indicator states (`fraud_ledger_screen`), so a pool is screened by the rules a credit check applies.
+the classic fraud, one loan pledged to two pools at once, is. A version's ids arrive in chunks (several
+events, in order, each with its offset); they count as active as they arrive, and until the last one has
+arrived the pool's previous version stays active too: a version being published replaces its predecessor
+only once complete, so no loan drops out of sight in between (the contract lets a pool have at most one
+incomplete version, its latest). `AssetMirrorVersion` holds the *complete* versions (row written by the
+chunk that completes it, `loan_count` the anchored count); `AssetMirrorLoan` every id received.
+
+Blacklist screening takes a `Screen` callable (borrower indicators in, the listed ones out), by default
+the fraud-ledger mirror's derived indicator states (`fraud_ledger_screen`), so a pool is screened by the
+rules a credit check applies.
 
 The mirror follows the chain with a cursor (`sync_state` row of the AssetRegistry address). It does not
 rewind on reorganisations: the consortium chain (QBFT) has immediate finality; on a chain without it,
@@ -20,11 +27,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, select
+from sqlalchemy import Select, delete, exists, func, insert, select
 from sqlalchemy.orm import Session
 
 from node.assets.records import loan_id_of
-from node.chain.asset_registry import AssetRegistryClient
+from node.chain.asset_registry import AssetRegistryClient, PublishedLoanIds
 from node.ledger.indicator_state import StatePolicy, derive_state
 from node.ledger.mirror import facts_for
 from node.store.asset_tables import AssetLoan, AssetLoanIndicator, AssetMirrorLoan, AssetMirrorVersion
@@ -34,6 +41,7 @@ from node.store.models import utcnow
 
 Screen = Callable[[set[bytes]], set[bytes]]
 QUERY_CHUNK = 500  # bind parameters per IN list
+MIRROR_INSERT_CHUNK = 5_000
 
 
 @dataclass
@@ -67,7 +75,7 @@ class ScreeningFindings:
 
 # -- mirror ----------------------------------------------------------------------------------------------------
 def sync_loan_mirror(store: Store, registry: AssetRegistryClient, *, from_block: int = 0) -> int:
-    """Bring the loan-id mirror up to the chain head; returns the number of versions added."""
+    """Bring the loan-id mirror up to the chain head; returns the number of chunks (events) added."""
     head = registry.chain.block_number()
     with store.transaction() as session:
         cursor = session.get(SyncState, registry.address)
@@ -77,19 +85,45 @@ def sync_loan_mirror(store: Store, registry: AssetRegistryClient, *, from_block:
         start = cursor.last_block + 1
         if start > head:
             return 0
-        published = registry.published_loan_ids(from_block=start, to_block=head)
-        for item in published:
-            if session.get(AssetMirrorVersion, (item.pool_id, item.version)) is not None:
-                continue
-            session.add(AssetMirrorVersion(pool_id=item.pool_id, version=item.version,
-                                           loan_count=len(item.loan_ids), block_number=item.block_number,
-                                           tx_hash=item.tx_hash))
-            rows = [{"pool_id": item.pool_id, "version": item.version, "position": i, "loan_id": loan_id}
-                    for i, loan_id in enumerate(item.loan_ids)]
-            for begin in range(0, len(rows), 5_000):
-                session.execute(insert(AssetMirrorLoan), rows[begin:begin + 5_000])
+        loan_counts: dict[tuple[int, int], int] = {}
+        added = 0
+        for item in registry.published_loan_ids(from_block=start, to_block=head):
+            added += _mirror_chunk(session, registry, item, loan_counts)
         cursor.last_block, cursor.chain_head, cursor.synced_at = head, head, utcnow()
-        return len(published)
+        return added
+
+
+def _mirror_chunk(session: Session, registry: AssetRegistryClient, item: PublishedLoanIds,
+                  loan_counts: dict[tuple[int, int], int]) -> int:
+    """Store one chunk of a version's ids (unless already stored), and mark the version complete if it is."""
+    key = (item.pool_id, item.version)
+    if session.get(AssetMirrorVersion, key) is not None:
+        return 0
+    if item.loan_ids and session.scalar(select(exists().where(
+            AssetMirrorLoan.pool_id == item.pool_id, AssetMirrorLoan.version == item.version,
+            AssetMirrorLoan.position == item.offset))):
+        return 0
+    rows = [{"pool_id": item.pool_id, "version": item.version, "position": item.offset + i, "loan_id": loan_id}
+            for i, loan_id in enumerate(item.loan_ids)]
+    for begin in range(0, len(rows), MIRROR_INSERT_CHUNK):
+        session.execute(insert(AssetMirrorLoan), rows[begin:begin + MIRROR_INSERT_CHUNK])
+    if key not in loan_counts:  # immutable once anchored, so the current state answers for any block
+        loan_counts[key] = registry.version(item.pool_id, item.version).loan_count
+    end = item.offset + len(item.loan_ids)
+    if end == loan_counts[key] and _mirrored_count(session, *key) == end:
+        session.add(AssetMirrorVersion(pool_id=item.pool_id, version=item.version, loan_count=end,
+                                       block_number=item.block_number, tx_hash=item.tx_hash))
+    return 1
+
+
+def _mirrored_count(session: Session, pool_id: int, version: int) -> int:
+    return int(session.scalar(select(func.count()).select_from(AssetMirrorLoan).where(
+        AssetMirrorLoan.pool_id == pool_id, AssetMirrorLoan.version == version)) or 0)
+
+
+def version_complete(session: Session, pool_id: int, version: int) -> bool:
+    """Whether the mirror holds every id of the version (its last chunk has arrived)."""
+    return session.get(AssetMirrorVersion, (pool_id, version)) is not None
 
 
 def rebuild_loan_mirror(store: Store, registry: AssetRegistryClient, *, from_block: int = 0) -> int:
@@ -100,21 +134,22 @@ def rebuild_loan_mirror(store: Store, registry: AssetRegistryClient, *, from_blo
     return sync_loan_mirror(store, registry, from_block=from_block)
 
 
-def _latest_versions() -> Any:
-    return (select(AssetMirrorVersion.pool_id, func.max(AssetMirrorVersion.version).label("version"))
-            .group_by(AssetMirrorVersion.pool_id).subquery())
+def _active_loans() -> Select[bytes, int]:
+    """(loan id, pool id) of the active ids: per pool, those of its latest complete version and of the version
+    above it whose chunks are still arriving (every version of a pool with no complete one yet)."""
+    complete = (select(AssetMirrorVersion.pool_id, func.max(AssetMirrorVersion.version).label("version"))
+                .group_by(AssetMirrorVersion.pool_id).subquery())
+    return (select(AssetMirrorLoan.loan_id, AssetMirrorLoan.pool_id)
+            .outerjoin(complete, AssetMirrorLoan.pool_id == complete.c.pool_id)
+            .where(AssetMirrorLoan.version >= func.coalesce(complete.c.version, 0)))
 
 
 def active_pools_of(session: Session, loan_ids: Iterable[bytes]) -> dict[bytes, list[int]]:
-    """For each given loan id, the pools whose latest version contains it."""
-    latest = _latest_versions()
+    """For each given loan id, the pools where it is active."""
     found: dict[bytes, set[int]] = defaultdict(set)
     ids = list(dict.fromkeys(loan_ids))
     for start in range(0, len(ids), QUERY_CHUNK):
-        query = (select(AssetMirrorLoan.loan_id, AssetMirrorLoan.pool_id)
-                 .join(latest, and_(AssetMirrorLoan.pool_id == latest.c.pool_id,
-                                    AssetMirrorLoan.version == latest.c.version))
-                 .where(AssetMirrorLoan.loan_id.in_(ids[start:start + QUERY_CHUNK])))
+        query = _active_loans().where(AssetMirrorLoan.loan_id.in_(ids[start:start + QUERY_CHUNK]))
         for loan_id, pool_id in session.execute(query):
             found[bytes(loan_id)].add(int(pool_id))
     return {k: sorted(v) for k, v in found.items()}
@@ -122,10 +157,7 @@ def active_pools_of(session: Session, loan_ids: Iterable[bytes]) -> dict[bytes, 
 
 def double_financed_loans(session: Session) -> dict[bytes, list[int]]:
     """Every loan id active in two or more pools at once, across all banks, from the mirror."""
-    latest = _latest_versions()
-    active = (select(AssetMirrorLoan.loan_id, AssetMirrorLoan.pool_id)
-              .join(latest, and_(AssetMirrorLoan.pool_id == latest.c.pool_id,
-                                 AssetMirrorLoan.version == latest.c.version)).subquery())
+    active = _active_loans().subquery()
     flagged = (select(active.c.loan_id).group_by(active.c.loan_id)
                .having(func.count(func.distinct(active.c.pool_id)) > 1))
     rows = session.execute(select(active.c.loan_id, active.c.pool_id).where(active.c.loan_id.in_(flagged)))

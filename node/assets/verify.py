@@ -9,6 +9,9 @@ AllianceRegistry it names) over JSON-RPC. In order:
 4. `proof`: the proof leads from that leaf to the bundle's root;
 5. `anchor`: that root is the one anchored on chain for the pool version, the contract's own
    `verifyLoan` agrees, and the anchoring entry (block, transaction) is the chain's;
+   `loan_ids`: the version's loan ids were all published (the contract's `loanIdsPublished` equals its
+   loan count, and the LoanIdsPublished chunks follow each other up to that count) and the loan's id is
+   among them, so every bank's double-financing check could see it;
 6. `versions`: the pool's versions were anchored as 1, 2, 3, ... in chain order, each by the custodian
    of the moment whose signer was then an active member;
 7. `custody`: the bundle's custody chain is the chain's, every hand-over was proposed by the holder and
@@ -27,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from node.assets.history import BUNDLE_FORMAT, PoolHistory, hex32, pool_history
+from node.assets.history import BUNDLE_FORMAT, LoanIdsGap, PoolHistory, hex32, pool_history, version_loan_ids
 from node.assets.records import LEAF_ENCODING, STATUS_ENCODING, LoanRecord, LoanStatus
 from node.chain.asset_registry import AssetRegistryClient, PoolEvent
 from node.chain.client import ChainClient
@@ -104,6 +107,7 @@ def verify_bundle(bundle: Any, rpc_url: str, registry_address: str) -> Verdict:
     events = registry.pool_events(parsed["pool_id"], to_block=parsed["as_of_block"])
     history = pool_history(events)
     run("anchor", lambda: _check_anchor(registry, parsed, history))
+    run("loan_ids", lambda: _check_loan_ids(registry, parsed, history))
     roles = _RoleBook(registry)
     run("versions", lambda: _check_versions(events, roles))
     run("custody", lambda: _check_custody(events, history, parsed, roles))
@@ -216,6 +220,32 @@ def _check_anchor(registry: AssetRegistryClient, parsed: dict[str, Any], history
                       f"tx {entry['tx_hash']})")
     return (f"root anchored as version {version} of pool {pool_id} in block {entry['block_number']}; "
             "verifyLoan on chain agrees")
+
+
+def _check_loan_ids(registry: AssetRegistryClient, parsed: dict[str, Any], history: PoolHistory) -> str:
+    pool_id, version, as_of = parsed["pool_id"], parsed["version"], parsed["as_of_block"]
+    entry = next((v for v in history.versions if v["version"] == version), None)
+    if entry is None:
+        raise _Failed(f"pool {pool_id} had no version {version} anchored by block {as_of}")
+    loan_count = entry["loan_count"]
+    published = registry.loan_ids_published(pool_id, version, at_block=as_of)
+    if published != loan_count:
+        raise _Failed(f"by block {as_of} only {published:,} of the {loan_count:,} loan ids of version {version} "
+                      "were published: the other banks' double-financing checks could not see the rest")
+    chunks = registry.published_loan_ids(pool_id=pool_id, version=version, from_block=entry["block_number"],
+                                         to_block=as_of)
+    try:
+        ids = version_loan_ids(chunks)
+    except LoanIdsGap as gap:
+        raise _Failed(f"the loan id chunks of version {version} do not follow each other: {gap}") from None
+    if len(ids) != loan_count:
+        raise _Failed(f"the LoanIdsPublished events of version {version} carry {len(ids):,} ids, not its "
+                      f"{loan_count:,} loans")
+    if parsed["record"].loan_id not in set(ids):
+        raise _Failed(f"the loan's id is not among the {loan_count:,} ids published for version {version}: "
+                      "it was hidden from the other banks' double-financing checks")
+    return (f"all {loan_count:,} loan ids of version {version} published in {len(chunks)} chunk(s), "
+            "the loan's among them")
 
 
 class _RoleBook:

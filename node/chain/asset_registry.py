@@ -1,7 +1,8 @@
 """Typed access to the AssetRegistry contract: pools, versions, custody, servicing, attestations.
 
-Writes are estimated like other administrative calls (they are rare), except `anchorVersion`, whose cost
-grows with the number of loan ids it publishes: it gets an explicit gas limit. Reads of history return
+Writes are estimated like other administrative calls (they are rare), except `anchorVersion` and
+`publishLoanIds`, whose cost grows with the number of loan ids they publish: they get an explicit gas limit,
+checked against the block gas limit (`loan_id_chunk_size` sizes chunks well under it). Reads of history return
 events in chain order with the transaction sender, so that a verifier can check who acted at each block
 without trusting any node's database. Historical views (`at_block`) need an archive node (anvil and Besu
 with `--data-storage-format=BONSAI --bonsai-historic-block-limit` or FOREST keep them).
@@ -16,15 +17,24 @@ from typing import Any
 from eth_typing import HexStr
 from web3 import Web3
 from web3.logs import DISCARD
+from web3.types import BlockIdentifier
 
 from node.chain.client import ChainClient, Receipt, translate_errors
 from node.chain.errors import ChainError
 
-# anchorVersion: fixed part (intrinsic, pool and version slots, the two events) plus, per loan id, its
-# calldata (512), its share of the LoanIdsPublished data (256) and memory copying. bench/assets.py measures
-# ~114,000 + ~775 per loan id; the margin stays small because the limit must fit in one block.
-ANCHOR_BASE_GAS = 160_000
+# anchorVersion: fixed part (intrinsic, pool, version and count slots, the two events) plus, per loan id, its
+# calldata (512), its share of the LoanIdsPublished data (256), memory copying and the memory expansion that
+# grows with the chunk. publishLoanIds: the same without the version slot. Measured (tests/contracts, bench):
+# ~138,000 + ~775 per id (anchor), ~50,000 + ~780 per id (publish), ~793 per id all in at 4,000-id chunks.
+ANCHOR_BASE_GAS = 180_000
+PUBLISH_BASE_GAS = 80_000
 ANCHOR_GAS_PER_LOAN = 850
+# Ids per transaction: 4,000 ids are 128,000 bytes of calldata, under the 128 KiB transaction size that
+# geth-derived pools accept, and about 3.4M gas, where the per-transaction cost and the memory expansion
+# (quadratic in the chunk) together add the least gas per id.
+DEFAULT_CHUNK_IDS = 4_000
+# A chunk takes at most this share of the block gas limit, leaving room for the other banks' transactions.
+CHUNK_BLOCK_SHARE = 0.25
 STATUS_COUNT = 7  # current, dpd30, dpd60, dpd90, defaulted, repaid, repurchased
 
 # Event name -> the kind recorded in PoolEvent.kind.
@@ -73,6 +83,31 @@ class AnchoredVersion:
 
 
 @dataclass(frozen=True)
+class PublishedChunk:
+    """One publishLoanIds transaction: `count` ids of a version, starting at `offset`."""
+
+    pool_id: int
+    version: int
+    offset: int
+    count: int
+    tx_hash: str
+    block_number: int
+    gas_used: int
+
+
+@dataclass(frozen=True)
+class SentChunk:
+    """A publishLoanIds transaction sent but not yet known to be mined (see `send_loan_ids`)."""
+
+    pool_id: int
+    version: int
+    offset: int
+    count: int
+    tx_hash: str
+    tx: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class PoolEvent:
     """One AssetRegistry event of a pool, in chain order, with the account that sent its transaction."""
 
@@ -87,8 +122,11 @@ class PoolEvent:
 
 @dataclass(frozen=True)
 class PublishedLoanIds:
+    """One LoanIdsPublished event: a chunk of a version's ids, at `offset` in the version."""
+
     pool_id: int
     version: int
+    offset: int
     loan_ids: list[bytes]
     block_number: int
     log_index: int
@@ -96,7 +134,21 @@ class PublishedLoanIds:
 
 
 def default_anchor_gas(loan_count: int) -> int:
+    """Gas limit of an anchorVersion carrying `loan_count` ids."""
     return ANCHOR_BASE_GAS + ANCHOR_GAS_PER_LOAN * loan_count
+
+
+def default_publish_gas(loan_count: int) -> int:
+    """Gas limit of a publishLoanIds chunk of `loan_count` ids."""
+    return PUBLISH_BASE_GAS + ANCHOR_GAS_PER_LOAN * loan_count
+
+
+def loan_id_chunk_size(block_gas_limit: int, *, max_ids: int = DEFAULT_CHUNK_IDS) -> int:
+    """Ids per anchoring transaction: at most `max_ids`, and within `CHUNK_BLOCK_SHARE` of the block gas limit."""
+    fits = (int(block_gas_limit * CHUNK_BLOCK_SHARE) - ANCHOR_BASE_GAS) // ANCHOR_GAS_PER_LOAN
+    if fits < 1:
+        raise ChainError(f"the chain's block gas limit {block_gas_limit:,} leaves no room for loan ids")
+    return max(1, min(max_ids, fits))
 
 
 def _plain(value: Any) -> Any:
@@ -120,23 +172,48 @@ class AssetRegistryClient:
         return int(event["args"]["poolId"]), receipt
 
     def anchor_version(self, pool_id: int, root: bytes, total_principal: int, loan_ids: Sequence[bytes],
-                       *, gas: int | None = None) -> AnchoredVersion:
-        """Anchor a version with an explicit gas limit; a refused anchor raises the decoded custom error."""
-        function = self.contract.functions.anchorVersion(pool_id, root, len(loan_ids), total_principal,
-                                                         list(loan_ids))
-        gas = gas or default_anchor_gas(len(loan_ids))
-        block_limit = self.block_gas_limit()
-        if gas > block_limit:
-            raise ChainError(f"anchoring {len(loan_ids)} loan ids needs about {gas:,} gas, more than the chain's "
-                             f"block gas limit {block_limit:,}: raise the consortium chain's gas limit or split "
-                             "the pool")
-        tx = self.chain.build_transaction(function, gas=gas)
+                       *, loan_count: int | None = None, gas: int | None = None) -> AnchoredVersion:
+        """Anchor a version of `loan_count` loans (default: all in `loan_ids`) with its first chunk of ids,
+        under an explicit gas limit; a refused anchor raises the decoded custom error."""
+        count = len(loan_ids) if loan_count is None else loan_count
+        function = self.contract.functions.anchorVersion(pool_id, root, count, total_principal, list(loan_ids))
+        tx = self._within_block(function, gas or default_anchor_gas(len(loan_ids)), len(loan_ids))
         receipt = self.chain.send_transaction(tx)
         events = self.contract.events.VersionAnchored().process_receipt(receipt.raw, errors=DISCARD)
         if not events:
             raise ChainError(f"transaction {receipt.tx_hash} anchored no version of pool {pool_id}")
         version = int(events[0]["args"]["version"])
         return AnchoredVersion(pool_id, version, root, receipt.tx_hash, receipt.block_number, receipt.gas_used)
+
+    def publish_loan_ids(self, pool_id: int, version: int, offset: int, loan_ids: Sequence[bytes], *,
+                         gas: int | None = None) -> PublishedChunk:
+        """Publish the chunk of a version's ids that starts at `offset` (the contract refuses any other start,
+        so a chunk already mined is never published twice) and wait for it to be mined."""
+        return self.wait_loan_ids(self.send_loan_ids(pool_id, version, offset, loan_ids, gas=gas))
+
+    def send_loan_ids(self, pool_id: int, version: int, offset: int, loan_ids: Sequence[bytes], *,
+                      gas: int | None = None, block_gas_limit: int | None = None) -> SentChunk:
+        """Sign and send a publishLoanIds chunk without waiting, so that several can share a block; the nonce
+        order keeps them in order, and the offset check refuses any that would land out of place."""
+        function = self.contract.functions.publishLoanIds(pool_id, version, offset, list(loan_ids))
+        tx = self._within_block(function, gas or default_publish_gas(len(loan_ids)), len(loan_ids),
+                                block_gas_limit)
+        tx_hash = self.chain.send_signed(self.chain.sign(tx))
+        return SentChunk(pool_id, version, offset, len(loan_ids), tx_hash, tx)
+
+    def wait_loan_ids(self, sent: SentChunk) -> PublishedChunk:
+        """The receipt of a sent chunk; a reverted chunk raises the decoded custom error."""
+        receipt = self.chain.wait_for_receipt(sent.tx_hash, sent.tx)
+        return PublishedChunk(sent.pool_id, sent.version, sent.offset, sent.count, receipt.tx_hash,
+                              receipt.block_number, receipt.gas_used)
+
+    def _within_block(self, function: Any, gas: int, id_count: int,
+                      block_gas_limit: int | None = None) -> dict[str, Any]:
+        block_limit = block_gas_limit or self.block_gas_limit()
+        if gas > block_limit:
+            raise ChainError(f"publishing {id_count:,} loan ids in one transaction needs about {gas:,} gas, more "
+                             f"than the chain's block gas limit {block_limit:,}: send smaller chunks")
+        return self.chain.build_transaction(function, gas=gas)
 
     def propose_transfer(self, pool_id: int, to: str) -> Receipt:
         return self.chain.transact(self.contract.functions.proposeTransfer(pool_id, Web3.to_checksum_address(to)))
@@ -177,6 +254,11 @@ class AssetRegistryClient:
         raw = self.chain.call(self.contract.functions.version(pool_id, version))
         return VersionInfo(pool_id, version, bytes(raw[0]), int(raw[1]), int(raw[2]), int(raw[3]), int(raw[4]))
 
+    def loan_ids_published(self, pool_id: int, version: int, *, at_block: BlockIdentifier = "latest") -> int:
+        """How many of the version's ids are published (all of them when it equals the loan count)."""
+        with translate_errors(self.chain.rpc_url):
+            return int(self.contract.functions.loanIdsPublished(pool_id, version).call(block_identifier=at_block))
+
     def verify_loan(self, pool_id: int, version: int, leaf: bytes, proof: Sequence[bytes]) -> bool:
         """The contract's own check of a loan proof against the anchored root."""
         return bool(self.chain.call(self.contract.functions.verifyLoan(pool_id, version, leaf, list(proof))))
@@ -201,14 +283,17 @@ class AssetRegistryClient:
         return found
 
     def published_loan_ids(self, *, from_block: int = 0, to_block: int | str = "latest",
-                           pool_id: int | None = None) -> list[PublishedLoanIds]:
-        """LoanIdsPublished events in chain order (the feed of every node's double-financing mirror)."""
-        filters = {"poolId": pool_id} if pool_id is not None else {}
+                           pool_id: int | None = None, version: int | None = None) -> list[PublishedLoanIds]:
+        """LoanIdsPublished events (chunks) in chain order: the feed of every node's double-financing mirror."""
+        filters: dict[str, Any] = {"poolId": pool_id} if pool_id is not None else {}
+        if version is not None:
+            filters["version"] = version
         with translate_errors(self.chain.rpc_url):
             logs = self.contract.events.LoanIdsPublished().get_logs(from_block=from_block, to_block=to_block,
                                                                      argument_filters=filters)
         published = [PublishedLoanIds(int(log["args"]["poolId"]), int(log["args"]["version"]),
-                                      [bytes(i) for i in log["args"]["loanIds"]], int(log["blockNumber"]),
+                                      int(log["args"]["offset"]), [bytes(i) for i in log["args"]["loanIds"]],
+                                      int(log["blockNumber"]),
                                       int(log["logIndex"]), log["transactionHash"].to_0x_hex()) for log in logs]
         published.sort(key=lambda p: (p.block_number, p.log_index))
         return published

@@ -21,7 +21,13 @@ from node.assets.pools import (
 )
 from node.assets.records import LoanRecord, LoanStatus
 from node.assets.screening import double_financed_loans, sync_loan_mirror
-from node.chain.asset_registry import AssetRegistryClient, default_anchor_gas
+from node.chain.asset_registry import (
+    ANCHOR_BASE_GAS,
+    ANCHOR_GAS_PER_LOAN,
+    AssetRegistryClient,
+    default_anchor_gas,
+    loan_id_chunk_size,
+)
 from node.chain.errors import (
     AssetRegistryNotAuditor,
     AssetRegistryNotCustodian,
@@ -303,11 +309,13 @@ def test_screening_finds_loans_and_borrowers_hashed_before_a_key_rotation(banks:
     assert [d["code"] for d in raised.value.details or []] == ["blacklisted_borrower"]
 
 
-def test_anchor_refuses_version_beyond_block_gas_limit(banks: list[NodeContext], tmp_path: Path) -> None:
+def test_anchor_version_refuses_single_transaction_beyond_block_gas_limit(banks: list[NodeContext]) -> None:
+    """The client refuses one transaction no block could hold; the node never builds one (it sends chunks)."""
     a = banks[0]
     registry = asset_registry(a, signing=True)
     pool_id, _ = registry.register_pool(b"\x01" * 32)
-    too_many = (registry.block_gas_limit() - 160_000) // 850 + 1
+    too_many = (registry.block_gas_limit() - ANCHOR_BASE_GAS) // ANCHOR_GAS_PER_LOAN + 1
     with pytest.raises(ChainError, match="more than the chain's block gas limit"):
         registry.anchor_version(pool_id, b"\x02" * 32, 1, [b"\x03" * 32] * too_many)
     assert registry.pool(pool_id).version_count == 0
+    assert loan_id_chunk_size(registry.block_gas_limit()) * ANCHOR_GAS_PER_LOAN < registry.block_gas_limit() // 4

@@ -12,14 +12,14 @@ from typing import Any
 import pytest
 
 from node.assets import lifecycle
-from node.assets.pools import anchor_draft, asset_registry, import_tape
-from node.assets.provenance import build_bundle
+from node.assets.pools import anchor_draft, asset_registry, build_tree, import_tape
+from node.assets.provenance import build_bundle, bundle_for
 from node.assets.verify import verify_bundle
 from node.chain.asset_registry import AssetRegistryClient
 from node.errors import NotFound
 from node.runtime import NodeContext
 from tests.assets.conftest import loan_row, write_tape
-from tests.assets.test_pools import admit_auditor
+from tests.assets.test_pools import admit_auditor, first_version_records
 
 
 @dataclass
@@ -67,8 +67,8 @@ def failed(result: dict[str, Any]) -> dict[str, str]:
 def test_verify_bundle_accepts_genuine_bundle(life: Life) -> None:
     result = verify(life, json.loads(json.dumps(life.bundle)))
     assert result["verified"] is True, failed(result)
-    assert [c["name"] for c in result["checks"]] == ["bundle", "chain", "record", "proof", "anchor", "versions",
-                                                     "custody", "servicing", "attestations"]
+    assert [c["name"] for c in result["checks"]] == ["bundle", "chain", "record", "proof", "anchor", "loan_ids",
+                                                     "versions", "custody", "servicing", "attestations"]
     assert life.bundle["version"] == 2 and life.bundle["record"]["status"] == "dpd30"
     assert [c["to_member_id"] for c in life.bundle["custody"]] == [1, 2]
     assert [s["period"] for s in life.bundle["servicing"]] == [1, 2]
@@ -159,3 +159,32 @@ def test_verify_bundle_flags_any_flipped_byte(life: Life) -> None:
 def test_build_bundle_of_unknown_loan_fails(life: Life) -> None:
     with pytest.raises(NotFound, match="no anchored loan"):
         build_bundle(life.originator, "LN-999999")
+
+
+def test_verify_bundle_refuses_loan_hidden_from_published_ids(banks: list[NodeContext], tmp_path: Path,
+                                                              rpc_url: str) -> None:
+    """A custodian anchors a root holding loan 3 but publishes another id in its place, or not all ids."""
+    a = banks[0]
+    import_tape(a, "hidden", write_tape(tmp_path / "h.csv", [loan_row(i) for i in range(6)]))
+    records = first_version_records(a)
+    root, total = build_tree(records).root, sum(r.current_principal for r in records)
+    ids = [r.loan_id for r in records]
+    registry = asset_registry(a, signing=True)
+    hidden, _ = registry.register_pool(b"\x01" * 32)
+    registry.anchor_version(hidden, root, total, [*ids[:3], b"\x99" * 32, *ids[4:]])
+    partial, _ = registry.register_pool(b"\x02" * 32)
+    registry.anchor_version(partial, root, total, ids[:2], loan_count=len(ids))
+    address = a.deployment.address("AssetRegistry")
+
+    def loan_ids_check(pool_id: int, position: int) -> str:
+        result = verify_bundle(bundle_for(asset_registry(a), pool_id, 1, records, position), rpc_url, address)
+        assert [c.name for c in result.failures] == ["loan_ids"]
+        return result.failures[0].detail
+
+    assert "not among the 6 ids published for version 1" in loan_ids_check(hidden, 3)
+    assert "only 2 of the 6 loan ids of version 1 were published" in loan_ids_check(partial, 0)
+    registry.publish_loan_ids(partial, 1, 2, ids[2:])
+    result = verify_bundle(bundle_for(asset_registry(a), partial, 1, records, 5), rpc_url, address)
+    assert result.ok, result.failures
+    assert "all 6 loan ids of version 1 published in 2 chunk(s)" in {c.name: c.detail for c in result.checks}[
+        "loan_ids"]
