@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import cProfile
 import io
+import json
 import os
 import pstats
 import random
@@ -164,14 +165,16 @@ def batch_throughput(base: str, token: str, requests: int, records: int) -> tupl
     bodies = []
     for r in range(requests):
         start = (r * BATCH) % max(records - BATCH + 1, 1)
-        bodies.append({"identifiers": [{"type": k, "value": raw} for k, raw, _ in
-                                       (identifier(start + i) for i in range(BATCH))]})
+        # Encoded before the clock starts: the caller's own JSON encoding is not the node's cost.
+        bodies.append(json.dumps({"identifiers": [{"type": k, "value": raw} for k, raw, _ in
+                                                  (identifier(start + i) for i in range(BATCH))]}).encode())
     hits = 0
-    with httpx.Client(base_url=base, headers={"X-API-Key": token}, timeout=120) as client:
-        client.post("/v1/checks/batch", json={"identifiers": bodies[0]["identifiers"][:100]}).raise_for_status()
+    headers = {"X-API-Key": token, "Content-Type": "application/json"}
+    with httpx.Client(base_url=base, headers=headers, timeout=120) as client:
+        client.post("/v1/checks/batch", content=bodies[0]).raise_for_status()  # warm-up
         began = time.perf_counter()
         for body in bodies:
-            response = client.post("/v1/checks/batch", json=body)
+            response = client.post("/v1/checks/batch", content=body)
             response.raise_for_status()
             hits += sum(1 for r in response.json()["results"] if r["hit"])
         elapsed = time.perf_counter() - began
