@@ -22,6 +22,7 @@ class FastJSONResponse(JSONResponse):
     def render(self, content: Any) -> bytes:
         return to_json(content)
 
+
 CheckerKey = Annotated[KeyInfo, Depends(require_roles(Role.workflow, Role.analyst))]
 
 
