@@ -172,6 +172,18 @@ class LedgerNodes:
         return newcomer
 
 
+@pytest.fixture
+def keyed_banks(ledger_nodes: LedgerNodes) -> list[NodeContext]:
+    """Bank nodes A, B, C holding the epoch-1 alliance key, with A's mirror synced."""
+    from node.ledger.indexer import indexer_for
+    from node.ledger.key_distribution import sync_keys
+
+    for node in ledger_nodes.nodes:
+        sync_keys(node)  # A generates the epoch-1 key and sends it to B and C; they open it
+    indexer_for(ledger_nodes.nodes[0]).sync()
+    return ledger_nodes.nodes
+
+
 def chain_texts(rpc_url: str) -> list[str]:
     """Every transaction input and every log (data and topics) on the chain, as lowercase hex text."""
     chain = ChainClient(rpc_url)

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from node.errors import InvalidInput
 from node.ledger.indicator_state import ReactionFact, RecordFact, StatePolicy, derive_state
+from node.ledger.mirror import REACTION_COLUMNS, RECORD_COLUMNS
 from node.store.ledger_tables import MirrorReaction, MirrorRecord, SyncState
 
 if TYPE_CHECKING:
@@ -29,14 +30,6 @@ if TYPE_CHECKING:
 
 STREAM_ROWS = 10_000
 
-# Column order of RecordFact and ReactionFact, so that rows construct them positionally.
-_RECORD_COLUMNS = (MirrorRecord.batch_id, MirrorRecord.position, MirrorRecord.indicator,
-                   MirrorRecord.identifier_type, MirrorRecord.category, MirrorRecord.confidence,
-                   MirrorRecord.valid_from, MirrorRecord.valid_until, MirrorRecord.reporter_member_id,
-                   MirrorRecord.epoch, MirrorRecord.published_at, MirrorRecord.block_number)
-_REACTION_COLUMNS = (MirrorReaction.kind, MirrorReaction.indicator, MirrorReaction.member_id,
-                     MirrorReaction.batch_id, MirrorReaction.value, MirrorReaction.at,
-                     MirrorReaction.block_number, MirrorReaction.log_index)
 
 
 @dataclass(frozen=True)
@@ -56,11 +49,11 @@ def mirror_digest(session: Session, *, block: int, at: int, policy: StatePolicy)
     Each state is `IndicatorState.canonical()` (compact JSON, no newlines) followed by a newline.
     """
     records = _grouped(session.execute(
-        select(*_RECORD_COLUMNS).where(MirrorRecord.block_number <= block)
+        select(*RECORD_COLUMNS).where(MirrorRecord.block_number <= block)
         .order_by(MirrorRecord.indicator, MirrorRecord.block_number, MirrorRecord.batch_id, MirrorRecord.position)
         .execution_options(yield_per=STREAM_ROWS)), 2, RecordFact)
     reactions = _grouped(session.execute(
-        select(*_REACTION_COLUMNS).where(MirrorReaction.block_number <= block)
+        select(*REACTION_COLUMNS).where(MirrorReaction.block_number <= block)
         .order_by(MirrorReaction.indicator, MirrorReaction.block_number, MirrorReaction.log_index)
         .execution_options(yield_per=STREAM_ROWS)), 1, ReactionFact)
     digest = hashlib.sha256()

@@ -22,11 +22,12 @@ LOOKUP_CHUNK = 500  # bind parameters per IN list: far below SQLite's and Postgr
 
 Facts = tuple[list[RecordFact], list[ReactionFact]]
 
-_RECORD_COLUMNS = (MirrorRecord.batch_id, MirrorRecord.position, MirrorRecord.indicator,
+# Column order of RecordFact and ReactionFact, so that rows construct them positionally.
+RECORD_COLUMNS = (MirrorRecord.batch_id, MirrorRecord.position, MirrorRecord.indicator,
                    MirrorRecord.identifier_type, MirrorRecord.category, MirrorRecord.confidence,
                    MirrorRecord.valid_from, MirrorRecord.valid_until, MirrorRecord.reporter_member_id,
                    MirrorRecord.epoch, MirrorRecord.published_at, MirrorRecord.block_number)
-_REACTION_COLUMNS = (MirrorReaction.kind, MirrorReaction.indicator, MirrorReaction.member_id,
+REACTION_COLUMNS = (MirrorReaction.kind, MirrorReaction.indicator, MirrorReaction.member_id,
                      MirrorReaction.batch_id, MirrorReaction.value, MirrorReaction.at,
                      MirrorReaction.block_number, MirrorReaction.log_index)
 
@@ -45,12 +46,12 @@ def facts_for(session: Session, indicators: Sequence[bytes], *, reactions_withou
     wanted = list(dict.fromkeys(bytes(i) for i in indicators))
     found: dict[bytes, Facts] = {}
     for chunk in _chunks(wanted):
-        for values in _rows_with_indicators(session, MirrorRecord.__tablename__, _RECORD_COLUMNS, chunk):
+        for values in _rows_with_indicators(session, MirrorRecord.__tablename__, RECORD_COLUMNS, chunk):
             fact = _record(values)
             found.setdefault(fact.indicator, ([], []))[0].append(fact)
     reaction_targets = wanted if reactions_without_records else list(found)
     for chunk in _chunks(reaction_targets):
-        for reaction_values in _rows_with_indicators(session, MirrorReaction.__tablename__, _REACTION_COLUMNS, chunk):
+        for reaction_values in _rows_with_indicators(session, MirrorReaction.__tablename__, REACTION_COLUMNS, chunk):
             reaction = _reaction(reaction_values)
             found.setdefault(reaction.indicator, ([], []))[1].append(reaction)
     return found

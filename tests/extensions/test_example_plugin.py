@@ -44,8 +44,8 @@ def example_plugin_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     sys.modules.pop("alliance_example_plugin", None)
 
 
-def test_installed_plugin_changes_decision(banks: list[NodeContext], example_plugin_installed: str) -> None:
-    a = banks[0]
+def test_installed_plugin_changes_decision(keyed_banks: list[NodeContext], example_plugin_installed: str) -> None:
+    a = keyed_banks[0]
     before = NodeContext(a.settings)  # as the node ran before the package was installed
     use_extensions(before, ExtensionManager(disabled=["example_policy"]))
     crypto = application(1, scenario="crypto_purchase")

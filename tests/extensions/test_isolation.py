@@ -32,8 +32,8 @@ def _with(node: NodeContext, name: str, plugin: Any, **options: Any) -> None:
     use_extensions(node, ExtensionManager(extra_plugins={name: plugin}, **options))
 
 
-def test_submit_application_with_crashing_plugin_yields_review(banks: list[NodeContext]) -> None:
-    a = banks[0]
+def test_submit_application_with_crashing_plugin_yields_review(keyed_banks: list[NodeContext]) -> None:
+    a = keyed_banks[0]
     _with(a, "crashing_scorer", CrashingScorer())
     with a.store.transaction() as session:
         token = create_api_key(session, Role.workflow, "test").token
@@ -49,8 +49,8 @@ def test_submit_application_with_crashing_plugin_yields_review(banks: list[NodeC
     assert "13900000077" not in response.text
 
 
-def test_submit_application_with_hanging_plugin_times_out_to_review(banks: list[NodeContext]) -> None:
-    a = banks[0]
+def test_submit_application_with_hanging_plugin_times_out_to_review(keyed_banks: list[NodeContext]) -> None:
+    a = keyed_banks[0]
     release = threading.Event()
 
     class Hangs:
@@ -67,14 +67,14 @@ def test_submit_application_with_hanging_plugin_times_out_to_review(banks: list[
     assert view["trail"]["failures"][0]["error"] == "timeout"
 
 
-def test_submit_application_with_malformed_answer_yields_review(banks: list[NodeContext]) -> None:
-    a = banks[0]
+def test_submit_application_with_malformed_answer_yields_review(keyed_banks: list[NodeContext]) -> None:
+    a = keyed_banks[0]
     _with(a, "bad_signals", BadSignals())
     view = submit_application(a, application(3), submitted_by="test")
     assert view["outcome"] == "review" and view["reasons"][0] == "extension_failed:bad_signals"
 
 
-def test_lifecycle_hooks_reach_extensions(banks: list[NodeContext]) -> None:
+def test_lifecycle_hooks_reach_extensions(keyed_banks: list[NodeContext]) -> None:
     from node.extensions import BookedLoan, Decision, FraudConfirmation
     from node.modules.credit_platform import book_loan, confirm_fraud
 
@@ -93,7 +93,7 @@ def test_lifecycle_hooks_reach_extensions(banks: list[NodeContext]) -> None:
         def alliance_fraud_confirmed(self, confirmation: FraudConfirmation) -> None:
             seen.append(("fraud", confirmation.category))
 
-    a = banks[0]
+    a = keyed_banks[0]
     _with(a, "recorder", Recorder())
     view = submit_application(a, application(5), submitted_by="test")
     book_loan(a, view["application_id"], loan_reference="L-5")

@@ -24,8 +24,8 @@ def _book(node: NodeContext, i: int) -> str:
     return book_loan(node, decided["application_id"], loan_reference=f"L{i}").loan_reference
 
 
-def test_build_pool_selects_eligible_loans_and_anchors(banks: list[NodeContext], tmp_path: Path) -> None:
-    a, b, _ = banks
+def test_build_pool_selects_eligible_loans_and_anchors(keyed_banks: list[NodeContext], tmp_path: Path) -> None:
+    a, b, _ = keyed_banks
     policy = tmp_path / "policy.toml"
     policy.write_text("[abs]\nmax_borrower_share = 0.3\nmax_region_share = 0.5\n")
     a.settings.credit_policy_file = policy

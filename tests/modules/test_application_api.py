@@ -11,8 +11,8 @@ from node.runtime import NodeContext
 from tests.modules.workflow import application, report_and_mirror, resident_id
 
 
-def test_applications_api_refusals(banks: list[NodeContext]) -> None:
-    a, b, _ = banks
+def test_applications_api_refusals(keyed_banks: list[NodeContext]) -> None:
+    a, b, _ = keyed_banks
     report_and_mirror(b, a, [("cn_resident_id", resident_id(2))])
     with a.store.transaction() as session:
         tokens = {role: create_api_key(session, role, "test").token for role in Role}

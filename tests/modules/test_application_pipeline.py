@@ -17,8 +17,8 @@ def _tokens(node: NodeContext) -> dict[Role, str]:
         return {role: create_api_key(session, role, "test").token for role in Role}
 
 
-def test_decide_application_declines_alliance_hit_and_approves_clean(banks: list[NodeContext]) -> None:
-    a, b, _ = banks
+def test_decide_application_declines_alliance_hit_and_approves_clean(keyed_banks: list[NodeContext]) -> None:
+    a, b, _ = keyed_banks
     report_and_mirror(b, a, [("phone", phone(1)), ("cn_resident_id", resident_id(1))], category="identity_theft")
     tokens = _tokens(a)
     with TestClient(create_app(a)) as client:
@@ -46,8 +46,8 @@ def test_decide_application_declines_alliance_hit_and_approves_clean(banks: list
     assert forbidden.status_code == 403
 
 
-def test_decide_applications_sharing_a_device_flags_fraud_ring(banks: list[NodeContext]) -> None:
-    a = banks[0]
+def test_decide_applications_sharing_a_device_flags_fraud_ring(keyed_banks: list[NodeContext]) -> None:
+    a = keyed_banks[0]
     outcomes = [submit_application(a, application(10 + i, device_id="ring-device-0001"), submitted_by="test")
                 for i in range(4)]
     assert [o["outcome"] for o in outcomes] == ["approve", "approve", "review", "review"]
@@ -59,8 +59,8 @@ def test_decide_applications_sharing_a_device_flags_fraud_ring(banks: list[NodeC
     assert {o["outcome"] for o in again} == {"approve"}
 
 
-def test_decide_application_flags_inconsistent_identity(banks: list[NodeContext]) -> None:
-    a = banks[0]
+def test_decide_application_flags_inconsistent_identity(keyed_banks: list[NodeContext]) -> None:
+    a = keyed_banks[0]
     mismatch = submit_application(a, application(40, birth_date="1990-01-01", region_code="310115"),
                                   submitted_by="test")
     codes = {s["code"] for s in mismatch["trail"]["signals"]}

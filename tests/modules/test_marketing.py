@@ -22,8 +22,8 @@ PROSPECTS = "\n".join([
 ]) + "\n"
 
 
-def test_prescreen_drops_invalid_duplicate_and_blacklisted(banks: list[NodeContext]) -> None:
-    a, b, _ = banks
+def test_prescreen_drops_invalid_duplicate_and_blacklisted(keyed_banks: list[NodeContext]) -> None:
+    a, b, _ = keyed_banks
     report_and_mirror(b, a, [("cn_resident_id", resident_id(2))])
     result = prescreen(a, PROSPECTS.splitlines(keepends=True))
     counts = result.to_json()
@@ -36,8 +36,8 @@ def test_prescreen_drops_invalid_duplicate_and_blacklisted(banks: list[NodeConte
                                                f"senior,+86{phone(4)},,Zhou"]
 
 
-def test_prescreen_api_refuses_list_without_identifier_columns(banks: list[NodeContext]) -> None:
-    a = banks[0]
+def test_prescreen_api_refuses_list_without_identifier_columns(keyed_banks: list[NodeContext]) -> None:
+    a = keyed_banks[0]
     with a.store.transaction() as session:
         token = create_api_key(session, Role.workflow, "test").token
     with TestClient(create_app(a)) as client:

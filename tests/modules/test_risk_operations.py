@@ -46,8 +46,8 @@ def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
 
 
 def test_mirrored_indicator_raises_alert_and_fraud_is_confirmed(
-        banks: list[NodeContext], webhook: tuple[str, list[dict[str, Any]]]) -> None:
-    a, b, _ = banks
+        keyed_banks: list[NodeContext], webhook: tuple[str, list[dict[str, Any]]]) -> None:
+    a, b, _ = keyed_banks
     url, received = webhook
     a.settings.risk_alert_webhook_url = url
     decided = submit_application(a, application(50), submitted_by="test")
@@ -102,8 +102,8 @@ def test_mirrored_indicator_raises_alert_and_fraud_is_confirmed(
     assert outcome.results[0].hit and outcome.results[0].categories == ("money_mule",)
 
 
-def test_application_fraud_confirmed_reports_to_ledger(banks: list[NodeContext]) -> None:
-    a = banks[0]
+def test_application_fraud_confirmed_reports_to_ledger(keyed_banks: list[NodeContext]) -> None:
+    a = keyed_banks[0]
     decided = submit_application(a, application(60), submitted_by="test")
     with a.store.transaction() as session:
         analyst = create_api_key(session, Role.analyst, "test").token
@@ -124,7 +124,7 @@ def test_application_fraud_confirmed_reports_to_ledger(banks: list[NodeContext])
     assert {i.identifier_type for i in status.identifiers} == {"cn_resident_id", "phone", "bank_card", "device_id"}
 
 
-def test_key_rotation_rehashes_booked_borrowers(banks: list[NodeContext]) -> None:
+def test_key_rotation_rehashes_booked_borrowers(keyed_banks: list[NodeContext]) -> None:
     import os
 
     from sqlalchemy import func, select
@@ -132,7 +132,7 @@ def test_key_rotation_rehashes_booked_borrowers(banks: list[NodeContext]) -> Non
     from node.modules.credit_platform import refresh_borrower_indicators
     from node.store.application_tables import BorrowerIndicator
 
-    a = banks[0]
+    a = keyed_banks[0]
     decided = submit_application(a, application(70), submitted_by="test")
     book_loan(a, decided["application_id"], loan_reference="LOAN-70")
     with a.store.session() as session:

@@ -26,17 +26,17 @@ def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]
 
 
 @pytest.fixture
-def bank_a_env(banks: list[NodeContext], monkeypatch: pytest.MonkeyPatch) -> NodeContext:
-    a = banks[0]
+def bank_a_env(keyed_banks: list[NodeContext], monkeypatch: pytest.MonkeyPatch) -> NodeContext:
+    a = keyed_banks[0]
     monkeypatch.setenv("ALLIANCE_DATA_DIR", str(a.settings.data_dir))
     monkeypatch.setenv("ALLIANCE_DEPLOYMENT_FILE", str(a.settings.effective_deployment_file))
     monkeypatch.setenv("ALLIANCE_KEY_PASSPHRASE", TEST_PASSPHRASE)
     return a
 
 
-def test_cli_apply_marketing_alerts_extensions(bank_a_env: NodeContext, banks: list[NodeContext],
+def test_cli_apply_marketing_alerts_extensions(bank_a_env: NodeContext, keyed_banks: list[NodeContext],
                                                tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    a, b, _ = banks
+    a, b, _ = keyed_banks
     report_and_mirror(b, a, [("cn_resident_id", resident_id(2))])
     clean, listed = tmp_path / "clean.json", tmp_path / "listed.json"
     clean.write_text(application(1).model_dump_json())
