@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import socket
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from node.chain.devchain import DevChain, DevChainError
+from node.chain.fraud_ledger import LedgerRecord
 
 # Another process may take the free port between the probe and anvil's bind; try a few ports.
 _START_ATTEMPTS = 3
@@ -64,3 +66,13 @@ def private_chain() -> Iterator[str]:
             yield chain.rpc_url
         finally:
             chain.stop()
+
+
+def random_ledger_records(count: int, rng: random.Random) -> list[LedgerRecord]:
+    """Well-formed FraudLedger records with random indicators and fields (identifier types 1..5)."""
+    records = []
+    for _ in range(count):
+        valid_from = 1_740_000_000 + rng.randrange(10_000_000)
+        records.append(LedgerRecord(rng.randbytes(32), rng.randrange(1, 6), rng.randrange(1, 10), rng.randrange(101),
+                                    valid_from, valid_from + 365 * 86_400, rng.randbytes(32), rng.randbytes(32)))
+    return records

@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a plain checkout
 
-from bench._common import emit, parse_args, private_chain
+from bench._common import emit, parse_args, private_chain, random_ledger_records
 from node.chain.client import ChainClient
 from node.chain.compiler import compile_contracts
 from node.chain.deployment import deploy_consortium
@@ -41,15 +41,6 @@ NAIVE_DIR = Path(__file__).resolve().parent / "contracts"
 BATCH = 1000
 GAS_SIZES = (1, 100, 1000)
 E2E_BATCH = 5000
-
-
-def make_records(count: int, rng: random.Random) -> list[LedgerRecord]:
-    records = []
-    for _ in range(count):
-        valid_from = 1_740_000_000 + rng.randrange(10_000_000)
-        records.append(LedgerRecord(rng.randbytes(32), rng.randrange(1, 6), rng.randrange(1, 10), rng.randrange(101),
-                                    valid_from, valid_from + 365 * 86_400, rng.randbytes(32), rng.randbytes(32)))
-    return records
 
 
 def send_all(client: ChainClient, raws: Sequence[bytes]) -> tuple[float, float]:
@@ -88,8 +79,8 @@ def end_to_end(rpc_url: str, reports: int) -> tuple[float, float, float]:
         init_node(load_settings(directory, **options), bank_name="Bench bank", bank_code="BENCH-E2E",
                   passphrase="bench-passphrase-0001")
         node = NodeContext(load_settings(directory, **options))
-        save_deployment(deploy_consortium(node.signing_chain, network="bench",
-                                          founders=[this_bank_as_founder(node)]), node.settings.deployment_file)
+        deployment = deploy_consortium(node.signing_chain, network="bench", founders=[this_bank_as_founder(node)])
+        save_deployment(deployment, node.settings.effective_deployment_file)
         node.keyring.store_key(1, random.Random(3).randbytes(32), source="generated")
         with node.store.transaction() as session:
             token = create_api_key(session, Role.analyst, "bench").token
@@ -134,16 +125,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         ledger = FraudLedgerClient(client, deployment.address("FraudLedger"))
 
         # -- gas --------------------------------------------------------------------------------------
-        first = ledger.publish_batch(1, make_records(1, rng))
-        gas = {n: ledger.publish_batch(1, make_records(n, rng)).gas_used for n in GAS_SIZES}
+        first = ledger.publish_batch(1, random_ledger_records(1, rng))
+        gas = {n: ledger.publish_batch(1, random_ledger_records(n, rng)).gas_used for n in GAS_SIZES}
         receipt = client.deploy(naive_artifact)
         naive = client.w3.eth.contract(address=receipt.raw["contractAddress"], abi=naive_artifact.abi)
-        naive_gas = client.send_transaction(naive_tx(client, naive, make_records(1, rng)[0], 500_000)).gas_used
+        naive_gas = client.send_transaction(naive_tx(client, naive, random_ledger_records(1, rng)[0], 500_000)).gas_used
 
         # -- on-chain publication rate ----------------------------------------------------------------
         raws = []
         for _ in range(batches):
-            records = make_records(BATCH, rng)
+            records = random_ledger_records(BATCH, rng)
             raws.append(client.sign(ledger.build_publish_tx(1, records, default_publish_gas(BATCH),
                                                             root=batch_root(records))))
         before = ledger.batch_count()
@@ -153,7 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         publish_rate = batches * BATCH / publish_s
 
         naive_raws = [client.sign(naive_tx(client, naive, record, 2 * naive_gas))
-                      for record in make_records(naive_txs, rng)]
+                      for record in random_ledger_records(naive_txs, rng)]
         naive_sent_s, naive_s = send_all(client, naive_raws)
         naive_rate = naive_txs / naive_s
 

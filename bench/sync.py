@@ -33,10 +33,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a plain checkout
 
-from bench._common import emit, parse_args, private_chain
+from bench._common import emit, parse_args, private_chain, random_ledger_records
 from node.chain.client import ChainClient
 from node.chain.deployment import deploy_consortium
-from node.chain.fraud_ledger import FraudLedgerClient, LedgerRecord, batch_root, default_publish_gas
+from node.chain.fraud_ledger import FraudLedgerClient, batch_root, default_publish_gas
 from node.chain.ledger_events import LedgerEventSource
 from node.chain.registry import FoundingMember, MemberRole
 from node.chain.signer import Signer
@@ -49,20 +49,11 @@ BASELINE = ("eth_getLogs over the same range and chunks + eth_getTransactionByHa
             "JSON-RPC batches, JSON parsed; no decoding, Merkle roots, headers or database")
 
 
-def make_batch(count: int, rng: random.Random) -> list[LedgerRecord]:
-    records = []
-    for _ in range(count):
-        valid_from = 1_740_000_000 + rng.randrange(10_000_000)
-        records.append(LedgerRecord(rng.randbytes(32), rng.randrange(1, 8), rng.randrange(1, 10), rng.randrange(101),
-                                    valid_from, valid_from + 365 * 86_400, rng.randbytes(32), rng.randbytes(32)))
-    return records
-
-
 def publish(client: ChainClient, ledger: FraudLedgerClient, indicators: int, rng: random.Random) -> int:
     """Publish `indicators` records in batches of BATCH; returns the number of batches."""
     raws = []
     for start in range(0, indicators, BATCH):
-        records = make_batch(min(BATCH, indicators - start), rng)
+        records = random_ledger_records(min(BATCH, indicators - start), rng)
         raws.append(client.sign(ledger.build_publish_tx(1, records, default_publish_gas(len(records)),
                                                         root=batch_root(records))))
     hashes = [client.send_signed(raw) for raw in raws]
