@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from node.chain.errors import ChainUnavailable, ContractRevert, TransactionTimeout
@@ -94,7 +94,8 @@ class Publisher:
     def pending(self) -> int:
         """Records not yet confirmed on chain."""
         with self._store.session() as session:
-            return len(session.scalars(select(OutboxRecord.id).where(OutboxRecord.state != "confirmed")).all())
+            return session.scalar(select(func.count()).select_from(OutboxRecord)
+                                  .where(OutboxRecord.state != "confirmed")) or 0
 
     # -- recovery -------------------------------------------------------------------------------------
     def recover(self) -> int:
