@@ -1,4 +1,5 @@
-"""`alliance fraud report|import|show|publish`: report fraud to the shared ledger from the command line."""
+"""`alliance fraud report|import|show|publish|endorse|dispute|confirm|withdraw`: the fraud ledger from the command
+line."""
 
 from __future__ import annotations
 
@@ -12,6 +13,14 @@ from alliance_cli import console
 from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
 from node.errors import InvalidInput
+from node.ledger.reactions import (
+    ReactionSent,
+    confirm_report,
+    dispute_indicator,
+    endorse_indicator,
+    parse_indicator,
+    withdraw_report,
+)
 from node.ledger.report_import import ImportRefused, count_rows, import_reports
 from node.ledger.reports import DEFAULT_VALID_DAYS, ReportRequest, report_status
 
@@ -104,3 +113,45 @@ def fraud_publish(ctx: typer.Context, json_output: JsonOption = False) -> None:
         return
     console.success(f"{result.records} records published in {result.batches} batches"
                     f" ({result.recovered} unfinished batches settled)")
+
+
+def _show_reactions(sent: list[ReactionSent], json_output: bool) -> None:
+    if json_output:
+        console.print_json([vars(s) for s in sent])
+        return
+    for s in sent:
+        console.success(f"{s.kind} {s.indicator[:18]}… in block {s.block_number} (tx {s.tx_hash})")
+    if not sent:
+        console.info("nothing to send: no published record of this report is left to change")
+
+
+@app.command("endorse")
+def fraud_endorse(ctx: typer.Context, indicator: Annotated[str, typer.Argument(help="64 hex digits.")],
+                  confidence: Annotated[int, typer.Option(help="0-100.")], json_output: JsonOption = False) -> None:
+    """Corroborate another bank's indicator."""
+    _show_reactions([endorse_indicator(node_context(ctx), parse_indicator(indicator), confidence)], json_output)
+
+
+@app.command("dispute")
+def fraud_dispute(ctx: typer.Context, indicator: Annotated[str, typer.Argument(help="64 hex digits.")],
+                  reason: Annotated[str, typer.Option(help="mistaken_identity, insufficient_evidence, "
+                                                          "resolved_by_customer, data_entry_error or other.")],
+                  json_output: JsonOption = False) -> None:
+    """Dispute an indicator; its reporter must confirm or revoke it within the response window."""
+    _show_reactions([dispute_indicator(node_context(ctx), parse_indicator(indicator), reason)], json_output)
+
+
+@app.command("confirm")
+def fraud_confirm(ctx: typer.Context, report_id: Annotated[str, typer.Argument(help="The report id.")],
+                  json_output: JsonOption = False) -> None:
+    """Confirm this bank's published report (answers disputes against it)."""
+    _show_reactions(confirm_report(node_context(ctx), report_id), json_output)
+
+
+@app.command("withdraw")
+def fraud_withdraw(ctx: typer.Context, report_id: Annotated[str, typer.Argument(help="The report id.")],
+                   reason: Annotated[str, typer.Option(help="reported_in_error, dispute_upheld, customer_cleared, "
+                                                           "superseded or other.")],
+                   json_output: JsonOption = False) -> None:
+    """Withdraw this bank's report: revoke its published records, never publish its queued ones."""
+    _show_reactions(withdraw_report(node_context(ctx), report_id, reason), json_output)

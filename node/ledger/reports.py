@@ -98,7 +98,7 @@ class ItemStatus:
 @dataclass(frozen=True)
 class ReportStatus:
     report_id: str
-    state: str  # queued | publishing | confirmed
+    state: str  # queued | publishing | confirmed | withdrawn
     category: str
     confidence: int
     valid_from: int
@@ -294,6 +294,7 @@ def report_status(session: Session, report_id: str) -> ReportStatus:
              for record, batch in rows]
     newest_epoch = max(item.epoch for item in items)
     states = {item.state for item in items if item.epoch == newest_epoch}
-    state = "confirmed" if states == {"confirmed"} else "queued" if states == {"queued"} else "publishing"
+    state = ("withdrawn" if report.withdrawn_at is not None else "confirmed" if states == {"confirmed"}
+             else "queued" if states == {"queued"} else "publishing")
     return ReportStatus(report.report_id, state, Category(report.category).name, report.confidence,
                         report.valid_from, report.valid_until, report.submitted_by, report.created_at, items)

@@ -34,7 +34,8 @@ class RepublishResult:
 
 def republish_active_reports(store: Store, keyring: KeyRing, vault: LocalVault, *,
                              now: int | None = None) -> RepublishResult:
-    """Queue every identifier of every still-valid report that has no record under the newest epoch yet."""
+    """Queue every identifier of every still-valid, not withdrawn report that has no record under the newest epoch
+    yet."""
     epoch, key = keyring.current()
     now = int(now if now is not None else time.time())
     with store.transaction() as session:
@@ -46,7 +47,7 @@ def republish_active_reports(store: Store, keyring: KeyRing, vault: LocalVault, 
             .join(newest, (OutboxRecord.report_id == newest.c.report_id)
                   & (OutboxRecord.position == newest.c.position) & (OutboxRecord.epoch == newest.c.epoch))
             .join(FraudReport, FraudReport.report_id == OutboxRecord.report_id)
-            .where(newest.c.epoch < epoch, FraudReport.valid_until > now)
+            .where(newest.c.epoch < epoch, FraudReport.valid_until > now, FraudReport.withdrawn_at.is_(None))
             .order_by(OutboxRecord.id)).all()
         records = []
         for report_id, position, type_code, sealed in rows:

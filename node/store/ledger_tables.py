@@ -56,6 +56,8 @@ class FraudReport(Base):
     case_ref_hash: Mapped[bytes] = mapped_column(LargeBinary)
     submitted_by: Mapped[str] = mapped_column(String(64))  # API key id or "cli"
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Set when the bank withdrew the report (revoked its records on chain): it is then never republished.
+    withdrawn_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class OutboxRecord(Base):

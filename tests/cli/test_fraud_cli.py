@@ -87,3 +87,17 @@ def test_ledger_republish_after_key_rotation(cli: CliRunner, member: None) -> No
     again = cli("ledger", "republish", "--json")
     assert json.loads(again.out) == {"epoch": 2, "reports": 1, "records": 1}
     assert json.loads(cli("fraud", "publish", "--json").out)["records"] == 2
+
+
+def test_fraud_withdraw_and_reaction_refusals(cli: CliRunner, member: None) -> None:
+    reported = cli("fraud", "report", "phone=13800138000", "--category", "other", "--confidence", "50", "--json")
+    report_id = json.loads(reported.out)["report_id"]
+    assert cli("fraud", "publish").code == 0
+    withdrawn = cli("fraud", "withdraw", report_id, "--reason", "reported_in_error", "--json")
+    assert withdrawn.code == 0, withdrawn.err
+    assert [s["kind"] for s in json.loads(withdrawn.out)] == ["revoked"]
+    assert json.loads(cli("fraud", "show", report_id, "--json").out)["state"] == "withdrawn"
+    bad_hex = cli("fraud", "dispute", "0x12", "--reason", "other")
+    assert bad_hex.code == 1 and "64 hex digits" in one_error_line(bad_hex.err)
+    unknown = cli("fraud", "endorse", "0x" + "ab" * 32, "--confidence", "50")
+    assert unknown.code == 1 and "no such indicator" in one_error_line(unknown.err)

@@ -1,4 +1,5 @@
-"""`/v1/fraud/reports`: analysts report fraud; the node queues the report and publishes it in the background."""
+"""`/v1/fraud/reports` and reactions: analysts report fraud (queued, published in the background), endorse or
+dispute other banks' indicators, confirm or withdraw their own reports."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pydantic import BaseModel, Field
 from node.api.deps import NodeDep, SessionDep, require_roles
 from node.auth.apikeys import KeyInfo, Role
 from node.ledger.identifiers import MAX_RAW_LENGTH
+from node.ledger.reactions import confirm_report, dispute_indicator, endorse_indicator, parse_indicator, withdraw_report
 from node.ledger.reports import (
     DEFAULT_VALID_DAYS,
     MAX_CASE_REFERENCE,
@@ -102,3 +104,50 @@ def create_reports(*, body: BulkReportsIn, node: NodeDep, key: Analyst) -> BulkA
 def read_report(*, report_id: str, session: SessionDep, key: Analyst) -> ReportOut:
     """A report's publication state, per identifier: queued, batched (sent) or confirmed with its block."""
     return ReportOut(**report_status(session, report_id).to_json())  # type: ignore[arg-type]
+
+
+class ReactionOut(BaseModel):
+    kind: str
+    indicator: str
+    batch_id: int | None
+    tx_hash: str
+    block_number: int
+
+
+class EndorsementIn(BaseModel):
+    confidence: int = Field(ge=0, le=100)
+
+
+class DisputeIn(BaseModel):
+    reason: str = Field(examples=["mistaken_identity"],
+                        description="mistaken_identity, insufficient_evidence, resolved_by_customer, "
+                                    "data_entry_error or other")
+
+
+class WithdrawalIn(BaseModel):
+    reason: str = Field(examples=["reported_in_error"],
+                        description="reported_in_error, dispute_upheld, customer_cleared, superseded or other")
+
+
+@router.post("/indicators/{indicator}/endorsements", status_code=status.HTTP_201_CREATED, response_model=ReactionOut)
+def create_endorsement(*, indicator: str, body: EndorsementIn, node: NodeDep, key: Analyst) -> ReactionOut:
+    """Corroborate another bank's indicator (sent on chain and mined before the answer)."""
+    return ReactionOut(**vars(endorse_indicator(node, parse_indicator(indicator), body.confidence)))
+
+
+@router.post("/indicators/{indicator}/disputes", status_code=status.HTTP_201_CREATED, response_model=ReactionOut)
+def create_dispute(*, indicator: str, body: DisputeIn, node: NodeDep, key: Analyst) -> ReactionOut:
+    """Dispute an indicator; unanswered by its reporter within the window, it stops producing hits."""
+    return ReactionOut(**vars(dispute_indicator(node, parse_indicator(indicator), body.reason)))
+
+
+@router.post("/reports/{report_id}/confirmation", response_model=list[ReactionOut])
+def create_confirmation(*, report_id: str, node: NodeDep, key: Analyst) -> list[ReactionOut]:
+    """Confirm this bank's published report: the answer to disputes against it."""
+    return [ReactionOut(**vars(sent)) for sent in confirm_report(node, report_id)]
+
+
+@router.post("/reports/{report_id}/withdrawal", response_model=list[ReactionOut])
+def create_withdrawal(*, report_id: str, body: WithdrawalIn, node: NodeDep, key: Analyst) -> list[ReactionOut]:
+    """Withdraw this bank's report: its published records are revoked, its queued ones never published."""
+    return [ReactionOut(**vars(sent)) for sent in withdraw_report(node, report_id, body.reason)]

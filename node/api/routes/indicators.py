@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Annotated, Any
 
@@ -12,15 +11,14 @@ from pydantic import BaseModel, Field
 
 from node.api.deps import NodeDep, SessionDep, require_roles
 from node.auth.apikeys import KeyInfo, Role
-from node.errors import InvalidInput
 from node.ledger.checks import ledger_address, state_policy
 from node.ledger.mirror import indicator_history, mirror_status
+from node.ledger.reactions import parse_indicator
 from node.ledger.stix import DEFAULT_PAGE, MAX_PAGE, export_page
 
 router = APIRouter(prefix="/fraud", tags=["fraud"])
 
 NEXT_PAGE_HEADER = "X-Next-After"
-_INDICATOR_HEX = re.compile(r"(?:0x)?([0-9a-fA-F]{64})")
 
 
 class IndicatorStateOut(BaseModel):
@@ -77,14 +75,6 @@ class IndicatorHistoryOut(BaseModel):
     evaluated_at: int = Field(description="Unix time the state was derived at")
     as_of_block: int
     stale: bool
-
-
-def parse_indicator(text: str) -> bytes:
-    match = _INDICATOR_HEX.fullmatch(text)
-    if match is None:
-        raise InvalidInput("an indicator is 32 bytes as 64 hex digits, optionally after 0x",
-                           code="invalid_indicator")
-    return bytes.fromhex(match.group(1))
 
 
 @router.get("/indicators/{indicator}", response_model=IndicatorHistoryOut)

@@ -1,0 +1,132 @@
+"""Reactions to indicators: endorse or dispute another bank's indicator; confirm or withdraw this bank's reports.
+
+These are direct contract calls answered once mined, not queued like reports: a caller learns at once that
+the chain is down (HTTP 503) and retries. Sending one twice is harmless to every node's derived state (only a
+member's latest endorsement counts, a confirmation answers every earlier dispute, a revocation is a set), and
+withdrawal skips records the mirror already shows revoked.
+
+Withdrawing a report marks it withdrawn locally *before* anything is sent, so a crash half-way can never let
+`alliance ledger republish` resurrect it; running the withdrawal again finishes it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from node.chain.client import Receipt
+from node.errors import Conflict, InvalidInput, NotFound
+from node.ledger.vocabulary import MAX_CONFIDENCE, DisputeReason, RevokeReason
+from node.runtime import NodeContext
+from node.store.ledger_tables import FraudReport, MirrorReaction, MirrorRecord, OutboxRecord, PublishBatch
+from node.store.models import utcnow
+
+_INDICATOR_HEX = re.compile(r"(?:0x)?([0-9a-fA-F]{64})")
+
+
+@dataclass(frozen=True)
+class ReactionSent:
+    kind: str  # endorsed | disputed | confirmed | revoked
+    indicator: str
+    batch_id: int | None
+    tx_hash: str
+    block_number: int
+
+
+def parse_indicator(text: str) -> bytes:
+    """An indicator written as 64 hex digits, optionally after 0x."""
+    match = _INDICATOR_HEX.fullmatch(text.strip())
+    if match is None:
+        raise InvalidInput("an indicator is 32 bytes as 64 hex digits, optionally after 0x", code="invalid_indicator")
+    return bytes.fromhex(match.group(1))
+
+
+def endorse_indicator(node: NodeContext, indicator: bytes, confidence: int) -> ReactionSent:
+    """Corroborate another bank's indicator with this bank's own confidence."""
+    if not 0 <= confidence <= MAX_CONFIDENCE:
+        raise InvalidInput(f"confidence must be 0..{MAX_CONFIDENCE}", code="invalid_confidence")
+    _require_mirrored(node, indicator)
+    receipt = node.fraud_ledger(signing=True).endorse(indicator, confidence)
+    return _sent("endorsed", indicator, None, receipt)
+
+
+def dispute_indicator(node: NodeContext, indicator: bytes, reason: str) -> ReactionSent:
+    """Dispute an indicator; unless its reporter confirms or revokes within the window, it stops producing hits."""
+    code = _reason(DisputeReason, reason)
+    _require_mirrored(node, indicator)
+    receipt = node.fraud_ledger(signing=True).dispute(indicator, code)
+    return _sent("disputed", indicator, None, receipt)
+
+
+def confirm_report(node: NodeContext, report_id: str) -> list[ReactionSent]:
+    """Confirm every published record of this bank's report: the answer to disputes against it."""
+    ledger = node.fraud_ledger(signing=True)
+    return [_sent("confirmed", indicator, batch_id, ledger.confirm(batch_id, indicator))
+            for batch_id, indicator in _published_records(node, report_id)]
+
+
+def withdraw_report(node: NodeContext, report_id: str, reason: str) -> list[ReactionSent]:
+    """Revoke every published record of this bank's report and stop its queued ones from being published."""
+    code = _reason(RevokeReason, reason)
+    with node.store.transaction() as session:
+        report = _own_report(session, report_id)
+        if session.scalars(select(OutboxRecord.id).where(OutboxRecord.report_id == report_id,
+                                                         OutboxRecord.state == "batched")).first() is not None:
+            raise Conflict(f"report {report_id} is being published right now; withdraw it once it is confirmed",
+                           code="publication_in_progress")
+        report.withdrawn_at = report.withdrawn_at or utcnow()
+        session.execute(update(OutboxRecord).where(OutboxRecord.report_id == report_id,
+                                                   OutboxRecord.state == "queued").values(state="withdrawn"))
+    ledger = node.fraud_ledger(signing=True)
+    revoked = _already_revoked(node)
+    return [_sent("revoked", indicator, batch_id, ledger.revoke(batch_id, indicator, code))
+            for batch_id, indicator in _published_records(node, report_id)
+            if (batch_id, indicator) not in revoked]
+
+
+def _published_records(node: NodeContext, report_id: str) -> list[tuple[int, bytes]]:
+    with node.store.session() as session:
+        _own_report(session, report_id)
+        rows = session.execute(
+            select(PublishBatch.onchain_batch_id, OutboxRecord.indicator)
+            .join(PublishBatch, OutboxRecord.publish_batch_id == PublishBatch.id)
+            .where(OutboxRecord.report_id == report_id, OutboxRecord.state == "confirmed")
+            .order_by(OutboxRecord.id)).all()
+    return [(int(batch_id), bytes(indicator)) for batch_id, indicator in rows if batch_id is not None]
+
+
+def _already_revoked(node: NodeContext) -> set[tuple[int, bytes]]:
+    member_id = node.member_id
+    with node.store.session() as session:
+        rows = session.execute(select(MirrorReaction.batch_id, MirrorReaction.indicator).where(
+            MirrorReaction.kind == "revoked", MirrorReaction.member_id == member_id)).all()
+    return {(int(batch_id), bytes(indicator)) for batch_id, indicator in rows if batch_id is not None}
+
+
+def _own_report(session: Session, report_id: str) -> FraudReport:
+    report = session.get(FraudReport, report_id)
+    if report is None:
+        raise NotFound(f"no report {report_id}", code="report_not_found")
+    return report
+
+
+def _require_mirrored(node: NodeContext, indicator: bytes) -> None:
+    with node.store.session() as session:
+        if session.scalars(select(MirrorRecord.id).where(MirrorRecord.indicator == indicator)).first() is None:
+            raise NotFound("no such indicator in this node's mirror (sync it, or check the hash)",
+                           code="unknown_indicator")
+
+
+def _reason(vocabulary: type[DisputeReason] | type[RevokeReason], name: str) -> int:
+    try:
+        return int(vocabulary[name])
+    except KeyError:
+        raise InvalidInput(f"unknown reason {name!r}; one of {', '.join(r.name for r in vocabulary)}",
+                           code="unknown_reason") from None
+
+
+def _sent(kind: str, indicator: bytes, batch_id: int | None, receipt: Receipt) -> ReactionSent:
+    return ReactionSent(kind, "0x" + indicator.hex(), batch_id, receipt.tx_hash, receipt.block_number)

@@ -1,0 +1,123 @@
+"""Endorse, dispute, confirm and withdraw between bank nodes on a real chain, seen through their mirrors."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from node.api.app import create_app
+from node.auth.apikeys import Role, create_api_key
+from node.errors import InvalidInput, NotFound
+from node.ledger.checks import check_identity
+from node.ledger.indexer import indexer_for
+from node.ledger.reactions import (
+    confirm_report,
+    dispute_indicator,
+    endorse_indicator,
+    parse_indicator,
+    withdraw_report,
+)
+from node.ledger.reports import ReportRequest, report_status
+from node.ledger.republish import republish_active_reports
+from node.runtime import NodeContext
+from node.store.ledger_tables import OutboxRecord
+
+PHONE = "13800138000"
+
+
+def report_and_publish(node: NodeContext, phone: str = PHONE) -> str:
+    accepted = node.report_intake.accept(ReportRequest([("phone", phone)], "telecom_fraud", 60), submitted_by="t")
+    node.publisher.drain()
+    return accepted.report_id
+
+
+def indicator_of(node: NodeContext, report_id: str) -> bytes:
+    with node.store.session() as session:
+        return bytes(session.scalars(select(OutboxRecord.indicator).where(OutboxRecord.report_id == report_id))
+                     .one())
+
+
+def check(node: NodeContext, phone: str = PHONE) -> dict[str, object]:
+    indexer_for(node).sync()
+    return check_identity(node, [("phone", phone)], "test").results[0].to_json()
+
+
+def test_endorse_dispute_confirm_and_withdraw_change_every_mirror(keyed_banks: list[NodeContext]) -> None:
+    a, b, c = keyed_banks
+    report_id = report_and_publish(b)
+    indicator = indicator_of(b, report_id)
+    first = check(a)
+    assert first["hit"] is True and first["confidence"] == 60
+
+    indexer_for(c).sync()
+    endorsed = endorse_indicator(c, indicator, 80)
+    assert (endorsed.kind, endorsed.indicator) == ("endorsed", "0x" + indicator.hex())
+    assert check(a)["confidence"] > 80  # two independent sources combine (noisy-OR)
+
+    dispute_indicator(a, indicator, "mistaken_identity")
+    assert check(a)["disputed"] is True
+    [confirmed] = confirm_report(b, report_id)
+    assert confirmed.batch_id == 1
+    assert check(a)["disputed"] is False and check(a)["hit"] is True
+
+    [revoked] = withdraw_report(b, report_id, "reported_in_error")
+    assert revoked.kind == "revoked"
+    assert check(a)["hit"] is False
+    indexer_for(b).sync()
+    assert withdraw_report(b, report_id, "reported_in_error") == []  # already revoked: nothing sent twice
+    with b.store.session() as session:
+        assert report_status(session, report_id).state == "withdrawn"
+
+
+def test_withdraw_queued_report_is_never_published_nor_republished(keyed_banks: list[NodeContext]) -> None:
+    b = keyed_banks[1]
+    accepted = b.report_intake.accept(ReportRequest([("phone", PHONE)], "other", 40), submitted_by="t")
+    assert withdraw_report(b, accepted.report_id, "superseded") == []
+    assert b.publisher.run_once(flush=True).records == 0
+    assert b.fraud_ledger().batch_count() == 0
+    b.keyring.store_key(2, bytes(32), source="generated")
+    assert republish_active_reports(b.store, b.keyring, b.vault).records == 0
+
+
+def test_reactions_refuse_bad_input_and_send_nothing(keyed_banks: list[NodeContext]) -> None:
+    a, b, _ = keyed_banks
+    report_id = report_and_publish(b)
+    indicator = indicator_of(b, report_id)
+    indexer_for(a).sync()
+    before = a.chain.block_number()
+    with pytest.raises(NotFound) as unknown:
+        endorse_indicator(a, bytes(32), 50)
+    assert unknown.value.code == "unknown_indicator"
+    with pytest.raises(InvalidInput) as reason:
+        dispute_indicator(a, indicator, "because")
+    assert reason.value.code == "unknown_reason"
+    with pytest.raises(InvalidInput) as confidence:
+        endorse_indicator(a, indicator, 101)
+    assert confidence.value.code == "invalid_confidence"
+    with pytest.raises(InvalidInput) as malformed:
+        parse_indicator("0x1234")
+    assert malformed.value.code == "invalid_indicator"
+    with pytest.raises(NotFound):
+        withdraw_report(a, "0" * 32, "other")
+    assert a.chain.block_number() == before
+
+
+def test_reaction_routes_need_the_analyst_role(keyed_banks: list[NodeContext]) -> None:
+    a, b, _ = keyed_banks
+    report_id = report_and_publish(b)
+    indicator = "0x" + indicator_of(b, report_id).hex()
+    indexer_for(a).sync()
+    with a.store.transaction() as session:
+        tokens = {role: create_api_key(session, role, "t").token for role in Role}
+    with TestClient(create_app(a)) as client:
+        for role in (Role.workflow, Role.auditor, Role.operator):
+            refused = client.post(f"/v1/fraud/indicators/{indicator}/disputes", json={"reason": "other"},
+                                  headers={"X-API-Key": tokens[role]})
+            assert refused.status_code == 403
+        made = client.post(f"/v1/fraud/indicators/{indicator}/endorsements", json={"confidence": 70},
+                           headers={"X-API-Key": tokens[Role.analyst]})
+        assert made.status_code == 201 and made.json()["kind"] == "endorsed"
+        missing = client.post(f"/v1/fraud/reports/{'0' * 32}/withdrawal", json={"reason": "other"},
+                              headers={"X-API-Key": tokens[Role.analyst]})
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "report_not_found"
