@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from node.runtime import NodeContext
 
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from node.ledger.indexer import Indexer, SyncResult
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MAX_BACKOFF_S = 30.0
 
@@ -94,19 +96,47 @@ class BackgroundWorkers:
 
 
 def node_workers(node: NodeContext) -> BackgroundWorkers:
-    """The loops of a member node; everything they share is opened here, before any thread starts."""
+    """The loops of a member node.
+
+    What the loops need from the chain (the deployment, the signing key) is opened by their first step, not
+    here: a node started before its contracts are deployed, or while the chain is down, still serves its API,
+    and its loops report the problem and retry.
+    """
     from node.ledger.indexer import indexer_for
     from node.ledger.key_distribution import sync_keys
 
     settings = node.settings
     node.store  # noqa: B018 - opened (and migrated) once, before the threads share it
-    publisher = node.publisher
-    indexer = indexer_for(node)
+    publisher = _once(lambda: _with_signer(node).publisher)
+    indexer = _once(lambda: indexer_for(node))
     return BackgroundWorkers([
-        Loop("keys", settings.key_distribution_interval_s, lambda: sync_keys(node)),
-        Loop("publisher", settings.publish_interval_s, publisher.run_once),
-        Loop("indexer", settings.sync_interval_s, lambda: _sync_and_notify(node, indexer)),
+        Loop("keys", settings.key_distribution_interval_s, lambda: sync_keys(_with_signer(node))),
+        Loop("publisher", settings.publish_interval_s, lambda: publisher().run_once()),
+        Loop("indexer", settings.sync_interval_s, lambda: _sync_and_notify(node, indexer())),
     ])
+
+
+_build_lock = threading.RLock()  # re-entered: a factory may open the signing client
+
+
+def _once(factory: Callable[[], T]) -> Callable[[], T]:
+    """`factory()` made on first success and reused; a failure is raised and tried again next time."""
+    made: list[T] = []
+
+    def get() -> T:
+        with _build_lock:
+            if not made:
+                made.append(factory())
+        return made[0]
+
+    return get
+
+
+def _with_signer(node: NodeContext) -> NodeContext:
+    """`node`, its signing client opened under the lock, so two loops starting at once share one nonce manager."""
+    with _build_lock:
+        node.signing_chain  # noqa: B018 - a cached property: built once here
+    return node
 
 
 def _sync_and_notify(node: NodeContext, indexer: Indexer) -> SyncResult:
