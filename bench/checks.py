@@ -128,14 +128,13 @@ def prepare_node(data_dir: Path, records: int, rng: random.Random) -> tuple[Any,
 
 
 def serve(data_dir: Path, port: int) -> None:
-    import uvicorn
-
+    """The node's API as `alliance node start` serves it (without the background workers)."""
     from node.api.app import create_app
     from node.config import load_settings
     from node.runtime import NodeContext
+    from node.server import run_api
 
-    uvicorn.run(create_app(NodeContext(load_settings(data_dir))), host="127.0.0.1", port=port,
-                log_level="warning", access_log=False)
+    run_api(create_app(NodeContext(load_settings(data_dir))), host="127.0.0.1", port=port, log_level="warning")
 
 
 def start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
