@@ -48,7 +48,8 @@ def test_endorse_dispute_confirm_and_withdraw_change_every_mirror(keyed_banks: l
     report_id = report_and_publish(b)
     indicator = indicator_of(b, report_id)
     first = check(a)
-    assert first["hit"] is True and first["confidence"] == 60
+    # The reporter's 60, decayed for the seconds since valid_from (rounded down).
+    assert first["hit"] is True and first["confidence"] in (59, 60)
 
     indexer_for(c).sync()
     endorsed = endorse_indicator(c, indicator, 80)
