@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from alliance_cli import console
+from alliance_cli.arguments import parse_identifier_arguments
 from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
 from node.ledger.checks import check_identity
@@ -21,13 +22,7 @@ def check_command(
     json_output: JsonOption = False,
 ) -> None:
     """Check identifiers from the local mirror (no chain call); exit 1 if any is invalid."""
-    pairs = []
-    for argument in identifiers:
-        kind, separator, value = argument.partition("=")
-        if not separator or not kind or not value:
-            console.fail(f"expected TYPE=VALUE, got {argument.split('=')[0]!r}...")
-        pairs.append((kind.strip(), value))
-    outcome = check_identity(node_context(ctx), pairs, CLI_KEY_ID)
+    outcome = check_identity(node_context(ctx), parse_identifier_arguments(identifiers), CLI_KEY_ID)
     if json_output:
         console.print_json(outcome.to_json())
         return

@@ -10,9 +10,9 @@ import typer
 from rich.progress import Progress
 
 from alliance_cli import console
+from alliance_cli.arguments import parse_identifier_arguments
 from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
-from node.errors import InvalidInput
 from node.ledger.reactions import (
     ReactionSent,
     confirm_report,
@@ -29,18 +29,6 @@ app = typer.Typer(help="Report fraud indicators to the alliance ledger.", no_arg
 CLI_SUBMITTER = "cli"
 
 
-def parse_identifiers(pairs: list[str]) -> list[tuple[str, str]]:
-    """`TYPE=VALUE` arguments as (type, value) pairs."""
-    identifiers = []
-    for pair in pairs:
-        kind, separator, value = pair.partition("=")
-        if not separator or not kind or not value:
-            raise InvalidInput(f"identifiers are written TYPE=VALUE, e.g. phone=13800138000 (got {kind or pair!r}=…)",
-                               code="malformed_identifier_argument")
-        identifiers.append((kind.strip(), value))
-    return identifiers
-
-
 @app.command("report")
 def fraud_report(
     ctx: typer.Context,
@@ -54,7 +42,7 @@ def fraud_report(
 ) -> None:
     """Queue one report; the running node (or `alliance fraud publish`) publishes it."""
     node = node_context(ctx)
-    request = ReportRequest(parse_identifiers(identifiers), category, confidence, valid_days, None,
+    request = ReportRequest(parse_identifier_arguments(identifiers), category, confidence, valid_days, None,
                             evidence_sha256, case_reference)
     accepted = node.report_intake.accept(request, submitted_by=CLI_SUBMITTER)
     if json_output:
