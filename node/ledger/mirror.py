@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from node.errors import NotFound
 from node.ledger.indicator_state import IndicatorState, ReactionFact, RecordFact, StatePolicy, derive_state
 from node.store.ledger_tables import MirrorBatch, MirrorReaction, MirrorRecord, SyncState
+from node.store.models import as_utc
 
 LOOKUP_CHUNK = 500  # bind parameters per IN list: far below SQLite's and PostgreSQL's limits
 
@@ -118,20 +119,13 @@ def mirror_status(session: Session, contract_address: str | None, *, stale_after
                     if r.contract.lower() == contract_address.lower()), None)
     if row is None:
         return MirrorStatus(-1, None, None, None, True, None)
-    synced_at = _aware(row.synced_at)
+    synced_at = as_utc(row.synced_at) if row.synced_at is not None else None
     current = now or datetime.now(UTC)
     lag_s = max(0.0, (current - synced_at).total_seconds()) if synced_at else None
     # The last attempt failing (the chain is down) makes the answer stale at once: new reports may exist that
     # this node cannot see, however recent its last successful sync.
     stale = lag_s is None or lag_s > stale_after_s or row.last_block < 0 or row.last_error is not None
     return MirrorStatus(row.last_block, row.last_block_time, synced_at, lag_s, stale, row.last_error)
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    # SQLite returns naive datetimes for timezone-aware columns; the store writes UTC.
-    if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from node.chain.errors import ChainUnavailable, ContractRevert, TransactionTimeo
 from node.chain.fraud_ledger import FraudLedgerClient, LedgerRecord, MinedPublish, batch_root
 from node.store.db import Store
 from node.store.ledger_tables import FraudReport, OutboxRecord, PublishBatch
-from node.store.models import utcnow
+from node.store.models import as_utc, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -231,7 +231,5 @@ def _ledger_records(session: Session, batch_row_id: int) -> list[LedgerRecord]:
 
 
 def _age_s(created_at: datetime) -> float:
-    if created_at.tzinfo is None:  # SQLite returns naive datetimes for timezone-aware columns
-        created_at = created_at.replace(tzinfo=UTC)
-    return (datetime.now(UTC) - created_at).total_seconds()
+    return (datetime.now(UTC) - as_utc(created_at)).total_seconds()
 

@@ -35,7 +35,7 @@ from node.store.application_tables import (
     BorrowerIndicator,
     LoanApplication,
 )
-from node.store.models import utcnow
+from node.store.models import as_utc, utcnow
 
 TAG = r"^[a-z0-9_]{1,32}$"
 VELOCITY_KINDS = ("phone", "device_id", "bank_card", "ip", "email")
@@ -159,7 +159,7 @@ def application_view(row: LoanApplication) -> dict[str, Any]:
 def _iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
+    return as_utc(moment).isoformat()
 
 
 def read_application(session: Session, application_id: str) -> dict[str, Any]:
