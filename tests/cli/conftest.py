@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
 from alliance_cli.main import run
 
 
-@dataclass
-class CliResult:
+class CliResult(NamedTuple):
     code: int
     out: str
     err: str
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> CliResult:
+    """`alliance ARGS` in this process, with what it printed and its exit code."""
+    capsys.readouterr()
+    try:
+        run(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    captured = capsys.readouterr()
+    return CliResult(code, captured.out, captured.err)
 
 
 CliRunner = Callable[..., CliResult]
@@ -33,13 +44,6 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, rpc
         with monkeypatch.context() as scoped:
             for key, value in (env or {}).items():
                 scoped.setenv(key, value)
-            capsys.readouterr()
-            try:
-                run(list(args))
-                code = 0
-            except SystemExit as exc:
-                code = int(exc.code or 0)
-            captured = capsys.readouterr()
-        return CliResult(code, captured.out, captured.err)
+            return run_cli(capsys, *args)
 
     return invoke

@@ -10,15 +10,9 @@ import pytest
 from node.config import load_settings
 from node.runtime import NodeContext
 from tests.cli.conftest import CliRunner
+from tests.cli.test_cli import one_error_line
 from tests.conftest import free_port
 from tests.ledger.test_indexer import make_records
-
-
-def one_error_line(result_err: str) -> str:
-    lines = [line for line in result_err.splitlines() if line.strip()]
-    assert len(lines) == 1, result_err
-    assert lines[0].startswith("error: ")
-    return lines[0]
 
 
 @pytest.fixture

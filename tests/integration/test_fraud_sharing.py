@@ -60,10 +60,8 @@ def report_body(*identifiers: tuple[str, str]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def banks(ledger_nodes: LedgerNodes) -> Iterator[list[BankApi]]:
-    for node in ledger_nodes.nodes:
-        sync_keys(node)  # A generates the epoch-1 key and sends it to B and C; they open it
-    apis = [bank_api(node) for node in ledger_nodes.nodes]
+def banks(keyed_banks: list[NodeContext]) -> Iterator[list[BankApi]]:
+    apis = [bank_api(node) for node in keyed_banks]
     yield apis
     for api in apis:
         api.client.close()

@@ -7,22 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from alliance_cli.main import run
 from node.runtime import NodeContext
+from tests.cli.conftest import run_cli
 from tests.conftest import TEST_PASSPHRASE
 from tests.modules.test_marketing import PROSPECTS
 from tests.modules.workflow import application, report_and_mirror, resident_id
-
-
-def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        run(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture
@@ -42,25 +31,25 @@ def test_cli_apply_marketing_alerts_extensions(bank_a_env: NodeContext, keyed_ba
     clean.write_text(application(1).model_dump_json())
     listed.write_text(application(2).model_dump_json())
 
-    code, out, _ = _cli(capsys, "apply", str(clean), "--json")
+    code, out, _ = run_cli(capsys, "apply", str(clean), "--json")
     assert code == 0 and json.loads(out)["outcome"] == "approve"
-    code, out, _ = _cli(capsys, "apply", str(listed))
+    code, out, _ = run_cli(capsys, "apply", str(listed))
     assert code == 0 and "decline" in out and "alliance_hit" in out
     broken = tmp_path / "broken.json"
     broken.write_text('{"channel": "x"}')
-    code, _, err = _cli(capsys, "apply", str(broken))
+    code, _, err = run_cli(capsys, "apply", str(broken))
     assert code == 1 and "applicant" in err and "Traceback" not in err
 
     prospects = tmp_path / "prospects.csv"
     prospects.write_text(PROSPECTS)
-    code, out, _ = _cli(capsys, "marketing", "prescreen", str(prospects), "--json")
+    code, out, _ = run_cli(capsys, "marketing", "prescreen", str(prospects), "--json")
     assert code == 0 and json.loads(out)["totals"]["blacklisted"] == 1
     assert (tmp_path / "prospects.clean.csv").read_text().count("\n") == 3
 
-    code, out, _ = _cli(capsys, "alerts", "--json")
+    code, out, _ = run_cli(capsys, "alerts", "--json")
     assert code == 0 and json.loads(out) == []
-    code, _, err = _cli(capsys, "alerts", "confirm", "99")
+    code, _, err = run_cli(capsys, "alerts", "confirm", "99")
     assert code == 1 and "no alert 99" in err
 
-    code, out, _ = _cli(capsys, "extensions", "list", "--json")
+    code, out, _ = run_cli(capsys, "extensions", "list", "--json")
     assert code == 0 and [e["name"] for e in json.loads(out)][:2] == ["credit_platform", "marketing"]
