@@ -18,6 +18,7 @@ from typing import Any
 
 from node.chain.devchain import DevChain, DevChainError
 from node.chain.fraud_ledger import LedgerRecord
+from node.runtime import NodeContext
 
 # Another process may take the free port between the probe and anvil's bind; try a few ports.
 _START_ATTEMPTS = 3
@@ -76,3 +77,25 @@ def random_ledger_records(count: int, rng: random.Random) -> list[LedgerRecord]:
         records.append(LedgerRecord(rng.randbytes(32), rng.randrange(1, 6), rng.randrange(1, 10), rng.randrange(101),
                                     valid_from, valid_from + 365 * 86_400, rng.randbytes(32), rng.randbytes(32)))
     return records
+
+
+BENCH_PASSPHRASE = "bench-passphrase-0001"
+
+
+def member_node(rpc_url: str, directory: str | Path, bank_code: str, *, key_seed: int, **settings: Any) -> NodeContext:
+    """A bank node in `directory`: keys, store, a one-member consortium on `rpc_url`, and an epoch-1 alliance key
+    (stored directly: key distribution is not what the benchmarks measure)."""
+    from node.chain.deployment import deploy_consortium, save_deployment
+    from node.config import Network, load_settings
+    from node.consortium import this_bank_as_founder
+    from node.setup import init_node
+
+    options = {"network": Network.local, "rpc_url": rpc_url, "key_passphrase": BENCH_PASSPHRASE,
+               "deployment_file": Path(directory) / "deployment.json", **settings}
+    init_node(load_settings(directory, **options), bank_name="Bench bank", bank_code=bank_code,
+              passphrase=BENCH_PASSPHRASE)
+    node = NodeContext(load_settings(directory, **options))
+    deployment = deploy_consortium(node.signing_chain, network="bench", founders=[this_bank_as_founder(node)])
+    save_deployment(deployment, node.settings.effective_deployment_file)
+    node.keyring.store_key(1, random.Random(key_seed).randbytes(32), source="generated")
+    return node

@@ -19,7 +19,6 @@ the ledger first (published and mirrored), so those applications take the declin
 
 from __future__ import annotations
 
-import random
 import sys
 import tempfile
 import time
@@ -29,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a plain checkout
 
-from bench._common import emit, parse_args, private_chain
+from bench._common import emit, member_node, parse_args, private_chain
 
 REPORTED_SHARE = 10  # one applicant in ten is on the ledger
 
@@ -52,25 +51,13 @@ def applicant(i: int) -> dict[str, Any]:
 
 
 def run(count: int) -> dict[str, Any]:
-    from node.chain.deployment import deploy_consortium, save_deployment
-    from node.config import Network, load_settings
-    from node.consortium import this_bank_as_founder
     from node.ledger.checks import check_identity
     from node.ledger.indexer import indexer_for
     from node.ledger.reports import ReportRequest
     from node.modules.credit_platform import ApplicationIn, submit_application
-    from node.runtime import NodeContext
-    from node.setup import init_node
 
     with private_chain() as rpc_url, tempfile.TemporaryDirectory(prefix="alliance-bench-apps-") as directory:
-        options = {"network": Network.local, "rpc_url": rpc_url, "key_passphrase": "bench-passphrase-0001",
-                   "deployment_file": Path(directory) / "deployment.json"}
-        init_node(load_settings(directory, **options), bank_name="Bench bank", bank_code="BENCH-APPS",
-                  passphrase="bench-passphrase-0001")
-        node = NodeContext(load_settings(directory, **options))
-        deployment = deploy_consortium(node.signing_chain, network="bench", founders=[this_bank_as_founder(node)])
-        save_deployment(deployment, node.settings.effective_deployment_file)
-        node.keyring.store_key(1, random.Random(5).randbytes(32), source="generated")
+        node = member_node(rpc_url, directory, "BENCH-APPS", key_seed=5)
         total = 2 * count + 20  # baseline applicants, pipeline applicants, warm-up
         reported = [ReportRequest([("phone", applicant(i)["phone"])], "identity_theft", 90)
                     for i in range(0, total, REPORTED_SHARE)]

@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a plain checkout
 
-from bench._common import emit, parse_args, private_chain, random_ledger_records
+from bench._common import emit, member_node, parse_args, private_chain, random_ledger_records
 from node.chain.client import ChainClient
 from node.chain.compiler import compile_contracts
 from node.chain.deployment import deploy_consortium
@@ -67,21 +67,9 @@ def end_to_end(rpc_url: str, reports: int) -> tuple[float, float, float]:
 
     from node.api.app import create_app
     from node.auth.apikeys import Role, create_api_key
-    from node.chain.deployment import save_deployment
-    from node.config import Network, load_settings
-    from node.consortium import this_bank_as_founder
-    from node.runtime import NodeContext
-    from node.setup import init_node
 
     with tempfile.TemporaryDirectory(prefix="alliance-bench-node-") as directory:
-        options = {"network": Network.local, "rpc_url": rpc_url, "key_passphrase": "bench-passphrase-0001",
-                   "deployment_file": Path(directory) / "deployment.json", "publish_batch_size": E2E_BATCH}
-        init_node(load_settings(directory, **options), bank_name="Bench bank", bank_code="BENCH-E2E",
-                  passphrase="bench-passphrase-0001")
-        node = NodeContext(load_settings(directory, **options))
-        deployment = deploy_consortium(node.signing_chain, network="bench", founders=[this_bank_as_founder(node)])
-        save_deployment(deployment, node.settings.effective_deployment_file)
-        node.keyring.store_key(1, random.Random(3).randbytes(32), source="generated")
+        node = member_node(rpc_url, directory, "BENCH-E2E", key_seed=3, publish_batch_size=E2E_BATCH)
         with node.store.transaction() as session:
             token = create_api_key(session, Role.analyst, "bench").token
         phones = [f"+86138{n:08d}" for n in range(reports)]
