@@ -151,10 +151,6 @@ class ReactionFact:
         return cls(kind, bytes(row.indicator), row.member_id, row.batch_id, row.value, row.at,
                    row.block_number, row.log_index)
 
-    @property
-    def chain_position(self) -> tuple[int, int]:
-        return self.block_number, self.log_index
-
 
 @dataclass(frozen=True, slots=True)
 class IndicatorState:

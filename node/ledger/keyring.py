@@ -70,11 +70,6 @@ class KeyRing:
         epoch = max(held)
         return epoch, held[epoch]
 
-    def has(self, epoch: int) -> bool:
-        if epoch not in self._cache:
-            self._loaded_at = float("-inf")
-        return epoch in self.keys()
-
     def store_key(self, epoch: int, key: bytes, *, source: str) -> bool:
         """Keep `key` for `epoch`; False if it was already held. Refuses a different key for a held epoch."""
         if len(key) != ALLIANCE_KEY_BYTES:
