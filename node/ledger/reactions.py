@@ -15,13 +15,13 @@ import re
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
 
 from node.chain.client import Receipt
 from node.errors import Conflict, InvalidInput, NotFound
+from node.ledger.reports import get_report
 from node.ledger.vocabulary import MAX_CONFIDENCE, DisputeReason, RevokeReason
 from node.runtime import NodeContext
-from node.store.ledger_tables import FraudReport, MirrorReaction, MirrorRecord, OutboxRecord, PublishBatch
+from node.store.ledger_tables import MirrorReaction, MirrorRecord, OutboxRecord, PublishBatch
 from node.store.models import utcnow
 
 _INDICATOR_HEX = re.compile(r"(?:0x)?([0-9a-fA-F]{64})")
@@ -72,7 +72,7 @@ def withdraw_report(node: NodeContext, report_id: str, reason: str) -> list[Reac
     """Revoke every published record of this bank's report and stop its queued ones from being published."""
     code = _reason(RevokeReason, reason)
     with node.store.transaction() as session:
-        report = _own_report(session, report_id)
+        report = get_report(session, report_id)
         if session.scalars(select(OutboxRecord.id).where(OutboxRecord.report_id == report_id,
                                                          OutboxRecord.state == "batched")).first() is not None:
             raise Conflict(f"report {report_id} is being published right now; withdraw it once it is confirmed",
@@ -89,7 +89,7 @@ def withdraw_report(node: NodeContext, report_id: str, reason: str) -> list[Reac
 
 def _published_records(node: NodeContext, report_id: str) -> list[tuple[int, bytes]]:
     with node.store.session() as session:
-        _own_report(session, report_id)
+        get_report(session, report_id)
         rows = session.execute(
             select(PublishBatch.onchain_batch_id, OutboxRecord.indicator)
             .join(PublishBatch, OutboxRecord.publish_batch_id == PublishBatch.id)
@@ -104,13 +104,6 @@ def _already_revoked(node: NodeContext) -> set[tuple[int, bytes]]:
         rows = session.execute(select(MirrorReaction.batch_id, MirrorReaction.indicator).where(
             MirrorReaction.kind == "revoked", MirrorReaction.member_id == member_id)).all()
     return {(int(batch_id), bytes(indicator)) for batch_id, indicator in rows if batch_id is not None}
-
-
-def _own_report(session: Session, report_id: str) -> FraudReport:
-    report = session.get(FraudReport, report_id)
-    if report is None:
-        raise NotFound(f"no report {report_id}", code="report_not_found")
-    return report
 
 
 def _require_mirrored(node: NodeContext, indicator: bytes) -> None:

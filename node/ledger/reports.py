@@ -279,10 +279,16 @@ def _report_row(report: PreparedReport, submitted_by: str) -> dict[str, object]:
             "submitted_by": submitted_by, "created_at": utcnow()}
 
 
-def report_status(session: Session, report_id: str) -> ReportStatus:
+def get_report(session: Session, report_id: str) -> FraudReport:
+    """This bank's report `report_id`; NotFound (404 report_not_found) if it never accepted one."""
     report = session.get(FraudReport, report_id)
     if report is None:
         raise NotFound(f"no report {report_id}", code="report_not_found")
+    return report
+
+
+def report_status(session: Session, report_id: str) -> ReportStatus:
+    report = get_report(session, report_id)
     rows = session.execute(
         select(OutboxRecord, PublishBatch).outerjoin(PublishBatch, OutboxRecord.publish_batch_id == PublishBatch.id)
         .where(OutboxRecord.report_id == report_id).order_by(OutboxRecord.epoch, OutboxRecord.position)).all()
