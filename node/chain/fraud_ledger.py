@@ -24,6 +24,7 @@ from node.merkle import StandardMerkleTree
 RECORD_BYTES = 109  # 32 + 1 + 1 + 1 + 5 + 5 + 32 + 32
 MAX_BATCH_RECORDS = 5000
 LEAF_ENCODING: tuple[str, ...] = ("bytes32", "uint8", "uint8", "uint8", "uint40", "uint40", "bytes32", "bytes32")
+LeafValues = tuple[bytes, int, int, int, int, int, bytes, bytes]  # a record's fields in LEAF_ENCODING order
 
 # Explicit gas of publishBatch: a fixed part (intrinsic 21,000, two header slots, the root index, the batch
 # counter, the registry calls and the event) plus calldata per record (at most 16 * 109 = 1,744 gas).
@@ -50,7 +51,7 @@ class LedgerRecord:
     evidence_hash: bytes
     case_ref_hash: bytes
 
-    def leaf_values(self) -> tuple[bytes, int, int, int, int, int, bytes, bytes]:
+    def leaf_values(self) -> LeafValues:
         """The values of the record's Merkle leaf, in `LEAF_ENCODING` order."""
         return (self.indicator, self.identifier_type, self.category, self.confidence, self.valid_from,
                 self.valid_until, self.evidence_hash, self.case_ref_hash)
@@ -110,19 +111,30 @@ def pack_records(records: Sequence[LedgerRecord]) -> bytes:
     return b"".join(parts)
 
 
-def unpack_records(data: bytes) -> list[LedgerRecord]:
-    """The records of packed calldata; raises ValueError unless the length is a multiple of RECORD_BYTES."""
+def unpack_leaf_values(data: bytes) -> list[LeafValues]:
+    """The records of packed calldata as leaf values, without building LedgerRecords (the indexer's hot path);
+    raises ValueError unless the length is a multiple of RECORD_BYTES."""
     if len(data) % RECORD_BYTES != 0:
         raise ValueError(f"packed records are {len(data)} bytes, not a multiple of {RECORD_BYTES}")
-    return [LedgerRecord(ind, kind, cat, conf, (vf_hi << 32) | vf_lo, (vu_hi << 32) | vu_lo, ev, case)
+    return [(ind, kind, cat, conf, (vf_hi << 32) | vf_lo, (vu_hi << 32) | vu_lo, ev, case)
             for ind, kind, cat, conf, vf_hi, vf_lo, vu_hi, vu_lo, ev, case in _RECORD.iter_unpack(data)]
+
+
+def unpack_records(data: bytes) -> list[LedgerRecord]:
+    """The records of packed calldata; raises ValueError unless the length is a multiple of RECORD_BYTES."""
+    return [LedgerRecord(*values) for values in unpack_leaf_values(data)]
+
+
+def leaf_values_root(leaves: Sequence[LeafValues]) -> bytes:
+    """The StandardMerkleTree root of records given as leaf values."""
+    if not leaves:
+        raise ValueError("a batch needs at least one record")
+    return StandardMerkleTree.root_of(leaves, LEAF_ENCODING)
 
 
 def batch_root(records: Sequence[LedgerRecord]) -> bytes:
     """The StandardMerkleTree root of `records` (what publishBatch anchors)."""
-    if not records:
-        raise ValueError("a batch needs at least one record")
-    return bytes(StandardMerkleTree.of([r.leaf_values() for r in records], LEAF_ENCODING).root)
+    return leaf_values_root([r.leaf_values() for r in records])
 
 
 def default_publish_gas(count: int) -> int:

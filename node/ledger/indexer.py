@@ -25,17 +25,17 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Generator, Iterator, Sequence
-from contextlib import closing, suppress
+from contextlib import closing, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from queue import Full, Queue
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
-from sqlalchemy import delete, insert, select, tuple_, update
+from sqlalchemy import Table, delete, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from node.chain.errors import ChainError
-from node.chain.fraud_ledger import batch_root, unpack_records
+from node.chain.fraud_ledger import leaf_values_root, unpack_leaf_values
 from node.chain.ledger_events import (
     BatchPublishedEvent,
     BlockHeader,
@@ -64,10 +64,14 @@ LOOKUP_CHUNK = 500  # bind parameters per IN list
 SQLITE_CACHE_KIB = 131_072
 # publishBatch inputs downloaded ahead of the one being written (two JSON-RPC batches of 32: ~35 MB at most).
 PREFETCH_INPUTS = 64
+# A chunk announcing at least this many records, more than the mirror already holds (a new member catching up, a
+# rebuild), is written with mirror_records' secondary indexes dropped and created again before the chunk commits:
+# one sort per index is cheaper than a random B-tree insert per record (1,000,000 rows: 15.2 -> 11.5 µs a row).
+BULK_LOAD_MIN_RECORDS = 50_000
 
-_RECORD_COLUMNS = ("batch_id", "position", "indicator", "identifier_type", "category", "confidence", "valid_from",
-                   "valid_until", "evidence_hash", "case_ref_hash", "reporter_member_id", "epoch", "block_number",
-                   "published_at")
+MIRROR_RECORD_COLUMNS = ("batch_id", "position", "indicator", "identifier_type", "category", "confidence",
+                         "valid_from", "valid_until", "evidence_hash", "case_ref_hash", "reporter_member_id", "epoch",
+                         "block_number", "published_at")
 
 
 class EventSource(Protocol):
@@ -266,8 +270,10 @@ class Indexer:
         end = headers[last]
         assert end is not None  # checked above
         counts = _ChunkCounts()
+        batches = [e for e in events if isinstance(e, BatchPublishedEvent)]
         with self.store.transaction() as session:
-            self._store_batches(session, [e for e in events if isinstance(e, BatchPublishedEvent)], headers, counts)
+            with bulk_loading(session, sum(e.count for e in batches)):
+                self._store_batches(session, batches, headers, counts)
             self._store_reactions(session, [e for e in events if isinstance(e, ReactionEvent)], headers, counts)
             kept = {e.block_number for e in events} | {last}
             session.execute(insert(IndexedBlock), [
@@ -330,7 +336,7 @@ class Indexer:
             "tx_hash": event.tx_hash, "block_number": event.block_number, "log_index": event.log_index,
             "published_at": published_at}])
         if rows:
-            bulk_insert(session, MirrorRecord, _RECORD_COLUMNS, rows)
+            bulk_insert(session, MirrorRecord, MIRROR_RECORD_COLUMNS, rows)
 
     def _store_reactions(self, session: Session, events: list[ReactionEvent],
                          headers: dict[int, BlockHeader | None], counts: _ChunkCounts) -> None:
@@ -354,22 +360,50 @@ class Indexer:
 
 def accepted_rows(event: BatchPublishedEvent, call: PublishInput | None,
                   published_at: int) -> list[tuple[Any, ...]] | None:
-    """Mirror rows (in `_RECORD_COLUMNS` order) of a batch's well-formed records, or None if the calldata of its
+    """Mirror rows (in `MIRROR_RECORD_COLUMNS` order) of a batch's well-formed records, or None if the calldata of its
     transaction does not match its root."""
     if call is None or call.root != event.root:
         return None
     try:
-        records = unpack_records(call.records)
-        if not records or batch_root(records) != event.root:
+        leaves = unpack_leaf_values(call.records)
+        if not leaves or leaf_values_root(leaves) != event.root:
             return None
     except ValueError:
         return None
     batch_id, reporter, epoch, block = event.batch_id, event.reporter_member_id, event.epoch, event.block_number
-    return [(batch_id, position, r.indicator, r.identifier_type, r.category, r.confidence, r.valid_from,
-             r.valid_until, r.evidence_hash, r.case_ref_hash, reporter, epoch, block, published_at)
-            for position, r in enumerate(records)
-            if record_is_well_formed(identifier_type=r.identifier_type, category=r.category,
-                                     confidence=r.confidence, valid_from=r.valid_from, valid_until=r.valid_until)]
+    # A row is (batch_id, position, *leaf values, ...): the leaf values are the record columns in table order.
+    return [(batch_id, position, *leaf, reporter, epoch, block, published_at)
+            for position, leaf in enumerate(leaves)
+            if record_is_well_formed(identifier_type=leaf[1], category=leaf[2], confidence=leaf[3],
+                                     valid_from=leaf[4], valid_until=leaf[5])]
+
+
+@contextmanager
+def bulk_loading(session: Session, incoming: int) -> Iterator[None]:
+    """Within the chunk's transaction, drop mirror_records' secondary indexes while a large load is written and
+    create them again at the end. A failure rolls the DROP back with everything else.
+
+    SQLite only: its readers keep the snapshot they started with, indexes included, so checks are served
+    unchanged meanwhile. On PostgreSQL, DROP INDEX would lock the table against those readers until commit.
+    """
+    connection = session.connection()
+    if connection.dialect.name != "sqlite" or incoming < BULK_LOAD_MIN_RECORDS:
+        yield
+        return
+    held = session.scalar(select(func.coalesce(func.sum(MirrorBatch.accepted_count), 0))) or 0
+    if held >= incoming:
+        yield
+        return
+    if not connection.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
+        # pysqlite opens a transaction only before an INSERT, UPDATE or DELETE: a DROP INDEX sent first would be
+        # committed at once and survive the chunk's rollback.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    indexes = sorted(cast(Table, MirrorRecord.__table__).indexes, key=lambda index: str(index.name))
+    for index in indexes:
+        index.drop(connection)
+    yield
+    for index in indexes:
+        index.create(connection)
 
 
 def _owned_indicators(session: Session, events: list[ReactionEvent]) -> set[tuple[int, bytes, int]]:

@@ -394,6 +394,18 @@ class StandardMerkleTree:
         _fill_internal_nodes(tree, count, engine)
         return cls(encoder, tree, tuple(map(tuple, rows)), tree_index)
 
+    @staticmethod
+    def root_of(values: Sequence[Sequence[Any]], leaf_encoding: Sequence[str]) -> bytes:
+        """The root ``of(values, leaf_encoding)`` has, without keeping the tree: for a caller that only checks
+        a root, it skips the proof bookkeeping (about a quarter of the time of ``of``)."""
+        engine = _engine()
+        hashes = _hash_leaves(_encoder(leaf_encoding), _as_rows(values), engine)
+        count = len(hashes)
+        hashes.sort(reverse=True)  # sorted position p -> tree index 2n - 2 - p, as in `of`
+        tree = [b""] * (count - 1) + hashes
+        _fill_internal_nodes(tree, count, engine)
+        return tree[0]
+
     @classmethod
     def load(cls, data: Mapping[str, Any]) -> StandardMerkleTree:
         """Rebuild a tree from a ``dump()`` of this class or of the JS library, checking every hash."""

@@ -159,7 +159,7 @@ class MirrorRecord(Base):
     __table_args__ = (UniqueConstraint("batch_id", "position", name="uq_mirror_records_batch_position"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    batch_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    batch_id: Mapped[int] = mapped_column(BigInteger)  # looked up through uq_mirror_records_batch_position
     position: Mapped[int] = mapped_column(Integer)  # index of the record in the batch calldata
     indicator: Mapped[bytes] = mapped_column(LargeBinary, index=True)
     identifier_type: Mapped[int] = mapped_column(Integer)

@@ -170,6 +170,7 @@ def test_matches_openzeppelin(oz_results: list[dict[str, Any]], case_index: int)
     tree = StandardMerkleTree.of(case["values"], case["encoding"])
 
     assert tree.root_hex == expected["root"]
+    assert "0x" + StandardMerkleTree.root_of(case["values"], case["encoding"]).hex() == expected["root"]
     assert len(tree) == len(case["values"])
     for index, proof in expected["proofs"].items():
         assert hexes(tree.proof(int(index))) == proof, f"proof of value {index}"
@@ -374,8 +375,9 @@ def test_int_subclasses_are_numbers() -> None:
 
 
 def test_empty_values_and_bad_encodings() -> None:
-    with pytest.raises(MerkleTreeError, match="non-zero number of leaves"):
-        StandardMerkleTree.of([], LOAN)
+    for build in (StandardMerkleTree.of, StandardMerkleTree.root_of):
+        with pytest.raises(MerkleTreeError, match="non-zero number of leaves"):
+            build([], LOAN)
     for encoding in (["uint7"], ["uint264"], ["bytes33"], ["money"], [], "uint256", [256]):
         with pytest.raises(MerkleTreeError):
             StandardMerkleTree.of([[1]], encoding)  # type: ignore[arg-type]
