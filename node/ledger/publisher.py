@@ -23,6 +23,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -36,6 +37,10 @@ from node.store.models import as_utc, utcnow
 logger = logging.getLogger(__name__)
 
 FAILURE_BACKOFF_S = 30.0
+
+
+class _ClaimLost(Exception):
+    """Another publisher claimed some of the queued records this one read."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,9 @@ class Publisher:
     def _prepare(self, *, flush: bool) -> PreparedBatch | None:
         try:
             return self._prepare_in_transaction(flush=flush)
+        except _ClaimLost:
+            logger.info("another publisher took the queued records this one read; leaving them to it")
+            return None
         except BaseException:
             # A nonce may have been taken for a transaction that was never stored: forget the local count so
             # the next one is read from the chain, leaving no gap that would stall every later transaction.
@@ -146,22 +154,19 @@ class Publisher:
 
     def _prepare_in_transaction(self, *, flush: bool) -> PreparedBatch | None:
         with self._store.transaction() as session:
-            oldest = session.execute(
-                select(OutboxRecord.epoch, FraudReport.created_at)
-                .join(FraudReport, OutboxRecord.report_id == FraudReport.report_id)
-                .where(OutboxRecord.state == "queued").order_by(OutboxRecord.id).limit(1)).first()
-            if oldest is None:
+            queued = self._queued_rows(session, flush=flush)
+            if queued is None:
                 return None
-            epoch, created_at = oldest
-            rows = session.execute(
-                select(OutboxRecord.id, OutboxRecord.indicator, OutboxRecord.identifier_type, FraudReport.category,
-                       FraudReport.confidence, FraudReport.valid_from, FraudReport.valid_until,
-                       FraudReport.evidence_hash, FraudReport.case_ref_hash)
-                .join(FraudReport, OutboxRecord.report_id == FraudReport.report_id)
-                .where(OutboxRecord.state == "queued", OutboxRecord.epoch == epoch)
-                .order_by(OutboxRecord.id).limit(self.batch_size)).all()
-            if len(rows) < self.batch_size and not flush and _age_s(created_at) < self.max_wait_s:
-                return None
+            epoch, rows = queued
+            ids = [row[0] for row in rows]
+            # Claim the rows before signing. Another publisher (the node's worker and `alliance fraud publish`,
+            # or a second node process on the same store) may have read the same queued rows; only one claim can
+            # still find them all queued, and the loser rolls back before it takes a nonce.
+            claimed = session.execute(update(OutboxRecord)
+                                      .where(OutboxRecord.id.in_(ids), OutboxRecord.state == "queued")
+                                      .values(state="batched"))
+            if claimed.rowcount != len(ids):  # type: ignore[attr-defined]
+                raise _ClaimLost
             records = [LedgerRecord(*row[1:]) for row in rows]
             root = batch_root(records)
             signed = self._ledger.sign_publish(epoch, records, root=root, nonce=self._ledger.chain.nonces.take())
@@ -175,9 +180,29 @@ class Publisher:
                     signed.raw
                 batch.error = None
             session.flush()
-            session.execute(update(OutboxRecord).where(OutboxRecord.id.in_([row[0] for row in rows]))
-                            .values(state="batched", publish_batch_id=batch.id))
+            session.execute(update(OutboxRecord).where(OutboxRecord.id.in_(ids)).values(publish_batch_id=batch.id))
             return PreparedBatch(batch.id, root, signed.raw, signed.tx_hash, len(records))
+
+    def _queued_rows(self, session: Session, *, flush: bool) -> tuple[int, list[tuple[Any, ...]]] | None:
+        """The epoch and the (id, leaf values...) rows of the next batch: the oldest queued records of the oldest
+        queued record's epoch; None while there is no batch to send yet (too few records, too young)."""
+        oldest = session.execute(
+            select(OutboxRecord.epoch, FraudReport.created_at)
+            .join(FraudReport, OutboxRecord.report_id == FraudReport.report_id)
+            .where(OutboxRecord.state == "queued").order_by(OutboxRecord.id).limit(1)).first()
+        if oldest is None:
+            return None
+        epoch, created_at = oldest
+        rows = [tuple(row) for row in session.execute(
+            select(OutboxRecord.id, OutboxRecord.indicator, OutboxRecord.identifier_type, FraudReport.category,
+                   FraudReport.confidence, FraudReport.valid_from, FraudReport.valid_until,
+                   FraudReport.evidence_hash, FraudReport.case_ref_hash)
+            .join(FraudReport, OutboxRecord.report_id == FraudReport.report_id)
+            .where(OutboxRecord.state == "queued", OutboxRecord.epoch == epoch)
+            .order_by(OutboxRecord.id).limit(self.batch_size))]
+        if len(rows) < self.batch_size and not flush and _age_s(created_at) < self.max_wait_s:
+            return None
+        return epoch, rows
 
     def _send(self, prepared: PreparedBatch) -> None:
         self._ledger.send_raw(prepared.raw_tx)

@@ -133,6 +133,40 @@ def test_publisher_batches_by_size_and_waits_for_small_batches(bank: NodeContext
     assert len(onchain_records(bank.fraud_ledger())) == 7
 
 
+class ReadsThenWaits(Publisher):
+    """A publisher that, between reading the queue and claiming it, lets `other` publish everything: the node's
+    worker and `alliance fraud publish` (another process, its own nonce count) running at the same moment."""
+
+    other: Publisher
+
+    def _queued_rows(self, session, *, flush):  # type: ignore[no-untyped-def]
+        rows = super()._queued_rows(session, flush=flush)
+        if rows is not None and self.other.pending():
+            self.other.drain()
+        return rows
+
+
+def test_two_publishers_reading_the_same_queue_publish_each_record_once(bank: NodeContext) -> None:
+    bank.report_intake.accept_many([report(value=f"+86136{n:08d}") for n in range(6)], submitted_by="k1")
+    by_hand = restarted(bank)
+    try:
+        worker = ReadsThenWaits(bank.store, bank.fraud_ledger(signing=True), batch_size=6, max_wait_s=0)
+        # Batches of 4, so the other's roots differ from the worker's: the contract's duplicate-root check
+        # cannot save a second publication of the same records.
+        worker.other = Publisher(by_hand.store, by_hand.fraud_ledger(signing=True), batch_size=4, max_wait_s=0)
+
+        assert worker.drain().batches == 0
+
+        counted = Counter(r.indicator for r in onchain_records(bank.fraud_ledger()))
+        with bank.store.session() as session:
+            assert counted == Counter(session.scalars(select(OutboxRecord.indicator)))
+            assert set(session.scalars(select(PublishBatch.state))) == {"confirmed"}
+            assert session.scalar(select(func.count()).select_from(PublishBatch)) == 2
+        assert max(counted.values()) == 1 and bank.fraud_ledger().batch_count() == 2
+    finally:
+        by_hand.close()
+
+
 class CrashAfterPrepare(Publisher):
     def _send(self, prepared):  # type: ignore[no-untyped-def]
         raise SimulatedCrash
