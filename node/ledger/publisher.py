@@ -3,9 +3,10 @@
 Every step is durable before the next one starts, so a crash anywhere loses nothing and publishes
 nothing twice:
 
-1. *prepare*: in one store transaction, the oldest queued records of one epoch are put in a batch,
-   the publishBatch transaction is signed, and the signed bytes, their hash and nonce are stored
-   with the batch (state `signed`) while the records move to `batched`;
+1. *prepare*: in one store transaction, the oldest queued records of one epoch are claimed (moved to
+   `batched` only if still queued, so a second publisher on the same store cannot take them too), the
+   publishBatch transaction is signed, and the signed bytes, their hash and nonce are stored with the
+   batch (state `signed`);
 2. *send*: the stored bytes are broadcast;
 3. *finish*: the receipt is awaited and the batch and its records become `confirmed` with the
    transaction hash, block and on-chain batch id.
