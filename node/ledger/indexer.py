@@ -4,7 +4,9 @@ One `sync` walks from the block after the last indexed one to `head - confirmati
 `chunk_blocks`. Each chunk is read from the chain (events, then the publishBatch inputs and the headers of the
 blocks with events), checked, and written in ONE transaction together with the SyncState row, so a crash at any
 point leaves the mirror at a chunk boundary and the next sync resumes from there without inserting anything
-twice.
+twice. A chunk's transaction first claims the SyncState row at the block it extends, so two indexers on one
+store (the node's worker and `alliance ledger sync`) never write the same chunk: the later one finds the
+mirror moved and continues from there.
 
 Checks, deterministic so that every node's mirror holds the same rows:
 - a batch is accepted only if the StandardMerkleTree root of the records decoded from its transaction's calldata
@@ -88,6 +90,11 @@ class EventSource(Protocol):
 
 class ReorgDetected(ChainError):
     """The chain changed under the chunk being read; the indexer rewinds and reads it again."""
+
+
+class _MirrorMoved(Exception):
+    """Another indexer on the same store (the node's worker and `alliance ledger sync`) indexed past the block this
+    one started from; this one continues from where the other got to."""
 
 
 @dataclass(frozen=True)
@@ -183,6 +190,10 @@ class Indexer:
             last = min(first + self.chunk_blocks - 1, end)
             try:
                 position = self._index_chunk(first, last, position, head, result)
+            except _MirrorMoved:
+                position = self._load_position()
+                logger.info("another indexer moved the mirror to block %d; continuing from there", position.block)
+                continue
             except ReorgDetected as exc:
                 logger.warning("reorganisation while reading blocks %d..%d: %s", first, last, exc)
                 position = self._rewind(position, result)
@@ -272,6 +283,13 @@ class Indexer:
         counts = _ChunkCounts()
         batches = [e for e in events if isinstance(e, BatchPublishedEvent)]
         with self.store.transaction() as session:
+            # Claim the chunk first: the store's write lock (SQLite) or the SyncState row lock (PostgreSQL) is
+            # taken now, and the claim fails if another indexer has moved the mirror since it was read.
+            claimed = session.execute(
+                update(SyncState).where(SyncState.contract == self.contract, SyncState.last_block == position.block)
+                .values(attempted_at=_now()))
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                raise _MirrorMoved
             with bulk_loading(session, sum(e.count for e in batches)):
                 self._store_batches(session, batches, headers, counts)
             self._store_reactions(session, [e for e in events if isinstance(e, ReactionEvent)], headers, counts)

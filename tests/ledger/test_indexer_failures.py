@@ -137,3 +137,23 @@ def test_sync_writes_nothing_of_a_chunk_that_crashed_midway(ledger_nodes: Ledger
     assert counts(a.store) == {"batches": 0, "records": 0, "reactions": 0}
     assert sync_state(a.store, crashing).last_block == indexer_start(a) - 1
     assert indexer_of(a).sync().batches == 3
+
+
+def test_two_indexers_on_one_store_index_each_chunk_once(ledger_nodes: LedgerNodes, store_url: str) -> None:
+    a = ledger_nodes.nodes[0]
+    for seed in range(3):
+        ledger_of(a).publish_batch(1, make_records(2, seed=140 + seed))
+    store = Store(store_url)
+    store.migrate()
+    other = indexer_of(a, store=store, chunk_blocks=2)  # `alliance ledger sync` while the node's worker runs
+    # The worker has read its first chunk when the other indexer goes through everything.
+    worker = indexer_of(a, store=store, chunk_blocks=2,
+                        source=HookedSource(source_of(a), lambda call: other.sync() if call == 1 else None))
+
+    result = worker.sync()
+
+    assert result.complete and result.to_block == a.chain.block_number()
+    assert (result.batches, result.records) == (0, 0)  # the other indexer stored them
+    assert counts(store) == {"batches": 3, "records": 6, "reactions": 0}
+    assert sync_state(store, worker).last_error is None
+    store.close()
