@@ -7,13 +7,16 @@ instead of skipping: `.ci/run` installs and starts everything.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from node import runtime
 from node.chain.client import ChainClient
 from node.chain.deployment import Deployment, deploy_consortium, save_deployment
 from node.chain.devchain import DevChain
@@ -33,6 +36,25 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session", autouse=True)
+def decrypted_keystores_cached() -> Iterator[None]:
+    """Nodes open their keystore with one scrypt derivation (~0.33 s); copies of one template keystore
+    (`make_node`) are opened once per session. A wrong passphrase still fails: failures are not cached."""
+    real = runtime.load_keystore
+    opened: dict[tuple[bytes, str], Signer] = {}
+
+    def load_keystore(path: Path, passphrase: str) -> Signer:
+        key = (Path(path).read_bytes(), passphrase)
+        if key not in opened:
+            opened[key] = real(path, passphrase)
+        return opened[key]
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(runtime, "load_keystore", load_keystore)
+    yield
+    patch.undo()
 
 
 @pytest.fixture(scope="session")
@@ -196,13 +218,26 @@ def chain_texts(rpc_url: str) -> list[str]:
     return seen
 
 
+# Data dirs made by `init_node` once per session, by (name, code): a test's node is a copy. Initialising costs
+# ~0.65 s a node (two scrypt key derivations, the migrations) and most tests build three; every test still gets
+# its own files and its own chain state (the chain is reverted after each test). `alliance init` itself is
+# tested in tests/cli.
+_NODE_TEMPLATES = tempfile.TemporaryDirectory(prefix="alliance-node-templates-")
+
+
 def make_node(root: Path, rpc_url: str, deployment_file: Path, name: str, code: str,
               **overrides: object) -> NodeContext:
     """An initialised bank node (keys, config, SQLite store) pointed at the test chain."""
     data_dir = root / code.lower()
     options = {"network": Network.local, "rpc_url": rpc_url, "deployment_file": deployment_file,
                "key_passphrase": TEST_PASSPHRASE, **overrides}
-    init_node(load_settings(data_dir, **options), bank_name=name, bank_code=code, passphrase=TEST_PASSPHRASE)
+    if "database_url" in overrides:  # another store: initialise this node for real
+        init_node(load_settings(data_dir, **options), bank_name=name, bank_code=code, passphrase=TEST_PASSPHRASE)
+    else:
+        template = Path(_NODE_TEMPLATES.name) / f"{code}-{name}"
+        if not template.exists():
+            init_node(load_settings(template, **options), bank_name=name, bank_code=code, passphrase=TEST_PASSPHRASE)
+        shutil.copytree(template, data_dir)
     return NodeContext(load_settings(data_dir, **options))  # reloaded: init wrote the bank's name and code
 
 
