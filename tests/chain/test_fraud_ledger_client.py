@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from bench._common import random_ledger_records
 from node.chain.errors import FraudLedgerDuplicateBatch
 from node.chain.fraud_ledger import (
     RECORD_BYTES,
@@ -20,13 +21,7 @@ from tests.conftest import Consortium
 
 
 def make_records(count: int, seed: int = 1) -> list[LedgerRecord]:
-    rng = random.Random(seed)
-    records = []
-    for _ in range(count):
-        valid_from = 1_740_000_000 + rng.randrange(10_000_000)
-        records.append(LedgerRecord(rng.randbytes(32), rng.randrange(1, 6), rng.randrange(1, 10), rng.randrange(101),
-                                    valid_from, valid_from + 365 * 86_400, rng.randbytes(32), rng.randbytes(32)))
-    return records
+    return random_ledger_records(count, random.Random(seed))
 
 
 def ledger_of(consortium: Consortium) -> FraudLedgerClient:
