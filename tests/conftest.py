@@ -22,7 +22,7 @@ from node.chain.deployment import Deployment, deploy_consortium, save_deployment
 from node.chain.devchain import DevChain
 from node.chain.registry import FoundingMember, MemberRole, RegistryClient
 from node.chain.signer import Signer
-from node.config import Network, load_settings
+from node.config import Network, load_settings, write_config
 from node.consortium import this_bank_as_founder
 from node.crypto.envelopes import public_key_bytes
 from node.runtime import NodeContext
@@ -238,6 +238,7 @@ def make_node(root: Path, rpc_url: str, deployment_file: Path, name: str, code: 
         if not template.exists():
             init_node(load_settings(template, **options), bank_name=name, bank_code=code, passphrase=TEST_PASSPHRASE)
         shutil.copytree(template, data_dir)
+        write_config(load_settings(data_dir, **options))  # the config init would write here, not the template's
     return NodeContext(load_settings(data_dir, **options))  # reloaded: init wrote the bank's name and code
 
 
