@@ -11,6 +11,7 @@ import json
 import random
 import socket
 import tempfile
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 from node.chain.devchain import DevChain, DevChainError
 from node.chain.fraud_ledger import LedgerRecord
 from node.runtime import NodeContext
+from node.store.db import Store
 
 # Another process may take the free port between the probe and anvil's bind; try a few ports.
 _START_ATTEMPTS = 3
@@ -44,6 +46,36 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+@contextmanager
+def fresh_store(directory: Path, name: str, postgres_url: str | None = None) -> Iterator[Store]:
+    """An empty, migrated store: a SQLite file in `directory`, or a new schema in the PostgreSQL database at
+    `postgres_url`, dropped afterwards."""
+    if postgres_url is None:
+        store = Store(f"sqlite:///{directory / (name + '.db')}")
+        store.migrate()
+        try:
+            yield store
+        finally:
+            store.close()
+        return
+    from sqlalchemy import create_engine, text
+
+    schema = f"bench_{name}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(postgres_url)
+    with admin.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    separator = "&" if "?" in postgres_url else "?"
+    store = Store(f"{postgres_url}{separator}options=-csearch_path%3D{schema}")
+    try:
+        store.migrate()
+        yield store
+    finally:
+        store.close()
+        with admin.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
 
 
 @contextmanager

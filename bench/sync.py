@@ -2,15 +2,17 @@
 
     python bench/sync.py             # 1,000,000 indicators in 200 batches of 5,000
     python bench/sync.py --quick     # 50,000 indicators in 10 batches of 5,000
+    python bench/sync.py --postgres postgresql+psycopg://user:pw@host/db   # the mirror in PostgreSQL (new schemas)
 
 Runs on a private anvil (started and stopped here) with a one-founder consortium. Setup, not timed: N records are
 published in batches of 5,000 (pre-signed publishBatch transactions, sent back to back, one block each).
 
 Timed:
-- sync: `Indexer.sync()` from the FraudLedger's deployment block to the head into a fresh, migrated SQLite store
-  (WAL, synchronous=FULL, as the node runs it): eth_getLogs per 2,000-block chunk, headers and publishBatch
-  transactions in JSON-RPC batches, calldata decoding, Merkle root recomputation, field checks, bulk inserts
-  into mirror_batches / mirror_records (with its four indexes) / indexed_blocks, one commit per chunk;
+- sync: `Indexer.sync()` from the FraudLedger's deployment block to the head into a fresh, migrated store (SQLite
+  in WAL mode with synchronous=FULL, as the node runs it; or a new PostgreSQL schema with --postgres):
+  eth_getLogs per 2,000-block chunk, headers and publishBatch transactions in JSON-RPC batches, calldata
+  decoding, Merkle root recomputation, field checks, bulk inserts into mirror_batches / mirror_records (with its
+  indexes) / indexed_blocks, one commit per chunk;
 - raw baseline: the same reads with the same transport and nothing else: eth_getLogs over the same range in the
   same chunks (JSON parsed), then eth_getTransactionByHash for every BatchPublished transaction in JSON-RPC
   batches of the same size (JSON parsed, so the inputs are Python strings). No hex or ABI decoding, no
@@ -39,7 +41,7 @@ from sqlalchemy import select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a plain checkout
 
-from bench._common import emit, parse_args, private_chain, random_ledger_records
+from bench._common import emit, fresh_store, parse_args, private_chain, random_ledger_records
 from node.chain.client import ChainClient
 from node.chain.deployment import deploy_consortium
 from node.chain.fraud_ledger import FraudLedgerClient, batch_root, default_publish_gas
@@ -90,22 +92,21 @@ def mirror_rows(store: Store) -> list[tuple[Any, ...]]:
             .order_by(MirrorRecord.batch_id, MirrorRecord.position))]
 
 
-def store_only(rows: list[tuple[Any, ...]], directory: Path) -> float:
+def store_only(rows: list[tuple[Any, ...]], store: Store) -> float:
     """Seconds to write `rows` alone into a fresh, migrated store the way the indexer writes them."""
-    store = Store(f"sqlite:///{directory / 'store-only.db'}")
-    store.migrate()
     started = time.perf_counter()
     with store.transaction() as session, bulk_loading(session, len(rows)):
         for start in range(0, len(rows), BATCH):
             bulk_insert(session, MirrorRecord, MIRROR_RECORD_COLUMNS, rows[start:start + BATCH])
-    elapsed = time.perf_counter() - started
-    store.close()
-    return elapsed
+    return time.perf_counter() - started
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--indicators", type=int,
                         help="records to publish and index (default 1,000,000; --quick 50,000)")
+    parser.add_argument("--postgres", metavar="URL",
+                        help="keep the mirror in this PostgreSQL database (in new schemas, dropped afterwards) "
+                             "instead of SQLite")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -127,17 +128,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         last = source.block_number()
 
         raw_before = raw_fetch(source, first, last)
-        store = Store(f"sqlite:///{Path(directory) / 'mirror.db'}")
-        store.migrate()
-        indexer = Indexer(store, LedgerEventSource(rpc_url, ledger.address, request_timeout=120),
-                          contract_address=ledger.address, start_block=first, chunk_blocks=CHUNK_BLOCKS)
-        started = time.perf_counter()
-        result = indexer.sync()
-        sync_s = time.perf_counter() - started
-        raw_after = raw_fetch(source, first, last)
-        rows = mirror_rows(store)
-        store.close()
-        store_s = store_only(rows, Path(directory))
+        with fresh_store(Path(directory), "mirror", args.postgres) as store:
+            indexer = Indexer(store, LedgerEventSource(rpc_url, ledger.address, request_timeout=120),
+                              contract_address=ledger.address, start_block=first, chunk_blocks=CHUNK_BLOCKS)
+            started = time.perf_counter()
+            result = indexer.sync()
+            sync_s = time.perf_counter() - started
+            raw_after = raw_fetch(source, first, last)
+            rows = mirror_rows(store)
+        with fresh_store(Path(directory), "store_only", args.postgres) as store:
+            store_s = store_only(rows, store)
         del rows
 
     if result.records != indicators or result.to_block != last:
@@ -166,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "store_only_s": round(store_s, 3),
         "store_only_ratio_to_raw_getlogs": round(raw_s / store_s, 3),
         "baseline": BASELINE,
-        "store": "sqlite",
+        "store": "postgresql" if args.postgres else "sqlite",
     })
     return 0
 

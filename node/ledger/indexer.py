@@ -34,6 +34,7 @@ from queue import Full, Queue
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from sqlalchemy import Table, delete, func, insert, select, tuple_, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from node.chain.errors import ChainError
@@ -481,8 +482,10 @@ def bulk_insert(session: Session, table: Any, columns: Sequence[str], rows: list
     """Insert many rows given as tuples in `columns` order, in the session's transaction.
 
     On SQLite the tuples go straight to the driver's executemany: SQLAlchemy's per-row parameter processing
-    costs about 2.5x the insert itself there (49k against 129k rows/s measured for mirror_records). Other
-    databases take SQLAlchemy's batched multi-row INSERT.
+    costs about 2.5x the insert itself there (49k against 129k rows/s measured for mirror_records). On PostgreSQL
+    (psycopg) they are streamed with COPY: 200,000 mirror_records rows took 90 µs a row as SQLAlchemy's batched
+    multi-row INSERT and 25 µs with COPY, and PostgreSQL parses them in its own process. Other drivers take the
+    batched INSERT.
     """
     connection = session.connection()
     if connection.dialect.name == "sqlite":
@@ -490,6 +493,16 @@ def bulk_insert(session: Session, table: Any, columns: Sequence[str], rows: list
         sql = (f"INSERT INTO {table.__tablename__} ({', '.join(columns)}) "
                f"VALUES ({', '.join('?' for _ in columns)})")
         connection.exec_driver_sql(sql, rows)
+    elif connection.dialect.driver == "psycopg":
+        sql = f"COPY {table.__tablename__} ({', '.join(columns)}) FROM STDIN"
+        driver_error = connection.dialect.loaded_dbapi.Error
+        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            with closing(cursor), cursor.copy(sql) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        except driver_error as exc:  # raised as SQLAlchemy raises the driver's errors (IntegrityError, ...)
+            raise DBAPIError.instance(sql, None, exc, driver_error) from exc
     else:
         session.execute(insert(table), [dict(zip(columns, row, strict=True)) for row in rows])
 
