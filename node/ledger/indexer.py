@@ -34,7 +34,6 @@ from queue import Full, Queue
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from sqlalchemy import Table, delete, func, insert, select, tuple_, update
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from node.chain.errors import ChainError
@@ -48,6 +47,7 @@ from node.chain.ledger_events import (
     ReactionEvent,
 )
 from node.ledger.vocabulary import record_is_well_formed
+from node.store.bulk import insert_rows
 from node.store.db import Store
 from node.store.ledger_tables import IndexedBlock, MirrorBatch, MirrorReaction, MirrorRecord, SyncState
 
@@ -479,32 +479,12 @@ def prefetched(items: Iterator[T], depth: int) -> Generator[T, None, None]:
 
 
 def bulk_insert(session: Session, table: Any, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
-    """Insert many rows given as tuples in `columns` order, in the session's transaction.
-
-    On SQLite the tuples go straight to the driver's executemany: SQLAlchemy's per-row parameter processing
-    costs about 2.5x the insert itself there (49k against 129k rows/s measured for mirror_records). On PostgreSQL
-    (psycopg) they are streamed with COPY: 200,000 mirror_records rows took 90 µs a row as SQLAlchemy's batched
-    multi-row INSERT and 25 µs with COPY, and PostgreSQL parses them in its own process. Other drivers take the
-    batched INSERT.
-    """
+    """The indexer's write path for many rows (`insert_rows`), with a large SQLite page cache for the random
+    inserts into the indicator index."""
     connection = session.connection()
     if connection.dialect.name == "sqlite":
         connection.exec_driver_sql(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
-        sql = (f"INSERT INTO {table.__tablename__} ({', '.join(columns)}) "
-               f"VALUES ({', '.join('?' for _ in columns)})")
-        connection.exec_driver_sql(sql, rows)
-    elif connection.dialect.driver == "psycopg":
-        sql = f"COPY {table.__tablename__} ({', '.join(columns)}) FROM STDIN"
-        driver_error = connection.dialect.loaded_dbapi.Error
-        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            with closing(cursor), cursor.copy(sql) as copy:
-                for row in rows:
-                    copy.write_row(row)
-        except driver_error as exc:  # raised as SQLAlchemy raises the driver's errors (IntegrityError, ...)
-            raise DBAPIError.instance(sql, None, exc, driver_error) from exc
-    else:
-        session.execute(insert(table), [dict(zip(columns, row, strict=True)) for row in rows])
+    insert_rows(session, table, columns, rows)
 
 
 def indexer_for(node: NodeContext) -> Indexer:

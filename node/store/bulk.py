@@ -1,0 +1,68 @@
+"""Inserting many rows at once, by the fastest route each database offers inside the session's transaction.
+
+SQLAlchemy's Core `insert(table), [dicts]` processes every parameter in Python before the driver sees it; for the
+node's bulk paths (mirror records, report intake) that costs more than the insert itself:
+- SQLite: the tuples go straight to the driver's executemany (mirror_records: 49k rows/s through SQLAlchemy,
+  129k rows/s direct);
+- PostgreSQL with psycopg: the rows are streamed with COPY, parsed by the server in its own process
+  (mirror_records: 98 µs a row as SQLAlchemy's batched multi-row INSERT, 25 µs with COPY);
+- any other driver: SQLAlchemy's batched INSERT.
+Errors are raised as SQLAlchemy raises the driver's (IntegrityError, OperationalError, ...), so callers handle one
+family of exceptions whatever the route.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import closing
+from typing import Any
+
+from sqlalchemy import Dialect, LargeBinary, insert
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+from sqlalchemy.types import TypeEngine
+
+
+def insert_rows(session: Session, table: Any, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
+    """Insert `rows`, tuples in `columns` order, into `table` (a mapped class or a Table) in the session's
+    transaction. Values are plain Python values (int, str, bytes, datetime, None) as the mapped columns take them."""
+    if not rows:
+        return
+    columns_of = getattr(table, "__table__", table).c
+    name = getattr(table, "__tablename__", None) or table.name
+    connection = session.connection()
+    if connection.dialect.name == "sqlite":
+        processors = [(position, process) for position, column in enumerate(columns)
+                      if (process := _sqlite_processor(columns_of[column].type, connection.dialect)) is not None]
+        if processors:
+            rows = [_converted(row, processors) for row in rows]
+        sql = f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({', '.join('?' for _ in columns)})"
+        connection.exec_driver_sql(sql, list(rows))
+    elif connection.dialect.driver == "psycopg":  # psycopg adapts int, str, bytes and datetime itself
+        sql = f"COPY {name} ({', '.join(columns)}) FROM STDIN"
+        driver_error = connection.dialect.loaded_dbapi.Error
+        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            with closing(cursor), cursor.copy(sql) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        except driver_error as exc:
+            raise DBAPIError.instance(sql, None, exc, driver_error) from exc
+    else:
+        session.execute(insert(table), [dict(zip(columns, row, strict=True)) for row in rows])
+
+
+def _sqlite_processor(column_type: TypeEngine[Any], dialect: Dialect) -> Callable[[Any], Any] | None:
+    """How SQLAlchemy would convert a value for this column on SQLite (DateTime to its text form); None when the
+    driver takes the value as it is. sqlite3 binds bytes as a BLOB, so LargeBinary's memoryview wrapping is
+    skipped: it was most of the cost of SQLAlchemy's own executemany for report intake."""
+    if isinstance(column_type, LargeBinary):
+        return None
+    return column_type.dialect_impl(dialect).bind_processor(dialect)
+
+
+def _converted(row: tuple[Any, ...], processors: Sequence[tuple[int, Callable[[Any], Any]]]) -> tuple[Any, ...]:
+    values = list(row)
+    for position, process in processors:
+        values[position] = process(values[position])
+    return tuple(values)
