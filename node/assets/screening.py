@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, delete, exists, func, insert, select
+from sqlalchemy import Select, delete, exists, func, select
 from sqlalchemy.orm import Session
 
 from node.assets.records import loan_id_of
@@ -35,6 +35,7 @@ from node.chain.asset_registry import AssetRegistryClient, PublishedLoanIds
 from node.ledger.indicator_state import StatePolicy, derive_state
 from node.ledger.mirror import facts_for
 from node.store.asset_tables import AssetLoan, AssetLoanIndicator, AssetMirrorLoan, AssetMirrorVersion
+from node.store.bulk import insert_rows
 from node.store.db import Store
 from node.store.ledger_tables import SyncState
 from node.store.models import utcnow
@@ -42,6 +43,7 @@ from node.store.models import utcnow
 Screen = Callable[[set[bytes]], set[bytes]]
 QUERY_CHUNK = 500  # bind parameters per IN list
 MIRROR_INSERT_CHUNK = 5_000
+MIRROR_LOAN_COLUMNS = ("pool_id", "version", "position", "loan_id")
 
 
 @dataclass
@@ -103,10 +105,9 @@ def _mirror_chunk(session: Session, registry: AssetRegistryClient, item: Publish
             AssetMirrorLoan.pool_id == item.pool_id, AssetMirrorLoan.version == item.version,
             AssetMirrorLoan.position == item.offset))):
         return 0
-    rows = [{"pool_id": item.pool_id, "version": item.version, "position": item.offset + i, "loan_id": loan_id}
-            for i, loan_id in enumerate(item.loan_ids)]
+    rows = [(item.pool_id, item.version, item.offset + i, loan_id) for i, loan_id in enumerate(item.loan_ids)]
     for begin in range(0, len(rows), MIRROR_INSERT_CHUNK):
-        session.execute(insert(AssetMirrorLoan), rows[begin:begin + MIRROR_INSERT_CHUNK])
+        insert_rows(session, AssetMirrorLoan, MIRROR_LOAN_COLUMNS, rows[begin:begin + MIRROR_INSERT_CHUNK])
     if key not in loan_counts:  # immutable once anchored, so the current state answers for any block
         loan_counts[key] = registry.version(item.pool_id, item.version).loan_count
     end = item.offset + len(item.loan_ids)
