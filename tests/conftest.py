@@ -7,14 +7,20 @@ instead of skipping: `.ci/run` installs and starts everything.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import event
+from sqlalchemy.orm import Session
 
 from node import runtime
 from node.chain.client import ChainClient
@@ -27,6 +33,8 @@ from node.consortium import this_bank_as_founder
 from node.crypto.envelopes import public_key_bytes
 from node.runtime import NodeContext
 from node.setup import init_node
+from node.store import bulk
+from node.store.db import Store
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 TEST_PASSPHRASE = "test-passphrase-of-the-banks"
@@ -147,6 +155,45 @@ def postgres_available() -> bool:
     if IN_CI:
         pytest.fail(f"CI must run the PostgreSQL tests: {reason}")
     pytest.skip(reason)
+
+
+@contextmanager
+def interrupted_before_writing(store: Store, tables: set[str], interruption: Callable[[], object]) -> Iterator[None]:
+    """Run `interruption` once, just before `store` next writes to one of `tables` or locks rows of one (SELECT ...
+    FOR UPDATE): another process (with its own store) acting between this one's plain reads and its writes, the
+    window of a lost update.
+
+    `store` holds no write lock or row lock then, unless it took one on another table first in the same transaction.
+    Bulk writes (`node.store.bulk.insert_rows`, a COPY on PostgreSQL that no SQLAlchemy event sees) count too.
+    """
+    names = "|".join(map(re.escape, tables))
+    pattern = re.compile(rf"\s*(?:(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+\"?(?:{names})\b"
+                         rf"|SELECT\b.*\bFROM\s+\"?(?:{names})\b.*\bFOR\s+UPDATE\b)", re.IGNORECASE | re.DOTALL)
+    pending = [interruption]
+
+    def interrupt() -> None:
+        if pending:
+            pending.pop()()
+
+    def before_execute(_connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if pattern.match(statement):
+            interrupt()
+
+    def insert_rows(session: Session, table: Any, *args: Any) -> None:
+        if session.get_bind() is store.engine and getattr(table, "__tablename__", None) in tables:
+            interrupt()
+        bulk.insert_rows(session, table, *args)
+
+    event.listen(store.engine, "before_cursor_execute", before_execute)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            for module in [m for name, m in sys.modules.items() if name.startswith("node.") and m is not bulk]:
+                if getattr(module, "insert_rows", None) is bulk.insert_rows:
+                    patch.setattr(module, "insert_rows", insert_rows)
+            yield
+    finally:
+        event.remove(store.engine, "before_cursor_execute", before_execute)
+    assert not pending, f"nothing was written to or locked in {', '.join(sorted(tables))}"
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from node.assets.loan_tape import LoanTapeRejected, TapeLoan, parse_tape
@@ -164,22 +165,35 @@ def store_draft(store: Store, pool_name: str, loans: Sequence[TapeLoan], *, orig
                            f"this tape has {', '.join(currencies)}", code="mixed_currencies")
     root = build_tree(records).root
     total = sum(r.current_principal for r in records)
+    try:
+        pool_id = _store_draft(store, name, originator_code, loans, root=root, total=total, key_epoch=key_epoch)
+    except IntegrityError:
+        # Another import (a second request, the CLI) created the pool first; importing again finds its draft.
+        pool_id = _store_draft(store, name, originator_code, loans, root=root, total=total, key_epoch=key_epoch)
+    return DraftVersion(name, pool_id, len(records), total, root)
+
+
+def _store_draft(store: Store, name: str, originator_code: str, loans: Sequence[TapeLoan], *, root: bytes,
+                 total: int, key_epoch: int) -> int | None:
     with store.transaction() as session:
-        pool = session.scalar(select(AssetPool).where(AssetPool.name == name))
+        # Locked, so that two imports into one pool take turns (PostgreSQL; SQLite ignores FOR UPDATE).
+        pool = session.scalar(select(AssetPool).where(AssetPool.name == name).with_for_update())
         if pool is None:
             pool = AssetPool(name=name, originator_code=originator_code,
                              metadata_hash=metadata_hash(name, originator_code))
             session.add(pool)
             session.flush()
-        elif session.scalar(select(AssetVersion.id).where(AssetVersion.pool_ref == pool.id,
-                                                          AssetVersion.state == "draft")) is not None:
-            raise Conflict(f"pool {name!r} already has a draft version; anchor it first", code="draft_exists")
-        version = AssetVersion(pool_ref=pool.id, state="draft", root=root, loan_count=len(records),
-                               total_principal=str(total), key_epoch=key_epoch)
-        session.add(version)
+        draft = AssetVersion(pool_ref=pool.id, state="draft", root=root, loan_count=len(loans),
+                             total_principal=str(total), key_epoch=key_epoch)
+        session.add(draft)
         session.flush()
-        _insert_loans(session, version.id, loans)
-        return DraftVersion(name, pool.pool_id, len(records), total, root)
+        # Looked for once this draft is added: on SQLite adding it took the store's write lock, so the draft of an
+        # import that ran meanwhile is committed by now and seen here.
+        if session.scalar(select(AssetVersion.id).where(AssetVersion.pool_ref == pool.id, AssetVersion.state == "draft",
+                                                        AssetVersion.id != draft.id)) is not None:
+            raise Conflict(f"pool {name!r} already has a draft version; anchor it first", code="draft_exists")
+        _insert_loans(session, draft.id, loans)
+        return pool.pool_id
 
 
 def _insert_loans(session: Session, version_ref: int, loans: Sequence[TapeLoan]) -> None:
@@ -249,11 +263,16 @@ def anchor_draft(node: NodeContext, pool_name: str, *, override_reason: str | No
         loan_count=len(loan_ids))
     chunks = publish_remaining_ids(registry, pool_id, anchored.version, loan_ids, chunk_size=chunk)
     result = AnchorResult(pool_name, anchored, len(records), findings, reason, chunks)
-    with node.store.transaction() as session:
-        row = session.get_one(AssetVersion, screened.draft_id)
-        row.state, row.version, row.tx_hash = "anchored", anchored.version, anchored.tx_hash
-        row.block_number, row.gas_used, row.anchored_at = anchored.block_number, result.gas_used, utcnow()
-        row.findings, row.override_reason = json.dumps(findings.to_json()), reason
+    with node.store.transaction() as session:  # unless another anchor of the draft recorded it first
+        recorded = session.execute(
+            update(AssetVersion).where(AssetVersion.id == screened.draft_id, AssetVersion.state == "draft")
+            .values(state="anchored", version=anchored.version, tx_hash=anchored.tx_hash,
+                    block_number=anchored.block_number, gas_used=result.gas_used, anchored_at=utcnow(),
+                    findings=json.dumps(findings.to_json()), override_reason=reason))
+        if recorded.rowcount != 1 and session.get(AssetVersion, screened.draft_id) is None:  # type: ignore[attr-defined]
+            raise Conflict(f"the draft of pool {pool_name!r} was discarded while it was anchored as version "
+                           f"{anchored.version} of pool {pool_id}; import its tape again to keep its records",
+                           code="draft_discarded")
     sync_loan_mirror(node.store, registry, from_block=_registry_block(node))
     return result
 
@@ -325,8 +344,17 @@ def _screen_draft(node: NodeContext, registry: AssetRegistryClient, pool_name: s
 def _register(node: NodeContext, registry: AssetRegistryClient, screened: _Screened) -> int:
     pool_id, _receipt = registry.register_pool(screened.metadata_hash)
     with node.store.transaction() as session:
-        session.get_one(AssetPool, screened.pool_row_id).pool_id = pool_id
-    return pool_id
+        stored = session.execute(update(AssetPool).where(AssetPool.id == screened.pool_row_id,
+                                                         AssetPool.pool_id.is_(None)).values(pool_id=pool_id))
+        if stored.rowcount == 1:  # type: ignore[attr-defined]
+            return pool_id
+        # Another anchor of this pool (a retried request, the CLI) registered it meanwhile: anchoring goes on in its
+        # pool (finding the version if that anchor got so far), so the loans are not pledged to two pools. The pool
+        # registered here stays empty.
+        registered = session.scalar(select(AssetPool.pool_id).where(AssetPool.id == screened.pool_row_id))
+        assert registered is not None
+        logger.warning("another process registered this pool as %s meanwhile; pool %s stays empty", registered, pool_id)
+        return int(registered)
 
 
 def _anchored_earlier(registry: AssetRegistryClient, pool_id: int, root: bytes) -> AnchoredVersion | None:

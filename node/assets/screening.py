@@ -24,10 +24,12 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, delete, exists, func, select
+from sqlalchemy import Select, delete, exists, func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from node.assets.records import loan_id_of
@@ -76,23 +78,47 @@ class ScreeningFindings:
 
 
 # -- mirror ----------------------------------------------------------------------------------------------------
+class _MirrorMoved(Exception):
+    """Another process moved the loan-id mirror's cursor after this one read it."""
+
+
 def sync_loan_mirror(store: Store, registry: AssetRegistryClient, *, from_block: int = 0) -> int:
-    """Bring the loan-id mirror up to the chain head; returns the number of chunks (events) added."""
+    """Bring the loan-id mirror up to the chain head; returns the number of chunks (events) added.
+
+    Processes may sync one store at once (API requests, `alliance assets`, an anchor): a sync that finds the cursor
+    moved by another goes on from where that one left it."""
     head = registry.chain.block_number()
+    while True:
+        _create_cursor(store, registry.address, from_block)
+        try:
+            return _sync_from_cursor(store, registry, head)
+        except _MirrorMoved:
+            continue
+
+
+def _create_cursor(store: Store, contract: str, from_block: int) -> None:
+    with suppress(IntegrityError), store.transaction() as session:  # another process created it first
+        if session.get(SyncState, contract) is None:
+            session.add(SyncState(contract=contract, last_block=from_block - 1))
+
+
+def _sync_from_cursor(store: Store, registry: AssetRegistryClient, head: int) -> int:
     with store.transaction() as session:
-        cursor = session.get(SyncState, registry.address)
-        if cursor is None:
-            cursor = SyncState(contract=registry.address, last_block=from_block - 1)
-            session.add(cursor)
-        start = cursor.last_block + 1
-        if start > head:
+        last = session.scalar(select(SyncState.last_block).where(SyncState.contract == registry.address))
+        if last is None:  # rebuilt meanwhile
+            raise _MirrorMoved
+        if last >= head:
             return 0
+        # Claimed before anything is stored, as the indexer claims its chunks: the store's write lock (SQLite) or
+        # the cursor's row lock (PostgreSQL) is taken now, and the claim fails if another sync moved the cursor.
+        claimed = session.execute(update(SyncState).where(SyncState.contract == registry.address,
+                                                          SyncState.last_block == last)
+                                  .values(last_block=head, chain_head=head, synced_at=utcnow()))
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            raise _MirrorMoved
         loan_counts: dict[tuple[int, int], int] = {}
-        added = 0
-        for item in registry.published_loan_ids(from_block=start, to_block=head):
-            added += _mirror_chunk(session, registry, item, loan_counts)
-        cursor.last_block, cursor.chain_head, cursor.synced_at = head, head, utcnow()
-        return added
+        return sum(_mirror_chunk(session, registry, item, loan_counts)
+                   for item in registry.published_loan_ids(from_block=last + 1, to_block=head))
 
 
 def _mirror_chunk(session: Session, registry: AssetRegistryClient, item: PublishedLoanIds,

@@ -34,6 +34,7 @@ from queue import Full, Queue
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from sqlalchemy import Table, delete, func, insert, select, tuple_, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from node.chain.errors import ChainError
@@ -213,6 +214,12 @@ class Indexer:
         return result
 
     def _load_position(self) -> _Position:
+        try:
+            return self._read_position()
+        except IntegrityError:  # another indexer on this store created the SyncState row first: read it
+            return self._read_position()
+
+    def _read_position(self) -> _Position:
         with self.store.transaction() as session:
             state = session.get(SyncState, self.contract)
             if state is None:

@@ -21,7 +21,7 @@ from node.errors import Conflict, InvalidInput, NotFound
 from node.ledger.reports import get_report
 from node.ledger.vocabulary import MAX_CONFIDENCE, DisputeReason, RevokeReason
 from node.runtime import NodeContext
-from node.store.ledger_tables import MirrorReaction, MirrorRecord, OutboxRecord, PublishBatch
+from node.store.ledger_tables import FraudReport, MirrorReaction, MirrorRecord, OutboxRecord, PublishBatch
 from node.store.models import utcnow
 
 _INDICATOR_HEX = re.compile(r"(?:0x)?([0-9a-fA-F]{64})")
@@ -72,14 +72,18 @@ def withdraw_report(node: NodeContext, report_id: str, reason: str) -> list[Reac
     """Revoke every published record of this bank's report and stop its queued ones from being published."""
     code = _reason(RevokeReason, reason)
     with node.store.transaction() as session:
-        report = get_report(session, report_id)
+        get_report(session, report_id)
+        # Written first, looked at after: a publisher claims records only while they are still queued, so either its
+        # claim was committed before these writes and is found below, or it finds the records withdrawn (looking
+        # first let a claim slip in between, and the claimed records were published and never revoked).
+        session.execute(update(FraudReport).where(FraudReport.report_id == report_id,
+                                                  FraudReport.withdrawn_at.is_(None)).values(withdrawn_at=utcnow()))
+        session.execute(update(OutboxRecord).where(OutboxRecord.report_id == report_id,
+                                                   OutboxRecord.state == "queued").values(state="withdrawn"))
         if session.scalars(select(OutboxRecord.id).where(OutboxRecord.report_id == report_id,
                                                          OutboxRecord.state == "batched")).first() is not None:
             raise Conflict(f"report {report_id} is being published right now; withdraw it once it is confirmed",
                            code="publication_in_progress")
-        report.withdrawn_at = report.withdrawn_at or utcnow()
-        session.execute(update(OutboxRecord).where(OutboxRecord.report_id == report_id,
-                                                   OutboxRecord.state == "queued").values(state="withdrawn"))
     ledger = node.fraud_ledger(signing=True)
     revoked = _already_revoked(node)
     return [_sent("revoked", indicator, batch_id, ledger.revoke(batch_id, indicator, code))

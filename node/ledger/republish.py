@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import delete, func, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from node.crypto.keyed_hash import indicator_hash
 from node.crypto.vault import LocalVault
@@ -38,6 +41,16 @@ def republish_active_reports(store: Store, keyring: KeyRing, vault: LocalVault, 
     yet."""
     epoch, key = keyring.current()
     now = int(now if now is not None else time.time())
+    try:
+        records = _queue_records(store, vault, epoch, key, now)
+    except IntegrityError:
+        # Another republish (a second `alliance ledger republish`) queued some of them first; queuing again skips
+        # those.
+        records = _queue_records(store, vault, epoch, key, now)
+    return RepublishResult(epoch, len({r["report_id"] for r in records}), len(records))
+
+
+def _queue_records(store: Store, vault: LocalVault, epoch: int, key: bytes, now: int) -> list[dict[str, Any]]:
     with store.transaction() as session:
         newest = (select(OutboxRecord.report_id, OutboxRecord.position, func.max(OutboxRecord.epoch).label("epoch"))
                   .group_by(OutboxRecord.report_id, OutboxRecord.position).subquery())
@@ -57,6 +70,23 @@ def republish_active_reports(store: Store, keyring: KeyRing, vault: LocalVault, 
             records.append({"report_id": report_id, "position": position, "identifier_type": type_code,
                             "epoch": epoch, "indicator": indicator_hash(key, kind, canonical),
                             "sealed_identifier": sealed, "state": "queued", "publish_batch_id": None})
-        if records:
-            session.execute(insert(OutboxRecord), records)
-    return RepublishResult(epoch, len({r["report_id"] for r in records}), len(records))
+        if not records:
+            return []
+        session.execute(insert(OutboxRecord), records)
+        withdrawn = _withdrawn_meanwhile(session, epoch)
+        if withdrawn:
+            session.execute(delete(OutboxRecord).where(OutboxRecord.report_id.in_(withdrawn),
+                                                       OutboxRecord.epoch == epoch, OutboxRecord.state == "queued"))
+        return [r for r in records if r["report_id"] not in withdrawn]
+
+
+def _withdrawn_meanwhile(session: Session, epoch: int) -> set[str]:
+    """Reports withdrawn since they were read, among those with records queued under `epoch`.
+
+    Read once the records are in, with the reports' rows locked (PostgreSQL; on SQLite the insert took the store's
+    write lock): a withdrawal committed before is seen here, and one that comes after finds the records and
+    withdraws them too."""
+    queued = select(OutboxRecord.report_id).where(OutboxRecord.epoch == epoch, OutboxRecord.state == "queued")
+    rows = session.execute(select(FraudReport.report_id, FraudReport.withdrawn_at)
+                           .where(FraudReport.report_id.in_(queued)).with_for_update())
+    return {report_id for report_id, withdrawn_at in rows if withdrawn_at is not None}

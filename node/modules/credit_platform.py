@@ -18,7 +18,8 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy import insert, select
+from sqlalchemy import case, insert, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from node.crypto.keyed_hash import indicator_hash
@@ -188,8 +189,7 @@ def book_loan(node: Any, application_id: str, *, loan_reference: str | None = No
     keys = node.keyring.keys()
     with node.store.transaction() as session:
         row = _application(session, application_id)
-        if row.state == "booked":
-            raise Conflict(f"application {application_id} is already booked", code="already_booked")
+        _require_bookable(application_id, row.state)
         if row.outcome != "approve":
             raise Conflict(f"application {application_id} is not approved ({row.outcome})", code="not_approved")
         principal = amount if amount is not None else Decimal(row.limit_amount or row.amount)
@@ -202,6 +202,17 @@ def book_loan(node: Any, application_id: str, *, loan_reference: str | None = No
                           int(principal * 100), row.currency, int(Decimal(row.annual_rate_percent or "0") * 10_000),
                           row.term_months, origination, _add_months(origination, row.term_months))
         resident = canonical_or_none("cn_resident_id", applicant.cn_resident_id) or ""
+        # Claimed before the loan is added, in the state it was read in: of two bookings at once (two requests, two
+        # API replicas), or a booking and a fraud confirmation, only the first still finds that state; the other is
+        # refused as if it had come second.
+        claimed = session.execute(update(LoanApplication).where(LoanApplication.application_id == application_id,
+                                                                LoanApplication.state == row.state)
+                                  .values(state="booked"))
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            session.refresh(row)
+            _require_bookable(application_id, row.state)
+            raise Conflict(f"application {application_id} changed while it was booked; try again",
+                           code="application_changed")
         booked = BookedLoanRow(
             loan_reference=loan.loan_reference, application_id=application_id,
             applicant_fingerprint=row.applicant_fingerprint, region_code=resident[:2],
@@ -210,11 +221,22 @@ def book_loan(node: Any, application_id: str, *, loan_reference: str | None = No
             purpose=purpose, origination_date=origination.isoformat(), maturity_date=loan.maturity_date.isoformat(),
             status="current")
         session.add(booked)
-        session.flush()
+        try:
+            session.flush()
+        except IntegrityError as exc:  # the application's own booking is claimed above, so it is the reference
+            raise Conflict(f"loan reference {loan.loan_reference!r} is already used by another loan",
+                           code="loan_reference_taken") from exc
         session.add_all(_borrower_indicators(booked.id, applicant, keys))
-        row.state = "booked"
     extensions_for(node).call("alliance_loan_booked", node=node, loan=loan)
     return loan
+
+
+def _require_bookable(application_id: str, state: str) -> None:
+    if state == "booked":
+        raise Conflict(f"application {application_id} is already booked", code="already_booked")
+    if state == "fraud":
+        raise Conflict(f"application {application_id} was confirmed as fraud; it cannot be booked",
+                       code="fraud_confirmed")
 
 
 def _borrower_indicators(loan_ref: int, applicant: Applicant, keys: dict[int, bytes]) -> list[BorrowerIndicator]:
@@ -231,6 +253,15 @@ def _borrower_indicators(loan_ref: int, applicant: Applicant, keys: dict[int, by
 def refresh_borrower_indicators(node: Any) -> int:
     """Hash booked borrowers under epochs added since booking (after a key rotation); returns rows added."""
     keys = node.keyring.keys()
+    try:
+        return _add_borrower_indicators(node, keys)
+    except IntegrityError:
+        # Another process (the indexer's alerts, an eligibility request) added some of them first; adding again
+        # skips those.
+        return _add_borrower_indicators(node, keys)
+
+
+def _add_borrower_indicators(node: Any, keys: dict[int, bytes]) -> int:
     added = 0
     with node.store.transaction() as session:
         held = {(r.loan_ref, r.identifier_type, r.epoch) for r in session.scalars(select(BorrowerIndicator))}
@@ -282,10 +313,10 @@ def confirm_fraud(node: Any, application_id: str, *, category: str, confidence: 
         ReportRequest(identifiers, category, confidence, case_reference=case_reference or application_id),
         submitted_by=confirmed_by)
     with node.store.transaction() as session:
-        row = _application(session, application_id)
-        row.fraud_report_id = accepted.report_id
-        if row.state != "booked":
-            row.state = "fraud"
+        # One statement, so that a booking committed meanwhile keeps its state.
+        session.execute(update(LoanApplication).where(LoanApplication.application_id == application_id).values(
+            fraud_report_id=accepted.report_id,
+            state=case((LoanApplication.state == "booked", LoanApplication.state), else_="fraud")))
     confirmation = FraudConfirmation(application_id, accepted.report_id, category, confidence, confirmed_by)
     extensions_for(node).call("alliance_fraud_confirmed", node=node, confirmation=confirmation)
     return confirmation

@@ -16,11 +16,11 @@ import time
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from node.errors import Conflict, NotFound
 from node.extensions.hookspecs import hookimpl
-from node.extensions.types import FraudConfirmation
 from node.ledger.checks import state_policy
 from node.ledger.indicator_state import derive_state
 from node.ledger.mirror import facts_for
@@ -47,6 +47,19 @@ def alliance_api_routers() -> list[Any]:
 def raise_alerts(node: Any, from_block: int, to_block: int) -> list[dict[str, Any]]:
     """Alerts for own borrowers among the records of blocks (from_block, to_block]; returns the new ones."""
     refresh_borrower_indicators(node)
+    try:
+        views = _store_alerts(node, from_block, to_block)
+    except IntegrityError:
+        # Another replica's indexer is alerting for an overlapping range and stored some of these first; storing
+        # again skips those and keeps the rest.
+        views = _store_alerts(node, from_block, to_block)
+    if node.settings.risk_alert_webhook_url:
+        for view in views:
+            _notify(node, view)
+    return views
+
+
+def _store_alerts(node: Any, from_block: int, to_block: int) -> list[dict[str, Any]]:
     with node.store.transaction() as session:
         matches = session.execute(
             select(MirrorRecord.indicator, MirrorRecord.batch_id, MirrorRecord.block_number,
@@ -80,11 +93,7 @@ def raise_alerts(node: Any, from_block: int, to_block: int) -> list[dict[str, An
             session.add(alert)
             created.append(alert)
         session.flush()
-        views = [alert_view(a, session) for a in created]
-    if node.settings.risk_alert_webhook_url:
-        for view in views:
-            _notify(node, view)
-    return views
+        return [alert_view(a, session) for a in created]
 
 
 def _notify(node: Any, view: dict[str, Any]) -> None:
@@ -122,19 +131,37 @@ def list_alerts(node: Any, *, state: str | None = None, limit: int = 100) -> lis
 def resolve_alert(node: Any, alert_id: int, *, confirm: bool, by: str, category: str = "first_party_fraud",
                   confidence: int = 90) -> dict[str, Any]:
     """Dismiss an alert, or confirm fraud: the borrower is reported to the ledger in the same step."""
-    with node.store.session() as session:
-        alert = session.get(RiskAlert, alert_id)
-        if alert is None:
-            raise NotFound(f"no alert {alert_id}", code="alert_not_found")
-        if alert.state != "open":
+    with node.store.transaction() as session:
+        # Resolved before anything is reported: of two analysts resolving one alert at once (or the API and
+        # `alliance alerts`), only one still finds it open; the other is refused and reports nothing.
+        application_id = session.scalar(
+            update(RiskAlert).where(RiskAlert.id == alert_id, RiskAlert.state == "open")
+            .values(state="confirmed" if confirm else "dismissed", resolved_by=by).returning(RiskAlert.application_id))
+        if application_id is None:
+            alert = session.get(RiskAlert, alert_id)
+            if alert is None:
+                raise NotFound(f"no alert {alert_id}", code="alert_not_found")
             raise Conflict(f"alert {alert_id} is already {alert.state}", code="alert_resolved")
-        application_id = alert.application_id
-    confirmation: FraudConfirmation | None = None
-    if confirm:
-        confirmation = confirm_fraud(node, application_id, category=category, confidence=confidence,
-                                     confirmed_by=by, case_reference=f"alert-{alert_id}")
+    report_id = _report_borrower(node, alert_id, application_id, by, category, confidence) if confirm else None
     with node.store.transaction() as session:
         alert = session.get_one(RiskAlert, alert_id)
-        alert.state, alert.resolved_by = ("confirmed" if confirm else "dismissed"), by
-        alert.fraud_report_id = confirmation.report_id if confirmation else None
+        alert.fraud_report_id = report_id
         return alert_view(alert, session)
+
+
+def _report_borrower(node: Any, alert_id: int, application_id: str, by: str, category: str, confidence: int) -> str:
+    """Report the confirmed alert's borrower; the alert is open again if that fails (a crash leaves it confirmed
+    without a report id: `POST /applications/{id}/fraud` reports the borrower then)."""
+    try:
+        return confirm_fraud(node, application_id, category=category, confidence=confidence, confirmed_by=by,
+                             case_reference=f"alert-{alert_id}").report_id
+    except Exception:
+        _reopen(node, alert_id)
+        raise
+
+
+def _reopen(node: Any, alert_id: int) -> None:
+    with node.store.transaction() as session:
+        session.execute(update(RiskAlert).where(RiskAlert.id == alert_id, RiskAlert.state == "confirmed",
+                                                RiskAlert.fraud_report_id.is_(None))
+                        .values(state="open", resolved_by=None))

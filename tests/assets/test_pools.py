@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -10,24 +11,28 @@ from sqlalchemy import func, select
 from node.assets import lifecycle
 from node.assets.loan_tape import LoanTapeRejected
 from node.assets.pools import (
+    AnchorResult,
     PoolRefused,
     anchor_draft,
     asset_registry,
     build_tree,
+    discard_draft,
     import_tape,
     load_records,
     local_pools,
     metadata_hash,
 )
 from node.assets.records import LoanRecord, LoanStatus
-from node.assets.screening import double_financed_loans, sync_loan_mirror
+from node.assets.screening import double_financed_loans, sync_loan_mirror, version_complete
 from node.chain.asset_registry import (
     ANCHOR_BASE_GAS,
     ANCHOR_GAS_PER_LOAN,
+    AnchoredVersion,
     AssetRegistryClient,
     default_anchor_gas,
     loan_id_chunk_size,
 )
+from node.chain.client import Receipt
 from node.chain.errors import (
     AssetRegistryNotAuditor,
     AssetRegistryNotCustodian,
@@ -42,9 +47,19 @@ from node.ledger.publisher import Publisher
 from node.ledger.reports import ReportRequest
 from node.merkle import verify_proof
 from node.runtime import NodeContext
-from node.store.asset_tables import AssetLoan, AssetLoanIndicator, AssetVersion
-from tests.assets.conftest import ALLIANCE_KEY, HEADER, loan_row, name_of, phone, resident_id, write_tape
-from tests.conftest import Bank, make_bank
+from node.store.asset_tables import AssetLoan, AssetLoanIndicator, AssetMirrorLoan, AssetVersion
+from node.store.db import Store
+from tests.assets.conftest import (
+    ALLIANCE_KEY,
+    HEADER,
+    loan_row,
+    name_of,
+    phone,
+    resident_id,
+    share_alliance_key,
+    write_tape,
+)
+from tests.conftest import Bank, LedgerNodes, interrupted_before_writing, make_bank
 
 
 def anchor_tape(node: NodeContext, tmp_path: Path, pool: str, seeds: range, **kwargs: object) -> int:
@@ -319,3 +334,109 @@ def test_anchor_version_refuses_single_transaction_beyond_block_gas_limit(banks:
         registry.anchor_version(pool_id, b"\x02" * 32, 1, [b"\x03" * 32] * too_many)
     assert registry.pool(pool_id).version_count == 0
     assert loan_id_chunk_size(registry.block_gas_limit()) * ANCHOR_GAS_PER_LOAN < registry.block_gas_limit() // 4
+
+
+@pytest.fixture
+def bank_on_store(ledger_nodes: LedgerNodes, banks: list[NodeContext], store_url: str) -> NodeContext:
+    """Bank A with its store at `store_url` (SQLite or PostgreSQL), holding the alliance key."""
+    moved = NodeContext(banks[0].settings.model_copy(update={"database_url": store_url}))
+    ledger_nodes.nodes.append(moved)  # closed with the others
+    share_alliance_key([moved])
+    return moved
+
+
+@pytest.fixture
+def replica(ledger_nodes: LedgerNodes, bank_on_store: NodeContext) -> NodeContext:
+    """Bank A again, as another process on A's database (a second API replica, or the CLI beside the node)."""
+    other = NodeContext(bank_on_store.settings)
+    ledger_nodes.nodes.append(other)
+    return other
+
+
+@pytest.mark.parametrize("new_pool", [True, False])
+def test_import_tape_beside_another_import_into_the_pool_refuses_second_draft(
+        bank_on_store: NodeContext, replica: NodeContext, tmp_path: Path, new_pool: bool) -> None:
+    a = bank_on_store
+    if not new_pool:
+        import_tape(a, "p", write_tape(tmp_path / "t0.csv", [loan_row(0)]))
+        discard_draft(a, "p")
+    tape = write_tape(tmp_path / "t1.csv", [loan_row(1)])
+
+    with (interrupted_before_writing(a.store, {"asset_pools", "asset_versions"},
+                                     lambda: import_tape(replica, "p", write_tape(tmp_path / "t2.csv", [loan_row(2)]))),
+          pytest.raises(Conflict) as late):
+        import_tape(a, "p", tape)
+
+    assert late.value.code == "draft_exists"
+    [pool] = local_pools(a)
+    assert [v["state"] for v in pool["versions"]] == ["draft"]
+
+
+def test_anchor_beside_another_anchor_of_the_new_pool_registers_and_anchors_it_once(
+        bank_on_store: NodeContext, replica: NodeContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = bank_on_store
+    import_tape(a, "p", write_tape(tmp_path / "t.csv", [loan_row(i) for i in range(5)]))
+    real_register = AssetRegistryClient.register_pool
+    interruptions = [lambda: anchor_draft(replica, "p")]
+    interrupted: list[AnchorResult] = []
+
+    def replica_anchors_first(self: AssetRegistryClient, metadata: bytes) -> tuple[int, Receipt]:
+        # This anchor found the pool unregistered; a retried request anchors it completely meanwhile.
+        if interruptions:
+            interrupted.append(interruptions.pop()())
+        return real_register(self, metadata)
+
+    monkeypatch.setattr(AssetRegistryClient, "register_pool", replica_anchors_first)
+    result = anchor_draft(a, "p")
+    monkeypatch.undo()
+
+    registry = asset_registry(a)
+    pool_id = interrupted[0].anchored.pool_id
+    assert (result.anchored.pool_id, result.anchored.version) == (pool_id, 1)
+    assert [registry.pool(i).version_count for i in range(1, registry.pool_count() + 1)] == [1, 0]
+    sync_loan_mirror(a.store, registry)
+    with a.store.session() as session:
+        assert double_financed_loans(session) == {}
+    [pool] = local_pools(a)
+    assert (pool["pool_id"], [(v["state"], v["version"]) for v in pool["versions"]]) == (pool_id, [("anchored", 1)])
+
+
+def test_anchor_of_a_draft_discarded_meanwhile_says_so(bank_on_store: NodeContext, replica: NodeContext,
+                                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = bank_on_store
+    import_tape(a, "p", write_tape(tmp_path / "t.csv", [loan_row(i) for i in range(3)]))
+    real_anchor = AssetRegistryClient.anchor_version
+
+    def discarded_first(self: AssetRegistryClient, *args: Any, **kwargs: Any) -> AnchoredVersion:
+        discard_draft(replica, "p")  # `alliance assets discard` while the API anchors
+        return real_anchor(self, *args, **kwargs)
+
+    monkeypatch.setattr(AssetRegistryClient, "anchor_version", discarded_first)
+    with pytest.raises(Conflict) as discarded:
+        anchor_draft(a, "p")
+
+    assert discarded.value.code == "draft_discarded" and "version 1 of pool 1" in str(discarded.value)
+
+
+@pytest.mark.parametrize("synced_before", [True, False])
+def test_sync_loan_mirror_beside_another_sync_stores_each_chunk_once(banks: list[NodeContext], tmp_path: Path,
+                                                                     store_url: str, synced_before: bool) -> None:
+    a = banks[0]
+    registry = asset_registry(a)
+    worker, replica = Store(store_url), Store(store_url)  # two processes of an observing bank, on its database
+    worker.migrate()
+    try:
+        if synced_before:
+            sync_loan_mirror(worker, registry)  # the cursor exists, and falls behind
+        anchor_tape(a, tmp_path, "p", range(5))
+
+        with interrupted_before_writing(worker, {"sync_state", "asset_mirror_loans"},
+                                        lambda: sync_loan_mirror(replica, registry)):
+            assert sync_loan_mirror(worker, registry) == 0  # the replica stored the chunk
+
+        with worker.session() as session:
+            assert version_complete(session, 1, 1)
+            assert session.scalar(select(func.count()).select_from(AssetMirrorLoan)) == 5
+    finally:
+        worker.close()
+        replica.close()

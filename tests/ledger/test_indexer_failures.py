@@ -12,7 +12,7 @@ from node.chain.ledger_events import LedgerEventSource, PublishInput
 from node.ledger.indexer import Indexer
 from node.runtime import NodeContext
 from node.store.db import Store
-from tests.conftest import LedgerNodes, free_port
+from tests.conftest import LedgerNodes, free_port, interrupted_before_writing
 from tests.ledger.test_indexer import (
     HookedSource,
     counts,
@@ -155,5 +155,24 @@ def test_two_indexers_on_one_store_index_each_chunk_once(ledger_nodes: LedgerNod
     assert result.complete and result.to_block == a.chain.block_number()
     assert (result.batches, result.records) == (0, 0)  # the other indexer stored them
     assert counts(store) == {"batches": 3, "records": 6, "reactions": 0}
+    assert sync_state(store, worker).last_error is None
+    store.close()
+
+
+def test_two_indexers_starting_on_an_empty_store_create_its_position_once(ledger_nodes: LedgerNodes,
+                                                                         store_url: str) -> None:
+    a = ledger_nodes.nodes[0]
+    ledger_of(a).publish_batch(1, make_records(2, seed=150))
+    store = Store(store_url)
+    store.migrate()
+    worker, other = indexer_of(a, store=store), indexer_of(a, store=store)
+
+    # The other indexer (`alliance ledger sync`) creates the position and indexes everything after the worker
+    # found no position and before it stores one.
+    with interrupted_before_writing(store, {"sync_state"}, other.sync):
+        result = worker.sync()
+
+    assert result.complete and (result.batches, result.records) == (0, 0)
+    assert counts(store) == {"batches": 1, "records": 2, "reactions": 0}
     assert sync_state(store, worker).last_error is None
     store.close()

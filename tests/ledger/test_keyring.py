@@ -1,4 +1,5 @@
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,41 @@ def test_store_key_is_idempotent_and_refuses_a_different_key(keyring: KeyRing) -
     with pytest.raises(Conflict, match="different alliance key"):
         keyring.store_key(1, os.urandom(32), source="envelope")
     assert keyring.key(1) == key
+
+
+class InterruptedVault(LocalVault):
+    """A vault that, before its next encryption, runs `interruption`: another process storing the same epoch
+    after this one found it absent (the node's key worker and `alliance key sync` opening one envelope)."""
+
+    interruption: Callable[[], object] | None = None
+
+    def encrypt(self, plaintext: bytes, *, associated_data: bytes) -> bytes:
+        interruption, self.interruption = self.interruption, None
+        if interruption is not None:
+            interruption()
+        return super().encrypt(plaintext, associated_data=associated_data)
+
+
+@pytest.mark.parametrize("same_key", [True, False])
+def test_store_key_when_another_process_stores_the_epoch_first(store_url: str, same_key: bool) -> None:
+    vault_key = LocalVault.generate_key()
+    worker_store, cli_store = Store(store_url), Store(store_url)
+    worker_store.migrate()
+    vault = InterruptedVault(vault_key)
+    worker, cli = KeyRing(worker_store, vault), KeyRing(cli_store, LocalVault(vault_key))
+    theirs = os.urandom(32)
+    mine = theirs if same_key else os.urandom(32)
+    vault.interruption = lambda: cli.store_key(1, theirs, source="generated")
+    try:
+        if same_key:
+            assert not worker.store_key(1, mine, source="envelope")
+        else:
+            with pytest.raises(Conflict, match="different alliance key"):
+                worker.store_key(1, mine, source="generated")
+        assert worker.key(1) == theirs and KeyRing(worker_store, LocalVault(vault_key)).keys() == {1: theirs}
+    finally:
+        worker_store.close()
+        cli_store.close()
 
 
 def test_current_key_without_keys_raises(keyring: KeyRing) -> None:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from node.api.app import create_app
 from node.auth.apikeys import Role, create_api_key
-from node.errors import InvalidInput, NotFound
+from node.errors import Conflict, InvalidInput, NotFound
+from node.ledger import reactions
 from node.ledger.checks import check_identity
 from node.ledger.indexer import indexer_for
+from node.ledger.publisher import PreparedBatch
 from node.ledger.reactions import (
     confirm_report,
     dispute_indicator,
@@ -22,6 +26,7 @@ from node.ledger.reports import ReportRequest, report_status
 from node.ledger.republish import republish_active_reports
 from node.runtime import NodeContext
 from node.store.ledger_tables import OutboxRecord
+from tests.conftest import LedgerNodes
 
 PHONE = "13800138000"
 
@@ -79,6 +84,45 @@ def test_withdraw_queued_report_is_never_published_nor_republished(keyed_banks: 
     assert b.fraud_ledger().batch_count() == 0
     b.keyring.store_key(2, bytes(32), source="generated")
     assert republish_active_reports(b.store, b.keyring, b.vault).records == 0
+
+
+def bank_on_store(ledger_nodes: LedgerNodes, bank: NodeContext, store_url: str) -> NodeContext:
+    """`bank` with its store at `store_url` (SQLite or PostgreSQL), holding its alliance key of epoch 1."""
+    moved = NodeContext(bank.settings.model_copy(update={"database_url": store_url}))
+    ledger_nodes.nodes.append(moved)  # closed with the others
+    moved.keyring.store_key(1, bank.keyring.key(1), source="envelope")
+    return moved
+
+
+def test_withdraw_while_the_publisher_claims_the_report_refuses_then_revokes(
+        ledger_nodes: LedgerNodes, keyed_banks: list[NodeContext], store_url: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    b = bank_on_store(ledger_nodes, keyed_banks[1], store_url)
+    worker = NodeContext(b.settings)  # the node's publisher, in another process than `alliance fraud withdraw`
+    ledger_nodes.nodes.append(worker)
+    report_id = b.report_intake.accept(ReportRequest([("phone", PHONE)], "other", 40), submitted_by="t").report_id
+    claimed: list[PreparedBatch | None] = []
+    clock = reactions.utcnow
+
+    def publisher_claims_before_the_withdrawal_is_written() -> datetime:
+        # The withdrawal has read the report's records, none of them being published; now the worker claims them.
+        if not claimed:
+            claimed.append(worker.publisher._prepare(flush=True))  # claimed and signed, not sent yet
+        return clock()
+
+    monkeypatch.setattr(reactions, "utcnow", publisher_claims_before_the_withdrawal_is_written)
+    with pytest.raises(Conflict) as busy:
+        withdraw_report(b, report_id, "superseded")
+    monkeypatch.undo()
+
+    assert busy.value.code == "publication_in_progress" and claimed[0] is not None
+    with b.store.session() as session:
+        assert report_status(session, report_id).state == "publishing"  # not withdrawn: nothing changed
+    worker.publisher.drain()  # the signed batch is sent and confirmed
+    [revoked] = withdraw_report(b, report_id, "superseded")
+    assert (revoked.kind, revoked.batch_id) == ("revoked", 1)
+    with b.store.session() as session:
+        assert report_status(session, report_id).state == "withdrawn"
 
 
 def test_reactions_refuse_bad_input_and_send_nothing(keyed_banks: list[NodeContext]) -> None:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
 from sqlalchemy import select
 
 from node.crypto.keyed_hash import hash_identifier
+from node.ledger.reactions import withdraw_report
 from node.ledger.reports import ReportRequest
-from node.ledger.republish import republish_active_reports
+from node.ledger.republish import RepublishResult, republish_active_reports
+from node.runtime import NodeContext
 from node.store.ledger_tables import OutboxRecord
-from tests.conftest import LedgerNodes
+from tests.conftest import LedgerNodes, interrupted_before_writing
 from tests.ledger.test_publisher import onchain_records
 
 
@@ -51,3 +54,49 @@ def test_republish_without_a_newer_epoch_queues_nothing(ledger_nodes: LedgerNode
     bank.keyring.store_key(1, os.urandom(32), source="generated")
     bank.report_intake.accept(ReportRequest([("phone", "13800138000")], "other", 50), submitted_by="k")
     assert republish_active_reports(bank.store, bank.keyring, bank.vault).records == 0
+
+
+@pytest.fixture
+def rotated_bank(ledger_nodes: LedgerNodes, store_url: str) -> NodeContext:
+    """Bank A on `store_url` (SQLite or PostgreSQL) with a queued report of epoch 1, holding the key of epoch 2."""
+    bank = NodeContext(ledger_nodes.nodes[0].settings.model_copy(update={"database_url": store_url}))
+    ledger_nodes.nodes.append(bank)  # closed with the others
+    bank.keyring.store_key(1, os.urandom(32), source="generated")
+    bank.report_intake.accept(ReportRequest([("phone", "13800138000")], "other", 50), submitted_by="k")
+    bank.keyring.store_key(2, os.urandom(32), source="generated")
+    return bank
+
+
+def outbox_states(bank: NodeContext) -> list[tuple[int, str]]:
+    with bank.store.session() as session:
+        rows = session.execute(select(OutboxRecord.epoch, OutboxRecord.state))
+        return sorted((epoch, state) for epoch, state in rows)
+
+
+def test_republish_beside_a_withdrawal_queues_nothing_of_the_withdrawn_report(ledger_nodes: LedgerNodes,
+                                                                              rotated_bank: NodeContext) -> None:
+    analyst = NodeContext(rotated_bank.settings)  # the API withdrawing while the operator republishes
+    ledger_nodes.nodes.append(analyst)
+    with analyst.store.session() as session:
+        [report_id] = session.scalars(select(OutboxRecord.report_id))
+
+    with interrupted_before_writing(rotated_bank.store, {"outbox_records"},
+                                    lambda: withdraw_report(analyst, report_id, "superseded")):
+        result = republish_active_reports(rotated_bank.store, rotated_bank.keyring, rotated_bank.vault)
+
+    assert (result.reports, result.records) == (0, 0)
+    assert outbox_states(rotated_bank) == [(1, "withdrawn")]
+
+
+def test_republish_beside_another_republish_queues_each_record_once(ledger_nodes: LedgerNodes,
+                                                                    rotated_bank: NodeContext) -> None:
+    cli = NodeContext(rotated_bank.settings)  # a second `alliance ledger republish`
+    ledger_nodes.nodes.append(cli)
+    other: list[RepublishResult] = []
+
+    with interrupted_before_writing(rotated_bank.store, {"outbox_records"},
+                                    lambda: other.append(republish_active_reports(cli.store, cli.keyring, cli.vault))):
+        result = republish_active_reports(rotated_bank.store, rotated_bank.keyring, rotated_bank.vault)
+
+    assert (other[0].records, result.records) == (1, 0)
+    assert outbox_states(rotated_bank) == [(1, "queued"), (2, "queued")]

@@ -82,12 +82,15 @@ def test_mirrored_indicator_raises_alert_and_fraud_is_confirmed(
         listed = client.get("/v1/alerts?state=open", headers={"X-API-Key": workflow}).json()
         refused = client.post(f"/v1/alerts/{alert['alert_id']}", json={"action": "confirm"},
                               headers={"X-API-Key": workflow})
+        unknown = client.post(f"/v1/alerts/{alert['alert_id']}", json={"action": "confirm", "category": "nonsense"},
+                              headers={"X-API-Key": analyst})  # refused, and the alert stays open
         confirmed = client.post(f"/v1/alerts/{alert['alert_id']}",
                                 json={"action": "confirm", "category": "money_mule", "confidence": 85},
                                 headers={"X-API-Key": analyst})
         again = client.post(f"/v1/alerts/{alert['alert_id']}", json={"action": "dismiss"},
                             headers={"X-API-Key": analyst})
     assert len(listed) == 2 and refused.status_code == 403 and again.status_code == 409
+    assert unknown.status_code == 422 and unknown.json()["error"]["code"] == "unknown_category"
     assert confirmed.status_code == 200, confirmed.text
     report_id = confirmed.json()["fraud_report_id"]
     with a.store.session() as session:

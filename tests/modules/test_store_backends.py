@@ -1,21 +1,26 @@
-"""The credit workflow's queries (velocity counts, borrower matching, eligibility) on SQLite and PostgreSQL."""
+"""The credit workflow's queries (velocity counts, borrower matching, eligibility) on SQLite and PostgreSQL, and its
+writes racing another process on the same store (two API replicas, the node's workers and the CLI)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 
 from node.chain.deployment import deploy_consortium, save_deployment
 from node.consortium import this_bank_as_founder
+from node.errors import Conflict
 from node.ledger.indexer import indexer_for
 from node.ledger.key_distribution import sync_keys
 from node.modules.abs_factory import select_loans
-from node.modules.credit_platform import book_loan, submit_application
-from node.modules.risk_operations import list_alerts, raise_alerts
+from node.modules.credit_platform import book_loan, confirm_fraud, refresh_borrower_indicators, submit_application
+from node.modules.risk_operations import list_alerts, raise_alerts, resolve_alert
 from node.runtime import NodeContext
-from tests.conftest import free_port, make_node
+from node.store.application_tables import BookedLoanRow, BorrowerIndicator, LoanApplication
+from tests.conftest import free_port, interrupted_before_writing, make_node
 from tests.modules.workflow import application, bank_card, phone, report_and_mirror
 
 
@@ -51,3 +56,140 @@ def test_workflow_on_store_decides_books_and_alerts(two_banks: list[NodeContext]
     assert [x["webhook_state"] for x in alerts] == ["failed"]  # stored all the same
     assert [x["loan_reference"] for x in list_alerts(a)] == ["L2"]
     assert select_loans(a)[0].excluded == {"L2": "blacklisted_borrower"}
+
+
+@pytest.fixture
+def replica(two_banks: list[NodeContext]) -> Iterator[NodeContext]:
+    """Bank A again, as another process on A's database (a second API replica, or the CLI beside the node)."""
+    other = NodeContext(two_banks[0].settings)
+    yield other
+    other.close()
+
+
+def test_book_loan_booked_meanwhile_by_another_process_is_refused(two_banks: list[NodeContext],
+                                                                    replica: NodeContext) -> None:
+    a = two_banks[0]
+    approved = submit_application(a, application(3), submitted_by="t")["application_id"]
+
+    with (interrupted_before_writing(a.store, {"applications", "booked_loans"},
+                                     lambda: book_loan(replica, approved, loan_reference="L3-replica")),
+          pytest.raises(Conflict) as late):
+        book_loan(a, approved, loan_reference="L3")
+
+    assert late.value.code == "already_booked"
+    with a.store.session() as session:
+        assert session.scalars(select(BookedLoanRow.loan_reference)).all() == ["L3-replica"]
+        assert session.get_one(LoanApplication, approved).state == "booked"
+
+
+def test_book_loan_of_an_application_confirmed_as_fraud_is_refused(two_banks: list[NodeContext]) -> None:
+    a = two_banks[0]
+    approved = submit_application(a, application(5), submitted_by="t")["application_id"]
+    confirm_fraud(a, approved, category="application_fraud", confidence=90, confirmed_by="t")
+
+    with pytest.raises(Conflict) as refused:
+        book_loan(a, approved, loan_reference="L5")
+
+    assert refused.value.code == "fraud_confirmed"
+    with a.store.session() as session:
+        assert session.scalars(select(BookedLoanRow)).all() == []
+
+
+def test_book_loan_confirmed_as_fraud_meanwhile_by_another_process_is_refused(two_banks: list[NodeContext],
+                                                                               replica: NodeContext) -> None:
+    a = two_banks[0]
+    approved = submit_application(a, application(6), submitted_by="t")["application_id"]
+
+    with (interrupted_before_writing(a.store, {"applications", "booked_loans"},
+                                     lambda: confirm_fraud(replica, approved, category="application_fraud",
+                                                           confidence=90, confirmed_by="t")),
+          pytest.raises(Conflict) as late):
+        book_loan(a, approved, loan_reference="L6")
+
+    assert late.value.code == "fraud_confirmed"
+    with a.store.session() as session:
+        assert session.scalars(select(BookedLoanRow)).all() == []
+        assert session.get_one(LoanApplication, approved).state == "fraud"
+
+
+def test_book_loan_under_a_reference_another_loan_has_is_refused_and_stays_unbooked(
+        two_banks: list[NodeContext]) -> None:
+    a = two_banks[0]
+    first, second = (submit_application(a, application(n), submitted_by="t")["application_id"] for n in (7, 8))
+    book_loan(a, first, loan_reference="L7")
+
+    with pytest.raises(Conflict) as taken:
+        book_loan(a, second, loan_reference="L7")
+
+    assert taken.value.code == "loan_reference_taken"
+    with a.store.session() as session:
+        assert session.scalars(select(BookedLoanRow.application_id)).all() == [first]
+        assert session.get_one(LoanApplication, second).state != "booked"
+    assert book_loan(a, second, loan_reference="L8").loan_reference == "L8"
+
+
+def test_confirm_fraud_keeps_a_booking_made_meanwhile(two_banks: list[NodeContext], replica: NodeContext) -> None:
+    a = two_banks[0]
+    approved = submit_application(a, application(4), submitted_by="t")["application_id"]
+
+    with interrupted_before_writing(a.store, {"applications"},
+                                    lambda: book_loan(replica, approved, loan_reference="L4")):
+        confirmation = confirm_fraud(a, approved, category="application_fraud", confidence=90, confirmed_by="t")
+
+    with a.store.session() as session:
+        row = session.get_one(LoanApplication, approved)
+        assert (row.state, row.fraud_report_id) == ("booked", confirmation.report_id)
+    with pytest.raises(Conflict, match="already booked"):
+        book_loan(a, approved, loan_reference="L4-again")
+
+
+def test_refresh_borrower_indicators_with_another_process_adds_each_once(two_banks: list[NodeContext],
+                                                                         replica: NodeContext) -> None:
+    a = two_banks[0]
+    book_loan(a, submit_application(a, application(5), submitted_by="t")["application_id"], loan_reference="L5")
+    a.keyring.store_key(2, os.urandom(32), source="generated")  # a rotation: borrowers are hashed under epoch 2
+
+    with interrupted_before_writing(a.store, {"borrower_indicators"}, lambda: refresh_borrower_indicators(replica)):
+        assert refresh_borrower_indicators(a) == 0  # the replica added them
+
+    with a.store.session() as session:
+        assert session.scalar(select(func.count()).select_from(BorrowerIndicator)) == 8  # two epochs, four types
+
+
+def test_raise_alerts_over_a_range_another_process_is_alerting_raises_the_rest(two_banks: list[NodeContext],
+                                                                              replica: NodeContext) -> None:
+    a, b = two_banks
+    for i in (6, 7):
+        book_loan(a, submit_application(a, application(i), submitted_by="t")["application_id"], loan_reference=f"L{i}")
+    head = a.chain.block_number()
+    report_and_mirror(b, a, [("phone", phone(6))])
+    first = a.chain.block_number()
+    report_and_mirror(b, a, [("phone", phone(7))])
+
+    # Another replica's indexer mirrored the first report and alerts for it, while this one alerts for both.
+    with interrupted_before_writing(a.store, {"risk_alerts"}, lambda: raise_alerts(replica, head, first)):
+        raised = raise_alerts(a, head, a.chain.block_number())
+
+    assert [x["loan_reference"] for x in raised] == ["L7"]
+    assert sorted(x["loan_reference"] for x in list_alerts(a)) == ["L6", "L7"]
+
+
+def test_resolve_alert_resolved_meanwhile_by_another_process_is_refused(two_banks: list[NodeContext],
+                                                                        replica: NodeContext) -> None:
+    a, b = two_banks
+    booked = submit_application(a, application(8), submitted_by="t")["application_id"]
+    book_loan(a, booked, loan_reference="L8")
+    head = a.chain.block_number()
+    report_and_mirror(b, a, [("phone", phone(8))])
+    [alert] = raise_alerts(a, head, a.chain.block_number())
+
+    with (interrupted_before_writing(a.store, {"risk_alerts"},
+                                     lambda: resolve_alert(replica, alert["alert_id"], confirm=False, by="analyst-2")),
+          pytest.raises(Conflict) as late):
+        resolve_alert(a, alert["alert_id"], confirm=True, by="analyst-1")
+
+    assert late.value.code == "alert_resolved"
+    [stored] = list_alerts(a)
+    assert (stored["state"], stored["resolved_by"], stored["fraud_report_id"]) == ("dismissed", "analyst-2", None)
+    with a.store.session() as session:
+        assert session.get_one(LoanApplication, booked).fraud_report_id is None  # nothing was reported
