@@ -81,31 +81,36 @@ def alliance_api_routers() -> list[Any]:
 
 # -- intake ----------------------------------------------------------------------------------------------------
 def submit_application(node: Any, body: ApplicationIn, *, submitted_by: str) -> dict[str, Any]:
-    """Run the pipeline on the application, then store it with its decision and trail in one transaction;
-    returns the stored view.
+    """Store the application as received with its velocity fingerprints, run the pipeline, then store its
+    decision and trail; returns the stored view.
 
-    Nothing is stored before the decision: a crash mid-way leaves no half-assessed application, and the
-    caller's retry starts over. Velocity counts the stored applications plus this one.
+    The received row is committed before the pipeline runs so that applications assessed at the same time (two
+    API replicas, a fraud ring submitting in parallel) count each other in their velocity checks: the later of
+    two sees the earlier, as if they had come one after the other. A crash mid-way leaves the application
+    `received` and undecided (its identifiers were presented, so they still count); the caller's retry starts
+    over under a new id.
     """
     application = Application("app_" + secrets.token_hex(12), body.channel, body.scenario,
                               Applicant(**body.applicant.model_dump()), body.amount, body.currency,
                               body.term_months, dict(body.bank_inputs), int(time.time()))
-    result = run_pipeline(node, application)
-    decision = result.decision
     with node.store.transaction() as session:
-        row = _received_row(node, application, submitted_by)
-        session.add(row)
+        session.add(_received_row(node, application, submitted_by))
         session.flush()
         prints = fingerprint_rows(node, application)
         if prints:
             session.execute(insert(ApplicationFingerprint), prints)
-        row.state, row.outcome, row.decided_at = "decided", decision.outcome, utcnow()
-        row.score = result.score.score if result.score else None
-        row.limit_amount = str(decision.limit) if decision.limit is not None else None
-        row.annual_rate_percent = str(decision.annual_rate_percent) if decision.annual_rate_percent else None
-        row.reasons = json.dumps(list(decision.reasons))
-        row.trail = json.dumps(result.trail())
-        view = application_view(row)
+    result = run_pipeline(node, application)
+    decision = result.decision
+    with node.store.transaction() as session:
+        L = LoanApplication
+        session.execute(update(L).where(L.application_id == application.application_id).values(
+            # A fraud confirmation made while the pipeline ran keeps its state.
+            state=case((L.state == "received", "decided"), else_=L.state), outcome=decision.outcome,
+            decided_at=utcnow(), score=result.score.score if result.score else None,
+            limit_amount=str(decision.limit) if decision.limit is not None else None,
+            annual_rate_percent=str(decision.annual_rate_percent) if decision.annual_rate_percent else None,
+            reasons=json.dumps(list(decision.reasons)), trail=json.dumps(result.trail())))
+        view = application_view(_application(session, application.application_id))
     extensions_for(node).call("alliance_application_decided", node=node, application=application,
                               decision=decision)
     return view

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -15,6 +16,7 @@ from node.consortium import this_bank_as_founder
 from node.errors import Conflict
 from node.ledger.indexer import indexer_for
 from node.ledger.key_distribution import sync_keys
+from node.modules import credit_platform
 from node.modules.abs_factory import select_loans
 from node.modules.credit_platform import book_loan, confirm_fraud, refresh_borrower_indicators, submit_application
 from node.modules.risk_operations import list_alerts, raise_alerts, resolve_alert
@@ -126,6 +128,51 @@ def test_book_loan_under_a_reference_another_loan_has_is_refused_and_stays_unboo
         assert session.scalars(select(BookedLoanRow.application_id)).all() == [first]
         assert session.get_one(LoanApplication, second).state != "booked"
     assert book_loan(a, second, loan_reference="L8").loan_reference == "L8"
+
+
+def test_applications_assessed_at_the_same_time_count_each_other_for_velocity(
+        two_banks: list[NodeContext], replica: NodeContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = two_banks[0]
+    card = bank_card(777)
+    submit_application(a, application(20, bank_card=card), submitted_by="t")  # a first applicant on the card
+    real_pipeline = credit_platform.run_pipeline
+    interruptions = [lambda: submit_application(replica, application(22, bank_card=card), submitted_by="t")]
+    later: list[dict[str, Any]] = []
+
+    def another_replica_assesses_meanwhile(node: NodeContext, *args: Any) -> Any:
+        result = real_pipeline(node, *args)
+        if interruptions:  # a third applicant on the card, assessed by another replica before this one is stored
+            later.append(interruptions.pop()())
+        return result
+
+    monkeypatch.setattr(credit_platform, "run_pipeline", another_replica_assesses_meanwhile)
+    second = submit_application(a, application(21, bank_card=card), submitted_by="t")
+    monkeypatch.undo()
+
+    assert "velocity_bank_card" not in second["reasons"]  # two applicants on the card when it was assessed
+    assert later[0]["outcome"] == "review" and "velocity_bank_card" in later[0]["reasons"]  # three
+
+
+def test_an_application_interrupted_before_its_decision_stays_received_and_counts(
+        two_banks: list[NodeContext], monkeypatch: pytest.MonkeyPatch) -> None:
+    a = two_banks[0]
+    card = bank_card(778)
+
+    def crash(*_args: Any, **_kwargs: Any) -> Any:
+        raise KeyboardInterrupt  # the process stops mid-pipeline
+
+    monkeypatch.setattr(credit_platform, "run_pipeline", crash)
+    with pytest.raises(KeyboardInterrupt):
+        submit_application(a, application(30, bank_card=card), submitted_by="t")
+    monkeypatch.undo()
+
+    with a.store.session() as session:
+        [row] = session.scalars(select(LoanApplication).where(LoanApplication.state == "received")).all()
+        assert (row.outcome, row.trail) == (None, None)
+    with pytest.raises(Conflict, match="not approved"):
+        book_loan(a, row.application_id)
+    ring = [submit_application(a, application(31 + i, bank_card=card), submitted_by="t") for i in range(2)]
+    assert "velocity_bank_card" in ring[-1]["reasons"]  # the interrupted applicant is the third
 
 
 def test_confirm_fraud_keeps_a_booking_made_meanwhile(two_banks: list[NodeContext], replica: NodeContext) -> None:
