@@ -102,15 +102,16 @@ def submit_application(node: Any, body: ApplicationIn, *, submitted_by: str) -> 
     result = run_pipeline(node, application)
     decision = result.decision
     with node.store.transaction() as session:
-        L = LoanApplication
-        session.execute(update(L).where(L.application_id == application.application_id).values(
-            # A fraud confirmation made while the pipeline ran keeps its state.
-            state=case((L.state == "received", "decided"), else_=L.state), outcome=decision.outcome,
-            decided_at=utcnow(), score=result.score.score if result.score else None,
-            limit_amount=str(decision.limit) if decision.limit is not None else None,
-            annual_rate_percent=str(decision.annual_rate_percent) if decision.annual_rate_percent else None,
-            reasons=json.dumps(list(decision.reasons)), trail=json.dumps(result.trail())))
-        view = application_view(_application(session, application.application_id))
+        row = session.get_one(LoanApplication, application.application_id, with_for_update=True)
+        if row.state == "received":  # a fraud confirmation made meanwhile keeps its state
+            row.state = "decided"
+        row.outcome, row.decided_at = decision.outcome, utcnow()
+        row.score = result.score.score if result.score else None
+        row.limit_amount = str(decision.limit) if decision.limit is not None else None
+        row.annual_rate_percent = str(decision.annual_rate_percent) if decision.annual_rate_percent else None
+        row.reasons = json.dumps(list(decision.reasons))
+        row.trail = json.dumps(result.trail())
+        view = application_view(row)
     extensions_for(node).call("alliance_application_decided", node=node, application=application,
                               decision=decision)
     return view
