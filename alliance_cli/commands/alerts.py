@@ -16,8 +16,9 @@ app = typer.Typer(help="Post-loan risk alerts (own borrowers newly reported to t
 
 
 @app.callback()
-def alerts_list(ctx: typer.Context, state: Annotated[str | None, typer.Option(help="open, dismissed or confirmed.")]
-                = None, json_output: JsonOption = False) -> None:
+def alerts_list(ctx: typer.Context,
+                state: Annotated[str | None, typer.Option(help="open, dismissed, confirming or confirmed.")] = None,
+                json_output: JsonOption = False) -> None:
     """List alerts, newest first."""
     if ctx.invoked_subcommand is not None:
         return

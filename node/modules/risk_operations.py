@@ -130,28 +130,40 @@ def list_alerts(node: Any, *, state: str | None = None, limit: int = 100) -> lis
 
 def resolve_alert(node: Any, alert_id: int, *, confirm: bool, by: str, category: str = "first_party_fraud",
                   confidence: int = 90) -> dict[str, Any]:
-    """Dismiss an alert, or confirm fraud: the borrower is reported to the ledger in the same step."""
+    """Dismiss an alert, or confirm fraud: the borrower is reported to the ledger in the same step.
+
+    A confirmation marks the alert `confirming` before it reports, then `confirmed` with the report id. A crash in
+    between leaves it `confirming`; confirming it again finishes the job (the report's id is derived from its
+    content, so the same confirmation reports the borrower once)."""
     with node.store.transaction() as session:
-        # Resolved before anything is reported: of two analysts resolving one alert at once (or the API and
-        # `alliance alerts`), only one still finds it open; the other is refused and reports nothing.
+        # Claimed before anything is reported: of an analyst dismissing and another confirming one alert at once (or
+        # the API and `alliance alerts`), only one still finds it in a state it may leave; the other is refused.
+        claimable = ("open", "confirming") if confirm else ("open",)
         application_id = session.scalar(
-            update(RiskAlert).where(RiskAlert.id == alert_id, RiskAlert.state == "open")
-            .values(state="confirmed" if confirm else "dismissed", resolved_by=by).returning(RiskAlert.application_id))
+            update(RiskAlert).where(RiskAlert.id == alert_id, RiskAlert.state.in_(claimable))
+            .values(state="confirming" if confirm else "dismissed", resolved_by=by).returning(RiskAlert.application_id))
         if application_id is None:
             alert = session.get(RiskAlert, alert_id)
             if alert is None:
                 raise NotFound(f"no alert {alert_id}", code="alert_not_found")
-            raise Conflict(f"alert {alert_id} is already {alert.state}", code="alert_resolved")
-    report_id = _report_borrower(node, alert_id, application_id, by, category, confidence) if confirm else None
+            state = "being confirmed" if alert.state == "confirming" else f"already {alert.state}"
+            raise Conflict(f"alert {alert_id} is {state}", code="alert_resolved")
+    if not confirm:
+        return _alert(node, alert_id)
+    report_id = _report_borrower(node, alert_id, application_id, by, category, confidence)
     with node.store.transaction() as session:
-        alert = session.get_one(RiskAlert, alert_id)
-        alert.fraud_report_id = report_id
-        return alert_view(alert, session)
+        session.execute(update(RiskAlert).where(RiskAlert.id == alert_id, RiskAlert.state == "confirming")
+                        .values(state="confirmed", fraud_report_id=report_id))
+    return _alert(node, alert_id)
+
+
+def _alert(node: Any, alert_id: int) -> dict[str, Any]:
+    with node.store.session() as session:
+        return alert_view(session.get_one(RiskAlert, alert_id), session)
 
 
 def _report_borrower(node: Any, alert_id: int, application_id: str, by: str, category: str, confidence: int) -> str:
-    """Report the confirmed alert's borrower; the alert is open again if that fails (a crash leaves it confirmed
-    without a report id: `POST /applications/{id}/fraud` reports the borrower then)."""
+    """Report the confirmed alert's borrower; the alert is open again if that fails."""
     try:
         return confirm_fraud(node, application_id, category=category, confidence=confidence, confirmed_by=by,
                              case_reference=f"alert-{alert_id}").report_id
@@ -162,6 +174,5 @@ def _report_borrower(node: Any, alert_id: int, application_id: str, by: str, cat
 
 def _reopen(node: Any, alert_id: int) -> None:
     with node.store.transaction() as session:
-        session.execute(update(RiskAlert).where(RiskAlert.id == alert_id, RiskAlert.state == "confirmed",
-                                                RiskAlert.fraud_report_id.is_(None))
+        session.execute(update(RiskAlert).where(RiskAlert.id == alert_id, RiskAlert.state == "confirming")
                         .values(state="open", resolved_by=None))

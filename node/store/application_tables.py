@@ -105,7 +105,7 @@ class RiskAlert(Base):
     reporter_member_id: Mapped[int] = mapped_column(BigInteger)
     categories: Mapped[str] = mapped_column(Text)  # JSON list
     confidence: Mapped[int] = mapped_column(Integer)
-    state: Mapped[str] = mapped_column(String(16), index=True)  # open | dismissed | confirmed
+    state: Mapped[str] = mapped_column(String(16), index=True)  # open | dismissed | confirming | confirmed
     webhook_state: Mapped[str] = mapped_column(String(16))  # none | sent | failed
     resolved_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     fraud_report_id: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -16,7 +16,7 @@ from node.consortium import this_bank_as_founder
 from node.errors import Conflict
 from node.ledger.indexer import indexer_for
 from node.ledger.key_distribution import sync_keys
-from node.modules import credit_platform
+from node.modules import credit_platform, risk_operations
 from node.modules.abs_factory import select_loans
 from node.modules.credit_platform import book_loan, confirm_fraud, refresh_borrower_indicators, submit_application
 from node.modules.risk_operations import list_alerts, raise_alerts, resolve_alert
@@ -240,3 +240,33 @@ def test_resolve_alert_resolved_meanwhile_by_another_process_is_refused(two_bank
     assert (stored["state"], stored["resolved_by"], stored["fraud_report_id"]) == ("dismissed", "analyst-2", None)
     with a.store.session() as session:
         assert session.get_one(LoanApplication, booked).fraud_report_id is None  # nothing was reported
+
+
+def test_an_alert_confirmation_interrupted_before_its_report_is_finished_by_confirming_again(
+        two_banks: list[NodeContext], monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b = two_banks
+    booked = submit_application(a, application(9), submitted_by="t")["application_id"]
+    book_loan(a, booked, loan_reference="L9")
+    head = a.chain.block_number()
+    report_and_mirror(b, a, [("phone", phone(9))])
+    [alert] = raise_alerts(a, head, a.chain.block_number())
+
+    def crash(*_args: Any, **_kwargs: Any) -> Any:
+        raise KeyboardInterrupt  # the process stops after claiming the alert, before reporting
+
+    monkeypatch.setattr(risk_operations, "confirm_fraud", crash)
+    with pytest.raises(KeyboardInterrupt):
+        resolve_alert(a, alert["alert_id"], confirm=True, by="analyst-1")
+    monkeypatch.undo()
+
+    [stored] = list_alerts(a)
+    assert (stored["state"], stored["fraud_report_id"]) == ("confirming", None)
+    with pytest.raises(Conflict, match="being confirmed"):
+        resolve_alert(a, alert["alert_id"], confirm=False, by="analyst-2")
+    finished = resolve_alert(a, alert["alert_id"], confirm=True, by="analyst-1")
+    with pytest.raises(Conflict, match="already confirmed"):  # finished: nothing is reported twice
+        resolve_alert(a, alert["alert_id"], confirm=True, by="analyst-1")
+
+    assert finished["state"] == "confirmed" and finished["fraud_report_id"]
+    with a.store.session() as session:
+        assert session.get_one(LoanApplication, booked).fraud_report_id == finished["fraud_report_id"]
