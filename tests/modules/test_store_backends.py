@@ -221,14 +221,22 @@ def test_raise_alerts_over_a_range_another_process_is_alerting_raises_the_rest(t
     assert sorted(x["loan_reference"] for x in list_alerts(a)) == ["L6", "L7"]
 
 
+def alert_on_a_booked_loan(two_banks: list[NodeContext], i: int) -> tuple[str, dict[str, Any]]:
+    """Bank A books applicant i's loan, bank B reports the applicant's phone; A's alert for it (application id,
+    alert)."""
+    a, b = two_banks
+    booked = submit_application(a, application(i), submitted_by="t")["application_id"]
+    book_loan(a, booked, loan_reference=f"L{i}")
+    head = a.chain.block_number()
+    report_and_mirror(b, a, [("phone", phone(i))])
+    [alert] = raise_alerts(a, head, a.chain.block_number())
+    return booked, alert
+
+
 def test_resolve_alert_resolved_meanwhile_by_another_process_is_refused(two_banks: list[NodeContext],
                                                                         replica: NodeContext) -> None:
-    a, b = two_banks
-    booked = submit_application(a, application(8), submitted_by="t")["application_id"]
-    book_loan(a, booked, loan_reference="L8")
-    head = a.chain.block_number()
-    report_and_mirror(b, a, [("phone", phone(8))])
-    [alert] = raise_alerts(a, head, a.chain.block_number())
+    a = two_banks[0]
+    booked, alert = alert_on_a_booked_loan(two_banks, 8)
 
     with (interrupted_before_writing(a.store, {"risk_alerts"},
                                      lambda: resolve_alert(replica, alert["alert_id"], confirm=False, by="analyst-2")),
@@ -244,12 +252,8 @@ def test_resolve_alert_resolved_meanwhile_by_another_process_is_refused(two_bank
 
 def test_an_alert_confirmation_interrupted_before_its_report_is_finished_by_confirming_again(
         two_banks: list[NodeContext], monkeypatch: pytest.MonkeyPatch) -> None:
-    a, b = two_banks
-    booked = submit_application(a, application(9), submitted_by="t")["application_id"]
-    book_loan(a, booked, loan_reference="L9")
-    head = a.chain.block_number()
-    report_and_mirror(b, a, [("phone", phone(9))])
-    [alert] = raise_alerts(a, head, a.chain.block_number())
+    a = two_banks[0]
+    booked, alert = alert_on_a_booked_loan(two_banks, 9)
 
     def crash(*_args: Any, **_kwargs: Any) -> Any:
         raise KeyboardInterrupt  # the process stops after claiming the alert, before reporting
