@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from node.assets.loan_tape import LoanTapeRejected, TapeLoan, parse_tape
@@ -48,7 +47,7 @@ from node.ledger.checks import state_policy
 from node.merkle import StandardMerkleTree
 from node.runtime import NodeContext
 from node.store.asset_tables import AssetLoan, AssetLoanIndicator, AssetPool, AssetVersion
-from node.store.db import Store
+from node.store.db import Store, once_more_on_conflict
 from node.store.models import utcnow
 
 logger = logging.getLogger(__name__)
@@ -165,11 +164,9 @@ def store_draft(store: Store, pool_name: str, loans: Sequence[TapeLoan], *, orig
                            f"this tape has {', '.join(currencies)}", code="mixed_currencies")
     root = build_tree(records).root
     total = sum(r.current_principal for r in records)
-    try:
-        pool_id = _store_draft(store, name, originator_code, loans, root=root, total=total, key_epoch=key_epoch)
-    except IntegrityError:
-        # Another import (a second request, the CLI) created the pool first; importing again finds its draft.
-        pool_id = _store_draft(store, name, originator_code, loans, root=root, total=total, key_epoch=key_epoch)
+    # Another import (a second request, the CLI) may create the pool first; importing again finds its draft.
+    pool_id = once_more_on_conflict(
+        lambda: _store_draft(store, name, originator_code, loans, root=root, total=total, key_epoch=key_epoch))
     return DraftVersion(name, pool_id, len(records), total, root)
 
 

@@ -34,7 +34,6 @@ from queue import Full, Queue
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from sqlalchemy import Table, delete, func, insert, select, tuple_, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from node.chain.errors import ChainError
@@ -49,7 +48,7 @@ from node.chain.ledger_events import (
 )
 from node.ledger.vocabulary import record_is_well_formed
 from node.store.bulk import insert_rows
-from node.store.db import Store
+from node.store.db import Store, once_more_on_conflict
 from node.store.ledger_tables import IndexedBlock, MirrorBatch, MirrorReaction, MirrorRecord, SyncState
 
 if TYPE_CHECKING:
@@ -214,10 +213,8 @@ class Indexer:
         return result
 
     def _load_position(self) -> _Position:
-        try:
-            return self._read_position()
-        except IntegrityError:  # another indexer on this store created the SyncState row first: read it
-            return self._read_position()
+        # Another indexer on this store may create the SyncState row first: reading again finds it.
+        return once_more_on_conflict(self._read_position)
 
     def _read_position(self) -> _Position:
         with self.store.transaction() as session:

@@ -11,12 +11,11 @@ import hmac
 import time
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from node.crypto.keyed_hash import ALLIANCE_KEY_BYTES
 from node.crypto.vault import LocalVault
 from node.errors import AllianceError, Conflict
-from node.store.db import Store
+from node.store.db import Store, once_more_on_conflict
 from node.store.ledger_tables import AllianceKey
 
 
@@ -75,12 +74,9 @@ class KeyRing:
         """Keep `key` for `epoch`; False if it was already held. Refuses a different key for a held epoch."""
         if len(key) != ALLIANCE_KEY_BYTES:
             raise ValueError(f"alliance key must be {ALLIANCE_KEY_BYTES} bytes, got {len(key)}")
-        try:
-            return self._store_key(epoch, key, source)
-        except IntegrityError:
-            # Another process of this node (the key worker, `alliance key sync`) stored the epoch after this one
-            # found it absent; storing again compares with its key.
-            return self._store_key(epoch, key, source)
+        # Another process of this node (the key worker, `alliance key sync`) may store the epoch after this one
+        # found it absent; storing again compares with its key.
+        return once_more_on_conflict(lambda: self._store_key(epoch, key, source))
 
     def _store_key(self, epoch: int, key: bytes, source: str) -> bool:
         with self._store.transaction() as session:

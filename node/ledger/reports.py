@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from node.crypto.keyed_hash import indicator_hash
@@ -30,7 +29,7 @@ from node.ledger.identifiers import IdentifierType, InvalidIdentifier, normalise
 from node.ledger.keyring import KeyRing
 from node.ledger.vocabulary import MAX_CONFIDENCE, MAX_VALIDITY_S, Category, identifier_type_code, identifier_type_of
 from node.store.bulk import insert_rows
-from node.store.db import Store
+from node.store.db import Store, once_more_on_conflict
 from node.store.ledger_tables import FraudReport, OutboxRecord, PublishBatch
 from node.store.models import utcnow
 
@@ -186,11 +185,8 @@ class ReportIntake:
 
     def store_prepared(self, prepared: Sequence[PreparedReport], *, submitted_by: str) -> list[AcceptedReport]:
         """Write prepared reports to the outbox in one transaction (reports already held are found, not added)."""
-        try:
-            return self._store_reports(prepared, submitted_by)
-        except IntegrityError:
-            # A concurrent request stored one of these reports first; storing again finds it.
-            return self._store_reports(prepared, submitted_by)
+        # A concurrent request may store one of these reports first; storing again finds it.
+        return once_more_on_conflict(lambda: self._store_reports(prepared, submitted_by))
 
     def _store_reports(self, prepared: Sequence[PreparedReport], submitted_by: str) -> list[AcceptedReport]:
         with self._store.transaction() as session:

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from node.crypto.keyed_hash import indicator_hash
@@ -24,7 +23,7 @@ from node.crypto.vault import LocalVault
 from node.ledger.keyring import KeyRing
 from node.ledger.reports import sealed_identifier_ad
 from node.ledger.vocabulary import identifier_type_of
-from node.store.db import Store
+from node.store.db import Store, once_more_on_conflict
 from node.store.ledger_tables import FraudReport, OutboxRecord
 
 
@@ -41,12 +40,9 @@ def republish_active_reports(store: Store, keyring: KeyRing, vault: LocalVault, 
     yet."""
     epoch, key = keyring.current()
     now = int(now if now is not None else time.time())
-    try:
-        records = _queue_records(store, vault, epoch, key, now)
-    except IntegrityError:
-        # Another republish (a second `alliance ledger republish`) queued some of them first; queuing again skips
-        # those.
-        records = _queue_records(store, vault, epoch, key, now)
+    # Another republish (a second `alliance ledger republish`) may queue some of them first; queuing again skips
+    # those.
+    records = once_more_on_conflict(lambda: _queue_records(store, vault, epoch, key, now))
     return RepublishResult(epoch, len({r["report_id"] for r in records}), len(records))
 
 

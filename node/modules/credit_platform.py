@@ -36,6 +36,7 @@ from node.store.application_tables import (
     BorrowerIndicator,
     LoanApplication,
 )
+from node.store.db import once_more_on_conflict
 from node.store.models import as_utc, utcnow
 
 TAG = r"^[a-z0-9_]{1,32}$"
@@ -259,12 +260,9 @@ def _borrower_indicators(loan_ref: int, applicant: Applicant, keys: dict[int, by
 def refresh_borrower_indicators(node: Any) -> int:
     """Hash booked borrowers under epochs added since booking (after a key rotation); returns rows added."""
     keys = node.keyring.keys()
-    try:
-        return _add_borrower_indicators(node, keys)
-    except IntegrityError:
-        # Another process (the indexer's alerts, an eligibility request) added some of them first; adding again
-        # skips those.
-        return _add_borrower_indicators(node, keys)
+    # Another process (the indexer's alerts, an eligibility request) may add some of them first; adding again
+    # skips those.
+    return once_more_on_conflict(lambda: _add_borrower_indicators(node, keys))
 
 
 def _add_borrower_indicators(node: Any, keys: dict[int, bytes]) -> int:

@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 
 from node.errors import Conflict, NotFound
 from node.extensions.hookspecs import hookimpl
@@ -26,6 +25,7 @@ from node.ledger.indicator_state import derive_state
 from node.ledger.mirror import facts_for
 from node.modules.credit_platform import confirm_fraud, refresh_borrower_indicators
 from node.store.application_tables import BookedLoanRow, BorrowerIndicator, LoanApplication, RiskAlert
+from node.store.db import once_more_on_conflict
 from node.store.ledger_tables import MirrorRecord
 
 NAME = "risk_operations"
@@ -47,12 +47,9 @@ def alliance_api_routers() -> list[Any]:
 def raise_alerts(node: Any, from_block: int, to_block: int) -> list[dict[str, Any]]:
     """Alerts for own borrowers among the records of blocks (from_block, to_block]; returns the new ones."""
     refresh_borrower_indicators(node)
-    try:
-        views = _store_alerts(node, from_block, to_block)
-    except IntegrityError:
-        # Another replica's indexer is alerting for an overlapping range and stored some of these first; storing
-        # again skips those and keeps the rest.
-        views = _store_alerts(node, from_block, to_block)
+    # Another replica's indexer alerting for an overlapping range may store some of these first; storing again
+    # skips those and keeps the rest.
+    views = once_more_on_conflict(lambda: _store_alerts(node, from_block, to_block))
     if node.settings.risk_alert_webhook_url:
         for view in views:
             _notify(node, view)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+T = TypeVar("T")
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
@@ -54,6 +55,15 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     except OperationalError as exc:
         raise StoreUnavailable(f"cannot open the database at {engine.url.render_as_string()}: {exc.orig}") \
             from exc
+
+
+def once_more_on_conflict(action: Callable[[], T]) -> T:
+    """Run `action` (one store transaction) and, if it lost a race to another process inserting a row it meant to
+    insert (IntegrityError on a unique key), run it once more: the second run reads that row and acts on it."""
+    try:
+        return action()
+    except IntegrityError:
+        return action()
 
 
 class Store:
