@@ -13,7 +13,7 @@ import socket
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -49,33 +49,35 @@ def free_port() -> int:
 
 
 @contextmanager
-def fresh_store(directory: Path, name: str, postgres_url: str | None = None) -> Iterator[Store]:
-    """An empty, migrated store: a SQLite file in `directory`, or a new schema in the PostgreSQL database at
-    `postgres_url`, dropped afterwards."""
-    if postgres_url is None:
-        store = Store(f"sqlite:///{directory / (name + '.db')}")
-        store.migrate()
-        try:
-            yield store
-        finally:
-            store.close()
-        return
+def postgres_schema(postgres_url: str, prefix: str) -> Iterator[str]:
+    """A URL of the PostgreSQL database at `postgres_url` whose search path is a new, empty schema, dropped
+    afterwards with everything in it."""
     from sqlalchemy import create_engine, text
 
-    schema = f"bench_{name}_{uuid.uuid4().hex[:8]}"
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
     admin = create_engine(postgres_url)
     with admin.begin() as connection:
         connection.execute(text(f'CREATE SCHEMA "{schema}"'))
     separator = "&" if "?" in postgres_url else "?"
-    store = Store(f"{postgres_url}{separator}options=-csearch_path%3D{schema}")
     try:
-        store.migrate()
-        yield store
+        yield f"{postgres_url}{separator}options=-csearch_path%3D{schema}"
     finally:
-        store.close()
         with admin.begin() as connection:
             connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@contextmanager
+def fresh_store(directory: Path, name: str, postgres_url: str | None = None) -> Iterator[Store]:
+    """An empty, migrated store: a SQLite file in `directory`, or a new schema in the PostgreSQL database at
+    `postgres_url`, dropped afterwards."""
+    with ExitStack() as stack:
+        url = (f"sqlite:///{directory / (name + '.db')}" if postgres_url is None
+               else stack.enter_context(postgres_schema(postgres_url, f"bench_{name}")))
+        store = Store(url)
+        stack.callback(store.close)
+        store.migrate()
+        yield store
 
 
 @contextmanager

@@ -22,6 +22,7 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from bench._common import postgres_schema
 from node import runtime
 from node.chain.client import ChainClient
 from node.chain.deployment import Deployment, deploy_consortium, save_deployment
@@ -203,19 +204,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'store.db'}"
         return
     request.getfixturevalue("postgres_available")
-    import uuid
-
-    from sqlalchemy import create_engine, text
-
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(_postgres_admin_url() or "")
-    with admin.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in (_postgres_admin_url() or "") else "?"
-    yield f"{_postgres_admin_url()}{separator}options=-csearch_path%3D{schema}"
-    with admin.begin() as connection:
-        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    with postgres_schema(_postgres_admin_url() or "", "t") as url:
+        yield url
 
 
 @dataclass
