@@ -12,7 +12,6 @@ which are part of the leaf and therefore must never be renumbered.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from dataclasses import asdict, dataclass
 from enum import IntEnum
@@ -71,7 +70,7 @@ def loan_id_of(alliance_key: bytes, originator_code: str, loan_reference: str) -
     """The consortium-wide loan id: keyed, so the chain does not reveal banks' internal references, yet the
     same loan presented by its originator to two pools gets one id that every member can recompute."""
     message = LOAN_ID_DOMAIN + originator_code.encode("utf-8") + b"\x00" + loan_reference.encode("utf-8")
-    return hmac.new(alliance_key, message, hashlib.sha256).digest()
+    return hmac.digest(alliance_key, message, "sha256")
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,6 @@ the NUL byte ends the type, which no type name contains.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 
 from node.ledger.identifiers import IdentifierType, normalise
@@ -36,7 +35,7 @@ def indicator_hash(alliance_key: bytes, identifier_type: str, canonical_value: s
         # No normaliser produces NUL, so such a value was never normalised.
         raise ValueError("canonical value contains a NUL character")
     message = kind.value.encode("utf-8") + b"\x00" + canonical_value.encode("utf-8")
-    return hmac.new(alliance_key, message, hashlib.sha256).digest()
+    return hmac.digest(alliance_key, message, "sha256")  # one-shot C path
 
 
 def hash_identifier(alliance_key: bytes, identifier_type: str, raw: str) -> tuple[str, bytes]:

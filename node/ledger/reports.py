@@ -11,7 +11,6 @@ logged, and a plain hash of a phone number could be reversed by enumeration.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import time
@@ -217,12 +216,12 @@ class ReportIntake:
                               request.confidence, request.valid_from, request.valid_days,
                               (request.evidence_sha256 or "").lower(), request.case_reference],
                              separators=(",", ":"), ensure_ascii=False)
-        return hmac.new(self._report_id_key, content.encode(), hashlib.sha256).hexdigest()[:32]
+        return hmac.digest(self._report_id_key, content.encode(), "sha256").hex()[:32]
 
     def _case_ref_hash(self, case_reference: str) -> bytes:
         if not case_reference:
             return ZERO_HASH
-        return hmac.new(self._report_id_key, b"case-reference\x00" + case_reference.encode(), hashlib.sha256).digest()
+        return hmac.digest(self._report_id_key, b"case-reference\x00" + case_reference.encode(), "sha256")
 
 
 def sealed_identifier_ad(report_id: str, position: int) -> bytes:

@@ -107,6 +107,13 @@ def test_record_from_json_rejects_malformed_field(field: str, value: object) -> 
         LoanRecord.from_json(data)
 
 
+def test_loan_id_matches_vector_from_openssl() -> None:
+    # Loan ids are on chain and recomputed by every member: the derivation must never drift.
+    # printf 'alliance/loan-id/v1\x00BANK-A\x00L-0001' | openssl dgst -sha256 -mac HMAC -macopt hexkey:0001...1f
+    expected = "6c9bd2a5f815556fc3142a4b485c4ce2abe8b775f8b2a12252912047b7757371"
+    assert loan_id_of(bytes(range(32)), "BANK-A", "L-0001").hex() == expected
+
+
 def test_parse_tape_takes_loan_id_from_the_originator_column() -> None:
     header = (*HEADER, "originator")
     own, bought = parse([loan_row(1), loan_row(2, originator="bank-b")], header)
