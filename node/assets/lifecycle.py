@@ -115,21 +115,30 @@ def report_servicing(node: NodeContext, pool_id: int, period: int, *, version: i
 
 def read_status_file(path: Path) -> dict[bytes, LoanStatus]:
     """Statuses from a CSV with the columns loan_id (0x-hex) and status (a `LoanStatus` name)."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            return _read_statuses(csv.DictReader(handle))
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"the status file is not UTF-8 text (byte {exc.start})", code="bad_status_file") from None
+
+
+def _read_statuses(reader: csv.DictReader[str]) -> dict[bytes, LoanStatus]:
     statuses: dict[bytes, LoanStatus] = {}
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        if set(reader.fieldnames or ()) != {"loan_id", "status"}:
-            raise InvalidInput("a status file has exactly the columns loan_id,status", code="bad_status_file")
-        for row in reader:
-            try:
-                loan_id = bytes.fromhex(row["loan_id"].removeprefix("0x"))
-                status = LoanStatus[row["status"].strip().lower()]
-            except (ValueError, KeyError):
-                raise InvalidInput(f"line {reader.line_num}: need a 0x loan id and one of "
-                                   f"{[s.name for s in LoanStatus]}", code="bad_status_file") from None
-            if len(loan_id) != 32 or loan_id in statuses:
-                raise InvalidInput(f"line {reader.line_num}: bad or repeated loan id", code="bad_status_file")
-            statuses[loan_id] = status
+    if set(reader.fieldnames or ()) != {"loan_id", "status"}:
+        raise InvalidInput("a status file has exactly the columns loan_id,status", code="bad_status_file")
+    for row in reader:
+        try:
+            # A short row leaves its missing cells None; a long one puts its extra cells under None.
+            if None in row or None in row.values():
+                raise ValueError("cells do not match the columns")
+            loan_id = bytes.fromhex(row["loan_id"].removeprefix("0x"))
+            status = LoanStatus[row["status"].strip().lower()]
+        except (ValueError, KeyError):
+            raise InvalidInput(f"line {reader.line_num}: need a 0x loan id and one of "
+                               f"{[s.name for s in LoanStatus]}", code="bad_status_file") from None
+        if len(loan_id) != 32 or loan_id in statuses:
+            raise InvalidInput(f"line {reader.line_num}: bad or repeated loan id", code="bad_status_file")
+        statuses[loan_id] = status
     return statuses
 
 

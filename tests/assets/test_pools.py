@@ -290,6 +290,22 @@ def test_report_servicing_refuses_incomplete_or_missing_statuses(banks: list[Nod
     assert asset_registry(a).pool(pool_id).last_servicing_period == 0
 
 
+LOAN_ID_HEX = "0x" + "ab" * 32
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    (f"loan_id,status\n{LOAN_ID_HEX}\n".encode(), "line 2"),  # a row short of its status cell
+    (f"loan_id,status\n{LOAN_ID_HEX},curr\xe9nt\n".encode("latin-1"), "not UTF-8"),
+], ids=["short_row", "not_utf8"])
+def test_read_status_file_refuses_malformed_file(tmp_path: Path, content: bytes, problem: str) -> None:
+    """A trustee's hand-made status file is input like a tape: refused with the reason, never a traceback."""
+    path = tmp_path / "statuses.csv"
+    path.write_bytes(content)
+    with pytest.raises(InvalidInput, match=problem) as raised:
+        lifecycle.read_status_file(path)
+    assert raised.value.code == "bad_status_file"
+
+
 def test_double_financing_of_bought_loans_is_caught_across_banks(banks: list[NodeContext], tmp_path: Path) -> None:
     """Bank C bought loans originated by bank A and pledges them while they are still in A's pool."""
     a, _b, c = banks
