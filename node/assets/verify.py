@@ -40,6 +40,8 @@ from node.merkle import MerkleTreeError, standard_leaf_hash, verify_proof
 
 _BUNDLE_KEYS = {"format", "chain_id", "registry", "pool_id", "version", "record", "leaf_encoding", "leaf",
                 "proof", "root", "anchor", "custody", "servicing", "loan_statuses", "attestations", "as_of_block"}
+# The widths the chain gives these numbers (uint256 pool ids, uint32 versions): anything wider cannot be looked up.
+_INTEGER_BOUNDS = {"chain_id": 2**256, "pool_id": 2**256, "version": 2**32, "as_of_block": 2**64}
 
 
 class BundleInvalid(ValueError):
@@ -131,12 +133,13 @@ def _parse(bundle: Any, parsed: dict[str, Any]) -> str:
         raise _Failed(f"leaf_encoding is not the standard loan encoding {list(LEAF_ENCODING)}")
     try:
         parsed["record"] = LoanRecord.from_json(bundle["record"])
+        parsed["record"].leaf()  # every value fits its field of the leaf encoding (MerkleTreeError otherwise)
     except ValueError as exc:
         raise _Failed(f"malformed record: {exc}") from None
-    for name in ("chain_id", "pool_id", "version", "as_of_block"):
+    for name, bound in _INTEGER_BOUNDS.items():
         value = bundle[name]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise _Failed(f"{name} must be a positive integer")
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value < bound:
+            raise _Failed(f"{name} must be a positive integer below 2**{bound.bit_length() - 1}")
         parsed[name] = value
     parsed["leaf"] = _hash32(bundle["leaf"], "leaf")
     parsed["root"] = _hash32(bundle["root"], "root")

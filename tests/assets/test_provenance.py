@@ -120,6 +120,10 @@ def _flip_hex(text: str) -> str:
     (_set("loan_statuses.0.proof", lambda v: "0x12"), "servicing", "status proof must be 0x"),
     (_set("anchor.block_number", lambda v: v + 1), "anchor", "is not the chain's"),
     (_set("pool_id", lambda v: 99), "anchor", "pool 99 had no version 2"),
+    # Values no ABI field can hold: refused as a malformed bundle, not a traceback from the encoder.
+    (_set("record.key_epoch", lambda v: 2**32), "bundle", "malformed record"),
+    (_set("record.original_principal", lambda v: 2**128), "bundle", "malformed record"),
+    (_set("pool_id", lambda v: 2**256), "bundle", "pool_id must be"),
 ])
 def test_verify_bundle_rejects_tampered_bundle(life: Life, tamper: Callable[[dict[str, Any]], None], check: str,
                                                reason: str) -> None:
