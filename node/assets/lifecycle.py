@@ -22,6 +22,7 @@ from node import governance
 from node.assets.pools import asset_registry, load_records
 from node.assets.records import STATUS_ENCODING, LoanStatus
 from node.assets.screening import sync_loan_mirror, version_complete
+from node.chain.asset_registry import AssetRegistryClient
 from node.chain.client import Receipt
 from node.errors import Conflict, InvalidInput, NotFound
 from node.merkle import StandardMerkleTree
@@ -105,12 +106,27 @@ def report_servicing(node: NodeContext, pool_id: int, period: int, *, version: i
     counts = [0] * len(LoanStatus)
     for _, status in values:
         counts[status - 1] += 1
-    receipt = registry.report_servicing(pool_id, version, period, root, counts)
+    receipt = (_reported_earlier(registry, pool_id, version, period, root)
+               or registry.report_servicing(pool_id, version, period, root, counts))
     with node.store.transaction() as session:
         session.add(AssetServicingReport(pool_id=pool_id, version=version, period=period, status_root=root,
                                          statuses=json.dumps([s for _, s in values]), tx_hash=receipt.tx_hash,
                                          block_number=receipt.block_number))
     return ServicingResult(pool_id, version, period, root, counts, receipt)
+
+
+def _reported_earlier(registry: AssetRegistryClient, pool_id: int, version: int, period: int,
+                      root: bytes) -> Receipt | None:
+    """The receipt of this very report if the chain has it already: one mined before the node stopped and stored
+    it (sent again, the contract would refuse its period, and the statuses behind the loans' proofs would be lost).
+    A different report of the period is left to the contract to refuse."""
+    if registry.pool(pool_id).last_servicing_period < period:
+        return None
+    for event in registry.pool_events(pool_id):
+        if event.kind == "servicing" and (event.args["period"], event.args["version"], event.args["statusRoot"]) \
+                == (period, version, root):
+            return registry.chain.wait_for_receipt(event.tx_hash)
+    return None
 
 
 def read_status_file(path: Path) -> dict[bytes, LoanStatus]:

@@ -22,6 +22,7 @@ from node.assets.pools import (
     local_pools,
     metadata_hash,
 )
+from node.assets.provenance import loan_statuses
 from node.assets.records import LoanRecord, LoanStatus
 from node.assets.screening import double_financed_loans, sync_loan_mirror, version_complete
 from node.chain.asset_registry import (
@@ -37,6 +38,7 @@ from node.chain.errors import (
     AssetRegistryNotAuditor,
     AssetRegistryNotCustodian,
     AssetRegistryNotPendingCustodian,
+    AssetRegistryPeriodNotIncreasing,
     ChainError,
 )
 from node.chain.registry import MemberRole
@@ -288,6 +290,33 @@ def test_report_servicing_refuses_incomplete_or_missing_statuses(banks: list[Nod
     with pytest.raises(InvalidInput, match="line 2"):
         lifecycle.read_status_file(bad)
     assert asset_registry(a).pool(pool_id).last_servicing_period == 0
+
+
+class Stopped(Exception):
+    """The node stopping between a chain transaction and its store write."""
+
+
+def test_report_servicing_again_after_crash_records_the_report_on_chain(banks: list[NodeContext],
+                                                                         tmp_path: Path) -> None:
+    """The report was mined but the node stopped before storing it: running it again stores it (its statuses back
+    the loans' status proofs) instead of being refused for its period; a different report of the period still is."""
+    a = banks[0]
+    pool_id = anchor_tape(a, tmp_path, "crash-serviced", range(4))
+
+    def stop() -> None:
+        raise Stopped
+
+    with pytest.raises(Stopped), interrupted_before_writing(a.store, {"asset_servicing_reports"}, stop):
+        lifecycle.report_servicing(a, pool_id, 1)
+    assert asset_registry(a).pool(pool_id).last_servicing_period == 1
+    report = lifecycle.report_servicing(a, pool_id, 1)
+    [event] = [e for e in asset_registry(a).pool_events(pool_id) if e.kind == "servicing"]
+    assert (report.receipt.tx_hash, report.receipt.block_number) == (event.tx_hash, event.block_number)
+    records = first_version_records(a)
+    with a.store.session() as session:
+        assert [s["period"] for s in loan_statuses(session, pool_id, records[2].loan_id)] == [1]
+    with pytest.raises(AssetRegistryPeriodNotIncreasing):
+        lifecycle.report_servicing(a, pool_id, 1, statuses={r.loan_id: LoanStatus.repaid for r in records})
 
 
 LOAN_ID_HEX = "0x" + "ab" * 32
