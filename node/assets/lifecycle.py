@@ -29,6 +29,9 @@ from node.merkle import StandardMerkleTree
 from node.runtime import NodeContext
 from node.store.asset_tables import AssetMirrorLoan, AssetPool, AssetServicingReport, AssetVersion
 
+# Periods and versions are stored as 32-bit signed integers (the contract's uint32 goes further).
+MAX_PERIOD = 2**31 - 1
+
 
 @dataclass(frozen=True)
 class ServicingResult:
@@ -78,6 +81,9 @@ def attest(node: NodeContext, pool_id: int, version: int, report_hash: bytes) ->
 def report_servicing(node: NodeContext, pool_id: int, period: int, *, version: int | None = None,
                      statuses: dict[bytes, LoanStatus] | None = None) -> ServicingResult:
     """Report the statuses of a version's loans (default: the pool's latest version) for `period`."""
+    # Checked before anything is sent: a period taken on chain but refused by the store's column would be lost.
+    if not 1 <= period <= MAX_PERIOD or (version is not None and not 1 <= version <= MAX_PERIOD):
+        raise InvalidInput(f"a period and a version are 1 to {MAX_PERIOD:,}", code="invalid_period")
     registry = asset_registry(node, signing=True)
     sync_loan_mirror(node.store, registry, from_block=node.deployment.contracts["AssetRegistry"].block_number)
     if version is None:

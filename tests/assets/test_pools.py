@@ -319,6 +319,19 @@ def test_report_servicing_again_after_crash_records_the_report_on_chain(banks: l
         lifecycle.report_servicing(a, pool_id, 1, statuses={r.loan_id: LoanStatus.repaid for r in records})
 
 
+@pytest.mark.parametrize("period", [2**31, 2**32])
+def test_report_servicing_refuses_period_the_store_cannot_hold(bank_on_store: NodeContext, tmp_path: Path,
+                                                                 period: int) -> None:
+    """Refused before anything is sent: sent, the period would be taken on chain (later reports need a greater one)
+    while the store (a 32-bit column) failed to record the report."""
+    a = bank_on_store
+    pool_id = anchor_tape(a, tmp_path, "far", range(2))
+    with pytest.raises(InvalidInput) as raised:
+        lifecycle.report_servicing(a, pool_id, period)
+    assert raised.value.code == "invalid_period"
+    assert asset_registry(a).pool(pool_id).last_servicing_period == 0
+
+
 LOAN_ID_HEX = "0x" + "ab" * 32
 
 

@@ -35,8 +35,9 @@ class TransferIn(BaseModel):
 
 
 class ServicingIn(BaseModel):
-    period: int = Field(ge=1, lt=2**32)
-    version: int | None = Field(default=None, ge=1, lt=2**32, description="Default: the pool's latest version.")
+    period: int = Field(ge=1, le=lifecycle.MAX_PERIOD)
+    version: int | None = Field(default=None, ge=1, le=lifecycle.MAX_PERIOD,
+                                description="Default: the pool's latest version.")
     statuses: dict[str, str] | None = Field(default=None, description="loan id (0x-hex) -> status; default: the "
                                             "statuses of this bank's records of the version.")
 
