@@ -20,7 +20,7 @@ from node.chain.client import Receipt
 
 app = typer.Typer(help="ABS loan pools: import tapes, anchor versions, custody, servicing, provenance.",
                   no_args_is_help=True)
-PoolIdArgument = Annotated[int, typer.Argument(min=1, help="The pool's on-chain id.")]
+PoolIdArgument = Annotated[int, typer.Argument(min=1, max=2**256 - 1, help="The pool's on-chain id.")]
 
 
 @app.command("import")
@@ -125,7 +125,7 @@ def assets_service(
 def assets_attest(
     ctx: typer.Context,
     pool_id: PoolIdArgument,
-    version: Annotated[int, typer.Argument(min=1, help="The version attested.")],
+    version: Annotated[int, typer.Argument(min=1, max=2**32 - 1, help="The version attested.")],
     report: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The audit report (hashed).")],
     json_output: JsonOption = False,
 ) -> None:

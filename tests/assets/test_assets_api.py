@@ -122,3 +122,17 @@ def test_assets_api_transfer_refusals(api: ApiNode) -> None:
     accept = api.client.post(f"/v1/assets/pools/{pool_id}/accept", headers=operator)
     assert accept.json()["error"]["contract_error"] == "AssetRegistryNoPendingTransfer"
     assert api.client.post(f"/v1/assets/pools/{pool_id}/cancel", headers=api.headers(Role.auditor)).status_code == 403
+
+
+@pytest.mark.parametrize(("path", "role", "body"), [
+    (f"/v1/assets/pools/{2**256}", Role.auditor, None),
+    (f"/v1/assets/pools/{2**256}/accept", Role.operator, None),
+    ("/v1/assets/pools/-1/cancel", Role.operator, None),
+    (f"/v1/assets/pools/1/versions/{2**32}/attestations", Role.auditor, {"report_sha256": "0x" + "ab" * 32}),
+], ids=["read_pool", "accept", "cancel_negative", "attest_version"])
+def test_assets_api_refuses_ids_the_contract_cannot_hold(api: ApiNode, path: str, role: Role,
+                                                         body: dict[str, str] | None) -> None:
+    """A pool id beyond uint256 or a version beyond uint32 is bad input, not an encoding failure in web3."""
+    method = api.client.get if body is None and role is Role.auditor else api.client.post
+    response = method(path, headers=api.headers(role), **({"json": body} if body is not None else {}))
+    assert response.status_code == 422, response.text

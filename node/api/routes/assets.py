@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, status
+from fastapi import APIRouter, Body, Depends, Path, status
 from pydantic import BaseModel, Field
 
 from node.api.deps import NodeDep, require_roles
@@ -23,6 +23,9 @@ Operator = Annotated[KeyInfo, Depends(require_roles(Role.operator))]
 Reader = Annotated[KeyInfo, Depends(require_roles(Role.operator, Role.auditor))]
 Auditor = Annotated[KeyInfo, Depends(require_roles(Role.auditor))]
 _HASH_PATTERN = r"^0x[0-9a-fA-F]{64}$"
+# The contract's widths (uint256 pool ids, uint32 versions): a larger number is bad input, not a web3 encoding error.
+PoolId = Annotated[int, Path(ge=1, lt=2**256, description="The pool's on-chain id.")]
+VersionNumber = Annotated[int, Path(ge=1, lt=2**32, description="A version of the pool.")]
 
 
 class AnchorIn(BaseModel):
@@ -71,7 +74,7 @@ def list_pools(*, node: NodeDep, _key: Reader) -> Any:
 
 
 @router.get("/pools/{pool_id}")
-def read_pool(*, pool_id: int, node: NodeDep, _key: Reader) -> Any:
+def read_pool(*, pool_id: PoolId, node: NodeDep, _key: Reader) -> Any:
     """A pool's on-chain state and event history."""
     registry = asset_registry(node)
     info = registry.pool(pool_id)
@@ -84,25 +87,25 @@ def read_pool(*, pool_id: int, node: NodeDep, _key: Reader) -> Any:
 
 
 @router.post("/pools/{pool_id}/transfer", response_model=TxOut)
-def propose_transfer(*, pool_id: int, body: TransferIn, node: NodeDep, _key: Operator) -> Any:
+def propose_transfer(*, pool_id: PoolId, body: TransferIn, node: NodeDep, _key: Operator) -> Any:
     """Offer the pool to another member; custody moves when that member accepts."""
     return lifecycle.receipt_json(lifecycle.propose_transfer(node, pool_id, body.to))
 
 
 @router.post("/pools/{pool_id}/accept", response_model=TxOut)
-def accept_transfer(*, pool_id: int, node: NodeDep, _key: Operator) -> Any:
+def accept_transfer(*, pool_id: PoolId, node: NodeDep, _key: Operator) -> Any:
     """Accept custody of a pool offered to this bank."""
     return lifecycle.receipt_json(lifecycle.accept_transfer(node, pool_id))
 
 
 @router.post("/pools/{pool_id}/cancel", response_model=TxOut)
-def cancel_transfer(*, pool_id: int, node: NodeDep, _key: Operator) -> Any:
+def cancel_transfer(*, pool_id: PoolId, node: NodeDep, _key: Operator) -> Any:
     """Withdraw this bank's pending transfer proposal."""
     return lifecycle.receipt_json(lifecycle.cancel_transfer(node, pool_id))
 
 
 @router.post("/pools/{pool_id}/servicing", status_code=status.HTTP_201_CREATED)
-def create_servicing_report(*, pool_id: int, body: ServicingIn, node: NodeDep, _key: Operator) -> Any:
+def create_servicing_report(*, pool_id: PoolId, body: ServicingIn, node: NodeDep, _key: Operator) -> Any:
     """Report the servicing status of a version's loans for a period."""
     statuses = None if body.statuses is None else _parse_statuses(body.statuses)
     return lifecycle.report_servicing(node, pool_id, body.period, version=body.version, statuses=statuses).to_json()
@@ -110,7 +113,8 @@ def create_servicing_report(*, pool_id: int, body: ServicingIn, node: NodeDep, _
 
 @router.post("/pools/{pool_id}/versions/{version}/attestations", response_model=TxOut,
              status_code=status.HTTP_201_CREATED)
-def create_attestation(*, pool_id: int, version: int, body: AttestationIn, node: NodeDep, _key: Auditor) -> Any:
+def create_attestation(*, pool_id: PoolId, version: VersionNumber, body: AttestationIn, node: NodeDep,
+                       _key: Auditor) -> Any:
     """Attest a pool version with an audit report's hash (the node's signer must be an auditor member)."""
     return lifecycle.receipt_json(lifecycle.attest(node, pool_id, version, bytes.fromhex(body.report_sha256[2:])))
 
