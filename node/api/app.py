@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import Depends, FastAPI
 
-from node.api.deps import current_key
+from node.api.deps import current_key, refuse_nul_characters
 from node.api.errors import install_error_handlers
 from node.api.limits import BodySizeLimit
 from node.api.routes import checks, fraud, health, indicators, members, operations
@@ -26,7 +26,7 @@ def create_app(node: NodeContext, *, workers: BackgroundWorkers | None = None) -
     app.add_middleware(BodySizeLimit, max_bytes=node.settings.max_request_bytes)
     app.include_router(health.router)
     # Every /v1 route needs an API key; routes narrow it to roles where they must.
-    v1 = [Depends(current_key)]
+    v1 = [Depends(current_key), Depends(refuse_nul_characters)]
     app.include_router(members.router, prefix="/v1", dependencies=v1)
     app.include_router(fraud.router, prefix="/v1", dependencies=v1)
     app.include_router(checks.router, prefix="/v1", dependencies=v1)

@@ -45,6 +45,13 @@ def current_key(session: SessionDep, token: Annotated[str | None, Depends(_api_k
 CurrentKey = Annotated[KeyInfo, Depends(current_key)]
 
 
+def refuse_nul_characters(request: Request) -> None:
+    """Refuse a NUL character in the path or query: no identifier holds one, and PostgreSQL cannot even compare
+    text with one (it would answer 500 where SQLite answers 404)."""
+    if "\x00" in request.scope["path"] or any("\x00" in k + v for k, v in request.query_params.multi_items()):
+        raise ApiError(422, "invalid_characters", "the path or query holds a NUL character")
+
+
 def require_roles(*roles: Role) -> Callable[[KeyInfo], KeyInfo]:
     """A dependency admitting only keys with one of `roles`.
 

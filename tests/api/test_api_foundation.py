@@ -82,6 +82,17 @@ def test_oversized_request_is_refused_with_413(api: ApiNode) -> None:
     assert response.json()["error"]["code"] == "request_too_large"
 
 
+@pytest.mark.parametrize(("path", "role"), [
+    ("/v1/fraud/reports/r%00", Role.analyst), ("/v1/applications/app_%00", Role.workflow),
+    ("/v1/applications?outcome=%00", Role.workflow), ("/v1/alerts?state=open%00", Role.analyst),
+    ("/v1/assets/loans/L%00/provenance", Role.operator),
+])
+def test_nul_character_in_path_or_query_is_refused(api: ApiNode, path: str, role: Role) -> None:
+    response = api.client.get(path, headers=api.headers(role))
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "invalid_characters"
+
+
 def test_unknown_route_has_error_envelope(api: ApiNode) -> None:
     response = api.client.get("/v1/nothing-here", headers=api.headers(Role.analyst))
     assert response.status_code == 404
