@@ -93,6 +93,13 @@ def test_nul_character_in_path_or_query_is_refused(api: ApiNode, path: str, role
     assert response.json()["error"]["code"] == "invalid_characters"
 
 
+@pytest.mark.parametrize("alert_id", [0, 2**31, 2**80])
+def test_resolve_alert_refuses_out_of_range_id(api: ApiNode, alert_id: int) -> None:
+    response = api.client.post(f"/v1/alerts/{alert_id}", json={"action": "dismiss"}, headers=api.headers(Role.analyst))
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "invalid_request"
+
+
 def test_unknown_route_has_error_envelope(api: ApiNode) -> None:
     response = api.client.get("/v1/nothing-here", headers=api.headers(Role.analyst))
     assert response.status_code == 404

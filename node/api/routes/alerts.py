@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, Field
 
 from node.api.deps import NodeDep, require_roles
@@ -15,6 +15,8 @@ router = APIRouter(prefix="/alerts", tags=["alerts"])
 
 Reader = Annotated[KeyInfo, Depends(require_roles(Role.analyst, Role.workflow))]
 Analyst = Annotated[KeyInfo, Depends(require_roles(Role.analyst))]
+# The store's INTEGER key: a larger id overflowed the query (a 500) instead of finding nothing.
+AlertId = Annotated[int, Path(ge=1, lt=2**31)]
 
 
 class ResolveIn(BaseModel):
@@ -31,7 +33,7 @@ def list_alerts(*, node: NodeDep, key: Reader, state: str | None = None,
 
 
 @router.post("/{alert_id}")
-def resolve_alert(*, alert_id: int, body: ResolveIn, node: NodeDep, key: Analyst) -> dict[str, Any]:
+def resolve_alert(*, alert_id: AlertId, body: ResolveIn, node: NodeDep, key: Analyst) -> dict[str, Any]:
     """Dismiss an alert, or confirm fraud and report the borrower to the ledger in the same step."""
     return risk_operations.resolve_alert(node, alert_id, confirm=body.action == "confirm", by=key.key_id,
                                          category=body.category, confidence=body.confidence)
