@@ -17,6 +17,7 @@ from node.setup import validate_bank_identity
 
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _KEY = re.compile(r"^0x[0-9a-fA-F]{64}$")
+MAX_MEMBER_ID_DIGITS = 78  # member ids are uint256 on chain
 
 
 class ProposalAction(StrEnum):
@@ -56,10 +57,11 @@ def parse_role(text: str) -> MemberRole:
 def find_member(registry: RegistryClient, reference: str) -> Member:
     """A member by id ("3"), signing address or bank code."""
     reference = reference.strip()
-    if reference.isdigit():
-        member_id = int(reference)
+    # ASCII digits only: str.isdigit() admits "²", which int() refuses; and int() refuses over 4,300 digits.
+    if reference.isascii() and reference.isdigit():
+        member_id = int(reference) if len(reference) <= MAX_MEMBER_ID_DIGITS else 0
         if not 1 <= member_id <= registry.member_count():
-            raise NotFound(f"no member with id {member_id}", code="unknown_member")
+            raise NotFound(f"no member with id {reference}", code="unknown_member")
         return registry.member(member_id)
     if reference.startswith("0x"):
         member_id = registry.member_id_of(parse_address(reference))

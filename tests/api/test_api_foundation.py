@@ -59,6 +59,7 @@ def test_read_member_by_code_id_and_address(api: ApiNode) -> None:
 
 @pytest.mark.parametrize(("reference", "status", "code"), [
     ("7", 404, "unknown_member"), ("NOPE", 404, "unknown_member"), ("0x12", 422, "invalid_address"),
+    ("\u00b2", 404, "unknown_member"), ("9" * 5000, 404, "unknown_member"),  # a digit int() refuses; too many digits
 ])
 def test_read_member_errors_have_codes(api: ApiNode, reference: str, status: int, code: str) -> None:
     response = api.client.get(f"/v1/members/{reference}", headers=api.headers(Role.analyst))
