@@ -22,6 +22,7 @@ from sqlalchemy import case, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from node.assets.loan_tape import MAX_LOAN_REFERENCE
 from node.crypto.keyed_hash import indicator_hash
 from node.errors import Conflict, InvalidInput, NotFound
 from node.extensions.hookspecs import hookimpl
@@ -42,6 +43,7 @@ from node.store.models import as_utc, utcnow
 TAG = r"^[a-z0-9_]{1,32}$"
 VELOCITY_KINDS = ("phone", "device_id", "bank_card", "ip", "email")
 MONITORED_TYPES = ("cn_resident_id", "phone", "bank_card", "email", "device_id")
+MAX_AMOUNT = Decimal("1e12")  # in minor units well within the store's BIGINT amount columns
 
 
 class ApplicantIn(BaseModel):
@@ -60,7 +62,7 @@ class ApplicationIn(BaseModel):
     channel: str = Field(pattern=TAG, examples=["mobile_app"])
     scenario: str = Field(pattern=TAG, examples=["consumer_loan"])
     applicant: ApplicantIn
-    amount: Decimal = Field(gt=0, le=Decimal("1e12"), decimal_places=2)
+    amount: Decimal = Field(gt=0, le=MAX_AMOUNT, decimal_places=2)
     currency: str = Field(default="CNY", pattern=r"^[A-Z]{3}$")
     term_months: int = Field(ge=1, le=360)
     bank_inputs: dict[str, float] = Field(default_factory=dict, max_length=64)
@@ -193,6 +195,10 @@ def book_loan(node: Any, application_id: str, *, loan_reference: str | None = No
               amount: Decimal | None = None, purpose: str = "consumer", start: date | None = None) -> BookedLoan:
     """Book an approved application as a loan (at most its approved limit); store its borrower's indicators
     under every key epoch held, so post-loan monitoring can match new ledger indicators."""
+    # The rule of a loan tape's loan_reference: the booked loan goes into a pool's tape later.
+    if loan_reference is not None and not (len(loan_reference) <= MAX_LOAN_REFERENCE and loan_reference.isprintable()):
+        raise InvalidInput(f"loan_reference must be 1 to {MAX_LOAN_REFERENCE} printable characters",
+                           code="invalid_loan_reference")
     keys = node.keyring.keys()
     with node.store.transaction() as session:
         row = _application(session, application_id)
@@ -205,9 +211,14 @@ def book_loan(node: Any, application_id: str, *, loan_reference: str | None = No
                                code="amount_over_limit")
         applicant = unseal_applicant(node, row)
         origination = start or date.today()
+        try:
+            maturity = _add_months(origination, row.term_months)
+        except ValueError:  # past year 9999
+            raise InvalidInput("origination_date: the loan would mature after year 9999",
+                               code="invalid_origination_date") from None
         loan = BookedLoan(loan_reference or "L-" + application_id.removeprefix("app_"), application_id,
                           int(principal * 100), row.currency, int(Decimal(row.annual_rate_percent or "0") * 10_000),
-                          row.term_months, origination, _add_months(origination, row.term_months))
+                          row.term_months, origination, maturity)
         resident = canonical_or_none("cn_resident_id", applicant.cn_resident_id) or ""
         # Claimed before the loan is added, in the state it was read in: of two bookings at once (two requests, two
         # API replicas), or a booking and a fraud confirmation, only the first still finds that state; the other is

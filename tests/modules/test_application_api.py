@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from fastapi.testclient import TestClient
 from httpx import Response
+from sqlalchemy import func, select
 
 from node.api.app import create_app
 from node.auth.apikeys import Role, create_api_key
 from node.runtime import NodeContext
+from node.store.application_tables import BookedLoanRow
 from tests.modules.workflow import application, report_and_mirror, resident_id
 
 
@@ -50,3 +55,42 @@ def test_applications_api_refusals(keyed_banks: list[NodeContext]) -> None:
 
         listed = client.get("/v1/applications?outcome=decline", headers={"X-API-Key": tokens[Role.analyst]}).json()
         assert [x["application_id"] for x in listed] == [declined["application_id"]] and "trail" not in listed[0]
+
+
+@pytest.mark.parametrize(("body", "code"), [
+    ({"origination_date": "9999-12-01"}, "invalid_origination_date"),  # matures after year 9999
+    ({"loan_reference": "L\u0000"}, "invalid_loan_reference"),
+    ({"loan_reference": "L-1\n"}, "invalid_loan_reference"),
+])
+def test_book_application_refuses_bad_input_and_books_nothing(keyed_banks: list[NodeContext], body: dict[str, Any],
+                                                               code: str) -> None:
+    a = keyed_banks[0]
+    with a.store.transaction() as session:
+        token = create_api_key(session, Role.workflow, "test").token
+    with TestClient(create_app(a)) as client:
+        headers = {"X-API-Key": token}
+        approved = client.post("/v1/applications", json=application(1, amount="80000").model_dump(mode="json"),
+                               headers=headers).json()
+        refused = client.post(f"/v1/applications/{approved['application_id']}/book", json=body, headers=headers)
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == code
+    with a.store.session() as session:
+        assert session.scalar(select(func.count()).select_from(BookedLoanRow)) == 0
+
+
+@pytest.mark.parametrize("change", [{"arrears": "1e17"}, {"current_principal": "1e30"}])
+def test_update_loan_status_refuses_amounts_out_of_range(keyed_banks: list[NodeContext],
+                                                         change: dict[str, str]) -> None:
+    a = keyed_banks[0]
+    with a.store.transaction() as session:
+        token = create_api_key(session, Role.workflow, "test").token
+    with TestClient(create_app(a)) as client:
+        headers = {"X-API-Key": token}
+        approved = client.post("/v1/applications", json=application(1, amount="80000").model_dump(mode="json"),
+                               headers=headers).json()
+        booked = client.post(f"/v1/applications/{approved['application_id']}/book", json={"loan_reference": "L-1"},
+                             headers=headers)
+        assert booked.status_code == 201
+        refused = client.post("/v1/loans/L-1/status", json={"status": "dpd30", **change}, headers=headers)
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_request"
+    with a.store.session() as session:
+        assert session.scalar(select(BookedLoanRow.status)) == "current"

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from node.api.deps import NodeDep, SessionDep, require_roles
 from node.auth.apikeys import KeyInfo, Role
 from node.modules import abs_factory, credit_platform
-from node.modules.credit_platform import ApplicationIn
+from node.modules.credit_platform import MAX_AMOUNT, ApplicationIn
 
 applications_router = APIRouter(prefix="/applications", tags=["applications"])
 loans_router = APIRouter(prefix="/loans", tags=["loans"])
@@ -43,8 +43,9 @@ class FraudIn(BaseModel):
 
 class LoanStatusIn(BaseModel):
     status: str
-    arrears: Decimal = Field(default=Decimal(0), ge=0, decimal_places=2)
-    current_principal: Decimal | None = Field(default=None, ge=0, decimal_places=2)
+    # Bounded like an application's amount: 1e17 overflowed the BIGINT minor-unit columns (a 500).
+    arrears: Decimal = Field(default=Decimal(0), ge=0, le=MAX_AMOUNT, decimal_places=2)
+    current_principal: Decimal | None = Field(default=None, ge=0, le=MAX_AMOUNT, decimal_places=2)
 
 
 class PoolIn(BaseModel):
