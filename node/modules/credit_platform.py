@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, FiniteFloat
 from sqlalchemy import case, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -65,7 +65,8 @@ class ApplicationIn(BaseModel):
     amount: Decimal = Field(gt=0, le=MAX_AMOUNT, decimal_places=2)
     currency: str = Field(default="CNY", pattern=r"^[A-Z]{3}$")
     term_months: int = Field(ge=1, le=360)
-    bank_inputs: dict[str, float] = Field(default_factory=dict, max_length=64)
+    # Finite only: the API's JSON parser takes NaN and Infinity, and a NaN falls in no scorecard band (unscored).
+    bank_inputs: dict[str, FiniteFloat] = Field(default_factory=dict, max_length=64)
 
 
 @dataclass(frozen=True)

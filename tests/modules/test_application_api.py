@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from sqlalchemy import func, select
 from node.api.app import create_app
 from node.auth.apikeys import Role, create_api_key
 from node.runtime import NodeContext
-from node.store.application_tables import BookedLoanRow
+from node.store.application_tables import BookedLoanRow, LoanApplication
 from tests.modules.workflow import application, report_and_mirror, resident_id
 
 
@@ -94,3 +95,20 @@ def test_update_loan_status_refuses_amounts_out_of_range(keyed_banks: list[NodeC
     assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_request"
     with a.store.session() as session:
         assert session.scalar(select(BookedLoanRow.status)) == "current"
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity"])
+def test_create_application_refuses_non_finite_bank_input_and_stores_nothing(keyed_banks: list[NodeContext],
+                                                                             number: str) -> None:
+    a = keyed_banks[0]
+    with a.store.transaction() as session:
+        token = create_api_key(session, Role.workflow, "test").token
+    # The API's JSON parser takes these literals; a NaN falls in no scorecard band, so the input would go unscored.
+    fields = application(1).model_dump(mode="json")
+    body = json.dumps({**fields, "bank_inputs": {**fields["bank_inputs"], "debt_to_income": float(number)}})
+    with TestClient(create_app(a)) as client:
+        refused = client.post("/v1/applications", content=body,
+                              headers={"X-API-Key": token, "Content-Type": "application/json"})
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_request"
+    with a.store.session() as session:
+        assert session.scalar(select(func.count()).select_from(LoanApplication)) == 0
