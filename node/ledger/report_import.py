@@ -10,7 +10,8 @@ problems of every row come back together, so the file is fixed in one pass.
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -74,19 +75,26 @@ def import_reports(intake: ReportIntake, path: Path, *, submitted_by: str,
 
 def count_rows(path: Path) -> int:
     """Data rows in the file (for a progress bar's total)."""
-    with _open(path) as handle:
+    with _reading(path) as handle:
         return max(sum(1 for _ in csv.reader(handle)) - 1, 0)
 
 
-def _open(path: Path) -> TextIO:
+@contextmanager
+def _reading(path: Path) -> Iterator[TextIO]:
+    """The file opened as CSV text; whatever makes it unreadable is an `InvalidInput` naming the file."""
     try:
         if path.stat().st_size > MAX_FILE_BYTES:
             raise InvalidInput(f"{path} is larger than {MAX_FILE_BYTES // 2**20} MiB", code="file_too_large")
-        return path.open(newline="", encoding="utf-8-sig")
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            yield handle
     except FileNotFoundError:
         raise InvalidInput(f"{path} does not exist", code="file_not_found") from None
     except IsADirectoryError:
         raise InvalidInput(f"{path} is a directory", code="malformed_file") from None
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{path} is not UTF-8 text", code="malformed_file") from None
+    except csv.Error as exc:
+        raise InvalidInput(f"{path} is not valid CSV: {exc}", code="malformed_file") from None
 
 
 def _read_groups(path: Path) -> tuple[list[_Group], list[RowProblem], int]:
@@ -94,31 +102,26 @@ def _read_groups(path: Path) -> tuple[list[_Group], list[RowProblem], int]:
     singles: list[_Group] = []
     problems: list[RowProblem] = []
     rows = 0
-    try:
-        with _open(path) as handle:
-            reader = csv.DictReader(handle)
-            missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-            if missing:
-                raise InvalidInput(f"{path} lacks the column(s) {', '.join(missing)}", code="malformed_file")
-            for row in reader:
-                rows += 1
-                line = reader.line_num
-                try:
-                    request = _request_of(row)
-                except InvalidInput as exc:
-                    problems.append(RowProblem(line, exc.code, str(exc)))
-                    continue
-                key = (row.get("report") or "").strip()
-                if not key:
-                    singles.append(_Group([line], request))
-                elif key not in groups:
-                    groups[key] = _Group([line], request)
-                else:
-                    _join(groups[key], request, line, problems)
-    except UnicodeDecodeError:
-        raise InvalidInput(f"{path} is not UTF-8 text", code="malformed_file") from None
-    except csv.Error as exc:
-        raise InvalidInput(f"{path} is not valid CSV: {exc}", code="malformed_file") from None
+    with _reading(path) as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise InvalidInput(f"{path} lacks the column(s) {', '.join(missing)}", code="malformed_file")
+        for row in reader:
+            rows += 1
+            line = reader.line_num
+            try:
+                request = _request_of(row)
+            except InvalidInput as exc:
+                problems.append(RowProblem(line, exc.code, str(exc)))
+                continue
+            key = (row.get("report") or "").strip()
+            if not key:
+                singles.append(_Group([line], request))
+            elif key not in groups:
+                groups[key] = _Group([line], request)
+            else:
+                _join(groups[key], request, line, problems)
     if rows == 0:
         raise InvalidInput(f"{path} has no data rows", code="empty_file")
     return [*groups.values(), *singles], problems, rows

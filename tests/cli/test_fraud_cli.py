@@ -65,6 +65,21 @@ def test_fraud_import_all_or_nothing_with_error_file(cli: CliRunner, member: Non
     assert json.loads(imported.out) == {"rows": 2, "reports": 2, "created": 2}
 
 
+@pytest.mark.parametrize(("content", "message"), [
+    (b"\xff\xfe\x00garbage\n", "is not UTF-8 text"),
+    (b"identifier_type,identifier,category,confidence\nphone," + b"9" * 200_000 + b",other,50\n", "not valid CSV"),
+])
+def test_fraud_import_unreadable_file_fails_in_one_line_and_imports_nothing(cli: CliRunner, member: None,
+                                                                           tmp_path: Path, content: bytes,
+                                                                           message: str) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(content)
+    result = cli("fraud", "import", str(bad))
+    assert result.code == 1
+    assert message in one_error_line(result.err)
+    assert json.loads(cli("fraud", "publish", "--json").out)["records"] == 0
+
+
 def test_fraud_show_unknown_report_fails(cli: CliRunner, member: None) -> None:
     result = cli("fraud", "show", "0" * 32)
     assert result.code == 1
