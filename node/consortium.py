@@ -32,9 +32,13 @@ def this_bank_as_founder(node: NodeContext) -> FoundingMember:
 
 def parse_founders(path: Path) -> list[FoundingMember]:
     try:
-        entries = json.loads(path.read_text())
+        entries = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise InvalidInput(f"founders file {path} does not exist", code="file_not_found") from exc
+    except IsADirectoryError as exc:
+        raise InvalidInput(f"founders file {path} is a directory", code="malformed_file") from exc
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"founders file {path} is not UTF-8 text", code="malformed_file") from exc
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"founders file {path} is not JSON: {exc}", code="malformed_file") from exc
     if not isinstance(entries, list) or not entries:

@@ -142,13 +142,16 @@ def test_contracts_deploy_twice_is_refused(cli: CliRunner, deployed: dict[str, s
 def test_contracts_deploy_rejects_malformed_founders_file(cli: CliRunner, data_dir: Path, tmp_path: Path) -> None:
     assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0
     founders = tmp_path / "founders.json"
-    for content, message in [("{not json", "not JSON"), ("[]", "non-empty JSON list"),
-                             ('[{"account": "0x1", "name": "A", "bank_code": "AA", "encryption_key": "0x"}]',
-                              "entry 0")]:
-        founders.write_text(content)
+    for content, message in [(b"{not json", "not JSON"), (b"[]", "non-empty JSON list"),
+                             (b'[{"account": "0x1", "name": "A", "bank_code": "AA", "encryption_key": "0x"}]',
+                              "entry 0"), (b"\xff\xfe[]", "not UTF-8")]:
+        founders.write_bytes(content)
         result = cli("contracts", "deploy", "--founders", str(founders))
         assert result.code == 1
         assert message in one_error_line(result.err)
+    result = cli("contracts", "deploy", "--founders", str(tmp_path))
+    assert result.code == 1
+    assert "is a directory" in one_error_line(result.err)
     assert not (data_dir / "deployments" / "dev.json").exists()
 
 
