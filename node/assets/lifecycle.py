@@ -142,6 +142,8 @@ def read_status_file(path: Path) -> dict[bytes, LoanStatus]:
             return _read_statuses(csv.DictReader(handle))
     except UnicodeDecodeError as exc:
         raise InvalidInput(f"the status file is not UTF-8 text (byte {exc.start})", code="bad_status_file") from None
+    except csv.Error as exc:
+        raise InvalidInput(f"the status file is not valid CSV: {exc}", code="bad_status_file") from None
 
 
 def _read_statuses(reader: csv.DictReader[str]) -> dict[bytes, LoanStatus]:

@@ -125,3 +125,20 @@ def test_audit_verify_with_unreachable_rpc_fails_with_one_line(cli: CliRunner, a
     assert cli("assets", "prove", "LN-000001", "--out", str(bundle)).code == 0
     result = cli("audit", "verify", str(bundle), "--rpc", "http://127.0.0.1:9", "--registry", "0x" + "11" * 20)
     assert result.code == 1 and "is unreachable" in one_error_line(result.err)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"loan_id,status\n\xff\xfe\n", "not UTF-8"),
+    (b"loan_id,status\n0x" + b"11" * 32 + b"\n", "line 2"),  # a row without its status
+])
+def test_assets_service_with_unreadable_status_file_fails_and_reports_nothing(cli: CliRunner,
+                                                                              anchored: dict[str, Any],
+                                                                              tmp_path: Path, content: bytes,
+                                                                              message: str) -> None:
+    statuses = tmp_path / "statuses.csv"
+    statuses.write_bytes(content)
+    result = cli("assets", "service", "1", "--period", "202406", "--statuses", str(statuses))
+    assert result.code == 1
+    assert message in one_error_line(result.err)
+    assert [e["kind"] for e in ok_json(cli("assets", "show", "1", "--json"))["events"]] == ["registered", "anchored"]
+
