@@ -20,7 +20,8 @@ from node.chain.client import Receipt
 
 app = typer.Typer(help="ABS loan pools: import tapes, anchor versions, custody, servicing, provenance.",
                   no_args_is_help=True)
-PoolIdArgument = Annotated[int, typer.Argument(min=1, max=2**256 - 1, help="The pool's on-chain id.")]
+# Bounded by what the store holds (node.assets.lifecycle), so a larger number is a usage error, not a failure.
+PoolIdArgument = Annotated[int, typer.Argument(min=1, max=lifecycle.MAX_POOL_ID, help="The pool's on-chain id.")]
 
 
 @app.command("import")
@@ -105,8 +106,10 @@ def assets_cancel(ctx: typer.Context, pool_id: PoolIdArgument, json_output: Json
 def assets_service(
     ctx: typer.Context,
     pool_id: PoolIdArgument,
-    period: Annotated[int, typer.Option(min=1, help="Reporting period, e.g. 202406; increasing per pool.")],
-    version: Annotated[int | None, typer.Option(min=1, help="Version reported on (default: the latest).")] = None,
+    period: Annotated[int, typer.Option(min=1, max=lifecycle.MAX_PERIOD,
+                                        help="Reporting period, e.g. 202406; increasing per pool.")],
+    version: Annotated[int | None, typer.Option(min=1, max=lifecycle.MAX_VERSION,
+                                                help="Version reported on (default: the latest).")] = None,
     statuses: Annotated[Path | None, typer.Option(exists=True, dir_okay=False,
                                                   help="CSV loan_id,status (default: this bank's records).")] = None,
     json_output: JsonOption = False,
@@ -125,7 +128,7 @@ def assets_service(
 def assets_attest(
     ctx: typer.Context,
     pool_id: PoolIdArgument,
-    version: Annotated[int, typer.Argument(min=1, max=2**32 - 1, help="The version attested.")],
+    version: Annotated[int, typer.Argument(min=1, max=lifecycle.MAX_VERSION, help="The version attested.")],
     report: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The audit report (hashed).")],
     json_output: JsonOption = False,
 ) -> None:
@@ -146,14 +149,18 @@ def assets_prove(
     if out is None:
         console.print_json(bundle)
         return
-    out.write_text(json.dumps(bundle, indent=2) + "\n", encoding="utf-8")
+    try:
+        out.write_text(json.dumps(bundle, indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        console.fail(f"cannot write {out}: {exc.strerror}")
     console.success(f"wrote the provenance bundle of loan {bundle['record']['loan_id']} to {out}")
 
 
 @app.command("show")
 def assets_show(
     ctx: typer.Context,
-    pool_id: Annotated[int | None, typer.Argument(min=1, help="A pool's on-chain id (default: local pools).")] = None,
+    pool_id: Annotated[int | None, typer.Argument(min=1, max=lifecycle.MAX_POOL_ID,
+                                                  help="A pool's on-chain id (default: local pools).")] = None,
     json_output: JsonOption = False,
 ) -> None:
     """This bank's pools and double-financing flags, or one pool's on-chain state and history."""

@@ -29,8 +29,10 @@ from node.merkle import StandardMerkleTree
 from node.runtime import NodeContext
 from node.store.asset_tables import AssetMirrorLoan, AssetPool, AssetServicingReport, AssetVersion
 
-# Periods and versions are stored as 32-bit signed integers (the contract's uint32 goes further).
-MAX_PERIOD = 2**31 - 1
+# The store's widths, narrower than the contract's (uint256 pool ids, uint32 versions and periods): a larger number is
+# refused as bad input before anything is sent, rather than taken on chain and then failing to be stored.
+MAX_POOL_ID = 2**63 - 1  # BIGINT
+MAX_PERIOD = MAX_VERSION = 2**31 - 1  # INTEGER
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ def report_servicing(node: NodeContext, pool_id: int, period: int, *, version: i
                      statuses: dict[bytes, LoanStatus] | None = None) -> ServicingResult:
     """Report the statuses of a version's loans (default: the pool's latest version) for `period`."""
     # Checked before anything is sent: a period taken on chain but refused by the store's column would be lost.
-    if not 1 <= period <= MAX_PERIOD or (version is not None and not 1 <= version <= MAX_PERIOD):
+    if not 1 <= period <= MAX_PERIOD or (version is not None and not 1 <= version <= MAX_VERSION):
         raise InvalidInput(f"a period and a version are 1 to {MAX_PERIOD:,}", code="invalid_period")
     registry = asset_registry(node, signing=True)
     sync_loan_mirror(node.store, registry, from_block=node.deployment.contracts["AssetRegistry"].block_number)

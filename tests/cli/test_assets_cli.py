@@ -142,3 +142,25 @@ def test_assets_service_with_unreadable_status_file_fails_and_reports_nothing(cl
     assert message in one_error_line(result.err)
     assert [e["kind"] for e in ok_json(cli("assets", "show", "1", "--json"))["events"]] == ["registered", "anchored"]
 
+
+@pytest.mark.parametrize("out", ["", "no-such-dir/bundle.json"])
+def test_assets_prove_to_an_unwritable_path_fails_with_one_line(cli: CliRunner, anchored: dict[str, Any],
+                                                                 tmp_path: Path, out: str) -> None:
+    result = cli("assets", "prove", "LN-000001", "--out", str(tmp_path / out))
+    assert result.code == 1
+    assert "cannot write" in one_error_line(result.err)
+
+
+@pytest.mark.parametrize("args", [
+    ("show", str(2**256)),
+    ("accept", str(2**256)),
+    ("transfer", str(2**256), "BANKA"),
+    ("service", "1", "--period", str(2**32)),
+    ("service", "1", "--period", "202406", "--version", str(2**256)),
+    ("attest", "1", str(2**32), "tape.csv"),
+])
+def test_assets_numbers_out_of_range_fail_with_one_line(cli: CliRunner, anchored: dict[str, Any], tmp_path: Path,
+                                                        args: tuple[str, ...]) -> None:
+    result = cli("assets", *(str(tmp_path / a) if a.endswith(".csv") else a for a in args))
+    assert result.code == 1
+    one_error_line(result.err)

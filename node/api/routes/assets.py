@@ -24,8 +24,8 @@ Reader = Annotated[KeyInfo, Depends(require_roles(Role.operator, Role.auditor))]
 Auditor = Annotated[KeyInfo, Depends(require_roles(Role.auditor))]
 _HASH_PATTERN = r"^0x[0-9a-fA-F]{64}$"
 # The contract's widths (uint256 pool ids, uint32 versions): a larger number is bad input, not a web3 encoding error.
-PoolId = Annotated[int, Path(ge=1, lt=2**256, description="The pool's on-chain id.")]
-VersionNumber = Annotated[int, Path(ge=1, lt=2**32, description="A version of the pool.")]
+PoolId = Annotated[int, Path(ge=1, le=lifecycle.MAX_POOL_ID, description="The pool's on-chain id.")]
+VersionNumber = Annotated[int, Path(ge=1, le=lifecycle.MAX_VERSION, description="A version of the pool.")]
 
 
 class AnchorIn(BaseModel):
@@ -39,7 +39,7 @@ class TransferIn(BaseModel):
 
 class ServicingIn(BaseModel):
     period: int = Field(ge=1, le=lifecycle.MAX_PERIOD)
-    version: int | None = Field(default=None, ge=1, le=lifecycle.MAX_PERIOD,
+    version: int | None = Field(default=None, ge=1, le=lifecycle.MAX_VERSION,
                                 description="Default: the pool's latest version.")
     statuses: dict[str, str] | None = Field(default=None, description="loan id (0x-hex) -> status; default: the "
                                             "statuses of this bank's records of the version.")
