@@ -9,7 +9,9 @@ import typer
 from alliance_cli import console
 from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
-from node.modules.risk_operations import list_alerts, resolve_alert
+from node.modules.risk_operations import MAX_ALERT_ID, list_alerts, resolve_alert
+
+AlertIdArgument = Annotated[int, typer.Argument(min=1, max=MAX_ALERT_ID)]
 
 app = typer.Typer(help="Post-loan risk alerts (own borrowers newly reported to the alliance ledger).",
                   invoke_without_command=True)
@@ -32,7 +34,7 @@ def alerts_list(ctx: typer.Context,
 
 
 @app.command("confirm")
-def alerts_confirm(ctx: typer.Context, alert_id: Annotated[int, typer.Argument()],
+def alerts_confirm(ctx: typer.Context, alert_id: AlertIdArgument,
                    category: Annotated[str, typer.Option()] = "first_party_fraud",
                    confidence: Annotated[int, typer.Option()] = 90, json_output: JsonOption = False) -> None:
     """Confirm fraud: the borrower is reported to the ledger in this one step."""
@@ -45,7 +47,7 @@ def alerts_confirm(ctx: typer.Context, alert_id: Annotated[int, typer.Argument()
 
 
 @app.command("dismiss")
-def alerts_dismiss(ctx: typer.Context, alert_id: Annotated[int, typer.Argument()]) -> None:
+def alerts_dismiss(ctx: typer.Context, alert_id: AlertIdArgument) -> None:
     """Dismiss an alert (not fraud)."""
     resolve_alert(node_context(ctx), alert_id, confirm=False, by="cli")
     console.success(f"alert {alert_id} dismissed")

@@ -29,7 +29,10 @@ def marketing_prescreen(
     except (OSError, UnicodeDecodeError) as exc:
         console.fail(f"cannot read {file}: {type(exc).__name__}")
     target = output or file.with_name(file.stem + ".clean.csv")
-    target.write_text(result.clean_csv(), encoding="utf-8")
+    try:
+        target.write_text(result.clean_csv(), encoding="utf-8")
+    except OSError as exc:
+        console.fail(f"cannot write {target}: {exc.strerror}")
     if json_output:
         console.print_json({**result.to_json(), "output": str(target)})
         return

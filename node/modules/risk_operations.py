@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 from sqlalchemy import select, update
 
-from node.errors import Conflict, NotFound
+from node.errors import Conflict, InvalidInput, NotFound
 from node.extensions.hookspecs import hookimpl
 from node.ledger.checks import state_policy
 from node.ledger.indicator_state import derive_state
@@ -29,6 +29,8 @@ from node.store.db import once_more_on_conflict
 from node.store.ledger_tables import MirrorRecord
 
 NAME = "risk_operations"
+ALERT_STATES = ("open", "dismissed", "confirming", "confirmed")
+MAX_ALERT_ID = 2**31 - 1  # the store's INTEGER key: a larger id is bad input, not an overflow in the query
 logger = logging.getLogger(__name__)
 
 
@@ -118,6 +120,8 @@ def alert_view(alert: RiskAlert, session: Any) -> dict[str, Any]:
 
 
 def list_alerts(node: Any, *, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    if state and state not in ALERT_STATES:  # a typo would otherwise list nothing, as if there were no alerts
+        raise InvalidInput(f"unknown alert state {state!r}; one of {', '.join(ALERT_STATES)}", code="invalid_state")
     with node.store.session() as session:
         query = select(RiskAlert).order_by(RiskAlert.id.desc()).limit(limit)
         if state:

@@ -53,3 +53,19 @@ def test_cli_apply_marketing_alerts_extensions(bank_a_env: NodeContext, keyed_ba
 
     code, out, _ = run_cli(capsys, "extensions", "list", "--json")
     assert code == 0 and [e["name"] for e in json.loads(out)][:2] == ["credit_platform", "marketing"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("marketing", "prescreen", "{tmp}/prospects.csv", "--output", "{tmp}"), "cannot write"),
+    (("marketing", "prescreen", "{tmp}/prospects.csv", "--output", "{tmp}/no-such-dir/clean.csv"), "cannot write"),
+    (("alerts", "--state", "bogus"), "state"),
+    (("alerts", "confirm", str(2**31)), "alert_id"),
+    (("alerts", "dismiss", str(2**63)), "alert_id"),
+])
+def test_cli_workflow_commands_refuse_bad_input_in_one_line(bank_a_env: NodeContext, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str],
+                                                            args: tuple[str, ...], message: str) -> None:
+    (tmp_path / "prospects.csv").write_text(PROSPECTS)
+    code, _, err = run_cli(capsys, *(a.replace("{tmp}", str(tmp_path)) for a in args))
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1 and len(lines) == 1 and message in lines[0], err

@@ -15,8 +15,7 @@ router = APIRouter(prefix="/alerts", tags=["alerts"])
 
 Reader = Annotated[KeyInfo, Depends(require_roles(Role.analyst, Role.workflow))]
 Analyst = Annotated[KeyInfo, Depends(require_roles(Role.analyst))]
-# The store's INTEGER key: a larger id overflowed the query (a 500) instead of finding nothing.
-AlertId = Annotated[int, Path(ge=1, lt=2**31)]
+AlertId = Annotated[int, Path(ge=1, le=risk_operations.MAX_ALERT_ID)]
 
 
 class ResolveIn(BaseModel):
