@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from node.config import load_settings
+from node.errors import NotInitialised
 from node.runtime import NodeContext
 
 
@@ -18,9 +19,17 @@ class CliState:
     debug: bool = False
 
 
-def node_context(ctx: typer.Context) -> NodeContext:
+def node_context(ctx: typer.Context, *, initialised: bool = True) -> NodeContext:
+    """This bank's node; unless `initialised` is False, refused for a data dir `alliance init` never made.
+
+    Checked up front because opening the store creates it: a mistyped --data-dir would otherwise become a new,
+    empty node (with the API key just created in it) instead of an error."""
     state: CliState = ctx.find_root().obj
-    return NodeContext(load_settings(state.data_dir), ask_passphrase=_prompt_if_interactive)
+    settings = load_settings(state.data_dir)
+    if initialised and not settings.signing_key_file.exists():
+        raise NotInitialised(f"{settings.data_dir} is not an initialised node data dir (no signing key); "
+                             "run `alliance init` first, or pass the right --data-dir")
+    return NodeContext(settings, ask_passphrase=_prompt_if_interactive)
 
 
 def _prompt_if_interactive() -> str:

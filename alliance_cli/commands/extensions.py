@@ -20,7 +20,8 @@ app = typer.Typer(help="Credit workflow extensions (built-in modules and install
 @app.command("list")
 def extensions_list(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """Extensions in call order with their hooks; those not loaded with the reason."""
-    infos = extensions_for(node_context(ctx)).extensions()
+    # Reads only the settings: works before `alliance init`, to see what a node would load.
+    infos = extensions_for(node_context(ctx, initialised=False)).extensions()
     if json_output:
         console.print_json([i.to_json() for i in infos])
         return

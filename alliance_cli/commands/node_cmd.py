@@ -22,6 +22,6 @@ def node_start(
     port: Annotated[int | None, typer.Option(help="Listen port (default from config: 8000).")] = None,
 ) -> None:
     """Start the API server; on the dev network the local chain is started too and stopped at exit."""
-    node = node_context(ctx)
+    node = node_context(ctx, initialised=not demo)  # the demo initialises an empty data dir itself
     console.info(f"alliance node ({node.settings.network}) starting; data dir {node.settings.data_dir}")
     serve(node, demo=demo, host=host, port=port)

@@ -61,6 +61,22 @@ def test_init_rejects_bad_identity_and_writes_nothing(cli: CliRunner, data_dir: 
     assert not (data_dir / "keys").exists()
 
 
+@pytest.mark.parametrize("args", [
+    ("apikey", "create", "--role", "analyst"),
+    ("apikey", "list"),
+    ("alerts",),
+    ("fraud", "show", "0" * 32),
+    ("ledger", "republish"),
+    ("chain", "status"),
+])
+def test_commands_on_an_uninitialised_data_dir_fail_and_create_nothing(cli: CliRunner, data_dir: Path,
+                                                                       args: tuple[str, ...]) -> None:
+    result = cli(*args)
+    assert result.code == 1
+    assert "alliance init" in one_error_line(result.err)
+    assert not data_dir.exists()
+
+
 def test_member_list_shows_the_deployer(cli: CliRunner, deployed: dict[str, str]) -> None:
     result = cli("member", "list", "--json")
     assert result.code == 0, result.err
