@@ -19,7 +19,8 @@ def node_start(
     demo: Annotated[bool, typer.Option(help="Dev only: set up this node as demo bank A of a three-bank "
                                             "consortium, with demo API keys.")] = False,
     host: Annotated[str | None, typer.Option(help="Listen address (default from config: 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(help="Listen port (default from config: 8000).")] = None,
+    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Listen port (default from config: 8000).")]
+    = None,
 ) -> None:
     """Start the API server; on the dev network the local chain is started too and stopped at exit."""
     node = node_context(ctx, initialised=not demo)  # the demo initialises an empty data dir itself

@@ -195,3 +195,11 @@ def test_member_vote_outside_dev_without_passphrase_fails_clearly(cli: CliRunner
     result = cli("member", "vote", "1")
     assert result.code == 1
     assert "ALLIANCE_KEY_PASSPHRASE" in one_error_line(result.err)
+
+
+def test_node_start_with_a_port_out_of_range_fails_with_one_line(cli: CliRunner) -> None:
+    passphrase = {"ALLIANCE_KEY_PASSPHRASE": "a-long-test-passphrase"}
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA", "--network", "local", env=passphrase).code == 0
+    result = cli("node", "start", "--port", "65536", env=passphrase)
+    assert result.code == 1
+    assert "--port" in one_error_line(result.err)
