@@ -14,6 +14,7 @@ contract AssetRegistry is IAssetRegistry {
 
     uint256 private _poolCount;
     mapping(uint256 poolId => Pool) private _pools;
+    mapping(uint256 originatorMemberId => mapping(bytes32 metadataHash => uint256 poolId)) private _poolIds;
     mapping(uint256 poolId => mapping(uint32 versionNumber => PoolVersion)) private _versions;
     mapping(uint256 poolId => mapping(uint32 versionNumber => uint32 count)) private _loanIdsPublished;
 
@@ -117,6 +118,11 @@ contract AssetRegistry is IAssetRegistry {
     }
 
     /// @inheritdoc IAssetRegistry
+    function poolIdOf(uint256 originatorMemberId, bytes32 metadataHash) external view returns (uint256 poolId) {
+        return _poolIds[originatorMemberId][metadataHash];
+    }
+
+    /// @inheritdoc IAssetRegistry
     function version(uint256 poolId, uint32 versionNumber) external view returns (PoolVersion memory info) {
         return _existingVersion(poolId, versionNumber);
     }
@@ -175,9 +181,12 @@ contract AssetRegistry is IAssetRegistry {
     // Internals
     // ------------------------------------------------------------------------------------------------------------
 
-    /// @dev Creates a pool held by `memberId`.
+    /// @dev Creates a pool held by `memberId`, unless the member already registered one with this metadata hash.
     function _registerPool(uint256 memberId, bytes32 metadataHash) internal returns (uint256 poolId) {
+        uint256 registered = _poolIds[memberId][metadataHash];
+        if (registered != 0) revert AssetRegistryPoolAlreadyRegistered(registered);
         poolId = ++_poolCount;
+        _poolIds[memberId][metadataHash] = poolId;
         Pool storage p = _pools[poolId];
         p.originatorMemberId = memberId;
         p.custodianMemberId = memberId;

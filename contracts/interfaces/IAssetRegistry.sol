@@ -185,6 +185,11 @@ interface IAssetRegistry {
     /// @param loanCount Its loan count.
     error AssetRegistryLoanIdsIncomplete(uint256 poolId, uint32 version, uint32 published, uint32 loanCount);
 
+    /// @notice The caller's member already registered a pool with this metadata hash (a registration resent after
+    /// a crash while its first copy was pending, or sent by a second process of the bank).
+    /// @param poolId The pool the member registered with this hash.
+    error AssetRegistryPoolAlreadyRegistered(uint256 poolId);
+
     /// @notice A servicing period must be greater than the pool's last reported one.
     /// @param period The period given.
     /// @param last The last period reported (0 if none).
@@ -195,8 +200,9 @@ interface IAssetRegistry {
     // ------------------------------------------------------------------------------------------------------------
 
     /// @notice Registers a new pool, with the caller's member as originator and first custodian.
-    /// @dev Caller must be an active `Member`.
-    /// @param metadataHash Hash of the pool's off-chain metadata document.
+    /// @dev Caller must be an active `Member`. A member registers each metadata hash once: a second registration
+    /// reverts with `AssetRegistryPoolAlreadyRegistered`, naming the first pool.
+    /// @param metadataHash Hash of the pool's off-chain metadata document (unique per originating member).
     /// @return poolId Id of the new pool (ids run from 1).
     function registerPool(bytes32 metadataHash) external returns (uint256 poolId);
 
@@ -291,6 +297,12 @@ interface IAssetRegistry {
     /// @param poolId Id of the pool (1..poolCount()).
     /// @return info The pool.
     function pool(uint256 poolId) external view returns (Pool memory info);
+
+    /// @notice The pool a member registered with a metadata hash.
+    /// @param originatorMemberId Member that registered the pool.
+    /// @param metadataHash Hash of the pool's off-chain metadata document.
+    /// @return poolId Id of the pool, or 0 if the member registered none with this hash.
+    function poolIdOf(uint256 originatorMemberId, bytes32 metadataHash) external view returns (uint256 poolId);
 
     /// @notice An anchored version of a pool.
     /// @param poolId Id of the pool.

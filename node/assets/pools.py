@@ -11,10 +11,11 @@ million loans takes a few hundred transactions instead of one that no block coul
 
 There is no outbox here (anchoring is a rare operator action): a crash between sending and storing is
 repaired on the next attempt, which adopts the pool registered with the same metadata hash by this member
-and the latest version if it already has the draft's root, instead of sending them again, then reads how
-many of that version's ids the contract has (`loanIdsPublished`) and publishes from there. Each chunk names
-its offset and the contract refuses any other, so a chunk whose first copy was still pending when the node
-crashed is refused rather than published twice.
+(`poolIdOf`; the contract takes a hash once per member, so a registration still pending at the crash is mined
+first and the attempt's own is refused with its pool id) and the latest version if it already has the draft's
+root, instead of sending them again, then reads how many of that version's ids the contract has
+(`loanIdsPublished`) and publishes from there. Each chunk names its offset and the contract refuses any other,
+so a chunk whose first copy was still pending when the node crashed is refused rather than published twice.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from node.chain.asset_registry import (
     SentChunk,
     loan_id_chunk_size,
 )
-from node.chain.errors import AssetRegistryLoanIdsOffsetMismatch
+from node.chain.errors import AssetRegistryLoanIdsOffsetMismatch, AssetRegistryPoolAlreadyRegistered
 from node.errors import AllianceError, Conflict, InvalidInput, NotFound
 from node.ledger.checks import state_policy
 from node.merkle import StandardMerkleTree
@@ -324,9 +325,7 @@ def _screen_draft(node: NodeContext, registry: AssetRegistryClient, pool_name: s
     with node.store.transaction() as session:
         pool, draft = _draft_of(session, pool_name)
         if pool.pool_id is None:
-            earlier = registry.pools_registered_by(node.member_id, bytes(pool.metadata_hash),
-                                                   from_block=_registry_block(node))
-            pool.pool_id = earlier[0] if earlier else None
+            pool.pool_id = registry.pool_id_of(node.member_id, bytes(pool.metadata_hash))
         check = screen if screen is not None else fraud_ledger_screen(session, policy=state_policy(node))
         findings = screen_version(session, draft.id, own_pool_id=pool.pool_id, screen=check,
                                   keys=node.keyring.keys())
@@ -339,19 +338,19 @@ def _screen_draft(node: NodeContext, registry: AssetRegistryClient, pool_name: s
 
 
 def _register(node: NodeContext, registry: AssetRegistryClient, screened: _Screened) -> int:
-    pool_id, _receipt = registry.register_pool(screened.metadata_hash)
-    with node.store.transaction() as session:
-        stored = session.execute(update(AssetPool).where(AssetPool.id == screened.pool_row_id,
-                                                         AssetPool.pool_id.is_(None)).values(pool_id=pool_id))
-        if stored.rowcount == 1:  # type: ignore[attr-defined]
-            return pool_id
-        # Another anchor of this pool (a retried request, the CLI) registered it meanwhile: anchoring goes on in its
-        # pool (finding the version if that anchor got so far), so the loans are not pledged to two pools. The pool
-        # registered here stays empty.
-        registered = session.scalar(select(AssetPool.pool_id).where(AssetPool.id == screened.pool_row_id))
-        assert registered is not None
-        logger.warning("another process registered this pool as %s meanwhile; pool %s stays empty", registered, pool_id)
-        return int(registered)
+    """Register the pool on chain and store its id. The contract takes each metadata hash once per member, so a
+    registration of this pool sent before (by an attempt that stopped while it was pending, or by another process
+    anchoring it meanwhile) makes this one refused with that pool's id, which is adopted: one pool on chain."""
+    try:
+        pool_id, _receipt = registry.register_pool(screened.metadata_hash)
+    except AssetRegistryPoolAlreadyRegistered as registered:
+        pool_id = int(registered.arguments["poolId"])
+        logger.info("pool %s was registered meanwhile (an earlier attempt or another process); anchoring in it",
+                    pool_id)
+    with node.store.transaction() as session:  # unless another anchor of this pool stored it first
+        session.execute(update(AssetPool).where(AssetPool.id == screened.pool_row_id, AssetPool.pool_id.is_(None))
+                        .values(pool_id=pool_id))
+    return pool_id
 
 
 def _anchored_earlier(registry: AssetRegistryClient, pool_id: int, root: bytes) -> AnchoredVersion | None:

@@ -167,6 +167,8 @@ class AssetRegistryClient:
 
     # -- writes ---------------------------------------------------------------------------------------
     def register_pool(self, metadata_hash: bytes) -> tuple[int, Receipt]:
+        """Register a pool; a hash this member registered before raises `AssetRegistryPoolAlreadyRegistered`
+        with that pool's id, whether refused at the gas estimate or mined and reverted."""
         receipt = self.chain.transact(self.contract.functions.registerPool(metadata_hash))
         [event] = self.contract.events.PoolRegistered().process_receipt(receipt.raw, errors=DISCARD)
         return int(event["args"]["poolId"]), receipt
@@ -298,14 +300,11 @@ class AssetRegistryClient:
         published.sort(key=lambda p: (p.block_number, p.log_index))
         return published
 
-    def pools_registered_by(self, originator_member_id: int, metadata_hash: bytes, *,
-                            from_block: int = 0) -> list[int]:
-        """Ids of the pools a member registered with this metadata hash (finds a registration whose receipt
-        was lost to a crash)."""
-        with translate_errors(self.chain.rpc_url):
-            logs = self.contract.events.PoolRegistered().get_logs(
-                from_block=from_block, argument_filters={"originatorMemberId": originator_member_id})
-        return [int(log["args"]["poolId"]) for log in logs if bytes(log["args"]["metadataHash"]) == metadata_hash]
+    def pool_id_of(self, originator_member_id: int, metadata_hash: bytes) -> int | None:
+        """The pool a member registered with this metadata hash, if any (the contract takes each hash once per
+        member, so this finds a registration whose receipt was lost to a crash)."""
+        pool_id = int(self.chain.call(self.contract.functions.poolIdOf(originator_member_id, metadata_hash)))
+        return pool_id or None
 
     def sender_of(self, tx_hash: str) -> str:
         with translate_errors(self.chain.rpc_url):

@@ -33,7 +33,7 @@ from node.chain.asset_registry import (
     default_anchor_gas,
     loan_id_chunk_size,
 )
-from node.chain.client import Receipt
+from node.chain.client import ChainClient, Receipt
 from node.chain.errors import (
     AssetRegistryNotAuditor,
     AssetRegistryNotCustodian,
@@ -274,6 +274,54 @@ def test_anchor_after_crash_adopts_earlier_registration_and_anchor(banks: list[N
     assert registry.pool_count() == 1 and registry.pool(pool_id).version_count == 1
 
 
+class Stopped(Exception):
+    """The node stopping between a chain transaction and its store write."""
+
+
+def test_anchor_after_crash_with_registration_pending_adopts_its_pool(banks: list[NodeContext], tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node stopped while its registerPool was still in the transaction pool (a chain with block times): the
+    retry finds no pool and registers again, both land in the next block, and the retry's copy is refused with the
+    first one's pool, which anchoring then goes on in. One pool on chain, its loans published once."""
+    a = banks[0]
+    import_tape(a, "pending", write_tape(tmp_path / "p.csv", [loan_row(i) for i in range(3)]))
+    registry = asset_registry(a)
+    real_wait = ChainClient.wait_for_receipt
+
+    def stopped(self: ChainClient, tx_hash: str, tx: dict[str, Any] | None = None) -> Receipt:
+        raise Stopped
+
+    def next_block(self: ChainClient, tx_hash: str, tx: dict[str, Any] | None = None) -> Receipt:
+        self.rpc("evm_mine")  # the block time passes: everything pending goes into the next block
+        return real_wait(self, tx_hash, tx)
+
+    a.signing_chain.rpc("evm_setAutomine", [False])
+    try:
+        monkeypatch.setattr(ChainClient, "wait_for_receipt", stopped)
+        with pytest.raises(Stopped):
+            anchor_draft(a, "pending")
+        assert registry.pool_count() == 0  # sent, not mined
+        monkeypatch.setattr(ChainClient, "wait_for_receipt", next_block)
+        result = anchor_draft(a, "pending")
+    finally:
+        a.signing_chain.rpc("evm_setAutomine", [True])
+    monkeypatch.undo()
+
+    assert (result.anchored.pool_id, result.anchored.version) == (1, 1)
+    assert registry.pool_count() == 1
+    assert registry.pool(1).metadata_hash == metadata_hash("pending", "BANK-A")
+    registered, anchored = registry.pool_events(1)
+    assert (registered.kind, anchored.kind) == ("registered", "anchored")
+    w3 = a.chain.w3
+    block = w3.eth.get_block(registered.block_number)
+    # Both registrations were mined in one block; the retry's was refused on chain (it passed its gas estimate).
+    assert [w3.eth.get_transaction_receipt(tx)["status"] for tx in block["transactions"]] == [1, 0]
+    [published] = registry.published_loan_ids()
+    assert published.loan_ids == [r.loan_id for r in first_version_records(a)]
+    [pool] = local_pools(a)
+    assert (pool["pool_id"], [(v["state"], v["version"]) for v in pool["versions"]]) == (1, [("anchored", 1)])
+
+
 def test_report_servicing_refuses_incomplete_or_missing_statuses(banks: list[NodeContext], tmp_path: Path) -> None:
     a, b, _c = banks
     pool_id = anchor_tape(a, tmp_path, "serviced", range(3))
@@ -290,10 +338,6 @@ def test_report_servicing_refuses_incomplete_or_missing_statuses(banks: list[Nod
     with pytest.raises(InvalidInput, match="line 2"):
         lifecycle.read_status_file(bad)
     assert asset_registry(a).pool(pool_id).last_servicing_period == 0
-
-
-class Stopped(Exception):
-    """The node stopping between a chain transaction and its store write."""
 
 
 def test_report_servicing_again_after_crash_records_the_report_on_chain(banks: list[NodeContext],
@@ -451,7 +495,7 @@ def test_anchor_beside_another_anchor_of_the_new_pool_registers_and_anchors_it_o
     registry = asset_registry(a)
     pool_id = interrupted[0].anchored.pool_id
     assert (result.anchored.pool_id, result.anchored.version) == (pool_id, 1)
-    assert [registry.pool(i).version_count for i in range(1, registry.pool_count() + 1)] == [1, 0]
+    assert registry.pool_count() == 1 and registry.pool(pool_id).version_count == 1
     sync_loan_mirror(a.store, registry)
     with a.store.session() as session:
         assert double_financed_loans(session) == {}

@@ -27,6 +27,7 @@ from node.chain.errors import (
     AssetRegistryNotMember,
     AssetRegistryNotPendingCustodian,
     AssetRegistryPeriodNotIncreasing,
+    AssetRegistryPoolAlreadyRegistered,
     AssetRegistryRootUnchanged,
     AssetRegistryTooManyLoanIds,
     AssetRegistryUnknownPool,
@@ -259,8 +260,36 @@ def test_custody_follows_signer_rotation_and_stops_on_suspension(consortium: Con
     assets.refuses(b, lambda f: f.acceptTransfer(1), AssetRegistryNoPendingTransfer, {"poolId": 1})
 
 
+def test_register_pool_refuses_same_metadata_hash_of_same_member(consortium: Consortium, assets: Assets) -> None:
+    """A registration resent after a crash (its first copy pending) or by a second process of the bank cannot
+    make a second pool: the member's first pool with that hash is named instead, whichever signer asks."""
+    gov = Governance(consortium)
+    a, b, _c = consortium.banks
+    other = Web3.keccak(text="pool metadata v2")
+    assert assets.read(lambda f: f.poolIdOf(1, METADATA)) == 0
+    assets.send(a, lambda f: f.registerPool(METADATA))
+    assets.refuses(a, lambda f: f.registerPool(METADATA), AssetRegistryPoolAlreadyRegistered, {"poolId": 1})
+
+    receipt = assets.send(b, lambda f: f.registerPool(METADATA))  # another member, the same hash
+    assert assets.events(receipt, "PoolRegistered") == [
+        {"poolId": 2, "originatorMemberId": 2, "metadataHash": METADATA}]
+    receipt = assets.send(a, lambda f: f.registerPool(other))  # the same member, another hash
+    assert assets.events(receipt, "PoolRegistered")[0]["poolId"] == 3
+
+    a2 = gov.newcomer()
+    gov.rotate(a, a2)
+    assets.refuses(a2, lambda f: f.registerPool(METADATA), AssetRegistryPoolAlreadyRegistered, {"poolId": 1})
+    assets.send(a2, lambda f: f.proposeTransfer(1, b.address))
+    assets.send(b, lambda f: f.acceptTransfer(1))  # custody moves; the pool stays the one A registered
+    assets.refuses(a2, lambda f: f.registerPool(METADATA), AssetRegistryPoolAlreadyRegistered, {"poolId": 1})
+    assets.refuses(b, lambda f: f.registerPool(METADATA), AssetRegistryPoolAlreadyRegistered, {"poolId": 2})
+    lookups = ((1, METADATA), (2, METADATA), (1, other), (2, other), (3, METADATA))
+    assert [assets.reader.call(assets.contract.functions.poolIdOf(member, hash_)) for member, hash_ in lookups] == [
+        1, 2, 3, 0, 0]
+
+
 @pytest.mark.parametrize("case", ["not_custodian", "zero_root", "too_many_ids", "not_pending", "not_auditor",
-                                  "publish_offset", "publish_not_custodian"])
+                                  "publish_offset", "publish_not_custodian", "already_registered"])
 def test_mined_call_reverts_on_chain(consortium: Consortium, assets: Assets, case: str) -> None:
     """Sent past the gas estimate, the contract itself refuses, and nothing changes."""
     a, b, _c = consortium.banks
@@ -280,6 +309,8 @@ def test_mined_call_reverts_on_chain(consortium: Consortium, assets: Assets, cas
                                   {"poolId": 1, "account": b.address}),
         "not_pending": (b, assets.fn(b).acceptTransfer(1), AssetRegistryNoPendingTransfer, {"poolId": 1}),
         "not_auditor": (a, assets.fn(a).attest(1, 1, REPORT), AssetRegistryNotAuditor, {"account": a.address}),
+        "already_registered": (a, assets.fn(a).registerPool(METADATA), AssetRegistryPoolAlreadyRegistered,
+                               {"poolId": 1}),
     }[case]
     before = assets.snapshot()
     raised = expect_mined_revert(sender, lambda: sender.client.transact(function, gas=MINED_GAS))
