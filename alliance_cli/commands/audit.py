@@ -42,6 +42,9 @@ def audit_verify(
         if verdict.ok:
             console.success(f"VERIFIED: loan {facts['loan_id']} is in version {facts['version']} of pool "
                             f"{facts['pool_id']}, as anchored on chain")
+            if facts.get("latest_version_now", 0) > facts["version"]:
+                console.info(f"note: the pool's latest version is now {facts['latest_version_now']}; this bundle "
+                             f"proves version {facts['version']} only")
         else:
             console.err.print(f"[red]NOT VERIFIED[/red]: {verdict.failures[0].detail}", markup=True)
     if not verdict.ok:

@@ -21,7 +21,9 @@ AllianceRegistry it names) over JSON-RPC. In order:
    the loan is proven against its period's status root;
 9. `attestations`: each came from a signer that was then an active auditor, as listed in the bundle.
 
-History is compared as of the bundle's `as_of_block`; later events are reported, not held against it.
+History is compared as of the bundle's `as_of_block`; later events are reported, not held against it. The facts
+say who holds the pool now and which version is the pool's latest (as of that block and now): a bundle of a
+version that a later one superseded still proves the loan was in its version.
 """
 
 from __future__ import annotations
@@ -116,7 +118,12 @@ def verify_bundle(bundle: Any, rpc_url: str, registry_address: str) -> Verdict:
     run("servicing", lambda: _check_servicing(events, history, parsed, roles))
     run("attestations", lambda: _check_attestations(events, history, parsed, roles))
     if history.custody:
-        verdict.facts["custodian_member_id_now"] = registry.pool(parsed["pool_id"]).custodian_member_id
+        now = registry.pool(parsed["pool_id"])
+        verdict.facts["custodian_member_id_now"] = now.custodian_member_id
+        # A bundle proves the loan was in its version; whether a later version (which may leave the loan out)
+        # superseded it is a fact the auditor needs beside the proof, not a reason to fail it.
+        verdict.facts["latest_version_as_of_block"] = max((v["version"] for v in history.versions), default=0)
+        verdict.facts["latest_version_now"] = now.version_count
     return verdict
 
 

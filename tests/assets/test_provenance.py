@@ -77,6 +77,17 @@ def test_verify_bundle_accepts_genuine_bundle(life: Life) -> None:
     assert "loan status proven for 1: dpd30 period(s)" in {c["name"]: c["detail"] for c in result["checks"]}[
         "servicing"]
     assert result["facts"]["custodian_member_id_now"] == 2
+    assert (result["facts"]["latest_version_as_of_block"], result["facts"]["latest_version_now"]) == (2, 2)
+
+
+def test_verify_bundle_of_a_superseded_version_verifies_and_says_so(life: Life) -> None:
+    """LN-000011 is in version 1 only (version 2 left it out): its bundle proves version 1, and the facts say
+    that version 2 is the pool's latest."""
+    bundle = build_bundle(life.originator, "LN-000011")
+    result = verify(life, bundle)
+    assert result["verified"] is True, failed(result)
+    assert result["facts"]["version"] == 1
+    assert (result["facts"]["latest_version_as_of_block"], result["facts"]["latest_version_now"]) == (2, 2)
 
 
 def test_verify_bundle_still_verifies_after_later_events(life: Life) -> None:
