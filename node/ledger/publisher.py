@@ -16,6 +16,11 @@ a root that is already on chain (published by an earlier copy) is finished from 
 index; an unsent transaction is sent again with the same bytes, or re-signed with a fresh nonce if its
 nonce was used by another transaction. The contract refuses a root it has seen
 (FraudLedgerDuplicateBatch), so even a resend of a batch that did land records nothing twice.
+
+The first round of a publisher (and the first after the chain was unreachable) also checks that the chain
+still has the batches the store holds as confirmed, newest first, until it finds one: a chain that came back
+from an older state (a dev chain killed with -9 restarts from its last state file) lost them, and their
+records are queued again, with an error logged and the batch left `failed` with the reason.
 """
 
 from __future__ import annotations
@@ -67,12 +72,23 @@ class Publisher:
         self.batch_size = batch_size
         self.max_wait_s = max_wait_s
         self._paused_until = 0.0
+        self._chain_checked = False
         self.last_error: str | None = None
 
     def run_once(self, *, flush: bool = False) -> PublishRound:
         """Settle unfinished batches, then publish every batch that is ready (all queued ones if `flush`)."""
         if time.monotonic() < self._paused_until:
             return PublishRound(0, 0, 0)
+        try:
+            if not self._chain_checked:
+                self.requeue_lost_batches()
+                self._chain_checked = True
+            return self._publish(flush=flush)
+        except ChainUnavailable:
+            self._chain_checked = False  # the chain that comes back may be an older copy
+            raise
+
+    def _publish(self, *, flush: bool) -> PublishRound:
         recovered = self.recover()
         batches = records = 0
         while (prepared := self._prepare(flush=flush)) is not None:
@@ -104,6 +120,24 @@ class Publisher:
                                   .where(OutboxRecord.state != "confirmed")) or 0
 
     # -- recovery -------------------------------------------------------------------------------------
+    def requeue_lost_batches(self) -> int:
+        """Queue again the records of the newest confirmed batches the chain does not have; returns how many
+        batches were lost. A chain loses only its newest blocks, so the walk stops at the first batch it has."""
+        with self._store.session() as session:
+            confirmed = session.execute(select(PublishBatch.id, PublishBatch.root, PublishBatch.block_number)
+                                        .where(PublishBatch.state == "confirmed")
+                                        .order_by(PublishBatch.block_number.desc(), PublishBatch.id.desc())).all()
+        lost = 0
+        for batch_row_id, root, block_number in confirmed:
+            if self._ledger.batch_id_of_root(root) != 0:
+                break
+            logger.error("batch %s, confirmed in block %s, is not on the chain: the chain is behind this node's "
+                         "store (a dev chain restored from an older state?); its records are queued again",
+                         batch_row_id, block_number)
+            self._requeue(batch_row_id, f"lost from the chain (was confirmed in block {block_number})")
+            lost += 1
+        return lost
+
     def recover(self) -> int:
         """Settle every batch left `signed` by an earlier round or process; returns how many were settled."""
         with self._store.session() as session:
@@ -237,14 +271,18 @@ class Publisher:
 
     def _mark_failed(self, batch_row_id: int, error: str) -> None:
         """The chain refused the batch (e.g. this bank is suspended): its records wait in the queue again."""
+        self._requeue(batch_row_id, error)
+        self._paused_until = time.monotonic() + FAILURE_BACKOFF_S
+        self.last_error = error
+        logger.error("batch %s refused by the chain: %s; its records are queued again", batch_row_id, error)
+
+
+    def _requeue(self, batch_row_id: int, error: str) -> None:
         with self._store.transaction() as session:
             session.execute(update(PublishBatch).where(PublishBatch.id == batch_row_id)
                             .values(state="failed", error=error))
             session.execute(update(OutboxRecord).where(OutboxRecord.publish_batch_id == batch_row_id)
                             .values(state="queued", publish_batch_id=None))
-        self._paused_until = time.monotonic() + FAILURE_BACKOFF_S
-        self.last_error = error
-        logger.error("batch %s refused by the chain: %s; its records are queued again", batch_row_id, error)
 
 
 def _ledger_records(session: Session, batch_row_id: int) -> list[LedgerRecord]:

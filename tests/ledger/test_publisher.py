@@ -258,6 +258,25 @@ def test_recover_finds_a_root_published_by_another_transaction(bank: NodeContext
         node.close()
 
 
+def test_batch_the_chain_lost_is_published_again_after_restart(bank: NodeContext) -> None:
+    control = ChainClient(bank.settings.effective_rpc_url)
+    before = control.rpc("evm_snapshot")
+    accepted = bank.report_intake.accept(report(), submitted_by="k1")
+    bank.publisher.drain()
+    # The chain comes back without the batch the store holds as confirmed: a dev chain killed with -9 restarts
+    # from its last state file.
+    control.rpc("evm_revert", [before])
+    node = restarted(bank)
+    try:
+        node.publisher.drain()
+        assert len(onchain_records(node.fraud_ledger())) == 1
+        with node.store.session() as session:
+            assert report_status(session, accepted.report_id).state == "confirmed"
+            assert session.scalars(select(PublishBatch.state)).all() == ["confirmed"]
+    finally:
+        node.close()
+
+
 def batched_records(node: NodeContext) -> list[LedgerRecord]:
     from node.ledger.publisher import _ledger_records
 
