@@ -84,7 +84,7 @@ class DevChain:
             "--host", self.host, "--port", str(self.port), "--chain-id", str(self.chain_id),
             "--hardfork", self.hardfork, "--gas-price", "0", "--base-fee", "0",
             "--gas-limit", "100000000", "--code-size-limit", "65536",
-            "--state", str(self.state_file), "--state-interval", str(STATE_INTERVAL_S),
+            "--state", str(self.state_file.resolve()), "--state-interval", str(STATE_INTERVAL_S),
         ]
 
     def running_pid(self) -> int | None:
@@ -97,7 +97,13 @@ class DevChain:
         except ProcessLookupError:
             self.pid_file.unlink(missing_ok=True)
             return None
+        if not self._runs_this_chain(pid):  # a stale pid file, its pid reused since (a reboot, a new container)
+            self.pid_file.unlink(missing_ok=True)
+            return None
         return pid
+
+    def _runs_this_chain(self, pid: int) -> bool:
+        return f"--state {self.state_file.resolve()} " in f"{_command_line(pid)} "
 
     def start(self, timeout: float = 30.0) -> ChainHead:
         """Start anvil in the background (idempotent: an already running chain is reused)."""
@@ -137,6 +143,14 @@ class DevChain:
             os.kill(pid, signal.SIGKILL)
         self.pid_file.unlink(missing_ok=True)
         return True
+
+
+def _command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except FileNotFoundError:  # no /proc (macOS), or the process is gone
+        return subprocess.run(["ps", "-ww", "-o", "command=", "-p", str(pid)], capture_output=True,
+                              text=True).stdout
 
 
 def _reap(pid: int) -> None:
