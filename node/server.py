@@ -54,10 +54,16 @@ def demo_api_keys(node: NodeContext) -> DemoKeys:
 
 
 def start_chain_if_dev(node: NodeContext) -> bool:
-    """Start the dev chain unless it runs already; True if this call started it."""
-    if node.settings.network != Network.dev or node.dev_chain.running_pid() is not None:
+    """Start the dev chain unless it runs already; True if this process is to stop it at exit."""
+    if node.settings.network != Network.dev:
         return False
-    node.dev_chain.start()
+    chain = node.dev_chain
+    if chain.running_pid() is not None:
+        if not chain.adopt_orphan():
+            return False  # `alliance chain up` started it, or another node runs it: it outlives this one
+        logger.warning("reusing the dev chain left running by a node process that was killed; it stops with this one")
+        return True
+    chain.start(owned=True)
     return True
 
 

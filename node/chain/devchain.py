@@ -75,6 +75,11 @@ class DevChain:
         return self.state_dir / "anvil.pid"
 
     @property
+    def owner_file(self) -> Path:
+        """The pid of the node process that started the chain and stops it when it exits."""
+        return self.state_dir / "anvil.owner"
+
+    @property
     def state_file(self) -> Path:
         return self.state_dir / "state.json"
 
@@ -105,8 +110,9 @@ class DevChain:
     def _runs_this_chain(self, pid: int) -> bool:
         return f"--state {self.state_file.resolve()} " in f"{_command_line(pid)} "
 
-    def start(self, timeout: float = 30.0) -> ChainHead:
-        """Start anvil in the background (idempotent: an already running chain is reused)."""
+    def start(self, timeout: float = 30.0, *, owned: bool = False) -> ChainHead:
+        """Start anvil in the background (idempotent: an already running chain is reused); `owned`: this
+        process stops it when it exits, and a later node adopts it if this process is killed first."""
         if self.running_pid() is not None:
             return wait_until_reachable(self.rpc_url, timeout)
         if port_in_use(self.host, self.port):
@@ -117,13 +123,35 @@ class DevChain:
         process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, start_new_session=True)
         self.pid_file.write_text(str(process.pid))
+        if owned:
+            self.owner_file.write_text(str(os.getpid()))
+        else:
+            self.owner_file.unlink(missing_ok=True)
         try:
             return wait_until_reachable(self.rpc_url, timeout)
         except ChainUnavailable as exc:
             process.kill()
             self.pid_file.unlink(missing_ok=True)
+            self.owner_file.unlink(missing_ok=True)
             raise DevChainError(f"anvil did not answer within {timeout}s; see {self.state_dir / 'anvil.log'}") \
                 from exc
+
+    def adopt_orphan(self) -> bool:
+        """Take over the running chain if the node process that owned it is gone (killed, so it could not stop
+        it): this process stops it when it exits. False if the chain runs on its own (`chain up`) or its owner
+        is alive."""
+        try:
+            owner = int(self.owner_file.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return False
+        try:
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            self.owner_file.write_text(str(os.getpid()))
+            return True
+        except PermissionError:  # alive, another user's
+            pass
+        return False
 
     def stop(self, timeout: float = 15.0) -> bool:
         """Stop anvil cleanly so that it writes its state; returns False if it was not running."""
@@ -142,6 +170,7 @@ class DevChain:
         else:
             os.kill(pid, signal.SIGKILL)
         self.pid_file.unlink(missing_ok=True)
+        self.owner_file.unlink(missing_ok=True)
         return True
 
 

@@ -47,15 +47,23 @@ def eventually(probe: Callable[[], Any], timeout: float = 30) -> Any:
 
 def report_then_check_through_the_workers(api: str, keys: dict[str, str]) -> None:
     """The node's own loops get the alliance key, publish the report and mirror it: no command by hand."""
-    analyst, workflow = {"X-API-Key": keys["analyst"]}, {"X-API-Key": keys["workflow"]}
-    report = {"identifiers": [{"type": "phone", "value": "13800138000"}], "category": "telecom_fraud",
-              "confidence": 90}
-    accepted = eventually(lambda: (r := httpx.post(f"{api}/v1/fraud/reports", json=report, headers=analyst))
+    report_id = accept_report(api, keys, "13800138000")
+    wait_until_confirmed_and_hit(api, keys, report_id, "13800138000")
+
+
+def accept_report(api: str, keys: dict[str, str], phone: str) -> str:
+    report = {"identifiers": [{"type": "phone", "value": phone}], "category": "telecom_fraud", "confidence": 90}
+    accepted = eventually(lambda: (r := httpx.post(f"{api}/v1/fraud/reports", json=report,
+                                                   headers={"X-API-Key": keys["analyst"]}))
                           .status_code == 202 and r)  # 503 no_alliance_key until the key worker has run
-    report_id = accepted.json()["report_id"]
+    return str(accepted.json()["report_id"])
+
+
+def wait_until_confirmed_and_hit(api: str, keys: dict[str, str], report_id: str, phone: str) -> None:
+    analyst, workflow = {"X-API-Key": keys["analyst"]}, {"X-API-Key": keys["workflow"]}
     eventually(lambda: httpx.get(f"{api}/v1/fraud/reports/{report_id}", headers=analyst).json()["state"]
                == "confirmed")
-    check = {"identifiers": [{"type": "phone", "value": "+86 138 0013 8000"}]}
+    check = {"identifiers": [{"type": "phone", "value": f"+86 {phone[:3]} {phone[3:7]} {phone[7:]}"}]}
     hit = eventually(lambda: httpx.post(f"{api}/v1/checks/identity", json=check, headers=workflow)
                      .json()["results"][0]["hit"])
     assert hit is True
