@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ from node.errors import Conflict, InvalidInput
 from node.governance import admission_request
 from node.runtime import NodeContext
 from node.setup import init_node
+
+logger = logging.getLogger(__name__)
 
 DEMO_BANKS = (("Demo Bank A", "DEMO-A"), ("Demo Bank B", "DEMO-B"), ("Demo Bank C", "DEMO-C"))
 
@@ -110,8 +113,9 @@ def ensure_demo_consortium(node: NodeContext) -> Deployment:
             deployment = load_deployment(path)
             check_deployment(node.chain, deployment)
             return deployment
-        except ContractNotDeployed:
-            pass
+        except ContractNotDeployed as exc:
+            logger.warning("the dev chain lacks the demo consortium of %s (%s): deploying it again; a chain "
+                           "restored from an older state loses what came after it", path, exc)
     founders = [this_bank_as_founder(node)]
     for name, code in DEMO_BANKS[1:]:
         founders.append(this_bank_as_founder(_demo_bank(node, name, code)))

@@ -20,7 +20,8 @@ nonce was used by another transaction. The contract refuses a root it has seen
 The first round of a publisher (and the first after the chain was unreachable) also checks that the chain
 still has the batches the store holds as confirmed, newest first, until it finds one: a chain that came back
 from an older state (a dev chain killed with -9 restarts from its last state file) lost them, and their
-records are queued again, with an error logged and the batch left `failed` with the reason.
+records are queued again (their batch `failed`, with the reason, until they are published again) and an
+error is logged.
 """
 
 from __future__ import annotations
