@@ -147,6 +147,11 @@ class ChainClient:
         with translate_errors(self.rpc_url):
             return int(self.w3.eth.block_number)
 
+    def is_syncing(self) -> bool:
+        """True while the node is still catching up with the network (`eth_syncing`): what it lacks may yet come."""
+        with translate_errors(self.rpc_url):
+            return bool(self.w3.eth.syncing)
+
     def has_code(self, address: str) -> bool:
         with translate_errors(self.rpc_url):
             return len(self.w3.eth.get_code(Web3.to_checksum_address(address))) > 0

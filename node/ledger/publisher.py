@@ -21,7 +21,8 @@ The first round of a publisher (and the first after the chain was unreachable) a
 still has the batches the store holds as confirmed, newest first, until it finds one: a chain that came back
 from an older state (a dev chain killed with -9 restarts from its last state file) lost them, and their
 records are queued again (their batch `failed`, with the reason, until they are published again) and an
-error is logged.
+error is logged. Nothing is concluded while the RPC node says it is still syncing (`eth_syncing`): a node
+catching up lacks recent batches only for now, and publishing their records again would record them twice.
 """
 
 from __future__ import annotations
@@ -82,8 +83,7 @@ class Publisher:
             return PublishRound(0, 0, 0)
         try:
             if not self._chain_checked:
-                self.requeue_lost_batches()
-                self._chain_checked = True
+                self._chain_checked = self.requeue_lost_batches() is not None
             return self._publish(flush=flush)
         except ChainUnavailable:
             self._chain_checked = False  # the chain that comes back may be an older copy
@@ -121,15 +121,15 @@ class Publisher:
                                   .where(OutboxRecord.state != "confirmed")) or 0
 
     # -- recovery -------------------------------------------------------------------------------------
-    def requeue_lost_batches(self) -> int:
+    def requeue_lost_batches(self) -> int | None:
         """Queue again the records of the newest confirmed batches the chain does not have; returns how many
-        batches were lost. A chain loses only its newest blocks, so the walk stops at the first batch it has."""
-        with self._store.session() as session:
-            confirmed = session.execute(select(PublishBatch.id, PublishBatch.root, PublishBatch.block_number)
-                                        .where(PublishBatch.state == "confirmed")
-                                        .order_by(PublishBatch.block_number.desc(), PublishBatch.id.desc())).all()
+        batches were lost, or None if the RPC node is still syncing (it may only lag: nothing is concluded).
+        A chain loses only its newest blocks, so the walk stops at the first batch it has."""
+        if self._ledger.chain.is_syncing():
+            return None
         lost = 0
-        for batch_row_id, root, block_number in confirmed:
+        while (newest := self._newest_confirmed()) is not None:
+            batch_row_id, root, block_number = newest
             if self._ledger.batch_id_of_root(root) != 0:
                 break
             logger.error("batch %s, confirmed in block %s, is not on the chain: the chain is behind this node's "
@@ -138,6 +138,13 @@ class Publisher:
             self._requeue(batch_row_id, f"lost from the chain (was confirmed in block {block_number})")
             lost += 1
         return lost
+
+    def _newest_confirmed(self) -> tuple[int, bytes, int | None] | None:
+        with self._store.session() as session:
+            row = session.execute(select(PublishBatch.id, PublishBatch.root, PublishBatch.block_number)
+                                  .where(PublishBatch.state == "confirmed")
+                                  .order_by(PublishBatch.block_number.desc(), PublishBatch.id.desc()).limit(1)).first()
+        return None if row is None else (row[0], bytes(row[1]), row[2])
 
     def recover(self) -> int:
         """Settle every batch left `signed` by an earlier round or process; returns how many were settled."""
@@ -276,7 +283,6 @@ class Publisher:
         self._paused_until = time.monotonic() + FAILURE_BACKOFF_S
         self.last_error = error
         logger.error("batch %s refused by the chain: %s; its records are queued again", batch_row_id, error)
-
 
     def _requeue(self, batch_row_id: int, error: str) -> None:
         with self._store.transaction() as session:

@@ -277,6 +277,25 @@ def test_batch_the_chain_lost_is_published_again_after_restart(bank: NodeContext
         node.close()
 
 
+def test_a_syncing_rpc_node_is_not_taken_for_a_chain_that_lost_batches(bank: NodeContext,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    bank.report_intake.accept(report(), submitted_by="k1")
+    bank.publisher.drain()
+    node = restarted(bank)
+    try:
+        # anvil never syncs; a Besu node catching up after a restart does, and lacks the newest batches meanwhile.
+        monkeypatch.setattr(ChainClient, "is_syncing", lambda self: True)
+        monkeypatch.setattr(type(node.fraud_ledger()), "batch_id_of_root", lambda self, root: 0)
+        assert node.publisher.requeue_lost_batches() is None
+        node.publisher.run_once()
+        with node.store.session() as session:
+            assert session.scalars(select(PublishBatch.state)).all() == ["confirmed"]
+            assert session.scalar(select(func.count()).select_from(OutboxRecord)
+                                  .where(OutboxRecord.state != "confirmed")) == 0
+    finally:
+        node.close()
+
+
 def batched_records(node: NodeContext) -> list[LedgerRecord]:
     from node.ledger.publisher import _ledger_records
 
