@@ -324,6 +324,14 @@ def _screen_draft(node: NodeContext, registry: AssetRegistryClient, pool_name: s
     loans are not taken for double financing."""
     with node.store.transaction() as session:
         pool, draft = _draft_of(session, pool_name)
+        latest = session.scalar(select(AssetVersion).where(AssetVersion.pool_ref == pool.id,
+                                                           AssetVersion.state == "anchored")
+                                .order_by(AssetVersion.version.desc()).limit(1))
+        if latest is not None and bytes(latest.root) == bytes(draft.root):
+            # The same tape imported again: the chain has it already, and anchoring would only record this
+            # version a second time locally. (After a crash mid-anchor the draft itself is the one not yet anchored.)
+            raise Conflict(f"the draft of pool {pool_name!r} holds the same loans as its version {latest.version}, "
+                           "which is anchored already; discard the draft", code="already_anchored")
         if pool.pool_id is None:
             pool.pool_id = registry.pool_id_of(node.member_id, bytes(pool.metadata_hash))
         check = screen if screen is not None else fraud_ledger_screen(session, policy=state_policy(node))

@@ -85,6 +85,20 @@ def admit_auditor(banks: list[NodeContext], rpc_url: str) -> Bank:
     return auditor
 
 
+def test_anchor_of_a_tape_identical_to_the_latest_version_is_refused(banks: list[NodeContext],
+                                                                       tmp_path: Path) -> None:
+    a = banks[0]
+    pool_id = anchor_tape(a, tmp_path, "again", range(3))
+    import_tape(a, "again", write_tape(tmp_path / "again-copy.csv", [loan_row(i) for i in range(3)]))
+    with pytest.raises(Conflict) as refused:
+        anchor_draft(a, "again")
+    assert refused.value.code == "already_anchored"
+    assert asset_registry(a).pool(pool_id).version_count == 1
+    with a.store.session() as session:
+        assert session.execute(select(AssetVersion.state, AssetVersion.version).order_by(AssetVersion.id)).all() == [
+            ("anchored", 1), ("draft", None)]
+
+
 def test_anchor_pool_version_publishes_root_and_loan_ids(banks: list[NodeContext], tmp_path: Path) -> None:
     a = banks[0]
     draft = import_tape(a, "auto-2024", write_tape(tmp_path / "tape.csv", [loan_row(i) for i in range(20)]))
