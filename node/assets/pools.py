@@ -50,10 +50,12 @@ from node.runtime import NodeContext
 from node.store.asset_tables import AssetLoan, AssetLoanIndicator, AssetPool, AssetVersion
 from node.store.db import Store, once_more_on_conflict
 from node.store.models import utcnow
+from node.text import printable_name, storable_text
 
 logger = logging.getLogger(__name__)
 
 INSERT_CHUNK = 5_000
+MAX_POOL_NAME = 100  # asset_pools.name
 # Chunks of loan ids sent ahead of their receipts: several share a block on a chain with block times (QBFT),
 # few enough to stay within a transaction pool's per-sender limit.
 CHUNKS_IN_FLIGHT = 4
@@ -123,6 +125,22 @@ def build_tree(records: Sequence[LoanRecord]) -> StandardMerkleTree:
     return StandardMerkleTree.of([r.leaf_values() for r in records], LEAF_ENCODING)
 
 
+def valid_pool_name(pool_name: str) -> str:
+    """The pool name as stored: stripped, 1 to 100 printable characters (it is hashed into the pool's on-chain
+    metadata and typed back on command lines and in URLs)."""
+    name = pool_name.strip()
+    if not name or len(name) > MAX_POOL_NAME:
+        raise InvalidInput(f"a pool name has 1 to {MAX_POOL_NAME} characters")
+    return printable_name(name, field="the pool name")
+
+
+def valid_override_reason(override_reason: str | None) -> str | None:
+    """The override reason as recorded with an anchored version (None for none), or InvalidInput; checked before
+    anything is sent, since it is stored only once the version is anchored on chain."""
+    reason = (override_reason or "").strip() or None
+    return None if reason is None else storable_text(reason, field="the override reason")
+
+
 def metadata_hash(name: str, originator_code: str) -> bytes:
     document = json.dumps({"name": name, "originator": originator_code}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(document.encode("utf-8")).digest()
@@ -155,9 +173,7 @@ def import_lines(node: NodeContext, pool_name: str, lines: Iterable[str],
 def store_draft(store: Store, pool_name: str, loans: Sequence[TapeLoan], *, originator_code: str,
                 key_epoch: int) -> DraftVersion:
     """Store parsed loans as the pool's draft, all in one transaction."""
-    name = pool_name.strip()
-    if not name or len(name) > 100:
-        raise InvalidInput("a pool name has 1 to 100 characters")
+    name = valid_pool_name(pool_name)
     records = [loan.record for loan in loans]
     currencies = sorted({r.currency for r in records})
     if len(currencies) > 1:
@@ -244,11 +260,11 @@ def anchor_draft(node: NodeContext, pool_name: str, *, override_reason: str | No
     `loan_id_chunk_size` allows on this chain)."""
     if chunk_size is not None and chunk_size < 1:
         raise InvalidInput("a chunk holds at least one loan id", code="invalid_chunk_size")
+    reason = valid_override_reason(override_reason)
     registry = asset_registry(node, signing=True)
     sync_loan_mirror(node.store, registry, from_block=_registry_block(node))
     screened = _screen_draft(node, registry, pool_name, screen)
     findings, records = screened.findings, screened.records
-    reason = (override_reason or "").strip() or None
     if findings and reason is None:
         _record_findings(node, screened.draft_id, findings, None)
         raise PoolRefused(f"pool {pool_name!r} not anchored: {findings.summary()}; pass an override reason to "

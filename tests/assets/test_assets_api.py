@@ -82,6 +82,25 @@ def test_assets_api_rejects_bad_tape_with_row_details(api: ApiNode) -> None:
     assert api.client.get("/v1/assets/pools", headers=api.headers(Role.operator)).json() == []
 
 
+@pytest.mark.parametrize("pool", ["a%0Ab", "a%1B[31m", "a%E2%80%8Bb"], ids=["newline", "escape", "zero_width"])
+def test_create_draft_refuses_pool_name_with_control_character_and_imports_nothing(api: ApiNode, pool: str) -> None:
+    refused = post_tape(api, pool, [loan_row(1)])
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_characters"
+    assert api.client.get("/v1/assets/pools", headers=api.headers(Role.operator)).json() == []
+
+
+def test_anchor_pool_refuses_override_reason_with_nul_and_sends_nothing(api: ApiNode) -> None:
+    """PostgreSQL cannot store the NUL: the reason used to fail there only after the version was anchored."""
+    operator = api.headers(Role.operator)
+    post_tape(api, "p", [loan_row(1)])
+    head = api.node.chain.block_number()
+    refused = api.client.post("/v1/assets/pools/p/anchor", json={"override_reason": "checked\x00"}, headers=operator)
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_characters"
+    assert api.node.chain.block_number() == head
+    pools = api.client.get("/v1/assets/pools", headers=operator).json()
+    assert [(p["pool_id"], [v["state"] for v in p["versions"]]) for p in pools] == [(None, ["draft"])]
+
+
 def test_assets_api_refuses_double_financing_with_409(api: ApiNode) -> None:
     operator = api.headers(Role.operator)
     post_tape(api, "first", [loan_row(i) for i in range(3)])

@@ -1,0 +1,35 @@
+"""What client text the store keeps may contain: one rule for every store, so bad text is one clear error.
+
+PostgreSQL cannot hold a NUL character (U+0000) in a text column, and no store can encode a lone surrogate (a JSON
+"\\ud800", or bytes a command line could not decode) as UTF-8; SQLite takes a NUL. Left to the store, such a write
+failed on PostgreSQL only, as a 500 or a traceback, after whatever the request had done before it (a transaction
+on chain, say). Names that people and tools pass around take printable characters only, as loan references do.
+"""
+
+from __future__ import annotations
+
+from node.errors import InvalidInput
+
+INVALID_CHARACTERS = "invalid_characters"
+
+
+def storable_text(value: str, *, field: str) -> str:
+    """`value` if every store can hold it; InvalidInput (invalid_characters) for a NUL or a lone surrogate."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{field} holds a character that is not valid text (an unpaired surrogate)",
+                           code=INVALID_CHARACTERS) from None
+    if "\x00" in value:
+        raise InvalidInput(f"{field} holds a NUL character", code=INVALID_CHARACTERS)
+    return value
+
+
+def printable_name(value: str, *, field: str) -> str:
+    """`value` if it has printable characters only (no NUL, newline, escape or other control or format character,
+    no space but the ASCII one), so it shows as it is in listings, logs and command lines; InvalidInput
+    (invalid_characters) otherwise. Lengths are the caller's rule."""
+    if not value.isprintable():
+        raise InvalidInput(f"{field} must have printable characters only (no control characters)",
+                           code=INVALID_CHARACTERS)
+    return value
