@@ -114,16 +114,18 @@ def _within_concentration(loans: list[BookedLoanRow], borrower_share: float, reg
 def build_pool(node: Any, pool_name: str, *, anchor: bool = False, override_reason: str | None = None
                ) -> PoolSelection:
     """Select eligible loans and import them as the draft of `pool_name` (and anchor it if asked)."""
-    from node.assets.pools import anchor_draft, import_lines
+    from node.assets.pools import anchor_draft, import_lines, valid_override_reason, valid_pool_name
 
+    # Checked before the draft is stored: a reason refused only at anchoring would leave the draft behind.
+    name, reason = valid_pool_name(pool_name), valid_override_reason(override_reason)
     selection, chosen = select_loans(node)
     if not chosen:
         raise InvalidInput("no booked loan is eligible for a pool", code="no_eligible_loans",
                            details=[{"loan_reference": k, "reason": v} for k, v in selection.excluded.items()])
     rules = policy_for(node).abs
-    selection.draft = import_lines(node, pool_name, _tape_lines(node, chosen, rules)).to_json()
+    selection.draft = import_lines(node, name, _tape_lines(node, chosen, rules)).to_json()
     if anchor:
-        selection.anchored = anchor_draft(node, pool_name, override_reason=override_reason).to_json()
+        selection.anchored = anchor_draft(node, name, override_reason=reason).to_json()
     return selection
 
 

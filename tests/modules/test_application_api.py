@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,8 +14,15 @@ from sqlalchemy import func, select
 
 from node.api.app import create_app
 from node.auth.apikeys import Role, create_api_key
+from node.chain.deployment import deploy_consortium, save_deployment
+from node.consortium import this_bank_as_founder
+from node.ledger.indexer import indexer_for
+from node.ledger.key_distribution import sync_keys
+from node.modules.credit_platform import book_loan, submit_application
 from node.runtime import NodeContext
 from node.store.application_tables import BookedLoanRow, LoanApplication
+from node.store.asset_tables import AssetPool
+from tests.conftest import make_node
 from tests.modules.workflow import application, report_and_mirror, resident_id
 
 
@@ -112,3 +121,41 @@ def test_create_application_refuses_non_finite_bank_input_and_stores_nothing(key
     assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_request"
     with a.store.session() as session:
         assert session.scalar(select(func.count()).select_from(LoanApplication)) == 0
+
+
+@pytest.fixture
+def bank_on_store(rpc_url: str, tmp_path: Path, store_url: str) -> Iterator[NodeContext]:
+    """A one-bank consortium on the parametrised store, holding the epoch-1 key, whose pools may take one loan."""
+    deployment_file = tmp_path / "deployment.json"
+    node = make_node(tmp_path, rpc_url, deployment_file, "Bank A", "BANK-A", database_url=store_url)
+    save_deployment(deploy_consortium(node.signing_chain, network="local", founders=[this_bank_as_founder(node)]),
+                    deployment_file)
+    sync_keys(node)
+    indexer_for(node).sync()
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[abs]\nmax_borrower_share = 1\nmax_region_share = 1\n")
+    node.settings.credit_policy_file = policy
+    yield node
+    node.close()
+
+
+@pytest.mark.parametrize("body", [
+    {"pool_name": "p\u0000"},
+    {"pool_name": "p\u001b[31m"},
+    {"pool_name": "p", "anchor": True, "override_reason": "checked\u0000"},
+], ids=["nul_in_name", "escape_in_name", "nul_in_reason"])
+def test_create_pool_refuses_bad_characters_and_stores_and_sends_nothing(bank_on_store: NodeContext,
+                                                                          body: dict[str, Any]) -> None:
+    """PostgreSQL cannot store a NUL: it was a 500 there, for the reason only after the version was anchored."""
+    a = bank_on_store
+    approved = submit_application(a, application(1), submitted_by="t")["application_id"]
+    book_loan(a, approved, loan_reference="L1")
+    with a.store.transaction() as session:
+        token = create_api_key(session, Role.operator, "test").token
+    head = a.chain.block_number()
+    with TestClient(create_app(a)) as client:
+        refused = client.post("/v1/abs-factory/pools", json=body, headers={"X-API-Key": token})
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_characters"
+    assert a.chain.block_number() == head
+    with a.store.session() as session:
+        assert session.scalars(select(AssetPool)).all() == []
