@@ -13,9 +13,12 @@ from enum import StrEnum
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from node.errors import InvalidInput
 from node.store.models import ApiKey, utcnow
+from node.text import printable_name
 
 KEY_PREFIX = "ak"
+MAX_LABEL = 200  # api_keys.label
 
 
 class Role(StrEnum):
@@ -52,6 +55,9 @@ def _digest(secret: str) -> str:
 
 def create_api_key(session: Session, role: Role | str, label: str = "") -> IssuedKey:
     role = Role(role)
+    if len(label) > MAX_LABEL:
+        raise InvalidInput(f"a key's label has at most {MAX_LABEL} characters", code="invalid_label")
+    printable_name(label, field="the label")  # shown in `apikey list`, where a control character would garble it
     key_id = secrets.token_hex(8)
     secret = secrets.token_urlsafe(32)
     session.add(ApiKey(key_id=key_id, role=role.value, label=label, secret_sha256=_digest(secret)))

@@ -181,6 +181,18 @@ def test_apikey_create_list_revoke(cli: CliRunner, deployed: dict[str, str]) -> 
     assert cli("apikey", "revoke", "nope").code == 1
 
 
+@pytest.mark.parametrize("label", ["desk\nops", "desk\x1b[2J", "desk\udcff", "x" * 201],
+                         ids=["newline", "escape", "undecodable_byte", "too_long"])
+def test_apikey_create_refuses_bad_label_and_issues_nothing(cli: CliRunner, store_url: str, label: str) -> None:
+    """The label was stored as given on SQLite; on PostgreSQL one over its 200 characters was a traceback."""
+    store = {"ALLIANCE_DATABASE_URL": store_url}
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA", env=store).code == 0
+    result = cli("apikey", "create", "--role", "analyst", "--label", label, env=store)
+    assert result.code == 1
+    assert "label" in one_error_line(result.err)
+    assert json.loads(cli("apikey", "list", "--json", env=store).out) == []
+
+
 def test_unknown_option_is_one_line_exit_1(cli: CliRunner) -> None:
     result = cli("member", "list", "--bogus")
     assert result.code == 1
