@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from node.chain.client import ChainClient
 from node.chain.deployment import load_deployment
 from node.config import load_settings
 from tests.assets.conftest import loan_row, resident_id, write_tape
@@ -46,6 +47,27 @@ def test_assets_import_anchor_show(cli: CliRunner, anchored: dict[str, Any]) -> 
     assert [e["kind"] for e in pool["events"]] == ["registered", "anchored"]
     human = cli("assets", "show")
     assert human.code == 0 and "retail" in human.out
+
+
+def test_assets_import_and_anchor_refuse_bad_characters_and_change_nothing(cli: CliRunner, tmp_path: Path,
+                                                                            rpc_url: str) -> None:
+    """A pool name with a control character was stored as given; a reason with a byte the command line could not
+    decode (a lone surrogate) was a traceback when stored, after the version was anchored on chain."""
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0
+    assert cli("contracts", "deploy").code == 0
+    assert cli("key", "sync").code == 0
+    tape = write_tape(tmp_path / "tape.csv", [loan_row(1)])
+    bad_name = cli("assets", "import", str(tape), "--pool", "retail\x1b[2J")
+    assert bad_name.code == 1 and "pool name" in one_error_line(bad_name.err)
+    assert ok_json(cli("assets", "show", "--json"))["pools"] == []
+
+    assert cli("assets", "import", str(tape), "--pool", "retail").code == 0
+    head = ChainClient(rpc_url).block_number()
+    bad_reason = cli("assets", "anchor", "retail", "--override", "checked\udcff")
+    assert bad_reason.code == 1 and "override reason" in one_error_line(bad_reason.err)
+    assert ChainClient(rpc_url).block_number() == head
+    pools = ok_json(cli("assets", "show", "--json"))["pools"]
+    assert [(p["name"], [v["state"] for v in p["versions"]]) for p in pools] == [("retail", ["draft"])]
 
 
 def test_assets_import_bad_tape_fails_with_one_line(cli: CliRunner, anchored: dict[str, Any],
