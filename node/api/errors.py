@@ -5,6 +5,7 @@ Domain and chain errors become HTTP responses only here, at the edge.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -23,6 +24,20 @@ def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, **extra}}
 
 
+def escaped_json(content: Any) -> bytes:
+    """`content` as ASCII-escaped JSON, which renders any string: answers that quote the client's input may hold
+    a lone surrogate (a JSON "\\ud800") that UTF-8 cannot encode."""
+    return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+class ErrorResponse(JSONResponse):
+    """An error body as ASCII-escaped JSON: messages quote the client's input, so a refusal stays a 4xx whatever
+    that input holds."""
+
+    def render(self, content: Any) -> bytes:
+        return escaped_json(content)
+
+
 class ApiError(Exception):
     """Raised by dependencies and routes for HTTP-specific refusals (auth, roles)."""
 
@@ -33,36 +48,36 @@ class ApiError(Exception):
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status)
+    async def _api_error(_: Request, exc: ApiError) -> ErrorResponse:
+        return ErrorResponse(error_body(exc.code, exc.message), status_code=exc.status)
 
     @app.exception_handler(AllianceError)
-    async def _domain_error(_: Request, exc: AllianceError) -> JSONResponse:
+    async def _domain_error(_: Request, exc: AllianceError) -> ErrorResponse:
         extra = {"details": exc.details} if exc.details else {}
-        return JSONResponse(error_body(exc.code, str(exc), **extra), status_code=exc.http_status)
+        return ErrorResponse(error_body(exc.code, str(exc), **extra), status_code=exc.http_status)
 
     @app.exception_handler(ContractRevert)
-    async def _revert(_: Request, exc: ContractRevert) -> JSONResponse:
+    async def _revert(_: Request, exc: ContractRevert) -> ErrorResponse:
         arguments = {k: ("0x" + v.hex() if isinstance(v, bytes) else v) for k, v in exc.arguments.items()}
         status = 403 if exc.error_name.endswith(("NotActiveMember", "NotActive")) else 409
-        return JSONResponse(error_body("contract_revert", str(exc), contract_error=exc.error_name,
+        return ErrorResponse(error_body("contract_revert", str(exc), contract_error=exc.error_name,
                                        arguments=arguments), status_code=status)
 
     @app.exception_handler(ChainError)
-    async def _chain_error(_: Request, exc: ChainError) -> JSONResponse:
+    async def _chain_error(_: Request, exc: ChainError) -> ErrorResponse:
         if isinstance(exc, ContractNotDeployed):
-            return JSONResponse(error_body("contracts_not_deployed", str(exc)), status_code=503)
+            return ErrorResponse(error_body("contracts_not_deployed", str(exc)), status_code=503)
         code = "chain_unavailable" if isinstance(exc, ChainUnavailable) else "chain_error"
-        return JSONResponse(error_body(code, str(exc)), status_code=503)
+        return ErrorResponse(error_body(code, str(exc)), status_code=503)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid_request(_: Request, exc: RequestValidationError) -> ErrorResponse:
         details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
                    for e in exc.errors()]
-        return JSONResponse(error_body("invalid_request", "the request does not match the schema",
+        return ErrorResponse(error_body("invalid_request", "the request does not match the schema",
                                        details=details), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> ErrorResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
+        return ErrorResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)

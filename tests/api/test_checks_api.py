@@ -95,6 +95,20 @@ def test_create_batch_check_answers_invalid_items_inline(api: ApiNode, reported_
     assert unknown["error"]["code"] == "unknown_type" and unknown["type"] == "fax"
 
 
+@pytest.mark.parametrize(("path", "status"), [("identity", 422), ("batch", 200)])
+def test_create_check_with_a_lone_surrogate_answers_with_its_reason(api: ApiNode, key: bytes, path: str,
+                                                                    status: int) -> None:
+    # JSON may spell a lone surrogate ("\ud800"), which UTF-8 cannot encode: quoted back in the refusal, it made
+    # the answer itself fail (500).
+    body = '{"identifiers": [{"type": "fax\\ud800", "value": "1"}]}'
+    response = api.client.post(f"/v1/checks/{path}", content=body,
+                               headers={**api.headers(Role.workflow), "Content-Type": "application/json"})
+    assert response.status_code == status
+    answer = response.json()
+    code = answer["error"]["code"] if status == 422 else answer["results"][0]["error"]["code"]
+    assert code == "unknown_type"
+
+
 def test_create_batch_check_refuses_too_many(api: ApiNode, key: bytes) -> None:
     status, body = check(api, "batch", [("ip", "10.0.0.1")] * (MAX_BATCH + 1))
     assert status == 413 and body["error"]["code"] == "too_many_identifiers"

@@ -7,9 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from pydantic_core import to_json
+from pydantic_core import PydanticSerializationError, to_json
 
 from node.api.deps import NodeDep, SessionDep, require_roles
+from node.api.errors import escaped_json
 from node.auth.apikeys import KeyInfo, Role
 from node.ledger import checks
 
@@ -20,7 +21,10 @@ class FastJSONResponse(JSONResponse):
     """JSON rendered by pydantic-core (Rust): a 10,000-result answer in a quarter of `json.dumps`'s time."""
 
     def render(self, content: Any) -> bytes:
-        return to_json(content)
+        try:
+            return to_json(content)
+        except PydanticSerializationError:  # an item's type echoed back holds a lone surrogate (rare): escape it
+            return escaped_json(content)
 
 
 CheckerKey = Annotated[KeyInfo, Depends(require_roles(Role.workflow, Role.analyst))]
