@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,22 @@ def test_applications_api_refusals(keyed_banks: list[NodeContext]) -> None:
         assert [x["application_id"] for x in listed] == [declined["application_id"]] and "trail" not in listed[0]
 
 
+@contextmanager
+def api_as(node: NodeContext, role: Role) -> Iterator[tuple[TestClient, dict[str, str]]]:
+    """The node's API and the headers of a new key with `role`."""
+    with node.store.transaction() as session:
+        token = create_api_key(session, role, "test").token
+    with TestClient(create_app(node)) as client:
+        yield client, {"X-API-Key": token}
+
+
+def approved_application(client: TestClient, headers: dict[str, str]) -> str:
+    response = client.post("/v1/applications", json=application(1, amount="80000").model_dump(mode="json"),
+                           headers=headers)
+    assert response.json()["outcome"] == "approve", response.text
+    return str(response.json()["application_id"])
+
+
 @pytest.mark.parametrize(("body", "code"), [
     ({"origination_date": "9999-12-01"}, "invalid_origination_date"),  # matures after year 9999
     ({"loan_reference": "L\u0000"}, "invalid_loan_reference"),
@@ -75,13 +92,9 @@ def test_applications_api_refusals(keyed_banks: list[NodeContext]) -> None:
 def test_book_application_refuses_bad_input_and_books_nothing(keyed_banks: list[NodeContext], body: dict[str, Any],
                                                                code: str) -> None:
     a = keyed_banks[0]
-    with a.store.transaction() as session:
-        token = create_api_key(session, Role.workflow, "test").token
-    with TestClient(create_app(a)) as client:
-        headers = {"X-API-Key": token}
-        approved = client.post("/v1/applications", json=application(1, amount="80000").model_dump(mode="json"),
-                               headers=headers).json()
-        refused = client.post(f"/v1/applications/{approved['application_id']}/book", json=body, headers=headers)
+    with api_as(a, Role.workflow) as (client, headers):
+        refused = client.post(f"/v1/applications/{approved_application(client, headers)}/book", json=body,
+                              headers=headers)
     assert refused.status_code == 422 and refused.json()["error"]["code"] == code
     with a.store.session() as session:
         assert session.scalar(select(func.count()).select_from(BookedLoanRow)) == 0
@@ -91,14 +104,9 @@ def test_book_application_refuses_bad_input_and_books_nothing(keyed_banks: list[
 def test_update_loan_status_refuses_amounts_out_of_range(keyed_banks: list[NodeContext],
                                                          change: dict[str, str]) -> None:
     a = keyed_banks[0]
-    with a.store.transaction() as session:
-        token = create_api_key(session, Role.workflow, "test").token
-    with TestClient(create_app(a)) as client:
-        headers = {"X-API-Key": token}
-        approved = client.post("/v1/applications", json=application(1, amount="80000").model_dump(mode="json"),
-                               headers=headers).json()
-        booked = client.post(f"/v1/applications/{approved['application_id']}/book", json={"loan_reference": "L-1"},
-                             headers=headers)
+    with api_as(a, Role.workflow) as (client, headers):
+        booked = client.post(f"/v1/applications/{approved_application(client, headers)}/book",
+                             json={"loan_reference": "L-1"}, headers=headers)
         assert booked.status_code == 201
         refused = client.post("/v1/loans/L-1/status", json={"status": "dpd30", **change}, headers=headers)
     assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_request"
@@ -110,14 +118,12 @@ def test_update_loan_status_refuses_amounts_out_of_range(keyed_banks: list[NodeC
 def test_create_application_refuses_non_finite_bank_input_and_stores_nothing(keyed_banks: list[NodeContext],
                                                                              number: str) -> None:
     a = keyed_banks[0]
-    with a.store.transaction() as session:
-        token = create_api_key(session, Role.workflow, "test").token
     # The API's JSON parser takes these literals; a NaN falls in no scorecard band, so the input would go unscored.
     fields = application(1).model_dump(mode="json")
     body = json.dumps({**fields, "bank_inputs": {**fields["bank_inputs"], "debt_to_income": float(number)}})
-    with TestClient(create_app(a)) as client:
+    with api_as(a, Role.workflow) as (client, headers):
         refused = client.post("/v1/applications", content=body,
-                              headers={"X-API-Key": token, "Content-Type": "application/json"})
+                              headers={**headers, "Content-Type": "application/json"})
     assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_request"
     with a.store.session() as session:
         assert session.scalar(select(func.count()).select_from(LoanApplication)) == 0
@@ -150,11 +156,9 @@ def test_create_pool_refuses_bad_characters_and_stores_and_sends_nothing(bank_on
     a = bank_on_store
     approved = submit_application(a, application(1), submitted_by="t")["application_id"]
     book_loan(a, approved, loan_reference="L1")
-    with a.store.transaction() as session:
-        token = create_api_key(session, Role.operator, "test").token
     head = a.chain.block_number()
-    with TestClient(create_app(a)) as client:
-        refused = client.post("/v1/abs-factory/pools", json=body, headers={"X-API-Key": token})
+    with api_as(a, Role.operator) as (client, headers):
+        refused = client.post("/v1/abs-factory/pools", json=body, headers=headers)
     assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_characters"
     assert a.chain.block_number() == head
     with a.store.session() as session:
