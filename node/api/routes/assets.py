@@ -23,7 +23,7 @@ Operator = Annotated[KeyInfo, Depends(require_roles(Role.operator))]
 Reader = Annotated[KeyInfo, Depends(require_roles(Role.operator, Role.auditor))]
 Auditor = Annotated[KeyInfo, Depends(require_roles(Role.auditor))]
 _HASH_PATTERN = r"^0x[0-9a-fA-F]{64}$"
-# The contract's widths (uint256 pool ids, uint32 versions): a larger number is bad input, not a web3 encoding error.
+# The store's widths (node.assets.lifecycle), narrower than the contract's: a larger number is bad input (422).
 PoolId = Annotated[int, Path(ge=1, le=lifecycle.MAX_POOL_ID, description="The pool's on-chain id.")]
 VersionNumber = Annotated[int, Path(ge=1, le=lifecycle.MAX_VERSION, description="A version of the pool.")]
 
