@@ -93,16 +93,11 @@ class DevChain:
         ]
 
     def running_pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
+        pid = _pid_in(self.pid_file)
+        if pid is None:
             return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            self.pid_file.unlink(missing_ok=True)
-            return None
-        if not self._runs_this_chain(pid):  # a stale pid file, its pid reused since (a reboot, a new container)
+        # Gone, or a stale pid file whose pid was reused since (a reboot, a new container): not this chain.
+        if not _alive(pid) or not self._runs_this_chain(pid):
             self.pid_file.unlink(missing_ok=True)
             return None
         return pid
@@ -140,18 +135,11 @@ class DevChain:
         """Take over the running chain if the node process that owned it is gone (killed, so it could not stop
         it): this process stops it when it exits. False if the chain runs on its own (`chain up`) or its owner
         is alive."""
-        try:
-            owner = int(self.owner_file.read_text().strip())
-        except (FileNotFoundError, ValueError):
+        owner = _pid_in(self.owner_file)
+        if owner is None or _alive(owner):
             return False
-        try:
-            os.kill(owner, 0)
-        except ProcessLookupError:
-            self.owner_file.write_text(str(os.getpid()))
-            return True
-        except PermissionError:  # alive, another user's
-            pass
-        return False
+        self.owner_file.write_text(str(os.getpid()))
+        return True
 
     def stop(self, timeout: float = 15.0) -> bool:
         """Stop anvil cleanly so that it writes its state; returns False if it was not running."""
@@ -161,9 +149,7 @@ class DevChain:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
+            if not _alive(pid):
                 break
             _reap(pid)
             time.sleep(0.05)
@@ -172,6 +158,24 @@ class DevChain:
         self.pid_file.unlink(missing_ok=True)
         self.owner_file.unlink(missing_ok=True)
         return True
+
+
+def _pid_in(path: Path) -> int | None:
+    """The pid a pid file names; None if there is no file or it holds no number."""
+    try:
+        return int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def _command_line(pid: int) -> str:
