@@ -79,6 +79,12 @@ class _RowError(Exception):
         self.field, self.code, self.reason = field, code, reason
 
 
+def valid_loan_reference(reference: str) -> bool:
+    """1 to MAX_LOAN_REFERENCE printable characters: the rule of a tape's loan_reference, and of a booked loan's,
+    which goes into a pool's tape later."""
+    return 0 < len(reference) <= MAX_LOAN_REFERENCE and reference.isprintable()
+
+
 def parse_tape(lines: Iterable[str], *, alliance_key: bytes, key_epoch: int, originator_code: str,
                screening_keys: Mapping[int, bytes] | None = None,
                on_row: Callable[[int], None] | None = None) -> list[TapeLoan]:
@@ -149,7 +155,7 @@ def _check_header(fieldnames: Any) -> None:
 def _parse_row(row: dict[str, str], keys: dict[int, bytes], epoch: int, originator: str) -> TapeLoan:
     cells = {name.strip(): (value or "").strip() for name, value in row.items()}
     reference = cells["loan_reference"]
-    if not reference or len(reference) > MAX_LOAN_REFERENCE or not reference.isprintable():
+    if not valid_loan_reference(reference):
         raise _RowError("loan_reference", "bad_format", f"must be 1 to {MAX_LOAN_REFERENCE} printable characters")
     currency = cells["currency"].upper()
     if currency not in SUPPORTED_CURRENCIES:

@@ -22,7 +22,7 @@ from sqlalchemy import case, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from node.assets.loan_tape import MAX_LOAN_REFERENCE
+from node.assets.loan_tape import MAX_LOAN_REFERENCE, valid_loan_reference
 from node.crypto.keyed_hash import indicator_hash
 from node.errors import Conflict, InvalidInput, NotFound
 from node.extensions.hookspecs import hookimpl
@@ -196,8 +196,7 @@ def book_loan(node: Any, application_id: str, *, loan_reference: str | None = No
               amount: Decimal | None = None, purpose: str = "consumer", start: date | None = None) -> BookedLoan:
     """Book an approved application as a loan (at most its approved limit); store its borrower's indicators
     under every key epoch held, so post-loan monitoring can match new ledger indicators."""
-    # The rule of a loan tape's loan_reference: the booked loan goes into a pool's tape later.
-    if loan_reference is not None and not (len(loan_reference) <= MAX_LOAN_REFERENCE and loan_reference.isprintable()):
+    if loan_reference and not valid_loan_reference(loan_reference):  # an empty one takes the default below
         raise InvalidInput(f"loan_reference must be 1 to {MAX_LOAN_REFERENCE} printable characters",
                            code="invalid_loan_reference")
     keys = node.keyring.keys()
