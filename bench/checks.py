@@ -132,9 +132,10 @@ def serve(data_dir: Path, port: int) -> None:
     from node.api.app import create_app
     from node.config import load_settings
     from node.runtime import NodeContext
-    from node.server import run_api
+    from node.server import listening_sockets, run_api
 
-    run_api(create_app(NodeContext(load_settings(data_dir))), host="127.0.0.1", port=port, log_level="warning")
+    run_api(create_app(NodeContext(load_settings(data_dir))), sockets=listening_sockets("127.0.0.1", port),
+            log_level="warning")
 
 
 def start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from node.api.app import create_app
 from node.auth.apikeys import Role, create_api_key
 from node.config import Network, load_settings
 from node.consortium import DEMO_BANKS, ensure_demo_consortium
+from node.errors import AllianceError
 from node.runtime import NodeContext
 from node.setup import init_node
 from node.workers import node_workers
@@ -78,13 +80,54 @@ def freeze_startup_heap() -> None:
     gc.freeze()
 
 
-def run_api(app: FastAPI, *, host: str, port: int, log_level: str = "info") -> None:
-    """Serve `app` until interrupted, with the start-up heap frozen first (freeze_startup_heap)."""
+class CannotListen(AllianceError):
+    code = "cannot_listen"
+
+
+def listening_sockets(host: str, port: int) -> list[socket.socket]:
+    """Bound sockets for every address `host` resolves to, as uvicorn would bind them itself.
+
+    The node binds before it starts its chain and workers, so an address it cannot have (in use, not on this
+    machine, not resolvable) is one readable error with nothing started, instead of uvicorn exiting the process
+    after the workers run.
+    """
+    try:
+        addresses = dict.fromkeys((family, address) for family, _, _, _, address in socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE))
+    except (socket.gaierror, UnicodeError) as exc:
+        raise CannotListen(f"cannot listen on {host}:{port}: the host does not resolve ({exc})") from None
+    sockets: list[socket.socket] = []
+    try:
+        for family, address in addresses:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # its IPv4 twin is bound separately
+            sock.bind(address)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        raise CannotListen(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sockets
+
+
+def run_api(app: FastAPI, *, sockets: list[socket.socket], log_level: str = "info") -> None:
+    """Serve `app` on bound `sockets` until interrupted, with the start-up heap frozen first (freeze_startup_heap)."""
     freeze_startup_heap()
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    uvicorn.Server(uvicorn.Config(app, log_level=log_level)).run(sockets=sockets)
 
 
 def serve(node: NodeContext, *, demo: bool, host: str | None = None, port: int | None = None) -> None:
+    sockets = listening_sockets(host or node.settings.api_host, port or node.settings.api_port)
+    try:
+        _serve_on(node, sockets, demo=demo)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _serve_on(node: NodeContext, sockets: list[socket.socket], *, demo: bool) -> None:
     if demo:
         node = prepare_demo(node)
     started_chain = start_chain_if_dev(node)
@@ -97,8 +140,7 @@ def serve(node: NodeContext, *, demo: bool, host: str | None = None, port: int |
         workers = node_workers(node)
         workers.start()
         try:
-            run_api(create_app(node, workers=workers), host=host or node.settings.api_host,
-                    port=port or node.settings.api_port)
+            run_api(create_app(node, workers=workers), sockets=sockets)
         finally:
             workers.stop()
     finally:

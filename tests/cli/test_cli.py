@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -215,3 +216,20 @@ def test_node_start_with_a_port_out_of_range_fails_with_one_line(cli: CliRunner)
     result = cli("node", "start", "--port", "65536", env=passphrase)
     assert result.code == 1
     assert "--port" in one_error_line(result.err)
+
+
+@pytest.mark.parametrize("problem", ["port in use", "unresolvable host", "address not on this machine"])
+def test_node_start_on_an_address_it_cannot_listen_on_fails_with_one_line_before_starting_its_dev_chain(
+        cli: CliRunner, data_dir: Path, problem: str) -> None:
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0  # dev network: it runs anvil
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        host, port = {"port in use": ("127.0.0.1", taken.getsockname()[1]),
+                      "unresolvable host": ("no-such-host.invalid", 8000),
+                      "address not on this machine": ("192.0.2.1", 8000)}[problem]
+        result = cli("node", "start", "--host", host, "--port", str(port))
+    assert result.code == 1
+    assert f"cannot listen on {host}:{port}" in one_error_line(result.err)
+    assert not (data_dir / "chain" / "anvil.pid").exists()
+    assert not (data_dir / "chain" / "anvil.owner").exists()
