@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
@@ -115,7 +116,13 @@ def listening_sockets(host: str, port: int) -> list[socket.socket]:
 def run_api(app: FastAPI, *, sockets: list[socket.socket], log_level: str = "info") -> None:
     """Serve `app` on bound `sockets` until interrupted, with the start-up heap frozen first (freeze_startup_heap)."""
     freeze_startup_heap()
-    uvicorn.Server(uvicorn.Config(app, log_level=log_level)).run(sockets=sockets)
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level))  # sets up uvicorn's loggers
+    for sock in sockets:  # uvicorn names the address only when it binds the socket itself
+        host, port = sock.getsockname()[:2]
+        logging.getLogger("uvicorn.error").info(
+            "serving on http://%s:%d (Ctrl-C to stop)", f"[{host}]" if ":" in host else host, port)
+    with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C during shutdown: stop now, as uvicorn.run does
+        server.run(sockets=sockets)
 
 
 def serve(node: NodeContext, *, demo: bool, host: str | None = None, port: int | None = None) -> None:
