@@ -79,5 +79,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> ErrorResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        # 400 is FastAPI's answer to a body it could not parse at all (nested too deeply for the parser, say).
+        code = {400: "malformed_body", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return ErrorResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -81,6 +84,28 @@ def test_oversized_request_is_refused_with_413(api: ApiNode) -> None:
     response = api.client.post("/v1/members", content=b"x" * (limit + 1), headers=api.headers(Role.operator))
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "request_too_large"
+
+
+DEEPLY_NESTED = "[" * 100_000 + "]" * 100_000  # 200 KB, far below the size limit
+
+
+def test_parsing_a_deeply_nested_document_after_loading_the_chain_stack_raises_instead_of_crashing() -> None:
+    # py-ecc (imported by eth-keyfile, so by web3) raised the recursion limit to 100,000: json.loads then overflowed
+    # the C stack on this document and the process died of SIGSEGV. In a child, so a regression cannot kill pytest.
+    script = "import json, sys, node.chain.client, node.chain.signer; json.loads(sys.stdin.read())"
+    result = subprocess.run([sys.executable, "-c", script], input=DEEPLY_NESTED, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1, (result.returncode, result.stderr[-500:])
+    assert "RecursionError" in result.stderr
+
+
+def test_deeply_nested_json_body_is_refused_and_the_node_keeps_serving(api: ApiNode) -> None:
+    assert sys.getrecursionlimit() <= 10_000  # else the request below could kill this process (see the test above)
+    response = api.client.post("/v1/checks/batch", content=DEEPLY_NESTED.encode(),
+                               headers={**api.headers(Role.workflow), "content-type": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "malformed_body"
+    assert api.client.get("/health").status_code == 200
 
 
 @pytest.mark.parametrize(("path", "role"), [
