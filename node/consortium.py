@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from node.config import DEV_PASSPHRASE, Network, load_settings
 from node.crypto.envelopes import public_key_bytes
 from node.errors import Conflict, InvalidInput
 from node.governance import admission_request
+from node.json_files import read_json_file
 from node.runtime import NodeContext
 from node.setup import init_node
 
@@ -34,16 +34,7 @@ def this_bank_as_founder(node: NodeContext) -> FoundingMember:
 
 
 def parse_founders(path: Path) -> list[FoundingMember]:
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise InvalidInput(f"founders file {path} does not exist", code="file_not_found") from exc
-    except IsADirectoryError as exc:
-        raise InvalidInput(f"founders file {path} is a directory", code="malformed_file") from exc
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(f"founders file {path} is not UTF-8 text", code="malformed_file") from exc
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(f"founders file {path} is not JSON: {exc}", code="malformed_file") from exc
+    entries = read_json_file(path, "founders file")
     if not isinstance(entries, list) or not entries:
         raise InvalidInput(f"founders file {path} must hold a non-empty JSON list", code="malformed_file")
     founders = []

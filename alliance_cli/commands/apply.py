@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +11,7 @@ from pydantic import ValidationError
 from alliance_cli import console
 from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
+from node.json_files import read_json_file
 from node.modules.credit_platform import ApplicationIn, submit_application
 
 CLI_SUBMITTER = "cli"
@@ -24,10 +24,9 @@ def apply_command(
 ) -> None:
     """Decide one application; prints outcome, score, limit and the reasons."""
     try:
-        body = ApplicationIn.model_validate(json.loads(file.read_text(encoding="utf-8")))
-    except (OSError, ValueError) as exc:
-        problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()) \
-            if isinstance(exc, ValidationError) else type(exc).__name__
+        body = ApplicationIn.model_validate(read_json_file(file, "application file"))
+    except ValidationError as exc:
+        problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         console.fail(f"{file} is not a valid application: {problem}")
     view = submit_application(node_context(ctx), body, submitted_by=CLI_SUBMITTER)
     if json_output:

@@ -5,7 +5,6 @@ Deliberately opens no node context: no data dir, database, keys or configuration
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -15,6 +14,7 @@ from alliance_cli import console
 from alliance_cli.console import JsonOption
 from node.assets.verify import verify_bundle
 from node.governance import parse_address
+from node.json_files import read_json_file
 
 app = typer.Typer(help="Independent verification for auditors (needs only a chain endpoint).", no_args_is_help=True)
 
@@ -27,10 +27,7 @@ def audit_verify(
     json_output: JsonOption = False,
 ) -> None:
     """Verify a loan's provenance against the chain; exit code 1 unless every check passes."""
-    try:
-        bundle = json.loads(bundle_file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        console.fail(f"{bundle_file} is not JSON: {exc}")
+    bundle = read_json_file(bundle_file, "provenance bundle")
     verdict = verify_bundle(bundle, rpc, parse_address(registry, what="registry address"))
     if json_output:
         console.print_json(verdict.to_json())

@@ -123,6 +123,9 @@ def test_audit_verify_rejects_non_json_and_bad_registry(cli: CliRunner, tmp_path
     junk.write_text("{not json")
     result = cli("audit", "verify", str(junk), "--rpc", rpc_url, "--registry", "0x" + "11" * 20)
     assert result.code == 1 and "is not JSON" in one_error_line(result.err)
+    junk.write_text("[" * 100_000 + "]" * 100_000)  # was a RecursionError traceback
+    result = cli("audit", "verify", str(junk), "--rpc", rpc_url, "--registry", "0x" + "11" * 20)
+    assert result.code == 1 and "nests too deeply" in one_error_line(result.err)
     junk.write_text("{}")
     result = cli("audit", "verify", str(junk), "--rpc", rpc_url, "--registry", "0x1234")
     assert result.code == 1 and "registry address" in one_error_line(result.err)

@@ -169,6 +169,10 @@ def test_contracts_deploy_rejects_malformed_founders_file(cli: CliRunner, data_d
     result = cli("contracts", "deploy", "--founders", str(tmp_path))
     assert result.code == 1
     assert "is a directory" in one_error_line(result.err)
+    founders.write_bytes(b"[" * 100_000 + b"]" * 100_000)  # was a RecursionError traceback
+    result = cli("contracts", "deploy", "--founders", str(founders))
+    assert result.code == 1
+    assert "nests too deeply" in one_error_line(result.err)
     assert not (data_dir / "deployments" / "dev.json").exists()
 
 
