@@ -19,7 +19,7 @@ from node.config import DEV_PASSPHRASE, Network, load_settings
 from node.crypto.envelopes import public_key_bytes
 from node.errors import Conflict, InvalidInput
 from node.governance import admission_request
-from node.json_files import read_json_file
+from node.input_files import read_json_file
 from node.runtime import NodeContext
 from node.setup import init_node
 

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from alliance_cli import console
 from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
-from node.json_files import read_json_file
+from node.input_files import read_json_file
 from node.modules.credit_platform import ApplicationIn, submit_application
 
 CLI_SUBMITTER = "cli"

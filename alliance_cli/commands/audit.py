@@ -14,7 +14,7 @@ from alliance_cli import console
 from alliance_cli.console import JsonOption
 from node.assets.verify import verify_bundle
 from node.governance import parse_address
-from node.json_files import read_json_file
+from node.input_files import read_json_file
 
 app = typer.Typer(help="Independent verification for auditors (needs only a chain endpoint).", no_args_is_help=True)
 

@@ -10,6 +10,7 @@ problems of every row come back together, so the file is fixed in one pass.
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import TextIO
 
 from node.errors import InvalidInput
+from node.input_files import reading_text
 from node.ledger.reports import DEFAULT_VALID_DAYS, AcceptedReport, PreparedReport, ReportIntake, ReportRequest
 
 REQUIRED_COLUMNS = ("identifier_type", "identifier", "category", "confidence")
@@ -82,19 +84,14 @@ def count_rows(path: Path) -> int:
 @contextmanager
 def _reading(path: Path) -> Iterator[TextIO]:
     """The file opened as CSV text; whatever makes it unreadable is an `InvalidInput` naming the file."""
-    try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise InvalidInput(f"{path} is larger than {MAX_FILE_BYTES // 2**20} MiB", code="file_too_large")
-        with path.open(newline="", encoding="utf-8-sig") as handle:
+    with reading_text(path, "reports file", encoding="utf-8-sig", newline="") as handle:
+        if os.fstat(handle.fileno()).st_size > MAX_FILE_BYTES:
+            raise InvalidInput(f"reports file {path} is larger than {MAX_FILE_BYTES // 2**20} MiB",
+                               code="file_too_large")
+        try:
             yield handle
-    except FileNotFoundError:
-        raise InvalidInput(f"{path} does not exist", code="file_not_found") from None
-    except IsADirectoryError:
-        raise InvalidInput(f"{path} is a directory", code="malformed_file") from None
-    except UnicodeDecodeError:
-        raise InvalidInput(f"{path} is not UTF-8 text", code="malformed_file") from None
-    except csv.Error as exc:
-        raise InvalidInput(f"{path} is not valid CSV: {exc}", code="malformed_file") from None
+        except csv.Error as exc:
+            raise InvalidInput(f"reports file {path} is not valid CSV: {exc}", code="malformed_file") from None
 
 
 def _read_groups(path: Path) -> tuple[list[_Group], list[RowProblem], int]:

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from node.errors import InvalidInput
-from node.ledger.report_import import ImportRefused, count_rows, import_reports
+from node.ledger.report_import import MAX_FILE_BYTES, ImportRefused, count_rows, import_reports
 from node.runtime import NodeContext
 from node.store.ledger_tables import FraudReport, OutboxRecord
 from tests.conftest import LedgerNodes
@@ -80,7 +80,14 @@ def test_import_refuses_malformed_files(bank: NodeContext, tmp_path: Path, conte
 def test_import_refuses_binary_and_missing_files(bank: NodeContext, tmp_path: Path) -> None:
     binary = tmp_path / "bin.csv"
     binary.write_bytes(b"\xff\xfe\x00garbage")
-    for path, code in ((binary, "malformed_file"), (tmp_path / "missing.csv", "file_not_found")):
+    oversized = tmp_path / "huge.csv"
+    with oversized.open("wb") as handle:  # sparse: nothing is written to the disk
+        handle.truncate(MAX_FILE_BYTES + 1)
+    cases = ((binary, "malformed_file"), (tmp_path / "missing.csv", "file_not_found"), (tmp_path, "malformed_file"),
+             (oversized, "file_too_large"))
+    for path, code in cases:
         with pytest.raises(InvalidInput) as refused:
             import_reports(bank.report_intake, path, submitted_by="cli")
         assert refused.value.code == code
+        assert str(refused.value).startswith(f"reports file {path} ")
+    assert counts(bank) == (0, 0)

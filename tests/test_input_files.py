@@ -9,7 +9,7 @@ import pytest
 
 import node.chain.client  # noqa: F401 - the chain stack loaded, as in every command that reads these files
 from node.errors import InvalidInput
-from node.json_files import read_json_file
+from node.input_files import read_json_file
 
 
 def test_read_json_file_returns_the_document(tmp_path: Path) -> None:

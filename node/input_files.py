@@ -1,0 +1,45 @@
+"""Reading files that a person hands the node: founders lists, provenance bundles, applications, report imports."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+from node.errors import InvalidInput
+
+
+@contextmanager
+def reading_text(path: Path, what: str, *, encoding: str = "utf-8", newline: str | None = None) -> Iterator[TextIO]:
+    """`path` opened as text. A file that is missing, a directory, unreadable or not UTF-8 (found while reading it
+    inside the block, too) is an InvalidInput (`file_not_found` or `malformed_file`) naming it as `what`."""
+    try:
+        with path.open(encoding=encoding, newline=newline) as handle:
+            yield handle
+    except FileNotFoundError:
+        raise InvalidInput(f"{what} {path} does not exist", code="file_not_found") from None
+    except IsADirectoryError:
+        raise InvalidInput(f"{what} {path} is a directory", code="malformed_file") from None
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{what} {path} is not UTF-8 text", code="malformed_file") from None
+    except OSError as exc:
+        raise InvalidInput(f"{what} {path} cannot be read: {exc.strerror or exc}", code="malformed_file") from None
+
+
+def read_json_file(path: Path, what: str) -> Any:
+    """The JSON document in `path`, or InvalidInput saying in one line what is wrong with the file.
+
+    A hostile file may nest its arrays thousands deep: that is refused like any other malformed file, not left to
+    escape as a RecursionError and a traceback.
+    """
+    with reading_text(path, what) as handle:
+        text = handle.read()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"{what} {path} is not JSON: {exc}", code="malformed_file") from None
+    except RecursionError:
+        raise InvalidInput(f"{what} {path} is not JSON this node reads: it nests too deeply",
+                           code="malformed_file") from None
