@@ -3,8 +3,10 @@
 One pass, `sync_keys`, is safe to repeat (a background worker runs it every few seconds, and
 `alliance key sync` runs it once). It reads the chain, then:
 
-a) opens every envelope addressed to this member for an epoch it does not hold yet, in block order;
-   an envelope that does not open (sealed for an old key, altered, junk) is logged and skipped, never stored;
+a) opens every envelope addressed to this member for an epoch it does not hold yet, in block order, from a
+   sender the chain shows holding that epoch's key when it sent it (its generator, or the recipient of an earlier
+   envelope from a holder); an envelope from any other sender, or one that does not open (sealed for an old key,
+   altered, junk), is logged and skipped, never stored;
 b) generates the key of an epoch this member is the *generator* of, if nobody can hold it yet. The generator of
    epoch 1 (which begins at deployment) is the lowest-id member with role Member: member 1, the first founder,
    whenever that founder is a Member (roles never change and founders take the first ids, so every node
@@ -15,8 +17,8 @@ c) publishes envelopes for the epochs it holds to every active Member or Auditor
    recovers every key from the chain alone.
 
 Who publishes (c): only the *distributor* of an epoch, the lowest-id active Member that holds its key as far as
-the chain shows (the generator, or the recipient of any envelope for the epoch), so two nodes do not both forward the
-key to a newcomer in the common case. Should it happen anyway (two nodes disagreeing for one block), the
+the chain shows (the generator, or the recipient of an envelope from a holder, as in a), so two nodes do not both
+forward the key to a newcomer in the common case. Should it happen anyway (two nodes disagreeing for one block), the
 newcomer gets two envelopes of the same key: harmless. A recipient counts as served when an envelope for it
 comes from the epoch's generator or from the distributor itself; an envelope from any other member is not
 trusted to be good, so a member publishing junk for someone cannot stop the legitimate envelope.
@@ -124,10 +126,30 @@ class _ChainView:
                   if m.status == MemberStatus.active and m.role in KEY_RECIPIENT_ROLES]
         return sorted(active, key=lambda m: (m.member_id != self.member_id, m.member_id))
 
+    def trusted_envelopes(self, epoch: int) -> list[KeyEnvelope]:
+        """The envelopes of `epoch` sent by a member that held its key when sending, as the chain shows: its
+        generator, or the recipient of an earlier trusted envelope. Oldest first.
+
+        An envelope from any other member (one that had not received the key) is junk or a key of its own making:
+        counting its recipient as a holder would let it stall the distribution (that recipient cannot forward), and
+        opening it would split the alliance into two keys for one epoch.
+        """
+        holders = {self.generators[epoch]} if epoch in self.generators else set()
+        trusted = []
+        for envelope in self.envelopes:
+            if envelope.epoch == epoch and envelope.sender_member_id in holders:
+                trusted.append(envelope)
+                holders.add(envelope.recipient_member_id)
+        return trusted
+
+    def holders(self, epoch: int) -> set[int]:
+        """Members the chain shows holding `epoch`'s key: its generator and the recipients of trusted envelopes."""
+        generator = {self.generators[epoch]} if epoch in self.generators else set()
+        return generator | {e.recipient_member_id for e in self.trusted_envelopes(epoch)}
+
     def distributor(self, epoch: int) -> int | None:
         """Lowest-id active Member known (from the chain, or to this node itself) to hold `epoch`."""
-        holders = {self.generators.get(epoch, 0), self.member_id}
-        holders |= {e.recipient_member_id for e in self.envelopes if e.epoch == epoch}
+        holders = self.holders(epoch) | {self.member_id}
         eligible = [i for i in holders if i in self.members and _can_publish(self.members[i])]
         return min(eligible, default=None)
 
@@ -190,14 +212,21 @@ def key_status(node: NodeContext) -> KeyStatus:
         held = [HeldKey(row.epoch, row.source, row.created_at) for row in rows]
     lacking: dict[int, list[int]] = {}
     for epoch in range(1, view.chain_epoch + 1):
-        served = {e.recipient_member_id for e in view.envelopes if e.epoch == epoch}
+        served = {e.recipient_member_id for e in view.trusted_envelopes(epoch)}
         lacking[epoch] = sorted(m.member_id for m in view.recipients() if m.member_id not in served)
     return KeyStatus(view.member_id, view.chain_epoch, held, lacking)
 
 
 def _receive(node: NodeContext, view: _ChainView, held: set[int], result: KeySyncResult) -> None:
+    trusted = {e for epoch in range(1, view.chain_epoch + 1) for e in view.trusted_envelopes(epoch)}
     for envelope in view.envelopes:
         if envelope.recipient_member_id != view.member_id or envelope.epoch in held:
+            continue
+        if envelope not in trusted:
+            logger.warning("skipped the key envelope for epoch %d from member %d (block %d): the sender did not "
+                           "hold that epoch's key as far as the chain shows", envelope.epoch,
+                           envelope.sender_member_id, envelope.block_number)
+            result.rejected.append((envelope.sender_member_id, envelope.epoch, envelope.block_number))
             continue
         try:
             key = open_envelope(envelope=envelope.envelope, recipient_private_key=node.encryption_key,

@@ -150,6 +150,40 @@ def test_sync_keys_skips_a_tampered_envelope(ledger_nodes: LedgerNodes, caplog: 
     assert sync_keys(b).rejected == []  # epoch 1 is held: its envelopes are not opened again
 
 
+def test_sync_keys_refuses_a_key_sent_by_a_member_that_does_not_hold_the_epoch(ledger_nodes: LedgerNodes) -> None:
+    a, b, c = ledger_nodes.nodes
+    for node in (a, b, c):
+        sync_keys(node)
+    assert b.registry(signing=True).start_key_epoch() == 2  # B's rotation, before B's node ran a pass
+    # C, which never received epoch 2, sends A a well-formed envelope of a key of its own.
+    forged = c.registry(signing=True).publish_key_envelope(1, 2, seal_envelope(
+        recipient_public_key=public_key_bytes(a.encryption_key), recipient_member_id=1, epoch=2,
+        alliance_key=os.urandom(32)))
+    assert sync_keys(a).rejected == [(3, 2, forged.block_number)]
+    assert set(a.keyring.keys()) == {1}
+    # A is not counted as holding epoch 2, so B (the generator) still distributes it, to A first of the others.
+    assert sync_keys(b).published == [(2, 2), (1, 2), (3, 2)]
+    for node in (a, c):
+        assert sync_keys(node).received == [2]
+    assert a.keyring.key(2) == b.keyring.key(2) == c.keyring.key(2)
+    assert key_status(b).lacking == {1: [], 2: []}
+
+
+def test_sync_keys_distributes_despite_junk_sent_to_a_lower_member(ledger_nodes: LedgerNodes) -> None:
+    a, b, c = ledger_nodes.nodes
+    for node in (a, b, c):
+        sync_keys(node)
+    assert b.registry(signing=True).start_key_epoch() == 2
+    junk = bytearray(seal_envelope(recipient_public_key=public_key_bytes(a.encryption_key), recipient_member_id=1,
+                                   epoch=2, alliance_key=os.urandom(32)))
+    junk[-1] ^= 0x01
+    c.registry(signing=True).publish_key_envelope(1, 2, bytes(junk))
+    # The junk's recipient (member 1) does not become the distributor of epoch 2: B sends it.
+    assert sync_keys(b).published == [(2, 2), (1, 2), (3, 2)]
+    assert sync_keys(a).received == [2] and sync_keys(c).received == [2]
+    assert a.keyring.key(2) == b.keyring.key(2) == c.keyring.key(2)
+
+
 def test_sync_keys_skips_an_envelope_copied_from_another_member(ledger_nodes: LedgerNodes, tmp_path: Path) -> None:
     a, _, c = ledger_nodes.nodes
     sync_keys(a)
