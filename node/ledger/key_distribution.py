@@ -191,14 +191,40 @@ def rotate(node: NodeContext) -> int:
     """Start a new key epoch on chain, then generate, store and distribute its key; returns the epoch.
 
     The epoch's generator is this member (it started it), so the ordinary pass does the rest, and a failure after
-    `startKeyEpoch` is finished by the next pass of the worker. Reports published under older epochs keep
-    matching (checks hash under every epoch held) until the reporting node republishes them under the new one.
+    `startKeyEpoch` is finished by the next pass of the worker, or by running `rotate` again: while the newest epoch
+    is this member's and its key has not left this node, `rotate` finishes it instead of starting another.
+    Reports published under older epochs keep matching (checks hash under every epoch held) until the reporting node
+    republishes them under the new one.
     """
     if node.member_id == 0:
         raise NotAMember(f"{node.address} is not a member of the alliance", code="not_a_member")
+    view = _read_chain(node)
+    if _rotation_unfinished(node, view):
+        # The last rotation here stopped (killed, the chain down) after startKeyEpoch and before its key left this
+        # node, and the operator runs it again: finishing that epoch is what was asked. Starting another would leave
+        # every member one more key to hold and hash under, and this bank one more republish.
+        logger.info("finishing key epoch %d, started by this member, whose key has not been sent yet", view.chain_epoch)
+        sync_keys(node)
+        return view.chain_epoch
     epoch = node.registry(signing=True).start_key_epoch()
     sync_keys(node)
     return epoch
+
+
+def _rotation_unfinished(node: NodeContext, view: _ChainView) -> bool:
+    """Whether the newest epoch was started by this member and its key has not left this node yet.
+
+    A rotation sends this member's own envelope first (its backup), so until that is on chain the key is at most
+    here: finishing the epoch is what running `rotate` again asks for. Once the key is out, the worker finishes
+    sending it, and `rotate` starts a new epoch as asked: an operator may be rotating because a key leaked, and an
+    epoch whose key went out (a newcomer still unserved, say) must not be mistaken for that rotation.
+    """
+    epoch = view.chain_epoch
+    # Epoch 1 begins at deployment: a rotation never started it, so a rotation never finishes it.
+    if epoch == 1 or view.generators.get(epoch) != view.member_id or not _can_publish(view.me):
+        return False
+    return not any(e.epoch == epoch and e.sender_member_id == view.member_id == e.recipient_member_id
+                   for e in view.envelopes)
 
 
 def key_status(node: NodeContext) -> KeyStatus:

@@ -116,6 +116,53 @@ def test_rotate_gives_every_member_the_new_epoch_and_keeps_the_old(ledger_nodes:
     assert [(k.epoch, k.source) for k in key_status(b).held] == [(1, "envelope"), (2, "generated")]
 
 
+def test_rotate_again_after_a_kill_before_the_key_was_made_finishes_that_epoch(ledger_nodes: LedgerNodes) -> None:
+    a, b, c = ledger_nodes.nodes
+    for node in (a, b, c):
+        sync_keys(node)
+    assert b.registry(signing=True).start_key_epoch() == 2  # `key rotate` killed right after this transaction
+    assert rotate(b) == 2
+    assert b.registry().current_key_epoch() == 2
+    assert {e.recipient_member_id for e in b.registry().key_envelopes(epoch=2)} == {1, 2, 3}
+    assert sync_keys(a).received == [2] and a.keyring.key(2) == b.keyring.key(2)
+    assert rotate(b) == 3  # that rotation finished: the next one starts a new epoch
+
+
+def _rotation_killed_after_storing_its_key(ledger_nodes: LedgerNodes) -> bytes:
+    """Every bank holding epoch 1, then B's `key rotate` killed once it started epoch 2 and stored its key."""
+    a, b, c = ledger_nodes.nodes
+    for node in (a, b, c):
+        sync_keys(node)
+    assert b.registry(signing=True).start_key_epoch() == 2
+    key = os.urandom(32)
+    b.keyring.store_key(2, key, source="generated")
+    return key
+
+
+def test_rotate_again_after_a_kill_before_sending_finishes_that_epoch(ledger_nodes: LedgerNodes) -> None:
+    _, b, c = ledger_nodes.nodes
+    key = _rotation_killed_after_storing_its_key(ledger_nodes)  # before its first envelope (its own) was mined
+    assert rotate(b) == 2
+    assert b.registry().current_key_epoch() == 2
+    assert sorted(e.recipient_member_id for e in b.registry().key_envelopes(epoch=2)) == [1, 2, 3]
+    assert sync_keys(c).received == [2] and c.keyring.key(2) == key
+
+
+def test_rotate_starts_a_new_epoch_once_the_last_ones_key_left_the_node(ledger_nodes: LedgerNodes,
+                                                                       tmp_path: Path) -> None:
+    b = ledger_nodes.nodes[1]
+    # Killed after sending its own envelope: the key is out, and the worker sends the rest. Running rotate again
+    # (perhaps because a key leaked) starts a new epoch.
+    key = _rotation_killed_after_storing_its_key(ledger_nodes)
+    b.registry(signing=True).publish_key_envelope(2, 2, seal_envelope(
+        recipient_public_key=public_key_bytes(b.encryption_key), recipient_member_id=2, epoch=2, alliance_key=key))
+    assert rotate(b) == 3
+    # A rotation that reached everyone, then a newcomer not yet served: rotate still rotates.
+    ledger_nodes.admit(tmp_path / "d", "BANK-D")
+    assert rotate(b) == 4
+    assert b.registry().current_key_epoch() == 4
+
+
 def test_rotate_sends_nothing_to_a_suspended_member_until_reinstated(ledger_nodes: LedgerNodes) -> None:
     a, b, c = ledger_nodes.nodes
     for node in (a, b, c):
