@@ -242,6 +242,10 @@ class ChainClient:
                 raw = self.w3.eth.wait_for_transaction_receipt(
                     HexStr(tx_hash), timeout=self.receipt_timeout, poll_latency=0.02)
             except TimeExhausted as exc:
+                # It may be slow, or lost (an RPC node restarted without its mempool, a chain restored from an older
+                # state): then every nonce handed out after it waits behind a gap forever. The next nonce is read
+                # from the chain's pending count again, which still counts it while the chain holds it.
+                self.nonces.reset()
                 raise TransactionTimeout(f"transaction {tx_hash} not mined within {self.receipt_timeout}s") from exc
         receipt = Receipt(tx_hash, int(raw["blockNumber"]), raw["blockHash"].to_0x_hex(),
                           int(raw["gasUsed"]), int(raw["status"]), raw)
