@@ -11,7 +11,7 @@ from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
 from node.ledger.digest import node_digest
 from node.ledger.indexer import SyncResult, indexer_for
-from node.ledger.republish import republish_active_reports
+from node.ledger.republish import republish
 
 app = typer.Typer(help="The fraud-ledger mirror: sync, rebuild, compare.", no_args_is_help=True)
 
@@ -60,7 +60,7 @@ def ledger_digest(
 def ledger_republish(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """Queue this bank's still-valid reports again, hashed under the newest key epoch (after `key rotate`)."""
     node = node_context(ctx)
-    result = republish_active_reports(node.store, node.keyring, node.vault)
+    result = republish(node)
     if json_output:
         console.print_json(vars(result))
         return

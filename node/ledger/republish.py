@@ -18,13 +18,20 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.orm import Session
 
+from node.chain.errors import ChainUnavailable
 from node.crypto.keyed_hash import indicator_hash
 from node.crypto.vault import LocalVault
+from node.errors import Conflict
 from node.ledger.keyring import KeyRing
 from node.ledger.reports import sealed_identifier_ad
 from node.ledger.vocabulary import identifier_type_of
+from node.runtime import NodeContext
 from node.store.db import Store, once_more_on_conflict
 from node.store.ledger_tables import FraudReport, OutboxRecord
+
+
+class NewestKeyMissing(Conflict):
+    code = "newest_key_missing"
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,24 @@ class RepublishResult:
     epoch: int
     reports: int
     records: int
+
+
+def republish(node: NodeContext) -> RepublishResult:
+    """`republish_active_reports` for this node, refused while the chain has a newer epoch than the node holds.
+
+    Run on a node whose key worker has not received the newest key yet (a rotation by another member moments ago),
+    it would queue nothing, "under" the old epoch, and the operator would believe the reports were republished.
+    With the chain unreachable the check is skipped: queuing is local, and the publisher waits for the chain anyway.
+    """
+    held, _ = node.keyring.current()
+    try:
+        on_chain = node.registry().current_key_epoch()
+    except ChainUnavailable:
+        on_chain = held
+    if on_chain > held:
+        raise NewestKeyMissing(f"the chain is at key epoch {on_chain} and this node holds keys up to epoch {held}: "
+                               "run `alliance key sync` (or wait for the node's key worker), then republish")
+    return republish_active_reports(node.store, node.keyring, node.vault)
 
 
 def republish_active_reports(store: Store, keyring: KeyRing, vault: LocalVault, *,

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from node.crypto.keyed_hash import hash_identifier
 from node.ledger.reactions import withdraw_report
 from node.ledger.reports import ReportRequest
-from node.ledger.republish import RepublishResult, republish_active_reports
+from node.ledger.republish import NewestKeyMissing, RepublishResult, republish, republish_active_reports
 from node.runtime import NodeContext
 from node.store.ledger_tables import OutboxRecord
 from tests.conftest import LedgerNodes, interrupted_before_writing
@@ -54,6 +54,19 @@ def test_republish_without_a_newer_epoch_queues_nothing(ledger_nodes: LedgerNode
     bank.keyring.store_key(1, os.urandom(32), source="generated")
     bank.report_intake.accept(ReportRequest([("phone", "13800138000")], "other", 50), submitted_by="k")
     assert republish_active_reports(bank.store, bank.keyring, bank.vault).records == 0
+
+
+def test_republish_before_the_newest_key_arrived_is_refused_and_queues_nothing(ledger_nodes: LedgerNodes) -> None:
+    a, b = ledger_nodes.nodes[:2]
+    a.keyring.store_key(1, os.urandom(32), source="generated")
+    a.report_intake.accept(ReportRequest([("phone", "13800138000")], "other", 50), submitted_by="k")
+    assert b.registry(signing=True).start_key_epoch() == 2  # B rotated; A's key worker has not received it yet
+    with pytest.raises(NewestKeyMissing, match="chain is at key epoch 2 and this node holds keys up to epoch 1"):
+        republish(a)
+    assert outbox_states(a) == [(1, "queued")]
+    a.keyring.store_key(2, os.urandom(32), source="envelope")  # as the key worker stores it
+    assert republish(a).records == 1
+    assert outbox_states(a) == [(1, "queued"), (2, "queued")]
 
 
 @pytest.fixture

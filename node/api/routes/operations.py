@@ -11,7 +11,7 @@ from node.api.deps import NodeDep, SessionDep, require_roles
 from node.auth.apikeys import KeyInfo, Role
 from node.ledger.checks import ledger_address
 from node.ledger.mirror import mirror_status
-from node.ledger.republish import republish_active_reports
+from node.ledger.republish import republish
 from node.store.ledger_tables import OutboxRecord, PublishBatch
 
 router = APIRouter(prefix="/node", tags=["operations"])
@@ -34,5 +34,5 @@ def read_node_status(*, node: NodeDep, session: SessionDep, request: Request, ke
 @router.post("/republish")
 def create_republication(*, node: NodeDep, key: Operator) -> dict[str, int]:
     """Queue the bank's still-valid reports under the newest key epoch (after a rotation)."""
-    result = republish_active_reports(node.store, node.keyring, node.vault)
+    result = republish(node)
     return {"epoch": result.epoch, "reports": result.reports, "records": result.records}
