@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
@@ -125,9 +125,10 @@ class ExtensionManager:
         return loaded + sorted((i for i in self.info.values() if not i.loaded), key=lambda i: i.name)
 
     def call(self, hook: str, *, firstresult: bool = False, expect: type | tuple[type, ...] | None = None,
-             **kwargs: Any) -> HookOutcome:
+             check: Callable[[Any], str | None] | None = None, **kwargs: Any) -> HookOutcome:
         """Call `hook` on each extension in order, each isolated and time-limited; an answer that is not an
-        instance of `expect` counts as a failure ("bad_answer")."""
+        instance of `expect`, or in which `check` finds a problem (its answer: a short code), counts as a failure
+        ("bad_answer:<type or problem>"), and with `firstresult` the next extension answers instead."""
         outcome = HookOutcome()
         for impl in self._ordered(hook):
             args = [kwargs[name] for name in impl.argnames]
@@ -145,6 +146,11 @@ class ExtensionManager:
                 continue
             if answer is not None and expect is not None and not isinstance(answer, expect):
                 outcome.failures.append(HookFailure(impl.plugin_name, hook, f"bad_answer:{type(answer).__name__}"))
+                continue
+            problem = check(answer) if answer is not None and check is not None else None
+            if problem is not None:
+                outcome.failures.append(HookFailure(impl.plugin_name, hook, f"bad_answer:{problem}"))
+                logger.warning("extension %s: %s answered %s", impl.plugin_name, hook, problem)
                 continue
             if answer is not None:
                 outcome.results.append((impl.plugin_name, answer))

@@ -9,11 +9,21 @@ failures, every signal, the score with its reason codes and the decision.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from node.extensions.manager import HookFailure, HookOutcome, extensions_for
-from node.extensions.types import Application, Decision, RiskScore, Signal
+from node.extensions.types import OUTCOMES, Application, Decision, Reason, RiskScore, Signal
+
+# What the store keeps of a decision (node/store/application_tables.py): the score in an INTEGER column, the limit
+# and the rate as text of at most 32 and 16 characters; a booking keeps the limit in minor units (BIGINT) and the
+# rate in millionths (INTEGER). The bounds below keep both within those (1000000000000.00 and 100000.0000); an
+# answer outside them failed when stored or booked, after the pipeline ran.
+MAX_SCORE = 2**31 - 1
+MAX_LIMIT = Decimal("1e12")  # as an application's amount (credit_platform.MAX_AMOUNT)
+MAX_RATE_PERCENT = Decimal(100_000)
 
 
 @dataclass
@@ -49,11 +59,12 @@ def run_pipeline(node: Any, application: Application) -> PipelineResult:
         identity_signals=list(identity))), failures)
     signals = identity + risk
     scored = record("score", extensions.call("alliance_risk_score", firstresult=True, expect=RiskScore,
-                                             node=node, application=application, signals=list(signals)))
+                                             check=score_problem, node=node, application=application,
+                                             signals=list(signals)))
     score = scored.first[1] if scored.first else None
     decided = record("decision", extensions.call("alliance_credit_decision", firstresult=True, expect=Decision,
-                                                 node=node, application=application, signals=list(signals),
-                                                 score=score))
+                                                 check=decision_problem, node=node, application=application,
+                                                 signals=list(signals), score=score))
     decision = decided.first[1] if decided.first else Decision("review", ("no_decision",), "pipeline",
                                                                 detail="no extension decided")
     if failures:
@@ -68,10 +79,75 @@ def _signals(outcome: HookOutcome, failures: list[HookFailure]) -> list[Signal]:
     """The Signal answers of a stage; an answer list holding anything else is that module's failure."""
     found: list[Signal] = []
     for module, answer in outcome.results:
-        if all(isinstance(s, Signal) for s in answer):
+        problem = next((p for p in map(signal_problem, answer) if p), None)
+        if problem is None:
             found.extend(answer)
         else:
-            failure = HookFailure(module, "signals", "bad_answer:not_a_signal")
+            failure = HookFailure(module, "signals", f"bad_answer:{problem}")
             outcome.failures.append(failure)
             failures.append(failure)
     return found
+
+
+# An extension's answer is checked field by field before anything of it is used or stored: dataclasses do not
+# check their fields' types, and a value the trail cannot hold as JSON, or the store in its column, was an HTTP
+# 500 with the application left undecided. Each function answers the problem as a short code, or None.
+def signal_problem(signal: Any) -> str | None:
+    if not isinstance(signal, Signal):
+        return "not_a_signal"
+    if not (_text(signal.code, nonempty=True) and _text(signal.module) and _text(signal.detail)):
+        return "signal_field_type"
+    if not isinstance(signal.data, dict) or not _json(signal.data):
+        return "signal_data_not_json"
+    return None
+
+
+def score_problem(score: RiskScore) -> str | None:
+    if not (_integer(score.score) and -MAX_SCORE <= score.score <= MAX_SCORE):
+        return "score_not_an_integer_in_range"
+    if not (_text(score.module) and isinstance(score.reasons, tuple | list)
+            and all(_reason_ok(r) for r in score.reasons)):
+        return "score_reasons"
+    return None
+
+
+def decision_problem(decision: Decision) -> str | None:
+    if decision.outcome not in OUTCOMES:
+        return "unknown_outcome"
+    if not (isinstance(decision.reasons, tuple | list) and all(_text(r, nonempty=True) for r in decision.reasons)
+            and _text(decision.module) and _text(decision.detail)):
+        return "decision_field_type"
+    if decision.limit is not None and not _decimal_within(decision.limit, MAX_LIMIT, places=2):
+        return "limit_out_of_range"
+    if decision.annual_rate_percent is not None and not _decimal_within(decision.annual_rate_percent,
+                                                                        MAX_RATE_PERCENT, places=4):
+        return "annual_rate_out_of_range"
+    return None
+
+
+def _text(value: Any, *, nonempty: bool = False) -> bool:
+    return isinstance(value, str) and (bool(value) or not nonempty)
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _reason_ok(reason: Any) -> bool:
+    return (isinstance(reason, Reason) and _text(reason.code, nonempty=True) and _integer(reason.points)
+            and _text(reason.detail))
+
+
+def _json(data: Any) -> bool:
+    try:
+        json.dumps(data, allow_nan=False)  # the API's answers refuse NaN too
+    except (TypeError, ValueError, RecursionError):
+        return False
+    return True
+
+
+def _decimal_within(value: Any, upper: Decimal, *, places: int) -> bool:
+    """A finite Decimal in [0, upper] with no more than `places` decimals that are not zero."""
+    if not isinstance(value, Decimal) or not value.is_finite() or not 0 <= value <= upper:
+        return False
+    return value == value.quantize(Decimal(10) ** -places)

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import threading
+from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from node.api.app import create_app
 from node.auth.apikeys import Role, create_api_key
-from node.extensions import Application, Signal, hookimpl
+from node.extensions import Application, Decision, Reason, RiskScore, Signal, hookimpl
 from node.extensions.manager import ExtensionManager, use_extensions
-from node.modules.credit_platform import submit_application
+from node.modules.credit_platform import book_loan, submit_application
 from node.runtime import NodeContext
+from node.store.application_tables import LoanApplication
 from tests.modules.workflow import application
 
 
@@ -75,8 +80,8 @@ def test_submit_application_with_malformed_answer_yields_review(keyed_banks: lis
 
 
 def test_lifecycle_hooks_reach_extensions(keyed_banks: list[NodeContext]) -> None:
-    from node.extensions import BookedLoan, Decision, FraudConfirmation
-    from node.modules.credit_platform import book_loan, confirm_fraud
+    from node.extensions import BookedLoan, FraudConfirmation
+    from node.modules.credit_platform import confirm_fraud
 
     seen: list[tuple[str, str]] = []
 
@@ -99,3 +104,88 @@ def test_lifecycle_hooks_reach_extensions(keyed_banks: list[NodeContext]) -> Non
     book_loan(a, view["application_id"], loan_reference="L-5")
     confirm_fraud(a, view["application_id"], category="first_party_fraud", confidence=70, confirmed_by="test")
     assert seen == [("decided", "approve"), ("booked", "L-5"), ("fraud", "first_party_fraud")]
+
+
+class AnswersSignal:
+    def __init__(self, signal: Any) -> None:
+        self.signal = signal
+
+    @hookimpl
+    def alliance_risk_signals(self) -> list[Any]:
+        return [self.signal]
+
+
+class AnswersScore:
+    def __init__(self, score: Any) -> None:
+        self.score = score
+
+    @hookimpl(tryfirst=True)
+    def alliance_risk_score(self) -> Any:
+        return self.score
+
+
+class AnswersDecision:
+    def __init__(self, decision: Any) -> None:
+        self.decision = decision
+
+    @hookimpl(tryfirst=True)
+    def alliance_credit_decision(self) -> Any:
+        return self.decision
+
+
+def _approve(**fields: Any) -> Decision:
+    return Decision(**{"outcome": "approve", "reasons": ("bank_rule",), "module": "bank",  # type: ignore[arg-type]
+                       "limit": Decimal("1000"), "annual_rate_percent": Decimal("4.35"), **fields})
+
+
+@pytest.mark.parametrize(("plugin", "error"), [
+    # Each was stored as given or failed only when stored or booked: an HTTP 500 with the application undecided,
+    # an outcome no rule knows ("maybe"), reasons split into letters, a NaN limit that made booking a 500.
+    (AnswersSignal(Signal("seen", "bank", data={"at": datetime(2026, 1, 1)})), "bad_answer:signal_data_not_json"),
+    (AnswersSignal(Signal("seen", "bank", data={"ratio": float("nan")})), "bad_answer:signal_data_not_json"),
+    (AnswersSignal(Signal(7, "bank")), "bad_answer:signal_field_type"),  # type: ignore[arg-type]
+    (AnswersScore(RiskScore("high", (), "bank")), "bad_answer:score_not_an_integer_in_range"),  # type: ignore[arg-type]
+    (AnswersScore(RiskScore(2**40, (), "bank")), "bad_answer:score_not_an_integer_in_range"),
+    (AnswersScore(RiskScore(700, ("bank_rule",), "bank")), "bad_answer:score_reasons"),  # type: ignore[arg-type]
+    (AnswersScore(RiskScore(700, (Reason("r", 1.5),), "bank")), "bad_answer:score_reasons"),  # type: ignore[arg-type]
+    (AnswersDecision(_approve(outcome="maybe")), "bad_answer:unknown_outcome"),
+    (AnswersDecision(_approve(reasons="bank_rule")), "bad_answer:decision_field_type"),
+    (AnswersDecision(_approve(limit=Decimal("NaN"))), "bad_answer:limit_out_of_range"),
+    (AnswersDecision(_approve(limit=Decimal("-1"))), "bad_answer:limit_out_of_range"),
+    (AnswersDecision(_approve(limit=Decimal("1e13"))), "bad_answer:limit_out_of_range"),
+    (AnswersDecision(_approve(limit=Decimal("1000.005"))), "bad_answer:limit_out_of_range"),
+    (AnswersDecision(_approve(limit=1000)), "bad_answer:limit_out_of_range"),
+    (AnswersDecision(_approve(annual_rate_percent=Decimal("4.35000000000001"))),
+     "bad_answer:annual_rate_out_of_range"),
+    (AnswersDecision(_approve(annual_rate_percent=Decimal("1e6"))), "bad_answer:annual_rate_out_of_range"),
+], ids=lambda p: type(p).__name__ if not isinstance(p, str) else p.removeprefix("bad_answer:"))
+def test_submit_application_with_malformed_field_in_answer_yields_review_and_stores_it(
+        keyed_banks: list[NodeContext], plugin: Any, error: str) -> None:
+    a = keyed_banks[0]
+    _with(a, "bank", plugin)
+    with a.store.transaction() as session:
+        token = create_api_key(session, Role.workflow, "test").token
+    with TestClient(create_app(a), raise_server_exceptions=False) as client:
+        response = client.post("/v1/applications", json=application(1).model_dump(mode="json"),
+                               headers={"X-API-Key": token})
+        assert response.status_code == 201, response.text
+        body = response.json()
+        assert body["state"] == "decided" and body["outcome"] == "review"
+        assert body["reasons"][0] == "extension_failed:bank"
+        assert [f["error"] for f in body["trail"]["failures"]] == [error]
+        # The built-ins answered in its place: the application was scored and decided by them.
+        assert body["score"] is not None and "approve (by credit_decision)" in body["trail"]["decision"]["detail"]
+        booked = client.post(f"/v1/applications/{body['application_id']}/book", json={},
+                             headers={"X-API-Key": token})
+    assert booked.status_code == 409 and booked.json()["error"]["code"] == "not_approved"
+    with a.store.session() as session:
+        assert session.scalars(select(LoanApplication.state)).all() == ["decided"]
+
+
+def test_submit_application_with_well_formed_bank_decision_books_at_its_limit(keyed_banks: list[NodeContext]) -> None:
+    a = keyed_banks[0]
+    _with(a, "bank", AnswersDecision(_approve(limit=Decimal("1234.500"), annual_rate_percent=Decimal("4.3525"))))
+    view = submit_application(a, application(1), submitted_by="test")
+    assert (view["outcome"], view["reasons"], view["trail"]["failures"]) == ("approve", ["bank_rule"], [])
+    loan = book_loan(a, view["application_id"])
+    assert (loan.principal_minor, loan.annual_rate_micros) == (123450, 43525)
