@@ -140,7 +140,9 @@ class ExtensionManager:
                 outcome.failures.append(HookFailure(impl.plugin_name, hook, "timeout"))
                 logger.warning("extension %s: %s timed out after %s s", impl.plugin_name, hook, self.timeout_s)
                 continue
-            except Exception as exc:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # SystemExit too: a plugin calling sys.exit() must not end the request
                 outcome.failures.append(HookFailure(impl.plugin_name, hook, type(exc).__name__))
                 logger.warning("extension %s: %s raised %s", impl.plugin_name, hook, type(exc).__name__)
                 continue

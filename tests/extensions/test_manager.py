@@ -86,6 +86,21 @@ def test_call_hook_isolates_exception_without_its_message(caplog: pytest.LogCapt
     assert "13900000001" not in caplog.text
 
 
+class Exits:
+    @hookimpl
+    def alliance_api_routers(self) -> list[str]:
+        raise SystemExit(3)  # a library calling sys.exit() on an error
+
+
+@pytest.mark.parametrize("timeout_s", [2.0, 0], ids=["on_a_worker", "inline"])
+def test_call_hook_isolates_an_extension_calling_sys_exit(timeout_s: float) -> None:
+    manager = ExtensionManager(enabled=["exits", "good"], timeout_s=timeout_s,
+                               extra_plugins={"exits": Exits(), "good": Named("good")})
+    outcome = manager.call("alliance_api_routers")
+    assert [(f.module, f.error) for f in outcome.failures] == [("exits", "SystemExit")]
+    assert outcome.results == [("good", ["good"])]
+
+
 def test_call_hook_times_out_a_hanging_extension() -> None:
     release = threading.Event()
 
