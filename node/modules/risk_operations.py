@@ -1,10 +1,11 @@
 """Risk operations: post-loan monitoring against the alliance ledger.
 
 When the indexer mirrors new blocks (`alliance_indicators_mirrored`), the records indexed in that block range
-are matched against the indicators of this bank's own booked borrowers (stored under every key epoch at
-booking, refreshed after rotations). Each active match raises an alert, stored once per (loan, indicator,
-batch), listed by `GET /v1/alerts` and `alliance alerts`, and POSTed to `risk_alert_webhook_url` if set (the
-alert carries loan reference, identifier type, categories and the indicator hash: no raw identifier).
+(and in any earlier block not matched yet) are matched against the indicators of this bank's own booked
+borrowers (stored under every key epoch at booking, refreshed after rotations). Each active match raises an
+alert, stored once per (loan, indicator, batch), listed by `GET /v1/alerts` and `alliance alerts`, and POSTed
+to `risk_alert_webhook_url` if set (the alert carries loan reference, identifier type, categories and the
+indicator hash: no raw identifier).
 An analyst then dismisses it, or confirms fraud, which reports the borrower back to the ledger in one step.
 """
 
@@ -26,10 +27,12 @@ from node.ledger.mirror import facts_for
 from node.modules.credit_platform import confirm_fraud, refresh_borrower_indicators
 from node.store.application_tables import BookedLoanRow, BorrowerIndicator, LoanApplication, RiskAlert
 from node.store.db import once_more_on_conflict
-from node.store.ledger_tables import MirrorRecord
+from node.store.ledger_tables import MirrorRecord, SyncState
 
 NAME = "risk_operations"
 ALERT_STATES = ("open", "dismissed", "confirming", "confirmed")
+# The `sync_state` row holding the last block whose mirrored records were matched against the borrowers.
+MONITOR_CURSOR = "risk_operations"
 MAX_ALERT_ID = 2**31 - 1  # the store's INTEGER key: a larger id is bad input, not an overflow in the query
 logger = logging.getLogger(__name__)
 
@@ -47,7 +50,8 @@ def alliance_api_routers() -> list[Any]:
 
 
 def raise_alerts(node: Any, from_block: int, to_block: int) -> list[dict[str, Any]]:
-    """Alerts for own borrowers among the records of blocks (from_block, to_block]; returns the new ones."""
+    """Alerts for own borrowers among the records of blocks (from_block, to_block], and of any earlier blocks not
+    matched yet; returns the new ones."""
     refresh_borrower_indicators(node)
     # Another replica's indexer alerting for an overlapping range may store some of these first; storing again
     # skips those and keeps the rest.
@@ -60,16 +64,16 @@ def raise_alerts(node: Any, from_block: int, to_block: int) -> list[dict[str, An
 
 def _store_alerts(node: Any, from_block: int, to_block: int) -> list[dict[str, Any]]:
     with node.store.transaction() as session:
-        matches = session.execute(
-            select(MirrorRecord.indicator, MirrorRecord.batch_id, MirrorRecord.block_number,
-                   MirrorRecord.reporter_member_id, BorrowerIndicator.loan_ref, BorrowerIndicator.identifier_type,
-                   BookedLoanRow.application_id)
-            .join(BorrowerIndicator, BorrowerIndicator.indicator == MirrorRecord.indicator)
-            .join(BookedLoanRow, BookedLoanRow.id == BorrowerIndicator.loan_ref)
-            .join(LoanApplication, LoanApplication.application_id == BookedLoanRow.application_id)
-            # A borrower this bank already confirmed as fraud (and reported itself) needs no alert.
-            .where(MirrorRecord.block_number > from_block, MirrorRecord.block_number <= to_block,
-                   LoanApplication.fraud_report_id.is_(None))).all()
+        # The indexer commits its blocks before extensions hear of them: blocks whose hook call failed, or never
+        # came (the node stopped in between), lie below from_block, after the last block matched. Matching goes
+        # back to there, and the mark moves with the alerts, in one transaction.
+        matched = session.get(SyncState, MONITOR_CURSOR)
+        start = from_block if matched is None else min(from_block, matched.last_block)
+        if matched is None:
+            session.add(SyncState(contract=MONITOR_CURSOR, last_block=to_block))
+        else:  # lowered too, after a reorganisation: the blocks above to_block are indexed (and heard of) again
+            matched.last_block = to_block
+        matches = _matches(session, start, to_block)
         if not matches:
             return []
         facts = facts_for(session, [bytes(m[0]) for m in matches])
@@ -93,6 +97,21 @@ def _store_alerts(node: Any, from_block: int, to_block: int) -> list[dict[str, A
             created.append(alert)
         session.flush()
         return [alert_view(a, session) for a in created]
+
+
+def _matches(session: Any, from_block: int, to_block: int) -> list[Any]:
+    """(indicator, batch, block, reporter, loan, identifier type, application) of each mirrored record of blocks
+    (from_block, to_block] that is one of a booked borrower's indicators."""
+    return list(session.execute(
+        select(MirrorRecord.indicator, MirrorRecord.batch_id, MirrorRecord.block_number,
+               MirrorRecord.reporter_member_id, BorrowerIndicator.loan_ref, BorrowerIndicator.identifier_type,
+               BookedLoanRow.application_id)
+        .join(BorrowerIndicator, BorrowerIndicator.indicator == MirrorRecord.indicator)
+        .join(BookedLoanRow, BookedLoanRow.id == BorrowerIndicator.loan_ref)
+        .join(LoanApplication, LoanApplication.application_id == BookedLoanRow.application_id)
+        # A borrower this bank already confirmed as fraud (and reported itself) needs no alert.
+        .where(MirrorRecord.block_number > from_block, MirrorRecord.block_number <= to_block,
+               LoanApplication.fraud_report_id.is_(None))).all())
 
 
 def _notify(node: Any, view: dict[str, Any]) -> None:

@@ -114,7 +114,8 @@ class PublishBatch(Base):
 
 # -- mirror ----------------------------------------------------------------------------------------------------
 class SyncState(Base):
-    """Where the indexer stands, one row per followed contract."""
+    """Where the indexer stands, one row per followed contract; and how far the risk operations module has matched
+    the mirror against booked borrowers (row `risk_operations`)."""
 
     __tablename__ = "sync_state"
 

@@ -105,6 +105,28 @@ def test_mirrored_indicator_raises_alert_and_fraud_is_confirmed(
     assert outcome.results[0].hit and outcome.results[0].categories == ("money_mule",)
 
 
+def test_alerts_of_blocks_mirrored_before_the_node_stopped_are_raised_by_the_next_pass(
+        keyed_banks: list[NodeContext]) -> None:
+    a, b, _ = keyed_banks
+    decided = submit_application(a, application(52), submitted_by="test")
+    book_loan(a, decided["application_id"], loan_reference="LOAN-52")
+    b.report_intake.accept(ReportRequest([("phone", phone(99))], "money_mule", 80), submitted_by="b-analyst")
+    b.publisher.drain()
+    indexer_loop = next(loop for loop in node_workers(a).loops if loop.name == "indexer")
+    indexer_loop.run_step()  # a pass like any other: nothing to alert
+    b.report_intake.accept(ReportRequest([("phone", phone(52))], "money_mule", 80), submitted_by="b-analyst")
+    b.publisher.drain()
+    indexer_for(a).sync()  # the indexer's pass is committed; the node stopped before extensions heard of it
+    assert list_alerts(a) == []
+
+    b.report_intake.accept(ReportRequest([("phone", phone(53))], "money_mule", 80), submitted_by="b-analyst")
+    b.publisher.drain()
+    indexer_loop.run_step()  # the restarted node's first pass mirrors only the later report
+    assert [x["loan_reference"] for x in list_alerts(a)] == ["LOAN-52"]
+    indexer_loop.run_step()
+    assert len(list_alerts(a)) == 1
+
+
 def test_application_fraud_confirmed_reports_to_ledger(keyed_banks: list[NodeContext]) -> None:
     a = keyed_banks[0]
     decided = submit_application(a, application(60), submitted_by="test")

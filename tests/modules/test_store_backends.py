@@ -213,8 +213,10 @@ def test_raise_alerts_over_a_range_another_process_is_alerting_raises_the_rest(t
     first = a.chain.block_number()
     report_and_mirror(b, a, [("phone", phone(7))])
 
-    # Another replica's indexer mirrored the first report and alerts for it, while this one alerts for both.
-    with interrupted_before_writing(a.store, {"risk_alerts"}, lambda: raise_alerts(replica, head, first)):
+    # Another replica's indexer mirrored the first report and alerts for it, while this one alerts for both (its
+    # first write moves the mark of the blocks matched, then the alerts).
+    with interrupted_before_writing(a.store, {"sync_state", "risk_alerts"},
+                                    lambda: raise_alerts(replica, head, first)):
         raised = raise_alerts(a, head, a.chain.block_number())
 
     assert [x["loan_reference"] for x in raised] == ["L7"]
