@@ -69,12 +69,28 @@ def alliance_api_routers() -> list[Any]:
 
 
 def prescreen(node: Any, lines: Iterable[str], *, key_id: str = "marketing") -> PrescreenResult:
+    """`lines`: the CSV as a file opened with newline="" gives them (a quoted field may hold a line break)."""
     reader = csv.DictReader(lines)
+    try:
+        return _prescreen(node, reader, key_id)
+    except csv.Error as exc:  # its message names the problem (a field over the size limit, ...), not the data
+        raise InvalidInput(f"line {reader.line_num} of the prospect list is not valid CSV: {exc}",
+                           code="malformed_csv") from None
+
+
+def _prescreen(node: Any, reader: csv.DictReader[str], key_id: str) -> PrescreenResult:
     columns = [c.strip() for c in (reader.fieldnames or [])]
     id_columns = [c for c in columns if c in IDENTIFIER_COLUMNS]
     if not id_columns:
         raise InvalidInput(f"the prospect list needs at least one identifier column ({', '.join(IDENTIFIER_COLUMNS)})",
                            code="no_identifier_columns")
+    # A row keeps one value per name: of two `phone` columns the first would go unchecked and be overwritten
+    # in the clean list. Positions, not names, in the message: a list without its header has data there.
+    first_at: dict[str, int] = {}
+    repeated = [str(i) for i, c in enumerate(columns, start=1) if first_at.setdefault(c, i) != i]
+    if repeated:
+        raise InvalidInput(f"the header repeats a column name (column {', '.join(repeated[:10])})",
+                           code="duplicate_columns")
     result = PrescreenResult(columns, [])
     candidates: list[tuple[str, dict[str, str], list[tuple[str, str]]]] = []
     seen: set[tuple[str, str]] = set()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
 from node.api.app import create_app
@@ -46,3 +47,21 @@ def test_prescreen_api_refuses_list_without_identifier_columns(keyed_banks: list
         ok = client.post("/v1/marketing/prescreen", content=PROSPECTS, headers=headers)
     assert refused.status_code == 422 and refused.json()["error"]["code"] == "no_identifier_columns"
     assert ok.status_code == 200 and ok.json()["totals"]["kept"] == 3
+
+
+@pytest.mark.parametrize(("body", "code"), [
+    # No identifier is that long; the csv module's limit raised csv.Error, an HTTP 500.
+    ("segment,phone\na," + "1" * 200_000 + "\n", "malformed_csv"),
+    # Of two phone columns the first went unchecked and was overwritten by the second in the clean list.
+    (f"phone,segment,phone\n{phone(1)},a,{phone(2)}\n", "duplicate_columns"),
+], ids=["field_over_csv_limit", "repeated_column"])
+def test_prescreen_api_refuses_malformed_list(keyed_banks: list[NodeContext], body: str, code: str) -> None:
+    a = keyed_banks[0]
+    with a.store.transaction() as session:
+        token = create_api_key(session, Role.analyst, "test").token
+    with TestClient(create_app(a), raise_server_exceptions=False) as client:
+        refused = client.post("/v1/marketing/prescreen", content=body,
+                              headers={"X-API-Key": token, "Content-Type": "text/csv"})
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == code, refused.text
+    assert phone(1) not in refused.text
+
