@@ -65,3 +65,16 @@ def test_prescreen_api_refuses_malformed_list(keyed_banks: list[NodeContext], bo
     assert refused.status_code == 422 and refused.json()["error"]["code"] == code, refused.text
     assert phone(1) not in refused.text
 
+
+def test_prescreen_api_reads_rows_as_the_cli_does(keyed_banks: list[NodeContext]) -> None:
+    a = keyed_banks[0]
+    # A form feed or a Unicode line separator inside a field is not a line break of CSV: str.splitlines made
+    # two rows of this one (the second an invalid prospect).
+    body = f"phone,segment,note\n{phone(1)},a,x\u2028y\x0cz\n{phone(2)},b,\"two\nlines\"\n"
+    with a.store.transaction() as session:
+        token = create_api_key(session, Role.analyst, "test").token
+    with TestClient(create_app(a)) as client:
+        answer = client.post("/v1/marketing/prescreen", content=body.encode(),
+                             headers={"X-API-Key": token, "Content-Type": "text/csv"}).json()
+    assert answer["totals"] == {"input": 2, "invalid": 0, "duplicate": 0, "blacklisted": 0, "kept": 2}
+    assert answer["clean_csv"] == f"phone,segment,note\n+86{phone(1)},a,x\u2028y\x0cz\n+86{phone(2)},b,\"two\nlines\"\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -25,6 +26,7 @@ async def create_prescreen(*, request: Request, node: NodeDep, key: Marketer) ->
         raise InvalidInput("the prospect list must be UTF-8 CSV", code="not_utf8") from None
     from starlette.concurrency import run_in_threadpool
 
-    result = await run_in_threadpool(marketing.prescreen, node, text.splitlines(keepends=True),
-                                     key_id=key.key_id)
+    # Lines as a file opened with newline="" gives them (the CLI's): str.splitlines also breaks at \x0c, \x1c,
+    # \u2028 and others, which split one prospect's row into two.
+    result = await run_in_threadpool(marketing.prescreen, node, io.StringIO(text, newline=""), key_id=key.key_id)
     return {**result.to_json(), "clean_csv": result.clean_csv()}
