@@ -28,6 +28,7 @@ from typing import Any
 
 import pluggy
 
+from node.config import ConfigError
 from node.extensions import hookspecs
 from node.extensions.isolation import CallTimedOut, DaemonPool
 
@@ -94,6 +95,8 @@ class ExtensionManager:
         wanted = list(enabled) if enabled is not None else [*BUILTIN_MODULES, *sorted(
             n for n in candidates if n not in BUILTIN_MODULES)]
         skip = set(disabled)
+        # Names in the settings that nothing answers to: a typo that would leave a module out, or in.
+        self.unknown = sorted({*(enabled or ()), *skip} - candidates.keys())
         self.order = [name for name in dict.fromkeys(wanted) if name not in skip]
         self.info: dict[str, ExtensionInfo] = {}
         for name in self.order:
@@ -192,6 +195,18 @@ def extensions_for(node: Any) -> ExtensionManager:
                                        timeout_s=settings.extension_timeout_s)
             _managers[node] = manager
         return manager
+
+
+def require_known_extensions(node: Any) -> None:
+    """Refuse settings that name an extension which is neither built in nor installed (ConfigError).
+
+    Checked when the node starts: `extensions_enabled = ["credit_platfrom"]` served no application routes at all,
+    and a misspelt name in `extensions_disabled` left running the built-in the bank meant to replace.
+    """
+    unknown = extensions_for(node).unknown
+    if unknown:
+        raise ConfigError(f"extensions_enabled / extensions_disabled name {', '.join(map(repr, unknown))}: no "
+                          f"built-in module or installed plugin has that name (see `alliance extensions list`)")
 
 
 def use_extensions(node: Any, manager: ExtensionManager) -> None:

@@ -237,3 +237,20 @@ def test_node_start_on_an_address_it_cannot_listen_on_fails_with_one_line_before
     assert f"cannot listen on {host}:{port}" in one_error_line(result.err)
     assert not (data_dir / "chain" / "anvil.pid").exists()
     assert not (data_dir / "chain" / "anvil.owner").exists()
+
+
+@pytest.mark.parametrize("setting", ["ALLIANCE_EXTENSIONS_ENABLED", "ALLIANCE_EXTENSIONS_DISABLED"])
+def test_node_start_with_an_extension_name_nothing_answers_to_fails_with_one_line_before_starting(
+        cli: CliRunner, data_dir: Path, setting: str) -> None:
+    """A misspelt built-in: enabled, the node served no /v1/applications at all; disabled, the built-in the bank
+    meant to replace kept deciding."""
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0  # dev network: it runs anvil
+    with socket.socket() as taken:  # were the names not checked first, the start would fail on the port instead
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = cli("node", "start", "--port", str(taken.getsockname()[1]),
+                     env={setting: '["credit_platform", "credit_descision"]'})
+    assert result.code == 1
+    line = one_error_line(result.err)
+    assert "'credit_descision'" in line and "'credit_platform'" not in line
+    assert not (data_dir / "chain" / "anvil.pid").exists()

@@ -54,9 +54,10 @@ def test_load_extensions_default_order_is_builtins_then_plugins() -> None:
 
 
 def test_load_extensions_follows_configured_order_and_disabled() -> None:
-    manager = ExtensionManager(enabled=["zeta", "credit_decision", "alpha", "missing"], disabled=["alpha"],
+    manager = ExtensionManager(enabled=["zeta", "credit_decision", "alpha", "missing"], disabled=["alpha", "gone"],
                                extra_plugins={"zeta": Named("zeta"), "alpha": Named("alpha")})
     assert manager.order == ["zeta", "credit_decision"]
+    assert manager.unknown == ["gone", "missing"]  # refused by `node start` (require_known_extensions)
     info = {i.name: i for i in manager.extensions()}
     assert info["missing"].error is not None and not info["missing"].loaded
     assert info["alpha"].error == "not enabled"
