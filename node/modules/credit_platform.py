@@ -28,7 +28,7 @@ from node.errors import Conflict, InvalidInput, NotFound
 from node.extensions.hookspecs import hookimpl
 from node.extensions.manager import extensions_for
 from node.extensions.pipeline import PipelineResult, run_pipeline
-from node.extensions.types import Applicant, Application, BookedLoan, FraudConfirmation
+from node.extensions.types import OUTCOMES, Applicant, Application, BookedLoan, FraudConfirmation
 from node.ledger.reports import ReportRequest
 from node.modules.fingerprints import canonical_or_none, fingerprint, fingerprint_key
 from node.store.application_tables import (
@@ -178,6 +178,8 @@ def read_application(session: Session, application_id: str) -> dict[str, Any]:
 
 
 def list_applications(session: Session, *, limit: int = 50, outcome: str | None = None) -> list[dict[str, Any]]:
+    if outcome and outcome not in OUTCOMES:  # "approved" would otherwise list nothing, as if there were none
+        raise InvalidInput(f"unknown outcome {outcome!r}; one of {', '.join(OUTCOMES)}", code="invalid_outcome")
     query = select(LoanApplication).order_by(LoanApplication.received_at.desc()).limit(limit)
     if outcome:
         query = query.where(LoanApplication.outcome == outcome)

@@ -66,6 +66,9 @@ def test_applications_api_refusals(keyed_banks: list[NodeContext]) -> None:
 
         listed = client.get("/v1/applications?outcome=decline", headers={"X-API-Key": tokens[Role.analyst]}).json()
         assert [x["application_id"] for x in listed] == [declined["application_id"]] and "trail" not in listed[0]
+        # A typo listed nothing, as if there were no such applications.
+        typo = client.get("/v1/applications?outcome=declined", headers={"X-API-Key": tokens[Role.analyst]})
+        assert typo.status_code == 422 and typo.json()["error"]["code"] == "invalid_outcome"
 
 
 @contextmanager
