@@ -316,19 +316,24 @@ def _add_months(start: date, months: int) -> date:
 
 
 # -- fraud -----------------------------------------------------------------------------------------------------
-def confirm_fraud(node: Any, application_id: str, *, category: str, confidence: int, confirmed_by: str,
-                  case_reference: str = "") -> FraudConfirmation:
-    """Report the application's applicant to the alliance ledger in one step (queued in the durable outbox)."""
+def fraud_report_request(node: Any, application_id: str, *, category: str, confidence: int,
+                         case_reference: str = "") -> ReportRequest:
+    """The ledger report that confirming fraud on the application makes (its id derives from this content alone)."""
     with node.store.session() as session:
-        row = _application(session, application_id)
-        applicant = unseal_applicant(node, row)
+        applicant = unseal_applicant(node, _application(session, application_id))
     identifiers = [(kind, raw) for kind, raw in applicant.identifiers()
                    if kind in MONITORED_TYPES and canonical_or_none(kind, raw) is not None]
     if not identifiers:
         raise InvalidInput("the application has no valid identifier to report", code="nothing_to_report")
-    accepted = node.report_intake.accept(
-        ReportRequest(identifiers, category, confidence, case_reference=case_reference or application_id),
-        submitted_by=confirmed_by)
+    return ReportRequest(identifiers, category, confidence, case_reference=case_reference or application_id)
+
+
+def confirm_fraud(node: Any, application_id: str, *, category: str, confidence: int, confirmed_by: str,
+                  case_reference: str = "") -> FraudConfirmation:
+    """Report the application's applicant to the alliance ledger in one step (queued in the durable outbox)."""
+    request = fraud_report_request(node, application_id, category=category, confidence=confidence,
+                                   case_reference=case_reference)
+    accepted = node.report_intake.accept(request, submitted_by=confirmed_by)
     with node.store.transaction() as session:
         # One statement, so that a booking committed meanwhile keeps its state.
         session.execute(update(LoanApplication).where(LoanApplication.application_id == application_id).values(

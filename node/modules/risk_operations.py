@@ -24,7 +24,8 @@ from node.extensions.hookspecs import hookimpl
 from node.ledger.checks import state_policy
 from node.ledger.indicator_state import derive_state
 from node.ledger.mirror import facts_for
-from node.modules.credit_platform import confirm_fraud, refresh_borrower_indicators
+from node.ledger.reports import ReportRequest
+from node.modules.credit_platform import confirm_fraud, fraud_report_request, refresh_borrower_indicators
 from node.store.application_tables import BookedLoanRow, BorrowerIndicator, LoanApplication, RiskAlert
 from node.store.db import once_more_on_conflict
 from node.store.ledger_tables import MirrorRecord, SyncState
@@ -152,29 +153,47 @@ def resolve_alert(node: Any, alert_id: int, *, confirm: bool, by: str, category:
                   confidence: int = 90) -> dict[str, Any]:
     """Dismiss an alert, or confirm fraud: the borrower is reported to the ledger in the same step.
 
-    A confirmation marks the alert `confirming` before it reports, then `confirmed` with the report id. A crash in
-    between leaves it `confirming`; confirming it again finishes the job (the report's id is derived from its
-    content, so the same confirmation reports the borrower once)."""
+    A confirmation marks the alert `confirming` with the id of the report it is about to make (derived from the
+    report's content), reports, then marks it `confirmed`. A crash in between leaves it `confirming`; confirming it
+    again with the same category and confidence makes the same report, so it finishes the job and reports the
+    borrower once. Any other confirmation or dismissal of a `confirming` alert is refused: two analysts confirming
+    at once with different categories reported the borrower twice."""
+    report = _planned_report(node, alert_id, category, confidence) if confirm else None
     with node.store.transaction() as session:
         # Claimed before anything is reported: of an analyst dismissing and another confirming one alert at once (or
         # the API and `alliance alerts`), only one still finds it in a state it may leave; the other is refused.
-        claimable = ("open", "confirming") if confirm else ("open",)
+        claimable = RiskAlert.state == "open"
+        if report is not None:
+            claimable = claimable | ((RiskAlert.state == "confirming") & (RiskAlert.fraud_report_id == report[1]))
         application_id = session.scalar(
-            update(RiskAlert).where(RiskAlert.id == alert_id, RiskAlert.state.in_(claimable))
-            .values(state="confirming" if confirm else "dismissed", resolved_by=by).returning(RiskAlert.application_id))
+            update(RiskAlert).where(RiskAlert.id == alert_id, claimable)
+            .values(state="confirming" if confirm else "dismissed", resolved_by=by,
+                    fraud_report_id=report[1] if report else None).returning(RiskAlert.application_id))
         if application_id is None:
             alert = session.get(RiskAlert, alert_id)
             if alert is None:
                 raise NotFound(f"no alert {alert_id}", code="alert_not_found")
             state = "being confirmed" if alert.state == "confirming" else f"already {alert.state}"
             raise Conflict(f"alert {alert_id} is {state}", code="alert_resolved")
-    if not confirm:
+    if report is None:
         return _alert(node, alert_id)
-    report_id = _report_borrower(node, alert_id, application_id, by, category, confidence)
+    _report_borrower(node, alert_id, application_id, by, report[0])
     with node.store.transaction() as session:
         session.execute(update(RiskAlert).where(RiskAlert.id == alert_id, RiskAlert.state == "confirming")
-                        .values(state="confirmed", fraud_report_id=report_id))
+                        .values(state="confirmed"))
     return _alert(node, alert_id)
+
+
+def _planned_report(node: Any, alert_id: int, category: str, confidence: int) -> tuple[ReportRequest, str]:
+    """The report confirming the alert would make, and its id; validated (InvalidInput) before anything is claimed."""
+    with node.store.session() as session:
+        alert = session.get(RiskAlert, alert_id)
+        if alert is None:
+            raise NotFound(f"no alert {alert_id}", code="alert_not_found")
+        application_id = alert.application_id
+    request = fraud_report_request(node, application_id, category=category, confidence=confidence,
+                                   case_reference=f"alert-{alert_id}")
+    return request, node.report_intake.prepare(request).report_id
 
 
 def _alert(node: Any, alert_id: int) -> dict[str, Any]:
@@ -182,11 +201,11 @@ def _alert(node: Any, alert_id: int) -> dict[str, Any]:
         return alert_view(session.get_one(RiskAlert, alert_id), session)
 
 
-def _report_borrower(node: Any, alert_id: int, application_id: str, by: str, category: str, confidence: int) -> str:
+def _report_borrower(node: Any, alert_id: int, application_id: str, by: str, request: ReportRequest) -> None:
     """Report the confirmed alert's borrower; the alert is open again if that fails."""
     try:
-        return confirm_fraud(node, application_id, category=category, confidence=confidence, confirmed_by=by,
-                             case_reference=f"alert-{alert_id}").report_id
+        confirm_fraud(node, application_id, category=request.category, confidence=request.confidence,
+                      confirmed_by=by, case_reference=request.case_reference)
     except Exception:
         _reopen(node, alert_id)
         raise
@@ -195,4 +214,4 @@ def _report_borrower(node: Any, alert_id: int, application_id: str, by: str, cat
 def _reopen(node: Any, alert_id: int) -> None:
     with node.store.transaction() as session:
         session.execute(update(RiskAlert).where(RiskAlert.id == alert_id, RiskAlert.state == "confirming")
-                        .values(state="open", resolved_by=None))
+                        .values(state="open", resolved_by=None, fraud_report_id=None))

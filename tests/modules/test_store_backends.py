@@ -22,6 +22,7 @@ from node.modules.credit_platform import book_loan, confirm_fraud, refresh_borro
 from node.modules.risk_operations import list_alerts, raise_alerts, resolve_alert
 from node.runtime import NodeContext
 from node.store.application_tables import BookedLoanRow, BorrowerIndicator, LoanApplication
+from node.store.ledger_tables import FraudReport
 from tests.conftest import free_port, interrupted_before_writing, make_node
 from tests.modules.workflow import application, bank_card, phone, report_and_mirror
 
@@ -266,9 +267,11 @@ def test_an_alert_confirmation_interrupted_before_its_report_is_finished_by_conf
     monkeypatch.undo()
 
     [stored] = list_alerts(a)
-    assert (stored["state"], stored["fraud_report_id"]) == ("confirming", None)
+    assert stored["state"] == "confirming" and stored["fraud_report_id"]  # the report it is making
     with pytest.raises(Conflict, match="being confirmed"):
         resolve_alert(a, alert["alert_id"], confirm=False, by="analyst-2")
+    with pytest.raises(Conflict, match="being confirmed"):  # another report than the one being made
+        resolve_alert(a, alert["alert_id"], confirm=True, by="analyst-2", confidence=50)
     finished = resolve_alert(a, alert["alert_id"], confirm=True, by="analyst-1")
     with pytest.raises(Conflict, match="already confirmed"):  # finished: nothing is reported twice
         resolve_alert(a, alert["alert_id"], confirm=True, by="analyst-1")
@@ -276,3 +279,27 @@ def test_an_alert_confirmation_interrupted_before_its_report_is_finished_by_conf
     assert finished["state"] == "confirmed" and finished["fraud_report_id"]
     with a.store.session() as session:
         assert session.get_one(LoanApplication, booked).fraud_report_id == finished["fraud_report_id"]
+
+
+@pytest.mark.parametrize("other", [{"category": "identity_theft", "confidence": 70}, {"confidence": 90}],
+                         ids=["another_report", "the_same_report"])
+def test_resolve_alert_confirmed_meanwhile_by_another_process_reports_the_borrower_once(
+        two_banks: list[NodeContext], replica: NodeContext, other: dict[str, Any]) -> None:
+    a = two_banks[0]
+    booked, alert = alert_on_a_booked_loan(two_banks, 10)
+
+    # The other confirmation comes while this one is reporting: it was let through as if finishing a crashed one,
+    # and reported the borrower a second time under its own category.
+    def confirm_too() -> None:
+        try:
+            resolve_alert(replica, alert["alert_id"], confirm=True, by="analyst-2", **other)
+        except Conflict as refused:
+            assert other.get("category") and refused.code == "alert_resolved"
+
+    with interrupted_before_writing(a.store, {"fraud_reports"}, confirm_too):
+        confirmed = resolve_alert(a, alert["alert_id"], confirm=True, by="analyst-1", confidence=90)
+
+    with a.store.session() as session:
+        reports = session.scalars(select(FraudReport.report_id)).all()
+        assert session.get_one(LoanApplication, booked).fraud_report_id == confirmed["fraud_report_id"]
+    assert reports == [confirmed["fraud_report_id"]] and confirmed["state"] == "confirmed"
