@@ -90,8 +90,12 @@ class ExtensionManager:
         self.pm.add_hookspecs(hookspecs)
         self._pool = DaemonPool()
         candidates: dict[str, _Candidate] = {}
+        # Plugins whose name another (a built-in, or an earlier plugin) has: never loaded, nor listed otherwise.
+        self.duplicates: list[str] = []
         for candidate in _candidates(extra_plugins or {}):
-            candidates.setdefault(candidate.name, candidate)  # a plugin cannot take a built-in's name
+            taken = candidates.setdefault(candidate.name, candidate)  # a plugin cannot take a built-in's name
+            if taken is not candidate:
+                self.duplicates.append(f"{candidate.name!r} of {candidate.source} (the name of {taken.source})")
         wanted = list(enabled) if enabled is not None else [*BUILTIN_MODULES, *sorted(
             n for n in candidates if n not in BUILTIN_MODULES)]
         skip = set(disabled)
@@ -197,16 +201,24 @@ def extensions_for(node: Any) -> ExtensionManager:
         return manager
 
 
-def require_known_extensions(node: Any) -> None:
-    """Refuse settings that name an extension which is neither built in nor installed (ConfigError).
+def check_extension_names(node: Any) -> None:
+    """Refuse (ConfigError) settings naming an extension that is neither built in nor installed, and a plugin
+    installed under a name another extension has.
 
     Checked when the node starts: `extensions_enabled = ["credit_platfrom"]` served no application routes at all,
-    and a misspelt name in `extensions_disabled` left running the built-in the bank meant to replace.
+    a misspelt name in `extensions_disabled` left running the built-in the bank meant to replace, and a plugin
+    named like a built-in (or like another plugin) was silently never loaded, its rules never applied.
     """
-    unknown = extensions_for(node).unknown
-    if unknown:
-        raise ConfigError(f"extensions_enabled / extensions_disabled name {', '.join(map(repr, unknown))}: no "
-                          f"built-in module or installed plugin has that name (see `alliance extensions list`)")
+    manager = extensions_for(node)
+    problems = []
+    if manager.unknown:
+        problems.append(f"extensions_enabled / extensions_disabled name {', '.join(map(repr, manager.unknown))}: no "
+                        f"built-in module or installed plugin has that name (see `alliance extensions list`)")
+    if manager.duplicates:
+        problems.append(f"extension name taken twice: {', '.join(manager.duplicates)}: rename the plugin's entry "
+                        f"point")
+    if problems:
+        raise ConfigError("; ".join(problems))
 
 
 def use_extensions(node: Any, manager: ExtensionManager) -> None:

@@ -19,7 +19,8 @@ import typer
 from typer.testing import CliRunner
 
 from alliance_cli.commands.extensions import add_extension_commands
-from node.extensions.manager import ExtensionManager, extensions_for, use_extensions
+from node.config import ConfigError, load_settings
+from node.extensions.manager import ExtensionManager, check_extension_names, extensions_for, use_extensions
 from node.modules.credit_platform import submit_application
 from node.runtime import NodeContext
 from tests.modules.workflow import application
@@ -88,3 +89,23 @@ def test_extensions_list_shows_plugin(example_plugin_installed: str, tmp_path: P
     assert listed["example_policy"]["hooks"] == ["alliance_cli_commands", "alliance_credit_decision",
                                                  "alliance_risk_signals"]
     assert listed["credit_platform"]["source"] == "builtin"
+
+
+def test_node_start_refuses_a_plugin_installed_under_a_built_in_name(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bank disables the built-in decision and installs its own under the same name: the built-in kept the
+    name, so the plugin was never loaded nor listed, and every application went to review (no_decision)."""
+    site = tmp_path / "site-packages"
+    dist_info = site / "my_bank_rules-1.0.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-bank-rules\nVersion: 1.0\n")
+    (dist_info / "entry_points.txt").write_text("[alliance.extensions]\ncredit_decision = alliance_example_plugin\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.syspath_prepend(str(PLUGIN_DIR))
+    node = NodeContext(load_settings(tmp_path / "data", extensions_disabled=["credit_decision"]))
+    try:
+        with pytest.raises(ConfigError, match="'credit_decision' of entry point my-bank-rules"):
+            check_extension_names(node)
+    finally:
+        node.close()
+        sys.modules.pop("alliance_example_plugin", None)

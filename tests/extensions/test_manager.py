@@ -57,11 +57,18 @@ def test_load_extensions_follows_configured_order_and_disabled() -> None:
     manager = ExtensionManager(enabled=["zeta", "credit_decision", "alpha", "missing"], disabled=["alpha", "gone"],
                                extra_plugins={"zeta": Named("zeta"), "alpha": Named("alpha")})
     assert manager.order == ["zeta", "credit_decision"]
-    assert manager.unknown == ["gone", "missing"]  # refused by `node start` (require_known_extensions)
+    assert manager.unknown == ["gone", "missing"]  # refused by `node start` (check_extension_names)
     info = {i.name: i for i in manager.extensions()}
     assert info["missing"].error is not None and not info["missing"].loaded
     assert info["alpha"].error == "not enabled"
     assert "alliance_credit_decision" in info["credit_decision"].hooks
+
+
+def test_load_extensions_records_a_plugin_named_like_another() -> None:
+    """A plugin named like a built-in was dropped without a word: not loaded, not even listed."""
+    manager = ExtensionManager(extra_plugins={"credit_decision": Decides("mine")}, disabled=["credit_decision"])
+    assert manager.duplicates == ["'credit_decision' of embedded (the name of builtin)"]
+    assert "credit_decision" not in manager.order
 
 
 def test_call_hook_tryfirst_runs_before_configured_order() -> None:
