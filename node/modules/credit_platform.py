@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, FiniteFloat
-from sqlalchemy import case, insert, select, update
+from sqlalchemy import case, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -330,10 +330,31 @@ def fraud_report_request(node: Any, application_id: str, *, category: str, confi
 
 def confirm_fraud(node: Any, application_id: str, *, category: str, confidence: int, confirmed_by: str,
                   case_reference: str = "") -> FraudConfirmation:
-    """Report the application's applicant to the alliance ledger in one step (queued in the durable outbox)."""
+    """Report the application's applicant to the alliance ledger in one step (queued in the durable outbox).
+
+    Once per application: the report's id (derived from its content) is claimed on the application before it is
+    made, so the same confirmation again (a retry, one interrupted by a crash) finishes it and reports once, and
+    another one (another category or confidence, at once or later) is refused: it reported the borrower twice.
+    """
     request = fraud_report_request(node, application_id, category=category, confidence=confidence,
                                    case_reference=case_reference)
-    accepted = node.report_intake.accept(request, submitted_by=confirmed_by)
+    report_id = node.report_intake.prepare(request).report_id  # validated before anything is claimed
+    with node.store.transaction() as session:
+        held = session.scalar(select(LoanApplication.fraud_report_id)
+                              .where(LoanApplication.application_id == application_id))
+        claimed = session.execute(update(LoanApplication).where(
+            LoanApplication.application_id == application_id,
+            or_(LoanApplication.fraud_report_id.is_(None), LoanApplication.fraud_report_id == report_id))
+            .values(fraud_report_id=report_id))
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            raise Conflict(f"fraud on application {application_id} was confirmed already, with another report",
+                           code="fraud_already_confirmed")
+    try:
+        accepted = node.report_intake.accept(request, submitted_by=confirmed_by)
+    except Exception:
+        if held is None:  # this call claimed it: free it for another confirmation
+            _release_fraud_claim(node, application_id, report_id)
+        raise
     with node.store.transaction() as session:
         # One statement, so that a booking committed meanwhile keeps its state.
         session.execute(update(LoanApplication).where(LoanApplication.application_id == application_id).values(
@@ -342,3 +363,10 @@ def confirm_fraud(node: Any, application_id: str, *, category: str, confidence: 
     confirmation = FraudConfirmation(application_id, accepted.report_id, category, confidence, confirmed_by)
     extensions_for(node).call("alliance_fraud_confirmed", node=node, confirmation=confirmation)
     return confirmation
+
+
+def _release_fraud_claim(node: Any, application_id: str, report_id: str) -> None:
+    with node.store.transaction() as session:
+        session.execute(update(LoanApplication).where(LoanApplication.application_id == application_id,
+                                                      LoanApplication.fraud_report_id == report_id)
+                        .values(fraud_report_id=None))

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from node.api.app import create_app
 from node.auth.apikeys import Role, create_api_key
@@ -20,6 +21,7 @@ from node.ledger.reports import ReportRequest, report_status
 from node.modules.credit_platform import book_loan, submit_application
 from node.modules.risk_operations import list_alerts
 from node.runtime import NodeContext
+from node.store.ledger_tables import FraudReport
 from node.workers import node_workers
 from tests.conftest import free_port
 from tests.modules.workflow import application, phone, resident_id
@@ -141,7 +143,16 @@ def test_application_fraud_confirmed_reports_to_ledger(keyed_banks: list[NodeCon
                               headers={"X-API-Key": analyst})
         bad_category = client.post(f"/v1/applications/{decided['application_id']}/fraud",
                                    json={"category": "nonsense", "confidence": 95}, headers={"X-API-Key": analyst})
+        # Confirmed again otherwise: the borrower was reported a second time (both 202).
+        other = client.post(f"/v1/applications/{decided['application_id']}/fraud",
+                            json={"category": "identity_theft", "confidence": 80}, headers={"X-API-Key": analyst})
+        retried = client.post(f"/v1/applications/{decided['application_id']}/fraud",
+                              json={"category": "application_fraud", "confidence": 95}, headers={"X-API-Key": analyst})
     assert response.status_code == 202, response.text
+    assert other.status_code == 409 and other.json()["error"]["code"] == "fraud_already_confirmed"
+    assert retried.status_code == 202 and retried.json()["report_id"] == response.json()["report_id"]
+    with a.store.session() as session:
+        assert session.scalars(select(FraudReport.report_id)).all() == [response.json()["report_id"]]
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "application_not_found"
     assert bad_category.status_code == 422 and bad_category.json()["error"]["code"] == "unknown_category"
     with a.store.session() as session:

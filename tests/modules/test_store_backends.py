@@ -303,3 +303,20 @@ def test_resolve_alert_confirmed_meanwhile_by_another_process_reports_the_borrow
         reports = session.scalars(select(FraudReport.report_id)).all()
         assert session.get_one(LoanApplication, booked).fraud_report_id == confirmed["fraud_report_id"]
     assert reports == [confirmed["fraud_report_id"]] and confirmed["state"] == "confirmed"
+
+
+def test_confirm_fraud_confirmed_meanwhile_otherwise_by_another_process_is_refused(two_banks: list[NodeContext],
+                                                                                   replica: NodeContext) -> None:
+    a = two_banks[0]
+    booked = submit_application(a, application(11), submitted_by="t")["application_id"]
+
+    # The other analyst's confirmation is made while this one is under way (both read no confirmation).
+    with (interrupted_before_writing(a.store, {"applications"}, lambda: confirm_fraud(
+            replica, booked, category="application_fraud", confidence=95, confirmed_by="analyst-2")),
+          pytest.raises(Conflict) as late):
+        confirm_fraud(a, booked, category="identity_theft", confidence=80, confirmed_by="analyst-1")
+
+    assert late.value.code == "fraud_already_confirmed"
+    with a.store.session() as session:
+        [report] = session.scalars(select(FraudReport)).all()
+        assert session.get_one(LoanApplication, booked).fraud_report_id == report.report_id
