@@ -2,7 +2,8 @@
 
 Eligibility (`[abs]` of the credit policy), in this order:
 1. status in `eligible_statuses` (default: current) and no arrears;
-2. no blacklisted borrower: none of the borrower's indicators (any key epoch) is an active ledger indicator;
+2. no fraud: the bank has not confirmed fraud on the loan's application, and none of the borrower's indicators
+   (any key epoch) is an active ledger indicator;
 3. concentration limits: no borrower above `max_borrower_share` and no province (of the resident ID) above
    `max_region_share` of the pool's principal. While a group is over its limit, its largest loan is left out
    (the group furthest over first), so the result is deterministic.
@@ -66,6 +67,9 @@ def select_loans(node: Any) -> tuple[PoolSelection, list[BookedLoanRow]]:
     selection = PoolSelection()
     with node.store.session() as session:
         loans = list(session.scalars(select(BookedLoanRow).order_by(BookedLoanRow.loan_reference)))
+        # The bank's own confirmations count at once, not only once its report is published and mirrored back.
+        confirmed_fraud = set(session.scalars(select(LoanApplication.application_id).where(
+            LoanApplication.fraud_report_id.is_not(None))))
         indicators: dict[int, list[bytes]] = defaultdict(list)
         for row in session.scalars(select(BorrowerIndicator)):
             indicators[row.loan_ref].append(bytes(row.indicator))
@@ -75,6 +79,8 @@ def select_loans(node: Any) -> tuple[PoolSelection, list[BookedLoanRow]]:
     for loan in loans:
         if loan.status not in rules["eligible_statuses"] or loan.arrears_minor > 0:
             selection.excluded[loan.loan_reference] = "arrears" if loan.arrears_minor > 0 else f"status_{loan.status}"
+        elif loan.application_id in confirmed_fraud:
+            selection.excluded[loan.loan_reference] = "fraud_confirmed"
         elif any(derive_state(i, *facts[i], at=now, policy=policy).active for i in indicators[loan.id] if i in facts):
             selection.excluded[loan.loan_reference] = "blacklisted_borrower"
         else:

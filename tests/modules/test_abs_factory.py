@@ -8,9 +8,12 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from sqlalchemy import select
+
 from node.modules.abs_factory import _within_concentration, build_pool, select_loans
-from node.modules.credit_platform import book_loan, set_loan_status, submit_application
+from node.modules.credit_platform import book_loan, confirm_fraud, set_loan_status, submit_application
 from node.runtime import NodeContext
+from node.store.application_tables import BookedLoanRow
 from tests.modules.workflow import application, phone, report_and_mirror, resident_id
 
 REGIONS = {1: "110105", 2: "110105", 3: "310115", 4: "440305", 5: "330106", 6: "510104", 7: "110105"}
@@ -55,3 +58,21 @@ def test_within_concentration_drops_largest_loan_of_worst_group() -> None:
     chosen = _within_concentration(loans, 0.35, 0.9, excluded)
     assert [x.loan_reference for x in chosen] == ["A1", "B1", "C1", "D1"]
     assert excluded == {"A2": "concentration_borrower"}
+
+
+def test_select_loans_leaves_out_a_loan_the_bank_confirmed_as_fraud(keyed_banks: list[NodeContext],
+                                                                     tmp_path: Path) -> None:
+    a = keyed_banks[0]
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[abs]\nmax_borrower_share = 1\nmax_region_share = 1\n")
+    a.settings.credit_policy_file = policy
+    for i in (1, 3):
+        _book(a, i)
+    with a.store.session() as session:
+        fraudulent = session.scalars(select(BookedLoanRow.application_id)
+                                     .where(BookedLoanRow.loan_reference == "L3")).one()
+    # Queued for the ledger, not yet published and mirrored: the loan went into pools all the same.
+    confirm_fraud(a, fraudulent, category="first_party_fraud", confidence=90, confirmed_by="analyst")
+
+    selection, _ = select_loans(a)
+    assert selection.selected == ["L1"] and selection.excluded == {"L3": "fraud_confirmed"}
