@@ -1,7 +1,8 @@
 """ABS asset factory: select booked loans into a pool by eligibility criteria and hand them to the pool builder.
 
 Eligibility (`[abs]` of the credit policy), in this order:
-1. status in `eligible_statuses` (default: current) and no arrears;
+1. status in `eligible_statuses` (default: current) and no arrears; not in the latest anchored version of
+   another of the bank's pools;
 2. no fraud: the bank has not confirmed fraud on the loan's application, and none of the borrower's indicators
    (any key epoch) is an active ledger indicator;
 3. concentration limits: no borrower above `max_borrower_share` and no province (of the resident ID) above
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from node.errors import InvalidInput
 from node.extensions.hookspecs import hookimpl
@@ -33,6 +34,7 @@ from node.ledger.mirror import facts_for
 from node.modules.credit_platform import refresh_borrower_indicators, unseal_applicant
 from node.modules.policy import policy_for
 from node.store.application_tables import BookedLoanRow, BorrowerIndicator, LoanApplication
+from node.store.asset_tables import AssetLoan, AssetPool, AssetVersion
 
 NAME = "abs_factory"
 TAPE_COLUMNS = ("loan_reference", "origination_date", "maturity_date", "original_principal", "current_principal",
@@ -61,12 +63,14 @@ def alliance_api_routers() -> list[Any]:
     return [abs_factory_router]
 
 
-def select_loans(node: Any) -> tuple[PoolSelection, list[BookedLoanRow]]:
+def select_loans(node: Any, pool_name: str | None = None) -> tuple[PoolSelection, list[BookedLoanRow]]:
+    """The loans a pool would take now (`pool_name`: which pool; loans anchored in it may stay in it)."""
     rules = policy_for(node).abs
     refresh_borrower_indicators(node)
     selection = PoolSelection()
     with node.store.session() as session:
         loans = list(session.scalars(select(BookedLoanRow).order_by(BookedLoanRow.loan_reference)))
+        pooled = _pooled_elsewhere(session, node.settings.bank_code, pool_name)
         # The bank's own confirmations count at once, not only once its report is published and mirrored back.
         confirmed_fraud = set(session.scalars(select(LoanApplication.application_id).where(
             LoanApplication.fraud_report_id.is_not(None))))
@@ -79,6 +83,8 @@ def select_loans(node: Any) -> tuple[PoolSelection, list[BookedLoanRow]]:
     for loan in loans:
         if loan.status not in rules["eligible_statuses"] or loan.arrears_minor > 0:
             selection.excluded[loan.loan_reference] = "arrears" if loan.arrears_minor > 0 else f"status_{loan.status}"
+        elif loan.loan_reference in pooled:
+            selection.excluded[loan.loan_reference] = "in_another_pool"
         elif loan.application_id in confirmed_fraud:
             selection.excluded[loan.loan_reference] = "fraud_confirmed"
         elif any(derive_state(i, *facts[i], at=now, policy=policy).active for i in indicators[loan.id] if i in facts):
@@ -90,6 +96,21 @@ def select_loans(node: Any) -> tuple[PoolSelection, list[BookedLoanRow]]:
     selection.selected = [loan.loan_reference for loan in chosen]
     selection.total_principal_minor = sum(loan.current_principal_minor for loan in chosen)
     return selection, chosen
+
+
+def _pooled_elsewhere(session: Any, originator_code: str, pool_name: str | None) -> set[str]:
+    """References of this bank's loans in the latest anchored version of a pool other than `pool_name`: taking
+    one again would finance it twice, and anchoring the pool is refused for it (after its draft was stored)."""
+    latest = (select(AssetVersion.pool_ref, func.max(AssetVersion.version).label("version"))
+              .where(AssetVersion.state == "anchored").group_by(AssetVersion.pool_ref).subquery())
+    query = (select(AssetLoan.loan_reference)
+             .join(AssetVersion, AssetVersion.id == AssetLoan.version_ref)
+             .join(latest, (latest.c.pool_ref == AssetVersion.pool_ref) & (latest.c.version == AssetVersion.version))
+             .join(AssetPool, AssetPool.id == AssetVersion.pool_ref)
+             .where(AssetLoan.originator_code == originator_code))
+    if pool_name is not None:
+        query = query.where(AssetPool.name != pool_name)
+    return set(session.scalars(query))
 
 
 def _within_concentration(loans: list[BookedLoanRow], borrower_share: float, region_share: float,
@@ -124,7 +145,7 @@ def build_pool(node: Any, pool_name: str, *, anchor: bool = False, override_reas
 
     # Checked before the draft is stored: a reason refused only at anchoring would leave the draft behind.
     name, reason = valid_pool_name(pool_name), valid_override_reason(override_reason)
-    selection, chosen = select_loans(node)
+    selection, chosen = select_loans(node, name)
     if not chosen:
         raise InvalidInput("no booked loan is eligible for a pool", code="no_eligible_loans",
                            details=[{"loan_reference": k, "reason": v} for k, v in selection.excluded.items()])

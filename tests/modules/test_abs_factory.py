@@ -76,3 +76,23 @@ def test_select_loans_leaves_out_a_loan_the_bank_confirmed_as_fraud(keyed_banks:
 
     selection, _ = select_loans(a)
     assert selection.selected == ["L1"] and selection.excluded == {"L3": "fraud_confirmed"}
+
+
+def test_build_pool_leaves_out_loans_anchored_in_another_pool(keyed_banks: list[NodeContext],
+                                                               tmp_path: Path) -> None:
+    a = keyed_banks[0]
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[abs]\nmax_borrower_share = 1\nmax_region_share = 1\n")
+    a.settings.credit_policy_file = policy
+    for i in (1, 3):
+        _book(a, i)
+    assert build_pool(a, "p1", anchor=True).selected == ["L1", "L3"]
+    _book(a, 4)
+
+    # They were selected again: the second pool's anchoring was refused (double financing) after its draft was
+    # stored, and /eligible listed them as eligible.
+    assert select_loans(a)[0].excluded == {"L1": "in_another_pool", "L3": "in_another_pool"}
+    second = build_pool(a, "p2", anchor=True)
+    assert second.selected == ["L4"] and second.anchored is not None and second.anchored["loan_count"] == 1
+    again = build_pool(a, "p1")  # the next version of p1 keeps its own loans
+    assert again.selected == ["L1", "L3"] and again.excluded == {"L4": "in_another_pool"}
