@@ -18,9 +18,9 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, FiniteFloat
-from sqlalchemy import case, insert, or_, select, update
+from sqlalchemy import case, exists, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from node.assets.loan_tape import MAX_LOAN_REFERENCE, valid_loan_reference
 from node.crypto.keyed_hash import indicator_hash
@@ -279,11 +279,22 @@ def refresh_borrower_indicators(node: Any) -> int:
 
 
 def _add_borrower_indicators(node: Any, keys: dict[int, bytes]) -> int:
+    if not keys:
+        return 0
     added = 0
     with node.store.transaction() as session:
-        held = {(r.loan_ref, r.identifier_type, r.epoch) for r in session.scalars(select(BorrowerIndicator))}
-        for loan, application in session.execute(select(BookedLoanRow, LoanApplication).join(
-                LoanApplication, LoanApplication.application_id == BookedLoanRow.application_id)):
+        # Only loans with no indicator under some epoch held are unsealed: this runs on every indexer pass, and
+        # unsealing and hashing every borrower each time grew with the book (seconds per pass, past the hook's
+        # time limit).
+        held_rows = aliased(BorrowerIndicator)
+        lacking = or_(*(~exists().where(held_rows.loan_ref == BookedLoanRow.id, held_rows.epoch == epoch)
+                        for epoch in keys))
+        stale = list(session.execute(select(BookedLoanRow, LoanApplication).join(
+            LoanApplication, LoanApplication.application_id == BookedLoanRow.application_id).where(lacking)))
+        held = {(r.loan_ref, r.identifier_type, r.epoch) for r in session.scalars(
+            select(BorrowerIndicator).join(BookedLoanRow, BookedLoanRow.id == BorrowerIndicator.loan_ref)
+            .where(lacking))}
+        for loan, application in stale:
             fresh = [r for r in _borrower_indicators(loan.id, unseal_applicant(node, application), keys)
                      if (r.loan_ref, r.identifier_type, r.epoch) not in held]
             session.add_all(fresh)

@@ -176,3 +176,23 @@ def test_key_rotation_rehashes_booked_borrowers(keyed_banks: list[NodeContext]) 
     a.keyring.store_key(2, os.urandom(32), source="generated")
     assert refresh_borrower_indicators(a) == 4
     assert refresh_borrower_indicators(a) == 0
+
+
+def test_refresh_borrower_indicators_unseals_only_borrowers_lacking_an_epoch(
+        keyed_banks: list[NodeContext], monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from node.modules import credit_platform
+    from node.modules.credit_platform import refresh_borrower_indicators
+
+    a = keyed_banks[0]
+    for i in (71, 72):
+        book_loan(a, submit_application(a, application(i), submitted_by="test")["application_id"])
+    unsealed: list[str] = []
+    unseal = credit_platform.unseal_applicant
+    monkeypatch.setattr(credit_platform, "unseal_applicant",
+                        lambda node, row: unsealed.append(row.application_id) or unseal(node, row))
+    # Runs on every indexer pass that mirrors blocks: it unsealed and hashed every borrower of the book each time.
+    assert refresh_borrower_indicators(a) == 0 and unsealed == []
+    a.keyring.store_key(2, os.urandom(32), source="generated")
+    assert refresh_borrower_indicators(a) == 8 and len(unsealed) == 2
