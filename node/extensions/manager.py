@@ -120,8 +120,9 @@ class ExtensionManager:
             return ExtensionInfo(name, candidate.source, False, error=f"{type(exc).__name__}: {exc}")
         try:
             self.pm.check_pending()
-        except pluggy.PluginValidationError as exc:
+        except pluggy.PluginValidationError as exc:  # a hook name no spec has (a typo): said at start, like the above
             self.pm.unregister(name=name)
+            logger.warning("extension %s not loaded: %s", name, exc)
             return ExtensionInfo(name, candidate.source, False, error=f"PluginValidationError: {exc}")
         hooks = tuple(sorted(h.name for h in self.pm.get_hookcallers(self.pm.get_plugin(name)) or ()))
         return ExtensionInfo(name, candidate.source, True, hooks)

@@ -77,11 +77,13 @@ def test_call_hook_tryfirst_runs_before_configured_order() -> None:
     assert manager.call("alliance_credit_decision", firstresult=True).first == ("two", "two")
 
 
-def test_load_extension_with_unknown_hook_is_refused() -> None:
+def test_load_extension_with_unknown_hook_is_refused(caplog: pytest.LogCaptureFixture) -> None:
     manager = ExtensionManager(enabled=["bad", "good"], extra_plugins={"bad": UnknownHook(), "good": Named("good")})
     info = {i.name: i for i in manager.extensions()}
     assert not info["bad"].loaded and "PluginValidationError" in (info["bad"].error or "")
     assert manager.order == ["good"]
+    # Said when the node starts (it was only in `alliance extensions list`): the bank's rules are not applied.
+    assert "extension bad not loaded" in caplog.text and "alliance_no_such_hook" in caplog.text
 
 
 def test_call_hook_isolates_exception_without_its_message(caplog: pytest.LogCaptureFixture) -> None:
