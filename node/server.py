@@ -19,6 +19,7 @@ from node.config import Network, load_settings
 from node.consortium import DEMO_BANKS, ensure_demo_consortium
 from node.errors import AllianceError
 from node.extensions.manager import check_extension_names
+from node.modules.policy import policy_for
 from node.runtime import NodeContext
 from node.setup import init_node
 from node.workers import node_workers
@@ -128,6 +129,7 @@ def run_api(app: FastAPI, *, sockets: list[socket.socket], log_level: str = "inf
 
 def serve(node: NodeContext, *, demo: bool, host: str | None = None, port: int | None = None) -> None:
     check_extension_names(node)  # before anything is bound or started
+    policy_for(node)  # a credit policy file the modules cannot use, too
     sockets = listening_sockets(host or node.settings.api_host, port or node.settings.api_port)
     try:
         _serve_on(node, sockets, demo=demo)

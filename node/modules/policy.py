@@ -10,12 +10,15 @@ from __future__ import annotations
 import copy
 import tomllib
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from node.errors import InvalidInput
+from node.extensions.pipeline import decision_problem
+from node.extensions.types import Decision
 
 DEFAULT_POLICY: dict[str, Any] = {
     "scorecard": {
@@ -137,7 +140,67 @@ def load_policy(path: Path | None) -> CreditPolicy:
             raise InvalidInput(f"credit policy file {path}: unknown tables {sorted(unknown)}",
                                code="invalid_credit_policy")
         _merge(policy, overrides)
+        problem = _problem(policy)
+        if problem:
+            raise InvalidInput(f"credit policy file {path}: {problem}", code="invalid_credit_policy")
     return CreditPolicy(policy)
+
+
+# The checks below convert each value as the modules do when they use it. A value they cannot use was found only
+# by the first application: the module raised in its hook, and every application went to review
+# (extension_failed) with nothing said when the node started.
+def _problem(policy: dict[str, Any]) -> str | None:
+    """What is wrong with a merged policy (naming the key), or None."""
+    tables = [(name, policy[name]) for name in DEFAULT_POLICY]
+    if isinstance(policy["scorecard"], dict):
+        tables += [(f"scorecard.{k}", policy["scorecard"].get(k)) for k in ("signals", "inputs")]
+    for name, table in tables:
+        if not isinstance(table, dict):
+            return f"{name} must be a table"
+    if not (isinstance(policy["decision"]["bands"], list)
+            and all(isinstance(band, dict) for band in policy["decision"]["bands"])):
+        return "decision.bands must be a list of tables"
+    for key, value, convert in _conversions(policy):
+        try:
+            convert(value)
+        except (KeyError, TypeError, ValueError, ArithmeticError):  # ArithmeticError: Decimal's InvalidOperation
+            return f"{key} = {value!r} cannot be used"
+    for table, key in (("decision", "decline_on"), ("decision", "review_on"),
+                       ("identity", "virtual_operator_prefixes"), ("velocity", "kinds"),
+                       ("abs", "eligible_statuses")):
+        value = policy[table][key]
+        if not (isinstance(value, list) and all(isinstance(item, str) for item in value)):
+            return f"{table}.{key} must be a list of strings"
+    for band in CreditPolicy(policy).bands():  # as the pipeline checks the decision carrying them
+        if decision_problem(Decision("approve", (), "policy", band.max_limit, band.annual_rate_percent)):
+            return (f"decision.bands (from score {band.min_score}): max_limit must be 0 to 10^12 with at most 2 "
+                    f"decimals and annual_rate_percent 0 to 100000 with at most 4")
+    return None
+
+
+def _conversions(policy: dict[str, Any]) -> list[tuple[str, Any, Callable[[Any], Any]]]:
+    """(key, value, how the modules convert it) of every value they read."""
+    found: list[tuple[str, Any, Callable[[Any], Any]]] = [
+        (f"{table}.{key}", policy[table][key], int) for table, keys in (
+            ("scorecard", ("base", "min", "max")), ("decision", ("approve_min_score", "review_min_score")),
+            ("identity", ("alliance_hit_min_confidence", "min_age", "max_age")), ("velocity", ("max_applicants",)))
+        for key in keys]
+    found += [(f"velocity.{k}", policy["velocity"][k], float) for k in ("window_hours",)]
+    found += [(f"abs.{k}", policy["abs"][k], float) for k in ("max_borrower_share", "max_region_share")]
+    found += [(f"scorecard.signals.{code}", points, int) for code, points in policy["scorecard"]["signals"].items()]
+    found += [(f"scorecard.inputs.{name}", bands, _input_bands)
+              for name, bands in policy["scorecard"]["inputs"].items()]
+    found += [(f"decision.bands[{i}]", band, _band) for i, band in enumerate(policy["decision"]["bands"])]
+    return found
+
+
+def _input_bands(bands: Any) -> None:
+    for lower, upper, points in bands:
+        float(lower), float(upper), int(points)
+
+
+def _band(band: Any) -> None:
+    int(band["min_score"]), Decimal(str(band["max_limit"])), Decimal(str(band["annual_rate_percent"]))
 
 
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> None:

@@ -254,3 +254,18 @@ def test_node_start_with_an_extension_name_nothing_answers_to_fails_with_one_lin
     line = one_error_line(result.err)
     assert "'credit_descision'" in line and "'credit_platform'" not in line
     assert not (data_dir / "chain" / "anvil.pid").exists()
+
+
+def test_node_start_with_a_credit_policy_the_modules_cannot_use_fails_with_one_line_before_starting(
+        cli: CliRunner, data_dir: Path, tmp_path: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[decision]\napprove_min_score = "high"\n')  # every application went to review
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0  # dev network: it runs anvil
+    with socket.socket() as taken:  # were the policy not read first, the start would fail on the port instead
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = cli("node", "start", "--port", str(taken.getsockname()[1]),
+                     env={"ALLIANCE_CREDIT_POLICY_FILE": str(policy)})
+    assert result.code == 1
+    assert "decision.approve_min_score" in one_error_line(result.err)
+    assert not (data_dir / "chain" / "anvil.pid").exists()
