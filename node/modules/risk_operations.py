@@ -2,10 +2,11 @@
 
 When the indexer mirrors new blocks (`alliance_indicators_mirrored`), the records indexed in that block range
 (and in any earlier block not matched yet) are matched against the indicators of this bank's own booked
-borrowers (stored under every key epoch at booking, refreshed after rotations). Each active match raises an
-alert, stored once per (loan, indicator, batch), listed by `GET /v1/alerts` and `alliance alerts`, and POSTed
-to `risk_alert_webhook_url` if set (the alert carries loan reference, identifier type, categories and the
-indicator hash: no raw identifier).
+borrowers (stored under every key epoch at booking, refreshed after rotations); a loan just booked is matched
+against every record mirrored so far (`alliance_loan_booked`). Each active match raises an alert, stored once
+per (loan, indicator, batch), listed by `GET /v1/alerts` and `alliance alerts`, and POSTed to
+`risk_alert_webhook_url` if set (the alert carries loan reference, identifier type, categories and the indicator
+hash: no raw identifier).
 An analyst then dismisses it, or confirms fraud, which reports the borrower back to the ledger in one step.
 """
 
@@ -21,6 +22,7 @@ from sqlalchemy import select, update
 
 from node.errors import Conflict, InvalidInput, NotFound
 from node.extensions.hookspecs import hookimpl
+from node.extensions.types import BookedLoan
 from node.ledger.checks import state_policy
 from node.ledger.indicator_state import derive_state
 from node.ledger.mirror import facts_for
@@ -44,6 +46,11 @@ def alliance_indicators_mirrored(node: Any, from_block: int, to_block: int) -> N
 
 
 @hookimpl
+def alliance_loan_booked(node: Any, loan: BookedLoan) -> None:
+    raise_booking_alerts(node, loan.loan_reference)
+
+
+@hookimpl
 def alliance_api_routers() -> list[Any]:
     from node.api.routes.alerts import router
 
@@ -56,7 +63,24 @@ def raise_alerts(node: Any, from_block: int, to_block: int) -> list[dict[str, An
     refresh_borrower_indicators(node)
     # Another replica's indexer alerting for an overlapping range may store some of these first; storing again
     # skips those and keeps the rest.
-    views = once_more_on_conflict(lambda: _store_alerts(node, from_block, to_block))
+    return _notified(node, once_more_on_conflict(lambda: _store_alerts(node, from_block, to_block)))
+
+
+def raise_booking_alerts(node: Any, loan_reference: str) -> list[dict[str, Any]]:
+    """Alerts for a loan just booked among every record mirrored so far; returns the new ones.
+
+    The indexer's passes match the borrowers booked when they run: a borrower reported after the decision and
+    mirrored before the booking would otherwise never be matched.
+    """
+    def store() -> list[dict[str, Any]]:
+        with node.store.transaction() as session:
+            loan = select(BookedLoanRow.id).where(BookedLoanRow.loan_reference == loan_reference).scalar_subquery()
+            return _alert_matches(node, session, _matches(session, BorrowerIndicator.loan_ref == loan))
+
+    return _notified(node, once_more_on_conflict(store))
+
+
+def _notified(node: Any, views: list[dict[str, Any]]) -> list[dict[str, Any]]:
     if node.settings.risk_alert_webhook_url:
         for view in views:
             _notify(node, view)
@@ -74,35 +98,40 @@ def _store_alerts(node: Any, from_block: int, to_block: int) -> list[dict[str, A
             session.add(SyncState(contract=MONITOR_CURSOR, last_block=to_block))
         else:  # lowered too, after a reorganisation: the blocks above to_block are indexed (and heard of) again
             matched.last_block = to_block
-        matches = _matches(session, start, to_block)
-        if not matches:
-            return []
-        facts = facts_for(session, [bytes(m[0]) for m in matches])
-        now, policy = int(time.time()), state_policy(node)
-        existing = {(a.loan_ref, bytes(a.indicator), a.batch_id) for a in session.scalars(
-            select(RiskAlert).where(RiskAlert.loan_ref.in_({m[4] for m in matches})))}
-        created = []
-        for indicator, batch_id, block, reporter, loan_ref, kind, application_id in matches:
-            indicator = bytes(indicator)
-            records, reactions = facts.get(indicator, ([], []))
-            state = derive_state(indicator, records, reactions, at=now, policy=policy)
-            if not state.active or (loan_ref, indicator, batch_id) in existing:
-                continue
-            existing.add((loan_ref, indicator, batch_id))
-            alert = RiskAlert(loan_ref=loan_ref, application_id=application_id, identifier_type=kind,
-                              indicator=indicator, batch_id=batch_id, block_number=block,
-                              reporter_member_id=reporter, categories=json.dumps(list(state.categories)),
-                              confidence=state.confidence, state="open",
-                              webhook_state="none" if not node.settings.risk_alert_webhook_url else "pending")
-            session.add(alert)
-            created.append(alert)
-        session.flush()
-        return [alert_view(a, session) for a in created]
+        return _alert_matches(node, session, _matches(session, MirrorRecord.block_number > start,
+                                                      MirrorRecord.block_number <= to_block))
 
 
-def _matches(session: Any, from_block: int, to_block: int) -> list[Any]:
-    """(indicator, batch, block, reporter, loan, identifier type, application) of each mirrored record of blocks
-    (from_block, to_block] that is one of a booked borrower's indicators."""
+def _alert_matches(node: Any, session: Any, matches: list[Any]) -> list[dict[str, Any]]:
+    """Store an alert for each match whose indicator is active and not alerted yet; their views."""
+    if not matches:
+        return []
+    facts = facts_for(session, [bytes(m[0]) for m in matches])
+    now, policy = int(time.time()), state_policy(node)
+    existing = {(a.loan_ref, bytes(a.indicator), a.batch_id) for a in session.scalars(
+        select(RiskAlert).where(RiskAlert.loan_ref.in_({m[4] for m in matches})))}
+    created = []
+    for indicator, batch_id, block, reporter, loan_ref, kind, application_id in matches:
+        indicator = bytes(indicator)
+        records, reactions = facts.get(indicator, ([], []))
+        state = derive_state(indicator, records, reactions, at=now, policy=policy)
+        if not state.active or (loan_ref, indicator, batch_id) in existing:
+            continue
+        existing.add((loan_ref, indicator, batch_id))
+        alert = RiskAlert(loan_ref=loan_ref, application_id=application_id, identifier_type=kind,
+                          indicator=indicator, batch_id=batch_id, block_number=block,
+                          reporter_member_id=reporter, categories=json.dumps(list(state.categories)),
+                          confidence=state.confidence, state="open",
+                          webhook_state="none" if not node.settings.risk_alert_webhook_url else "pending")
+        session.add(alert)
+        created.append(alert)
+    session.flush()
+    return [alert_view(a, session) for a in created]
+
+
+def _matches(session: Any, *where: Any) -> list[Any]:
+    """(indicator, batch, block, reporter, loan, identifier type, application) of each mirrored record meeting
+    `where` that is one of a booked borrower's indicators."""
     return list(session.execute(
         select(MirrorRecord.indicator, MirrorRecord.batch_id, MirrorRecord.block_number,
                MirrorRecord.reporter_member_id, BorrowerIndicator.loan_ref, BorrowerIndicator.identifier_type,
@@ -111,8 +140,7 @@ def _matches(session: Any, from_block: int, to_block: int) -> list[Any]:
         .join(BookedLoanRow, BookedLoanRow.id == BorrowerIndicator.loan_ref)
         .join(LoanApplication, LoanApplication.application_id == BookedLoanRow.application_id)
         # A borrower this bank already confirmed as fraud (and reported itself) needs no alert.
-        .where(MirrorRecord.block_number > from_block, MirrorRecord.block_number <= to_block,
-               LoanApplication.fraud_report_id.is_(None))).all())
+        .where(*where, LoanApplication.fraud_report_id.is_(None))).all())
 
 
 def _notify(node: Any, view: dict[str, Any]) -> None:

@@ -129,6 +129,25 @@ def test_alerts_of_blocks_mirrored_before_the_node_stopped_are_raised_by_the_nex
     assert len(list_alerts(a)) == 1
 
 
+def test_booking_a_borrower_reported_after_the_decision_raises_an_alert(keyed_banks: list[NodeContext]) -> None:
+    a, b, _ = keyed_banks
+    decided = submit_application(a, application(54), submitted_by="test")
+    assert decided["outcome"] == "approve"
+    b.report_intake.accept(ReportRequest([("phone", phone(54))], "money_mule", 80), submitted_by="b-analyst")
+    b.publisher.drain()
+    indexer_loop = next(loop for loop in node_workers(a).loops if loop.name == "indexer")
+    indexer_loop.run_step()  # mirrored while the borrower was not booked yet: nothing to match
+    assert list_alerts(a) == []
+
+    # Booked on the decision made before the report: no pass would ever match those blocks again.
+    book_loan(a, decided["application_id"], loan_reference="LOAN-54")
+    [alert] = list_alerts(a)
+    assert (alert["loan_reference"], alert["identifier_type"], alert["categories"]) == (
+        "LOAN-54", "phone", ["money_mule"])
+    indexer_loop.run_step()
+    assert len(list_alerts(a)) == 1
+
+
 def test_application_fraud_confirmed_reports_to_ledger(keyed_banks: list[NodeContext]) -> None:
     a = keyed_banks[0]
     decided = submit_application(a, application(60), submitted_by="test")
