@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from alliance_cli import console
 from alliance_cli.commands import alerts as alerts_cmd
@@ -61,14 +62,18 @@ app.add_typer(alerts_cmd.app, name="alerts")
 app.add_typer(extensions_cmd.app, name="extensions")
 extensions_cmd.add_extension_commands(app)
 
+# The database went away after the store was opened (StoreUnavailable covers opening it).
+STORE_LOST = (OperationalError, InterfaceError)
 # Errors a user can act on: one line, exit 1, no traceback (unless --debug).
 EXPECTED_ERRORS = (AllianceError, ChainError, ConfigError, StoreUnavailable, KeystoreError, CompilationFailed,
-                   CompilerNotFound, ArtifactMissing, InvalidApiKey)
+                   CompilerNotFound, ArtifactMissing, InvalidApiKey, *STORE_LOST)
 
 
 def describe(exc: BaseException) -> str:
     if isinstance(exc, ContractRevert):
         return f"refused by the contract: {exc}"
+    if isinstance(exc, STORE_LOST):
+        return f"the database is unavailable: {str(exc.orig or exc).strip() or type(exc).__name__}".splitlines()[0]
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0] if not isinstance(exc, CompilationFailed) else text
 

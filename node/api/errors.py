@@ -12,10 +12,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from node.chain.errors import ChainError, ChainUnavailable, ContractNotDeployed, ContractRevert
 from node.errors import AllianceError
+from node.store.db import StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +71,17 @@ def install_error_handlers(app: FastAPI) -> None:
             return ErrorResponse(error_body("contracts_not_deployed", str(exc)), status_code=503)
         code = "chain_unavailable" if isinstance(exc, ChainUnavailable) else "chain_error"
         return ErrorResponse(error_body(code, str(exc)), status_code=503)
+
+    @app.exception_handler(OperationalError)
+    @app.exception_handler(InterfaceError)
+    @app.exception_handler(StoreUnavailable)
+    async def _store_unavailable(_: Request, exc: Exception) -> ErrorResponse:
+        # The database is down, unreachable or refusing us (PostgreSQL restarted, network cut, SQLite locked past
+        # its timeout): the request may succeed when it is back, which is what 503 says. The driver's text stays
+        # in the log; it names hosts and users.
+        logger.warning("store unavailable: %s", str(getattr(exc, "orig", None) or exc).splitlines()[0])
+        return ErrorResponse(error_body("store_unavailable", "the node's database is unavailable; try again later"),
+                             status_code=503)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_: Request, exc: RequestValidationError) -> ErrorResponse:
