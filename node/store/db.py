@@ -9,7 +9,9 @@ from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -19,6 +21,10 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 class StoreUnavailable(Exception):
     """The database cannot be reached or opened."""
+
+
+class UnknownSchemaRevision(StoreUnavailable):
+    """The database was migrated by a newer version of the node (a revision this version does not have)."""
 
 
 def make_engine(url: str) -> Engine:
@@ -46,15 +52,37 @@ def alembic_config(engine: Engine) -> Config:
     return config
 
 
+def lock_for_migration(connection: Connection) -> None:
+    """Take the store's migration lock in `connection`'s transaction, held until it ends.
+
+    PostgreSQL: an advisory lock keyed by the schema (one database may hold several stores, one per schema).
+    SQLite: the database's write lock, taken now by BEGIN IMMEDIATE. pysqlite would otherwise begin a transaction
+    only before an INSERT, UPDATE or DELETE, so each CREATE TABLE of a migration would commit on its own.
+    """
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(hashtext('alliance-migrate/' || current_schema()))"))
+    elif connection.dialect.name == "sqlite":
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to `revision` (idempotent)."""
     if engine.url.get_backend_name() == "sqlite" and engine.url.database:
         Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
+    config = alembic_config(engine)
     try:
-        command.upgrade(alembic_config(engine), revision)
+        if revision == "head" and _at_head(engine, config):
+            return  # the usual case: no lock to wait for behind a long write of a running node
+        command.upgrade(config, revision)
     except OperationalError as exc:
         raise StoreUnavailable(f"cannot open the database at {engine.url.render_as_string()}: {exc.orig}") \
             from exc
+
+
+def _at_head(engine: Engine, config: Config) -> bool:
+    with engine.connect() as connection:
+        current = set(MigrationContext.configure(connection).get_current_heads())
+    return current == set(ScriptDirectory.from_config(config).get_heads())
 
 
 def once_more_on_conflict(action: Callable[[], T]) -> T:

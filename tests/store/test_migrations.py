@@ -1,11 +1,19 @@
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import inspect
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
 
 from node.auth.apikeys import InvalidApiKey, Role, authenticate, create_api_key, list_api_keys, revoke_api_key
-from node.store.db import Store, alembic_config
+from node.store.db import Store, UnknownSchemaRevision, alembic_config
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -26,6 +34,85 @@ def test_migrate_creates_schema_idempotently(store: Store) -> None:
 def test_migrate_downgrade_to_base_removes_tables(store: Store) -> None:
     command.downgrade(alembic_config(store.engine), "base")
     assert "api_keys" not in inspect(store.engine).get_table_names()
+
+
+def schema_revision(store: Store) -> set[str]:
+    with store.engine.connect() as connection:
+        return set(MigrationContext.configure(connection).get_current_heads())
+
+
+def test_migrate_refuses_a_store_migrated_by_a_newer_node_and_leaves_it(store: Store) -> None:
+    """A downgraded node met a revision it does not have: it was alembic's CommandError, a traceback."""
+    with store.engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '0099_newer'"))
+    tables = set(inspect(store.engine).get_table_names())
+    older = Store(store.url)
+    try:
+        with pytest.raises(UnknownSchemaRevision, match="schema revision 0099_newer, which this version"):
+            older.migrate()
+    finally:
+        older.close()
+    assert schema_revision(store) == {"0099_newer"}
+    assert set(inspect(store.engine).get_table_names()) == tables
+
+
+def test_migrate_upgrades_a_store_at_an_older_revision(store_url: str) -> None:
+    store = Store(store_url)
+    try:
+        command.upgrade(alembic_config(store.engine), "0001")
+        with store.transaction() as session:
+            issued = create_api_key(session, Role.analyst, "kept")
+        store.migrate()
+        assert schema_revision(store) == {"0006"}
+        with store.session() as session:
+            assert authenticate(session, issued.token).label == "kept"
+    finally:
+        store.close()
+
+
+def test_a_migration_failing_half_way_leaves_the_schema_as_it_was(store_url: str) -> None:
+    """0002 fails at its third table: on SQLite its first two were committed on their own (pysqlite begins a
+    transaction only before DML), and every later start failed on "table alliance_keys already exists"."""
+    store = Store(store_url)
+    try:
+        command.upgrade(alembic_config(store.engine), "0001")
+        with store.engine.begin() as connection:
+            connection.execute(text("CREATE TABLE publish_batches (blocker INTEGER)"))
+        with pytest.raises(Exception, match="publish_batches"):
+            store.migrate()
+        assert schema_revision(store) == {"0001"}
+        assert not {"alliance_keys", "fraud_reports"} & set(inspect(store.engine).get_table_names())
+
+        with store.engine.begin() as connection:
+            connection.execute(text("DROP TABLE publish_batches"))
+        store.migrate()
+        assert schema_revision(store) == {"0006"}
+    finally:
+        store.close()
+
+
+MIGRATE_AT = """
+import sys, time
+from node.store.db import Store
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+Store(sys.argv[1]).migrate()
+"""
+
+
+def test_processes_migrating_one_new_store_at_once_all_start(store_url: str) -> None:
+    """API replicas (or the node and a command) starting together on a new store: the later ones failed on
+    PostgreSQL with a UniqueViolation traceback, on SQLite with "table api_keys already exists"."""
+    start_at = str(time.time() + 4)  # after every interpreter has imported the node
+    processes = [subprocess.Popen([sys.executable, "-c", MIGRATE_AT, store_url, start_at], stderr=subprocess.PIPE,
+                                  text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}) for _ in range(4)]
+    failures = [error for process in processes
+                if (error := process.communicate(timeout=60)[1]) and process.returncode != 0]
+    assert failures == []
+    store = Store(store_url)
+    try:
+        assert schema_revision(store) == {"0006"}
+    finally:
+        store.close()
 
 
 def test_authenticate_api_key_roundtrip(store: Store) -> None:
