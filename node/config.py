@@ -185,7 +185,7 @@ _PERSISTED = ("network", "rpc_url", "dev_chain_port", "chain_id", "database_url"
 
 
 def write_config(settings: Settings) -> Path:
-    """Write the non-secret settings as TOML (JSON string escapes are valid TOML basic strings)."""
+    """Write the settings other than the passphrase as TOML (JSON string escapes are valid TOML basic strings)."""
     lines = ["# Alliance node configuration, written by `alliance init`. ALLIANCE_* env vars override it."]
     for name in _PERSISTED:
         value = getattr(settings, name)
@@ -194,5 +194,9 @@ def write_config(settings: Settings) -> Path:
         rendered = str(value) if isinstance(value, int) and not isinstance(value, bool) else json.dumps(str(value))
         lines.append(f"{name} = {rendered}")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    settings.config_file.write_text("\n".join(lines) + "\n")
+    # database_url may carry the database's password: readable by the node's own user only, like its keys.
+    fd = os.open(settings.config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a file written before with a wider mode
+    with os.fdopen(fd, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
     return settings.config_file

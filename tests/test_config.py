@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,20 @@ def test_env_overrides_toml_which_overrides_defaults(tmp_path: Path, monkeypatch
 def test_write_config_never_persists_the_passphrase(tmp_path: Path) -> None:
     write_config(load_settings(tmp_path, key_passphrase="a secret passphrase", bank_code="BANKA"))
     assert "secret" not in (tmp_path / "alliance.toml").read_text()
+
+
+def test_write_config_keeps_the_database_password_from_other_users(tmp_path: Path) -> None:
+    """The file was written with the process umask (0644 here) and holds the PostgreSQL password."""
+    config = tmp_path / "alliance.toml"
+    config.write_text("")
+    config.chmod(0o644)
+    previous = os.umask(0o022)
+    try:
+        write_config(load_settings(tmp_path, database_url="postgresql+psycopg://node:s3cret@db/alliance"))
+    finally:
+        os.umask(previous)
+    assert config.stat().st_mode & 0o777 == 0o600
+    assert load_settings(tmp_path).database_url == "postgresql+psycopg://node:s3cret@db/alliance"
 
 
 def test_malformed_toml_is_a_config_error(tmp_path: Path) -> None:
