@@ -14,13 +14,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from node.chain.profiles import NetworkProfile, load_profile
 from node.paths import CHAIN_CONFIG_DIR
@@ -29,6 +31,8 @@ DEFAULT_DATA_DIR = Path(".alliance")
 CONFIG_FILE = "alliance.toml"
 # Only the dev network may run on this well-known passphrase; see `Settings._refuse_dev_secrets`.
 DEV_PASSPHRASE = "alliance-dev-passphrase"
+# The stores the migrations are written and tested for (SQLAlchemy backend names).
+DATABASE_BACKENDS = ("sqlite", "postgresql")
 
 
 class ConfigError(Exception):
@@ -81,6 +85,28 @@ class Settings(BaseSettings):
     credit_policy_file: Path | None = Field(
         default=None, description="TOML scorecard, decision rules, velocity and ABS eligibility; defaults built in")
     risk_alert_webhook_url: str | None = Field(default=None, description="POSTed each new risk alert (no raw data)")
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, url: str | None) -> str | None:
+        """A URL SQLAlchemy parses, of SQLite or PostgreSQL, with a driver installed: otherwise the first command
+        failed in the engine with a traceback. The messages never quote the URL, which may hold a password."""
+        if url is None:
+            return None
+        example = "e.g. postgresql+psycopg://user:password@host:5432/alliance"
+        try:
+            dialect = make_url(url).get_dialect()
+        except NoSuchModuleError:  # an ArgumentError too
+            raise ValueError(f"unknown database type; {example} (postgres:// is not one)") from None
+        except ArgumentError:
+            raise ValueError(f"not a database URL ({example})") from None
+        if dialect.name not in DATABASE_BACKENDS:
+            raise ValueError(f"the node's store is SQLite or PostgreSQL ({example}), not {dialect.name}")
+        try:
+            dialect.import_dbapi()
+        except ImportError:
+            raise ValueError(f"the database driver {dialect.driver} is not installed; {example}") from None
+        return url
 
     @model_validator(mode="after")
     def _refuse_dev_secrets(self) -> Settings:

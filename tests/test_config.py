@@ -39,6 +39,20 @@ def test_write_config_keeps_the_database_password_from_other_users(tmp_path: Pat
     assert load_settings(tmp_path).database_url == "postgresql+psycopg://node:s3cret@db/alliance"
 
 
+@pytest.mark.parametrize(("url", "reason"), [
+    ("postgres://node:s3cret@db/alliance", "unknown database type"),
+    ("mysql://node:s3cret@db/alliance", "SQLite or PostgreSQL"),
+    ("postgresql+psycopg2://node:s3cret@db/alliance", "driver psycopg2 is not installed"),
+    ("node:s3cret at db", "not a database URL"),
+])
+def test_unsupported_database_url_is_a_config_error(tmp_path: Path, url: str, reason: str) -> None:
+    """Each was a traceback of SQLAlchemy (NoSuchModuleError, ModuleNotFoundError, ArgumentError) in the first
+    command that opened the store."""
+    with pytest.raises(ConfigError, match=f"database_url: .*{reason}") as refused:
+        load_settings(tmp_path, database_url=url)
+    assert "s3cret" not in str(refused.value)
+
+
 def test_malformed_toml_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "alliance.toml").write_text("api_port = = 3\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
