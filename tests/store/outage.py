@@ -1,8 +1,9 @@
 """A PostgreSQL server that can go away and come back: a TCP relay in front of the real test server.
 
 `cut()` closes every relayed connection and stops accepting new ones, as a stopped or unreachable server looks
-to the node (connection refused, open connections reset); `restore()` accepts again on the same port. The
-database behind it is the real one, untouched, so nothing about the node's SQL is simulated.
+to the node (connection refused, open connections reset); `freeze()` accepts connections and never answers, as a
+server behind a dropped route or a hung host does; `restore()` relays again on the same port. The database behind
+it is the real one, untouched, so nothing about the node's SQL is simulated.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class PostgresRelay:
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._listener: socket.socket | None = None
+        self._frozen = False
         self.port = self._listen(0)
         user = parts.netloc.rsplit("@", 1)[0]
         self.url = urlunsplit(parts._replace(netloc=f"{user}@127.0.0.1:{self.port}"))
@@ -35,8 +37,17 @@ class PostgresRelay:
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
+    def freeze(self) -> None:
+        """The server stops answering: connections reset, new ones accepted but never answered."""
+        self.cut()
+        self._frozen = True
+        self._listen(self.port)
+
     def restore(self) -> None:
         """The server is back on the same address."""
+        if self._frozen:
+            self.cut()
+            self._frozen = False
         self._listen(self.port)
 
     def close(self) -> None:
@@ -58,6 +69,10 @@ class PostgresRelay:
                 client, _ = listener.accept()
             except OSError:
                 return  # cut
+            if self._frozen:
+                with self._lock:
+                    self._sockets.append(client)
+                continue
             try:
                 server = socket.create_connection(self._target)
             except OSError:
