@@ -12,7 +12,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 T = TypeVar("T")
@@ -71,16 +71,21 @@ def lock_for_migration(connection: Connection) -> None:
 
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to `revision` (idempotent)."""
-    if engine.url.get_backend_name() == "sqlite" and engine.url.database:
-        Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
+    where = engine.url.render_as_string()  # the password masked
     config = alembic_config(engine)
     try:
+        if engine.url.get_backend_name() == "sqlite" and engine.url.database:
+            Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
         if revision == "head" and _at_head(engine, config):
             return  # the usual case: no lock to wait for behind a long write of a running node
         command.upgrade(config, revision)
-    except OperationalError as exc:
-        raise StoreUnavailable(f"cannot open the database at {engine.url.render_as_string()}: {exc.orig}") \
-            from exc
+    except OSError as exc:  # the SQLite file's directory cannot be made (a file is in the way, say)
+        raise StoreUnavailable(f"cannot create the directory of the database at {where}: {exc}") from exc
+    except DBAPIError as exc:
+        # Not only a server that cannot be reached (OperationalError): a role without CREATE on the schema
+        # (ProgrammingError, PostgreSQL 15's default for public) or a file that is not SQLite (DatabaseError).
+        reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+        raise StoreUnavailable(f"cannot open the database at {where}: {reason}") from exc
 
 
 def _at_head(engine: Engine, config: Config) -> bool:

@@ -11,7 +11,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from node.auth.apikeys import InvalidApiKey, Role, authenticate, create_api_key, list_api_keys, revoke_api_key
-from node.store.db import Store, UnknownSchemaRevision, alembic_config
+from node.store.db import Store, StoreUnavailable, UnknownSchemaRevision, alembic_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -87,6 +87,43 @@ def test_a_migration_failing_half_way_leaves_the_schema_as_it_was(store_url: str
             connection.execute(text("DROP TABLE publish_batches"))
         store.migrate()
         assert schema_revision(store) == {"0006"}
+    finally:
+        store.close()
+
+
+def test_opening_a_file_that_is_not_sqlite_is_store_unavailable(tmp_path: Path) -> None:
+    """It was SQLAlchemy's DatabaseError, a traceback; the file is left as it was."""
+    other = tmp_path / "notes.db"
+    other.write_text("not a database " * 20)
+    store = Store(f"sqlite:///{other}")
+    try:
+        with pytest.raises(StoreUnavailable, match="file is not a database"):
+            store.migrate()
+    finally:
+        store.close()
+    assert other.read_text() == "not a database " * 20
+
+
+def test_a_sqlite_path_under_a_file_is_store_unavailable(tmp_path: Path) -> None:
+    """It was FileExistsError from making the directory, a traceback."""
+    (tmp_path / "data").write_text("")
+    store = Store(f"sqlite:///{tmp_path / 'data' / 'node.db'}")
+    try:
+        with pytest.raises(StoreUnavailable, match="cannot create the directory"):
+            store.migrate()
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_a_role_that_may_not_create_tables_is_store_unavailable(postgres_available: bool) -> None:
+    """PostgreSQL 15 grants no CREATE on public to other roles than the owner: it was a ProgrammingError traceback.
+    (information_schema stands for such a schema: the test role may use it but not create in it.)"""
+    url = os.environ["ALLIANCE_TEST_POSTGRES_URL"]
+    store = Store(f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3Dinformation_schema")
+    try:
+        with pytest.raises(StoreUnavailable, match="permission denied for schema information_schema"):
+            store.migrate()
     finally:
         store.close()
 
