@@ -173,9 +173,12 @@ class Indexer:
     def rebuild(self) -> SyncResult:
         """Forget the mirror and index again from the start block."""
         with self.store.transaction() as session:
+            # The position first: its row lock waits for a chunk another indexer (the node's worker) is writing,
+            # and keeps the next one out (its claim then finds no position). On PostgreSQL each DELETE sees what
+            # was committed when it started, so the rows are deleted only once that chunk is in, not before.
+            session.execute(delete(SyncState).where(SyncState.contract == self.contract))
             for table in (MirrorRecord, MirrorReaction, MirrorBatch, IndexedBlock):
                 session.execute(delete(table))
-            session.execute(delete(SyncState).where(SyncState.contract == self.contract))
         return self.sync()
 
     # -- sync -----------------------------------------------------------------------------------------

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 
 from node.chain.errors import ChainUnavailable
 from node.chain.ledger_events import LedgerEventSource, PublishInput
@@ -176,3 +179,53 @@ def test_two_indexers_starting_on_an_empty_store_create_its_position_once(ledger
     assert counts(store) == {"batches": 1, "records": 2, "reactions": 0}
     assert sync_state(store, worker).last_error is None
     store.close()
+
+
+def test_rebuild_while_the_worker_writes_a_chunk_leaves_one_copy_of_each_row(ledger_nodes: LedgerNodes,
+                                                                            store_url: str, tmp_path: Path) -> None:
+    """`alliance ledger rebuild` while the node's worker is inside a chunk's transaction. On PostgreSQL the rebuild
+    deleted the mirror rows it could see, waited for the worker's position, then deleted it: the worker's chunk
+    survived without a position, and the rebuild (and every later sync) failed on its duplicate rows."""
+    a = ledger_nodes.nodes[0]
+    for seed in range(3):
+        ledger_of(a).publish_batch(1, make_records(2, seed=160 + seed))
+    worker_store, cli_store = Store(store_url), Store(store_url)
+    worker_store.migrate()
+    worker, rebuilding = indexer_of(a, store=worker_store), indexer_of(a, store=cli_store)
+    in_chunk, finish_chunk = threading.Event(), threading.Event()
+
+    def hold_the_chunk(_connection: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO INDEXED_BLOCKS") and not in_chunk.is_set():
+            in_chunk.set()
+            finish_chunk.wait(30)
+
+    event.listen(worker_store.engine, "before_cursor_execute", hold_the_chunk)
+    failures: list[BaseException] = []
+
+    def run(action: Callable[[], object]) -> threading.Thread:
+        def guarded() -> None:
+            try:
+                action()
+            except BaseException as exc:  # handed to the test
+                failures.append(exc)
+        thread = threading.Thread(target=guarded)
+        thread.start()
+        return thread
+
+    try:
+        syncing = run(worker.sync)
+        assert in_chunk.wait(30)
+        rebuild = run(rebuilding.rebuild)
+        time.sleep(1.0)  # the rebuild reaches the rows the worker holds and waits for them
+        finish_chunk.set()
+        syncing.join(60)
+        rebuild.join(60)
+        assert failures == []
+        block = a.chain.block_number()
+        assert (counts(worker_store), digest_at(worker_store, worker, block).sha256_hex) \
+            == fresh_digest(ledger_nodes, tmp_path, block)
+        assert worker.sync().records == 0
+    finally:
+        finish_chunk.set()
+        worker_store.close()
+        cli_store.close()
