@@ -252,11 +252,13 @@ class Indexer:
             raise ChainError(f"the chain reorganised {len(result.rewinds)} times during one sync; try again later")
         ancestor = self._common_ancestor(position.block)
         with self.store.transaction() as session:
+            # The position first, for the reason given in `rebuild`: a chunk another indexer is writing is in
+            # before the rows above the ancestor are deleted, and its next chunk finds the position moved.
+            session.execute(update(SyncState).where(SyncState.contract == self.contract).values(
+                last_block=ancestor.block, last_block_hash=ancestor.hash, last_block_time=ancestor.time))
             for table in (MirrorRecord, MirrorReaction, MirrorBatch):
                 session.execute(delete(table).where(table.block_number > ancestor.block))
             session.execute(delete(IndexedBlock).where(IndexedBlock.number > ancestor.block))
-            session.execute(update(SyncState).where(SyncState.contract == self.contract).values(
-                last_block=ancestor.block, last_block_hash=ancestor.hash, last_block_time=ancestor.time))
         result.rewinds.append(Rewind(position.block, ancestor.block))
         logger.warning("rewound the mirror from block %d to %d", position.block, ancestor.block)
         return ancestor

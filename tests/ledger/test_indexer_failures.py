@@ -23,6 +23,8 @@ from tests.ledger.test_indexer import (
     indexer_of,
     ledger_of,
     make_records,
+    reorg,
+    signed_publish,
     source_of,
     sync_state,
 )
@@ -201,21 +203,10 @@ def test_rebuild_while_the_worker_writes_a_chunk_leaves_one_copy_of_each_row(led
 
     event.listen(worker_store.engine, "before_cursor_execute", hold_the_chunk)
     failures: list[BaseException] = []
-
-    def run(action: Callable[[], object]) -> threading.Thread:
-        def guarded() -> None:
-            try:
-                action()
-            except BaseException as exc:  # handed to the test
-                failures.append(exc)
-        thread = threading.Thread(target=guarded)
-        thread.start()
-        return thread
-
     try:
-        syncing = run(worker.sync)
+        syncing = started(worker.sync, failures)
         assert in_chunk.wait(30)
-        rebuild = run(rebuilding.rebuild)
+        rebuild = started(rebuilding.rebuild, failures)
         time.sleep(1.0)  # the rebuild reaches the rows the worker holds and waits for them
         finish_chunk.set()
         syncing.join(60)
@@ -229,3 +220,62 @@ def test_rebuild_while_the_worker_writes_a_chunk_leaves_one_copy_of_each_row(led
         finish_chunk.set()
         worker_store.close()
         cli_store.close()
+
+
+def test_rewind_while_another_indexer_writes_a_chunk_leaves_one_copy_of_each_row(
+        ledger_nodes: LedgerNodes, store_url: str, tmp_path: Path) -> None:
+    """`alliance ledger sync` finds a reorganisation and rewinds while the node's worker is inside a chunk's
+    transaction (read before the reorganisation). On PostgreSQL the rewind deleted the rows it could see, waited for
+    the position and set it back: the worker's chunk stayed above the position, and the new branch's batches then
+    failed on its duplicate keys at every sync."""
+    a, _, c = ledger_nodes.nodes
+    for seed in range(2):
+        ledger_of(a).publish_batch(1, make_records(2, seed=170 + seed))
+    store = Store(store_url)
+    store.migrate()
+    other = indexer_of(a, store=store)
+    other.sync()
+    for seed in range(2):
+        ledger_of(a).publish_batch(1, make_records(2, seed=172 + seed))
+    worker_store = Store(store_url)
+    worker = indexer_of(a, store=worker_store)
+    in_chunk, finish_chunk = threading.Event(), threading.Event()
+
+    def hold_the_chunk(_connection: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO INDEXED_BLOCKS") and not in_chunk.is_set():
+            in_chunk.set()
+            finish_chunk.wait(30)
+
+    event.listen(worker_store.engine, "before_cursor_execute", hold_the_chunk)
+    failures: list[BaseException] = []
+    try:
+        syncing = started(worker.sync, failures)
+        assert in_chunk.wait(30)
+        reorg(ledger_nodes.rpc_url, 3, [(signed_publish(c, make_records(2, seed=180)), 0),
+                                        (signed_publish(c, make_records(2, seed=181), nonce_offset=1), 1),
+                                        (signed_publish(c, make_records(2, seed=182), nonce_offset=2), 2)])
+        rewinding = started(other.sync, failures)
+        time.sleep(1.0)  # the rewind reaches the position the worker holds and waits for it
+        finish_chunk.set()
+        syncing.join(60)
+        rewinding.join(60)
+        assert failures == []
+        other.sync()
+        block = a.chain.block_number()
+        assert (counts(store), digest_at(store, other, block).sha256_hex) == fresh_digest(ledger_nodes, tmp_path, block)
+    finally:
+        finish_chunk.set()
+        worker_store.close()
+        store.close()
+
+
+def started(action: Callable[[], object], failures: list[BaseException]) -> threading.Thread:
+    """`action` running in a thread; what it raises is appended to `failures`."""
+    def guarded() -> None:
+        try:
+            action()
+        except BaseException as exc:  # handed to the test
+            failures.append(exc)
+    thread = threading.Thread(target=guarded)
+    thread.start()
+    return thread
