@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
 import os
+import signal
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
@@ -115,16 +116,31 @@ def listening_sockets(host: str, port: int) -> list[socket.socket]:
     return sockets
 
 
+class _NodeServer(uvicorn.Server):
+    """uvicorn's server, returning once it has shut down on SIGTERM or SIGINT.
+
+    uvicorn records the signal and raises it again after its shutdown; for SIGTERM (`kill`, `systemctl stop`,
+    `docker stop`) that ended the process there, before the node stopped its workers after their current step,
+    closed its store and stopped the dev chain it had started (which then ran on, still marked as its own).
+    """
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # uvicorn's own handling, without recording the signal to raise again: a second Ctrl-C forces the exit.
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        else:
+            self.should_exit = True
+
+
 def run_api(app: FastAPI, *, sockets: list[socket.socket], log_level: str = "info") -> None:
     """Serve `app` on bound `sockets` until interrupted, with the start-up heap frozen first (freeze_startup_heap)."""
     freeze_startup_heap()
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level))  # sets up uvicorn's loggers
+    server = _NodeServer(uvicorn.Config(app, log_level=log_level))  # sets up uvicorn's loggers
     for sock in sockets:  # uvicorn names the address only when it binds the socket itself
         host, port = sock.getsockname()[:2]
         logging.getLogger("uvicorn.error").info(
             "serving on http://%s:%d (Ctrl-C to stop)", f"[{host}]" if ":" in host else host, port)
-    with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C during shutdown: stop now, as uvicorn.run does
-        server.run(sockets=sockets)
+    server.run(sockets=sockets)
 
 
 def serve(node: NodeContext, *, demo: bool, host: str | None = None, port: int | None = None) -> None:
