@@ -4,9 +4,9 @@ One `sync` walks from the block after the last indexed one to `head - confirmati
 `chunk_blocks`. Each chunk is read from the chain (events, then the publishBatch inputs and the headers of the
 blocks with events), checked, and written in ONE transaction together with the SyncState row, so a crash at any
 point leaves the mirror at a chunk boundary and the next sync resumes from there without inserting anything
-twice. A chunk's transaction first claims the SyncState row at the block it extends, so two indexers on one
-store (the node's worker and `alliance ledger sync`) never write the same chunk: the later one finds the
-mirror moved and continues from there.
+twice. A chunk's transaction first claims the SyncState row at the block (number and hash) it extends, so two
+indexers on one store (the node's worker and `alliance ledger sync`) never write the same chunk: the later one
+finds the mirror moved and continues from there.
 
 Checks, deterministic so that every node's mirror holds the same rows:
 - a batch is accepted only if the StandardMerkleTree root of the records decoded from its transaction's calldata
@@ -294,9 +294,12 @@ class Indexer:
         batches = [e for e in events if isinstance(e, BatchPublishedEvent)]
         with self.store.transaction() as session:
             # Claim the chunk first: the store's write lock (SQLite) or the SyncState row lock (PostgreSQL) is
-            # taken now, and the claim fails if another indexer has moved the mirror since it was read.
+            # taken now, and the claim fails if another indexer has moved the mirror since it was read, back to this
+            # block number on another branch included (a rewind, then a sync that stopped there).
             claimed = session.execute(
-                update(SyncState).where(SyncState.contract == self.contract, SyncState.last_block == position.block)
+                update(SyncState).where(SyncState.contract == self.contract, SyncState.last_block == position.block,
+                                        SyncState.last_block_hash.is_(None) if position.hash is None
+                                        else SyncState.last_block_hash == position.hash)
                 .values(attempted_at=_now()))
             if claimed.rowcount != 1:  # type: ignore[attr-defined]
                 raise _MirrorMoved

@@ -279,3 +279,40 @@ def started(action: Callable[[], object], failures: list[BaseException]) -> thre
     thread = threading.Thread(target=guarded)
     thread.start()
     return thread
+
+
+def test_chunk_read_before_a_reorganisation_is_not_written_over_the_new_branch(
+        ledger_nodes: LedgerNodes, store_url: str, tmp_path: Path) -> None:
+    """The worker read a chunk from the old branch; before it wrote it, `alliance ledger sync` rewound and indexed
+    the new branch up to the very block the worker's chunk extends. Its claim checked the block number only, so the
+    old branch's batches were written on top of the new branch."""
+    a, _, c = ledger_nodes.nodes
+    for seed in range(2):
+        ledger_of(a).publish_batch(1, make_records(2, seed=190 + seed))
+    store = Store(store_url)
+    store.migrate()
+    other = indexer_of(a, store=store)
+    other.sync()
+    for seed in range(2):
+        ledger_of(a).publish_batch(1, make_records(2, seed=192 + seed))
+    worker_store = Store(store_url)
+    worker = indexer_of(a, store=worker_store)
+    claiming = threading.Event()
+
+    def reorganise_before_the_claim(_connection: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.lstrip().upper().startswith("UPDATE SYNC_STATE") and not claiming.is_set():
+            claiming.set()
+            reorg(ledger_nodes.rpc_url, 3, [(signed_publish(c, make_records(2, seed=195)), 0),
+                                            (signed_publish(c, make_records(2, seed=196), nonce_offset=1), 2)])
+            other.sync(max_blocks=1)  # rewinds, then indexes the first block of the new branch only
+
+    event.listen(worker_store.engine, "before_cursor_execute", reorganise_before_the_claim)
+    try:
+        worker.sync()
+        assert claiming.is_set()
+        block = a.chain.block_number()
+        assert (counts(store), digest_at(store, worker, block).sha256_hex) == fresh_digest(ledger_nodes, tmp_path,
+                                                                                          block)
+    finally:
+        worker_store.close()
+        store.close()
