@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from node.chain.errors import ChainError, ChainUnavailable, ContractNotDeployed, ContractRevert
@@ -74,11 +75,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)
+    @app.exception_handler(PoolTimeout)
     @app.exception_handler(StoreUnavailable)
     async def _store_unavailable(_: Request, exc: Exception) -> ErrorResponse:
         # The database is down, unreachable or refusing us (PostgreSQL restarted, network cut, SQLite locked past
-        # its timeout): the request may succeed when it is back, which is what 503 says. The driver's text stays
-        # in the log; it names hosts and users.
+        # its timeout), or every pooled connection stayed busy past the pool's timeout: the request may succeed
+        # later, which is what 503 says. The driver's text stays in the log; it names hosts and users.
         logger.warning("store unavailable: %s", str(getattr(exc, "orig", None) or exc).splitlines()[0])
         return ErrorResponse(error_body("store_unavailable", "the node's database is unavailable; try again later"),
                              status_code=503)

@@ -1,4 +1,5 @@
-"""The API while its PostgreSQL server is away: 503 store_unavailable, then normal answers once it is back."""
+"""The API while its store cannot serve it (PostgreSQL away, every connection busy): 503 store_unavailable, then
+normal answers again."""
 
 from __future__ import annotations
 
@@ -15,8 +16,6 @@ from node.auth.apikeys import Role
 from tests.api.conftest import ApiNode, start_api_node
 from tests.api.test_fraud_reports_api import REPORT, with_key
 from tests.store.outage import PostgresRelay
-
-pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
@@ -37,6 +36,7 @@ def api_via_relay(data_dir: Path, rpc_url: str, relay: PostgresRelay) -> Iterato
     started.node.close()
 
 
+@pytest.mark.postgres
 def test_requests_while_the_store_is_down_answer_503_then_work_again(api_via_relay: ApiNode,
                                                                      relay: PostgresRelay) -> None:
     api = with_key(api_via_relay)
@@ -55,3 +55,21 @@ def test_requests_while_the_store_is_down_answer_503_then_work_again(api_via_rel
     assert api.client.get("/v1/fraud/reports/0123", headers=analyst).json()["error"]["code"] == "report_not_found"
     accepted = api.client.post("/v1/fraud/reports", json=REPORT, headers=analyst)
     assert accepted.status_code == 202 and accepted.json()["created"]
+
+
+def test_request_finding_every_store_connection_busy_answers_503(api: ApiNode) -> None:
+    """More requests at once than the pool holds connections: the one that waited out the pool's timeout was a 500
+    (SQLAlchemy's TimeoutError)."""
+    engine = api.node.store.engine
+    pool = engine.pool
+    pool._timeout = 0.2  # type: ignore[attr-defined]  # the pool's wait, 30 s by default
+    held = [engine.connect() for _ in range(pool.size() + pool._max_overflow)]  # type: ignore[attr-defined]
+    client = TestClient(create_app(api.node), raise_server_exceptions=False)
+    try:
+        response = client.get("/v1/fraud/reports/0123", headers=api.headers(Role.analyst))
+        assert response.status_code == 503
+        assert response.json()["error"]["code"] == "store_unavailable"
+    finally:
+        for connection in held:
+            connection.close()
+    assert client.get("/v1/fraud/reports/0123", headers=api.headers(Role.analyst)).status_code == 404
