@@ -36,6 +36,7 @@ from node.runtime import NodeContext
 from node.setup import init_node
 from node.store import bulk
 from node.store.db import Store
+from tests.store.outage import PostgresRelay
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 TEST_PASSPHRASE = "test-passphrase-of-the-banks"
@@ -206,6 +207,15 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     request.getfixturevalue("postgres_available")
     with postgres_schema(_postgres_admin_url() or "", "t") as url:
         yield url
+
+
+@pytest.fixture
+def postgres_relay(postgres_available: bool) -> Iterator[PostgresRelay]:
+    """A fresh PostgreSQL schema behind a relay the test can cut, freeze and restore (tests/store/outage.py)."""
+    with postgres_schema(_postgres_admin_url() or "", "t") as url:
+        relay = PostgresRelay(url)
+        yield relay
+        relay.close()
 
 
 @dataclass

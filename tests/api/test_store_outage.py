@@ -3,14 +3,12 @@ normal answers again."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from bench._common import postgres_schema
 from node.api.app import create_app
 from node.auth.apikeys import Role
 from tests.api.conftest import ApiNode, start_api_node
@@ -19,16 +17,8 @@ from tests.store.outage import PostgresRelay
 
 
 @pytest.fixture
-def relay(postgres_available: bool) -> Iterator[PostgresRelay]:
-    with postgres_schema(os.environ["ALLIANCE_TEST_POSTGRES_URL"], "t") as url:
-        opened = PostgresRelay(url)
-        yield opened
-        opened.close()
-
-
-@pytest.fixture
-def api_via_relay(data_dir: Path, rpc_url: str, relay: PostgresRelay) -> Iterator[ApiNode]:
-    started = start_api_node(data_dir, rpc_url, relay.url)
+def api_via_relay(data_dir: Path, rpc_url: str, postgres_relay: PostgresRelay) -> Iterator[ApiNode]:
+    started = start_api_node(data_dir, rpc_url, postgres_relay.url)
     # Server errors as responses, as a client sees them, instead of exceptions raised into the test.
     started.client = TestClient(create_app(started.node), raise_server_exceptions=False)
     yield started
@@ -38,10 +28,10 @@ def api_via_relay(data_dir: Path, rpc_url: str, relay: PostgresRelay) -> Iterato
 
 @pytest.mark.postgres
 def test_requests_while_the_store_is_down_answer_503_then_work_again(api_via_relay: ApiNode,
-                                                                     relay: PostgresRelay) -> None:
+                                                                    postgres_relay: PostgresRelay) -> None:
     api = with_key(api_via_relay)
     analyst = api.headers(Role.analyst)
-    relay.cut()
+    postgres_relay.cut()
 
     for response in (api.client.get("/v1/fraud/reports/0123", headers=analyst),
                      api.client.post("/v1/fraud/reports", json=REPORT, headers=analyst),
@@ -51,7 +41,7 @@ def test_requests_while_the_store_is_down_answer_503_then_work_again(api_via_rel
         assert "alliance" not in response.text  # neither the database user nor its host
     assert api.client.get("/health").status_code == 503
 
-    relay.restore()
+    postgres_relay.restore()
     assert api.client.get("/v1/fraud/reports/0123", headers=analyst).json()["error"]["code"] == "report_not_found"
     accepted = api.client.post("/v1/fraud/reports", json=REPORT, headers=analyst)
     assert accepted.status_code == 202 and accepted.json()["created"]

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 from pathlib import Path
 
 import pytest
 
 from node.chain.signer import Signer
+from node.store.db import Store
 from tests.cli.conftest import CliRunner
+from tests.store.outage import PostgresRelay
 
 KEY = "0x" + "ab" * 32
 
@@ -273,28 +274,19 @@ def test_node_start_with_a_credit_policy_the_modules_cannot_use_fails_with_one_l
 
 
 @pytest.mark.postgres
-def test_commands_while_postgresql_is_away_fail_with_one_line(cli: CliRunner, postgres_available: bool,
+def test_commands_while_postgresql_is_away_fail_with_one_line(cli: CliRunner, postgres_relay: PostgresRelay,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """Down when a command starts: one line from opening the store; gone after it was opened: a traceback of
     SQLAlchemy's OperationalError, now one line too."""
-    from bench._common import postgres_schema
-    from node.store.db import Store
-    from tests.store.outage import PostgresRelay
+    store = {"ALLIANCE_DATABASE_URL": postgres_relay.url}
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA", env=store).code == 0
+    postgres_relay.cut()
+    down = cli("apikey", "list", env=store)
+    assert down.code == 1 and "cannot open the database" in one_error_line(down.err)
 
-    with postgres_schema(os.environ["ALLIANCE_TEST_POSTGRES_URL"], "t") as url:
-        relay = PostgresRelay(url)
-        store = {"ALLIANCE_DATABASE_URL": relay.url}
-        try:
-            assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA", env=store).code == 0
-            relay.cut()
-            down = cli("apikey", "list", env=store)
-            assert down.code == 1 and "cannot open the database" in one_error_line(down.err)
-
-            relay.restore()
-            migrate = Store.migrate
-            monkeypatch.setattr(Store, "migrate", lambda self: (migrate(self), relay.cut()))
-            gone = cli("apikey", "list", env=store)
-            assert gone.code == 1 and "the database is unavailable" in one_error_line(gone.err)
-            assert "alliance:" not in gone.err  # no password
-        finally:
-            relay.close()
+    postgres_relay.restore()
+    migrate = Store.migrate
+    monkeypatch.setattr(Store, "migrate", lambda self: (migrate(self), postgres_relay.cut()))
+    gone = cli("apikey", "list", env=store)
+    assert gone.code == 1 and "the database is unavailable" in one_error_line(gone.err)
+    assert "alliance:" not in gone.err  # no password

@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TypeVar
 
 import pytest
 
-from bench._common import postgres_schema
 from node.store.db import CONNECT_TIMEOUT_S, Store, StoreUnavailable
 from tests.store.outage import PostgresRelay
 
 pytestmark = pytest.mark.postgres
 T = TypeVar("T")
-
-
-@pytest.fixture
-def relay(postgres_available: bool) -> Iterator[PostgresRelay]:
-    with postgres_schema(os.environ["ALLIANCE_TEST_POSTGRES_URL"], "t") as url:
-        opened = PostgresRelay(url)
-        yield opened
-        opened.close()
 
 
 def within(seconds: float, action: Callable[[], T]) -> tuple[T | BaseException, float]:
@@ -46,23 +36,23 @@ def within(seconds: float, action: Callable[[], T]) -> tuple[T | BaseException, 
 
 
 def test_store_of_a_server_that_stopped_answering_is_unavailable_within_the_connect_timeout(
-        relay: PostgresRelay) -> None:
+        postgres_relay: PostgresRelay) -> None:
     """A server that accepts and never answers held every query, /health's ping included, for good."""
-    store = Store(relay.url)
+    store = Store(postgres_relay.url)
     try:
         store.migrate()
-        relay.freeze()
+        postgres_relay.freeze()
         answer, _ = within(CONNECT_TIMEOUT_S + 5, store.ping)
         assert answer is False
-        relay.restore()
+        postgres_relay.restore()
         assert store.ping()
     finally:
         store.close()
 
 
-def test_opening_a_store_on_a_server_that_never_answers_is_store_unavailable(relay: PostgresRelay) -> None:
-    relay.freeze()
-    store = Store(relay.url)
+def test_opening_a_store_on_a_server_that_never_answers_is_store_unavailable(postgres_relay: PostgresRelay) -> None:
+    postgres_relay.freeze()
+    store = Store(postgres_relay.url)
     try:
         refused, _ = within(CONNECT_TIMEOUT_S + 5, store.migrate)
         assert isinstance(refused, StoreUnavailable)
@@ -70,9 +60,9 @@ def test_opening_a_store_on_a_server_that_never_answers_is_store_unavailable(rel
         store.close()
 
 
-def test_connect_timeout_of_the_url_is_kept(relay: PostgresRelay) -> None:
-    relay.freeze()
-    store = Store(relay.url + "&connect_timeout=1")
+def test_connect_timeout_of_the_url_is_kept(postgres_relay: PostgresRelay) -> None:
+    postgres_relay.freeze()
+    store = Store(postgres_relay.url + "&connect_timeout=1")
     try:
         answer, took = within(CONNECT_TIMEOUT_S, store.ping)
         assert answer is False and took < CONNECT_TIMEOUT_S - 1
