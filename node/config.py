@@ -134,7 +134,16 @@ class Settings(BaseSettings):
 
     @property
     def effective_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{(self.data_dir / 'node.db').resolve()}"
+        if self.database_url is None:
+            return f"sqlite:///{(self.data_dir / 'node.db').resolve()}"
+        url = make_url(self.database_url)
+        if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:" \
+                and not url.database.startswith("file:") and not Path(url.database).is_absolute():
+            # Relative to the data dir, like everything else of the node: relative to the working directory, a
+            # command run from elsewhere opened (and created) another, empty store.
+            url = url.set(database=str((self.data_dir / url.database).resolve()))
+            return url.render_as_string(hide_password=False)
+        return self.database_url
 
     @property
     def passphrase(self) -> str | None:

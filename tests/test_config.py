@@ -53,6 +53,17 @@ def test_unsupported_database_url_is_a_config_error(tmp_path: Path, url: str, re
     assert "s3cret" not in str(refused.value)
 
 
+def test_relative_sqlite_database_url_is_in_the_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It was relative to the working directory: a command run from another one opened another, empty store."""
+    monkeypatch.chdir(tmp_path)
+    data_dir = tmp_path / "data"
+    assert load_settings(data_dir, database_url="sqlite:///bank.db").effective_database_url \
+        == f"sqlite:///{(data_dir / 'bank.db').resolve()}"
+    assert load_settings(data_dir, database_url="sqlite:////srv/bank.db").effective_database_url \
+        == "sqlite:////srv/bank.db"
+    assert load_settings(data_dir, database_url="sqlite://").effective_database_url == "sqlite://"
+
+
 def test_malformed_toml_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "alliance.toml").write_text("api_port = = 3\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
