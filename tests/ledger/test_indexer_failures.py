@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -194,30 +195,15 @@ def test_rebuild_while_the_worker_writes_a_chunk_leaves_one_copy_of_each_row(led
     worker_store, cli_store = Store(store_url), Store(store_url)
     worker_store.migrate()
     worker, rebuilding = indexer_of(a, store=worker_store), indexer_of(a, store=cli_store)
-    in_chunk, finish_chunk = threading.Event(), threading.Event()
-
-    def hold_the_chunk(_connection: object, _cursor: object, statement: str, *_args: object) -> None:
-        if statement.lstrip().upper().startswith("INSERT INTO INDEXED_BLOCKS") and not in_chunk.is_set():
-            in_chunk.set()
-            finish_chunk.wait(30)
-
-    event.listen(worker_store.engine, "before_cursor_execute", hold_the_chunk)
-    failures: list[BaseException] = []
     try:
-        syncing = started(worker.sync, failures)
-        assert in_chunk.wait(30)
-        rebuild = started(rebuilding.rebuild, failures)
-        time.sleep(1.0)  # the rebuild reaches the rows the worker holds and waits for them
-        finish_chunk.set()
-        syncing.join(60)
-        rebuild.join(60)
-        assert failures == []
+        with worker_paused_in_a_chunk(worker, worker_store) as resume:
+            # the rebuild reaches the rows the worker holds and waits for them
+            resume.after(rebuilding.rebuild)
         block = a.chain.block_number()
         assert (counts(worker_store), digest_at(worker_store, worker, block).sha256_hex) \
             == fresh_digest(ledger_nodes, tmp_path, block)
         assert worker.sync().records == 0
     finally:
-        finish_chunk.set()
         worker_store.close()
         cli_store.close()
 
@@ -229,16 +215,54 @@ def test_rewind_while_another_indexer_writes_a_chunk_leaves_one_copy_of_each_row
     the position and set it back: the worker's chunk stayed above the position, and the new branch's batches then
     failed on its duplicate keys at every sync."""
     a, _, c = ledger_nodes.nodes
-    for seed in range(2):
-        ledger_of(a).publish_batch(1, make_records(2, seed=170 + seed))
+    store, other, worker_store, worker = _two_indexers_one_behind(a, store_url, seed=170)
+    try:
+        with worker_paused_in_a_chunk(worker, worker_store) as resume:
+            reorg(ledger_nodes.rpc_url, 3, [(signed_publish(c, make_records(2, seed=180)), 0),
+                                            (signed_publish(c, make_records(2, seed=181), nonce_offset=1), 1),
+                                            (signed_publish(c, make_records(2, seed=182), nonce_offset=2), 2)])
+            # the rewind reaches the position the worker holds and waits for it
+            resume.after(other.sync)
+        other.sync()
+        block = a.chain.block_number()
+        assert (counts(store), digest_at(store, other, block).sha256_hex) == fresh_digest(ledger_nodes, tmp_path, block)
+    finally:
+        worker_store.close()
+        store.close()
+
+
+def _two_indexers_one_behind(a: NodeContext, store_url: str, *, seed: int) -> tuple[Store, Indexer, Store, Indexer]:
+    """Two indexers of A's ledger on one store, each with its own engine: the first synced to two batches, two more
+    published since. (store, first, worker's store, worker)."""
+    for offset in range(2):
+        ledger_of(a).publish_batch(1, make_records(2, seed=seed + offset))
     store = Store(store_url)
     store.migrate()
-    other = indexer_of(a, store=store)
-    other.sync()
-    for seed in range(2):
-        ledger_of(a).publish_batch(1, make_records(2, seed=172 + seed))
+    first = indexer_of(a, store=store)
+    first.sync()
+    for offset in range(2, 4):
+        ledger_of(a).publish_batch(1, make_records(2, seed=seed + offset))
     worker_store = Store(store_url)
-    worker = indexer_of(a, store=worker_store)
+    return store, first, worker_store, indexer_of(a, store=worker_store)
+
+
+class _Resume:
+    def __init__(self, finish_chunk: threading.Event, failures: list[BaseException]) -> None:
+        self._finish_chunk, self._failures = finish_chunk, failures
+
+    def after(self, action: Callable[[], object]) -> None:
+        """Run `action` in a thread, let it reach what the paused worker holds, resume the worker, wait for both;
+        neither may have raised."""
+        other = started(action, self._failures)
+        time.sleep(1.0)
+        self._finish_chunk.set()
+        other.join(60)
+
+
+@contextmanager
+def worker_paused_in_a_chunk(worker: Indexer, store: Store) -> Iterator[_Resume]:
+    """`worker.sync()` running in a thread, paused inside its first chunk's transaction (at the indexed_blocks
+    insert, its rows written) until `resume.after(action)` runs another action against it."""
     in_chunk, finish_chunk = threading.Event(), threading.Event()
 
     def hold_the_chunk(_connection: object, _cursor: object, statement: str, *_args: object) -> None:
@@ -246,27 +270,17 @@ def test_rewind_while_another_indexer_writes_a_chunk_leaves_one_copy_of_each_row
             in_chunk.set()
             finish_chunk.wait(30)
 
-    event.listen(worker_store.engine, "before_cursor_execute", hold_the_chunk)
+    event.listen(store.engine, "before_cursor_execute", hold_the_chunk)
     failures: list[BaseException] = []
+    syncing = started(worker.sync, failures)
     try:
-        syncing = started(worker.sync, failures)
         assert in_chunk.wait(30)
-        reorg(ledger_nodes.rpc_url, 3, [(signed_publish(c, make_records(2, seed=180)), 0),
-                                        (signed_publish(c, make_records(2, seed=181), nonce_offset=1), 1),
-                                        (signed_publish(c, make_records(2, seed=182), nonce_offset=2), 2)])
-        rewinding = started(other.sync, failures)
-        time.sleep(1.0)  # the rewind reaches the position the worker holds and waits for it
-        finish_chunk.set()
-        syncing.join(60)
-        rewinding.join(60)
-        assert failures == []
-        other.sync()
-        block = a.chain.block_number()
-        assert (counts(store), digest_at(store, other, block).sha256_hex) == fresh_digest(ledger_nodes, tmp_path, block)
+        yield _Resume(finish_chunk, failures)
     finally:
         finish_chunk.set()
-        worker_store.close()
-        store.close()
+        syncing.join(60)
+        event.remove(store.engine, "before_cursor_execute", hold_the_chunk)
+    assert failures == []
 
 
 def started(action: Callable[[], object], failures: list[BaseException]) -> threading.Thread:
@@ -287,16 +301,7 @@ def test_chunk_read_before_a_reorganisation_is_not_written_over_the_new_branch(
     the new branch up to the very block the worker's chunk extends. Its claim checked the block number only, so the
     old branch's batches were written on top of the new branch."""
     a, _, c = ledger_nodes.nodes
-    for seed in range(2):
-        ledger_of(a).publish_batch(1, make_records(2, seed=190 + seed))
-    store = Store(store_url)
-    store.migrate()
-    other = indexer_of(a, store=store)
-    other.sync()
-    for seed in range(2):
-        ledger_of(a).publish_batch(1, make_records(2, seed=192 + seed))
-    worker_store = Store(store_url)
-    worker = indexer_of(a, store=worker_store)
+    store, other, worker_store, worker = _two_indexers_one_behind(a, store_url, seed=190)
     claiming = threading.Event()
 
     def reorganise_before_the_claim(_connection: object, _cursor: object, statement: str, *_args: object) -> None:

@@ -60,14 +60,18 @@ def test_within_concentration_drops_largest_loan_of_worst_group() -> None:
     assert excluded == {"A2": "concentration_borrower"}
 
 
-def test_select_loans_leaves_out_a_loan_the_bank_confirmed_as_fraud(keyed_banks: list[NodeContext],
-                                                                     tmp_path: Path) -> None:
-    a = keyed_banks[0]
+def _with_loans_1_and_3_booked_without_concentration_limits(a: NodeContext, tmp_path: Path) -> NodeContext:
     policy = tmp_path / "policy.toml"
     policy.write_text("[abs]\nmax_borrower_share = 1\nmax_region_share = 1\n")
     a.settings.credit_policy_file = policy
     for i in (1, 3):
         _book(a, i)
+    return a
+
+
+def test_select_loans_leaves_out_a_loan_the_bank_confirmed_as_fraud(keyed_banks: list[NodeContext],
+                                                                     tmp_path: Path) -> None:
+    a = _with_loans_1_and_3_booked_without_concentration_limits(keyed_banks[0], tmp_path)
     with a.store.session() as session:
         fraudulent = session.scalars(select(BookedLoanRow.application_id)
                                      .where(BookedLoanRow.loan_reference == "L3")).one()
@@ -80,12 +84,7 @@ def test_select_loans_leaves_out_a_loan_the_bank_confirmed_as_fraud(keyed_banks:
 
 def test_build_pool_leaves_out_loans_anchored_in_another_pool(keyed_banks: list[NodeContext],
                                                                tmp_path: Path) -> None:
-    a = keyed_banks[0]
-    policy = tmp_path / "policy.toml"
-    policy.write_text("[abs]\nmax_borrower_share = 1\nmax_region_share = 1\n")
-    a.settings.credit_policy_file = policy
-    for i in (1, 3):
-        _book(a, i)
+    a = _with_loans_1_and_3_booked_without_concentration_limits(keyed_banks[0], tmp_path)
     assert build_pool(a, "p1", anchor=True).selected == ["L1", "L3"]
     _book(a, 4)
 
