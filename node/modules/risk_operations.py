@@ -6,7 +6,8 @@ borrowers (stored under every key epoch at booking, refreshed after rotations); 
 against every record mirrored so far (`alliance_loan_booked`). Each active match raises an alert, stored once
 per (loan, indicator, batch), listed by `GET /v1/alerts` and `alliance alerts`, and POSTed to
 `risk_alert_webhook_url` if set (the alert carries loan reference, identifier type, categories and the indicator
-hash: no raw identifier).
+hash: no raw identifier). A POST that failed, or never happened (the node stopped between storing and posting), is
+retried on later passes, oldest first, at most once a minute: delivery is at least once, `alert_id` identifies it.
 An analyst then dismisses it, or confirms fraud, which reports the borrower back to the ledger in one step.
 """
 
@@ -15,6 +16,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+import weakref
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -31,13 +34,19 @@ from node.modules.credit_platform import confirm_fraud, fraud_report_request, re
 from node.store.application_tables import BookedLoanRow, BorrowerIndicator, LoanApplication, RiskAlert
 from node.store.db import once_more_on_conflict
 from node.store.ledger_tables import MirrorRecord, SyncState
+from node.store.models import utcnow
 
 NAME = "risk_operations"
 ALERT_STATES = ("open", "dismissed", "confirming", "confirmed")
 # The `sync_state` row holding the last block whose mirrored records were matched against the borrowers.
 MONITOR_CURSOR = "risk_operations"
 MAX_ALERT_ID = 2**31 - 1  # the store's INTEGER key: a larger id is bad input, not an overflow in the query
+WEBHOOK_RETRY_INTERVAL_S = 60.0
+WEBHOOK_RETRY_BATCH = 50
+# A `pending` alert younger than this may be being posted right now by the pass that raised it.
+WEBHOOK_PENDING_GRACE = timedelta(seconds=30)
 logger = logging.getLogger(__name__)
+_webhook_retry_due: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
 
 
 @hookimpl
@@ -63,7 +72,9 @@ def raise_alerts(node: Any, from_block: int, to_block: int) -> list[dict[str, An
     refresh_borrower_indicators(node)
     # Another replica's indexer alerting for an overlapping range may store some of these first; storing again
     # skips those and keeps the rest.
-    return _notified(node, once_more_on_conflict(lambda: _store_alerts(node, from_block, to_block)))
+    alerts = _notified(node, once_more_on_conflict(lambda: _store_alerts(node, from_block, to_block)))
+    _resend_when_due(node)
+    return alerts
 
 
 def raise_booking_alerts(node: Any, loan_reference: str) -> list[dict[str, Any]]:
@@ -141,6 +152,35 @@ def _matches(session: Any, *where: Any) -> list[Any]:
         .join(LoanApplication, LoanApplication.application_id == BookedLoanRow.application_id)
         # A borrower this bank already confirmed as fraud (and reported itself) needs no alert.
         .where(*where, LoanApplication.fraud_report_id.is_(None))).all())
+
+
+def _resend_when_due(node: Any) -> None:
+    now = time.monotonic()
+    if not node.settings.risk_alert_webhook_url or _webhook_retry_due.get(node, 0.0) > now:
+        return
+    _webhook_retry_due[node] = now + WEBHOOK_RETRY_INTERVAL_S
+    resend_undelivered_alerts(node)
+
+
+def resend_undelivered_alerts(node: Any) -> int:
+    """POST again, oldest first, alerts whose webhook call failed or never happened; returns how many went out.
+
+    At most WEBHOOK_RETRY_BATCH, and none after the first failure (the endpoint is still down). A `pending` alert
+    is taken only after WEBHOOK_PENDING_GRACE, so the pass that raised it is not raced.
+    """
+    if not node.settings.risk_alert_webhook_url:
+        return 0
+    settled_pending = (RiskAlert.webhook_state == "pending") & (RiskAlert.created_at < utcnow() - WEBHOOK_PENDING_GRACE)
+    with node.store.session() as session:
+        undelivered = session.scalars(
+            select(RiskAlert).where((RiskAlert.webhook_state == "failed") | settled_pending)
+            .order_by(RiskAlert.id).limit(WEBHOOK_RETRY_BATCH)).all()
+        views = [alert_view(alert, session) for alert in undelivered]
+    for sent, view in enumerate(views):
+        _notify(node, view)
+        if view["webhook_state"] != "sent":
+            return sent
+    return len(views)
 
 
 def _notify(node: Any, view: dict[str, Any]) -> None:

@@ -6,22 +6,27 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from pytest import MonkeyPatch
+from sqlalchemy import select, update
 
 from node.api.app import create_app
 from node.auth.apikeys import Role, create_api_key
 from node.ledger.checks import check_identity
 from node.ledger.indexer import indexer_for
 from node.ledger.reports import ReportRequest, report_status
+from node.modules import risk_operations
 from node.modules.credit_platform import book_loan, submit_application
-from node.modules.risk_operations import list_alerts
+from node.modules.risk_operations import list_alerts, resend_undelivered_alerts
 from node.runtime import NodeContext
+from node.store.application_tables import RiskAlert
 from node.store.ledger_tables import FraudReport
+from node.store.models import utcnow
 from node.workers import node_workers
 from tests.conftest import free_port
 from tests.modules.workflow import application, phone, resident_id
@@ -105,6 +110,53 @@ def test_mirrored_indicator_raises_alert_and_fraud_is_confirmed(
     assert len(list_alerts(a)) == 2
     outcome = check_identity(b, [("cn_resident_id", resident_id(50))], "test")
     assert outcome.results[0].hit and outcome.results[0].categories == ("money_mule",)
+
+
+def test_alerts_whose_webhook_failed_are_posted_again_once_it_answers(
+        keyed_banks: list[NodeContext], webhook: tuple[str, list[dict[str, Any]]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(risk_operations, "WEBHOOK_RETRY_INTERVAL_S", 0.0)
+    a, b, _ = keyed_banks
+    url, received = webhook
+    a.settings.risk_alert_webhook_url = f"http://127.0.0.1:{free_port()}/down"  # nothing listens there
+    for i in (60, 61):
+        book_loan(a, submit_application(a, application(i), submitted_by="test")["application_id"],
+                  loan_reference=f"LOAN-{i}")
+        b.report_intake.accept(ReportRequest([("phone", phone(i))], "money_mule", 80), submitted_by="b-analyst")
+    b.publisher.drain()
+    indexer_loop = next(loop for loop in node_workers(a).loops if loop.name == "indexer")
+    indexer_loop.run_step()
+    assert [alert["webhook_state"] for alert in list_alerts(a)] == ["failed", "failed"]
+    assert resend_undelivered_alerts(a) == 0  # still down: stops at the first failure
+
+    a.settings.risk_alert_webhook_url = url
+    # The next pass of the indexer (new blocks, no new match) posts them.
+    b.report_intake.accept(ReportRequest([("phone", phone(62))], "money_mule", 80), submitted_by="b-analyst")
+    b.publisher.drain()
+    indexer_loop.run_step()
+    assert [alert["webhook_state"] for alert in list_alerts(a)] == ["sent", "sent"]
+    assert sorted(r["alert"]["loan_reference"] for r in received) == ["LOAN-60", "LOAN-61"]
+    assert resend_undelivered_alerts(a) == 0 and len(received) == 2  # sent once
+
+
+def test_an_alert_left_pending_is_posted_again_after_a_grace_period(
+        keyed_banks: list[NodeContext], webhook: tuple[str, list[dict[str, Any]]]) -> None:
+    a, b, _ = keyed_banks
+    url, received = webhook
+    book_loan(a, submit_application(a, application(63), submitted_by="test")["application_id"],
+              loan_reference="LOAN-63")
+    b.report_intake.accept(ReportRequest([("phone", phone(63))], "money_mule", 80), submitted_by="b-analyst")
+    b.publisher.drain()
+    a.settings.risk_alert_webhook_url = url
+    with MonkeyPatch.context() as patch:  # the node stops after storing the alert, before posting it
+        patch.setattr(risk_operations, "_notify", lambda node, view: None)
+        next(loop for loop in node_workers(a).loops if loop.name == "indexer").run_step()
+    assert [alert["webhook_state"] for alert in list_alerts(a)] == ["pending"]
+    assert resend_undelivered_alerts(a) == 0  # it may be being posted right now
+    with a.store.transaction() as session:
+        session.execute(update(RiskAlert).values(created_at=utcnow() - timedelta(minutes=1)))
+    assert resend_undelivered_alerts(a) == 1
+    assert [alert["webhook_state"] for alert in list_alerts(a)] == ["sent"] and len(received) == 1
 
 
 def test_alerts_of_blocks_mirrored_before_the_node_stopped_are_raised_by_the_next_pass(
