@@ -227,6 +227,12 @@ def resolve_alert(node: Any, alert_id: int, *, confirm: bool, by: str, category:
     borrower once. Any other confirmation or dismissal of a `confirming` alert is refused: two analysts confirming
     at once with different categories reported the borrower twice."""
     report = _planned_report(node, alert_id, category, confidence) if confirm else None
+    if report is not None:
+        reported = _fraud_report_of_application(node, alert_id)
+        if reported is not None and reported != report[1]:
+            # The bank confirmed fraud on the application already (POST .../fraud, or another alert of the loan):
+            # the borrower is reported, so this confirmation records that report instead of making a second one.
+            return _confirm_as_reported(node, alert_id, reported, by)
     with node.store.transaction() as session:
         # Claimed before anything is reported: of an analyst dismissing and another confirming one alert at once (or
         # the API and `alliance alerts`), only one still finds it in a state it may leave; the other is refused.
@@ -249,6 +255,24 @@ def resolve_alert(node: Any, alert_id: int, *, confirm: bool, by: str, category:
     with node.store.transaction() as session:
         session.execute(update(RiskAlert).where(RiskAlert.id == alert_id, RiskAlert.state == "confirming")
                         .values(state="confirmed"))
+    return _alert(node, alert_id)
+
+
+def _fraud_report_of_application(node: Any, alert_id: int) -> str | None:
+    with node.store.session() as session:
+        return session.scalar(select(LoanApplication.fraud_report_id)
+                              .join(RiskAlert, RiskAlert.application_id == LoanApplication.application_id)
+                              .where(RiskAlert.id == alert_id))
+
+
+def _confirm_as_reported(node: Any, alert_id: int, report_id: str, by: str) -> dict[str, Any]:
+    with node.store.transaction() as session:
+        claimed = session.execute(update(RiskAlert).where(RiskAlert.id == alert_id, RiskAlert.state == "open")
+                                  .values(state="confirmed", resolved_by=by, fraud_report_id=report_id))
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            alert = session.get_one(RiskAlert, alert_id)
+            state = "being confirmed" if alert.state == "confirming" else f"already {alert.state}"
+            raise Conflict(f"alert {alert_id} is {state}", code="alert_resolved")
     return _alert(node, alert_id)
 
 

@@ -236,6 +236,22 @@ def alert_on_a_booked_loan(two_banks: list[NodeContext], i: int) -> tuple[str, d
     return booked, alert
 
 
+def test_confirming_an_alert_on_an_application_already_confirmed_as_fraud_records_that_report(
+        two_banks: list[NodeContext]) -> None:
+    a = two_banks[0]
+    booked, alert = alert_on_a_booked_loan(two_banks, 12)
+    earlier = confirm_fraud(a, booked, category="application_fraud", confidence=95, confirmed_by="analyst-1")
+
+    # It was refused (fraud_already_confirmed) and the alert went back to open, for an analyst to dismiss.
+    confirmed = resolve_alert(a, alert["alert_id"], confirm=True, by="analyst-2", category="identity_theft")
+    assert (confirmed["state"], confirmed["fraud_report_id"]) == ("confirmed", earlier.report_id)
+    with a.store.session() as session:
+        assert session.scalars(select(FraudReport.report_id)).all() == [earlier.report_id]
+    with pytest.raises(Conflict) as again:
+        resolve_alert(a, alert["alert_id"], confirm=False, by="analyst-3")
+    assert again.value.code == "alert_resolved"
+
+
 def test_resolve_alert_resolved_meanwhile_by_another_process_is_refused(two_banks: list[NodeContext],
                                                                         replica: NodeContext) -> None:
     a = two_banks[0]
