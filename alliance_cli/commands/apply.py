@@ -13,6 +13,7 @@ from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
 from node.input_files import read_json_file
 from node.modules.credit_platform import ApplicationIn, submit_application
+from node.modules.policy import policy_for
 
 CLI_SUBMITTER = "cli"
 
@@ -28,7 +29,9 @@ def apply_command(
     except ValidationError as exc:
         problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         console.fail(f"{file} is not a valid application: {problem}")
-    view = submit_application(node_context(ctx), body, submitted_by=CLI_SUBMITTER)
+    node = node_context(ctx)
+    policy_for(node)  # a policy file the modules cannot use is one line here, as at `node start`, not a review
+    view = submit_application(node, body, submitted_by=CLI_SUBMITTER)
     if json_output:
         console.print_json(view)
         return

@@ -72,3 +72,16 @@ def test_cli_workflow_commands_refuse_bad_input_in_one_line(bank_a_env: NodeCont
     code, _, err = run_cli(capsys, *(a.replace("{tmp}", str(tmp_path)) for a in args))
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 1 and len(lines) == 1 and message in lines[0], err
+
+
+def test_cli_apply_with_a_credit_policy_the_modules_cannot_use_fails_with_one_line(
+        bank_a_env: NodeContext, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    clean = tmp_path / "clean.json"
+    clean.write_text(application(3).model_dump_json())
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[decision]\napprove_min_score = "high"\n')  # every module failed: every application review
+    monkeypatch.setenv("ALLIANCE_CREDIT_POLICY_FILE", str(policy))
+    code, out, err = run_cli(capsys, "apply", str(clean))
+    assert code == 1 and "decision.approve_min_score" in err and "Traceback" not in err
+    assert "review" not in out
