@@ -18,6 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 T = TypeVar("T")
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 CONNECT_TIMEOUT_S = 5  # PostgreSQL: how long opening a connection may take before the store counts as unavailable
+POSTGRES_CONNECT_ARGS = {"connect_timeout": CONNECT_TIMEOUT_S,
+                         "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
 
 
 class StoreUnavailable(Exception):
@@ -34,8 +36,11 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     # libpq waits for a server that accepts and never answers (a hung host, a dropped route) without end: every
-    # command, request and /health hung with it. A URL that sets connect_timeout itself keeps its own.
-    connect_args = {} if "connect_timeout" in make_url(url).query else {"connect_timeout": CONNECT_TIMEOUT_S}
+    # command, request and /health hung with it. TCP keepalives end a pooled connection whose host died without a
+    # reset (powered off, network partition) in about a minute, where the kernel's default waits two hours. A URL
+    # that sets one of these itself keeps its own.
+    given = make_url(url).query
+    connect_args = {name: value for name, value in POSTGRES_CONNECT_ARGS.items() if name not in given}
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args)
 
 

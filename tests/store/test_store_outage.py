@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -66,5 +68,21 @@ def test_connect_timeout_of_the_url_is_kept(postgres_relay: PostgresRelay) -> No
     try:
         answer, took = within(CONNECT_TIMEOUT_S, store.ping)
         assert answer is False and took < CONNECT_TIMEOUT_S - 1
+    finally:
+        store.close()
+
+
+def test_store_connections_probe_a_silent_peer_with_tcp_keepalives(postgres_relay: PostgresRelay) -> None:
+    """A host that dies without a reset (powered off, a partition) left a pooled connection waiting for the kernel's
+    default two hours; keepalives end it in about a minute."""
+    store = Store(postgres_relay.url)
+    try:
+        with store.engine.connect() as connection:
+            fd = connection.connection.dbapi_connection.pgconn.socket  # type: ignore[union-attr]
+            with socket.socket(fileno=os.dup(fd)) as sock:
+                assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+                assert (sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+                        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL),
+                        sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT)) == (30, 10, 3)
     finally:
         store.close()
