@@ -47,6 +47,10 @@ logger = logging.getLogger(__name__)
 FAILURE_BACKOFF_S = 30.0
 
 
+class _PublishedMeanwhile(Exception):
+    """The chain has a batch that looked lost: another publisher published it again meanwhile."""
+
+
 class _ClaimLost(Exception):
     """Another publisher claimed some of the queued records this one read."""
 
@@ -132,12 +136,35 @@ class Publisher:
             batch_row_id, root, block_number = newest
             if self._ledger.batch_id_of_root(root) != 0:
                 break
-            logger.error("batch %s, confirmed in block %s, is not on the chain: the chain is behind this node's "
-                         "store (a dev chain restored from an older state?); its records are queued again",
-                         batch_row_id, block_number)
-            self._requeue(batch_row_id, f"lost from the chain (was confirmed in block {block_number})")
-            lost += 1
+            if self._requeue_lost(batch_row_id, root, f"lost from the chain (was confirmed in block {block_number})"):
+                logger.error("batch %s, confirmed in block %s, is not on the chain: the chain is behind this node's "
+                             "store (a dev chain restored from an older state?); its records are queued again",
+                             batch_row_id, block_number)
+                lost += 1
         return lost
+
+    def _requeue_lost(self, batch_row_id: int, root: bytes, error: str) -> bool:
+        """Queue a lost batch's records again, unless another publisher did first (False).
+
+        Another publisher on the store may have found the same batch lost, requeued it and published its records
+        again (the same batch row when the records are the same) since this one looked at the chain. So the batch is
+        claimed while still `confirmed`, and the chain asked again with the claim held: only then are its records
+        queued, or they would be published twice.
+        """
+        try:
+            with self._store.transaction() as session:
+                claimed = session.execute(update(PublishBatch).where(PublishBatch.id == batch_row_id,
+                                                                     PublishBatch.state == "confirmed")
+                                          .values(state="failed", error=error))
+                if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                    return False
+                if self._ledger.batch_id_of_root(root) != 0:
+                    raise _PublishedMeanwhile
+                session.execute(update(OutboxRecord).where(OutboxRecord.publish_batch_id == batch_row_id)
+                                .values(state="queued", publish_batch_id=None))
+        except _PublishedMeanwhile:
+            return False
+        return True
 
     def _newest_confirmed(self) -> tuple[int, bytes, int | None] | None:
         with self._store.session() as session:

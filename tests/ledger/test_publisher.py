@@ -277,6 +277,37 @@ def test_batch_the_chain_lost_is_published_again_after_restart(bank: NodeContext
         node.close()
 
 
+def test_two_publishers_finding_the_same_lost_batch_publish_its_records_once(bank: NodeContext,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    control = ChainClient(bank.settings.effective_rpc_url)
+    before = control.rpc("evm_snapshot")
+    bank.report_intake.accept(report(), submitted_by="k1")
+    bank.publisher.drain()
+    control.rpc("evm_revert", [before])  # the chain lost the batch the store holds as confirmed
+    first, second = restarted(bank), restarted(bank)  # two node processes on one store
+    try:
+        ledger_type = type(second.fraud_ledger())
+        batch_id_of_root = ledger_type.batch_id_of_root
+
+        def first_requeues_and_republishes_meanwhile(self: object, root: bytes) -> int:
+            # The second publisher saw the batch lost; before it requeues it, the first one does, and publishes it
+            # again (the same records: the same batch row).
+            monkeypatch.setattr(ledger_type, "batch_id_of_root", batch_id_of_root)
+            first.publisher.drain()
+            return 0
+
+        monkeypatch.setattr(ledger_type, "batch_id_of_root", first_requeues_and_republishes_meanwhile)
+        assert second.publisher.requeue_lost_batches() == 0
+        second.publisher.drain()
+        assert len(onchain_records(bank.fraud_ledger())) == 1
+        with bank.store.session() as session:
+            assert session.scalars(select(PublishBatch.state)).all() == ["confirmed"]
+            assert session.scalars(select(OutboxRecord.state)).all() == ["confirmed"]
+    finally:
+        first.close()
+        second.close()
+
+
 def test_a_syncing_rpc_node_is_not_taken_for_a_chain_that_lost_batches(bank: NodeContext,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     bank.report_intake.accept(report(), submitted_by="k1")
