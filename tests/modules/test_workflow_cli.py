@@ -48,6 +48,11 @@ def test_cli_apply_marketing_alerts_extensions(bank_a_env: NodeContext, keyed_ba
     code, out, _ = run_cli(capsys, "marketing", "prescreen", str(prospects), "--json")
     assert code == 0 and json.loads(out)["totals"]["blacklisted"] == 1
     assert (tmp_path / "prospects.clean.csv").read_text().count("\n") == 3
+    # The clean list holds raw identifiers: owner only, even over a file left readable by an earlier run.
+    assert (tmp_path / "prospects.clean.csv").stat().st_mode & 0o777 == 0o600
+    (tmp_path / "prospects.clean.csv").chmod(0o644)
+    code, out, _ = run_cli(capsys, "marketing", "prescreen", str(prospects), "--json")
+    assert code == 0 and (tmp_path / "prospects.clean.csv").stat().st_mode & 0o777 == 0o600
 
     code, out, _ = run_cli(capsys, "alerts", "--json")
     assert code == 0 and json.loads(out) == []
