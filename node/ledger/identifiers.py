@@ -80,6 +80,8 @@ class InvalidIdentifier(ValueError):
         self.reason = reason
 
     def __str__(self) -> str:
+        if self.code == ReasonCode.UNKNOWN_TYPE:  # the type given may be the value itself (swapped columns)
+            return f"unknown identifier type ({self.code}): {self.reason}"
         return f"invalid {self.identifier_type} ({self.code}): {self.reason}"
 
 

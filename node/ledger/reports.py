@@ -233,7 +233,8 @@ def _category(name: str) -> Category:
     try:
         return Category[name]
     except KeyError:
-        raise InvalidInput(f"unknown category {name!r}; one of {', '.join(c.name for c in Category)}",
+        # Not quoted: in a file whose columns are shifted, the category cell holds a customer's identifier.
+        raise InvalidInput(f"unknown category; one of {', '.join(c.name for c in Category)}",
                            code="unknown_category") from None
 
 
@@ -263,7 +264,8 @@ def _canonical_identifiers(identifiers: Sequence[tuple[str, str]]) -> list[tuple
         except InvalidIdentifier as exc:
             raise InvalidInput(f"identifier {index}: {exc}", code=exc.code.value) from None
         except ValueError:
-            raise InvalidInput(f"identifier {index}: unknown identifier type {kind!r}",
+            # Not quoted: with type and value swapped, the type is the customer's identifier.
+            raise InvalidInput(f"identifier {index}: unknown identifier type; one of {', '.join(IdentifierType)}",
                                code="unknown_type") from None
         if pair not in canonical:  # the same identifier written twice is one record
             canonical.append(pair)

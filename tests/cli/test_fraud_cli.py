@@ -65,6 +65,25 @@ def test_fraud_import_all_or_nothing_with_error_file(cli: CliRunner, member: Non
     assert json.loads(imported.out) == {"rows": 2, "reports": 2, "created": 2}
 
 
+def test_fraud_commands_quote_no_identifier_typed_in_the_wrong_place(cli: CliRunner, member: None,
+                                                                     tmp_path: Path) -> None:
+    """A value typed without its TYPE=, or a file whose columns are shifted, puts the customer's identifier where a
+    type or category name belongs: the refusal names the argument or line, never that value (the terminal, job
+    logs and the error file are not places for it)."""
+    forgot_type = cli("fraud", "report", "13512345678", "--category", "other", "--confidence", "50")
+    assert forgot_type.code == 1 and "TYPE=VALUE" in one_error_line(forgot_type.err)
+    as_type = cli("fraud", "report", "11010519491231002X=phone", "--category", "other", "--confidence", "50")
+    assert as_type.code == 1 and "unknown identifier type" in one_error_line(as_type.err)
+    shifted = tmp_path / "shifted.csv"
+    shifted.write_text("identifier_type,identifier,category,confidence\n13900139000,phone,other,50\n"
+                       "phone,13700137000,13600136000,50\n")
+    imported = cli("fraud", "import", str(shifted))
+    errors = (tmp_path / "shifted.csv.errors.csv").read_text()
+    assert imported.code == 1 and "unknown_type" in errors and "unknown_category" in errors
+    printed = forgot_type.err + as_type.err + imported.err + errors
+    assert not [raw for raw in ("13512345678", "11010519491231002X", "13900139000", "13600136000") if raw in printed]
+
+
 @pytest.mark.parametrize(("content", "message"), [
     (b"\xff\xfe\x00garbage\n", "is not UTF-8 text"),
     (b"identifier_type,identifier,category,confidence\nphone," + b"9" * 200_000 + b",other,50\n", "not valid CSV"),

@@ -636,6 +636,14 @@ def test_keep_raw_value_out_of_error_text(identifier_type: str, raw: str) -> Non
     assert caught.value.__context__ is None or caught.value.__suppress_context__
 
 
+def test_keep_value_given_as_type_out_of_error_text() -> None:
+    """Type and value swapped (columns of a file in the wrong order): the unknown type is the identifier."""
+    with pytest.raises(InvalidIdentifier) as caught:
+        normalise("110105194912310021", "cn_resident_id")
+    assert caught.value.code == "unknown_type"
+    assert "110105194912310021" not in str(caught.value)
+
+
 def test_pickle_invalid_identifier_round_trip() -> None:
     original = InvalidIdentifier("phone", ReasonCode.INVALID_REGION, "not allocated")
     restored = pickle.loads(pickle.dumps(original))
