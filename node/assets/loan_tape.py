@@ -143,7 +143,12 @@ def _check_header(fieldnames: Any) -> None:
         problems = []
         if missing:
             problems.append(f"missing columns {missing}")
-        if unknown:
+        if unknown and missing:
+            # Quite possibly a tape without its header row, whose first row is read as the header: its "names" are
+            # a borrower's ID, phone and name. Positions, then; a real header (nothing missing) is quoted below.
+            positions = [i for i, name in enumerate(columns, start=1) if name not in KNOWN_COLUMNS]
+            problems.append(f"unknown columns at positions {positions} (refused: they may hold personal data)")
+        elif unknown:
             problems.append(f"unknown columns {unknown} (refused: they may hold personal data)")
         if not set(PRIMARY_IDENTIFIERS) & set(columns):
             problems.append(f"one of {sorted(PRIMARY_IDENTIFIERS)} is required")

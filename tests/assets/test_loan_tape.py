@@ -80,6 +80,17 @@ def test_parse_tape_rejects_bad_header(header: tuple[str, ...], problem: str) ->
     assert problem in str(raised.value)
 
 
+def test_parse_tape_without_header_row_quotes_no_borrower_data() -> None:
+    """The first row of a tape that lacks its header is read as the header: its "column names" are a borrower's."""
+    text = tape([loan_row(1), loan_row(2)])
+    text.readline()  # drop the header row
+    with pytest.raises(LoanTapeRejected, match="bad loan tape header") as raised:
+        parse_tape(text, alliance_key=ALLIANCE_KEY, key_epoch=1, originator_code="BANK-A")
+    assert "unknown columns at positions [1, 2," in str(raised.value)
+    for secret in (resident_id(1), phone(1), "Borrower Zhang 1", "Chang'an", "LN-000001"):
+        assert secret not in str(raised.value) and secret not in str(raised.value.details)
+
+
 def test_parse_tape_rejects_borrower_without_primary_identifier() -> None:
     with pytest.raises(LoanTapeRejected) as raised:
         parse([loan_row(1, borrower_resident_id="")])
