@@ -1,0 +1,129 @@
+"""Raw customer identifiers (and the borrower data a loan tape carries) after every flow that handles them: not in
+the logs (at DEBUG), not in refusals' messages, not in clear in the store, not on chain, not in the STIX export."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from node.api.app import create_app
+from node.assets.pools import anchor_draft, import_tape
+from node.auth.apikeys import Role, create_api_key
+from node.ledger.checks import check_batch, check_identity
+from node.ledger.indexer import indexer_for
+from node.ledger.key_distribution import rotate, sync_keys
+from node.ledger.report_import import ImportRefused, import_reports
+from node.ledger.reports import ReportRequest
+from node.ledger.republish import republish
+from node.modules.abs_factory import build_pool
+from node.modules.credit_platform import book_loan, confirm_fraud, submit_application
+from node.modules.marketing import prescreen
+from node.modules.risk_operations import list_alerts, resolve_alert
+from node.runtime import NodeContext
+from node.workers import node_workers
+from tests.assets.conftest import loan_row, name_of, write_tape
+from tests.assets.conftest import phone as tape_phone
+from tests.assets.conftest import resident_id as tape_resident_id
+from tests.conftest import chain_texts
+from tests.modules.workflow import application, bank_card, phone, resident_id
+
+
+def _forms(raw: str) -> set[bytes]:
+    """The ways a raw identifier could sit in a file, a log or a chain: text, hex, UTF-16, digits alone."""
+    digits = "".join(c for c in raw if c.isdigit())
+    texts = {raw, raw.lower(), raw.upper(), "+86" + raw if raw.startswith("1") and len(raw) == 11 else raw}
+    if len(digits) >= 11:
+        texts.add(digits)
+    forms = set()
+    for text in texts:
+        forms |= {text.encode(), text.encode("utf-16-le"), text.encode("utf-16-be"), text.encode().hex().encode()}
+    return forms
+
+
+def _leaks(blob: bytes, raws: list[str]) -> list[str]:
+    lowered = blob.lower()
+    return [raw for raw in raws if any(form.lower() in lowered for form in _forms(raw))]
+
+
+def _store_bytes(node: NodeContext) -> bytes:
+    """Every byte of the node's SQLite store, its WAL included, after a checkpoint."""
+    assert node.store.engine.url.get_backend_name() == "sqlite"
+    path = Path(node.store.engine.url.database or "")
+    return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+
+
+def test_raw_identifiers_stay_out_of_logs_store_chain_and_exports(
+        keyed_banks: list[NodeContext], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    a, b, _ = keyed_banks
+    a.settings.risk_alert_webhook_url = "http://127.0.0.1:9/alerts"  # nothing listens: the failure is logged
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[abs]\nmax_borrower_share = 1.0\nmax_region_share = 1.0\n")
+    a.settings.credit_policy_file = policy
+    raws = [resident_id(i) for i in range(1, 6)] + [phone(i) for i in range(1, 6)] + [bank_card(1), bank_card(4)]
+
+    # Credit workflow at A: two approved and booked, one confirmed as fraud from the application.
+    approved = [submit_application(a, application(i), submitted_by="test") for i in (1, 2)]
+    for i, decided in zip((1, 2), approved, strict=True):
+        assert decided["outcome"] == "approve", decided["reasons"]
+        book_loan(a, decided["application_id"], loan_reference=f"L-{i}")
+    third = submit_application(a, application(3), submitted_by="test")
+    confirm_fraud(a, third["application_id"], category="identity_theft", confidence=90, confirmed_by="test")
+
+    # B reports borrower 1's phone; A mirrors it, raises an alert (webhook fails), confirms it from risk operations.
+    b.report_intake.accept(ReportRequest([("phone", phone(1))], "money_mule", 80), submitted_by="b")
+    b.publisher.drain()
+    next(loop for loop in node_workers(a).loops if loop.name == "indexer").run_step()
+    [alert] = list_alerts(a)
+    resolve_alert(a, alert["alert_id"], confirm=True, by="analyst", category="money_mule", confidence=85)
+
+    # Checks, valid and invalid, through the API too; a prospect list; a report import with a bad row; a pool.
+    check_identity(a, [("cn_resident_id", resident_id(4)), ("phone", phone(4))], "test")
+    check_batch(a, [("phone", phone(5)), ("bank_card", bank_card(4)[:-1] + "0"), ("cn_resident_id", "x")], "test")
+    prospects = prescreen(a, ["phone,cn_resident_id\n", f"{phone(4)},{resident_id(4)}\n"])
+    assert prospects.totals().kept == 1
+    reports = tmp_path / "reports.csv"
+    reports.write_text(f"identifier_type,identifier,category,confidence\nphone,{phone(5)},other,50\n"
+                       f"cn_resident_id,{resident_id(5)[:-1]}0,other,50\n")
+    with pytest.raises(ImportRefused) as refused:
+        import_reports(a.report_intake, reports, submitted_by="test")
+    assert not _leaks(repr(refused.value.details).encode() + str(refused.value).encode(), raws)
+    built = build_pool(a, "privacy-pool", anchor=True)
+    assert built.anchored is not None
+    tape = write_tape(tmp_path / "tape.csv", [loan_row(i) for i in range(1, 4)])  # names, addresses, incomes too
+    import_tape(a, "tape-pool", tape)
+    anchor_draft(a, "tape-pool")
+    raws += [s for i in range(1, 4) for s in (tape_resident_id(i), tape_phone(i), name_of(i), f"{i} Chang'an Avenue")]
+
+    # A rotates the alliance key and republishes everything it reported under the new epoch.
+    a.publisher.drain()
+    rotate(a)
+    for node in keyed_banks:
+        sync_keys(node)
+    assert republish(a).records > 0
+    a.publisher.drain()
+    indexer_for(a).sync()
+    with a.store.transaction() as session:
+        tokens = {role: create_api_key(session, role, "test").token for role in (Role.workflow, Role.analyst)}
+    with TestClient(create_app(a)) as client:
+        refusals = [client.post("/v1/checks/identity", headers={"X-API-Key": tokens[Role.workflow]},
+                                json={"identifiers": [{"type": "phone", "value": phone(4)},
+                                                      {"type": "cn_resident_id", "value": resident_id(5)[:-1] + "0"}]}),
+                    client.post("/v1/fraud/reports", headers={"X-API-Key": tokens[Role.analyst]},
+                                json={"identifiers": [{"type": resident_id(5), "value": "cn_resident_id"}],
+                                      "category": "other", "confidence": 50})]
+        export = client.get("/v1/fraud/export?include_inactive=true", headers={"X-API-Key": tokens[Role.analyst]})
+    assert [r.status_code for r in refusals] == [422, 422] and export.status_code == 200
+    assert len(export.json()["objects"]) > 3
+    # A refusal may echo a field to the caller that sent it in its place (`type`), never in its message.
+    assert not _leaks(b"".join(r.json()["error"]["message"].encode() for r in refusals), raws)
+
+    assert "risk alert webhook failed" in caplog.text  # the failure paths ran and logged
+    assert not _leaks(caplog.text.encode(), raws), "raw identifiers in the log"
+    assert not _leaks(export.content, raws), "raw identifiers in the STIX export"
+    assert not _leaks("".join(chain_texts(a.settings.effective_rpc_url)).encode(), raws), "raw identifiers on chain"
+    for node in (a, b):
+        assert not _leaks(_store_bytes(node), raws), f"raw identifiers in clear in {node.settings.bank_code}'s store"
