@@ -16,6 +16,7 @@ from typing import Any
 
 from node.extensions.manager import HookFailure, HookOutcome, extensions_for
 from node.extensions.types import OUTCOMES, Application, Decision, Reason, RiskScore, Signal
+from node.ledger.identifiers import InvalidIdentifier, normalise
 
 # What the store keeps of a decision (node/store/application_tables.py): the score in an INTEGER column, the limit
 # and the rate as text of at most 32 and 16 characters; a booking keeps the limit in minor units (BIGINT) and the
@@ -51,20 +52,23 @@ def run_pipeline(node: Any, application: Application) -> PipelineResult:
         failures.extend(outcome.failures)
         return outcome
 
+    personal = _PersonalValues.of(application)
     record("received", extensions.call("alliance_application_received", node=node, application=application))
     identity = _signals(record("identity", extensions.call(
-        "alliance_identity_signals", expect=list, node=node, application=application)), failures)
+        "alliance_identity_signals", expect=list, node=node, application=application)), failures, personal)
     risk = _signals(record("risk", extensions.call(
         "alliance_risk_signals", expect=list, node=node, application=application,
-        identity_signals=list(identity))), failures)
+        identity_signals=list(identity))), failures, personal)
     signals = identity + risk
-    scored = record("score", extensions.call("alliance_risk_score", firstresult=True, expect=RiskScore,
-                                             check=score_problem, node=node, application=application,
-                                             signals=list(signals)))
+    scored = record("score", extensions.call(
+        "alliance_risk_score", firstresult=True, expect=RiskScore,
+        check=lambda answer: score_problem(answer) or personal.problem(answer.to_json()),
+        node=node, application=application, signals=list(signals)))
     score = scored.first[1] if scored.first else None
-    decided = record("decision", extensions.call("alliance_credit_decision", firstresult=True, expect=Decision,
-                                                 check=decision_problem, node=node, application=application,
-                                                 signals=list(signals), score=score))
+    decided = record("decision", extensions.call(
+        "alliance_credit_decision", firstresult=True, expect=Decision,
+        check=lambda answer: decision_problem(answer) or personal.problem(answer.to_json()),
+        node=node, application=application, signals=list(signals), score=score))
     decision = decided.first[1] if decided.first else Decision("review", ("no_decision",), "pipeline",
                                                                 detail="no extension decided")
     if failures:
@@ -75,11 +79,41 @@ def run_pipeline(node: Any, application: Application) -> PipelineResult:
     return PipelineResult(decision, score, signals, failures, stages)
 
 
-def _signals(outcome: HookOutcome, failures: list[HookFailure]) -> list[Signal]:
-    """The Signal answers of a stage; an answer list holding anything else is that module's failure."""
+class _PersonalValues:
+    """The applicant's identifiers as given and in canonical form: what an extension's answer must not carry.
+
+    Answers are kept in the application's trail, which holds codes, counts and module names only (docs/extensions.md,
+    "Personal data"); a module echoing the applicant's phone number into a signal's data would store it in clear.
+    """
+
+    MIN_LENGTH = 6  # shorter strings (an IP's fragment, say) would match innocent text
+
+    def __init__(self, values: set[str]) -> None:
+        self.values = {v for v in values if len(v) >= self.MIN_LENGTH}
+
+    @classmethod
+    def of(cls, application: Application) -> _PersonalValues:
+        values: set[str] = set()
+        for kind, raw in application.applicant.identifiers():
+            values.add(raw.strip())
+            try:
+                canonical = normalise(kind, raw)
+            except InvalidIdentifier:
+                continue
+            values.update((canonical, "".join(ch for ch in canonical if ch.isdigit()), canonical.removeprefix("+86")))
+        return cls(values)
+
+    def problem(self, answer: Any) -> str | None:
+        text = json.dumps(answer, ensure_ascii=False, default=str)
+        return "holds_personal_data" if any(value in text for value in self.values) else None
+
+
+def _signals(outcome: HookOutcome, failures: list[HookFailure], personal: _PersonalValues) -> list[Signal]:
+    """The Signal answers of a stage; an answer list holding anything else, or any of the applicant's identifiers,
+    is that module's failure."""
     found: list[Signal] = []
     for module, answer in outcome.results:
-        problem = next((p for p in map(signal_problem, answer) if p), None)
+        problem = next((p for p in (signal_problem(s) or personal.problem(s.to_json()) for s in answer) if p), None)
         if problem is None:
             found.extend(answer)
         else:

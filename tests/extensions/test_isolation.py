@@ -18,7 +18,7 @@ from node.extensions.manager import ExtensionManager, use_extensions
 from node.modules.credit_platform import book_loan, submit_application
 from node.runtime import NodeContext
 from node.store.application_tables import LoanApplication
-from tests.modules.workflow import application
+from tests.modules.workflow import application, phone, resident_id
 
 
 class CrashingScorer:
@@ -158,6 +158,12 @@ def _approve(**fields: Any) -> Decision:
     (AnswersDecision(_approve(annual_rate_percent=Decimal("4.35000000000001"))),
      "bad_answer:annual_rate_out_of_range"),
     (AnswersDecision(_approve(annual_rate_percent=Decimal("1e6"))), "bad_answer:annual_rate_out_of_range"),
+    # The applicant's identifiers echoed into an answer were stored in clear in the trail.
+    (AnswersSignal(Signal("seen", "bank", data={"phone": phone(1)})), "bad_answer:holds_personal_data"),
+    (AnswersSignal(Signal("seen", "bank", detail=f"id {resident_id(1)} seen")), "bad_answer:holds_personal_data"),
+    (AnswersScore(RiskScore(700, (Reason("r", 1, detail=f"+86{phone(1)}"),), "bank")),
+     "bad_answer:holds_personal_data"),
+    (AnswersDecision(_approve(detail=f"applicant {resident_id(1)}")), "bad_answer:holds_personal_data"),
 ], ids=lambda p: type(p).__name__ if not isinstance(p, str) else p.removeprefix("bad_answer:"))
 def test_submit_application_with_malformed_field_in_answer_yields_review_and_stores_it(
         keyed_banks: list[NodeContext], plugin: Any, error: str) -> None:
