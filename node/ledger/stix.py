@@ -19,11 +19,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from node.ledger.indicator_state import IndicatorState, ReactionFact, RecordFact, StatePolicy, derive_state
 from node.ledger.mirror import facts_for, indicators_page
 from node.ledger.vocabulary import identifier_type_of
+from node.store.ledger_tables import MirrorBatch
 
 # Fixed forever: changing it would give every exported object a new id in the importing platforms.
 STIX_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:alliance-node:stix")
@@ -81,6 +83,17 @@ def indicator_object(state: IndicatorState, records: Sequence[RecordFact],
     return body
 
 
+def first_batch_times(session: Session, members: set[int]) -> dict[int, int]:
+    """Block time of each member's first batch: an identity's `created`, the same on every page and in every export
+    (the records on one page would give another time on the next, and STIX never lets `created` change)."""
+    if not members:
+        return {}
+    rows = session.execute(select(MirrorBatch.reporter_member_id, func.min(MirrorBatch.published_at))
+                           .where(MirrorBatch.reporter_member_id.in_(sorted(members)))
+                           .group_by(MirrorBatch.reporter_member_id))
+    return {member: int(first) for member, first in rows}
+
+
 @dataclass(frozen=True, slots=True)
 class ExportPage:
     bundle: dict[str, Any]
@@ -97,16 +110,15 @@ def export_page(session: Session, *, at: int, policy: StatePolicy, include_inact
     page = indicators_page(session, after=after, limit=limit)
     facts = facts_for(session, page)
     objects: list[dict[str, Any]] = []
-    first_seen: dict[int, int] = {}
+    members: set[int] = set()
     for indicator in page:
         records, reactions = facts[indicator]
         state = derive_state(indicator, records, reactions, at=at, policy=policy)
         if not (state.active or include_inactive):
             continue
         objects.append(indicator_object(state, records, reactions))
-        for record in records:
-            member = record.reporter_member_id
-            first_seen[member] = min(record.published_at, first_seen.get(member, record.published_at))
-    identities = [identity_object(member, first_seen[member]) for member in sorted(first_seen)]
+        members.update(record.reporter_member_id for record in records)
+    first_seen = first_batch_times(session, members)
+    identities = [identity_object(member, first_seen[member]) for member in sorted(members)]
     bundle = {"type": "bundle", "id": f"bundle--{uuid.uuid4()}", "objects": [*identities, *objects]}
     return ExportPage(bundle, page[-1] if len(page) == limit else None)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from node.ledger.indicator_state import StatePolicy
-from node.ledger.stix import export_page, identity_id, indicator_id, stix_timestamp
+from node.ledger.stix import export_page, identity_id, identity_object, indicator_id, stix_timestamp
 from node.runtime import NodeContext
 from tests.ledger.mirror_rows import DAY, T0, Row, add_batch, add_reaction
 from tests.ledger.test_checks import node_on_store
@@ -115,3 +115,19 @@ def test_export_page_pages_in_indicator_order(node: NodeContext) -> None:
             after = page.next_after
     assert seen == [indicator_id(i) for i in indicators]
     assert after is None
+
+
+def test_export_page_describes_each_identity_alike_on_every_page(node: NodeContext) -> None:
+    # A platform keeps one version of an object per (id, modified) and never a changed `created`: the member's
+    # identity must be the same object whichever page (or filter) it is exported with.
+    first, second = sorted(os.urandom(32) for _ in range(2))
+    with node.store.transaction() as session:
+        add_batch(session, 1, reporter=2, rows=[Row(first)], block=10, published_at=T0)
+        add_batch(session, 2, reporter=2, rows=[Row(second)], block=12, published_at=T0 + DAY)
+        add_reaction(session, "revoked", first, 2, block=13, at=T0 + 2 * DAY, batch_id=1, value=1)
+    with node.store.session() as session:
+        pages = [export_page(session, at=AT, policy=POLICY, include_inactive=True, limit=1).bundle,
+                 export_page(session, at=AT, policy=POLICY, include_inactive=True, after=first, limit=1).bundle,
+                 export_page(session, at=AT, policy=POLICY).bundle]
+    identities = [[o for o in page["objects"] if o["type"] == "identity"] for page in pages]
+    assert all(found == [identity_object(2, T0)] for found in identities), identities
