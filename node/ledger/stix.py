@@ -32,6 +32,9 @@ STIX_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:alliance-node:stix")
 SPEC_VERSION = "2.1"
 DEFAULT_PAGE = 10_000
 MAX_PAGE = 50_000
+# 9999-12-31T23:59:59Z, the last second STIX timestamps (four-digit years) can express. Records carry uint40 times
+# (up to the year 36812), and the indexer accepts any of them as long as a record is valid for at most six years.
+LAST_STIX_TIME = 253_402_300_799
 
 
 def stix_timestamp(unix_seconds: int) -> str:
@@ -62,7 +65,7 @@ def indicator_object(state: IndicatorState, records: Sequence[RecordFact],
     created = min(r.published_at for r in records)
     modified = max([created, *(r.published_at for r in records), *(e.at for e in reactions)])
     kind = identifier_type_of(first.identifier_type)
-    assert state.valid_from is not None and state.valid_until is not None
+    assert state.valid_from is not None and state.valid_until is not None and exportable(state)
     body: dict[str, Any] = {
         "type": "indicator", "spec_version": SPEC_VERSION, "id": indicator_id(state.indicator),
         "created_by_ref": identity_id(first.reporter_member_id),
@@ -71,7 +74,8 @@ def indicator_object(state: IndicatorState, records: Sequence[RecordFact],
         "indicator_types": ["malicious-activity"],
         "pattern": f"[x-alliance-indicator:hash = '{state.indicator.hex()}']",
         "pattern_type": "stix", "pattern_version": SPEC_VERSION,
-        "valid_from": stix_timestamp(state.valid_from), "valid_until": stix_timestamp(state.valid_until),
+        "valid_from": stix_timestamp(state.valid_from),
+        "valid_until": stix_timestamp(min(state.valid_until, LAST_STIX_TIME)),
         "confidence": state.confidence, "revoked": state.revoked,
         "x_alliance_identifier_type": kind.value if kind else None,
         "x_alliance_active": state.active, "x_alliance_disputed": state.disputed,
@@ -94,6 +98,12 @@ def first_batch_times(session: Session, members: set[int]) -> dict[int, int]:
     return {member: int(first) for member, first in rows}
 
 
+def exportable(state: IndicatorState) -> bool:
+    """Whether STIX can express the indicator: it applies from a time before the year 10000 (a later end is cut
+    to the last second of 9999, the same thing to any reader)."""
+    return state.valid_from is not None and state.valid_from < LAST_STIX_TIME
+
+
 @dataclass(frozen=True, slots=True)
 class ExportPage:
     bundle: dict[str, Any]
@@ -114,7 +124,7 @@ def export_page(session: Session, *, at: int, policy: StatePolicy, include_inact
     for indicator in page:
         records, reactions = facts[indicator]
         state = derive_state(indicator, records, reactions, at=at, policy=policy)
-        if not (state.active or include_inactive):
+        if not (state.active or include_inactive) or not exportable(state):
             continue
         objects.append(indicator_object(state, records, reactions))
         members.update(record.reporter_member_id for record in records)

@@ -131,3 +131,22 @@ def test_export_page_describes_each_identity_alike_on_every_page(node: NodeConte
                  export_page(session, at=AT, policy=POLICY).bundle]
     identities = [[o for o in page["objects"] if o["type"] == "identity"] for page in pages]
     assert all(found == [identity_object(2, T0)] for found in identities), identities
+
+
+def test_export_page_survives_record_times_beyond_year_9999(node: NodeContext) -> None:
+    # Record times are uint40 on chain (up to the year 36812) and such a record is well-formed for the indexer;
+    # STIX timestamps have four-digit years, and one such record made the whole page fail.
+    shared, far = sorted(os.urandom(32) for _ in range(2))
+    late = 2**40 - 2 * DAY
+    with node.store.transaction() as session:
+        add_batch(session, 1, reporter=2, rows=[Row(shared), Row(far, valid_from=late, valid_until=late + DAY)])
+        add_batch(session, 2, reporter=3, rows=[Row(shared, valid_from=late, valid_until=late + DAY)], block=12)
+    with node.store.session() as session:
+        active = export_page(session, at=AT, policy=POLICY).bundle
+        everything = export_page(session, at=AT, policy=POLICY, include_inactive=True).bundle
+    for bundle in (active, everything):
+        assert_valid_bundle(bundle)
+        # `far` cannot apply before the year 10000, which STIX cannot express: it is left out.
+        (indicator,) = [o for o in bundle["objects"] if o["type"] == "indicator"]
+        assert indicator["id"] == indicator_id(shared)
+        assert (indicator["valid_from"], indicator["valid_until"]) == (stix_timestamp(T0), "9999-12-31T23:59:59.000Z")
