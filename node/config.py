@@ -73,7 +73,8 @@ class Settings(BaseSettings):
     sync_interval_s: float = Field(default=1.0, gt=0, description="indexer poll period")
     mirror_stale_after_s: float = Field(default=30.0, gt=0, description="checks are marked stale after this lag")
     # Fraud ledger: derived state (documented in docs/fraud-ledger.md)
-    confidence_half_life_days: float = Field(default=365.0, gt=0)
+    # Finite and bounded: every check computes round(days * 86400) from it, which overflows for inf or ~1e304.
+    confidence_half_life_days: float = Field(default=365.0, gt=0, le=1_000_000, allow_inf_nan=False)
     dispute_window_days: int = Field(default=30, ge=1)
     # Fraud ledger: key distribution
     key_distribution_interval_s: float = Field(default=5.0, gt=0)

@@ -79,6 +79,14 @@ def test_unknown_or_invalid_setting_is_a_config_error(tmp_path: Path) -> None:
         load_settings(tmp_path)
 
 
+@pytest.mark.parametrize("days", ["inf", "nan", "1e304", "0"])
+def test_unusable_confidence_half_life_is_a_config_error(tmp_path: Path, days: str) -> None:
+    # An infinite or huge half-life was accepted, and then every check failed with an OverflowError (HTTP 500).
+    (tmp_path / "alliance.toml").write_text(f'confidence_half_life_days = {days}\n')
+    with pytest.raises(ConfigError, match="confidence_half_life_days"):
+        load_settings(tmp_path)
+
+
 def test_dev_passphrase_refused_outside_dev(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="dev passphrase"):
         load_settings(tmp_path, network="consortium", rpc_url="http://127.0.0.1:8545", key_passphrase=DEV_PASSPHRASE)
