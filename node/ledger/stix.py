@@ -130,5 +130,7 @@ def export_page(session: Session, *, at: int, policy: StatePolicy, include_inact
         members.update(record.reporter_member_id for record in records)
     first_seen = first_batch_times(session, members)
     identities = [identity_object(member, first_seen[member]) for member in sorted(members)]
-    bundle = {"type": "bundle", "id": f"bundle--{uuid.uuid4()}", "objects": [*identities, *objects]}
+    bundle: dict[str, Any] = {"type": "bundle", "id": f"bundle--{uuid.uuid4()}"}
+    if objects:  # STIX lists are never empty: a page without indicators (all inactive, or the end) has no `objects`
+        bundle["objects"] = [*identities, *objects]
     return ExportPage(bundle, page[-1] if len(page) == limit else None)

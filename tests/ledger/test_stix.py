@@ -36,9 +36,11 @@ def node(data_dir: Path, store_url: str) -> Iterator[NodeContext]:
 def assert_valid_bundle(bundle: dict[str, Any]) -> None:
     assert bundle["type"] == "bundle" and "spec_version" not in bundle  # 2.1 bundles carry none
     assert STIX_ID.fullmatch(bundle["id"]).group("type") == "bundle"  # type: ignore[union-attr]
-    ids = {o["id"] for o in bundle["objects"]}
-    assert len(ids) == len(bundle["objects"])
-    for obj in bundle["objects"]:
+    assert bundle.get("objects", ["x"]) != []  # STIX 2.1 lists hold one or more items
+    objects = bundle.get("objects", [])
+    ids = {o["id"] for o in objects}
+    assert len(ids) == len(objects)
+    for obj in objects:
         assert REQUIRED[obj["type"]] <= set(obj), obj
         assert obj["spec_version"] == "2.1"
         assert STIX_ID.fullmatch(obj["id"]).group("type") == obj["type"]  # type: ignore[union-attr]
@@ -98,7 +100,18 @@ def test_export_page_maps_state_to_indicators(node: NodeContext) -> None:
 def test_export_page_of_empty_mirror_has_no_objects(node: NodeContext) -> None:
     with node.store.session() as session:
         page = export_page(session, at=AT, policy=POLICY)
-    assert page.bundle["objects"] == [] and page.bundle["type"] == "bundle" and page.next_after is None
+    assert_valid_bundle(page.bundle)
+    assert "objects" not in page.bundle and page.bundle["type"] == "bundle" and page.next_after is None
+
+
+def test_export_page_of_only_inactive_indicators_has_no_objects(node: NodeContext) -> None:
+    expired = os.urandom(32)
+    with node.store.transaction() as session:
+        add_batch(session, 1, reporter=2, rows=[Row(expired, valid_until=T0 + DAY)])
+    with node.store.session() as session:
+        page = export_page(session, at=AT, policy=POLICY, limit=1)
+    assert_valid_bundle(page.bundle)
+    assert "objects" not in page.bundle and page.next_after == expired
 
 
 def test_export_page_pages_in_indicator_order(node: NodeContext) -> None:
@@ -111,7 +124,7 @@ def test_export_page_pages_in_indicator_order(node: NodeContext) -> None:
         for _ in range(3):
             page = export_page(session, at=AT, policy=POLICY, after=after, limit=2)
             assert_valid_bundle(page.bundle)
-            seen += [o["id"] for o in page.bundle["objects"] if o["type"] == "indicator"]
+            seen += [o["id"] for o in page.bundle.get("objects", []) if o["type"] == "indicator"]
             after = page.next_after
     assert seen == [indicator_id(i) for i in indicators]
     assert after is None
