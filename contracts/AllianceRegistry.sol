@@ -7,7 +7,8 @@ import {IAllianceRegistry} from "./interfaces/IAllianceRegistry.sol";
 /// @title AllianceRegistry
 /// @notice Membership registry and governance of the fraud-intelligence alliance.
 /// @dev The deployer only registers the founders; afterwards every change is voted by the active `Member`s.
-/// Votes are recorded per member id, so rotating a signer does not allow voting twice.
+/// Votes are recorded per member id, so rotating a signer does not allow voting twice, and only the votes of
+/// members that are still active `Member`s count towards the quorum.
 contract AllianceRegistry is IAllianceRegistry {
     using EnumerableSet for EnumerableSet.AddressSet;
 
@@ -24,7 +25,9 @@ contract AllianceRegistry is IAllianceRegistry {
     mapping(address account => bool) private _accountUsed;
     mapping(bytes32 bankCodeHash => bool) private _bankCodeUsed;
     mapping(uint256 proposalId => Proposal) private _proposals;
-    mapping(uint256 proposalId => mapping(uint256 memberId => bool)) private _voted;
+    /// @dev Bit `memberId % 256` of word `memberId / 256` is set once that member voted on the proposal. A bitmap,
+    /// not a list of votes, so that the votes of members suspended or removed since can be left out cheaply.
+    mapping(uint256 proposalId => mapping(uint256 word => uint256 bits)) private _votes;
     EnumerableSet.AddressSet private _activeAccounts;
 
     /// @notice Registers the founders and fixes the governance parameters for the life of the contract.
@@ -93,7 +96,7 @@ contract AllianceRegistry is IAllianceRegistry {
     function vote(uint256 proposalId) external {
         _checkActiveMember(msg.sender);
         _checkOpen(proposalId);
-        if (_voted[proposalId][_memberIdOf[msg.sender]]) revert AllianceRegistryAlreadyVoted(proposalId, msg.sender);
+        if (_hasVoted(proposalId, _memberIdOf[msg.sender])) revert AllianceRegistryAlreadyVoted(proposalId, msg.sender);
         _castVote(proposalId, msg.sender);
     }
 
@@ -101,7 +104,8 @@ contract AllianceRegistry is IAllianceRegistry {
     function execute(uint256 proposalId) external {
         _checkActiveMember(msg.sender);
         Proposal storage p = _checkOpen(proposalId);
-        if (!_quorumMet(p.votes)) revert AllianceRegistryQuorumNotMet(proposalId, p.votes, _requiredVotes());
+        uint256 votes = _countedVotes(proposalId);
+        if (!_quorumMet(votes)) revert AllianceRegistryQuorumNotMet(proposalId, votes, _requiredVotes());
         _execute(proposalId, p);
     }
 
@@ -183,7 +187,7 @@ contract AllianceRegistry is IAllianceRegistry {
     /// @inheritdoc IAllianceRegistry
     function hasVoted(uint256 proposalId, address account) external view returns (bool voted) {
         uint256 memberId = _memberIdOf[account];
-        return memberId != 0 && _voted[proposalId][memberId];
+        return memberId != 0 && _hasVoted(proposalId, memberId);
     }
 
     /// @inheritdoc IAllianceRegistry
@@ -233,10 +237,30 @@ contract AllianceRegistry is IAllianceRegistry {
     /// @dev Records the vote of `voter`'s member and executes the proposal if the quorum is now met.
     function _castVote(uint256 proposalId, address voter) internal {
         Proposal storage p = _proposals[proposalId];
-        _voted[proposalId][_memberIdOf[voter]] = true;
-        uint32 votes = ++p.votes;
+        uint256 memberId = _memberIdOf[voter];
+        _votes[proposalId][memberId >> 8] |= 1 << (memberId & 0xff);
+        ++p.votes;
+        uint256 votes = _countedVotes(proposalId);
         emit VoteCast(proposalId, voter, votes, _requiredVotes());
         if (_quorumMet(votes)) _execute(proposalId, p);
+    }
+
+    /// @dev Votes on the proposal of members that are active `Member`s now: a member suspended or removed after
+    /// voting must not help pass it. Reads one bitmap word per 256 member ids and one member slot per vote.
+    function _countedVotes(uint256 proposalId) internal view returns (uint256 count) {
+        uint256 memberCount_ = _memberCount;
+        uint256 bits;
+        for (uint256 memberId = 1; memberId <= memberCount_; ++memberId) {
+            if (memberId == 1 || memberId & 0xff == 0) bits = _votes[proposalId][memberId >> 8];
+            if ((bits >> (memberId & 0xff)) & 1 == 0) continue;
+            Member storage m = _members[memberId];
+            if (m.status == MemberStatus.Active && m.role == Role.Member) ++count;
+        }
+    }
+
+    /// @dev Whether member `memberId` voted on the proposal (whether or not its vote still counts).
+    function _hasVoted(uint256 proposalId, uint256 memberId) internal view returns (bool) {
+        return (_votes[proposalId][memberId >> 8] >> (memberId & 0xff)) & 1 == 1;
     }
 
     /// @dev Marks the proposal executed and applies it, re-validating its target.

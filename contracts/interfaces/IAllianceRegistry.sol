@@ -5,7 +5,9 @@ pragma solidity ^0.8.24;
 /// @notice Membership registry and governance of the fraud-intelligence alliance: which banks belong to it, which
 /// signing address each one uses, their X25519 encryption keys, and the distribution of the alliance hashing key.
 /// @dev There is no owner: every change after deployment goes through a proposal voted by the active members with
-/// role `Member`. A proposal passes when `votes * 100 > activeVotingMembers() * quorumPercent()`.
+/// role `Member`. A proposal passes when `votes * 100 > activeVotingMembers() * quorumPercent()`, where `votes`
+/// counts only the votes of members that are active `Member`s at that moment (not those suspended or removed
+/// since they voted).
 interface IAllianceRegistry {
     // ------------------------------------------------------------------------------------------------------------
     // Types
@@ -78,7 +80,7 @@ interface IAllianceRegistry {
     /// @param proposer Account that created the proposal.
     /// @param createdAt Creation timestamp.
     /// @param expiresAt Last timestamp at which the proposal may be voted or executed.
-    /// @param votes Number of votes cast, the proposer's included.
+    /// @param votes Number of votes cast, the proposer's included (some may no longer count, see the contract doc).
     /// @param executed Whether the proposal has been executed.
     /// @param name `Admit`: the newcomer's name. Otherwise empty.
     /// @param bankCode `Admit`: the newcomer's bank code. Otherwise empty.
@@ -154,7 +156,7 @@ interface IAllianceRegistry {
     /// @notice A vote was recorded on a proposal (the proposer's own vote included).
     /// @param proposalId Id of the proposal.
     /// @param voter Account that voted.
-    /// @param votes Number of votes after this one.
+    /// @param votes Number of votes that count after this one (those of members still active `Member`s).
     /// @param required Number of votes needed to pass at the time of the vote.
     event VoteCast(uint256 indexed proposalId, address indexed voter, uint256 votes, uint256 required);
 
@@ -198,7 +200,7 @@ interface IAllianceRegistry {
 
     /// @notice The proposal does not have enough votes to be executed now.
     /// @param proposalId Id of the proposal.
-    /// @param votes Votes cast.
+    /// @param votes Votes that count now (those of members still active `Member`s).
     /// @param required Votes needed now.
     error AllianceRegistryQuorumNotMet(uint256 proposalId, uint256 votes, uint256 required);
 

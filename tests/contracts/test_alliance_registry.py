@@ -254,6 +254,56 @@ def test_execute_proposal_after_active_count_dropped(rpc_url: str) -> None:
     assert not gov.reader.is_active_member(d.address)
 
 
+
+@pytest.mark.parametrize("deactivate", ["suspend", "remove"])
+def test_execute_refuses_quorum_made_of_deactivated_members_votes(rpc_url: str, deactivate: str) -> None:
+    gov = Governance.deploy(rpc_url, (M,) * 4)
+    a, b, c, _ = gov.banks
+    proposal_id = gov.open_proposal(a)
+    gov.registry(b).vote(proposal_id)
+    getattr(gov, deactivate)(2)
+    assert (gov.active_voting_members(), gov.reader.required_votes()) == (3, 2)
+    before = gov.snapshot()
+    # Two votes were cast, but B's no longer counts: only A of the three active Members is for it.
+    with pytest.raises(AllianceRegistryQuorumNotMet) as err:
+        gov.send(c, gov.fn.execute(proposal_id))
+    assert err.value.arguments == {"proposalId": proposal_id, "votes": 1, "required": 2}
+    assert gov.snapshot() == before
+    outcome = gov.registry(c).vote(proposal_id)
+    assert outcome.executed
+    assert gov.events(outcome.receipt, "VoteCast") == [
+        {"proposalId": proposal_id, "voter": c.address, "votes": 2, "required": 2}]
+
+
+def test_vote_does_not_execute_on_deactivated_members_votes(rpc_url: str) -> None:
+    gov = Governance.deploy(rpc_url, (M,) * 5)
+    a, b, c, d, _ = gov.banks
+    proposal_id = gov.open_proposal(a)
+    gov.registry(b).vote(proposal_id)
+    gov.remove(2)
+    assert (gov.active_voting_members(), gov.reader.required_votes()) == (4, 3)
+    # C's is the third vote cast but only the second of an active Member: the proposal stays open.
+    outcome = gov.registry(c).vote(proposal_id)
+    assert not outcome.executed
+    assert gov.events(outcome.receipt, "VoteCast") == [
+        {"proposalId": proposal_id, "voter": c.address, "votes": 2, "required": 3}]
+    assert gov.reader.proposal(proposal_id).votes == 3
+    assert gov.registry(d).vote(proposal_id).executed
+
+
+def test_vote_counts_again_member_reinstated_after_voting(rpc_url: str) -> None:
+    gov = Governance.deploy(rpc_url, (M,) * 4)
+    a, b, c, _ = gov.banks
+    proposal_id = gov.open_proposal(a)
+    gov.registry(b).vote(proposal_id)
+    gov.suspend(2)
+    gov.reinstate(2)
+    # B is active again: its vote counts, and it cannot vote a second time.
+    with pytest.raises(AllianceRegistryAlreadyVoted):
+        gov.send(b, gov.fn.vote(proposal_id))
+    assert gov.registry(c).vote(proposal_id).executed
+
+
 # ------------------------------------------------------------------------------------------------------
 # Suspension, reinstatement, removal
 # ------------------------------------------------------------------------------------------------------
