@@ -22,8 +22,10 @@ contract FraudLedger is IFraudLedger {
     uint256 private _batchCount;
     /// @dev Batch headers by id; a zero root marks an unknown id (published roots are never zero).
     mapping(uint256 batchId => Batch) private _batches;
-    /// @dev Batch id of every published root, which makes a resent batch impossible to record twice.
-    mapping(bytes32 root => uint256 batchId) private _batchIdOfRoot;
+    /// @dev Batch id of every published root by its reporter, which makes a resent batch impossible to record twice.
+    /// Per reporter, not global: otherwise a member could publish another's root first (copied from its pending
+    /// transaction, with junk records) and have the other's batch refused for good.
+    mapping(uint256 reporterMemberId => mapping(bytes32 root => uint256 batchId)) private _batchIdOfRoot;
 
     /// @notice Binds the ledger to the membership registry for the life of the contract.
     /// @param registry_ The AllianceRegistry deciding who may write.
@@ -87,8 +89,8 @@ contract FraudLedger is IFraudLedger {
     }
 
     /// @inheritdoc IFraudLedger
-    function batchIdOfRoot(bytes32 root) external view returns (uint256 batchId) {
-        return _batchIdOfRoot[root];
+    function batchIdOfRoot(uint256 reporterMemberId, bytes32 root) external view returns (uint256 batchId) {
+        return _batchIdOfRoot[reporterMemberId][root];
     }
 
     /// @inheritdoc IFraudLedger
@@ -115,10 +117,10 @@ contract FraudLedger is IFraudLedger {
         if (length == 0 || length % RECORD_BYTES != 0) revert FraudLedgerMalformedRecords(length);
         uint256 count = length / RECORD_BYTES;
         if (count > MAX_BATCH_RECORDS) revert FraudLedgerBatchTooLarge(count, MAX_BATCH_RECORDS);
-        uint256 existing = _batchIdOfRoot[root];
+        uint256 reporterMemberId = _registry.memberIdOf(reporter);
+        uint256 existing = _batchIdOfRoot[reporterMemberId][root];
         if (root == bytes32(0) || existing != 0) revert FraudLedgerDuplicateBatch(root, existing);
 
-        uint256 reporterMemberId = _registry.memberIdOf(reporter);
         batchId = ++_batchCount;
         _batches[batchId] = Batch({
             root: root,
@@ -127,7 +129,7 @@ contract FraudLedger is IFraudLedger {
             count: uint32(count),
             publishedAt: uint64(block.timestamp)
         });
-        _batchIdOfRoot[root] = batchId;
+        _batchIdOfRoot[reporterMemberId][root] = batchId;
         emit BatchPublished(batchId, reporterMemberId, root, epoch, uint32(count));
     }
 

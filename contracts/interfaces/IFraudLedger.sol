@@ -119,9 +119,11 @@ interface IFraudLedger {
     /// @param max `MAX_BATCH_RECORDS`.
     error FraudLedgerBatchTooLarge(uint256 count, uint256 max);
 
-    /// @notice The root is zero or was already published (a resent batch is never recorded twice).
+    /// @notice The root is zero or the same reporter already published it (a resent batch is never recorded twice).
+    /// @dev Another member's batch with the same root does not count: nobody can block a member's batch by
+    /// publishing its root first.
     /// @param root The root given.
-    /// @param existingBatchId Batch that already holds the root, or 0 for the zero root.
+    /// @param existingBatchId The reporter's batch that already holds the root, or 0 for the zero root.
     error FraudLedgerDuplicateBatch(bytes32 root, uint256 existingBatchId);
 
     /// @notice No batch has this id.
@@ -148,7 +150,7 @@ interface IFraudLedger {
     /// @notice Publishes a batch of packed records under their Merkle root. Active members only.
     /// @dev Only the batch header is stored; the records stay in calldata for the indexers (see contract doc).
     /// @param epoch Alliance hashing-key epoch of the indicators, within 1..registry.currentKeyEpoch().
-    /// @param root StandardMerkleTree root of the records; non-zero and never published before.
+    /// @param root StandardMerkleTree root of the records; non-zero and never published before by the same member.
     /// @param records 1..`MAX_BATCH_RECORDS` records of `RECORD_BYTES` bytes each.
     /// @return batchId Id of the new batch.
     function publishBatch(uint32 epoch, bytes32 root, bytes calldata records) external returns (uint256 batchId);
@@ -201,10 +203,11 @@ interface IFraudLedger {
     /// @return info The batch header.
     function batch(uint256 batchId) external view returns (Batch memory info);
 
-    /// @notice The batch that published a root.
+    /// @notice The batch in which a member published a root.
+    /// @param reporterMemberId Registry member id of the reporter.
     /// @param root A Merkle root.
-    /// @return batchId Id of the batch, or 0 if the root was never published.
-    function batchIdOfRoot(bytes32 root) external view returns (uint256 batchId);
+    /// @return batchId Id of the batch, or 0 if that member never published the root.
+    function batchIdOfRoot(uint256 reporterMemberId, bytes32 root) external view returns (uint256 batchId);
 
     /// @notice Whether a record belongs to a batch, by its StandardMerkleTree proof.
     /// @dev Reverts with `FraudLedgerUnknownBatch` for an unknown id.

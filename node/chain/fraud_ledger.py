@@ -146,6 +146,7 @@ class FraudLedgerClient:
         self.chain = client
         self.contract = client.contract("FraudLedger", address)
         self.address = self.contract.address
+        self._registry_address: str | None = None  # fixed at the ledger's deployment, read once
 
     # -- publication ----------------------------------------------------------------------------------
     def build_publish_tx(self, epoch: int, records: Sequence[LedgerRecord], gas: int | None = None,
@@ -216,12 +217,15 @@ class FraudLedgerClient:
         return {"from": tx["from"], "to": tx["to"], "data": tx["input"], "gas": int(tx["gas"])}
 
     def find_published(self, root: bytes) -> MinedPublish | None:
-        """The batch that published `root`, located by the contract's root index and its event."""
-        batch_id = self.batch_id_of_root(root)
+        """This signer's member's batch of `root`, located by the contract's root index and its event (another
+        member's batch of the same root is not ours: its records are not necessarily ours)."""
+        reporter = self.reporter_member_id()
+        batch_id = self.batch_id_of_root(root, reporter)
         if batch_id == 0:
             return None
         with translate_errors(self.chain.rpc_url):
-            logs = self.contract.events.BatchPublished().get_logs(from_block=0, argument_filters={"root": root})
+            logs = self.contract.events.BatchPublished().get_logs(
+                from_block=0, argument_filters={"root": root, "reporterMemberId": reporter})
         for log in logs:
             if int(log["args"]["batchId"]) == batch_id:
                 return MinedPublish(batch_id, log["transactionHash"].to_0x_hex(), int(log["blockNumber"]))
@@ -262,9 +266,19 @@ class FraudLedgerClient:
     def batch_count(self) -> int:
         return int(self.chain.call(self.contract.functions.batchCount()))
 
-    def batch_id_of_root(self, root: bytes) -> int:
-        """The id of the batch that published `root`, or 0 if none did."""
-        return int(self.chain.call(self.contract.functions.batchIdOfRoot(root)))
+    def batch_id_of_root(self, root: bytes, reporter_member_id: int | None = None) -> int:
+        """The id of the batch in which a member (default: this signer's) published `root`, or 0 if it did not."""
+        if reporter_member_id is None:
+            reporter_member_id = self.reporter_member_id()
+        return int(self.chain.call(self.contract.functions.batchIdOfRoot(reporter_member_id, root)))
+
+    def reporter_member_id(self) -> int:
+        """The registry member id of this client's signer (0 if it is no member's current signing address)."""
+        if self._registry_address is None:
+            self._registry_address = str(self.chain.call(self.contract.functions.registry()))
+        registry = self.chain.contract("AllianceRegistry", self._registry_address)
+        signer = Web3.to_checksum_address(self.chain._require_signer().address)
+        return int(self.chain.call(registry.functions.memberIdOf(signer)))
 
     def batch(self, batch_id: int) -> BatchInfo:
         root, reporter, epoch, count, published_at = self.chain.call(self.contract.functions.batch(batch_id))

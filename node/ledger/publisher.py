@@ -12,10 +12,11 @@ nothing twice:
    transaction hash, block and on-chain batch id.
 
 On start (and every round) `recover` settles batches left `signed`: a mined transaction is finished;
-a root that is already on chain (published by an earlier copy) is finished from the contract's root
-index; an unsent transaction is sent again with the same bytes, or re-signed with a fresh nonce if its
-nonce was used by another transaction. The contract refuses a root it has seen
-(FraudLedgerDuplicateBatch), so even a resend of a batch that did land records nothing twice.
+a root that this member already has on chain (published by an earlier copy) is finished from the
+contract's root index (another member's batch of the same root is not ours); an unsent transaction is
+sent again with the same bytes, or re-signed with a fresh nonce if its nonce was used by another
+transaction. The contract refuses a root the member has published (FraudLedgerDuplicateBatch), so even
+a resend of a batch that did land records nothing twice.
 
 The first round of a publisher (and the first after the chain was unreachable) also checks that the chain
 still has the batches the store holds as confirmed, newest first, until it finds one: a chain that came back

@@ -90,8 +90,8 @@ class OutboxRecord(Base):
 class PublishBatch(Base):
     """A publishBatch transaction, stored signed *before* it is sent so a crash can resend the same bytes.
 
-    States: signed -> confirmed, or failed (its records go back to the queue). The root is unique on chain
-    (FraudLedgerDuplicateBatch), which is what makes resending safe.
+    States: signed -> confirmed, or failed (its records go back to the queue). A member's root is unique on
+    chain (FraudLedgerDuplicateBatch), which is what makes resending safe.
     """
 
     __tablename__ = "publish_batches"

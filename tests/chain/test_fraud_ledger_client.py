@@ -94,3 +94,26 @@ def test_build_publish_tx_can_be_signed_and_sent_later(consortium: Consortium) -
         assert ledger.records_of_transaction(tx_hash)[2] == records
         assert ledger.batch_id_of_root(published.root) == published.batch_id
     assert ledger.batch_count() == 2
+
+
+def test_publish_lands_when_another_member_took_its_root_first(consortium: Consortium) -> None:
+    """B copies the root of A's pending transaction and publishes it first with junk records.
+
+    A's batch must still land as A's own: were it refused as a duplicate, A's publisher would take B's
+    batch (which every indexer rejects) for its own and mark its records published, losing them.
+    """
+    ledger = ledger_of(consortium)
+    squatter = FraudLedgerClient(consortium.banks[1].client, ledger.address)
+    records = make_records(4)
+    root = batch_root(records)
+    signed = ledger.sign_publish(1, records, root=root, nonce=ledger.confirmed_nonce())
+    squatter.chain.transact(squatter.contract.functions.publishBatch(1, root, pack_records(make_records(2, 9))))
+    assert ledger.find_published(root) is None
+    assert ledger.batch_id_of_root(root) == 0
+    assert ledger.batch_id_of_root(root, 2) == squatter.batch_id_of_root(root) == 1
+
+    mined = ledger.wait_published(ledger.send_raw(signed.raw), root)
+    assert (mined.batch_id, mined.tx_hash) == (2, signed.tx_hash)
+    assert ledger.batch(2).reporter_member_id == 1
+    assert ledger.records_of_transaction(mined.tx_hash)[2] == records
+    assert ledger.find_published(root) == mined

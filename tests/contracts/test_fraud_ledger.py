@@ -131,7 +131,7 @@ class Ledger:
         return {
             "count": count,
             "batches": [self.batch(i) for i in range(1, count + 1)],
-            "roots": [self.call("batchIdOfRoot", r) for r in roots],
+            "roots": [self.call("batchIdOfRoot", member_id, r) for r in roots for member_id in (1, 2, 3)],
         }
 
 
@@ -173,9 +173,10 @@ def test_publish_batch_stores_header_and_emits_event(ledger: Ledger) -> None:
     assert ledger.batch(2) == {"root": root_b, "reporterMemberId": 2, "epoch": 1, "count": 3,
                                "publishedAt": time_b}
     assert ledger.batch(1)["root"] == root_a
-    assert ledger.call("batchIdOfRoot", root_a) == 1
-    assert ledger.call("batchIdOfRoot", root_b) == 2
-    assert ledger.call("batchIdOfRoot", b"\x42" * 32) == 0
+    assert ledger.call("batchIdOfRoot", 1, root_a) == 1
+    assert ledger.call("batchIdOfRoot", 2, root_b) == 2
+    assert ledger.call("batchIdOfRoot", 2, root_a) == 0  # roots are indexed by reporter
+    assert ledger.call("batchIdOfRoot", 1, b"\x42" * 32) == 0
     assert ledger.events(receipt_a, "BatchPublished") == [
         {"batchId": 1, "reporterMemberId": 1, "root": root_a, "epoch": 1, "count": 5}]
     assert ledger.events(receipt_b, "BatchPublished") == [
@@ -328,11 +329,15 @@ def test_duplicate_and_zero_root(ledger: Ledger) -> None:
     root = tree_of(rows).root
     ledger.publish(a, rows)
     duplicate = {"root": root, "existingBatchId": 1}
-    # Resent by the same bank, by another member, or with other records under the same root.
+    # Resent by the same bank, with the same or with other records under the same root.
     expect_revert(ledger, FraudLedgerDuplicateBatch, duplicate, lambda: ledger.publish(a, rows), root)
-    expect_revert(ledger, FraudLedgerDuplicateBatch, duplicate, lambda: ledger.publish(b, rows), root)
     expect_revert(ledger, FraudLedgerDuplicateBatch, duplicate,
-                  lambda: ledger.send(b, "publishBatch", 1, root, pack_records(make_records(2, 8))), root)
+                  lambda: ledger.send(a, "publishBatch", 1, root, pack_records(make_records(2, 8))), root)
+    # Another member's batch under the same root is its own; resending that one is refused in turn.
+    ledger.publish(b, rows)
+    assert ledger.call("batchIdOfRoot", 2, root) == 2
+    expect_revert(ledger, FraudLedgerDuplicateBatch, {"root": root, "existingBatchId": 2},
+                  lambda: ledger.publish(b, rows), root)
     zero = b"\x00" * 32
     expect_revert(ledger, FraudLedgerDuplicateBatch, {"root": zero, "existingBatchId": 0},
                   lambda: ledger.send(a, "publishBatch", 1, zero, pack_records(rows)), zero)
@@ -340,16 +345,32 @@ def test_duplicate_and_zero_root(ledger: Ledger) -> None:
 
 def test_duplicate_resend_is_refused_when_mined(ledger: Ledger) -> None:
     """A resent batch mined past the gas estimate (e.g. by the outbox after a timeout) is refused on chain."""
-    a, b, _ = ledger.banks
+    a = ledger.banks[0]
     rows = make_records(4)
     root = tree_of(rows).root
     ledger.publish(a, rows)
     before = ledger.snapshot(root)
-    function = ledger.of(b).functions.publishBatch(1, root, pack_records(rows))
-    error = expect_mined_revert(b, lambda: b.client.send_transaction(fixed_gas_tx(b, function, MINED_GAS)))
+    function = ledger.of(a).functions.publishBatch(1, root, pack_records(rows))
+    error = expect_mined_revert(a, lambda: a.client.send_transaction(fixed_gas_tx(a, function, MINED_GAS)))
     assert type(error) is FraudLedgerDuplicateBatch
     assert error.arguments == {"root": root, "existingBatchId": 1}
     assert ledger.snapshot(root) == before
+
+
+def test_publish_batch_whose_root_another_member_took_first(ledger: Ledger) -> None:
+    """B copies A's root from A's pending transaction and publishes it first, with junk records.
+
+    Indexers reject B's batch (its records do not hash to the root); A's batch must still land, or A's
+    reports would never reach any mirror.
+    """
+    a, b, _ = ledger.banks
+    rows = make_records(4)
+    root = tree_of(rows).root
+    ledger.send(b, "publishBatch", 1, root, pack_records(make_records(2, seed=8)))
+    receipt = ledger.publish(a, rows)
+    assert ledger.events(receipt, "BatchPublished") == [
+        {"batchId": 2, "reporterMemberId": 1, "root": root, "epoch": 1, "count": 4}]
+    assert (ledger.call("batchIdOfRoot", 1, root), ledger.call("batchIdOfRoot", 2, root)) == (2, 1)
 
 
 def test_not_reporter_and_unknown_batch(ledger: Ledger) -> None:
