@@ -304,6 +304,28 @@ def test_vote_counts_again_member_reinstated_after_voting(rpc_url: str) -> None:
     assert gov.registry(c).vote(proposal_id).executed
 
 
+
+def test_votes_of_member_ids_past_255_are_counted(rpc_url: str) -> None:
+    """Votes are a bitmap of 256 member ids per word: ids 256 and 257 live in the second word."""
+    gov = Governance.deploy(rpc_url, (M,))
+    a = gov.banks[0]
+    for i in range(254):  # observers 2..255, each admitted at once by A's single vote
+        address = Web3.to_checksum_address((0xAB00 + i).to_bytes(20, "big"))
+        assert gov.registry(a).propose_admission(address, OBSERVER, f"Observer {i}", f"OBS-{i}", key(1)).executed
+    b, c = gov.newcomer(), gov.newcomer()
+    assert gov.admit(b) == 256
+    assert gov.admit(c) == 257
+    proposal_id = gov.open_proposal(c)
+    assert gov.reader.has_voted(proposal_id, c.address)
+    gov.suspend(257)
+    # C's vote no longer counts: B's alone is one of the two needed.
+    outcome = gov.registry(b).vote(proposal_id)
+    assert not outcome.executed
+    assert gov.events(outcome.receipt, "VoteCast") == [
+        {"proposalId": proposal_id, "voter": b.address, "votes": 1, "required": 2}]
+    assert gov.registry(a).vote(proposal_id).executed
+
+
 # ------------------------------------------------------------------------------------------------------
 # Suspension, reinstatement, removal
 # ------------------------------------------------------------------------------------------------------
