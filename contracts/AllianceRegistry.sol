@@ -10,6 +10,10 @@ import {IAllianceRegistry} from "./interfaces/IAllianceRegistry.sol";
 /// Votes are recorded per member id, so rotating a signer does not allow voting twice, and only the votes of
 /// members that are still active `Member`s count towards the quorum.
 contract AllianceRegistry is IAllianceRegistry {
+    /// @notice Longest key envelope accepted: a node's envelope is 93 bytes (version, ephemeral X25519 key, nonce,
+    /// sealed 32-byte key and tag); every node reads every envelope, so none may make that costly.
+    uint256 public constant MAX_ENVELOPE_BYTES = 512;
+
     using EnumerableSet for EnumerableSet.AddressSet;
 
     uint16 private immutable _quorumPercent;
@@ -445,6 +449,7 @@ contract AllianceRegistry is IAllianceRegistry {
         if (status == MemberStatus.Removed) revert AllianceRegistryInvalidMemberStatus(recipientMemberId, uint8(status));
         if (epoch == 0 || epoch > _currentKeyEpoch) revert AllianceRegistryUnknownEpoch(epoch);
         if (envelope.length == 0) revert AllianceRegistryEmptyEnvelope();
+        if (envelope.length > MAX_ENVELOPE_BYTES) revert AllianceRegistryEnvelopeTooLarge(envelope.length, MAX_ENVELOPE_BYTES);
     }
 
     /// @dev The proposal with this id; reverts if there is none.

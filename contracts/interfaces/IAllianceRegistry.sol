@@ -260,6 +260,11 @@ interface IAllianceRegistry {
     /// @notice A key envelope must not be empty.
     error AllianceRegistryEmptyEnvelope();
 
+    /// @notice A key envelope is longer than any sealed key needs (every node reads every envelope).
+    /// @param length The envelope's length in bytes.
+    /// @param maxLength The longest envelope accepted.
+    error AllianceRegistryEnvelopeTooLarge(uint256 length, uint256 maxLength);
+
     /// @notice The caller is not an active member (of any role).
     /// @param account The caller.
     error AllianceRegistryNotActive(address account);
@@ -341,7 +346,7 @@ interface IAllianceRegistry {
     /// @dev Caller must be an active `Member`.
     /// @param recipientMemberId Id of the recipient (registered, not `Removed`).
     /// @param epoch Key epoch, within 1..currentKeyEpoch().
-    /// @param envelope Opaque encrypted payload (non-empty).
+    /// @param envelope Opaque encrypted payload (1 to 512 bytes).
     function publishKeyEnvelope(uint256 recipientMemberId, uint32 epoch, bytes calldata envelope) external;
 
     // ------------------------------------------------------------------------------------------------------------

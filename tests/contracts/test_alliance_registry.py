@@ -26,6 +26,7 @@ from node.chain.errors import (
     AllianceRegistryEmptyBankCode,
     AllianceRegistryEmptyEnvelope,
     AllianceRegistryEmptyName,
+    AllianceRegistryEnvelopeTooLarge,
     AllianceRegistryInvalidLifetime,
     AllianceRegistryInvalidMemberStatus,
     AllianceRegistryInvalidQuorum,
@@ -1004,6 +1005,8 @@ def test_deploy_mined_with_invalid_quorum_reverts_on_chain(rpc_url: str) -> None
     (0, ENVELOPE, AllianceRegistryUnknownEpoch, {"epoch": 0}),
     (2, ENVELOPE, AllianceRegistryUnknownEpoch, {"epoch": 2}),
     (1, b"", AllianceRegistryEmptyEnvelope, {}),
+    # 60,000 bytes were accepted, and every node's key pass reads every envelope from the first block on.
+    (1, b"\x01" * 513, AllianceRegistryEnvelopeTooLarge, {"length": 513, "maxLength": 512}),
 ])
 def test_publish_key_envelope_refuses_bad_epoch_or_envelope(
         gov: Governance, epoch: int, envelope: bytes, error: type[ContractRevert],
