@@ -21,6 +21,7 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from pydantic_settings.exceptions import SettingsError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
@@ -214,6 +215,12 @@ def load_settings(data_dir: Path | str | None = None, **overrides: Any) -> Setti
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
                              for e in exc.errors())
         raise ConfigError(f"invalid configuration ({toml_path}): {problems}") from exc
+    except SettingsError as exc:
+        # A list setting from the environment must be JSON (`ALLIANCE_EXTENSIONS_DISABLED='["marketing"]'`);
+        # pydantic-settings fails before validation, so this escaped as a traceback. Its message names the
+        # field, never the value.
+        raise ConfigError(f"invalid environment variable: {exc}; list settings take JSON, "
+                          f"e.g. ALLIANCE_EXTENSIONS_DISABLED='[\"marketing\"]'") from exc
 
 
 _PERSISTED = ("network", "rpc_url", "dev_chain_port", "chain_id", "database_url", "api_host", "api_port",

@@ -79,6 +79,14 @@ def test_unknown_or_invalid_setting_is_a_config_error(tmp_path: Path) -> None:
         load_settings(tmp_path)
 
 
+def test_list_setting_from_env_not_json_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALLIANCE_EXTENSIONS_DISABLED", "marketing")
+    with pytest.raises(ConfigError, match=r"extensions_disabled.*JSON"):
+        load_settings(tmp_path)
+    monkeypatch.setenv("ALLIANCE_EXTENSIONS_DISABLED", '["marketing"]')
+    assert load_settings(tmp_path).extensions_disabled == ["marketing"]
+
+
 @pytest.mark.parametrize("days", ["inf", "nan", "1e304", "0"])
 def test_unusable_confidence_half_life_is_a_config_error(tmp_path: Path, days: str) -> None:
     # An infinite or huge half-life was accepted, and then every check failed with an OverflowError (HTTP 500).
