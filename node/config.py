@@ -69,7 +69,8 @@ class Settings(BaseSettings):
     publish_max_wait_s: float = Field(default=2.0, ge=0, description="oldest queued record waits at most this")
     publish_interval_s: float = Field(default=0.5, gt=0, description="publisher poll period")
     # Fraud ledger: indexer and mirror
-    confirmations: int = Field(default=0, ge=0, description="blocks behind head the mirror stays; 0 on QBFT")
+    confirmations: int | None = Field(default=None, ge=0, description="blocks behind head the mirror stays; default "
+                                      "the network profile's (0 on QBFT, which has immediate finality)")
     log_chunk_blocks: int = Field(default=2_000, ge=1, description="blocks per eth_getLogs request")
     sync_interval_s: float = Field(default=1.0, gt=0, description="indexer poll period")
     mirror_stale_after_s: float = Field(default=30.0, gt=0, description="checks are marked stale after this lag")
@@ -126,6 +127,10 @@ class Settings(BaseSettings):
     @property
     def effective_chain_id(self) -> int:
         return self.chain_id or self.profile.chain_id
+
+    @property
+    def effective_confirmations(self) -> int:
+        return self.confirmations if self.confirmations is not None else self.profile.confirmations
 
     @property
     def effective_rpc_url(self) -> str:

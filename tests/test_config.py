@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
 import pytest
 
 from node.chain.profiles import ProfileError, load_profile
-from node.config import DEV_PASSPHRASE, ConfigError, load_settings, write_config
+from node.config import DEV_PASSPHRASE, ConfigError, Settings, load_settings, write_config
 
 
 def test_env_overrides_toml_which_overrides_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -113,6 +114,16 @@ def test_profiles_give_chain_facts(tmp_path: Path) -> None:
     assert (dev.effective_chain_id, dev.profile.gas_price, dev.profile.hardfork) == (31337, 0, "cancun")
     assert load_settings(tmp_path, chain_id=77).effective_chain_id == 77
     assert load_profile("consortium").chain_id == 1337420
+
+
+def test_confirmations_come_from_the_profile_unless_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The profile's depth was read and never used: the indexer stayed 0 blocks behind whatever it said.
+    deep = dataclasses.replace(load_profile("dev"), confirmations=12)
+    monkeypatch.setattr(Settings, "profile", property(lambda self: deep))
+    assert load_settings(tmp_path).effective_confirmations == 12
+    assert load_settings(tmp_path, confirmations=0).effective_confirmations == 0
+    monkeypatch.setenv("ALLIANCE_CONFIRMATIONS", "3")
+    assert load_settings(tmp_path).effective_confirmations == 3
 
 
 def test_malformed_profile_is_refused(tmp_path: Path) -> None:

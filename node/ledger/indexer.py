@@ -508,4 +508,4 @@ def indexer_for(node: NodeContext) -> Indexer:
                                request_timeout=max(settings.request_timeout_s, 30.0))
     return Indexer(node.store, source, contract_address=source.address,
                    start_block=deployed.block_number if deployed else 0,
-                   confirmations=settings.confirmations, chunk_blocks=settings.log_chunk_blocks)
+                   confirmations=settings.effective_confirmations, chunk_blocks=settings.log_chunk_blocks)

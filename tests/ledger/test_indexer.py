@@ -5,17 +5,20 @@ The helpers at the top are shared with the other test_indexer_*.py modules and t
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from node.chain.client import ChainClient
 from node.chain.fraud_ledger import FraudLedgerClient, LedgerRecord, batch_root
 from node.chain.ledger_events import BlockHeader, LedgerEvent, LedgerEventSource, PublishInput
+from node.config import Settings
 from node.ledger.digest import MirrorDigest, mirror_digest
-from node.ledger.indexer import Indexer
+from node.ledger.indexer import Indexer, indexer_for
 from node.ledger.indicator_state import StatePolicy
 from node.runtime import NodeContext
 from node.store.db import Store
@@ -283,6 +286,16 @@ def test_sync_keeps_the_last_blocks_out_until_confirmed(ledger_nodes: LedgerNode
     second = indexer.sync()
     assert second.to_block == late.block_number and second.batches == 1
     assert counts(a.store)["batches"] == 2
+
+
+def test_node_indexer_stays_the_profiles_confirmations_behind_unless_set(ledger_nodes: LedgerNodes,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    a = ledger_nodes.nodes[0]
+    deep = dataclasses.replace(a.settings.profile, confirmations=12)
+    monkeypatch.setattr(Settings, "profile", property(lambda self: deep))
+    assert indexer_for(a).confirmations == 12
+    a.settings.confirmations = 1
+    assert indexer_for(a).confirmations == 1
 
 
 def test_digest_is_identical_on_two_nodes(ledger_nodes: LedgerNodes) -> None:
