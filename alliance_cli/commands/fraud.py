@@ -13,6 +13,7 @@ from alliance_cli import console
 from alliance_cli.arguments import parse_identifier_arguments
 from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
+from node.chain.errors import ContractRevert
 from node.ledger.reactions import (
     ReactionSent,
     confirm_report,
@@ -95,7 +96,11 @@ def fraud_show(ctx: typer.Context, report_id: Annotated[str, typer.Argument(help
 @app.command("publish")
 def fraud_publish(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """Publish every queued report now and wait for the chain (the running node does this by itself)."""
-    result = node_context(ctx).publisher.drain()
+    try:
+        result = node_context(ctx).publisher.drain()
+    except ContractRevert as refused:
+        console.fail(f"refused by the contract: {refused}; the reports stay queued until the chain accepts "
+                     "this bank's batches (`alliance member show` shows its status)")
     if json_output:
         console.print_json(vars(result))
         return

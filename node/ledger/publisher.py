@@ -310,7 +310,9 @@ class Publisher:
         self._requeue(batch_row_id, error)
         self._paused_until = time.monotonic() + FAILURE_BACKOFF_S
         self.last_error = error
-        logger.error("batch %s refused by the chain: %s; its records are queued again", batch_row_id, error)
+        # Info, not error: the caller re-raises the refusal and reports it once (the worker's warning, the CLI's
+        # one error line); logging it here as well printed it twice.
+        logger.info("batch %s refused by the chain: %s; its records are queued again", batch_row_id, error)
 
     def _requeue(self, batch_row_id: int, error: str) -> None:
         with self._store.transaction() as session:

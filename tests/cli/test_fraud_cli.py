@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,35 @@ def test_fraud_withdraw_and_reaction_refusals(cli: CliRunner, member: None) -> N
     assert bad_hex.code == 1 and "64 hex digits" in one_error_line(bad_hex.err)
     unknown = cli("fraud", "endorse", "0x" + "ab" * 32, "--confidence", "50")
     assert unknown.code == 1 and "no such indicator" in one_error_line(unknown.err)
+
+
+def test_fraud_publish_of_a_suspended_bank_fails_in_one_line_and_keeps_the_reports(
+        cli: CliRunner, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The runbook's last step: a suspended bank's publish is refused once, in one line, and nothing is lost."""
+    other = ["--data-dir", str(tmp_path / "bank-b")]
+    banks = []
+    for args, name, code in (([], "Bank A", "BANKA"), (other, "Bank B", "BANKB")):
+        created = cli(*args, "init", "--bank-name", name, "--bank-code", code, "--json")
+        assert created.code == 0, created.err
+        info = json.loads(created.out)
+        banks.append({"account": info["address"], "name": name, "bank_code": code,
+                      "encryption_key": info["encryption_public_key"]})
+    founders = tmp_path / "founders.json"
+    founders.write_text(json.dumps(banks))
+    assert cli("contracts", "deploy", "--founders", str(founders), "--quorum-percent", "1").code == 0
+    shared = {"ALLIANCE_DEPLOYMENT_FILE": str(tmp_path / "node-data" / "deployments" / "dev.json")}
+    assert cli("key", "sync").code == 0
+    assert cli(*other, "key", "sync", env=shared).code == 0
+    assert cli("member", "propose", "suspend", "BANKB").code == 0
+    reported = cli(*other, "fraud", "report", "phone=13800138000", "--category", "other", "--confidence", "50",
+                   "--json", env=shared)
+    assert reported.code == 0, reported.err
+    report_id = json.loads(reported.out)["report_id"]
+    caplog.clear()
+    refused = cli(*other, "fraud", "publish", env=shared)
+    assert refused.code == 1
+    line = one_error_line(refused.err)
+    assert "FraudLedgerNotMember" in line and "stay queued" in line
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    shown = json.loads(cli(*other, "fraud", "show", report_id, "--json", env=shared).out)
+    assert shown["state"] == "queued"
