@@ -158,7 +158,8 @@ def _check_in(node: NodeContext, identifiers: Sequence[tuple[str, str]], canonic
     keys = {epoch: node.keyring.key(epoch) for epoch in session.scalars(select(AllianceKey.epoch))}
     if not keys:
         raise NoAllianceKey("this node holds no alliance key yet, so it cannot hash identifiers to check; "
-                            "the key arrives as an envelope once the node is a member")
+                            "a member's node sends it as an envelope once this bank is admitted (`alliance key "
+                            "sync` fetches it; the distributing member's key pass must have run since)")
     current_epoch = max(keys)
     # Hash under every epoch, current first: `hashes[i][0]` is the indicator the answer reports.
     epoch_keys = [keys[current_epoch], *(keys[e] for e in sorted(keys, reverse=True) if e != current_epoch)]
