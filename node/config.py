@@ -27,6 +27,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from node.chain.profiles import NetworkProfile, load_profile
 from node.paths import CHAIN_CONFIG_DIR
+from node.private_files import write_private_text
 
 DEFAULT_DATA_DIR = Path(".alliance")
 CONFIG_FILE = "alliance.toml"
@@ -243,8 +244,5 @@ def write_config(settings: Settings) -> Path:
         lines.append(f"{name} = {rendered}")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     # database_url may carry the database's password: readable by the node's own user only, like its keys.
-    fd = os.open(settings.config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)  # a file written before with a wider mode
-    with os.fdopen(fd, "w") as handle:
-        handle.write("\n".join(lines) + "\n")
+    write_private_text(settings.config_file, "\n".join(lines) + "\n")
     return settings.config_file

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 import signal
 import socket
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from node.consortium import DEMO_BANKS, ensure_demo_consortium
 from node.errors import AllianceError
 from node.extensions.manager import check_extension_names
 from node.modules.policy import policy_for
+from node.private_files import write_private_text
 from node.runtime import NodeContext
 from node.setup import init_node
 from node.workers import node_workers
@@ -53,9 +53,7 @@ def demo_api_keys(node: NodeContext) -> DemoKeys:
     with node.store.transaction() as session:
         tokens = {role.value: create_api_key(session, role, "demo").token for role in Role}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write("".join(f"{role}={token}\n" for role, token in tokens.items()))
+    write_private_text(path, "".join(f"{role}={token}\n" for role, token in tokens.items()))
     return DemoKeys(path, tokens)
 
 

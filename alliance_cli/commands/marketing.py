@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +11,7 @@ from alliance_cli import console
 from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
 from node.modules.marketing import prescreen
+from node.private_files import write_private_text
 
 app = typer.Typer(help="Quantitative marketing: pre-screen prospect lists.", no_args_is_help=True)
 
@@ -31,7 +31,7 @@ def marketing_prescreen(
         console.fail(f"cannot read {file}: {type(exc).__name__}")
     target = output or file.with_name(file.stem + ".clean.csv")
     try:
-        _write_private(target, result.clean_csv())
+        write_private_text(target, result.clean_csv())  # it holds the prospects' raw identifiers
     except OSError as exc:
         console.fail(f"cannot write {target}: {exc.strerror}")
     if json_output:
@@ -42,11 +42,3 @@ def marketing_prescreen(
                    for name, c in sorted(result.segments.items())])
     console.success(f"{result.totals().kept} prospects written to {target}")
 
-
-def _write_private(path: Path, text: str) -> None:
-    """Write `path` readable by its owner only: the clean list holds the prospects' raw identifiers, and the
-    umask's default (0644) would let every account on the host read them."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        os.fchmod(handle.fileno(), 0o600)  # a list written before, under a looser mode, is narrowed too
-        handle.write(text)
