@@ -244,11 +244,7 @@ def resolve_alert(node: Any, alert_id: int, *, confirm: bool, by: str, category:
             .values(state="confirming" if confirm else "dismissed", resolved_by=by,
                     fraud_report_id=report[1] if report else None).returning(RiskAlert.application_id))
         if application_id is None:
-            alert = session.get(RiskAlert, alert_id)
-            if alert is None:
-                raise NotFound(f"no alert {alert_id}", code="alert_not_found")
-            state = "being confirmed" if alert.state == "confirming" else f"already {alert.state}"
-            raise Conflict(f"alert {alert_id} is {state}", code="alert_resolved")
+            raise _not_claimable(session, alert_id)
     if report is None:
         return _alert(node, alert_id)
     _report_borrower(node, alert_id, application_id, by, report[0])
@@ -270,10 +266,17 @@ def _confirm_as_reported(node: Any, alert_id: int, report_id: str, by: str) -> d
         claimed = session.execute(update(RiskAlert).where(RiskAlert.id == alert_id, RiskAlert.state == "open")
                                   .values(state="confirmed", resolved_by=by, fraud_report_id=report_id))
         if claimed.rowcount != 1:  # type: ignore[attr-defined]
-            alert = session.get_one(RiskAlert, alert_id)
-            state = "being confirmed" if alert.state == "confirming" else f"already {alert.state}"
-            raise Conflict(f"alert {alert_id} is {state}", code="alert_resolved")
+            raise _not_claimable(session, alert_id)
     return _alert(node, alert_id)
+
+
+def _not_claimable(session: Any, alert_id: int) -> NotFound | Conflict:
+    """Why an alert's claim found no row: there is no such alert, or it left the state the claim needed."""
+    alert = session.get(RiskAlert, alert_id)
+    if alert is None:
+        return NotFound(f"no alert {alert_id}", code="alert_not_found")
+    state = "being confirmed" if alert.state == "confirming" else f"already {alert.state}"
+    return Conflict(f"alert {alert_id} is {state}", code="alert_resolved")
 
 
 def _planned_report(node: Any, alert_id: int, category: str, confidence: int) -> tuple[ReportRequest, str]:
