@@ -161,8 +161,7 @@ class Publisher:
                     return False
                 if self._ledger.batch_id_of_root(root) != 0:
                     raise _PublishedMeanwhile
-                session.execute(update(OutboxRecord).where(OutboxRecord.publish_batch_id == batch_row_id)
-                                .values(state="queued", publish_batch_id=None))
+                _queue_again(session, batch_row_id)
         except _PublishedMeanwhile:
             return False
         return True
@@ -318,8 +317,13 @@ class Publisher:
         with self._store.transaction() as session:
             session.execute(update(PublishBatch).where(PublishBatch.id == batch_row_id)
                             .values(state="failed", error=error))
-            session.execute(update(OutboxRecord).where(OutboxRecord.publish_batch_id == batch_row_id)
-                            .values(state="queued", publish_batch_id=None))
+            _queue_again(session, batch_row_id)
+
+
+def _queue_again(session: Session, batch_row_id: int) -> None:
+    """The records of a failed or lost batch wait in the queue again, for a batch of their own."""
+    session.execute(update(OutboxRecord).where(OutboxRecord.publish_batch_id == batch_row_id)
+                    .values(state="queued", publish_batch_id=None))
 
 
 def _ledger_records(session: Session, batch_row_id: int) -> list[LedgerRecord]:
