@@ -199,7 +199,7 @@ def rotate(node: NodeContext) -> int:
     if node.member_id == 0:
         raise NotAMember(f"{node.address} is not a member of the alliance", code="not_a_member")
     view = _read_chain(node)
-    if _rotation_unfinished(node, view):
+    if _rotation_unfinished(view):
         # The last rotation here stopped (killed, the chain down) after startKeyEpoch and before its key left this
         # node, and the operator runs it again: finishing that epoch is what was asked. Starting another would leave
         # every member one more key to hold and hash under, and this bank one more republish.
@@ -211,7 +211,7 @@ def rotate(node: NodeContext) -> int:
     return epoch
 
 
-def _rotation_unfinished(node: NodeContext, view: _ChainView) -> bool:
+def _rotation_unfinished(view: _ChainView) -> bool:
     """Whether the newest epoch was started by this member and its key has not left this node yet.
 
     A rotation sends this member's own envelope first (its backup), so until that is on chain the key is at most
