@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from alliance_cli import console
 from alliance_cli.commands import alerts as alerts_cmd
@@ -26,7 +25,7 @@ from node.chain.errors import ChainError, ContractRevert
 from node.chain.signer import KeystoreError
 from node.config import ConfigError
 from node.errors import AllianceError
-from node.store.db import StoreUnavailable
+from node.store.db import STORE_LOST, StoreUnavailable
 
 app = typer.Typer(name="alliance", help="Alliance node: shared fraud intelligence and ABS provenance.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -62,8 +61,6 @@ app.add_typer(alerts_cmd.app, name="alerts")
 app.add_typer(extensions_cmd.app, name="extensions")
 extensions_cmd.add_extension_commands(app)
 
-# The database went away after the store was opened (StoreUnavailable covers opening it).
-STORE_LOST = (OperationalError, InterfaceError)
 # Errors a user can act on: one line, exit 1, no traceback (unless --debug).
 EXPECTED_ERRORS = (AllianceError, ChainError, ConfigError, StoreUnavailable, KeystoreError, CompilationFailed,
                    CompilerNotFound, ArtifactMissing, InvalidApiKey, *STORE_LOST)
@@ -73,7 +70,8 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, ContractRevert):
         return f"refused by the contract: {exc}"
     if isinstance(exc, STORE_LOST):
-        return f"the database is unavailable: {str(exc.orig or exc).strip() or type(exc).__name__}".splitlines()[0]
+        reason = str(getattr(exc, "orig", None) or exc).strip() or type(exc).__name__  # as the API logs it
+        return f"the database is unavailable: {reason}".splitlines()[0]
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0] if not isinstance(exc, CompilationFailed) else text
 

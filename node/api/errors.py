@@ -12,13 +12,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from node.chain.errors import ChainError, ChainUnavailable, ContractNotDeployed, ContractRevert
 from node.errors import AllianceError
-from node.store.db import StoreUnavailable
+from node.store.db import STORE_LOST, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -73,17 +71,15 @@ def install_error_handlers(app: FastAPI) -> None:
         code = "chain_unavailable" if isinstance(exc, ChainUnavailable) else "chain_error"
         return ErrorResponse(error_body(code, str(exc)), status_code=503)
 
-    @app.exception_handler(OperationalError)
-    @app.exception_handler(InterfaceError)
-    @app.exception_handler(PoolTimeout)
-    @app.exception_handler(StoreUnavailable)
     async def _store_unavailable(_: Request, exc: Exception) -> ErrorResponse:
-        # The database is down, unreachable or refusing us (PostgreSQL restarted, network cut, SQLite locked past
-        # its timeout), or every pooled connection stayed busy past the pool's timeout: the request may succeed
-        # later, which is what 503 says. The driver's text stays in the log; it names hosts and users.
+        # The request may succeed later, which is what 503 says (node.store.db.STORE_LOST). The driver's text stays
+        # in the log; it names hosts and users.
         logger.warning("store unavailable: %s", str(getattr(exc, "orig", None) or exc).splitlines()[0])
         return ErrorResponse(error_body("store_unavailable", "the node's database is unavailable; try again later"),
                              status_code=503)
+
+    for store_error in (*STORE_LOST, StoreUnavailable):
+        app.add_exception_handler(store_error, _store_unavailable)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(_: Request, exc: RequestValidationError) -> ErrorResponse:

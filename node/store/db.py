@@ -12,7 +12,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 T = TypeVar("T")
@@ -24,6 +25,12 @@ POSTGRES_CONNECT_ARGS = {"connect_timeout": CONNECT_TIMEOUT_S,
 
 class StoreUnavailable(Exception):
     """The database cannot be reached or opened."""
+
+
+# What SQLAlchemy raises when the database goes away, or stays saturated, after the store was opened: the database
+# is down or unreachable (PostgreSQL restarted, network cut, SQLite locked past its timeout), or every pooled
+# connection stayed busy past the pool's timeout. The API answers them 503, the CLI with one line.
+STORE_LOST = (OperationalError, InterfaceError, PoolTimeout)
 
 
 class UnknownSchemaRevision(StoreUnavailable):
