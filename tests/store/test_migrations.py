@@ -91,28 +91,28 @@ def test_a_migration_failing_half_way_leaves_the_schema_as_it_was(store_url: str
         store.close()
 
 
+def assert_migration_refused(url: str, reason: str) -> None:
+    """Opening (migrating) the store at `url` is StoreUnavailable, its message matching `reason`."""
+    store = Store(url)
+    try:
+        with pytest.raises(StoreUnavailable, match=reason):
+            store.migrate()
+    finally:
+        store.close()
+
+
 def test_opening_a_file_that_is_not_sqlite_is_store_unavailable(tmp_path: Path) -> None:
     """It was SQLAlchemy's DatabaseError, a traceback; the file is left as it was."""
     other = tmp_path / "notes.db"
     other.write_text("not a database " * 20)
-    store = Store(f"sqlite:///{other}")
-    try:
-        with pytest.raises(StoreUnavailable, match="file is not a database"):
-            store.migrate()
-    finally:
-        store.close()
+    assert_migration_refused(f"sqlite:///{other}", "file is not a database")
     assert other.read_text() == "not a database " * 20
 
 
 def test_a_sqlite_path_under_a_file_is_store_unavailable(tmp_path: Path) -> None:
     """It was FileExistsError from making the directory, a traceback."""
     (tmp_path / "data").write_text("")
-    store = Store(f"sqlite:///{tmp_path / 'data' / 'node.db'}")
-    try:
-        with pytest.raises(StoreUnavailable, match="cannot create the directory"):
-            store.migrate()
-    finally:
-        store.close()
+    assert_migration_refused(f"sqlite:///{tmp_path / 'data' / 'node.db'}", "cannot create the directory")
 
 
 @pytest.mark.postgres
@@ -120,12 +120,8 @@ def test_a_role_that_may_not_create_tables_is_store_unavailable(postgres_availab
     """PostgreSQL 15 grants no CREATE on public to other roles than the owner: it was a ProgrammingError traceback.
     (information_schema stands for such a schema: the test role may use it but not create in it.)"""
     url = os.environ["ALLIANCE_TEST_POSTGRES_URL"]
-    store = Store(f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3Dinformation_schema")
-    try:
-        with pytest.raises(StoreUnavailable, match="permission denied for schema information_schema"):
-            store.migrate()
-    finally:
-        store.close()
+    assert_migration_refused(f"{url}{'&' if '?' in url else '?'}options=-csearch_path%3Dinformation_schema",
+                             "permission denied for schema information_schema")
 
 
 MIGRATE_AT = """
