@@ -13,20 +13,18 @@ loan's proof with the JS tool, with :func:`verify_proof`, or on chain with OpenZ
   left/right flags).
 
 Speed comes from encoding leaves column-wise (:mod:`node.merkle.abi_pack`), from keeping nodes as plain
-``bytes`` in one list, and from driving pycryptodome's C Keccak directly (:class:`_DirectKeccak`).
+``bytes`` in one list, and from safe-pysha3's C keccak256 (:class:`_Keccak`).
 """
 
 from __future__ import annotations
 
-import logging
 import operator
-import threading
 from array import array
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from functools import lru_cache, partial
-from typing import Any, Protocol
+from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
+from typing import Any
 
-from Crypto.Hash import keccak as _pycryptodome_keccak
+from sha3 import keccak_256
 
 from node.merkle.abi_pack import AbiPackError, RowEncoder
 
@@ -35,9 +33,6 @@ __all__ = ["DUMP_FORMAT", "MerkleTreeError", "StandardMerkleTree", "standard_lea
 DUMP_FORMAT = "standard-v1"
 NODE_SIZE = 32
 _CHUNK_ROWS = 1 << 15  # leaves encoded per batch: bounds the memory of the encoded rows
-_EMPTY_KECCAK = bytes.fromhex("c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470")
-
-_logger = logging.getLogger(__name__)
 
 
 class MerkleTreeError(ValueError):
@@ -47,214 +42,39 @@ class MerkleTreeError(ValueError):
 # --- keccak256 -----------------------------------------------------------------------------------
 
 
-class _KeccakUnavailable(RuntimeError):
-    pass
+class _Keccak:
+    """keccak256 from safe-pysha3's C implementation (the backend eth-hash offers beside pycryptodome):
+    ~0.5 µs a hash, where pycryptodome's ``keccak.new(...).digest()`` spends ~3.5 µs in Python wrappers
+    around its C calls. Batches keep the hot loops inside one method with the hash bound locally."""
 
+    name = "safe-pysha3"
 
-class _KeccakEngine(Protocol):
-    """The hashing a tree needs, in batches so that hot loops stay inside one method."""
-
-    name: str
-
-    def keccak(self, data: bytes) -> bytes: ...
+    def keccak(self, data: bytes) -> bytes:
+        return keccak_256(data).digest()
 
     def leaf_hashes(self, encoded: Sequence[bytes]) -> list[bytes]:
         """``keccak256(keccak256(m))`` for every ABI-encoded leaf ``m``."""
-        ...
+        hash_ = keccak_256
+        return [hash_(hash_(message).digest()).digest() for message in encoded]
 
     def parents(self, children: Sequence[bytes]) -> list[bytes]:
         """The node hash of each pair ``children[2k], children[2k + 1]`` (sorted, concatenated)."""
-        ...
+        hash_ = keccak_256
+        return [hash_(a + b if a < b else b + a).digest() for a, b in zip(children[::2], children[1::2], strict=True)]
 
     def process_proof(self, leaf: bytes, proof: Iterable[bytes]) -> bytes:
         """The root that ``proof`` leads to from ``leaf``."""
-        ...
-
-
-class _PortableKeccak:
-    """keccak256 through pycryptodome's public API: always correct, ~4 µs per hash."""
-
-    name = "pycryptodome"
-
-    def keccak(self, data: bytes) -> bytes:
-        return _pycryptodome_keccak.new(data=data, digest_bits=256).digest()
-
-    def leaf_hashes(self, encoded: Sequence[bytes]) -> list[bytes]:
-        keccak = self.keccak
-        return [keccak(keccak(message)) for message in encoded]
-
-    def parents(self, children: Sequence[bytes]) -> list[bytes]:
-        keccak = self.keccak
-        return [keccak(a + b if a < b else b + a) for a, b in zip(children[::2], children[1::2], strict=True)]
-
-    def process_proof(self, leaf: bytes, proof: Iterable[bytes]) -> bytes:
         node = leaf
         for sibling in proof:
-            node = self.keccak(node + sibling if node < sibling else sibling + node)
+            node = keccak_256(node + sibling if node < sibling else sibling + node).digest()
         return node
 
 
-class _DirectKeccak:
-    """keccak256 by calling pycryptodome's C sponge through its cffi handle: ~0.7-1.1 µs per hash.
-
-    ``keccak.new(...).digest()`` spends most of its ~4 µs in Python wrappers around the C calls. We call
-    ``keccak_reset``/``keccak_absorb``/``keccak_digest`` ourselves, and for messages shorter than the
-    136-byte rate (nodes: 64 bytes, the outer leaf hash: 32) we save two of the three calls: a sponge
-    that has absorbed L bytes only holds them in its buffer (nothing is permuted yet), and
-    ``keccak_digest`` pads and permutes a *copy* of the state. So overwriting those L buffered bytes and
-    calling ``keccak_digest`` hashes a new L-byte message. This relies on pycryptodome's private
-    ``keccak_state`` layout, so every sponge is checked when created and the engine must match the
-    public API on known answers; otherwise :class:`_KeccakUnavailable` sends us to the portable engine.
-
-    One engine per thread (:func:`_engine`): the sponges are scratch space, and cffi releases the GIL
-    during each C call.
-    """
-
-    name = "pycryptodome-cffi"
-    _RATE = 136  # bytes absorbed per permutation for keccak256 (capacity 64)
-    _BUF_OFFSET = 200  # keccak_state: uint64_t state[25]; uint8_t buf[200];
-    _FIELDS_OFFSET = 400  # unsigned valid_bytes, capacity, rate; uint8_t squeezing, rounds
-
-    def __init__(self) -> None:
-        try:
-            from Crypto.Util import _raw_api
-
-            lib = _pycryptodome_keccak._raw_keccak_lib  # type: ignore[attr-defined]
-            if _raw_api.backend != "cffi":
-                raise _KeccakUnavailable("pycryptodome does not use cffi")
-            self._ffi: Any = _raw_api.ffi
-        except (ImportError, AttributeError) as error:
-            raise _KeccakUnavailable(f"pycryptodome internals not found: {error}") from error
-        self._lib: Any = lib
-        self._reset = lib.keccak_reset
-        self._absorb = lib.keccak_absorb
-        self._digest = lib.keccak_digest
-        self._out = self._ffi.new("uint8_t[32]")
-        self._out_view = self._ffi.buffer(self._out)
-        self._general = self._new_sponge()
-        self._primed: dict[int, tuple[Any, Any, Any, Callable[[], int]]] = {}
-        self._self_test()
-
-    def _new_sponge(self) -> Any:
-        pointer = self._ffi.new("void **")
-        if self._lib.keccak_init(pointer, 64, 24):
-            raise _KeccakUnavailable("keccak_init failed")
-        return self._ffi.gc(pointer[0], self._lib.keccak_destroy)
-
-    def _primed_sponge(self, length: int) -> tuple[Any, Any, Any, Callable[[], int]]:
-        """A sponge holding ``length`` buffered bytes, created once, as a tuple of: the sponge, a writable
-        view of those bytes, a pointer to them, and ``keccak_digest`` bound to write its hash to ``_out``
-        (binding the four arguments once saves a few percent per hash)."""
-        primed = self._primed.get(length)
-        if primed is None:
-            sponge = self._new_sponge()
-            raw = self._ffi.cast("uint8_t *", sponge)
-            fields = self._ffi.cast("unsigned *", raw + self._FIELDS_OFFSET)
-            flags = raw + self._FIELDS_OFFSET + 12
-            layout = (fields[0], fields[1], fields[2], flags[0], flags[1])
-            if layout != (0, 64, self._RATE, 0, 24):
-                raise _KeccakUnavailable(f"unexpected pycryptodome keccak_state layout {layout}")
-            marker = bytes(range(1, length + 1))
-            self._absorb(sponge, marker, length)
-            view = self._ffi.buffer(raw + self._BUF_OFFSET, length)
-            untouched = self._ffi.buffer(raw, self._BUF_OFFSET)[:] == bytes(self._BUF_OFFSET)
-            if fields[0] != length or view[:] != marker or not untouched:
-                raise _KeccakUnavailable("pycryptodome keccak_absorb does not buffer as expected")
-            bound = partial(self._digest, sponge, self._out, NODE_SIZE, 1)
-            primed = self._primed[length] = (sponge, view, raw + self._BUF_OFFSET, bound)
-        return primed
-
-    def keccak(self, data: bytes) -> bytes:
-        length = len(data)
-        if 0 < length < self._RATE:
-            sponge, view, _, _ = self._primed_sponge(length)
-            view[:] = data
-        else:
-            sponge = self._general
-            self._reset(sponge)
-            self._absorb(sponge, bytes(data), length)
-        self._digest(sponge, self._out, NODE_SIZE, 1)
-        return self._out_view[:]
-
-    def leaf_hashes(self, encoded: Sequence[bytes]) -> list[bytes]:
-        if not encoded:
-            return []
-        _, _, outer_buffer, outer_digest = self._primed_sponge(NODE_SIZE)
-        digest, out_view = self._digest, self._out_view
-        hashes: list[bytes] = []
-        append = hashes.append
-        length = len(encoded[0])
-        if 0 < length < self._RATE and set(map(len, encoded)) == {length}:
-            inner, inner_view, _, _ = self._primed_sponge(length)
-            inner_digest = partial(digest, inner, outer_buffer, NODE_SIZE, 1)  # lands in the outer sponge
-            for message in encoded:
-                inner_view[:] = message
-                inner_digest()
-                outer_digest()
-                append(out_view[:])
-        else:
-            sponge, reset, absorb = self._general, self._reset, self._absorb
-            for message in encoded:
-                reset(sponge)
-                absorb(sponge, message, len(message))
-                digest(sponge, outer_buffer, NODE_SIZE, 1)
-                outer_digest()
-                append(out_view[:])
-        return hashes
-
-    def parents(self, children: Sequence[bytes]) -> list[bytes]:
-        _, view, _, digest = self._primed_sponge(2 * NODE_SIZE)
-        out_view = self._out_view
-        nodes: list[bytes] = []
-        append = nodes.append
-        for a, b in zip(children[::2], children[1::2], strict=True):
-            view[:] = a + b if a < b else b + a
-            digest()
-            append(out_view[:])
-        return nodes
-
-    def process_proof(self, leaf: bytes, proof: Iterable[bytes]) -> bytes:
-        _, view, _, digest = self._primed_sponge(2 * NODE_SIZE)
-        out_view = self._out_view
-        node = leaf
-        for sibling in proof:
-            view[:] = node + sibling if node < sibling else sibling + node
-            digest()
-            node = out_view[:]
-        return node
-
-    def _self_test(self) -> None:
-        reference = _PortableKeccak()
-        lengths = (1, 31, 32, 33, 64, 135, 136, 160, 300)
-        messages = [bytes((7 * i + n) % 256 for i in range(n)) for n in lengths]
-        nodes = [reference.keccak(m) for m in messages] + [_EMPTY_KECCAK]
-        checks = [
-            (self.keccak(b""), _EMPTY_KECCAK),
-            ([self.keccak(m) for m in messages], nodes[:-1]),
-            (self.leaf_hashes(messages), reference.leaf_hashes(messages)),
-            (self.leaf_hashes(messages[-2:-1] * 3), reference.leaf_hashes(messages[-2:-1] * 3)),
-            (self.leaf_hashes(messages[:1] * 3), reference.leaf_hashes(messages[:1] * 3)),
-            (self.parents(nodes), reference.parents(nodes)),
-            (self.process_proof(nodes[0], nodes[1:]), reference.process_proof(nodes[0], nodes[1:])),
-        ]
-        if any(got != expected for got, expected in checks):
-            raise _KeccakUnavailable("direct keccak disagrees with pycryptodome's public API")
+_KECCAK = _Keccak()
 
 
-_thread_state = threading.local()
-
-
-def _engine() -> _KeccakEngine:
-    """This thread's keccak engine (the fast one unless pycryptodome's internals have changed)."""
-    engine: _KeccakEngine | None = getattr(_thread_state, "engine", None)
-    if engine is None:
-        try:
-            engine = _DirectKeccak()
-        except _KeccakUnavailable as reason:
-            _logger.warning("Merkle trees use the slower portable keccak256: %s", reason)
-            engine = _PortableKeccak()
-        _thread_state.engine = engine
-    return engine
+def _engine() -> _Keccak:
+    return _KECCAK
 
 
 # --- leaves --------------------------------------------------------------------------------------
@@ -283,7 +103,7 @@ def _as_rows(values: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
     return rows
 
 
-def _hash_leaves(encoder: RowEncoder, rows: Sequence[Sequence[Any]], engine: _KeccakEngine) -> list[bytes]:
+def _hash_leaves(encoder: RowEncoder, rows: Sequence[Sequence[Any]], engine: _Keccak) -> list[bytes]:
     hashes: list[bytes] = []
     for start in range(0, len(rows), _CHUNK_ROWS):
         try:
@@ -310,7 +130,7 @@ def standard_leaf_hash(leaf_encoding: Sequence[str], values: Sequence[Any]) -> b
 # --- tree ----------------------------------------------------------------------------------------
 
 
-def _fill_internal_nodes(tree: list[bytes], leaf_count: int, engine: _KeccakEngine) -> None:
+def _fill_internal_nodes(tree: list[bytes], leaf_count: int, engine: _Keccak) -> None:
     """Compute ``tree[0 : leaf_count - 1]`` from the leaves, in blocks whose children are all known.
 
     Nodes ``lo..hi`` with ``lo = ceil(hi / 2)`` only have children above ``hi``, so each block is one

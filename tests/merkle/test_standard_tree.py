@@ -19,12 +19,13 @@ from typing import Any
 
 import eth_abi
 import pytest
+from Crypto.Hash import keccak
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from node.merkle import MerkleTreeError, StandardMerkleTree, standard_leaf_hash, verify_proof
 from node.merkle.abi_pack import RowEncoder
-from node.merkle.standard_tree import _DirectKeccak, _engine, _PortableKeccak
+from node.merkle.standard_tree import _engine
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OZ_SCRIPT = Path(__file__).with_name("oz_reference.mjs")
@@ -444,20 +445,25 @@ def test_fast_encoder_matches_eth_abi(case: tuple[list[str], list[list[Any]]]) -
     assert RowEncoder(types).encode_rows(rows) == [eth_abi.encode(types, row) for row in rows]
 
 
-def test_fast_keccak_engine_is_in_use_and_matches_pycryptodome() -> None:
-    """The cffi engine relies on pycryptodome internals: a version that breaks them must be noticed."""
-    assert _engine().name == "pycryptodome-cffi"
-    fast, reference = _DirectKeccak(), _PortableKeccak()
+def test_keccak_engine_matches_pycryptodome() -> None:
+    """The tree hashes with safe-pysha3; pycryptodome (web3's keccak) is the independent reference."""
+    engine = _engine()
     rng = random.Random(11)
     messages = [rng.randbytes(n) for n in range(0, 300, 7)] + [rng.randbytes(64) for _ in range(50)]
-    assert [fast.keccak(m) for m in messages] == [reference.keccak(m) for m in messages]
-    assert fast.leaf_hashes(messages) == reference.leaf_hashes(messages)
-    for length in (1, 32, 64, 128, 135, 136, 160):
-        same_length = [rng.randbytes(length) for _ in range(5)]
-        assert fast.leaf_hashes(same_length) == reference.leaf_hashes(same_length)
-    nodes = [reference.keccak(m) for m in messages[:92]]  # pairs of children
-    assert fast.parents(nodes) == reference.parents(nodes)
-    assert fast.process_proof(nodes[0], nodes[1:]) == reference.process_proof(nodes[0], nodes[1:])
+    assert engine.keccak(b"").hex() == "c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470"
+    assert [engine.keccak(m) for m in messages] == [_reference_keccak(m) for m in messages]
+    assert engine.leaf_hashes(messages) == [_reference_keccak(_reference_keccak(m)) for m in messages]
+    nodes = [_reference_keccak(m) for m in messages[:92]]  # pairs of children
+    pairs = zip(nodes[::2], nodes[1::2], strict=True)
+    assert engine.parents(nodes) == [_reference_keccak(min(a, b) + max(a, b)) for a, b in pairs]
+    expected = nodes[0]
+    for sibling in nodes[1:]:
+        expected = _reference_keccak(min(expected, sibling) + max(expected, sibling))
+    assert engine.process_proof(nodes[0], nodes[1:]) == expected
+
+
+def _reference_keccak(data: bytes) -> bytes:
+    return keccak.new(data=data, digest_bits=256).digest()
 
 
 def test_concurrent_builds_in_threads() -> None:
