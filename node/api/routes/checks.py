@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from pydantic_core import PydanticSerializationError, to_json
+from typing_extensions import TypedDict
 
 from node.api.deps import NodeDep, SessionDep, require_roles
 from node.api.errors import escaped_json
@@ -30,9 +31,13 @@ class FastJSONResponse(JSONResponse):
 CheckerKey = Annotated[KeyInfo, Depends(require_roles(Role.workflow, Role.analyst))]
 
 
-class CheckedIdentifierIn(BaseModel):
-    type: str = Field(description="cn_resident_id, uscc, phone, bank_card, email, device_id or ip")
-    value: str = Field(description="The identifier as the customer gave it; normalised by the node.")
+# A TypedDict, not a model: validating 10,000 of them into dicts costs about a seventh of building 10,000 models
+# (measured ~20 ms against ~2.5 ms a batch), and the route only reads the two strings.
+class CheckedIdentifierIn(TypedDict):
+    """One identifier to check."""
+
+    type: Annotated[str, Field(description="cn_resident_id, uscc, phone, bank_card, email, device_id or ip")]
+    value: Annotated[str, Field(description="The identifier as the customer gave it; normalised by the node.")]
 
 
 class CheckIn(BaseModel):
@@ -65,7 +70,7 @@ class CheckOut(BaseModel):
 
 
 def _pairs(body: CheckIn) -> list[tuple[str, str]]:
-    return [(i.type, i.value) for i in body.identifiers]
+    return [(i["type"], i["value"]) for i in body.identifiers]
 
 
 # Handlers return a JSON response directly: the outcome is already plain data, and re-validating 10,000 results
