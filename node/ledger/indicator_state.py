@@ -236,25 +236,27 @@ def derive_state(indicator: bytes, records: Sequence[_RecordLike], reactions: Se
                  at: int, policy: StatePolicy) -> IndicatorState:
     """The state of `indicator` at Unix time `at`, from every record and reaction up to the evaluation block.
 
-    `records` and `reactions` may also carry other indicators of the same identifier (one per key epoch):
-    reactions then apply to the records of their own indicator only, and the result is the identifier's
-    combined state, reported under `indicator`.
+    `records` and `reactions` may also carry other indicators of the same identifier (one per key epoch), as a
+    check passes them; the result is then the identifier's combined state, reported under `indicator`. A
+    revocation applies to its own record only. A dispute applies to the identifier's records under every
+    epoch, and a reporter answers it by confirming or revoking any of them: a member disputing a republished
+    report sees only the newest hash, and the old-epoch copies of that report would otherwise keep hitting.
     """
     ordered = sorted(records, key=lambda r: (r.block_number, r.batch_id, r.position))
     chain_reactions = sorted(reactions, key=lambda e: (e.block_number, e.log_index))
     revoked_records = {(e.batch_id, bytes(e.indicator), e.member_id)
                        for e in chain_reactions if e.kind == "revoked"}
-    reporter_batches: dict[tuple[int, bytes], set[int]] = {}
+    reporter_records: dict[int, set[tuple[int, bytes]]] = {}
     for record in ordered:
-        reporter_batches.setdefault((record.reporter_member_id, bytes(record.indicator)), set()).add(record.batch_id)
+        reporter_records.setdefault(record.reporter_member_id, set()).add((record.batch_id, bytes(record.indicator)))
 
     def is_revoked(record: _RecordLike) -> bool:
         return (record.batch_id, bytes(record.indicator), record.reporter_member_id) in revoked_records
 
     def answered(dispute: _ReactionLike, reporter: int) -> bool:
-        own_batches = reporter_batches.get((reporter, bytes(dispute.indicator)), set())
+        own_records = reporter_records.get(reporter, set())
         return any(e.kind in ("confirmed", "revoked") and e.member_id == reporter
-                   and bytes(e.indicator) == bytes(dispute.indicator) and e.batch_id in own_batches
+                   and (e.batch_id, bytes(e.indicator)) in own_records
                    and (e.block_number, e.log_index) > (dispute.block_number, dispute.log_index)
                    for e in chain_reactions)
 
@@ -266,8 +268,7 @@ def derive_state(indicator: bytes, records: Sequence[_RecordLike], reactions: Se
             continue
         lapsed = False
         for dispute in disputes:
-            if (bytes(dispute.indicator) != bytes(record.indicator)
-                    or dispute.member_id == record.reporter_member_id
+            if (dispute.member_id == record.reporter_member_id
                     or dispute.block_number < record.block_number
                     or answered(dispute, record.reporter_member_id)):
                 continue

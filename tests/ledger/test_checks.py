@@ -91,6 +91,24 @@ def test_check_identity_reports_disputed_and_lapsed(node: NodeContext, key: byte
     assert not card_result.hit and card_result.disputed
 
 
+def test_check_dispute_of_republished_hash_stops_old_epoch_hits(node: NodeContext, key: bytes) -> None:
+    """Reporter 2 republished its report after a rotation; member 3 disputed the new hash 31 days ago and got
+    no answer, so the old-epoch copy must not keep the identifier hitting."""
+    new_key = os.urandom(32)
+    node.keyring.store_key(2, new_key, source="envelope")
+    old, new = indicator(key, "phone", PHONE), indicator(new_key, "phone", PHONE)
+    with node.store.transaction() as session:
+        add_batch(session, 1, reporter=2, rows=[Row(old, valid_from=NOW - 90 * DAY)], epoch=1, block=10)
+        add_batch(session, 2, reporter=2, rows=[Row(new, valid_from=NOW - 90 * DAY)], epoch=2, block=11)
+        add_reaction(session, "disputed", new, 3, block=12, at=NOW - 31 * DAY, value=1)
+    (result,) = check_identity(node, [("phone", PHONE)], "k1").results
+    assert not result.hit and result.disputed
+    with node.store.transaction() as session:  # the reporter answers by confirming its old-epoch copy
+        add_reaction(session, "confirmed", old, 2, block=13, at=NOW - DAY, batch_id=1)
+    (result,) = check_identity(node, [("phone", PHONE)], "k1").results
+    assert result.hit and not result.disputed and result.reporter_count == 1
+
+
 def test_check_identity_refuses_invalid_identifier(node: NodeContext, key: bytes) -> None:
     with pytest.raises(InvalidInput) as caught:
         check_identity(node, [("phone", PHONE), ("cn_resident_id", "110105194912310021")], "k1")

@@ -186,6 +186,29 @@ def test_derive_state_reactions_apply_to_their_own_epoch_indicator() -> None:
     assert state.reporters == (1, 2)
 
 
+def test_derive_state_dispute_of_newest_epoch_lapses_old_epoch_copies() -> None:
+    # Reporter 1 published the report under epoch 1 (OTHER) and republished it under epoch 2 (IND); member 3
+    # disputed the hash it sees, IND, 31 days ago and reporter 1 never answered: neither copy may hit.
+    old = record(reporter=1, batch=1, indicator=OTHER, block=10)
+    new = record(reporter=1, batch=2, indicator=IND, block=11)
+    dispute = reaction("disputed", member=3, at=T0, block=20, indicator=IND, value=1)
+    state = derive_state(IND, [old, new], [dispute], at=T0 + 31 * DAY, policy=POLICY)
+    assert not state.active and state.disputed and state.reporters == ()
+
+
+def test_derive_state_reporter_answers_a_dispute_through_any_epoch_copy() -> None:
+    old = record(reporter=1, batch=1, indicator=OTHER, block=10)
+    new = record(reporter=1, batch=2, indicator=IND, block=11)
+    dispute = reaction("disputed", member=3, at=T0, block=20, indicator=IND, value=1)
+    confirm_old = reaction("confirmed", member=1, batch=1, at=T0 + DAY, block=21, indicator=OTHER)
+    state = derive_state(IND, [old, new], [dispute, confirm_old], at=T0 + 31 * DAY, policy=POLICY)
+    assert state.active and not state.disputed and state.reporters == (1,)
+    # A confirmation by another member, or of a record that is not the reporter's, answers nothing.
+    foreign = reaction("confirmed", member=2, batch=1, at=T0 + DAY, block=21, indicator=OTHER)
+    state = derive_state(IND, [old, new], [dispute, foreign], at=T0 + 31 * DAY, policy=POLICY)
+    assert not state.active
+
+
 def test_derive_state_reports_categories_and_times() -> None:
     records = [record(reporter=1, batch=1, category=Category.money_mule, valid_from=T0),
                record(reporter=2, batch=2, category=Category.account_takeover, valid_from=T0 + DAY, block=11)]
