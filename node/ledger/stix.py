@@ -1,7 +1,7 @@
 """Export of the mirror's indicators as a STIX 2.1 bundle, for a bank's threat-intelligence platform.
 
 Mapping (docs/fraud-ledger.md): one `indicator` per indicator hash with its derived state, one `identity`
-per reporting member. Ids are uuid5 of the indicator hash or member id, and times are block times, so
+per reporting member. Ids are uuid5 of the indicator hash (and incarnation) or member id, and times are block times, so
 two exports of the same mirror describe the same objects identically (platforms such as OpenCTI and
 MISP update an object when they see its id again instead of duplicating it).
 
@@ -42,8 +42,44 @@ def stix_timestamp(unix_seconds: int) -> str:
     return datetime.fromtimestamp(unix_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
-def indicator_id(indicator: bytes) -> str:
-    return f"indicator--{uuid.uuid5(STIX_NAMESPACE, 'indicator:' + indicator.hex())}"
+def indicator_id(indicator: bytes, incarnation: int = 0) -> str:
+    """The STIX id of an indicator's `incarnation` (see `current_incarnation`); the first keeps the plain name."""
+    name = f"indicator:{indicator.hex()}" + (f":{incarnation}" if incarnation else "")
+    return f"indicator--{uuid.uuid5(STIX_NAMESPACE, name)}"
+
+
+def current_incarnation(records: Sequence[RecordFact], reactions: Sequence[ReactionFact]) -> tuple[int, int]:
+    """(number, first block) of the indicator's current incarnation.
+
+    STIX makes `revoked` final for an object id, but an indicator whose every record was revoked can be reported
+    again. So an indicator that was fully revoked at the end of some block, and gets a record in a later block,
+    starts a new incarnation, exported as a new object with its own id; the revoked one stays revoked in the
+    platforms that imported it. Judged at block ends because the mirror (and so any export) only ever holds
+    whole blocks: a revocation and a new report in the same block never showed the indicator revoked.
+    """
+    revocations: dict[int, set[tuple[int, int]]] = {}
+    for event in reactions:
+        if event.kind == "revoked" and event.batch_id is not None:
+            revocations.setdefault(event.block_number, set()).add((event.batch_id, event.member_id))
+    published: dict[int, list[RecordFact]] = {}
+    for record in records:
+        published.setdefault(record.block_number, []).append(record)
+    incarnation, start = 0, min(published, default=0)
+    outstanding: set[tuple[int, int]] = set()  # (batch, reporter) of records not revoked yet
+    revoked: set[tuple[int, int]] = set()
+    seen_any = False
+    for block in sorted(published.keys() | revocations.keys()):
+        new = published.get(block, [])
+        if new and seen_any and not outstanding:
+            incarnation, start = incarnation + 1, block
+        for record in new:
+            seen_any = True
+            if (record.batch_id, record.reporter_member_id) not in revoked:
+                outstanding.add((record.batch_id, record.reporter_member_id))
+        for target in revocations.get(block, ()):
+            revoked.add(target)
+            outstanding.discard(target)
+    return incarnation, start
 
 
 def identity_id(member_id: int) -> str:
@@ -58,8 +94,8 @@ def identity_object(member_id: int, first_seen: int) -> dict[str, Any]:
 
 
 def indicator_object(state: IndicatorState, records: Sequence[RecordFact],
-                     reactions: Sequence[ReactionFact]) -> dict[str, Any]:
-    """The STIX indicator of one derived state; `records` must not be empty."""
+                     reactions: Sequence[ReactionFact], incarnation: int = 0) -> dict[str, Any]:
+    """The STIX indicator of one derived state (of the records of one incarnation); `records` must not be empty."""
     first = min(records, key=lambda r: (r.block_number, r.batch_id, r.position))
     reporters = sorted({r.reporter_member_id for r in records})
     created = min(r.published_at for r in records)
@@ -67,7 +103,7 @@ def indicator_object(state: IndicatorState, records: Sequence[RecordFact],
     kind = identifier_type_of(first.identifier_type)
     assert state.valid_from is not None and state.valid_until is not None and exportable(state)
     body: dict[str, Any] = {
-        "type": "indicator", "spec_version": SPEC_VERSION, "id": indicator_id(state.indicator),
+        "type": "indicator", "spec_version": SPEC_VERSION, "id": indicator_id(state.indicator, incarnation),
         "created_by_ref": identity_id(first.reporter_member_id),
         "created": stix_timestamp(created), "modified": stix_timestamp(modified),
         "name": f"Alliance {kind.value if kind else 'identifier'} indicator",
@@ -123,10 +159,14 @@ def export_page(session: Session, *, at: int, policy: StatePolicy, include_inact
     members: set[int] = set()
     for indicator in page:
         records, reactions = facts[indicator]
+        incarnation, start = current_incarnation(records, reactions)
+        if incarnation:  # the object describes this incarnation: earlier records were all revoked before it
+            records = [r for r in records if r.block_number >= start]
+            reactions = [e for e in reactions if e.block_number >= start]
         state = derive_state(indicator, records, reactions, at=at, policy=policy)
         if not (state.active or include_inactive) or not exportable(state):
             continue
-        objects.append(indicator_object(state, records, reactions))
+        objects.append(indicator_object(state, records, reactions, incarnation))
         members.update(record.reporter_member_id for record in records)
     first_seen = first_batch_times(session, members)
     identities = [identity_object(member, first_seen[member]) for member in sorted(members)]

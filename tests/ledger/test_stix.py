@@ -163,3 +163,53 @@ def test_export_page_survives_record_times_beyond_year_9999(node: NodeContext) -
         (indicator,) = [o for o in bundle["objects"] if o["type"] == "indicator"]
         assert indicator["id"] == indicator_id(shared)
         assert (indicator["valid_from"], indicator["valid_until"]) == (stix_timestamp(T0), "9999-12-31T23:59:59.000Z")
+
+
+def _indicators(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    return [o for o in bundle.get("objects", []) if o["type"] == "indicator"]
+
+
+def test_export_gives_an_indicator_reported_again_after_full_revocation_a_new_id(node: NodeContext) -> None:
+    # STIX makes `revoked` final for an object id: a platform that imported the revoked object must not see the
+    # same id come back unrevoked when another member reports the identifier later.
+    indicator = os.urandom(32)
+    with node.store.transaction() as session:
+        add_batch(session, 1, reporter=2, rows=[Row(indicator, confidence=90)], block=10, published_at=T0)
+        add_reaction(session, "endorsed", indicator, 5, block=11, at=T0, value=90)
+        add_reaction(session, "revoked", indicator, 2, block=12, at=T0 + DAY, batch_id=1, value=1)
+    with node.store.session() as session:
+        (revoked,) = _indicators(export_page(session, at=AT, policy=POLICY, include_inactive=True).bundle)
+    assert revoked["id"] == indicator_id(indicator) and revoked["revoked"] is True
+    with node.store.transaction() as session:
+        add_batch(session, 2, reporter=3, rows=[Row(indicator, confidence=40, valid_from=T0 + 2 * DAY)],
+                  block=13, published_at=T0 + 2 * DAY)
+    with node.store.session() as session:
+        bundle = export_page(session, at=AT, policy=POLICY, include_inactive=True).bundle
+    assert_valid_bundle(bundle)
+    (again,) = _indicators(bundle)
+    assert again["id"] == indicator_id(indicator, 1) != revoked["id"]
+    assert again["revoked"] is False and again["x_alliance_active"] is True
+    # It describes the new report alone: its reporter, its times, no endorsement made before it.
+    assert again["created_by_ref"] == identity_id(3) and again["x_alliance_reporter_refs"] == [identity_id(3)]
+    assert again["created"] == stix_timestamp(T0 + 2 * DAY) and again["valid_from"] == stix_timestamp(T0 + 2 * DAY)
+    assert again["x_alliance_endorser_count"] == 0 and again["confidence"] < 40
+
+
+def test_export_keeps_the_id_while_some_record_was_never_revoked_at_a_block_end(node: NodeContext) -> None:
+    # A new report in the block of the last revocation, or while another reporter's record stands, never showed
+    # the indicator revoked: the object (and its id) goes on.
+    indicator = os.urandom(32)
+    with node.store.transaction() as session:
+        add_batch(session, 1, reporter=2, rows=[Row(indicator)], block=10)
+        add_batch(session, 2, reporter=3, rows=[Row(indicator)], block=11)
+        add_reaction(session, "revoked", indicator, 2, block=12, at=T0 + DAY, batch_id=1, value=1)
+        add_batch(session, 3, reporter=4, rows=[Row(indicator)], block=13)
+        add_reaction(session, "revoked", indicator, 3, block=14, at=T0 + DAY, batch_id=2, value=1)
+        add_reaction(session, "revoked", indicator, 4, block=15, at=T0 + DAY, batch_id=3, value=1)
+        add_batch(session, 4, reporter=2, rows=[Row(indicator)], block=15)
+        # A revocation by someone other than the reporter revokes nothing.
+        add_reaction(session, "revoked", indicator, 5, block=16, at=T0 + DAY, batch_id=4, value=1)
+        add_batch(session, 5, reporter=3, rows=[Row(indicator)], block=17)
+    with node.store.session() as session:
+        (exported,) = _indicators(export_page(session, at=AT, policy=POLICY).bundle)
+    assert exported["id"] == indicator_id(indicator) and exported["revoked"] is False
