@@ -1,9 +1,9 @@
 """Export of the mirror's indicators as a STIX 2.1 bundle, for a bank's threat-intelligence platform.
 
 Mapping (docs/fraud-ledger.md): one `indicator` per indicator hash with its derived state, one `identity`
-per reporting member. Ids are uuid5 of the indicator hash (and incarnation) or member id, and times are block times, so
-two exports of the same mirror describe the same objects identically (platforms such as OpenCTI and
-MISP update an object when they see its id again instead of duplicating it).
+per reporting member. Ids are uuid5 of the indicator hash (and incarnation) or member id, and times are
+block times, so two exports of the same mirror describe the same objects identically (platforms such as
+OpenCTI and MISP update an object when they see its id again instead of duplicating it).
 
 The hash is a keyed HMAC, not a hash of any standard observable, so the pattern uses a custom object
 type, `[x-alliance-indicator:hash = '<64 hex>']` (pattern_type "stix"): valid STIX patterning, which a
