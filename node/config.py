@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; SQLite in the data dir")
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
+    api_tls_certfile: Path | None = Field(default=None, description="PEM certificate (chain) to serve HTTPS with")
+    api_tls_keyfile: Path | None = Field(default=None, description="its unencrypted PEM private key")
     bank_name: str = ""
     bank_code: str = ""
     key_passphrase: SecretStr | None = None
@@ -111,6 +113,12 @@ class Settings(BaseSettings):
         except ImportError:
             raise ValueError(f"the database driver {dialect.driver} is not installed; {example}") from None
         return url
+
+    @model_validator(mode="after")
+    def _tls_files_in_pairs(self) -> Settings:
+        if (self.api_tls_certfile is None) != (self.api_tls_keyfile is None):
+            raise ValueError("api_tls_certfile and api_tls_keyfile go together: set both to serve HTTPS, or neither")
+        return self
 
     @model_validator(mode="after")
     def _refuse_dev_secrets(self) -> Settings:

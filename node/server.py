@@ -14,6 +14,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from node.api.app import create_app
+from node.api_tls import check_tls_files, is_loopback, tls_files
 from node.auth.apikeys import Role, create_api_key
 from node.config import Network, load_settings
 from node.consortium import DEMO_BANKS, ensure_demo_consortium
@@ -130,29 +131,41 @@ class _NodeServer(uvicorn.Server):
             self.should_exit = True
 
 
-def run_api(app: FastAPI, *, sockets: list[socket.socket], log_level: str = "info") -> None:
-    """Serve `app` on bound `sockets` until interrupted, with the start-up heap frozen first (freeze_startup_heap)."""
+def run_api(app: FastAPI, *, sockets: list[socket.socket], tls: tuple[Path, Path] | None = None,
+            log_level: str = "info") -> None:
+    """Serve `app` on bound `sockets` until interrupted, over TLS with `tls` (certificate, key), with the start-up
+    heap frozen first (freeze_startup_heap)."""
     freeze_startup_heap()
-    server = _NodeServer(uvicorn.Config(app, log_level=log_level))  # sets up uvicorn's loggers
+    certfile, keyfile = tls if tls is not None else (None, None)
+    # Sets up uvicorn's loggers; a TLS context is built from the files when the server starts.
+    server = _NodeServer(uvicorn.Config(app, log_level=log_level, ssl_certfile=certfile, ssl_keyfile=keyfile))
+    scheme = "https" if tls is not None else "http"
     for sock in sockets:  # uvicorn names the address only when it binds the socket itself
         host, port = sock.getsockname()[:2]
         logging.getLogger("uvicorn.error").info(
-            "serving on http://%s:%d (Ctrl-C to stop)", f"[{host}]" if ":" in host else host, port)
+            "serving on %s://%s:%d (Ctrl-C to stop)", scheme, f"[{host}]" if ":" in host else host, port)
     server.run(sockets=sockets)
 
 
 def serve(node: NodeContext, *, demo: bool, host: str | None = None, port: int | None = None) -> None:
     check_extension_names(node)  # before anything is bound or started
     policy_for(node)  # a credit policy file the modules cannot use, too
-    sockets = listening_sockets(host or node.settings.api_host, port or node.settings.api_port)
+    tls = tls_files(node.settings)
+    if tls is not None:
+        check_tls_files(*tls)  # and the TLS files
+    host = host or node.settings.api_host
+    if tls is None and not is_loopback(host):
+        logger.warning("serving plain HTTP on %s: API keys cross the network in clear; set api_tls_certfile and "
+                       "api_tls_keyfile, or put a TLS proxy in front of the node", host)
+    sockets = listening_sockets(host, port or node.settings.api_port)
     try:
-        _serve_on(node, sockets, demo=demo)
+        _serve_on(node, sockets, demo=demo, tls=tls)
     finally:
         for sock in sockets:
             sock.close()
 
 
-def _serve_on(node: NodeContext, sockets: list[socket.socket], *, demo: bool) -> None:
+def _serve_on(node: NodeContext, sockets: list[socket.socket], *, demo: bool, tls: tuple[Path, Path] | None) -> None:
     if demo:
         node = prepare_demo(node)
     started_chain = start_chain_if_dev(node)
@@ -165,7 +178,7 @@ def _serve_on(node: NodeContext, sockets: list[socket.socket], *, demo: bool) ->
         workers = node_workers(node)
         workers.start()
         try:
-            run_api(create_app(node, workers=workers), sockets=sockets)
+            run_api(create_app(node, workers=workers), sockets=sockets, tls=tls)
         finally:
             workers.stop()
     finally:
