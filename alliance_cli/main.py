@@ -45,6 +45,7 @@ def main(
 
 app.command("init")(init.init_command)
 app.command("check")(check.check_command)
+app.command("check-log")(check.check_log_command)
 app.add_typer(chain.app, name="chain")
 app.add_typer(contracts.app, name="contracts")
 app.add_typer(member.app, name="member")

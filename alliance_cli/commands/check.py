@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 import typer
@@ -10,7 +11,10 @@ from alliance_cli import console
 from alliance_cli.arguments import parse_identifier_arguments
 from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
+from node.errors import InvalidInput
+from node.ledger.check_log import DEFAULT_LIMIT, MAX_LIMIT, CheckLogQuery, identifier_indicators, read_check_log
 from node.ledger.checks import check_identity
+from node.ledger.reactions import parse_indicator
 
 CLI_KEY_ID = "cli"  # the query log's "who" for checks run on the node's own command line
 
@@ -33,3 +37,52 @@ def check_command(
     mirror = outcome.mirror
     lag = f"{mirror.lag_s:.0f} s" if mirror.lag_s is not None else "never synced"
     console.info(f"mirror as of block {mirror.as_of_block}, lag {lag}{' (STALE)' if mirror.stale else ''}")
+
+
+def check_log_command(
+    ctx: typer.Context,
+    key_id: Annotated[str | None, typer.Option("--key-id", help="checks by this API key ('cli': this command line)")]
+    = None,
+    identifier: Annotated[str | None, typer.Option(
+        "--identifier", metavar="TYPE=VALUE", help="checks of this customer identifier (hashed here, every epoch)")]
+    = None,
+    indicator: Annotated[str | None, typer.Option("--indicator", help="checks of this indicator (hex)")] = None,
+    since: Annotated[str | None, typer.Option(help="from this time (ISO 8601; UTC unless it says otherwise)")] = None,
+    until: Annotated[str | None, typer.Option(help="before this time")] = None,
+    hits_only: Annotated[bool, typer.Option("--hits-only", help="only checks with hits")] = False,
+    before_id: Annotated[int | None, typer.Option("--before-id", help="older than this entry (next page)")] = None,
+    limit: Annotated[int, typer.Option(help=f"entries, newest first (1..{MAX_LIMIT})")] = DEFAULT_LIMIT,
+    json_output: JsonOption = False,
+) -> None:
+    """The query log: who checked what, when, and what hit (newest first)."""
+    if identifier is not None and indicator is not None:
+        raise InvalidInput("give --identifier or --indicator, not both", code="conflicting_options")
+    node = node_context(ctx)
+    with node.store.session() as session:
+        indicators: list[bytes] = []
+        if identifier is not None:
+            ((kind, value),) = parse_identifier_arguments([identifier])
+            indicators = identifier_indicators(node, session, kind, value)
+        elif indicator is not None:
+            indicators = [parse_indicator(indicator)]
+        entries = read_check_log(session, CheckLogQuery(
+            key_id=key_id, indicators=indicators, since=_moment(since, "--since"), until=_moment(until, "--until"),
+            hits_only=hits_only, before_id=before_id, limit=limit))
+    if json_output:
+        console.print_json({"entries": [e.to_json() for e in entries]})
+        return
+    console.table("Query log", ["id", "asked at (UTC)", "key", "kind", "checked", "hits", "block", "stale"],
+                  [(e.id, e.asked_at.strftime("%Y-%m-%d %H:%M:%S"), e.key_id, e.kind, e.checked, len(e.hits),
+                    e.as_of_block, "yes" if e.stale else "-") for e in entries])
+    if len(entries) == limit:
+        console.info(f"older entries: --before-id {entries[-1].id}")
+
+
+def _moment(text: str | None, option: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(f"{option} is a date or time in ISO 8601, e.g. 2026-12-01 or 2026-12-01T09:30:00+08:00",
+                           code="invalid_time") from None

@@ -151,18 +151,22 @@ def _check(node: NodeContext, identifiers: Sequence[tuple[str, str]], canonical:
     return outcome
 
 
-def _check_in(node: NodeContext, identifiers: Sequence[tuple[str, str]], canonical: Sequence[str | InvalidIdentifier],
-              key_id: str, kind: str, session: Session) -> CheckOutcome:
+def keys_newest_first(node: NodeContext, session: Session) -> list[bytes]:
+    """The alliance key of every epoch this node holds, the current one first (a check reports the indicator of
+    the first); raises NoAllianceKey if it holds none."""
     # Epochs are read in this session and keys taken from the keyring's cache: a second connection per
     # request could exhaust the pool while every request holds its first (the API's request session).
-    keys = {epoch: node.keyring.key(epoch) for epoch in session.scalars(select(AllianceKey.epoch))}
-    if not keys:
+    epochs = sorted(session.scalars(select(AllianceKey.epoch)), reverse=True)
+    if not epochs:
         raise NoAllianceKey("this node holds no alliance key yet, so it cannot hash identifiers to check; "
                             "a member's node sends it as an envelope once this bank is admitted (`alliance key "
                             "sync` fetches it; the distributing member's key pass must have run since)")
-    current_epoch = max(keys)
-    # Hash under every epoch, current first: `hashes[i][0]` is the indicator the answer reports.
-    epoch_keys = [keys[current_epoch], *(keys[e] for e in sorted(keys, reverse=True) if e != current_epoch)]
+    return [node.keyring.key(epoch) for epoch in epochs]
+
+
+def _check_in(node: NodeContext, identifiers: Sequence[tuple[str, str]], canonical: Sequence[str | InvalidIdentifier],
+              key_id: str, kind: str, session: Session) -> CheckOutcome:
+    epoch_keys = keys_newest_first(node, session)
     hashes: list[list[bytes] | None] = []
     for (identifier_type, _), value in zip(identifiers, canonical, strict=True):
         if isinstance(value, InvalidIdentifier):

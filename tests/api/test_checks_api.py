@@ -203,3 +203,28 @@ def test_read_export_refuses_bad_cursor_and_limit(api: ApiNode) -> None:
 @pytest.mark.parametrize("role", [Role.auditor, Role.workflow, Role.operator])
 def test_read_export_refused_for_other_roles(api: ApiNode, role: Role) -> None:
     assert api.client.get("/v1/fraud/export", headers=api.headers(role)).status_code == 403
+
+
+def test_read_log_answers_operators_and_auditors_only(api: ApiNode, reported_phone: bytes) -> None:
+    status, _ = check(api, "identity", [("phone", PHONE)])
+    assert status == 200
+    for role in (Role.operator, Role.auditor):
+        response = api.client.get("/v1/checks/log", headers=api.headers(role),
+                                  params={"indicator": "0x" + reported_phone.hex(), "since": "2000-01-01T00:00:00Z"})
+        assert response.status_code == 200, response.text
+        (entry,) = response.json()["entries"]
+        assert entry["hits"] == ["0x" + reported_phone.hex()] and entry["checked"] == 1
+        assert entry["kind"] == "identity" and response.json()["next_before_id"] is None
+    for role in (Role.analyst, Role.workflow):
+        response = api.client.get("/v1/checks/log", headers=api.headers(role))
+        assert response.status_code == 403, response.text
+
+
+def test_read_log_refuses_bad_parameters_with_codes(api: ApiNode, key: bytes) -> None:
+    for params, code in (({"indicator": "0x12"}, "invalid_indicator"),
+                         ({"since": "2026-12-02", "until": "2026-12-01"}, "invalid_time_range")):
+        response = api.client.get("/v1/checks/log", headers=api.headers(Role.auditor), params=params)
+        assert response.status_code == 422 and response.json()["error"]["code"] == code, response.text
+    for params in ({"limit": 0}, {"limit": 1001}, {"since": "yesterday"}, {"before_id": 0}):
+        response = api.client.get("/v1/checks/log", headers=api.headers(Role.auditor), params=params)
+        assert response.status_code == 422 and response.json()["error"]["code"], response.text

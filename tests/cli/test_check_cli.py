@@ -70,3 +70,25 @@ def test_check_without_alliance_key_fails_with_one_line(cli: CliRunner, initiali
     result = cli("check", f"phone={PHONE}")
     assert result.code == 1
     assert "no alliance key" in one_error_line(result.err)
+
+
+def test_check_log_finds_the_checks_of_an_identifier(cli: CliRunner, reported: bytes) -> None:
+    assert cli("check", f"phone={PHONE}").code == 0
+    assert cli("check", "email=someone@example.com").code == 0
+    result = cli("check-log", "--identifier", "phone=+86 138 0013 8000", "--json")
+    assert result.code == 0, result.err
+    (entry,) = json.loads(result.out)["entries"]
+    assert entry["key_id"] == "cli" and entry["hits"] == ["0x" + reported.hex()]
+    table = cli("check-log", "--limit", "1")
+    assert table.code == 0 and "Query log" in table.out and "older entries: --before-id" in table.out
+
+
+def test_check_log_refusals_are_one_line(cli: CliRunner, reported: bytes) -> None:
+    for args, expected in ((["--since", "last tuesday"], "ISO 8601"),
+                           (["--identifier", "phone=12"], "bad_length"),
+                           (["--indicator", "zz"], "64 hex digits"),
+                           (["--identifier", "phone=13800138000", "--indicator", reported.hex()], "not both"),
+                           (["--limit", "0"], "limit must be")):
+        result = cli("check-log", *args)
+        assert result.code == 1, (args, result)
+        assert expected in one_error_line(result.err)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from pydantic_core import PydanticSerializationError, to_json
@@ -14,6 +15,8 @@ from node.api.deps import NodeDep, SessionDep, require_roles
 from node.api.errors import escaped_json
 from node.auth.apikeys import KeyInfo, Role
 from node.ledger import checks
+from node.ledger.check_log import DEFAULT_LIMIT, MAX_LIMIT, CheckLogQuery, read_check_log
+from node.ledger.reactions import parse_indicator
 
 router = APIRouter(prefix="/checks", tags=["checks"])
 
@@ -85,3 +88,38 @@ def create_identity_check(*, body: CheckIn, node: NodeDep, session: SessionDep, 
 def create_batch_check(*, body: CheckIn, node: NodeDep, session: SessionDep, key: CheckerKey) -> JSONResponse:
     """Check up to 10,000 identifiers; invalid ones are answered with a per-item error."""
     return FastJSONResponse(checks.check_batch(node, _pairs(body), key.key_id, session=session).to_json())
+
+
+class CheckLogEntryOut(BaseModel):
+    id: int
+    key_id: str = Field(description="the API key that asked")
+    asked_at: datetime
+    kind: str = Field(description="identity or batch")
+    checked: int = Field(description="identifiers checked (valid ones)")
+    hits: list[str]
+    as_of_block: int
+    stale: bool
+    indicators: list[str] | None = Field(default=None, description="every checked indicator, if asked for")
+
+
+class CheckLogOut(BaseModel):
+    entries: list[CheckLogEntryOut]
+    next_before_id: int | None = Field(description="`before_id` of the next (older) page; null on the last")
+
+
+@router.get("/log", response_model=CheckLogOut)
+def read_log(*, session: SessionDep, _: Annotated[KeyInfo, Depends(require_roles(Role.operator, Role.auditor))],
+             key_id: str | None = None, indicator: str | None = None, since: datetime | None = None,
+             until: datetime | None = None, hits_only: bool = False, include_indicators: bool = False,
+             before_id: Annotated[int | None, Query(ge=1)] = None,
+             limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT) -> dict[str, Any]:
+    """The query log, newest first: who checked what, when, and what hit (naive times are UTC).
+
+    Filter by key, by indicator (bound such a search by time on a large log: it reads every entry in range),
+    by time, or to checks with hits."""
+    query = CheckLogQuery(key_id=key_id, indicators=[parse_indicator(indicator)] if indicator is not None else (),
+                          since=since, until=until, hits_only=hits_only, before_id=before_id, limit=limit,
+                          include_indicators=include_indicators)
+    entries = read_check_log(session, query)
+    return {"entries": [e.to_json() for e in entries],
+            "next_before_id": entries[-1].id if len(entries) == limit else None}

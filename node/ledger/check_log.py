@@ -1,0 +1,106 @@
+"""Reading the query log: who checked which indicators when, and what hit (compliance and audit questions such
+as "which keys checked this customer last quarter?").
+
+Every check writes one `check_log` row in its own transaction (node.ledger.checks). The log holds indicators,
+never raw identifiers; to find the checks of a customer, the identifier is hashed here under every key epoch this
+node holds, as a check does. Entries come newest first, a page at a time (`before_id` continues).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from node.crypto.keyed_hash import indicator_hash
+from node.errors import InvalidInput
+from node.ledger.checks import keys_newest_first
+from node.ledger.identifiers import InvalidIdentifier, normalise
+from node.runtime import NodeContext
+from node.store.ledger_tables import CheckLogEntry
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class CheckLogQuery:
+    key_id: str | None = None
+    indicators: Sequence[bytes] = ()  # entries that checked any of these
+    since: datetime | None = None  # inclusive
+    until: datetime | None = None  # exclusive
+    hits_only: bool = False
+    before_id: int | None = None  # continue a listing: entries older than this one
+    limit: int = DEFAULT_LIMIT
+    include_indicators: bool = False  # every checked indicator (10,000 for a full batch), not only the hits
+
+
+@dataclass(frozen=True, slots=True)
+class CheckLogView:
+    id: int
+    key_id: str
+    asked_at: datetime
+    kind: str
+    checked: int
+    hits: list[str]
+    as_of_block: int
+    stale: bool
+    indicators: list[str] | None
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"id": self.id, "key_id": self.key_id, "asked_at": self.asked_at.isoformat(),
+                                "kind": self.kind, "checked": self.checked, "hits": self.hits,
+                                "as_of_block": self.as_of_block, "stale": self.stale}
+        if self.indicators is not None:
+            body["indicators"] = self.indicators
+        return body
+
+
+def read_check_log(session: Session, query: CheckLogQuery) -> list[CheckLogView]:
+    """One page of entries matching every filter given, newest first."""
+    if not 1 <= query.limit <= MAX_LIMIT:
+        raise InvalidInput(f"limit must be 1..{MAX_LIMIT}", code="invalid_limit")
+    if query.since is not None and query.until is not None and query.since >= query.until:
+        raise InvalidInput("since must be before until", code="invalid_time_range")
+    statement = select(CheckLogEntry).order_by(CheckLogEntry.id.desc()).limit(query.limit)
+    if query.key_id is not None:
+        statement = statement.where(CheckLogEntry.key_id == query.key_id)
+    if query.since is not None:
+        statement = statement.where(CheckLogEntry.asked_at >= _utc(query.since))
+    if query.until is not None:
+        statement = statement.where(CheckLogEntry.asked_at < _utc(query.until))
+    if query.before_id is not None:
+        statement = statement.where(CheckLogEntry.id < query.before_id)
+    if query.hits_only:
+        statement = statement.where(CheckLogEntry.hits != "[]")
+    if query.indicators:
+        # A substring of the JSON list: hex digits need no LIKE escaping, and 64 of them match one indicator only.
+        # It reads every row in range, so bound a search of a large log by time.
+        statement = statement.where(or_(*(CheckLogEntry.indicators.contains(i.hex()) for i in query.indicators)))
+    return [_view(entry, query.include_indicators) for entry in session.scalars(statement)]
+
+
+def identifier_indicators(node: NodeContext, session: Session, identifier_type: str, raw: str) -> list[bytes]:
+    """The indicators of a customer identifier under every key epoch this node holds, for searching the log."""
+    try:
+        canonical = normalise(identifier_type, raw)
+    except InvalidIdentifier as exc:
+        raise InvalidInput(f"identifier: {exc}", code=str(exc.code)) from None
+    return [indicator_hash(key, identifier_type, canonical) for key in keys_newest_first(node, session)]
+
+
+def _view(entry: CheckLogEntry, include_indicators: bool) -> CheckLogView:
+    checked: list[str] = json.loads(entry.indicators)
+    return CheckLogView(entry.id, entry.key_id, _utc(entry.asked_at), entry.kind, len(checked),
+                        ["0x" + h for h in json.loads(entry.hits)], entry.as_of_block, entry.stale,
+                        ["0x" + h for h in checked] if include_indicators else None)
+
+
+def _utc(moment: datetime) -> datetime:
+    # SQLite gives back naive datetimes (stored in UTC); a naive filter is taken as UTC too.
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
