@@ -65,20 +65,17 @@ def current_incarnation(records: Sequence[RecordFact], reactions: Sequence[React
     for record in records:
         published.setdefault(record.block_number, []).append(record)
     incarnation, start = 0, min(published, default=0)
-    outstanding: set[tuple[int, int]] = set()  # (batch, reporter) of records not revoked yet
-    revoked: set[tuple[int, int]] = set()
+    # (batch, reporter) of the records not revoked yet. A revocation never precedes its record: the indexer keeps
+    # one only if its batch holds the indicator, and within a block the records are added first.
+    outstanding: set[tuple[int, int]] = set()
     seen_any = False
     for block in sorted(published.keys() | revocations.keys()):
         new = published.get(block, [])
         if new and seen_any and not outstanding:
             incarnation, start = incarnation + 1, block
-        for record in new:
-            seen_any = True
-            if (record.batch_id, record.reporter_member_id) not in revoked:
-                outstanding.add((record.batch_id, record.reporter_member_id))
-        for target in revocations.get(block, ()):
-            revoked.add(target)
-            outstanding.discard(target)
+        seen_any = seen_any or bool(new)
+        outstanding.update((record.batch_id, record.reporter_member_id) for record in new)
+        outstanding.difference_update(revocations.get(block, ()))
     return incarnation, start
 
 
