@@ -61,6 +61,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _revert(_: Request, exc: ContractRevert) -> ErrorResponse:
         arguments = {k: ("0x" + v.hex() if isinstance(v, bytes) else v) for k, v in exc.arguments.items()}
         status = 403 if exc.error_name.endswith(("NotActiveMember", "NotActive")) else 409
+        if "Unknown" in exc.error_name:  # <Contract>Unknown<Thing>: no such pool, version, batch... is not a conflict
+            status = 404
         return ErrorResponse(error_body("contract_revert", str(exc), contract_error=exc.error_name,
                                        arguments=arguments), status_code=status)
 

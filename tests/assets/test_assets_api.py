@@ -130,6 +130,22 @@ def test_assets_api_unknown_loan_and_bad_statuses(api: ApiNode) -> None:
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "bad_statuses"
 
 
+@pytest.mark.parametrize(("method", "path", "role", "body"), [
+    ("GET", "/v1/assets/pools/99", Role.auditor, None),
+    ("POST", "/v1/assets/pools/99/accept", Role.operator, None),
+    ("POST", "/v1/assets/pools/99/transfer", Role.operator, {"to": "BANKA"}),
+    ("POST", "/v1/assets/pools/99/servicing", Role.operator, {"period": 1, "statuses": {}}),
+], ids=["read", "accept", "transfer", "servicing"])
+def test_assets_api_unknown_pool_is_404(api: ApiNode, method: str, path: str, role: Role,
+                                        body: dict[str, object] | None) -> None:
+    """A pool the registry never saw is not found, not a conflict (it was 409), and nothing is sent."""
+    head = api.node.chain.block_number()
+    response = api.client.request(method, path, headers=api.headers(role), json=body)
+    assert response.status_code == 404, response.text
+    assert response.json()["error"]["contract_error"] == "AssetRegistryUnknownPool"
+    assert api.node.chain.block_number() == head
+
+
 def test_assets_api_transfer_refusals(api: ApiNode) -> None:
     operator = api.headers(Role.operator)
     post_tape(api, "p", [loan_row(1)])
