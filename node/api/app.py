@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import Depends, FastAPI
 
-from node.api.deps import current_key, refuse_nul_characters
+from node.api.deps import caller_refusal, current_key, refuse_nul_characters
 from node.api.errors import install_error_handlers
 from node.api.limits import BodySizeLimit
 from node.api.routes import checks, fraud, health, indicators, members, operations
@@ -22,7 +22,7 @@ def create_app(node: NodeContext, *, workers: BackgroundWorkers | None = None) -
                   description="Shared fraud intelligence and ABS asset provenance for a consortium of banks.")
     app.state.node = node
     app.state.workers = workers
-    install_error_handlers(app)
+    install_error_handlers(app, caller_refusal=caller_refusal)
     app.add_middleware(BodySizeLimit, max_bytes=node.settings.max_request_bytes)
     app.include_router(health.router)
     # Every /v1 route needs an API key; routes narrow it to roles where they must.

@@ -6,6 +6,8 @@ from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
 from sqlalchemy.orm import Session
 
@@ -33,13 +35,20 @@ def get_session(node: NodeDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def current_key(session: SessionDep, token: Annotated[str | None, Depends(_api_key_header)]) -> KeyInfo:
+def _authenticated(session: Session, token: str | None) -> KeyInfo:
     if not token:
         raise ApiError(401, "unauthorized", "an X-API-Key header is required")
     try:
         return authenticate(session, token)
     except InvalidApiKey as exc:
         raise ApiError(401, "unauthorized", str(exc)) from exc
+
+
+def current_key(request: Request, session: SessionDep,
+                token: Annotated[str | None, Depends(_api_key_header)]) -> KeyInfo:
+    key = _authenticated(session, token)
+    request.state.api_key = key  # spares caller_refusal a second look-up
+    return key
 
 
 CurrentKey = Annotated[KeyInfo, Depends(current_key)]
@@ -52,18 +61,60 @@ def refuse_nul_characters(request: Request) -> None:
         raise ApiError(422, "invalid_characters", "the path or query holds a NUL character")
 
 
+# Each dependency made by require_roles, with the roles it admits: caller_refusal finds a route's roles here.
+_ROLE_CHECKS: dict[Callable[..., KeyInfo], frozenset[Role]] = {}
+
+
 def require_roles(*roles: Role) -> Callable[[KeyInfo], KeyInfo]:
     """A dependency admitting only keys with one of `roles`.
 
     Strict least privilege: an operator key runs the node but does not, say, report fraud, unless
     the route lists the operator role.
     """
-    allowed = set(roles)
+    allowed = frozenset(roles)
 
     def check(key: CurrentKey) -> KeyInfo:
-        if key.role not in allowed:
-            raise ApiError(403, "forbidden",
-                           f"the {key.role} role may not do this; needs {' or '.join(sorted(allowed))}")
+        _require_role(key, allowed)
         return key
 
+    _ROLE_CHECKS[check] = allowed
     return check
+
+
+
+def _require_role(key: KeyInfo, allowed: frozenset[Role]) -> None:
+    if key.role not in allowed:
+        raise ApiError(403, "forbidden", f"the {key.role} role may not do this; needs {' or '.join(sorted(allowed))}")
+
+
+def _roles_of(dependant: Dependant) -> frozenset[Role] | None:
+    for sub in dependant.dependencies:
+        roles = _ROLE_CHECKS.get(sub.call) if sub.call is not None else None
+        if roles is None:
+            roles = _roles_of(sub)
+        if roles is not None:
+            return roles
+    return None
+
+
+def caller_refusal(request: Request) -> ApiError | None:
+    """How the key and role checks refuse this /v1 request, if they do; for a request refused before they ran.
+
+    FastAPI parses a JSON body before it runs any dependency, and the router's NUL check runs before a route's
+    role check: without this, a caller with no key, or the wrong role, would be told how its body or path is
+    bad (422, 400) instead of 401 or 403.
+    """
+    if not request.scope["path"].startswith("/v1/"):
+        return None
+    route = request.scope.get("route")
+    roles = _roles_of(route.dependant) if isinstance(route, APIRoute) else None
+    try:
+        key = getattr(request.state, "api_key", None)
+        if key is None:
+            with get_node(request).store.session() as session:
+                key = _authenticated(session, request.headers.get("X-API-Key"))
+        if roles is not None:
+            _require_role(key, roles)
+    except ApiError as refusal:
+        return refusal
+    return None

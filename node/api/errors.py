@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from node.chain.errors import ChainError, ChainUnavailable, ContractNotDeployed, ContractRevert
@@ -47,10 +49,26 @@ class ApiError(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def _answer(exc: ApiError) -> ErrorResponse:
+    return ErrorResponse(error_body(exc.code, exc.message), status_code=exc.status)
+
+
+def install_error_handlers(app: FastAPI, *, caller_refusal: Callable[[Request], ApiError | None] | None = None) -> None:
+    """`caller_refusal` (node.api.deps) tells how the key and role checks refuse a request; a refusal made before
+    they ran (a body FastAPI could not parse, a NUL in the path) gives way to theirs."""
+
+    async def _caller_first(request: Request, refusal: ErrorResponse) -> ErrorResponse:
+        if caller_refusal is None:
+            return refusal
+        # A store error raised here goes on to the app-wide handlers (503 store_unavailable).
+        first = await run_in_threadpool(caller_refusal, request)
+        return refusal if first is None else _answer(first)
+
     @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> ErrorResponse:
-        return ErrorResponse(error_body(exc.code, exc.message), status_code=exc.status)
+    async def _api_error(request: Request, exc: ApiError) -> ErrorResponse:
+        if exc.status in (401, 403):
+            return _answer(exc)
+        return await _caller_first(request, _answer(exc))
 
     @app.exception_handler(AllianceError)
     async def _domain_error(_: Request, exc: AllianceError) -> ErrorResponse:
@@ -84,14 +102,15 @@ def install_error_handlers(app: FastAPI) -> None:
         app.add_exception_handler(store_error, _store_unavailable)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid_request(_: Request, exc: RequestValidationError) -> ErrorResponse:
+    async def _invalid_request(request: Request, exc: RequestValidationError) -> ErrorResponse:
         details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
                    for e in exc.errors()]
-        return ErrorResponse(error_body("invalid_request", "the request does not match the schema",
-                                       details=details), status_code=422)
+        return await _caller_first(request, ErrorResponse(error_body(
+            "invalid_request", "the request does not match the schema", details=details), status_code=422))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> ErrorResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> ErrorResponse:
         # 400 is FastAPI's answer to a body it could not parse at all (nested too deeply for the parser, say).
         code = {400: "malformed_body", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return ErrorResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
+        answer = ErrorResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
+        return await _caller_first(request, answer) if exc.status_code == 400 else answer

@@ -119,6 +119,34 @@ def test_nul_character_in_path_or_query_is_refused(api: ApiNode, path: str, role
     assert response.json()["error"]["code"] == "invalid_characters"
 
 
+@pytest.mark.parametrize(("body", "refused"), [
+    (b"{", (422, "invalid_request")), (b"{\"a\": \"\xff\"}", (400, "malformed_body")),
+    (DEEPLY_NESTED.encode(), (400, "malformed_body")),
+], ids=["not_json", "not_utf8", "nested_too_deeply"])
+@pytest.mark.parametrize(("role", "answer"), [
+    (None, (401, "unauthorized")), ("ak_0000000000000000_nope", (401, "unauthorized")),
+    (Role.operator, (403, "forbidden")), (Role.analyst, None),
+], ids=["no_key", "unknown_key", "wrong_role", "analyst"])
+def test_unparsable_body_gets_the_key_and_role_answer_first(api: ApiNode, body: bytes, refused: tuple[int, str],
+                                                            role: Role | str | None,
+                                                            answer: tuple[int, str] | None) -> None:
+    # FastAPI parses a JSON body before it runs any dependency: a caller without a key (or with the wrong role)
+    # was told how its body was bad instead of 401 (or 403).
+    headers = {"content-type": "application/json"}
+    if role is not None:
+        headers["X-API-Key"] = api.tokens[role] if isinstance(role, Role) else role
+    response = api.client.post("/v1/fraud/reports", content=body, headers=headers)
+    assert (response.status_code, response.json()["error"]["code"]) == (answer or refused)
+
+
+@pytest.mark.parametrize(("role", "status", "code"), [
+    (Role.workflow, 403, "forbidden"), (Role.analyst, 422, "invalid_characters"),
+])
+def test_nul_character_in_path_gets_the_role_answer_first(api: ApiNode, role: Role, status: int, code: str) -> None:
+    response = api.client.get("/v1/fraud/reports/r%00", headers=api.headers(role))
+    assert (response.status_code, response.json()["error"]["code"]) == (status, code)
+
+
 @pytest.mark.parametrize("alert_id", [0, 2**31, 2**80])
 def test_resolve_alert_refuses_out_of_range_id(api: ApiNode, alert_id: int) -> None:
     response = api.client.post(f"/v1/alerts/{alert_id}", json={"action": "dismiss"}, headers=api.headers(Role.analyst))
