@@ -28,6 +28,7 @@ from node.errors import Conflict, InvalidInput, NotFound
 from node.merkle import StandardMerkleTree
 from node.runtime import NodeContext
 from node.store.asset_tables import AssetMirrorLoan, AssetPool, AssetServicingReport, AssetVersion
+from node.store.db import once_more_on_conflict
 
 # The store's widths, narrower than the contract's (uint256 pool ids, uint32 versions and periods): a larger number is
 # refused as bad input before anything is sent, rather than taken on chain and then failing to be stored.
@@ -116,11 +117,21 @@ def report_servicing(node: NodeContext, pool_id: int, period: int, *, version: i
         counts[status - 1] += 1
     receipt = (_reported_earlier(registry, pool_id, version, period, root)
                or registry.report_servicing(pool_id, version, period, root, counts))
-    with node.store.transaction() as session:
-        session.add(AssetServicingReport(pool_id=pool_id, version=version, period=period, status_root=root,
-                                         statuses=json.dumps([s for _, s in values]), tx_hash=receipt.tx_hash,
-                                         block_number=receipt.block_number))
+    row = AssetServicingReport(pool_id=pool_id, version=version, period=period, status_root=root,
+                               statuses=json.dumps([s for _, s in values]), tx_hash=receipt.tx_hash,
+                               block_number=receipt.block_number)
+    once_more_on_conflict(lambda: _store_servicing_report(node, row))
     return ServicingResult(pool_id, version, period, root, counts, receipt)
+
+
+def _store_servicing_report(node: NodeContext, row: AssetServicingReport) -> None:
+    """Store the report unless its period is stored already: then it is this very report, sent again (a client's
+    retry) and found on chain by _reported_earlier, since the contract takes one report per period."""
+    with node.store.transaction() as session:
+        stored = session.scalar(select(AssetServicingReport.id).where(AssetServicingReport.pool_id == row.pool_id,
+                                                                      AssetServicingReport.period == row.period))
+        if stored is None:
+            session.add(row)
 
 
 def _reported_earlier(registry: AssetRegistryClient, pool_id: int, version: int, period: int,

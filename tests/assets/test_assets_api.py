@@ -8,9 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 
 from node.assets.verify import verify_bundle
 from node.auth.apikeys import Role
+from node.store.asset_tables import AssetServicingReport
 from tests.api.conftest import ApiNode, start_api_node
 from tests.assets.conftest import ALLIANCE_KEY, HEADER, loan_row
 
@@ -119,6 +121,22 @@ def test_assets_api_attestation_by_non_auditor_signer_is_refused_by_contract(api
                               json={"report_sha256": "0x" + "ab" * 32}, headers=api.headers(Role.auditor))
     assert refused.status_code == 409
     assert refused.json()["error"]["contract_error"] == "AssetRegistryNotAuditor"
+
+
+def test_assets_api_servicing_report_sent_again_answers_the_same_report(api: ApiNode) -> None:
+    """A client's retry of a report the node had already stored was a 500 (the store's unique period); it answers
+    the report sent, and nothing is sent or stored twice."""
+    operator = api.headers(Role.operator)
+    post_tape(api, "p", [loan_row(i) for i in range(2)])
+    pool_id = api.client.post("/v1/assets/pools/p/anchor", json={}, headers=operator).json()["pool_id"]
+    first = api.client.post(f"/v1/assets/pools/{pool_id}/servicing", json={"period": 1}, headers=operator)
+    head = api.node.chain.block_number()
+    again = api.client.post(f"/v1/assets/pools/{pool_id}/servicing", json={"period": 1}, headers=operator)
+    assert (first.status_code, again.status_code) == (201, 201), again.text
+    assert again.json() == first.json()
+    assert api.node.chain.block_number() == head
+    with api.node.store.session() as session:
+        assert session.scalar(select(func.count()).select_from(AssetServicingReport)) == 1
 
 
 def test_assets_api_unknown_loan_and_bad_statuses(api: ApiNode) -> None:
