@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -26,19 +27,25 @@ class BodySizeLimit:
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             await self._refuse(send)
             return
-        received = 0
+        received, exceeded = 0, False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             received += len(message.get("body", b""))
             if received > self.max_bytes:
+                exceeded = True
                 raise BodyTooLarge
             return message
 
-        try:
-            await self.app(scope, counting_receive, send)
-        except BodyTooLarge:
+        async def send_unless_exceeded(message: Message) -> None:
+            # The app may catch BodyTooLarge and answer itself: FastAPI answers 400 for a body it could not read.
+            if not exceeded:
+                await send(message)
+
+        with contextlib.suppress(BodyTooLarge):
+            await self.app(scope, counting_receive, send_unless_exceeded)
+        if exceeded:
             await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
