@@ -32,7 +32,7 @@ import csv
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal, InvalidOperation
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, InvalidOperation
 from typing import Any
 
 from node.assets.records import Amortisation, LoanPurpose, LoanRecord, LoanStatus, loan_id_of
@@ -53,6 +53,10 @@ KNOWN_COLUMNS = frozenset(REQUIRED_COLUMNS) | set(PRIMARY_IDENTIFIERS) | set(SEC
 # Minor-unit exponents (ISO 4217) of the currencies the alliance's pools are denominated in.
 SUPPORTED_CURRENCIES = {"CNY": 2, "HKD": 2, "USD": 2, "EUR": 2, "GBP": 2, "SGD": 2, "JPY": 0}
 MAX_AMOUNT = 2**63  # stored as BIGINT; far above any loan in minor units
+# Scaling in the default context rounds to 28 digits and overflows past 1e999999: a tape's amount could lose its
+# extra decimals unnoticed (1.0000000000000000000000000000001 imported as 1.00), vanish (1e-999999999 as 0) or raise
+# decimal.Overflow (1e999999999). Scaled in this one, it stays exact and is refused for what it is.
+_EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
 MAX_LOAN_REFERENCE = 64
 MAX_ERRORS_IN_MESSAGE = 5
 
@@ -225,8 +229,8 @@ def _amount(cells: dict[str, str], field: str, exponent: int) -> int:
         raise _RowError(field, "bad_format", "must be a decimal amount") from None
     if not value.is_finite() or value < 0:
         raise _RowError(field, "out_of_range", "must be a non-negative amount")
-    minor = value.scaleb(exponent)
-    if minor != minor.to_integral_value():
+    minor = value.scaleb(exponent, _EXACT)
+    if minor != minor.to_integral_value(context=_EXACT):
         raise _RowError(field, "bad_format", f"has more than {exponent} decimals for its currency")
     if minor >= MAX_AMOUNT:
         raise _RowError(field, "out_of_range", "is too large")
@@ -240,8 +244,8 @@ def _rate(text: str) -> int:
         raise _RowError("interest_rate", "bad_format", "must be a percentage such as 4.35") from None
     if not percent.is_finite() or not 0 <= percent <= 100:
         raise _RowError("interest_rate", "out_of_range", "must be between 0 and 100 percent")
-    micros = percent.scaleb(4)
-    if micros != micros.to_integral_value():
+    micros = percent.scaleb(4, _EXACT)
+    if micros != micros.to_integral_value(context=_EXACT):
         raise _RowError("interest_rate", "bad_format", "has more than 4 decimals")
     return int(micros)
 

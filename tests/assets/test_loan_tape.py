@@ -57,6 +57,19 @@ def test_parse_tape_uses_currency_minor_units() -> None:
                                      "reason": "has more than 0 decimals for its currency"}]
 
 
+@pytest.mark.parametrize(("field", "value", "code"), [
+    ("original_principal", "1e999999999", "out_of_range"),  # decimal.Overflow: the import was a 500
+    ("arrears_balance", "1e-999999999", "bad_format"),  # vanished to 0 and was imported as 0
+    ("current_principal", "1.0000000000000000000000000000001", "bad_format"),  # rounded to 1.00 and imported
+    ("interest_rate", "4.350000000000000000000000000000001", "bad_format"),  # rounded to 4.35 and imported
+], ids=["huge_exponent", "tiny_exponent", "amount_past_28_digits", "rate_past_28_digits"])
+def test_parse_tape_refuses_numbers_the_default_decimal_context_would_round(field: str, value: str,
+                                                                             code: str) -> None:
+    with pytest.raises(LoanTapeRejected) as raised:
+        parse([loan_row(1, **{field: value})])
+    assert [(d["field"], d["code"]) for d in raised.value.details or []] == [(field, code)]
+
+
 def test_parse_tape_reports_every_bad_row_and_imports_nothing() -> None:
     rows = [loan_row(1), loan_row(2, maturity_date="2020-01-01"), loan_row(3, borrower_resident_id="110101"),
             loan_row(4, status="late"), loan_row(1), loan_row(5, current_principal="999999999")]
