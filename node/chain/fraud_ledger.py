@@ -184,6 +184,11 @@ class FraudLedgerClient:
             return int(self.chain.w3.eth.get_transaction_count(
                 Web3.to_checksum_address(self.chain._require_signer().address), "latest"))
 
+    def pending_nonce(self) -> int:
+        """The signer's count of transactions mined or waiting to be (a nonce above it follows a gap that nothing
+        fills: the chain lost the transactions below it)."""
+        return self.chain._pending_nonce()
+
     def receipt_of(self, tx_hash: str) -> Receipt | None:
         """The receipt of a mined transaction, None while it is not mined (or unknown)."""
         with translate_errors(self.chain.rpc_url):

@@ -15,8 +15,9 @@ On start (and every round) `recover` settles batches left `signed`: a mined tran
 a root that this member already has on chain (published by an earlier copy) is finished from the
 contract's root index (another member's batch of the same root is not ours); an unsent transaction is
 sent again with the same bytes, or re-signed with a fresh nonce if its nonce was used by another
-transaction. The contract refuses a root the member has published (FraudLedgerDuplicateBatch), so even
-a resend of a batch that did land records nothing twice.
+transaction or lies beyond the chain's next nonce (a chain that went back lost the transactions below it,
+and the stored one would wait behind that gap forever). The contract refuses a root the member has
+published (FraudLedgerDuplicateBatch), so even a resend of a batch that did land records nothing twice.
 
 The first round of a publisher (and the first after the chain was unreachable) also checks that the chain
 still has the batches the store holds as confirmed, newest first, until it finds one: a chain that came back
@@ -195,6 +196,13 @@ class Publisher:
             return
         if self._ledger.confirmed_nonce() > nonce:
             logger.warning("batch %s: nonce %s was used by another transaction; signing again", batch_row_id, nonce)
+            self._resign(batch_row_id)
+        elif (expected := self._ledger.pending_nonce()) < nonce:
+            # The chain went back (a dev chain restored from an older state) without transactions below this one:
+            # sent again, it would wait behind the gap forever. The local nonce count is as stale as the batch's.
+            logger.warning("batch %s: nonce %s is beyond the chain's next nonce %s; signing again", batch_row_id,
+                           nonce, expected)
+            self._ledger.chain.nonces.reset()
             self._resign(batch_row_id)
         else:
             self._ledger.send_raw(raw)

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from node.chain.client import ChainClient
-from node.chain.errors import FraudLedgerNotMember
+from node.chain.errors import FraudLedgerNotMember, TransactionTimeout
 from node.chain.fraud_ledger import FraudLedgerClient, LedgerRecord
 from node.config import load_settings
 from node.errors import InvalidInput
@@ -254,6 +254,31 @@ def test_recover_finds_a_root_published_by_another_transaction(bank: NodeContext
             batch = session.scalars(select(PublishBatch)).one()
             assert (batch.state, batch.onchain_batch_id, batch.tx_hash) == ("confirmed", 1, published.tx_hash)
         assert len(onchain_records(node.fraud_ledger())) == 1
+    finally:
+        node.close()
+
+
+def test_batch_signed_above_a_nonce_the_chain_lost_is_signed_again(bank: NodeContext) -> None:
+    """The chain went back without a transaction of this bank (a dev chain killed with -9 restarts from an older
+    state), so the next batch was signed with a nonce above the chain's count and can never be mined. Settling it
+    sent the same bytes again forever, in every later round and after every restart: the batch stayed `signed`
+    and nothing the bank reported after it was published."""
+    control = ChainClient(bank.settings.effective_rpc_url)
+    before = control.rpc("evm_snapshot")
+    bank.fraud_ledger(signing=True).endorse(bytes(range(32)), 50)
+    control.rpc("evm_revert", [before])  # the endorsement's nonce is free again; this process counts past it
+    bank.signing_chain.receipt_timeout = 1.0
+    bank.report_intake.accept(report(), submitted_by="k1")
+    with pytest.raises(TransactionTimeout):
+        bank.publisher.run_once(flush=True)
+    node = restarted(bank)
+    try:
+        node.signing_chain.receipt_timeout = 5.0
+        node.publisher.drain(timeout_s=10)
+        assert len(onchain_records(node.fraud_ledger())) == 1
+        with node.store.session() as session:
+            assert session.scalars(select(PublishBatch.state)).all() == ["confirmed"]
+            assert session.scalars(select(OutboxRecord.state)).all() == ["confirmed"]
     finally:
         node.close()
 
