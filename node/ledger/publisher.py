@@ -19,8 +19,9 @@ transaction or lies beyond the chain's next nonce (a chain that went back lost t
 and the stored one would wait behind that gap forever). The contract refuses a root the member has
 published (FraudLedgerDuplicateBatch), so even a resend of a batch that did land records nothing twice.
 
-The first round of a publisher (and the first after the chain was unreachable) also checks that the chain
-still has the batches the store holds as confirmed, newest first, until it finds one: a chain that came back
+The first round of a publisher (and the first after the chain was unreachable, and every round with records
+to publish) also checks that the chain still has the batches the store holds as confirmed, newest first, until
+it finds one: a chain that came back
 from an older state (a dev chain killed with -9 restarts from its last state file) lost them, and their
 records are queued again (their batch `failed`, with the reason, until they are published again) and an
 error is logged. Nothing is concluded while the RPC node says it is still syncing (`eth_syncing`): a node
@@ -88,7 +89,10 @@ class Publisher:
         if time.monotonic() < self._paused_until:
             return PublishRound(0, 0, 0)
         try:
-            if not self._chain_checked:
+            # Also before every round that has records to publish: a chain that went back between two rounds
+            # answers them as if nothing happened (an idle round asks it nothing), and once a newer batch lands,
+            # the check, newest first, stops there and never reaches the batches the chain lost.
+            if not self._chain_checked or self._has_unpublished():
                 self._chain_checked = self.requeue_lost_batches() is not None
             return self._publish(flush=flush)
         except ChainUnavailable:
@@ -126,6 +130,11 @@ class Publisher:
             return session.scalar(select(func.count()).select_from(OutboxRecord)
                                   .where(OutboxRecord.state != "confirmed")) or 0
 
+    def _has_unpublished(self) -> bool:
+        with self._store.session() as session:
+            return session.scalar(select(OutboxRecord.id).where(OutboxRecord.state.in_(("queued", "batched")))
+                                  .limit(1)) is not None
+
     # -- recovery -------------------------------------------------------------------------------------
     def requeue_lost_batches(self) -> int | None:
         """Queue again the records of the newest confirmed batches the chain does not have; returns how many
@@ -139,6 +148,8 @@ class Publisher:
             if self._ledger.batch_id_of_root(root) != 0:
                 break
             if self._requeue_lost(batch_row_id, root, f"lost from the chain (was confirmed in block {block_number})"):
+                # The chain lost this member's transaction of the batch: the local nonce count is ahead of it.
+                self._ledger.chain.nonces.reset()
                 logger.error("batch %s, confirmed in block %s, is not on the chain: the chain is behind this node's "
                              "store (a dev chain restored from an older state?); its records are queued again",
                              batch_row_id, block_number)

@@ -302,6 +302,28 @@ def test_batch_the_chain_lost_is_published_again_after_restart(bank: NodeContext
         node.close()
 
 
+def test_batch_the_chain_lost_while_the_publisher_ran_idle_is_published_again(bank: NodeContext) -> None:
+    """The running node's publisher checked the chain in its first round only (and after an outage it saw): a dev
+    chain killed with -9 and started again while the queue was empty went unnoticed, since an idle round asks the
+    chain nothing. The next batch then landed, and a restart's check stopped at it (newest first): the lost batch
+    stayed `confirmed` in the store and its records were never published again."""
+    control = ChainClient(bank.settings.effective_rpc_url)
+    before = control.rpc("evm_snapshot")
+    bank.report_intake.accept(report(), submitted_by="k1")
+    bank.publisher.drain()
+    control.rpc("evm_revert", [before])  # between two rounds of the publisher, which found nothing queued
+    bank.signing_chain.receipt_timeout = 5.0
+    bank.publisher.run_once()
+    bank.report_intake.accept(report(value="+8613900139000"), submitted_by="k1")
+    bank.publisher.run_once(flush=True)
+    restarted(bank).publisher.drain()
+    with bank.store.session() as session:
+        outbox = Counter(bytes(i) for i in session.scalars(select(OutboxRecord.indicator)))
+        assert set(session.scalars(select(OutboxRecord.state))) == {"confirmed"}
+    assert Counter(record.indicator for record in onchain_records(bank.fraud_ledger())) == outbox
+    assert sum(outbox.values()) == 2
+
+
 def test_two_publishers_finding_the_same_lost_batch_publish_its_records_once(bank: NodeContext,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     control = ChainClient(bank.settings.effective_rpc_url)
