@@ -419,7 +419,9 @@ def wait_until_settled(a: NodeContext, d: NodeContext) -> int:
                 and not sync_keys(d).missing)
 
     try:
-        eventually(settled, "every record confirmed, the mirror at the head and D holding both keys", timeout=90)
+        # Generous: after the chain went back, a transaction sent before the loss is noticed waits out the 60 s
+        # receipt timeout first, and a loaded CI machine is slower than a laptop.
+        eventually(settled, "every record confirmed, the mirror at the head and D holding both keys", timeout=240)
     finally:
         a.close()
     return head
