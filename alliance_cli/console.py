@@ -1,4 +1,8 @@
-"""All CLI output goes through here: rich tables for people, `--json` for machines, errors to stderr."""
+"""All CLI output goes through here: rich tables for people, `--json` for machines, errors to stderr.
+
+Messages and table cells are plain text, never rich markup: they quote what the user typed, file contents and
+names read from the chain, and a `[/]` in any of them would otherwise be a MarkupError (a traceback), and a
+`[bold]` would be swallowed."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
@@ -22,12 +27,13 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
-def info(message: str) -> None:
-    out.print(message)
+def info(message: str | Text) -> None:
+    """`message` as plain text; a caller that styles a part passes a `Text`."""
+    out.print(message if isinstance(message, Text) else Text(message))
 
 
 def success(message: str) -> None:
-    out.print(f"[green]✓[/green] {message}")
+    out.print(Text.assemble(("✓", "green"), " ", message))
 
 
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
@@ -35,11 +41,16 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> 
     for column in columns:
         grid.add_column(column)
     for row in rows:
-        grid.add_row(*(str(cell) for cell in row))
+        grid.add_row(*(Text(str(cell)) for cell in row))
     out.print(grid)
+
+
+def error(message: str) -> None:
+    """The one line of a failure, on stderr."""
+    err.print(Text.assemble(("error:", "red"), " ", message))
 
 
 def fail(message: str) -> NoReturn:
     """One readable line on stderr and exit code 1."""
-    err.print(f"[red]error:[/red] {message}", markup=True)
+    error(message)
     raise typer.Exit(1)

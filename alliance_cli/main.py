@@ -85,18 +85,18 @@ def run(argv: list[str] | None = None) -> None:
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
-        console.err.print("[red]error:[/red] aborted")
+        console.error("aborted")
         sys.exit(1)
     except typer.TyperException as exc:
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
         if type(exc).__name__ == "NoArgsIsHelpError":  # `alliance` alone: help, not an error
             console.out.print(message)
             sys.exit(0)
-        console.err.print(f"[red]error:[/red] {message} (see --help)", markup=True, highlight=False)
+        console.error(f"{message} (see --help)")
         sys.exit(1)
     except EXPECTED_ERRORS as exc:
         if debug:
             raise
-        console.err.print(f"[red]error:[/red] {describe(exc)}", markup=True, highlight=False)
+        console.error(describe(exc))
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
+from rich.text import Text
 
 from alliance_cli import console
 from alliance_cli.console import JsonOption
@@ -36,6 +37,6 @@ def apply_command(
         console.print_json(view)
         return
     offer = f", limit {view['limit']} at {view['annual_rate_percent']} %" if view["limit"] else ""
-    console.info(f"application {view['application_id']}: [bold]{view['outcome']}[/bold] "
-                 f"(score {view['score']}{offer})")
+    console.info(Text.assemble(f"application {view['application_id']}: ", (str(view["outcome"]), "bold"),
+                               f" (score {view['score']}{offer})"))
     console.table("reasons", ["code"], [(code,) for code in view["reasons"]])

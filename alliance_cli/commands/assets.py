@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from alliance_cli import console
 from alliance_cli.console import JsonOption
@@ -196,7 +197,7 @@ def assets_show(
                   [(p["name"], p["pool_id"] or "-", v["state"], v["version"] or "-", v["loan_count"], v["root"])
                    for p in pools for v in p["versions"]])
     if flags:
-        console.info(f"[red]{len(flags)} loan id(s) active in two or more pools[/red]:")
+        console.info(Text.assemble((f"{len(flags)} loan id(s) active in two or more pools", "red"), ":"))
         for loan_id, pool_ids in flags.items():
             console.info(f"  {loan_id}: pools {', '.join(map(str, pool_ids))}")
 

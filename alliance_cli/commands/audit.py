@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from alliance_cli import console
 from alliance_cli.console import JsonOption
@@ -33,8 +34,8 @@ def audit_verify(
         console.print_json(verdict.to_json())
     else:
         for check in verdict.checks:
-            mark = "[green]✓[/green]" if check.ok else "[red]✗[/red]"
-            console.out.print(f"{mark} {check.name:<12} {check.detail}", markup=True, highlight=False)
+            mark = ("✓", "green") if check.ok else ("✗", "red")
+            console.info(Text.assemble(mark, f" {check.name:<12} {check.detail}"))
         facts = verdict.facts
         if verdict.ok:
             console.success(f"VERIFIED: loan {facts['loan_id']} is in version {facts['version']} of pool "
@@ -43,6 +44,6 @@ def audit_verify(
                 console.info(f"note: the pool's latest version is now {facts['latest_version_now']}; this bundle "
                              f"proves version {facts['version']} only")
         else:
-            console.err.print(f"[red]NOT VERIFIED[/red]: {verdict.failures[0].detail}", markup=True)
+            console.err.print(Text.assemble(("NOT VERIFIED", "red"), f": {verdict.failures[0].detail}"))
     if not verdict.ok:
         raise typer.Exit(1)

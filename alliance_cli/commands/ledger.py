@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from alliance_cli import console
 from alliance_cli.console import JsonOption
@@ -21,7 +22,8 @@ def _show_sync(result: SyncResult, json_output: bool) -> None:
         console.print_json(result.to_json())
         return
     for rewind in result.rewinds:
-        console.info(f"[yellow]reorganisation:[/yellow] rewound from block {rewind.from_block} to {rewind.to_block}")
+        console.info(Text.assemble(("reorganisation:", "yellow"),
+                                   f" rewound from block {rewind.from_block} to {rewind.to_block}"))
     console.success(f"mirror at block {result.to_block} (head {result.head}, target {result.target}): "
                     f"{result.blocks} blocks, {result.batches} batches ({result.rejected_batches} rejected), "
                     f"{result.records} records ({result.ignored_records} ignored), "

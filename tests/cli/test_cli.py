@@ -98,6 +98,27 @@ def test_member_propose_admit_executes_with_a_single_member(cli: CliRunner, depl
     assert (shown["account"], shown["status"], shown["encryption_key"]) == (newcomer, "active", KEY)
 
 
+def test_output_quoting_brackets_is_printed_as_typed_not_as_rich_markup(cli: CliRunner,
+                                                                         deployed: dict[str, str]) -> None:
+    """Errors, tables and messages were rich markup: a `[/]` in an argument, a key's label or a member's name on
+    chain was a MarkupError traceback (`apikey list` failed for good once such a label was stored), a `[bold]`
+    vanished from the line."""
+    unknown = cli("member", "show", "[/]x[bold]")
+    assert unknown.code == 1
+    assert "'[/]x[bold]'" in one_error_line(unknown.err)
+    assert cli("apikey", "create", "--role", "analyst", "--label", "desk [/] [bold]").code == 0
+    listed = cli("apikey", "list")
+    assert listed.code == 0, listed.err
+    assert "desk [/] [bold]" in listed.out
+    newcomer = Signer.generate().address
+    admitted = cli("member", "propose", "admit", "--account", newcomer, "--name", "Bank [/red]", "--bank-code",
+                   "BANKB", "--encryption-key", KEY)
+    assert admitted.code == 0, admitted.err
+    members = cli("member", "list")
+    assert members.code == 0, members.err
+    assert "Bank [/red]" in members.out
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--account", "0x123"], "not a 0x-prefixed 20-byte hex address"),
     (["--account", "0x" + "0" * 40], "zero address"),
