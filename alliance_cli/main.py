@@ -92,7 +92,9 @@ def run(argv: list[str] | None = None) -> None:
         if type(exc).__name__ == "NoArgsIsHelpError":  # `alliance` alone: help, not an error
             console.out.print(message)
             sys.exit(0)
-        console.error(f"{message} (see --help)")
+        # Click lists an enum's choices one per line ("Missing option '--role'. Choose from:\n  operator,..."):
+        # folded into the one line an error gets.
+        console.error(f"{' '.join(message.split())} (see --help)")
         sys.exit(1)
     except EXPECTED_ERRORS as exc:
         if debug:

@@ -227,6 +227,14 @@ def test_unknown_option_is_one_line_exit_1(cli: CliRunner) -> None:
     one_error_line(result.err)
 
 
+@pytest.mark.parametrize("args", [("apikey", "create"), ("member", "propose")], ids=["option", "argument"])
+def test_missing_choice_is_one_line_listing_the_choices(cli: CliRunner, args: tuple[str, ...]) -> None:
+    """Click put each choice of a missing enum option or argument on a line of its own."""
+    result = cli(*args)
+    assert result.code == 1
+    assert "Choose from: " in one_error_line(result.err)
+
+
 def test_member_vote_outside_dev_without_passphrase_fails_clearly(cli: CliRunner, deployed: dict[str, str],
                                                                  data_dir: Path) -> None:
     # The data dir was made on the dev network; as a consortium node it has no built-in passphrase.
