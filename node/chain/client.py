@@ -91,6 +91,12 @@ def translate_errors(rpc_url: str) -> Iterator[None]:
         raise _revert_from(exc) from exc
     except (requests.ConnectionError, requests.Timeout, ConnectionError) as exc:
         raise ChainUnavailable(f"chain RPC at {rpc_url} is unreachable") from exc
+    except requests.HTTPError as exc:  # a proxy or web server at the URL, not a JSON-RPC endpoint (or one down)
+        status = exc.response.status_code if exc.response is not None else 0
+        error = ChainUnavailable if status >= 500 else ChainError
+        raise error(f"chain RPC at {rpc_url} answered HTTP {status}") from exc
+    except requests.RequestException as exc:  # no scheme, not http(s), a malformed host: nothing was sent
+        raise ChainError(f"chain RPC URL {rpc_url!r} is not an http(s) URL requests can reach") from exc
     except Web3RPCError as exc:
         raise ChainError(f"chain RPC error: {exc}") from exc
 

@@ -150,6 +150,11 @@ def test_audit_verify_with_unreachable_rpc_fails_with_one_line(cli: CliRunner, a
     assert cli("assets", "prove", "LN-000001", "--out", str(bundle)).code == 0
     result = cli("audit", "verify", str(bundle), "--rpc", "http://127.0.0.1:9", "--registry", "0x" + "11" * 20)
     assert result.code == 1 and "is unreachable" in one_error_line(result.err)
+    # Without its scheme the URL was a traceback of requests' MissingSchema; now the chain check fails.
+    no_scheme = cli("audit", "verify", str(bundle), "--rpc", "127.0.0.1:9", "--registry", "0x" + "11" * 20)
+    assert no_scheme.code == 1 and "Traceback" not in no_scheme.err
+    assert "NOT VERIFIED: chain refused the lookup: chain RPC URL '127.0.0.1:9' is not an http(s) URL" \
+        in no_scheme.err
 
 
 @pytest.mark.parametrize(("content", "message"), [

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -169,6 +172,43 @@ def test_chain_status_with_unreachable_rpc_fails(cli: CliRunner, deployed: dict[
     result = cli("chain", "status", env={"ALLIANCE_RPC_URL": "http://127.0.0.1:9"})
     assert result.code == 1
     assert "unreachable" in one_error_line(result.err)
+
+
+@pytest.fixture
+def web_server() -> Iterator[str]:
+    """An HTTP server that is no JSON-RPC endpoint: it answers POST /status/<code> with that status."""
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.send_response(int(self.path.rsplit("/", 1)[-1]))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("{web}/status/404", "answered HTTP 404"),
+    ("{web}/status/502", "answered HTTP 502"),
+    ("127.0.0.1:8545", "is not an http(s) URL"),
+    ("ftp://127.0.0.1/", "is not an http(s) URL"),
+    ("http://[::1", "is not an http(s) URL"),
+])
+def test_chain_commands_with_an_rpc_url_that_is_no_rpc_endpoint_fail_with_one_line(
+        cli: CliRunner, deployed: dict[str, str], web_server: str, url: str, message: str) -> None:
+    """A URL without its scheme, or one answered by a web server or proxy with an HTTP error, was a traceback of
+    requests' exception."""
+    for args in (("chain", "status"), ("member", "list")):
+        result = cli(*args, env={"ALLIANCE_RPC_URL": url.format(web=web_server)})
+        assert result.code == 1
+        assert message in one_error_line(result.err)
 
 
 def test_contracts_deploy_twice_is_refused(cli: CliRunner, deployed: dict[str, str], data_dir: Path) -> None:
