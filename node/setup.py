@@ -44,19 +44,25 @@ def init_node(settings: Settings, *, bank_name: str, bank_code: str, passphrase:
     if settings.signing_key_file.exists() or settings.encryption_key_file.exists():
         raise Conflict(f"{settings.data_dir} already holds a bank's keys; refusing to overwrite them",
                        code="already_initialised")
-    settings.keys_dir.mkdir(parents=True, exist_ok=True)
-    os.chmod(settings.keys_dir, 0o700)
-    signer = Signer.generate()
-    encryption_key = generate_encryption_keypair()
-    _write_private(settings.encryption_key_file, dump_private_key(encryption_key, passphrase))
-    write_keystore(settings.signing_key_file, signer, passphrase)
-    configured = settings.model_copy(update={"bank_name": name, "bank_code": code})
-    config_file = write_config(configured)
-    store = Store(configured.effective_database_url)
+    # The store first: a database that cannot be opened must leave no keys behind, or `init` could not be run
+    # again (it refuses to overwrite keys) and the config would keep the database URL that failed.
+    store = Store(settings.effective_database_url)
     try:
         store.migrate()
     finally:
         store.close()
+    signer = Signer.generate()
+    encryption_key = generate_encryption_keypair()
+    configured = settings.model_copy(update={"bank_name": name, "bank_code": code})
+    try:
+        settings.keys_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(settings.keys_dir, 0o700)
+        _write_private(settings.encryption_key_file, dump_private_key(encryption_key, passphrase))
+        write_keystore(settings.signing_key_file, signer, passphrase)
+        config_file = write_config(configured)
+    except OSError as exc:  # the data dir is a file, or on a file system this user cannot write
+        raise InvalidInput(f"cannot write the data dir {settings.data_dir}: {exc.strerror or exc}",
+                           code="data_dir_unwritable") from None
     return InitResult(settings.data_dir, keystore_address(settings.signing_key_file),
                       public_key_bytes(encryption_key), config_file)
 

@@ -14,6 +14,7 @@ import pytest
 from node.chain.signer import Signer
 from node.store.db import Store
 from tests.cli.conftest import CliRunner
+from tests.conftest import free_port
 from tests.store.outage import PostgresRelay
 
 KEY = "0x" + "ab" * 32
@@ -65,6 +66,31 @@ def test_init_rejects_bad_identity_and_writes_nothing(cli: CliRunner, data_dir: 
     assert result.code == 1
     assert message in one_error_line(result.err)
     assert not (data_dir / "keys").exists()
+
+
+def test_init_with_a_database_it_cannot_open_writes_no_keys_and_can_be_run_again(cli: CliRunner,
+                                                                                 data_dir: Path) -> None:
+    """The keys and the config (with the failing database URL) were written before the store was opened: the
+    error was followed by `init` refusing to run again, as the data dir now held keys."""
+    unreachable = {"ALLIANCE_DATABASE_URL": f"postgresql+psycopg://alliance:secret@127.0.0.1:{free_port()}/x"}
+    refused = cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA", env=unreachable)
+    assert refused.code == 1
+    assert "cannot open the database" in one_error_line(refused.err)
+    assert not (data_dir / "keys").exists() and not (data_dir / "alliance.toml").exists()
+    again = cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA")
+    assert again.code == 0, again.err
+
+
+def test_init_in_a_data_dir_that_is_a_file_fails_with_one_line(cli: CliRunner, tmp_path: Path,
+                                                               store_url: str) -> None:
+    """Was a NotADirectoryError traceback."""
+    taken = tmp_path / "a-file"
+    taken.write_text("not a data dir")
+    env = {"ALLIANCE_DATA_DIR": str(taken), "ALLIANCE_DATABASE_URL": store_url}
+    result = cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA", env=env)
+    assert result.code == 1
+    assert str(taken) in one_error_line(result.err)
+    assert taken.read_text() == "not a data dir"
 
 
 @pytest.mark.parametrize("args", [
