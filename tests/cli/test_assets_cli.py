@@ -157,6 +157,16 @@ def test_audit_verify_with_unreachable_rpc_fails_with_one_line(cli: CliRunner, a
         in no_scheme.err
 
 
+def test_assets_service_run_twice_reports_once(cli: CliRunner, anchored: dict[str, Any]) -> None:
+    """The second run found the report on chain (as after a crash) and inserted it into the store again: an
+    IntegrityError traceback."""
+    first = ok_json(cli("assets", "service", "1", "--period", "202406", "--json"))
+    again = ok_json(cli("assets", "service", "1", "--period", "202406", "--json"))
+    assert again == first
+    events = ok_json(cli("assets", "show", "1", "--json"))["events"]
+    assert [e["kind"] for e in events] == ["registered", "anchored", "servicing"]
+
+
 @pytest.mark.parametrize(("content", "message"), [
     (b"loan_id,status\n\xff\xfe\n", "not UTF-8"),
     (b"loan_id,status\n0x" + b"11" * 32 + b"\n", "line 2"),  # a row without its status
