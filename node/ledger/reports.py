@@ -38,6 +38,7 @@ MAX_CASE_REFERENCE = 200
 DEFAULT_VALID_DAYS = 2 * 365
 MAX_VALID_DAYS = MAX_VALIDITY_S // 86_400
 ZERO_HASH = bytes(32)
+ID_QUERY_CHUNK = 500  # report ids per IN list
 REPORT_ID_PURPOSE = b"alliance-report-id/v1"
 # Column order of the rows intake writes (_report_row, ReportIntake._outbox_rows).
 REPORT_COLUMNS = ("report_id", "category", "confidence", "valid_from", "valid_until", "evidence_hash",
@@ -190,7 +191,11 @@ class ReportIntake:
     def _store_reports(self, prepared: Sequence[PreparedReport], submitted_by: str) -> list[AcceptedReport]:
         with self._store.transaction() as session:
             ids = list({report.report_id for report in prepared})
-            existing = set(session.scalars(select(FraudReport.report_id).where(FraudReport.report_id.in_(ids))))
+            # In slices: one IN list of a whole import's ids passed the database's bind-parameter limit (65,535 on
+            # PostgreSQL, 250,000 on this SQLite and 999 on one older than 3.32) and refused the file.
+            existing = {report_id for start in range(0, len(ids), ID_QUERY_CHUNK)
+                        for report_id in session.scalars(select(FraudReport.report_id).where(
+                            FraudReport.report_id.in_(ids[start:start + ID_QUERY_CHUNK])))}
             accepted, reports, records, seen = [], [], [], set(existing)
             for report in prepared:
                 accepted.append(AcceptedReport(report.report_id, report.report_id not in seen))

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from node.errors import InvalidInput
 from node.ledger.report_import import MAX_FILE_BYTES, ImportRefused, count_rows, import_reports
@@ -64,6 +65,18 @@ def test_import_with_bad_rows_imports_nothing_and_lists_every_problem(bank: Node
         (3, "checksum_failed"), (4, "invalid_confidence"), (6, "inconsistent_report")]
     assert "110105194912310021" not in str(refused.value.details)
     assert counts(bank) == (0, 0)
+
+
+def test_import_of_more_reports_than_the_database_takes_bind_parameters(bank: NodeContext, tmp_path: Path) -> None:
+    """The ids of a whole file went into one IN list: past the database's bind-parameter limit (65,535 on
+    PostgreSQL; 999 here, as on a SQLite older than 3.32) the import failed as 'the database is unavailable'."""
+    bank.store.engine.dispose()
+    event.listen(bank.store.engine, "connect",
+                 lambda connection, _record: connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999))
+    rows = "".join(f",phone,139{n:08d},telecom_fraud,90,365,\n" for n in range(1_200))
+    result = import_reports(bank.report_intake, write(tmp_path, HEADER + rows), submitted_by="cli")
+    assert (result.reports, result.created) == (1_200, 1_200)
+    assert counts(bank) == (1_200, 1_200)
 
 
 @pytest.mark.parametrize(("content", "code"), [
