@@ -3,6 +3,8 @@ line."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -69,13 +71,28 @@ def fraud_import(
                                     progress=lambda rows: progress.advance(task, rows))
     except ImportRefused as refused:
         report = file.with_name(file.name + ".errors.csv")
-        report.write_text("line,code,reason\n" + "".join(
-            f'{p.line},{p.code},"{p.reason.replace(chr(34), chr(39))}"\n' for p in refused.problems))
+        try:
+            _write_whole(report, "line,code,reason\n" + "".join(
+                f'{p.line},{p.code},"{p.reason.replace(chr(34), chr(39))}"\n' for p in refused.problems))
+        except OSError as exc:
+            console.fail(f"{refused}; the list of bad rows could not be written to {report}: {exc.strerror or exc}")
         console.fail(f"{refused}; see {report}")
     if json_output:
         console.print_json(vars(result))
         return
     console.success(f"{result.rows} rows: {result.reports} reports, {result.created} new, queued for publication")
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """`text` to `path` whole or not at all (an interrupted or failed write leaves no half file, nor half of an
+    earlier file there): written beside it, then renamed over it."""
+    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(partial, path)
+    finally:
+        Path(partial).unlink(missing_ok=True)
 
 
 @app.command("show")

@@ -66,6 +66,19 @@ def test_fraud_import_all_or_nothing_with_error_file(cli: CliRunner, member: Non
     assert json.loads(imported.out) == {"rows": 2, "reports": 2, "created": 2}
 
 
+def test_fraud_import_whose_error_list_cannot_be_written_fails_in_one_line(cli: CliRunner, member: None,
+                                                                           tmp_path: Path) -> None:
+    """Writing FILE.errors.csv where a directory (or a read-only file system) is in the way was a traceback."""
+    bad = tmp_path / "reports" / "bad.csv"
+    bad.parent.mkdir()
+    bad.write_text("identifier_type,identifier,category,confidence\nphone,999,other,50\n")
+    (bad.parent / "bad.csv.errors.csv").mkdir()
+    result = cli("fraud", "import", str(bad))
+    assert result.code == 1
+    assert "nothing was imported; the list of bad rows could not be written to" in one_error_line(result.err)
+    assert sorted(p.name for p in bad.parent.iterdir()) == ["bad.csv", "bad.csv.errors.csv"]  # no partial file
+
+
 def test_fraud_commands_quote_no_identifier_typed_in_the_wrong_place(cli: CliRunner, member: None,
                                                                      tmp_path: Path) -> None:
     """A value typed without its TYPE=, or a file whose columns are shifted, puts the customer's identifier where a
