@@ -104,9 +104,19 @@ def _read_groups(path: Path) -> tuple[list[_Group], list[RowProblem], int]:
         missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise InvalidInput(f"{path} lacks the column(s) {', '.join(missing)}", code="malformed_file")
+        # A row keeps one value per name: of two `identifier` columns the first would be dropped unread.
+        # Positions, not names, in the message: a file without its header has data there.
+        first_at: dict[str, int] = {}
+        repeated = [str(i) for i, c in enumerate(reader.fieldnames or [], start=1) if first_at.setdefault(c, i) != i]
+        if repeated:
+            raise InvalidInput(f"{path} repeats a column name in its header (column {', '.join(repeated[:10])})",
+                               code="malformed_file")
         for row in reader:
             rows += 1
             line = reader.line_num
+            if None in row:  # cells past the header's columns, dropped unread: the row's columns are shifted
+                problems.append(RowProblem(line, "extra_cells", "the row has more cells than the header has columns"))
+                continue
             try:
                 request = _request_of(row)
             except InvalidInput as exc:

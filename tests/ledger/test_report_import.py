@@ -79,6 +79,25 @@ def test_import_of_more_reports_than_the_database_takes_bind_parameters(bank: No
     assert counts(bank) == (1_200, 1_200)
 
 
+def test_import_refuses_cells_it_would_drop_unread(bank: NodeContext, tmp_path: Path) -> None:
+    """A repeated column kept only its last cell, and cells past the header were ignored: a file whose columns
+    were shifted or doubled was imported with identifiers silently left out."""
+    doubled = write(tmp_path, "identifier_type,identifier,category,confidence,identifier\n"
+                              "phone,13800138000,telecom_fraud,90,13900139000\n", "doubled.csv")
+    with pytest.raises(InvalidInput) as refused:
+        import_reports(bank.report_intake, doubled, submitted_by="cli")
+    assert refused.value.code == "malformed_file" and "(column 5)" in str(refused.value)
+    assert "13900139000" not in str(refused.value)
+    longer = write(tmp_path, "identifier_type,identifier,category,confidence\n"
+                             "phone,13800138000,telecom_fraud,90\n"
+                             "phone,13700137000,telecom_fraud,90,13600136000\n", "longer.csv")
+    with pytest.raises(ImportRefused) as rows_refused:
+        import_reports(bank.report_intake, longer, submitted_by="cli")
+    assert [(p.line, p.code) for p in rows_refused.value.problems] == [(3, "extra_cells")]
+    assert "13600136000" not in str(rows_refused.value.details)
+    assert counts(bank) == (0, 0)
+
+
 @pytest.mark.parametrize(("content", "code"), [
     ("identifier_type,identifier\nphone,13800138000\n", "malformed_file"),
     (HEADER, "empty_file"),
