@@ -65,7 +65,9 @@ def fraud_import(
     node = node_context(ctx)
     intake = node.report_intake
     try:
-        with Progress(console=console.err, transient=True, disable=json_output) as progress:
+        # Only on a terminal: elsewhere (a pipe, cron, CI) a transient bar leaves an empty line on stderr.
+        with Progress(console=console.err, transient=True,
+                      disable=json_output or not console.err.is_terminal) as progress:
             task = progress.add_task("checking rows", total=count_rows(file))
             result = import_reports(intake, file, submitted_by=CLI_SUBMITTER,
                                     progress=lambda rows: progress.advance(task, rows))

@@ -58,12 +58,15 @@ def test_fraud_import_all_or_nothing_with_error_file(cli: CliRunner, member: Non
     assert "1 of 2 rows are invalid; nothing was imported" in one_error_line(result.err)
     errors = (tmp_path / "bad.csv.errors.csv").read_text().splitlines()
     assert errors[0] == "line,code,reason" and errors[1].startswith("3,bad_length,")
+    assert result.err.count("\n") == 1  # the progress bar left an empty line before it off a terminal
     good = tmp_path / "good.csv"
     good.write_text("identifier_type,identifier,category,confidence\nphone,13800138000,other,50\n"
                     "email,mule@example.com,money_mule,70\n")
     imported = cli("fraud", "import", str(good), "--json")
     assert imported.code == 0, imported.err
     assert json.loads(imported.out) == {"rows": 2, "reports": 2, "created": 2}
+    again = cli("fraud", "import", str(good))
+    assert again.code == 0 and again.err == ""
 
 
 def test_fraud_import_whose_error_list_cannot_be_written_fails_in_one_line(cli: CliRunner, member: None,
