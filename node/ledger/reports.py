@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ DEFAULT_VALID_DAYS = 2 * 365
 MAX_VALID_DAYS = MAX_VALIDITY_S // 86_400
 ZERO_HASH = bytes(32)
 ID_QUERY_CHUNK = 500  # report ids per IN list
+REPORT_ID = re.compile(r"[0-9a-f]{32}")  # the first 32 hex digits of an HMAC (_report_id)
 REPORT_ID_PURPOSE = b"alliance-report-id/v1"
 # Column order of the rows intake writes (_report_row, ReportIntake._outbox_rows).
 REPORT_COLUMNS = ("report_id", "category", "confidence", "valid_from", "valid_until", "evidence_hash",
@@ -287,7 +289,10 @@ def get_report(session: Session, report_id: str) -> FraudReport:
     """This bank's report `report_id`; NotFound (404 report_not_found) if it never accepted one."""
     report = session.get(FraudReport, report_id)
     if report is None:
-        raise NotFound(f"no report {report_id}", code="report_not_found")
+        # Quoted only in a report id's shape: anything else may be a customer's identifier typed in its place,
+        # and the terminal, job logs and API error bodies are no place for it.
+        shown = report_id if REPORT_ID.fullmatch(report_id) else "with that id (a report id is 32 hex digits)"
+        raise NotFound(f"no report {shown}", code="report_not_found")
     return report
 
 

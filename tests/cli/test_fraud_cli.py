@@ -84,9 +84,9 @@ def test_fraud_import_whose_error_list_cannot_be_written_fails_in_one_line(cli: 
 
 def test_fraud_commands_quote_no_identifier_typed_in_the_wrong_place(cli: CliRunner, member: None,
                                                                      tmp_path: Path) -> None:
-    """A value typed without its TYPE=, or a file whose columns are shifted, puts the customer's identifier where a
-    type or category name belongs: the refusal names the argument or line, never that value (the terminal, job
-    logs and the error file are not places for it)."""
+    """A value typed without its TYPE= or as a report id, or a file whose columns are shifted, puts the customer's
+    identifier where a type, category name or report id belongs: the refusal names the argument or line, never that
+    value (the terminal, job logs and the error file are not places for it)."""
     forgot_type = cli("fraud", "report", "13512345678", "--category", "other", "--confidence", "50")
     assert forgot_type.code == 1 and "TYPE=VALUE" in one_error_line(forgot_type.err)
     as_type = cli("fraud", "report", "11010519491231002X=phone", "--category", "other", "--confidence", "50")
@@ -97,7 +97,10 @@ def test_fraud_commands_quote_no_identifier_typed_in_the_wrong_place(cli: CliRun
     imported = cli("fraud", "import", str(shifted))
     errors = (tmp_path / "shifted.csv.errors.csv").read_text()
     assert imported.code == 1 and "unknown_type" in errors and "unknown_category" in errors
-    printed = forgot_type.err + as_type.err + imported.err + errors
+    as_report = [cli("fraud", command, "11010519491231002X", *extra)
+                 for command, extra in (("show", ()), ("confirm", ()), ("withdraw", ("--reason", "other")))]
+    assert all(r.code == 1 and "no report with that id" in one_error_line(r.err) for r in as_report)
+    printed = forgot_type.err + as_type.err + imported.err + errors + "".join(r.err for r in as_report)
     assert not [raw for raw in ("13512345678", "11010519491231002X", "13900139000", "13600136000") if raw in printed]
 
 
