@@ -207,9 +207,13 @@ def load_settings(data_dir: Path | str | None = None, **overrides: Any) -> Setti
     toml_path = directory / CONFIG_FILE
     if toml_path.exists():
         try:
-            tomllib.loads(toml_path.read_text())
+            tomllib.loads(toml_path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{toml_path} is not valid TOML: {exc}") from exc
+        except UnicodeDecodeError:
+            raise ConfigError(f"{toml_path} is not UTF-8 text") from None
+        except OSError as exc:  # a directory in its place, say
+            raise ConfigError(f"{toml_path} cannot be read: {exc.strerror or exc}") from None
 
     class _DataDirSettings(Settings):
         @classmethod

@@ -56,7 +56,10 @@ def decrypted_keystores_cached() -> Iterator[None]:
     opened: dict[tuple[bytes, str], Signer] = {}
 
     def load_keystore(path: Path, passphrase: str) -> Signer:
-        key = (Path(path).read_bytes(), passphrase)
+        try:
+            key = (Path(path).read_bytes(), passphrase)
+        except OSError:  # missing, or a directory: the real loader says so
+            return real(path, passphrase)
         if key not in opened:
             opened[key] = real(path, passphrase)
         return opened[key]

@@ -64,8 +64,12 @@ def load_deployment(path: Path) -> Deployment:
         return Deployment.from_json(json.loads(path.read_text()))
     except FileNotFoundError as exc:
         raise ContractNotDeployed(f"no deployment record at {path}; run `alliance contracts deploy`") from exc
+    except UnicodeDecodeError as exc:
+        raise ContractNotDeployed(f"deployment record {path} is malformed: it is not UTF-8 text") from exc
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ContractNotDeployed(f"deployment record {path} is malformed: {exc}") from exc
+    except OSError as exc:  # a directory in its place, say (ALLIANCE_DEPLOYMENT_FILE is given by hand)
+        raise ContractNotDeployed(f"deployment record {path} cannot be read: {exc.strerror or exc}") from exc
 
 
 def check_deployment(client: ChainClient, deployment: Deployment) -> None:

@@ -59,10 +59,14 @@ def load_keystore(path: Path, passphrase: str) -> Signer:
         keystore = json.loads(path.read_text())
     except FileNotFoundError as exc:
         raise KeystoreError(f"no signing key at {path}; run `alliance init` first") from exc
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # not JSON, or not UTF-8 text
         raise KeystoreError(f"signing key file {path} is corrupt") from exc
+    except OSError as exc:
+        raise KeystoreError(f"signing key file {path} cannot be read: {exc.strerror or exc}") from exc
     try:
         return Signer(Account.from_key(Account.decrypt(keystore, passphrase)))
+    except (KeyError, TypeError, AttributeError) as exc:  # JSON, but not a keystore: fields missing or mistyped
+        raise KeystoreError(f"signing key file {path} is corrupt") from exc
     except ValueError as exc:
         raise KeystoreError(f"wrong passphrase for the signing key at {path}") from exc
 
@@ -71,5 +75,5 @@ def keystore_address(path: Path) -> str:
     """The address stored in clear in the keystore (no passphrase needed)."""
     try:
         return "0x" + str(json.loads(path.read_text())["address"]).removeprefix("0x")
-    except (FileNotFoundError, json.JSONDecodeError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # ValueError: not JSON, or not UTF-8 text
         raise KeystoreError(f"no readable signing key at {path}") from exc

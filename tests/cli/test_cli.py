@@ -237,6 +237,32 @@ def test_chain_commands_with_an_rpc_url_that_is_no_rpc_endpoint_fail_with_one_li
         assert message in one_error_line(result.err)
 
 
+@pytest.mark.parametrize(("name", "damage", "args", "message"), [
+    ("alliance.toml", "not_utf8", ("member", "list"), "is not UTF-8 text"),
+    ("alliance.toml", "directory", ("member", "list"), "cannot be read: Is a directory"),
+    ("deployments/dev.json", "not_utf8", ("member", "list"), "is malformed: it is not UTF-8 text"),
+    ("deployments/dev.json", "directory", ("member", "list"), "cannot be read: Is a directory"),
+    ("keys/signing-key.json", "not_utf8", ("member", "vote", "1"), "is corrupt"),
+    ("keys/signing-key.json", "json_not_a_keystore", ("member", "vote", "1"), "is corrupt"),
+    ("keys/signing-key.json", "directory", ("member", "vote", "1"), "cannot be read: Is a directory"),
+])
+def test_commands_with_a_damaged_node_file_fail_with_one_line_naming_it(
+        cli: CliRunner, deployed: dict[str, str], data_dir: Path, name: str, damage: str, args: tuple[str, ...],
+        message: str) -> None:
+    """A config, deployment record or keystore that is not UTF-8, a directory, or JSON without a keystore's fields
+    was a UnicodeDecodeError, IsADirectoryError or KeyError traceback."""
+    path = data_dir / name
+    path.unlink()
+    if damage == "directory":
+        path.mkdir()
+    else:
+        path.write_bytes(b"\xff\xfe" if damage == "not_utf8" else b"{}")
+    result = cli(*args)
+    assert result.code == 1
+    line = one_error_line(result.err)
+    assert str(path) in line and message in line
+
+
 def test_contracts_deploy_twice_is_refused(cli: CliRunner, deployed: dict[str, str], data_dir: Path) -> None:
     record = (data_dir / "deployments" / "dev.json").read_text()
     result = cli("contracts", "deploy")
