@@ -12,6 +12,9 @@ from alliance_cli.state import node_context
 from node.chain.compiler import build_contracts, find_compiler
 from node.consortium import deploy_from_founders_file, deploy_solo
 
+# The registry's constructor takes a uint64: a larger number was an ABI encoding error (a traceback) at deployment.
+MAX_PROPOSAL_LIFETIME = 2**64 - 1
+
 app = typer.Typer(help="Compile and deploy the consortium contracts.", no_args_is_help=True)
 
 
@@ -30,7 +33,8 @@ def contracts_deploy(
         help="JSON list of founding members {account, role, name, bank_code, encryption_key}; "
              "default: this bank alone.")] = None,
     quorum_percent: Annotated[int, typer.Option(min=1, max=99, help="Votes must exceed this share.")] = 50,
-    proposal_lifetime: Annotated[int, typer.Option(min=1, help="Seconds a proposal stays open.")] = 7 * 24 * 3600,
+    proposal_lifetime: Annotated[int, typer.Option(min=1, max=MAX_PROPOSAL_LIFETIME,
+                                                   help="Seconds a proposal stays open.")] = 7 * 24 * 3600,
     force: Annotated[bool, typer.Option(help="Deploy even if a deployment record exists.")] = False,
 ) -> None:
     """Deploy AllianceRegistry (and the ledger contracts) and write the deployment record."""

@@ -271,6 +271,16 @@ def test_contracts_deploy_twice_is_refused(cli: CliRunner, deployed: dict[str, s
     assert (data_dir / "deployments" / "dev.json").read_text() == record
 
 
+def test_contracts_deploy_with_a_proposal_lifetime_past_uint64_fails_with_one_line(cli: CliRunner,
+                                                                                   data_dir: Path) -> None:
+    """The registry's constructor takes a uint64: a larger lifetime was web3's encoding error as a traceback."""
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0
+    result = cli("contracts", "deploy", "--proposal-lifetime", str(2**64))
+    assert result.code == 1
+    assert "--proposal-lifetime" in one_error_line(result.err)
+    assert not (data_dir / "deployments").exists()
+
+
 def test_contracts_deploy_rejects_malformed_founders_file(cli: CliRunner, data_dir: Path, tmp_path: Path) -> None:
     assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0
     founders = tmp_path / "founders.json"
