@@ -114,9 +114,13 @@ class DevChain:
             raise DevChainError(
                 f"port {self.port} is in use by another process; stop it or set ALLIANCE_DEV_CHAIN_PORT")
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        log = (self.state_dir / "anvil.log").open("ab")
-        process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, start_new_session=True)
+        command = self.command()
+        with (self.state_dir / "anvil.log").open("ab") as log:  # the child keeps its own descriptor
+            try:
+                process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                           stdin=subprocess.DEVNULL, start_new_session=True)
+            except OSError as exc:  # ALLIANCE_ANVIL names a file that is missing or not executable
+                raise DevChainError(f"cannot run anvil at {command[0]}: {exc.strerror or exc}") from exc
         self.pid_file.write_text(str(process.pid))
         if owned:
             self.owner_file.write_text(str(os.getpid()))

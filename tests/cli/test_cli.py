@@ -263,6 +263,21 @@ def test_commands_with_a_damaged_node_file_fail_with_one_line_naming_it(
     assert str(path) in line and message in line
 
 
+@pytest.mark.parametrize("state", ["missing", "not_executable"])
+def test_chain_up_with_an_anvil_it_cannot_run_fails_with_one_line(cli: CliRunner, data_dir: Path, tmp_path: Path,
+                                                                  state: str) -> None:
+    """ALLIANCE_ANVIL naming a missing or non-executable file was subprocess's FileNotFoundError/PermissionError
+    as a traceback."""
+    binary = tmp_path / "anvil"
+    if state == "not_executable":
+        binary.write_text("not a program")
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0
+    result = cli("chain", "up", env={"ALLIANCE_ANVIL": str(binary), "ALLIANCE_DEV_CHAIN_PORT": str(free_port())})
+    assert result.code == 1
+    assert f"cannot run anvil at {binary}" in one_error_line(result.err)
+    assert not (data_dir / "chain" / "anvil.pid").exists()
+
+
 def test_contracts_deploy_twice_is_refused(cli: CliRunner, deployed: dict[str, str], data_dir: Path) -> None:
     record = (data_dir / "deployments" / "dev.json").read_text()
     result = cli("contracts", "deploy")
