@@ -36,8 +36,10 @@ def assets_import(
     node = node_context(ctx)
     with tape.open("rb") as handle:
         total = max(sum(1 for _ in handle) - 1, 0)
+    # On a terminal only: elsewhere (a pipe, cron, CI) the bar is printed once, a line before the result or error.
     with Progress(TextColumn("reading loans"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console.err, disable=json_output or total < 10_000) as progress:
+                  console=console.err, disable=json_output or total < 10_000 or not console.err.is_terminal) \
+            as progress:
         task = progress.add_task("import", total=total)
         draft = import_tape(node, pool, tape, on_row=lambda n: progress.update(task, completed=n)
                             if n % 5_000 == 0 else None)

@@ -139,6 +139,15 @@ def test_assets_transfer_to_unknown_member_and_accept_unoffered_fail(cli: CliRun
     assert result.code == 1 and "AssetRegistryNoPendingTransfer(poolId=1)" in one_error_line(result.err)
 
 
+def test_assets_import_of_a_long_bad_tape_off_a_terminal_prints_one_line(cli: CliRunner, anchored: dict[str, Any],
+                                                                         tmp_path: Path) -> None:
+    """From 10,000 rows a progress bar is shown; off a terminal it was printed once, a line before the error."""
+    rows = [loan_row(i, loan_reference=f"BIG-{i:06d}") for i in range(10_000)] + [loan_row(7, purpose="yacht")]
+    result = cli("assets", "import", str(write_tape(tmp_path / "long.csv", rows)), "--pool", "long")
+    assert result.code == 1
+    assert result.err.count("\n") == 1 and "row 10002 purpose" in one_error_line(result.err)
+
+
 def test_assets_prove_unknown_loan_fails(cli: CliRunner, anchored: dict[str, Any]) -> None:
     result = cli("assets", "prove", "LN-404")
     assert result.code == 1 and "no anchored loan" in one_error_line(result.err)
