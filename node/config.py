@@ -13,6 +13,7 @@ import tomllib
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -91,6 +92,22 @@ class Settings(BaseSettings):
     credit_policy_file: Path | None = Field(
         default=None, description="TOML scorecard, decision rules, velocity and ABS eligibility; defaults built in")
     risk_alert_webhook_url: str | None = Field(default=None, description="POSTed each new risk alert (no raw data)")
+
+    @field_validator("rpc_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        """An http(s) URL with a host: anything else was written to the config by `init` and failed at the first
+        chain call. Not quoted (it may carry credentials)."""
+        if url is None:
+            return None
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 -- raises ValueError for a port that is not a number in range
+        except ValueError:
+            parts = None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("not an http(s) URL with a host, e.g. http://127.0.0.1:8545")
+        return url
 
     @field_validator("database_url")
     @classmethod

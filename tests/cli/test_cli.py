@@ -55,6 +55,17 @@ def test_init_refuses_to_overwrite_keys(cli: CliRunner, data_dir: Path) -> None:
     assert (data_dir / "keys" / "signing-key.json").read_bytes() == before
 
 
+@pytest.mark.parametrize("url", ["127.0.0.1:8545", "ftp://127.0.0.1/", "http://[::1", "http://host:99999", "http://"])
+def test_init_refuses_an_rpc_url_that_is_no_http_url_and_writes_nothing(cli: CliRunner, data_dir: Path,
+                                                                        url: str) -> None:
+    """Written to the config as given: every chain command then failed on it."""
+    result = cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA", "--network", "local", "--rpc-url", url,
+                 env={"ALLIANCE_KEY_PASSPHRASE": "a passphrase long enough"})
+    assert result.code == 1
+    assert "rpc_url: Value error, not an http(s) URL with a host" in one_error_line(result.err)
+    assert not data_dir.exists()
+
+
 @pytest.mark.parametrize(("name", "code", "message"), [
     ("", "BANKA", "bank name"),
     ("Bank A", "x", "bank code"),
@@ -223,9 +234,9 @@ def web_server() -> Iterator[str]:
 @pytest.mark.parametrize(("url", "message"), [
     ("{web}/status/404", "answered HTTP 404"),
     ("{web}/status/502", "answered HTTP 502"),
-    ("127.0.0.1:8545", "is not an http(s) URL"),
-    ("ftp://127.0.0.1/", "is not an http(s) URL"),
-    ("http://[::1", "is not an http(s) URL"),
+    ("127.0.0.1:8545", "not an http(s) URL"),
+    ("ftp://127.0.0.1/", "not an http(s) URL"),
+    ("http://[::1", "not an http(s) URL"),
 ])
 def test_chain_commands_with_an_rpc_url_that_is_no_rpc_endpoint_fail_with_one_line(
         cli: CliRunner, deployed: dict[str, str], web_server: str, url: str, message: str) -> None:
