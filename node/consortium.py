@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from node.chain.errors import ContractNotDeployed
 from node.chain.registry import FoundingMember, MemberRole
 from node.config import DEV_PASSPHRASE, Network, load_settings
 from node.crypto.envelopes import public_key_bytes
-from node.errors import Conflict, InvalidInput
+from node.errors import AllianceError, Conflict, InvalidInput
 from node.governance import admission_request
 from node.input_files import read_json_file
 from node.runtime import NodeContext
@@ -73,10 +75,34 @@ def _refuse_live_deployment(node: NodeContext, force: bool) -> None:
 def deploy(node: NodeContext, founders: list[FoundingMember], *, quorum_percent: int, proposal_lifetime_s: int,
            force: bool) -> Deployment:
     _refuse_live_deployment(node, force)
+    record = node.settings.effective_deployment_file
+    _refuse_unwritable_record(record)
     deployment = deploy_consortium(node.signing_chain, network=node.settings.network.value, founders=founders,
                                    quorum_percent=quorum_percent, proposal_lifetime_s=proposal_lifetime_s)
-    save_deployment(deployment, node.settings.effective_deployment_file)
+    try:
+        save_deployment(deployment, record)
+    except OSError as exc:  # the record's place changed since it was checked: the addresses must not be lost
+        addresses = ", ".join(f"{name} {contract.address} (block {contract.block_number})"
+                              for name, contract in deployment.contracts.items())
+        raise AllianceError(f"deployed {addresses}, but the deployment record {record} cannot be written: "
+                            f"{exc.strerror or exc}", code="deployment_record_unwritable") from exc
     return deployment
+
+
+def _refuse_unwritable_record(path: Path) -> None:
+    """Checked before anything is sent: contracts deployed without their record are lost to the node."""
+    probe = path.with_suffix(".tmp")  # where save_deployment writes first
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        # mkdir's FileExistsError: a file is where a directory of the path belongs
+        reason = "Not a directory" if isinstance(exc, FileExistsError) else exc.strerror or str(exc)
+        raise InvalidInput(f"cannot write the deployment record {path}: {reason}",
+                           code="deployment_file_unwritable") from None
 
 
 def deploy_solo(node: NodeContext, *, quorum_percent: int, proposal_lifetime_s: int, force: bool) -> Deployment:

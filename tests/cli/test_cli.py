@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from node.chain.client import ChainClient
 from node.chain.signer import Signer
 from node.store.db import Store
 from tests.cli.conftest import CliRunner
@@ -305,6 +306,24 @@ def test_contracts_deploy_with_a_proposal_lifetime_past_uint64_fails_with_one_li
     assert result.code == 1
     assert "--proposal-lifetime" in one_error_line(result.err)
     assert not (data_dir / "deployments").exists()
+
+
+@pytest.mark.parametrize("blocker", ["directory_at_record", "file_at_parent"])
+def test_contracts_deploy_whose_record_cannot_be_written_sends_nothing(cli: CliRunner, tmp_path: Path, rpc_url: str,
+                                                                       blocker: str) -> None:
+    """The three contracts were deployed, then writing the record failed as a traceback: their addresses were
+    printed nowhere and the node could not use them."""
+    record = tmp_path / "records" / "consortium.json"
+    if blocker == "directory_at_record":
+        record.mkdir(parents=True)
+    else:
+        record.parent.write_text("a file")
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0
+    head = ChainClient(rpc_url).block_number()
+    result = cli("contracts", "deploy", env={"ALLIANCE_DEPLOYMENT_FILE": str(record)})
+    assert result.code == 1
+    assert f"cannot write the deployment record {record}" in one_error_line(result.err)
+    assert ChainClient(rpc_url).block_number() == head
 
 
 def test_contracts_deploy_rejects_malformed_founders_file(cli: CliRunner, data_dir: Path, tmp_path: Path) -> None:
