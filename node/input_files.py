@@ -34,7 +34,9 @@ def read_json_file(path: Path, what: str) -> Any:
     A hostile file may nest its arrays thousands deep: that is refused like any other malformed file, not left to
     escape as a RecursionError and a traceback.
     """
-    with reading_text(path, what) as handle:
+    # utf-8-sig: a byte order mark, as Windows editors write, is skipped (RFC 8259 lets a parser ignore it), as
+    # the CSV readers do; json.loads refused such a file as not JSON.
+    with reading_text(path, what, encoding="utf-8-sig") as handle:
         text = handle.read()
     try:
         return json.loads(text)

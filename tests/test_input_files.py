@@ -18,6 +18,13 @@ def test_read_json_file_returns_the_document(tmp_path: Path) -> None:
     assert read_json_file(path, "founders file") == [{"name": "Bank A"}]
 
 
+def test_read_json_file_skips_a_byte_order_mark(tmp_path: Path) -> None:
+    """Was refused as 'not JSON: Unexpected UTF-8 BOM', where every CSV reader of the node skips it."""
+    path = tmp_path / "application.json"
+    path.write_bytes(b"\xef\xbb\xbf" + '{"name": "Bank Ä"}\r\n'.encode())
+    assert read_json_file(path, "application file") == {"name": "Bank Ä"}
+
+
 @pytest.mark.parametrize(("content", "code", "message"), [
     (None, "file_not_found", "does not exist"),
     (b"\xff\xfe[]", "malformed_file", "is not UTF-8 text"),
