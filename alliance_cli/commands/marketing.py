@@ -10,6 +10,7 @@ import typer
 from alliance_cli import console
 from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
+from node.input_files import reading_text
 from node.modules.marketing import prescreen
 from node.private_files import write_private_text
 
@@ -24,11 +25,8 @@ def marketing_prescreen(
     json_output: JsonOption = False,
 ) -> None:
     """Drop invalid, duplicate and blacklisted prospects; write the clean list and count per segment."""
-    try:
-        with file.open(newline="", encoding="utf-8-sig") as handle:
-            result = prescreen(node_context(ctx), handle, key_id="cli")
-    except (OSError, UnicodeDecodeError) as exc:
-        console.fail(f"cannot read {file}: {type(exc).__name__}")
+    with reading_text(file, "prospect list", encoding="utf-8-sig", newline="") as handle:
+        result = prescreen(node_context(ctx), handle, key_id="cli")
     target = output or file.with_name(file.stem + ".clean.csv")
     try:
         write_private_text(target, result.clean_csv())  # it holds the prospects' raw identifiers

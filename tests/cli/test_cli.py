@@ -368,6 +368,24 @@ def test_apikey_create_refuses_bad_label_and_issues_nothing(cli: CliRunner, stor
     assert json.loads(cli("apikey", "list", "--json", env=store).out) == []
 
 
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "does not exist"), (b"", "is a directory"), (b"phone\n\xff\xfe\n", "is not UTF-8 text")],
+    ids=["missing", "directory", "not_utf8"])
+def test_marketing_prescreen_of_an_unreadable_list_says_why_in_one_line(cli: CliRunner, tmp_path: Path,
+                                                                       content: bytes | None, message: str) -> None:
+    """The line named the Python exception (`cannot read x.csv: IsADirectoryError`) rather than the problem."""
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0
+    prospects = tmp_path / "prospects.csv"
+    if content == b"":
+        prospects.mkdir()
+    elif content is not None:
+        prospects.write_bytes(content)
+    result = cli("marketing", "prescreen", str(prospects))
+    assert result.code == 1
+    assert f"prospect list {prospects} {message}" in one_error_line(result.err)
+    assert not (tmp_path / "prospects.clean.csv").exists()
+
+
 def test_unknown_option_is_one_line_exit_1(cli: CliRunner) -> None:
     result = cli("member", "list", "--bogus")
     assert result.code == 1
