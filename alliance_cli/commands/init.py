@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -10,6 +11,7 @@ from alliance_cli import console
 from alliance_cli.console import JsonOption
 from alliance_cli.state import CliState
 from node.config import Network, load_settings
+from node.errors import InvalidInput
 from node.setup import init_node
 
 
@@ -28,6 +30,9 @@ def init_command(
     settings = load_settings(state.data_dir, **overrides)
     passphrase = settings.passphrase
     if passphrase is None:
+        if not sys.stdin.isatty():  # CI, cron, a pipe: nobody to ask (getpass would warn and read EOF)
+            raise InvalidInput("set ALLIANCE_KEY_PASSPHRASE to the passphrase for the new keys",
+                               code="passphrase_required")
         passphrase = typer.prompt("Passphrase for the new keys", hide_input=True, confirmation_prompt=True)
     result = init_node(settings, bank_name=bank_name, bank_code=bank_code, passphrase=passphrase)
     if json_output:

@@ -67,6 +67,16 @@ def test_init_refuses_an_rpc_url_that_is_no_http_url_and_writes_nothing(cli: Cli
     assert not data_dir.exists()
 
 
+def test_init_outside_dev_without_a_passphrase_or_a_terminal_fails_with_one_line(cli: CliRunner,
+                                                                                 data_dir: Path) -> None:
+    """With nobody to ask, init prompted anyway: getpass's warnings and 'aborted' (or, here, a traceback)."""
+    result = cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA", "--network", "local",
+                 "--rpc-url", "http://127.0.0.1:8545")
+    assert result.code == 1
+    assert "set ALLIANCE_KEY_PASSPHRASE" in one_error_line(result.err)
+    assert not data_dir.exists()
+
+
 @pytest.mark.parametrize(("name", "code", "message"), [
     ("", "BANKA", "bank name"),
     ("Bank A", "x", "bank code"),
