@@ -12,6 +12,7 @@ from rich.text import Text
 
 from alliance_cli import console
 from alliance_cli.console import JsonOption
+from alliance_cli.files import write_whole_text
 from alliance_cli.state import node_context
 from node.assets import lifecycle
 from node.assets.pools import anchor_draft, asset_registry, discard_draft, import_tape, local_pools
@@ -153,7 +154,7 @@ def assets_prove(
         console.print_json(bundle)
         return
     try:
-        out.write_text(json.dumps(bundle, indent=2) + "\n", encoding="utf-8")
+        write_whole_text(out, json.dumps(bundle, indent=2) + "\n")
     except OSError as exc:
         console.fail(f"cannot write {out}: {exc.strerror}")
     console.success(f"wrote the provenance bundle of loan {bundle['record']['loan_id']} to {out}")

@@ -3,8 +3,6 @@ line."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +12,7 @@ from rich.progress import Progress
 from alliance_cli import console
 from alliance_cli.arguments import parse_identifier_arguments
 from alliance_cli.console import JsonOption
+from alliance_cli.files import write_whole_text
 from alliance_cli.state import node_context
 from node.chain.errors import ContractRevert
 from node.ledger.reactions import (
@@ -74,7 +73,7 @@ def fraud_import(
     except ImportRefused as refused:
         report = file.with_name(file.name + ".errors.csv")
         try:
-            _write_whole(report, "line,code,reason\n" + "".join(
+            write_whole_text(report, "line,code,reason\n" + "".join(
                 f'{p.line},{p.code},"{p.reason.replace(chr(34), chr(39))}"\n' for p in refused.problems))
         except OSError as exc:
             console.fail(f"{refused}; the list of bad rows could not be written to {report}: {exc.strerror or exc}")
@@ -83,18 +82,6 @@ def fraud_import(
         console.print_json(vars(result))
         return
     console.success(f"{result.rows} rows: {result.reports} reports, {result.created} new, queued for publication")
-
-
-def _write_whole(path: Path, text: str) -> None:
-    """`text` to `path` whole or not at all (an interrupted or failed write leaves no half file, nor half of an
-    earlier file there): written beside it, then renamed over it."""
-    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(partial, path)
-    finally:
-        Path(partial).unlink(missing_ok=True)
 
 
 @app.command("show")

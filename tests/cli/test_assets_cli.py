@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import resource
 from pathlib import Path
 from typing import Any
 
@@ -198,6 +199,25 @@ def test_assets_prove_to_an_unwritable_path_fails_with_one_line(cli: CliRunner, 
     result = cli("assets", "prove", "LN-000001", "--out", str(tmp_path / out))
     assert result.code == 1
     assert "cannot write" in one_error_line(result.err)
+
+
+def test_assets_prove_that_cannot_finish_writing_keeps_the_earlier_bundle(cli: CliRunner, anchored: dict[str, Any],
+                                                                          tmp_path: Path) -> None:
+    """The bundle was written in place: a write cut short (here by a file size limit, as by a full disk) left half
+    a bundle where the earlier, good one had been."""
+    out = tmp_path / "bundle.json"
+    assert cli("assets", "prove", "LN-000001", "--out", str(out)).code == 0
+    earlier = out.read_text()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (len(earlier) // 2, hard))  # Python ignores SIGXFSZ: EFBIG
+    try:
+        result = cli("assets", "prove", "LN-000002", "--out", str(out))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert result.code == 1
+    assert "cannot write" in one_error_line(result.err)
+    assert out.read_text() == earlier
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".bundle")) == []
 
 
 @pytest.mark.parametrize("args", [
