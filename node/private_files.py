@@ -1,18 +1,25 @@
-"""Files only the node's own user may read: its config (the database password), demo API keys, prospect lists."""
+"""Files only the node's own user may read: its config (the database password), demo API keys, prospect lists,
+and the files the CLI writes for the user (provenance bundles, import error lists)."""
 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 
 def write_private_text(path: Path, text: str) -> None:
-    """Write `text` to `path` (UTF-8), readable and writable by its owner only.
+    """Write `text` to `path` (UTF-8), readable and writable by its owner only, whole or not at all.
 
-    Created 0600 rather than with the umask's mode (0644: every account on the host could read it), and a file
-    already there under a looser mode is narrowed to 0600 before anything is written to it.
+    Created 0600 (mkstemp) rather than with the umask's mode (0644: every account on the host could read it), so a
+    file already there under a looser mode is replaced by one that never was. Written beside it and renamed over
+    it: a write cut short (a full disk, a crash) leaves neither half a file nor half of the earlier one (a config
+    the node could no longer read).
     """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        os.fchmod(handle.fileno(), 0o600)
-        handle.write(text)
+    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(partial, path)
+    finally:
+        Path(partial).unlink(missing_ok=True)

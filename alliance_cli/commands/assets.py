@@ -12,13 +12,13 @@ from rich.text import Text
 
 from alliance_cli import console
 from alliance_cli.console import JsonOption
-from alliance_cli.files import write_whole_text
 from alliance_cli.state import node_context
 from node.assets import lifecycle
 from node.assets.pools import anchor_draft, asset_registry, discard_draft, import_tape, local_pools
 from node.assets.provenance import build_bundle
 from node.assets.screening import double_financed_loans, sync_loan_mirror
 from node.chain.client import Receipt
+from node.private_files import write_private_text
 
 app = typer.Typer(help="ABS loan pools: import tapes, anchor versions, custody, servicing, provenance.",
                   no_args_is_help=True)
@@ -154,7 +154,7 @@ def assets_prove(
         console.print_json(bundle)
         return
     try:
-        write_whole_text(out, json.dumps(bundle, indent=2) + "\n")
+        write_private_text(out, json.dumps(bundle, indent=2) + "\n")
     except OSError as exc:
         console.fail(f"cannot write {out}: {exc.strerror}")
     console.success(f"wrote the provenance bundle of loan {bundle['record']['loan_id']} to {out}")

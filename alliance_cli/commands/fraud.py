@@ -12,7 +12,6 @@ from rich.progress import Progress
 from alliance_cli import console
 from alliance_cli.arguments import parse_identifier_arguments
 from alliance_cli.console import JsonOption
-from alliance_cli.files import write_whole_text
 from alliance_cli.state import node_context
 from node.chain.errors import ContractRevert
 from node.ledger.reactions import (
@@ -25,6 +24,7 @@ from node.ledger.reactions import (
 )
 from node.ledger.report_import import ImportRefused, count_rows, import_reports
 from node.ledger.reports import DEFAULT_VALID_DAYS, ReportRequest, report_status
+from node.private_files import write_private_text
 
 app = typer.Typer(help="Report fraud indicators to the alliance ledger.", no_args_is_help=True)
 
@@ -73,7 +73,7 @@ def fraud_import(
     except ImportRefused as refused:
         report = file.with_name(file.name + ".errors.csv")
         try:
-            write_whole_text(report, "line,code,reason\n" + "".join(
+            write_private_text(report, "line,code,reason\n" + "".join(
                 f'{p.line},{p.code},"{p.reason.replace(chr(34), chr(39))}"\n' for p in refused.problems))
         except OSError as exc:
             console.fail(f"{refused}; the list of bad rows could not be written to {report}: {exc.strerror or exc}")
