@@ -66,6 +66,14 @@ def test_check_malformed_argument_fails_with_one_line(cli: CliRunner, reported: 
     assert "TYPE=VALUE" in one_error_line(result.err)
 
 
+def test_check_refusals_number_the_arguments_alike(cli: CliRunner, reported: bytes) -> None:
+    """A malformed second argument was "identifier 2", an invalid value in it "identifier 1"."""
+    malformed = cli("check", f"phone={PHONE}", "phone")
+    invalid = cli("check", f"phone={PHONE}", "phone=abc")
+    assert "(identifier 1 is not)" in one_error_line(malformed.err)
+    assert "identifier 1: invalid phone" in one_error_line(invalid.err)
+
+
 def test_check_without_alliance_key_fails_with_one_line(cli: CliRunner, initialised: NodeContext) -> None:
     result = cli("check", f"phone={PHONE}")
     assert result.code == 1
