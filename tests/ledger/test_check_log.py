@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 from sqlalchemy import update
@@ -17,26 +15,18 @@ from node.ledger.checks import check_batch, check_identity
 from node.runtime import NodeContext
 from node.store.ledger_tables import CheckLogEntry
 from tests.ledger.mirror_rows import DAY, Row, add_batch
-from tests.ledger.test_checks import indicator, node_on_store
+from tests.ledger.test_checks import indicator
 
 PHONE, OTHER_PHONE, EMAIL = "13800138000", "13900139000", "someone@example.com"
 
 
 @pytest.fixture
-def node(data_dir: Path, store_url: str) -> Iterator[NodeContext]:
-    context = node_on_store(data_dir, store_url)
-    yield context
-    context.close()
-
-
-@pytest.fixture
-def key(node: NodeContext) -> bytes:
-    secret = os.urandom(32)
-    node.keyring.store_key(1, secret, source="generated")
+def reported_key(node: NodeContext, key: bytes) -> bytes:
+    """Epoch 1's key, with PHONE reported under it by member 2."""
     with node.store.transaction() as session:
-        reported = Row(indicator(secret, "phone", PHONE), valid_from=int(time.time()) - DAY)
+        reported = Row(indicator(key, "phone", PHONE), valid_from=int(time.time()) - DAY)
         add_batch(session, 1, reporter=2, rows=[reported])
-    return secret
+    return key
 
 
 def read(node: NodeContext, **filters: object) -> list[dict[str, object]]:
@@ -44,7 +34,7 @@ def read(node: NodeContext, **filters: object) -> list[dict[str, object]]:
         return [e.to_json() for e in read_check_log(session, CheckLogQuery(**filters))]  # type: ignore[arg-type]
 
 
-def test_log_filters_by_key_hits_and_indicator(node: NodeContext, key: bytes) -> None:
+def test_log_filters_by_key_hits_and_indicator(node: NodeContext, reported_key: bytes) -> None:
     check_identity(node, [("phone", PHONE), ("email", EMAIL)], "k1")
     check_identity(node, [("phone", OTHER_PHONE)], "k2")
     check_batch(node, [("phone", OTHER_PHONE), ("phone", "not a phone")], "k1")
@@ -54,15 +44,15 @@ def test_log_filters_by_key_hits_and_indicator(node: NodeContext, key: bytes) ->
     assert [e["kind"] for e in everything] == ["batch", "identity", "identity"]
     assert [e["id"] for e in read(node, key_id="k1")] == [everything[0]["id"], everything[2]["id"]]
     (hit,) = read(node, hits_only=True)
-    assert hit["hits"] == ["0x" + indicator(key, "phone", PHONE).hex()] and "indicators" not in hit
-    other = indicator(key, "phone", OTHER_PHONE)
+    assert hit["hits"] == ["0x" + indicator(reported_key, "phone", PHONE).hex()] and "indicators" not in hit
+    other = indicator(reported_key, "phone", OTHER_PHONE)
     assert [e["id"] for e in read(node, indicators=[other])] == [everything[0]["id"], everything[1]["id"]]
     (full,) = read(node, key_id="k2", include_indicators=True)
     assert full["indicators"] == ["0x" + other.hex()]
     assert read(node, indicators=[os.urandom(32)]) == []
 
 
-def test_log_finds_an_identifier_checked_under_an_older_epoch(node: NodeContext, key: bytes) -> None:
+def test_log_finds_an_identifier_checked_under_an_older_epoch(node: NodeContext, reported_key: bytes) -> None:
     check_identity(node, [("phone", "+86 138 0013 8000")], "before-rotation")
     node.keyring.store_key(2, os.urandom(32), source="envelope")
     check_identity(node, [("phone", PHONE)], "after-rotation")
@@ -72,7 +62,7 @@ def test_log_finds_an_identifier_checked_under_an_older_epoch(node: NodeContext,
     assert len(found) == 2 and [e.key_id for e in entries] == ["after-rotation", "before-rotation"]
 
 
-def test_log_pages_and_bounds_by_time(node: NodeContext, key: bytes) -> None:
+def test_log_pages_and_bounds_by_time(node: NodeContext, reported_key: bytes) -> None:
     for n in range(5):
         check_identity(node, [("phone", PHONE)], f"k{n}")
     with node.store.transaction() as session:  # spread the entries over five days
@@ -92,7 +82,7 @@ def test_log_pages_and_bounds_by_time(node: NodeContext, key: bytes) -> None:
     assert [e["key_id"] for e in naive_is_utc] == ["k4"]
 
 
-def test_log_refuses_bad_limits_ranges_and_identifiers(node: NodeContext, key: bytes) -> None:
+def test_log_refuses_bad_limits_ranges_and_identifiers(node: NodeContext, reported_key: bytes) -> None:
     with pytest.raises(InvalidInput, match="limit"):
         read(node, limit=0)
     with pytest.raises(InvalidInput, match="limit"):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -36,20 +35,6 @@ def node_on_store(data_dir: Path, store_url: str) -> NodeContext:
     ledger = DeployedContract(LEDGER, 1, "0x", "")
     node.__dict__["deployment"] = Deployment("test", 31337, "now", {"FraudLedger": ledger})
     return node
-
-
-@pytest.fixture
-def node(data_dir: Path, store_url: str) -> Iterator[NodeContext]:
-    context = node_on_store(data_dir, store_url)
-    yield context
-    context.close()
-
-
-@pytest.fixture
-def key(node: NodeContext) -> bytes:
-    secret = os.urandom(32)
-    node.keyring.store_key(1, secret, source="generated")
-    return secret
 
 
 def indicator(key: bytes, kind: str, raw: str) -> bytes:

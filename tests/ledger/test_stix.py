@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from node.ledger.indicator_state import StatePolicy
 from node.ledger.stix import export_page, identity_id, identity_object, indicator_id, stix_timestamp
 from node.runtime import NodeContext
 from tests.ledger.mirror_rows import DAY, T0, Row, add_batch, add_reaction
-from tests.ledger.test_checks import node_on_store
 
 STIX_ID = re.compile(r"(?P<type>[a-z][a-z0-9-]+[a-z0-9])--[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -24,13 +19,6 @@ REQUIRED = {
 }
 POLICY = StatePolicy()
 AT = T0 + 10 * DAY
-
-
-@pytest.fixture
-def node(data_dir: Path, store_url: str) -> Iterator[NodeContext]:
-    context = node_on_store(data_dir, store_url)
-    yield context
-    context.close()
 
 
 def assert_valid_bundle(bundle: dict[str, Any]) -> None:
