@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
@@ -278,15 +278,16 @@ class ChainClient:
         return ChainError(f"transaction {receipt.tx_hash} reverted (the replay did not)")
 
 
-def wait_until_reachable(rpc_url: str, timeout: float) -> ChainHead:
-    """Poll until the endpoint answers, e.g. right after starting a local chain."""
+def wait_until_reachable(rpc_url: str, timeout: float, *, gone: Callable[[], bool] | None = None) -> ChainHead:
+    """Poll until the endpoint answers, e.g. right after starting a local chain; `gone` says whether what should
+    answer has exited already (a chain process that failed to start), which ends the wait at once."""
     client = ChainClient(rpc_url, request_timeout=1.0)
     deadline = time.monotonic() + timeout
     while True:
         try:
             return client.head()
         except ChainUnavailable:
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or (gone is not None and gone()):
                 raise
             time.sleep(0.05)
 

@@ -127,13 +127,16 @@ class DevChain:
         else:
             self.owner_file.unlink(missing_ok=True)
         try:
-            return wait_until_reachable(self.rpc_url, timeout)
+            return wait_until_reachable(self.rpc_url, timeout, gone=lambda: process.poll() is not None)
         except ChainUnavailable as exc:
             process.kill()
             self.pid_file.unlink(missing_ok=True)
             self.owner_file.unlink(missing_ok=True)
-            raise DevChainError(f"anvil did not answer within {timeout}s; see {self.state_dir / 'anvil.log'}") \
-                from exc
+            log_file = self.state_dir / "anvil.log"
+            if process.poll() is not None and process.returncode != -signal.SIGKILL:
+                raise DevChainError(f"anvil exited with code {process.returncode} before answering; see {log_file}") \
+                    from exc
+            raise DevChainError(f"anvil did not answer within {timeout}s; see {log_file}") from exc
 
     def adopt_orphan(self) -> bool:
         """Take over the running chain if the node process that owned it is gone (killed, so it could not stop

@@ -494,3 +494,17 @@ def test_commands_while_postgresql_is_away_fail_with_one_line(cli: CliRunner, po
     gone = cli("apikey", "list", env=store)
     assert gone.code == 1 and "the database is unavailable" in one_error_line(gone.err)
     assert "alliance:" not in gone.err  # no password
+
+
+def test_chain_up_with_an_anvil_that_exits_at_once_fails_without_waiting_out_the_timeout(
+        cli: CliRunner, data_dir: Path, tmp_path: Path) -> None:
+    """An anvil that exits before answering (a wrong binary, a bad flag) was waited for the whole 30 s."""
+    binary = tmp_path / "anvil"
+    binary.write_text("#!/bin/sh\necho 'error: unexpected argument' >&2\nexit 2\n")
+    binary.chmod(0o755)
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0
+    result = cli("chain", "up", env={"ALLIANCE_ANVIL": str(binary), "ALLIANCE_DEV_CHAIN_PORT": str(free_port())})
+    assert result.code == 1
+    # The timeout's own message is "did not answer within 30s": this one comes from noticing the exit.
+    assert "anvil exited with code 2 before answering" in one_error_line(result.err)
+    assert not (data_dir / "chain" / "anvil.pid").exists()
