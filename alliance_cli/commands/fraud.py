@@ -63,6 +63,7 @@ def fraud_import(
     """Import reports from CSV, all or nothing; invalid rows are listed in FILE.errors.csv."""
     node = node_context(ctx)
     intake = node.report_intake
+    report = file.with_name(file.name + ".errors.csv")
     try:
         # Only on a terminal: elsewhere (a pipe, cron, CI) a transient bar leaves an empty line on stderr.
         with Progress(console=console.err, transient=True,
@@ -71,17 +72,19 @@ def fraud_import(
             result = import_reports(intake, file, submitted_by=CLI_SUBMITTER,
                                     progress=lambda rows: progress.advance(task, rows))
     except ImportRefused as refused:
-        report = file.with_name(file.name + ".errors.csv")
         try:
             write_private_text(report, "line,code,reason\n" + "".join(
                 f'{p.line},{p.code},"{p.reason.replace(chr(34), chr(39))}"\n' for p in refused.problems))
         except OSError as exc:
             console.fail(f"{refused}; the list of bad rows could not be written to {report}: {exc.strerror or exc}")
         console.fail(f"{refused}; see {report}")
+    # The list of an earlier refusal of this file no longer stands: left beside it, it would say rows failed.
+    stale_report = _remove_file(report)
     if json_output:
         console.print_json(vars(result))
         return
-    console.success(f"{result.rows} rows: {result.reports} reports, {result.created} new, queued for publication")
+    console.success(f"{result.rows} rows: {result.reports} reports, {result.created} new, queued for publication"
+                    + (f" (removed {report.name}, of an earlier attempt)" if stale_report else ""))
 
 
 @app.command("show")
@@ -154,3 +157,12 @@ def fraud_withdraw(ctx: typer.Context, report_id: Annotated[str, typer.Argument(
                    json_output: JsonOption = False) -> None:
     """Withdraw this bank's report: revoke its published records, never publish its queued ones."""
     _show_reactions(withdraw_report(node_context(ctx), report_id, reason), json_output)
+
+
+def _remove_file(path: Path) -> bool:
+    """Remove `path` if it is a file this user may remove; whether it did."""
+    try:
+        path.unlink()
+    except OSError:  # absent, a directory, or not ours to remove: left as it is
+        return False
+    return True

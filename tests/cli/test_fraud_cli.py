@@ -67,6 +67,11 @@ def test_fraud_import_all_or_nothing_with_error_file(cli: CliRunner, member: Non
     assert json.loads(imported.out) == {"rows": 2, "reports": 2, "created": 2}
     again = cli("fraud", "import", str(good))
     assert again.code == 0 and again.err == ""
+    # Once the file is corrected, the list of its earlier refusal goes: left there it would say rows failed.
+    bad.write_text("identifier_type,identifier,category,confidence\nphone,13800138000,other,50\n")
+    fixed = cli("fraud", "import", str(bad))
+    assert fixed.code == 0 and "removed bad.csv.errors.csv" in fixed.out
+    assert not (tmp_path / "bad.csv.errors.csv").exists()
 
 
 def test_fraud_import_whose_error_list_cannot_be_written_fails_in_one_line(cli: CliRunner, member: None,
