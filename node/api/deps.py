@@ -81,7 +81,6 @@ def require_roles(*roles: Role) -> Callable[[KeyInfo], KeyInfo]:
     return check
 
 
-
 def _require_role(key: KeyInfo, allowed: frozenset[Role]) -> None:
     if key.role not in allowed:
         raise ApiError(403, "forbidden", f"the {key.role} role may not do this; needs {' or '.join(sorted(allowed))}")

@@ -23,6 +23,7 @@ from node.ledger.checks import keys_newest_first
 from node.ledger.identifiers import InvalidIdentifier, normalise
 from node.runtime import NodeContext
 from node.store.ledger_tables import CheckLogEntry
+from node.store.models import as_utc
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1_000
@@ -71,9 +72,9 @@ def read_check_log(session: Session, query: CheckLogQuery) -> list[CheckLogView]
     if query.key_id is not None:
         statement = statement.where(CheckLogEntry.key_id == query.key_id)
     if query.since is not None:
-        statement = statement.where(CheckLogEntry.asked_at >= _utc(query.since))
+        statement = statement.where(CheckLogEntry.asked_at >= _in_utc(query.since))
     if query.until is not None:
-        statement = statement.where(CheckLogEntry.asked_at < _utc(query.until))
+        statement = statement.where(CheckLogEntry.asked_at < _in_utc(query.until))
     if query.before_id is not None:
         statement = statement.where(CheckLogEntry.id < query.before_id)
     if query.hits_only:
@@ -96,11 +97,12 @@ def identifier_indicators(node: NodeContext, session: Session, identifier_type: 
 
 def _view(entry: CheckLogEntry, include_indicators: bool) -> CheckLogView:
     checked: list[str] = json.loads(entry.indicators)
-    return CheckLogView(entry.id, entry.key_id, _utc(entry.asked_at), entry.kind, len(checked),
+    return CheckLogView(entry.id, entry.key_id, _in_utc(entry.asked_at), entry.kind, len(checked),
                         ["0x" + h for h in json.loads(entry.hits)], entry.as_of_block, entry.stale,
                         ["0x" + h for h in checked] if include_indicators else None)
 
 
-def _utc(moment: datetime) -> datetime:
-    # SQLite gives back naive datetimes (stored in UTC); a naive filter is taken as UTC too.
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+def _in_utc(moment: datetime) -> datetime:
+    # A naive time is UTC, as the store writes (as_utc); another zone is converted: SQLite compares the stored UTC
+    # times as text, and PostgreSQL answers in its session's zone.
+    return as_utc(moment).astimezone(UTC)
