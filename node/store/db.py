@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 T = TypeVar("T")
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+SQLITE_BUSY_TIMEOUT_S = 30  # how long a SQLite connection waits for another's lock before "database is locked"
 CONNECT_TIMEOUT_S = 5  # PostgreSQL: how long opening a connection may take before the store counts as unavailable
 POSTGRES_CONNECT_ARGS = {"connect_timeout": CONNECT_TIMEOUT_S,
                          "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
@@ -39,7 +42,7 @@ class UnknownSchemaRevision(StoreUnavailable):
 
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     # libpq waits for a server that accepts and never answers (a hung host, a dropped route) without end: every
@@ -55,10 +58,26 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets API readers proceed while the publisher/indexer writes; synchronous=FULL so that an
     # accepted report survives a power cut, not only a process crash.
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    _switch_to_wal(cursor)
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _switch_to_wal(cursor: sqlite3.Cursor) -> None:
+    # Switching a file to WAL takes its exclusive lock, and SQLite answers SQLITE_BUSY at once, without waiting out
+    # the busy timeout, when another connection holds or is taking a write lock (waiting could deadlock): two
+    # processes opening a new store together, one of them failed. WAL belongs to the file, so once one connection
+    # has switched it the others' pragma changes nothing and takes no lock; until then they try again.
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorname != "SQLITE_BUSY" or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
 
 
 def alembic_config(engine: Engine) -> Config:

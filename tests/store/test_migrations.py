@@ -1,6 +1,8 @@
 import os
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
 from node.auth.apikeys import InvalidApiKey, Role, authenticate, create_api_key, list_api_keys, revoke_api_key
+from node.store import db
 from node.store.db import Store, StoreUnavailable, UnknownSchemaRevision, alembic_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -145,6 +148,50 @@ def test_processes_migrating_one_new_store_at_once_all_start(store_url: str) -> 
     try:
         assert schema_revision(store) == {"0006"}
     finally:
+        store.close()
+
+
+def _write_locked_rollback_journal_file(path: Path) -> sqlite3.Connection:
+    """A SQLite file in the default rollback-journal mode, with a write transaction held open on it."""
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE other_tool (x)")
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO other_tool VALUES (1)")
+    return holder
+
+
+def test_opening_a_file_whose_write_lock_is_held_waits_for_it_to_switch_to_wal(tmp_path: Path) -> None:
+    """SQLite refuses the switch to WAL at once (no busy timeout) while another connection holds a write lock: two
+    processes opening a new store together, one failed with "database is locked" (seen in CI)."""
+    path = tmp_path / "store.db"
+    holder = _write_locked_rollback_journal_file(path)
+    releaser = threading.Timer(0.5, lambda: holder.execute("COMMIT"))
+    releaser.start()
+    store = Store(f"sqlite:///{path}")
+    try:
+        store.migrate()
+        assert schema_revision(store) == {"0006"}
+        with store.engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    finally:
+        releaser.join()
+        holder.close()
+        store.close()
+
+
+def test_a_write_lock_held_past_the_busy_timeout_is_store_unavailable(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(db, "SQLITE_BUSY_TIMEOUT_S", 0.3)
+    path = tmp_path / "store.db"
+    holder = _write_locked_rollback_journal_file(path)
+    store = Store(f"sqlite:///{path}")
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="database is locked"):
+            store.migrate()
+        assert time.monotonic() - started >= 0.3
+    finally:
+        holder.close()
         store.close()
 
 
