@@ -261,6 +261,8 @@ def anchor_draft(node: NodeContext, pool_name: str, *, override_reason: str | No
     if chunk_size is not None and chunk_size < 1:
         raise InvalidInput("a chunk holds at least one loan id", code="invalid_chunk_size")
     reason = valid_override_reason(override_reason)
+    with node.store.session() as session:
+        _draft_of(session, pool_name)  # an unknown pool or no draft is refused before anything is synced or sent
     registry = asset_registry(node, signing=True)
     sync_loan_mirror(node.store, registry, from_block=_registry_block(node))
     screened = _screen_draft(node, registry, pool_name, screen)

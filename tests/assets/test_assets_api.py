@@ -8,11 +8,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from node.api.app import create_app
 from node.assets.verify import verify_bundle
 from node.auth.apikeys import Role
+from node.config import load_settings
+from node.runtime import NodeContext
 from node.store.asset_tables import AssetServicingReport
+from node.store.ledger_tables import SyncState
 from tests.api.conftest import ApiNode, start_api_node
 from tests.assets.conftest import ALLIANCE_KEY, HEADER, loan_row
 
@@ -101,6 +106,24 @@ def test_anchor_pool_refuses_override_reason_with_nul_and_sends_nothing(api: Api
     assert api.node.chain.block_number() == head
     pools = api.client.get("/v1/assets/pools", headers=operator).json()
     assert [(p["pool_id"], [v["state"] for v in p["versions"]]) for p in pools] == [(None, ["draft"])]
+
+
+@pytest.mark.parametrize(("pool", "code"), [("nowhere", "pool_not_found"), ("anchored", "no_draft")])
+def test_anchor_of_an_unknown_pool_or_no_draft_is_404_even_with_the_chain_down(api: ApiNode, pool: str,
+                                                                              code: str) -> None:
+    """The loan mirror was synced first: with the chain down the answer was 503, not what was wrong."""
+    operator = api.headers(Role.operator)
+    post_tape(api, "anchored", [loan_row(1)])
+    assert api.client.post("/v1/assets/pools/anchored/anchor", json={}, headers=operator).status_code == 201
+    with api.node.store.session() as session:
+        cursors = session.scalars(select(SyncState.last_block)).all()
+    chain_down = load_settings(api.node.settings.data_dir, rpc_url="http://127.0.0.1:9",
+                               database_url=api.node.settings.effective_database_url)
+    with TestClient(create_app(NodeContext(chain_down))) as client:
+        refused = client.post(f"/v1/assets/pools/{pool}/anchor", json={}, headers=operator)
+    assert refused.status_code == 404 and refused.json()["error"]["code"] == code
+    with api.node.store.session() as session:
+        assert session.scalars(select(SyncState.last_block)).all() == cursors
 
 
 def test_assets_api_refuses_double_financing_with_409(api: ApiNode) -> None:
