@@ -15,6 +15,7 @@ from alliance_cli.commands import apikey, chain, check, contracts, fraud, init, 
 from alliance_cli.commands import apply as apply_cmd
 from alliance_cli.commands import extensions as extensions_cmd
 from alliance_cli.commands import marketing as marketing_cmd
+from alliance_cli.commands import store as store_cmd
 from alliance_cli.commands.assets import app as assets_app
 from alliance_cli.commands.audit import app as audit_app
 from alliance_cli.state import CliState
@@ -60,6 +61,7 @@ app.command("apply")(apply_cmd.apply_command)
 app.add_typer(marketing_cmd.app, name="marketing")
 app.add_typer(alerts_cmd.app, name="alerts")
 app.add_typer(extensions_cmd.app, name="extensions")
+app.add_typer(store_cmd.app, name="store")
 extensions_cmd.add_extension_commands(app)
 
 # Errors a user can act on: one line, exit 1, no traceback (unless --debug).

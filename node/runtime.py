@@ -50,7 +50,9 @@ class NodeContext:
     @cached_property
     def store(self) -> Store:
         store = Store(self.settings.effective_database_url)
-        store.migrate()
+        # `alliance init` makes the store before the keys, so a node with keys whose store is missing has been
+        # pointed elsewhere: refused (StoreNotFound), unless made on purpose with `alliance store create`.
+        store.migrate(new_store=not self.settings.signing_key_file.exists())
         return store
 
     @property

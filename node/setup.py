@@ -11,7 +11,7 @@ from node.chain.signer import Signer, keystore_address, write_keystore
 from node.config import Network, Settings, write_config
 from node.crypto.envelopes import dump_private_key, generate_encryption_keypair, public_key_bytes
 from node.errors import Conflict, InvalidInput
-from node.store.db import Store
+from node.store.db import Store, StoreNotFound
 
 BANK_CODE = re.compile(r"^[A-Z0-9][A-Z0-9_-]{1,31}$")
 MAX_BANK_NAME = 120
@@ -65,6 +65,28 @@ def init_node(settings: Settings, *, bank_name: str, bank_code: str, passphrase:
                            code="data_dir_unwritable") from None
     return InitResult(settings.data_dir, keystore_address(settings.signing_key_file),
                       public_key_bytes(encryption_key), config_file)
+
+
+@dataclass(frozen=True)
+class StoreCreation:
+    where: str  # the database URL, its password masked
+    created: bool  # False: a store was there already, and is left as it was
+
+
+def create_store(settings: Settings) -> StoreCreation:
+    """Make the node's store at its database URL, migrated and empty, for a node moving to a new database on
+    purpose (the node itself refuses to start on a missing one)."""
+    store = Store(settings.effective_database_url)
+    where = store.engine.url.render_as_string()
+    try:
+        try:
+            store.migrate(new_store=False)
+            return StoreCreation(where, created=False)
+        except StoreNotFound:
+            store.migrate()
+            return StoreCreation(where, created=True)
+    finally:
+        store.close()
 
 
 def _write_private(path: Path, content: bytes) -> None:

@@ -33,7 +33,7 @@ from node.config import Network, load_settings, write_config
 from node.consortium import this_bank_as_founder
 from node.crypto.envelopes import public_key_bytes
 from node.runtime import NodeContext
-from node.setup import init_node
+from node.setup import create_store, init_node
 from node.store import bulk
 from node.store.db import Store
 from tests.store.outage import PostgresRelay
@@ -290,6 +290,14 @@ def make_node(root: Path, rpc_url: str, deployment_file: Path, name: str, code: 
         shutil.copytree(template, data_dir)
         write_config(load_settings(data_dir, **options))  # the config init would write here, not the template's
     return NodeContext(load_settings(data_dir, **options))  # reloaded: init wrote the bank's name and code
+
+
+def moved_to_store(node: NodeContext, store_url: str) -> NodeContext:
+    """`node` (same data dir, same keys) on a new, empty store at `store_url`, made on purpose as `alliance store
+    create` makes it: the node refuses to open a missing store by itself."""
+    settings = node.settings.model_copy(update={"database_url": store_url})
+    assert create_store(settings).created
+    return NodeContext(settings)
 
 
 @pytest.fixture

@@ -36,6 +36,10 @@ class StoreUnavailable(Exception):
 STORE_LOST = (OperationalError, InterfaceError, PoolTimeout)
 
 
+class StoreNotFound(StoreUnavailable):
+    """An initialised node's database URL leads to no store (a wrong `database_url`, a deleted file)."""
+
+
 class UnknownSchemaRevision(StoreUnavailable):
     """The database was migrated by a newer version of the node (a revision this version does not have)."""
 
@@ -100,14 +104,22 @@ def lock_for_migration(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def migrate(engine: Engine, revision: str = "head") -> None:
-    """Bring the schema to `revision` (idempotent)."""
+def migrate(engine: Engine, revision: str = "head", *, new_store: bool = True) -> None:
+    """Bring the schema to `revision` (idempotent). Unless `new_store`, a database without the node's schema is
+    refused (StoreNotFound) and left as it was: an initialised node pointed at a mistyped SQLite path or an empty
+    schema would otherwise start on a new, empty store, its API keys, queued reports and alliance keys elsewhere."""
     where = engine.url.render_as_string()  # the password masked
     config = alembic_config(engine)
     try:
-        if engine.url.get_backend_name() == "sqlite" and engine.url.database:
-            Path(engine.url.database).parent.mkdir(parents=True, exist_ok=True)
-        if revision == "head" and _at_head(engine, config):
+        sqlite_file = _sqlite_file(engine)
+        if sqlite_file is not None and not new_store and not sqlite_file.exists():
+            raise StoreNotFound(_no_store_message(where))  # before connecting, which would create the file
+        if sqlite_file is not None:
+            sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+        current = _current_heads(engine)
+        if not current and not new_store:
+            raise StoreNotFound(_no_store_message(where))
+        if revision == "head" and current == set(ScriptDirectory.from_config(config).get_heads()):
             return  # the usual case: no lock to wait for behind a long write of a running node
         command.upgrade(config, revision)
     except OSError as exc:  # the SQLite file's directory cannot be made (a file is in the way, say)
@@ -119,10 +131,22 @@ def migrate(engine: Engine, revision: str = "head") -> None:
         raise StoreUnavailable(f"cannot open the database at {where}: {reason}") from exc
 
 
-def _at_head(engine: Engine, config: Config) -> bool:
+def _sqlite_file(engine: Engine) -> Path | None:
+    database = engine.url.database
+    if engine.url.get_backend_name() != "sqlite" or not database or database == ":memory:" \
+            or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def _no_store_message(where: str) -> str:
+    return (f"no store at {where}, but this node is initialised: check database_url (its store is elsewhere); "
+            "`alliance store create` makes a new, empty one on purpose")
+
+
+def _current_heads(engine: Engine) -> set[str]:
     with engine.connect() as connection:
-        current = set(MigrationContext.configure(connection).get_current_heads())
-    return current == set(ScriptDirectory.from_config(config).get_heads())
+        return set(MigrationContext.configure(connection).get_current_heads())
 
 
 def once_more_on_conflict(action: Callable[[], T]) -> T:
@@ -142,8 +166,8 @@ class Store:
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
-    def migrate(self) -> None:
-        migrate(self.engine)
+    def migrate(self, *, new_store: bool = True) -> None:
+        migrate(self.engine, new_store=new_store)
 
     def session(self) -> Session:
         return self._sessions()

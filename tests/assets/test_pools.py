@@ -61,7 +61,7 @@ from tests.assets.conftest import (
     share_alliance_key,
     write_tape,
 )
-from tests.conftest import Bank, LedgerNodes, interrupted_before_writing, make_bank
+from tests.conftest import Bank, LedgerNodes, interrupted_before_writing, make_bank, moved_to_store
 
 
 def anchor_tape(node: NodeContext, tmp_path: Path, pool: str, seeds: range, **kwargs: object) -> int:
@@ -455,7 +455,7 @@ def test_anchor_version_refuses_single_transaction_beyond_block_gas_limit(banks:
 @pytest.fixture
 def bank_on_store(ledger_nodes: LedgerNodes, banks: list[NodeContext], store_url: str) -> NodeContext:
     """Bank A with its store at `store_url` (SQLite or PostgreSQL), holding the alliance key."""
-    moved = NodeContext(banks[0].settings.model_copy(update={"database_url": store_url}))
+    moved = moved_to_store(banks[0], store_url)
     ledger_nodes.nodes.append(moved)  # closed with the others
     share_alliance_key([moved])
     return moved

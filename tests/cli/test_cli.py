@@ -115,6 +115,45 @@ def test_init_in_a_data_dir_that_is_a_file_fails_with_one_line(cli: CliRunner, t
     assert taken.read_text() == "not a data dir"
 
 
+def test_an_initialised_node_pointed_at_no_store_is_refused_until_one_is_created_on_purpose(
+        cli: CliRunner, data_dir: Path, store_url: str) -> None:
+    """A mistyped database_url (or a deleted node.db) made a new, empty store: the node started without its API
+    keys, queued reports and alliance keys, and `apikey create` put a key into the wrong store."""
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0
+    elsewhere = {"ALLIANCE_DATABASE_URL": store_url}
+    refused = cli("apikey", "create", "--role", "analyst", env=elsewhere)
+    assert refused.code == 1
+    assert "no store at" in one_error_line(refused.err) and "alliance store create" in refused.err
+    assert ":alliance@" not in refused.err  # the test PostgreSQL's password (alliance) is masked
+    if store_url.startswith("sqlite"):
+        assert not Path(store_url.removeprefix("sqlite:///")).exists()  # not even an empty file
+    else:
+        store = Store(store_url)
+        try:
+            with store.engine.connect() as connection:
+                assert connection.exec_driver_sql("SELECT count(*) FROM information_schema.tables "
+                                                  "WHERE table_schema = current_schema()").scalar() == 0
+        finally:
+            store.close()
+
+    created = cli("store", "create", env=elsewhere)
+    assert created.code == 0, created.err
+    assert "new, empty store" in created.out
+    assert cli("apikey", "create", "--role", "analyst", env=elsewhere).code == 0
+    again = cli("store", "create", env=elsewhere)
+    assert again.code == 0 and "already" in again.out
+    listed = cli("apikey", "list", "--json", env=elsewhere)
+    assert listed.code == 0 and len(json.loads(listed.out)) == 1  # the second `store create` emptied nothing
+    assert cli("apikey", "list", "--json").code == 0 and json.loads(cli("apikey", "list", "--json").out) == []
+
+
+def test_store_create_needs_an_initialised_node(cli: CliRunner, data_dir: Path) -> None:
+    result = cli("store", "create")
+    assert result.code == 1
+    assert "not an initialised node data dir" in one_error_line(result.err)
+    assert not data_dir.exists()
+
+
 @pytest.mark.parametrize("args", [
     ("apikey", "create", "--role", "analyst"),
     ("apikey", "list"),
@@ -490,7 +529,7 @@ def test_commands_while_postgresql_is_away_fail_with_one_line(cli: CliRunner, po
 
     postgres_relay.restore()
     migrate = Store.migrate
-    monkeypatch.setattr(Store, "migrate", lambda self: (migrate(self), postgres_relay.cut()))
+    monkeypatch.setattr(Store, "migrate", lambda self, **options: (migrate(self, **options), postgres_relay.cut()))
     gone = cli("apikey", "list", env=store)
     assert gone.code == 1 and "the database is unavailable" in one_error_line(gone.err)
     assert "alliance:" not in gone.err  # no password

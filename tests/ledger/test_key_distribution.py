@@ -13,7 +13,7 @@ from node.chain.registry import MemberRole
 from node.crypto.envelopes import public_key_bytes, seal_envelope
 from node.ledger.key_distribution import NotAMember, key_status, rotate, sync_keys
 from node.runtime import NodeContext
-from tests.conftest import LedgerNodes, chain_texts, free_port, make_node
+from tests.conftest import LedgerNodes, chain_texts, free_port, make_node, moved_to_store
 
 
 def envelope_count(node: NodeContext) -> int:
@@ -249,7 +249,7 @@ def test_sync_keys_restores_keys_from_the_chain_after_losing_the_store(ledger_no
     sync_keys(a)
     key = a.keyring.key(1)
     # The keys dir survives, the database does not: the node's own envelope brings the key back.
-    restored = NodeContext(a.settings.model_copy(update={"database_url": store_url}))
+    restored = moved_to_store(a, store_url)
     ledger_nodes.nodes.append(restored)
     result = sync_keys(restored)
     assert (result.received, result.generated, result.published) == ([1], [], [])

@@ -26,7 +26,7 @@ from node.ledger.reports import ReportRequest, report_status
 from node.ledger.republish import republish_active_reports
 from node.runtime import NodeContext
 from node.store.ledger_tables import OutboxRecord
-from tests.conftest import LedgerNodes
+from tests.conftest import LedgerNodes, moved_to_store
 
 PHONE = "13800138000"
 
@@ -88,7 +88,7 @@ def test_withdraw_queued_report_is_never_published_nor_republished(keyed_banks: 
 
 def bank_on_store(ledger_nodes: LedgerNodes, bank: NodeContext, store_url: str) -> NodeContext:
     """`bank` with its store at `store_url` (SQLite or PostgreSQL), holding its alliance key of epoch 1."""
-    moved = NodeContext(bank.settings.model_copy(update={"database_url": store_url}))
+    moved = moved_to_store(bank, store_url)
     ledger_nodes.nodes.append(moved)  # closed with the others
     moved.keyring.store_key(1, bank.keyring.key(1), source="envelope")
     return moved

@@ -14,7 +14,7 @@ from node.ledger.reports import ReportRequest
 from node.ledger.republish import NewestKeyMissing, RepublishResult, republish, republish_active_reports
 from node.runtime import NodeContext
 from node.store.ledger_tables import OutboxRecord
-from tests.conftest import LedgerNodes, interrupted_before_writing
+from tests.conftest import LedgerNodes, interrupted_before_writing, moved_to_store
 from tests.ledger.test_publisher import onchain_records
 
 
@@ -72,7 +72,7 @@ def test_republish_before_the_newest_key_arrived_is_refused_and_queues_nothing(l
 @pytest.fixture
 def rotated_bank(ledger_nodes: LedgerNodes, store_url: str) -> NodeContext:
     """Bank A on `store_url` (SQLite or PostgreSQL) with a queued report of epoch 1, holding the key of epoch 2."""
-    bank = NodeContext(ledger_nodes.nodes[0].settings.model_copy(update={"database_url": store_url}))
+    bank = moved_to_store(ledger_nodes.nodes[0], store_url)
     ledger_nodes.nodes.append(bank)  # closed with the others
     bank.keyring.store_key(1, os.urandom(32), source="generated")
     bank.report_intake.accept(ReportRequest([("phone", "13800138000")], "other", 50), submitted_by="k")
