@@ -19,7 +19,7 @@ from eth_typing import HexStr
 from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractConstructor, ContractFunction
-from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
+from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
 from web3.types import TxParams
 
 from node.chain.artifacts import ContractArtifact, load_artifact
@@ -40,6 +40,13 @@ logger = logging.getLogger(__name__)
 # changes between estimate and inclusion. Callers whose cost can jump (a vote that ends up executing
 # the proposal) also pass `min_gas`.
 _ESTIMATE_MARGIN = 1.3
+
+# A sent transaction the chain can never mine is given up after this many looks this far apart, not after the
+# whole receipt timeout (60 s by default). Several looks, so that a load-balanced endpoint whose other node has
+# not seen the transaction yet does not make it look lost.
+STUCK_LOOK_INTERVAL_S = 2.0
+STUCK_AFTER_LOOKS = 3
+RECEIPT_POLL_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -242,22 +249,55 @@ class ChainClient:
             self.nonces.reset()
             raise
 
-    def wait_for_receipt(self, tx_hash: str, tx: dict[str, Any] | None = None) -> Receipt:
+    def receipt_of(self, tx_hash: str) -> Receipt | None:
+        """The receipt of a mined transaction, None while it is not mined (or unknown)."""
         with translate_errors(self.rpc_url):
             try:
-                raw = self.w3.eth.wait_for_transaction_receipt(
-                    HexStr(tx_hash), timeout=self.receipt_timeout, poll_latency=0.02)
-            except TimeExhausted as exc:
-                # It may be slow, or lost (an RPC node restarted without its mempool, a chain restored from an older
-                # state): then every nonce handed out after it waits behind a gap forever. The next nonce is read
-                # from the chain's pending count again, which still counts it while the chain holds it.
+                raw = self.w3.eth.get_transaction_receipt(HexStr(tx_hash))
+            except TransactionNotFound:
+                return None
+        return Receipt(tx_hash, int(raw["blockNumber"]), raw["blockHash"].to_0x_hex(), int(raw["gasUsed"]),
+                       int(raw["status"]), raw)
+
+    def wait_for_receipt(self, tx_hash: str, tx: dict[str, Any] | None = None) -> Receipt:
+        """The receipt of a sent transaction; TransactionTimeout after `receipt_timeout`, or as soon as the chain
+        shows it can never mine it (see `_why_never_mined`). Either way the local nonce count is dropped: every
+        nonce handed out after a lost transaction would wait behind its gap forever, and the chain's pending count,
+        read again for the next one, still counts the transaction while the chain holds it."""
+        started = time.monotonic()
+        strikes, next_look = 0, started + STUCK_LOOK_INTERVAL_S
+        while (receipt := self.receipt_of(tx_hash)) is None:
+            now = time.monotonic()
+            if now - started >= self.receipt_timeout:
                 self.nonces.reset()
-                raise TransactionTimeout(f"transaction {tx_hash} not mined within {self.receipt_timeout}s") from exc
-        receipt = Receipt(tx_hash, int(raw["blockNumber"]), raw["blockHash"].to_0x_hex(),
-                          int(raw["gasUsed"]), int(raw["status"]), raw)
+                raise TransactionTimeout(f"transaction {tx_hash} not mined within {self.receipt_timeout}s")
+            if now >= next_look:
+                reason = self._why_never_mined(tx_hash)
+                strikes = strikes + 1 if reason else 0
+                if reason and strikes >= STUCK_AFTER_LOOKS:
+                    self.nonces.reset()
+                    raise TransactionTimeout(f"transaction {tx_hash} will not be mined: {reason}")
+                next_look = now + STUCK_LOOK_INTERVAL_S
+            time.sleep(RECEIPT_POLL_S)
         if receipt.status != 1:
             raise self._explain_failure(receipt, tx)
         return receipt
+
+    def _why_never_mined(self, tx_hash: str) -> str | None:
+        """Why a sent, unmined transaction can never be mined, or None while it still may be: the chain no longer
+        knows it (an RPC node restarted without its pool, a chain gone back to an older state, the nonce taken by
+        another transaction), or it waits behind a nonce the chain lacks (the chain lost a transaction before it)."""
+        with translate_errors(self.rpc_url):
+            try:
+                pending = self.w3.eth.get_transaction(HexStr(tx_hash))
+            except TransactionNotFound:
+                return "the chain no longer knows it"
+            if pending.get("blockNumber") is not None:
+                return None  # mined since the receipt was asked for
+            count = self.w3.eth.get_transaction_count(pending["from"], "pending")
+        if int(pending["nonce"]) >= count:  # the pending count stops at the first missing nonce
+            return f"its nonce {pending['nonce']} waits behind a gap (the chain's next nonce is {count})"
+        return None
 
     def _explain_failure(self, receipt: Receipt, tx: dict[str, Any] | None) -> ChainError:
         """Replay a failed transaction as a call on its parent block to recover the revert data."""

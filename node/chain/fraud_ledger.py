@@ -15,7 +15,6 @@ from typing import Any
 
 from eth_typing import HexStr
 from web3 import Web3
-from web3.exceptions import TransactionNotFound
 
 from node.chain.client import ChainClient, Receipt, translate_errors
 from node.chain.errors import ChainError, ChainUnavailable, ContractRevert
@@ -191,13 +190,7 @@ class FraudLedgerClient:
 
     def receipt_of(self, tx_hash: str) -> Receipt | None:
         """The receipt of a mined transaction, None while it is not mined (or unknown)."""
-        with translate_errors(self.chain.rpc_url):
-            try:
-                raw = self.chain.w3.eth.get_transaction_receipt(HexStr(tx_hash))
-            except TransactionNotFound:
-                return None
-        return Receipt(tx_hash, int(raw["blockNumber"]), raw["blockHash"].to_0x_hex(), int(raw["gasUsed"]),
-                       int(raw["status"]), raw)
+        return self.chain.receipt_of(tx_hash)
 
     def wait_published(self, tx_hash: str, root: bytes) -> MinedPublish:
         """Wait for a publishBatch receipt. A refused duplicate root means an earlier send already published

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
+from node.chain import client as client_module
 from node.chain.client import ChainClient
 from node.chain.errors import TransactionTimeout
 from node.chain.signer import Signer
@@ -26,3 +30,59 @@ def test_a_transaction_the_chain_dropped_leaves_no_nonce_gap(rpc_url: str) -> No
     receipt = client.send_transaction(transfer)  # takes the lost one's nonce, so it is mined
     assert receipt.status == 1
     assert client.rpc("eth_getTransactionCount", [client.signer.address, "latest"]) == "0x1"
+
+
+@pytest.fixture
+def quick_looks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(client_module, "STUCK_LOOK_INTERVAL_S", 0.2)
+
+
+def transfer_of(client: ChainClient) -> dict[str, object]:
+    return {**client.transaction_fields(21_000), "to": client.signer.address, "value": 0}  # type: ignore[union-attr]
+
+
+def test_a_transaction_the_chain_dropped_is_given_up_without_waiting_out_the_receipt_timeout(
+        rpc_url: str, quick_looks: None) -> None:
+    """Waited the whole receipt timeout (60 s) after an RPC node restarted without its pool, holding up the
+    publisher's retry."""
+    client = ChainClient(rpc_url, signer=Signer.generate(), receipt_timeout=60)
+    client.rpc("evm_setAutomine", [False])
+    try:
+        lost = client.send_signed(client.sign(transfer_of(client)))
+        client.rpc("anvil_dropTransaction", [lost])
+        started = time.monotonic()
+        with pytest.raises(TransactionTimeout, match="no longer knows it"):
+            client.wait_for_receipt(lost)
+        assert time.monotonic() - started < 30
+    finally:
+        client.rpc("evm_setAutomine", [True])
+    assert client.send_transaction(transfer_of(client)).status == 1
+
+
+def test_a_transaction_behind_a_nonce_gap_is_given_up_and_the_next_one_fills_the_gap(
+        rpc_url: str, quick_looks: None) -> None:
+    """As after a chain went back to an older state: the node's local count is ahead of the chain's, and the
+    transaction signed with it was queued behind nonces the chain never got."""
+    client = ChainClient(rpc_url, signer=Signer.generate(), receipt_timeout=60)
+    client.nonces.take()  # nonce 0 handed out, never sent
+    gapped = client.send_signed(client.sign(transfer_of(client)))
+    started = time.monotonic()
+    with pytest.raises(TransactionTimeout, match=r"nonce 1 waits behind a gap .*next nonce is 0"):
+        client.wait_for_receipt(gapped)
+    assert time.monotonic() - started < 30
+    assert client.send_transaction(transfer_of(client)).status == 1  # nonce 0, read from the chain again
+    assert client.receipt_of(gapped) is not None  # and the queued one follows it
+
+
+def test_a_transaction_waiting_for_its_block_is_not_taken_for_lost(rpc_url: str, quick_looks: None) -> None:
+    client = ChainClient(rpc_url, signer=Signer.generate(), receipt_timeout=60)
+    client.rpc("evm_setAutomine", [False])
+    try:
+        waiting = client.send_signed(client.sign(transfer_of(client)))
+        miner = threading.Timer(2.0, lambda: client.rpc("evm_mine", []))  # ten looks later
+        miner.start()
+        receipt = client.wait_for_receipt(waiting)
+        miner.join()
+    finally:
+        client.rpc("evm_setAutomine", [True])
+    assert receipt.status == 1 and receipt.tx_hash == waiting
