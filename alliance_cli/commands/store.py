@@ -1,12 +1,16 @@
-"""`alliance store create`: a new, empty store for a node moving to another database on purpose."""
+"""`alliance store create|backup`: a new, empty store on purpose; a consistent copy of a running node's store."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from alliance_cli import console
 from alliance_cli.state import node_context
 from node.setup import create_store
+from node.store.backup import backup_sqlite_store
 
 app = typer.Typer(help="The node's local store.", no_args_is_help=True)
 
@@ -22,3 +26,12 @@ def store_create(ctx: typer.Context) -> None:
         console.success(f"new, empty store at {creation.where}")
     else:
         console.info(f"a store is already at {creation.where}; left as it was")
+
+
+@app.command("backup")
+def store_backup(ctx: typer.Context,
+                 target: Annotated[Path, typer.Argument(help="The backup file to write (must not exist).")]) -> None:
+    """Copy the node's SQLite store to TARGET while the node runs: one consistent snapshot, checked, readable by
+    this user only. To restore, stop the node and put the file at the store's path (docs/operations.md)."""
+    backup = backup_sqlite_store(node_context(ctx).settings.effective_database_url, target)
+    console.success(f"store copied to {backup.path} ({backup.size_bytes:,} bytes, schema revision {backup.revision})")

@@ -84,6 +84,17 @@ class MinedPublish:
 
 
 @dataclass(frozen=True)
+class OwnBatch:
+    """A batch this signer's member published, with its records as decoded from the transaction's input."""
+
+    mined: MinedPublish
+    epoch: int
+    root: bytes
+    nonce: int
+    records: list[LedgerRecord]
+
+
+@dataclass(frozen=True)
 class BatchInfo:
     batch_id: int
     root: bytes
@@ -228,6 +239,29 @@ class FraudLedgerClient:
             if int(log["args"]["batchId"]) == batch_id:
                 return MinedPublish(batch_id, log["transactionHash"].to_0x_hex(), int(log["blockNumber"]))
         raise ChainError(f"batch {batch_id} of root 0x{root.hex()} has no BatchPublished event")
+
+    def own_batches_since(self, from_block: int) -> list[OwnBatch]:
+        """The batches this signer's member published from block `from_block` on, oldest first."""
+        reporter = self.reporter_member_id()
+        if reporter == 0:
+            return []
+        with translate_errors(self.chain.rpc_url):
+            logs = self.contract.events.BatchPublished().get_logs(
+                from_block=from_block, argument_filters={"reporterMemberId": reporter})
+        batches = []
+        for log in sorted(logs, key=lambda entry: (entry["blockNumber"], entry["logIndex"])):
+            tx_hash = log["transactionHash"].to_0x_hex()
+            with translate_errors(self.chain.rpc_url):
+                tx = self.chain.w3.eth.get_transaction(HexStr(tx_hash))
+            function, args = self.contract.decode_function_input(tx["input"])
+            if function.fn_name != "publishBatch" or bytes(args["root"]) != bytes(log["args"]["root"]):
+                raise ChainError(f"transaction {tx_hash} emitted BatchPublished but is no publishBatch of its root")
+            records = unpack_records(bytes(args["records"]))
+            if batch_root(records) != bytes(args["root"]):
+                raise ChainError(f"the records of transaction {tx_hash} do not hash to its root")
+            batches.append(OwnBatch(MinedPublish(int(log["args"]["batchId"]), tx_hash, int(log["blockNumber"])),
+                                    int(args["epoch"]), bytes(args["root"]), int(tx["nonce"]), records))
+        return batches
 
     def publish_batch(self, epoch: int, records: Sequence[LedgerRecord], *, gas: int | None = None) -> PublishedBatch:
         """Publish `records` under their root with an explicit gas limit and wait for the receipt.

@@ -26,6 +26,11 @@ from an older state (a dev chain killed with -9 restarts from its last state fil
 records are queued again (their batch `failed`, with the reason, until they are published again) and an
 error is logged. Nothing is concluded while the RPC node says it is still syncing (`eth_syncing`): a node
 catching up lacks recent batches only for now, and publishing their records again would record them twice.
+
+The other way round, a store behind the chain: restored from a backup, it holds as queued records that its
+node published after the backup was taken. Before its first batch, a publisher looks for this member's batches
+newer than the store's newest confirmed one, and queued records that one of them holds are confirmed as
+published there (`adopt_published_elsewhere`), not published a second time.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from node.chain.errors import ChainUnavailable, ContractRevert, TransactionTimeout
-from node.chain.fraud_ledger import FraudLedgerClient, LedgerRecord, MinedPublish, batch_root
+from node.chain.fraud_ledger import FraudLedgerClient, LedgerRecord, MinedPublish, OwnBatch, batch_root
 from node.store.db import Store
 from node.store.ledger_tables import FraudReport, OutboxRecord, PublishBatch
 from node.store.models import as_utc, utcnow
@@ -82,6 +87,7 @@ class Publisher:
         self.max_wait_s = max_wait_s
         self._paused_until = 0.0
         self._chain_checked = False
+        self._adopted = False
         self.last_error: str | None = None
 
     def run_once(self, *, flush: bool = False) -> PublishRound:
@@ -94,6 +100,9 @@ class Publisher:
             # the check, newest first, stops there and never reaches the batches the chain lost.
             if not self._chain_checked or self._has_unpublished():
                 self._chain_checked = self.requeue_lost_batches() is not None
+                if self._chain_checked and not self._adopted:
+                    self.adopt_published_elsewhere()
+                    self._adopted = True
             return self._publish(flush=flush)
         except ChainUnavailable:
             self._chain_checked = False  # the chain that comes back may be an older copy
@@ -155,6 +164,63 @@ class Publisher:
                              batch_row_id, block_number)
                 lost += 1
         return lost
+
+    def adopt_published_elsewhere(self) -> int:
+        """Confirm the queued records that this member's batches newer than the store's newest confirmed one
+        already hold, as published there; returns how many. A store restored from a backup holds as queued the
+        records its node published after the backup was taken: published again, they would be on chain twice."""
+        queued = self._queued_leaves()
+        if not queued:
+            return 0
+        newest = self._newest_confirmed()
+        since = (newest[2] or 0) if newest is not None else 0  # its block may hold later batches too
+        adopted = 0
+        for batch in self._ledger.own_batches_since(since):
+            ids = [row_id for record in batch.records for row_id in queued.pop((batch.epoch, record), [])]
+            if ids and self._adopt(batch, ids):
+                adopted += len(ids)
+                logger.warning("%s queued records are already on chain in batch %s (block %s), published before "
+                               "this store was restored from a backup; confirmed there, not published again",
+                               len(ids), batch.mined.batch_id, batch.mined.block_number)
+        return adopted
+
+    def _queued_leaves(self) -> dict[tuple[int, LedgerRecord], list[int]]:
+        with self._store.session() as session:
+            rows = session.execute(
+                select(OutboxRecord.id, OutboxRecord.epoch, OutboxRecord.indicator, OutboxRecord.identifier_type,
+                       FraudReport.category, FraudReport.confidence, FraudReport.valid_from, FraudReport.valid_until,
+                       FraudReport.evidence_hash, FraudReport.case_ref_hash)
+                .join(FraudReport, OutboxRecord.report_id == FraudReport.report_id)
+                .where(OutboxRecord.state == "queued")).all()
+        leaves: dict[tuple[int, LedgerRecord], list[int]] = {}
+        for row_id, epoch, *values in rows:
+            leaves.setdefault((epoch, LedgerRecord(*values)), []).append(row_id)
+        return leaves
+
+    def _adopt(self, batch: OwnBatch, ids: list[int]) -> bool:
+        """Record `batch` as confirmed with the outbox rows `ids`, unless another publisher claimed one (False)."""
+        fields = {"epoch": batch.epoch, "record_count": len(ids), "state": "confirmed", "nonce": batch.nonce,
+                  "tx_hash": batch.mined.tx_hash, "signed_tx": b"", "onchain_batch_id": batch.mined.batch_id,
+                  "block_number": batch.mined.block_number, "confirmed_at": utcnow(), "error": None}
+        try:
+            with self._store.transaction() as session:
+                # A failed batch of the same records (refused while the bank was suspended) has the root already.
+                row = session.scalars(select(PublishBatch).where(PublishBatch.root == batch.root)).first()
+                if row is None:
+                    row = PublishBatch(root=batch.root, **fields)
+                    session.add(row)
+                else:
+                    for name, value in fields.items():
+                        setattr(row, name, value)
+                session.flush()
+                claimed = session.execute(update(OutboxRecord).where(OutboxRecord.id.in_(ids),
+                                                                     OutboxRecord.state == "queued")
+                                          .values(state="confirmed", publish_batch_id=row.id))
+                if claimed.rowcount != len(ids):  # type: ignore[attr-defined]
+                    raise _ClaimLost
+        except _ClaimLost:
+            return False
+        return True
 
     def _requeue_lost(self, batch_row_id: int, root: bytes, error: str) -> bool:
         """Queue a lost batch's records again, unless another publisher did first (False).

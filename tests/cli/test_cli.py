@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import threading
 from collections.abc import Iterator
@@ -145,6 +146,38 @@ def test_an_initialised_node_pointed_at_no_store_is_refused_until_one_is_created
     listed = cli("apikey", "list", "--json", env=elsewhere)
     assert listed.code == 0 and len(json.loads(listed.out)) == 1  # the second `store create` emptied nothing
     assert cli("apikey", "list", "--json").code == 0 and json.loads(cli("apikey", "list", "--json").out) == []
+
+
+def test_store_backup_restores_into_a_node_and_never_overwrites(cli: CliRunner, data_dir: Path,
+                                                                tmp_path: Path) -> None:
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0
+    assert cli("apikey", "create", "--role", "analyst", "--label", "fraud desk").code == 0
+    backup = tmp_path / "backups" / "node-2026-12-06.db"
+    backup.parent.mkdir()
+    done = cli("store", "backup", str(backup))
+    assert done.code == 0, done.err
+    assert str(backup) in done.out and "schema revision 0006" in done.out
+
+    again = cli("store", "backup", str(backup))
+    assert again.code == 1 and "exists already" in one_error_line(again.err)
+
+    # Restore: the node's files, and the backup put at the store's path while the node is stopped.
+    restored = tmp_path / "restored"
+    shutil.copytree(data_dir / "keys", restored / "keys")
+    shutil.copy(data_dir / "alliance.toml", restored / "alliance.toml")
+    shutil.copy(backup, restored / "node.db")
+    listed = cli("apikey", "list", "--json", env={"ALLIANCE_DATA_DIR": str(restored)})
+    assert listed.code == 0, listed.err
+    assert [key["label"] for key in json.loads(listed.out)] == ["fraud desk"]
+
+
+def test_store_backup_of_a_postgresql_store_fails_with_one_line(cli: CliRunner, data_dir: Path, tmp_path: Path,
+                                                                  postgres_relay: PostgresRelay) -> None:
+    postgres = {"ALLIANCE_DATABASE_URL": postgres_relay.url}
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA", env=postgres).code == 0
+    refused = cli("store", "backup", str(tmp_path / "copy.db"), env=postgres)
+    assert refused.code == 1 and "pg_dump" in one_error_line(refused.err)
+    assert not (tmp_path / "copy.db").exists()
 
 
 def test_store_create_needs_an_initialised_node(cli: CliRunner, data_dir: Path) -> None:

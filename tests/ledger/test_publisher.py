@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
@@ -20,6 +21,7 @@ from node.errors import InvalidInput
 from node.ledger.publisher import Publisher
 from node.ledger.reports import ReportRequest, report_status
 from node.runtime import NodeContext
+from node.store.backup import backup_sqlite_store
 from node.store.ledger_tables import FraudReport, OutboxRecord, PublishBatch
 from tests.conftest import LedgerNodes
 
@@ -396,3 +398,48 @@ def test_refused_batch_requeues_its_records(ledger_nodes: LedgerNodes) -> None:
         assert session.scalars(select(PublishBatch.state)).all() == ["failed"]
     assert b.fraud_ledger().batch_count() == 0
     assert b.publisher.run_once(flush=True).batches == 0  # backing off, not hammering the chain
+
+
+def test_a_store_restored_from_a_backup_does_not_publish_again_what_was_published_after_it(
+        bank: NodeContext, tmp_path: Path) -> None:
+    """Restored from a backup taken while a report was queued, the store still has it queued although its node
+    published it afterwards: the restored node published it a second time."""
+    before = bank.report_intake.accept(report(), submitted_by="k")
+    backup = backup_sqlite_store(bank.settings.effective_database_url, tmp_path / "backup.db")
+    bank.publisher.drain()
+    assert len(onchain_records(bank.fraud_ledger())) == 1
+
+    restored = NodeContext(bank.settings.model_copy(update={"database_url": f"sqlite:///{backup.path}"}))
+    try:
+        after = restored.report_intake.accept(report(value="13900139000"), submitted_by="k")  # new since
+        with restored.store.session() as session:
+            assert report_status(session, before.report_id).state == "queued"
+        restored.publisher.drain()
+        on_chain = onchain_records(restored.fraud_ledger())
+        assert len(on_chain) == 2 and len(set(on_chain)) == 2  # the new report published, the old one not again
+        with restored.store.session() as session:
+            for report_id in (before.report_id, after.report_id):
+                assert report_status(session, report_id).state == "confirmed"
+        with restored.store.session() as session:
+            adopted = session.scalars(select(PublishBatch).order_by(PublishBatch.id)).all()
+        with bank.store.session() as session:
+            original = session.scalars(select(PublishBatch)).one()
+        assert (adopted[0].onchain_batch_id, adopted[0].tx_hash, adopted[0].block_number) == \
+            (original.onchain_batch_id, original.tx_hash, original.block_number)
+    finally:
+        restored.close()
+
+
+def test_queued_records_of_another_content_are_not_taken_for_published(bank: NodeContext) -> None:
+    """Only the very record (indicator and every field) in one of this member's batches is adopted: the same
+    identifier reported with another confidence is a record of its own."""
+    bank.report_intake.accept(report(confidence=80), submitted_by="k")
+    bank.publisher.drain()
+    bank.report_intake.accept(report(confidence=60), submitted_by="k")
+    fresh = restarted(bank)
+    try:
+        assert fresh.publisher.adopt_published_elsewhere() == 0
+        fresh.publisher.drain()
+        assert sorted(r.confidence for r in onchain_records(fresh.fraud_ledger())) == [60, 80]
+    finally:
+        fresh.close()
