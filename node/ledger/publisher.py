@@ -53,6 +53,7 @@ from node.store.models import as_utc, utcnow
 logger = logging.getLogger(__name__)
 
 FAILURE_BACKOFF_S = 30.0
+ADOPT_LOOKUP_CHUNK = 500  # indicators per IN list: well under every driver's limit of bound parameters
 
 
 class _PublishedMeanwhile(Exception):
@@ -169,14 +170,14 @@ class Publisher:
         """Confirm the queued records that this member's batches newer than the store's newest confirmed one
         already hold, as published there; returns how many. A store restored from a backup holds as queued the
         records its node published after the backup was taken: published again, they would be on chain twice."""
-        queued = self._queued_leaves()
-        if not queued:
-            return 0
+        with self._store.session() as session:
+            if session.scalar(select(OutboxRecord.id).where(OutboxRecord.state == "queued").limit(1)) is None:
+                return 0
         newest = self._newest_confirmed()
         since = (newest[2] or 0) if newest is not None else 0  # its block may hold later batches too
         adopted = 0
-        for batch in self._ledger.own_batches_since(since):
-            ids = [row_id for record in batch.records for row_id in queued.pop((batch.epoch, record), [])]
+        for batch in self._ledger.own_batches_since(since):  # usually none, or the newest confirmed one itself
+            ids = self._queued_ids_of(batch)
             if ids and self._adopt(batch, ids):
                 adopted += len(ids)
                 logger.warning("%s queued records are already on chain in batch %s (block %s), published before "
@@ -184,18 +185,22 @@ class Publisher:
                                len(ids), batch.mined.batch_id, batch.mined.block_number)
         return adopted
 
-    def _queued_leaves(self) -> dict[tuple[int, LedgerRecord], list[int]]:
+    def _queued_ids_of(self, batch: OwnBatch) -> list[int]:
+        """The queued outbox rows whose record, every field of it and its epoch, is one of `batch`'s."""
+        wanted = set(batch.records)
+        indicators = sorted({record.indicator for record in wanted})
+        ids: list[int] = []
         with self._store.session() as session:
-            rows = session.execute(
-                select(OutboxRecord.id, OutboxRecord.epoch, OutboxRecord.indicator, OutboxRecord.identifier_type,
-                       FraudReport.category, FraudReport.confidence, FraudReport.valid_from, FraudReport.valid_until,
-                       FraudReport.evidence_hash, FraudReport.case_ref_hash)
-                .join(FraudReport, OutboxRecord.report_id == FraudReport.report_id)
-                .where(OutboxRecord.state == "queued")).all()
-        leaves: dict[tuple[int, LedgerRecord], list[int]] = {}
-        for row_id, epoch, *values in rows:
-            leaves.setdefault((epoch, LedgerRecord(*values)), []).append(row_id)
-        return leaves
+            for start in range(0, len(indicators), ADOPT_LOOKUP_CHUNK):
+                rows = session.execute(
+                    select(OutboxRecord.id, OutboxRecord.indicator, OutboxRecord.identifier_type,
+                           FraudReport.category, FraudReport.confidence, FraudReport.valid_from,
+                           FraudReport.valid_until, FraudReport.evidence_hash, FraudReport.case_ref_hash)
+                    .join(FraudReport, OutboxRecord.report_id == FraudReport.report_id)
+                    .where(OutboxRecord.state == "queued", OutboxRecord.epoch == batch.epoch,
+                           OutboxRecord.indicator.in_(indicators[start:start + ADOPT_LOOKUP_CHUNK])))
+                ids += [row[0] for row in rows if LedgerRecord(*row[1:]) in wanted]
+        return ids
 
     def _adopt(self, batch: OwnBatch, ids: list[int]) -> bool:
         """Record `batch` as confirmed with the outbox rows `ids`, unless another publisher claimed one (False)."""

@@ -23,7 +23,7 @@ from node.ledger.reports import ReportRequest, report_status
 from node.runtime import NodeContext
 from node.store.backup import backup_sqlite_store
 from node.store.ledger_tables import FraudReport, OutboxRecord, PublishBatch
-from tests.conftest import LedgerNodes
+from tests.conftest import LedgerNodes, moved_to_store
 
 RESIDENT_ID = "11010519491231002X"
 PHONE = "+86 138 0013 8000"
@@ -443,3 +443,19 @@ def test_queued_records_of_another_content_are_not_taken_for_published(bank: Nod
         assert sorted(r.confidence for r in onchain_records(fresh.fraud_ledger())) == [60, 80]
     finally:
         fresh.close()
+
+
+def test_records_this_member_published_from_another_store_are_adopted(bank: NodeContext, store_url: str) -> None:
+    """The matching on either store (SQLite or PostgreSQL): the same report queued in two stores of the one member,
+    published from the first, is confirmed in the second from the chain."""
+    elsewhere = moved_to_store(bank, store_url)
+    try:
+        elsewhere.keyring.store_key(1, bank.keyring.key(1), source="envelope")
+        for node in (bank, elsewhere):
+            node.report_intake.accept(report(), submitted_by="k")
+        bank.publisher.drain()
+        assert elsewhere.publisher.adopt_published_elsewhere() == 1
+        elsewhere.publisher.drain()
+        assert len(onchain_records(bank.fraud_ledger())) == 1
+    finally:
+        elsewhere.close()
