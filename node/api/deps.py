@@ -44,9 +44,16 @@ def _authenticated(session: Session, token: str | None) -> KeyInfo:
         raise ApiError(401, "unauthorized", str(exc)) from exc
 
 
+def _bearer_token(request: Request) -> str | None:
+    # What scrapers and HTTP clients that know no custom header send (Prometheus' `authorization`), accepted as
+    # the same API key.
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    return credentials.strip() or None if scheme.lower() == "bearer" else None
+
+
 def current_key(request: Request, session: SessionDep,
                 token: Annotated[str | None, Depends(_api_key_header)]) -> KeyInfo:
-    key = _authenticated(session, token)
+    key = _authenticated(session, token or _bearer_token(request))
     request.state.api_key = key  # spares caller_refusal a second look-up
     return key
 
@@ -111,7 +118,7 @@ def caller_refusal(request: Request) -> ApiError | None:
         key = getattr(request.state, "api_key", None)
         if key is None:
             with get_node(request).store.session() as session:
-                key = _authenticated(session, request.headers.get("X-API-Key"))
+                key = _authenticated(session, request.headers.get("X-API-Key") or _bearer_token(request))
         if roles is not None:
             _require_role(key, roles)
     except ApiError as refusal:

@@ -1,33 +1,31 @@
-"""`/v1/node/...`: operator routes — the node's own state (outbox, publisher, mirror, keys) and re-publication."""
+"""`/v1/node/...`: the node's own state (outbox, publisher, mirror, keys) for operators, its metrics for operators
+and auditors, and re-publication."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
-from sqlalchemy import func, select
+from fastapi import APIRouter, Depends, Request, Response
 
 from node.api.deps import NodeDep, SessionDep, require_roles
 from node.auth.apikeys import KeyInfo, Role
-from node.ledger.checks import ledger_address
-from node.ledger.mirror import mirror_status
 from node.ledger.republish import republish
-from node.store.ledger_tables import OutboxRecord, PublishBatch
+from node.metrics import METRICS_CONTENT_TYPE, render_metrics
+from node.node_status import store_figures
 
 router = APIRouter(prefix="/node", tags=["operations"])
 
 Operator = Annotated[KeyInfo, Depends(require_roles(Role.operator))]
+Monitor = Annotated[KeyInfo, Depends(require_roles(Role.operator, Role.auditor))]
 
 
 @router.get("/status")
 def read_node_status(*, node: NodeDep, session: SessionDep, request: Request, key: Operator) -> dict[str, Any]:
     """Outbox and publish-batch counts by state, the mirror's position and lag, key epochs held, workers."""
-    outbox = dict(session.execute(select(OutboxRecord.state, func.count()).group_by(OutboxRecord.state)).all())
-    batches = dict(session.execute(select(PublishBatch.state, func.count()).group_by(PublishBatch.state)).all())
-    mirror = mirror_status(session, ledger_address(node), stale_after_s=node.settings.mirror_stale_after_s)
+    figures = store_figures(node, session)
     workers = request.app.state.workers
-    return {"bank_code": node.settings.bank_code, "outbox": outbox, "publish_batches": batches,
-            "mirror": mirror.to_json(), "key_epochs_held": sorted(node.keyring.keys()),
+    return {"bank_code": node.settings.bank_code, "outbox": figures.outbox, "publish_batches": figures.batches,
+            "mirror": figures.mirror.to_json(), "key_epochs_held": figures.key_epochs,
             "workers": workers.status() if workers is not None else {}}
 
 
@@ -36,3 +34,13 @@ def create_republication(*, node: NodeDep, key: Operator) -> dict[str, int]:
     """Queue the bank's still-valid reports under the newest key epoch (after a rotation)."""
     result = republish(node)
     return {"epoch": result.epoch, "reports": result.reports, "records": result.records}
+
+
+@router.get("/metrics", response_class=Response,
+            responses={200: {"content": {METRICS_CONTENT_TYPE: {}}, "description": "Prometheus text format"}})
+def read_metrics(*, node: NodeDep, request: Request, key: Monitor) -> Response:
+    """Prometheus metrics: outbox and batch counts, the mirror's block and lag, key epochs, background loops.
+    For a read-only scraper, use an auditor key (X-API-Key, or `Authorization: Bearer`)."""
+    workers = request.app.state.workers
+    body = render_metrics(node, workers.status() if workers is not None else {}, version=request.app.version)
+    return Response(body, media_type=METRICS_CONTENT_TYPE)

@@ -1,0 +1,37 @@
+"""What a node's store says about its own work: outbox and batch counts, the mirror's position, key epochs held.
+
+Shared by `GET /v1/node/status` (JSON for operators) and `GET /v1/node/metrics` (Prometheus).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from node.ledger.checks import ledger_address
+from node.ledger.mirror import MirrorStatus, mirror_status
+from node.runtime import NodeContext
+from node.store.ledger_tables import AllianceKey, FraudReport, OutboxRecord, PublishBatch
+
+
+@dataclass(frozen=True)
+class StoreFigures:
+    outbox: dict[str, int]  # records by state
+    batches: dict[str, int]  # publish batches by state
+    oldest_queued_at: datetime | None  # when the oldest report with a queued record was accepted
+    mirror: MirrorStatus
+    key_epochs: list[int]  # held, oldest first
+
+
+def store_figures(node: NodeContext, session: Session) -> StoreFigures:
+    outbox = dict(session.execute(select(OutboxRecord.state, func.count()).group_by(OutboxRecord.state)).all())
+    batches = dict(session.execute(select(PublishBatch.state, func.count()).group_by(PublishBatch.state)).all())
+    oldest_queued_at = session.scalar(select(func.min(FraudReport.created_at))
+                                      .join(OutboxRecord, OutboxRecord.report_id == FraudReport.report_id)
+                                      .where(OutboxRecord.state == "queued"))
+    mirror = mirror_status(session, ledger_address(node), stale_after_s=node.settings.mirror_stale_after_s)
+    epochs = list(session.scalars(select(AllianceKey.epoch).order_by(AllianceKey.epoch)))
+    return StoreFigures(outbox, batches, oldest_queued_at, mirror, epochs)
