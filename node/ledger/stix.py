@@ -90,13 +90,15 @@ def identity_object(member_id: int, first_seen: int) -> dict[str, Any]:
             "x_alliance_member_id": member_id}
 
 
-def indicator_object(state: IndicatorState, records: Sequence[RecordFact],
-                     reactions: Sequence[ReactionFact], incarnation: int = 0) -> dict[str, Any]:
-    """The STIX indicator of one derived state (of the records of one incarnation); `records` must not be empty."""
+def indicator_object(state: IndicatorState, records: Sequence[RecordFact], reactions: Sequence[ReactionFact],
+                     incarnation: int = 0, *, at: int, policy: StatePolicy) -> dict[str, Any]:
+    """The STIX indicator of one derived state at `at` (of the records of one incarnation); `records` must not be
+    empty."""
     first = min(records, key=lambda r: (r.block_number, r.batch_id, r.position))
     reporters = sorted({r.reporter_member_id for r in records})
     created = min(r.published_at for r in records)
-    modified = max([created, *(r.published_at for r in records), *(e.at for e in reactions)])
+    modified = max([created, *(r.published_at for r in records), *(e.at for e in reactions),
+                    _last_change_without_event(records, reactions, at=at, policy=policy)])
     kind = identifier_type_of(first.identifier_type)
     assert state.valid_from is not None and state.valid_until is not None and exportable(state)
     body: dict[str, Any] = {
@@ -118,6 +120,16 @@ def indicator_object(state: IndicatorState, records: Sequence[RecordFact],
     if state.categories:  # STIX forbids an empty list
         body["labels"] = list(state.categories)
     return body
+
+
+def _last_change_without_event(records: Sequence[RecordFact], reactions: Sequence[ReactionFact], *, at: int,
+                               policy: StatePolicy) -> int:
+    """The latest time up to `at` at which the object may have changed with no record or reaction: a record's
+    validity starting or ending (`x_alliance_active`, `labels`), a dispute's response window running out. A
+    `modified` that did not move then would let an importer keep the older values (0: no such time)."""
+    times = [time for record in records for time in (record.valid_from, record.valid_until)]
+    times += [event.at + policy.dispute_window_s for event in reactions if event.kind == "disputed"]
+    return max((time for time in times if time <= at), default=0)
 
 
 def first_batch_times(session: Session, members: set[int]) -> dict[int, int]:
@@ -163,7 +175,7 @@ def export_page(session: Session, *, at: int, policy: StatePolicy, include_inact
         state = derive_state(indicator, records, reactions, at=at, policy=policy)
         if not (state.active or include_inactive) or not exportable(state):
             continue
-        objects.append(indicator_object(state, records, reactions, incarnation))
+        objects.append(indicator_object(state, records, reactions, incarnation, at=at, policy=policy))
         members.update(record.reporter_member_id for record in records)
     first_seen = first_batch_times(session, members)
     identities = [identity_object(member, first_seen[member]) for member in sorted(members)]

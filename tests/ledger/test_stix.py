@@ -201,3 +201,31 @@ def test_export_keeps_the_id_while_some_record_was_never_revoked_at_a_block_end(
     with node.store.session() as session:
         (exported,) = _indicators(export_page(session, at=AT, policy=POLICY).bundle)
     assert exported["id"] == indicator_id(indicator) and exported["revoked"] is False
+
+
+def test_modified_moves_when_a_record_expires_or_a_dispute_lapses_without_any_event(node: NodeContext) -> None:
+    """Labels and activity changed with the time of the export while `modified` stayed at the last event: an
+    importer keeping one version per (id, modified) kept the older labels, or an indicator that no longer hits."""
+    expiring, disputed = os.urandom(32), os.urandom(32)
+    policy = StatePolicy(dispute_window_days=3)
+    with node.store.transaction() as session:
+        add_batch(session, 1, reporter=2, published_at=T0,
+                  rows=[Row(expiring, valid_until=T0 + 5 * DAY), Row(disputed)])
+        add_batch(session, 2, reporter=4, rows=[Row(expiring, category=4)], block=12, published_at=T0 + DAY)
+        add_reaction(session, "disputed", disputed, 4, block=13, at=T0 + DAY, value=1)
+
+    def exported(at: int) -> dict[bytes, dict[str, Any]]:
+        with node.store.session() as session:
+            bundle = export_page(session, at=at, policy=policy, include_inactive=True).bundle
+        assert_valid_bundle(bundle)
+        return {indicator: next(o for o in _indicators(bundle) if o["id"] == indicator_id(indicator))
+                for indicator in (expiring, disputed)}
+
+    early, late = exported(T0 + 2 * DAY), exported(AT)
+    assert early[expiring]["labels"] == ["account_takeover", "money_mule"]
+    assert early[expiring]["modified"] == stix_timestamp(T0 + DAY)
+    assert late[expiring]["labels"] == ["account_takeover"]
+    assert late[expiring]["modified"] == stix_timestamp(T0 + 5 * DAY)  # when the first record expired
+    assert early[disputed]["x_alliance_active"] is True and early[disputed]["modified"] == stix_timestamp(T0 + DAY)
+    assert late[disputed]["x_alliance_active"] is False
+    assert late[disputed]["modified"] == stix_timestamp(T0 + 4 * DAY)  # when the dispute lapsed
