@@ -1,4 +1,5 @@
-"""`alliance node start`: serve this node's API (and run its dev chain on the dev network)."""
+"""`alliance node start|status`: serve this node's API (and run its dev chain on the dev network); show what its
+store says of its work."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from typing import Annotated
 import typer
 
 from alliance_cli import console
+from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
+from node.node_status import store_figures
 from node.server import serve
 
-app = typer.Typer(help="Run the node.", no_args_is_help=True)
+app = typer.Typer(help="Run the node, and see how its work stands.", no_args_is_help=True)
 
 
 @app.command("start")
@@ -26,3 +29,27 @@ def node_start(
     node = node_context(ctx, initialised=not demo)  # the demo initialises an empty data dir itself
     console.info(f"alliance node ({node.settings.network}) starting; data dir {node.settings.data_dir}")
     serve(node, demo=demo, host=host, port=port)
+
+
+@app.command("status")
+def node_status(ctx: typer.Context, json_output: JsonOption = False) -> None:
+    """Outbox and publish-batch counts by state, the mirror's position and lag, key epochs held: from the store,
+    whether or not the node runs (its background loops' state is in GET /health)."""
+    node = node_context(ctx)
+    with node.store.session() as session:
+        figures = store_figures(node, session)
+    oldest = figures.oldest_queued_at.isoformat() if figures.oldest_queued_at else None
+    data = {"bank_code": node.settings.bank_code, "outbox": figures.outbox, "publish_batches": figures.batches,
+            "oldest_queued_report_at": oldest, "mirror": figures.mirror.to_json(),
+            "key_epochs_held": figures.key_epochs}
+    if json_output:
+        console.print_json(data)
+        return
+    console.table("outbox records", ["state", "records"], sorted(figures.outbox.items()))
+    console.table("publish batches", ["state", "batches"], sorted(figures.batches.items()))
+    mirror = figures.mirror
+    lag = f"{mirror.lag_s:.0f} s" if mirror.lag_s is not None else "never synced"
+    console.info(f"oldest queued report: {oldest or 'none'}")
+    console.info(f"mirror: block {mirror.as_of_block}, lag {lag}{' (stale)' if mirror.stale else ''}"
+                 + (f"; last error: {mirror.last_error}" if mirror.last_error else ""))
+    console.info(f"key epochs held: {', '.join(map(str, figures.key_epochs)) or 'none'}")

@@ -192,3 +192,29 @@ def test_fraud_publish_of_a_suspended_bank_fails_in_one_line_and_keeps_the_repor
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
     shown = json.loads(cli(*other, "fraud", "show", report_id, "--json", env=shared).out)
     assert shown["state"] == "queued"
+
+
+def test_node_status_follows_a_report_from_queue_to_chain(cli: CliRunner, member: None) -> None:
+    def status() -> dict[str, object]:
+        shown = cli("node", "status", "--json")
+        assert shown.code == 0, shown.err
+        return dict(json.loads(shown.out))
+
+    before = status()
+    assert before["outbox"] == {} and before["key_epochs_held"] == [1] and before["oldest_queued_report_at"] is None
+    assert cli("fraud", "report", "phone=13800138000", "--category", "other", "--confidence", "50").code == 0
+    queued = status()
+    assert queued["outbox"] == {"queued": 1} and queued["oldest_queued_report_at"] is not None
+    assert cli("fraud", "publish").code == 0
+    assert cli("ledger", "sync").code == 0
+    after = status()
+    assert after["outbox"] == {"confirmed": 1} and after["publish_batches"] == {"confirmed": 1}
+    mirror = after["mirror"]
+    assert isinstance(mirror, dict) and mirror["as_of_block"] >= 1 and mirror["stale"] is False
+    human = cli("node", "status")
+    assert human.code == 0 and "confirmed" in human.out and "key epochs held: 1" in human.out
+
+
+def test_node_status_of_a_data_dir_never_initialised_fails_with_one_line(cli: CliRunner) -> None:
+    result = cli("node", "status")
+    assert result.code == 1 and "not an initialised node data dir" in one_error_line(result.err)
