@@ -17,6 +17,8 @@ contract AssetRegistry is IAssetRegistry {
     mapping(uint256 originatorMemberId => mapping(bytes32 metadataHash => uint256 poolId)) private _poolIds;
     mapping(uint256 poolId => mapping(uint32 versionNumber => PoolVersion)) private _versions;
     mapping(uint256 poolId => mapping(uint32 versionNumber => uint32 count)) private _loanIdsPublished;
+    mapping(uint256 poolId => Succession) private _successions;
+    mapping(uint256 poolId => mapping(uint64 round => uint256[] memberIds)) private _successionVoters;
 
     /// @notice Binds the asset registry to the alliance's membership registry for its whole life.
     /// @param registry_ Address of the AllianceRegistry.
@@ -76,6 +78,30 @@ contract AssetRegistry is IAssetRegistry {
         _cancelTransfer(poolId, fromMemberId);
     }
 
+    /// @inheritdoc IAssetRegistry
+    function proposeSuccessor(uint256 poolId, address successor) external returns (uint64 round) {
+        uint256 proposerMemberId = _checkMember(msg.sender);
+        _checkCustodianRemoved(poolId);
+        uint256 successorMemberId = _registry.memberIdOf(successor);
+        if (successorMemberId == 0 || !_registry.isActiveMember(successor)) {
+            revert AssetRegistryInvalidCustodian(successor);
+        }
+        Succession storage s = _successions[poolId];
+        round = ++s.round;
+        s.successorMemberId = successorMemberId;
+        emit SuccessorProposed(poolId, round, successorMemberId, proposerMemberId);
+        _voteSuccessor(poolId, round, proposerMemberId);
+    }
+
+    /// @inheritdoc IAssetRegistry
+    function voteSuccessor(uint256 poolId, uint64 round) external {
+        uint256 voterMemberId = _checkMember(msg.sender);
+        _checkCustodianRemoved(poolId);
+        Succession storage s = _successions[poolId];
+        if (s.successorMemberId == 0 || s.round != round) revert AssetRegistryNoSuccession(poolId, round);
+        _voteSuccessor(poolId, round, voterMemberId);
+    }
+
     // ------------------------------------------------------------------------------------------------------------
     // Servicing and audit
     // ------------------------------------------------------------------------------------------------------------
@@ -123,6 +149,13 @@ contract AssetRegistry is IAssetRegistry {
     }
 
     /// @inheritdoc IAssetRegistry
+    function succession(uint256 poolId) external view returns (Succession memory info, uint256 votes) {
+        _existingPool(poolId);
+        info = _successions[poolId];
+        if (info.successorMemberId != 0) votes = _countedSuccessionVotes(poolId, info.round);
+    }
+
+    /// @inheritdoc IAssetRegistry
     function version(uint256 poolId, uint32 versionNumber) external view returns (PoolVersion memory info) {
         return _existingVersion(poolId, versionNumber);
     }
@@ -165,6 +198,20 @@ contract AssetRegistry is IAssetRegistry {
         if (memberId == 0 || memberId != p.custodianMemberId || !_registry.isActiveMember(account)) {
             revert AssetRegistryNotCustodian(poolId, account);
         }
+    }
+
+    /// @dev Reverts unless the pool exists and its custodian has been removed from the alliance.
+    function _checkCustodianRemoved(uint256 poolId) internal view {
+        uint256 custodianMemberId = _existingPool(poolId).custodianMemberId;
+        if (_registry.member(custodianMemberId).status != IAllianceRegistry.MemberStatus.Removed) {
+            revert AssetRegistryCustodianNotRemoved(poolId, custodianMemberId);
+        }
+    }
+
+    /// @dev Whether `memberId` is an active `Member` now (one whose vote counts).
+    function _isActiveVotingMember(uint256 memberId) internal view returns (bool) {
+        IAllianceRegistry.Member memory m = _registry.member(memberId);
+        return m.status == IAllianceRegistry.MemberStatus.Active && m.role == IAllianceRegistry.Role.Member;
     }
 
     /// @dev Reverts unless the pool has a pending transfer to the member of `account`, still an active `Member`.
@@ -266,6 +313,39 @@ contract AssetRegistry is IAssetRegistry {
         if (toMemberId == 0) revert AssetRegistryNoPendingTransfer(poolId);
         p.pendingCustodianMemberId = 0;
         emit CustodyTransferCancelled(poolId, fromMemberId, toMemberId);
+    }
+
+    /// @dev Counts `memberId`'s vote in the round (once) and passes custody when the votes that still count reach the
+    /// registry's quorum: a voter suspended or removed since it voted no longer counts, as in the registry's own votes.
+    function _voteSuccessor(uint256 poolId, uint64 round, uint256 memberId) internal {
+        uint256[] storage voters = _successionVoters[poolId][round];
+        for (uint256 i = 0; i < voters.length; ++i) {
+            if (voters[i] == memberId) revert AssetRegistryAlreadyVotedSuccessor(poolId, round, memberId);
+        }
+        voters.push(memberId);
+        emit SuccessorVoted(poolId, round, memberId);
+        if (_countedSuccessionVotes(poolId, round) >= _registry.requiredVotes()) _succeed(poolId);
+    }
+
+    /// @dev The votes of a round cast by members still active.
+    function _countedSuccessionVotes(uint256 poolId, uint64 round) internal view returns (uint256 counted) {
+        uint256[] storage voters = _successionVoters[poolId][round];
+        for (uint256 i = 0; i < voters.length; ++i) {
+            if (_isActiveVotingMember(voters[i])) ++counted;
+        }
+    }
+
+    /// @dev Makes the proposed successor the custodian, if it is still an active `Member`, and closes the vote.
+    function _succeed(uint256 poolId) internal {
+        Pool storage p = _pools[poolId];
+        Succession storage s = _successions[poolId];
+        uint256 toMemberId = s.successorMemberId;
+        if (!_isActiveVotingMember(toMemberId)) revert AssetRegistryInvalidCustodian(_registry.member(toMemberId).account);
+        uint256 fromMemberId = p.custodianMemberId;
+        p.custodianMemberId = toMemberId;
+        p.pendingCustodianMemberId = 0;
+        s.successorMemberId = 0;
+        emit CustodySucceeded(poolId, fromMemberId, toMemberId);
     }
 
     /// @dev Records a servicing report on an anchored version, after the pool's last period.

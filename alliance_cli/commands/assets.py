@@ -1,4 +1,5 @@
-"""`alliance assets import|anchor|discard|transfer|accept|cancel|service|attest|prove|show`: ABS loan pools."""
+"""`alliance assets import|anchor|discard|transfer|accept|cancel|succeed|vote-successor|service|attest|prove|show`:
+ABS loan pools."""
 
 from __future__ import annotations
 
@@ -104,6 +105,36 @@ def assets_cancel(ctx: typer.Context, pool_id: PoolIdArgument, json_output: Json
     """Withdraw this bank's pending transfer proposal."""
     _done(lifecycle.cancel_transfer(node_context(ctx), pool_id), json_output,
           f"cancelled the transfer of pool {pool_id}")
+
+
+@app.command("succeed")
+def assets_succeed(
+    ctx: typer.Context,
+    pool_id: PoolIdArgument,
+    successor: Annotated[str, typer.Argument(help="The new custodian: member id, signing address or bank code.")],
+    json_output: JsonOption = False,
+) -> None:
+    """Propose a successor custodian for a pool whose custodian was removed from the alliance (this bank's vote
+    counts); custody passes when the members' votes reach the quorum (`alliance assets vote-successor`)."""
+    _voted(lifecycle.propose_successor(node_context(ctx), pool_id, successor), json_output,
+           f"proposed {successor} as custodian of pool {pool_id}")
+
+
+@app.command("vote-successor")
+def assets_vote_successor(ctx: typer.Context, pool_id: PoolIdArgument, json_output: JsonOption = False) -> None:
+    """Vote for the successor proposed for a pool whose custodian was removed from the alliance."""
+    _voted(lifecycle.vote_successor(node_context(ctx), pool_id), json_output,
+           f"voted for the successor of pool {pool_id}")
+
+
+def _voted(vote: lifecycle.SuccessionVote, json_output: bool, message: str) -> None:
+    if json_output:
+        console.print_json(vote.to_json())
+        return
+    outcome = ("custody passed to the successor" if vote.decided else
+               f"{vote.votes} of {vote.required} votes; the other members run "
+               f"`alliance assets vote-successor {vote.pool_id}`")
+    console.success(f"{message} (round {vote.round}): {outcome}")
 
 
 @app.command("service")

@@ -36,6 +36,14 @@ interface IAssetRegistry {
         uint64 registeredAt;
     }
 
+    /// @notice The succession vote of a pool whose custodian was removed from the alliance.
+    /// @param successorMemberId Member proposed as the pool's new custodian, or 0 if no vote is open.
+    /// @param round Number of the latest proposal for the pool (1, 2, ...); a new proposal replaces an open one.
+    struct Succession {
+        uint256 successorMemberId;
+        uint64 round;
+    }
+
     /// @notice An anchored version of a pool's loan tape.
     /// @param root Merkle root (StandardMerkleTree, double-hashed leaves) of the loans.
     /// @param loanCount Number of loans (leaves) in the tree.
@@ -97,6 +105,27 @@ interface IAssetRegistry {
     /// @param fromMemberId Previous custodian.
     /// @param toMemberId New custodian.
     event CustodyTransferred(uint256 indexed poolId, uint256 indexed fromMemberId, uint256 indexed toMemberId);
+
+    /// @notice A member proposed a successor for a pool whose custodian was removed from the alliance.
+    /// @param poolId Id of the pool.
+    /// @param round Number of the proposal (the vote it opens).
+    /// @param successorMemberId Member proposed as the new custodian.
+    /// @param proposerMemberId Member that proposed it (its vote is counted).
+    event SuccessorProposed(
+        uint256 indexed poolId, uint64 indexed round, uint256 indexed successorMemberId, uint256 proposerMemberId
+    );
+
+    /// @notice A member voted for the proposed successor of a pool.
+    /// @param poolId Id of the pool.
+    /// @param round Number of the proposal voted for.
+    /// @param voterMemberId Member that voted.
+    event SuccessorVoted(uint256 indexed poolId, uint64 indexed round, uint256 indexed voterMemberId);
+
+    /// @notice Custody of a pool whose custodian was removed passed, by vote, to the proposed successor.
+    /// @param poolId Id of the pool.
+    /// @param fromMemberId The removed custodian.
+    /// @param toMemberId The new custodian.
+    event CustodySucceeded(uint256 indexed poolId, uint256 indexed fromMemberId, uint256 indexed toMemberId);
 
     /// @notice The custodian reported the servicing status of a pool version for a period.
     /// @param poolId Id of the pool.
@@ -190,6 +219,22 @@ interface IAssetRegistry {
     /// @param poolId The pool the member registered with this hash.
     error AssetRegistryPoolAlreadyRegistered(uint256 poolId);
 
+    /// @notice A successor may be proposed or voted for only while the pool's custodian is removed from the alliance.
+    /// @param poolId Id of the pool.
+    /// @param custodianMemberId The pool's custodian.
+    error AssetRegistryCustodianNotRemoved(uint256 poolId, uint256 custodianMemberId);
+
+    /// @notice No succession vote of this round is open for the pool (never proposed, replaced, or decided).
+    /// @param poolId Id of the pool.
+    /// @param round The round given.
+    error AssetRegistryNoSuccession(uint256 poolId, uint64 round);
+
+    /// @notice The member voted in this succession round already.
+    /// @param poolId Id of the pool.
+    /// @param round The round.
+    /// @param memberId The voter.
+    error AssetRegistryAlreadyVotedSuccessor(uint256 poolId, uint64 round, uint256 memberId);
+
     /// @notice A servicing period must be greater than the pool's last reported one.
     /// @param period The period given.
     /// @param last The last period reported (0 if none).
@@ -254,6 +299,21 @@ interface IAssetRegistry {
     /// @param poolId Id of the pool.
     function cancelTransfer(uint256 poolId) external;
 
+    /// @notice Proposes a successor custodian for a pool whose custodian was removed from the alliance (the pool could
+    /// otherwise never be anchored, reported on or handed over again); opens a new vote round, replacing an open one.
+    /// @dev Caller must be an active `Member`; its vote is counted. Custody passes (`CustodySucceeded`) once the
+    /// votes of members still active reach the AllianceRegistry's `requiredVotes()`. Any pending transfer is dropped.
+    /// @param poolId Id of the pool.
+    /// @param successor Current signing address of the proposed custodian (an active `Member`).
+    /// @return round Number of the new vote round.
+    function proposeSuccessor(uint256 poolId, address successor) external returns (uint64 round);
+
+    /// @notice Votes for the successor proposed in `round`; the vote that reaches the quorum passes custody.
+    /// @dev Caller must be an active `Member` that has not voted in this round.
+    /// @param poolId Id of the pool.
+    /// @param round The open round (from `SuccessorProposed` or `succession`).
+    function voteSuccessor(uint256 poolId, uint64 round) external;
+
     // ------------------------------------------------------------------------------------------------------------
     // Servicing and audit
     // ------------------------------------------------------------------------------------------------------------
@@ -303,6 +363,12 @@ interface IAssetRegistry {
     /// @param metadataHash Hash of the pool's off-chain metadata document.
     /// @return poolId Id of the pool, or 0 if the member registered none with this hash.
     function poolIdOf(uint256 originatorMemberId, bytes32 metadataHash) external view returns (uint256 poolId);
+
+    /// @notice The pool's succession vote, and the votes for it of members still active.
+    /// @param poolId Id of the pool.
+    /// @return info The latest round and its proposed successor (0 if no vote is open).
+    /// @return votes Votes of the open round that count now.
+    function succession(uint256 poolId) external view returns (Succession memory info, uint256 votes);
 
     /// @notice An anchored version of a pool.
     /// @param poolId Id of the pool.

@@ -41,6 +41,9 @@ def pool_history(events: Sequence[PoolEvent]) -> PoolHistory:
         elif e.kind == "transferred":
             history.custody.append({"from_member_id": e.args["fromMemberId"], "to_member_id": e.args["toMemberId"],
                                     **where})
+        elif e.kind == "succeeded":  # the custodian was removed from the alliance; the members voted a successor
+            history.custody.append({"from_member_id": e.args["fromMemberId"], "to_member_id": e.args["toMemberId"],
+                                    "by_vote": True, **where})
         elif e.kind == "anchored":
             history.versions.append({"version": e.args["version"], "root": hex32(e.args["root"]),
                                      "loan_count": e.args["loanCount"],

@@ -1,6 +1,8 @@
 """A pool's life after anchoring: custody transfers, servicing reports, auditor attestations.
 
-Custody moves in two steps (the holder proposes, the recipient accepts), both enforced on chain.
+Custody moves in two steps (the holder proposes, the recipient accepts), both enforced on chain. A pool whose
+custodian was removed from the alliance passes by vote instead: a member proposes a successor and the members vote
+until the registry's quorum (`propose_successor`, `vote_successor`).
 A servicing report is a Merkle root over (loan id, status) of every loan of the reported version, in
 version order, with the count per status; the reporter need not hold the loan records (a trustee
 usually does not): the version's loan ids come from the loan-id mirror, and the statuses from a CSV
@@ -67,6 +69,48 @@ def accept_transfer(node: NodeContext, pool_id: int) -> Receipt:
 
 def cancel_transfer(node: NodeContext, pool_id: int) -> Receipt:
     return asset_registry(node, signing=True).cancel_transfer(pool_id)
+
+
+@dataclass(frozen=True)
+class SuccessionVote:
+    """A pool's succession round after this bank's proposal or vote: `decided` if custody passed with it."""
+
+    pool_id: int
+    round: int
+    decided: bool
+    votes: int  # votes of the round that count now (0 once decided)
+    required: int  # votes the registry's quorum needs now
+    receipt: Receipt
+
+    def to_json(self) -> dict[str, Any]:
+        return {**receipt_json(self.receipt), "pool_id": self.pool_id, "round": self.round, "decided": self.decided,
+                "votes": self.votes, "required": self.required}
+
+
+def propose_successor(node: NodeContext, pool_id: int, successor: str) -> SuccessionVote:
+    """Open a vote to make `successor` (id, address or bank code) the custodian of a pool whose custodian was removed
+    from the alliance; this bank's vote is counted (and may decide it)."""
+    member = governance.find_member(node.registry(), successor)
+    registry = asset_registry(node, signing=True)
+    round_, receipt = registry.propose_successor(pool_id, member.account)
+    return _after_vote(registry, pool_id, round_, receipt)
+
+
+def vote_successor(node: NodeContext, pool_id: int) -> SuccessionVote:
+    """Vote for the successor proposed in the pool's open succession round."""
+    registry = asset_registry(node, signing=True)
+    open_vote = registry.succession(pool_id)
+    if open_vote.successor_member_id == 0:
+        raise NotFound(f"pool {pool_id} has no open succession vote", code="no_succession")
+    receipt = registry.vote_successor(pool_id, open_vote.round)
+    return _after_vote(registry, pool_id, open_vote.round, receipt)
+
+
+def _after_vote(registry: AssetRegistryClient, pool_id: int, round_: int, receipt: Receipt) -> SuccessionVote:
+    after = registry.succession(pool_id)
+    # A round is closed by its deciding vote, or replaced by a newer proposal (then it was not decided).
+    decided = after.round == round_ and after.successor_member_id == 0
+    return SuccessionVote(pool_id, round_, decided, 0 if decided else after.votes, after.required, receipt)
 
 
 def report_hash_of(report: bytes) -> bytes:

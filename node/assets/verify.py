@@ -287,7 +287,7 @@ def _custodians(events: Sequence[PoolEvent]) -> list[tuple[PoolEvent, int]]:
         result.append((e, custodian))
         if e.kind == "registered":
             custodian = e.args["originatorMemberId"]
-        elif e.kind == "transferred":
+        elif e.kind in ("transferred", "succeeded"):
             custodian = e.args["toMemberId"]
     return result
 
@@ -324,8 +324,18 @@ def _check_custody(events: Sequence[PoolEvent], history: PoolHistory, parsed: di
                               "without a pending proposal by the custodian")
             roles.require(e, hand_over[1], MemberRole.member, "acceptance of custody")
             proposed = set()
+        elif e.kind == "successor_proposed":
+            roles.require(e, e.args["proposerMemberId"], MemberRole.member, "the proposal of a successor")
+        elif e.kind == "successor_voted":
+            roles.require(e, e.args["voterMemberId"], MemberRole.member, "a vote for a successor")
+        elif e.kind == "succeeded":  # the contract checked the custodian was removed and the quorum was met
+            if e.args["fromMemberId"] != custodian:
+                raise _Failed(f"custody passed by vote from member {e.args['fromMemberId']} in block "
+                              f"{e.block_number}, which was not the custodian (member {custodian})")
+            proposed = set()
     chain = " -> ".join(str(c["to_member_id"]) for c in history.custody)
-    return f"custody chain (member ids) {chain} matches the chain, each hand-over proposed and accepted"
+    return (f"custody chain (member ids) {chain} matches the chain, each hand-over proposed and accepted (or voted "
+            "after the custodian's removal)")
 
 
 def _check_servicing(events: Sequence[PoolEvent], history: PoolHistory, parsed: dict[str, Any],

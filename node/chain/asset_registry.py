@@ -44,6 +44,9 @@ _EVENT_KINDS = {
     "CustodyTransferProposed": "transfer_proposed",
     "CustodyTransferCancelled": "transfer_cancelled",
     "CustodyTransferred": "transferred",
+    "SuccessorProposed": "successor_proposed",
+    "SuccessorVoted": "successor_voted",
+    "CustodySucceeded": "succeeded",
     "ServicingReported": "servicing",
     "AuditorAttested": "attested",
 }
@@ -59,6 +62,18 @@ class PoolInfo:
     version_count: int
     last_servicing_period: int
     registered_at: int
+
+
+@dataclass(frozen=True)
+class SuccessionInfo:
+    """A pool's succession vote: `successor_member_id` is 0 while none is open; `votes` count only members still
+    active; `required` is the registry's quorum now."""
+
+    pool_id: int
+    round: int
+    successor_member_id: int
+    votes: int
+    required: int
 
 
 @dataclass(frozen=True)
@@ -225,6 +240,22 @@ class AssetRegistryClient:
 
     def cancel_transfer(self, pool_id: int) -> Receipt:
         return self.chain.transact(self.contract.functions.cancelTransfer(pool_id))
+
+    def propose_successor(self, pool_id: int, successor: str) -> tuple[int, Receipt]:
+        """Open a succession vote for a pool of a removed custodian; returns the round and the receipt."""
+        receipt = self.chain.transact(self.contract.functions.proposeSuccessor(
+            pool_id, Web3.to_checksum_address(successor)))
+        [event] = self.contract.events.SuccessorProposed().process_receipt(receipt.raw, errors=DISCARD)
+        return int(event["args"]["round"]), receipt
+
+    def vote_successor(self, pool_id: int, round_: int) -> Receipt:
+        return self.chain.transact(self.contract.functions.voteSuccessor(pool_id, round_))
+
+    def succession(self, pool_id: int) -> SuccessionInfo:
+        info, votes = self.chain.call(self.contract.functions.succession(pool_id))
+        registry = self.chain.contract("AllianceRegistry", self.registry_address())
+        required = int(self.chain.call(registry.functions.requiredVotes()))
+        return SuccessionInfo(pool_id, int(info[1]), int(info[0]), int(votes), required)
 
     def report_servicing(self, pool_id: int, version: int, period: int, status_root: bytes,
                          status_counts: Sequence[int]) -> Receipt:

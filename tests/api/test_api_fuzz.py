@@ -43,6 +43,7 @@ EXAMPLES: dict[str, Any] = {
     "/v1/assets/pools/{name}/tapes": loan_row(1),  # one row of a CSV loan tape
     "/v1/assets/pools/{name}/anchor": {"override_reason": "checked"},
     "/v1/assets/pools/{pool_id}/transfer": {"to": "BANKA"},
+    "/v1/assets/pools/{pool_id}/successor": {"successor": "BANKA"},
     "/v1/assets/pools/{pool_id}/servicing": {"period": 1},
     "/v1/assets/pools/{pool_id}/versions/{version}/attestations": {"report_sha256": "0x" + "ab" * 32},
 }

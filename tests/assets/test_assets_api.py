@@ -212,3 +212,22 @@ def test_assets_api_refuses_ids_the_contract_cannot_hold(api: ApiNode, path: str
     method = api.client.get if body is None and role is Role.auditor else api.client.post
     response = method(path, headers=api.headers(role), **({"json": body} if body is not None else {}))
     assert response.status_code == 422, response.text
+
+
+def test_successor_routes_refuse_while_the_custodian_is_a_member(api: ApiNode) -> None:
+    """The vote itself is tested with three banks (tests/assets/test_provenance.py); here the refusals over HTTP."""
+    operator = api.headers(Role.operator)
+    post_tape(api, "held", [loan_row(1)])
+    pool_id = api.client.post("/v1/assets/pools/held/anchor", json={}, headers=operator).json()["pool_id"]
+    head = api.node.chain.block_number()
+    refused = api.client.post(f"/v1/assets/pools/{pool_id}/successor", json={"successor": "BANKA"}, headers=operator)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"]["contract_error"] == "AssetRegistryCustodianNotRemoved"
+    no_vote = api.client.post(f"/v1/assets/pools/{pool_id}/successor/vote", headers=operator)
+    assert no_vote.status_code == 404 and no_vote.json()["error"]["code"] == "no_succession"
+    unknown = api.client.post("/v1/assets/pools/999/successor", json={"successor": "NOBODY"}, headers=operator)
+    assert unknown.status_code == 404
+    for role in (Role.analyst, Role.auditor):
+        assert api.client.post(f"/v1/assets/pools/{pool_id}/successor/vote",
+                               headers=api.headers(role)).status_code == 403
+    assert api.node.chain.block_number() == head  # nothing was sent

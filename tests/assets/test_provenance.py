@@ -203,3 +203,38 @@ def test_verify_bundle_refuses_loan_hidden_from_published_ids(banks: list[NodeCo
     assert result.ok, result.failures
     assert "all 6 loan ids of version 1 published in 2 chunk(s)" in {c.name: c.detail for c in result.checks}[
         "loan_ids"]
+
+
+def test_a_pool_of_a_removed_custodian_passes_by_vote_and_its_bundles_verify(life: Life) -> None:
+    a, _b, c = life.nodes
+    with pytest.raises(NotFound, match="no open succession vote"):
+        lifecycle.vote_successor(c, life.pool_id)
+    removal = a.registry(signing=True).propose_removal(2)  # B, the custodian, leaves; A and C vote
+    assert c.registry(signing=True).vote(removal.proposal_id).executed
+
+    proposed = lifecycle.propose_successor(a, life.pool_id, "BANK-C")
+    assert (proposed.round, proposed.decided, proposed.votes, proposed.required) == (1, False, 1, 2)
+    voted = lifecycle.vote_successor(c, life.pool_id)
+    assert (voted.round, voted.decided) == (1, True)
+    assert asset_registry(a).pool(life.pool_id).custodian_member_id == 3
+    lifecycle.report_servicing(c, life.pool_id, 3, statuses=lifecycle.read_status_file(_statuses_of(life, c)))
+
+    bundle = build_bundle(a, "LN-000004")
+    assert [(e["to_member_id"], e.get("by_vote", False)) for e in bundle["custody"]] == [
+        (1, False), (2, False), (3, True)]
+    result = verify(life, bundle)
+    assert result["verified"] is True, failed(result)
+    assert result["facts"]["custodian_member_id_now"] == 3
+    assert verify(life, life.bundle)["verified"] is True  # the bundle made before the succession, too
+
+    forged = copy.deepcopy(bundle)
+    del forged["custody"][-1]["by_vote"]  # a vote passed off as a hand-over the custodian proposed
+    assert "custody" in failed(verify(life, forged))
+
+
+def _statuses_of(life: Life, node: NodeContext) -> Path:
+    loan_ids = next(e for e in asset_registry(node).published_loan_ids(pool_id=life.pool_id)
+                    if e.version == 2).loan_ids
+    path = node.settings.data_dir / "statuses.csv"
+    path.write_text("loan_id,status\n" + "".join(f"0x{i.hex()},current\n" for i in loan_ids))
+    return path

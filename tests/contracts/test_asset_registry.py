@@ -18,10 +18,13 @@ from web3.logs import DISCARD
 
 from node.chain.client import Receipt
 from node.chain.errors import (
+    AssetRegistryAlreadyVotedSuccessor,
+    AssetRegistryCustodianNotRemoved,
     AssetRegistryInvalidCustodian,
     AssetRegistryLoanIdsIncomplete,
     AssetRegistryLoanIdsOffsetMismatch,
     AssetRegistryNoPendingTransfer,
+    AssetRegistryNoSuccession,
     AssetRegistryNotAuditor,
     AssetRegistryNotCustodian,
     AssetRegistryNotMember,
@@ -410,3 +413,63 @@ def test_publish_loan_ids_gas_per_chunk_and_per_loan_id(consortium: Consortium, 
     assert one.gas_used < 60_000
     assert 300 < per_id < 800 and overall < 800
     assert assets.read(lambda f: f.loanIdsPublished(1, 1)) == len(ids)
+
+
+def test_a_removed_custodians_pool_passes_to_the_successor_the_members_vote_for(consortium: Consortium,
+                                                                                assets: Assets) -> None:
+    """Before: a pool whose custodian was removed could never be anchored, reported on or handed over again."""
+    gov = Governance(consortium)
+    a, b, c = consortium.banks
+    assets.send(a, lambda f: f.registerPool(METADATA))
+    assets.refuses(b, lambda f: f.proposeSuccessor(1, b.address), AssetRegistryCustodianNotRemoved,
+                   {"poolId": 1, "custodianMemberId": 1})
+
+    gov.remove(1)  # two voting members left: two votes needed
+    outsider = gov.newcomer()
+    assets.refuses(a, lambda f: f.proposeSuccessor(1, b.address), AssetRegistryNotMember, {"account": a.address})
+    assets.refuses(b, lambda f: f.proposeSuccessor(1, outsider.address), AssetRegistryInvalidCustodian,
+                   {"account": outsider.address})
+    assets.refuses(b, lambda f: f.proposeSuccessor(1, a.address), AssetRegistryInvalidCustodian,
+                   {"account": a.address})
+    assets.refuses(b, lambda f: f.voteSuccessor(1, 1), AssetRegistryNoSuccession, {"poolId": 1, "round": 1})
+
+    proposed = assets.send(b, lambda f: f.proposeSuccessor(1, b.address))
+    assert assets.events(proposed, "SuccessorProposed") == [
+        {"poolId": 1, "round": 1, "successorMemberId": 2, "proposerMemberId": 2}]
+    assert assets.events(proposed, "SuccessorVoted") == [{"poolId": 1, "round": 1, "voterMemberId": 2}]
+    assert assets.read(lambda f: f.succession(1)) == [(2, 1), 1]
+    assert assets.read(lambda f: f.pool(1))[1] == 1  # one vote of two: still the removed custodian
+    assets.refuses(b, lambda f: f.voteSuccessor(1, 1), AssetRegistryAlreadyVotedSuccessor,
+                   {"poolId": 1, "round": 1, "memberId": 2})
+    assets.refuses(c, lambda f: f.voteSuccessor(1, 2), AssetRegistryNoSuccession, {"poolId": 1, "round": 2})
+
+    # C proposes itself instead: round 2 replaces round 1, whose vote no longer counts.
+    assets.send(c, lambda f: f.proposeSuccessor(1, c.address))
+    assert assets.read(lambda f: f.succession(1)) == [(3, 2), 1]
+    assets.refuses(c, lambda f: f.voteSuccessor(1, 1), AssetRegistryNoSuccession, {"poolId": 1, "round": 1})
+    decided = assets.send(b, lambda f: f.voteSuccessor(1, 2))
+    assert assets.events(decided, "CustodySucceeded") == [{"poolId": 1, "fromMemberId": 1, "toMemberId": 3}]
+    assert assets.read(lambda f: f.pool(1))[1:3] == (3, 0)  # custodian C, no transfer pending
+    assert assets.read(lambda f: f.succession(1)) == [(0, 2), 0]
+    assets.refuses(b, lambda f: f.voteSuccessor(1, 2), AssetRegistryCustodianNotRemoved,
+                   {"poolId": 1, "custodianMemberId": 3})
+
+    tree = StandardMerkleTree.of(loans(range(2)), ENCODING)
+    anchored = assets.send(c, lambda f: f.anchorVersion(1, tree.root, 2, 1, [loan_id(0), loan_id(1)]))
+    assert assets.events(anchored, "VersionAnchored")[0]["version"] == 1  # the successor acts as custodian
+
+
+def test_succession_counts_only_votes_of_members_still_active(consortium: Consortium, assets: Assets) -> None:
+    gov = Governance(consortium)
+    a, b, c = consortium.banks
+    d = gov.newcomer()
+    gov.admit(d)  # member 4
+    assets.send(a, lambda f: f.registerPool(METADATA))
+    gov.remove(1)  # B, C, D vote: two votes needed
+    assets.send(b, lambda f: f.proposeSuccessor(1, d.address))
+    gov.suspend(2)  # B's vote stops counting
+    assert assets.read(lambda f: f.succession(1)) == [(4, 1), 0]
+    assets.send(c, lambda f: f.voteSuccessor(1, 1))  # C and D are the active voters; two votes are needed
+    assert assets.read(lambda f: f.pool(1))[1] == 1
+    decided = assets.send(d, lambda f: f.voteSuccessor(1, 1))
+    assert assets.events(decided, "CustodySucceeded") == [{"poolId": 1, "fromMemberId": 1, "toMemberId": 4}]

@@ -1,4 +1,5 @@
-"""`/v1/assets`: ABS pools. Operators import, anchor, transfer and report servicing; auditors read and attest."""
+"""`/v1/assets`: ABS pools. Operators import, anchor, transfer (or vote a successor for a removed custodian's pool)
+and report servicing; auditors read and attest."""
 
 from __future__ import annotations
 
@@ -35,6 +36,20 @@ class AnchorIn(BaseModel):
 
 class TransferIn(BaseModel):
     to: str = Field(max_length=64, description="Member id, signing address or bank code of the recipient.")
+
+
+class SuccessorIn(BaseModel):
+    successor: str = Field(max_length=64, description="Member id, signing address or bank code of the new custodian.")
+
+
+class SuccessionOut(BaseModel):
+    tx_hash: str
+    block_number: int
+    pool_id: int
+    round: int
+    decided: bool = Field(description="Custody passed to the successor with this vote.")
+    votes: int = Field(description="Votes of the round that count, while it is open.")
+    required: int = Field(description="Votes the registry's quorum needs now.")
 
 
 class ServicingIn(BaseModel):
@@ -102,6 +117,19 @@ def accept_transfer(*, pool_id: PoolId, node: NodeDep, _key: Operator) -> Any:
 def cancel_transfer(*, pool_id: PoolId, node: NodeDep, _key: Operator) -> Any:
     """Withdraw this bank's pending transfer proposal."""
     return lifecycle.receipt_json(lifecycle.cancel_transfer(node, pool_id))
+
+
+@router.post("/pools/{pool_id}/successor", response_model=SuccessionOut)
+def propose_successor(*, pool_id: PoolId, body: SuccessorIn, node: NodeDep, _key: Operator) -> Any:
+    """Propose a new custodian for a pool whose custodian was removed from the alliance (this bank votes for it);
+    custody passes when the members' votes reach the registry's quorum."""
+    return lifecycle.propose_successor(node, pool_id, body.successor).to_json()
+
+
+@router.post("/pools/{pool_id}/successor/vote", response_model=SuccessionOut)
+def vote_successor(*, pool_id: PoolId, node: NodeDep, _key: Operator) -> Any:
+    """Vote for the successor proposed in the pool's open succession round (404 `no_succession` if none is open)."""
+    return lifecycle.vote_successor(node, pool_id).to_json()
 
 
 @router.post("/pools/{pool_id}/servicing", status_code=status.HTTP_201_CREATED)
