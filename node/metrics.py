@@ -1,8 +1,9 @@
 """Prometheus metrics of a running node (`GET /v1/node/metrics`): the outbox, publish batches, the mirror, key
 epochs and the background loops.
 
-Read from the store at each scrape (grouped counts over indexed columns), not counted in process, so every API
-replica of one store reports the same and a restart loses nothing. The loops' figures are this process's own.
+Read from the store at each scrape (a few grouped counts, the outbox's a scan of its state column), not counted in
+process, so every API replica of one store reports the same and a restart loses nothing. The loops' figures are
+this process's own.
 """
 
 from __future__ import annotations

@@ -48,7 +48,9 @@ def _bearer_token(request: Request) -> str | None:
     # What scrapers and HTTP clients that know no custom header send (Prometheus' `authorization`), accepted as
     # the same API key.
     scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-    return credentials.strip() or None if scheme.lower() == "bearer" else None
+    if scheme.lower() != "bearer":
+        return None
+    return credentials.strip() or None
 
 
 def current_key(request: Request, session: SessionDep,

@@ -57,6 +57,9 @@ def backup_sqlite_store(database_url: str, target: Path) -> StoreBackup:
             os.link(partial, target)
         except FileExistsError:
             raise Conflict(f"{target} exists already; a backup never replaces a file", code="backup_exists") from None
+        except OSError as exc:  # a file system without hard links
+            raise InvalidInput(f"cannot name the backup {target}: {exc.strerror or exc}",
+                               code="backup_unwritable") from None
         return StoreBackup(target, target.stat().st_size, revision)
     finally:
         for leftover in (partial, *(partial.with_name(partial.name + end) for end in ("-journal", "-wal", "-shm"))):
