@@ -340,7 +340,9 @@ contract AssetRegistry is IAssetRegistry {
         Pool storage p = _pools[poolId];
         Succession storage s = _successions[poolId];
         uint256 toMemberId = s.successorMemberId;
-        if (!_isActiveVotingMember(toMemberId)) revert AssetRegistryInvalidCustodian(_registry.member(toMemberId).account);
+        if (!_isActiveVotingMember(toMemberId)) {
+            revert AssetRegistryInvalidCustodian(_registry.member(toMemberId).account);
+        }
         uint256 fromMemberId = p.custodianMemberId;
         p.custodianMemberId = toMemberId;
         p.pendingCustodianMemberId = 0;
