@@ -38,7 +38,8 @@ def test_requests_while_the_store_is_down_answer_503_then_work_again(api_via_rel
                      # its key is looked up before the body's refusal is answered
                      api.client.post("/v1/fraud/reports", content=b"{", headers={**analyst,
                                                                                 "content-type": "application/json"}),
-                     api.client.get("/v1/node/status", headers=api.headers(Role.operator))):
+                     api.client.get("/v1/node/status", headers=api.headers(Role.operator)),
+                     api.client.get("/v1/node/metrics", headers=api.headers(Role.auditor))):
         assert response.status_code == 503, response.text
         assert response.json()["error"]["code"] == "store_unavailable"
         assert "alliance" not in response.text  # neither the database user nor its host
