@@ -45,8 +45,11 @@ def node_status(ctx: typer.Context, json_output: JsonOption = False) -> None:
     if json_output:
         console.print_json(data)
         return
-    console.table("outbox records", ["state", "records"], sorted(figures.outbox.items()))
-    console.table("publish batches", ["state", "batches"], sorted(figures.batches.items()))
+    for title, counts in (("outbox records", figures.outbox), ("publish batches", figures.batches)):
+        if counts:
+            console.table(title, ["state", title.split()[-1]], sorted(counts.items()))
+        else:
+            console.info(f"{title}: none")
     mirror = figures.mirror
     lag = f"{mirror.lag_s:.0f} s" if mirror.lag_s is not None else "never synced"
     console.info(f"oldest queued report: {oldest or 'none'}")

@@ -202,6 +202,8 @@ def test_node_status_follows_a_report_from_queue_to_chain(cli: CliRunner, member
 
     before = status()
     assert before["outbox"] == {} and before["key_epochs_held"] == [1] and before["oldest_queued_report_at"] is None
+    empty = cli("node", "status")
+    assert empty.code == 0 and "outbox records: none" in empty.out and "publish batches: none" in empty.out
     assert cli("fraud", "report", "phone=13800138000", "--category", "other", "--confidence", "50").code == 0
     queued = status()
     assert queued["outbox"] == {"queued": 1} and queued["oldest_queued_report_at"] is not None
