@@ -37,13 +37,12 @@ from node.chain.asset_registry import AssetRegistryClient, PublishedLoanIds
 from node.ledger.indicator_state import StatePolicy, derive_state
 from node.ledger.mirror import facts_for
 from node.store.asset_tables import AssetLoan, AssetLoanIndicator, AssetMirrorLoan, AssetMirrorVersion
-from node.store.bulk import insert_rows
+from node.store.bulk import in_list_slices, insert_rows
 from node.store.db import Store
 from node.store.ledger_tables import SyncState
 from node.store.models import utcnow
 
 Screen = Callable[[set[bytes]], set[bytes]]
-QUERY_CHUNK = 500  # bind parameters per IN list
 MIRROR_INSERT_CHUNK = 5_000
 MIRROR_LOAN_COLUMNS = ("pool_id", "version", "position", "loan_id")
 
@@ -175,8 +174,8 @@ def active_pools_of(session: Session, loan_ids: Iterable[bytes]) -> dict[bytes, 
     """For each given loan id, the pools where it is active."""
     found: dict[bytes, set[int]] = defaultdict(set)
     ids = list(dict.fromkeys(loan_ids))
-    for start in range(0, len(ids), QUERY_CHUNK):
-        query = _active_loans().where(AssetMirrorLoan.loan_id.in_(ids[start:start + QUERY_CHUNK]))
+    for chunk in in_list_slices(ids):
+        query = _active_loans().where(AssetMirrorLoan.loan_id.in_(chunk))
         for loan_id, pool_id in session.execute(query):
             found[bytes(loan_id)].add(int(pool_id))
     return {k: sorted(v) for k, v in found.items()}

@@ -47,7 +47,7 @@ from node.chain.ledger_events import (
     ReactionEvent,
 )
 from node.ledger.vocabulary import record_is_well_formed
-from node.store.bulk import insert_rows
+from node.store.bulk import in_list_slices, insert_rows
 from node.store.db import Store, once_more_on_conflict
 from node.store.ledger_tables import IndexedBlock, MirrorBatch, MirrorReaction, MirrorRecord, SyncState
 
@@ -61,7 +61,6 @@ T = TypeVar("T")
 MAX_REWINDS_PER_SYNC = 8
 # Stored blocks compared with the chain per JSON-RPC batch while looking for the common ancestor.
 ANCESTOR_PAGE = 64
-LOOKUP_CHUNK = 500  # bind parameters per IN list
 # SQLite page cache of the indexer's connection: the indicator index takes random inserts, and with the default
 # 2 MB cache a large chunk spills and rewrites its pages (measured 155k -> 180k rows/s inserting 300k records).
 SQLITE_CACHE_KIB = 131_072
@@ -441,8 +440,7 @@ def _owned_indicators(session: Session, events: list[ReactionEvent]) -> set[tupl
     """(batch id, indicator, reporter) of each confirm/revoke target that is an accepted record of the batch."""
     pairs = list({(e.batch_id, e.indicator) for e in events})
     owned: set[tuple[int, bytes, int]] = set()
-    for start in range(0, len(pairs), LOOKUP_CHUNK):
-        chunk = pairs[start:start + LOOKUP_CHUNK]
+    for chunk in in_list_slices(pairs):
         rows = session.execute(
             select(MirrorRecord.batch_id, MirrorRecord.indicator, MirrorRecord.reporter_member_id)
             .where(tuple_(MirrorRecord.batch_id, MirrorRecord.indicator).in_(chunk)))

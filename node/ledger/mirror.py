@@ -16,10 +16,9 @@ from sqlalchemy.orm import Session
 
 from node.errors import NotFound
 from node.ledger.indicator_state import IndicatorState, ReactionFact, RecordFact, StatePolicy, derive_state
+from node.store.bulk import in_list_slices
 from node.store.ledger_tables import MirrorBatch, MirrorReaction, MirrorRecord, SyncState
 from node.store.models import as_utc
-
-LOOKUP_CHUNK = 500  # bind parameters per IN list: far below SQLite's and PostgreSQL's limits
 
 Facts = tuple[list[RecordFact], list[ReactionFact]]
 
@@ -46,19 +45,19 @@ def facts_for(session: Session, indicators: Sequence[bytes], *, reactions_withou
     """
     wanted = list(dict.fromkeys(bytes(i) for i in indicators))
     found: dict[bytes, Facts] = {}
-    for chunk in _chunks(wanted):
+    for chunk in in_list_slices(wanted):
         for values in _rows_with_indicators(session, MirrorRecord.__tablename__, RECORD_COLUMNS, chunk):
             fact = _record(values)
             found.setdefault(fact.indicator, ([], []))[0].append(fact)
     reaction_targets = wanted if reactions_without_records else list(found)
-    for chunk in _chunks(reaction_targets):
+    for chunk in in_list_slices(reaction_targets):
         for reaction_values in _rows_with_indicators(session, MirrorReaction.__tablename__, REACTION_COLUMNS, chunk):
             reaction = _reaction(reaction_values)
             found.setdefault(reaction.indicator, ([], []))[1].append(reaction)
     return found
 
 
-def _rows_with_indicators(session: Session, table: str, columns: Sequence[Any], chunk: list[bytes]
+def _rows_with_indicators(session: Session, table: str, columns: Sequence[Any], chunk: Sequence[bytes]
                           ) -> Sequence[Sequence[Any]]:
     # Plain driver SQL: this runs for every check, and SQLAlchemy's statement and row processing cost
     # more than SQLite's indexed lookups themselves (measured in bench/checks.py). The column types
@@ -84,10 +83,6 @@ def _record(values: Sequence[Any]) -> RecordFact:
 
 def _reaction(values: Sequence[Any]) -> ReactionFact:
     return ReactionFact(*values)
-
-
-def _chunks(values: list[bytes]) -> list[list[bytes]]:
-    return [values[i:i + LOOKUP_CHUNK] for i in range(0, len(values), LOOKUP_CHUNK)]
 
 
 @dataclass(frozen=True, slots=True)

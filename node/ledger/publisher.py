@@ -46,6 +46,7 @@ from sqlalchemy.orm import Session
 
 from node.chain.errors import ChainUnavailable, ContractRevert, TransactionTimeout
 from node.chain.fraud_ledger import FraudLedgerClient, LedgerRecord, MinedPublish, OwnBatch, batch_root
+from node.store.bulk import in_list_slices
 from node.store.db import Store
 from node.store.ledger_tables import FraudReport, OutboxRecord, PublishBatch
 from node.store.models import as_utc, utcnow
@@ -53,7 +54,6 @@ from node.store.models import as_utc, utcnow
 logger = logging.getLogger(__name__)
 
 FAILURE_BACKOFF_S = 30.0
-ADOPT_LOOKUP_CHUNK = 500  # indicators per IN list: well under every driver's limit of bound parameters
 
 
 class _PublishedMeanwhile(Exception):
@@ -191,14 +191,14 @@ class Publisher:
         indicators = sorted({record.indicator for record in wanted})
         ids: list[int] = []
         with self._store.session() as session:
-            for start in range(0, len(indicators), ADOPT_LOOKUP_CHUNK):
+            for chunk in in_list_slices(indicators):
                 rows = session.execute(
                     select(OutboxRecord.id, OutboxRecord.indicator, OutboxRecord.identifier_type,
                            FraudReport.category, FraudReport.confidence, FraudReport.valid_from,
                            FraudReport.valid_until, FraudReport.evidence_hash, FraudReport.case_ref_hash)
                     .join(FraudReport, OutboxRecord.report_id == FraudReport.report_id)
                     .where(OutboxRecord.state == "queued", OutboxRecord.epoch == batch.epoch,
-                           OutboxRecord.indicator.in_(indicators[start:start + ADOPT_LOOKUP_CHUNK])))
+                           OutboxRecord.indicator.in_(chunk)))
                 ids += [row[0] for row in rows if LedgerRecord(*row[1:]) in wanted]
         return ids
 

@@ -28,7 +28,7 @@ from node.errors import InvalidInput, NotFound
 from node.ledger.identifiers import IdentifierType, InvalidIdentifier, normalise
 from node.ledger.keyring import KeyRing
 from node.ledger.vocabulary import MAX_CONFIDENCE, MAX_VALIDITY_S, Category, identifier_type_code, identifier_type_of
-from node.store.bulk import insert_rows
+from node.store.bulk import in_list_slices, insert_rows
 from node.store.db import Store, once_more_on_conflict
 from node.store.ledger_tables import FraudReport, OutboxRecord, PublishBatch
 from node.store.models import utcnow
@@ -39,7 +39,6 @@ MAX_CASE_REFERENCE = 200
 DEFAULT_VALID_DAYS = 2 * 365
 MAX_VALID_DAYS = MAX_VALIDITY_S // 86_400
 ZERO_HASH = bytes(32)
-ID_QUERY_CHUNK = 500  # report ids per IN list
 REPORT_ID = re.compile(r"[0-9a-f]{32}")  # the first 32 hex digits of an HMAC (_report_id)
 REPORT_ID_PURPOSE = b"alliance-report-id/v1"
 # Column order of the rows intake writes (_report_row, ReportIntake._outbox_rows).
@@ -195,9 +194,9 @@ class ReportIntake:
             ids = list({report.report_id for report in prepared})
             # In slices: one IN list of a whole import's ids passed the database's bind-parameter limit (65,535 on
             # PostgreSQL, 250,000 on this SQLite and 999 on one older than 3.32) and refused the file.
-            existing = {report_id for start in range(0, len(ids), ID_QUERY_CHUNK)
+            existing = {report_id for chunk in in_list_slices(ids)
                         for report_id in session.scalars(select(FraudReport.report_id).where(
-                            FraudReport.report_id.in_(ids[start:start + ID_QUERY_CHUNK])))}
+                            FraudReport.report_id.in_(chunk)))}
             accepted, reports, records, seen = [], [], [], set(existing)
             for report in prepared:
                 accepted.append(AcceptedReport(report.report_id, report.report_id not in seen))

@@ -1,4 +1,5 @@
-"""Inserting many rows at once, by the fastest route each database offers inside the session's transaction.
+"""Inserting many rows at once, by the fastest route each database offers inside the session's transaction; and
+looking many values up in `IN (...)` lists small enough for every database (`in_list_slices`).
 
 SQLAlchemy's Core `insert(table), [dicts]` processes every parameter in Python before the driver sees it; for the
 node's bulk paths (mirror records, report intake) that costs more than the insert itself:
@@ -13,14 +14,26 @@ family of exceptions whatever the route.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Dialect, LargeBinary, insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeEngine
+
+T = TypeVar("T")
+
+# Values per IN list: far below every database's limit of bound parameters (PostgreSQL 65,535; SQLite 250,000, and
+# 999 before 3.32), where one list of a whole import's or batch's values was refused.
+IN_LIST_CHUNK = 500
+
+
+def in_list_slices(values: Sequence[T]) -> Iterator[Sequence[T]]:
+    """`values` in consecutive slices of at most IN_LIST_CHUNK, one `IN (...)` list each."""
+    for start in range(0, len(values), IN_LIST_CHUNK):
+        yield values[start:start + IN_LIST_CHUNK]
 
 
 def insert_rows(session: Session, table: Any, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
