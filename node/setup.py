@@ -46,11 +46,7 @@ def init_node(settings: Settings, *, bank_name: str, bank_code: str, passphrase:
                        code="already_initialised")
     # The store first: a database that cannot be opened must leave no keys behind, or `init` could not be run
     # again (it refuses to overwrite keys) and the config would keep the database URL that failed.
-    store = Store(settings.effective_database_url)
-    try:
-        store.migrate()
-    finally:
-        store.close()
+    create_store(settings)
     signer = Signer.generate()
     encryption_key = generate_encryption_keypair()
     configured = settings.model_copy(update={"bank_name": name, "bank_code": code})
