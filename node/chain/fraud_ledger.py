@@ -251,16 +251,16 @@ class FraudLedgerClient:
         batches = []
         for log in sorted(logs, key=lambda entry: (entry["blockNumber"], entry["logIndex"])):
             tx_hash = log["transactionHash"].to_0x_hex()
-            with translate_errors(self.chain.rpc_url):
-                tx = self.chain.w3.eth.get_transaction(HexStr(tx_hash))
-            function, args = self.contract.decode_function_input(tx["input"])
-            if function.fn_name != "publishBatch" or bytes(args["root"]) != bytes(log["args"]["root"]):
+            try:
+                nonce, epoch, root, records = self._publish_call(tx_hash)
+            except ValueError as exc:
+                raise ChainError(f"transaction {tx_hash} emitted BatchPublished: {exc}") from exc
+            if root != bytes(log["args"]["root"]):
                 raise ChainError(f"transaction {tx_hash} emitted BatchPublished but is no publishBatch of its root")
-            records = unpack_records(bytes(args["records"]))
-            if batch_root(records) != bytes(args["root"]):
+            if batch_root(records) != root:
                 raise ChainError(f"the records of transaction {tx_hash} do not hash to its root")
             batches.append(OwnBatch(MinedPublish(int(log["args"]["batchId"]), tx_hash, int(log["blockNumber"])),
-                                    int(args["epoch"]), bytes(args["root"]), int(tx["nonce"]), records))
+                                    epoch, root, nonce, records))
         return batches
 
     def publish_batch(self, epoch: int, records: Sequence[LedgerRecord], *, gas: int | None = None) -> PublishedBatch:
@@ -318,6 +318,11 @@ class FraudLedgerClient:
 
     def records_of_transaction(self, tx_hash: str) -> tuple[int, bytes, list[LedgerRecord]]:
         """(epoch, root, records) of a publishBatch transaction, decoded from its input."""
+        _, epoch, root, records = self._publish_call(tx_hash)
+        return epoch, root, records
+
+    def _publish_call(self, tx_hash: str) -> tuple[int, int, bytes, list[LedgerRecord]]:
+        """(nonce, epoch, root, records) of a publishBatch transaction; ValueError for any other transaction."""
         with translate_errors(self.chain.rpc_url):
             tx = self.chain.w3.eth.get_transaction(HexStr(tx_hash))
         if tx.get("to") is None or Web3.to_checksum_address(str(tx["to"])) != self.address:
@@ -325,4 +330,4 @@ class FraudLedgerClient:
         function, args = self.contract.decode_function_input(tx["input"])
         if function.fn_name != "publishBatch":
             raise ValueError(f"transaction {tx_hash} calls {function.fn_name}, not publishBatch")
-        return int(args["epoch"]), bytes(args["root"]), unpack_records(bytes(args["records"]))
+        return int(tx["nonce"]), int(args["epoch"]), bytes(args["root"]), unpack_records(bytes(args["records"]))
