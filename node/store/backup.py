@@ -17,7 +17,7 @@ from pathlib import Path
 from sqlalchemy import make_url
 
 from node.errors import Conflict, InvalidInput
-from node.store.db import StoreNotFound, StoreUnavailable
+from node.store.db import StoreNotFound, StoreUnavailable, sqlite_file_of
 
 
 @dataclass(frozen=True)
@@ -67,13 +67,13 @@ def backup_sqlite_store(database_url: str, target: Path) -> StoreBackup:
 
 
 def _sqlite_path(database_url: str) -> Path:
-    url = make_url(database_url)
-    if url.get_backend_name() != "sqlite":
+    path = sqlite_file_of(database_url)
+    if path is not None:
+        return path
+    if make_url(database_url).get_backend_name() != "sqlite":
         raise InvalidInput("this node's store is in PostgreSQL: back it up with pg_dump (docs/operations.md); "
                            "`store backup` copies a SQLite store", code="backup_needs_sqlite")
-    if not url.database or url.database == ":memory:" or url.database.startswith("file:"):
-        raise InvalidInput(f"the store at {database_url} is not a file to copy", code="backup_needs_sqlite")
-    return Path(url.database)
+    raise InvalidInput(f"the store at {database_url} is not a file to copy", code="backup_needs_sqlite")
 
 
 def _copy_and_check(source: Path, copy: Path) -> str:

@@ -13,7 +13,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
@@ -111,7 +111,7 @@ def migrate(engine: Engine, revision: str = "head", *, new_store: bool = True) -
     where = engine.url.render_as_string()  # the password masked
     config = alembic_config(engine)
     try:
-        sqlite_file = _sqlite_file(engine)
+        sqlite_file = sqlite_file_of(engine.url)
         if sqlite_file is not None and not new_store and not sqlite_file.exists():
             raise StoreNotFound(_no_store_message(where))  # before connecting, which would create the file
         if sqlite_file is not None:
@@ -131,10 +131,11 @@ def migrate(engine: Engine, revision: str = "head", *, new_store: bool = True) -
         raise StoreUnavailable(f"cannot open the database at {where}: {reason}") from exc
 
 
-def _sqlite_file(engine: Engine) -> Path | None:
-    database = engine.url.database
-    if engine.url.get_backend_name() != "sqlite" or not database or database == ":memory:" \
-            or database.startswith("file:"):
+def sqlite_file_of(url: URL | str) -> Path | None:
+    """The file of a SQLite store's URL; None for another database, or a SQLite one in memory or given as a URI."""
+    url = make_url(url)
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database or database == ":memory:" or database.startswith("file:"):
         return None
     return Path(database)
 
