@@ -84,6 +84,10 @@ class Settings(BaseSettings):
     dispute_window_days: int = Field(default=30, ge=1)
     # Fraud ledger: key distribution
     key_distribution_interval_s: float = Field(default=5.0, gt=0)
+    # Retention of personal data (node.ledger.retention, docs/operations.md)
+    check_log_retention_days: int | None = Field(
+        default=None, ge=1, le=36_500, description="query-log entries older than this are deleted; unset: kept")
+    retention_interval_s: float = Field(default=3600.0, gt=0, description="retention pass period")
     # Credit workflow extensions (docs/extensions.md)
     extensions_enabled: list[str] | None = Field(
         default=None, description="extensions in call order; unset: every built-in, then every installed plugin")

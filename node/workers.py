@@ -3,7 +3,9 @@
 - keys: open envelopes addressed to this bank, generate an epoch's key when this bank started the
   epoch, forward keys to admitted members that lack them (node.ledger.key_distribution);
 - publisher: publish queued reports in batches (node.ledger.publisher);
-- indexer: follow the ledger's events into the mirror (node.ledger.indexer).
+- indexer: follow the ledger's events into the mirror (node.ledger.indexer);
+- retention: erase raw identifiers no report needs any more, and query-log entries past their retention
+  (node.ledger.retention).
 
 A failing step (the chain is down, say) is logged once per streak and retried with a growing pause;
 it never stops the loop or the API, which keeps accepting reports and answering checks meanwhile.
@@ -104,6 +106,7 @@ def node_workers(node: NodeContext) -> BackgroundWorkers:
     """
     from node.ledger.indexer import indexer_for
     from node.ledger.key_distribution import sync_keys
+    from node.ledger.retention import prune
 
     settings = node.settings
     node.store  # noqa: B018 - opened (and migrated) once, before the threads share it
@@ -113,6 +116,7 @@ def node_workers(node: NodeContext) -> BackgroundWorkers:
         Loop("keys", settings.key_distribution_interval_s, lambda: sync_keys(_with_signer(node))),
         Loop("publisher", settings.publish_interval_s, lambda: publisher().run_once()),
         Loop("indexer", settings.sync_interval_s, lambda: _sync_and_notify(node, indexer())),
+        Loop("retention", settings.retention_interval_s, lambda: prune(node)),
     ])
 
 

@@ -35,8 +35,13 @@ def test_workers_of_a_node_without_contracts_start_and_report_the_problem(tmp_pa
     node = NodeContext(load_settings(tmp_path / "bank", **options))
     try:
         workers = node_workers(node)  # no deployment record: building them must not fail
-        for loop in workers.loops:
+        chain_loops = [loop for loop in workers.loops if loop.name != "retention"]
+        assert [loop.name for loop in chain_loops] == ["keys", "publisher", "indexer"]
+        for loop in chain_loops:
             assert loop.run_step() > loop.interval_s
             assert "deployment record" in (loop.status.last_error or ""), loop.name
+        [retention] = [loop for loop in workers.loops if loop.name == "retention"]
+        assert retention.run_step() == retention.interval_s  # the store alone: no chain needed
+        assert retention.status.last_error is None
     finally:
         node.close()

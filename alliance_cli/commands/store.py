@@ -1,4 +1,5 @@
-"""`alliance store create|backup`: a new, empty store on purpose; a consistent copy of a running node's store."""
+"""`alliance store create|backup|prune`: a new, empty store on purpose; a consistent copy of a running node's
+store; personal data past its retention removed."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import typer
 
 from alliance_cli import console
 from alliance_cli.state import node_context
+from node.ledger.retention import prune
 from node.setup import create_store
 from node.store.backup import backup_sqlite_store
 
@@ -35,3 +37,16 @@ def store_backup(ctx: typer.Context,
     this user only. To restore, stop the node and put the file at the store's path (docs/operations.md)."""
     backup = backup_sqlite_store(node_context(ctx).settings.effective_database_url, target)
     console.success(f"store copied to {backup.path} ({backup.size_bytes:,} bytes, schema revision {backup.revision})")
+
+
+@app.command("prune")
+def store_prune(ctx: typer.Context) -> None:
+    """Erase the raw identifiers of expired or withdrawn reports, and query-log entries older than
+    check_log_retention_days (if set). The running node does the same every retention_interval_s."""
+    result = prune(node_context(ctx))
+    console.success(f"erased {result.identifiers_erased:,} raw identifier(s) of expired or withdrawn reports")
+    if result.check_log_retention_days is None:
+        console.info("query log kept whole (check_log_retention_days is not set)")
+    else:
+        console.success(f"deleted {result.check_log_deleted:,} query-log entry(ies) older than "
+                        f"{result.check_log_retention_days} day(s)")

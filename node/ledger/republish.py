@@ -81,10 +81,13 @@ def _queue_records(store: Store, vault: LocalVault, epoch: int, key: bytes, now:
             .join(newest, (OutboxRecord.report_id == newest.c.report_id)
                   & (OutboxRecord.position == newest.c.position) & (OutboxRecord.epoch == newest.c.epoch))
             .join(FraudReport, FraudReport.report_id == OutboxRecord.report_id)
-            .where(newest.c.epoch < epoch, FraudReport.valid_until > now, FraudReport.withdrawn_at.is_(None))
+            .where(newest.c.epoch < epoch, FraudReport.valid_until > now, FraudReport.withdrawn_at.is_(None),
+                   # erased by retention (node.ledger.retention) should the node's clock have gone back
+                   OutboxRecord.sealed_identifier.is_not(None))
             .order_by(OutboxRecord.id)).all()
         records = []
         for report_id, position, type_code, sealed in rows:
+            assert sealed is not None  # selected only when not erased
             canonical = vault.decrypt(sealed, associated_data=sealed_identifier_ad(report_id, position)).decode()
             kind = identifier_type_of(type_code)
             assert kind is not None  # written by this node from a known type

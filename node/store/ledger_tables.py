@@ -80,8 +80,9 @@ class OutboxRecord(Base):
     epoch: Mapped[int] = mapped_column(Integer)
     indicator: Mapped[bytes] = mapped_column(LargeBinary, index=True)
     # The canonical identifier, vault-encrypted (associated data: report id and position), kept so that
-    # `ledger republish` can hash it again under a new epoch. Never leaves the node.
-    sealed_identifier: Mapped[bytes] = mapped_column(LargeBinary)
+    # `ledger republish` can hash it again under a new epoch. Never leaves the node. NULL once the report has
+    # expired or been withdrawn: republish never reads it again (node.ledger.retention erases it).
+    sealed_identifier: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     state: Mapped[str] = mapped_column(String(16), default="queued")
     publish_batch_id: Mapped[int | None] = mapped_column(ForeignKey("publish_batches.id"), nullable=True,
                                                          index=True)

@@ -7,6 +7,7 @@ import shutil
 import socket
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from node.chain.client import ChainClient
 from node.chain.signer import Signer
 from node.store.db import Store
+from node.store.ledger_tables import CheckLogEntry
 from tests.cli.conftest import CliRunner
 from tests.conftest import free_port
 from tests.store.outage import PostgresRelay
@@ -156,7 +158,7 @@ def test_store_backup_restores_into_a_node_and_never_overwrites(cli: CliRunner, 
     backup.parent.mkdir()
     done = cli("store", "backup", str(backup))
     assert done.code == 0, done.err
-    assert str(backup) in done.out and "schema revision 0006" in done.out
+    assert str(backup) in done.out and "schema revision 0007" in done.out
 
     again = cli("store", "backup", str(backup))
     assert again.code == 1 and "exists already" in one_error_line(again.err)
@@ -169,6 +171,30 @@ def test_store_backup_restores_into_a_node_and_never_overwrites(cli: CliRunner, 
     listed = cli("apikey", "list", "--json", env={"ALLIANCE_DATA_DIR": str(restored)})
     assert listed.code == 0, listed.err
     assert [key["label"] for key in json.loads(listed.out)] == ["fraud desk"]
+
+
+def test_store_prune_deletes_query_log_entries_past_retention(cli: CliRunner, data_dir: Path) -> None:
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0
+    store = Store(f"sqlite:///{data_dir / 'node.db'}")
+    try:
+        now = datetime.now(UTC)
+        with store.transaction() as session:
+            session.add_all([CheckLogEntry(key_id="k", asked_at=now - timedelta(days=age), kind="identity",
+                                           indicators="[]", hits="[]", as_of_block=1, stale=False)
+                             for age in (400, 100, 2)])
+    finally:
+        store.close()
+
+    kept = cli("store", "prune")
+    assert kept.code == 0, kept.err
+    assert "erased 0 raw identifier(s)" in kept.out and "query log kept whole" in kept.out
+
+    pruned = cli("store", "prune", env={"ALLIANCE_CHECK_LOG_RETENTION_DAYS": "90"})
+    assert pruned.code == 0, pruned.err
+    assert "deleted 2 query-log entry(ies) older than 90 day(s)" in pruned.out
+
+    refused = cli("store", "prune", env={"ALLIANCE_CHECK_LOG_RETENTION_DAYS": "0"})
+    assert refused.code == 1 and "check_log_retention_days" in one_error_line(refused.err)
 
 
 def test_store_backup_of_a_postgresql_store_fails_with_one_line(cli: CliRunner, data_dir: Path, tmp_path: Path,

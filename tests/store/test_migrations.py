@@ -66,9 +66,35 @@ def test_migrate_upgrades_a_store_at_an_older_revision(store_url: str) -> None:
         with store.transaction() as session:
             issued = create_api_key(session, Role.analyst, "kept")
         store.migrate()
-        assert schema_revision(store) == {"0006"}
+        assert schema_revision(store) == {"0007"}
         with store.session() as session:
             assert authenticate(session, issued.token).label == "kept"
+    finally:
+        store.close()
+
+
+def test_migration_0007_keeps_sealed_identifiers_and_lets_them_be_erased(store_url: str) -> None:
+    """0007 makes outbox_records.sealed_identifier nullable (retention erases it) on a table with rows; the
+    downgrade gives erased rows an empty value instead of failing on the NOT NULL it restores."""
+    store = Store(store_url)
+    try:
+        command.upgrade(alembic_config(store.engine), "0006")
+        with store.engine.begin() as connection:
+            connection.execute(text("INSERT INTO fraud_reports VALUES ('r', 1, 50, 0, 1, :z, :z, 'k', :at, NULL)"),
+                               {"z": b"\0" * 32, "at": "2026-01-01 00:00:00"})
+            insert_record = text("INSERT INTO outbox_records (report_id, position, identifier_type, epoch, indicator, "
+                                 "sealed_identifier, state) VALUES ('r', :p, 1, 1, :i, :s, 'queued')")
+            for position, sealed in ((0, b"sealed-0"), (1, b"sealed-1")):
+                connection.execute(insert_record, {"p": position, "i": bytes([position]) * 32, "s": sealed})
+        store.migrate()
+        with store.engine.begin() as connection:
+            connection.execute(text("UPDATE outbox_records SET sealed_identifier = NULL WHERE position = 1"))
+        command.downgrade(alembic_config(store.engine), "0006")
+        with store.engine.connect() as connection:
+            rows = connection.execute(text("SELECT position, sealed_identifier FROM outbox_records ORDER BY position"))
+            assert [(p, bytes(s)) for p, s in rows] == [(0, b"sealed-0"), (1, b"")]
+        assert not next(c for c in inspect(store.engine).get_columns("outbox_records")
+                        if c["name"] == "sealed_identifier")["nullable"]
     finally:
         store.close()
 
@@ -89,7 +115,7 @@ def test_a_migration_failing_half_way_leaves_the_schema_as_it_was(store_url: str
         with store.engine.begin() as connection:
             connection.execute(text("DROP TABLE publish_batches"))
         store.migrate()
-        assert schema_revision(store) == {"0006"}
+        assert schema_revision(store) == {"0007"}
     finally:
         store.close()
 
@@ -146,7 +172,7 @@ def test_processes_migrating_one_new_store_at_once_all_start(store_url: str) -> 
     assert failures == []
     store = Store(store_url)
     try:
-        assert schema_revision(store) == {"0006"}
+        assert schema_revision(store) == {"0007"}
     finally:
         store.close()
 
@@ -170,7 +196,7 @@ def test_opening_a_file_whose_write_lock_is_held_waits_for_it_to_switch_to_wal(t
     store = Store(f"sqlite:///{path}")
     try:
         store.migrate()
-        assert schema_revision(store) == {"0006"}
+        assert schema_revision(store) == {"0007"}
         with store.engine.connect() as connection:
             assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     finally:

@@ -1,0 +1,83 @@
+"""Keeping personal data no longer than it is needed (data minimisation).
+
+- **Raw identifiers.** The outbox keeps each reported identifier vault-encrypted for one purpose only:
+  `alliance ledger republish` hashes it again under a new key epoch. Republish takes only reports that are
+  still valid and not withdrawn, so once a report has expired or been withdrawn its copies are never read
+  again: they are erased (set to NULL). The indicators, states and transaction details stay, so the
+  report's history, withdrawal and the publisher's bookkeeping are unchanged.
+- **Query log.** Entries older than `check_log_retention_days` are deleted, when that is set. Unset (the
+  default) keeps the log for good: how long a bank must keep the record of who checked whom is the bank's
+  legal decision, not the node's.
+
+Run by the node's `retention` loop (`retention_interval_s`) and by `alliance store prune`. Each slice of
+rows is its own short transaction, so a first pass over a large store never holds the write lock for long
+and a crash keeps what the finished slices did; a pass is idempotent.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete, func, or_, select, update
+
+from node.runtime import NodeContext
+from node.store.db import Store
+from node.store.ledger_tables import CheckLogEntry, FraudReport, OutboxRecord
+
+ROWS_PER_TRANSACTION = 10_000
+
+
+@dataclass(frozen=True)
+class RetentionResult:
+    identifiers_erased: int
+    check_log_deleted: int
+    check_log_retention_days: int | None
+
+
+def prune(node: NodeContext, *, now: float | None = None) -> RetentionResult:
+    """One retention pass over this node's store."""
+    now = time.time() if now is None else now
+    days = node.settings.check_log_retention_days
+    erased = erase_spent_identifiers(node.store, now=int(now))
+    deleted = 0
+    if days is not None:
+        deleted = delete_check_log_before(node.store, datetime.fromtimestamp(now, UTC) - timedelta(days=days))
+    return RetentionResult(erased, deleted, days)
+
+
+def erase_spent_identifiers(store: Store, *, now: int) -> int:
+    """Erase the sealed raw identifiers of reports expired at `now` (Unix seconds) or withdrawn; the count erased.
+
+    Walks the outbox by id windows rather than re-querying "the next N to erase", which would scan the erased
+    rows again for every slice."""
+    with store.session() as session:
+        highest = session.scalar(select(func.max(OutboxRecord.id))) or 0
+    spent = select(FraudReport.report_id).where(or_(FraudReport.valid_until <= now,
+                                                    FraudReport.withdrawn_at.is_not(None)))
+    erased = 0
+    for low in range(0, highest + 1, ROWS_PER_TRANSACTION):
+        with store.transaction() as session:
+            result = session.execute(
+                update(OutboxRecord)
+                .where(OutboxRecord.id >= low, OutboxRecord.id < low + ROWS_PER_TRANSACTION,
+                       OutboxRecord.sealed_identifier.is_not(None), OutboxRecord.report_id.in_(spent))
+                .values(sealed_identifier=None)
+                .execution_options(synchronize_session=False))
+            erased += result.rowcount  # type: ignore[attr-defined]
+    return erased
+
+
+def delete_check_log_before(store: Store, cutoff: datetime) -> int:
+    """Delete the query-log entries asked before `cutoff`; the count deleted."""
+    deleted = 0
+    while True:
+        oldest = (select(CheckLogEntry.id).where(CheckLogEntry.asked_at < cutoff)
+                  .order_by(CheckLogEntry.id).limit(ROWS_PER_TRANSACTION))
+        with store.transaction() as session:
+            count = session.execute(delete(CheckLogEntry).where(CheckLogEntry.id.in_(oldest))
+                                    .execution_options(synchronize_session=False)).rowcount  # type: ignore[attr-defined]
+        deleted += count
+        if count < ROWS_PER_TRANSACTION:
+            return deleted
