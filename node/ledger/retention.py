@@ -9,9 +9,9 @@
   default) keeps the log for good: how long a bank must keep the record of who checked whom is the bank's
   legal decision, not the node's.
 
-Run by the node's `retention` loop (`retention_interval_s`) and by `alliance store prune`. Each slice of
-rows is its own short transaction, so a first pass over a large store never holds the write lock for long
-and a crash keeps what the finished slices did; a pass is idempotent.
+Run by the node's `retention` loop (`retention_interval_s`) and by `alliance store prune`. Each page of
+reports or slice of log entries is its own short transaction, so a first pass over a large store never holds
+the write lock for long and a crash keeps what the finished pages did; a pass is idempotent.
 """
 
 from __future__ import annotations
@@ -20,13 +20,14 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, or_, select, update
 
 from node.runtime import NodeContext
 from node.store.db import Store
 from node.store.ledger_tables import CheckLogEntry, FraudReport, OutboxRecord
 
-ROWS_PER_TRANSACTION = 10_000
+REPORTS_PER_TRANSACTION = 5_000  # reports whose identifiers one transaction erases
+ROWS_PER_TRANSACTION = 10_000  # query-log entries one transaction deletes
 
 
 @dataclass(frozen=True)
@@ -50,23 +51,28 @@ def prune(node: NodeContext, *, now: float | None = None) -> RetentionResult:
 def erase_spent_identifiers(store: Store, *, now: int) -> int:
     """Erase the sealed raw identifiers of reports expired at `now` (Unix seconds) or withdrawn; the count erased.
 
-    Walks the outbox by id windows rather than re-querying "the next N to erase", which would scan the erased
-    rows again for every slice."""
-    with store.session() as session:
-        highest = session.scalar(select(func.max(OutboxRecord.id))) or 0
-    spent = select(FraudReport.report_id).where(or_(FraudReport.valid_until <= now,
-                                                    FraudReport.withdrawn_at.is_not(None)))
-    erased = 0
-    for low in range(0, highest + 1, ROWS_PER_TRANSACTION):
+    Walks the reports in id order, a page of those still holding a sealed identifier at a time, so a pass reads
+    each report once (an hourly pass that finds nothing costs one scan of the reports with an index probe of the
+    outbox for each spent one) and each transaction erases one page through the outbox's report_id index."""
+    spent = or_(FraudReport.valid_until <= now, FraudReport.withdrawn_at.is_not(None))
+    holding = (select(OutboxRecord.id).where(OutboxRecord.report_id == FraudReport.report_id,
+                                             OutboxRecord.sealed_identifier.is_not(None)).exists())
+    erased, after = 0, ""
+    while True:
         with store.transaction() as session:
-            result = session.execute(
+            page = list(session.scalars(select(FraudReport.report_id)
+                                        .where(FraudReport.report_id > after, spent, holding)
+                                        .order_by(FraudReport.report_id).limit(REPORTS_PER_TRANSACTION)))
+            if not page:
+                return erased
+            in_page = select(FraudReport.report_id).where(FraudReport.report_id > after,
+                                                          FraudReport.report_id <= page[-1], spent)
+            erased += session.execute(
                 update(OutboxRecord)
-                .where(OutboxRecord.id >= low, OutboxRecord.id < low + ROWS_PER_TRANSACTION,
-                       OutboxRecord.sealed_identifier.is_not(None), OutboxRecord.report_id.in_(spent))
+                .where(OutboxRecord.report_id.in_(in_page), OutboxRecord.sealed_identifier.is_not(None))
                 .values(sealed_identifier=None)
-                .execution_options(synchronize_session=False))
-            erased += result.rowcount  # type: ignore[attr-defined]
-    return erased
+                .execution_options(synchronize_session=False)).rowcount  # type: ignore[attr-defined]
+        after = page[-1]
 
 
 def delete_check_log_before(store: Store, cutoff: datetime) -> int:

@@ -49,7 +49,7 @@ def _sealed(node: NodeContext) -> dict[str, list[bool]]:
 
 def test_prune_erases_identifiers_of_expired_and_withdrawn_reports_only(bank: NodeContext,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(retention, "ROWS_PER_TRANSACTION", 2)  # several id windows, one row left in the last
+    monkeypatch.setattr(retention, "REPORTS_PER_TRANSACTION", 1)  # a page per report
     live = _accept(bank, [("phone", "13800138000"), ("email", "mule@example.com")])
     expired = _accept(bank, [("phone", "13900139000"), ("ip", "10.0.0.1")], valid_days=1,
                       valid_from=int(time.time()) - 10 * DAY)
