@@ -135,6 +135,11 @@ def _flip_hex(text: str) -> str:
     (_set("record.key_epoch", lambda v: 2**32), "bundle", "malformed record"),
     (_set("record.original_principal", lambda v: 2**128), "bundle", "malformed record"),
     (_set("pool_id", lambda v: 2**256), "bundle", "pool_id must be"),
+    # 66 characters with whitespace for the last byte: bytes.fromhex skips it and read a 31-byte hash, which the
+    # contract call's encoder refused with a traceback (leaf, proof), or the leaf encoder with a confusing reason.
+    (_set("leaf", lambda v: v[:-2] + "  "), "bundle", "leaf must be 0x + 64 hex digits"),
+    (_set("proof.0", lambda v: v[:-2] + "\t\n"), "bundle", "proof[0] must be 0x + 64 hex digits"),
+    (_set("record.loan_id", lambda v: v[:-2] + "  "), "bundle", "loan_id must be 0x + 64 hex digits"),
 ])
 def test_verify_bundle_rejects_tampered_bundle(life: Life, tamper: Callable[[dict[str, Any]], None], check: str,
                                                reason: str) -> None:
