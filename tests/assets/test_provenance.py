@@ -237,6 +237,22 @@ def test_a_pool_of_a_removed_custodian_passes_by_vote_and_its_bundles_verify(lif
     assert "custody" in failed(verify(life, forged))
 
 
+def test_proposing_the_successor_proposed_already_votes_in_the_open_round(life: Life) -> None:
+    """A proposal run again (its answer lost) opened a new round, dropping the votes cast in the first; proposing the
+    successor already proposed is now this bank's vote in the open round, counted once."""
+    a, _b, c = life.nodes
+    removal = a.registry(signing=True).propose_removal(2)
+    assert c.registry(signing=True).vote(removal.proposal_id).executed
+    first = lifecycle.propose_successor(a, life.pool_id, "BANK-C")
+    again = lifecycle.propose_successor(a, life.pool_id, "3")
+    assert (again.round, again.decided, again.votes) == (1, False, 1)
+    assert again.receipt.tx_hash == first.receipt.tx_hash
+    joined = lifecycle.propose_successor(c, life.pool_id, "BANK-C")
+    assert (joined.round, joined.decided) == (1, True)
+    assert [e.kind for e in asset_registry(a).pool_events(life.pool_id) if e.kind.startswith("succ")] == [
+        "successor_proposed", "successor_voted", "successor_voted", "succeeded"]
+
+
 def _statuses_of(life: Life, node: NodeContext) -> Path:
     loan_ids = next(e for e in asset_registry(node).published_loan_ids(pool_id=life.pool_id)
                     if e.version == 2).loan_ids
