@@ -68,7 +68,8 @@ def test_verify_bundle_accepts_genuine_bundle(life: Life) -> None:
     result = verify(life, json.loads(json.dumps(life.bundle)))
     assert result["verified"] is True, failed(result)
     assert [c["name"] for c in result["checks"]] == ["bundle", "chain", "record", "proof", "anchor", "loan_ids",
-                                                     "versions", "custody", "servicing", "attestations"]
+                                                     "double_financing", "versions", "custody", "servicing",
+                                                     "attestations"]
     assert life.bundle["version"] == 2 and life.bundle["record"]["status"] == "dpd30"
     assert [c["to_member_id"] for c in life.bundle["custody"]] == [1, 2]
     assert [s["period"] for s in life.bundle["servicing"]] == [1, 2]
@@ -176,6 +177,25 @@ def test_verify_bundle_flags_any_flipped_byte(life: Life) -> None:
         assert verify(life, tampered)["verified"] is False, target
 
 
+def test_verify_bundle_refuses_a_loan_financed_in_two_pools(life: Life, tmp_path: Path) -> None:
+    """A genuine bundle of a loan that another pool held as well verified: nothing told the auditor the loan was
+    pledged twice. A loan that its pool's later version let go, taken into another pool, is not financed twice."""
+    a = life.originator
+    let_go = build_bundle(a, "LN-000011")  # in version 1 of the pool only
+    import_tape(a, "second", write_tape(tmp_path / "second.csv", [loan_row(4), loan_row(11)]))
+    second = anchor_draft(a, "second", override_reason="pledged twice on purpose").anchored.pool_id
+    head = a.chain.block_number()
+    pledged_twice = {**life.bundle, "as_of_block": head}
+    assert failed(verify(life, pledged_twice)) == {
+        "double_financing": f"by block {head} the loan's id is active in pools {life.pool_id}, {second} at once: "
+                            "it is financed twice"}
+    in_second = build_bundle(a, "LN-000004")
+    assert in_second["pool_id"] == second and "double_financing" in failed(verify(life, in_second))
+    assert verify(life, life.bundle)["verified"] is True  # as of its block, the second pool did not exist
+    result = verify(life, {**let_go, "as_of_block": head})
+    assert result["verified"] is True, failed(result)
+
+
 def test_build_bundle_of_unknown_loan_fails(life: Life) -> None:
     with pytest.raises(NotFound, match="no anchored loan"):
         build_bundle(life.originator, "LN-999999")
@@ -198,13 +218,15 @@ def test_verify_bundle_refuses_loan_hidden_from_published_ids(banks: list[NodeCo
 
     def loan_ids_check(pool_id: int, position: int) -> str:
         result = verify_bundle(bundle_for(asset_registry(a), pool_id, 1, records, position), rpc_url, address)
-        assert [c.name for c in result.failures] == ["loan_ids"]
-        return result.failures[0].detail
+        failures = {c.name: c.detail for c in result.failures}
+        assert set(failures) <= {"loan_ids", "double_financing"}  # both pools hold the other ids
+        return failures["loan_ids"]
 
     assert "not among the 6 ids published for version 1" in loan_ids_check(hidden, 3)
     assert "only 2 of the 6 loan ids of version 1 were published" in loan_ids_check(partial, 0)
     registry.publish_loan_ids(partial, 1, 2, ids[2:])
-    result = verify_bundle(bundle_for(asset_registry(a), partial, 1, records, 5), rpc_url, address)
+    # Loan 3, the one the first pool left out of its ids, is in no other pool.
+    result = verify_bundle(bundle_for(asset_registry(a), partial, 1, records, 3), rpc_url, address)
     assert result.ok, result.failures
     assert "all 6 loan ids of version 1 published in 2 chunk(s)" in {c.name: c.detail for c in result.checks}[
         "loan_ids"]
