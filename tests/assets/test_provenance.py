@@ -16,9 +16,9 @@ from node.assets.pools import anchor_draft, asset_registry, build_tree, import_t
 from node.assets.provenance import build_bundle, bundle_for
 from node.assets.verify import verify_bundle
 from node.chain.asset_registry import AssetRegistryClient
-from node.errors import NotFound
+from node.errors import InvalidInput, NotFound
 from node.runtime import NodeContext
-from tests.assets.conftest import loan_row, write_tape
+from tests.assets.conftest import HEADER, loan_row, write_tape
 from tests.assets.test_pools import admit_auditor, first_version_records
 
 
@@ -194,6 +194,21 @@ def test_verify_bundle_refuses_a_loan_financed_in_two_pools(life: Life, tmp_path
     assert verify(life, life.bundle)["verified"] is True  # as of its block, the second pool did not exist
     result = verify(life, {**let_go, "as_of_block": head})
     assert result["verified"] is True, failed(result)
+
+
+def test_build_bundle_refuses_a_reference_of_loans_of_two_originators(banks: list[NodeContext],
+                                                                       tmp_path: Path) -> None:
+    """A bought loan keeps its originator's reference, which may be one this bank uses too: proving by that
+    reference gave the bundle of whichever came first, quite possibly another loan than the one meant."""
+    a = banks[0]
+    rows = [{**loan_row(1), "originator": ""}, {**loan_row(2, loan_reference="LN-000001"), "originator": "BANK-X"}]
+    import_tape(a, "bought", write_tape(tmp_path / "bought.csv", rows, header=(*HEADER, "originator")))
+    anchor_draft(a, "bought")
+    with pytest.raises(InvalidInput, match="names loans of originators BANK-A, BANK-X") as refused:
+        build_bundle(a, "LN-000001")
+    assert refused.value.code == "ambiguous_loan_reference"
+    bought = first_version_records(a)[1]
+    assert build_bundle(a, "0x" + bought.loan_id.hex())["record"] == bought.to_json()
 
 
 def test_build_bundle_of_unknown_loan_fails(life: Life) -> None:
