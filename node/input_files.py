@@ -42,6 +42,11 @@ def read_json_file(path: Path, what: str) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"{what} {path} is not JSON: {exc}", code="malformed_file") from None
+    except ValueError as exc:
+        # Python refuses to convert an integer literal of more than 4,300 digits (CVE-2020-10735) with a plain
+        # ValueError, not a JSONDecodeError: a hostile file's huge number is one more malformed file.
+        raise InvalidInput(f"{what} {path} is not JSON this node reads: {exc}".split(";")[0],
+                           code="malformed_file") from None
     except RecursionError:
         raise InvalidInput(f"{what} {path} is not JSON this node reads: it nests too deeply",
                            code="malformed_file") from None

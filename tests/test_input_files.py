@@ -30,6 +30,8 @@ def test_read_json_file_skips_a_byte_order_mark(tmp_path: Path) -> None:
     (b"\xff\xfe[]", "malformed_file", "is not UTF-8 text"),
     (b"{not json", "malformed_file", "is not JSON: Expecting property name"),
     (b"[" * 100_000 + b"]" * 100_000, "malformed_file", "nests too deeply"),
+    # More digits than Python converts to an int: was a ValueError traceback out of `alliance audit verify`.
+    (b'{"pool_id": 1' + b"0" * 5_000 + b"}", "malformed_file", "Exceeds the limit (4300 digits)"),
 ])
 def test_read_json_file_refuses_with_a_reason(tmp_path: Path, content: bytes | None, code: str, message: str) -> None:
     path = tmp_path / "bundle.json"

@@ -35,7 +35,7 @@ def audit_verify(
     else:
         for check in verdict.checks:
             mark = ("✓", "green") if check.ok else ("✗", "red")
-            console.info(Text.assemble(mark, f" {check.name:<12} {check.detail}"))
+            console.info(Text.assemble(mark, f" {check.name:<16} {check.detail}"))
         facts = verdict.facts
         if verdict.ok:
             console.success(f"VERIFIED: loan {facts['loan_id']} is in version {facts['version']} of pool "

@@ -8,7 +8,8 @@ their LoanIdsPublished chunks for whoever checks them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,3 +72,23 @@ def version_loan_ids(chunks: Sequence[PublishedLoanIds]) -> list[bytes]:
                              f"after {len(ids)} ids")
         ids.extend(chunk.loan_ids)
     return ids
+
+
+def pools_holding_loan(chunks: Sequence[PublishedLoanIds], loan_id: bytes,
+                       loan_count: Callable[[int, int], int]) -> list[int]:
+    """The pools where `loan_id` is active after `chunks` (every LoanIdsPublished event up to a block, chain order),
+    by the loan-id mirror's rule (node.assets.screening): in the pool's latest complete version, or in the version
+    above it whose ids are still being published. `loan_count(pool, version)` gives a version's anchored count."""
+    published: dict[tuple[int, int], int] = defaultdict(int)
+    holding: set[tuple[int, int]] = set()
+    for chunk in chunks:
+        published[(chunk.pool_id, chunk.version)] += len(chunk.loan_ids)
+        if loan_id in chunk.loan_ids:
+            holding.add((chunk.pool_id, chunk.version))
+    active = []
+    for pool in sorted({pool for pool, _ in holding}):
+        complete = max((v for (p, v), count in published.items() if p == pool and count == loan_count(p, v)),
+                       default=0)
+        if any(p == pool and v >= complete for p, v in holding):
+            active.append(pool)
+    return active

@@ -92,8 +92,24 @@ def propose_successor(node: NodeContext, pool_id: int, successor: str) -> Succes
     from the alliance; this bank's vote is counted (and may decide it)."""
     member = governance.find_member(node.registry(), successor)
     registry = asset_registry(node, signing=True)
+    open_vote = registry.succession(pool_id)
+    if open_vote.successor_member_id != 0 and open_vote.successor_member_id == member.member_id:
+        # Proposed already (this very proposal run again after its answer was lost, or another bank's): a new round
+        # would only drop the votes cast in this one, so this bank votes in it, once.
+        receipt = (_voted_earlier(registry, pool_id, open_vote.round, node.member_id)
+                   or registry.vote_successor(pool_id, open_vote.round))
+        return _after_vote(registry, pool_id, open_vote.round, receipt)
     round_, receipt = registry.propose_successor(pool_id, member.account)
     return _after_vote(registry, pool_id, round_, receipt)
+
+
+def _voted_earlier(registry: AssetRegistryClient, pool_id: int, round_: int, member_id: int) -> Receipt | None:
+    """The receipt of `member_id`'s vote in the round (its proposal's, for the proposer), if it voted."""
+    for event in registry.pool_events(pool_id):
+        if event.kind == "successor_voted" and (event.args["round"], event.args["voterMemberId"]) == (round_,
+                                                                                                      member_id):
+            return registry.chain.wait_for_receipt(event.tx_hash)
+    return None
 
 
 def vote_successor(node: NodeContext, pool_id: int) -> SuccessionVote:
@@ -122,7 +138,20 @@ def attest(node: NodeContext, pool_id: int, version: int, report_hash: bytes) ->
     """Attest a pool version (the node's signer must be an active auditor member)."""
     if len(report_hash) != 32:
         raise InvalidInput("a report hash is 32 bytes (SHA-256)", code="invalid_report_hash")
-    return asset_registry(node, signing=True).attest(pool_id, version, report_hash)
+    registry = asset_registry(node, signing=True)
+    return (_attested_earlier(registry, pool_id, version, node.member_id, report_hash)
+            or registry.attest(pool_id, version, report_hash))
+
+
+def _attested_earlier(registry: AssetRegistryClient, pool_id: int, version: int, auditor_member_id: int,
+                      report_hash: bytes) -> Receipt | None:
+    """The receipt of this very attestation if the chain has it already: run again after its answer was lost (a
+    crash, a client's retry), it would otherwise be recorded twice, since the contract takes any number of them."""
+    for event in registry.pool_events(pool_id):
+        if event.kind == "attested" and (event.args["version"], event.args["auditorMemberId"],
+                                         event.args["reportHash"]) == (version, auditor_member_id, report_hash):
+            return registry.chain.wait_for_receipt(event.tx_hash)
+    return None
 
 
 def report_servicing(node: NodeContext, pool_id: int, period: int, *, version: int | None = None,

@@ -262,7 +262,9 @@ def anchor_draft(node: NodeContext, pool_name: str, *, override_reason: str | No
         raise InvalidInput("a chunk holds at least one loan id", code="invalid_chunk_size")
     reason = valid_override_reason(override_reason)
     with node.store.session() as session:
-        _draft_of(session, pool_name)  # an unknown pool or no draft is refused before anything is synced or sent
+        # An unknown pool, no draft or a draft of the loans anchored already is refused before anything is synced or
+        # sent, so it says what is wrong with the chain down too.
+        _refuse_anchored_again(session, *_draft_of(session, pool_name))
     registry = asset_registry(node, signing=True)
     sync_loan_mirror(node.store, registry, from_block=_registry_block(node))
     screened = _screen_draft(node, registry, pool_name, screen)
@@ -342,14 +344,7 @@ def _screen_draft(node: NodeContext, registry: AssetRegistryClient, pool_name: s
     loans are not taken for double financing."""
     with node.store.transaction() as session:
         pool, draft = _draft_of(session, pool_name)
-        latest = session.scalar(select(AssetVersion).where(AssetVersion.pool_ref == pool.id,
-                                                           AssetVersion.state == "anchored")
-                                .order_by(AssetVersion.version.desc()).limit(1))
-        if latest is not None and bytes(latest.root) == bytes(draft.root):
-            # The same tape imported again: the chain has it already, and anchoring would only record this
-            # version a second time locally. (After a crash mid-anchor the draft itself is the one not yet anchored.)
-            raise Conflict(f"the draft of pool {pool_name!r} holds the same loans as its version {latest.version}, "
-                           "which is anchored already; discard the draft", code="already_anchored")
+        _refuse_anchored_again(session, pool, draft)  # checked again: another process may have anchored meanwhile
         if pool.pool_id is None:
             pool.pool_id = registry.pool_id_of(node.member_id, bytes(pool.metadata_hash))
         check = screen if screen is not None else fraud_ledger_screen(session, policy=state_policy(node))
@@ -361,6 +356,18 @@ def _screen_draft(node: NodeContext, registry: AssetRegistryClient, pool_name: s
             raise Conflict(f"the stored loans of pool {pool_name!r} no longer hash to the imported root",
                            code="draft_corrupted")
         return _Screened(pool.pool_id, pool.id, bytes(pool.metadata_hash), draft.id, records, tree, findings)
+
+
+def _refuse_anchored_again(session: Session, pool: AssetPool, draft: AssetVersion) -> None:
+    """Conflict if the draft has the root of the pool's latest anchored version: the same tape imported again, which
+    the chain has already, and anchoring would only record a second time locally. (After a crash mid-anchor the
+    draft itself is the one not yet anchored.)"""
+    latest = session.scalar(select(AssetVersion).where(AssetVersion.pool_ref == pool.id,
+                                                       AssetVersion.state == "anchored")
+                            .order_by(AssetVersion.version.desc()).limit(1))
+    if latest is not None and bytes(latest.root) == bytes(draft.root):
+        raise Conflict(f"the draft of pool {pool.name!r} holds the same loans as its version {latest.version}, "
+                       "which is anchored already; discard the draft", code="already_anchored")
 
 
 def _register(node: NodeContext, registry: AssetRegistryClient, screened: _Screened) -> int:

@@ -46,6 +46,7 @@ def build_bundle(node: NodeContext, reference: str) -> dict[str, Any]:
                 raise InvalidInput("a loan id is 0x + 64 hex digits", code="invalid_loan_id") from None
             query = query.where(AssetLoan.loan_id == loan_id)
         else:
+            _refuse_ambiguous_reference(session, reference)
             query = query.where(AssetLoan.loan_reference == reference)
         found = session.execute(query).first()
         if found is None:
@@ -56,6 +57,17 @@ def build_bundle(node: NodeContext, reference: str) -> dict[str, Any]:
         records = load_records(session, version_ref)
         statuses = loan_statuses(session, pool_id, records[position].loan_id)
     return bundle_for(asset_registry(node), pool_id, version, records, position, statuses)
+
+
+def _refuse_ambiguous_reference(session: Session, reference: str) -> None:
+    """InvalidInput if the reference names loans of several originators (a bought loan may carry a reference this
+    bank uses too): the newest of them was proven, quite possibly another loan than the one meant."""
+    originators = sorted(session.scalars(
+        select(AssetLoan.originator_code).distinct().join(AssetVersion, AssetLoan.version_ref == AssetVersion.id)
+        .where(AssetVersion.state == "anchored", AssetLoan.loan_reference == reference)))
+    if len(originators) > 1:
+        raise InvalidInput(f"loan reference {reference!r} names loans of originators {', '.join(originators)}; "
+                           "give the loan id (0x...) instead", code="ambiguous_loan_reference")
 
 
 def loan_statuses(session: Session, pool_id: int, loan_id: bytes) -> list[dict[str, Any]]:

@@ -13,6 +13,7 @@ which are part of the leaf and therefore must never be renumbered.
 from __future__ import annotations
 
 import hmac
+import re
 from dataclasses import asdict, dataclass
 from enum import IntEnum
 from typing import Any
@@ -35,6 +36,7 @@ LEAF_ENCODING: tuple[str, ...] = (
     "uint128",  # arrears_balance
 )
 LOAN_ID_DOMAIN = b"alliance/loan-id/v1\x00"
+_HASH32 = re.compile(r"0x[0-9a-fA-F]{64}")
 
 
 class LoanPurpose(IntEnum):
@@ -119,7 +121,8 @@ class LoanRecord:
 
         def hash32(name: str) -> bytes:
             text = data[name]
-            if not (isinstance(text, str) and text.startswith("0x") and len(text) == 66):
+            # In full: bytes.fromhex alone skips whitespace and reads a hash with spaces as a shorter one.
+            if not (isinstance(text, str) and _HASH32.fullmatch(text)):
                 raise ValueError(f"record field {name} must be 0x + 64 hex digits")
             return bytes.fromhex(text[2:])
 

@@ -12,6 +12,8 @@ AllianceRegistry it names) over JSON-RPC. In order:
    `loan_ids`: the version's loan ids were all published (the contract's `loanIdsPublished` equals its
    loan count, and the LoanIdsPublished chunks follow each other up to that count) and the loan's id is
    among them, so every bank's double-financing check could see it;
+   `double_financing`: as of `as_of_block`, the loan's id is not active in two pools at once (the rule of every
+   bank's loan-id mirror: active in a pool's latest complete version, or in the one after it still being published);
 6. `versions`: the pool's versions were anchored as 1, 2, 3, ... in chain order, each by the custodian
    of the moment whose signer was then an active member;
 7. `custody`: the bundle's custody chain is the chain's, every hand-over was proposed by the holder and
@@ -28,11 +30,20 @@ version that a later one superseded still proves the loan was in its version.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from node.assets.history import BUNDLE_FORMAT, LoanIdsGap, PoolHistory, hex32, pool_history, version_loan_ids
+from node.assets.history import (
+    BUNDLE_FORMAT,
+    LoanIdsGap,
+    PoolHistory,
+    hex32,
+    pool_history,
+    pools_holding_loan,
+    version_loan_ids,
+)
 from node.assets.records import LEAF_ENCODING, STATUS_ENCODING, LoanRecord, LoanStatus
 from node.chain.asset_registry import AssetRegistryClient, PoolEvent
 from node.chain.client import ChainClient
@@ -40,6 +51,7 @@ from node.chain.errors import ChainError, ChainUnavailable
 from node.chain.registry import MemberRole, MemberStatus
 from node.merkle import MerkleTreeError, standard_leaf_hash, verify_proof
 
+_HASH32 = re.compile(r"0x[0-9a-fA-F]{64}")
 _BUNDLE_KEYS = {"format", "chain_id", "registry", "pool_id", "version", "record", "leaf_encoding", "leaf",
                 "proof", "root", "anchor", "custody", "servicing", "loan_statuses", "attestations", "as_of_block"}
 # The widths the chain gives these numbers (uint256 pool ids, uint32 versions): anything wider cannot be looked up.
@@ -112,6 +124,7 @@ def verify_bundle(bundle: Any, rpc_url: str, registry_address: str) -> Verdict:
     history = pool_history(events)
     run("anchor", lambda: _check_anchor(registry, parsed, history))
     run("loan_ids", lambda: _check_loan_ids(registry, parsed, history))
+    run("double_financing", lambda: _check_double_financing(registry, parsed))
     roles = _RoleBook(registry)
     run("versions", lambda: _check_versions(events, roles))
     run("custody", lambda: _check_custody(events, history, parsed, roles))
@@ -166,12 +179,11 @@ def _parse(bundle: Any, parsed: dict[str, Any]) -> str:
 
 
 def _hash32(value: Any, where: str) -> bytes:
-    if not (isinstance(value, str) and value.startswith("0x") and len(value) == 66):
+    # Matched in full, not left to bytes.fromhex: it skips whitespace, so "0x" + 62 digits + two spaces was taken as
+    # a 31-byte hash that the contract call's ABI encoder then refused with a traceback.
+    if not (isinstance(value, str) and _HASH32.fullmatch(value)):
         raise _Failed(f"{where} must be 0x + 64 hex digits")
-    try:
-        return bytes.fromhex(value[2:])
-    except ValueError:
-        raise _Failed(f"{where} must be 0x + 64 hex digits") from None
+    return bytes.fromhex(value[2:])
 
 
 # -- checks ----------------------------------------------------------------------------------------------------
@@ -256,6 +268,24 @@ def _check_loan_ids(registry: AssetRegistryClient, parsed: dict[str, Any], histo
                       "it was hidden from the other banks' double-financing checks")
     return (f"all {loan_count:,} loan ids of version {version} published in {len(chunks)} chunk(s), "
             "the loan's among them")
+
+
+def _check_double_financing(registry: AssetRegistryClient, parsed: dict[str, Any]) -> str:
+    """The loan not active in two pools at once as of the bundle's block: a genuine proof of a loan pledged to two
+    pools would otherwise verify. Ids of one key epoch only, as the chain shows them (see docs/assets.md)."""
+    loan_id, as_of = parsed["record"].loan_id, parsed["as_of_block"]
+    counts: dict[tuple[int, int], int] = {}
+
+    def loan_count(pool_id: int, version: int) -> int:
+        if (pool_id, version) not in counts:
+            counts[(pool_id, version)] = registry.version(pool_id, version).loan_count
+        return counts[(pool_id, version)]
+
+    pools = pools_holding_loan(registry.published_loan_ids(to_block=as_of), loan_id, loan_count)
+    if len(pools) > 1:
+        raise _Failed(f"by block {as_of} the loan's id is active in pools {', '.join(map(str, pools))} at once: "
+                      "it is financed twice")
+    return f"the loan's id is active in no two pools at once by block {as_of}"
 
 
 class _RoleBook:

@@ -126,6 +126,20 @@ def test_anchor_of_an_unknown_pool_or_no_draft_is_404_even_with_the_chain_down(a
         assert session.scalars(select(SyncState.last_block)).all() == cursors
 
 
+def test_anchor_of_a_draft_anchored_already_is_409_even_with_the_chain_down(api: ApiNode) -> None:
+    """docs/assets.md: refused `already_anchored` before anything is read from the chain; the loan mirror was
+    synced first, so with the chain down the answer was 503."""
+    operator = api.headers(Role.operator)
+    post_tape(api, "again", [loan_row(1)])
+    assert api.client.post("/v1/assets/pools/again/anchor", json={}, headers=operator).status_code == 201
+    assert post_tape(api, "again", [loan_row(1)]).status_code == 201
+    chain_down = load_settings(api.node.settings.data_dir, rpc_url="http://127.0.0.1:9",
+                               database_url=api.node.settings.effective_database_url)
+    with TestClient(create_app(NodeContext(chain_down))) as client:
+        refused = client.post("/v1/assets/pools/again/anchor", json={}, headers=operator)
+    assert refused.status_code == 409 and refused.json()["error"]["code"] == "already_anchored", refused.text
+
+
 def test_assets_api_refuses_double_financing_with_409(api: ApiNode) -> None:
     operator = api.headers(Role.operator)
     post_tape(api, "first", [loan_row(i) for i in range(3)])

@@ -240,6 +240,27 @@ def test_pool_life_custody_servicing_attestation(banks: list[NodeContext], tmp_p
     assert events == ["registered", "anchored", "transfer_proposed", "transferred", "servicing", "attested"]
 
 
+def test_attest_run_again_records_the_attestation_once(ledger_nodes: LedgerNodes, banks: list[NodeContext],
+                                                       tmp_path: Path) -> None:
+    """The attestation was mined but its answer lost (a crash, a client's retry): running it again returns it
+    instead of recording it a second time; another report, or the same one of another version, is a new one."""
+    a = banks[0]
+    auditor = ledger_nodes.admit(tmp_path / "auditor", "AUDIT-1", role=MemberRole.auditor)
+    pool_id = anchor_tape(a, tmp_path, "attested", range(3))
+    import_tape(a, "attested", write_tape(tmp_path / "attested-v2.csv", [loan_row(i) for i in range(2)]))
+    anchor_draft(a, "attested")
+    report = lifecycle.report_hash_of(b"audit report")
+    first = lifecycle.attest(auditor, pool_id, 1, report)
+    again = lifecycle.attest(auditor, pool_id, 1, report)
+    assert (again.tx_hash, again.block_number) == (first.tx_hash, first.block_number)
+    other_report = lifecycle.attest(auditor, pool_id, 1, lifecycle.report_hash_of(b"second report"))
+    other_version = lifecycle.attest(auditor, pool_id, 2, report)
+    attested = [(e.args["version"], e.args["reportHash"], e.tx_hash) for e in asset_registry(a).pool_events(pool_id)
+                if e.kind == "attested"]
+    assert attested == [(1, report, first.tx_hash), (1, lifecycle.report_hash_of(b"second report"),
+                                                     other_report.tx_hash), (2, report, other_version.tx_hash)]
+
+
 def test_chain_carries_no_raw_borrower_data(banks: list[NodeContext], tmp_path: Path) -> None:
     a = banks[0]
     pool_id = anchor_tape(a, tmp_path, "privacy", range(5))

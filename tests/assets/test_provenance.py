@@ -16,9 +16,9 @@ from node.assets.pools import anchor_draft, asset_registry, build_tree, import_t
 from node.assets.provenance import build_bundle, bundle_for
 from node.assets.verify import verify_bundle
 from node.chain.asset_registry import AssetRegistryClient
-from node.errors import NotFound
+from node.errors import InvalidInput, NotFound
 from node.runtime import NodeContext
-from tests.assets.conftest import loan_row, write_tape
+from tests.assets.conftest import HEADER, loan_row, write_tape
 from tests.assets.test_pools import admit_auditor, first_version_records
 
 
@@ -68,7 +68,8 @@ def test_verify_bundle_accepts_genuine_bundle(life: Life) -> None:
     result = verify(life, json.loads(json.dumps(life.bundle)))
     assert result["verified"] is True, failed(result)
     assert [c["name"] for c in result["checks"]] == ["bundle", "chain", "record", "proof", "anchor", "loan_ids",
-                                                     "versions", "custody", "servicing", "attestations"]
+                                                     "double_financing", "versions", "custody", "servicing",
+                                                     "attestations"]
     assert life.bundle["version"] == 2 and life.bundle["record"]["status"] == "dpd30"
     assert [c["to_member_id"] for c in life.bundle["custody"]] == [1, 2]
     assert [s["period"] for s in life.bundle["servicing"]] == [1, 2]
@@ -135,6 +136,11 @@ def _flip_hex(text: str) -> str:
     (_set("record.key_epoch", lambda v: 2**32), "bundle", "malformed record"),
     (_set("record.original_principal", lambda v: 2**128), "bundle", "malformed record"),
     (_set("pool_id", lambda v: 2**256), "bundle", "pool_id must be"),
+    # 66 characters with whitespace for the last byte: bytes.fromhex skips it and read a 31-byte hash, which the
+    # contract call's encoder refused with a traceback (leaf, proof), or the leaf encoder with a confusing reason.
+    (_set("leaf", lambda v: v[:-2] + "  "), "bundle", "leaf must be 0x + 64 hex digits"),
+    (_set("proof.0", lambda v: v[:-2] + "\t\n"), "bundle", "proof[0] must be 0x + 64 hex digits"),
+    (_set("record.loan_id", lambda v: v[:-2] + "  "), "bundle", "loan_id must be 0x + 64 hex digits"),
 ])
 def test_verify_bundle_rejects_tampered_bundle(life: Life, tamper: Callable[[dict[str, Any]], None], check: str,
                                                reason: str) -> None:
@@ -171,6 +177,40 @@ def test_verify_bundle_flags_any_flipped_byte(life: Life) -> None:
         assert verify(life, tampered)["verified"] is False, target
 
 
+def test_verify_bundle_refuses_a_loan_financed_in_two_pools(life: Life, tmp_path: Path) -> None:
+    """A genuine bundle of a loan that another pool held as well verified: nothing told the auditor the loan was
+    pledged twice. A loan that its pool's later version let go, taken into another pool, is not financed twice."""
+    a = life.originator
+    let_go = build_bundle(a, "LN-000011")  # in version 1 of the pool only
+    import_tape(a, "second", write_tape(tmp_path / "second.csv", [loan_row(4), loan_row(11)]))
+    second = anchor_draft(a, "second", override_reason="pledged twice on purpose").anchored.pool_id
+    head = a.chain.block_number()
+    pledged_twice = {**life.bundle, "as_of_block": head}
+    assert failed(verify(life, pledged_twice)) == {
+        "double_financing": f"by block {head} the loan's id is active in pools {life.pool_id}, {second} at once: "
+                            "it is financed twice"}
+    in_second = build_bundle(a, "LN-000004")
+    assert in_second["pool_id"] == second and "double_financing" in failed(verify(life, in_second))
+    assert verify(life, life.bundle)["verified"] is True  # as of its block, the second pool did not exist
+    result = verify(life, {**let_go, "as_of_block": head})
+    assert result["verified"] is True, failed(result)
+
+
+def test_build_bundle_refuses_a_reference_of_loans_of_two_originators(banks: list[NodeContext],
+                                                                       tmp_path: Path) -> None:
+    """A bought loan keeps its originator's reference, which may be one this bank uses too: proving by that
+    reference gave the bundle of whichever came first, quite possibly another loan than the one meant."""
+    a = banks[0]
+    rows = [{**loan_row(1), "originator": ""}, {**loan_row(2, loan_reference="LN-000001"), "originator": "BANK-X"}]
+    import_tape(a, "bought", write_tape(tmp_path / "bought.csv", rows, header=(*HEADER, "originator")))
+    anchor_draft(a, "bought")
+    with pytest.raises(InvalidInput, match="names loans of originators BANK-A, BANK-X") as refused:
+        build_bundle(a, "LN-000001")
+    assert refused.value.code == "ambiguous_loan_reference"
+    bought = first_version_records(a)[1]
+    assert build_bundle(a, "0x" + bought.loan_id.hex())["record"] == bought.to_json()
+
+
 def test_build_bundle_of_unknown_loan_fails(life: Life) -> None:
     with pytest.raises(NotFound, match="no anchored loan"):
         build_bundle(life.originator, "LN-999999")
@@ -193,13 +233,15 @@ def test_verify_bundle_refuses_loan_hidden_from_published_ids(banks: list[NodeCo
 
     def loan_ids_check(pool_id: int, position: int) -> str:
         result = verify_bundle(bundle_for(asset_registry(a), pool_id, 1, records, position), rpc_url, address)
-        assert [c.name for c in result.failures] == ["loan_ids"]
-        return result.failures[0].detail
+        failures = {c.name: c.detail for c in result.failures}
+        assert set(failures) <= {"loan_ids", "double_financing"}  # both pools hold the other ids
+        return failures["loan_ids"]
 
     assert "not among the 6 ids published for version 1" in loan_ids_check(hidden, 3)
     assert "only 2 of the 6 loan ids of version 1 were published" in loan_ids_check(partial, 0)
     registry.publish_loan_ids(partial, 1, 2, ids[2:])
-    result = verify_bundle(bundle_for(asset_registry(a), partial, 1, records, 5), rpc_url, address)
+    # Loan 3, the one the first pool left out of its ids, is in no other pool.
+    result = verify_bundle(bundle_for(asset_registry(a), partial, 1, records, 3), rpc_url, address)
     assert result.ok, result.failures
     assert "all 6 loan ids of version 1 published in 2 chunk(s)" in {c.name: c.detail for c in result.checks}[
         "loan_ids"]
@@ -230,6 +272,22 @@ def test_a_pool_of_a_removed_custodian_passes_by_vote_and_its_bundles_verify(lif
     forged = copy.deepcopy(bundle)
     del forged["custody"][-1]["by_vote"]  # a vote passed off as a hand-over the custodian proposed
     assert "custody" in failed(verify(life, forged))
+
+
+def test_proposing_the_successor_proposed_already_votes_in_the_open_round(life: Life) -> None:
+    """A proposal run again (its answer lost) opened a new round, dropping the votes cast in the first; proposing the
+    successor already proposed is now this bank's vote in the open round, counted once."""
+    a, _b, c = life.nodes
+    removal = a.registry(signing=True).propose_removal(2)
+    assert c.registry(signing=True).vote(removal.proposal_id).executed
+    first = lifecycle.propose_successor(a, life.pool_id, "BANK-C")
+    again = lifecycle.propose_successor(a, life.pool_id, "3")
+    assert (again.round, again.decided, again.votes) == (1, False, 1)
+    assert again.receipt.tx_hash == first.receipt.tx_hash
+    joined = lifecycle.propose_successor(c, life.pool_id, "BANK-C")
+    assert (joined.round, joined.decided) == (1, True)
+    assert [e.kind for e in asset_registry(a).pool_events(life.pool_id) if e.kind.startswith("succ")] == [
+        "successor_proposed", "successor_voted", "successor_voted", "succeeded"]
 
 
 def _statuses_of(life: Life, node: NodeContext) -> Path:
