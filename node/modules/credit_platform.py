@@ -313,6 +313,10 @@ def set_loan_status(node: Any, loan_reference: str, *, status: str, arrears: Dec
         loan = session.scalar(select(BookedLoanRow).where(BookedLoanRow.loan_reference == loan_reference))
         if loan is None:
             raise NotFound(f"no booked loan {loan_reference}", code="loan_not_found")
+        if current_principal is not None and int(current_principal * 100) > loan.principal_minor:
+            # A loan tape refuses it (node.assets.loan_tape): the loan stayed eligible and blocked every pool.
+            raise InvalidInput(f"current_principal must not exceed the booked principal "
+                               f"({Decimal(loan.principal_minor) / 100})", code="current_principal_over_principal")
         loan.status, loan.arrears_minor = status, int(arrears * 100)
         if current_principal is not None:
             loan.current_principal_minor = int(current_principal * 100)

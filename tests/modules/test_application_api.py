@@ -117,6 +117,24 @@ def test_update_loan_status_refuses_amounts_out_of_range(keyed_banks: list[NodeC
         assert session.scalar(select(BookedLoanRow.status)) == "current"
 
 
+def test_update_loan_status_refuses_a_current_principal_over_the_booked_one(keyed_banks: list[NodeContext]) -> None:
+    a = keyed_banks[0]
+    with api_as(a, Role.workflow) as (client, headers):
+        booked = client.post(f"/v1/applications/{approved_application(client, headers)}/book",
+                             json={"loan_reference": "L-1", "amount": "50000"}, headers=headers)
+        assert booked.status_code == 201
+        # Accepted, it left the loan eligible while every pool's loan tape refused it (current over original).
+        refused = client.post("/v1/loans/L-1/status", json={"status": "dpd30", "current_principal": "50000.01"},
+                              headers=headers)
+        with a.store.session() as session:
+            assert session.execute(select(BookedLoanRow.status, BookedLoanRow.current_principal_minor)).one() == (
+                "current", 5_000_000)
+        paid_down = client.post("/v1/loans/L-1/status", json={"status": "current", "current_principal": "49000"},
+                                headers=headers)
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "current_principal_over_principal"
+    assert paid_down.status_code == 200 and paid_down.json()["current_principal"] == "49000"
+
+
 @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity"])
 def test_create_application_refuses_non_finite_bank_input_and_stores_nothing(keyed_banks: list[NodeContext],
                                                                              number: str) -> None:
