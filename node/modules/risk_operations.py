@@ -253,7 +253,7 @@ def resolve_alert(node: Any, alert_id: int, *, confirm: bool, by: str, category:
         if reported is not None and reported != report[1]:
             # The bank confirmed fraud on the application already (POST .../fraud, or another alert of the loan):
             # the borrower is reported, so this confirmation records that report instead of making a second one.
-            return _confirm_as_reported(node, alert_id, reported, by)
+            return _confirm_as_reported(node, alert_id, reported, by, planned=report[1])
     with node.store.transaction() as session:
         # Claimed before anything is reported: of an analyst dismissing and another confirming one alert at once (or
         # the API and `alliance alerts`), only one still finds it in a state it may leave; the other is refused.
@@ -282,9 +282,14 @@ def _fraud_report_of_application(node: Any, alert_id: int) -> str | None:
                               .where(RiskAlert.id == alert_id))
 
 
-def _confirm_as_reported(node: Any, alert_id: int, report_id: str, by: str) -> dict[str, Any]:
+def _confirm_as_reported(node: Any, alert_id: int, report_id: str, by: str, *, planned: str) -> dict[str, Any]:
+    """Confirm the alert with the application's report `report_id`; also one left `confirming` by this same
+    confirmation (its `planned` report) when it was interrupted: the application was confirmed in between, and
+    that alert could otherwise be neither confirmed nor dismissed."""
     with node.store.transaction() as session:
-        claimed = session.execute(update(RiskAlert).where(RiskAlert.id == alert_id, RiskAlert.state == "open")
+        claimable = (RiskAlert.state == "open") | (
+            (RiskAlert.state == "confirming") & (RiskAlert.fraud_report_id == planned))
+        claimed = session.execute(update(RiskAlert).where(RiskAlert.id == alert_id, claimable)
                                   .values(state="confirmed", resolved_by=by, fraud_report_id=report_id))
         if claimed.rowcount != 1:  # type: ignore[attr-defined]
             raise _not_claimable(session, alert_id)

@@ -297,6 +297,29 @@ def test_an_alert_confirmation_interrupted_before_its_report_is_finished_by_conf
         assert session.get_one(LoanApplication, booked).fraud_report_id == finished["fraud_report_id"]
 
 
+def test_an_interrupted_alert_confirmation_is_finished_after_the_application_was_confirmed_as_fraud_meanwhile(
+        two_banks: list[NodeContext], monkeypatch: pytest.MonkeyPatch) -> None:
+    a = two_banks[0]
+    booked, alert = alert_on_a_booked_loan(two_banks, 13)
+
+    def crash(*_args: Any, **_kwargs: Any) -> Any:
+        raise KeyboardInterrupt  # the process stops after claiming the alert, before reporting
+
+    monkeypatch.setattr(risk_operations, "confirm_fraud", crash)
+    with pytest.raises(KeyboardInterrupt):
+        resolve_alert(a, alert["alert_id"], confirm=True, by="analyst-1")
+    monkeypatch.undo()
+    earlier = confirm_fraud(a, booked, category="application_fraud", confidence=95, confirmed_by="analyst-2")
+
+    # Confirming again was refused as "being confirmed", and so was a dismissal: the alert stayed confirming for good.
+    finished = resolve_alert(a, alert["alert_id"], confirm=True, by="analyst-1")
+    assert (finished["state"], finished["fraud_report_id"]) == ("confirmed", earlier.report_id)
+    with a.store.session() as session:
+        assert session.scalars(select(FraudReport.report_id)).all() == [earlier.report_id]
+    with pytest.raises(Conflict, match="already confirmed"):
+        resolve_alert(a, alert["alert_id"], confirm=True, by="analyst-1")
+
+
 @pytest.mark.parametrize("other", [{"category": "identity_theft", "confidence": 70}, {"confidence": 90}],
                          ids=["another_report", "the_same_report"])
 def test_resolve_alert_confirmed_meanwhile_by_another_process_reports_the_borrower_once(
