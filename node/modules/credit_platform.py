@@ -112,7 +112,8 @@ def submit_application(node: Any, body: ApplicationIn, *, submitted_by: str) -> 
         row.outcome, row.decided_at = decision.outcome, utcnow()
         row.score = result.score.score if result.score else None
         row.limit_amount = str(decision.limit) if decision.limit is not None else None
-        row.annual_rate_percent = str(decision.annual_rate_percent) if decision.annual_rate_percent else None
+        row.annual_rate_percent = (str(decision.annual_rate_percent) if decision.annual_rate_percent is not None
+                                   else None)  # 0 too: an interest-free offer
         row.reasons = json.dumps(list(decision.reasons))
         row.trail = json.dumps(result.trail())
         view = application_view(row)
