@@ -118,6 +118,8 @@ def _within_concentration(loans: list[BookedLoanRow], borrower_share: float, reg
     chosen = list(loans)
     while chosen:
         total = sum(loan.current_principal_minor for loan in chosen)
+        if total == 0:  # loans paid down to nothing (not yet marked repaid): no share of nothing is over a limit
+            return chosen
         worst: tuple[float, str, Any] | None = None
         for label, limit, key in (("concentration_borrower", borrower_share, lambda x: bytes(x.applicant_fingerprint)),
                                   ("concentration_region", region_share, lambda x: x.region_code)):

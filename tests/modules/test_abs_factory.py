@@ -110,3 +110,19 @@ def test_build_pool_takes_a_borrower_whose_identifiers_were_typed_with_line_sepa
 
     pool = build_pool(a, "p1")
     assert pool.selected == ["L1", "L3", "L8"] and pool.draft is not None and pool.draft["loan_count"] == 3
+
+
+def test_select_loans_with_nothing_outstanding_after_concentration_limits_answers(
+        keyed_banks: list[NodeContext], tmp_path: Path) -> None:
+    a = keyed_banks[0]
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[abs]\nmax_borrower_share = 0.5\nmax_region_share = 1\n")
+    a.settings.credit_policy_file = policy
+    for i in (1, 3):
+        _book(a, i)
+    set_loan_status(a, "L1", status="current", current_principal=Decimal(0))  # paid down, not yet marked repaid
+
+    # L3 is the whole outstanding principal, over the borrower limit; what was left weighed nothing: a
+    # ZeroDivisionError (GET /v1/abs-factory/eligible and POST /v1/abs-factory/pools answered 500).
+    selection, _ = select_loans(a)
+    assert selection.selected == ["L1"] and selection.excluded == {"L3": "concentration_borrower"}
