@@ -136,6 +136,11 @@ def _today_in_china() -> date:
     return datetime.now(_CHINA_STANDARD_TIME).date()
 
 
+def day_in_china(unix_seconds: int) -> date:
+    """The calendar day in China at `unix_seconds`: what a resident ID's birth date is compared with."""
+    return datetime.fromtimestamp(unix_seconds, _CHINA_STANDARD_TIME).date()
+
+
 def _normalise_resident_id(text: str) -> str:
     invalid = partial(InvalidIdentifier, IdentifierType.CN_RESIDENT_ID)
     number = _without_separators(text).upper()

@@ -118,6 +118,8 @@ def _within_concentration(loans: list[BookedLoanRow], borrower_share: float, reg
     chosen = list(loans)
     while chosen:
         total = sum(loan.current_principal_minor for loan in chosen)
+        if total == 0:  # loans paid down to nothing (not yet marked repaid): no share of nothing is over a limit
+            return chosen
         worst: tuple[float, str, Any] | None = None
         for label, limit, key in (("concentration_borrower", borrower_share, lambda x: bytes(x.applicant_fingerprint)),
                                   ("concentration_region", region_share, lambda x: x.region_code)):
@@ -168,7 +170,9 @@ def _tape_lines(node: Any, loans: list[BookedLoanRow], rules: dict[str, Any]) ->
                              str(Decimal(loan.annual_rate_micros) / 10_000), loan.purpose or rules["purpose"],
                              rules["amortisation_type"], loan.status, _major(loan.arrears_minor),
                              applicant.cn_resident_id, applicant.phone])
-    return out.getvalue().splitlines(keepends=True)
+    # Lines as csv wrote them: str.splitlines also breaks at \x0c, \x85, \u2028 and others, which a resident ID
+    # or phone may hold between its digits as typed (normalisation drops them as spaces), and cut that loan's row.
+    return list(io.StringIO(out.getvalue(), newline=""))
 
 
 def _major(minor: int) -> str:

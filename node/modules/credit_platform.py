@@ -112,7 +112,8 @@ def submit_application(node: Any, body: ApplicationIn, *, submitted_by: str) -> 
         row.outcome, row.decided_at = decision.outcome, utcnow()
         row.score = result.score.score if result.score else None
         row.limit_amount = str(decision.limit) if decision.limit is not None else None
-        row.annual_rate_percent = str(decision.annual_rate_percent) if decision.annual_rate_percent else None
+        row.annual_rate_percent = (str(decision.annual_rate_percent) if decision.annual_rate_percent is not None
+                                   else None)  # 0 too: an interest-free offer
         row.reasons = json.dumps(list(decision.reasons))
         row.trail = json.dumps(result.trail())
         view = application_view(row)
@@ -204,7 +205,7 @@ def book_loan(node: Any, application_id: str, *, loan_reference: str | None = No
     keys = node.keyring.keys()
     with node.store.transaction() as session:
         row = _application(session, application_id)
-        _require_bookable(application_id, row.state)
+        _require_bookable(application_id, row.state, row.fraud_report_id)
         if row.outcome != "approve":
             raise Conflict(f"application {application_id} is not approved ({row.outcome})", code="not_approved")
         principal = amount if amount is not None else Decimal(row.limit_amount or row.amount)
@@ -222,15 +223,16 @@ def book_loan(node: Any, application_id: str, *, loan_reference: str | None = No
                           int(principal * 100), row.currency, int(Decimal(row.annual_rate_percent or "0") * 10_000),
                           row.term_months, origination, maturity)
         resident = canonical_or_none("cn_resident_id", applicant.cn_resident_id) or ""
-        # Claimed before the loan is added, in the state it was read in: of two bookings at once (two requests, two
-        # API replicas), or a booking and a fraud confirmation, only the first still finds that state; the other is
-        # refused as if it had come second.
+        # Claimed before the loan is added, in the state it was read in and with no fraud confirmation: of two
+        # bookings at once (two requests, two API replicas), or a booking and a fraud confirmation, only the first
+        # still finds it so; the other is refused as if it had come second.
         claimed = session.execute(update(LoanApplication).where(LoanApplication.application_id == application_id,
-                                                                LoanApplication.state == row.state)
+                                                                LoanApplication.state == row.state,
+                                                                LoanApplication.fraud_report_id.is_(None))
                                   .values(state="booked"))
         if claimed.rowcount != 1:  # type: ignore[attr-defined]
             session.refresh(row)
-            _require_bookable(application_id, row.state)
+            _require_bookable(application_id, row.state, row.fraud_report_id)
             raise Conflict(f"application {application_id} changed while it was booked; try again",
                            code="application_changed")
         booked = BookedLoanRow(
@@ -251,10 +253,12 @@ def book_loan(node: Any, application_id: str, *, loan_reference: str | None = No
     return loan
 
 
-def _require_bookable(application_id: str, state: str) -> None:
+def _require_bookable(application_id: str, state: str, fraud_report_id: str | None) -> None:
     if state == "booked":
         raise Conflict(f"application {application_id} is already booked", code="already_booked")
-    if state == "fraud":
+    # A confirmation claims its report on the application before it reports, and sets the state after: one under
+    # way, or stopped in between with the applicant reported, has only the report id to show for it.
+    if state == "fraud" or fraud_report_id is not None:
         raise Conflict(f"application {application_id} was confirmed as fraud; it cannot be booked",
                        code="fraud_confirmed")
 
@@ -313,6 +317,10 @@ def set_loan_status(node: Any, loan_reference: str, *, status: str, arrears: Dec
         loan = session.scalar(select(BookedLoanRow).where(BookedLoanRow.loan_reference == loan_reference))
         if loan is None:
             raise NotFound(f"no booked loan {loan_reference}", code="loan_not_found")
+        if current_principal is not None and int(current_principal * 100) > loan.principal_minor:
+            # A loan tape refuses it (node.assets.loan_tape): the loan stayed eligible and blocked every pool.
+            raise InvalidInput(f"current_principal must not exceed the booked principal "
+                               f"({Decimal(loan.principal_minor) / 100})", code="current_principal_over_principal")
         loan.status, loan.arrears_minor = status, int(arrears * 100)
         if current_principal is not None:
             loan.current_principal_minor = int(current_principal * 100)

@@ -15,7 +15,7 @@ Signals (codes are the scorecard's keys, docs/extensions.md):
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
 import phonenumbers
@@ -25,7 +25,7 @@ from node.errors import AllianceError
 from node.extensions.hookspecs import hookimpl
 from node.extensions.types import Application, Signal
 from node.ledger.checks import check_identity
-from node.ledger.identifiers import InvalidIdentifier, normalise, resident_id_facts
+from node.ledger.identifiers import InvalidIdentifier, day_in_china, normalise, resident_id_facts
 from node.modules.credit_platform import fingerprint_rows
 from node.modules.policy import policy_for
 from node.store.application_tables import ApplicationFingerprint
@@ -46,7 +46,9 @@ def alliance_identity_signals(node: Any, application: Application) -> list[Signa
         except InvalidIdentifier as exc:
             code = "identifier_invalid" if kind in REQUIRED else "optional_identifier_invalid"
             signals.append(Signal(code, NAME, f"{kind}: {exc.code}", {"type": kind, "reason": str(exc.code)}))
-    received = datetime.fromtimestamp(application.received_at or 0, UTC).date()
+    # Ages count in days in China, as the resident ID's birth date does: by the UTC day, an applicant was a day
+    # younger from midnight to 08:00 in Beijing (declined as underage on their 18th birthday).
+    received = day_in_china(application.received_at or 0)
     if "cn_resident_id" in canonical:
         signals += _consistency(application, canonical["cn_resident_id"], received, identity)
     if "phone" in canonical:

@@ -16,9 +16,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from node.assets.records import Amortisation, LoanPurpose, LoanStatus
 from node.errors import InvalidInput
 from node.extensions.pipeline import decision_problem
 from node.extensions.types import Decision
+from node.modules.credit_platform import VELOCITY_KINDS
 
 DEFAULT_POLICY: dict[str, Any] = {
     "scorecard": {
@@ -171,6 +173,16 @@ def _problem(policy: dict[str, Any]) -> str | None:
         value = policy[table][key]
         if not (isinstance(value, list) and all(isinstance(item, str) for item in value)):
             return f"{table}.{key} must be a list of strings"
+    for table, key, names in (("velocity", "kinds", VELOCITY_KINDS),
+                              ("abs", "eligible_statuses", tuple(LoanStatus.__members__))):
+        # A misspelt name matched nothing: that velocity check was off, or no loan was ever eligible for a pool.
+        unknown = [item for item in policy[table][key] if item not in names]
+        if unknown:
+            return f"{table}.{key}: unknown {', '.join(map(repr, unknown))}; known: {', '.join(names)}"
+    for key, values in (("purpose", LoanPurpose), ("amortisation_type", Amortisation)):
+        value = policy["abs"][key]  # written into every pool's loan tape, which refused every row
+        if not (isinstance(value, str) and value.lower() in values.__members__):
+            return f"abs.{key} = {value!r} cannot be used; one of {', '.join(values.__members__)}"
     for band in CreditPolicy(policy).bands():  # as the pipeline checks the decision carrying them
         if decision_problem(Decision("approve", (), "policy", band.max_limit, band.annual_rate_percent)):
             return (f"decision.bands (from score {band.min_score}): max_limit must be 0 to 10^12 with at most 2 "

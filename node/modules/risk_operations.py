@@ -1,14 +1,16 @@
 """Risk operations: post-loan monitoring against the alliance ledger.
 
-When the indexer mirrors new blocks (`alliance_indicators_mirrored`), the records indexed in that block range
-(and in any earlier block not matched yet) are matched against the indicators of this bank's own booked
-borrowers (stored under every key epoch at booking, refreshed after rotations); a loan just booked is matched
-against every record mirrored so far (`alliance_loan_booked`). Each active match raises an alert, stored once
-per (loan, indicator, batch), listed by `GET /v1/alerts` and `alliance alerts`, and POSTed to
-`risk_alert_webhook_url` if set (the alert carries loan reference, identifier type, categories and the indicator
-hash: no raw identifier). A POST that failed, or never happened (the node stopped between storing and posting), is
-retried on later passes, oldest first, at most once a minute: delivery is at least once, `alert_id` identifies it.
-An analyst then dismisses it, or confirms fraud, which reports the borrower back to the ledger in one step.
+When the indexer mirrors new blocks (`alliance_indicators_mirrored`), the records indexed in that block range (and
+in any earlier block not matched yet) are matched against the indicators of this bank's own booked borrowers (stored
+under every key epoch at booking, refreshed after rotations); a loan just booked is matched against every record
+mirrored so far (`alliance_loan_booked`), and so is, by the next pass, any borrower indicator added since the last
+pass (a booking whose hook failed, a key epoch received after records under it were mirrored). Each active match
+raises an alert, stored once per (loan, indicator, batch), listed by `GET /v1/alerts` and `alliance alerts`, and
+POSTed to `risk_alert_webhook_url` if set (the alert carries loan reference, identifier type, categories and the
+indicator hash: no raw identifier). A POST that failed, or never happened (the node stopped between storing and
+posting), is retried on later passes, oldest first, at most once a minute: delivery is at least once, `alert_id`
+identifies it. An analyst then dismisses it, or confirms fraud, which reports the borrower back to the ledger in one
+step.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from node.errors import Conflict, InvalidInput, NotFound
 from node.extensions.hookspecs import hookimpl
@@ -40,6 +42,9 @@ NAME = "risk_operations"
 ALERT_STATES = ("open", "dismissed", "confirming", "confirmed")
 # The `sync_state` row holding the last block whose mirrored records were matched against the borrowers.
 MONITOR_CURSOR = "risk_operations"
+# The `sync_state` row holding, in `last_block`, the highest `borrower_indicators` id matched against every record
+# mirrored so far (not a block number: the row's other columns are unused).
+BORROWER_CURSOR = "risk_operations_borrowers"
 MAX_ALERT_ID = 2**31 - 1  # the store's INTEGER key: a larger id is bad input, not an overflow in the query
 WEBHOOK_RETRY_INTERVAL_S = 60.0
 WEBHOOK_RETRY_BATCH = 50
@@ -103,14 +108,30 @@ def _store_alerts(node: Any, from_block: int, to_block: int) -> list[dict[str, A
         # The indexer commits its blocks before extensions hear of them: blocks whose hook call failed, or never
         # came (the node stopped in between), lie below from_block, after the last block matched. Matching goes
         # back to there, and the mark moves with the alerts, in one transaction.
-        matched = session.get(SyncState, MONITOR_CURSOR)
-        start = from_block if matched is None else min(from_block, matched.last_block)
-        if matched is None:
-            session.add(SyncState(contract=MONITOR_CURSOR, last_block=to_block))
-        else:  # lowered too, after a reorganisation: the blocks above to_block are indexed (and heard of) again
-            matched.last_block = to_block
-        return _alert_matches(node, session, _matches(session, MirrorRecord.block_number > start,
-                                                      MirrorRecord.block_number <= to_block))
+        start = _move_cursor(session, MONITOR_CURSOR, to_block)
+        start = from_block if start is None else min(from_block, start)
+        matches = _matches(session, MirrorRecord.block_number > start, MirrorRecord.block_number <= to_block)
+        # Borrower indicators added since the last pass are matched against the earlier blocks too: those of a loan
+        # whose booking hook failed or never ran (the node stopped after the booking), and those of a key epoch
+        # this node received after the indexer had mirrored records under it (nothing matched them then).
+        newest = session.scalar(select(func.max(BorrowerIndicator.id))) or 0
+        held = _move_cursor(session, BORROWER_CURSOR, newest) or 0
+        if newest > held:
+            matches += _matches(session, MirrorRecord.block_number <= start, BorrowerIndicator.id > held,
+                                BorrowerIndicator.id <= newest)
+        return _alert_matches(node, session, matches)
+
+
+def _move_cursor(session: Any, name: str, position: int) -> int | None:
+    """Set the `sync_state` row `name` to `position`; returns where it was (None: the row is new)."""
+    row = session.get(SyncState, name)
+    if row is None:
+        session.add(SyncState(contract=name, last_block=position))
+        return None
+    # The block cursor is lowered too, after a reorganisation: the blocks above to_block are indexed (and heard of)
+    # again.
+    previous, row.last_block = row.last_block, position
+    return int(previous)
 
 
 def _alert_matches(node: Any, session: Any, matches: list[Any]) -> list[dict[str, Any]]:
@@ -232,7 +253,7 @@ def resolve_alert(node: Any, alert_id: int, *, confirm: bool, by: str, category:
         if reported is not None and reported != report[1]:
             # The bank confirmed fraud on the application already (POST .../fraud, or another alert of the loan):
             # the borrower is reported, so this confirmation records that report instead of making a second one.
-            return _confirm_as_reported(node, alert_id, reported, by)
+            return _confirm_as_reported(node, alert_id, reported, by, planned=report[1])
     with node.store.transaction() as session:
         # Claimed before anything is reported: of an analyst dismissing and another confirming one alert at once (or
         # the API and `alliance alerts`), only one still finds it in a state it may leave; the other is refused.
@@ -261,9 +282,14 @@ def _fraud_report_of_application(node: Any, alert_id: int) -> str | None:
                               .where(RiskAlert.id == alert_id))
 
 
-def _confirm_as_reported(node: Any, alert_id: int, report_id: str, by: str) -> dict[str, Any]:
+def _confirm_as_reported(node: Any, alert_id: int, report_id: str, by: str, *, planned: str) -> dict[str, Any]:
+    """Confirm the alert with the application's report `report_id`; also one left `confirming` by this same
+    confirmation (its `planned` report) when it was interrupted: the application was confirmed in between, and
+    that alert could otherwise be neither confirmed nor dismissed."""
     with node.store.transaction() as session:
-        claimed = session.execute(update(RiskAlert).where(RiskAlert.id == alert_id, RiskAlert.state == "open")
+        claimable = (RiskAlert.state == "open") | (
+            (RiskAlert.state == "confirming") & (RiskAlert.fraud_report_id == planned))
+        claimed = session.execute(update(RiskAlert).where(RiskAlert.id == alert_id, claimable)
                                   .values(state="confirmed", resolved_by=by, fraud_report_id=report_id))
         if claimed.rowcount != 1:  # type: ignore[attr-defined]
             raise _not_claimable(session, alert_id)

@@ -195,3 +195,13 @@ def test_submit_application_with_well_formed_bank_decision_books_at_its_limit(ke
     assert (view["outcome"], view["reasons"], view["trail"]["failures"]) == ("approve", ["bank_rule"], [])
     loan = book_loan(a, view["application_id"])
     assert (loan.principal_minor, loan.annual_rate_micros) == (123450, 43525)
+
+
+def test_submit_application_with_an_interest_free_bank_decision_shows_its_rate(keyed_banks: list[NodeContext]) -> None:
+    a = keyed_banks[0]
+    _with(a, "bank", AnswersDecision(_approve(annual_rate_percent=Decimal("0"))))
+    view = submit_application(a, application(1), submitted_by="test")
+    # The rate was stored as none (null in the answer, "at None %" in `alliance apply`) while the trail said 0.
+    assert (view["outcome"], view["annual_rate_percent"], view["trail"]["decision"]["annual_rate_percent"]) == (
+        "approve", "0", "0")
+    assert book_loan(a, view["application_id"]).annual_rate_micros == 0

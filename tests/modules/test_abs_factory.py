@@ -95,3 +95,34 @@ def test_build_pool_leaves_out_loans_anchored_in_another_pool(keyed_banks: list[
     assert second.selected == ["L4"] and second.anchored is not None and second.anchored["loan_count"] == 1
     again = build_pool(a, "p1")  # the next version of p1 keeps its own loans
     assert again.selected == ["L1", "L3"] and again.excluded == {"L4": "in_another_pool"}
+
+
+def test_build_pool_takes_a_borrower_whose_identifiers_were_typed_with_line_separators(
+        keyed_banks: list[NodeContext], tmp_path: Path) -> None:
+    a = _with_loans_1_and_3_booked_without_concentration_limits(keyed_banks[0], tmp_path)
+    typed = resident_id(108)
+    # Valid identifiers (normalisation drops the separators as spaces); the tape's lines were cut at them, and the
+    # pool refused rows that were not there (a resident ID of 6 characters, a currency of 12 digits).
+    decided = submit_application(a, application(108, cn_resident_id=f"{typed[:6]}\u2028{typed[6:]}",
+                                                phone=f"139\x85{phone(108)[3:]}"), submitted_by="test")
+    assert decided["outcome"] == "approve", decided["reasons"]
+    book_loan(a, decided["application_id"], loan_reference="L8")
+
+    pool = build_pool(a, "p1")
+    assert pool.selected == ["L1", "L3", "L8"] and pool.draft is not None and pool.draft["loan_count"] == 3
+
+
+def test_select_loans_with_nothing_outstanding_after_concentration_limits_answers(
+        keyed_banks: list[NodeContext], tmp_path: Path) -> None:
+    a = keyed_banks[0]
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[abs]\nmax_borrower_share = 0.5\nmax_region_share = 1\n")
+    a.settings.credit_policy_file = policy
+    for i in (1, 3):
+        _book(a, i)
+    set_loan_status(a, "L1", status="current", current_principal=Decimal(0))  # paid down, not yet marked repaid
+
+    # L3 is the whole outstanding principal, over the borrower limit; what was left weighed nothing: a
+    # ZeroDivisionError (GET /v1/abs-factory/eligible and POST /v1/abs-factory/pools answered 500).
+    selection, _ = select_loans(a)
+    assert selection.selected == ["L1"] and selection.excluded == {"L3": "concentration_borrower"}

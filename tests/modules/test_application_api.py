@@ -117,6 +117,41 @@ def test_update_loan_status_refuses_amounts_out_of_range(keyed_banks: list[NodeC
         assert session.scalar(select(BookedLoanRow.status)) == "current"
 
 
+def test_update_loan_status_refuses_a_current_principal_over_the_booked_one(keyed_banks: list[NodeContext]) -> None:
+    a = keyed_banks[0]
+    with api_as(a, Role.workflow) as (client, headers):
+        booked = client.post(f"/v1/applications/{approved_application(client, headers)}/book",
+                             json={"loan_reference": "L-1", "amount": "50000"}, headers=headers)
+        assert booked.status_code == 201
+        # Accepted, it left the loan eligible while every pool's loan tape refused it (current over original).
+        refused = client.post("/v1/loans/L-1/status", json={"status": "dpd30", "current_principal": "50000.01"},
+                              headers=headers)
+        with a.store.session() as session:
+            assert session.execute(select(BookedLoanRow.status, BookedLoanRow.current_principal_minor)).one() == (
+                "current", 5_000_000)
+        paid_down = client.post("/v1/loans/L-1/status", json={"status": "current", "current_principal": "49000"},
+                                headers=headers)
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "current_principal_over_principal"
+    assert paid_down.status_code == 200 and paid_down.json()["current_principal"] == "49000"
+
+
+def test_update_loan_status_reaches_a_loan_whose_reference_holds_a_slash(keyed_banks: list[NodeContext]) -> None:
+    a = keyed_banks[0]
+    with api_as(a, Role.workflow) as (client, headers):
+        booked = client.post(f"/v1/applications/{approved_application(client, headers)}/book",
+                             json={"loan_reference": "2026/000123"}, headers=headers)
+        assert booked.status_code == 201
+        # Both were 404 not_found (the router's): the loan could never leave `current`, so stayed pool-eligible.
+        defaulted = client.post("/v1/loans/2026/000123/status", json={"status": "defaulted"}, headers=headers)
+        repaid = client.post("/v1/loans/2026%2F000123/status", json={"status": "repaid"}, headers=headers)
+        unknown = client.post("/v1/loans/2026/000124/status", json={"status": "repaid"}, headers=headers)
+    assert defaulted.status_code == 200 and defaulted.json()["status"] == "defaulted"
+    assert repaid.status_code == 200 and repaid.json()["loan_reference"] == "2026/000123"
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "loan_not_found"
+    with a.store.session() as session:
+        assert session.scalar(select(BookedLoanRow.status)) == "repaid"
+
+
 @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity"])
 def test_create_application_refuses_non_finite_bank_input_and_stores_nothing(keyed_banks: list[NodeContext],
                                                                              number: str) -> None:

@@ -76,3 +76,25 @@ def test_decide_application_flags_inconsistent_identity(keyed_banks: list[NodeCo
     minor = submit_application(a, application(43, cn_resident_id=resident_id(43, birth="20150101"),
                                               birth_date="2015-01-01"), submitted_by="test")
     assert minor["outcome"] == "decline" and "applicant_underage" in minor["reasons"]
+
+
+def test_identity_signals_count_age_by_the_day_in_china(keyed_banks: list[NodeContext]) -> None:
+    from datetime import date, datetime, timedelta, timezone
+    from decimal import Decimal
+
+    from node.extensions.types import Applicant, Application
+    from node.modules.identity_recognition import alliance_identity_signals
+
+    a = keyed_banks[0]
+    # 00:30 in Beijing on the applicant's 18th birthday is still the day before in UTC: they were declined as 17.
+    received = datetime(2026, 3, 12, 0, 30, tzinfo=timezone(timedelta(hours=8)))
+    number = resident_id(45, birth="20080312")
+    applicant = Applicant(number, phone(45), birth_date=date(2008, 3, 12),
+                          sex="M" if int(number[16]) % 2 else "F")
+    signals = alliance_identity_signals(a, Application("app_age", "branch", "consumer_loan", applicant,
+                                                       Decimal(1000), "CNY", 12, {}, int(received.timestamp())))
+    assert "applicant_underage" not in {s.code for s in signals}
+    day_before = alliance_identity_signals(a, Application("app_age2", "branch", "consumer_loan", applicant,
+                                                          Decimal(1000), "CNY", 12, {},
+                                                          int((received - timedelta(hours=1)).timestamp())))
+    assert "applicant_underage" in {s.code for s in day_before}

@@ -29,8 +29,14 @@ def test_load_policy_overrides_one_key(tmp_path: Path) -> None:
     ('[decision]\nbands = [{min_score = 700, max_limit = "lots", annual_rate_percent = "4"}]\n', "decision.bands[0]"),
     ('[decision]\nbands = [{min_score = 700, max_limit = "1e15", annual_rate_percent = "4"}]\n', "decision.bands"),
     ("decision = 5\n", "decision must be a table"),
+    # Read without a word: that velocity check was off, no loan was ever eligible, every pool's tape was refused.
+    ('[velocity]\nkinds = ["phone", "device"]\n', "velocity.kinds: unknown 'device'"),
+    ('[abs]\neligible_statuses = ["curent"]\n', "abs.eligible_statuses: unknown 'curent'"),
+    ('[abs]\namortisation_type = "french"\n', "abs.amortisation_type"),
+    ('[abs]\npurpose = 3\n', "abs.purpose"),
 ], ids=["text_for_int", "text_for_list", "int_for_table", "text_in_input_band", "list_for_number",
-        "text_for_limit", "limit_over_bound", "int_for_decision_table"])
+        "text_for_limit", "limit_over_bound", "int_for_decision_table", "unknown_velocity_kind",
+        "unknown_loan_status", "unknown_amortisation", "int_for_purpose"])
 def test_load_policy_refuses_a_value_the_modules_cannot_use(tmp_path: Path, toml: str, named: str) -> None:
     path = tmp_path / "policy.toml"
     path.write_text(toml)

@@ -267,3 +267,46 @@ def test_refresh_borrower_indicators_unseals_only_borrowers_lacking_an_epoch(
     assert refresh_borrower_indicators(a) == 0 and unsealed == []
     a.keyring.store_key(2, os.urandom(32), source="generated")
     assert refresh_borrower_indicators(a) == 8 and len(unsealed) == 2
+
+
+def test_records_mirrored_before_the_node_held_their_key_epoch_raise_alerts_once_it_does(
+        keyed_banks: list[NodeContext]) -> None:
+    from node.ledger.key_distribution import rotate, sync_keys
+
+    a, b, _ = keyed_banks
+    book_loan(a, submit_application(a, application(55), submitted_by="test")["application_id"],
+              loan_reference="LOAN-55")
+    assert rotate(b) == 2  # A's envelope is on chain; A's key worker has not run yet
+    b.report_intake.accept(ReportRequest([("phone", phone(55))], "money_mule", 80), submitted_by="b-analyst")
+    b.publisher.drain()
+    indexer_loop = next(loop for loop in node_workers(a).loops if loop.name == "indexer")
+    indexer_loop.run_step()  # mirrored under epoch 2, which A cannot hash its borrowers under yet
+    assert list_alerts(a) == []
+
+    assert sync_keys(a).received == [2]
+    b.report_intake.accept(ReportRequest([("phone", phone(56))], "money_mule", 80), submitted_by="b-analyst")
+    b.publisher.drain()
+    indexer_loop.run_step()  # the next pass with new blocks: the borrower is hashed under epoch 2 now
+    assert [(x["loan_reference"], x["categories"]) for x in list_alerts(a)] == [("LOAN-55", ["money_mule"])]
+    indexer_loop.run_step()
+    assert len(list_alerts(a)) == 1
+
+
+def test_a_booking_whose_hook_failed_is_matched_by_the_next_pass(keyed_banks: list[NodeContext]) -> None:
+    a, b, _ = keyed_banks
+    decided = submit_application(a, application(57), submitted_by="test")
+    b.report_intake.accept(ReportRequest([("phone", phone(57))], "money_mule", 80), submitted_by="b-analyst")
+    b.publisher.drain()
+    indexer_loop = next(loop for loop in node_workers(a).loops if loop.name == "indexer")
+    indexer_loop.run_step()  # mirrored before the booking
+    with MonkeyPatch.context() as patch:  # the booking's hook fails (or the node stops right after the booking)
+        patch.setattr(risk_operations, "raise_booking_alerts", lambda node, reference: 1 / 0)
+        book_loan(a, decided["application_id"], loan_reference="LOAN-57")
+    assert list_alerts(a) == []
+
+    b.report_intake.accept(ReportRequest([("phone", phone(58))], "money_mule", 80), submitted_by="b-analyst")
+    b.publisher.drain()
+    indexer_loop.run_step()
+    assert [x["loan_reference"] for x in list_alerts(a)] == ["LOAN-57"]
+    indexer_loop.run_step()
+    assert len(list_alerts(a)) == 1

@@ -98,6 +98,35 @@ def test_book_loan_of_an_application_confirmed_as_fraud_is_refused(two_banks: li
         assert session.scalars(select(BookedLoanRow)).all() == []
 
 
+def test_book_loan_of_an_application_whose_fraud_confirmation_was_interrupted_after_reporting_is_refused(
+        two_banks: list[NodeContext], monkeypatch: pytest.MonkeyPatch) -> None:
+    a = two_banks[0]
+    approved = submit_application(a, application(14), submitted_by="t")["application_id"]
+    accept = a.report_intake.accept
+
+    def accept_then_crash(*args: Any, **kwargs: Any) -> Any:
+        accept(*args, **kwargs)
+        raise KeyboardInterrupt  # the process stops with the report queued, before the state is set
+
+    monkeypatch.setattr(a.report_intake, "accept", accept_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        confirm_fraud(a, approved, category="application_fraud", confidence=90, confirmed_by="t")
+    monkeypatch.undo()
+
+    # The applicant is reported to the alliance as a fraudster, and the loan was booked all the same (and, its
+    # application holding a report, never monitored).
+    with pytest.raises(Conflict) as refused:
+        book_loan(a, approved, loan_reference="L14")
+    assert refused.value.code == "fraud_confirmed"
+    with a.store.session() as session:
+        assert session.scalars(select(BookedLoanRow)).all() == []
+        [report] = session.scalars(select(FraudReport.report_id)).all()
+    finished = confirm_fraud(a, approved, category="application_fraud", confidence=90, confirmed_by="t")
+    assert finished.report_id == report
+    with a.store.session() as session:
+        assert session.get_one(LoanApplication, approved).state == "fraud"
+
+
 def test_book_loan_confirmed_as_fraud_meanwhile_by_another_process_is_refused(two_banks: list[NodeContext],
                                                                                replica: NodeContext) -> None:
     a = two_banks[0]
@@ -295,6 +324,29 @@ def test_an_alert_confirmation_interrupted_before_its_report_is_finished_by_conf
     assert finished["state"] == "confirmed" and finished["fraud_report_id"]
     with a.store.session() as session:
         assert session.get_one(LoanApplication, booked).fraud_report_id == finished["fraud_report_id"]
+
+
+def test_an_interrupted_alert_confirmation_is_finished_after_the_application_was_confirmed_as_fraud_meanwhile(
+        two_banks: list[NodeContext], monkeypatch: pytest.MonkeyPatch) -> None:
+    a = two_banks[0]
+    booked, alert = alert_on_a_booked_loan(two_banks, 13)
+
+    def crash(*_args: Any, **_kwargs: Any) -> Any:
+        raise KeyboardInterrupt  # the process stops after claiming the alert, before reporting
+
+    monkeypatch.setattr(risk_operations, "confirm_fraud", crash)
+    with pytest.raises(KeyboardInterrupt):
+        resolve_alert(a, alert["alert_id"], confirm=True, by="analyst-1")
+    monkeypatch.undo()
+    earlier = confirm_fraud(a, booked, category="application_fraud", confidence=95, confirmed_by="analyst-2")
+
+    # Confirming again was refused as "being confirmed", and so was a dismissal: the alert stayed confirming for good.
+    finished = resolve_alert(a, alert["alert_id"], confirm=True, by="analyst-1")
+    assert (finished["state"], finished["fraud_report_id"]) == ("confirmed", earlier.report_id)
+    with a.store.session() as session:
+        assert session.scalars(select(FraudReport.report_id)).all() == [earlier.report_id]
+    with pytest.raises(Conflict, match="already confirmed"):
+        resolve_alert(a, alert["alert_id"], confirm=True, by="analyst-1")
 
 
 @pytest.mark.parametrize("other", [{"category": "identity_theft", "confidence": 70}, {"confidence": 90}],

@@ -92,7 +92,9 @@ def confirm_application_fraud(*, application_id: str, body: FraudIn, node: NodeD
     return {"application_id": application_id, "report_id": confirmation.report_id}
 
 
-@loans_router.post("/{loan_reference}/status")
+# `path`: a loan reference may hold "/" (a tape's may, and booking takes what a tape takes), which no encoding gets
+# through a plain path parameter; such a loan could never be serviced, and stayed `current` (eligible) for good.
+@loans_router.post("/{loan_reference:path}/status")
 def update_loan_status(*, loan_reference: str, body: LoanStatusIn, node: NodeDep, key: Workflow) -> dict[str, Any]:
     """Servicing update: status, arrears and outstanding principal of a booked loan."""
     return credit_platform.set_loan_status(node, loan_reference, status=body.status, arrears=body.arrears,
