@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -97,11 +97,12 @@ class Settings(BaseSettings):
         default=None, description="TOML scorecard, decision rules, velocity and ABS eligibility; defaults built in")
     risk_alert_webhook_url: str | None = Field(default=None, description="POSTed each new risk alert (no raw data)")
 
-    @field_validator("rpc_url")
+    @field_validator("rpc_url", "risk_alert_webhook_url")
     @classmethod
-    def _http_url(cls, url: str | None) -> str | None:
+    def _http_url(cls, url: str | None, info: ValidationInfo) -> str | None:
         """An http(s) URL with a host: anything else was written to the config by `init` and failed at the first
-        chain call. Not quoted (it may carry credentials)."""
+        chain call, or (the webhook) failed every alert delivery and, malformed (`http://[::1/x`), the indexer's
+        extension hook on every pass. Not quoted (it may carry credentials)."""
         if url is None:
             return None
         try:
@@ -109,8 +110,11 @@ class Settings(BaseSettings):
             parts.port  # noqa: B018 -- raises ValueError for a port that is not a number in range
         except ValueError:
             parts = None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("not an http(s) URL with a host, e.g. http://127.0.0.1:8545")
+        # A control character is refused by the HTTP clients at the first request, not by urlsplit.
+        if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
+                or any(ord(c) < 0x20 or ord(c) == 0x7F for c in url)):
+            example = "http://127.0.0.1:8545" if info.field_name == "rpc_url" else "https://alerts.bank.internal/hook"
+            raise ValueError(f"not an http(s) URL with a host, e.g. {example}")
         return url
 
     @field_validator("database_url")

@@ -132,3 +132,23 @@ def test_malformed_profile_is_refused(tmp_path: Path) -> None:
         load_profile("broken", tmp_path)
     with pytest.raises(ProfileError, match="no network profile"):
         load_profile("absent", tmp_path)
+
+
+@pytest.mark.parametrize("url", ["http://[::1/x", "alerts.bank.internal/hook", "ftp://alerts.bank.internal/",
+                                 "http:///hook", "http://alerts.bank.internal/\x00", "http://alerts:99999/"])
+def test_risk_alert_webhook_url_must_be_an_http_url_with_a_host(tmp_path: Path, url: str) -> None:
+    """A malformed webhook URL (httpx.InvalidURL at the first alert) failed the indexer's extension hook on every pass,
+    and the alerts stayed pending; one that is not http(s) failed every delivery."""
+    with pytest.raises(ConfigError, match=r"risk_alert_webhook_url: .*not an http\(s\) URL with a host, e.g. https://"):
+        load_settings(tmp_path, risk_alert_webhook_url=url)
+
+
+def test_a_refused_webhook_url_is_not_quoted(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings(tmp_path, risk_alert_webhook_url="http://node:s3cret@[::1/hook")
+    assert "s3cret" not in str(refused.value)
+
+
+def test_risk_alert_webhook_url_accepts_an_https_url_with_credentials_and_a_path(tmp_path: Path) -> None:
+    url = "https://node:secret@alerts.bank.internal:8443/v1/hook?source=alliance"
+    assert load_settings(tmp_path, risk_alert_webhook_url=url).risk_alert_webhook_url == url
