@@ -52,6 +52,8 @@ KNOWN_COLUMNS = frozenset(REQUIRED_COLUMNS) | set(PRIMARY_IDENTIFIERS) | set(SEC
     | set(DROPPED_COLUMNS) | {"originator"}
 # Minor-unit exponents (ISO 4217) of the currencies the alliance's pools are denominated in.
 SUPPORTED_CURRENCIES = {"CNY": 2, "HKD": 2, "USD": 2, "EUR": 2, "GBP": 2, "SGD": 2, "JPY": 0}
+MAX_RATE_PERCENT = 100
+MAX_RATE_MICROS = MAX_RATE_PERCENT * 10_000  # interest rates are kept in units of 10^-4 percent
 MAX_AMOUNT = 2**63  # stored as BIGINT; far above any loan in minor units
 # Scaling in the default context rounds to 28 digits and overflows past 1e999999: a tape's amount could lose its
 # extra decimals unnoticed (1.0000000000000000000000000000001 imported as 1.00), vanish (1e-999999999 as 0) or raise
@@ -242,8 +244,8 @@ def _rate(text: str) -> int:
         percent = Decimal(text)
     except InvalidOperation:
         raise _RowError("interest_rate", "bad_format", "must be a percentage such as 4.35") from None
-    if not percent.is_finite() or not 0 <= percent <= 100:
-        raise _RowError("interest_rate", "out_of_range", "must be between 0 and 100 percent")
+    if not percent.is_finite() or not 0 <= percent <= MAX_RATE_PERCENT:
+        raise _RowError("interest_rate", "out_of_range", f"must be between 0 and {MAX_RATE_PERCENT} percent")
     micros = percent.scaleb(4, _EXACT)
     if micros != micros.to_integral_value(context=_EXACT):
         raise _RowError("interest_rate", "bad_format", "has more than 4 decimals")

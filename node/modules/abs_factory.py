@@ -26,6 +26,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from node.assets.loan_tape import MAX_RATE_MICROS, SUPPORTED_CURRENCIES
 from node.errors import InvalidInput
 from node.extensions.hookspecs import hookimpl
 from node.ledger.checks import state_policy
@@ -81,7 +82,9 @@ def select_loans(node: Any, pool_name: str | None = None) -> tuple[PoolSelection
     now, policy = int(time.time()), state_policy(node)
     eligible = []
     for loan in loans:
-        if loan.status not in rules["eligible_statuses"] or loan.arrears_minor > 0:
+        if unfit := _unfit_for_tape(loan, rules["currency"].upper()):
+            selection.excluded[loan.loan_reference] = unfit
+        elif loan.status not in rules["eligible_statuses"] or loan.arrears_minor > 0:
             selection.excluded[loan.loan_reference] = "arrears" if loan.arrears_minor > 0 else f"status_{loan.status}"
         elif loan.loan_reference in pooled:
             selection.excluded[loan.loan_reference] = "in_another_pool"
@@ -96,6 +99,21 @@ def select_loans(node: Any, pool_name: str | None = None) -> tuple[PoolSelection
     selection.selected = [loan.loan_reference for loan in chosen]
     selection.total_principal_minor = sum(loan.current_principal_minor for loan in chosen)
     return selection, chosen
+
+
+def _unfit_for_tape(loan: BookedLoanRow, currency: str) -> str | None:
+    """Why the loan tape would refuse the loan's row in a pool of `currency`, if it would: every pool was refused
+    whole for one such loan (applications take any currency and rates up to 100,000 %; a tape takes one currency,
+    rates up to 100 % and amounts in the currency's minor unit)."""
+    if loan.currency.upper() != currency:
+        return "other_currency"
+    if loan.annual_rate_micros > MAX_RATE_MICROS:
+        return "rate_out_of_range"
+    # Booked amounts are kept in hundredths; a currency with fewer decimals (JPY: none) takes whole units only.
+    step = 10 ** (2 - SUPPORTED_CURRENCIES[currency])
+    if any(amount % step for amount in (loan.principal_minor, loan.current_principal_minor, loan.arrears_minor)):
+        return "amount_precision"
+    return None
 
 
 def _pooled_elsewhere(session: Any, originator_code: str, pool_name: str | None) -> set[str]:

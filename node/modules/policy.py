@@ -16,6 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from node.assets.loan_tape import SUPPORTED_CURRENCIES
 from node.assets.records import Amortisation, LoanPurpose, LoanStatus
 from node.errors import InvalidInput
 from node.extensions.pipeline import decision_problem
@@ -87,6 +88,7 @@ DEFAULT_POLICY: dict[str, Any] = {
         "max_region_share": 0.6,
         "purpose": "consumer",
         "amortisation_type": "annuity",
+        "currency": "CNY",  # a pool's loan tape holds one currency: loans in another are not eligible
     },
 }
 
@@ -179,6 +181,9 @@ def _problem(policy: dict[str, Any]) -> str | None:
         unknown = [item for item in policy[table][key] if item not in names]
         if unknown:
             return f"{table}.{key}: unknown {', '.join(map(repr, unknown))}; known: {', '.join(names)}"
+    currency = policy["abs"]["currency"]
+    if not (isinstance(currency, str) and currency.upper() in SUPPORTED_CURRENCIES):
+        return f"abs.currency = {currency!r} cannot be used; one of {', '.join(SUPPORTED_CURRENCIES)}"
     for key, values in (("purpose", LoanPurpose), ("amortisation_type", Amortisation)):
         value = policy["abs"][key]  # written into every pool's loan tape, which refused every row
         if not (isinstance(value, str) and value.lower() in values.__members__):

@@ -126,3 +126,39 @@ def test_select_loans_with_nothing_outstanding_after_concentration_limits_answer
     # ZeroDivisionError (GET /v1/abs-factory/eligible and POST /v1/abs-factory/pools answered 500).
     selection, _ = select_loans(a)
     assert selection.selected == ["L1"] and selection.excluded == {"L3": "concentration_borrower"}
+
+
+def test_select_loans_leaves_out_loans_the_pools_loan_tape_would_refuse(keyed_banks: list[NodeContext],
+                                                                       tmp_path: Path) -> None:
+    """Applications take any currency and rates up to 100,000 %; a pool's tape takes one currency, rates up to 100 %
+    and whole minor units. One such loan listed as eligible got every pool refused whole."""
+    a = keyed_banks[0]
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[abs]\nmax_borrower_share = 1\nmax_region_share = 1\n")
+    a.settings.credit_policy_file = policy
+    for i, currency, amount in ((1, "CNY", "30000"), (2, "USD", "30000"), (3, "CNY", "30000"), (4, "KRW", "30000"),
+                                (5, "JPY", "30000"), (7, "JPY", "30000.50")):
+        form = application(100 + i, amount=amount, cn_resident_id=resident_id(100 + i, region=REGIONS[i]),
+                           region_code=REGIONS[i]).model_copy(update={"currency": currency})
+        decided = submit_application(a, form, submitted_by="test")
+        assert decided["outcome"] == "approve", decided["reasons"]
+        book_loan(a, decided["application_id"], loan_reference=f"L{i}")
+    with a.store.transaction() as session:  # an approval at 150 % by a bank's own decision extension
+        session.scalars(select(BookedLoanRow).where(BookedLoanRow.loan_reference == "L3")).one().annual_rate_micros \
+            = 150 * 10_000
+
+    selection, _ = select_loans(a)
+    assert selection.selected == ["L1"]
+    assert selection.excluded == {"L2": "other_currency", "L3": "rate_out_of_range", "L4": "other_currency",
+                                  "L5": "other_currency", "L7": "other_currency"}
+    assert build_pool(a, "cny-pool").draft is not None  # was refused: "row 3 currency: must be one of [...]"
+
+    yen = tmp_path / "yen.toml"
+    yen.write_text("[abs]\nmax_borrower_share = 1\nmax_region_share = 1\ncurrency = \"JPY\"\n")
+    a_in_yen = NodeContext(a.settings.model_copy(update={"credit_policy_file": yen}))  # the policy is read once
+    try:
+        selection, _ = select_loans(a_in_yen, "jpy-pool")
+        assert selection.selected == ["L5"] and selection.excluded["L7"] == "amount_precision"
+        assert build_pool(a_in_yen, "jpy-pool").draft is not None
+    finally:
+        a_in_yen.close()

@@ -34,9 +34,11 @@ def test_load_policy_overrides_one_key(tmp_path: Path) -> None:
     ('[abs]\neligible_statuses = ["curent"]\n', "abs.eligible_statuses: unknown 'curent'"),
     ('[abs]\namortisation_type = "french"\n', "abs.amortisation_type"),
     ('[abs]\npurpose = 3\n', "abs.purpose"),
+    ('[abs]\ncurrency = "KRW"\n', "abs.currency = 'KRW' cannot be used"),
+    ('[abs]\ncurrency = 1\n', "abs.currency = 1 cannot be used"),
 ], ids=["text_for_int", "text_for_list", "int_for_table", "text_in_input_band", "list_for_number",
         "text_for_limit", "limit_over_bound", "int_for_decision_table", "unknown_velocity_kind",
-        "unknown_loan_status", "unknown_amortisation", "int_for_purpose"])
+        "unknown_loan_status", "unknown_amortisation", "int_for_purpose", "unsupported_currency", "int_for_currency"])
 def test_load_policy_refuses_a_value_the_modules_cannot_use(tmp_path: Path, toml: str, named: str) -> None:
     path = tmp_path / "policy.toml"
     path.write_text(toml)
