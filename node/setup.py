@@ -39,8 +39,7 @@ def validate_bank_identity(bank_name: str, bank_code: str) -> tuple[str, str]:
 def init_node(settings: Settings, *, bank_name: str, bank_code: str, passphrase: str) -> InitResult:
     """Create the data dir. Refuses to touch an existing key: losing it would lose the membership."""
     name, code = validate_bank_identity(bank_name, bank_code)
-    if len(passphrase) < 12 and settings.network != Network.dev:
-        raise InvalidInput("the key passphrase must be at least 12 characters", code="weak_passphrase")
+    _validate_passphrase(passphrase, settings.network)
     if settings.signing_key_file.exists() or settings.encryption_key_file.exists():
         raise Conflict(f"{settings.data_dir} already holds a bank's keys; refusing to overwrite them",
                        code="already_initialised")
@@ -61,6 +60,20 @@ def init_node(settings: Settings, *, bank_name: str, bank_code: str, passphrase:
                            code="data_dir_unwritable") from None
     return InitResult(settings.data_dir, keystore_address(settings.signing_key_file),
                       public_key_bytes(encryption_key), config_file)
+
+
+def _validate_passphrase(passphrase: str, network: Network) -> None:
+    """Checked before anything is written: the keys are encrypted under it only after the store is made."""
+    if not passphrase:
+        # The dev network may use a short passphrase, not none: neither key file can be encrypted under it.
+        raise InvalidInput("the key passphrase must not be empty", code="weak_passphrase")
+    try:
+        passphrase.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8 in ALLIANCE_KEY_PASSPHRASE or at the prompt
+        raise InvalidInput("the key passphrase holds bytes that are not UTF-8 text",
+                           code="invalid_passphrase") from None
+    if len(passphrase) < 12 and network != Network.dev:
+        raise InvalidInput("the key passphrase must be at least 12 characters", code="weak_passphrase")
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,21 @@ def test_init_outside_dev_without_a_passphrase_or_a_terminal_fails_with_one_line
     assert not data_dir.exists()
 
 
+@pytest.mark.parametrize(("passphrase", "message"), [
+    ("", "the key passphrase must not be empty"),
+    ("a long passphrase\udcff", "the key passphrase holds bytes that are not UTF-8 text"),
+], ids=["empty", "undecodable_byte"])
+def test_init_refuses_a_passphrase_no_key_can_be_encrypted_under_and_writes_nothing(cli: CliRunner, data_dir: Path,
+                                                                                  passphrase: str,
+                                                                                  message: str) -> None:
+    """Was a ValueError (UnicodeEncodeError) traceback from encrypting the X25519 key, after the store and the
+    keys directory were made."""
+    result = cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA", env={"ALLIANCE_KEY_PASSPHRASE": passphrase})
+    assert result.code == 1
+    assert message in one_error_line(result.err)
+    assert not data_dir.exists()
+
+
 @pytest.mark.parametrize(("name", "code", "message"), [
     ("", "BANKA", "bank name"),
     ("Bank A", "x", "bank code"),
