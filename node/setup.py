@@ -12,6 +12,7 @@ from node.config import Network, Settings, write_config
 from node.crypto.envelopes import dump_private_key, generate_encryption_keypair, public_key_bytes
 from node.errors import Conflict, InvalidInput
 from node.store.db import Store, StoreNotFound
+from node.text import printable_name
 
 BANK_CODE = re.compile(r"^[A-Z0-9][A-Z0-9_-]{1,31}$")
 MAX_BANK_NAME = 120
@@ -30,6 +31,9 @@ def validate_bank_identity(bank_name: str, bank_code: str) -> tuple[str, str]:
     code = bank_code.strip().upper()
     if not name or len(name) > MAX_BANK_NAME:
         raise InvalidInput(f"bank name must be 1-{MAX_BANK_NAME} characters", code="invalid_bank_name")
+    # The name goes into alliance.toml (where a lone surrogate is TOML no command can read again) and onto the chain
+    # for good (where a control character garbles every member listing).
+    printable_name(name, field="bank name")
     if not BANK_CODE.match(code):
         raise InvalidInput(f"bank code {bank_code!r} must be 2-32 of A-Z, 0-9, '_' or '-'",
                            code="invalid_bank_code")

@@ -97,6 +97,8 @@ def test_init_refuses_a_passphrase_no_key_can_be_encrypted_under_and_writes_noth
     ("", "BANKA", "bank name"),
     ("Bank A", "x", "bank code"),
     ("Bank A", "BAD CODE!", "bank code"),
+    ("Bank\x1b[2J A", "BANKA", "bank name must have printable characters only"),
+    ("Bank A\udcff", "BANKA", "bank name must have printable characters only"),  # wrote TOML nothing could read
 ])
 def test_init_rejects_bad_identity_and_writes_nothing(cli: CliRunner, data_dir: Path, name: str, code: str,
                                                       message: str) -> None:
@@ -262,6 +264,8 @@ def test_output_quoting_brackets_is_printed_as_typed_not_as_rich_markup(cli: Cli
     (["--account", "0x" + "0" * 40], "zero address"),
     (["--account", "0x" + "1" * 40, "--encryption-key", "0x12"], "X25519"),
     (["--account", "0x" + "1" * 40, "--role", "king"], "role"),
+    (["--account", "0x" + "1" * 40, "--name", "Bank\x00B"], "bank name must have printable characters only"),
+    (["--account", "0x" + "1" * 40, "--name", "Bank\nB"], "bank name must have printable characters only"),
 ])
 def test_member_propose_rejects_bad_input_and_sends_nothing(cli: CliRunner, deployed: dict[str, str],
                                                             args: list[str], message: str) -> None:
