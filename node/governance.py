@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from node.chain.registry import Member, MemberRole, Proposal, ProposalOutcome, RegistryClient
+from node.crypto.envelopes import is_usable_public_key
 from node.errors import InvalidInput, NotFound
 from node.setup import validate_bank_identity
 
@@ -41,7 +42,13 @@ def parse_encryption_key(text: str) -> bytes:
     if not _KEY.match(text.strip()):
         raise InvalidInput(f"encryption key {text!r} is not a 0x-prefixed 32-byte hex X25519 public key",
                            code="invalid_encryption_key")
-    return bytes.fromhex(text.strip()[2:])
+    key = bytes.fromhex(text.strip()[2:])
+    if not is_usable_public_key(key):
+        # No envelope can ever be sealed for it, so the member would never get the alliance key; and its address and
+        # bank code, once admitted, can never be admitted again.
+        raise InvalidInput(f"encryption key {text!r} is not a usable X25519 public key (a low-order point, such as "
+                           "all zeros): use the key `alliance init` printed", code="invalid_encryption_key")
+    return key
 
 
 def parse_role(text: str) -> MemberRole:

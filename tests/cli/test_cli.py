@@ -264,6 +264,9 @@ def test_output_quoting_brackets_is_printed_as_typed_not_as_rich_markup(cli: Cli
     (["--account", "0x" + "0" * 40], "zero address"),
     (["--account", "0x" + "1" * 40, "--encryption-key", "0x12"], "X25519"),
     (["--account", "0x" + "1" * 40, "--role", "king"], "role"),
+    # Low-order points: admitted, the member never got the alliance key (every distributor pass failed to seal it).
+    (["--account", "0x" + "1" * 40, "--encryption-key", "0x" + "00" * 32], "not a usable X25519 public key"),
+    (["--account", "0x" + "1" * 40, "--encryption-key", "0x01" + "00" * 31], "not a usable X25519 public key"),
     (["--account", "0x" + "1" * 40, "--name", "Bank\x00B"], "bank name must have printable characters only"),
     (["--account", "0x" + "1" * 40, "--name", "Bank\nB"], "bank name must have printable characters only"),
 ])
