@@ -66,19 +66,35 @@ def find_member(registry: RegistryClient, reference: str) -> Member:
     reference = reference.strip()
     # ASCII digits only: str.isdigit() admits "²", which int() refuses; and int() refuses over 4,300 digits.
     if reference.isascii() and reference.isdigit():
-        member_id = int(reference) if len(reference) <= MAX_MEMBER_ID_DIGITS else 0
-        if not 1 <= member_id <= registry.member_count():
-            raise NotFound(f"no member with id {reference}", code="unknown_member")
-        return registry.member(member_id)
+        return _member_by_number(registry, reference)
     if reference.startswith("0x"):
         member_id = registry.member_id_of(parse_address(reference))
         if member_id == 0:
             raise NotFound(f"no member with signing address {reference}", code="unknown_member")
         return registry.member(member_id)
-    for member in registry.members():
-        if member.bank_code == reference.upper():
-            return member
-    raise NotFound(f"no member with id, address or bank code {reference!r}", code="unknown_member")
+    by_code = _member_with_bank_code(registry, reference)
+    if by_code is None:
+        raise NotFound(f"no member with id, address or bank code {reference!r}", code="unknown_member")
+    return by_code
+
+
+def _member_by_number(registry: RegistryClient, reference: str) -> Member:
+    """A member whose id or bank code is `reference`, all digits: bank codes may be (CNAPS codes are)."""
+    member_id = int(reference) if len(reference) <= MAX_MEMBER_ID_DIGITS else 0
+    by_id = registry.member(member_id) if 1 <= member_id <= registry.member_count() else None
+    by_code = _member_with_bank_code(registry, reference)
+    if by_id is not None and by_code is not None and by_id.member_id != by_code.member_id:
+        # A proposal must never target one member when the operator meant the other.
+        raise InvalidInput(f"{reference} is the id of member {by_id.member_id} ({by_id.bank_code}) and the bank code "
+                           f"of member {by_code.member_id}: give the signing address instead", code="ambiguous_member")
+    found = by_id or by_code
+    if found is None:
+        raise NotFound(f"no member with id or bank code {reference}", code="unknown_member")
+    return found
+
+
+def _member_with_bank_code(registry: RegistryClient, bank_code: str) -> Member | None:
+    return next((m for m in registry.members() if m.bank_code == bank_code.upper()), None)
 
 
 def find_proposal(registry: RegistryClient, proposal_id: int) -> Proposal:

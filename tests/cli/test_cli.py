@@ -288,6 +288,26 @@ def test_member_show_unknown_member_fails(cli: CliRunner, deployed: dict[str, st
         assert "no member" in one_error_line(result.err)
 
 
+def test_member_show_finds_a_bank_by_a_bank_code_of_digits(cli: CliRunner, deployed: dict[str, str]) -> None:
+    """All digits was read as a member id only: a bank with a CNAPS code (12 digits) could not be found by it."""
+    assert cli("member", "propose", "admit", "--account", Signer.generate().address, "--name", "Bank B",
+               "--bank-code", "102100099996", "--encryption-key", KEY).code == 0
+    result = cli("member", "show", "102100099996", "--json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["member_id"] == 2
+
+
+def test_member_propose_on_a_reference_that_is_one_members_id_and_anothers_bank_code_sends_nothing(
+        cli: CliRunner, deployed: dict[str, str]) -> None:
+    """`suspend 01` meant the bank with code 01 and proposed to suspend member 1."""
+    assert cli("member", "propose", "admit", "--account", Signer.generate().address, "--name", "Bank B",
+               "--bank-code", "01", "--encryption-key", KEY).code == 0
+    result = cli("member", "propose", "suspend", "01")
+    assert result.code == 1
+    assert "01 is the id of member 1 (BANKA) and the bank code of member 2" in one_error_line(result.err)
+    assert len(json.loads(cli("member", "proposals", "--json").out)) == 1  # the admission only
+
+
 def test_member_vote_with_wrong_passphrase_fails(cli: CliRunner, deployed: dict[str, str]) -> None:
     result = cli("member", "vote", "1", env={"ALLIANCE_KEY_PASSPHRASE": "not-the-passphrase"})
     assert result.code == 1
