@@ -455,7 +455,10 @@ def test_contracts_deploy_rejects_malformed_founders_file(cli: CliRunner, data_d
     founders = tmp_path / "founders.json"
     for content, message in [(b"{not json", "not JSON"), (b"[]", "non-empty JSON list"),
                              (b'[{"account": "0x1", "name": "A", "bank_code": "AA", "encryption_key": "0x"}]',
-                              "entry 0"), (b"\xff\xfe[]", "not UTF-8")]:
+                              "entry 0"), (b"\xff\xfe[]", "not UTF-8"),
+                             # were deployed as a founder named "None" with bank code "NONE"
+                             (b'[{"account": "0x' + b"1" * 40 + b'", "name": null, "bank_code": null, '
+                              b'"encryption_key": "' + KEY.encode() + b'"}]', "bank_code, name must be a JSON string")]:
         founders.write_bytes(content)
         result = cli("contracts", "deploy", "--founders", str(founders))
         assert result.code == 1
