@@ -495,6 +495,17 @@ def test_apikey_create_refuses_bad_label_and_issues_nothing(cli: CliRunner, stor
     assert json.loads(cli("apikey", "list", "--json", env=store).out) == []
 
 
+@pytest.mark.parametrize("key_id", ["nope\x00", "0123456789abcdef\x00"], ids=["nul", "issued_form_then_nul"])
+def test_apikey_revoke_of_an_id_no_key_can_have_fails_with_one_line(cli: CliRunner, store_url: str,
+                                                                   key_id: str) -> None:
+    """A NUL in the id was a psycopg DataError traceback on PostgreSQL."""
+    store = {"ALLIANCE_DATABASE_URL": store_url}
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA", env=store).code == 0
+    result = cli("apikey", "revoke", key_id, env=store)
+    assert result.code == 1
+    assert one_error_line(result.err).startswith("error: no API key")
+
+
 @pytest.mark.parametrize(("content", "message"), [
     (None, "does not exist"), (b"", "is a directory"), (b"phone\n\xff\xfe\n", "is not UTF-8 text")],
     ids=["missing", "directory", "not_utf8"])
