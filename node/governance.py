@@ -146,3 +146,10 @@ def vote(registry: RegistryClient, proposal_id: int) -> ProposalOutcome:
     find_proposal(registry, proposal_id)
     return registry.vote(proposal_id)
 
+
+def execute(registry: RegistryClient, proposal_id: int) -> ProposalOutcome:
+    """Execute a proposal whose votes pass it now although no vote did: the active count dropped since its last
+    vote (a suspension or removal), and its voters cannot vote again."""
+    find_proposal(registry, proposal_id)
+    return registry.execute(proposal_id)
+

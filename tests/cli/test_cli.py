@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from node.chain.client import ChainClient
+from node.chain.deployment import load_deployment
+from node.chain.registry import RegistryClient
 from node.chain.signer import Signer
 from node.store.db import Store
 from tests.cli.conftest import CliRunner
@@ -36,6 +38,21 @@ def deployed(cli: CliRunner) -> dict[str, str]:
     deploy = cli("contracts", "deploy")
     assert deploy.code == 0, deploy.err
     return dict(json.loads(init.out))
+
+
+@pytest.fixture
+def deployed_with_three_more(cli: CliRunner, tmp_path: Path, rpc_url: str) -> list[RegistryClient]:
+    """This bank (BANKA) and banks B, C, D, founders of one deployment; registry clients of B, C and D."""
+    init = json.loads(cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA", "--json").out)
+    others = [Signer.generate() for _ in range(3)]
+    founders = [{"account": init["address"], "name": "Bank A", "bank_code": "BANKA", "encryption_key": KEY}]
+    founders += [{"account": s.address, "name": f"Bank {c}", "bank_code": f"BANK{c}", "encryption_key": KEY}
+                 for s, c in zip(others, "BCD", strict=True)]
+    (tmp_path / "founders.json").write_text(json.dumps(founders))
+    deploy = cli("contracts", "deploy", "--founders", str(tmp_path / "founders.json"))
+    assert deploy.code == 0, deploy.err
+    registry = load_deployment(tmp_path / "node-data" / "deployments" / "dev.json").address("AllianceRegistry")
+    return [RegistryClient(ChainClient(rpc_url, signer=s), registry) for s in others]
 
 
 def test_init_creates_keys_config_and_store(cli: CliRunner, data_dir: Path) -> None:
@@ -306,6 +323,37 @@ def test_member_propose_on_a_reference_that_is_one_members_id_and_anothers_bank_
     assert result.code == 1
     assert "01 is the id of member 1 (BANKA) and the bank code of member 2" in one_error_line(result.err)
     assert len(json.loads(cli("member", "proposals", "--json").out)) == 1  # the admission only
+
+
+def test_member_execute_passes_a_proposal_whose_quorum_was_reached_by_a_suspension(
+        cli: CliRunner, deployed_with_three_more: list[RegistryClient]) -> None:
+    """The contract's `execute` had no command: a proposal whose voters were enough only once another member was
+    suspended could not be executed by its voters (they cannot vote again) and lapsed."""
+    b, c, _ = deployed_with_three_more
+    newcomer = Signer.generate().address
+    assert cli("member", "propose", "admit", "--account", newcomer, "--name", "Bank E", "--bank-code", "BANKE",
+               "--encryption-key", KEY).code == 0
+    assert not b.vote(1).executed  # 2 of 4: not more than half
+    assert cli("member", "propose", "suspend", "BANKD").code == 0
+    b.vote(2)
+    assert c.vote(2).executed  # 3 active members now: proposal 1's 2 votes pass it, and no vote is left to cast
+    assert "AllianceRegistryAlreadyVoted" in one_error_line(cli("member", "vote", "1").err)
+    refused = cli("member", "execute", "2")
+    assert refused.code == 1
+    assert "AllianceRegistryProposalAlreadyExecuted(proposalId=2)" in one_error_line(refused.err)
+    result = cli("member", "execute", "1", "--json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["executed"] is True
+    assert json.loads(cli("member", "show", newcomer, "--json").out)["bank_code"] == "BANKE"
+
+
+def test_member_execute_of_a_proposal_short_of_its_quorum_fails_with_one_line(
+        cli: CliRunner, deployed_with_three_more: list[RegistryClient]) -> None:
+    assert cli("member", "propose", "suspend", "BANKD").code == 0
+    result = cli("member", "execute", "1")
+    assert result.code == 1
+    assert "AllianceRegistryQuorumNotMet(proposalId=1, votes=1, required=3)" in one_error_line(result.err)
+    assert "no proposal 2" in one_error_line(cli("member", "execute", "2").err)
 
 
 def test_member_vote_with_wrong_passphrase_fails(cli: CliRunner, deployed: dict[str, str]) -> None:
