@@ -7,9 +7,12 @@ back as the contract's custom error.
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
 from node.chain.registry import Member, MemberRole, Proposal, ProposalOutcome, RegistryClient
 from node.crypto.envelopes import is_usable_public_key
@@ -153,3 +156,26 @@ def execute(registry: RegistryClient, proposal_id: int) -> ProposalOutcome:
     find_proposal(registry, proposal_id)
     return registry.execute(proposal_id)
 
+
+def besu_accounts_allowlist(registry: RegistryClient) -> str:
+    """Besu's accounts permissioning file (`permissions_config.toml`): the signing addresses of the active members,
+    of every role, as `activeAccounts()` holds them (suspended and removed members, and addresses rotated away
+    from, are not in it). Lowercase, sorted, so two banks exporting at one block write the same bytes."""
+    accounts = sorted(account.lower() for account in registry.active_accounts())
+    listed = ", ".join(f'"{account}"' for account in accounts)
+    return (f"# Accounts allowed to send transactions: the active members of AllianceRegistry {registry.address}.\n"
+            f"# Written by `alliance chain allowlist`; export it again after every membership change.\n"
+            f"accounts-allowlist=[{listed}]\n")
+
+
+def write_public_file(path: Path, text: str) -> None:
+    """Write `text` to `path` whole or not at all, readable by all (Besu may run as another user): written beside it
+    and renamed over it, so a failed export never leaves Besu a truncated allowlist."""
+    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), 0o644)
+            handle.write(text)
+        os.replace(partial, path)
+    finally:
+        Path(partial).unlink(missing_ok=True)

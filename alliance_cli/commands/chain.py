@@ -1,12 +1,18 @@
-"""`alliance chain up|down|status`: the dev chain, and the state of whichever chain is configured."""
+"""`alliance chain up|down|status|allowlist`: the dev chain, the state of whichever chain is configured, and Besu's
+accounts allowlist."""
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from alliance_cli import console
 from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
+from node import governance
 from node.errors import InvalidInput
 
 app = typer.Typer(help="Start, stop and inspect the chain.", no_args_is_help=True)
@@ -47,3 +53,21 @@ def chain_status(
         return
     for key, value in data.items():
         console.info(f"{key:>13}: {value}")
+
+
+@app.command("allowlist")
+def chain_allowlist(
+    ctx: typer.Context,
+    output: Annotated[Path | None, typer.Option(help="Write it to this file (replaced whole); default: stdout.")]
+    = None,
+) -> None:
+    """Besu's accounts allowlist (permissions_config.toml) from the registry's active members."""
+    text = governance.besu_accounts_allowlist(node_context(ctx).registry())
+    if output is None:
+        sys.stdout.write(text)  # exactly the file, never wrapped by rich
+        return
+    try:
+        governance.write_public_file(output, text)
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {output}: {exc.strerror or exc}", code="output_unwritable") from None
+    console.success(f"wrote the accounts allowlist to {output}")

@@ -6,6 +6,7 @@ import json
 import shutil
 import socket
 import threading
+import tomllib
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -354,6 +355,43 @@ def test_member_execute_of_a_proposal_short_of_its_quorum_fails_with_one_line(
     assert result.code == 1
     assert "AllianceRegistryQuorumNotMet(proposalId=1, votes=1, required=3)" in one_error_line(result.err)
     assert "no proposal 2" in one_error_line(cli("member", "execute", "2").err)
+
+
+def test_chain_allowlist_lists_the_active_members_accounts_only(cli: CliRunner, tmp_path: Path,
+                                                                deployed_with_three_more: list[RegistryClient]) -> None:
+    """Besu's accounts allowlist was documented as exported from activeAccounts(), with nothing to export it."""
+    b, c, _ = deployed_with_three_more
+    account = {code: json.loads(cli("member", "show", code, "--json").out)["account"].lower()
+               for code in ("BANKA", "BANKB", "BANKC", "BANKD")}
+    assert cli("member", "propose", "suspend", "BANKD").code == 0
+    b.vote(1)
+    assert c.vote(1).executed
+    rotated_to = Signer.generate().address
+    assert cli("member", "propose", "rotate", "BANKC", "--new-account", rotated_to).code == 0
+    assert b.vote(2).executed
+    expected = sorted([account["BANKA"], account["BANKB"], rotated_to.lower()])
+    printed = cli("chain", "allowlist")
+    assert printed.code == 0, printed.err
+    assert tomllib.loads(printed.out) == {"accounts-allowlist": expected}
+    target = tmp_path / "permissions_config.toml"
+    written = cli("chain", "allowlist", "--output", str(target))
+    assert written.code == 0, written.err
+    assert target.read_text() == printed.out and target.stat().st_mode & 0o777 == 0o644
+    assert account["BANKC"] not in target.read_text() and account["BANKD"] not in target.read_text()
+
+
+def test_chain_allowlist_while_the_chain_is_down_leaves_the_file_as_it_was(cli: CliRunner, tmp_path: Path,
+                                                                          deployed: dict[str, str]) -> None:
+    target = tmp_path / "permissions_config.toml"
+    assert cli("chain", "allowlist", "--output", str(target)).code == 0
+    before = target.read_text()
+    result = cli("chain", "allowlist", "--output", str(target), env={"ALLIANCE_RPC_URL": "http://127.0.0.1:9"})
+    assert result.code == 1
+    assert "unreachable" in one_error_line(result.err)
+    assert target.read_text() == before and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    unwritable = cli("chain", "allowlist", "--output", str(tmp_path / "no-such-dir" / "x.toml"))
+    assert unwritable.code == 1
+    assert "cannot write" in one_error_line(unwritable.err)
 
 
 def test_member_vote_with_wrong_passphrase_fails(cli: CliRunner, deployed: dict[str, str]) -> None:
