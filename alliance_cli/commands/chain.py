@@ -13,6 +13,7 @@ from alliance_cli import console
 from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
 from node import governance
+from node.chain.errors import redacted_url
 from node.errors import InvalidInput
 
 app = typer.Typer(help="Start, stop and inspect the chain.", no_args_is_help=True)
@@ -46,7 +47,7 @@ def chain_status(
     """Show the configured chain's id and head block (exit code 1 if unreachable)."""
     node = node_context(ctx)
     head = node.chain.head()
-    data = {"network": node.settings.network.value, "rpc_url": node.settings.effective_rpc_url,
+    data = {"network": node.settings.network.value, "rpc_url": redacted_url(node.settings.effective_rpc_url),
             "chain_id": head.chain_id, "block_number": head.block_number, "block_hash": head.block_hash}
     if json_output:
         console.print_json(data)
