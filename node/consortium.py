@@ -23,7 +23,7 @@ from node.errors import AllianceError, Conflict, InvalidInput
 from node.governance import admission_request
 from node.input_files import read_json_file
 from node.runtime import NodeContext
-from node.setup import init_node
+from node.setup import init_node, validate_bank_identity
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +32,10 @@ DEMO_BANKS = (("Demo Bank A", "DEMO-A"), ("Demo Bank B", "DEMO-B"), ("Demo Bank 
 
 
 def this_bank_as_founder(node: NodeContext) -> FoundingMember:
-    return FoundingMember(node.address, MemberRole.member, node.settings.bank_name, node.settings.bank_code,
-                          public_key_bytes(node.encryption_key))
+    # Checked as init checks them: the settings may come from ALLIANCE_BANK_NAME/CODE or a hand-edited config, and
+    # the chain keeps a founder's name and code for good (a lowercase code could never be found again).
+    name, code = validate_bank_identity(node.settings.bank_name, node.settings.bank_code)
+    return FoundingMember(node.address, MemberRole.member, name, code, public_key_bytes(node.encryption_key))
 
 
 def parse_founders(path: Path) -> list[FoundingMember]:

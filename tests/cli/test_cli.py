@@ -536,6 +536,18 @@ def test_contracts_deploy_whose_record_cannot_be_written_sends_nothing(cli: CliR
     assert ChainClient(rpc_url).block_number() == head
 
 
+def test_contracts_deploy_checks_this_banks_identity_from_the_environment(cli: CliRunner, rpc_url: str) -> None:
+    """ALLIANCE_BANK_CODE went on chain as given: a lowercase code no reference could find, or any text at all."""
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0
+    head = ChainClient(rpc_url).block_number()
+    refused = cli("contracts", "deploy", env={"ALLIANCE_BANK_CODE": "bad code!"})
+    assert refused.code == 1
+    assert "bank code 'bad code!'" in one_error_line(refused.err)
+    assert ChainClient(rpc_url).block_number() == head
+    assert cli("contracts", "deploy", env={"ALLIANCE_BANK_CODE": "banka"}).code == 0
+    assert json.loads(cli("member", "show", "BANKA", "--json").out)["bank_code"] == "BANKA"
+
+
 def test_contracts_deploy_rejects_malformed_founders_file(cli: CliRunner, data_dir: Path, tmp_path: Path) -> None:
     assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0
     founders = tmp_path / "founders.json"
