@@ -26,7 +26,7 @@ from pydantic_settings.exceptions import SettingsError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from node.chain.profiles import NetworkProfile, load_profile
+from node.chain.profiles import NetworkProfile, ProfileError, load_profile
 from node.paths import CHAIN_CONFIG_DIR
 from node.private_files import write_private_text
 
@@ -156,7 +156,10 @@ class Settings(BaseSettings):
 
     @property
     def profile(self) -> NetworkProfile:
-        return load_profile(self.network.value)
+        try:
+            return load_profile(self.network.value)
+        except ProfileError as exc:  # a config problem like any other: one line, not a traceback
+            raise ConfigError(str(exc)) from exc
 
     @property
     def effective_chain_id(self) -> int:

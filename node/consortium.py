@@ -23,16 +23,19 @@ from node.errors import AllianceError, Conflict, InvalidInput
 from node.governance import admission_request
 from node.input_files import read_json_file
 from node.runtime import NodeContext
-from node.setup import init_node
+from node.setup import init_node, validate_bank_identity
 
 logger = logging.getLogger(__name__)
 
+_FOUNDER_FIELDS = frozenset({"account", "role", "name", "bank_code", "encryption_key"})
 DEMO_BANKS = (("Demo Bank A", "DEMO-A"), ("Demo Bank B", "DEMO-B"), ("Demo Bank C", "DEMO-C"))
 
 
 def this_bank_as_founder(node: NodeContext) -> FoundingMember:
-    return FoundingMember(node.address, MemberRole.member, node.settings.bank_name, node.settings.bank_code,
-                          public_key_bytes(node.encryption_key))
+    # Checked as init checks them: the settings may come from ALLIANCE_BANK_NAME/CODE or a hand-edited config, and
+    # the chain keeps a founder's name and code for good (a lowercase code could never be found again).
+    name, code = validate_bank_identity(node.settings.bank_name, node.settings.bank_code)
+    return FoundingMember(node.address, MemberRole.member, name, code, public_key_bytes(node.encryption_key))
 
 
 def parse_founders(path: Path) -> list[FoundingMember]:
@@ -48,13 +51,17 @@ def parse_founders(path: Path) -> list[FoundingMember]:
 def _founder(entry: Any, where: str) -> FoundingMember:
     if not isinstance(entry, dict):
         raise InvalidInput(f"{where}: must be an object", code="malformed_file")
-    missing = {"account", "name", "bank_code", "encryption_key"} - entry.keys()
+    missing = _FOUNDER_FIELDS - {"role"} - entry.keys()
     if missing:
         raise InvalidInput(f"{where}: missing {', '.join(sorted(missing))}", code="malformed_file")
+    # Strings only: str() made a null name "None" and a null bank code "NONE", founders the chain keeps for good.
+    not_text = sorted(name for name in _FOUNDER_FIELDS & entry.keys() if not isinstance(entry[name], str))
+    if not_text:
+        raise InvalidInput(f"{where}: {', '.join(not_text)} must be a JSON string", code="malformed_file")
     try:
-        request = admission_request(account=str(entry["account"]), role=str(entry.get("role", "member")),
-                                    name=str(entry["name"]), bank_code=str(entry["bank_code"]),
-                                    encryption_key=str(entry["encryption_key"]))
+        request = admission_request(account=entry["account"], role=entry.get("role", "member"),
+                                    name=entry["name"], bank_code=entry["bank_code"],
+                                    encryption_key=entry["encryption_key"])
     except InvalidInput as exc:
         raise InvalidInput(f"{where}: {exc}", code=exc.code) from exc
     return FoundingMember(request.account, request.role, request.name, request.bank_code, request.encryption_key)

@@ -7,11 +7,15 @@ back as the contract's custom error.
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
 from node.chain.registry import Member, MemberRole, Proposal, ProposalOutcome, RegistryClient
+from node.crypto.envelopes import is_usable_public_key
 from node.errors import InvalidInput, NotFound
 from node.setup import validate_bank_identity
 
@@ -41,7 +45,13 @@ def parse_encryption_key(text: str) -> bytes:
     if not _KEY.match(text.strip()):
         raise InvalidInput(f"encryption key {text!r} is not a 0x-prefixed 32-byte hex X25519 public key",
                            code="invalid_encryption_key")
-    return bytes.fromhex(text.strip()[2:])
+    key = bytes.fromhex(text.strip()[2:])
+    if not is_usable_public_key(key):
+        # No envelope can ever be sealed for it, so the member would never get the alliance key; and its address and
+        # bank code, once admitted, can never be admitted again.
+        raise InvalidInput(f"encryption key {text!r} is not a usable X25519 public key (a low-order point, such as "
+                           "all zeros): use the key `alliance init` printed", code="invalid_encryption_key")
+    return key
 
 
 def parse_role(text: str) -> MemberRole:
@@ -59,19 +69,35 @@ def find_member(registry: RegistryClient, reference: str) -> Member:
     reference = reference.strip()
     # ASCII digits only: str.isdigit() admits "²", which int() refuses; and int() refuses over 4,300 digits.
     if reference.isascii() and reference.isdigit():
-        member_id = int(reference) if len(reference) <= MAX_MEMBER_ID_DIGITS else 0
-        if not 1 <= member_id <= registry.member_count():
-            raise NotFound(f"no member with id {reference}", code="unknown_member")
-        return registry.member(member_id)
+        return _member_by_number(registry, reference)
     if reference.startswith("0x"):
         member_id = registry.member_id_of(parse_address(reference))
         if member_id == 0:
             raise NotFound(f"no member with signing address {reference}", code="unknown_member")
         return registry.member(member_id)
-    for member in registry.members():
-        if member.bank_code == reference.upper():
-            return member
-    raise NotFound(f"no member with id, address or bank code {reference!r}", code="unknown_member")
+    by_code = _member_with_bank_code(registry, reference)
+    if by_code is None:
+        raise NotFound(f"no member with id, address or bank code {reference!r}", code="unknown_member")
+    return by_code
+
+
+def _member_by_number(registry: RegistryClient, reference: str) -> Member:
+    """A member whose id or bank code is `reference`, all digits: bank codes may be (CNAPS codes are)."""
+    member_id = int(reference) if len(reference) <= MAX_MEMBER_ID_DIGITS else 0
+    by_id = registry.member(member_id) if 1 <= member_id <= registry.member_count() else None
+    by_code = _member_with_bank_code(registry, reference)
+    if by_id is not None and by_code is not None and by_id.member_id != by_code.member_id:
+        # A proposal must never target one member when the operator meant the other.
+        raise InvalidInput(f"{reference} is the id of member {by_id.member_id} ({by_id.bank_code}) and the bank code "
+                           f"of member {by_code.member_id}: give the signing address instead", code="ambiguous_member")
+    found = by_id or by_code
+    if found is None:
+        raise NotFound(f"no member with id or bank code {reference}", code="unknown_member")
+    return found
+
+
+def _member_with_bank_code(registry: RegistryClient, bank_code: str) -> Member | None:
+    return next((m for m in registry.members() if m.bank_code == bank_code.upper()), None)
 
 
 def find_proposal(registry: RegistryClient, proposal_id: int) -> Proposal:
@@ -123,3 +149,33 @@ def vote(registry: RegistryClient, proposal_id: int) -> ProposalOutcome:
     find_proposal(registry, proposal_id)
     return registry.vote(proposal_id)
 
+
+def execute(registry: RegistryClient, proposal_id: int) -> ProposalOutcome:
+    """Execute a proposal whose votes pass it now although no vote did: the active count dropped since its last
+    vote (a suspension or removal), and its voters cannot vote again."""
+    find_proposal(registry, proposal_id)
+    return registry.execute(proposal_id)
+
+
+def besu_accounts_allowlist(registry: RegistryClient) -> str:
+    """Besu's accounts permissioning file (`permissions_config.toml`): the signing addresses of the active members,
+    of every role, as `activeAccounts()` holds them (suspended and removed members, and addresses rotated away
+    from, are not in it). Lowercase, sorted, so two banks exporting at one block write the same bytes."""
+    accounts = sorted(account.lower() for account in registry.active_accounts())
+    listed = ", ".join(f'"{account}"' for account in accounts)
+    return (f"# Accounts allowed to send transactions: the active members of AllianceRegistry {registry.address}.\n"
+            f"# Written by `alliance chain allowlist`; export it again after every membership change.\n"
+            f"accounts-allowlist=[{listed}]\n")
+
+
+def write_public_file(path: Path, text: str) -> None:
+    """Write `text` to `path` whole or not at all, readable by all (Besu may run as another user): written beside it
+    and renamed over it, so a failed export never leaves Besu a truncated allowlist."""
+    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), 0o644)
+            handle.write(text)
+        os.replace(partial, path)
+    finally:
+        Path(partial).unlink(missing_ok=True)

@@ -12,6 +12,7 @@ from node.config import Network, Settings, write_config
 from node.crypto.envelopes import dump_private_key, generate_encryption_keypair, public_key_bytes
 from node.errors import Conflict, InvalidInput
 from node.store.db import Store, StoreNotFound
+from node.text import printable_name
 
 BANK_CODE = re.compile(r"^[A-Z0-9][A-Z0-9_-]{1,31}$")
 MAX_BANK_NAME = 120
@@ -30,6 +31,9 @@ def validate_bank_identity(bank_name: str, bank_code: str) -> tuple[str, str]:
     code = bank_code.strip().upper()
     if not name or len(name) > MAX_BANK_NAME:
         raise InvalidInput(f"bank name must be 1-{MAX_BANK_NAME} characters", code="invalid_bank_name")
+    # The name goes into alliance.toml (where a lone surrogate is TOML no command can read again) and onto the chain
+    # for good (where a control character garbles every member listing).
+    printable_name(name, field="bank name")
     if not BANK_CODE.match(code):
         raise InvalidInput(f"bank code {bank_code!r} must be 2-32 of A-Z, 0-9, '_' or '-'",
                            code="invalid_bank_code")
@@ -39,8 +43,7 @@ def validate_bank_identity(bank_name: str, bank_code: str) -> tuple[str, str]:
 def init_node(settings: Settings, *, bank_name: str, bank_code: str, passphrase: str) -> InitResult:
     """Create the data dir. Refuses to touch an existing key: losing it would lose the membership."""
     name, code = validate_bank_identity(bank_name, bank_code)
-    if len(passphrase) < 12 and settings.network != Network.dev:
-        raise InvalidInput("the key passphrase must be at least 12 characters", code="weak_passphrase")
+    _validate_passphrase(passphrase, settings.network)
     if settings.signing_key_file.exists() or settings.encryption_key_file.exists():
         raise Conflict(f"{settings.data_dir} already holds a bank's keys; refusing to overwrite them",
                        code="already_initialised")
@@ -61,6 +64,20 @@ def init_node(settings: Settings, *, bank_name: str, bank_code: str, passphrase:
                            code="data_dir_unwritable") from None
     return InitResult(settings.data_dir, keystore_address(settings.signing_key_file),
                       public_key_bytes(encryption_key), config_file)
+
+
+def _validate_passphrase(passphrase: str, network: Network) -> None:
+    """Checked before anything is written: the keys are encrypted under it only after the store is made."""
+    if not passphrase:
+        # The dev network may use a short passphrase, not none: neither key file can be encrypted under it.
+        raise InvalidInput("the key passphrase must not be empty", code="weak_passphrase")
+    try:
+        passphrase.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8 in ALLIANCE_KEY_PASSPHRASE or at the prompt
+        raise InvalidInput("the key passphrase holds bytes that are not UTF-8 text",
+                           code="invalid_passphrase") from None
+    if len(passphrase) < 12 and network != Network.dev:
+        raise InvalidInput("the key passphrase must be at least 12 characters", code="weak_passphrase")
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from alliance_cli.main import run
+from node import config
 from node.chain.profiles import ProfileError, load_profile
 from node.config import DEV_PASSPHRASE, ConfigError, Settings, load_settings, write_config
+from node.setup import init_node
 
 
 def test_env_overrides_toml_which_overrides_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -152,3 +155,36 @@ def test_a_refused_webhook_url_is_not_quoted(tmp_path: Path) -> None:
 def test_risk_alert_webhook_url_accepts_an_https_url_with_credentials_and_a_path(tmp_path: Path) -> None:
     url = "https://node:secret@alerts.bank.internal:8443/v1/hook?source=alliance"
     assert load_settings(tmp_path, risk_alert_webhook_url=url).risk_alert_webhook_url == url
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("chain_id = 0\ngas_price = 0\nhardfork = 'cancun'\nconfirmations = 0\n", "chain_id must be .* at least 1"),
+    ("chain_id = true\ngas_price = 0\nhardfork = 'cancun'\nconfirmations = 0\n", "chain_id must be an integer"),
+    ("chain_id = 5\ngas_price = -1\nhardfork = 'cancun'\nconfirmations = 0\n", "gas_price must be .* at least 0"),
+    ("chain_id = 5\ngas_price = 0\nhardfork = 'cancun'\nconfirmations = 1.9\n", "confirmations must be an integer"),
+    ("chain_id = 5\ngas_price = 0\nhardfork = ''\nconfirmations = 0\n", "hardfork must be"),
+    ("chain_id = 5\ngas_price = 0\nconfirmations = 0\n", "hardfork is missing"),
+    ("chain_id = 5\nchain_id = 6\n", "malformed"),
+], ids=["zero_chain_id", "boolean", "negative_gas_price", "fractional_depth", "empty_hardfork", "missing", "not_toml"])
+def test_profile_with_values_no_chain_has_is_refused(tmp_path: Path, content: str, message: str) -> None:
+    """int() took `true` as 1 and 1.9 as 1; a zero chain id or a negative depth or price was taken as given."""
+    (tmp_path / "odd.toml").write_text(content)
+    with pytest.raises(ProfileError, match=message):
+        load_profile("odd", tmp_path)
+
+
+def test_malformed_profile_fails_a_command_with_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """Was a ProfileError traceback from every command of a node on that network."""
+    profiles = tmp_path / "chain_config"
+    profiles.mkdir()
+    (profiles / "local.toml").write_text("chain_id = 31337\nconfirmations = 0x\n")
+    monkeypatch.setattr(config, "load_profile", lambda network: load_profile(network, profiles))
+    data_dir = tmp_path / "node-data"
+    init_node(load_settings(data_dir, network="local", rpc_url="http://127.0.0.1:9"), bank_name="Bank A",
+              bank_code="BANKA", passphrase="a long enough passphrase")
+    with pytest.raises(SystemExit) as exited:
+        run(["--data-dir", str(data_dir), "chain", "status"])
+    assert exited.value.code == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: network profile {profiles / 'local.toml'} is malformed")

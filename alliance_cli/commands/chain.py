@@ -1,12 +1,19 @@
-"""`alliance chain up|down|status`: the dev chain, and the state of whichever chain is configured."""
+"""`alliance chain up|down|status|allowlist`: the dev chain, the state of whichever chain is configured, and Besu's
+accounts allowlist."""
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from alliance_cli import console
 from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
+from node import governance
+from node.chain.errors import redacted_url
 from node.errors import InvalidInput
 
 app = typer.Typer(help="Start, stop and inspect the chain.", no_args_is_help=True)
@@ -40,10 +47,28 @@ def chain_status(
     """Show the configured chain's id and head block (exit code 1 if unreachable)."""
     node = node_context(ctx)
     head = node.chain.head()
-    data = {"network": node.settings.network.value, "rpc_url": node.settings.effective_rpc_url,
+    data = {"network": node.settings.network.value, "rpc_url": redacted_url(node.settings.effective_rpc_url),
             "chain_id": head.chain_id, "block_number": head.block_number, "block_hash": head.block_hash}
     if json_output:
         console.print_json(data)
         return
     for key, value in data.items():
         console.info(f"{key:>13}: {value}")
+
+
+@app.command("allowlist")
+def chain_allowlist(
+    ctx: typer.Context,
+    output: Annotated[Path | None, typer.Option(help="Write it to this file (replaced whole); default: stdout.")]
+    = None,
+) -> None:
+    """Besu's accounts allowlist (permissions_config.toml) from the registry's active members."""
+    text = governance.besu_accounts_allowlist(node_context(ctx).registry())
+    if output is None:
+        sys.stdout.write(text)  # exactly the file, never wrapped by rich
+        return
+    try:
+        governance.write_public_file(output, text)
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {output}: {exc.strerror or exc}", code="output_unwritable") from None
+    console.success(f"wrote the accounts allowlist to {output}")

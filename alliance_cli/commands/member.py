@@ -1,4 +1,4 @@
-"""`alliance member propose|vote|list|show|proposals`: consortium membership by proposal and vote."""
+"""`alliance member propose|vote|execute|list|show|proposals`: consortium membership by proposal and vote."""
 
 from __future__ import annotations
 
@@ -50,6 +50,19 @@ def member_vote(
     node = node_context(ctx)
     outcome = governance.vote(node.registry(signing=True), proposal_id)
     _report(outcome, json_output, f"voted for proposal {proposal_id}")
+
+
+@app.command("execute")
+def member_execute(
+    ctx: typer.Context,
+    proposal_id: Annotated[int, typer.Argument(min=1, help="The proposal to execute.")],
+    json_output: JsonOption = False,
+) -> None:
+    """Execute a proposal that has enough votes now that fewer members are active (none of its voters can vote
+    again)."""
+    node = node_context(ctx)
+    outcome = governance.execute(node.registry(signing=True), proposal_id)
+    _report(outcome, json_output, f"proposal {proposal_id}")
 
 
 def _report(outcome: ProposalOutcome, json_output: bool, what: str) -> None:

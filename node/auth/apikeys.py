@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +19,8 @@ from node.store.models import ApiKey, utcnow
 from node.text import printable_name
 
 KEY_PREFIX = "ak"
+_KEY_ID_BYTES = 8
+_KEY_ID = re.compile(f"[0-9a-f]{{{2 * _KEY_ID_BYTES}}}")  # secrets.token_hex(_KEY_ID_BYTES)
 MAX_LABEL = 200  # api_keys.label
 
 
@@ -58,7 +61,7 @@ def create_api_key(session: Session, role: Role | str, label: str = "") -> Issue
     if len(label) > MAX_LABEL:
         raise InvalidInput(f"a key's label has at most {MAX_LABEL} characters", code="invalid_label")
     printable_name(label, field="the label")  # shown in `apikey list`, where a control character would garble it
-    key_id = secrets.token_hex(8)
+    key_id = secrets.token_hex(_KEY_ID_BYTES)
     secret = secrets.token_urlsafe(32)
     session.add(ApiKey(key_id=key_id, role=role.value, label=label, secret_sha256=_digest(secret)))
     return IssuedKey(key_id, role, label, f"{KEY_PREFIX}_{key_id}_{secret}")
@@ -67,7 +70,7 @@ def create_api_key(session: Session, role: Role | str, label: str = "") -> Issue
 def authenticate(session: Session, token: str) -> KeyInfo:
     prefix, _, rest = token.partition("_")
     key_id, _, secret = rest.partition("_")
-    if prefix != KEY_PREFIX or not key_id or not secret:
+    if prefix != KEY_PREFIX or not _KEY_ID.fullmatch(key_id) or not secret:
         raise InvalidApiKey("malformed API key")
     row = session.get(ApiKey, key_id)
     if row is None or not hmac.compare_digest(row.secret_sha256, _digest(secret)):
@@ -78,7 +81,8 @@ def authenticate(session: Session, token: str) -> KeyInfo:
 
 
 def revoke_api_key(session: Session, key_id: str) -> KeyInfo:
-    row = session.get(ApiKey, key_id)
+    # Only ids of the issued form are looked up: PostgreSQL refuses a NUL in a query parameter with an error.
+    row = session.get(ApiKey, key_id) if _KEY_ID.fullmatch(key_id) else None
     if row is None:
         raise InvalidApiKey(f"no API key {key_id}")
     row.revoked_at = row.revoked_at or utcnow()

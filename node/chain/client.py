@@ -31,6 +31,7 @@ from node.chain.errors import (
     TransactionTimeout,
     UnknownRevert,
     decode_revert,
+    redacted_url,
 )
 from node.chain.signer import Signer
 
@@ -97,13 +98,13 @@ def translate_errors(rpc_url: str) -> Iterator[None]:
     except ContractLogicError as exc:
         raise _revert_from(exc) from exc
     except (requests.ConnectionError, requests.Timeout, ConnectionError) as exc:
-        raise ChainUnavailable(f"chain RPC at {rpc_url} is unreachable") from exc
+        raise ChainUnavailable(f"chain RPC at {redacted_url(rpc_url)} is unreachable") from exc
     except requests.HTTPError as exc:  # a proxy or web server at the URL, not a JSON-RPC endpoint (or one down)
         status = exc.response.status_code if exc.response is not None else 0
         error = ChainUnavailable if status >= 500 else ChainError
-        raise error(f"chain RPC at {rpc_url} answered HTTP {status}") from exc
+        raise error(f"chain RPC at {redacted_url(rpc_url)} answered HTTP {status}") from exc
     except requests.RequestException as exc:  # no scheme, not http(s), a malformed host: nothing was sent
-        raise ChainError(f"chain RPC URL {rpc_url!r} is not an http(s) URL requests can reach") from exc
+        raise ChainError(f"chain RPC URL {redacted_url(rpc_url)!r} is not an http(s) URL requests can reach") from exc
     except Web3RPCError as exc:
         raise ChainError(f"chain RPC error: {exc}") from exc
 

@@ -17,6 +17,16 @@ from eth_utils import function_signature_to_4byte_selector, to_checksum_address
 from node.chain.artifacts import available_artifacts
 
 
+def redacted_url(url: str) -> str:
+    """`url` as the node shows it (error messages, logs, `/health`): any credentials before the host (a proxy's basic
+    auth, `https://user:token@besu:8545`, which requests sends) replaced by `***`."""
+    scheme, separator, rest = url.partition("://")
+    authority, slash, path = rest.partition("/")
+    if not separator or "@" not in authority:
+        return url
+    return f"{scheme}://***@{authority.rpartition('@')[2]}{slash}{path}"
+
+
 class ChainError(Exception):
     """Base class of everything that goes wrong talking to the chain."""
 

@@ -25,7 +25,7 @@ from eth_typing import ABIEvent, ABIFunction
 from eth_utils import event_abi_to_log_topic, function_abi_to_4byte_selector, to_checksum_address
 
 from node.chain.artifacts import load_artifact
-from node.chain.errors import ChainError, ChainUnavailable
+from node.chain.errors import ChainError, ChainUnavailable, redacted_url
 
 logger = logging.getLogger(__name__)
 
@@ -176,14 +176,14 @@ class LedgerEventSource:
                                           headers={"Content-Type": "application/json"},
                                           timeout=self.request_timeout)
         except requests.RequestException as exc:
-            raise ChainUnavailable(f"chain RPC at {self.rpc_url} is unreachable") from exc
+            raise ChainUnavailable(f"chain RPC at {redacted_url(self.rpc_url)} is unreachable") from exc
         if response.status_code >= 500:
-            raise ChainUnavailable(f"chain RPC at {self.rpc_url} answered HTTP {response.status_code}")
+            raise ChainUnavailable(f"chain RPC at {redacted_url(self.rpc_url)} answered HTTP {response.status_code}")
         try:
             return json.loads(response.content)
         except ValueError as exc:
-            raise ChainError(f"chain RPC at {self.rpc_url} answered HTTP {response.status_code} without JSON") \
-                from exc
+            raise ChainError(f"chain RPC at {redacted_url(self.rpc_url)} answered HTTP {response.status_code} "
+                             "without JSON") from exc
 
     def call(self, method: str, params: list[Any]) -> Any:
         answer = self._post({"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params})

@@ -51,6 +51,16 @@ def public_key_bytes(private_key: X25519PrivateKey) -> bytes:
     return private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
+def is_usable_public_key(raw: bytes) -> bool:
+    """Whether envelopes can be sealed for this X25519 public key: 32 bytes and no low-order point (all zero, say),
+    whose shared secret is all zero whatever the ephemeral key, which OpenSSL refuses."""
+    try:
+        X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(raw))
+    except ValueError:
+        return False
+    return True
+
+
 def seal_envelope(
     *, recipient_public_key: bytes, recipient_member_id: int, epoch: int, alliance_key: bytes,
 ) -> bytes:

@@ -16,6 +16,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from node.errors import AllianceError
+
 VAULT_KEY_BYTES = 32
 _NONCE_BYTES = 12
 _TAG_BYTES = 16
@@ -41,8 +43,12 @@ def derive_vault_key(encryption_key: X25519PrivateKey) -> bytes:
     return derive_local_key(encryption_key, _VAULT_KEY_INFO)
 
 
-class VaultError(ValueError):
-    """A vault ciphertext that cannot be decrypted."""
+class VaultError(AllianceError, ValueError):
+    """A vault ciphertext that cannot be decrypted: altered, or sealed by another node (a store that is not this
+    node's, or a keys directory that was replaced). The node cannot serve from such a store, hence 503."""
+
+    code = "vault_mismatch"
+    http_status = 503
 
 
 class LocalVault:

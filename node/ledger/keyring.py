@@ -13,7 +13,7 @@ import time
 from sqlalchemy import select
 
 from node.crypto.keyed_hash import ALLIANCE_KEY_BYTES
-from node.crypto.vault import LocalVault
+from node.crypto.vault import LocalVault, VaultError
 from node.errors import AllianceError, Conflict
 from node.store.db import Store, once_more_on_conflict
 from node.store.ledger_tables import AllianceKey
@@ -48,8 +48,7 @@ class KeyRing:
             rows = session.scalars(select(AllianceKey).order_by(AllianceKey.epoch)).all()
             for row in rows:
                 if row.epoch not in self._cache:
-                    self._cache[row.epoch] = self._vault.decrypt(row.sealed_key,
-                                                                 associated_data=_associated_data(row.epoch))
+                    self._cache[row.epoch] = self._open(row)
         return dict(self._cache)
 
     def key(self, epoch: int) -> bytes:
@@ -82,7 +81,7 @@ class KeyRing:
         with self._store.transaction() as session:
             row = session.get(AllianceKey, epoch)
             if row is not None:
-                held = self._vault.decrypt(row.sealed_key, associated_data=_associated_data(epoch))
+                held = self._open(row)
                 if not hmac.compare_digest(held, key):
                     raise Conflict(f"a different alliance key for epoch {epoch} is already held",
                                    code="alliance_key_conflict")
@@ -91,3 +90,10 @@ class KeyRing:
                                     sealed_key=self._vault.encrypt(key, associated_data=_associated_data(epoch))))
         self._cache[epoch] = key
         return True
+
+    def _open(self, row: AllianceKey) -> bytes:
+        try:
+            return self._vault.decrypt(row.sealed_key, associated_data=_associated_data(row.epoch))
+        except VaultError as exc:
+            raise VaultError(f"the alliance key of epoch {row.epoch} in the store does not decrypt with this node's "
+                             "keys: the store is another node's, or the keys directory was replaced") from exc

@@ -34,6 +34,22 @@ def test_read_health_degraded_when_chain_unreachable(api: ApiNode) -> None:
     assert body["chain"]["reachable"] is False and "unreachable" in body["chain"]["error"]
 
 
+@pytest.mark.parametrize("reachable", [True, False], ids=["chain_up", "chain_down"])
+def test_read_health_never_shows_credentials_of_the_rpc_url(api: ApiNode, rpc_url: str, reachable: bool) -> None:
+    """/health needs no key, and it answered the RPC URL, user and password included, also in its error."""
+    endpoint = rpc_url if reachable else "http://127.0.0.1:9"
+    with_credentials = endpoint.replace("http://", "http://alliance:s3cret-token@")
+    settings = load_settings(api.node.settings.data_dir, rpc_url=with_credentials,
+                             database_url=api.node.settings.effective_database_url)
+    with TestClient(create_app(NodeContext(settings))) as client:
+        response = client.get("/health")
+    chain = response.json()["chain"]
+    assert chain["reachable"] is reachable  # requests sends them: a node may need them
+    assert chain["rpc_url"] == endpoint.replace("http://", "http://***@")
+    assert "s3cret-token" not in response.text and "alliance:" not in response.text
+    assert reachable or chain["error"] == f"chain RPC at {chain['rpc_url']} is unreachable"
+
+
 def test_list_members_requires_an_api_key(api: ApiNode) -> None:
     response = api.client.get("/v1/members")
     assert response.status_code == 401

@@ -9,7 +9,7 @@ import pytest
 
 from node.chain import client as client_module
 from node.chain.client import ChainClient
-from node.chain.errors import TransactionTimeout
+from node.chain.errors import ChainUnavailable, TransactionTimeout, redacted_url
 from node.chain.signer import Signer
 
 
@@ -86,3 +86,20 @@ def test_a_transaction_waiting_for_its_block_is_not_taken_for_lost(rpc_url: str,
     finally:
         client.rpc("evm_setAutomine", [True])
     assert receipt.status == 1 and receipt.tx_hash == waiting
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("http://user:pass@127.0.0.1:8545", "http://***@127.0.0.1:8545"),
+    ("https://token@besu.bank.example/rpc?x=1", "https://***@besu.bank.example/rpc?x=1"),
+    ("http://u:p@[::1]:8545/", "http://***@[::1]:8545/"),
+    ("http://127.0.0.1:8545/a@b", "http://127.0.0.1:8545/a@b"),
+    ("http://127.0.0.1:8545", "http://127.0.0.1:8545"),
+])
+def test_redacted_url_hides_credentials_only(url: str, shown: str) -> None:
+    assert redacted_url(url) == shown
+
+
+def test_unreachable_error_never_shows_credentials_of_the_rpc_url() -> None:
+    with pytest.raises(ChainUnavailable) as refused:
+        ChainClient("http://alliance:s3cret@127.0.0.1:9").head()
+    assert str(refused.value) == "chain RPC at http://***@127.0.0.1:9 is unreachable"

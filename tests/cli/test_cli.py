@@ -6,6 +6,7 @@ import json
 import shutil
 import socket
 import threading
+import tomllib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from node.chain.client import ChainClient
+from node.chain.deployment import load_deployment
+from node.chain.registry import RegistryClient
 from node.chain.signer import Signer
 from node.store.db import Store
 from node.store.ledger_tables import CheckLogEntry
@@ -38,6 +41,21 @@ def deployed(cli: CliRunner) -> dict[str, str]:
     deploy = cli("contracts", "deploy")
     assert deploy.code == 0, deploy.err
     return dict(json.loads(init.out))
+
+
+@pytest.fixture
+def deployed_with_three_more(cli: CliRunner, tmp_path: Path, rpc_url: str) -> list[RegistryClient]:
+    """This bank (BANKA) and banks B, C, D, founders of one deployment; registry clients of B, C and D."""
+    init = json.loads(cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA", "--json").out)
+    others = [Signer.generate() for _ in range(3)]
+    founders = [{"account": init["address"], "name": "Bank A", "bank_code": "BANKA", "encryption_key": KEY}]
+    founders += [{"account": s.address, "name": f"Bank {c}", "bank_code": f"BANK{c}", "encryption_key": KEY}
+                 for s, c in zip(others, "BCD", strict=True)]
+    (tmp_path / "founders.json").write_text(json.dumps(founders))
+    deploy = cli("contracts", "deploy", "--founders", str(tmp_path / "founders.json"))
+    assert deploy.code == 0, deploy.err
+    registry = load_deployment(tmp_path / "node-data" / "deployments" / "dev.json").address("AllianceRegistry")
+    return [RegistryClient(ChainClient(rpc_url, signer=s), registry) for s in others]
 
 
 def test_init_creates_keys_config_and_store(cli: CliRunner, data_dir: Path) -> None:
@@ -80,10 +98,27 @@ def test_init_outside_dev_without_a_passphrase_or_a_terminal_fails_with_one_line
     assert not data_dir.exists()
 
 
+@pytest.mark.parametrize(("passphrase", "message"), [
+    ("", "the key passphrase must not be empty"),
+    ("a long passphrase\udcff", "the key passphrase holds bytes that are not UTF-8 text"),
+], ids=["empty", "undecodable_byte"])
+def test_init_refuses_a_passphrase_no_key_can_be_encrypted_under_and_writes_nothing(cli: CliRunner, data_dir: Path,
+                                                                                  passphrase: str,
+                                                                                  message: str) -> None:
+    """Was a ValueError (UnicodeEncodeError) traceback from encrypting the X25519 key, after the store and the
+    keys directory were made."""
+    result = cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA", env={"ALLIANCE_KEY_PASSPHRASE": passphrase})
+    assert result.code == 1
+    assert message in one_error_line(result.err)
+    assert not data_dir.exists()
+
+
 @pytest.mark.parametrize(("name", "code", "message"), [
     ("", "BANKA", "bank name"),
     ("Bank A", "x", "bank code"),
     ("Bank A", "BAD CODE!", "bank code"),
+    ("Bank\x1b[2J A", "BANKA", "bank name must have printable characters only"),
+    ("Bank A\udcff", "BANKA", "bank name must have printable characters only"),  # wrote TOML nothing could read
 ])
 def test_init_rejects_bad_identity_and_writes_nothing(cli: CliRunner, data_dir: Path, name: str, code: str,
                                                       message: str) -> None:
@@ -273,6 +308,11 @@ def test_output_quoting_brackets_is_printed_as_typed_not_as_rich_markup(cli: Cli
     (["--account", "0x" + "0" * 40], "zero address"),
     (["--account", "0x" + "1" * 40, "--encryption-key", "0x12"], "X25519"),
     (["--account", "0x" + "1" * 40, "--role", "king"], "role"),
+    # Low-order points: admitted, the member never got the alliance key (every distributor pass failed to seal it).
+    (["--account", "0x" + "1" * 40, "--encryption-key", "0x" + "00" * 32], "not a usable X25519 public key"),
+    (["--account", "0x" + "1" * 40, "--encryption-key", "0x01" + "00" * 31], "not a usable X25519 public key"),
+    (["--account", "0x" + "1" * 40, "--name", "Bank\x00B"], "bank name must have printable characters only"),
+    (["--account", "0x" + "1" * 40, "--name", "Bank\nB"], "bank name must have printable characters only"),
 ])
 def test_member_propose_rejects_bad_input_and_sends_nothing(cli: CliRunner, deployed: dict[str, str],
                                                             args: list[str], message: str) -> None:
@@ -290,6 +330,94 @@ def test_member_show_unknown_member_fails(cli: CliRunner, deployed: dict[str, st
         result = cli("member", "show", reference)
         assert result.code == 1
         assert "no member" in one_error_line(result.err)
+
+
+def test_member_show_finds_a_bank_by_a_bank_code_of_digits(cli: CliRunner, deployed: dict[str, str]) -> None:
+    """All digits was read as a member id only: a bank with a CNAPS code (12 digits) could not be found by it."""
+    assert cli("member", "propose", "admit", "--account", Signer.generate().address, "--name", "Bank B",
+               "--bank-code", "102100099996", "--encryption-key", KEY).code == 0
+    result = cli("member", "show", "102100099996", "--json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["member_id"] == 2
+
+
+def test_member_propose_on_a_reference_that_is_one_members_id_and_anothers_bank_code_sends_nothing(
+        cli: CliRunner, deployed: dict[str, str]) -> None:
+    """`suspend 01` meant the bank with code 01 and proposed to suspend member 1."""
+    assert cli("member", "propose", "admit", "--account", Signer.generate().address, "--name", "Bank B",
+               "--bank-code", "01", "--encryption-key", KEY).code == 0
+    result = cli("member", "propose", "suspend", "01")
+    assert result.code == 1
+    assert "01 is the id of member 1 (BANKA) and the bank code of member 2" in one_error_line(result.err)
+    assert len(json.loads(cli("member", "proposals", "--json").out)) == 1  # the admission only
+
+
+def test_member_execute_passes_a_proposal_whose_quorum_was_reached_by_a_suspension(
+        cli: CliRunner, deployed_with_three_more: list[RegistryClient]) -> None:
+    """The contract's `execute` had no command: a proposal whose voters were enough only once another member was
+    suspended could not be executed by its voters (they cannot vote again) and lapsed."""
+    b, c, _ = deployed_with_three_more
+    newcomer = Signer.generate().address
+    assert cli("member", "propose", "admit", "--account", newcomer, "--name", "Bank E", "--bank-code", "BANKE",
+               "--encryption-key", KEY).code == 0
+    assert not b.vote(1).executed  # 2 of 4: not more than half
+    assert cli("member", "propose", "suspend", "BANKD").code == 0
+    b.vote(2)
+    assert c.vote(2).executed  # 3 active members now: proposal 1's 2 votes pass it, and no vote is left to cast
+    assert "AllianceRegistryAlreadyVoted" in one_error_line(cli("member", "vote", "1").err)
+    refused = cli("member", "execute", "2")
+    assert refused.code == 1
+    assert "AllianceRegistryProposalAlreadyExecuted(proposalId=2)" in one_error_line(refused.err)
+    result = cli("member", "execute", "1", "--json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["executed"] is True
+    assert json.loads(cli("member", "show", newcomer, "--json").out)["bank_code"] == "BANKE"
+
+
+def test_member_execute_of_a_proposal_short_of_its_quorum_fails_with_one_line(
+        cli: CliRunner, deployed_with_three_more: list[RegistryClient]) -> None:
+    assert cli("member", "propose", "suspend", "BANKD").code == 0
+    result = cli("member", "execute", "1")
+    assert result.code == 1
+    assert "AllianceRegistryQuorumNotMet(proposalId=1, votes=1, required=3)" in one_error_line(result.err)
+    assert "no proposal 2" in one_error_line(cli("member", "execute", "2").err)
+
+
+def test_chain_allowlist_lists_the_active_members_accounts_only(cli: CliRunner, tmp_path: Path,
+                                                                deployed_with_three_more: list[RegistryClient]) -> None:
+    """Besu's accounts allowlist was documented as exported from activeAccounts(), with nothing to export it."""
+    b, c, _ = deployed_with_three_more
+    account = {code: json.loads(cli("member", "show", code, "--json").out)["account"].lower()
+               for code in ("BANKA", "BANKB", "BANKC", "BANKD")}
+    assert cli("member", "propose", "suspend", "BANKD").code == 0
+    b.vote(1)
+    assert c.vote(1).executed
+    rotated_to = Signer.generate().address
+    assert cli("member", "propose", "rotate", "BANKC", "--new-account", rotated_to).code == 0
+    assert b.vote(2).executed
+    expected = sorted([account["BANKA"], account["BANKB"], rotated_to.lower()])
+    printed = cli("chain", "allowlist")
+    assert printed.code == 0, printed.err
+    assert tomllib.loads(printed.out) == {"accounts-allowlist": expected}
+    target = tmp_path / "permissions_config.toml"
+    written = cli("chain", "allowlist", "--output", str(target))
+    assert written.code == 0, written.err
+    assert target.read_text() == printed.out and target.stat().st_mode & 0o777 == 0o644
+    assert account["BANKC"] not in target.read_text() and account["BANKD"] not in target.read_text()
+
+
+def test_chain_allowlist_while_the_chain_is_down_leaves_the_file_as_it_was(cli: CliRunner, tmp_path: Path,
+                                                                          deployed: dict[str, str]) -> None:
+    target = tmp_path / "permissions_config.toml"
+    assert cli("chain", "allowlist", "--output", str(target)).code == 0
+    before = target.read_text()
+    result = cli("chain", "allowlist", "--output", str(target), env={"ALLIANCE_RPC_URL": "http://127.0.0.1:9"})
+    assert result.code == 1
+    assert "unreachable" in one_error_line(result.err)
+    assert target.read_text() == before and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    unwritable = cli("chain", "allowlist", "--output", str(tmp_path / "no-such-dir" / "x.toml"))
+    assert unwritable.code == 1
+    assert "cannot write" in one_error_line(unwritable.err)
 
 
 def test_member_vote_with_wrong_passphrase_fails(cli: CliRunner, deployed: dict[str, str]) -> None:
@@ -434,12 +562,27 @@ def test_contracts_deploy_whose_record_cannot_be_written_sends_nothing(cli: CliR
     assert ChainClient(rpc_url).block_number() == head
 
 
+def test_contracts_deploy_checks_this_banks_identity_from_the_environment(cli: CliRunner, rpc_url: str) -> None:
+    """ALLIANCE_BANK_CODE went on chain as given: a lowercase code no reference could find, or any text at all."""
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0
+    head = ChainClient(rpc_url).block_number()
+    refused = cli("contracts", "deploy", env={"ALLIANCE_BANK_CODE": "bad code!"})
+    assert refused.code == 1
+    assert "bank code 'bad code!'" in one_error_line(refused.err)
+    assert ChainClient(rpc_url).block_number() == head
+    assert cli("contracts", "deploy", env={"ALLIANCE_BANK_CODE": "banka"}).code == 0
+    assert json.loads(cli("member", "show", "BANKA", "--json").out)["bank_code"] == "BANKA"
+
+
 def test_contracts_deploy_rejects_malformed_founders_file(cli: CliRunner, data_dir: Path, tmp_path: Path) -> None:
     assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0
     founders = tmp_path / "founders.json"
     for content, message in [(b"{not json", "not JSON"), (b"[]", "non-empty JSON list"),
                              (b'[{"account": "0x1", "name": "A", "bank_code": "AA", "encryption_key": "0x"}]',
-                              "entry 0"), (b"\xff\xfe[]", "not UTF-8")]:
+                              "entry 0"), (b"\xff\xfe[]", "not UTF-8"),
+                             # were deployed as a founder named "None" with bank code "NONE"
+                             (b'[{"account": "0x' + b"1" * 40 + b'", "name": null, "bank_code": null, '
+                              b'"encryption_key": "' + KEY.encode() + b'"}]', "bank_code, name must be a JSON string")]:
         founders.write_bytes(content)
         result = cli("contracts", "deploy", "--founders", str(founders))
         assert result.code == 1
@@ -474,6 +617,17 @@ def test_apikey_create_refuses_bad_label_and_issues_nothing(cli: CliRunner, stor
     assert result.code == 1
     assert "label" in one_error_line(result.err)
     assert json.loads(cli("apikey", "list", "--json", env=store).out) == []
+
+
+@pytest.mark.parametrize("key_id", ["nope\x00", "0123456789abcdef\x00"], ids=["nul", "issued_form_then_nul"])
+def test_apikey_revoke_of_an_id_no_key_can_have_fails_with_one_line(cli: CliRunner, store_url: str,
+                                                                   key_id: str) -> None:
+    """A NUL in the id was a psycopg DataError traceback on PostgreSQL."""
+    store = {"ALLIANCE_DATABASE_URL": store_url}
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA", env=store).code == 0
+    result = cli("apikey", "revoke", key_id, env=store)
+    assert result.code == 1
+    assert one_error_line(result.err).startswith("error: no API key")
 
 
 @pytest.mark.parametrize(("content", "message"), [

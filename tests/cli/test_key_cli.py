@@ -84,3 +84,20 @@ def test_key_commands_of_a_bank_not_admitted_fail(cli: CliRunner, deployed: None
         result = cli("--data-dir", str(outsider), "key", command, env=env)
         assert result.code == 1
         assert "is not a member of the alliance" in one_error_line(result.err)
+
+
+def test_commands_on_a_store_whose_keys_another_node_sealed_fail_with_one_line(cli: CliRunner, deployed: None,
+                                                                               data_dir: Path,
+                                                                               tmp_path: Path) -> None:
+    """Bank B pointed at bank A's store: A's alliance key does not decrypt under B's keys. That was a VaultError
+    traceback (an HTTP 500 in the API) instead of one line saying why."""
+    assert cli("key", "sync").code == 0
+    other = ["--data-dir", str(tmp_path / "bank-b")]
+    shared = {"ALLIANCE_DATABASE_URL": f"sqlite:///{data_dir / 'node.db'}",
+              "ALLIANCE_DEPLOYMENT_FILE": str(data_dir / "deployments" / "dev.json")}
+    assert cli(*other, "init", "--bank-name", "Bank B", "--bank-code", "BANKB", env=shared).code == 0
+    for command in (["check", "phone=13800138000"], ["ledger", "republish"]):
+        result = cli(*other, *command, env=shared)
+        assert result.code == 1, command
+        assert ("the alliance key of epoch 1 in the store does not decrypt with this node's keys: the store is "
+                "another node's, or the keys directory was replaced") in one_error_line(result.err)

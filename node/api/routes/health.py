@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from node.api.deps import NodeDep
 from node.chain.deployment import check_deployment
-from node.chain.errors import ChainError
+from node.chain.errors import ChainError, redacted_url
 
 router = APIRouter(tags=["health"])
 
@@ -40,7 +40,8 @@ class HealthResponse(BaseModel):
 def read_health(node: NodeDep, request: Request) -> JSONResponse:
     """Liveness and readiness: 200 while the store works (the chain may be down), else 503."""
     store_ok = node.store.ping()
-    chain = ChainHealth(reachable=False, rpc_url=node.settings.effective_rpc_url)
+    # No key is needed here: credentials in the URL (a proxy's basic auth) must not be shown.
+    chain = ChainHealth(reachable=False, rpc_url=redacted_url(node.settings.effective_rpc_url))
     contracts = ContractsHealth(deployed=False)
     try:
         head = node.chain.head()
