@@ -19,12 +19,16 @@ from node.chain.artifacts import available_artifacts
 
 def redacted_url(url: str) -> str:
     """`url` as the node shows it (error messages, logs, `/health`): any credentials before the host (a proxy's basic
-    auth, `https://user:token@besu:8545`, which requests sends) replaced by `***`."""
+    auth, `https://user:token@besu:8545`, which requests sends) and the query (a gateway's `?apikey=…`) replaced by
+    `***`."""
     scheme, separator, rest = url.partition("://")
-    authority, slash, path = rest.partition("/")
-    if not separator or "@" not in authority:
+    if not separator:
         return url
-    return f"{scheme}://***@{authority.rpartition('@')[2]}{slash}{path}"
+    rest, question, _query = rest.partition("?")
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    return f"{scheme}://{authority}{slash}{path}" + ("?***" if question else "")
 
 
 class ChainError(Exception):

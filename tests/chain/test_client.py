@@ -90,12 +90,14 @@ def test_a_transaction_waiting_for_its_block_is_not_taken_for_lost(rpc_url: str,
 
 @pytest.mark.parametrize(("url", "shown"), [
     ("http://user:pass@127.0.0.1:8545", "http://***@127.0.0.1:8545"),
-    ("https://token@besu.bank.example/rpc?x=1", "https://***@besu.bank.example/rpc?x=1"),
+    ("https://token@besu.bank.example/rpc?x=1", "https://***@besu.bank.example/rpc?***"),
+    ("https://gateway.bank.example/rpc?apikey=s3cret&x=1", "https://gateway.bank.example/rpc?***"),
+    ("https://gateway.bank.example/a@b?k=a@b", "https://gateway.bank.example/a@b?***"),
     ("http://u:p@[::1]:8545/", "http://***@[::1]:8545/"),
     ("http://127.0.0.1:8545/a@b", "http://127.0.0.1:8545/a@b"),
     ("http://127.0.0.1:8545", "http://127.0.0.1:8545"),
 ])
-def test_redacted_url_hides_credentials_only(url: str, shown: str) -> None:
+def test_redacted_url_hides_credentials_and_the_query_only(url: str, shown: str) -> None:
     assert redacted_url(url) == shown
 
 
