@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -116,6 +117,7 @@ def migrate(engine: Engine, revision: str = "head", *, new_store: bool = True) -
             raise StoreNotFound(_no_store_message(where))  # before connecting, which would create the file
         if sqlite_file is not None:
             sqlite_file.parent.mkdir(parents=True, exist_ok=True)
+            _create_private_file(sqlite_file)
         current = _current_heads(engine)
         if not current and not new_store:
             raise StoreNotFound(_no_store_message(where))
@@ -129,6 +131,14 @@ def migrate(engine: Engine, revision: str = "head", *, new_store: bool = True) -
         # (ProgrammingError, PostgreSQL 15's default for public) or a file that is not SQLite (DatabaseError).
         reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
         raise StoreUnavailable(f"cannot open the database at {where}: {reason}") from exc
+
+
+def _create_private_file(path: Path) -> None:
+    """Create a new SQLite store's file readable by the node's user only, before SQLite creates it with the umask's
+    mode (0644 by default). Its -wal and -shm files take the database file's mode. The store holds no raw identifier
+    or key in clear, but it holds who checked which indicators, the bank's applications and its pool drafts."""
+    with suppress(FileExistsError):  # there already, or another process of this node made it just now
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def sqlite_file_of(url: URL | str) -> Path | None:

@@ -130,6 +130,21 @@ def assert_migration_refused(url: str, reason: str) -> None:
         store.close()
 
 
+def test_a_new_sqlite_store_and_its_wal_are_readable_by_the_node_user_only(tmp_path: Path) -> None:
+    """SQLite made the file with the umask's mode (0644): every local user could read the query log, applications
+    and pool drafts."""
+    store = Store(f"sqlite:///{tmp_path / 'node.db'}")
+    try:
+        store.migrate()
+        with store.transaction() as session:
+            create_api_key(session, Role.operator)
+        files = sorted(tmp_path.iterdir())
+        assert [f.name for f in files] == ["node.db", "node.db-shm", "node.db-wal"]
+        assert {oct(f.stat().st_mode & 0o777) for f in files} == {"0o600"}
+    finally:
+        store.close()
+
+
 def test_opening_a_file_that_is_not_sqlite_is_store_unavailable(tmp_path: Path) -> None:
     """It was SQLAlchemy's DatabaseError, a traceback; the file is left as it was."""
     other = tmp_path / "notes.db"
