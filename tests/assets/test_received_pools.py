@@ -18,6 +18,7 @@ from node.store.asset_tables import AssetLoan, AssetPool, AssetVersion
 from tests.assets.conftest import HEADER, loan_row, write_tape
 from tests.assets.test_chunked_anchor import CHUNK, Crash, crash_after, mirrored_ids
 from tests.assets.test_pools import anchor_tape
+from tests.conftest import interrupted_before_writing
 
 
 def tape_of_a(tmp_path: Path, name: str, seeds: range, extra: range = range(0)) -> Path:
@@ -164,3 +165,17 @@ def test_import_bound_with_the_chain_down_is_checked_by_the_contract_at_anchor(b
     assert refused.value.arguments == {"poolId": pool_id, "account": c.address}
     assert asset_registry(c).pool(pool_id).version_count == 1
     assert [v["state"] for v in local_pools(c)[0]["versions"]] == ["draft"]
+
+
+def test_import_bound_beside_another_binding_of_the_pool_is_refused(bank_on_store: NodeContext,
+                                                                    replica: NodeContext, tmp_path: Path) -> None:
+    """Two imports binding two names to one pool at once: the second finds the first's binding in its transaction."""
+    a = bank_on_store
+    pool_id, _receipt = asset_registry(a, signing=True).register_pool(b"\x02" * 32)  # held by A, bound to no name
+    tape = write_tape(tmp_path / "t.csv", [loan_row(1)])
+    with (interrupted_before_writing(a.store, {"asset_pools"},
+                                     lambda: import_tape(replica, "first", tape, pool_id=pool_id)),
+          pytest.raises(Conflict, match="is the local pool 'first' already") as late):
+        import_tape(a, "second", tape, pool_id=pool_id)
+    assert late.value.code == "pool_already_bound"
+    assert [(p["name"], p["pool_id"], len(p["versions"])) for p in local_pools(a)] == [("first", pool_id, 1)]
