@@ -32,6 +32,9 @@ def assets_import(
     ctx: typer.Context,
     tape: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The loan tape (CSV, see docs/assets.md).")],
     pool: Annotated[str, typer.Option(help="Local name of the pool the tape becomes the next version of.")],
+    pool_id: Annotated[int | None, typer.Option(
+        min=1, max=lifecycle.MAX_POOL_ID, help="Bind the local pool to this on-chain pool, which this bank holds "
+        "(received by transfer or succession), so that `anchor` adds its next version.")] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Import a loan tape as a draft version; a bad row imports nothing and lists every bad row."""
@@ -43,13 +46,14 @@ def assets_import(
                   console=console.err, disable=json_output or total < 10_000 or not console.err.is_terminal) \
             as progress:
         task = progress.add_task("import", total=total)
-        draft = import_tape(node, pool, tape, on_row=lambda n: progress.update(task, completed=n)
+        draft = import_tape(node, pool, tape, pool_id=pool_id, on_row=lambda n: progress.update(task, completed=n)
                             if n % 5_000 == 0 else None)
     if json_output:
         console.print_json(draft.to_json())
         return
-    console.success(f"imported {draft.loan_count} loans into a draft of pool {pool!r} (root 0x{draft.root.hex()}); "
-                    f"anchor it with `alliance assets anchor {pool}`")
+    bound = f", pool {draft.pool_id} on chain" if draft.pool_id is not None else ""
+    console.success(f"imported {draft.loan_count} loans into a draft of pool {pool!r} (root 0x{draft.root.hex()}"
+                    f"{bound}); anchor it with `alliance assets anchor {pool}`")
 
 
 @app.command("anchor")

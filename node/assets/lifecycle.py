@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import select
 
 from node import governance
+from node.assets.pools import MAX_POOL_ID as MAX_POOL_ID  # the store's width of a pool id, used here too
 from node.assets.pools import asset_registry, load_records
 from node.assets.records import STATUS_ENCODING, LoanStatus
 from node.assets.screening import sync_loan_mirror, version_complete
@@ -32,9 +33,9 @@ from node.runtime import NodeContext
 from node.store.asset_tables import AssetMirrorLoan, AssetPool, AssetServicingReport, AssetVersion
 from node.store.db import once_more_on_conflict
 
-# The store's widths, narrower than the contract's (uint256 pool ids, uint32 versions and periods): a larger number is
-# refused as bad input before anything is sent, rather than taken on chain and then failing to be stored.
-MAX_POOL_ID = 2**63 - 1  # BIGINT
+# The store's widths (and MAX_POOL_ID above), narrower than the contract's (uint256 pool ids, uint32 versions and
+# periods): a larger number is refused as bad input before anything is sent, rather than taken on chain and then
+# failing to be stored.
 MAX_PERIOD = MAX_VERSION = 2**31 - 1  # INTEGER
 
 

@@ -9,6 +9,10 @@ on chain the first time, then anchors the version with the first chunk of its lo
 rest in further chunks (`publishLoanIds`), each sized well under the block gas limit, so a version of a
 million loans takes a few hundred transactions instead of one that no block could hold.
 
+A pool this bank received from another (transfer or succession) is imported into a local pool bound to its on-chain
+id (`pool_id=`), so that anchoring adds its next version, or finishes publishing its latest one, instead of
+registering a new pool.
+
 There is no outbox here (anchoring is a rare operator action): a crash between sending and storing is
 repaired on the next attempt, which adopts the pool registered with the same metadata hash by this member
 (`poolIdOf`; the contract takes a hash once per member, so a registration still pending at the crash is mined
@@ -42,7 +46,11 @@ from node.chain.asset_registry import (
     SentChunk,
     loan_id_chunk_size,
 )
-from node.chain.errors import AssetRegistryLoanIdsOffsetMismatch, AssetRegistryPoolAlreadyRegistered
+from node.chain.errors import (
+    AssetRegistryLoanIdsOffsetMismatch,
+    AssetRegistryPoolAlreadyRegistered,
+    ChainUnavailable,
+)
 from node.errors import AllianceError, Conflict, InvalidInput, NotFound
 from node.ledger.checks import state_policy
 from node.merkle import StandardMerkleTree
@@ -56,6 +64,7 @@ logger = logging.getLogger(__name__)
 
 INSERT_CHUNK = 5_000
 MAX_POOL_NAME = 100  # asset_pools.name
+MAX_POOL_ID = 2**63 - 1  # asset_pools.pool_id (BIGINT), narrower than the contract's uint256
 # Chunks of loan ids sent ahead of their receipts: several share a block on a chain with block times (QBFT),
 # few enough to stay within a transaction pool's per-sender limit.
 CHUNKS_IN_FLIGHT = 4
@@ -147,32 +156,72 @@ def metadata_hash(name: str, originator_code: str) -> bytes:
 
 
 # -- import ----------------------------------------------------------------------------------------------------
-def import_tape(node: NodeContext, pool_name: str, path: Path,
-                on_row: Callable[[int], None] | None = None) -> DraftVersion:
-    """Import a loan tape file as the draft of the pool's next version (the pool is created locally if new)."""
+def import_tape(node: NodeContext, pool_name: str, path: Path, on_row: Callable[[int], None] | None = None, *,
+                pool_id: int | None = None) -> DraftVersion:
+    """Import a loan tape file as the draft of the pool's next version (the pool is created locally if new).
+    `pool_id` binds the local pool to that on-chain pool, which this bank holds (see `check_pool_binding`)."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as handle:
-            return import_lines(node, pool_name, handle, on_row)
+            return import_lines(node, pool_name, handle, on_row, pool_id=pool_id)
     except UnicodeDecodeError as exc:
         raise LoanTapeRejected(f"the loan tape is not UTF-8 text (byte {exc.start}); re-export it as UTF-8") \
             from None
 
 
 def import_lines(node: NodeContext, pool_name: str, lines: Iterable[str],
-                 on_row: Callable[[int], None] | None = None) -> DraftVersion:
+                 on_row: Callable[[int], None] | None = None, *, pool_id: int | None = None) -> DraftVersion:
     """Import a loan tape given as CSV lines (e.g. an API request body)."""
     epoch, key = node.keyring.current()
     originator = node.settings.bank_code
     if not originator:
         raise InvalidInput("this node has no bank code; run `alliance init` first", code="not_initialised")
+    if pool_id is not None:  # before the tape is read: a refusal of a million-loan tape comes at once
+        check_pool_binding(node, pool_name, pool_id)
     loans = parse_tape(lines, alliance_key=key, key_epoch=epoch, originator_code=originator,
                        screening_keys=node.keyring.keys(), on_row=on_row)
-    return store_draft(node.store, pool_name, loans, originator_code=originator, key_epoch=epoch)
+    return store_draft(node.store, pool_name, loans, originator_code=originator, key_epoch=epoch, pool_id=pool_id)
+
+
+def check_pool_binding(node: NodeContext, pool_name: str, pool_id: int) -> None:
+    """Refuse to bind local pool `pool_name` to on-chain pool `pool_id` unless the binding is new or the same, the
+    pool exists and this bank is its custodian. A bank that received a pool (transfer or succession) anchors its
+    next versions, or finishes publishing its latest one, through such a binding. The chain is asked only if it is
+    reachable: anchoring asks it again, and the contract takes versions and ids from the custodian only."""
+    name = valid_pool_name(pool_name)
+    if not 1 <= pool_id <= MAX_POOL_ID:
+        raise InvalidInput(f"a pool id is a number from 1 to {MAX_POOL_ID}", code="invalid_pool_id")
+    with node.store.session() as session:
+        _refuse_other_binding(session, name, pool_id)
+    try:
+        info = asset_registry(node).pool(pool_id)  # AssetRegistryUnknownPool for a pool never registered
+        member_id = node.member_id
+    except ChainUnavailable as exc:
+        logger.warning("pool %s: custody not checked at import, the chain is unreachable (%s)", pool_id, exc)
+        return
+    if info.custodian_member_id != member_id:
+        hint = (f"accept its transfer first (`alliance assets accept {pool_id}`)"
+                if info.pending_custodian_member_id == member_id else "only its custodian anchors its versions")
+        raise Conflict(f"pool {pool_id} is held by member {info.custodian_member_id}, not this bank (member "
+                       f"{member_id}): {hint}", code="not_custodian")
+
+
+def _refuse_other_binding(session: Session, name: str, pool_id: int) -> None:
+    """Conflict if another local pool is bound to `pool_id`, or the local pool `name` is another pool (or one not
+    registered yet, whose loans would then be anchored into a pool they were not screened for)."""
+    bound = session.scalar(select(AssetPool.name).where(AssetPool.pool_id == pool_id))
+    if bound is not None and bound != name:
+        raise Conflict(f"pool {pool_id} is the local pool {bound!r} already; import the tape into it",
+                       code="pool_already_bound")
+    named = session.scalar(select(AssetPool).where(AssetPool.name == name))
+    if named is not None and named.pool_id != pool_id:
+        what = "not registered on chain yet" if named.pool_id is None else f"pool {named.pool_id}"
+        raise Conflict(f"the local pool {name!r} is {what}, not pool {pool_id}; import the tape under another name",
+                       code="pool_name_taken")
 
 
 def store_draft(store: Store, pool_name: str, loans: Sequence[TapeLoan], *, originator_code: str,
-                key_epoch: int) -> DraftVersion:
-    """Store parsed loans as the pool's draft, all in one transaction."""
+                key_epoch: int, pool_id: int | None = None) -> DraftVersion:
+    """Store parsed loans as the pool's draft, all in one transaction (a new pool bound to `pool_id` if given)."""
     name = valid_pool_name(pool_name)
     records = [loan.record for loan in loans]
     currencies = sorted({r.currency for r in records})
@@ -182,19 +231,23 @@ def store_draft(store: Store, pool_name: str, loans: Sequence[TapeLoan], *, orig
     root = build_tree(records).root
     total = sum(r.current_principal for r in records)
     # Another import (a second request, the CLI) may create the pool first; importing again finds its draft.
-    pool_id = once_more_on_conflict(
-        lambda: _store_draft(store, name, originator_code, loans, root=root, total=total, key_epoch=key_epoch))
-    return DraftVersion(name, pool_id, len(records), total, root)
+    stored_pool_id = once_more_on_conflict(
+        lambda: _store_draft(store, name, originator_code, loans, root=root, total=total, key_epoch=key_epoch,
+                             bind_to=pool_id))
+    return DraftVersion(name, stored_pool_id, len(records), total, root)
 
 
 def _store_draft(store: Store, name: str, originator_code: str, loans: Sequence[TapeLoan], *, root: bytes,
-                 total: int, key_epoch: int) -> int | None:
+                 total: int, key_epoch: int, bind_to: int | None) -> int | None:
     with store.transaction() as session:
         # Locked, so that two imports into one pool take turns (PostgreSQL; SQLite ignores FOR UPDATE).
         pool = session.scalar(select(AssetPool).where(AssetPool.name == name).with_for_update())
+        if bind_to is not None:  # checked again in the transaction: another import may have bound the pool meanwhile
+            _refuse_other_binding(session, name, bind_to)
         if pool is None:
+            # A bound pool is never registered by this bank, so its metadata hash is never sent.
             pool = AssetPool(name=name, originator_code=originator_code,
-                             metadata_hash=metadata_hash(name, originator_code))
+                             metadata_hash=metadata_hash(name, originator_code), pool_id=bind_to)
             session.add(pool)
             session.flush()
         draft = AssetVersion(pool_ref=pool.id, state="draft", root=root, loan_count=len(loans),

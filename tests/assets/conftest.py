@@ -10,7 +10,7 @@ import pytest
 from stdnum.cn import ric
 
 from node.runtime import NodeContext
-from tests.conftest import LedgerNodes
+from tests.conftest import LedgerNodes, moved_to_store
 
 ALLIANCE_KEY = bytes(range(32))
 HEADER = ("loan_reference", "origination_date", "maturity_date", "original_principal", "current_principal",
@@ -64,3 +64,20 @@ def banks(ledger_nodes: LedgerNodes) -> Iterator[list[NodeContext]]:
     """Banks A, B, C (members 1, 2, 3) with their own stores, holding the alliance key of epoch 1."""
     share_alliance_key(ledger_nodes.nodes)
     yield ledger_nodes.nodes
+
+
+@pytest.fixture
+def bank_on_store(ledger_nodes: LedgerNodes, banks: list[NodeContext], store_url: str) -> NodeContext:
+    """Bank A with its store at `store_url` (SQLite or PostgreSQL), holding the alliance key."""
+    moved = moved_to_store(banks[0], store_url)
+    ledger_nodes.nodes.append(moved)  # closed with the others
+    share_alliance_key([moved])
+    return moved
+
+
+@pytest.fixture
+def replica(ledger_nodes: LedgerNodes, bank_on_store: NodeContext) -> NodeContext:
+    """Bank A again, as another process on A's database (a second API replica, or the CLI beside the node)."""
+    other = NodeContext(bank_on_store.settings)
+    ledger_nodes.nodes.append(other)
+    return other

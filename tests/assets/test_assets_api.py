@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from node.api.app import create_app
+from node.assets.pools import asset_registry
 from node.assets.verify import verify_bundle
 from node.auth.apikeys import Role
 from node.config import load_settings
@@ -245,3 +246,36 @@ def test_successor_routes_refuse_while_the_custodian_is_a_member(api: ApiNode) -
         assert api.client.post(f"/v1/assets/pools/{pool_id}/successor/vote",
                                headers=api.headers(role)).status_code == 403
     assert api.node.chain.block_number() == head  # nothing was sent
+
+
+def test_create_draft_bound_to_a_pool_this_bank_holds_anchors_its_next_version(api: ApiNode) -> None:
+    """A pool this bank holds but no local pool stands for (received from another bank; here registered by this
+    bank's signer outside the node): `?pool_id=` binds the import to it, and anchoring adds its next version."""
+    operator = api.headers(Role.operator)
+    registry = asset_registry(api.node, signing=True)
+    pool_id, _receipt = registry.register_pool(b"\x07" * 32)
+    registry.anchor_version(pool_id, b"\x08" * 32, 1, [b"\x09" * 32])
+    created = api.client.post(f"/v1/assets/pools/held/tapes?pool_id={pool_id}", content=tape_text([loan_row(1)]),
+                              headers={**operator, **CSV})
+    assert created.status_code == 201 and created.json()["pool_id"] == pool_id, created.text
+    anchored = api.client.post("/v1/assets/pools/held/anchor", json={}, headers=operator)
+    assert anchored.status_code == 201, anchored.text
+    assert (anchored.json()["pool_id"], anchored.json()["version"]) == (pool_id, 2)
+    assert registry.pool_count() == pool_id
+
+
+@pytest.mark.parametrize(("pool_id", "status", "code"), [
+    ("99", 404, "contract_revert"), ("1", 409, "pool_already_bound"), ("0", 422, "invalid_request"),
+    (str(2**63), 422, "invalid_request"), ("one", 422, "invalid_request"),
+], ids=["unknown", "bound_elsewhere", "zero", "too_large", "not_a_number"])
+def test_create_draft_bound_to_a_pool_refused_imports_nothing(api: ApiNode, pool_id: str, status: int,
+                                                              code: str) -> None:
+    operator = api.headers(Role.operator)
+    post_tape(api, "retail", [loan_row(1)])
+    assert api.client.post("/v1/assets/pools/retail/anchor", json={}, headers=operator).status_code == 201
+    refused = api.client.post(f"/v1/assets/pools/other/tapes?pool_id={pool_id}", content=tape_text([loan_row(2)]),
+                              headers={**operator, **CSV})
+    assert refused.status_code == status and refused.json()["error"]["code"] == code, refused.text
+    if pool_id == "1":
+        assert "'retail'" in refused.json()["error"]["message"]
+    assert [p["name"] for p in api.client.get("/v1/assets/pools", headers=operator).json()] == ["retail"]

@@ -58,10 +58,9 @@ from tests.assets.conftest import (
     name_of,
     phone,
     resident_id,
-    share_alliance_key,
     write_tape,
 )
-from tests.conftest import Bank, LedgerNodes, interrupted_before_writing, make_bank, moved_to_store
+from tests.conftest import Bank, LedgerNodes, interrupted_before_writing, make_bank
 
 
 def anchor_tape(node: NodeContext, tmp_path: Path, pool: str, seeds: range, **kwargs: object) -> int:
@@ -471,23 +470,6 @@ def test_anchor_version_refuses_single_transaction_beyond_block_gas_limit(banks:
         registry.anchor_version(pool_id, b"\x02" * 32, 1, [b"\x03" * 32] * too_many)
     assert registry.pool(pool_id).version_count == 0
     assert loan_id_chunk_size(registry.block_gas_limit()) * ANCHOR_GAS_PER_LOAN < registry.block_gas_limit() // 4
-
-
-@pytest.fixture
-def bank_on_store(ledger_nodes: LedgerNodes, banks: list[NodeContext], store_url: str) -> NodeContext:
-    """Bank A with its store at `store_url` (SQLite or PostgreSQL), holding the alliance key."""
-    moved = moved_to_store(banks[0], store_url)
-    ledger_nodes.nodes.append(moved)  # closed with the others
-    share_alliance_key([moved])
-    return moved
-
-
-@pytest.fixture
-def replica(ledger_nodes: LedgerNodes, bank_on_store: NodeContext) -> NodeContext:
-    """Bank A again, as another process on A's database (a second API replica, or the CLI beside the node)."""
-    other = NodeContext(bank_on_store.settings)
-    ledger_nodes.nodes.append(other)
-    return other
 
 
 @pytest.mark.parametrize("new_pool", [True, False])

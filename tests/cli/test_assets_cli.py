@@ -233,3 +233,19 @@ def test_assets_numbers_out_of_range_fail_with_one_line(cli: CliRunner, anchored
     result = cli("assets", *(str(tmp_path / a) if a.endswith(".csv") else a for a in args))
     assert result.code == 1
     one_error_line(result.err)
+
+
+def test_assets_import_with_pool_id_anchors_the_pools_next_version_or_fails_with_one_line(
+        cli: CliRunner, anchored: dict[str, Any], tmp_path: Path) -> None:
+    tape = write_tape(tmp_path / "v2.csv", [loan_row(i) for i in range(3)])
+    for pool_id, pool, problem in [("99", "other", "AssetRegistryUnknownPool"),
+                                   ("1", "other", "pool 1 is the local pool 'retail' already"),
+                                   ("0", "other", "--pool-id"), ("x", "other", "--pool-id")]:
+        refused = cli("assets", "import", str(tape), "--pool", pool, "--pool-id", pool_id)
+        assert refused.code == 1 and problem in one_error_line(refused.err), refused.err
+    assert [p["name"] for p in ok_json(cli("assets", "show", "--json"))["pools"]] == ["retail"]
+
+    draft = ok_json(cli("assets", "import", str(tape), "--pool", "retail", "--pool-id", "1", "--json"))
+    assert draft["pool_id"] == 1
+    done = ok_json(cli("assets", "anchor", "retail", "--json"))
+    assert (done["pool_id"], done["version"]) == (1, 2)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Path, status
+from fastapi import APIRouter, Body, Depends, Path, Query, status
 from pydantic import BaseModel, Field
 
 from node.api.deps import NodeDep, require_roles
@@ -71,9 +71,12 @@ class TxOut(BaseModel):
 
 @router.post("/pools/{name}/tapes", status_code=status.HTTP_201_CREATED)
 def create_draft(*, name: str, node: NodeDep, _key: Operator,
-                 tape: Annotated[str, Body(media_type="text/csv", description="The loan tape (CSV).")]) -> Any:
+                 tape: Annotated[str, Body(media_type="text/csv", description="The loan tape (CSV).")],
+                 pool_id: Annotated[int | None, Query(ge=1, le=lifecycle.MAX_POOL_ID, description=(
+                     "Bind the pool to this on-chain pool, which this bank holds (received by transfer or "
+                     "succession), so that anchoring adds its next version."))] = None) -> Any:
     """Import a loan tape as the pool's draft version; a bad row imports nothing (422 with every bad row)."""
-    return import_lines(node, name, io.StringIO(tape.lstrip("\ufeff"), newline="")).to_json()
+    return import_lines(node, name, io.StringIO(tape.lstrip("\ufeff"), newline=""), pool_id=pool_id).to_json()
 
 
 @router.post("/pools/{name}/anchor", status_code=status.HTTP_201_CREATED)

@@ -1,0 +1,181 @@
+"""A pool received from another bank (transfer or succession): its tape imported into a local pool bound to it
+(`pool_id=`), then anchored as its next version or used to finish publishing its latest one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from node.assets import lifecycle
+from node.assets.pools import PoolRefused, anchor_draft, asset_registry, import_tape, local_pools
+from node.assets.screening import double_financed_loans, sync_loan_mirror
+from node.chain.errors import AssetRegistryNotCustodian, AssetRegistryUnknownPool
+from node.errors import Conflict, InvalidInput
+from node.runtime import NodeContext
+from node.store.asset_tables import AssetLoan, AssetPool, AssetVersion
+from tests.assets.conftest import HEADER, loan_row, write_tape
+from tests.assets.test_chunked_anchor import CHUNK, Crash, crash_after, mirrored_ids
+from tests.assets.test_pools import anchor_tape
+from tests.conftest import interrupted_before_writing
+
+
+def tape_of_a(tmp_path: Path, name: str, seeds: range, extra: range = range(0)) -> Path:
+    """A tape of loans originated by bank A (`seeds`), as the bank holding A's pool keeps them, plus loans of its
+    own (`extra`)."""
+    rows = [loan_row(i, originator="BANK-A") for i in seeds] + [loan_row(i, originator="BANK-B") for i in extra]
+    return write_tape(tmp_path / name, rows, (*HEADER, "originator"))
+
+
+def local_names(node: NodeContext) -> list[str]:
+    return [p["name"] for p in local_pools(node)]
+
+
+def loan_ids_of(node: NodeContext, pool: str) -> list[bytes]:
+    """The loan ids of the local pool's latest version, in tape order."""
+    with node.store.session() as session:
+        version_ref = session.scalar(select(AssetVersion.id).join(AssetPool, AssetVersion.pool_ref == AssetPool.id)
+                                     .where(AssetPool.name == pool).order_by(AssetVersion.id.desc()).limit(1))
+        return [bytes(i) for i in session.scalars(select(AssetLoan.loan_id).where(AssetLoan.version_ref == version_ref)
+                                                  .order_by(AssetLoan.position))]
+
+
+def test_received_pool_without_binding_is_refused_as_double_financing(banks: list[NodeContext],
+                                                                      tmp_path: Path) -> None:
+    """The defect: the bank holding A's pool could only import into a new pool, refused against the pool it holds."""
+    a, b, _c = banks
+    pool_id = anchor_tape(a, tmp_path, "retail", range(6))
+    lifecycle.propose_transfer(a, pool_id, "BANK-B")
+    lifecycle.accept_transfer(b, pool_id)
+    import_tape(b, "unbound", tape_of_a(tmp_path, "v2.csv", range(4)))
+    with pytest.raises(PoolRefused, match="already active in another pool"):
+        anchor_draft(b, "unbound")
+
+
+def test_pool_received_by_transfer_anchors_its_next_version(banks: list[NodeContext], tmp_path: Path) -> None:
+    a, b, c = banks
+    pool_id = anchor_tape(a, tmp_path, "retail", range(6))
+    lifecycle.propose_transfer(a, pool_id, "BANK-B")
+    lifecycle.accept_transfer(b, pool_id)
+
+    draft = import_tape(b, "bought", tape_of_a(tmp_path, "v2.csv", range(4), range(100, 103)), pool_id=pool_id)
+    assert draft.pool_id == pool_id
+    result = anchor_draft(b, "bought", chunk_size=2)
+    assert (result.anchored.pool_id, result.anchored.version) == (pool_id, 2)
+    assert not result.findings  # the loans of pool 1's version 1 are not double financed against pool 1
+    assert len(result.chunks) == 3  # B, the custodian, published the ids after the first chunk
+    registry = asset_registry(c)
+    assert registry.pool_count() == 1  # no new pool registered
+    assert registry.pool(pool_id).version_count == 2
+    assert registry.version(pool_id, 2).anchored_by_member_id == 2
+
+    sync_loan_mirror(c.store, registry)
+    assert mirrored_ids(c, pool_id, 2) == loan_ids_of(b, "bought")
+    with c.store.session() as session:
+        assert double_financed_loans(session) == {}
+    assert [(p["name"], p["pool_id"], [v["version"] for v in p["versions"]]) for p in local_pools(b)] == [
+        ("bought", pool_id, [2])]
+
+
+def test_pool_received_by_succession_finishes_publishing_its_incomplete_version(
+        banks: list[NodeContext], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a, b, c = banks
+    import_tape(a, "retail", tape_of_a(tmp_path, "v1.csv", range(120)))
+    crash_after(monkeypatch, 0)
+    with pytest.raises(Crash):
+        anchor_draft(a, "retail", chunk_size=CHUNK)
+    monkeypatch.undo()
+    registry = asset_registry(b)
+    assert (registry.pool(1).version_count, registry.loan_ids_published(1, 1)) == (1, CHUNK)
+    removal = b.registry(signing=True).propose_removal(1)  # A leaves with its version half published
+    assert c.registry(signing=True).vote(removal.proposal_id).executed
+    lifecycle.propose_successor(c, 1, "BANK-B")
+    assert lifecycle.vote_successor(b, 1).decided
+
+    import_tape(b, "inherited", tape_of_a(tmp_path, "v1-again.csv", range(120)), pool_id=1)
+    result = anchor_draft(b, "inherited", chunk_size=CHUNK)
+    assert (result.anchored.pool_id, result.anchored.version) == (1, 1)
+    assert [(chunk.offset, chunk.count) for chunk in result.chunks] == [(50, 50), (100, 20)]
+    assert registry.loan_ids_published(1, 1) == 120
+    assert registry.pool_count() == 1
+    sync_loan_mirror(c.store, asset_registry(c))
+    assert mirrored_ids(c, 1, 1) == loan_ids_of(b, "inherited")
+
+
+def test_import_into_a_pool_not_held_or_bound_elsewhere_is_refused_and_stores_nothing(
+        banks: list[NodeContext], tmp_path: Path) -> None:
+    a, b, c = banks
+    pool_id = anchor_tape(a, tmp_path, "retail", range(6))
+    import_tape(a, "unregistered", write_tape(tmp_path / "draft.csv", [loan_row(20)]))
+    other, _receipt = asset_registry(a, signing=True).register_pool(b"\x01" * 32)  # held by A, bound to no name
+    tape = tape_of_a(tmp_path, "v2.csv", range(4))
+
+    with pytest.raises(AssetRegistryUnknownPool):
+        import_tape(b, "x", tape, pool_id=99)
+    with pytest.raises(Conflict, match="held by member 1, not this bank") as held:
+        import_tape(c, "x", tape, pool_id=pool_id)
+    assert held.value.code == "not_custodian"
+    lifecycle.propose_transfer(a, pool_id, "BANK-B")
+    with pytest.raises(Conflict, match="accept its transfer first"):
+        import_tape(b, "x", tape, pool_id=pool_id)
+    with pytest.raises(Conflict, match="pool 1 is the local pool 'retail' already") as bound:
+        import_tape(a, "x", tape, pool_id=pool_id)
+    assert bound.value.code == "pool_already_bound"
+    with pytest.raises(Conflict, match="the local pool 'retail' is pool 1, not pool 2") as taken:
+        import_tape(a, "retail", tape, pool_id=other)
+    assert taken.value.code == "pool_name_taken"
+    with pytest.raises(Conflict, match="'unregistered' is not registered on chain yet, not pool 2"):
+        import_tape(a, "unregistered", tape, pool_id=other)
+    for bad in (0, -1, 2**63):
+        with pytest.raises(InvalidInput, match="a pool id is a number") as invalid:
+            import_tape(b, "x", tape, pool_id=bad)
+        assert invalid.value.code == "invalid_pool_id"
+    assert (local_names(a), local_names(b), local_names(c)) == (["retail", "unregistered"], [], [])
+    assert [[v["state"] for v in p["versions"]] for p in local_pools(a)] == [["anchored"], ["draft"]]
+
+
+def test_anchor_of_a_bound_pool_whose_custody_moved_away_is_refused_by_the_contract(banks: list[NodeContext],
+                                                                                     tmp_path: Path) -> None:
+    a, b, c = banks
+    pool_id = anchor_tape(a, tmp_path, "retail", range(6))
+    lifecycle.propose_transfer(a, pool_id, "BANK-B")
+    lifecycle.accept_transfer(b, pool_id)
+    import_tape(b, "bought", tape_of_a(tmp_path, "v2.csv", range(4)), pool_id=pool_id)
+    lifecycle.propose_transfer(b, pool_id, "BANK-C")
+    lifecycle.accept_transfer(c, pool_id)
+    with pytest.raises(AssetRegistryNotCustodian):
+        anchor_draft(b, "bought")
+    assert asset_registry(b).pool(pool_id).version_count == 1
+    assert [v["state"] for v in local_pools(b)[0]["versions"]] == ["draft"]
+
+
+def test_import_bound_with_the_chain_down_is_checked_by_the_contract_at_anchor(banks: list[NodeContext],
+                                                                              tmp_path: Path) -> None:
+    """Importing needs no chain; custody is then checked when anchoring, where the contract refuses a non-custodian."""
+    a, _b, c = banks
+    pool_id = anchor_tape(a, tmp_path, "retail", range(6))
+    chain_down = NodeContext(c.settings.model_copy(update={"rpc_url": "http://127.0.0.1:9"}))
+    try:
+        assert import_tape(chain_down, "x", tape_of_a(tmp_path, "v2.csv", range(4)), pool_id=pool_id).pool_id == 1
+    finally:
+        chain_down.close()
+    with pytest.raises(AssetRegistryNotCustodian) as refused:
+        anchor_draft(c, "x")
+    assert refused.value.arguments == {"poolId": pool_id, "account": c.address}
+    assert asset_registry(c).pool(pool_id).version_count == 1
+    assert [v["state"] for v in local_pools(c)[0]["versions"]] == ["draft"]
+
+
+def test_import_bound_beside_another_binding_of_the_pool_is_refused(bank_on_store: NodeContext,
+                                                                    replica: NodeContext, tmp_path: Path) -> None:
+    """Two imports binding two names to one pool at once: the second finds the first's binding in its transaction."""
+    a = bank_on_store
+    pool_id, _receipt = asset_registry(a, signing=True).register_pool(b"\x02" * 32)  # held by A, bound to no name
+    tape = write_tape(tmp_path / "t.csv", [loan_row(1)])
+    with (interrupted_before_writing(a.store, {"asset_pools"},
+                                     lambda: import_tape(replica, "first", tape, pool_id=pool_id)),
+          pytest.raises(Conflict, match="is the local pool 'first' already") as late):
+        import_tape(a, "second", tape, pool_id=pool_id)
+    assert late.value.code == "pool_already_bound"
+    assert [(p["name"], p["pool_id"], len(p["versions"])) for p in local_pools(a)] == [("first", pool_id, 1)]
