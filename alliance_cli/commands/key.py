@@ -1,4 +1,5 @@
-"""`alliance key sync|rotate|status`: the alliance hashing key, per epoch. Never prints a key."""
+"""`alliance key sync|rotate|status`: the alliance hashing key, per epoch; `new-signer|activate-signer`: replacing
+the bank's signing key. Never prints a key."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
 from node.ledger import key_distribution
 from node.ledger.key_distribution import KeySyncResult
+from node.signer_rotation import activate_new_signer, prepare_new_signer
 
 app = typer.Typer(help="The alliance hashing key: receive, distribute, rotate.", no_args_is_help=True)
 
@@ -48,6 +50,28 @@ def key_status(ctx: typer.Context, json_output: JsonOption = False) -> None:
     for epoch, member_ids in status.lacking.items():
         if member_ids:
             console.info(f"epoch {epoch}: no envelope yet for member(s) {', '.join(map(str, member_ids))}")
+
+
+@app.command("new-signer")
+def key_new_signer(ctx: typer.Context) -> None:
+    """Make the bank's next signing key (after a compromise, or for hygiene) beside the current one, which keeps
+    signing; other members then vote this bank's signer to its address (`member propose rotate`)."""
+    node = node_context(ctx)
+    prepared = prepare_new_signer(node)
+    console.success(f"new signing key {prepared.address} in {prepared.path}")
+    console.info(f"another member proposes `alliance member propose rotate {node.settings.bank_code or 'BANK'} "
+                 f"--new-account {prepared.address}` and the members vote; then run `alliance key activate-signer` "
+                 "and restart the node")
+
+
+@app.command("activate-signer")
+def key_activate_signer(ctx: typer.Context) -> None:
+    """Sign with the key `new-signer` made, once the chain has its address as this bank's signer; the old key is
+    kept as keys/signing-key.retired-<address>.json. Restart a running node afterwards."""
+    activated = activate_new_signer(node_context(ctx))
+    console.success(f"member {activated.member_id} now signs as {activated.new_address} (was "
+                    f"{activated.old_address}, kept as {activated.retired_path})")
+    console.info("restart the node (`alliance node start`) so that it signs with the new key")
 
 
 def _describe(result: KeySyncResult) -> None:

@@ -101,3 +101,23 @@ def test_commands_on_a_store_whose_keys_another_node_sealed_fail_with_one_line(c
         assert result.code == 1, command
         assert ("the alliance key of epoch 1 in the store does not decrypt with this node's keys: the store is "
                 "another node's, or the keys directory was replaced") in one_error_line(result.err)
+
+
+def test_key_new_signer_then_rotate_then_activate_signer(cli: CliRunner, deployed: None, data_dir: Path) -> None:
+    """A one-bank alliance: its own rotate proposal passes at once. The node then signs as the new address."""
+    before = json.loads(cli("member", "show", "BANKA", "--json").out)["account"]
+    prepared = cli("key", "new-signer")
+    assert prepared.code == 0, prepared.err
+    new_address = prepared.out.split("new signing key ", 1)[1].split()[0]
+    assert "alliance member propose rotate BANKA --new-account " + new_address in " ".join(prepared.out.split())
+
+    early = cli("key", "activate-signer")
+    assert early.code == 1 and "does not have " + new_address in one_error_line(early.err)
+
+    assert cli("member", "propose", "rotate", "BANKA", "--new-account", new_address).code == 0
+    activated = cli("key", "activate-signer")
+    assert activated.code == 0, activated.err
+    assert json.loads(cli("member", "show", "BANKA", "--json").out)["account"] == new_address != before
+    assert cli("key", "sync").code == 0  # signed with the new key, by member 1
+    again = cli("key", "activate-signer")
+    assert again.code == 1 and "no new signing key is prepared" in one_error_line(again.err)
