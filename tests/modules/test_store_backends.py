@@ -298,18 +298,22 @@ def test_resolve_alert_resolved_meanwhile_by_another_process_is_refused(two_bank
         assert session.get_one(LoanApplication, booked).fraud_report_id is None  # nothing was reported
 
 
+def _confirmation_cut_short(node: NodeContext, alert_id: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """analyst-1 confirms the alert and the process stops after claiming it, before reporting."""
+    def crash(*_args: Any, **_kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(risk_operations, "confirm_fraud", crash)
+    with pytest.raises(KeyboardInterrupt):
+        resolve_alert(node, alert_id, confirm=True, by="analyst-1")
+    monkeypatch.undo()
+
+
 def test_an_alert_confirmation_interrupted_before_its_report_is_finished_by_confirming_again(
         two_banks: list[NodeContext], monkeypatch: pytest.MonkeyPatch) -> None:
     a = two_banks[0]
     booked, alert = alert_on_a_booked_loan(two_banks, 9)
-
-    def crash(*_args: Any, **_kwargs: Any) -> Any:
-        raise KeyboardInterrupt  # the process stops after claiming the alert, before reporting
-
-    monkeypatch.setattr(risk_operations, "confirm_fraud", crash)
-    with pytest.raises(KeyboardInterrupt):
-        resolve_alert(a, alert["alert_id"], confirm=True, by="analyst-1")
-    monkeypatch.undo()
+    _confirmation_cut_short(a, alert["alert_id"], monkeypatch)
 
     [stored] = list_alerts(a)
     assert stored["state"] == "confirming" and stored["fraud_report_id"]  # the report it is making
@@ -330,14 +334,7 @@ def test_an_interrupted_alert_confirmation_is_finished_after_the_application_was
         two_banks: list[NodeContext], monkeypatch: pytest.MonkeyPatch) -> None:
     a = two_banks[0]
     booked, alert = alert_on_a_booked_loan(two_banks, 13)
-
-    def crash(*_args: Any, **_kwargs: Any) -> Any:
-        raise KeyboardInterrupt  # the process stops after claiming the alert, before reporting
-
-    monkeypatch.setattr(risk_operations, "confirm_fraud", crash)
-    with pytest.raises(KeyboardInterrupt):
-        resolve_alert(a, alert["alert_id"], confirm=True, by="analyst-1")
-    monkeypatch.undo()
+    _confirmation_cut_short(a, alert["alert_id"], monkeypatch)
     earlier = confirm_fraud(a, booked, category="application_fraud", confidence=95, confirmed_by="analyst-2")
 
     # Confirming again was refused as "being confirmed", and so was a dismissal: the alert stayed confirming for good.
