@@ -41,13 +41,19 @@ def loan_ids_of(node: NodeContext, pool: str) -> list[bytes]:
                                                   .order_by(AssetLoan.position))]
 
 
+def anchored_and_moved_to(a: NodeContext, b: NodeContext, tmp_path: Path) -> int:
+    """A's pool "retail" of six loans, anchored, then transferred to and accepted by B; its on-chain id."""
+    pool_id = anchor_tape(a, tmp_path, "retail", range(6))
+    lifecycle.propose_transfer(a, pool_id, "BANK-B")
+    lifecycle.accept_transfer(b, pool_id)
+    return pool_id
+
+
 def test_received_pool_without_binding_is_refused_as_double_financing(banks: list[NodeContext],
                                                                       tmp_path: Path) -> None:
     """The defect: the bank holding A's pool could only import into a new pool, refused against the pool it holds."""
     a, b, _c = banks
-    pool_id = anchor_tape(a, tmp_path, "retail", range(6))
-    lifecycle.propose_transfer(a, pool_id, "BANK-B")
-    lifecycle.accept_transfer(b, pool_id)
+    anchored_and_moved_to(a, b, tmp_path)
     import_tape(b, "unbound", tape_of_a(tmp_path, "v2.csv", range(4)))
     with pytest.raises(PoolRefused, match="already active in another pool"):
         anchor_draft(b, "unbound")
@@ -55,9 +61,7 @@ def test_received_pool_without_binding_is_refused_as_double_financing(banks: lis
 
 def test_pool_received_by_transfer_anchors_its_next_version(banks: list[NodeContext], tmp_path: Path) -> None:
     a, b, c = banks
-    pool_id = anchor_tape(a, tmp_path, "retail", range(6))
-    lifecycle.propose_transfer(a, pool_id, "BANK-B")
-    lifecycle.accept_transfer(b, pool_id)
+    pool_id = anchored_and_moved_to(a, b, tmp_path)
 
     draft = import_tape(b, "bought", tape_of_a(tmp_path, "v2.csv", range(4), range(100, 103)), pool_id=pool_id)
     assert draft.pool_id == pool_id
@@ -138,9 +142,7 @@ def test_import_into_a_pool_not_held_or_bound_elsewhere_is_refused_and_stores_no
 def test_anchor_of_a_bound_pool_whose_custody_moved_away_is_refused_by_the_contract(banks: list[NodeContext],
                                                                                      tmp_path: Path) -> None:
     a, b, c = banks
-    pool_id = anchor_tape(a, tmp_path, "retail", range(6))
-    lifecycle.propose_transfer(a, pool_id, "BANK-B")
-    lifecycle.accept_transfer(b, pool_id)
+    pool_id = anchored_and_moved_to(a, b, tmp_path)
     import_tape(b, "bought", tape_of_a(tmp_path, "v2.csv", range(4)), pool_id=pool_id)
     lifecycle.propose_transfer(b, pool_id, "BANK-C")
     lifecycle.accept_transfer(c, pool_id)
