@@ -7,12 +7,9 @@ back as the contract's custom error.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 
 from node.chain.registry import Member, MemberRole, Proposal, ProposalOutcome, RegistryClient
 from node.crypto.envelopes import is_usable_public_key
@@ -167,15 +164,3 @@ def besu_accounts_allowlist(registry: RegistryClient) -> str:
             f"# Written by `alliance chain allowlist`; export it again after every membership change.\n"
             f"accounts-allowlist=[{listed}]\n")
 
-
-def write_public_file(path: Path, text: str) -> None:
-    """Write `text` to `path` whole or not at all, readable by all (Besu may run as another user): written beside it
-    and renamed over it, so a failed export never leaves Besu a truncated allowlist."""
-    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            os.fchmod(handle.fileno(), 0o644)
-            handle.write(text)
-        os.replace(partial, path)
-    finally:
-        Path(partial).unlink(missing_ok=True)

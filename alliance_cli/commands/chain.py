@@ -15,6 +15,7 @@ from alliance_cli.state import node_context
 from node import governance
 from node.chain.errors import redacted_url
 from node.errors import InvalidInput
+from node.private_files import write_public_text
 
 app = typer.Typer(help="Start, stop and inspect the chain.", no_args_is_help=True)
 
@@ -68,7 +69,7 @@ def chain_allowlist(
         sys.stdout.write(text)  # exactly the file, never wrapped by rich
         return
     try:
-        governance.write_public_file(output, text)
+        write_public_text(output, text)
     except OSError as exc:
         raise InvalidInput(f"cannot write {output}: {exc.strerror or exc}", code="output_unwritable") from None
     console.success(f"wrote the accounts allowlist to {output}")
