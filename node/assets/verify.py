@@ -296,18 +296,33 @@ class _RoleBook:
         self._cache: dict[tuple[str, int], tuple[int, int, int]] = {}
 
     def require(self, event: PoolEvent, member_id: int, role: MemberRole, what: str) -> None:
-        # The state the contract checked: the end of the previous block.
-        key = (event.sender, event.block_number - 1)
-        if key not in self._cache:
-            self._cache[key] = self._registry.member_at(event.sender, event.block_number - 1)
-        actual_id, actual_role, status = self._cache[key]
+        # The contract checked the signer at its transaction, somewhere inside block N; archive state exists only at
+        # block ends. On a chain of several transactions a block (Besu QBFT), an admission, reinstatement or signer
+        # rotation earlier in block N shows only at the end of N, a suspension or removal later in block N only at
+        # the end of N-1. The contract enforced the state in between, so the signer passes if either end shows it as
+        # the member and role, active; a failure reports the state before the block.
+        before = self._state(event.sender, event.block_number - 1)
+        if self._fits(before, member_id, role) or self._fits(self._state(event.sender, event.block_number),
+                                                              member_id, role):
+            return
+        actual_id, actual_role, status = before
         if actual_id != member_id:
             raise _Failed(f"{what} in block {event.block_number} was signed by {event.sender}, member "
-                          f"{actual_id}, not member {member_id}")
-        if actual_role != role or status != MemberStatus.active:
-            raise _Failed(f"{what} in block {event.block_number}: signer {event.sender} was not an active "
-                          f"{role.name} then (role {MemberRole(actual_role).name}, status "
-                          f"{MemberStatus(status).name})")
+                          f"{actual_id}, not member {member_id} (neither before nor after its block)")
+        raise _Failed(f"{what} in block {event.block_number}: signer {event.sender} was not an active "
+                      f"{role.name} then (role {MemberRole(actual_role).name}, status "
+                      f"{MemberStatus(status).name}; neither before nor after its block)")
+
+    def _state(self, sender: str, block_number: int) -> tuple[int, int, int]:
+        key = (sender, block_number)
+        if key not in self._cache:
+            self._cache[key] = self._registry.member_at(sender, block_number)
+        return self._cache[key]
+
+    @staticmethod
+    def _fits(state: tuple[int, int, int], member_id: int, role: MemberRole) -> bool:
+        actual_id, actual_role, status = state
+        return actual_id == member_id and actual_role == role and status == MemberStatus.active
 
 
 def _custodians(events: Sequence[PoolEvent]) -> list[tuple[PoolEvent, int]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,12 +15,16 @@ import pytest
 from node.assets import lifecycle
 from node.assets.pools import anchor_draft, asset_registry, build_tree, import_tape
 from node.assets.provenance import build_bundle, bundle_for
-from node.assets.verify import verify_bundle
+from node.assets.verify import _Failed, _RoleBook, verify_bundle
 from node.chain.asset_registry import AssetRegistryClient
+from node.chain.client import ChainClient, Receipt
+from node.chain.registry import GOVERNANCE_MIN_GAS, MemberRole
+from node.chain.signer import Signer
 from node.errors import InvalidInput, NotFound
 from node.runtime import NodeContext
 from tests.assets.conftest import HEADER, loan_row, write_tape
 from tests.assets.test_pools import admit_auditor, first_version_records
+from tests.conftest import Bank, make_bank
 
 
 @dataclass
@@ -32,6 +37,7 @@ class Life:
     bundle: dict[str, Any]
     originator: NodeContext
     nodes: list[NodeContext]
+    auditor: Bank
 
 
 @pytest.fixture
@@ -53,7 +59,7 @@ def life(banks: list[NodeContext], tmp_path: Path, rpc_url: str) -> Life:
     address = a.deployment.address("AssetRegistry")
     AssetRegistryClient(auditor.client, address).attest(pool_id, 2, b"\x05" * 32)
     bundle = build_bundle(a, "LN-000004")
-    return Life(rpc_url, address, pool_id, bundle, a, banks)
+    return Life(rpc_url, address, pool_id, bundle, a, banks, auditor)
 
 
 def verify(life: Life, bundle: Any) -> dict[str, Any]:
@@ -98,6 +104,85 @@ def test_verify_bundle_still_verifies_after_later_events(life: Life) -> None:
     result = verify(life, life.bundle)
     assert result["verified"] is True, failed(result)
     assert result["facts"]["custodian_member_id_now"] == 3
+
+
+# Gas of an attestation, given explicitly: estimated against the latest state, the call of a signer whose admission
+# waits in the same block would be refused before it is sent.
+ATTEST_GAS = 300_000
+
+
+def in_one_block(*calls: tuple[ChainClient, Any, int]) -> list[Receipt]:
+    """Send (client, contract call, gas) in this order and mine them together, as a QBFT block would hold them."""
+    control = calls[0][0]
+    control.rpc("evm_setAutomine", [False])
+    try:
+        sent = [(client, client.send_signed(client.sign(client.build_transaction(call, gas=gas))))
+                for client, call, gas in calls]
+        control.rpc("evm_mine", [])
+    finally:
+        control.rpc("evm_setAutomine", [True])
+    receipts = [client.wait_for_receipt(tx_hash) for client, tx_hash in sent]
+    assert len({r.block_number for r in receipts}) == 1
+    assert [r.raw["transactionIndex"] for r in receipts] == list(range(len(receipts)))
+    return receipts
+
+
+def attest_in_admission_block(life: Life) -> tuple[Bank, Receipt]:
+    """A second auditor (member 5), admitted by the vote just before its first attestation, in the same block."""
+    a, b, _c = life.nodes
+    auditor = make_bank(life.rpc_url, "Second Audit", "AUDIT-2")
+    admission = a.registry(signing=True).propose_admission(auditor.address, MemberRole.auditor, auditor.name,
+                                                           auditor.code, b"\x0a" * 32)
+    voter = b.registry(signing=True)
+    attesting = AssetRegistryClient(auditor.client, life.registry)
+    _vote, attested = in_one_block(
+        (voter.chain, voter.contract.functions.vote(admission.proposal_id), GOVERNANCE_MIN_GAS),
+        (auditor.client, attesting.contract.functions.attest(life.pool_id, 2, b"\x06" * 32), ATTEST_GAS))
+    return auditor, attested
+
+
+def test_verify_bundle_accepts_an_attestation_in_the_block_that_admitted_its_auditor(life: Life) -> None:
+    """On a chain of several transactions a block (Besu QBFT), the registry's state at the end of the block before
+    knows no such auditor, though the contract saw it admitted: the genuine bundle failed as signed by member 0."""
+    attest_in_admission_block(life)
+    bundle = build_bundle(life.originator, "LN-000004")
+    assert [a["auditor_member_id"] for a in bundle["attestations"]] == [4, 5]
+    result = verify(life, bundle)
+    assert result["verified"] is True, failed(result)
+
+
+def test_verify_bundle_accepts_an_attestation_before_its_auditor_is_removed_in_the_same_block(life: Life) -> None:
+    """The other side: the end of the block shows the auditor removed, the end of the block before shows it active,
+    as it was when it attested."""
+    a, b, _c = life.nodes
+    removal = a.registry(signing=True).propose_removal(4)
+    voter = b.registry(signing=True)
+    attesting = AssetRegistryClient(life.auditor.client, life.registry)
+    in_one_block((life.auditor.client, attesting.contract.functions.attest(life.pool_id, 1, b"\x07" * 32), ATTEST_GAS),
+                 (voter.chain, voter.contract.functions.vote(removal.proposal_id), GOVERNANCE_MIN_GAS))
+    assert a.registry().member(4).status.name == "removed"
+    bundle = build_bundle(life.originator, "LN-000004")
+    assert [a["auditor_member_id"] for a in bundle["attestations"]] == [4, 4]
+    result = verify(life, bundle)
+    assert result["verified"] is True, failed(result)
+
+
+def test_role_check_refuses_a_signer_who_was_not_the_member_before_or_after_its_block(life: Life) -> None:
+    _auditor, attested = attest_in_admission_block(life)
+    registry = AssetRegistryClient(ChainClient(life.rpc_url), life.registry)
+    [event] = [e for e in registry.pool_events(life.pool_id) if e.kind == "attested" and e.tx_hash == attested.tx_hash]
+    roles = _RoleBook(registry)
+    roles.require(event, 5, MemberRole.auditor, "attestation")  # the block of its admission: passes
+    block = event.block_number
+    with pytest.raises(_Failed, match=f"attestation in block {block - 1} was signed by {event.sender}, member 0, "
+                                      "not member 5"):
+        roles.require(dataclasses.replace(event, block_number=block - 1), 5, MemberRole.auditor, "attestation")
+    stranger = Signer.generate().address
+    with pytest.raises(_Failed, match=f"signed by {stranger}, member 0, not member 5"):
+        roles.require(dataclasses.replace(event, sender=stranger), 5, MemberRole.auditor, "attestation")
+    auditor_4 = life.auditor.address
+    with pytest.raises(_Failed, match=r"was not an active member then \(role auditor, status active"):
+        roles.require(dataclasses.replace(event, sender=auditor_4), 4, MemberRole.member, "attestation")
 
 
 def _set(path: str, value: Any) -> Callable[[dict[str, Any]], None]:
