@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from node.chain.registry import Member, MemberRole, Proposal, ProposalOutcome, RegistryClient
+from node.chain.registry import Member, MemberRole, MemberStatus, Proposal, ProposalOutcome, RegistryClient
 from node.crypto.envelopes import is_usable_public_key
 from node.errors import InvalidInput, NotFound
 from node.setup import validate_bank_identity
@@ -95,6 +95,39 @@ def _member_by_number(registry: RegistryClient, reference: str) -> Member:
 
 def _member_with_bank_code(registry: RegistryClient, bank_code: str) -> Member | None:
     return next((m for m in registry.members() if m.bank_code == bank_code.upper()), None)
+
+
+@dataclass(frozen=True)
+class ProposalView:
+    """A proposal with the votes that count now: the contract counts only voters that are active Members at each
+    count, so a raw tally that includes members suspended since can look like a quorum that is not there."""
+
+    proposal: Proposal
+    counted_votes: int
+    required_votes: int
+    state: str  # executed | expired | ready (enough votes now: `alliance member execute`) | open
+
+    def to_json(self) -> dict[str, object]:
+        return {**self.proposal.to_json(), "counted_votes": self.counted_votes, "required_votes": self.required_votes,
+                "state": self.state}
+
+
+def proposal_views(registry: RegistryClient, chain_time: int) -> list[ProposalView]:
+    """Every proposal with its counted votes and state at `chain_time` (the head block's timestamp, which the
+    contract's expiry is measured in)."""
+    proposals = registry.proposals()
+    if not proposals:
+        return []
+    voters = [m.account for m in registry.members()
+              if m.role == MemberRole.member and m.status == MemberStatus.active]
+    required = registry.required_votes()
+    views = []
+    for p in proposals:
+        counted = sum(registry.has_voted(p.proposal_id, account) for account in voters)
+        state = ("executed" if p.executed else "expired" if chain_time > p.expires_at
+                 else "ready" if counted >= required else "open")
+        views.append(ProposalView(p, counted, required, state))
+    return views
 
 
 def find_proposal(registry: RegistryClient, proposal_id: int) -> Proposal:

@@ -102,11 +102,13 @@ def member_show(
 
 @app.command("proposals")
 def member_proposals(ctx: typer.Context, json_output: JsonOption = False) -> None:
-    """List proposals with their votes and state."""
-    proposals = node_context(ctx).registry().proposals()
+    """List proposals with the votes that count now (active members'), the votes needed, and their state: open,
+    ready (enough votes now: `alliance member execute ID`), executed or expired."""
+    node = node_context(ctx)
+    views = governance.proposal_views(node.registry(), node.chain.head().timestamp)
     if json_output:
-        console.print_json([p.to_json() for p in proposals])
+        console.print_json([v.to_json() for v in views])
         return
-    console.table("Proposals", ["id", "kind", "member", "account", "votes", "executed", "expires at"],
-                  [(p.proposal_id, p.kind.name, p.member_id or "-", p.account, p.votes, p.executed, p.expires_at)
-                   for p in proposals])
+    console.table("Proposals", ["id", "kind", "member", "account", "votes", "state", "expires at"],
+                  [(v.proposal.proposal_id, v.proposal.kind.name, v.proposal.member_id or "-", v.proposal.account,
+                    f"{v.counted_votes}/{v.required_votes}", v.state, v.proposal.expires_at) for v in views])

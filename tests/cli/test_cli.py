@@ -361,9 +361,11 @@ def test_member_execute_passes_a_proposal_whose_quorum_was_reached_by_a_suspensi
     assert cli("member", "propose", "admit", "--account", newcomer, "--name", "Bank E", "--bank-code", "BANKE",
                "--encryption-key", KEY).code == 0
     assert not b.vote(1).executed  # 2 of 4: not more than half
+    assert _proposal_states(cli) == {1: (2, 3, "open")}
     assert cli("member", "propose", "suspend", "BANKD").code == 0
     b.vote(2)
     assert c.vote(2).executed  # 3 active members now: proposal 1's 2 votes pass it, and no vote is left to cast
+    assert _proposal_states(cli) == {1: (2, 2, "ready"), 2: (3, 2, "executed")}
     assert "AllianceRegistryAlreadyVoted" in one_error_line(cli("member", "vote", "1").err)
     refused = cli("member", "execute", "2")
     assert refused.code == 1
@@ -372,6 +374,16 @@ def test_member_execute_passes_a_proposal_whose_quorum_was_reached_by_a_suspensi
     assert result.code == 0, result.err
     assert json.loads(result.out)["executed"] is True
     assert json.loads(cli("member", "show", newcomer, "--json").out)["bank_code"] == "BANKE"
+    assert _proposal_states(cli)[1][2] == "executed"
+    table = cli("member", "proposals")
+    assert table.code == 0 and "2/3" in table.out and "executed" in table.out  # E admitted: 4 active, 3 needed
+
+
+def _proposal_states(cli: CliRunner) -> dict[int, tuple[int, int, str]]:
+    """Per proposal: the votes that count now, the votes needed, the state (`member proposals --json`)."""
+    listed = cli("member", "proposals", "--json")
+    assert listed.code == 0, listed.err
+    return {p["proposal_id"]: (p["counted_votes"], p["required_votes"], p["state"]) for p in json.loads(listed.out)}
 
 
 def test_member_execute_of_a_proposal_short_of_its_quorum_fails_with_one_line(
