@@ -114,8 +114,8 @@ class Settings(BaseSettings):
         """An http(s) URL with a host: anything else was written to the config by `init` and failed at the first
         chain call, or (the webhook) failed every alert delivery and, malformed (`http://[::1/x`), the indexer's
         extension hook on every pass. Not quoted (it may carry credentials)."""
-        if url is None:
-            return None
+        if url is None or (url == "" and info.field_name == "risk_alert_webhook_url"):
+            return None  # an empty webhook URL (`ALLIANCE_RISK_ALERT_WEBHOOK_URL=`) is no webhook, as it always was
         try:
             parts = urlsplit(url)
             parts.port  # noqa: B018 -- raises ValueError for a port that is not a number in range

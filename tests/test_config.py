@@ -158,6 +158,14 @@ def test_a_webhook_url_httpx_cannot_send_to_is_refused(tmp_path: Path, url: str)
         load_settings(tmp_path, risk_alert_webhook_url=url)
 
 
+def test_an_empty_webhook_url_is_no_webhook_as_before(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ALLIANCE_RISK_ALERT_WEBHOOK_URL=` (a compose file's `${WEBHOOK:-}`) meant no webhook, as the node reads it
+    everywhere (`if not risk_alert_webhook_url`); the URL check made such a node refuse to start."""
+    monkeypatch.setenv("ALLIANCE_RISK_ALERT_WEBHOOK_URL", "")
+    assert not load_settings(tmp_path).risk_alert_webhook_url
+    assert not load_settings(tmp_path, risk_alert_webhook_url="").risk_alert_webhook_url
+
+
 def test_a_refused_webhook_url_is_not_quoted(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as refused:
         load_settings(tmp_path, risk_alert_webhook_url="http://node:s3cret@[::1/hook")
