@@ -97,7 +97,8 @@ def test_an_unreadable_prepared_key_is_refused_before_anything_moves(ledger_node
 
 def _outbox_states(node: NodeContext) -> dict[str, str]:
     with node.store.session() as session:
-        return dict(session.execute(select(OutboxRecord.report_id, OutboxRecord.state)).tuples().all())
+        return {report_id: state for report_id, state in session.execute(select(OutboxRecord.report_id,
+                                                                              OutboxRecord.state))}
 
 
 def test_a_node_still_signing_with_the_rotated_away_key_keeps_its_published_batches(
