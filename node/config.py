@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -46,6 +47,16 @@ class Network(StrEnum):
     dev = "dev"  # a local anvil the node starts itself
     local = "local"  # any JSON-RPC URL, e.g. an anvil or Besu someone else runs
     consortium = "consortium"  # the production Besu QBFT network
+
+
+def _httpx_can_send_to(url: str) -> bool:
+    """Whether httpx, which POSTs the risk alerts, takes `url`: it refuses hosts urlsplit takes (256.1.1.1, an empty
+    or non-ASCII IDNA label) with InvalidURL or IDNAError, not an HTTPError, raised out of every alert's delivery."""
+    try:
+        httpx.Request("POST", url)
+    except (httpx.InvalidURL, ValueError):
+        return False
+    return True
 
 
 class Settings(BaseSettings):
@@ -103,8 +114,8 @@ class Settings(BaseSettings):
         """An http(s) URL with a host: anything else was written to the config by `init` and failed at the first
         chain call, or (the webhook) failed every alert delivery and, malformed (`http://[::1/x`), the indexer's
         extension hook on every pass. Not quoted (it may carry credentials)."""
-        if url is None:
-            return None
+        if url is None or (url == "" and info.field_name == "risk_alert_webhook_url"):
+            return None  # an empty webhook URL (`ALLIANCE_RISK_ALERT_WEBHOOK_URL=`) is no webhook, as it always was
         try:
             parts = urlsplit(url)
             parts.port  # noqa: B018 -- raises ValueError for a port that is not a number in range
@@ -112,7 +123,8 @@ class Settings(BaseSettings):
             parts = None
         # A control character is refused by the HTTP clients at the first request, not by urlsplit.
         if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
-                or any(ord(c) < 0x20 or ord(c) == 0x7F for c in url)):
+                or any(ord(c) < 0x20 or ord(c) == 0x7F for c in url)
+                or (info.field_name == "risk_alert_webhook_url" and not _httpx_can_send_to(url))):
             example = "http://127.0.0.1:8545" if info.field_name == "rpc_url" else "https://alerts.bank.internal/hook"
             raise ValueError(f"not an http(s) URL with a host, e.g. {example}")
         return url

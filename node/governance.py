@@ -11,7 +11,15 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from node.chain.registry import Member, MemberRole, MemberStatus, Proposal, ProposalOutcome, RegistryClient
+from node.chain.registry import (
+    Member,
+    MemberRole,
+    MemberStatus,
+    Proposal,
+    ProposalKind,
+    ProposalOutcome,
+    RegistryClient,
+)
 from node.crypto.envelopes import is_usable_public_key
 from node.errors import InvalidInput, NotFound
 from node.setup import validate_bank_identity
@@ -105,7 +113,7 @@ class ProposalView:
     proposal: Proposal
     counted_votes: int
     required_votes: int
-    state: str  # executed | expired | ready (enough votes now: `alliance member execute`) | open
+    state: str  # executed | expired | ready (enough votes, a target it still applies to: `member execute`) | open
 
     def to_json(self) -> dict[str, object]:
         return {**self.proposal.to_json(), "counted_votes": self.counted_votes, "required_votes": self.required_votes,
@@ -118,16 +126,29 @@ def proposal_views(registry: RegistryClient, chain_time: int) -> list[ProposalVi
     proposals = registry.proposals()
     if not proposals:
         return []
-    voters = [m.account for m in registry.members()
-              if m.role == MemberRole.member and m.status == MemberStatus.active]
+    members = registry.members()
+    status = {m.member_id: m.status for m in members}
+    voters = [m.account for m in members if m.role == MemberRole.member and m.status == MemberStatus.active]
     required = registry.required_votes()
     views = []
     for p in proposals:
         counted = sum(registry.has_voted(p.proposal_id, account) for account in voters)
+        # The contract checks the target again when it executes: a suspension of a member removed meanwhile has the
+        # votes and is refused all the same, so it is not `ready` (it stays open until it expires).
+        executable = p.kind == ProposalKind.admit or status.get(p.member_id) in _TARGET_STATUSES[p.kind]
         state = ("executed" if p.executed else "expired" if chain_time > p.expires_at
-                 else "ready" if counted >= required else "open")
+                 else "ready" if counted >= required and executable else "open")
         views.append(ProposalView(p, counted, required, state))
     return views
+
+
+# The statuses a proposal's target must have for it to execute (AllianceRegistry._allowsStatus).
+_TARGET_STATUSES = {
+    ProposalKind.suspend: {MemberStatus.active},
+    ProposalKind.reinstate: {MemberStatus.suspended},
+    ProposalKind.remove: {MemberStatus.active, MemberStatus.suspended},
+    ProposalKind.rotate_signer: {MemberStatus.active, MemberStatus.suspended},
+}
 
 
 def find_proposal(registry: RegistryClient, proposal_id: int) -> Proposal:

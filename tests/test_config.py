@@ -6,6 +6,7 @@ import dataclasses
 import os
 from pathlib import Path
 
+import httpx
 import pytest
 
 from alliance_cli.main import run
@@ -144,6 +145,25 @@ def test_risk_alert_webhook_url_must_be_an_http_url_with_a_host(tmp_path: Path, 
     and the alerts stayed pending; one that is not http(s) failed every delivery."""
     with pytest.raises(ConfigError, match=r"risk_alert_webhook_url: .*not an http\(s\) URL with a host, e.g. https://"):
         load_settings(tmp_path, risk_alert_webhook_url=url)
+
+
+@pytest.mark.parametrize("url", ["http://256.1.1.1/hook", "http://xn--/hook", "http://\uff21lerts.bank.internal/hook",
+                                 "http://alerts\u00a0bank.internal/hook"])
+def test_a_webhook_url_httpx_cannot_send_to_is_refused(tmp_path: Path, url: str) -> None:
+    """urlsplit takes these, httpx refuses them before any request (InvalidURL, IDNAError: not an HTTPError), so
+    every alert's delivery raised out of the booking or indexer pass that made it, as for `http://[::1/x`."""
+    with pytest.raises(httpx.InvalidURL if "xn--" not in url else ValueError):
+        httpx.Request("POST", url)
+    with pytest.raises(ConfigError, match=r"risk_alert_webhook_url: .*not an http\(s\) URL with a host, e.g. https://"):
+        load_settings(tmp_path, risk_alert_webhook_url=url)
+
+
+def test_an_empty_webhook_url_is_no_webhook_as_before(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ALLIANCE_RISK_ALERT_WEBHOOK_URL=` (a compose file's `${WEBHOOK:-}`) meant no webhook, as the node reads it
+    everywhere (`if not risk_alert_webhook_url`); the URL check made such a node refuse to start."""
+    monkeypatch.setenv("ALLIANCE_RISK_ALERT_WEBHOOK_URL", "")
+    assert not load_settings(tmp_path).risk_alert_webhook_url
+    assert not load_settings(tmp_path, risk_alert_webhook_url="").risk_alert_webhook_url
 
 
 def test_a_refused_webhook_url_is_not_quoted(tmp_path: Path) -> None:

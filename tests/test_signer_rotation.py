@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 
 import pytest
 from pydantic import SecretStr
+from sqlalchemy import select
 
+from node.chain.errors import FraudLedgerNotMember
 from node.chain.signer import keystore_address
 from node.errors import Conflict, InvalidInput
 from node.ledger.key_distribution import sync_keys
+from node.ledger.reactions import withdraw_report
+from node.ledger.reports import ReportRequest
 from node.runtime import NodeContext, WrongPassphrase
 from node.signer_rotation import activate_new_signer, next_signing_key_file, prepare_new_signer
+from node.store.ledger_tables import OutboxRecord
 from tests.conftest import LedgerNodes
 
 
@@ -87,3 +93,43 @@ def test_an_unreadable_prepared_key_is_refused_before_anything_moves(ledger_node
         activate_new_signer(a)
     assert refused.value.code == "new_signer_unusable"
     assert keystore_address(a.settings.signing_key_file).lower() == a.address.lower()
+
+
+def _outbox_states(node: NodeContext) -> dict[str, str]:
+    with node.store.session() as session:
+        return {report_id: state for report_id, state in session.execute(select(OutboxRecord.report_id,
+                                                                              OutboxRecord.state))}
+
+
+def test_a_node_still_signing_with_the_rotated_away_key_keeps_its_published_batches(
+        ledger_nodes: LedgerNodes) -> None:
+    """Between the vote and the restart the running node signs with the old key, which the chain no longer maps to
+    the member: its batches are not lost from the chain for that (they are the member's), and nothing is published
+    twice once the node restarts with the new key."""
+    a, b, c = ledger_nodes.nodes
+    a.keyring.store_key(1, os.urandom(32), source="envelope")
+    published = a.report_intake.accept(ReportRequest([("phone", "13800138000")], "telecom_fraud", 80),
+                                       submitted_by="k").report_id
+    a.publisher.drain()
+    prepared = prepare_new_signer(a)
+    proposal = b.registry(signing=True).propose_signer_rotation(a.member_id, prepared.address)
+    assert c.registry(signing=True).vote(proposal.proposal_id).executed
+    later = a.report_intake.accept(ReportRequest([("phone", "13900139000")], "telecom_fraud", 80),
+                                   submitted_by="k").report_id
+
+    with pytest.raises(FraudLedgerNotMember):  # the old key cannot publish any more
+        a.publisher.run_once(flush=True)
+
+    assert _outbox_states(a) == {published: "confirmed", later: "queued"}
+    with pytest.raises(FraudLedgerNotMember):  # not "withdrawn" with nothing revoked on chain
+        withdraw_report(a, published, "reported_in_error")
+    activate_new_signer(a)
+    restarted = NodeContext(a.settings)
+    ledger_nodes.nodes.append(restarted)  # closed with the others
+    restarted.publisher.drain()
+    assert _outbox_states(restarted) == {published: "confirmed", later: "confirmed"}
+    assert [sent.kind for sent in withdraw_report(restarted, published, "reported_in_error")] == ["revoked"]
+    ledger = restarted.fraud_ledger()
+    logs = ledger.contract.events.BatchPublished().get_logs(from_block=0)
+    records = [r for log in logs for r in ledger.records_of_transaction(log["transactionHash"].to_0x_hex())[2]]
+    assert len(records) == len(set(records)) == 2

@@ -148,16 +148,24 @@ class Publisher:
     # -- recovery -------------------------------------------------------------------------------------
     def requeue_lost_batches(self) -> int | None:
         """Queue again the records of the newest confirmed batches the chain does not have; returns how many
-        batches were lost, or None if the RPC node is still syncing (it may only lag: nothing is concluded).
+        batches were lost, or None if the RPC node is still syncing (it may only lag: nothing is concluded) or the
+        signing key is no member's (rotated away: nothing can be looked up by it).
         A chain loses only its newest blocks, so the walk stops at the first batch it has."""
         if self._ledger.chain.is_syncing():
+            return None
+        # The chain indexes batches by member; a key the members rotated away from (the running node signs with
+        # it until restarted with the new one) belongs to no member, and under member 0 every batch looked lost:
+        # its published records were queued again, shown unpublished, and a withdrawal revoked none of them.
+        reporter = self._ledger.reporter_member_id()
+        if reporter == 0:
             return None
         lost = 0
         while (newest := self._newest_confirmed()) is not None:
             batch_row_id, root, block_number = newest
-            if self._ledger.batch_id_of_root(root) != 0:
+            if self._ledger.batch_id_of_root(root, reporter) != 0:
                 break
-            if self._requeue_lost(batch_row_id, root, f"lost from the chain (was confirmed in block {block_number})"):
+            if self._requeue_lost(batch_row_id, root, reporter,
+                                  f"lost from the chain (was confirmed in block {block_number})"):
                 # The chain lost this member's transaction of the batch: the local nonce count is ahead of it.
                 self._ledger.chain.nonces.reset()
                 logger.error("batch %s, confirmed in block %s, is not on the chain: the chain is behind this node's "
@@ -227,7 +235,7 @@ class Publisher:
             return False
         return True
 
-    def _requeue_lost(self, batch_row_id: int, root: bytes, error: str) -> bool:
+    def _requeue_lost(self, batch_row_id: int, root: bytes, reporter: int, error: str) -> bool:
         """Queue a lost batch's records again, unless another publisher did first (False).
 
         Another publisher on the store may have found the same batch lost, requeued it and published its records
@@ -242,7 +250,7 @@ class Publisher:
                                           .values(state="failed", error=error))
                 if claimed.rowcount != 1:  # type: ignore[attr-defined]
                     return False
-                if self._ledger.batch_id_of_root(root) != 0:
+                if self._ledger.batch_id_of_root(root, reporter) != 0:
                     raise _PublishedMeanwhile
                 _queue_again(session, batch_row_id)
         except _PublishedMeanwhile:

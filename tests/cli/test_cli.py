@@ -379,6 +379,21 @@ def test_member_execute_passes_a_proposal_whose_quorum_was_reached_by_a_suspensi
     assert table.code == 0 and "2/3" in table.out and "executed" in table.out  # E admitted: 4 active, 3 needed
 
 
+def test_member_proposals_does_not_call_ready_a_proposal_its_target_no_longer_allows(
+        cli: CliRunner, deployed_with_three_more: list[RegistryClient]) -> None:
+    """Enough votes once D's removal left 3 active members, but the contract executes a suspension only of an active
+    member: shown `ready` (run `member execute`), it could only be refused."""
+    b, c, _ = deployed_with_three_more
+    assert cli("member", "propose", "suspend", "BANKD").code == 0
+    assert not b.vote(1).executed  # 2 of 4
+    assert cli("member", "propose", "remove", "BANKD").code == 0
+    b.vote(2)
+    assert c.vote(2).executed
+
+    assert _proposal_states(cli) == {1: (2, 2, "open"), 2: (3, 2, "executed")}
+    assert "AllianceRegistryInvalidMemberStatus" in one_error_line(cli("member", "execute", "1").err)
+
+
 def _proposal_states(cli: CliRunner) -> dict[int, tuple[int, int, str]]:
     """Per proposal: the votes that count now, the votes needed, the state (`member proposals --json`)."""
     listed = cli("member", "proposals", "--json")

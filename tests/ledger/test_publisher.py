@@ -338,7 +338,7 @@ def test_two_publishers_finding_the_same_lost_batch_publish_its_records_once(ban
         ledger_type = type(second.fraud_ledger())
         batch_id_of_root = ledger_type.batch_id_of_root
 
-        def first_requeues_and_republishes_meanwhile(self: object, root: bytes) -> int:
+        def first_requeues_and_republishes_meanwhile(self: object, root: bytes, reporter: int | None = None) -> int:
             # The second publisher saw the batch lost; before it requeues it, the first one does, and publishes it
             # again (the same records: the same batch row).
             monkeypatch.setattr(ledger_type, "batch_id_of_root", batch_id_of_root)
@@ -365,7 +365,7 @@ def test_a_syncing_rpc_node_is_not_taken_for_a_chain_that_lost_batches(bank: Nod
     try:
         # anvil never syncs; a Besu node catching up after a restart does, and lacks the newest batches meanwhile.
         monkeypatch.setattr(ChainClient, "is_syncing", lambda self: True)
-        monkeypatch.setattr(type(node.fraud_ledger()), "batch_id_of_root", lambda self, root: 0)
+        monkeypatch.setattr(type(node.fraud_ledger()), "batch_id_of_root", lambda self, root, reporter=None: 0)
         assert node.publisher.requeue_lost_batches() is None
         node.publisher.run_once()
         with node.store.session() as session:
