@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
@@ -52,6 +51,8 @@ class Network(StrEnum):
 def _httpx_can_send_to(url: str) -> bool:
     """Whether httpx, which POSTs the risk alerts, takes `url`: it refuses hosts urlsplit takes (256.1.1.1, an empty
     or non-ASCII IDNA label) with InvalidURL or IDNAError, not an HTTPError, raised out of every alert's delivery."""
+    import httpx  # here: only a node with a webhook pays for importing it
+
     try:
         httpx.Request("POST", url)
     except (httpx.InvalidURL, ValueError):
