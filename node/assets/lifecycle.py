@@ -97,9 +97,14 @@ def propose_successor(node: NodeContext, pool_id: int, successor: str) -> Succes
     if open_vote.successor_member_id != 0 and open_vote.successor_member_id == member.member_id:
         # Proposed already (this very proposal run again after its answer was lost, or another bank's): a new round
         # would only drop the votes cast in this one, so this bank votes in it, once.
-        receipt = (_voted_earlier(registry, pool_id, open_vote.round, node.member_id)
-                   or registry.vote_successor(pool_id, open_vote.round))
-        return _after_vote(registry, pool_id, open_vote.round, receipt)
+        earlier = _voted_earlier(registry, pool_id, open_vote.round, node.member_id)
+        if earlier is None:
+            return _after_vote(registry, pool_id, open_vote.round,
+                               registry.vote_successor(pool_id, open_vote.round))
+        if open_vote.votes < open_vote.required:
+            return _after_vote(registry, pool_id, open_vote.round, earlier)
+        # Its votes reach the quorum only since a suspension or removal: no vote of this bank can decide it any more
+        # (only a vote checks the count), so a new round does, as before.
     round_, receipt = registry.propose_successor(pool_id, member.account)
     return _after_vote(registry, pool_id, round_, receipt)
 

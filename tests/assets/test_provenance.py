@@ -375,6 +375,22 @@ def test_proposing_the_successor_proposed_already_votes_in_the_open_round(life: 
         "successor_proposed", "successor_voted", "successor_voted", "succeeded"]
 
 
+def test_proposing_again_the_successor_of_a_round_passed_by_a_suspension_decides_it(life: Life) -> None:
+    """A round whose votes reach the quorum only after a voter-less suspension cannot be decided by a vote (every
+    active member voted already); proposing its successor again opened a new round that the proposer's vote decides,
+    but proposing it again returned the earlier vote's receipt instead, so custody could never pass to it."""
+    a, _b, c = life.nodes
+    removal = a.registry(signing=True).propose_removal(2)  # B, the custodian, leaves; A and C vote
+    assert c.registry(signing=True).vote(removal.proposal_id).executed
+    first = lifecycle.propose_successor(a, life.pool_id, "BANK-A")
+    assert (first.decided, first.votes, first.required) == (False, 1, 2)
+    suspension = a.registry(signing=True).propose_suspension(3)  # C leaves too: A's vote alone is the quorum now
+    assert c.registry(signing=True).vote(suspension.proposal_id).executed
+    again = lifecycle.propose_successor(a, life.pool_id, "BANK-A")
+    assert again.decided
+    assert asset_registry(a).pool(life.pool_id).custodian_member_id == 1
+
+
 def _statuses_of(life: Life, node: NodeContext) -> Path:
     loan_ids = next(e for e in asset_registry(node).published_loan_ids(pool_id=life.pool_id)
                     if e.version == 2).loan_ids
