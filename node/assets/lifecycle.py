@@ -145,6 +145,7 @@ def attest(node: NodeContext, pool_id: int, version: int, report_hash: bytes) ->
     if len(report_hash) != 32:
         raise InvalidInput("a report hash is 32 bytes (SHA-256)", code="invalid_report_hash")
     registry = asset_registry(node, signing=True)
+    registry.chain.wait_for_sent()  # a copy sent by a run stopped before its receipt is mined first, then found
     return (_attested_earlier(registry, pool_id, version, node.member_id, report_hash)
             or registry.attest(pool_id, version, report_hash))
 

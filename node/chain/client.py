@@ -193,6 +193,24 @@ class ChainClient:
             return int(self.w3.eth.get_transaction_count(
                 Web3.to_checksum_address(self._require_signer().address), "pending"))
 
+    def wait_for_sent(self) -> None:
+        """Wait until every transaction the signer had sent when called is mined (its mined nonce count reaches its
+        pending count then), TransactionTimeout after `receipt_timeout`. Before a write the contract would take twice,
+        a look for a copy already on chain (sent by a run whose answer was lost) must not miss one still pending."""
+        address = Web3.to_checksum_address(self._require_signer().address)
+        with translate_errors(self.rpc_url):
+            pending = int(self.w3.eth.get_transaction_count(address, "pending"))
+        started = time.monotonic()
+        while True:
+            with translate_errors(self.rpc_url):
+                mined = int(self.w3.eth.get_transaction_count(address, "latest"))
+            if mined >= pending:
+                return
+            if time.monotonic() - started >= self.receipt_timeout:
+                raise TransactionTimeout(f"{pending - mined} transaction(s) of {address} sent earlier not mined "
+                                         f"within {self.receipt_timeout}s")
+            time.sleep(RECEIPT_POLL_S)
+
     def _require_signer(self) -> Signer:
         if self.signer is None:
             raise ChainError("this operation needs the bank's signing key, and none was loaded")

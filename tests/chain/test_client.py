@@ -105,3 +105,21 @@ def test_unreachable_error_never_shows_credentials_of_the_rpc_url() -> None:
     with pytest.raises(ChainUnavailable) as refused:
         ChainClient("http://alliance:s3cret@127.0.0.1:9").head()
     assert str(refused.value) == "chain RPC at http://***@127.0.0.1:9 is unreachable"
+
+
+def test_wait_for_sent_waits_out_a_pending_transaction_then_times_out(rpc_url: str) -> None:
+    """What the signer sent is mined before anything looks for it on chain; a copy never mined is a timeout."""
+    client = ChainClient(rpc_url, signer=Signer.generate(), receipt_timeout=1)
+    client.wait_for_sent()  # nothing sent: returns at once
+    client.rpc("evm_setAutomine", [False])
+    try:
+        client.send_signed(client.sign(transfer_of(client)))
+        started = time.monotonic()
+        with pytest.raises(TransactionTimeout, match="1 transaction"):
+            client.wait_for_sent()
+        assert time.monotonic() - started >= 1
+        threading.Timer(0.3, lambda: client.rpc("evm_mine")).start()
+        client.wait_for_sent()
+    finally:
+        client.rpc("evm_setAutomine", [True])
+    assert client.rpc("eth_getTransactionCount", [client.signer.address, "latest"]) == "0x1"
