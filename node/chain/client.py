@@ -6,6 +6,7 @@ it; nothing outside `node.chain` imports web3.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -19,7 +20,7 @@ from eth_typing import HexStr
 from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractConstructor, ContractFunction
-from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
+from web3.exceptions import BadResponseFormat, ContractLogicError, TransactionNotFound, Web3RPCError
 from web3.types import TxParams
 
 from node.chain.artifacts import ContractArtifact, load_artifact
@@ -107,6 +108,8 @@ def translate_errors(rpc_url: str) -> Iterator[None]:
         raise ChainError(f"chain RPC URL {redacted_url(rpc_url)!r} is not an http(s) URL requests can reach") from exc
     except Web3RPCError as exc:
         raise ChainError(f"chain RPC error: {exc}") from exc
+    except (json.JSONDecodeError, BadResponseFormat) as exc:  # a web server at the URL (a proxy's login page)
+        raise ChainError(f"chain RPC at {redacted_url(rpc_url)} did not answer as a JSON-RPC endpoint") from exc
 
 
 def _revert_from(exc: ContractLogicError) -> ContractRevert:
