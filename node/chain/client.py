@@ -91,6 +91,18 @@ class NonceManager:
             self._next = None
 
 
+# Loggers of the HTTP stack that write the RPC URL in full at DEBUG: web3's request lines and cached sessions, urllib3's
+# request paths with their query.
+_URL_LOGGERS = ("web3.providers", "web3._utils.http_session_manager", "urllib3")
+
+
+def keep_rpc_url_out_of_logs() -> None:
+    """Cap the loggers that write the RPC URL with its credentials and query (`--debug`) at INFO: the node's own
+    messages show it only through `redacted_url`."""
+    for name in _URL_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
+
+
 @contextmanager
 def translate_errors(rpc_url: str) -> Iterator[None]:
     """Turn web3/requests exceptions into the node's chain errors."""

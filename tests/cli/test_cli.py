@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import tomllib
 from collections.abc import Iterator
@@ -458,6 +461,20 @@ def test_chain_status_with_unreachable_rpc_fails(cli: CliRunner, deployed: dict[
     result = cli("chain", "status", env={"ALLIANCE_RPC_URL": "http://127.0.0.1:9"})
     assert result.code == 1
     assert "unreachable" in one_error_line(result.err)
+
+
+def test_debug_logs_never_show_credentials_of_the_rpc_url(deployed: dict[str, str], data_dir: Path,
+                                                          rpc_url: str) -> None:
+    """`--debug` logged web3's and urllib3's request lines, with the RPC URL's user, password and query in full."""
+    with_secrets = rpc_url.replace("http://", "http://alliance:s3cret-token@") + "/?apikey=s3cret-key"
+    env = {**os.environ, "ALLIANCE_DATA_DIR": str(data_dir), "ALLIANCE_RPC_URL": with_secrets,
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    for args in (("chain", "status"), ("member", "list")):
+        done = subprocess.run([sys.executable, "-c", "from alliance_cli.main import run; run()", "--debug", *args],
+                              env=env, capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        assert " DEBUG " in done.stderr  # debug logs are on
+        assert "s3cret" not in done.stderr + done.stdout
 
 
 @pytest.fixture
