@@ -389,6 +389,8 @@ def test_proposing_again_the_successor_of_a_round_passed_by_a_suspension_decides
     again = lifecycle.propose_successor(a, life.pool_id, "BANK-A")
     assert again.decided
     assert asset_registry(a).pool(life.pool_id).custodian_member_id == 1
+    result = verify(life, build_bundle(a, "LN-000004"))  # a hand-over by the new round's vote
+    assert result["verified"] is True, failed(result)
 
 
 def _statuses_of(life: Life, node: NodeContext) -> Path:
