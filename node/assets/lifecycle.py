@@ -93,6 +93,7 @@ def propose_successor(node: NodeContext, pool_id: int, successor: str) -> Succes
     from the alliance; this bank's vote is counted (and may decide it)."""
     member = governance.find_member(node.registry(), successor)
     registry = asset_registry(node, signing=True)
+    registry.chain.wait_for_sent()  # a proposal sent by a run stopped before its receipt opens the round looked at
     open_vote = registry.succession(pool_id)
     if open_vote.successor_member_id != 0 and open_vote.successor_member_id == member.member_id:
         # Proposed already (this very proposal run again after its answer was lost, or another bank's): a new round

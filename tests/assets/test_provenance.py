@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -391,6 +392,41 @@ def test_proposing_again_the_successor_of_a_round_passed_by_a_suspension_decides
     assert asset_registry(a).pool(life.pool_id).custodian_member_id == 1
     result = verify(life, build_bundle(a, "LN-000004"))  # a hand-over by the new round's vote
     assert result["verified"] is True, failed(result)
+
+
+def test_proposing_a_successor_again_while_the_first_proposal_is_pending_keeps_one_round(
+        life: Life, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node stopped after sending the proposal, before it was mined: run again, it found no open round and opened
+    a second one, which would drop the votes cast in the first meanwhile."""
+    a, _b, c = life.nodes
+    removal = a.registry(signing=True).propose_removal(2)
+    assert c.registry(signing=True).vote(removal.proposal_id).executed
+    chain = a.signing_chain
+    real_wait = ChainClient.wait_for_receipt
+
+    def stopped(self: ChainClient, tx_hash: str, tx: dict[str, Any] | None = None) -> Receipt:
+        raise RuntimeError("stopped")
+
+    def next_block(self: ChainClient, tx_hash: str, tx: dict[str, Any] | None = None) -> Receipt:
+        self.rpc("evm_mine")
+        return real_wait(self, tx_hash, tx)
+
+    chain.rpc("evm_setAutomine", [False])
+    try:
+        monkeypatch.setattr(ChainClient, "wait_for_receipt", stopped)
+        with pytest.raises(RuntimeError, match="stopped"):
+            lifecycle.propose_successor(a, life.pool_id, "BANK-C")
+        monkeypatch.setattr(ChainClient, "wait_for_receipt", next_block)
+        block_time = threading.Timer(0.5, lambda: chain.rpc("evm_mine"))  # the first proposal is mined meanwhile
+        block_time.start()
+        again = lifecycle.propose_successor(a, life.pool_id, "BANK-C")
+        block_time.join()
+    finally:
+        chain.rpc("evm_setAutomine", [True])
+    monkeypatch.undo()
+    assert (again.round, again.decided, again.votes) == (1, False, 1)
+    assert [e.kind for e in asset_registry(a).pool_events(life.pool_id) if e.kind.startswith("succ")] == [
+        "successor_proposed", "successor_voted"]
 
 
 def _statuses_of(life: Life, node: NodeContext) -> Path:
