@@ -106,6 +106,12 @@ def propose_successor(node: NodeContext, pool_id: int, successor: str) -> Succes
             return _after_vote(registry, pool_id, open_vote.round, earlier)
         # Its votes reach the quorum only since a suspension or removal: no vote of this bank can decide it any more
         # (only a vote checks the count), so a new round does, as before.
+    elif open_vote.round and registry.pool(pool_id).custodian_member_id == member.member_id:
+        # Decided for this successor already, by this bank's vote if it is this very proposal run again after its
+        # answer was lost: the contract would refuse a new proposal (the custodian is no longer removed).
+        earlier = _voted_earlier(registry, pool_id, open_vote.round, node.member_id)
+        if earlier is not None:
+            return _after_vote(registry, pool_id, open_vote.round, earlier)
     round_, receipt = registry.propose_successor(pool_id, member.account)
     return _after_vote(registry, pool_id, round_, receipt)
 

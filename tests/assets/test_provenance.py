@@ -429,6 +429,22 @@ def test_proposing_a_successor_again_while_the_first_proposal_is_pending_keeps_o
         "successor_proposed", "successor_voted"]
 
 
+def test_proposing_a_successor_again_after_the_proposal_decided_returns_it(life: Life) -> None:
+    """A proposal that decided the succession (its answer lost) run again was refused by the contract as a proposal
+    for a pool whose custodian is not removed; it now returns the deciding proposal's receipt."""
+    a, _b, c = life.nodes
+    removal = a.registry(signing=True).propose_removal(2)
+    assert c.registry(signing=True).vote(removal.proposal_id).executed
+    suspension = a.registry(signing=True).propose_suspension(3)  # A alone is the quorum now
+    assert c.registry(signing=True).vote(suspension.proposal_id).executed
+    first = lifecycle.propose_successor(a, life.pool_id, "BANK-A")
+    assert (first.round, first.decided) == (1, True)
+    again = lifecycle.propose_successor(a, life.pool_id, "BANK-A")
+    assert (again.round, again.decided, again.receipt.tx_hash) == (1, True, first.receipt.tx_hash)
+    assert [e.kind for e in asset_registry(a).pool_events(life.pool_id) if e.kind.startswith("succ")] == [
+        "successor_proposed", "successor_voted", "succeeded"]
+
+
 def _statuses_of(life: Life, node: NodeContext) -> Path:
     loan_ids = next(e for e in asset_registry(node).published_loan_ids(pool_id=life.pool_id)
                     if e.version == 2).loan_ids
