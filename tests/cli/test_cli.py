@@ -23,6 +23,7 @@ from node.chain.registry import RegistryClient
 from node.chain.signer import Signer
 from node.store.db import Store
 from node.store.ledger_tables import CheckLogEntry
+from tests.chain.test_client import web_server as json_rpc_impostor
 from tests.cli.conftest import CliRunner
 from tests.conftest import free_port
 from tests.store.outage import PostgresRelay
@@ -475,6 +476,19 @@ def test_debug_logs_never_show_credentials_of_the_rpc_url(deployed: dict[str, st
         assert done.returncode == 0, done.stderr
         assert " DEBUG " in done.stderr  # debug logs are on
         assert "s3cret" not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize("body", [b"<html>sign in</html>", b'{"status": "ok"}', b"[1]", b'"ok"'],
+                         ids=["html", "json_object", "json_list", "json_string"])
+def test_chain_commands_with_an_rpc_url_answering_200_that_is_not_json_rpc_fail_with_one_line(
+        cli: CliRunner, deployed: dict[str, str], body: bytes) -> None:
+    """A web server answering 200 (a proxy's login page, a health endpoint) made a traceback of JSONDecodeError,
+    web3's BadResponseFormat, or the ledger indexer's KeyError/TypeError on the answer."""
+    with json_rpc_impostor(body) as url:
+        for args in (("chain", "status"), ("member", "list"), ("ledger", "sync")):
+            result = cli(*args, env={"ALLIANCE_RPC_URL": url})
+            assert result.code == 1, (args, result.err)
+            assert one_error_line(result.err).startswith(f"error: chain RPC at {url} "), (args, result.err)
 
 
 @pytest.fixture
