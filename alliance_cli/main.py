@@ -21,6 +21,7 @@ from alliance_cli.commands.audit import app as audit_app
 from alliance_cli.state import CliState
 from node.auth.apikeys import InvalidApiKey
 from node.chain.artifacts import ArtifactMissing
+from node.chain.client import keep_rpc_url_out_of_logs
 from node.chain.compiler import CompilationFailed, CompilerNotFound
 from node.chain.errors import ChainError, ContractRevert
 from node.chain.signer import KeystoreError
@@ -42,6 +43,7 @@ def main(
     ctx.obj = CliState(data_dir=data_dir, debug=debug)
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    keep_rpc_url_out_of_logs()
 
 
 app.command("init")(init.init_command)

@@ -93,13 +93,25 @@ def propose_successor(node: NodeContext, pool_id: int, successor: str) -> Succes
     from the alliance; this bank's vote is counted (and may decide it)."""
     member = governance.find_member(node.registry(), successor)
     registry = asset_registry(node, signing=True)
+    registry.chain.wait_for_sent()  # a proposal sent by a run stopped before its receipt opens the round looked at
     open_vote = registry.succession(pool_id)
     if open_vote.successor_member_id != 0 and open_vote.successor_member_id == member.member_id:
         # Proposed already (this very proposal run again after its answer was lost, or another bank's): a new round
         # would only drop the votes cast in this one, so this bank votes in it, once.
-        receipt = (_voted_earlier(registry, pool_id, open_vote.round, node.member_id)
-                   or registry.vote_successor(pool_id, open_vote.round))
-        return _after_vote(registry, pool_id, open_vote.round, receipt)
+        earlier = _voted_earlier(registry, pool_id, open_vote.round, node.member_id)
+        if earlier is None:
+            return _after_vote(registry, pool_id, open_vote.round,
+                               registry.vote_successor(pool_id, open_vote.round))
+        if open_vote.votes < open_vote.required:
+            return _after_vote(registry, pool_id, open_vote.round, earlier)
+        # Its votes reach the quorum only since a suspension or removal: no vote of this bank can decide it any more
+        # (only a vote checks the count), so a new round does, as before.
+    elif open_vote.round and registry.pool(pool_id).custodian_member_id == member.member_id:
+        # Decided for this successor already, by this bank's vote if it is this very proposal run again after its
+        # answer was lost: the contract would refuse a new proposal (the custodian is no longer removed).
+        earlier = _voted_earlier(registry, pool_id, open_vote.round, node.member_id)
+        if earlier is not None:
+            return _after_vote(registry, pool_id, open_vote.round, earlier)
     round_, receipt = registry.propose_successor(pool_id, member.account)
     return _after_vote(registry, pool_id, round_, receipt)
 
@@ -140,6 +152,7 @@ def attest(node: NodeContext, pool_id: int, version: int, report_hash: bytes) ->
     if len(report_hash) != 32:
         raise InvalidInput("a report hash is 32 bytes (SHA-256)", code="invalid_report_hash")
     registry = asset_registry(node, signing=True)
+    registry.chain.wait_for_sent()  # a copy sent by a run stopped before its receipt is mined first, then found
     return (_attested_earlier(registry, pool_id, version, node.member_id, report_hash)
             or registry.attest(pool_id, version, report_hash))
 

@@ -6,6 +6,7 @@ it; nothing outside `node.chain` imports web3.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -19,7 +20,7 @@ from eth_typing import HexStr
 from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractConstructor, ContractFunction
-from web3.exceptions import ContractLogicError, TransactionNotFound, Web3RPCError
+from web3.exceptions import BadResponseFormat, ContractLogicError, TransactionNotFound, Web3RPCError
 from web3.types import TxParams
 
 from node.chain.artifacts import ContractArtifact, load_artifact
@@ -90,6 +91,18 @@ class NonceManager:
             self._next = None
 
 
+# Loggers of the HTTP stack that write the RPC URL in full at DEBUG: web3's request lines and cached sessions, urllib3's
+# request paths with their query.
+_URL_LOGGERS = ("web3.providers", "web3._utils.http_session_manager", "urllib3")
+
+
+def keep_rpc_url_out_of_logs() -> None:
+    """Cap the loggers that write the RPC URL with its credentials and query (`--debug`) at INFO: the node's own
+    messages show it only through `redacted_url`."""
+    for name in _URL_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
+
+
 @contextmanager
 def translate_errors(rpc_url: str) -> Iterator[None]:
     """Turn web3/requests exceptions into the node's chain errors."""
@@ -107,6 +120,8 @@ def translate_errors(rpc_url: str) -> Iterator[None]:
         raise ChainError(f"chain RPC URL {redacted_url(rpc_url)!r} is not an http(s) URL requests can reach") from exc
     except Web3RPCError as exc:
         raise ChainError(f"chain RPC error: {exc}") from exc
+    except (json.JSONDecodeError, BadResponseFormat) as exc:  # a web server at the URL (a proxy's login page)
+        raise ChainError(f"chain RPC at {redacted_url(rpc_url)} did not answer as a JSON-RPC endpoint") from exc
 
 
 def _revert_from(exc: ContractLogicError) -> ContractRevert:
@@ -192,6 +207,24 @@ class ChainClient:
         with translate_errors(self.rpc_url):
             return int(self.w3.eth.get_transaction_count(
                 Web3.to_checksum_address(self._require_signer().address), "pending"))
+
+    def wait_for_sent(self) -> None:
+        """Wait until every transaction the signer had sent when called is mined (its mined nonce count reaches its
+        pending count then), TransactionTimeout after `receipt_timeout`. Before a write the contract would take twice,
+        a look for a copy already on chain (sent by a run whose answer was lost) must not miss one still pending."""
+        address = Web3.to_checksum_address(self._require_signer().address)
+        with translate_errors(self.rpc_url):
+            pending = int(self.w3.eth.get_transaction_count(address, "pending"))
+        started = time.monotonic()
+        while True:
+            with translate_errors(self.rpc_url):
+                mined = int(self.w3.eth.get_transaction_count(address, "latest"))
+            if mined >= pending:
+                return
+            if time.monotonic() - started >= self.receipt_timeout:
+                raise TransactionTimeout(f"{pending - mined} transaction(s) of {address} sent earlier not mined "
+                                         f"within {self.receipt_timeout}s")
+            time.sleep(RECEIPT_POLL_S)
 
     def _require_signer(self) -> Signer:
         if self.signer is None:

@@ -185,8 +185,14 @@ class LedgerEventSource:
             raise ChainError(f"chain RPC at {redacted_url(self.rpc_url)} answered HTTP {response.status_code} "
                              "without JSON") from exc
 
+    def _not_json_rpc(self) -> ChainError:
+        """A JSON answer that is no JSON-RPC response (a web server's health endpoint, say)."""
+        return ChainError(f"chain RPC at {redacted_url(self.rpc_url)} did not answer as a JSON-RPC endpoint")
+
     def call(self, method: str, params: list[Any]) -> Any:
         answer = self._post({"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params})
+        if not isinstance(answer, dict) or not ("result" in answer or "error" in answer):
+            raise self._not_json_rpc()
         if "error" in answer:
             raise ChainError(f"{method} failed: {answer['error']}")
         return answer["result"]
@@ -198,8 +204,10 @@ class LedgerEventSource:
             requests_ = [{"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}
                          for params in param_lists[start:start + self.max_batch]]
             answers = self._post(requests_)
-            if not isinstance(answers, list):  # the whole batch was refused
-                raise ChainError(f"batch of {method} failed: {answers.get('error', answers)}")
+            if isinstance(answers, dict) and "error" in answers:  # the whole batch was refused
+                raise ChainError(f"batch of {method} failed: {answers['error']}")
+            if not isinstance(answers, list) or not all(isinstance(answer, dict) for answer in answers):
+                raise self._not_json_rpc()
             by_id = {answer.get("id"): answer for answer in answers}
             for request in requests_:
                 answer = by_id.get(request["id"])

@@ -14,6 +14,7 @@ from node.auth.apikeys import Role
 from node.config import load_settings
 from node.runtime import NodeContext
 from tests.api.conftest import ApiNode
+from tests.chain.test_client import web_server
 
 
 def test_read_health_reports_chain_contracts_and_store(api: ApiNode) -> None:
@@ -48,6 +49,18 @@ def test_read_health_never_shows_credentials_of_the_rpc_url(api: ApiNode, rpc_ur
     assert chain["rpc_url"] == endpoint.replace("http://", "http://***@")
     assert "s3cret-token" not in response.text and "alliance:" not in response.text
     assert reachable or chain["error"] == f"chain RPC at {chain['rpc_url']} is unreachable"
+
+
+def test_read_health_degraded_when_the_rpc_url_is_a_web_server(api: ApiNode) -> None:
+    """A URL answering 200 with a web page (a proxy's login) made GET /health a 500."""
+    with web_server(b"<html>sign in</html>") as url:
+        settings = load_settings(api.node.settings.data_dir, rpc_url=url,
+                                 database_url=api.node.settings.effective_database_url)
+        with TestClient(create_app(NodeContext(settings))) as client:
+            response = client.get("/health")
+    assert response.status_code == 200
+    assert response.json()["status"] == "degraded"
+    assert response.json()["chain"]["error"] == f"chain RPC at {url} did not answer as a JSON-RPC endpoint"
 
 
 def test_list_members_requires_an_api_key(api: ApiNode) -> None:

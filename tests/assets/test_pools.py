@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -258,6 +259,41 @@ def test_attest_run_again_records_the_attestation_once(ledger_nodes: LedgerNodes
                 if e.kind == "attested"]
     assert attested == [(1, report, first.tx_hash), (1, lifecycle.report_hash_of(b"second report"),
                                                      other_report.tx_hash), (2, report, other_version.tx_hash)]
+
+
+def test_attest_run_again_while_the_first_is_pending_records_it_once(ledger_nodes: LedgerNodes,
+                                                                    banks: list[NodeContext], tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node stopped after sending the attestation, before it was mined (a block time on QBFT, a receipt timeout):
+    run again, attest found no attestation on chain yet and sent a second, and the contract took both."""
+    auditor = ledger_nodes.admit(tmp_path / "auditor", "AUDIT-1", role=MemberRole.auditor)
+    pool_id = anchor_tape(banks[0], tmp_path, "pending-attest", range(3))
+    report = lifecycle.report_hash_of(b"audit report")
+    chain = auditor.signing_chain
+    real_wait = ChainClient.wait_for_receipt
+
+    def stopped(self: ChainClient, tx_hash: str, tx: dict[str, Any] | None = None) -> Receipt:
+        raise Stopped
+
+    def next_block(self: ChainClient, tx_hash: str, tx: dict[str, Any] | None = None) -> Receipt:
+        self.rpc("evm_mine")
+        return real_wait(self, tx_hash, tx)
+
+    chain.rpc("evm_setAutomine", [False])
+    try:
+        monkeypatch.setattr(ChainClient, "wait_for_receipt", stopped)
+        with pytest.raises(Stopped):
+            lifecycle.attest(auditor, pool_id, 1, report)
+        monkeypatch.setattr(ChainClient, "wait_for_receipt", next_block)
+        block_time = threading.Timer(0.5, lambda: chain.rpc("evm_mine"))  # the first copy is mined meanwhile
+        block_time.start()
+        again = lifecycle.attest(auditor, pool_id, 1, report)
+        block_time.join()
+    finally:
+        chain.rpc("evm_setAutomine", [True])
+    monkeypatch.undo()
+    attested = [e.tx_hash for e in asset_registry(banks[0]).pool_events(pool_id) if e.kind == "attested"]
+    assert attested == [again.tx_hash]
 
 
 def test_chain_carries_no_raw_borrower_data(banks: list[NodeContext], tmp_path: Path) -> None:

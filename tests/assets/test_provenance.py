@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -373,6 +374,75 @@ def test_proposing_the_successor_proposed_already_votes_in_the_open_round(life: 
     assert (joined.round, joined.decided) == (1, True)
     assert [e.kind for e in asset_registry(a).pool_events(life.pool_id) if e.kind.startswith("succ")] == [
         "successor_proposed", "successor_voted", "successor_voted", "succeeded"]
+
+
+def test_proposing_again_the_successor_of_a_round_passed_by_a_suspension_decides_it(life: Life) -> None:
+    """A round whose votes reach the quorum only after a voter-less suspension cannot be decided by a vote (every
+    active member voted already); proposing its successor again opened a new round that the proposer's vote decides,
+    but proposing it again returned the earlier vote's receipt instead, so custody could never pass to it."""
+    a, _b, c = life.nodes
+    removal = a.registry(signing=True).propose_removal(2)  # B, the custodian, leaves; A and C vote
+    assert c.registry(signing=True).vote(removal.proposal_id).executed
+    first = lifecycle.propose_successor(a, life.pool_id, "BANK-A")
+    assert (first.decided, first.votes, first.required) == (False, 1, 2)
+    suspension = a.registry(signing=True).propose_suspension(3)  # C leaves too: A's vote alone is the quorum now
+    assert c.registry(signing=True).vote(suspension.proposal_id).executed
+    again = lifecycle.propose_successor(a, life.pool_id, "BANK-A")
+    assert again.decided
+    assert asset_registry(a).pool(life.pool_id).custodian_member_id == 1
+    result = verify(life, build_bundle(a, "LN-000004"))  # a hand-over by the new round's vote
+    assert result["verified"] is True, failed(result)
+
+
+def test_proposing_a_successor_again_while_the_first_proposal_is_pending_keeps_one_round(
+        life: Life, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node stopped after sending the proposal, before it was mined: run again, it found no open round and opened
+    a second one, which would drop the votes cast in the first meanwhile."""
+    a, _b, c = life.nodes
+    removal = a.registry(signing=True).propose_removal(2)
+    assert c.registry(signing=True).vote(removal.proposal_id).executed
+    chain = a.signing_chain
+    real_wait = ChainClient.wait_for_receipt
+
+    def stopped(self: ChainClient, tx_hash: str, tx: dict[str, Any] | None = None) -> Receipt:
+        raise RuntimeError("stopped")
+
+    def next_block(self: ChainClient, tx_hash: str, tx: dict[str, Any] | None = None) -> Receipt:
+        self.rpc("evm_mine")
+        return real_wait(self, tx_hash, tx)
+
+    chain.rpc("evm_setAutomine", [False])
+    try:
+        monkeypatch.setattr(ChainClient, "wait_for_receipt", stopped)
+        with pytest.raises(RuntimeError, match="stopped"):
+            lifecycle.propose_successor(a, life.pool_id, "BANK-C")
+        monkeypatch.setattr(ChainClient, "wait_for_receipt", next_block)
+        block_time = threading.Timer(0.5, lambda: chain.rpc("evm_mine"))  # the first proposal is mined meanwhile
+        block_time.start()
+        again = lifecycle.propose_successor(a, life.pool_id, "BANK-C")
+        block_time.join()
+    finally:
+        chain.rpc("evm_setAutomine", [True])
+    monkeypatch.undo()
+    assert (again.round, again.decided, again.votes) == (1, False, 1)
+    assert [e.kind for e in asset_registry(a).pool_events(life.pool_id) if e.kind.startswith("succ")] == [
+        "successor_proposed", "successor_voted"]
+
+
+def test_proposing_a_successor_again_after_the_proposal_decided_returns_it(life: Life) -> None:
+    """A proposal that decided the succession (its answer lost) run again was refused by the contract as a proposal
+    for a pool whose custodian is not removed; it now returns the deciding proposal's receipt."""
+    a, _b, c = life.nodes
+    removal = a.registry(signing=True).propose_removal(2)
+    assert c.registry(signing=True).vote(removal.proposal_id).executed
+    suspension = a.registry(signing=True).propose_suspension(3)  # A alone is the quorum now
+    assert c.registry(signing=True).vote(suspension.proposal_id).executed
+    first = lifecycle.propose_successor(a, life.pool_id, "BANK-A")
+    assert (first.round, first.decided) == (1, True)
+    again = lifecycle.propose_successor(a, life.pool_id, "BANK-A")
+    assert (again.round, again.decided, again.receipt.tx_hash) == (1, True, first.receipt.tx_hash)
+    assert [e.kind for e in asset_registry(a).pool_events(life.pool_id) if e.kind.startswith("succ")] == [
+        "successor_proposed", "successor_voted", "succeeded"]
 
 
 def _statuses_of(life: Life, node: NodeContext) -> Path:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
 from node.chain import client as client_module
 from node.chain.client import ChainClient
-from node.chain.errors import ChainUnavailable, TransactionTimeout, redacted_url
+from node.chain.errors import ChainError, ChainUnavailable, TransactionTimeout, redacted_url
 from node.chain.signer import Signer
 
 
@@ -105,3 +108,56 @@ def test_unreachable_error_never_shows_credentials_of_the_rpc_url() -> None:
     with pytest.raises(ChainUnavailable) as refused:
         ChainClient("http://alliance:s3cret@127.0.0.1:9").head()
     assert str(refused.value) == "chain RPC at http://***@127.0.0.1:9 is unreachable"
+
+
+def test_wait_for_sent_waits_out_a_pending_transaction_then_times_out(rpc_url: str) -> None:
+    """What the signer sent is mined before anything looks for it on chain; a copy never mined is a timeout."""
+    client = ChainClient(rpc_url, signer=Signer.generate(), receipt_timeout=1)
+    client.wait_for_sent()  # nothing sent: returns at once
+    client.rpc("evm_setAutomine", [False])
+    try:
+        client.send_signed(client.sign(transfer_of(client)))
+        started = time.monotonic()
+        with pytest.raises(TransactionTimeout, match="1 transaction"):
+            client.wait_for_sent()
+        assert time.monotonic() - started >= 1
+        threading.Timer(0.3, lambda: client.rpc("evm_mine")).start()
+        client.wait_for_sent()
+    finally:
+        client.rpc("evm_setAutomine", [True])
+    assert client.rpc("eth_getTransactionCount", [client.signer.address, "latest"]) == "0x1"
+
+
+@contextmanager
+def web_server(body: bytes) -> Iterator[str]:
+    """A web server that answers every POST with 200 and `body` (a proxy's login page, a health endpoint)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("body", [b"<html>sign in</html>", b'{"status": "ok"}'], ids=["html", "json_not_rpc"])
+def test_an_rpc_url_answering_other_than_json_rpc_is_one_chain_error(body: bytes) -> None:
+    """A URL at a web server that answers 200 (a proxy's login page) raised JSONDecodeError or web3's
+    BadResponseFormat past translate_errors: a traceback in the CLI, a 500 from the API, GET /health included."""
+    with web_server(body) as url, pytest.raises(ChainError) as refused:
+        ChainClient(url.replace("http://", "http://alliance:s3cret@") + "?apikey=s3cret").head()
+    shown = url.replace("http://", "http://***@") + "?***"
+    assert str(refused.value) == f"chain RPC at {shown} did not answer as a JSON-RPC endpoint"

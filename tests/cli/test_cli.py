@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import tomllib
 from collections.abc import Iterator
@@ -20,6 +23,7 @@ from node.chain.registry import RegistryClient
 from node.chain.signer import Signer
 from node.store.db import Store
 from node.store.ledger_tables import CheckLogEntry
+from tests.chain.test_client import web_server as json_rpc_impostor
 from tests.cli.conftest import CliRunner
 from tests.conftest import free_port
 from tests.store.outage import PostgresRelay
@@ -473,6 +477,33 @@ def test_chain_status_with_unreachable_rpc_fails(cli: CliRunner, deployed: dict[
     result = cli("chain", "status", env={"ALLIANCE_RPC_URL": "http://127.0.0.1:9"})
     assert result.code == 1
     assert "unreachable" in one_error_line(result.err)
+
+
+def test_debug_logs_never_show_credentials_of_the_rpc_url(deployed: dict[str, str], data_dir: Path,
+                                                          rpc_url: str) -> None:
+    """`--debug` logged web3's and urllib3's request lines, with the RPC URL's user, password and query in full."""
+    with_secrets = rpc_url.replace("http://", "http://alliance:s3cret-token@") + "/?apikey=s3cret-key"
+    env = {**os.environ, "ALLIANCE_DATA_DIR": str(data_dir), "ALLIANCE_RPC_URL": with_secrets,
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    for args in (("chain", "status"), ("member", "list")):
+        done = subprocess.run([sys.executable, "-c", "from alliance_cli.main import run; run()", "--debug", *args],
+                              env=env, capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 0, done.stderr
+        assert " DEBUG " in done.stderr  # debug logs are on
+        assert "s3cret" not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize("body", [b"<html>sign in</html>", b'{"status": "ok"}', b"[1]", b'"ok"'],
+                         ids=["html", "json_object", "json_list", "json_string"])
+def test_chain_commands_with_an_rpc_url_answering_200_that_is_not_json_rpc_fail_with_one_line(
+        cli: CliRunner, deployed: dict[str, str], body: bytes) -> None:
+    """A web server answering 200 (a proxy's login page, a health endpoint) made a traceback of JSONDecodeError,
+    web3's BadResponseFormat, or the ledger indexer's KeyError/TypeError on the answer."""
+    with json_rpc_impostor(body) as url:
+        for args in (("chain", "status"), ("member", "list"), ("ledger", "sync")):
+            result = cli(*args, env={"ALLIANCE_RPC_URL": url})
+            assert result.code == 1, (args, result.err)
+            assert one_error_line(result.err).startswith(f"error: chain RPC at {url} "), (args, result.err)
 
 
 @pytest.fixture
