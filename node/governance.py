@@ -209,9 +209,10 @@ def execute(registry: RegistryClient, proposal_id: int) -> ProposalOutcome:
 
 
 def besu_accounts_allowlist(registry: RegistryClient) -> str:
-    """Besu's accounts permissioning file (`permissions_config.toml`): the signing addresses of the active members,
-    of every role, as `activeAccounts()` holds them (suspended and removed members, and addresses rotated away
-    from, are not in it). Lowercase, sorted, so two banks exporting at one block write the same bytes."""
+    """Besu's accounts permissioning file (`accounts_allowlist.toml`, chain_config/consortium/besu.toml): the signing
+    addresses of the active members, of every role, as `activeAccounts()` holds them (suspended and removed members,
+    and addresses rotated away from, are not in it). Lowercase, sorted, so two banks exporting at one block write
+    the same bytes."""
     accounts = sorted(account.lower() for account in registry.active_accounts())
     listed = ", ".join(f'"{account}"' for account in accounts)
     return (f"# Accounts allowed to send transactions: the active members of AllianceRegistry {registry.address}.\n"

@@ -63,7 +63,7 @@ def chain_allowlist(
     output: Annotated[Path | None, typer.Option(help="Write it to this file (replaced whole); default: stdout.")]
     = None,
 ) -> None:
-    """Besu's accounts allowlist (permissions_config.toml) from the registry's active members."""
+    """Besu's accounts allowlist (accounts_allowlist.toml) from the registry's active members."""
     text = governance.besu_accounts_allowlist(node_context(ctx).registry())
     if output is None:
         sys.stdout.write(text)  # exactly the file, never wrapped by rich

@@ -430,7 +430,7 @@ def test_chain_allowlist_lists_the_active_members_accounts_only(cli: CliRunner, 
     printed = cli("chain", "allowlist")
     assert printed.code == 0, printed.err
     assert tomllib.loads(printed.out) == {"accounts-allowlist": expected}
-    target = tmp_path / "permissions_config.toml"
+    target = tmp_path / "accounts_allowlist.toml"
     written = cli("chain", "allowlist", "--output", str(target))
     assert written.code == 0, written.err
     assert target.read_text() == printed.out and target.stat().st_mode & 0o777 == 0o644
@@ -439,7 +439,7 @@ def test_chain_allowlist_lists_the_active_members_accounts_only(cli: CliRunner, 
 
 def test_chain_allowlist_while_the_chain_is_down_leaves_the_file_as_it_was(cli: CliRunner, tmp_path: Path,
                                                                           deployed: dict[str, str]) -> None:
-    target = tmp_path / "permissions_config.toml"
+    target = tmp_path / "accounts_allowlist.toml"
     assert cli("chain", "allowlist", "--output", str(target)).code == 0
     before = target.read_text()
     result = cli("chain", "allowlist", "--output", str(target), env={"ALLIANCE_RPC_URL": "http://127.0.0.1:9"})
