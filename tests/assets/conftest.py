@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from stdnum.cn import ric
 
+from node.chain.client import ChainClient, Receipt
 from node.runtime import NodeContext
 from tests.conftest import LedgerNodes, moved_to_store
 
@@ -81,3 +84,39 @@ def replica(ledger_nodes: LedgerNodes, bank_on_store: NodeContext) -> NodeContex
     other = NodeContext(bank_on_store.settings)
     ledger_nodes.nodes.append(other)
     return other
+
+
+T = TypeVar("T")
+
+
+class AnswerLost(Exception):
+    """The node stopped after sending a transaction, before its receipt."""
+
+
+def run_again_while_pending(chain: ChainClient, monkeypatch: pytest.MonkeyPatch, action: Callable[[], T]) -> T:
+    """`action` stops after sending its transaction (AnswerLost), then runs again while that transaction is still
+    pending, as after a crash on a chain with block times; the first copy is mined meanwhile. Returns the second
+    run's answer."""
+    real_wait = ChainClient.wait_for_receipt
+
+    def stopped(self: ChainClient, tx_hash: str, tx: dict[str, Any] | None = None) -> Receipt:
+        raise AnswerLost
+
+    def next_block(self: ChainClient, tx_hash: str, tx: dict[str, Any] | None = None) -> Receipt:
+        self.rpc("evm_mine")
+        return real_wait(self, tx_hash, tx)
+
+    chain.rpc("evm_setAutomine", [False])
+    try:
+        with monkeypatch.context() as patched:
+            patched.setattr(ChainClient, "wait_for_receipt", stopped)
+            with pytest.raises(AnswerLost):
+                action()
+            patched.setattr(ChainClient, "wait_for_receipt", next_block)
+            block_time = threading.Timer(0.5, lambda: chain.rpc("evm_mine"))  # the first copy is mined meanwhile
+            block_time.start()
+            again = action()
+            block_time.join()
+    finally:
+        chain.rpc("evm_setAutomine", [True])
+    return again

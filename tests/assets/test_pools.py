@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +58,7 @@ from tests.assets.conftest import (
     name_of,
     phone,
     resident_id,
+    run_again_while_pending,
     write_tape,
 )
 from tests.conftest import Bank, LedgerNodes, interrupted_before_writing, make_bank
@@ -269,29 +269,8 @@ def test_attest_run_again_while_the_first_is_pending_records_it_once(ledger_node
     auditor = ledger_nodes.admit(tmp_path / "auditor", "AUDIT-1", role=MemberRole.auditor)
     pool_id = anchor_tape(banks[0], tmp_path, "pending-attest", range(3))
     report = lifecycle.report_hash_of(b"audit report")
-    chain = auditor.signing_chain
-    real_wait = ChainClient.wait_for_receipt
-
-    def stopped(self: ChainClient, tx_hash: str, tx: dict[str, Any] | None = None) -> Receipt:
-        raise Stopped
-
-    def next_block(self: ChainClient, tx_hash: str, tx: dict[str, Any] | None = None) -> Receipt:
-        self.rpc("evm_mine")
-        return real_wait(self, tx_hash, tx)
-
-    chain.rpc("evm_setAutomine", [False])
-    try:
-        monkeypatch.setattr(ChainClient, "wait_for_receipt", stopped)
-        with pytest.raises(Stopped):
-            lifecycle.attest(auditor, pool_id, 1, report)
-        monkeypatch.setattr(ChainClient, "wait_for_receipt", next_block)
-        block_time = threading.Timer(0.5, lambda: chain.rpc("evm_mine"))  # the first copy is mined meanwhile
-        block_time.start()
-        again = lifecycle.attest(auditor, pool_id, 1, report)
-        block_time.join()
-    finally:
-        chain.rpc("evm_setAutomine", [True])
-    monkeypatch.undo()
+    again = run_again_while_pending(auditor.signing_chain, monkeypatch,
+                                    lambda: lifecycle.attest(auditor, pool_id, 1, report))
     attested = [e.tx_hash for e in asset_registry(banks[0]).pool_events(pool_id) if e.kind == "attested"]
     assert attested == [again.tx_hash]
 

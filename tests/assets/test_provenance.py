@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from node.chain.registry import GOVERNANCE_MIN_GAS, MemberRole
 from node.chain.signer import Signer
 from node.errors import InvalidInput, NotFound
 from node.runtime import NodeContext
-from tests.assets.conftest import HEADER, loan_row, write_tape
+from tests.assets.conftest import HEADER, loan_row, run_again_while_pending, write_tape
 from tests.assets.test_pools import admit_auditor, first_version_records
 from tests.conftest import Bank, make_bank
 
@@ -401,29 +400,8 @@ def test_proposing_a_successor_again_while_the_first_proposal_is_pending_keeps_o
     a, _b, c = life.nodes
     removal = a.registry(signing=True).propose_removal(2)
     assert c.registry(signing=True).vote(removal.proposal_id).executed
-    chain = a.signing_chain
-    real_wait = ChainClient.wait_for_receipt
-
-    def stopped(self: ChainClient, tx_hash: str, tx: dict[str, Any] | None = None) -> Receipt:
-        raise RuntimeError("stopped")
-
-    def next_block(self: ChainClient, tx_hash: str, tx: dict[str, Any] | None = None) -> Receipt:
-        self.rpc("evm_mine")
-        return real_wait(self, tx_hash, tx)
-
-    chain.rpc("evm_setAutomine", [False])
-    try:
-        monkeypatch.setattr(ChainClient, "wait_for_receipt", stopped)
-        with pytest.raises(RuntimeError, match="stopped"):
-            lifecycle.propose_successor(a, life.pool_id, "BANK-C")
-        monkeypatch.setattr(ChainClient, "wait_for_receipt", next_block)
-        block_time = threading.Timer(0.5, lambda: chain.rpc("evm_mine"))  # the first proposal is mined meanwhile
-        block_time.start()
-        again = lifecycle.propose_successor(a, life.pool_id, "BANK-C")
-        block_time.join()
-    finally:
-        chain.rpc("evm_setAutomine", [True])
-    monkeypatch.undo()
+    again = run_again_while_pending(a.signing_chain, monkeypatch,
+                                    lambda: lifecycle.propose_successor(a, life.pool_id, "BANK-C"))
     assert (again.round, again.decided, again.votes) == (1, False, 1)
     assert [e.kind for e in asset_registry(a).pool_events(life.pool_id) if e.kind.startswith("succ")] == [
         "successor_proposed", "successor_voted"]
