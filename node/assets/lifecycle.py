@@ -118,9 +118,14 @@ def propose_successor(node: NodeContext, pool_id: int, successor: str) -> Succes
 
 def _voted_earlier(registry: AssetRegistryClient, pool_id: int, round_: int, member_id: int) -> Receipt | None:
     """The receipt of `member_id`'s vote in the round (its proposal's, for the proposer), if it voted."""
+    return _receipt_of_event(registry, pool_id, "successor_voted", round=round_, voterMemberId=member_id)
+
+
+def _receipt_of_event(registry: AssetRegistryClient, pool_id: int, kind: str, **arguments: object) -> Receipt | None:
+    """The receipt of the pool's first `kind` event whose arguments include `arguments`, if the chain has one: the
+    action run again after its answer was lost finds it there instead of sending it twice."""
     for event in registry.pool_events(pool_id):
-        if event.kind == "successor_voted" and (event.args["round"], event.args["voterMemberId"]) == (round_,
-                                                                                                      member_id):
+        if event.kind == kind and all(event.args[name] == value for name, value in arguments.items()):
             return registry.chain.wait_for_receipt(event.tx_hash)
     return None
 
@@ -161,11 +166,8 @@ def _attested_earlier(registry: AssetRegistryClient, pool_id: int, version: int,
                       report_hash: bytes) -> Receipt | None:
     """The receipt of this very attestation if the chain has it already: run again after its answer was lost (a
     crash, a client's retry), it would otherwise be recorded twice, since the contract takes any number of them."""
-    for event in registry.pool_events(pool_id):
-        if event.kind == "attested" and (event.args["version"], event.args["auditorMemberId"],
-                                         event.args["reportHash"]) == (version, auditor_member_id, report_hash):
-            return registry.chain.wait_for_receipt(event.tx_hash)
-    return None
+    return _receipt_of_event(registry, pool_id, "attested", version=version, auditorMemberId=auditor_member_id,
+                             reportHash=report_hash)
 
 
 def report_servicing(node: NodeContext, pool_id: int, period: int, *, version: int | None = None,
@@ -228,11 +230,7 @@ def _reported_earlier(registry: AssetRegistryClient, pool_id: int, version: int,
     A different report of the period is left to the contract to refuse."""
     if registry.pool(pool_id).last_servicing_period < period:
         return None
-    for event in registry.pool_events(pool_id):
-        if event.kind == "servicing" and (event.args["period"], event.args["version"], event.args["statusRoot"]) \
-                == (period, version, root):
-            return registry.chain.wait_for_receipt(event.tx_hash)
-    return None
+    return _receipt_of_event(registry, pool_id, "servicing", period=period, version=version, statusRoot=root)
 
 
 def read_status_file(path: Path) -> dict[bytes, LoanStatus]:
