@@ -36,7 +36,7 @@ LEAF_ENCODING: tuple[str, ...] = (
     "uint128",  # arrears_balance
 )
 LOAN_ID_DOMAIN = b"alliance/loan-id/v1\x00"
-_HASH32 = re.compile(r"0x[0-9a-fA-F]{64}")
+HASH32 = re.compile(r"0x[0-9a-fA-F]{64}")  # a 32-byte hash as bundles write it, in full
 
 
 class LoanPurpose(IntEnum):
@@ -122,7 +122,7 @@ class LoanRecord:
         def hash32(name: str) -> bytes:
             text = data[name]
             # In full: bytes.fromhex alone skips whitespace and reads a hash with spaces as a shorter one.
-            if not (isinstance(text, str) and _HASH32.fullmatch(text)):
+            if not (isinstance(text, str) and HASH32.fullmatch(text)):
                 raise ValueError(f"record field {name} must be 0x + 64 hex digits")
             return bytes.fromhex(text[2:])
 

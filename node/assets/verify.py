@@ -30,7 +30,6 @@ version that a later one superseded still proves the loan was in its version.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,14 +43,13 @@ from node.assets.history import (
     pools_holding_loan,
     version_loan_ids,
 )
-from node.assets.records import LEAF_ENCODING, STATUS_ENCODING, LoanRecord, LoanStatus
+from node.assets.records import HASH32, LEAF_ENCODING, STATUS_ENCODING, LoanRecord, LoanStatus
 from node.chain.asset_registry import AssetRegistryClient, PoolEvent
 from node.chain.client import ChainClient
 from node.chain.errors import ChainError, ChainUnavailable
 from node.chain.registry import MemberRole, MemberStatus
 from node.merkle import MerkleTreeError, standard_leaf_hash, verify_proof
 
-_HASH32 = re.compile(r"0x[0-9a-fA-F]{64}")
 _BUNDLE_KEYS = {"format", "chain_id", "registry", "pool_id", "version", "record", "leaf_encoding", "leaf",
                 "proof", "root", "anchor", "custody", "servicing", "loan_statuses", "attestations", "as_of_block"}
 # The widths the chain gives these numbers (uint256 pool ids, uint32 versions): anything wider cannot be looked up.
@@ -181,7 +179,7 @@ def _parse(bundle: Any, parsed: dict[str, Any]) -> str:
 def _hash32(value: Any, where: str) -> bytes:
     # Matched in full, not left to bytes.fromhex: it skips whitespace, so "0x" + 62 digits + two spaces was taken as
     # a 31-byte hash that the contract call's ABI encoder then refused with a traceback.
-    if not (isinstance(value, str) and _HASH32.fullmatch(value)):
+    if not (isinstance(value, str) and HASH32.fullmatch(value)):
         raise _Failed(f"{where} must be 0x + 64 hex digits")
     return bytes.fromhex(value[2:])
 
