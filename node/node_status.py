@@ -25,6 +25,11 @@ class StoreFigures:
     mirror: MirrorStatus
     key_epochs: list[int]  # held, oldest first
 
+    def to_json(self) -> dict[str, object]:
+        """The figures as `GET /v1/node/status` and `alliance node status --json` give them."""
+        return {"outbox": self.outbox, "publish_batches": self.batches, "mirror": self.mirror.to_json(),
+                "key_epochs_held": self.key_epochs}
+
 
 def store_figures(node: NodeContext, session: Session) -> StoreFigures:
     outbox = dict(session.execute(select(OutboxRecord.state, func.count()).group_by(OutboxRecord.state)).all())

@@ -39,9 +39,7 @@ def node_status(ctx: typer.Context, json_output: JsonOption = False) -> None:
     with node.store.session() as session:
         figures = store_figures(node, session)
     oldest = figures.oldest_queued_at.isoformat() if figures.oldest_queued_at else None
-    data = {"bank_code": node.settings.bank_code, "outbox": figures.outbox, "publish_batches": figures.batches,
-            "oldest_queued_report_at": oldest, "mirror": figures.mirror.to_json(),
-            "key_epochs_held": figures.key_epochs}
+    data = {"bank_code": node.settings.bank_code, **figures.to_json(), "oldest_queued_report_at": oldest}
     if json_output:
         console.print_json(data)
         return

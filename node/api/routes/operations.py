@@ -24,8 +24,7 @@ def read_node_status(*, node: NodeDep, session: SessionDep, request: Request, ke
     """Outbox and publish-batch counts by state, the mirror's position and lag, key epochs held, workers."""
     figures = store_figures(node, session)
     workers = request.app.state.workers
-    return {"bank_code": node.settings.bank_code, "outbox": figures.outbox, "publish_batches": figures.batches,
-            "mirror": figures.mirror.to_json(), "key_epochs_held": figures.key_epochs,
+    return {"bank_code": node.settings.bank_code, **figures.to_json(),
             "workers": workers.status() if workers is not None else {}}
 
 
