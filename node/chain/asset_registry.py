@@ -302,9 +302,8 @@ class AssetRegistryClient:
         found: list[PoolEvent] = []
         senders: dict[str, str] = {}
         for name, kind in _EVENT_KINDS.items():
-            with translate_errors(self.chain.rpc_url):
-                logs = getattr(self.contract.events, name)().get_logs(
-                    from_block=0, to_block=to_block, argument_filters={"poolId": pool_id})
+            logs = self.chain.event_logs(getattr(self.contract.events, name)(), to_block=to_block,
+                                         argument_filters={"poolId": pool_id})
             for log in logs:
                 tx_hash = log["transactionHash"].to_0x_hex()
                 if tx_hash not in senders:
@@ -321,9 +320,8 @@ class AssetRegistryClient:
         filters: dict[str, Any] = {"poolId": pool_id} if pool_id is not None else {}
         if version is not None:
             filters["version"] = version
-        with translate_errors(self.chain.rpc_url):
-            logs = self.contract.events.LoanIdsPublished().get_logs(from_block=from_block, to_block=to_block,
-                                                                     argument_filters=filters)
+        logs = self.chain.event_logs(self.contract.events.LoanIdsPublished(), from_block=from_block,
+                                     to_block=to_block, argument_filters=filters)
         published = [PublishedLoanIds(int(log["args"]["poolId"]), int(log["args"]["version"]),
                                       int(log["args"]["offset"]), [bytes(i) for i in log["args"]["loanIds"]],
                                       int(log["blockNumber"]),

@@ -19,9 +19,9 @@ import requests
 from eth_typing import HexStr
 from web3 import Web3
 from web3.contract import Contract
-from web3.contract.contract import ContractConstructor, ContractFunction
+from web3.contract.contract import ContractConstructor, ContractEvent, ContractFunction
 from web3.exceptions import BadResponseFormat, ContractLogicError, TransactionNotFound, Web3RPCError
-from web3.types import TxParams
+from web3.types import EventData, TxParams
 
 from node.chain.artifacts import ContractArtifact, load_artifact
 from node.chain.errors import (
@@ -158,6 +158,8 @@ class ChainClient:
         self.w3 = Web3(provider)
         self._chain_id: int | None = None
         self.nonces = NonceManager(self._pending_nonce)
+        # The widest eth_getLogs range the endpoint has taken since it refused a wider one (None: never refused).
+        self._log_window: int | None = None
 
     # -- reads ----------------------------------------------------------------------------------------
     @property
@@ -184,6 +186,36 @@ class ChainClient:
     def has_code(self, address: str) -> bool:
         with translate_errors(self.rpc_url):
             return len(self.w3.eth.get_code(Web3.to_checksum_address(address))) > 0
+
+    def event_logs(self, event: ContractEvent, *, from_block: int = 0, to_block: int | str = "latest",
+                   argument_filters: dict[str, Any] | None = None) -> list[EventData]:
+        """The logs of `event` in `from_block..to_block` (inclusive), in chain order.
+
+        Asked in one eth_getLogs while the endpoint takes it: Besu refuses a request of more blocks than its
+        `--rpc-max-logs-range` (1,000 or 5,000 by default, blocks every 2 s on the consortium chain), other clients
+        cap the results. A refused range is halved until the endpoint takes it, and that width is kept for the
+        next calls; an error on a single block is the endpoint's real answer and is raised.
+        """
+        end = self.block_number() if to_block == "latest" else int(to_block)
+        found: list[EventData] = []
+        start = from_block
+        while start <= end:
+            stop = end if self._log_window is None else min(end, start + self._log_window - 1)
+            try:
+                with translate_errors(self.rpc_url):
+                    found.extend(event.get_logs(from_block=start, to_block=stop, argument_filters=argument_filters))
+            except ChainUnavailable:
+                raise
+            except ChainError:
+                if stop == start:
+                    raise
+                self._log_window = (stop - start + 1) // 2
+                logger.info("eth_getLogs of %d blocks refused; asking %d at a time", stop - start + 1,
+                            self._log_window)
+                continue
+            start = stop + 1
+        found.sort(key=lambda log: (log["blockNumber"], log["logIndex"]))
+        return found
 
     def rpc(self, method: str, params: list[Any] | None = None) -> Any:
         """A raw JSON-RPC call, for node-specific methods (`anvil_*`, `evm_*`, `txpool_*`)."""

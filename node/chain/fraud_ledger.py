@@ -232,9 +232,8 @@ class FraudLedgerClient:
         batch_id = self.batch_id_of_root(root, reporter)
         if batch_id == 0:
             return None
-        with translate_errors(self.chain.rpc_url):
-            logs = self.contract.events.BatchPublished().get_logs(
-                from_block=0, argument_filters={"root": root, "reporterMemberId": reporter})
+        logs = self.chain.event_logs(self.contract.events.BatchPublished(),
+                                     argument_filters={"root": root, "reporterMemberId": reporter})
         for log in logs:
             if int(log["args"]["batchId"]) == batch_id:
                 return MinedPublish(batch_id, log["transactionHash"].to_0x_hex(), int(log["blockNumber"]))
@@ -245,9 +244,8 @@ class FraudLedgerClient:
         reporter = self.reporter_member_id()
         if reporter == 0:
             return []
-        with translate_errors(self.chain.rpc_url):
-            logs = self.contract.events.BatchPublished().get_logs(
-                from_block=from_block, argument_filters={"reporterMemberId": reporter})
+        logs = self.chain.event_logs(self.contract.events.BatchPublished(), from_block=from_block,
+                                     argument_filters={"reporterMemberId": reporter})
         batches = []
         for log in sorted(logs, key=lambda entry: (entry["blockNumber"], entry["logIndex"])):
             tx_hash = log["transactionHash"].to_0x_hex()

@@ -9,7 +9,7 @@ from typing import Any
 from web3 import Web3
 from web3.logs import DISCARD
 
-from node.chain.client import ChainClient, Receipt, translate_errors
+from node.chain.client import ChainClient, Receipt
 
 # A vote or proposal may execute when mined although it did not when estimated (another vote landed, or
 # the active count dropped); an executing admission costs ~320k gas. Gas is free on the consortium chain.
@@ -211,9 +211,8 @@ class RegistryClient:
             filters["recipientMemberId"] = recipient_member_id
         if epoch is not None:
             filters["epoch"] = epoch
-        with translate_errors(self.chain.rpc_url):
-            logs = self.contract.events.KeyEnvelopePublished().get_logs(from_block=from_block,
-                                                                         argument_filters=filters)
+        logs = self.chain.event_logs(self.contract.events.KeyEnvelopePublished(), from_block=from_block,
+                                     argument_filters=filters)
         return [KeyEnvelope(int(log["args"]["recipientMemberId"]), int(log["args"]["epoch"]),
                             int(log["args"]["senderMemberId"]), bytes(log["args"]["envelope"]),
                             int(log["blockNumber"])) for log in logs]
@@ -223,8 +222,7 @@ class RegistryClient:
 
         Epoch 1 begins at deployment without this event; the member that starts an epoch generates its key.
         """
-        with translate_errors(self.chain.rpc_url):
-            logs = self.contract.events.KeyEpochStarted().get_logs(from_block=from_block)
+        logs = self.chain.event_logs(self.contract.events.KeyEpochStarted(), from_block=from_block)
         return [(int(log["args"]["epoch"]), int(log["args"]["startedBy"]), int(log["blockNumber"]))
                 for log in logs]
 

@@ -24,6 +24,7 @@ from node.errors import InvalidInput, NotFound
 from node.runtime import NodeContext
 from tests.assets.conftest import HEADER, loan_row, run_again_while_pending, write_tape
 from tests.assets.test_pools import admit_auditor, first_version_records
+from tests.chain.capped_rpc import capped_rpc
 from tests.conftest import Bank, make_bank
 
 
@@ -104,6 +105,15 @@ def test_verify_bundle_still_verifies_after_later_events(life: Life) -> None:
     result = verify(life, life.bundle)
     assert result["verified"] is True, failed(result)
     assert result["facts"]["custodian_member_id_now"] == 3
+
+
+def test_verify_bundle_through_an_endpoint_that_caps_log_ranges(life: Life) -> None:
+    """The verifier read the pool's events and every published loan id from block 0 in one eth_getLogs each: an
+    auditor's Besu endpoint (`--rpc-max-logs-range`) refuses that on any chain longer than its cap."""
+    with capped_rpc(life.rpc_url, 4) as relay:
+        result = verify_bundle(life.bundle, relay.url, life.registry).to_json()
+    assert result["verified"] is True, failed(result)
+    assert relay.refused >= 1
 
 
 # Gas of an attestation, given explicitly: estimated against the latest state, the call of a signer whose admission

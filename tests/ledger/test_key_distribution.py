@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from node.chain.client import ChainClient
 from node.chain.errors import ChainUnavailable
 from node.chain.registry import MemberRole
 from node.crypto.envelopes import public_key_bytes, seal_envelope
 from node.ledger.key_distribution import NotAMember, key_status, rotate, sync_keys
 from node.runtime import NodeContext
+from tests.chain.capped_rpc import capped_rpc
 from tests.conftest import LedgerNodes, chain_texts, free_port, make_node, moved_to_store
 
 
@@ -300,3 +302,19 @@ def test_no_key_bytes_appear_on_chain(ledger_nodes: LedgerNodes, tmp_path: Path)
     seen = chain_texts(ledger_nodes.rpc_url)
     assert len(seen) > 20
     assert not [text for text in seen for key in keys if key in text]
+
+
+def test_sync_keys_through_an_endpoint_that_caps_log_ranges(ledger_nodes: LedgerNodes) -> None:
+    """Key distribution read every envelope and epoch from block 0 in one eth_getLogs: behind a Besu endpoint
+    (`--rpc-max-logs-range`) on a chain longer than the cap, every pass failed and no member ever got a key."""
+    ChainClient(ledger_nodes.rpc_url).rpc("anvil_mine", [hex(40)])
+    with capped_rpc(ledger_nodes.rpc_url, 16) as relay:
+        nodes = [NodeContext(n.settings.model_copy(update={"rpc_url": relay.url})) for n in ledger_nodes.nodes]
+        try:
+            assert sync_keys(nodes[0]).generated == [1]
+            assert [sync_keys(node).received for node in nodes[1:]] == [[1], [1]]
+            assert nodes[1].keyring.key(1) == nodes[2].keyring.key(1) == nodes[0].keyring.key(1)
+            assert relay.refused >= 1
+        finally:
+            for node in nodes:
+                node.close()

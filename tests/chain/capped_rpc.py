@@ -1,0 +1,79 @@
+"""A JSON-RPC relay in front of the test chain that refuses wide `eth_getLogs` ranges, as Besu does.
+
+Besu answers an `eth_getLogs` over more blocks than its `--rpc-max-logs-range` (1,000 or 5,000 by default) with an
+error instead of logs; anvil has no such cap. Everything else is passed through to the real chain unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import requests
+
+# Besu's answer to a range over its cap (JSON-RPC error -32005, "limit exceeded").
+RANGE_REFUSAL = {"code": -32005, "message": "Exceeds max range"}
+
+
+@dataclass
+class CappedRpc:
+    url: str
+    max_blocks: int
+    log_ranges: list[tuple[int, int]] = field(default_factory=list)  # every eth_getLogs asked, refused or not
+    refused: int = 0
+
+
+def _block(value: Any, upstream: str) -> int:
+    if value in (None, "latest", "pending", "safe", "finalized"):
+        answer = requests.post(upstream, json={"jsonrpc": "2.0", "id": 1, "method": "eth_blockNumber", "params": []},
+                               timeout=10).json()
+        return int(answer["result"], 16)
+    return 0 if value == "earliest" else int(value, 16)
+
+
+@contextmanager
+def capped_rpc(upstream: str, max_blocks: int) -> Iterator[CappedRpc]:
+    """A relay at `CappedRpc.url` to the chain at `upstream`, refusing eth_getLogs over more than `max_blocks`."""
+    relay = CappedRpc("", max_blocks)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            request = json.loads(body)
+            answer: bytes
+            if isinstance(request, dict) and request.get("method") == "eth_getLogs":
+                query = request["params"][0]
+                first, last = _block(query.get("fromBlock"), upstream), _block(query.get("toBlock"), upstream)
+                relay.log_ranges.append((first, last))
+                if last - first + 1 > max_blocks:
+                    relay.refused += 1
+                    answer = json.dumps({"jsonrpc": "2.0", "id": request.get("id"), "error": RANGE_REFUSAL}).encode()
+                    self._answer(answer)
+                    return
+            forwarded = requests.post(upstream, data=body, headers={"Content-Type": "application/json"}, timeout=30)
+            self._answer(forwarded.content)
+
+        def _answer(self, answer: bytes) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    relay.url = f"http://127.0.0.1:{server.server_port}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield relay
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -1,0 +1,64 @@
+"""Event logs from endpoints that cap the blocks of one eth_getLogs (Besu's --rpc-max-logs-range)."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import pytest
+
+from node.chain.client import ChainClient
+from node.chain.errors import ChainError, ChainUnavailable
+from tests.chain.capped_rpc import capped_rpc
+from tests.conftest import Consortium, free_port
+
+CAP = 8
+
+
+def started_epochs(consortium: Consortium, rounds: int) -> None:
+    """KeyEpochStarted events spread over more blocks than CAP, some of them empty."""
+    registry = consortium.registry(consortium.banks[0])
+    for _ in range(rounds):
+        registry.start_key_epoch()
+        registry.chain.rpc("anvil_mine", [hex(CAP + 3)])
+
+
+def test_event_logs_through_a_capped_endpoint_are_the_whole_answer(consortium: Consortium) -> None:
+    """Every whole-chain log read (key envelopes, epochs, pool events, loan ids, own batches) asked blocks 0..head in
+    one eth_getLogs: a Besu endpoint refuses that once the chain is longer than its cap (about 33 minutes of 2 s
+    blocks at Besu 22's default), and key distribution, the publisher's recovery and the auditor's verifier failed."""
+    started_epochs(consortium, 4)
+    address = consortium.deployment.address("AllianceRegistry")
+    direct = ChainClient(consortium.rpc_url)
+    expected = direct.event_logs(direct.contract("AllianceRegistry", address).events.KeyEpochStarted())
+    assert [int(log["args"]["epoch"]) for log in expected] == [2, 3, 4, 5]
+    with capped_rpc(consortium.rpc_url, CAP) as relay:
+        capped = ChainClient(relay.url)
+        event = capped.contract("AllianceRegistry", address).events.KeyEpochStarted()
+        assert capped.event_logs(event) == expected
+        assert relay.refused >= 1
+        taken = relay.log_ranges[relay.refused:]
+        assert all(last - first + 1 <= CAP for first, last in taken)
+        assert taken[0][0] == 0 and taken[-1][1] == direct.block_number()
+        assert all(b[0] == a[1] + 1 for a, b in pairwise(taken))  # no gap, no overlap
+
+        # The width the endpoint took is kept: the next read is refused nothing.
+        refused, asked = relay.refused, len(relay.log_ranges)
+        assert capped.event_logs(event, from_block=3) == [log for log in expected if log["blockNumber"] >= 3]
+        assert relay.refused == refused and len(relay.log_ranges) > asked
+
+
+def test_an_endpoint_that_refuses_even_one_block_is_an_error(consortium: Consortium) -> None:
+    address = consortium.deployment.address("AllianceRegistry")
+    with capped_rpc(consortium.rpc_url, 0) as relay:
+        capped = ChainClient(relay.url)
+        with pytest.raises(ChainError, match="Exceeds max range"):
+            capped.event_logs(capped.contract("AllianceRegistry", address).events.KeyEpochStarted())
+        assert relay.log_ranges[-1][0] == relay.log_ranges[-1][1]  # halved down to one block, then given up
+
+
+def test_an_unreachable_endpoint_is_not_taken_for_a_refused_range(consortium: Consortium) -> None:
+    client = ChainClient(f"http://127.0.0.1:{free_port()}", request_timeout=1)
+    event = client.contract("AllianceRegistry", consortium.deployment.address("AllianceRegistry")).events
+    with pytest.raises(ChainUnavailable):
+        client.event_logs(event.KeyEpochStarted(), to_block=64)
+    assert client._log_window is None  # nothing learnt from an outage
