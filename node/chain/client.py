@@ -20,7 +20,7 @@ from eth_typing import HexStr
 from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractConstructor, ContractEvent, ContractFunction
-from web3.exceptions import BadResponseFormat, ContractLogicError, TransactionNotFound, Web3RPCError
+from web3.exceptions import BadResponseFormat, BlockNotFound, ContractLogicError, TransactionNotFound, Web3RPCError
 from web3.types import EventData, TxParams
 
 from node.chain.artifacts import ContractArtifact, load_artifact
@@ -49,6 +49,13 @@ _ESTIMATE_MARGIN = 1.3
 STUCK_LOOK_INTERVAL_S = 2.0
 STUCK_AFTER_LOOKS = 3
 RECEIPT_POLL_S = 0.02
+
+
+@dataclass(frozen=True)
+class _FollowedLogs:
+    block_number: int  # the head the logs were read up to
+    block_hash: str
+    logs: list[EventData]
 
 
 @dataclass(frozen=True)
@@ -160,6 +167,8 @@ class ChainClient:
         self.nonces = NonceManager(self._pending_nonce)
         # The widest eth_getLogs range the endpoint has taken since it refused a wider one (None: never refused).
         self._log_window: int | None = None
+        self._followed: dict[tuple[str, str], _FollowedLogs] = {}
+        self._followed_lock = threading.Lock()
 
     # -- reads ----------------------------------------------------------------------------------------
     @property
@@ -216,6 +225,35 @@ class ChainClient:
             start = stop + 1
         found.sort(key=lambda log: (log["blockNumber"], log["logIndex"]))
         return found
+
+    def followed_logs(self, event: ContractEvent) -> list[EventData]:
+        """Every log of `event` (no filter) from block 0 to the head, as `event_logs` gives them, kept between calls.
+
+        For reads repeated every few seconds (the key worker reads every key envelope and epoch on each pass): a
+        call asks only the blocks after the last one it saw, once that block's hash shows the chain still holds it
+        (the hash commits to every block before it). A reorganisation, or a chain that lost blocks and grew again,
+        has another hash there, and everything is read again.
+        """
+        key = (str(event.address), str(event.event_name))
+        with self._followed_lock:  # one reader per event at a time: the cache is extended in place
+            followed = self._followed.get(key)
+            head = self.head()
+            if followed is not None and followed.block_number <= head.block_number \
+                    and self._block_hash(followed.block_number) == followed.block_hash:
+                new = self.event_logs(event, from_block=followed.block_number + 1, to_block=head.block_number)
+                logs = [*followed.logs, *new]
+            else:
+                logs = self.event_logs(event, to_block=head.block_number)
+            self._followed[key] = _FollowedLogs(head.block_number, head.block_hash, logs)
+            return list(logs)
+
+    def _block_hash(self, number: int) -> str | None:
+        """The hash of block `number`; None once the chain no longer has it (it went back meanwhile)."""
+        try:
+            with translate_errors(self.rpc_url):
+                return self.w3.eth.get_block(number)["hash"].to_0x_hex()
+        except BlockNotFound:
+            return None
 
     def rpc(self, method: str, params: list[Any] | None = None) -> Any:
         """A raw JSON-RPC call, for node-specific methods (`anvil_*`, `evm_*`, `txpool_*`)."""

@@ -211,8 +211,11 @@ class RegistryClient:
             filters["recipientMemberId"] = recipient_member_id
         if epoch is not None:
             filters["epoch"] = epoch
-        logs = self.chain.event_logs(self.contract.events.KeyEnvelopePublished(), from_block=from_block,
-                                     argument_filters=filters)
+        event = self.contract.events.KeyEnvelopePublished()
+        if filters or from_block:
+            logs = self.chain.event_logs(event, from_block=from_block, argument_filters=filters)
+        else:  # the key worker's read, every few seconds: only the new blocks
+            logs = self.chain.followed_logs(event)
         return [KeyEnvelope(int(log["args"]["recipientMemberId"]), int(log["args"]["epoch"]),
                             int(log["args"]["senderMemberId"]), bytes(log["args"]["envelope"]),
                             int(log["blockNumber"])) for log in logs]
@@ -222,7 +225,8 @@ class RegistryClient:
 
         Epoch 1 begins at deployment without this event; the member that starts an epoch generates its key.
         """
-        logs = self.chain.event_logs(self.contract.events.KeyEpochStarted(), from_block=from_block)
+        event = self.contract.events.KeyEpochStarted()
+        logs = self.chain.event_logs(event, from_block=from_block) if from_block else self.chain.followed_logs(event)
         return [(int(log["args"]["epoch"]), int(log["args"]["startedBy"]), int(log["blockNumber"]))
                 for log in logs]
 

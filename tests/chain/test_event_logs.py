@@ -8,6 +8,7 @@ import pytest
 
 from node.chain.client import ChainClient
 from node.chain.errors import ChainError, ChainUnavailable
+from node.chain.registry import RegistryClient
 from tests.chain.capped_rpc import capped_rpc
 from tests.conftest import Consortium, free_port
 
@@ -62,3 +63,38 @@ def test_an_unreachable_endpoint_is_not_taken_for_a_refused_range(consortium: Co
     with pytest.raises(ChainUnavailable):
         client.event_logs(event.KeyEpochStarted(), to_block=64)
     assert client._log_window is None  # nothing learnt from an outage
+
+
+def test_followed_logs_ask_only_the_new_blocks(consortium: Consortium) -> None:
+    """The key worker read every key envelope and epoch from block 0 on every pass (every 5 s): on a chain a year
+    old, millions of blocks each time, or thousands of capped requests."""
+    address = consortium.deployment.address("AllianceRegistry")
+    started_epochs(consortium, 1)
+    with capped_rpc(consortium.rpc_url, 10_000) as relay:
+        client = ChainClient(relay.url)
+        event = client.contract("AllianceRegistry", address).events.KeyEpochStarted()
+        assert [int(log["args"]["epoch"]) for log in client.followed_logs(event)] == [2]
+        seen = client.block_number()
+        started_epochs(consortium, 2)
+        assert [int(log["args"]["epoch"]) for log in client.followed_logs(event)] == [2, 3, 4]
+        assert relay.log_ranges[-1] == (seen + 1, client.block_number())
+        assert client.followed_logs(event) == client.event_logs(event)
+
+
+def test_followed_logs_read_everything_again_after_the_chain_went_back(consortium: Consortium) -> None:
+    """A chain that lost its newest blocks (anvil killed, a reorganisation) and grew past them again: the logs of
+    the lost blocks must go, although the block numbers seen before exist again."""
+    address = consortium.deployment.address("AllianceRegistry")
+    client = ChainClient(consortium.rpc_url)
+    event = client.contract("AllianceRegistry", address).events.KeyEpochStarted()
+    snapshot = client.rpc("evm_snapshot")
+    started_epochs(consortium, 2)
+    assert [int(log["args"]["epoch"]) for log in client.followed_logs(event)] == [2, 3]
+    lost_head = client.block_number()
+    client.rpc("evm_revert", [snapshot])
+    client.rpc("anvil_mine", [hex(2 * (CAP + 5))])  # past the block the logs were read up to, with no epoch
+    assert client.block_number() > lost_head
+    assert client.followed_logs(event) == []
+    founder = ChainClient(consortium.rpc_url, signer=consortium.banks[0].signer)  # its nonces from the chain again
+    assert RegistryClient(founder, address).start_key_epoch() == 2
+    assert [int(log["args"]["epoch"]) for log in client.followed_logs(event)] == [2]
