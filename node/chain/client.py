@@ -198,21 +198,41 @@ class ChainClient:
 
     def event_logs(self, event: ContractEvent, *, from_block: int = 0, to_block: int | str = "latest",
                    argument_filters: dict[str, Any] | None = None) -> list[EventData]:
-        """The logs of `event` in `from_block..to_block` (inclusive), in chain order.
+        """The logs of `event` in `from_block..to_block` (inclusive), decoded, in chain order (see `_windowed`)."""
+        logs: list[EventData] = self._windowed(
+            lambda first, last: event.get_logs(from_block=first, to_block=last, argument_filters=argument_filters),
+            from_block, to_block)
+        logs.sort(key=lambda log: (log["blockNumber"], log["logIndex"]))
+        return logs
 
-        Asked in one eth_getLogs while the endpoint takes it: Besu refuses a request of more blocks than its
-        `--rpc-max-logs-range` (1,000 or 5,000 by default, blocks every 2 s on the consortium chain), other clients
-        cap the results. A refused range is halved until the endpoint takes it, and that width is kept for the
-        next calls; an error on a single block is the endpoint's real answer and is raised.
+    def raw_logs(self, address: str, topics: list[Any], *, from_block: int = 0,
+                 to_block: int | str = "latest") -> list[dict[str, Any]]:
+        """Undecoded logs (hex fields, as the node sends them) in chain order: for events whose data web3's decoder
+        takes long over (a million loan ids took over a minute)."""
+        query = {"address": Web3.to_checksum_address(address), "topics": topics}
+        logs: list[dict[str, Any]] = self._windowed(
+            lambda first, last: self.rpc("eth_getLogs", [{**query, "fromBlock": hex(first), "toBlock": hex(last)}]),
+            from_block, to_block)
+        live = [log for log in logs if not log.get("removed")]
+        live.sort(key=lambda log: (int(log["blockNumber"], 16), int(log["logIndex"], 16)))
+        return live
+
+    def _windowed(self, fetch: Callable[[int, int], Any], from_block: int, to_block: int | str) -> list[Any]:
+        """`fetch(first, last)` over `from_block..to_block`, in one eth_getLogs while the endpoint takes it.
+
+        Besu refuses a request of more blocks than its `--rpc-max-logs-range` (1,000 or 5,000 by default, blocks
+        every 2 s on the consortium chain), other clients cap the results. A refused range is halved until the
+        endpoint takes it, and that width is kept for the next calls; an error on a single block is the endpoint's
+        real answer and is raised.
         """
         end = self.block_number() if to_block == "latest" else int(to_block)
-        found: list[EventData] = []
+        found: list[Any] = []
         start = from_block
         while start <= end:
             stop = end if self._log_window is None else min(end, start + self._log_window - 1)
             try:
                 with translate_errors(self.rpc_url):
-                    found.extend(event.get_logs(from_block=start, to_block=stop, argument_filters=argument_filters))
+                    found.extend(fetch(start, stop))
             except ChainUnavailable:
                 raise
             except ChainError:
@@ -223,7 +243,6 @@ class ChainClient:
                             self._log_window)
                 continue
             start = stop + 1
-        found.sort(key=lambda log: (log["blockNumber"], log["logIndex"]))
         return found
 
     def followed_logs(self, event: ContractEvent) -> list[EventData]:
