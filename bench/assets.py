@@ -20,8 +20,10 @@ Loans are canonical `LoanRecord`s (the 13-field leaf of node.assets.records) wit
   gas of all those receipts per loan id, `anchor_transactions` their number. Baseline, same chain: one
   anchorVersion of 30,000 ids in a single transaction (the old scheme near its ~35,000-id ceiling in a
   30M-gas block); `gas_vs_single_tx` and `speed_vs_single_tx` compare per id. `mirror_sync_s`: another node's
-  loan-id mirror (SQLite) taking in the whole version. Prints readable lines, then one JSON object as the
-  last line.
+  loan-id mirror (SQLite) taking in the whole version. `double_financing_read_s`: the auditor's double-financing
+  check on that chain (node.assets.verify: every LoanIdsPublished chunk read, then the pools holding one loan);
+  baseline, same chain: the same events read and decoded by web3 (`web3_decoded_read_s`).
+  Prints readable lines, then one JSON object as the last line.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from eth_hash.auto import keccak
 from stdnum.cn import ric
 
 from bench._common import emit, parse_args, private_chain
+from node.assets.history import pools_holding_loan
 from node.assets.loan_tape import REQUIRED_COLUMNS, parse_tape
 from node.assets.pools import build_tree, publish_remaining_ids, store_draft
 from node.assets.records import LEAF_ENCODING, Amortisation, LoanPurpose, LoanRecord, LoanStatus
@@ -143,10 +146,32 @@ def anchor_large(records: Sequence[LoanRecord], root: bytes) -> dict[str, float]
                 if not version_complete(session, pool_id, anchored.version):
                     raise SystemExit("the mirror did not take in the whole version")
             store.close()
-        return {"anchor_s": anchor_s, "gas": gas, "transactions": 1 + len(chunks), "chunk_ids": chunk,
+        # The last id: the single-transaction baseline pool holds the first SINGLE_TX_IDS only.
+        check_s, web3_s = double_financing_read(registry, loan_ids[-1], expected=[pool_id])
+        return {"double_financing_read_s": check_s, "web3_decoded_read_s": web3_s,
+                "anchor_s": anchor_s, "gas": gas, "transactions": 1 + len(chunks), "chunk_ids": chunk,
                 "max_chunk_gas": max([anchored.gas_used, *(c.gas_used for c in chunks)]),
                 "block_gas_limit": block_gas_limit, "mirror_sync_s": mirror_s,
                 "single_gas_per_id": single.gas_used / SINGLE_TX_IDS, "single_ids_per_s": SINGLE_TX_IDS / single_s}
+
+
+def double_financing_read(registry: AssetRegistryClient, loan_id: bytes, *, expected: list[int]) -> tuple[float, float]:
+    """Seconds of the verifier's double-financing read of `loan_id` on the whole chain, and of its baseline: the same
+    LoanIdsPublished events read through web3's event decoder."""
+    head = registry.chain.block_number()
+    start = time.perf_counter()
+    pools = pools_holding_loan(registry.published_loan_ids(to_block=head), loan_id,
+                               lambda pool, version: registry.version(pool, version).loan_count)
+    check_s = time.perf_counter() - start
+    if pools != expected:
+        raise SystemExit(f"the loan is held by pools {pools}, not {expected}")
+    start = time.perf_counter()
+    logs = registry.chain.event_logs(registry.contract.events.LoanIdsPublished(), to_block=head)
+    decoded = sum(len(log["args"]["loanIds"]) for log in logs)
+    web3_s = time.perf_counter() - start
+    if decoded != sum(len(chunk.loan_ids) for chunk in registry.published_loan_ids(to_block=head)):
+        raise SystemExit("web3 decoded another number of loan ids")
+    return check_s, web3_s
 
 
 def anchor_gas(sizes: Sequence[int], rng: random.Random) -> dict[int, int]:
@@ -232,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{large_run['transactions']:,.0f} transactions of <= {large_run['chunk_ids']:,.0f} ids (max "
           f"{large_run['max_chunk_gas']:,.0f} gas, block limit {large_run['block_gas_limit']:,.0f}); "
           f"{chunked_per_id:.1f} gas per loan id all in; mirror sync {large_run['mirror_sync_s']:.1f} s")
+    print(f"double financing: the verifier's read {large_run['double_financing_read_s']:.2f} s; baseline, decoded by "
+          f"web3: {large_run['web3_decoded_read_s']:.2f} s")
     print(f"baseline:       one anchorVersion of {SINGLE_TX_IDS:,} ids: {single_per_id:.1f} gas per id, "
           f"{large_run['single_ids_per_s']:,.0f} ids/s; chunked / single gas {chunked_per_id / single_per_id:.3f}")
 
@@ -261,6 +288,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "baseline_single_tx_ids_per_s": round(large_run["single_ids_per_s"]),
         "speed_vs_single_tx": round(ids_per_s / large_run["single_ids_per_s"], 3),
         "mirror_sync_s": round(large_run["mirror_sync_s"], 3),
+        "double_financing_read_s": round(large_run["double_financing_read_s"], 3),
+        "web3_decoded_read_s": round(large_run["web3_decoded_read_s"], 3),
+        "double_financing_read_vs_web3": round(large_run["double_financing_read_s"]
+                                               / large_run["web3_decoded_read_s"], 3),
     })
     return 0
 
