@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     # Retention of personal data (node.ledger.retention, docs/operations.md)
     check_log_retention_days: int | None = Field(
         default=None, ge=1, le=36_500, description="query-log entries older than this are deleted; unset: kept")
+    application_retention_days: int | None = Field(
+        default=None, ge=1, le=36_500, description="an application's applicant is erased this long after it is no "
+        "longer needed (decided and not booked; booked and repaid); unset: kept")
     retention_interval_s: float = Field(default=3600.0, gt=0, description="retention pass period")
     # Credit workflow extensions (docs/extensions.md)
     extensions_enabled: list[str] | None = Field(

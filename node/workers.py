@@ -4,8 +4,8 @@
   epoch, forward keys to admitted members that lack them (node.ledger.key_distribution);
 - publisher: publish queued reports in batches (node.ledger.publisher);
 - indexer: follow the ledger's events into the mirror (node.ledger.indexer);
-- retention: erase raw identifiers no report needs any more, and query-log entries past their retention
-  (node.ledger.retention).
+- retention: erase raw identifiers no report needs any more, query-log entries and applicants past their
+  retention (node.ledger.retention).
 
 A failing step (the chain is down, say) is logged once per streak and retried with a growing pause;
 it never stops the loop or the API, which keeps accepting reports and answering checks meanwhile.

@@ -41,8 +41,9 @@ def store_backup(ctx: typer.Context,
 
 @app.command("prune")
 def store_prune(ctx: typer.Context) -> None:
-    """Erase the raw identifiers of expired or withdrawn reports, and query-log entries older than
-    check_log_retention_days (if set). The running node does the same every retention_interval_s."""
+    """Erase the raw identifiers of expired or withdrawn reports, query-log entries older than
+    check_log_retention_days (if set), and applicants no longer needed for application_retention_days (if set).
+    The running node does the same every retention_interval_s."""
     result = prune(node_context(ctx))
     console.success(f"erased {result.identifiers_erased:,} raw identifier(s) of expired or withdrawn reports")
     if result.check_log_retention_days is None:
@@ -50,3 +51,9 @@ def store_prune(ctx: typer.Context) -> None:
     else:
         console.success(f"deleted {result.check_log_deleted:,} query-log entry(ies) older than "
                         f"{result.check_log_retention_days} day(s)")
+    if result.application_retention_days is None:
+        console.info("applicants kept (application_retention_days is not set)")
+    else:
+        console.success(f"erased {result.applicants_erased:,} applicant(s) no longer needed for "
+                        f"{result.application_retention_days} day(s), and {result.fingerprints_deleted:,} velocity "
+                        f"fingerprint(s) of erased applicants")

@@ -8,6 +8,8 @@
 - **Query log.** Entries older than `check_log_retention_days` are deleted, when that is set. Unset (the
   default) keeps the log for good: how long a bank must keep the record of who checked whom is the bank's
   legal decision, not the node's.
+- **Applicants.** An application's applicant is erased `application_retention_days` after no action needs it
+  any more (node.modules.application_retention), when that is set; unset keeps them, for the same reason.
 
 Run by the node's `retention` loop (`retention_interval_s`) and by `alliance store prune`. Each page of
 reports or slice of log entries is its own short transaction, so a first pass over a large store never holds
@@ -22,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, or_, select, update
 
+from node.modules.application_retention import prune_applications
 from node.runtime import NodeContext
 from node.store.db import Store
 from node.store.ledger_tables import CheckLogEntry, FraudReport, OutboxRecord
@@ -35,6 +38,9 @@ class RetentionResult:
     identifiers_erased: int
     check_log_deleted: int
     check_log_retention_days: int | None
+    applicants_erased: int
+    fingerprints_deleted: int
+    application_retention_days: int | None
 
 
 def prune(node: NodeContext, *, now: float | None = None) -> RetentionResult:
@@ -45,7 +51,12 @@ def prune(node: NodeContext, *, now: float | None = None) -> RetentionResult:
     deleted = 0
     if days is not None:
         deleted = delete_check_log_before(node.store, datetime.fromtimestamp(now, UTC) - timedelta(days=days))
-    return RetentionResult(erased, deleted, days)
+    applicants = fingerprints = 0
+    application_days = node.settings.application_retention_days
+    if application_days is not None:
+        applicants, fingerprints = prune_applications(
+            node, cutoff=datetime.fromtimestamp(now, UTC) - timedelta(days=application_days), now=int(now))
+    return RetentionResult(erased, deleted, days, applicants, fingerprints, application_days)
 
 
 def erase_spent_identifiers(store: Store, *, now: int) -> int:

@@ -75,6 +75,11 @@ def select_loans(node: Any, pool_name: str | None = None) -> tuple[PoolSelection
         # The bank's own confirmations count at once, not only once its report is published and mirrored back.
         confirmed_fraud = set(session.scalars(select(LoanApplication.application_id).where(
             LoanApplication.fraud_report_id.is_not(None))))
+        # Retention erases a borrower only once the policy takes no loan of that status; one it takes again since
+        # (a changed policy, a status corrected back) has no identifiers for the tape.
+        erased = set(session.scalars(select(BookedLoanRow.application_id).join(
+            LoanApplication, LoanApplication.application_id == BookedLoanRow.application_id)
+            .where(LoanApplication.sealed_applicant.is_(None))))
         indicators: dict[int, list[bytes]] = defaultdict(list)
         for row in session.scalars(select(BorrowerIndicator)):
             indicators[row.loan_ref].append(bytes(row.indicator))
@@ -86,6 +91,8 @@ def select_loans(node: Any, pool_name: str | None = None) -> tuple[PoolSelection
             selection.excluded[loan.loan_reference] = unfit
         elif loan.status not in rules["eligible_statuses"] or loan.arrears_minor > 0:
             selection.excluded[loan.loan_reference] = "arrears" if loan.arrears_minor > 0 else f"status_{loan.status}"
+        elif loan.application_id in erased:
+            selection.excluded[loan.loan_reference] = "applicant_erased"
         elif loan.loan_reference in pooled:
             selection.excluded[loan.loan_reference] = "in_another_pool"
         elif loan.application_id in confirmed_fraud:

@@ -2,8 +2,9 @@
 full decision trail; approved ones can be booked as loans, and confirmed fraud goes to the ledger in one step.
 
 Storage keeps the applicant's identifiers only vault-encrypted (needed back for an ABS loan tape and for a
-fraud report), fingerprints for velocity, and a trail of codes, counts and module names. Errors never quote
-the identifiers.
+fraud report) until retention erases them (node.modules.application_retention; every action needing them is then
+refused with `applicant_erased`), fingerprints for velocity, and a trail of codes, counts and module names. Errors
+never quote the identifiers.
 """
 
 from __future__ import annotations
@@ -152,8 +153,16 @@ def _sealed_ad(application_id: str) -> bytes:
 
 
 def unseal_applicant(node: Any, row: LoanApplication) -> Applicant:
+    """The application's applicant; Conflict `applicant_erased` once retention erased it."""
+    if row.sealed_applicant is None:
+        raise applicant_erased(row.application_id)
     plain = node.vault.decrypt(row.sealed_applicant, associated_data=_sealed_ad(row.application_id))
     return Applicant.from_json(json.loads(plain))
+
+
+def applicant_erased(application_id: str) -> Conflict:
+    return Conflict(f"the applicant of application {application_id} was erased at the end of its retention period "
+                    f"(application_retention_days)", code="applicant_erased")
 
 
 # -- reading ---------------------------------------------------------------------------------------------------
@@ -223,16 +232,19 @@ def book_loan(node: Any, application_id: str, *, loan_reference: str | None = No
                           int(principal * 100), row.currency, int(Decimal(row.annual_rate_percent or "0") * 10_000),
                           row.term_months, origination, maturity)
         resident = canonical_or_none("cn_resident_id", applicant.cn_resident_id) or ""
-        # Claimed before the loan is added, in the state it was read in and with no fraud confirmation: of two
-        # bookings at once (two requests, two API replicas), or a booking and a fraud confirmation, only the first
-        # still finds it so; the other is refused as if it had come second.
+        # Claimed before the loan is added, in the state it was read in, with no fraud confirmation and its
+        # applicant: of two bookings at once (two requests, two API replicas), or a booking and a fraud confirmation
+        # or a retention pass, only the first still finds it so; the other is refused as if it had come second.
         claimed = session.execute(update(LoanApplication).where(LoanApplication.application_id == application_id,
                                                                 LoanApplication.state == row.state,
-                                                                LoanApplication.fraud_report_id.is_(None))
+                                                                LoanApplication.fraud_report_id.is_(None),
+                                                                LoanApplication.sealed_applicant.is_not(None))
                                   .values(state="booked"))
         if claimed.rowcount != 1:  # type: ignore[attr-defined]
             session.refresh(row)
             _require_bookable(application_id, row.state, row.fraud_report_id)
+            if row.sealed_applicant is None:
+                raise applicant_erased(application_id)
             raise Conflict(f"application {application_id} changed while it was booked; try again",
                            code="application_changed")
         booked = BookedLoanRow(
@@ -293,8 +305,10 @@ def _add_borrower_indicators(node: Any, keys: dict[int, bytes]) -> int:
         held_rows = aliased(BorrowerIndicator)
         lacking = or_(*(~exists().where(held_rows.loan_ref == BookedLoanRow.id, held_rows.epoch == epoch)
                         for epoch in keys))
+        # A repaid loan whose applicant retention erased has no indicators left and none to make.
         stale = list(session.execute(select(BookedLoanRow, LoanApplication).join(
-            LoanApplication, LoanApplication.application_id == BookedLoanRow.application_id).where(lacking)))
+            LoanApplication, LoanApplication.application_id == BookedLoanRow.application_id)
+            .where(lacking, LoanApplication.sealed_applicant.is_not(None))))
         held = {(r.loan_ref, r.identifier_type, r.epoch) for r in session.scalars(
             select(BorrowerIndicator).join(BookedLoanRow, BookedLoanRow.id == BorrowerIndicator.loan_ref)
             .where(lacking))}
@@ -321,6 +335,9 @@ def set_loan_status(node: Any, loan_reference: str, *, status: str, arrears: Dec
             # A loan tape refuses it (node.assets.loan_tape): the loan stayed eligible and blocked every pool.
             raise InvalidInput(f"current_principal must not exceed the booked principal "
                                f"({Decimal(loan.principal_minor) / 100})", code="current_principal_over_principal")
+        if status != loan.status:  # a repaid loan reported repaid again keeps its first repayment time
+            # The repayment starts the retention period of the borrower's identifiers (node.ledger.retention).
+            loan.repaid_at = utcnow() if status == "repaid" else None
         loan.status, loan.arrears_minor = status, int(arrears * 100)
         if current_principal is not None:
             loan.current_principal_minor = int(current_principal * 100)

@@ -1,10 +1,12 @@
 """Tables of the credit workflow: applications with their decision trail, velocity fingerprints, booked loans,
-their borrowers' indicator hashes, and risk alerts. The schema is owned by migration 0004.
+their borrowers' indicator hashes, and risk alerts. The schema is owned by migrations 0004 and 0008.
 
 Raw personal data is kept only where the bank needs it back: the applicant's identifiers, vault-encrypted
 (`sealed_applicant`), to book a loan into an ABS tape and to report confirmed fraud to the ledger. Velocity
 counts use fingerprints keyed with a key local to this bank, so they survive alliance key rotations and mean
 nothing outside the bank; alliance indicators of borrowers are stored per key epoch for post-loan monitoring.
+Once none of that needs the applicant any more, retention erases it with every keyed hash of it kept here
+(node.ledger.retention).
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ class LoanApplication(Base):
     submitted_by: Mapped[str] = mapped_column(String(64))
     channel: Mapped[str] = mapped_column(String(32), index=True)
     scenario: Mapped[str] = mapped_column(String(32), index=True)
-    applicant_fingerprint: Mapped[bytes] = mapped_column(LargeBinary, index=True)  # local key, resident ID
+    # Local key, resident ID; erased (NULL) with the applicant (node.ledger.retention).
+    applicant_fingerprint: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, index=True)
     amount: Mapped[str] = mapped_column(String(32))  # decimal, major units
     currency: Mapped[str] = mapped_column(String(3))
     term_months: Mapped[int] = mapped_column(Integer)
-    sealed_applicant: Mapped[bytes] = mapped_column(LargeBinary)  # vault-encrypted JSON of the applicant
+    # Vault-encrypted JSON of the applicant; NULL once retention erased it (no action needs it any more).
+    sealed_applicant: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     bank_inputs: Mapped[str] = mapped_column(Text)  # JSON
     state: Mapped[str] = mapped_column(String(16), index=True)  # received | decided | booked | fraud
     outcome: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
@@ -62,7 +66,7 @@ class BookedLoanRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     loan_reference: Mapped[str] = mapped_column(String(64), unique=True)
     application_id: Mapped[str] = mapped_column(ForeignKey("applications.application_id"), unique=True)
-    applicant_fingerprint: Mapped[bytes] = mapped_column(LargeBinary, index=True)
+    applicant_fingerprint: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, index=True)  # as above
     region_code: Mapped[str] = mapped_column(String(6))  # province of the borrower's resident ID (2 digits)
     principal_minor: Mapped[int] = mapped_column(BigInteger)
     current_principal_minor: Mapped[int] = mapped_column(BigInteger)
@@ -75,6 +79,7 @@ class BookedLoanRow(Base):
     maturity_date: Mapped[str] = mapped_column(String(10))
     status: Mapped[str] = mapped_column(String(16), index=True)  # current | dpd30 | ... | repaid
     booked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    repaid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)  # status became repaid
 
 
 class BorrowerIndicator(Base):

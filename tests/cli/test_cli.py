@@ -197,7 +197,7 @@ def test_store_backup_restores_into_a_node_and_never_overwrites(cli: CliRunner, 
     backup.parent.mkdir()
     done = cli("store", "backup", str(backup))
     assert done.code == 0, done.err
-    assert str(backup) in done.out and "schema revision 0007" in done.out
+    assert str(backup) in done.out and "schema revision 0008" in done.out
 
     again = cli("store", "backup", str(backup))
     assert again.code == 1 and "exists already" in one_error_line(again.err)
@@ -227,13 +227,18 @@ def test_store_prune_deletes_query_log_entries_past_retention(cli: CliRunner, da
     kept = cli("store", "prune")
     assert kept.code == 0, kept.err
     assert "erased 0 raw identifier(s)" in kept.out and "query log kept whole" in kept.out
+    assert "applicants kept (application_retention_days is not set)" in kept.out
 
-    pruned = cli("store", "prune", env={"ALLIANCE_CHECK_LOG_RETENTION_DAYS": "90"})
+    pruned = cli("store", "prune", env={"ALLIANCE_CHECK_LOG_RETENTION_DAYS": "90",
+                                        "ALLIANCE_APPLICATION_RETENTION_DAYS": "1825"})
     assert pruned.code == 0, pruned.err
     assert "deleted 2 query-log entry(ies) older than 90 day(s)" in pruned.out
+    assert "erased 0 applicant(s) no longer needed for 1825 day(s), and 0 velocity fingerprint(s)" in pruned.out
 
     refused = cli("store", "prune", env={"ALLIANCE_CHECK_LOG_RETENTION_DAYS": "0"})
     assert refused.code == 1 and "check_log_retention_days" in one_error_line(refused.err)
+    refused = cli("store", "prune", env={"ALLIANCE_APPLICATION_RETENTION_DAYS": "0"})
+    assert refused.code == 1 and "application_retention_days" in one_error_line(refused.err)
 
 
 def test_store_backup_of_a_postgresql_store_fails_with_one_line(cli: CliRunner, data_dir: Path, tmp_path: Path,

@@ -43,7 +43,7 @@ def test_a_backup_taken_while_the_store_is_written_is_a_consistent_store(sqlite_
         stop.set()
         writer.join()
 
-    assert backup.path == tmp_path / "copy.db" and backup.revision == "0007"
+    assert backup.path == tmp_path / "copy.db" and backup.revision == "0008"
     assert backup.size_bytes == backup.path.stat().st_size > 0
     assert backup.path.stat().st_mode & 0o777 == 0o600
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".copy.db")] == []  # no partial file left

@@ -66,7 +66,7 @@ def test_migrate_upgrades_a_store_at_an_older_revision(store_url: str) -> None:
         with store.transaction() as session:
             issued = create_api_key(session, Role.analyst, "kept")
         store.migrate()
-        assert schema_revision(store) == {"0007"}
+        assert schema_revision(store) == {"0008"}
         with store.session() as session:
             assert authenticate(session, issued.token).label == "kept"
     finally:
@@ -99,6 +99,59 @@ def test_migration_0007_keeps_sealed_identifiers_and_lets_them_be_erased(store_u
         store.close()
 
 
+def _nullable(store: Store, table: str, column: str) -> bool:
+    return bool(next(c for c in inspect(store.engine).get_columns(table) if c["name"] == column)["nullable"])
+
+
+def test_migration_0008_lets_applicants_be_erased_and_dates_repaid_loans(store_url: str) -> None:
+    """0008 makes an application's sealed applicant and fingerprints nullable (retention erases them) and adds
+    booked_loans.repaid_at, set to the upgrade's time for loans already repaid; the downgrade gives erased
+    applicants an empty value instead of failing on the NOT NULL it restores, and keeps the rest."""
+    store = Store(store_url)
+    try:
+        command.upgrade(alembic_config(store.engine), "0007")
+        with store.engine.begin() as connection:
+            for n in (1, 2):
+                connection.execute(text(
+                    "INSERT INTO applications (application_id, received_at, submitted_by, channel, scenario, "
+                    "applicant_fingerprint, amount, currency, term_months, sealed_applicant, bank_inputs, state) "
+                    "VALUES (:id, :at, 'k', 'web', 'loan', :fp, '100', 'CNY', 12, :sealed, '{}', 'booked')"),
+                    {"id": f"app_{n}", "at": "2026-01-01 00:00:00", "fp": b"fp-%d" % n, "sealed": b"sealed-%d" % n})
+                connection.execute(text(
+                    "INSERT INTO booked_loans (loan_reference, application_id, applicant_fingerprint, region_code, "
+                    "principal_minor, current_principal_minor, arrears_minor, currency, annual_rate_micros, "
+                    "term_months, purpose, origination_date, maturity_date, status, booked_at) VALUES (:ref, :id, "
+                    ":fp, '11', 100, 100, 0, 'CNY', 1, 12, 'consumer', '2026-01-01', '2027-01-01', :status, :at)"),
+                    {"ref": f"L{n}", "id": f"app_{n}", "fp": b"fp-%d" % n, "status": ("current", "repaid")[n - 1],
+                     "at": "2026-01-01 00:00:00"})
+        store.migrate()
+        with store.engine.begin() as connection:
+            repaid_at = dict(connection.execute(text("SELECT loan_reference, repaid_at FROM booked_loans")).all())
+            assert repaid_at["L1"] is None and repaid_at["L2"] is not None
+            connection.execute(text("UPDATE applications SET sealed_applicant = NULL, applicant_fingerprint = NULL "
+                                    "WHERE application_id = 'app_2'"))
+            connection.execute(text("UPDATE booked_loans SET applicant_fingerprint = NULL WHERE loan_reference = 'L2'"))
+
+        command.downgrade(alembic_config(store.engine), "0007")
+
+        with store.engine.connect() as connection:
+            rows = connection.execute(text("SELECT application_id, sealed_applicant, applicant_fingerprint "
+                                           "FROM applications ORDER BY application_id")).all()
+            assert [(a, bytes(s), bytes(f)) for a, s, f in rows] == [("app_1", b"sealed-1", b"fp-1"),
+                                                                     ("app_2", b"", b"")]
+            loans = connection.execute(text("SELECT loan_reference, applicant_fingerprint, status FROM booked_loans "
+                                            "ORDER BY loan_reference")).all()
+            assert [(r, bytes(f), s) for r, f, s in loans] == [("L1", b"fp-1", "current"), ("L2", b"", "repaid")]
+        assert "repaid_at" not in {c["name"] for c in inspect(store.engine).get_columns("booked_loans")}
+        assert not any(_nullable(store, table, column) for table, column in (
+            ("applications", "sealed_applicant"), ("applications", "applicant_fingerprint"),
+            ("booked_loans", "applicant_fingerprint")))
+        store.migrate()  # and up again, over the downgraded rows
+        assert schema_revision(store) == {"0008"} and _nullable(store, "applications", "sealed_applicant")
+    finally:
+        store.close()
+
+
 def test_a_migration_failing_half_way_leaves_the_schema_as_it_was(store_url: str) -> None:
     """0002 fails at its third table: on SQLite its first two were committed on their own (pysqlite begins a
     transaction only before DML), and every later start failed on "table alliance_keys already exists"."""
@@ -115,7 +168,7 @@ def test_a_migration_failing_half_way_leaves_the_schema_as_it_was(store_url: str
         with store.engine.begin() as connection:
             connection.execute(text("DROP TABLE publish_batches"))
         store.migrate()
-        assert schema_revision(store) == {"0007"}
+        assert schema_revision(store) == {"0008"}
     finally:
         store.close()
 
@@ -187,7 +240,7 @@ def test_processes_migrating_one_new_store_at_once_all_start(store_url: str) -> 
     assert failures == []
     store = Store(store_url)
     try:
-        assert schema_revision(store) == {"0007"}
+        assert schema_revision(store) == {"0008"}
     finally:
         store.close()
 
@@ -211,7 +264,7 @@ def test_opening_a_file_whose_write_lock_is_held_waits_for_it_to_switch_to_wal(t
     store = Store(f"sqlite:///{path}")
     try:
         store.migrate()
-        assert schema_revision(store) == {"0007"}
+        assert schema_revision(store) == {"0008"}
         with store.engine.connect() as connection:
             assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     finally:
