@@ -27,6 +27,8 @@ from node.store.models import as_utc
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1_000
+# The store's widest integer: SQLite cannot even bind a larger one, so a larger `before_id` failed the query.
+MAX_ENTRY_ID = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +68,8 @@ def read_check_log(session: Session, query: CheckLogQuery) -> list[CheckLogView]
     """One page of entries matching every filter given, newest first."""
     if not 1 <= query.limit <= MAX_LIMIT:
         raise InvalidInput(f"limit must be 1..{MAX_LIMIT}", code="invalid_limit")
+    if query.before_id is not None and not 1 <= query.before_id <= MAX_ENTRY_ID:
+        raise InvalidInput(f"before_id must be 1..{MAX_ENTRY_ID}", code="invalid_before_id")
     # Both in UTC before they are compared: a naive time and one with a zone cannot be compared as they come.
     since = _bound_in_utc(query.since, "since")
     until = _bound_in_utc(query.until, "until")

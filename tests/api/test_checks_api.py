@@ -248,3 +248,9 @@ def test_read_log_takes_one_bound_with_a_zone_and_one_without(api: ApiNode, repo
 def test_read_log_refuses_a_time_out_of_range_in_utc(api: ApiNode, params: dict[str, str]) -> None:
     response = api.client.get("/v1/checks/log", headers=api.headers(Role.auditor), params=params)
     assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_time", response.text
+
+
+@pytest.mark.parametrize("before_id", [2**63, 2**64])
+def test_read_log_refuses_a_before_id_past_the_stores_integers(api: ApiNode, before_id: int) -> None:
+    response = api.client.get("/v1/checks/log", headers=api.headers(Role.auditor), params={"before_id": before_id})
+    assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_before_id", response.text
