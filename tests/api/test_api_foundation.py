@@ -208,6 +208,20 @@ def test_unknown_route_has_error_envelope(api: ApiNode) -> None:
     assert response.json()["error"]["code"] == "not_found"
 
 
+def test_unexpected_failure_answers_the_error_envelope_without_its_text(api: ApiNode,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*_: object) -> None:
+        raise RuntimeError("connection to postgresql://alliance:s3cret@db.internal/alliance failed")
+
+    monkeypatch.setattr("node.api.routes.members.governance.find_member", fail)
+    client = TestClient(api.client.app, raise_server_exceptions=False)
+    response = client.get("/v1/members/1", headers=api.headers(Role.analyst))
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["error"]["code"] == "internal_error"
+    assert "s3cret" not in response.text and "postgresql" not in response.text
+
+
 def test_openapi_lists_routes_and_key_scheme(api: ApiNode) -> None:
     spec = api.client.get("/openapi.json").json()
     assert {"/health", "/v1/members", "/v1/members/{reference}"} <= set(spec["paths"])
