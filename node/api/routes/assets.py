@@ -7,7 +7,7 @@ import io
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from node.api.deps import NodeDep, require_roles
 from node.assets import lifecycle
@@ -58,6 +58,14 @@ class ServicingIn(BaseModel):
                                 description="Default: the pool's latest version.")
     statuses: dict[str, str] | None = Field(default=None, description="loan id (0x-hex) -> status; default: the "
                                             "statuses of this bank's records of the version.")
+
+    @field_validator("statuses", mode="before")
+    @classmethod
+    def _statuses_are_strings(cls, value: Any) -> Any:
+        # One error for the map, not one per entry: 16 MB of {"id": 1, ...} made some 2 million, each listed.
+        if isinstance(value, dict) and not all(isinstance(status, str) for status in value.values()):
+            raise ValueError("each status is a string: current, dpd30, dpd60, dpd90, defaulted, repaid or repurchased")
+        return value
 
 
 class AttestationIn(BaseModel):
