@@ -15,6 +15,7 @@ from node.api.errors import MAX_DETAILS
 from node.auth.apikeys import Role
 from node.config import load_settings
 from node.runtime import NodeContext
+from node.workers import BackgroundWorkers, Loop
 from tests.api.conftest import ApiNode
 from tests.assets.conftest import loan_row
 from tests.assets.test_assets_api import tape_text
@@ -28,6 +29,20 @@ def test_read_health_reports_chain_contracts_and_store(api: ApiNode) -> None:
     assert body["status"] == "ok" and body["store_ok"] is True and body["bank_code"] == "BANKA"
     assert body["chain"]["reachable"] is True and body["chain"]["latest_block"] >= 1
     assert set(body["contracts"]["addresses"]) >= {"AllianceRegistry"}
+
+
+def test_read_health_names_a_loops_error_by_its_type_alone(api: ApiNode) -> None:
+    def fail() -> None:
+        raise RuntimeError('connection to server at "db.internal", port 5432 failed for user "alliance"')
+
+    loop = Loop("store", 1.0, fail)
+    loop.run_step()
+    with TestClient(create_app(api.node, workers=BackgroundWorkers([loop]))) as client:
+        health = client.get("/health")
+        status = client.get("/v1/node/status", headers=api.headers(Role.operator))
+    assert health.json()["workers"]["store"]["last_error"] == "RuntimeError", health.text
+    assert "db.internal" not in health.text and "5432" not in health.text
+    assert "db.internal" in status.json()["workers"]["store"]["last_error"]  # operators see the text
 
 
 def test_read_health_degraded_when_chain_unreachable(api: ApiNode) -> None:
