@@ -38,10 +38,13 @@ class LoopStatus:
     failures_in_a_row: int = 0
     last_ok: datetime | None = None
     last_error: str | None = None
+    last_error_type: str | None = None
 
-    def to_json(self) -> dict[str, object]:
+    def to_json(self, *, error_text: bool = True) -> dict[str, object]:
+        """`error_text` False: the last error by its type alone, for answers to callers without a key."""
         return {"runs": self.runs, "failures_in_a_row": self.failures_in_a_row,
-                "last_ok": self.last_ok.isoformat() if self.last_ok else None, "last_error": self.last_error}
+                "last_ok": self.last_ok.isoformat() if self.last_ok else None,
+                "last_error": self.last_error if error_text else self.last_error_type}
 
 
 @dataclass
@@ -59,13 +62,14 @@ class Loop:
         except Exception as exc:  # a worker must outlive any failure of its step
             self.status.failures_in_a_row += 1
             self.status.last_error = f"{type(exc).__name__}: {exc}"
+            self.status.last_error_type = type(exc).__name__
             if self.status.failures_in_a_row == 1:
                 logger.warning("%s: %s (retrying in the background)", self.name, self.status.last_error)
             return min(self.interval_s * 2 ** min(self.status.failures_in_a_row, 6), MAX_BACKOFF_S)
         if self.status.failures_in_a_row:
             logger.info("%s: recovered after %d failures", self.name, self.status.failures_in_a_row)
         self.status.failures_in_a_row = 0
-        self.status.last_error = None
+        self.status.last_error = self.status.last_error_type = None
         self.status.last_ok = datetime.now(UTC)
         return self.interval_s
 
@@ -88,8 +92,8 @@ class BackgroundWorkers:
         for thread in self._threads:
             thread.join(timeout_s)
 
-    def status(self) -> dict[str, dict[str, object]]:
-        return {loop.name: loop.status.to_json() for loop in self.loops}
+    def status(self, *, error_texts: bool = True) -> dict[str, dict[str, object]]:
+        return {loop.name: loop.status.to_json(error_text=error_texts) for loop in self.loops}
 
     def _run(self, loop: Loop) -> None:
         while not self._stop.is_set():

@@ -10,6 +10,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
 from sqlalchemy.orm import Session
+from starlette.convertors import Convertor, register_url_convertor
 
 from node.api.errors import ApiError
 from node.auth.apikeys import InvalidApiKey, KeyInfo, Role, authenticate
@@ -17,6 +18,23 @@ from node.runtime import NodeContext
 
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                                description="An API key from `alliance apikey create --role ROLE`.")
+
+
+class AnyTextConvertor(Convertor[str]):
+    """`{name:text}`: a path parameter that may hold "/" (Starlette's `path` may too, but stops at a newline), so that a
+    name the node takes elsewhere reaches the node's own checks (refused with their code, or found) instead of
+    routing's 404."""
+
+    regex = r"[\s\S]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("text", AnyTextConvertor())
 
 
 def get_node(request: Request) -> NodeContext:

@@ -27,6 +27,8 @@ from node.store.models import as_utc
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1_000
+# The store's widest integer: SQLite cannot even bind a larger one, so a larger `before_id` failed the query.
+MAX_ENTRY_ID = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,15 +68,20 @@ def read_check_log(session: Session, query: CheckLogQuery) -> list[CheckLogView]
     """One page of entries matching every filter given, newest first."""
     if not 1 <= query.limit <= MAX_LIMIT:
         raise InvalidInput(f"limit must be 1..{MAX_LIMIT}", code="invalid_limit")
-    if query.since is not None and query.until is not None and query.since >= query.until:
+    if query.before_id is not None and not 1 <= query.before_id <= MAX_ENTRY_ID:
+        raise InvalidInput(f"before_id must be 1..{MAX_ENTRY_ID}", code="invalid_before_id")
+    # Both in UTC before they are compared: a naive time and one with a zone cannot be compared as they come.
+    since = _bound_in_utc(query.since, "since")
+    until = _bound_in_utc(query.until, "until")
+    if since is not None and until is not None and since >= until:
         raise InvalidInput("since must be before until", code="invalid_time_range")
     statement = select(CheckLogEntry).order_by(CheckLogEntry.id.desc()).limit(query.limit)
     if query.key_id is not None:
         statement = statement.where(CheckLogEntry.key_id == query.key_id)
-    if query.since is not None:
-        statement = statement.where(CheckLogEntry.asked_at >= _in_utc(query.since))
-    if query.until is not None:
-        statement = statement.where(CheckLogEntry.asked_at < _in_utc(query.until))
+    if since is not None:
+        statement = statement.where(CheckLogEntry.asked_at >= since)
+    if until is not None:
+        statement = statement.where(CheckLogEntry.asked_at < until)
     if query.before_id is not None:
         statement = statement.where(CheckLogEntry.id < query.before_id)
     if query.hits_only:
@@ -100,6 +107,15 @@ def _view(entry: CheckLogEntry, include_indicators: bool) -> CheckLogView:
     return CheckLogView(entry.id, entry.key_id, _in_utc(entry.asked_at), entry.kind, len(checked),
                         ["0x" + h for h in json.loads(entry.hits)], entry.as_of_block, entry.stale,
                         ["0x" + h for h in checked] if include_indicators else None)
+
+
+def _bound_in_utc(moment: datetime | None, name: str) -> datetime | None:
+    if moment is None:
+        return None
+    try:
+        return _in_utc(moment)
+    except OverflowError:  # 9999-12-31T23:59:59-01:00, say: UTC has no such time
+        raise InvalidInput(f"{name} is out of range in UTC", code="invalid_time") from None
 
 
 def _in_utc(moment: datetime) -> datetime:

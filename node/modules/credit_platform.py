@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, FiniteFloat
+from pydantic import BaseModel, Field, FiniteFloat, field_validator
 from sqlalchemy import case, exists, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
@@ -44,6 +44,7 @@ from node.store.models import as_utc, utcnow
 TAG = r"^[a-z0-9_]{1,32}$"
 VELOCITY_KINDS = ("phone", "device_id", "bank_card", "ip", "email")
 MONITORED_TYPES = ("cn_resident_id", "phone", "bank_card", "email", "device_id")
+MAX_BANK_INPUTS = 64
 MAX_AMOUNT = Decimal("1e12")  # in minor units well within the store's BIGINT amount columns
 
 
@@ -67,7 +68,16 @@ class ApplicationIn(BaseModel):
     currency: str = Field(default="CNY", pattern=r"^[A-Z]{3}$")
     term_months: int = Field(ge=1, le=360)
     # Finite only: the API's JSON parser takes NaN and Infinity, and a NaN falls in no scorecard band (unscored).
-    bank_inputs: dict[str, FiniteFloat] = Field(default_factory=dict, max_length=64)
+    bank_inputs: dict[str, FiniteFloat] = Field(default_factory=dict, max_length=MAX_BANK_INPUTS)
+
+    @field_validator("bank_inputs", mode="before")
+    @classmethod
+    def _at_most_max_bank_inputs(cls, value: Any) -> Any:
+        # Counted before the entries are validated: pydantic checks a dict's max_length only after them, so 16 MB of
+        # entries that are not numbers made some 2 million errors, each listed.
+        if isinstance(value, dict) and len(value) > MAX_BANK_INPUTS:
+            raise ValueError(f"at most {MAX_BANK_INPUTS} bank inputs")
+        return value
 
 
 @dataclass(frozen=True)

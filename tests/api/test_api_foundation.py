@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -10,10 +11,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from node.api.app import create_app
+from node.api.errors import MAX_DETAILS
 from node.auth.apikeys import Role
 from node.config import load_settings
 from node.runtime import NodeContext
+from node.workers import BackgroundWorkers, Loop
 from tests.api.conftest import ApiNode
+from tests.assets.conftest import loan_row
+from tests.assets.test_assets_api import tape_text
 from tests.chain.test_client import web_server
 
 
@@ -24,6 +29,20 @@ def test_read_health_reports_chain_contracts_and_store(api: ApiNode) -> None:
     assert body["status"] == "ok" and body["store_ok"] is True and body["bank_code"] == "BANKA"
     assert body["chain"]["reachable"] is True and body["chain"]["latest_block"] >= 1
     assert set(body["contracts"]["addresses"]) >= {"AllianceRegistry"}
+
+
+def test_read_health_names_a_loops_error_by_its_type_alone(api: ApiNode) -> None:
+    def fail() -> None:
+        raise RuntimeError('connection to server at "db.internal", port 5432 failed for user "alliance"')
+
+    loop = Loop("store", 1.0, fail)
+    loop.run_step()
+    with TestClient(create_app(api.node, workers=BackgroundWorkers([loop]))) as client:
+        health = client.get("/health")
+        status = client.get("/v1/node/status", headers=api.headers(Role.operator))
+    assert health.json()["workers"]["store"]["last_error"] == "RuntimeError", health.text
+    assert "db.internal" not in health.text and "5432" not in health.text
+    assert "db.internal" in status.json()["workers"]["store"]["last_error"]  # operators see the text
 
 
 def test_read_health_degraded_when_chain_unreachable(api: ApiNode) -> None:
@@ -206,6 +225,43 @@ def test_unknown_route_has_error_envelope(api: ApiNode) -> None:
     response = api.client.get("/v1/nothing-here", headers=api.headers(Role.analyst))
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+def test_unexpected_failure_answers_the_error_envelope_without_its_text(api: ApiNode,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*_: object) -> None:
+        raise RuntimeError("connection to postgresql://alliance:s3cret@db.internal/alliance failed")
+
+    monkeypatch.setattr("node.api.routes.members.governance.find_member", fail)
+    client = TestClient(api.client.app, raise_server_exceptions=False)
+    response = client.get("/v1/members/1", headers=api.headers(Role.analyst))
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["error"]["code"] == "internal_error"
+    assert "s3cret" not in response.text and "postgresql" not in response.text
+
+
+def test_refusal_lists_at_most_max_details_of_a_loan_tapes_bad_rows(api: ApiNode) -> None:
+    api.node.keyring.store_key(1, os.urandom(32), source="generated")
+    header = tape_text([loan_row(1)]).splitlines()[0]
+    response = api.client.post("/v1/assets/pools/P/tapes", content=header + "\n" + "x\n" * (MAX_DETAILS + 5),
+                               headers={**api.headers(Role.operator), "content-type": "text/csv"})
+    assert response.status_code == 422, response.text[:500]
+    error = response.json()["error"]
+    assert error["code"] == "loan_tape_rejected" and error["message"].startswith(f"{MAX_DETAILS + 5} bad row(s)")
+    assert len(error["details"]) == MAX_DETAILS and error["details_omitted"] == 5
+    assert error["details"][0]["row"] == 2
+
+
+def test_schema_refusal_lists_at_most_max_details(api: ApiNode) -> None:
+    reports = {"reports": [{"category": "other"}] * 10_000}  # two fields missing in each: 20,000 problems
+    response = api.client.post("/v1/fraud/reports/bulk", json=reports, headers=api.headers(Role.analyst))
+    assert response.status_code == 422, response.text[:500]
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request"
+    assert len(error["details"]) == MAX_DETAILS and error["details_omitted"] == 20_000 - MAX_DETAILS
+    assert error["details"][0] == {"loc": ["body", "reports", 0, "identifiers"], "msg": "Field required",
+                                   "type": "missing"}
 
 
 def test_openapi_lists_routes_and_key_scheme(api: ApiNode) -> None:

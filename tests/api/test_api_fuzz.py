@@ -227,3 +227,21 @@ def test_lists_over_their_limit_are_refused_whole(api: ApiNode, path: str, role:
     assert response.status_code == status, response.text
     assert isinstance(response.json()["error"]["code"], str)
     assert store_digest(api) == store
+
+
+@pytest.mark.parametrize(("path", "role", "body", "status"), [
+    ("/v1/checks/batch", Role.workflow, {"identifiers": [1] * 10_001}, 413),
+    ("/v1/applications", Role.workflow,
+     {**EXAMPLES["/v1/applications"], "bank_inputs": {str(i): "x" for i in range(65)}}, 422),
+    ("/v1/assets/pools/1/servicing", Role.operator, {"period": 1, "statuses": {str(i): 1 for i in range(100)}}, 422),
+], ids=["batch_check", "bank_inputs", "servicing_statuses"])
+def test_collections_of_invalid_items_are_refused_as_one_problem(api: ApiNode, path: str, role: Role,
+                                                                 body: dict[str, Any], status: int) -> None:
+    """Counted (or typed) before their items are validated: an error per item made a body of them cost minutes and
+    gigabytes to answer."""
+    store = store_digest(api)
+    response = api.client.post(path, content=encoded(body), headers={**api.headers(role),
+                                                                      "content-type": "application/json"})
+    assert response.status_code == status, response.text[:500]
+    assert len(response.json()["error"].get("details", [])) <= 1, response.text[:500]
+    assert store_digest(api) == store

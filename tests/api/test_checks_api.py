@@ -228,3 +228,29 @@ def test_read_log_refuses_bad_parameters_with_codes(api: ApiNode, key: bytes) ->
     for params in ({"limit": 0}, {"limit": 1001}, {"since": "yesterday"}, {"before_id": 0}):
         response = api.client.get("/v1/checks/log", headers=api.headers(Role.auditor), params=params)
         assert response.status_code == 422 and response.json()["error"]["code"], response.text
+
+
+@pytest.mark.parametrize(("since", "until"), [("2000-01-01T08:00:00+08:00", "2100-01-01"),
+                                              ("2000-01-01", "2100-01-01T00:00:00Z")])
+def test_read_log_takes_one_bound_with_a_zone_and_one_without(api: ApiNode, reported_phone: bytes, since: str,
+                                                              until: str) -> None:
+    assert check(api, "identity", [("phone", PHONE)])[0] == 200
+    response = api.client.get("/v1/checks/log", headers=api.headers(Role.auditor),
+                              params={"since": since, "until": until})
+    assert response.status_code == 200, response.text
+    assert len(response.json()["entries"]) == 1
+    empty = api.client.get("/v1/checks/log", headers=api.headers(Role.auditor),
+                           params={"since": since, "until": until.replace("2100", "2001")})
+    assert empty.status_code == 200 and empty.json()["entries"] == [], empty.text
+
+
+@pytest.mark.parametrize("params", [{"since": "9999-12-31T23:59:59-01:00"}, {"until": "0001-01-01T00:00:00+01:00"}])
+def test_read_log_refuses_a_time_out_of_range_in_utc(api: ApiNode, params: dict[str, str]) -> None:
+    response = api.client.get("/v1/checks/log", headers=api.headers(Role.auditor), params=params)
+    assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_time", response.text
+
+
+@pytest.mark.parametrize("before_id", [2**63, 2**64])
+def test_read_log_refuses_a_before_id_past_the_stores_integers(api: ApiNode, before_id: int) -> None:
+    response = api.client.get("/v1/checks/log", headers=api.headers(Role.auditor), params={"before_id": before_id})
+    assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_before_id", response.text

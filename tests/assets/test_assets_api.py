@@ -69,6 +69,18 @@ def test_assets_api_import_anchor_service_prove(api: ApiNode, rpc_url: str) -> N
     assert api.client.get("/v1/assets/double-financing", headers=auditor).json() == []
 
 
+def test_assets_api_reaches_a_pool_and_a_loan_whose_names_hold_a_slash(api: ApiNode, rpc_url: str) -> None:
+    created = post_tape(api, "retail%2F2026", [loan_row(1, loan_reference="LN/1"), loan_row(2)])
+    assert created.status_code == 201, created.text
+    anchored = api.client.post("/v1/assets/pools/retail%2F2026/anchor", json={}, headers=api.headers(Role.operator))
+    assert anchored.status_code == 201, anchored.text
+    assert [p["name"] for p in api.client.get("/v1/assets/pools", headers=api.headers(Role.auditor)).json()] == [
+        "retail/2026"]
+    bundle = api.client.get("/v1/assets/loans/LN%2F1/provenance", headers=api.headers(Role.auditor))
+    assert bundle.status_code == 200, bundle.text
+    assert verify_bundle(bundle.json(), rpc_url, bundle.json()["registry"]).ok
+
+
 def test_assets_api_roles(api: ApiNode) -> None:
     assert post_tape(api, "p", [loan_row(1)], role=Role.auditor).status_code == 403
     assert post_tape(api, "p", [loan_row(1)], role=Role.analyst).status_code == 403

@@ -91,12 +91,21 @@ def test_check_log_finds_the_checks_of_an_identifier(cli: CliRunner, reported: b
     assert table.code == 0 and "Query log" in table.out and "older entries: --before-id" in table.out
 
 
+def test_check_log_takes_one_bound_with_a_zone_and_one_without(cli: CliRunner, reported: bytes) -> None:
+    assert cli("check", f"phone={PHONE}").code == 0
+    result = cli("check-log", "--since", "2000-01-01T08:00:00+08:00", "--until", "2100-01-01", "--json")
+    assert result.code == 0, result.err
+    assert len(json.loads(result.out)["entries"]) == 1
+
+
 def test_check_log_refusals_are_one_line(cli: CliRunner, reported: bytes) -> None:
     for args, expected in ((["--since", "last tuesday"], "ISO 8601"),
                            (["--identifier", "phone=12"], "bad_length"),
                            (["--indicator", "zz"], "64 hex digits"),
                            (["--identifier", "phone=13800138000", "--indicator", reported.hex()], "not both"),
-                           (["--limit", "0"], "limit must be")):
+                           (["--limit", "0"], "limit must be"),
+                           (["--since", "9999-12-31T23:59:59-01:00"], "out of range"),
+                           (["--before-id", str(2**63)], "before_id must be")):
         result = cli("check-log", *args)
         assert result.code == 1, (args, result)
         assert expected in one_error_line(result.err)

@@ -7,7 +7,7 @@ import io
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from node.api.deps import NodeDep, require_roles
 from node.assets import lifecycle
@@ -59,6 +59,14 @@ class ServicingIn(BaseModel):
     statuses: dict[str, str] | None = Field(default=None, description="loan id (0x-hex) -> status; default: the "
                                             "statuses of this bank's records of the version.")
 
+    @field_validator("statuses", mode="before")
+    @classmethod
+    def _statuses_are_strings(cls, value: Any) -> Any:
+        # One error for the map, not one per entry: 16 MB of {"id": 1, ...} made some 2 million, each listed.
+        if isinstance(value, dict) and not all(isinstance(status, str) for status in value.values()):
+            raise ValueError("each status is a string: current, dpd30, dpd60, dpd90, defaulted, repaid or repurchased")
+        return value
+
 
 class AttestationIn(BaseModel):
     report_sha256: str = Field(pattern=_HASH_PATTERN, description="0x + SHA-256 of the audit report.")
@@ -69,7 +77,10 @@ class TxOut(BaseModel):
     block_number: int
 
 
-@router.post("/pools/{name}/tapes", status_code=status.HTTP_201_CREATED)
+# `text` (node.api.deps): a pool name and a loan reference may hold "/" (the CLI, POST /v1/abs-factory/pools and a tape
+# take one), which no encoding gets through a plain path parameter: such a pool could not be anchored here, nor such a
+# loan proved.
+@router.post("/pools/{name:text}/tapes", status_code=status.HTTP_201_CREATED)
 def create_draft(*, name: str, node: NodeDep, _key: Operator,
                  tape: Annotated[str, Body(media_type="text/csv", description="The loan tape (CSV).")],
                  pool_id: Annotated[int | None, Query(ge=1, le=lifecycle.MAX_POOL_ID, description=(
@@ -79,7 +90,7 @@ def create_draft(*, name: str, node: NodeDep, _key: Operator,
     return import_lines(node, name, io.StringIO(tape.lstrip("\ufeff"), newline=""), pool_id=pool_id).to_json()
 
 
-@router.post("/pools/{name}/anchor", status_code=status.HTTP_201_CREATED)
+@router.post("/pools/{name:text}/anchor", status_code=status.HTTP_201_CREATED)
 def anchor_pool(*, name: str, body: AnchorIn, node: NodeDep, _key: Operator) -> Any:
     """Screen the pool's draft and anchor it on chain (409 with the findings unless overridden)."""
     return anchor_draft(node, name, override_reason=body.override_reason).to_json()
@@ -150,7 +161,7 @@ def create_attestation(*, pool_id: PoolId, version: VersionNumber, body: Attesta
     return lifecycle.receipt_json(lifecycle.attest(node, pool_id, version, bytes.fromhex(body.report_sha256[2:])))
 
 
-@router.get("/loans/{loan_id}/provenance")
+@router.get("/loans/{loan_id:text}/provenance")
 def read_provenance(*, loan_id: str, node: NodeDep, _key: Reader) -> Any:
     """The loan's provenance bundle, for `alliance audit verify` (loan id or this bank's loan reference)."""
     return build_bundle(node, loan_id)

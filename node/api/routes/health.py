@@ -33,7 +33,7 @@ class HealthResponse(BaseModel):
     store_ok: bool
     chain: ChainHealth
     contracts: ContractsHealth
-    workers: dict[str, dict[str, object]] = {}  # background loops (keys, publisher, indexer) and their last error
+    workers: dict[str, dict[str, object]] = {}  # background loops (keys, publisher, indexer), their last error's type
 
 
 @router.get("/health", response_model=HealthResponse)
@@ -58,6 +58,9 @@ def read_health(node: NodeDep, request: Request) -> JSONResponse:
             chain = ChainHealth(reachable=False, rpc_url=chain.rpc_url, error=str(exc))
     status = "ok" if store_ok and chain.reachable and contracts.deployed else "degraded"
     workers = request.app.state.workers
+    # A loop's error text may quote the database driver (host, user), a statement and its parameters: shown to
+    # operator keys by /v1/node/status, here only by its type.
     body = HealthResponse(status=status, bank_code=node.settings.bank_code, store_ok=store_ok, chain=chain,
-                          contracts=contracts, workers=workers.status() if workers is not None else {})
+                          contracts=contracts,
+                          workers=workers.status(error_texts=False) if workers is not None else {})
     return JSONResponse(body.model_dump(), status_code=200 if store_ok else 503)
