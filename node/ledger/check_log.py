@@ -66,15 +66,18 @@ def read_check_log(session: Session, query: CheckLogQuery) -> list[CheckLogView]
     """One page of entries matching every filter given, newest first."""
     if not 1 <= query.limit <= MAX_LIMIT:
         raise InvalidInput(f"limit must be 1..{MAX_LIMIT}", code="invalid_limit")
-    if query.since is not None and query.until is not None and query.since >= query.until:
+    # Compared once both are in UTC: one given with a zone and one without (UTC) cannot be compared as given.
+    since = _in_utc(query.since) if query.since is not None else None
+    until = _in_utc(query.until) if query.until is not None else None
+    if since is not None and until is not None and since >= until:
         raise InvalidInput("since must be before until", code="invalid_time_range")
     statement = select(CheckLogEntry).order_by(CheckLogEntry.id.desc()).limit(query.limit)
     if query.key_id is not None:
         statement = statement.where(CheckLogEntry.key_id == query.key_id)
-    if query.since is not None:
-        statement = statement.where(CheckLogEntry.asked_at >= _in_utc(query.since))
-    if query.until is not None:
-        statement = statement.where(CheckLogEntry.asked_at < _in_utc(query.until))
+    if since is not None:
+        statement = statement.where(CheckLogEntry.asked_at >= since)
+    if until is not None:
+        statement = statement.where(CheckLogEntry.asked_at < until)
     if query.before_id is not None:
         statement = statement.where(CheckLogEntry.id < query.before_id)
     if query.hits_only:

@@ -100,3 +100,15 @@ def test_check_log_refusals_are_one_line(cli: CliRunner, reported: bytes) -> Non
         result = cli("check-log", *args)
         assert result.code == 1, (args, result)
         assert expected in one_error_line(result.err)
+
+
+def test_check_log_compares_a_time_without_a_zone_with_one_that_has_one(cli: CliRunner, reported: bytes) -> None:
+    """A --since without a zone (UTC) and an --until with one were compared as given: a TypeError traceback (and a
+    500 from GET /v1/checks/log)."""
+    assert cli("check", f"phone={PHONE}").code == 0
+    window = cli("check-log", "--since", "2000-01-01", "--until", "2999-01-01T00:00:00+08:00", "--json")
+    assert window.code == 0, window.err
+    assert len(json.loads(window.out)["entries"]) == 1
+    backwards = cli("check-log", "--since", "2026-01-01T09:00:00", "--until", "2026-01-01T16:00:00+08:00")
+    assert backwards.code == 1
+    assert "since must be before until" in one_error_line(backwards.err)
