@@ -67,8 +67,8 @@ def read_check_log(session: Session, query: CheckLogQuery) -> list[CheckLogView]
     if not 1 <= query.limit <= MAX_LIMIT:
         raise InvalidInput(f"limit must be 1..{MAX_LIMIT}", code="invalid_limit")
     # Compared once both are in UTC: one given with a zone and one without (UTC) cannot be compared as given.
-    since = _in_utc(query.since) if query.since is not None else None
-    until = _in_utc(query.until) if query.until is not None else None
+    since = _bound_in_utc(query.since, "since") if query.since is not None else None
+    until = _bound_in_utc(query.until, "until") if query.until is not None else None
     if since is not None and until is not None and since >= until:
         raise InvalidInput("since must be before until", code="invalid_time_range")
     statement = select(CheckLogEntry).order_by(CheckLogEntry.id.desc()).limit(query.limit)
@@ -103,6 +103,16 @@ def _view(entry: CheckLogEntry, include_indicators: bool) -> CheckLogView:
     return CheckLogView(entry.id, entry.key_id, _in_utc(entry.asked_at), entry.kind, len(checked),
                         ["0x" + h for h in json.loads(entry.hits)], entry.as_of_block, entry.stale,
                         ["0x" + h for h in checked] if include_indicators else None)
+
+
+def _bound_in_utc(moment: datetime, name: str) -> datetime:
+    """A time bound given by the user, in UTC. A time a few hours from the ends of the calendar (0001-01-01 in a
+    zone east of UTC, 9999-12-31 west of it) has no UTC equivalent: refused, not left to raise OverflowError."""
+    try:
+        return _in_utc(moment)
+    except OverflowError:
+        raise InvalidInput(f"{name} {moment.isoformat()} is outside the times this node can compare",
+                           code="invalid_time") from None
 
 
 def _in_utc(moment: datetime) -> datetime:

@@ -112,3 +112,13 @@ def test_check_log_compares_a_time_without_a_zone_with_one_that_has_one(cli: Cli
     backwards = cli("check-log", "--since", "2026-01-01T09:00:00", "--until", "2026-01-01T16:00:00+08:00")
     assert backwards.code == 1
     assert "since must be before until" in one_error_line(backwards.err)
+
+
+@pytest.mark.parametrize(("option", "moment"), [("--since", "0001-01-01T00:00:00+08:00"),
+                                                ("--until", "9999-12-31T23:00:00-08:00")])
+def test_check_log_with_a_time_that_has_no_utc_equivalent_fails_with_one_line(cli: CliRunner, reported: bytes,
+                                                                              option: str, moment: str) -> None:
+    """Converting it to UTC raised OverflowError: a traceback (and a 500 from GET /v1/checks/log)."""
+    result = cli("check-log", option, moment)
+    assert result.code == 1
+    assert f"{option.removeprefix('--')} {moment} is outside the times" in one_error_line(result.err)
