@@ -26,6 +26,7 @@ from node.store.ledger_tables import CheckLogEntry
 from node.store.models import as_utc
 
 DEFAULT_LIMIT = 100
+MAX_ENTRY_ID = 2**63 - 1  # check_log.id, as SQLite stores it
 MAX_LIMIT = 1_000
 
 
@@ -66,6 +67,9 @@ def read_check_log(session: Session, query: CheckLogQuery) -> list[CheckLogView]
     """One page of entries matching every filter given, newest first."""
     if not 1 <= query.limit <= MAX_LIMIT:
         raise InvalidInput(f"limit must be 1..{MAX_LIMIT}", code="invalid_limit")
+    # SQLite cannot bind an integer past 64 bits (OverflowError); no entry has an id below 1.
+    if query.before_id is not None and not 1 <= query.before_id <= MAX_ENTRY_ID:
+        raise InvalidInput(f"before_id must be 1..{MAX_ENTRY_ID}", code="invalid_before_id")
     # Compared once both are in UTC: one given with a zone and one without (UTC) cannot be compared as given.
     since = _bound_in_utc(query.since, "since") if query.since is not None else None
     until = _bound_in_utc(query.until, "until") if query.until is not None else None

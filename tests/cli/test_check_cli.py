@@ -122,3 +122,15 @@ def test_check_log_with_a_time_that_has_no_utc_equivalent_fails_with_one_line(cl
     result = cli("check-log", option, moment)
     assert result.code == 1
     assert f"{option.removeprefix('--')} {moment} is outside the times" in one_error_line(result.err)
+
+
+@pytest.mark.parametrize("before_id", ["0", "-1", str(2**63), "1" + "0" * 40])
+def test_check_log_with_a_before_id_no_entry_can_have_fails_with_one_line(cli: CliRunner, reported: bytes,
+                                                                          before_id: str) -> None:
+    """Past 64 bits it was an OverflowError from SQLite (a traceback; a 500 from GET /v1/checks/log); 0 or below
+    an empty page, where the API refused it."""
+    assert cli("check", f"phone={PHONE}").code == 0
+    result = cli("check-log", "--before-id", before_id)
+    assert result.code == 1
+    assert f"before_id must be 1..{2**63 - 1}" in one_error_line(result.err)
+    assert len(json.loads(cli("check-log", "--before-id", str(2**63 - 1), "--json").out)["entries"]) == 1
