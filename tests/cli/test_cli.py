@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+import io
 import json
 import os
 import shutil
@@ -101,6 +103,29 @@ def test_init_outside_dev_without_a_passphrase_or_a_terminal_fails_with_one_line
     assert "set ALLIANCE_KEY_PASSPHRASE" in one_error_line(result.err)
     assert not data_dir.exists()
 
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_passphrase_prompts_go_to_stderr_leaving_the_json_alone_on_stdout(cli: CliRunner, data_dir: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The prompts were written to stdout: `init --json` printed 'Passphrase for the new keys:Repeat for
+    confirmation:{...' (not JSON), and redirected to a file the person at the terminal never saw them."""
+    passphrase = "a-long-test-passphrase"
+    monkeypatch.setattr(sys, "stdin", _Terminal())
+    monkeypatch.setattr(getpass, "getpass", lambda prompt="": passphrase)
+    init = cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA", "--network", "local", "--json")
+    assert init.code == 0, init.err
+    assert json.loads(init.out)["data_dir"] == str(data_dir)
+    assert "Passphrase for the new keys" in init.err and "Repeat for confirmation" in init.err
+    assert cli("contracts", "deploy", env={"ALLIANCE_KEY_PASSPHRASE": passphrase}).code == 0
+    sync = cli("key", "sync", "--json")
+    assert sync.code == 0, sync.err
+    assert json.loads(sync.out)["generated"] == [1]
+    assert "Passphrase of this bank's keys" in sync.err
 
 @pytest.mark.parametrize(("passphrase", "message"), [
     ("", "the key passphrase must not be empty"),
