@@ -182,6 +182,23 @@ def test_init_in_a_data_dir_that_is_a_file_fails_with_one_line(cli: CliRunner, t
     assert taken.read_text() == "not a data dir"
 
 
+
+def interrupted_while_encrypting(_signer: Signer, _passphrase: str) -> dict[str, object]:
+    raise KeyboardInterrupt  # Ctrl-C during the keystore's scrypt, the longest step of writing a key
+
+
+def test_init_interrupted_while_writing_the_keys_leaves_none_and_can_be_run_again(
+        cli: CliRunner, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Left an encryption key and an empty signing keystore: init then refused to overwrite them, and every other
+    command refused the data dir, until someone deleted key files by hand."""
+    with monkeypatch.context() as interrupted:
+        interrupted.setattr(Signer, "encrypt", interrupted_while_encrypting)
+        assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code != 0
+    assert not list((data_dir / "keys").iterdir())
+    again = cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA", "--json")
+    assert again.code == 0, again.err
+    assert cli("contracts", "deploy").code == 0
+
 def test_an_initialised_node_pointed_at_no_store_is_refused_until_one_is_created_on_purpose(
         cli: CliRunner, data_dir: Path, store_url: str) -> None:
     """A mistyped database_url (or a deleted node.db) made a new, empty store: the node started without its API
