@@ -165,6 +165,11 @@ def test_audit_verify_with_unreachable_rpc_fails_with_one_line(cli: CliRunner, a
     assert no_scheme.code == 1 and "Traceback" not in no_scheme.err
     assert "NOT VERIFIED: chain refused the lookup: chain RPC URL '127.0.0.1:9' is not an http(s) URL" \
         in no_scheme.err
+    # Its credentials and query were shown as typed: the redaction looked for them after a scheme only.
+    secret = cli("audit", "verify", str(bundle), "--rpc", "auditor:s3cret@127.0.0.1:9/rpc?apikey=k3y",
+                 "--registry", "0x" + "11" * 20)
+    assert secret.code == 1 and "s3cret" not in secret.out + secret.err and "k3y" not in secret.out + secret.err
+    assert "chain RPC URL '***@127.0.0.1:9/rpc?***' is not an http(s) URL" in secret.err
 
 
 def test_assets_service_run_twice_reports_once(cli: CliRunner, anchored: dict[str, Any]) -> None:
