@@ -24,6 +24,7 @@ from node.ledger.identifiers import InvalidIdentifier, normalise
 from node.runtime import NodeContext
 from node.store.ledger_tables import CheckLogEntry
 from node.store.models import as_utc
+from node.text import storable_text
 
 DEFAULT_LIMIT = 100
 MAX_ENTRY_ID = 2**63 - 1  # check_log.id, as SQLite stores it
@@ -76,8 +77,8 @@ def read_check_log(session: Session, query: CheckLogQuery) -> list[CheckLogView]
     if since is not None and until is not None and since >= until:
         raise InvalidInput("since must be before until", code="invalid_time_range")
     statement = select(CheckLogEntry).order_by(CheckLogEntry.id.desc()).limit(query.limit)
-    if query.key_id is not None:
-        statement = statement.where(CheckLogEntry.key_id == query.key_id)
+    if query.key_id is not None:  # as a store can compare it: not a command line's undecodable bytes
+        statement = statement.where(CheckLogEntry.key_id == storable_text(query.key_id, field="key_id"))
     if since is not None:
         statement = statement.where(CheckLogEntry.asked_at >= since)
     if until is not None:
