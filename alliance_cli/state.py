@@ -36,4 +36,5 @@ def _prompt_if_interactive() -> str:
     # Without a terminal (CI, cron) there is nobody to ask: the caller reports the missing passphrase.
     if not sys.stdin.isatty():
         return ""
-    return str(typer.prompt("Passphrase of this bank's keys", hide_input=True))
+    # On stderr, as getpass itself asks: on stdout the prompt went into `--json` output and, redirected, unseen.
+    return str(typer.prompt("Passphrase of this bank's keys", hide_input=True, err=True))

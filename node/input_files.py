@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from node.errors import InvalidInput
 
@@ -15,9 +15,21 @@ from node.errors import InvalidInput
 def reading_text(path: Path, what: str, *, encoding: str = "utf-8", newline: str | None = None) -> Iterator[TextIO]:
     """`path` opened as text. A file that is missing, a directory, unreadable or not UTF-8 (found while reading it
     inside the block, too) is an InvalidInput (`file_not_found` or `malformed_file`) naming it as `what`."""
+    with _refused_unless_readable(path, what), path.open(encoding=encoding, newline=newline) as handle:
+        yield handle
+
+
+@contextmanager
+def reading_bytes(path: Path, what: str) -> Iterator[BinaryIO]:
+    """`path` opened as bytes; a file that cannot be read is refused as `reading_text` refuses it."""
+    with _refused_unless_readable(path, what), path.open("rb") as handle:
+        yield handle
+
+
+@contextmanager
+def _refused_unless_readable(path: Path, what: str) -> Iterator[None]:
     try:
-        with path.open(encoding=encoding, newline=newline) as handle:
-            yield handle
+        yield
     except FileNotFoundError:
         raise InvalidInput(f"{what} {path} does not exist", code="file_not_found") from None
     except IsADirectoryError:

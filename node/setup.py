@@ -53,15 +53,25 @@ def init_node(settings: Settings, *, bank_name: str, bank_code: str, passphrase:
     signer = Signer.generate()
     encryption_key = generate_encryption_keypair()
     configured = settings.model_copy(update={"bank_name": name, "bank_code": code})
+    written: list[Path] = []
     try:
         settings.keys_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(settings.keys_dir, 0o700)
         _write_private(settings.encryption_key_file, dump_private_key(encryption_key, passphrase))
+        written.append(settings.encryption_key_file)
         write_keystore(settings.signing_key_file, signer, passphrase)
+        written.append(settings.signing_key_file)
         config_file = write_config(configured)
-    except OSError as exc:  # the data dir is a file, or on a file system this user cannot write
-        raise InvalidInput(f"cannot write the data dir {settings.data_dir}: {exc.strerror or exc}",
-                           code="data_dir_unwritable") from None
+    except BaseException as exc:
+        # Whatever stops init here (Ctrl-C in the keystore's scrypt, a full disk) takes back the keys it wrote: left
+        # behind, they made `init` refuse to run again (it never overwrites keys) and every other command refuse the
+        # data dir (no signing key, or no config), until someone deleted key files by hand.
+        for path in written:
+            path.unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # the data dir is a file, or on a file system this user cannot write
+            raise InvalidInput(f"cannot write the data dir {settings.data_dir}: {exc.strerror or exc}",
+                               code="data_dir_unwritable") from None
+        raise
     return InitResult(settings.data_dir, keystore_address(settings.signing_key_file),
                       public_key_bytes(encryption_key), config_file)
 
@@ -104,5 +114,9 @@ def create_store(settings: Settings) -> StoreCreation:
 
 def _write_private(path: Path, content: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(content)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+    except BaseException:  # never a key file cut short: only a whole one, or none
+        path.unlink(missing_ok=True)
+        raise

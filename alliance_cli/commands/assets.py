@@ -19,6 +19,7 @@ from node.assets.pools import anchor_draft, asset_registry, discard_draft, impor
 from node.assets.provenance import build_bundle
 from node.assets.screening import double_financed_loans, sync_loan_mirror
 from node.chain.client import Receipt
+from node.input_files import reading_bytes
 from node.private_files import write_private_text
 
 app = typer.Typer(help="ABS loan pools: import tapes, anchor versions, custody, servicing, provenance.",
@@ -39,7 +40,7 @@ def assets_import(
 ) -> None:
     """Import a loan tape as a draft version; a bad row imports nothing and lists every bad row."""
     node = node_context(ctx)
-    with tape.open("rb") as handle:
+    with reading_bytes(tape, "loan tape") as handle:
         total = max(sum(1 for _ in handle) - 1, 0)
     # On a terminal only: elsewhere (a pipe, cron, CI) the bar is printed once, a line before the result or error.
     with Progress(TextColumn("reading loans"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -172,7 +173,8 @@ def assets_attest(
     json_output: JsonOption = False,
 ) -> None:
     """Attest a pool version (auditor members only): the report's SHA-256 goes on chain."""
-    report_hash = lifecycle.report_hash_of(report.read_bytes())
+    with reading_bytes(report, "audit report") as handle:
+        report_hash = lifecycle.report_hash_of(handle.read())
     receipt = lifecycle.attest(node_context(ctx), pool_id, version, report_hash)
     _done(receipt, json_output, f"attested pool {pool_id} version {version} with report 0x{report_hash.hex()}")
 

@@ -33,7 +33,9 @@ def init_command(
         if not sys.stdin.isatty():  # CI, cron, a pipe: nobody to ask (getpass would warn and read EOF)
             raise InvalidInput("set ALLIANCE_KEY_PASSPHRASE to the passphrase for the new keys",
                                code="passphrase_required")
-        passphrase = typer.prompt("Passphrase for the new keys", hide_input=True, confirmation_prompt=True)
+        # On stderr (with its "do not match" retries): stdout holds only the result, `--json` a JSON document.
+        passphrase = typer.prompt("Passphrase for the new keys", hide_input=True, confirmation_prompt=True,
+                                  err=True)
     result = init_node(settings, bank_name=bank_name, bank_code=bank_code, passphrase=passphrase)
     if json_output:
         console.print_json({"data_dir": str(result.data_dir), "address": result.address,

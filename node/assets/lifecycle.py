@@ -242,6 +242,9 @@ def read_status_file(path: Path) -> dict[bytes, LoanStatus]:
         raise InvalidInput(f"the status file is not UTF-8 text (byte {exc.start})", code="bad_status_file") from None
     except csv.Error as exc:
         raise InvalidInput(f"the status file is not valid CSV: {exc}", code="bad_status_file") from None
+    except OSError as exc:  # not this user's to read, or a socket
+        raise InvalidInput(f"the status file {path} cannot be read: {exc.strerror or exc}",
+                           code="bad_status_file") from None
 
 
 def _read_statuses(reader: csv.DictReader[str]) -> dict[bytes, LoanStatus]:

@@ -465,7 +465,8 @@ def _record_findings(node: NodeContext, version_ref: int, findings: ScreeningFin
 
 
 def _draft_of(session: Session, pool_name: str) -> tuple[AssetPool, AssetVersion]:
-    pool = session.scalar(select(AssetPool).where(AssetPool.name == pool_name))
+    # A name a store cannot compare (a command line's undecodable bytes) is refused, not sent.
+    pool = session.scalar(select(AssetPool).where(AssetPool.name == storable_text(pool_name, field="the pool name")))
     if pool is None:
         raise NotFound(f"no local pool named {pool_name!r}", code="pool_not_found")
     draft = session.scalar(select(AssetVersion).where(AssetVersion.pool_ref == pool.id,

@@ -26,6 +26,7 @@ from node.errors import InvalidInput, NotFound
 from node.merkle import StandardMerkleTree
 from node.runtime import NodeContext
 from node.store.asset_tables import AssetLoan, AssetMirrorLoan, AssetPool, AssetServicingReport, AssetVersion
+from node.text import storable_text
 
 
 def build_bundle(node: NodeContext, reference: str) -> dict[str, Any]:
@@ -33,6 +34,7 @@ def build_bundle(node: NodeContext, reference: str) -> dict[str, Any]:
 
     The loan's newest anchored version is used; the history is read from the chain, as of its head.
     """
+    storable_text(reference, field="the loan reference")  # a command line's undecodable bytes: never sent
     with node.store.session() as session:
         query = (select(AssetLoan.position, AssetVersion.id, AssetVersion.version, AssetPool.pool_id)
                  .join(AssetVersion, AssetLoan.version_ref == AssetVersion.id)

@@ -22,13 +22,13 @@ def redacted_url(url: str) -> str:
     auth, `https://user:token@besu:8545`, which requests sends) and the query (a gateway's `?apikey=…`) replaced by
     `***`."""
     scheme, separator, rest = url.partition("://")
-    if not separator:
-        return url
+    if not separator:  # typed without its scheme (`user:token@besu:8545`): it starts with the authority
+        scheme, rest = "", url
     rest, question, _query = rest.partition("?")
     authority, slash, path = rest.partition("/")
     if "@" in authority:
         authority = "***@" + authority.rpartition("@")[2]
-    return f"{scheme}://{authority}{slash}{path}" + ("?***" if question else "")
+    return f"{scheme}{separator}{authority}{slash}{path}" + ("?***" if question else "")
 
 
 class ChainError(Exception):

@@ -48,10 +48,17 @@ def write_keystore(path: Path, signer: Signer, passphrase: str) -> None:
     """Write the keystore readable by its owner only; refuse to overwrite an existing key."""
     if not passphrase:
         raise KeystoreError("a passphrase is required to encrypt the signing key")
+    # Encrypted (a scrypt of a second or so) before the file exists, and the file removed if it cannot be written
+    # whole: an interrupted run left an empty keystore that made the data dir look initialised yet unusable.
+    keystore = json.dumps(signer.encrypt(passphrase))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(signer.encrypt(passphrase), handle)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(keystore)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
 
 
 def load_keystore(path: Path, passphrase: str) -> Signer:

@@ -24,6 +24,7 @@ from node.ledger.identifiers import InvalidIdentifier, normalise
 from node.runtime import NodeContext
 from node.store.ledger_tables import CheckLogEntry
 from node.store.models import as_utc
+from node.text import storable_text
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1_000
@@ -76,8 +77,8 @@ def read_check_log(session: Session, query: CheckLogQuery) -> list[CheckLogView]
     if since is not None and until is not None and since >= until:
         raise InvalidInput("since must be before until", code="invalid_time_range")
     statement = select(CheckLogEntry).order_by(CheckLogEntry.id.desc()).limit(query.limit)
-    if query.key_id is not None:
-        statement = statement.where(CheckLogEntry.key_id == query.key_id)
+    if query.key_id is not None:  # as a store can compare it: not a command line's undecodable bytes
+        statement = statement.where(CheckLogEntry.key_id == storable_text(query.key_id, field="key_id"))
     if since is not None:
         statement = statement.where(CheckLogEntry.asked_at >= since)
     if until is not None:
@@ -115,7 +116,8 @@ def _bound_in_utc(moment: datetime | None, name: str) -> datetime | None:
     try:
         return _in_utc(moment)
     except OverflowError:  # 9999-12-31T23:59:59-01:00, say: UTC has no such time
-        raise InvalidInput(f"{name} is out of range in UTC", code="invalid_time") from None
+        raise InvalidInput(f"{name} {moment.isoformat()} is outside the times this node can compare",
+                           code="invalid_time") from None
 
 
 def _in_utc(moment: datetime) -> datetime:

@@ -171,6 +171,13 @@ class Indexer:
 
     def rebuild(self) -> SyncResult:
         """Forget the mirror and index again from the start block."""
+        # The chain is asked first: with it unreachable the mirror was emptied and the rebuild failed, leaving checks
+        # (which answer from the mirror while the chain is down) with no indicators at all.
+        try:
+            self.source.block_number()
+        except ChainError as exc:
+            self._record_failure(exc)
+            raise
         with self.store.transaction() as session:
             # The position first: its row lock waits for a chunk another indexer (the node's worker) is writing,
             # and keeps the next one out (its claim then finds no position). On PostgreSQL each DELETE sees what

@@ -144,6 +144,9 @@ class ReportIntake:
         if len(request.case_reference) > MAX_CASE_REFERENCE:
             raise InvalidInput(f"case_reference is longer than {MAX_CASE_REFERENCE} characters",
                                code="invalid_case_reference")
+        if not _encodable(request.case_reference):  # it is hashed as UTF-8 (a command line's undecodable bytes)
+            raise InvalidInput("case_reference holds a character that is not valid text (an unpaired surrogate)",
+                               code="invalid_case_reference")
         evidence_hash = _evidence_hash(request.evidence_sha256)
         canonical = _canonical_identifiers(request.identifiers)
         epoch, alliance_key = epoch_key or self._keyring.current()
@@ -286,7 +289,9 @@ def _report_row(report: PreparedReport, submitted_by: str) -> tuple[object, ...]
 
 def get_report(session: Session, report_id: str) -> FraudReport:
     """This bank's report `report_id`; NotFound (404 report_not_found) if it never accepted one."""
-    report = session.get(FraudReport, report_id)
+    # Not looked up in another shape: no report has it, and a lone surrogate (a command line's undecodable bytes)
+    # cannot even be sent to the store.
+    report = session.get(FraudReport, report_id) if REPORT_ID.fullmatch(report_id) else None
     if report is None:
         # Quoted only in a report id's shape: anything else may be a customer's identifier typed in its place,
         # and the terminal, job logs and API error bodies are no place for it.
@@ -312,3 +317,11 @@ def report_status(session: Session, report_id: str) -> ReportStatus:
              else "queued" if states == {"queued"} else "publishing")
     return ReportStatus(report.report_id, state, Category(report.category).name, report.confidence,
                         report.valid_from, report.valid_until, report.submitted_by, report.created_at, items)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -222,7 +222,13 @@ def test_read_log_answers_operators_and_auditors_only(api: ApiNode, reported_pho
 
 def test_read_log_refuses_bad_parameters_with_codes(api: ApiNode, key: bytes) -> None:
     for params, code in (({"indicator": "0x12"}, "invalid_indicator"),
-                         ({"since": "2026-12-02", "until": "2026-12-01"}, "invalid_time_range")):
+                         ({"since": "2026-12-02", "until": "2026-12-01"}, "invalid_time_range"),
+                         # These three were 500s: a naive and an aware time compared, a time with no UTC equivalent
+                         # (OverflowError), an id past 64 bits (SQLite's OverflowError).
+                         ({"since": "2026-12-01T09:00:00", "until": "2026-12-01T16:00:00+08:00"},
+                          "invalid_time_range"),
+                         ({"since": "0001-01-01T00:00:00+08:00"}, "invalid_time"),
+                         ({"before_id": 2**63}, "invalid_before_id")):
         response = api.client.get("/v1/checks/log", headers=api.headers(Role.auditor), params=params)
         assert response.status_code == 422 and response.json()["error"]["code"] == code, response.text
     for params in ({"limit": 0}, {"limit": 1001}, {"since": "yesterday"}, {"before_id": 0}):

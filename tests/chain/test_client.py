@@ -99,6 +99,8 @@ def test_a_transaction_waiting_for_its_block_is_not_taken_for_lost(rpc_url: str,
     ("http://u:p@[::1]:8545/", "http://***@[::1]:8545/"),
     ("http://127.0.0.1:8545/a@b", "http://127.0.0.1:8545/a@b"),
     ("http://127.0.0.1:8545", "http://127.0.0.1:8545"),
+    ("user:s3cret@besu.bank.example:8545/rpc?apikey=k", "***@besu.bank.example:8545/rpc?***"),  # no scheme
+    ("127.0.0.1:8545/a@b", "127.0.0.1:8545/a@b"),
 ])
 def test_redacted_url_hides_credentials_and_the_query_only(url: str, shown: str) -> None:
     assert redacted_url(url) == shown

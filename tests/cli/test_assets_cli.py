@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import resource
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +166,11 @@ def test_audit_verify_with_unreachable_rpc_fails_with_one_line(cli: CliRunner, a
     assert no_scheme.code == 1 and "Traceback" not in no_scheme.err
     assert "NOT VERIFIED: chain refused the lookup: chain RPC URL '127.0.0.1:9' is not an http(s) URL" \
         in no_scheme.err
+    # Its credentials and query were shown as typed: the redaction looked for them after a scheme only.
+    secret = cli("audit", "verify", str(bundle), "--rpc", "auditor:s3cret@127.0.0.1:9/rpc?apikey=k3y",
+                 "--registry", "0x" + "11" * 20)
+    assert secret.code == 1 and "s3cret" not in secret.out + secret.err and "k3y" not in secret.out + secret.err
+    assert "chain RPC URL '***@127.0.0.1:9/rpc?***' is not an http(s) URL" in secret.err
 
 
 def test_assets_service_run_twice_reports_once(cli: CliRunner, anchored: dict[str, Any]) -> None:
@@ -249,3 +255,23 @@ def test_assets_import_with_pool_id_anchors_the_pools_next_version_or_fails_with
     assert draft["pool_id"] == 1
     done = ok_json(cli("assets", "anchor", "retail", "--json"))
     assert (done["pool_id"], done["version"]) == (1, 2)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("import", "{file}", "--pool", "retail"), "loan tape {file} cannot be read"),
+    (("attest", "1", "1", "{file}"), "audit report {file} cannot be read"),
+    (("service", "1", "--period", "202406", "--statuses", "{file}"), "status file {file} cannot be read"),
+], ids=["import", "attest", "service"])
+def test_assets_commands_given_a_file_they_cannot_open_fail_with_one_line(
+        cli: CliRunner, anchored: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        args: tuple[str, ...], message: str) -> None:
+    """An OSError opening the file (a socket, as here; for a person who is not root, a file not theirs to read) was
+    a traceback: the other commands' files are read through node.input_files, these three were not."""
+    monkeypatch.chdir(tmp_path)  # a socket's path is limited to about 100 bytes
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind("s")
+        file = str(tmp_path / "s")
+        result = cli("assets", *(a.format(file=file) for a in args))
+    assert result.code == 1
+    assert message.format(file=file) in one_error_line(result.err)
+    assert [e["kind"] for e in ok_json(cli("assets", "show", "1", "--json"))["events"]] == ["registered", "anchored"]

@@ -104,8 +104,42 @@ def test_check_log_refusals_are_one_line(cli: CliRunner, reported: bytes) -> Non
                            (["--indicator", "zz"], "64 hex digits"),
                            (["--identifier", "phone=13800138000", "--indicator", reported.hex()], "not both"),
                            (["--limit", "0"], "limit must be"),
-                           (["--since", "9999-12-31T23:59:59-01:00"], "out of range"),
+                           (["--since", "9999-12-31T23:59:59-01:00"], "outside the times this node can compare"),
                            (["--before-id", str(2**63)], "before_id must be")):
         result = cli("check-log", *args)
         assert result.code == 1, (args, result)
         assert expected in one_error_line(result.err)
+
+
+def test_check_log_compares_a_time_without_a_zone_with_one_that_has_one(cli: CliRunner, reported: bytes) -> None:
+    """A --since without a zone (UTC) and an --until with one were compared as given: a TypeError traceback (and a
+    500 from GET /v1/checks/log)."""
+    assert cli("check", f"phone={PHONE}").code == 0
+    window = cli("check-log", "--since", "2000-01-01", "--until", "2999-01-01T00:00:00+08:00", "--json")
+    assert window.code == 0, window.err
+    assert len(json.loads(window.out)["entries"]) == 1
+    backwards = cli("check-log", "--since", "2026-01-01T09:00:00", "--until", "2026-01-01T16:00:00+08:00")
+    assert backwards.code == 1
+    assert "since must be before until" in one_error_line(backwards.err)
+
+
+@pytest.mark.parametrize(("option", "moment"), [("--since", "0001-01-01T00:00:00+08:00"),
+                                                ("--until", "9999-12-31T23:00:00-08:00")])
+def test_check_log_with_a_time_that_has_no_utc_equivalent_fails_with_one_line(cli: CliRunner, reported: bytes,
+                                                                              option: str, moment: str) -> None:
+    """Converting it to UTC raised OverflowError: a traceback (and a 500 from GET /v1/checks/log)."""
+    result = cli("check-log", option, moment)
+    assert result.code == 1
+    assert f"{option.removeprefix('--')} {moment} is outside the times" in one_error_line(result.err)
+
+
+@pytest.mark.parametrize("before_id", ["0", "-1", str(2**63), "1" + "0" * 40])
+def test_check_log_with_a_before_id_no_entry_can_have_fails_with_one_line(cli: CliRunner, reported: bytes,
+                                                                          before_id: str) -> None:
+    """Past 64 bits it was an OverflowError from SQLite (a traceback; a 500 from GET /v1/checks/log); 0 or below
+    an empty page, where the API refused it."""
+    assert cli("check", f"phone={PHONE}").code == 0
+    result = cli("check-log", "--before-id", before_id)
+    assert result.code == 1
+    assert f"before_id must be 1..{2**63 - 1}" in one_error_line(result.err)
+    assert len(json.loads(cli("check-log", "--before-id", str(2**63 - 1), "--json").out)["entries"]) == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+import io
 import json
 import os
 import shutil
@@ -102,6 +104,29 @@ def test_init_outside_dev_without_a_passphrase_or_a_terminal_fails_with_one_line
     assert not data_dir.exists()
 
 
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_passphrase_prompts_go_to_stderr_leaving_the_json_alone_on_stdout(cli: CliRunner, data_dir: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The prompts were written to stdout: `init --json` printed 'Passphrase for the new keys:Repeat for
+    confirmation:{...' (not JSON), and redirected to a file the person at the terminal never saw them."""
+    passphrase = "a-long-test-passphrase"
+    monkeypatch.setattr(sys, "stdin", _Terminal())
+    monkeypatch.setattr(getpass, "getpass", lambda prompt="": passphrase)
+    init = cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA", "--network", "local", "--json")
+    assert init.code == 0, init.err
+    assert json.loads(init.out)["data_dir"] == str(data_dir)
+    assert "Passphrase for the new keys" in init.err and "Repeat for confirmation" in init.err
+    assert cli("contracts", "deploy", env={"ALLIANCE_KEY_PASSPHRASE": passphrase}).code == 0
+    sync = cli("key", "sync", "--json")
+    assert sync.code == 0, sync.err
+    assert json.loads(sync.out)["generated"] == [1]
+    assert "Passphrase of this bank's keys" in sync.err
+
 @pytest.mark.parametrize(("passphrase", "message"), [
     ("", "the key passphrase must not be empty"),
     ("a long passphrase\udcff", "the key passphrase holds bytes that are not UTF-8 text"),
@@ -156,6 +181,23 @@ def test_init_in_a_data_dir_that_is_a_file_fails_with_one_line(cli: CliRunner, t
     assert str(taken) in one_error_line(result.err)
     assert taken.read_text() == "not a data dir"
 
+
+
+def interrupted_while_encrypting(_signer: Signer, _passphrase: str) -> dict[str, object]:
+    raise KeyboardInterrupt  # Ctrl-C during the keystore's scrypt, the longest step of writing a key
+
+
+def test_init_interrupted_while_writing_the_keys_leaves_none_and_can_be_run_again(
+        cli: CliRunner, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Left an encryption key and an empty signing keystore: init then refused to overwrite them, and every other
+    command refused the data dir, until someone deleted key files by hand."""
+    with monkeypatch.context() as interrupted:
+        interrupted.setattr(Signer, "encrypt", interrupted_while_encrypting)
+        assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code != 0
+    assert not list((data_dir / "keys").iterdir())
+    again = cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA", "--json")
+    assert again.code == 0, again.err
+    assert cli("contracts", "deploy").code == 0
 
 def test_an_initialised_node_pointed_at_no_store_is_refused_until_one_is_created_on_purpose(
         cli: CliRunner, data_dir: Path, store_url: str) -> None:

@@ -220,3 +220,27 @@ def test_node_status_follows_a_report_from_queue_to_chain(cli: CliRunner, member
 def test_node_status_of_a_data_dir_never_initialised_fails_with_one_line(cli: CliRunner) -> None:
     result = cli("node", "status")
     assert result.code == 1 and "not an initialised node data dir" in one_error_line(result.err)
+
+
+UNDECODABLE = "ref-\udcff"  # how Python hands over a command-line byte that is not UTF-8 (here 0xff)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("fraud", "report", "phone=13800138000", "--category", "other", "--confidence", "50",
+      "--case-reference", UNDECODABLE), "case_reference holds a character that is not valid text"),
+    (("fraud", "show", UNDECODABLE), "no report with that id"),
+    (("fraud", "confirm", UNDECODABLE), "no report with that id"),
+    (("fraud", "withdraw", UNDECODABLE, "--reason", "other"), "no report with that id"),
+    (("check-log", "--key-id", UNDECODABLE), "key_id holds a character that is not valid text"),
+    (("assets", "anchor", UNDECODABLE), "the pool name holds a character that is not valid text"),
+    (("assets", "discard", UNDECODABLE), "the pool name holds a character that is not valid text"),
+    (("assets", "prove", UNDECODABLE), "the loan reference holds a character that is not valid text"),
+], ids=["report", "show", "confirm", "withdraw", "check-log", "anchor", "discard", "prove"])
+def test_arguments_with_bytes_that_are_not_utf8_fail_with_one_line(cli: CliRunner, member: None,
+                                                                    args: tuple[str, ...], message: str) -> None:
+    """Such an argument went on to the store as a lone surrogate, which it cannot encode: a UnicodeEncodeError
+    traceback (a report's case reference was hashed first, with the same result)."""
+    result = cli(*args)
+    assert result.code == 1
+    assert message in one_error_line(result.err)
+    assert json.loads(cli("node", "status", "--json").out)["outbox"] == {}

@@ -8,10 +8,11 @@ from typing import Any
 
 import pytest
 
+from node.chain.signer import Signer
 from node.config import load_settings
 from node.runtime import NodeContext
 from tests.cli.conftest import CliResult, CliRunner
-from tests.cli.test_cli import one_error_line
+from tests.cli.test_cli import interrupted_while_encrypting, one_error_line
 
 
 @pytest.fixture
@@ -121,3 +122,15 @@ def test_key_new_signer_then_rotate_then_activate_signer(cli: CliRunner, deploye
     assert cli("key", "sync").code == 0  # signed with the new key, by member 1
     again = cli("key", "activate-signer")
     assert again.code == 1 and "no new signing key is prepared" in one_error_line(again.err)
+
+
+def test_key_new_signer_interrupted_while_writing_leaves_no_key_and_can_be_run_again(
+        cli: CliRunner, deployed: None, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The keystore was created empty before its scrypt: cut short there, it stayed, and `new-signer` then said it
+    was there but unreadable, to be deleted by hand."""
+    with monkeypatch.context() as interrupted:
+        interrupted.setattr(Signer, "encrypt", interrupted_while_encrypting)
+        assert cli("key", "new-signer").code != 0
+    assert not (data_dir / "keys" / "signing-key.next.json").exists()
+    again = cli("key", "new-signer")
+    assert again.code == 0, again.err

@@ -69,3 +69,13 @@ def test_ledger_digest_of_an_unindexed_block_fails(cli: CliRunner, published: in
     result = cli("ledger", "digest", "--block", "1000000", "--json")
     assert result.code == 1 and "not indexed" in one_error_line(result.err)
     assert result.out == ""
+
+
+def test_ledger_rebuild_with_unreachable_chain_fails_and_keeps_the_mirror(cli: CliRunner, published: int) -> None:
+    """The mirror was dropped before the chain was asked: the rebuild failed and checks found no indicator."""
+    assert cli("ledger", "sync").code == 0
+    before = json.loads(cli("ledger", "digest", "--json").out)
+    result = cli("ledger", "rebuild", env={"ALLIANCE_RPC_URL": f"http://127.0.0.1:{free_port()}"})
+    assert result.code == 1
+    assert "unreachable" in one_error_line(result.err)
+    assert json.loads(cli("ledger", "digest", "--json").out) == before
