@@ -53,13 +53,22 @@ def init_node(settings: Settings, *, bank_name: str, bank_code: str, passphrase:
     signer = Signer.generate()
     encryption_key = generate_encryption_keypair()
     configured = settings.model_copy(update={"bank_name": name, "bank_code": code})
+    made: list[Path] = []  # the key files this init creates (O_EXCL), removed again if it cannot finish
     try:
         settings.keys_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(settings.keys_dir, 0o700)
+        made.append(settings.encryption_key_file)
         _write_private(settings.encryption_key_file, dump_private_key(encryption_key, passphrase))
+        made.append(settings.signing_key_file)
         write_keystore(settings.signing_key_file, signer, passphrase)
         config_file = write_config(configured)
-    except OSError as exc:  # the data dir is a file, or on a file system this user cannot write
+    except OSError as exc:  # the data dir is a file, on a file system this user cannot write, or full
+        if isinstance(exc, FileExistsError) and made:
+            made.pop()  # another process's key, made since the check above: not ours to remove
+        # Keys never used, or half written: left behind, they made `init` refuse to run again once space was freed
+        # (it never overwrites keys), and the node could not start on them without a config.
+        for path in made:
+            path.unlink(missing_ok=True)
         raise InvalidInput(f"cannot write the data dir {settings.data_dir}: {exc.strerror or exc}",
                            code="data_dir_unwritable") from None
     return InitResult(settings.data_dir, keystore_address(settings.signing_key_file),

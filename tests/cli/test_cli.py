@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -141,6 +142,30 @@ def test_init_with_a_database_it_cannot_open_writes_no_keys_and_can_be_run_again
     assert refused.code == 1
     assert "cannot open the database" in one_error_line(refused.err)
     assert not (data_dir / "keys").exists() and not (data_dir / "alliance.toml").exists()
+    again = cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA")
+    assert again.code == 0, again.err
+
+
+@pytest.mark.parametrize("file_size_limit", [100, 400], ids=["encryption_key", "signing_key"])
+def test_init_that_cannot_finish_writing_its_keys_leaves_none_and_can_be_run_again(cli: CliRunner, data_dir: Path,
+                                                                                  file_size_limit: int) -> None:
+    """A full disk (here a file size limit: the X25519 key file is 302 bytes, the keystore 486) cut the keys short
+    after the first was written, or half of it: `init` then refused to run again (the data dir held keys), and the
+    node could not start on keys without a config or with half a key."""
+    store = Store(f"sqlite:///{data_dir / 'node.db'}")
+    store.migrate()  # the store first, as init makes it, whole: the limit is for the keys
+    with store.engine.connect() as held:  # keeps the store's -shm file whole while init opens the store again
+        held.exec_driver_sql("SELECT 1 FROM alembic_version").all()
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, hard))  # Python ignores SIGXFSZ: EFBIG
+        try:
+            refused = cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA")
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    store.close()
+    assert refused.code == 1
+    assert "cannot write the data dir" in one_error_line(refused.err)
+    assert not any((data_dir / "keys").iterdir()) and not (data_dir / "alliance.toml").exists()
     again = cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA")
     assert again.code == 0, again.err
 
