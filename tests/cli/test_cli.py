@@ -12,6 +12,7 @@ import sys
 import threading
 import tomllib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -607,6 +608,64 @@ def test_chain_up_with_an_anvil_it_cannot_run_fails_with_one_line(cli: CliRunner
     assert result.code == 1
     assert f"cannot run anvil at {binary}" in one_error_line(result.err)
     assert not (data_dir / "chain" / "anvil.pid").exists()
+
+
+def test_chain_up_that_cannot_write_its_pid_file_fails_with_one_line_and_leaves_no_chain(cli: CliRunner,
+                                                                                         data_dir: Path,
+                                                                                         tmp_path: Path) -> None:
+    """A full disk (here a file size limit) after anvil started was an OSError traceback, and that anvil ran on
+    without a pid file: nothing could stop it, and it held the port the next start needed."""
+    binary = tmp_path / "anvil"  # stands in for anvil: runs until killed, writes nothing
+    binary.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(120)\n")
+    binary.chmod(0o755)
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0
+    env = {"ALLIANCE_ANVIL": str(binary), "ALLIANCE_DEV_CHAIN_PORT": str(free_port())}
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, hard))  # Python ignores SIGXFSZ: the write fails with EFBIG
+    try:
+        result = cli("chain", "up", env=env)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        left = _processes_running(binary)
+        for pid in left:
+            os.kill(pid, 9)
+    assert result.code == 1
+    assert f"cannot write the dev chain's files in {data_dir / 'chain'}" in one_error_line(result.err)
+    assert left == [] and not (data_dir / "chain" / "anvil.pid").exists()
+
+
+def test_chain_up_in_a_read_only_data_dir_fails_with_one_line(cli: CliRunner, data_dir: Path) -> None:
+    """A data dir the node may not write in (here immutable: even root may not) was an OSError traceback."""
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0
+    with immutable(data_dir):
+        result = cli("chain", "up", env={"ALLIANCE_DEV_CHAIN_PORT": str(free_port())})
+    assert result.code == 1
+    assert f"cannot write the dev chain's files in {data_dir / 'chain'}" in one_error_line(result.err)
+    assert not (data_dir / "chain").exists()
+
+
+@contextmanager
+def immutable(directory: Path) -> Iterator[None]:
+    """`directory` read-only for every user, root included (`chattr +i`), for the time of the block."""
+    if subprocess.run(["chattr", "+i", str(directory)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i needs root and a file system with inode flags")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(directory)], check=True)
+
+
+def _processes_running(program: Path) -> list[int]:
+    """The pids of processes whose command line names `program`."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if str(program).encode() in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:  # gone meanwhile
+                continue
+    return pids
 
 
 def test_contracts_deploy_twice_is_refused(cli: CliRunner, deployed: dict[str, str], data_dir: Path) -> None:
