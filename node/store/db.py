@@ -117,7 +117,7 @@ def migrate(engine: Engine, revision: str = "head", *, new_store: bool = True) -
             raise StoreNotFound(_no_store_message(where))  # before connecting, which would create the file
         if sqlite_file is not None:
             sqlite_file.parent.mkdir(parents=True, exist_ok=True)
-            _create_private_file(sqlite_file)
+            create_private_file(sqlite_file)
         current = _current_heads(engine)
         if not current and not new_store:
             raise StoreNotFound(_no_store_message(where))
@@ -133,7 +133,7 @@ def migrate(engine: Engine, revision: str = "head", *, new_store: bool = True) -
         raise StoreUnavailable(f"cannot open the database at {where}: {reason}") from exc
 
 
-def _create_private_file(path: Path) -> None:
+def create_private_file(path: Path) -> None:
     """Create a new SQLite store's file readable by the node's user only, before SQLite creates it with the umask's
     mode (0644 by default). Its -wal and -shm files take the database file's mode. The store holds no raw identifier
     or key in clear, but it holds who checked which indicators, the bank's applications and its pool drafts."""

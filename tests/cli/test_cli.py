@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import resource
@@ -23,6 +24,7 @@ from node.chain.client import ChainClient
 from node.chain.deployment import load_deployment
 from node.chain.registry import RegistryClient
 from node.chain.signer import Signer
+from node.paths import PROJECT_ROOT
 from node.store.db import Store
 from node.store.ledger_tables import CheckLogEntry
 from tests.chain.test_client import web_server as json_rpc_impostor
@@ -236,6 +238,57 @@ def test_store_backup_restores_into_a_node_and_never_overwrites(cli: CliRunner, 
     listed = cli("apikey", "list", "--json", env={"ALLIANCE_DATA_DIR": str(restored)})
     assert listed.code == 0, listed.err
     assert [key["label"] for key in json.loads(listed.out)] == ["fraud desk"]
+
+
+# A node killed while it writes: its last transactions are only in node.db-wal, beside the store.
+KILLED_WRITER = """
+import os, signal, sys
+from node.auth.apikeys import Role, create_api_key
+from node.store.db import Store
+store = Store("sqlite:///" + sys.argv[1])
+for n in range(20):
+    with store.transaction() as session:
+        create_api_key(session, Role.auditor, f"after the backup {n}")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_store_restore_after_the_node_was_killed_puts_the_backup_in_place(cli: CliRunner, data_dir: Path,
+                                                                         tmp_path: Path) -> None:
+    """The documented restore (the backup copied over node.db) after the node was killed: SQLite applied the WAL the
+    old store left beside it to the restored file at the next start, so the node ran on the old store again (or on
+    a mix of both) without a word."""
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0
+    assert cli("apikey", "create", "--role", "analyst", "--label", "fraud desk").code == 0
+    backup = tmp_path / "node-2026-12-06.db"
+    assert cli("store", "backup", str(backup)).code == 0
+    killed = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(data_dir / "node.db")],
+                            env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}, capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr
+    assert (data_dir / "node.db-wal").stat().st_size > 0
+
+    gc.collect()  # closes the store connections of the commands above, which ran in this process
+    restored = cli("store", "restore", str(backup))
+    assert restored.code == 0, restored.err
+    assert f"restored from {backup} (schema revision 0007)" in restored.out
+    assert not (data_dir / "node.db-wal").exists()
+    listed = cli("apikey", "list", "--json")
+    assert listed.code == 0, listed.err
+    assert [key["label"] for key in json.loads(listed.out)] == ["fraud desk"]
+
+
+def test_store_restore_of_a_running_node_fails_with_one_line(cli: CliRunner, data_dir: Path, tmp_path: Path) -> None:
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0
+    backup = tmp_path / "backup.db"
+    assert cli("store", "backup", str(backup)).code == 0
+    running = Store(f"sqlite:///{data_dir / 'node.db'}")  # the node's pool keeps its connections open
+    try:
+        assert running.ping()
+        refused = cli("store", "restore", str(backup))
+    finally:
+        running.close()
+    assert refused.code == 1
+    assert "is in use: stop the node" in one_error_line(refused.err)
 
 
 def test_store_prune_deletes_query_log_entries_past_retention(cli: CliRunner, data_dir: Path) -> None:
