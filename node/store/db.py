@@ -14,8 +14,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url, text
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy import URL, Connection, Engine, ExceptionContext, create_engine, event, make_url, text
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError, StatementError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -37,6 +37,29 @@ class StoreUnavailable(Exception):
 STORE_LOST = (OperationalError, InterfaceError, PoolTimeout)
 
 
+# PostgreSQL's read_only_sql_transaction: the server takes no writes (a standby, which is where the address may lead
+# after a failover, or default_transaction_read_only). The driver raises it as an InternalError.
+READ_ONLY_SQLSTATE = "25006"
+
+
+def unavailable_if_read_only(error: StatementError) -> StatementError:
+    """`error`, as an OperationalError if the server refused a write because it takes none: a store that cannot take
+    the node's writes is unavailable until it can (503 store_unavailable, one CLI line, a worker that retries), not
+    an internal error (a plain 500, a traceback)."""
+    orig = error.orig
+    if (isinstance(error, OperationalError) or not isinstance(orig, Exception)
+            or getattr(orig, "sqlstate", None) != READ_ONLY_SQLSTATE):
+        return error
+    return OperationalError(error.statement, error.params, orig)
+
+
+def _read_only_as_unavailable(context: ExceptionContext) -> StatementError | None:
+    error = context.sqlalchemy_exception
+    if error is not None and (unavailable := unavailable_if_read_only(error)) is not error:
+        return unavailable
+    return None
+
+
 class StoreNotFound(StoreUnavailable):
     """An initialised node's database URL leads to no store (a wrong `database_url`, a deleted file)."""
 
@@ -56,7 +79,9 @@ def make_engine(url: str) -> Engine:
     # that sets one of these itself keeps its own.
     given = make_url(url).query
     connect_args = {name: value for name, value in POSTGRES_CONNECT_ARGS.items() if name not in given}
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args)
+    engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args)
+    event.listen(engine, "handle_error", _read_only_as_unavailable)
+    return engine
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -189,8 +214,11 @@ class Store:
             yield session
 
     def ping(self) -> bool:
+        """Whether the store answers, and on PostgreSQL takes writes (a standby answers every read)."""
         try:
             with self.engine.connect() as connection:
+                if connection.dialect.name == "postgresql":
+                    return connection.exec_driver_sql("SHOW transaction_read_only").scalar() == "off"
                 connection.exec_driver_sql("SELECT 1")
             return True
         except OperationalError:

@@ -324,6 +324,19 @@ def test_store_backup_of_a_postgresql_store_fails_with_one_line(cli: CliRunner, 
     assert not (tmp_path / "copy.db").exists()
 
 
+def test_a_write_to_a_postgresql_store_that_takes_none_fails_with_one_line(cli: CliRunner,
+                                                                            postgres_relay: PostgresRelay) -> None:
+    """A standby (here default_transaction_read_only) refused the write with an InternalError: a traceback."""
+    postgres = {"ALLIANCE_DATABASE_URL": postgres_relay.url}
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA", env=postgres).code == 0
+    read_only = {"ALLIANCE_DATABASE_URL": postgres_relay.url.replace(
+        "options=", "options=-cdefault_transaction_read_only%3Don%20", 1)}
+    refused = cli("apikey", "create", "--role", "analyst", env=read_only)
+    assert refused.code == 1
+    assert "the database is unavailable: cannot execute INSERT in a read-only transaction" in \
+        one_error_line(refused.err)
+
+
 def test_store_create_needs_an_initialised_node(cli: CliRunner, data_dir: Path) -> None:
     result = cli("store", "create")
     assert result.code == 1
