@@ -23,6 +23,7 @@ T = TypeVar("T")
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_S = 30  # how long a SQLite connection waits for another's lock before "database is locked"
 CONNECT_TIMEOUT_S = 5  # PostgreSQL: how long opening a connection may take before the store counts as unavailable
+FULL_DISK_BYTES = 1 << 20  # free space below which a SQLite store that cannot be opened is said to be on a full disk
 POSTGRES_CONNECT_ARGS = {"connect_timeout": CONNECT_TIMEOUT_S,
                          "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
 
@@ -136,8 +137,8 @@ def migrate(engine: Engine, revision: str = "head", *, new_store: bool = True) -
     schema would otherwise start on a new, empty store, its API keys, queued reports and alliance keys elsewhere."""
     where = engine.url.render_as_string()  # the password masked
     config = alembic_config(engine)
+    sqlite_file = sqlite_file_of(engine.url)
     try:
-        sqlite_file = sqlite_file_of(engine.url)
         if sqlite_file is not None and not new_store and not sqlite_file.exists():
             raise StoreNotFound(_no_store_message(where))  # before connecting, which would create the file
         if sqlite_file is not None:
@@ -155,7 +156,26 @@ def migrate(engine: Engine, revision: str = "head", *, new_store: bool = True) -
         # Not only a server that cannot be reached (OperationalError): a role without CREATE on the schema
         # (ProgrammingError, PostgreSQL 15's default for public) or a file that is not SQLite (DatabaseError).
         reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+        if sqlite_file is not None and isinstance(exc, OperationalError):  # not a file that is no database
+            reason += _why_unwritable(sqlite_file.parent)
         raise StoreUnavailable(f"cannot open the database at {where}: {reason}") from exc
+
+
+def _why_unwritable(directory: Path) -> str:
+    """Why SQLite may have failed in `directory`, said in words, or "". It names neither a read-only data dir nor a
+    full disk: it says "unable to open database file" or "disk I/O error" when it cannot make the store's -wal and
+    -shm files beside it."""
+    try:
+        stats = os.statvfs(directory)
+    except OSError:
+        return ""
+    if stats.f_flag & os.ST_RDONLY:
+        return f" (the file system of {directory} is read-only)"
+    if not os.access(directory, os.W_OK):
+        return f" (this user may not write in {directory})"
+    if stats.f_bavail * stats.f_frsize < FULL_DISK_BYTES:
+        return f" (the file system of {directory} is full)"
+    return ""
 
 
 def create_private_file(path: Path) -> None:

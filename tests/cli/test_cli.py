@@ -710,6 +710,19 @@ def test_chain_up_in_a_read_only_data_dir_fails_with_one_line(cli: CliRunner, da
     assert not (data_dir / "chain").exists()
 
 
+def test_node_start_in_a_read_only_data_dir_says_why_it_cannot_open_the_store(cli: CliRunner, data_dir: Path) -> None:
+    """SQLite's own words only: "unable to open database file" (it cannot create the store's -shm file beside it),
+    which says nothing of the data dir being read-only."""
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA", "--network", "local",
+               "--rpc-url", "http://127.0.0.1:9", env={"ALLIANCE_KEY_PASSPHRASE": "a passphrase long enough"}).code == 0
+    gc.collect()  # closes the store connections of init, which ran in this process
+    assert not (data_dir / "node.db-shm").exists()
+    with immutable(data_dir):
+        refused = cli("node", "start", env={"ALLIANCE_KEY_PASSPHRASE": "a passphrase long enough"})
+    assert refused.code == 1
+    assert f"unable to open database file (this user may not write in {data_dir})" in one_error_line(refused.err)
+
+
 @contextmanager
 def immutable(directory: Path) -> Iterator[None]:
     """`directory` read-only for every user, root included (`chattr +i`), for the time of the block."""
