@@ -234,7 +234,11 @@ class Store:
             yield session
 
     def ping(self) -> bool:
-        """Whether the store answers, and on PostgreSQL takes writes (a standby answers every read)."""
+        """Whether the store answers and takes writes (a PostgreSQL standby, or a SQLite file the node may not
+        write, answers every read)."""
+        sqlite_file = sqlite_file_of(self.url)
+        if sqlite_file is not None and not os.access(sqlite_file, os.W_OK):
+            return False
         try:
             with self.engine.connect() as connection:
                 if connection.dialect.name == "postgresql":

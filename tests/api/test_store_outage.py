@@ -15,6 +15,7 @@ from node.config import load_settings
 from node.runtime import NodeContext
 from tests.api.conftest import ApiNode, start_api_node
 from tests.api.test_fraud_reports_api import REPORT, with_key
+from tests.conftest import immutable
 from tests.store.outage import PostgresRelay
 
 
@@ -97,3 +98,22 @@ def test_writes_to_a_postgresql_store_that_takes_none_answer_503_and_health_says
     finally:
         client.close()
         node.close()
+
+
+def test_health_of_a_node_whose_sqlite_store_it_may_not_write_answers_503(data_dir: Path, rpc_url: str,
+                                                                          tmp_path: Path) -> None:
+    """A store file the node may not write (its mode, its owner, a read-only mount; here immutable): every report
+    was refused, while /health answered 200."""
+    store = tmp_path / "store.db"
+    api = with_key(start_api_node(data_dir, rpc_url, f"sqlite:///{store}"))
+    client = TestClient(create_app(api.node), raise_server_exceptions=False)
+    try:
+        with immutable(store):
+            refused = client.post("/v1/fraud/reports", json=REPORT, headers=api.headers(Role.analyst))
+            health = client.get("/health")
+        assert refused.status_code == 503 and refused.json()["error"]["code"] == "store_unavailable"
+        assert health.status_code == 503 and health.json()["store_ok"] is False
+        assert client.get("/health").json()["store_ok"] is True
+    finally:
+        client.close()
+        api.node.close()

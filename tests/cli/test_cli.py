@@ -13,7 +13,6 @@ import sys
 import threading
 import tomllib
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
@@ -29,7 +28,7 @@ from node.store.db import Store
 from node.store.ledger_tables import CheckLogEntry
 from tests.chain.test_client import web_server as json_rpc_impostor
 from tests.cli.conftest import CliRunner
-from tests.conftest import free_port
+from tests.conftest import free_port, immutable
 from tests.store.outage import PostgresRelay
 
 KEY = "0x" + "ab" * 32
@@ -721,17 +720,6 @@ def test_node_start_in_a_read_only_data_dir_says_why_it_cannot_open_the_store(cl
         refused = cli("node", "start", env={"ALLIANCE_KEY_PASSPHRASE": "a passphrase long enough"})
     assert refused.code == 1
     assert f"unable to open database file (this user may not write in {data_dir})" in one_error_line(refused.err)
-
-
-@contextmanager
-def immutable(directory: Path) -> Iterator[None]:
-    """`directory` read-only for every user, root included (`chattr +i`), for the time of the block."""
-    if subprocess.run(["chattr", "+i", str(directory)], capture_output=True).returncode != 0:
-        pytest.skip("chattr +i needs root and a file system with inode flags")
-    try:
-        yield
-    finally:
-        subprocess.run(["chattr", "-i", str(directory)], check=True)
 
 
 def _processes_running(program: Path) -> list[int]:
