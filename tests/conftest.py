@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -160,6 +161,18 @@ def postgres_available() -> bool:
     if IN_CI:
         pytest.fail(f"CI must run the PostgreSQL tests: {reason}")
     pytest.skip(reason)
+
+
+@contextmanager
+def immutable(path: Path) -> Iterator[None]:
+    """`path`, a file or a directory, read-only for every user, root included (`chattr +i`), for the time of the
+    block."""
+    if subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i needs root and a file system with inode flags")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
 
 
 @contextmanager

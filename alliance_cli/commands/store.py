@@ -1,5 +1,5 @@
-"""`alliance store create|backup|prune`: a new, empty store on purpose; a consistent copy of a running node's
-store; personal data past its retention removed."""
+"""`alliance store create|backup|restore|prune`: a new, empty store on purpose; a consistent copy of a running node's
+store, and putting one back; personal data past its retention removed."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from alliance_cli import console
 from alliance_cli.state import node_context
 from node.ledger.retention import prune
 from node.setup import create_store
-from node.store.backup import backup_sqlite_store
+from node.store.backup import backup_sqlite_store, restore_sqlite_store
 
 app = typer.Typer(help="The node's local store.", no_args_is_help=True)
 
@@ -34,9 +34,18 @@ def store_create(ctx: typer.Context) -> None:
 def store_backup(ctx: typer.Context,
                  target: Annotated[Path, typer.Argument(help="The backup file to write (must not exist).")]) -> None:
     """Copy the node's SQLite store to TARGET while the node runs: one consistent snapshot, checked, readable by
-    this user only. To restore, stop the node and put the file at the store's path (docs/operations.md)."""
+    this user only. To restore, stop the node and run `alliance store restore TARGET`."""
     backup = backup_sqlite_store(node_context(ctx).settings.effective_database_url, target)
     console.success(f"store copied to {backup.path} ({backup.size_bytes:,} bytes, schema revision {backup.revision})")
+
+
+@app.command("restore")
+def store_restore(ctx: typer.Context,
+                  backup: Annotated[Path, typer.Argument(help="A file written by `alliance store backup`.")]) -> None:
+    """Replace the stopped node's SQLite store with BACKUP (checked first; refused while the store is in use). What
+    the store holds now is gone; the node catches up with the chain from the backup's position when it starts."""
+    restored = restore_sqlite_store(node_context(ctx).settings.effective_database_url, backup)
+    console.success(f"store at {restored.path} restored from {backup} (schema revision {restored.revision})")
 
 
 @app.command("prune")

@@ -113,19 +113,32 @@ class DevChain:
         if port_in_use(self.host, self.port):
             raise DevChainError(
                 f"port {self.port} is in use by another process; stop it or set ALLIANCE_DEV_CHAIN_PORT")
-        self.state_dir.mkdir(parents=True, exist_ok=True)
         command = self.command()
-        with (self.state_dir / "anvil.log").open("ab") as log:  # the child keeps its own descriptor
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            log = (self.state_dir / "anvil.log").open("ab")
+        except OSError as exc:  # a read-only or full data dir
+            raise self._cannot_write(exc) from None
+        with log:  # the child keeps its own descriptor
             try:
                 process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
                                            stdin=subprocess.DEVNULL, start_new_session=True)
             except OSError as exc:  # ALLIANCE_ANVIL names a file that is missing or not executable
                 raise DevChainError(f"cannot run anvil at {command[0]}: {exc.strerror or exc}") from exc
-        self.pid_file.write_text(str(process.pid))
-        if owned:
-            self.owner_file.write_text(str(os.getpid()))
-        else:
-            self.owner_file.unlink(missing_ok=True)
+        try:
+            self.pid_file.write_text(str(process.pid))
+            if owned:
+                self.owner_file.write_text(str(os.getpid()))
+            else:
+                self.owner_file.unlink(missing_ok=True)
+        except OSError as exc:
+            # Without its pid file nothing would find or stop this anvil: it would hold the port, and the next
+            # start would refuse it as "another process".
+            process.kill()
+            process.wait()
+            with contextlib.suppress(OSError):
+                self.pid_file.unlink(missing_ok=True)
+            raise self._cannot_write(exc) from None
         try:
             return wait_until_reachable(self.rpc_url, timeout, gone=lambda: process.poll() is not None)
         except ChainUnavailable as exc:
@@ -138,6 +151,9 @@ class DevChain:
                     from exc
             raise DevChainError(f"anvil did not answer within {timeout}s; see {log_file}") from exc
 
+    def _cannot_write(self, exc: OSError) -> DevChainError:
+        return DevChainError(f"cannot write the dev chain's files in {self.state_dir}: {exc.strerror or exc}")
+
     def adopt_orphan(self) -> bool:
         """Take over the running chain if the node process that owned it is gone (killed, so it could not stop
         it): this process stops it when it exits. False if the chain runs on its own (`chain up`) or its owner
@@ -145,7 +161,10 @@ class DevChain:
         owner = _pid_in(self.owner_file)
         if owner is None or _alive(owner):
             return False
-        self.owner_file.write_text(str(os.getpid()))
+        try:
+            self.owner_file.write_text(str(os.getpid()))
+        except OSError as exc:
+            raise self._cannot_write(exc) from None
         return True
 
     def stop(self, timeout: float = 15.0) -> bool:

@@ -43,12 +43,15 @@ class KeyRing:
         """Every epoch's key held locally, by epoch."""
         if time.monotonic() - self._loaded_at < self.REFRESH_S:
             return dict(self._cache)
-        self._loaded_at = time.monotonic()
+        # The time of the read's start, recorded once it succeeded: a read that failed (the store down a moment)
+        # is no refresh, or the keys not read yet would count as none held until the next one.
+        started = time.monotonic()
         with self._store.session() as session:
             rows = session.scalars(select(AllianceKey).order_by(AllianceKey.epoch)).all()
             for row in rows:
                 if row.epoch not in self._cache:
                     self._cache[row.epoch] = self._open(row)
+        self._loaded_at = started
         return dict(self._cache)
 
     def key(self, epoch: int) -> bytes:

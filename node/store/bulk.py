@@ -23,6 +23,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeEngine
 
+from node.store.db import unavailable_if_read_only
+
 T = TypeVar("T")
 
 # Values per IN list: far below every database's limit of bound parameters (PostgreSQL 65,535; SQLite 250,000, and
@@ -60,7 +62,7 @@ def insert_rows(session: Session, table: Any, columns: Sequence[str], rows: Sequ
                 for row in rows:
                     copy.write_row(row)
         except driver_error as exc:
-            raise DBAPIError.instance(sql, None, exc, driver_error) from exc
+            raise unavailable_if_read_only(DBAPIError.instance(sql, None, exc, driver_error)) from exc
     else:
         session.execute(insert(table), [dict(zip(columns, row, strict=True)) for row in rows])
 

@@ -14,8 +14,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url, text
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy import URL, Connection, Engine, ExceptionContext, create_engine, event, make_url, text
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError, StatementError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -23,6 +23,7 @@ T = TypeVar("T")
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_S = 30  # how long a SQLite connection waits for another's lock before "database is locked"
 CONNECT_TIMEOUT_S = 5  # PostgreSQL: how long opening a connection may take before the store counts as unavailable
+FULL_DISK_BYTES = 1 << 20  # free space below which a SQLite store that cannot be opened is said to be on a full disk
 POSTGRES_CONNECT_ARGS = {"connect_timeout": CONNECT_TIMEOUT_S,
                          "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
 
@@ -35,6 +36,29 @@ class StoreUnavailable(Exception):
 # is down or unreachable (PostgreSQL restarted, network cut, SQLite locked past its timeout), or every pooled
 # connection stayed busy past the pool's timeout. The API answers them 503, the CLI with one line.
 STORE_LOST = (OperationalError, InterfaceError, PoolTimeout)
+
+
+# PostgreSQL's read_only_sql_transaction: the server takes no writes (a standby, which is where the address may lead
+# after a failover, or default_transaction_read_only). The driver raises it as an InternalError.
+READ_ONLY_SQLSTATE = "25006"
+
+
+def unavailable_if_read_only(error: StatementError) -> StatementError:
+    """`error`, as an OperationalError if the server refused a write because it takes none: a store that cannot take
+    the node's writes is unavailable until it can (503 store_unavailable, one CLI line, a worker that retries), not
+    an internal error (a plain 500, a traceback)."""
+    orig = error.orig
+    if (isinstance(error, OperationalError) or not isinstance(orig, Exception)
+            or getattr(orig, "sqlstate", None) != READ_ONLY_SQLSTATE):
+        return error
+    return OperationalError(error.statement, error.params, orig)
+
+
+def _read_only_as_unavailable(context: ExceptionContext) -> StatementError | None:
+    error = context.sqlalchemy_exception
+    if error is not None and (unavailable := unavailable_if_read_only(error)) is not error:
+        return unavailable
+    return None
 
 
 class StoreNotFound(StoreUnavailable):
@@ -56,7 +80,9 @@ def make_engine(url: str) -> Engine:
     # that sets one of these itself keeps its own.
     given = make_url(url).query
     connect_args = {name: value for name, value in POSTGRES_CONNECT_ARGS.items() if name not in given}
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args)
+    engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args)
+    event.listen(engine, "handle_error", _read_only_as_unavailable)
+    return engine
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -111,13 +137,13 @@ def migrate(engine: Engine, revision: str = "head", *, new_store: bool = True) -
     schema would otherwise start on a new, empty store, its API keys, queued reports and alliance keys elsewhere."""
     where = engine.url.render_as_string()  # the password masked
     config = alembic_config(engine)
+    sqlite_file = sqlite_file_of(engine.url)
     try:
-        sqlite_file = sqlite_file_of(engine.url)
         if sqlite_file is not None and not new_store and not sqlite_file.exists():
             raise StoreNotFound(_no_store_message(where))  # before connecting, which would create the file
         if sqlite_file is not None:
             sqlite_file.parent.mkdir(parents=True, exist_ok=True)
-            _create_private_file(sqlite_file)
+            create_private_file(sqlite_file)
         current = _current_heads(engine)
         if not current and not new_store:
             raise StoreNotFound(_no_store_message(where))
@@ -130,10 +156,29 @@ def migrate(engine: Engine, revision: str = "head", *, new_store: bool = True) -
         # Not only a server that cannot be reached (OperationalError): a role without CREATE on the schema
         # (ProgrammingError, PostgreSQL 15's default for public) or a file that is not SQLite (DatabaseError).
         reason = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+        if sqlite_file is not None and isinstance(exc, OperationalError):  # not a file that is no database
+            reason += _why_unwritable(sqlite_file.parent)
         raise StoreUnavailable(f"cannot open the database at {where}: {reason}") from exc
 
 
-def _create_private_file(path: Path) -> None:
+def _why_unwritable(directory: Path) -> str:
+    """Why SQLite may have failed in `directory`, said in words, or "". It names neither a read-only data dir nor a
+    full disk: it says "unable to open database file" or "disk I/O error" when it cannot make the store's -wal and
+    -shm files beside it."""
+    try:
+        stats = os.statvfs(directory)
+    except OSError:
+        return ""
+    if stats.f_flag & os.ST_RDONLY:
+        return f" (the file system of {directory} is read-only)"
+    if not os.access(directory, os.W_OK):
+        return f" (this user may not write in {directory})"
+    if stats.f_bavail * stats.f_frsize < FULL_DISK_BYTES:
+        return f" (the file system of {directory} is full)"
+    return ""
+
+
+def create_private_file(path: Path) -> None:
     """Create a new SQLite store's file readable by the node's user only, before SQLite creates it with the umask's
     mode (0644 by default). Its -wal and -shm files take the database file's mode. The store holds no raw identifier
     or key in clear, but it holds who checked which indicators, the bank's applications and its pool drafts."""
@@ -189,8 +234,15 @@ class Store:
             yield session
 
     def ping(self) -> bool:
+        """Whether the store answers and takes writes (a PostgreSQL standby, or a SQLite file the node may not
+        write, answers every read)."""
+        sqlite_file = sqlite_file_of(self.url)
+        if sqlite_file is not None and not os.access(sqlite_file, os.W_OK):
+            return False
         try:
             with self.engine.connect() as connection:
+                if connection.dialect.name == "postgresql":
+                    return connection.exec_driver_sql("SHOW transaction_read_only").scalar() == "off"
                 connection.exec_driver_sql("SELECT 1")
             return True
         except OperationalError:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import getpass
 import io
 import json
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -23,11 +25,12 @@ from node.chain.client import ChainClient
 from node.chain.deployment import load_deployment
 from node.chain.registry import RegistryClient
 from node.chain.signer import Signer
+from node.paths import PROJECT_ROOT
 from node.store.db import Store
 from node.store.ledger_tables import CheckLogEntry
 from tests.chain.test_client import web_server as json_rpc_impostor
 from tests.cli.conftest import CliRunner
-from tests.conftest import free_port
+from tests.conftest import free_port, immutable
 from tests.store.outage import PostgresRelay
 
 KEY = "0x" + "ab" * 32
@@ -170,6 +173,30 @@ def test_init_with_a_database_it_cannot_open_writes_no_keys_and_can_be_run_again
     assert again.code == 0, again.err
 
 
+@pytest.mark.parametrize("file_size_limit", [100, 400], ids=["encryption_key", "signing_key"])
+def test_init_that_cannot_finish_writing_its_keys_leaves_none_and_can_be_run_again(cli: CliRunner, data_dir: Path,
+                                                                                  file_size_limit: int) -> None:
+    """A full disk (here a file size limit: the X25519 key file is 302 bytes, the keystore 486) cut the keys short
+    after the first was written, or half of it: `init` then refused to run again (the data dir held keys), and the
+    node could not start on keys without a config or with half a key."""
+    store = Store(f"sqlite:///{data_dir / 'node.db'}")
+    store.migrate()  # the store first, as init makes it, whole: the limit is for the keys
+    with store.engine.connect() as held:  # keeps the store's -shm file whole while init opens the store again
+        held.exec_driver_sql("SELECT 1 FROM alembic_version").all()
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, hard))  # Python ignores SIGXFSZ: EFBIG
+        try:
+            refused = cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA")
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    store.close()
+    assert refused.code == 1
+    assert "cannot write the data dir" in one_error_line(refused.err)
+    assert not any((data_dir / "keys").iterdir()) and not (data_dir / "alliance.toml").exists()
+    again = cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA")
+    assert again.code == 0, again.err
+
+
 def test_init_in_a_data_dir_that_is_a_file_fails_with_one_line(cli: CliRunner, tmp_path: Path,
                                                                store_url: str) -> None:
     """Was a NotADirectoryError traceback."""
@@ -254,6 +281,57 @@ def test_store_backup_restores_into_a_node_and_never_overwrites(cli: CliRunner, 
     assert [key["label"] for key in json.loads(listed.out)] == ["fraud desk"]
 
 
+# A node killed while it writes: its last transactions are only in node.db-wal, beside the store.
+KILLED_WRITER = """
+import os, signal, sys
+from node.auth.apikeys import Role, create_api_key
+from node.store.db import Store
+store = Store("sqlite:///" + sys.argv[1])
+for n in range(20):
+    with store.transaction() as session:
+        create_api_key(session, Role.auditor, f"after the backup {n}")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_store_restore_after_the_node_was_killed_puts_the_backup_in_place(cli: CliRunner, data_dir: Path,
+                                                                         tmp_path: Path) -> None:
+    """The documented restore (the backup copied over node.db) after the node was killed: SQLite applied the WAL the
+    old store left beside it to the restored file at the next start, so the node ran on the old store again (or on
+    a mix of both) without a word."""
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0
+    assert cli("apikey", "create", "--role", "analyst", "--label", "fraud desk").code == 0
+    backup = tmp_path / "node-2026-12-06.db"
+    assert cli("store", "backup", str(backup)).code == 0
+    killed = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(data_dir / "node.db")],
+                            env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}, capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr
+    assert (data_dir / "node.db-wal").stat().st_size > 0
+
+    gc.collect()  # closes the store connections of the commands above, which ran in this process
+    restored = cli("store", "restore", str(backup))
+    assert restored.code == 0, restored.err
+    assert f"restored from {backup} (schema revision 0008)" in restored.out
+    assert not (data_dir / "node.db-wal").exists()
+    listed = cli("apikey", "list", "--json")
+    assert listed.code == 0, listed.err
+    assert [key["label"] for key in json.loads(listed.out)] == ["fraud desk"]
+
+
+def test_store_restore_of_a_running_node_fails_with_one_line(cli: CliRunner, data_dir: Path, tmp_path: Path) -> None:
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0
+    backup = tmp_path / "backup.db"
+    assert cli("store", "backup", str(backup)).code == 0
+    running = Store(f"sqlite:///{data_dir / 'node.db'}")  # the node's pool keeps its connections open
+    try:
+        assert running.ping()
+        refused = cli("store", "restore", str(backup))
+    finally:
+        running.close()
+    assert refused.code == 1
+    assert "is in use: stop the node" in one_error_line(refused.err)
+
+
 def test_store_prune_deletes_query_log_entries_past_retention(cli: CliRunner, data_dir: Path) -> None:
     assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0
     store = Store(f"sqlite:///{data_dir / 'node.db'}")
@@ -290,6 +368,19 @@ def test_store_backup_of_a_postgresql_store_fails_with_one_line(cli: CliRunner, 
     refused = cli("store", "backup", str(tmp_path / "copy.db"), env=postgres)
     assert refused.code == 1 and "pg_dump" in one_error_line(refused.err)
     assert not (tmp_path / "copy.db").exists()
+
+
+def test_a_write_to_a_postgresql_store_that_takes_none_fails_with_one_line(cli: CliRunner,
+                                                                            postgres_relay: PostgresRelay) -> None:
+    """A standby (here default_transaction_read_only) refused the write with an InternalError: a traceback."""
+    postgres = {"ALLIANCE_DATABASE_URL": postgres_relay.url}
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA", env=postgres).code == 0
+    read_only = {"ALLIANCE_DATABASE_URL": postgres_relay.url.replace(
+        "options=", "options=-cdefault_transaction_read_only%3Don%20", 1)}
+    refused = cli("apikey", "create", "--role", "analyst", env=read_only)
+    assert refused.code == 1
+    assert "the database is unavailable: cannot execute INSERT in a read-only transaction" in \
+        one_error_line(refused.err)
 
 
 def test_store_create_needs_an_initialised_node(cli: CliRunner, data_dir: Path) -> None:
@@ -629,6 +720,66 @@ def test_chain_up_with_an_anvil_it_cannot_run_fails_with_one_line(cli: CliRunner
     assert result.code == 1
     assert f"cannot run anvil at {binary}" in one_error_line(result.err)
     assert not (data_dir / "chain" / "anvil.pid").exists()
+
+
+def test_chain_up_that_cannot_write_its_pid_file_fails_with_one_line_and_leaves_no_chain(cli: CliRunner,
+                                                                                         data_dir: Path,
+                                                                                         tmp_path: Path) -> None:
+    """A full disk (here a file size limit) after anvil started was an OSError traceback, and that anvil ran on
+    without a pid file: nothing could stop it, and it held the port the next start needed."""
+    binary = tmp_path / "anvil"  # stands in for anvil: runs until killed, writes nothing
+    binary.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(120)\n")
+    binary.chmod(0o755)
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0
+    env = {"ALLIANCE_ANVIL": str(binary), "ALLIANCE_DEV_CHAIN_PORT": str(free_port())}
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, hard))  # Python ignores SIGXFSZ: the write fails with EFBIG
+    try:
+        result = cli("chain", "up", env=env)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        left = _processes_running(binary)
+        for pid in left:
+            os.kill(pid, 9)
+    assert result.code == 1
+    assert f"cannot write the dev chain's files in {data_dir / 'chain'}" in one_error_line(result.err)
+    assert left == [] and not (data_dir / "chain" / "anvil.pid").exists()
+
+
+def test_chain_up_in_a_read_only_data_dir_fails_with_one_line(cli: CliRunner, data_dir: Path) -> None:
+    """A data dir the node may not write in (here immutable: even root may not) was an OSError traceback."""
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0
+    with immutable(data_dir):
+        result = cli("chain", "up", env={"ALLIANCE_DEV_CHAIN_PORT": str(free_port())})
+    assert result.code == 1
+    assert f"cannot write the dev chain's files in {data_dir / 'chain'}" in one_error_line(result.err)
+    assert not (data_dir / "chain").exists()
+
+
+def test_node_start_in_a_read_only_data_dir_says_why_it_cannot_open_the_store(cli: CliRunner, data_dir: Path) -> None:
+    """SQLite's own words only: "unable to open database file" (it cannot create the store's -shm file beside it),
+    which says nothing of the data dir being read-only."""
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA", "--network", "local",
+               "--rpc-url", "http://127.0.0.1:9", env={"ALLIANCE_KEY_PASSPHRASE": "a passphrase long enough"}).code == 0
+    gc.collect()  # closes the store connections of init, which ran in this process
+    assert not (data_dir / "node.db-shm").exists()
+    with immutable(data_dir):
+        refused = cli("node", "start", env={"ALLIANCE_KEY_PASSPHRASE": "a passphrase long enough"})
+    assert refused.code == 1
+    assert f"unable to open database file (this user may not write in {data_dir})" in one_error_line(refused.err)
+
+
+def _processes_running(program: Path) -> list[int]:
+    """The pids of processes whose command line names `program`."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if str(program).encode() in (entry / "cmdline").read_bytes():
+                    pids.append(int(entry.name))
+            except OSError:  # gone meanwhile
+                continue
+    return pids
 
 
 def test_contracts_deploy_twice_is_refused(cli: CliRunner, deployed: dict[str, str], data_dir: Path) -> None:

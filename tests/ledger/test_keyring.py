@@ -3,11 +3,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from node.crypto.vault import LocalVault
 from node.errors import Conflict
 from node.ledger.keyring import KeyRing, NoAllianceKey
 from node.store.db import Store
+from tests.store.outage import PostgresRelay
 
 
 @pytest.fixture
@@ -84,3 +86,24 @@ def test_keys_are_encrypted_at_rest(tmp_path: Path) -> None:
     store.close()
     assert key not in (tmp_path / "k.db").read_bytes()
     assert not any(key in p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+
+
+@pytest.mark.postgres
+def test_keys_read_while_the_store_is_down_are_read_again_once_it_is_back(postgres_relay: PostgresRelay) -> None:
+    """A failed read counted as a refresh: for two seconds after the store came back, a node holding a key (stored
+    by its key worker, not yet read here) answered that it held none (no_alliance_key to reports), and a key pass
+    in that window warned that this node had lost the key it generated."""
+    store = Store(postgres_relay.url)
+    store.migrate()
+    vault = LocalVault(LocalVault.generate_key())
+    key = os.urandom(32)
+    try:
+        KeyRing(store, vault).store_key(1, key, source="generated")
+        keyring = KeyRing(store, vault)
+        postgres_relay.cut()
+        with pytest.raises(OperationalError):
+            keyring.current()
+        postgres_relay.restore()
+        assert keyring.current() == (1, key)
+    finally:
+        store.close()
