@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 
 from node.chain.client import Receipt
+from node.chain.errors import ChainUnavailable, TransactionTimeout
 from node.errors import Conflict, InvalidInput, NotFound
 from node.ledger.reports import get_report
 from node.ledger.vocabulary import MAX_CONFIDENCE, DisputeReason, RevokeReason
@@ -84,11 +85,18 @@ def withdraw_report(node: NodeContext, report_id: str, reason: str) -> list[Reac
                                                          OutboxRecord.state == "batched")).first() is not None:
             raise Conflict(f"report {report_id} is being published right now; withdraw it once it is confirmed",
                            code="publication_in_progress")
-    ledger = node.fraud_ledger(signing=True)
-    revoked = _already_revoked(node)
-    return [_sent("revoked", indicator, batch_id, ledger.revoke(batch_id, indicator, code))
-            for batch_id, indicator in _published_records(node, report_id)
-            if (batch_id, indicator) not in revoked]
+    try:
+        ledger = node.fraud_ledger(signing=True)
+        revoked = _already_revoked(node)
+        return [_sent("revoked", indicator, batch_id, ledger.revoke(batch_id, indicator, code))
+                for batch_id, indicator in _published_records(node, report_id)
+                if (batch_id, indicator) not in revoked]
+    except (ChainUnavailable, TransactionTimeout) as exc:
+        # The withdrawal is recorded whatever the chain does (queued records are never published), but revocations
+        # are sent only here: the caller must know that, and that running it again sends the rest.
+        raise type(exc)(f"report {report_id} is withdrawn and none of its queued records will be published, but its "
+                        f"published records may not all be revoked ({exc}): withdraw it again once the chain "
+                        "answers") from exc
 
 
 def _published_records(node: NodeContext, report_id: str) -> list[tuple[int, bytes]]:

@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from node.api.app import create_app
 from node.auth.apikeys import Role, create_api_key
+from node.chain.errors import ChainUnavailable
 from node.errors import Conflict, InvalidInput, NotFound
 from node.ledger import reactions
 from node.ledger.checks import check_identity
@@ -26,7 +27,7 @@ from node.ledger.reports import ReportRequest, report_status
 from node.ledger.republish import republish_active_reports
 from node.runtime import NodeContext
 from node.store.ledger_tables import OutboxRecord
-from tests.conftest import LedgerNodes, moved_to_store
+from tests.conftest import LedgerNodes, free_port, moved_to_store
 
 PHONE = "13800138000"
 
@@ -166,3 +167,22 @@ def test_reaction_routes_need_the_analyst_role(keyed_banks: list[NodeContext]) -
         missing = client.post(f"/v1/fraud/reports/{'0' * 32}/withdrawal", json={"reason": "other"},
                               headers={"X-API-Key": tokens[Role.analyst]})
         assert missing.status_code == 404 and missing.json()["error"]["code"] == "report_not_found"
+
+
+def test_withdraw_with_the_chain_down_says_it_is_recorded_and_must_be_run_again(keyed_banks: list[NodeContext]) -> None:
+    """With the chain down a withdrawal was recorded and its revocations were not sent, and the answer was only
+    "chain RPC ... is unreachable": nothing said the report was withdrawn, nor that the revocations needed a rerun."""
+    a, b, _c = keyed_banks
+    report_id = report_and_publish(b)
+    down = NodeContext(b.settings.model_copy(update={"rpc_url": f"http://127.0.0.1:{free_port()}",
+                                                     "request_timeout_s": 1.0}))
+    try:
+        with pytest.raises(ChainUnavailable, match=f"report {report_id} is withdrawn .* withdraw it again"):
+            withdraw_report(down, report_id, "reported_in_error")
+    finally:
+        down.close()
+    with b.store.session() as session:
+        assert report_status(session, report_id).state == "withdrawn"
+    assert check(a)["hit"] is True  # nothing revoked yet
+    [revoked] = withdraw_report(b, report_id, "reported_in_error")  # run again: the revocation goes out
+    assert revoked.kind == "revoked" and check(a)["hit"] is False
