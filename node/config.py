@@ -246,6 +246,18 @@ def resolve_data_dir(data_dir: Path | str | None = None) -> Path:
     return Path(data_dir or os.environ.get("ALLIANCE_DATA_DIR") or DEFAULT_DATA_DIR)
 
 
+def _source_of(location: tuple[Any, ...], toml_path: Path, overrides: dict[str, Any]) -> str:
+    """Where a refused setting's value came from, in the order the sources are read: a bad `ALLIANCE_RPC_URL` was
+    blamed on alliance.toml, where an operator looked for it in vain."""
+    field = str(location[0]) if location else ""
+    if field in overrides:
+        return "as given"
+    variable = f"ALLIANCE_{field.upper()}"
+    if field and any(key.upper() == variable for key in os.environ):
+        return f"from {variable}"
+    return f"from {toml_path}"
+
+
 def load_settings(data_dir: Path | str | None = None, **overrides: Any) -> Settings:
     directory = resolve_data_dir(data_dir)
     toml_path = directory / CONFIG_FILE
@@ -274,9 +286,9 @@ def load_settings(data_dir: Path | str | None = None, **overrides: Any) -> Setti
     try:
         return _DataDirSettings(data_dir=directory, **overrides)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
-                             for e in exc.errors())
-        raise ConfigError(f"invalid configuration ({toml_path}): {problems}") from exc
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']} "
+                             f"({_source_of(e['loc'], toml_path, overrides)})" for e in exc.errors())
+        raise ConfigError(f"invalid configuration: {problems}") from exc
     except SettingsError as exc:
         # A list setting from the environment must be JSON (`ALLIANCE_EXTENSIONS_DISABLED='["marketing"]'`);
         # pydantic-settings fails before validation, so this escaped as a traceback. Its message names the

@@ -75,6 +75,20 @@ def test_malformed_toml_is_a_config_error(tmp_path: Path) -> None:
         load_settings(tmp_path)
 
 
+def test_a_refused_setting_names_where_its_value_came_from(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every refusal said `invalid configuration (<data dir>/alliance.toml)`, also for a bad environment variable:
+    an operator looked in the file for a value that was not there."""
+    toml = tmp_path / "alliance.toml"
+    toml.write_text('api_port = 70000\nnetwork = "dev"\n')
+    monkeypatch.setenv("ALLIANCE_SYNC_INTERVAL_S", "-1")
+    with pytest.raises(ConfigError) as refused:
+        load_settings(tmp_path)
+    assert f"api_port: Input should be less than or equal to 65535 (from {toml})" in str(refused.value)
+    assert "sync_interval_s: Input should be greater than 0 (from ALLIANCE_SYNC_INTERVAL_S)" in str(refused.value)
+    with pytest.raises(ConfigError, match=r"publish_batch_size: .* \(as given\)"):
+        load_settings(tmp_path, api_port=8000, publish_batch_size=0)
+
+
 def test_unknown_or_invalid_setting_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "alliance.toml").write_text('api_port = 70000\nnetwork = "dev"\n')
     with pytest.raises(ConfigError, match="api_port"):
