@@ -17,7 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from node.chain.client import ChainHead, wait_until_reachable
+from node.chain.client import ChainClient, ChainHead, wait_until_reachable
 from node.chain.errors import ChainError, ChainUnavailable
 from node.paths import NODE_MODULES
 
@@ -25,6 +25,9 @@ DEFAULT_HARDFORK = "cancun"
 # anvil writes its state file every few seconds and on a clean stop; an abrupt kill of the dev
 # chain can lose at most this window of blocks. Production chains (Besu) persist every block.
 STATE_INTERVAL_S = 2
+# How long a clean stop waits for anvil to finish the blocks it is mining before it signals it anyway.
+QUIESCE_TIMEOUT_S = 10.0
+_NOBODY = "0x0000000000000000000000000000000000000000"
 
 
 class DevChainError(ChainError):
@@ -154,6 +157,29 @@ class DevChain:
     def _cannot_write(self, exc: OSError) -> DevChainError:
         return DevChainError(f"cannot write the dev chain's files in {self.state_dir}: {exc.strerror or exc}")
 
+    def _stop_mining(self) -> None:
+        """Switch mining off and wait until no block is being mined, so that the state anvil writes on SIGTERM is
+        that of a still chain. anvil (1.7) writes its blocks first and its accounts after, waiting for the block
+        being executed: a block mined meanwhile was saved in the accounts only, and the chain came back with the
+        effects of transactions no block holds (a batch the contract knows and no event shows, its records on
+        no node's mirror, and a publisher that finds the root on chain never sends them again). Transactions that
+        arrive after this wait in the pool and are dropped with it, as any the chain had not mined yet."""
+        client = ChainClient(self.rpc_url, request_timeout=QUIESCE_TIMEOUT_S)
+        deadline = time.monotonic() + QUIESCE_TIMEOUT_S
+        try:
+            client.rpc("evm_setAutomine", [False])
+            head = client.block_number()
+            while time.monotonic() < deadline:
+                # A read of the state waits for the block being executed; a head that stays put across it and a
+                # pause means no block was queued behind that one either.
+                client.rpc("eth_getBalance", [_NOBODY, "latest"])
+                time.sleep(0.05)
+                head, before = client.block_number(), head
+                if head == before:
+                    return
+        except ChainError:
+            return  # not answering (hung or going): the signal still ends it, as before
+
     def adopt_orphan(self) -> bool:
         """Take over the running chain if the node process that owned it is gone (killed, so it could not stop
         it): this process stops it when it exits. False if the chain runs on its own (`chain up`) or its owner
@@ -172,6 +198,7 @@ class DevChain:
         pid = self.running_pid()
         if pid is None:
             return False
+        self._stop_mining()
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

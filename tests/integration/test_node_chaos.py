@@ -246,6 +246,34 @@ def snapshot(settings: Any, rpc_url: str) -> str:
         peek.close()
 
 
+def where_they_stand(settings: Any, rpc_url: str, missing: set[int], keys: dict[int, bytes]) -> str:
+    """For the report of a failure: where the outbox rows of the missing numbers stand (none: never stored), and for
+    each of their batches whether the chain's root index has it and whether a block holds its transaction (a chain
+    whose state is ahead of its blocks has the first and not the second)."""
+    indicators = [indicator_hash(key, IdentifierType("phone"), normalise("phone", phone(number)))
+                  for number in missing for key in keys.values()]
+    peek = NodeContext(settings)
+    try:
+        ledger, chain = peek.fraud_ledger(), ChainClient(rpc_url)
+        with peek.store.session() as session:
+            rows = session.scalars(select(OutboxRecord.publish_batch_id).where(
+                OutboxRecord.indicator.in_(indicators))).all()
+            batches = [session.get_one(PublishBatch, batch_id) for batch_id in sorted({r for r in rows if r})]
+            stands = []
+            for batch in batches:
+                receipt = chain.receipt_of(batch.tx_hash) if batch.tx_hash else None
+                canonical = receipt is not None and chain.rpc(
+                    "eth_getBlockByNumber", [hex(receipt.block_number), False])["hash"] == receipt.block_hash
+                stands.append(f"batch {batch.id} {batch.state} in block {batch.block_number}, root index "
+                              f"{ledger.batch_id_of_root(bytes(batch.root), peek.member_id)}, its transaction "
+                              + ("in no block" if receipt is None else
+                                 f"in {'' if canonical else 'a replaced '}block {receipt.block_number}"))
+        return (f"{len(missing)} numbers (e.g. {sorted(missing)[:3]}) with {len(rows)} outbox rows, "
+                f"{rows.count(None)} in no batch; " + "; ".join(stands))
+    finally:
+        peek.close()
+
+
 @dataclass
 class Banks:
     """A (the node under test, on `database_url`) and B, C founding a consortium; D, admitted during the run."""
@@ -373,7 +401,8 @@ def run_chaos(tmp_path: Path, rng: random.Random, chain: DevChain, banks: Banks,
     numbers = Counter(owner.get(record, -1) for record in onchain)
     assert -1 not in numbers, "records on chain that no accepted report holds"
     assert not answers.refused & set(numbers), "a refused bulk request was partly published"
-    assert set(numbers) == answers.accepted, "accepted reports missing from the chain"
+    assert set(numbers) == answers.accepted, "accepted reports missing from the chain: " + where_they_stand(
+        a.settings, chain.rpc_url, answers.accepted - set(numbers), keys) + f"; see {node.log}, {chain.state_dir}"
     assert [n for n, count in numbers.items() if count > 1] == [], "reports published twice"
     assert {epoch for epoch, _ in onchain} == {1, 2}
 
