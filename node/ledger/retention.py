@@ -22,10 +22,11 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import or_, select, update
 
 from node.modules.application_retention import prune_applications
 from node.runtime import NodeContext
+from node.store.bulk import delete_in_slices
 from node.store.db import Store
 from node.store.ledger_tables import CheckLogEntry, FraudReport, OutboxRecord
 
@@ -88,13 +89,4 @@ def erase_spent_identifiers(store: Store, *, now: int) -> int:
 
 def delete_check_log_before(store: Store, cutoff: datetime) -> int:
     """Delete the query-log entries asked before `cutoff`; the count deleted."""
-    deleted = 0
-    while True:
-        oldest = (select(CheckLogEntry.id).where(CheckLogEntry.asked_at < cutoff)
-                  .order_by(CheckLogEntry.id).limit(ROWS_PER_TRANSACTION))
-        with store.transaction() as session:
-            count = session.execute(delete(CheckLogEntry).where(CheckLogEntry.id.in_(oldest))
-                                    .execution_options(synchronize_session=False)).rowcount  # type: ignore[attr-defined]
-        deleted += count
-        if count < ROWS_PER_TRANSACTION:
-            return deleted
+    return delete_in_slices(store, CheckLogEntry.id, CheckLogEntry.asked_at < cutoff, slice_rows=ROWS_PER_TRANSACTION)

@@ -39,6 +39,7 @@ from node.store.application_tables import (
     LoanApplication,
     RiskAlert,
 )
+from node.store.bulk import delete_in_slices
 from node.store.db import Store
 from node.store.ledger_tables import FraudReport
 
@@ -107,13 +108,5 @@ def delete_spent_fingerprints(store: Store, *, seen_before: int) -> int:
     """Delete the velocity fingerprints of erased applicants seen before `seen_before` (Unix seconds); the count."""
     erased = exists().where(LoanApplication.application_id == ApplicationFingerprint.application_id,
                             LoanApplication.sealed_applicant.is_(None))
-    deleted = 0
-    while True:
-        oldest = (select(ApplicationFingerprint.id).where(ApplicationFingerprint.seen_at < seen_before, erased)
-                  .order_by(ApplicationFingerprint.id).limit(FINGERPRINTS_PER_TRANSACTION))
-        with store.transaction() as session:
-            count = session.execute(delete(ApplicationFingerprint).where(ApplicationFingerprint.id.in_(oldest))
-                                    .execution_options(synchronize_session=False)).rowcount  # type: ignore[attr-defined]
-        deleted += count
-        if count < FINGERPRINTS_PER_TRANSACTION:
-            return deleted
+    return delete_in_slices(store, ApplicationFingerprint.id, ApplicationFingerprint.seen_at < seen_before, erased,
+                            slice_rows=FINGERPRINTS_PER_TRANSACTION)

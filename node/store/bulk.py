@@ -16,12 +16,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Dialect, LargeBinary, insert
+from sqlalchemy import Dialect, LargeBinary, delete, insert, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeEngine
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import InstrumentedAttribute
+
+    from node.store.db import Store
 
 from node.store.db import unavailable_if_read_only
 
@@ -81,3 +86,17 @@ def _converted(row: tuple[Any, ...], processors: Sequence[tuple[int, Callable[[A
     for position, process in processors:
         values[position] = process(values[position])
     return tuple(values)
+
+
+def delete_in_slices(store: Store, id_column: InstrumentedAttribute[int], *conditions: Any, slice_rows: int) -> int:
+    """Delete the rows of `id_column`'s table matching `conditions`, `slice_rows` at a time in id order, each slice its
+    own transaction (a first pass over a large table never holds the write lock for long); the count deleted."""
+    deleted = 0
+    while True:
+        oldest = select(id_column).where(*conditions).order_by(id_column).limit(slice_rows)
+        with store.transaction() as session:
+            count: int = session.execute(delete(id_column.class_).where(id_column.in_(oldest))
+                                         .execution_options(synchronize_session=False)).rowcount  # type: ignore[attr-defined]
+        deleted += count
+        if count < slice_rows:
+            return deleted

@@ -15,16 +15,11 @@ from sqlalchemy import func, select
 
 from node.api.app import create_app
 from node.auth.apikeys import Role, create_api_key
-from node.chain.deployment import deploy_consortium, save_deployment
-from node.consortium import this_bank_as_founder
-from node.ledger.indexer import indexer_for
-from node.ledger.key_distribution import sync_keys
 from node.modules.credit_platform import book_loan, submit_application
 from node.runtime import NodeContext
 from node.store.application_tables import BookedLoanRow, LoanApplication
 from node.store.asset_tables import AssetPool
-from tests.conftest import make_node
-from tests.modules.workflow import application, report_and_mirror, resident_id
+from tests.modules.workflow import application, lone_bank, report_and_mirror, resident_id
 
 
 def test_applications_api_refusals(keyed_banks: list[NodeContext]) -> None:
@@ -170,12 +165,7 @@ def test_create_application_refuses_non_finite_bank_input_and_stores_nothing(key
 @pytest.fixture
 def bank_on_store(rpc_url: str, tmp_path: Path, store_url: str) -> Iterator[NodeContext]:
     """A one-bank consortium on the parametrised store, holding the epoch-1 key, whose pools may take one loan."""
-    deployment_file = tmp_path / "deployment.json"
-    node = make_node(tmp_path, rpc_url, deployment_file, "Bank A", "BANK-A", database_url=store_url)
-    save_deployment(deploy_consortium(node.signing_chain, network="local", founders=[this_bank_as_founder(node)]),
-                    deployment_file)
-    sync_keys(node)
-    indexer_for(node).sync()
+    node = lone_bank(rpc_url, tmp_path, store_url)
     policy = tmp_path / "policy.toml"
     policy.write_text("[abs]\nmax_borrower_share = 1\nmax_region_share = 1\n")
     node.settings.credit_policy_file = policy

@@ -15,11 +15,7 @@ from sqlalchemy import func, select
 
 from node.api.app import create_app
 from node.auth.apikeys import Role, create_api_key
-from node.chain.deployment import deploy_consortium, save_deployment
-from node.consortium import this_bank_as_founder
 from node.errors import Conflict
-from node.ledger.indexer import indexer_for
-from node.ledger.key_distribution import sync_keys
 from node.ledger.retention import prune
 from node.modules import application_retention
 from node.modules.abs_factory import select_loans
@@ -43,8 +39,8 @@ from node.store.application_tables import (
 from node.store.ledger_tables import FraudReport
 from node.workers import node_workers
 from tests.cli.conftest import run_cli
-from tests.conftest import TEST_PASSPHRASE, interrupted_before_writing, make_node
-from tests.modules.workflow import application
+from tests.conftest import TEST_PASSPHRASE, interrupted_before_writing
+from tests.modules.workflow import application, lone_bank
 
 DAY = 86_400
 INVALID_ID = "110105198503120000"  # fails its check digit: declined as identifier_invalid
@@ -53,12 +49,7 @@ INVALID_ID = "110105198503120000"  # fails its check digit: declined as identifi
 @pytest.fixture
 def bank(rpc_url: str, tmp_path: Path, store_url: str) -> Iterator[NodeContext]:
     """Bank A alone in a consortium, on the parametrised store, holding the epoch-1 key, its mirror synced."""
-    deployment_file = tmp_path / "deployment.json"
-    node = make_node(tmp_path, rpc_url, deployment_file, "Bank A", "BANK-A", database_url=store_url)
-    save_deployment(deploy_consortium(node.signing_chain, network="local", founders=[this_bank_as_founder(node)]),
-                    deployment_file)
-    sync_keys(node)
-    indexer_for(node).sync()
+    node = lone_bank(rpc_url, tmp_path, store_url)
     yield node
     node.close()
 

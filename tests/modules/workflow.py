@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from stdnum import luhn
 from stdnum.cn import ric
 
+from node.chain.deployment import deploy_consortium, save_deployment
+from node.consortium import this_bank_as_founder
 from node.ledger.indexer import indexer_for
+from node.ledger.key_distribution import sync_keys
 from node.ledger.reports import ReportRequest
 from node.modules.credit_platform import ApplicationIn
 from node.runtime import NodeContext
+from tests.conftest import make_node
 
 
 def resident_id(i: int, *, region: str = "110105", birth: str = "19850312") -> str:
@@ -52,3 +57,14 @@ def report_and_mirror(reporter: NodeContext, mirror: NodeContext, identifiers: l
     reporter.publisher.drain()
     indexer_for(mirror).sync()
     return accepted.report_id
+
+
+def lone_bank(rpc_url: str, tmp_path: Path, store_url: str) -> NodeContext:
+    """Bank A alone in a consortium, on the store at `store_url`, holding the epoch-1 key, its mirror synced."""
+    deployment_file = tmp_path / "deployment.json"
+    node = make_node(tmp_path, rpc_url, deployment_file, "Bank A", "BANK-A", database_url=store_url)
+    save_deployment(deploy_consortium(node.signing_chain, network="local", founders=[this_bank_as_founder(node)]),
+                    deployment_file)
+    sync_keys(node)
+    indexer_for(node).sync()
+    return node
