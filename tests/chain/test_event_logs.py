@@ -153,3 +153,20 @@ def test_a_lowered_cap_is_learnt(consortium: Consortium) -> None:
         refused = relay.refused
         assert client.event_logs(event) == expected
         assert relay.refused == refused
+
+
+def test_followed_logs_after_the_chain_went_back_and_regrew_to_the_same_height(consortium: Consortium) -> None:
+    """The block the logs were read up to exists again, at the same number, in a chain without the epochs: only
+    its hash tells the cache is stale."""
+    address = consortium.deployment.address("AllianceRegistry")
+    client = ChainClient(consortium.rpc_url)
+    event = client.contract("AllianceRegistry", address).events.KeyEpochStarted()
+    snapshot = client.rpc("evm_snapshot")
+    before = client.block_number()
+    started_epochs(consortium, 2)
+    assert [int(log["args"]["epoch"]) for log in client.followed_logs(event)] == [2, 3]
+    lost_head = client.block_number()
+    client.rpc("evm_revert", [snapshot])
+    client.rpc("anvil_mine", [hex(lost_head - before)])
+    assert client.block_number() == lost_head
+    assert client.followed_logs(event) == []
