@@ -167,6 +167,9 @@ class ChainClient:
         self.nonces = NonceManager(self._pending_nonce)
         # The widest eth_getLogs range the endpoint has taken since it refused a wider one (None: never refused).
         self._log_window: int | None = None
+        self._log_window_lock = threading.Lock()
+        # A width the endpoint had taken was refused since it last took that width (a passing error, or a lower cap).
+        self._log_window_doubted = False
         self._followed: dict[tuple[str, str], _FollowedLogs] = {}
         self._followed_lock = threading.Lock()
 
@@ -222,14 +225,26 @@ class ChainClient:
 
         Besu refuses a request of more blocks than its `--rpc-max-logs-range` (1,000 or 5,000 by default, blocks
         every 2 s on the consortium chain), other clients cap the results. A refused range is halved until the
-        endpoint takes it, and that width is kept for the next calls; an error on a single block is the endpoint's
-        real answer and is raised.
+        endpoint takes it, and that width is kept for the next calls (see `narrowed`); an error on a single block is
+        the endpoint's real answer and is raised.
         """
         end = self.block_number() if to_block == "latest" else int(to_block)
         found: list[Any] = []
         start = from_block
+        # The width this call was refused above, halved; it stays for the rest of the call (a cap on results refuses
+        # dense ranges again). Kept as the endpoint's window only once a request of that width is taken, and only
+        # if the refused one was wider than the endpoint had taken before, or such a width is refused a second
+        # time before it is taken again (the cap was lowered): an error that is no range refusal (a node
+        # restarting, a proxy's rate limit, answered as JSON-RPC errors) fails down to one block, or befalls a short
+        # last range, and would leave every later read asking a block at a time.
+        narrowed: int | None = None
+        learn = False
         while start <= end:
-            stop = end if self._log_window is None else min(end, start + self._log_window - 1)
+            window = self._log_window  # read once: other threads may narrow it meanwhile
+            if narrowed is not None:
+                window = narrowed if window is None else min(window, narrowed)
+            stop = end if window is None else min(end, start + window - 1)
+            width = stop - start + 1
             try:
                 with translate_errors(self.rpc_url):
                     found.extend(fetch(start, stop))
@@ -238,12 +253,27 @@ class ChainClient:
             except ChainError:
                 if stop == start:
                     raise
-                self._log_window = (stop - start + 1) // 2
-                logger.info("eth_getLogs of %d blocks refused; asking %d at a time", stop - start + 1,
-                            self._log_window)
+                known = self._log_window
+                if known is None or width > known or self._log_window_doubted:
+                    learn = True
+                else:
+                    self._log_window_doubted = True
+                narrowed = width // 2
                 continue
+            if narrowed is not None and learn:
+                self._take_log_window(narrowed)
+                learn = False
+            if width == self._log_window:
+                self._log_window_doubted = False
             start = stop + 1
         return found
+
+    def _take_log_window(self, width: int) -> None:
+        """Keep `width` as the endpoint's eth_getLogs window unless a narrower one is known (threads share it)."""
+        with self._log_window_lock:
+            if self._log_window is None or width < self._log_window:
+                self._log_window = width
+                logger.info("eth_getLogs of more than %d blocks refused; asking %d at a time", width, width)
 
     def followed_logs(self, event: ContractEvent) -> list[EventData]:
         """Every log of `event` (no filter) from block 0 to the head, as `event_logs` gives them, kept between calls.

@@ -17,12 +17,13 @@ from node.assets.pools import (
     publish_remaining_ids,
 )
 from node.assets.screening import double_financed_loans, rebuild_loan_mirror, sync_loan_mirror, version_complete
-from node.chain.asset_registry import AssetRegistryClient, SentChunk
+from node.chain.asset_registry import AssetRegistryClient, SentChunk, _published_loan_ids
 from node.chain.errors import (
     AssetRegistryLoanIdsIncomplete,
     AssetRegistryLoanIdsOffsetMismatch,
     AssetRegistryNotCustodian,
     AssetRegistryTooManyLoanIds,
+    ChainError,
 )
 from node.errors import Conflict
 from node.runtime import NodeContext
@@ -304,3 +305,27 @@ def test_published_loan_ids_decoded_by_hand_equal_the_abi_decoding(banks: list[N
     assert by_hand(pool_id=first.pool_id, version=first.version + 1) == []
     later = by_hand()[2][4]
     assert by_hand(from_block=later) == abi_decoded(from_block=later) != abi_decoded()
+
+
+def test_a_malformed_loan_ids_log_is_refused_not_decoded() -> None:
+    """The chunks are sliced from the raw logs by hand: a log not in the event's layout (another event's topics,
+    data of another length or head) is a ChainError naming its block, never ids read from the wrong bytes."""
+    def word(n: int) -> str:
+        return n.to_bytes(32, "big").hex()
+
+    log: dict[str, Any] = {"topics": ["0x" + "11" * 32, "0x" + word(7), "0x" + word(1)],
+                           "data": "0x" + word(50) + word(64) + word(2) + "ab" * 32 + "cd" * 32,
+                           "blockNumber": "0x5", "logIndex": "0x1", "transactionHash": "0x" + "22" * 32}
+    chunk = _published_loan_ids(log)
+    assert (chunk.pool_id, chunk.version, chunk.offset, chunk.loan_ids, chunk.block_number, chunk.log_index) == (
+        7, 1, 50, [b"\xab" * 32, b"\xcd" * 32], 5, 1)
+    malformed = [{**log, "data": log["data"][:-64]},  # one id fewer than its length says
+                 {**log, "data": log["data"] + "ef" * 32},  # one more
+                 {**log, "data": "0x" + word(50) + word(32) + word(2) + "ab" * 64},  # the array's head elsewhere
+                 {**log, "data": "0x"},
+                 {**log, "data": "0xzz"},
+                 {**log, "topics": log["topics"][:2]},  # an event with another number of indexed fields
+                 {key: value for key, value in log.items() if key != "data"}]
+    for bad in malformed:
+        with pytest.raises(ChainError, match="malformed LoanIdsPublished log in block 0x5"):
+            _published_loan_ids(bad)

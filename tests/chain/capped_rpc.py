@@ -23,9 +23,11 @@ RANGE_REFUSAL = {"code": -32005, "message": "Exceeds max range"}
 @dataclass
 class CappedRpc:
     url: str
-    max_blocks: int
+    max_blocks: int  # may be changed while the relay runs (an endpoint restarted with a lower cap)
     log_ranges: list[tuple[int, int]] = field(default_factory=list)  # every eth_getLogs asked, refused or not
     refused: int = 0
+    error: dict[str, Any] | None = None  # set: eth_getLogs is answered with this error (an outage, not a cap) ...
+    error_times: int | None = None  # ... this many times (None: until unset)
 
 
 def _block(value: Any, upstream: str) -> int:
@@ -50,7 +52,12 @@ def capped_rpc(upstream: str, max_blocks: int) -> Iterator[CappedRpc]:
                 query = request["params"][0]
                 first, last = _block(query.get("fromBlock"), upstream), _block(query.get("toBlock"), upstream)
                 relay.log_ranges.append((first, last))
-                if last - first + 1 > max_blocks:
+                if relay.error is not None and relay.error_times != 0:
+                    if relay.error_times is not None:
+                        relay.error_times -= 1
+                    self._answer(json.dumps({"jsonrpc": "2.0", "id": request.get("id"), "error": relay.error}).encode())
+                    return
+                if last - first + 1 > relay.max_blocks:
                     relay.refused += 1
                     answer = json.dumps({"jsonrpc": "2.0", "id": request.get("id"), "error": RANGE_REFUSAL}).encode()
                     self._answer(answer)

@@ -98,3 +98,75 @@ def test_followed_logs_read_everything_again_after_the_chain_went_back(consortiu
     founder = ChainClient(consortium.rpc_url, signer=consortium.banks[0].signer)  # its nonces from the chain again
     assert RegistryClient(founder, address).start_key_epoch() == 2
     assert [int(log["args"]["epoch"]) for log in client.followed_logs(event)] == [2]
+
+
+def test_an_error_that_is_no_range_refusal_leaves_the_window_alone(consortium: Consortium) -> None:
+    """Every error was taken for a range refusal: an endpoint that failed every eth_getLogs for a while (a node
+    still starting, a proxy's rate limit) halved the range down to one block, and that width stayed. Once the
+    endpoint answered again, each read asked one block at a time: a million requests on a chain a few weeks old."""
+    started_epochs(consortium, 2)
+    address = consortium.deployment.address("AllianceRegistry")
+    with capped_rpc(consortium.rpc_url, 10_000) as relay:
+        client = ChainClient(relay.url)
+        event = client.contract("AllianceRegistry", address).events.KeyEpochStarted()
+        relay.error = {"code": -32000, "message": "header not found"}
+        with pytest.raises(ChainError, match="header not found"):
+            client.event_logs(event)
+        relay.error = None
+        asked = len(relay.log_ranges)
+        assert [int(log["args"]["epoch"]) for log in client.event_logs(event)] == [2, 3]
+        assert relay.log_ranges[asked:] == [(0, client.block_number())]  # one request, as before the outage
+        assert client._log_window is None
+
+
+def test_a_passing_error_on_a_short_range_does_not_narrow_the_window(consortium: Consortium) -> None:
+    """An error on a range narrower than the endpoint had taken is no range refusal: one on the last, short range of
+    a read (a range of 3 blocks behind a window of 8) left the window at 1 block for every later read."""
+    started_epochs(consortium, 3)
+    address = consortium.deployment.address("AllianceRegistry")
+    with capped_rpc(consortium.rpc_url, CAP) as relay:
+        client = ChainClient(relay.url)
+        event = client.contract("AllianceRegistry", address).events.KeyEpochStarted()
+        expected = client.event_logs(event)
+        window = client._log_window
+        assert window is not None and window <= CAP
+        head = client.block_number()
+        relay.error, relay.error_times = {"code": -32000, "message": "busy"}, 1
+        assert client.event_logs(event, from_block=head - 2) == [log for log in expected
+                                                                  if log["blockNumber"] >= head - 2]
+        assert relay.error_times == 0
+        assert client._log_window == window
+
+
+def test_a_lowered_cap_is_learnt(consortium: Consortium) -> None:
+    """A width the endpoint took before and refuses in two reads (its cap lowered) is no passing error: the
+    narrower width it takes is kept, and the next read is refused nothing."""
+    started_epochs(consortium, 3)
+    address = consortium.deployment.address("AllianceRegistry")
+    with capped_rpc(consortium.rpc_url, CAP) as relay:
+        client = ChainClient(relay.url)
+        event = client.contract("AllianceRegistry", address).events.KeyEpochStarted()
+        expected = client.event_logs(event)
+        relay.max_blocks = 2
+        assert client.event_logs(event) == expected == client.event_logs(event)
+        assert client._log_window is not None and client._log_window <= 2
+        refused = relay.refused
+        assert client.event_logs(event) == expected
+        assert relay.refused == refused
+
+
+def test_followed_logs_after_the_chain_went_back_and_regrew_to_the_same_height(consortium: Consortium) -> None:
+    """The block the logs were read up to exists again, at the same number, in a chain without the epochs: only
+    its hash tells the cache is stale."""
+    address = consortium.deployment.address("AllianceRegistry")
+    client = ChainClient(consortium.rpc_url)
+    event = client.contract("AllianceRegistry", address).events.KeyEpochStarted()
+    snapshot = client.rpc("evm_snapshot")
+    before = client.block_number()
+    started_epochs(consortium, 2)
+    assert [int(log["args"]["epoch"]) for log in client.followed_logs(event)] == [2, 3]
+    lost_head = client.block_number()
+    client.rpc("evm_revert", [snapshot])
+    client.rpc("anvil_mine", [hex(lost_head - before)])
+    assert client.block_number() == lost_head
+    assert client.followed_logs(event) == []
