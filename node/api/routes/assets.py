@@ -6,15 +6,23 @@ from __future__ import annotations
 import io
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Path, Query, status
+from fastapi import APIRouter, Body, Depends, Path, Query, Response, status
 from pydantic import BaseModel, Field, field_validator
 
-from node.api.deps import NodeDep, require_roles
+from node.api.deps import NEXT_PAGE_HEADER, NodeDep, require_roles
 from node.assets import lifecycle
-from node.assets.pools import anchor_draft, asset_registry, import_lines, local_pools
+from node.assets.pools import (
+    DEFAULT_POOLS_PAGE,
+    MAX_POOL_REF,
+    MAX_POOLS_PAGE,
+    anchor_draft,
+    asset_registry,
+    import_lines,
+    pools_page,
+)
 from node.assets.provenance import build_bundle
 from node.assets.records import LoanStatus
-from node.assets.screening import double_financed_loans, sync_loan_mirror
+from node.assets.screening import DEFAULT_FLAGS_PAGE, MAX_FLAGS_PAGE, double_financed_loans, sync_loan_mirror
 from node.auth.apikeys import KeyInfo, Role
 from node.errors import InvalidInput
 
@@ -97,9 +105,15 @@ def anchor_pool(*, name: str, body: AnchorIn, node: NodeDep, _key: Operator) -> 
 
 
 @router.get("/pools")
-def list_pools(*, node: NodeDep, _key: Reader) -> Any:
-    """This bank's pools and versions."""
-    return local_pools(node)
+def list_pools(*, node: NodeDep, _key: Reader, response: Response,
+               after: Annotated[int, Query(ge=0, le=MAX_POOL_REF, description=(
+                   "The previous page's X-Next-After: pools created after it."))] = 0,
+               limit: Annotated[int, Query(ge=1, le=MAX_POOLS_PAGE)] = DEFAULT_POOLS_PAGE) -> Any:
+    """This bank's pools and versions, oldest pool first, a page at a time; X-Next-After continues while more follow."""
+    page = pools_page(node, after=after, limit=limit)
+    if page.next_after is not None:
+        response.headers[NEXT_PAGE_HEADER] = str(page.next_after)
+    return page.pools
 
 
 @router.get("/pools/{pool_id}")
@@ -168,12 +182,21 @@ def read_provenance(*, loan_id: str, node: NodeDep, _key: Reader) -> Any:
 
 
 @router.get("/double-financing")
-def list_double_financing(*, node: NodeDep, _key: Reader) -> Any:
-    """Loan ids active in two or more pools at once, across every bank's pools."""
+def list_double_financing(*, node: NodeDep, _key: Reader, response: Response,
+                          after: Annotated[str | None, Query(pattern=_HASH_PATTERN, description=(
+                              "The previous page's X-Next-After: loan ids after it, in byte order."))] = None,
+                          limit: Annotated[int, Query(ge=1, le=MAX_FLAGS_PAGE)] = DEFAULT_FLAGS_PAGE) -> Any:
+    """Loan ids active in two or more pools at once, across every bank's pools, in loan id order, a page at a time;
+    X-Next-After continues while more follow."""
     registry = asset_registry(node)
     sync_loan_mirror(node.store, registry, from_block=node.deployment.contracts["AssetRegistry"].block_number)
     with node.store.session() as session:
-        return [{"loan_id": "0x" + k.hex(), "pool_ids": v} for k, v in double_financed_loans(session).items()]
+        flagged = double_financed_loans(session, after=None if after is None else bytes.fromhex(after[2:]),
+                                        limit=limit + 1)  # one more says whether another page follows
+    page = list(flagged.items())[:limit]
+    if len(flagged) > limit:
+        response.headers[NEXT_PAGE_HEADER] = "0x" + page[-1][0].hex()
+    return [{"loan_id": "0x" + loan_id.hex(), "pool_ids": pools} for loan_id, pools in page]
 
 
 def _parse_statuses(raw: dict[str, str]) -> dict[bytes, LoanStatus]:
