@@ -95,6 +95,36 @@ def test_list_pools_refuses_a_limit_or_cursor_out_of_range(api: ApiNode, params:
     assert refused.json()["error"]["details"][0]["loc"] == ["query", next(iter(params))]
 
 
+def test_read_pool_pages_its_event_history_in_chain_order(api: ApiNode) -> None:
+    """Every servicing period adds an event, each costing a call for its sender: the history comes a page at a time."""
+    operator, auditor = api.headers(Role.operator), api.headers(Role.auditor)
+    post_tape(api, "p", [loan_row(1)])
+    pool_id = api.client.post("/v1/assets/pools/p/anchor", json={}, headers=operator).json()["pool_id"]
+    for period in (1, 2):
+        assert api.client.post(f"/v1/assets/pools/{pool_id}/servicing", json={"period": period},
+                               headers=operator).status_code == 201
+    first = api.client.get(f"/v1/assets/pools/{pool_id}", params={"limit": 2}, headers=auditor)
+    assert first.status_code == 200 and [e["kind"] for e in first.json()["events"]] == ["registered", "anchored"]
+    assert first.json()["version_count"] == 1
+    last = api.client.get(f"/v1/assets/pools/{pool_id}", params={"limit": 2, "after": first.headers["X-Next-After"]},
+                          headers=auditor)
+    assert [(e["kind"], e["args"]["period"]) for e in last.json()["events"]] == [("servicing", 1), ("servicing", 2)]
+    assert "X-Next-After" not in last.headers and last.json()["events"][0]["block_number"] > \
+        first.json()["events"][1]["block_number"]
+    whole = api.client.get(f"/v1/assets/pools/{pool_id}", headers=auditor)  # no parameters: the first 100 events
+    assert len(whole.json()["events"]) == 4 and "X-Next-After" not in whole.headers
+    past_end = api.client.get(f"/v1/assets/pools/{pool_id}", params={"after": "999999999:0"}, headers=auditor)
+    assert past_end.status_code == 200 and past_end.json()["events"] == [] and "X-Next-After" not in past_end.headers
+
+
+@pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 1001}, {"after": "12"}, {"after": "a:b"},
+                                    {"after": "1" * 19 + ":0"}])
+def test_read_pool_refuses_an_event_limit_or_cursor_out_of_range(api: ApiNode, params: dict[str, object]) -> None:
+    refused = api.client.get("/v1/assets/pools/1", params=params, headers=api.headers(Role.auditor))
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_request"
+    assert refused.json()["error"]["details"][0]["loc"] == ["query", next(iter(params))]
+
+
 def test_list_double_financing_pages_in_loan_id_order(api: ApiNode) -> None:
     operator = api.headers(Role.operator)
     rows = [loan_row(i) for i in range(5)]

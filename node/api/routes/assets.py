@@ -34,6 +34,11 @@ Auditor = Annotated[KeyInfo, Depends(require_roles(Role.auditor))]
 _HASH_PATTERN = r"^0x[0-9a-fA-F]{64}$"
 # The store's widths (node.assets.lifecycle), narrower than the contract's: a larger number is bad input (422).
 PoolId = Annotated[int, Path(ge=1, le=lifecycle.MAX_POOL_ID, description="The pool's on-chain id.")]
+# A pool's history grows by a servicing report a period for the pool's life; each event costs the node a call to
+# the chain for its sender, so the route reads a page at a time (block numbers as far as a bigint goes).
+_EVENT_CURSOR_PATTERN = r"^[0-9]{1,18}:[0-9]{1,9}$"
+DEFAULT_EVENTS_PAGE = 100
+MAX_EVENTS_PAGE = 1_000
 VersionNumber = Annotated[int, Path(ge=1, le=lifecycle.MAX_VERSION, description="A version of the pool.")]
 
 
@@ -117,16 +122,25 @@ def list_pools(*, node: NodeDep, _key: Reader, response: Response,
 
 
 @router.get("/pools/{pool_id}")
-def read_pool(*, pool_id: PoolId, node: NodeDep, _key: Reader) -> Any:
-    """A pool's on-chain state and event history."""
+def read_pool(*, pool_id: PoolId, node: NodeDep, _key: Reader, response: Response,
+              after: Annotated[str | None, Query(pattern=_EVENT_CURSOR_PATTERN, description=(
+                  "The previous page's X-Next-After (block number:log index): events after it."))] = None,
+              limit: Annotated[int, Query(ge=1, le=MAX_EVENTS_PAGE)] = DEFAULT_EVENTS_PAGE) -> Any:
+    """A pool's on-chain state and event history in chain order, a page of events at a time; X-Next-After continues
+    while more follow."""
     registry = asset_registry(node)
     info = registry.pool(pool_id)
+    cursor = None if after is None else (int(after.split(":")[0]), int(after.split(":")[1]))
+    events = registry.pool_events(pool_id, after=cursor, limit=limit + 1)  # one more says whether more follow
+    if len(events) > limit:
+        events = events[:limit]
+        response.headers[NEXT_PAGE_HEADER] = f"{events[-1].block_number}:{events[-1].log_index}"
     return {"pool_id": pool_id, "originator_member_id": info.originator_member_id,
             "custodian_member_id": info.custodian_member_id,
             "pending_custodian_member_id": info.pending_custodian_member_id, "version_count": info.version_count,
             "events": [{"kind": e.kind, "block_number": e.block_number, "tx_hash": e.tx_hash, "sender": e.sender,
                         "args": {k: ("0x" + v.hex() if isinstance(v, bytes) else v) for k, v in e.args.items()}}
-                       for e in registry.pool_events(pool_id)]}
+                       for e in events]}
 
 
 @router.post("/pools/{pool_id}/transfer", response_model=TxOut)
