@@ -16,6 +16,10 @@ from node.api.errors import ApiError
 from node.auth.apikeys import InvalidApiKey, KeyInfo, Role, authenticate
 from node.runtime import NodeContext
 
+# Where a paged list's cursor goes when the body stays what it was before paging (a STIX bundle, a plain list): the
+# value to pass as `after` for the next page, absent on the last page.
+NEXT_PAGE_HEADER = "X-Next-After"
+
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                                description="An API key from `alliance apikey create --role ROLE`.")
 

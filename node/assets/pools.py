@@ -56,6 +56,7 @@ from node.ledger.checks import state_policy
 from node.merkle import StandardMerkleTree
 from node.runtime import NodeContext
 from node.store.asset_tables import AssetLoan, AssetLoanIndicator, AssetPool, AssetVersion
+from node.store.bulk import in_list_slices
 from node.store.db import Store, once_more_on_conflict
 from node.store.models import utcnow
 from node.text import printable_name, storable_text
@@ -65,6 +66,10 @@ logger = logging.getLogger(__name__)
 INSERT_CHUNK = 5_000
 MAX_POOL_NAME = 100  # asset_pools.name
 MAX_POOL_ID = 2**63 - 1  # asset_pools.pool_id (BIGINT), narrower than the contract's uint256
+MAX_POOL_REF = 2**31 - 1  # asset_pools.id (INTEGER): the paging cursor of GET /v1/assets/pools
+# Pools per page of GET /v1/assets/pools: each carries all its versions (and their screening findings).
+DEFAULT_POOLS_PAGE = 100
+MAX_POOLS_PAGE = 1_000
 # Chunks of loan ids sent ahead of their receipts: several share a block on a chain with block times (QBFT),
 # few enough to stay within a transaction pool's per-sender limit.
 CHUNKS_IN_FLIGHT = 4
@@ -481,17 +486,35 @@ def _registry_block(node: NodeContext) -> int:
 
 
 # -- reading ---------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PoolsPage:
+    """One page of this bank's pools; `next_after` (the last pool's local row id) continues while more follow."""
+
+    pools: list[dict[str, Any]]
+    next_after: int | None
+
+
 def local_pools(node: NodeContext) -> list[dict[str, Any]]:
     """This bank's pools and their versions (drafts included), newest version last."""
+    return pools_page(node, limit=None).pools
+
+
+def pools_page(node: NodeContext, *, after: int = 0, limit: int | None = DEFAULT_POOLS_PAGE) -> PoolsPage:
+    """The pools created after local row `after`, in creation order, at most `limit` of them (None: all)."""
     with node.store.session() as session:
-        pools = session.scalars(select(AssetPool).order_by(AssetPool.id)).all()
-        result = []
-        for pool in pools:
-            versions = session.scalars(select(AssetVersion).where(AssetVersion.pool_ref == pool.id)
-                                       .order_by(AssetVersion.id)).all()
-            result.append({"name": pool.name, "pool_id": pool.pool_id, "originator_code": pool.originator_code,
-                           "versions": [_version_json(v) for v in versions]})
-        return result
+        query = select(AssetPool).where(AssetPool.id > after).order_by(AssetPool.id)
+        # One row more than the page says whether another page follows, so the last page names no cursor.
+        pools = list(session.scalars(query if limit is None else query.limit(limit + 1)))
+        more = limit is not None and len(pools) > limit
+        pools = pools[:limit] if more else pools
+        versions: dict[int, list[AssetVersion]] = {pool.id: [] for pool in pools}
+        for refs in in_list_slices(list(versions)):
+            for version in session.scalars(select(AssetVersion).where(AssetVersion.pool_ref.in_(refs))
+                                           .order_by(AssetVersion.id)):
+                versions[version.pool_ref].append(version)
+        result = [{"name": pool.name, "pool_id": pool.pool_id, "originator_code": pool.originator_code,
+                   "versions": [_version_json(v) for v in versions[pool.id]]} for pool in pools]
+        return PoolsPage(result, pools[-1].id if more else None)
 
 
 def _version_json(v: AssetVersion) -> dict[str, Any]:

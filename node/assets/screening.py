@@ -45,6 +45,9 @@ from node.store.models import utcnow
 Screen = Callable[[set[bytes]], set[bytes]]
 MIRROR_INSERT_CHUNK = 5_000
 MIRROR_LOAN_COLUMNS = ("pool_id", "version", "position", "loan_id")
+# Loan ids per page of GET /v1/assets/double-financing (each a 32-byte id and a few pool ids).
+DEFAULT_FLAGS_PAGE = 1_000
+MAX_FLAGS_PAGE = 10_000
 
 
 @dataclass
@@ -181,12 +184,22 @@ def active_pools_of(session: Session, loan_ids: Iterable[bytes]) -> dict[bytes, 
     return {k: sorted(v) for k, v in found.items()}
 
 
-def double_financed_loans(session: Session) -> dict[bytes, list[int]]:
-    """Every loan id active in two or more pools at once, across all banks, from the mirror."""
-    active = _active_loans().subquery()
-    flagged = (select(active.c.loan_id).group_by(active.c.loan_id)
-               .having(func.count(func.distinct(active.c.pool_id)) > 1))
-    rows = session.execute(select(active.c.loan_id, active.c.pool_id).where(active.c.loan_id.in_(flagged)))
+def double_financed_loans(session: Session, *, after: bytes | None = None,
+                          limit: int | None = None) -> dict[bytes, list[int]]:
+    """Loan ids active in two or more pools at once, across all banks, from the mirror: in byte order, those after
+    `after`, at most `limit` of them (None: all)."""
+    active = _active_loans()
+    if after is not None:  # before grouping: a later page does not count the ids of the pages before it
+        active = active.where(AssetMirrorLoan.loan_id > after)
+    active_ids = active.subquery()
+    flagged = (select(active_ids.c.loan_id).group_by(active_ids.c.loan_id)
+               .having(func.count(func.distinct(active_ids.c.pool_id)) > 1).order_by(active_ids.c.loan_id))
+    if limit is not None:
+        flagged = flagged.limit(limit)
+    # One statement, so a page never pairs a loan with pools read after the mirror moved on.
+    rows = session.execute(select(active_ids.c.loan_id, active_ids.c.pool_id)
+                           .where(active_ids.c.loan_id.in_(flagged.scalar_subquery()))
+                           .order_by(active_ids.c.loan_id))
     found: dict[bytes, set[int]] = defaultdict(set)
     for loan_id, pool_id in rows:
         found[bytes(loan_id)].add(int(pool_id))

@@ -316,21 +316,30 @@ class AssetRegistryClient:
         return bool(self.chain.call(self.contract.functions.verifyLoan(pool_id, version, leaf, list(proof))))
 
     # -- history --------------------------------------------------------------------------------------
-    def pool_events(self, pool_id: int, *, to_block: int | str = "latest") -> list[PoolEvent]:
-        """Every event of `pool_id` except LoanIdsPublished, in chain order, with each transaction's sender."""
+    def pool_events(self, pool_id: int, *, to_block: int | str = "latest", after: tuple[int, int] | None = None,
+                    limit: int | None = None) -> list[PoolEvent]:
+        """Every event of `pool_id` except LoanIdsPublished, in chain order, with each transaction's sender: those
+        after the (block number, log index) `after`, at most `limit` of them (None: all)."""
+        # One head for every kind: read one by one up to a moving head, a later kind could show a block whose events
+        # of an earlier kind were left out, and a page's cursor would step over them for good.
+        last = self.chain.block_number() if to_block == "latest" else to_block
+        logs: list[tuple[tuple[int, int], str, Any]] = []
+        for name, kind in _EVENT_KINDS.items():
+            for log in self.chain.event_logs(getattr(self.contract.events, name)(), to_block=last,
+                                             from_block=0 if after is None else after[0],
+                                             argument_filters={"poolId": pool_id}):
+                position = (int(log["blockNumber"]), int(log["logIndex"]))
+                if after is None or position > after:
+                    logs.append((position, kind, log))
+        logs.sort(key=lambda item: item[0])
         found: list[PoolEvent] = []
         senders: dict[str, str] = {}
-        for name, kind in _EVENT_KINDS.items():
-            logs = self.chain.event_logs(getattr(self.contract.events, name)(), to_block=to_block,
-                                         argument_filters={"poolId": pool_id})
-            for log in logs:
-                tx_hash = log["transactionHash"].to_0x_hex()
-                if tx_hash not in senders:
-                    senders[tx_hash] = self.sender_of(tx_hash)
-                args = {k: _plain(v) for k, v in dict(log["args"]).items()}
-                found.append(PoolEvent(kind, pool_id, int(log["blockNumber"]), int(log["logIndex"]), tx_hash,
-                                       senders[tx_hash], args))
-        found.sort(key=lambda e: (e.block_number, e.log_index))
+        for (block_number, log_index), kind, log in logs[:limit]:  # a sender costs a call: only the page's
+            tx_hash = log["transactionHash"].to_0x_hex()
+            if tx_hash not in senders:
+                senders[tx_hash] = self.sender_of(tx_hash)
+            args = {k: _plain(v) for k, v in dict(log["args"]).items()}
+            found.append(PoolEvent(kind, pool_id, block_number, log_index, tx_hash, senders[tx_hash], args))
         return found
 
     def published_loan_ids(self, *, from_block: int = 0, to_block: int | str = "latest",

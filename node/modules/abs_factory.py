@@ -16,6 +16,8 @@ of the named pool (`node.assets.pools.import_lines`); `anchor=True` also screens
 
 from __future__ import annotations
 
+import base64
+import binascii
 import csv
 import io
 import time
@@ -38,6 +40,10 @@ from node.store.application_tables import BookedLoanRow, BorrowerIndicator, Loan
 from node.store.asset_tables import AssetLoan, AssetPool, AssetVersion
 
 NAME = "abs_factory"
+# Loans per page of GET /v1/abs-factory/eligible: every booked loan the bank ever made has a verdict (repaid ones
+# stay excluded for good), so the answer grows with the bank's lending.
+DEFAULT_ELIGIBLE_PAGE = 1_000
+MAX_ELIGIBLE_PAGE = 10_000
 TAPE_COLUMNS = ("loan_reference", "origination_date", "maturity_date", "original_principal", "current_principal",
                 "currency", "interest_rate", "purpose", "amortisation_type", "status", "arrears_balance",
                 "borrower_resident_id", "borrower_phone")
@@ -106,6 +112,40 @@ def select_loans(node: Any, pool_name: str | None = None) -> tuple[PoolSelection
     selection.selected = [loan.loan_reference for loan in chosen]
     selection.total_principal_minor = sum(loan.current_principal_minor for loan in chosen)
     return selection, chosen
+
+
+@dataclass(frozen=True)
+class EligiblePage:
+    """One page of `select_loans`' verdicts; `next_after` continues while more follow."""
+
+    answer: dict[str, Any]
+    next_after: str | None
+
+
+def eligible_page(node: Any, *, after: str | None = None, limit: int = DEFAULT_ELIGIBLE_PAGE) -> EligiblePage:
+    """The verdicts of the loans whose references sort after the cursor `after` (by code point, alike on every
+    store), at most `limit` of them. The selection is made over every loan each time (concentration limits weigh
+    the whole pool), so `total_principal` is the whole selection's."""
+    last = None if after is None else _reference_of_cursor(after)
+    selection, _ = select_loans(node)
+    following = sorted(r for r in (*selection.selected, *selection.excluded) if last is None or r > last)
+    page, chosen = following[:limit], set(selection.selected)
+    answer = {**selection.to_json(), "selected": [r for r in page if r in chosen],
+              "excluded": {r: selection.excluded[r] for r in page if r not in chosen}}
+    return EligiblePage(answer, _cursor_of_reference(page[-1]) if len(following) > limit else None)
+
+
+# The cursor travels in an HTTP header, which takes Latin-1 only, and a loan reference may hold any printable text:
+# it is the reference's UTF-8 in unpadded URL-safe base64.
+def _cursor_of_reference(reference: str) -> str:
+    return base64.urlsafe_b64encode(reference.encode()).decode("ascii").rstrip("=")
+
+
+def _reference_of_cursor(cursor: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeError, ValueError):
+        raise InvalidInput("after: not a cursor this list gave (X-Next-After)", code="invalid_cursor") from None
 
 
 def _unfit_for_tape(loan: BookedLoanRow, currency: str) -> str | None:

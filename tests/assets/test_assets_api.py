@@ -69,6 +69,99 @@ def test_assets_api_import_anchor_service_prove(api: ApiNode, rpc_url: str) -> N
     assert api.client.get("/v1/assets/double-financing", headers=auditor).json() == []
 
 
+def test_list_pools_pages_in_creation_order(api: ApiNode) -> None:
+    """The list grew with every pool the bank ever made; now it comes a page at a time, the cursor in X-Next-After."""
+    operator = api.headers(Role.operator)
+    for name in ("c", "a", "b"):
+        assert post_tape(api, name, [loan_row(1)]).status_code == 201
+    first = api.client.get("/v1/assets/pools", params={"limit": 2}, headers=operator)
+    assert first.status_code == 200 and [p["name"] for p in first.json()] == ["c", "a"]
+    last = api.client.get("/v1/assets/pools", params={"limit": 2, "after": first.headers["X-Next-After"]},
+                          headers=operator)
+    assert [p["name"] for p in last.json()] == ["b"] and "X-Next-After" not in last.headers
+    assert [v["state"] for v in last.json()[0]["versions"]] == ["draft"]
+    everything = api.client.get("/v1/assets/pools", headers=operator)  # no parameters: the first page of 100
+    assert [p["name"] for p in everything.json()] == ["c", "a", "b"] and "X-Next-After" not in everything.headers
+    exact = api.client.get("/v1/assets/pools", params={"limit": 3}, headers=operator)
+    assert len(exact.json()) == 3 and "X-Next-After" not in exact.headers  # a full last page names no next one
+    past_end = api.client.get("/v1/assets/pools", params={"after": 2**31 - 1}, headers=operator)
+    assert past_end.status_code == 200 and past_end.json() == [] and "X-Next-After" not in past_end.headers
+
+
+@pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 1001}, {"after": -1}, {"after": 2**31}, {"after": "x"}])
+def test_list_pools_refuses_a_limit_or_cursor_out_of_range(api: ApiNode, params: dict[str, object]) -> None:
+    refused = api.client.get("/v1/assets/pools", params=params, headers=api.headers(Role.operator))
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_request"
+    assert refused.json()["error"]["details"][0]["loc"] == ["query", next(iter(params))]
+
+
+def test_read_pool_pages_its_event_history_in_chain_order(api: ApiNode) -> None:
+    """Every servicing period adds an event, each costing a call for its sender: the history comes a page at a time."""
+    operator, auditor = api.headers(Role.operator), api.headers(Role.auditor)
+    post_tape(api, "p", [loan_row(1)])
+    pool_id = api.client.post("/v1/assets/pools/p/anchor", json={}, headers=operator).json()["pool_id"]
+    for period in (1, 2):
+        assert api.client.post(f"/v1/assets/pools/{pool_id}/servicing", json={"period": period},
+                               headers=operator).status_code == 201
+    first = api.client.get(f"/v1/assets/pools/{pool_id}", params={"limit": 2}, headers=auditor)
+    assert first.status_code == 200 and [e["kind"] for e in first.json()["events"]] == ["registered", "anchored"]
+    assert first.json()["version_count"] == 1
+    last = api.client.get(f"/v1/assets/pools/{pool_id}", params={"limit": 2, "after": first.headers["X-Next-After"]},
+                          headers=auditor)
+    assert [(e["kind"], e["args"]["period"]) for e in last.json()["events"]] == [("servicing", 1), ("servicing", 2)]
+    assert "X-Next-After" not in last.headers and last.json()["events"][0]["block_number"] > \
+        first.json()["events"][1]["block_number"]
+    whole = api.client.get(f"/v1/assets/pools/{pool_id}", headers=auditor)  # no parameters: the first 100 events
+    assert len(whole.json()["events"]) == 4 and "X-Next-After" not in whole.headers
+    past_end = api.client.get(f"/v1/assets/pools/{pool_id}", params={"after": "999999999:0"}, headers=auditor)
+    assert past_end.status_code == 200 and past_end.json()["events"] == [] and "X-Next-After" not in past_end.headers
+
+
+@pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 1001}, {"after": "12"}, {"after": "a:b"},
+                                    {"after": "1" * 19 + ":0"}])
+def test_read_pool_refuses_an_event_limit_or_cursor_out_of_range(api: ApiNode, params: dict[str, object]) -> None:
+    refused = api.client.get("/v1/assets/pools/1", params=params, headers=api.headers(Role.auditor))
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_request"
+    assert refused.json()["error"]["details"][0]["loc"] == ["query", next(iter(params))]
+
+
+def test_list_double_financing_pages_in_loan_id_order(api: ApiNode) -> None:
+    operator = api.headers(Role.operator)
+    rows = [loan_row(i) for i in range(5)]
+    post_tape(api, "first", rows)
+    first_pool = api.client.post("/v1/assets/pools/first/anchor", json={}, headers=operator).json()["pool_id"]
+    post_tape(api, "second", rows)  # the same loans pledged again, on purpose
+    second = api.client.post("/v1/assets/pools/second/anchor", json={"override_reason": "test"}, headers=operator)
+    assert second.status_code == 201, second.text
+    pools = sorted([first_pool, second.json()["pool_id"]])
+    pages, after = [], None
+    while True:
+        page = api.client.get("/v1/assets/double-financing", params={"limit": 2, **({"after": after} if after else {})},
+                              headers=api.headers(Role.auditor))
+        assert page.status_code == 200, page.text
+        pages.append(page.json())
+        after = page.headers.get("X-Next-After")
+        if after is None:
+            break
+        assert after == page.json()[-1]["loan_id"]
+    assert [len(p) for p in pages] == [2, 2, 1]
+    loan_ids = [flag["loan_id"] for p in pages for flag in p]
+    assert loan_ids == sorted(loan_ids) and len(set(loan_ids)) == 5
+    assert all(flag["pool_ids"] == pools for p in pages for flag in p)
+    whole = api.client.get("/v1/assets/double-financing", headers=operator)  # no parameters: the first 1,000
+    assert [f["loan_id"] for f in whole.json()] == loan_ids and "X-Next-After" not in whole.headers
+    past_end = api.client.get("/v1/assets/double-financing", params={"after": "0x" + "ff" * 32}, headers=operator)
+    assert past_end.status_code == 200 and past_end.json() == [] and "X-Next-After" not in past_end.headers
+
+
+@pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 10_001}, {"after": "0x12"}, {"after": "ab" * 32}])
+def test_list_double_financing_refuses_a_limit_or_cursor_out_of_range(api: ApiNode,
+                                                                       params: dict[str, object]) -> None:
+    refused = api.client.get("/v1/assets/double-financing", params=params, headers=api.headers(Role.operator))
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_request"
+    assert refused.json()["error"]["details"][0]["loc"] == ["query", next(iter(params))]
+
+
 def test_assets_api_reaches_a_pool_and_a_loan_whose_names_hold_a_slash(api: ApiNode, rpc_url: str) -> None:
     created = post_tape(api, "retail%2F2026", [loan_row(1, loan_reference="LN/1"), loan_row(2)])
     assert created.status_code == 201, created.text

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from node.api.app import create_app
+from node.auth.apikeys import Role, create_api_key
 from node.chain.deployment import deploy_consortium, save_deployment
 from node.consortium import this_bank_as_founder
 from node.errors import Conflict
@@ -18,7 +22,13 @@ from node.ledger.indexer import indexer_for
 from node.ledger.key_distribution import sync_keys
 from node.modules import credit_platform, risk_operations
 from node.modules.abs_factory import select_loans
-from node.modules.credit_platform import book_loan, confirm_fraud, refresh_borrower_indicators, submit_application
+from node.modules.credit_platform import (
+    book_loan,
+    confirm_fraud,
+    refresh_borrower_indicators,
+    set_loan_status,
+    submit_application,
+)
 from node.modules.risk_operations import list_alerts, raise_alerts, resolve_alert
 from node.runtime import NodeContext
 from node.store.application_tables import BookedLoanRow, BorrowerIndicator, LoanApplication
@@ -59,6 +69,45 @@ def test_workflow_on_store_decides_books_and_alerts(two_banks: list[NodeContext]
     assert [x["webhook_state"] for x in alerts] == ["failed"]  # stored all the same
     assert [x["loan_reference"] for x in list_alerts(a)] == ["L2"]
     assert select_loans(a)[0].excluded == {"L2": "blacklisted_borrower"}
+
+
+def test_eligible_loans_page_in_reference_order_through_the_api(two_banks: list[NodeContext], tmp_path: Path) -> None:
+    """Every loan the bank ever booked had its verdict in one answer; now a page of loans at a time, a reference
+    that is not Latin-1 (which no header takes) travelling as an opaque cursor."""
+    a, _ = two_banks
+    a.settings.credit_policy_file = tmp_path / "policy.toml"  # no concentration limits: three loans are no pool
+    a.settings.credit_policy_file.write_text("[abs]\nmax_borrower_share = 1\nmax_region_share = 1\n")
+    for i, reference in enumerate(["L-b", "L-贷款", "L-a"]):
+        approved = submit_application(a, application(20 + i), submitted_by="t")
+        book_loan(a, approved["application_id"], loan_reference=reference)
+    set_loan_status(a, "L-b", status="dpd30", arrears=Decimal("10.00"))
+    with a.store.transaction() as session:
+        operator = {"X-API-Key": create_api_key(session, Role.operator, "t").token}
+    with TestClient(create_app(a)) as client:
+        first = client.get("/v1/abs-factory/eligible", params={"limit": 2}, headers=operator)
+        assert first.status_code == 200, first.text
+        assert (first.json()["selected"], first.json()["excluded"]) == (["L-a"], {"L-b": "arrears"})
+        assert first.json()["total_principal"] == submit_total(a, ["L-a", "L-贷款"])  # the whole selection's
+        last = client.get("/v1/abs-factory/eligible", params={"limit": 2, "after": first.headers["X-Next-After"]},
+                          headers=operator)
+        assert (last.json()["selected"], last.json()["excluded"]) == (["L-贷款"], {})
+        assert "X-Next-After" not in last.headers
+        whole = client.get("/v1/abs-factory/eligible", headers=operator)  # no parameters: the first 1,000 loans
+        assert whole.json()["selected"] == ["L-a", "L-贷款"] and "X-Next-After" not in whole.headers
+        not_a_cursor = client.get("/v1/abs-factory/eligible", params={"after": "_w"}, headers=operator)  # "\xff"...
+        assert not_a_cursor.status_code == 422 and not_a_cursor.json()["error"]["code"] == "invalid_cursor"
+        for params in ({"limit": 0}, {"limit": 10_001}, {"after": ""}):
+            refused = client.get("/v1/abs-factory/eligible", params=params, headers=operator)
+            assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_request", params
+        beyond = client.get("/v1/abs-factory/eligible", params={"after": "fn8"}, headers=operator)  # "~\x7f"
+        assert beyond.status_code == 200 and (beyond.json()["selected"], beyond.json()["excluded"]) == ([], {})
+
+
+def submit_total(node: NodeContext, references: list[str]) -> str:
+    with node.store.session() as session:
+        minor = sum(session.scalars(select(BookedLoanRow.current_principal_minor)
+                                    .where(BookedLoanRow.loan_reference.in_(references))))
+    return str(Decimal(minor) / 100)
 
 
 @pytest.fixture

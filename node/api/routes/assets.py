@@ -6,15 +6,23 @@ from __future__ import annotations
 import io
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Path, Query, status
+from fastapi import APIRouter, Body, Depends, Path, Query, Response, status
 from pydantic import BaseModel, Field, field_validator
 
-from node.api.deps import NodeDep, require_roles
+from node.api.deps import NEXT_PAGE_HEADER, NodeDep, require_roles
 from node.assets import lifecycle
-from node.assets.pools import anchor_draft, asset_registry, import_lines, local_pools
+from node.assets.pools import (
+    DEFAULT_POOLS_PAGE,
+    MAX_POOL_REF,
+    MAX_POOLS_PAGE,
+    anchor_draft,
+    asset_registry,
+    import_lines,
+    pools_page,
+)
 from node.assets.provenance import build_bundle
 from node.assets.records import LoanStatus
-from node.assets.screening import double_financed_loans, sync_loan_mirror
+from node.assets.screening import DEFAULT_FLAGS_PAGE, MAX_FLAGS_PAGE, double_financed_loans, sync_loan_mirror
 from node.auth.apikeys import KeyInfo, Role
 from node.errors import InvalidInput
 
@@ -26,6 +34,11 @@ Auditor = Annotated[KeyInfo, Depends(require_roles(Role.auditor))]
 _HASH_PATTERN = r"^0x[0-9a-fA-F]{64}$"
 # The store's widths (node.assets.lifecycle), narrower than the contract's: a larger number is bad input (422).
 PoolId = Annotated[int, Path(ge=1, le=lifecycle.MAX_POOL_ID, description="The pool's on-chain id.")]
+# A pool's history grows by a servicing report a period for the pool's life; each event costs the node a call to
+# the chain for its sender, so the route reads a page at a time (block numbers as far as a bigint goes).
+_EVENT_CURSOR_PATTERN = r"^[0-9]{1,18}:[0-9]{1,9}$"
+DEFAULT_EVENTS_PAGE = 100
+MAX_EVENTS_PAGE = 1_000
 VersionNumber = Annotated[int, Path(ge=1, le=lifecycle.MAX_VERSION, description="A version of the pool.")]
 
 
@@ -97,22 +110,37 @@ def anchor_pool(*, name: str, body: AnchorIn, node: NodeDep, _key: Operator) -> 
 
 
 @router.get("/pools")
-def list_pools(*, node: NodeDep, _key: Reader) -> Any:
-    """This bank's pools and versions."""
-    return local_pools(node)
+def list_pools(*, node: NodeDep, _key: Reader, response: Response,
+               after: Annotated[int, Query(ge=0, le=MAX_POOL_REF, description=(
+                   "The previous page's X-Next-After: pools created after it."))] = 0,
+               limit: Annotated[int, Query(ge=1, le=MAX_POOLS_PAGE)] = DEFAULT_POOLS_PAGE) -> Any:
+    """This bank's pools and versions, oldest pool first, a page at a time; X-Next-After continues while more follow."""
+    page = pools_page(node, after=after, limit=limit)
+    if page.next_after is not None:
+        response.headers[NEXT_PAGE_HEADER] = str(page.next_after)
+    return page.pools
 
 
 @router.get("/pools/{pool_id}")
-def read_pool(*, pool_id: PoolId, node: NodeDep, _key: Reader) -> Any:
-    """A pool's on-chain state and event history."""
+def read_pool(*, pool_id: PoolId, node: NodeDep, _key: Reader, response: Response,
+              after: Annotated[str | None, Query(pattern=_EVENT_CURSOR_PATTERN, description=(
+                  "The previous page's X-Next-After (block number:log index): events after it."))] = None,
+              limit: Annotated[int, Query(ge=1, le=MAX_EVENTS_PAGE)] = DEFAULT_EVENTS_PAGE) -> Any:
+    """A pool's on-chain state and event history in chain order, a page of events at a time; X-Next-After continues
+    while more follow."""
     registry = asset_registry(node)
     info = registry.pool(pool_id)
+    cursor = None if after is None else (int(after.split(":")[0]), int(after.split(":")[1]))
+    events = registry.pool_events(pool_id, after=cursor, limit=limit + 1)  # one more says whether more follow
+    if len(events) > limit:
+        events = events[:limit]
+        response.headers[NEXT_PAGE_HEADER] = f"{events[-1].block_number}:{events[-1].log_index}"
     return {"pool_id": pool_id, "originator_member_id": info.originator_member_id,
             "custodian_member_id": info.custodian_member_id,
             "pending_custodian_member_id": info.pending_custodian_member_id, "version_count": info.version_count,
             "events": [{"kind": e.kind, "block_number": e.block_number, "tx_hash": e.tx_hash, "sender": e.sender,
                         "args": {k: ("0x" + v.hex() if isinstance(v, bytes) else v) for k, v in e.args.items()}}
-                       for e in registry.pool_events(pool_id)]}
+                       for e in events]}
 
 
 @router.post("/pools/{pool_id}/transfer", response_model=TxOut)
@@ -168,12 +196,21 @@ def read_provenance(*, loan_id: str, node: NodeDep, _key: Reader) -> Any:
 
 
 @router.get("/double-financing")
-def list_double_financing(*, node: NodeDep, _key: Reader) -> Any:
-    """Loan ids active in two or more pools at once, across every bank's pools."""
+def list_double_financing(*, node: NodeDep, _key: Reader, response: Response,
+                          after: Annotated[str | None, Query(pattern=_HASH_PATTERN, description=(
+                              "The previous page's X-Next-After: loan ids after it, in byte order."))] = None,
+                          limit: Annotated[int, Query(ge=1, le=MAX_FLAGS_PAGE)] = DEFAULT_FLAGS_PAGE) -> Any:
+    """Loan ids active in two or more pools at once, across every bank's pools, in loan id order, a page at a time;
+    X-Next-After continues while more follow."""
     registry = asset_registry(node)
     sync_loan_mirror(node.store, registry, from_block=node.deployment.contracts["AssetRegistry"].block_number)
     with node.store.session() as session:
-        return [{"loan_id": "0x" + k.hex(), "pool_ids": v} for k, v in double_financed_loans(session).items()]
+        flagged = double_financed_loans(session, after=None if after is None else bytes.fromhex(after[2:]),
+                                        limit=limit + 1)  # one more says whether another page follows
+    page = list(flagged.items())[:limit]
+    if len(flagged) > limit:
+        response.headers[NEXT_PAGE_HEADER] = "0x" + page[-1][0].hex()
+    return [{"loan_id": "0x" + loan_id.hex(), "pool_ids": pools} for loan_id, pools in page]
 
 
 def _parse_statuses(raw: dict[str, str]) -> dict[bytes, LoanStatus]:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from node.api.deps import NodeDep, SessionDep, require_roles
+from node.api.deps import NEXT_PAGE_HEADER, NodeDep, SessionDep, require_roles
 from node.auth.apikeys import KeyInfo, Role
 from node.ledger.checks import ledger_address, state_policy
 from node.ledger.mirror import indicator_history, mirror_status
@@ -18,7 +18,6 @@ from node.ledger.stix import DEFAULT_PAGE, MAX_PAGE, export_page
 
 router = APIRouter(prefix="/fraud", tags=["fraud"])
 
-NEXT_PAGE_HEADER = "X-Next-After"
 
 
 class IndicatorStateOut(BaseModel):
