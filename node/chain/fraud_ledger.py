@@ -247,7 +247,7 @@ class FraudLedgerClient:
         logs = self.chain.event_logs(self.contract.events.BatchPublished(), from_block=from_block,
                                      argument_filters={"reporterMemberId": reporter})
         batches = []
-        for log in sorted(logs, key=lambda entry: (entry["blockNumber"], entry["logIndex"])):
+        for log in logs:  # in chain order (event_logs)
             tx_hash = log["transactionHash"].to_0x_hex()
             try:
                 nonce, epoch, root, records = self._publish_call(tx_hash)
