@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from itertools import pairwise
+from typing import Any
 
 import pytest
 
 from node.chain.client import ChainClient
 from node.chain.errors import ChainError, ChainUnavailable
 from node.chain.registry import RegistryClient
-from tests.chain.capped_rpc import capped_rpc
+from tests.chain.capped_rpc import CappedRpc, capped_rpc
 from tests.conftest import Consortium, free_port
 
 CAP = 8
@@ -21,6 +24,18 @@ def started_epochs(consortium: Consortium, rounds: int) -> None:
     for _ in range(rounds):
         registry.start_key_epoch()
         registry.chain.rpc("anvil_mine", [hex(CAP + 3)])
+
+
+@contextmanager
+def epochs_behind_a_cap(consortium: Consortium) -> Iterator[tuple[CappedRpc, ChainClient, Any, list[Any]]]:
+    """Three KeyEpochStarted events, a client of them behind a relay capping eth_getLogs at CAP blocks, the event,
+    and the logs that client read once (learning the relay's cap)."""
+    started_epochs(consortium, 3)
+    address = consortium.deployment.address("AllianceRegistry")
+    with capped_rpc(consortium.rpc_url, CAP) as relay:
+        client = ChainClient(relay.url)
+        event = client.contract("AllianceRegistry", address).events.KeyEpochStarted()
+        yield relay, client, event, client.event_logs(event)
 
 
 def test_event_logs_through_a_capped_endpoint_are_the_whole_answer(consortium: Consortium) -> None:
@@ -122,12 +137,7 @@ def test_an_error_that_is_no_range_refusal_leaves_the_window_alone(consortium: C
 def test_a_passing_error_on_a_short_range_does_not_narrow_the_window(consortium: Consortium) -> None:
     """An error on a range narrower than the endpoint had taken is no range refusal: one on the last, short range of
     a read (a range of 3 blocks behind a window of 8) left the window at 1 block for every later read."""
-    started_epochs(consortium, 3)
-    address = consortium.deployment.address("AllianceRegistry")
-    with capped_rpc(consortium.rpc_url, CAP) as relay:
-        client = ChainClient(relay.url)
-        event = client.contract("AllianceRegistry", address).events.KeyEpochStarted()
-        expected = client.event_logs(event)
+    with epochs_behind_a_cap(consortium) as (relay, client, event, expected):
         window = client._log_window
         assert window is not None and window <= CAP
         head = client.block_number()
@@ -141,12 +151,7 @@ def test_a_passing_error_on_a_short_range_does_not_narrow_the_window(consortium:
 def test_a_lowered_cap_is_learnt(consortium: Consortium) -> None:
     """A width the endpoint took before and refuses in two reads (its cap lowered) is no passing error: the
     narrower width it takes is kept, and the next read is refused nothing."""
-    started_epochs(consortium, 3)
-    address = consortium.deployment.address("AllianceRegistry")
-    with capped_rpc(consortium.rpc_url, CAP) as relay:
-        client = ChainClient(relay.url)
-        event = client.contract("AllianceRegistry", address).events.KeyEpochStarted()
-        expected = client.event_logs(event)
+    with epochs_behind_a_cap(consortium) as (relay, client, event, expected):
         relay.max_blocks = 2
         assert client.event_logs(event) == expected == client.event_logs(event)
         assert client._log_window is not None and client._log_window <= 2
