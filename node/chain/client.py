@@ -34,6 +34,7 @@ from node.chain.errors import (
     decode_revert,
     redacted_url,
 )
+from node.chain.log_window import LogWindow
 from node.chain.signer import Signer
 
 logger = logging.getLogger(__name__)
@@ -165,11 +166,7 @@ class ChainClient:
         self.w3 = Web3(provider)
         self._chain_id: int | None = None
         self.nonces = NonceManager(self._pending_nonce)
-        # The widest eth_getLogs range the endpoint has taken since it refused a wider one (None: never refused).
-        self._log_window: int | None = None
-        self._log_window_lock = threading.Lock()
-        # A width the endpoint had taken was refused since it last took that width (a passing error, or a lower cap).
-        self._log_window_doubted = False
+        self.log_window = LogWindow()  # shared by the threads that read logs through this client
         self._followed: dict[tuple[str, str], _FollowedLogs] = {}
         self._followed_lock = threading.Lock()
 
@@ -221,59 +218,14 @@ class ChainClient:
         return live
 
     def _windowed(self, fetch: Callable[[int, int], Any], from_block: int, to_block: int | str) -> list[Any]:
-        """`fetch(first, last)` over `from_block..to_block`, in one eth_getLogs while the endpoint takes it.
-
-        Besu refuses a request of more blocks than its `--rpc-max-logs-range` (1,000 or 5,000 by default, blocks
-        every 2 s on the consortium chain), other clients cap the results. A refused range is halved until the
-        endpoint takes it, and that width is kept for the next calls (see `narrowed`); an error on a single block is
-        the endpoint's real answer and is raised.
-        """
+        """`fetch(first, last)` over `from_block..to_block`, in ranges the endpoint takes (see LogWindow)."""
         end = self.block_number() if to_block == "latest" else int(to_block)
-        found: list[Any] = []
-        start = from_block
-        # The width this call was refused above, halved; it stays for the rest of the call (a cap on results refuses
-        # dense ranges again). Kept as the endpoint's window only once a request of that width is taken, and only
-        # if the refused one was wider than the endpoint had taken before, or such a width is refused a second
-        # time before it is taken again (the cap was lowered): an error that is no range refusal (a node
-        # restarting, a proxy's rate limit, answered as JSON-RPC errors) fails down to one block, or befalls a short
-        # last range, and would leave every later read asking a block at a time.
-        narrowed: int | None = None
-        learn = False
-        while start <= end:
-            window = self._log_window  # read once: other threads may narrow it meanwhile
-            if narrowed is not None:
-                window = narrowed if window is None else min(window, narrowed)
-            stop = end if window is None else min(end, start + window - 1)
-            width = stop - start + 1
-            try:
-                with translate_errors(self.rpc_url):
-                    found.extend(fetch(start, stop))
-            except ChainUnavailable:
-                raise
-            except ChainError:
-                if stop == start:
-                    raise
-                known = self._log_window
-                if known is None or width > known or self._log_window_doubted:
-                    learn = True
-                else:
-                    self._log_window_doubted = True
-                narrowed = width // 2
-                continue
-            if narrowed is not None and learn:
-                self._take_log_window(narrowed)
-                learn = False
-            if width == self._log_window:
-                self._log_window_doubted = False
-            start = stop + 1
-        return found
 
-    def _take_log_window(self, width: int) -> None:
-        """Keep `width` as the endpoint's eth_getLogs window unless a narrower one is known (threads share it)."""
-        with self._log_window_lock:
-            if self._log_window is None or width < self._log_window:
-                self._log_window = width
-                logger.info("eth_getLogs of more than %d blocks refused; asking %d at a time", width, width)
+        def translated(first: int, last: int) -> list[Any]:
+            with translate_errors(self.rpc_url):
+                return list(fetch(first, last))
+
+        return self.log_window.read(translated, from_block, end)
 
     def followed_logs(self, event: ContractEvent) -> list[EventData]:
         """Every log of `event` (no filter) from block 0 to the head, as `event_logs` gives them, kept between calls.

@@ -26,6 +26,7 @@ from eth_utils import event_abi_to_log_topic, function_abi_to_4byte_selector, to
 
 from node.chain.artifacts import load_artifact
 from node.chain.errors import ChainError, ChainUnavailable, redacted_url
+from node.chain.log_window import LogWindow
 
 logger = logging.getLogger(__name__)
 
@@ -168,6 +169,7 @@ class LedgerEventSource:
         self.max_batch = max_batch
         self._session = requests.Session()
         self._ids = count(1)
+        self.log_window = LogWindow()
 
     # -- transport ------------------------------------------------------------------------------------
     def _post(self, payload: Any) -> Any:
@@ -235,21 +237,17 @@ class LedgerEventSource:
     def raw_logs(self, from_block: int, to_block: int) -> list[dict[str, Any]]:
         """The ledger's logs of the five event types in one inclusive range, as the node returns them.
 
-        A node that refuses a large range (a result cap, as some clients have) gets it in halves.
+        A node that refuses a large range (Besu's `--rpc-max-logs-range`, a cap on results) is asked in ranges it
+        takes, and the width it took is kept for the next chunks and syncs (LogWindow).
         """
         specs, _, _ = _ledger_abi()
-        params = [{"address": self.address, "fromBlock": hex(from_block), "toBlock": hex(to_block),
-                   "topics": [["0x" + topic.hex() for topic in specs]]}]
-        try:
-            return list(self.call("eth_getLogs", params))
-        except ChainUnavailable:
-            raise
-        except ChainError:
-            if to_block <= from_block:
-                raise
-            middle = (from_block + to_block) // 2
-            logger.info("eth_getLogs %d..%d refused, splitting the range", from_block, to_block)
-            return self.raw_logs(from_block, middle) + self.raw_logs(middle + 1, to_block)
+        topics = [["0x" + topic.hex() for topic in specs]]
+
+        def fetch(first: int, last: int) -> list[dict[str, Any]]:
+            return list(self.call("eth_getLogs", [{"address": self.address, "fromBlock": hex(first),
+                                                   "toBlock": hex(last), "topics": topics}]))
+
+        return self.log_window.read(fetch, from_block, to_block)
 
     def events(self, from_block: int, to_block: int, *, chunk_blocks: int | None = None) -> list[LedgerEvent]:
         """The ledger's events in `from_block..to_block` (inclusive), in chain order; one request per chunk."""

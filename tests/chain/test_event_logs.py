@@ -77,7 +77,7 @@ def test_an_unreachable_endpoint_is_not_taken_for_a_refused_range(consortium: Co
     event = client.contract("AllianceRegistry", consortium.deployment.address("AllianceRegistry")).events
     with pytest.raises(ChainUnavailable):
         client.event_logs(event.KeyEpochStarted(), to_block=64)
-    assert client._log_window is None  # nothing learnt from an outage
+    assert client.log_window.width is None  # nothing learnt from an outage
 
 
 def test_followed_logs_ask_only_the_new_blocks(consortium: Consortium) -> None:
@@ -131,21 +131,21 @@ def test_an_error_that_is_no_range_refusal_leaves_the_window_alone(consortium: C
         asked = len(relay.log_ranges)
         assert [int(log["args"]["epoch"]) for log in client.event_logs(event)] == [2, 3]
         assert relay.log_ranges[asked:] == [(0, client.block_number())]  # one request, as before the outage
-        assert client._log_window is None
+        assert client.log_window.width is None
 
 
 def test_a_passing_error_on_a_short_range_does_not_narrow_the_window(consortium: Consortium) -> None:
     """An error on a range narrower than the endpoint had taken is no range refusal: one on the last, short range of
     a read (a range of 3 blocks behind a window of 8) left the window at 1 block for every later read."""
     with epochs_behind_a_cap(consortium) as (relay, client, event, expected):
-        window = client._log_window
+        window = client.log_window.width
         assert window is not None and window <= CAP
         head = client.block_number()
         relay.error, relay.error_times = {"code": -32000, "message": "busy"}, 1
         assert client.event_logs(event, from_block=head - 2) == [log for log in expected
                                                                   if log["blockNumber"] >= head - 2]
         assert relay.error_times == 0
-        assert client._log_window == window
+        assert client.log_window.width == window
 
 
 def test_a_lowered_cap_is_learnt(consortium: Consortium) -> None:
@@ -154,7 +154,7 @@ def test_a_lowered_cap_is_learnt(consortium: Consortium) -> None:
     with epochs_behind_a_cap(consortium) as (relay, client, event, expected):
         relay.max_blocks = 2
         assert client.event_logs(event) == expected == client.event_logs(event)
-        assert client._log_window is not None and client._log_window <= 2
+        assert client.log_window.width is not None and client.log_window.width <= 2
         refused = relay.refused
         assert client.event_logs(event) == expected
         assert relay.refused == refused

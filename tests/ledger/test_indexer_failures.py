@@ -16,6 +16,7 @@ from node.chain.ledger_events import LedgerEventSource, PublishInput
 from node.ledger.indexer import Indexer
 from node.runtime import NodeContext
 from node.store.db import Store
+from tests.chain.capped_rpc import capped_rpc
 from tests.conftest import LedgerNodes, free_port, interrupted_before_writing
 from tests.ledger.test_indexer import (
     HookedSource,
@@ -24,11 +25,15 @@ from tests.ledger.test_indexer import (
     indexer_of,
     ledger_of,
     make_records,
+    mine,
     reorg,
     signed_publish,
     source_of,
     sync_state,
 )
+
+# Besu's log-range cap behind which a test indexes, in blocks.
+CAP = 6
 
 
 class Crash(Exception):
@@ -321,3 +326,34 @@ def test_chunk_read_before_a_reorganisation_is_not_written_over_the_new_branch(
     finally:
         worker_store.close()
         store.close()
+
+
+def test_sync_through_a_capped_endpoint_learns_its_window_once(ledger_nodes: LedgerNodes) -> None:
+    """Behind Besu's `--rpc-max-logs-range` below the chunk size, every chunk of every sync was asked whole first and
+    refused: the indexer halved each refused range on its own and forgot the width the endpoint took. It now keeps
+    the width (LogWindow, shared with ChainClient): one refused request per process, and the same mirror."""
+    a = ledger_nodes.nodes[0]
+    for i in range(3):
+        mine(ledger_nodes.rpc_url, CAP + 2)
+        ledger_of(a).publish_batch(1, make_records(2, seed=700 + i))
+    address = a.deployment.address("FraudLedger")
+    with capped_rpc(ledger_nodes.rpc_url, CAP) as relay:
+        capped = Indexer(a.store, LedgerEventSource(relay.url, address), contract_address=address,
+                         start_block=a.deployment.contracts["FraudLedger"].block_number, chunk_blocks=4 * CAP)
+        first = capped.sync(max_blocks=4 * CAP)
+        assert relay.refused >= 1
+        refused = relay.refused
+        rest = capped.sync()
+        mine(ledger_nodes.rpc_url, 4 * CAP)
+        ledger_of(a).publish_batch(1, make_records(2, seed=710))
+        later = capped.sync()
+        assert relay.refused == refused  # nothing refused once the width is known, over later chunks and syncs
+        assert all(last - first_block + 1 <= CAP for first_block, last in relay.log_ranges[refused:])
+    assert first.records + rest.records + later.records == 8 and later.complete
+    block = a.chain.block_number()
+    direct_store = Store(f"sqlite:///{a.settings.data_dir / 'direct.db'}")
+    direct_store.migrate()
+    direct = indexer_of(a, store=direct_store)
+    direct.sync()
+    assert digest_at(a.store, direct, block) == digest_at(direct_store, direct, block)  # direct: the relay is gone
+    direct_store.close()
