@@ -19,6 +19,7 @@ This module is pure (no database): it accepts any objects with the attributes of
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from math import isqrt
@@ -232,6 +233,11 @@ def decayed_confidence(confidence: int, age_s: int, policy: StatePolicy) -> int:
     return max(0, min(confidence, 100)) * decay_factor(age_s, policy.half_life_s)
 
 
+# Sources of an indicator's confidence: each one's (confidence, decaying since) candidates, of which the best counts
+# (a reporter's records; an endorsement is a source of one).
+ConfidenceSources = list[list[tuple[int, int]]]
+
+
 def derive_state(indicator: bytes, records: Sequence[_RecordLike], reactions: Sequence[_ReactionLike], *,
                  at: int, policy: StatePolicy) -> IndicatorState:
     """The state of `indicator` at Unix time `at`, from every record and reaction up to the evaluation block.
@@ -242,6 +248,90 @@ def derive_state(indicator: bytes, records: Sequence[_RecordLike], reactions: Se
     epoch, and a reporter answers it by confirming or revoking any of them: a member disputing a republished
     report sees only the newest hash, and the old-epoch copies of that report would otherwise keep hitting.
     """
+    return _derive(indicator, records, reactions, at=at, policy=policy)[0]
+
+
+def derive_state_and_sources(indicator: bytes, records: Sequence[_RecordLike], reactions: Sequence[_ReactionLike],
+                             *, at: int, policy: StatePolicy) -> tuple[IndicatorState, ConfidenceSources]:
+    """`derive_state`, and the sources of its confidence for `confidence_settled_since`."""
+    return _derive(indicator, records, reactions, at=at, policy=policy)
+
+
+def confidence_settled_since(sources: ConfidenceSources, confidence: int, *, since: int, at: int,
+                             policy: StatePolicy) -> int:
+    """The earliest time in `since..at` from which the confidence of `sources` is `confidence`, its value at `at`.
+
+    Only for a span in which nothing but age changes the state (no record, reaction, validity bound or lapse after
+    `since`): the applying records and endorsements are then those of `at`, and each decays with age, so the
+    confidence only falls and a search over whole seconds finds when it reached its value at `at`.
+    """
+    if not sources or since >= at or _confidence(sources, since, policy) == confidence:
+        return min(since, at)
+
+    def settled(t: int) -> bool:
+        return _confidence(sources, t, policy) == confidence
+
+    low, high = since, at  # not settled(low), settled(high)
+    # The real-valued curve says within a second or so where the integer one falls to its value: galloping out from
+    # there settles most searches in a few exact evaluations (each a fixed-point decay per source) instead of ~27.
+    start = min(max(_estimated_fall(sources, confidence, since, at, policy), low + 1), high)
+    step = 1
+    if settled(start):
+        high = start
+        while high - step > low and settled(high - step):
+            high, step = high - step, step * 2
+        low = max(low, high - step)
+    else:
+        low = start
+        while low + step < high and not settled(low + step):
+            low, step = low + step, step * 2
+        high = min(high, low + step)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if settled(middle):
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+def _estimated_fall(sources: ConfidenceSources, confidence: int, since: int, at: int, policy: StatePolicy) -> int:
+    """About when (the second after) the real-valued noisy-OR of `sources` falls below `confidence` + 1, between
+    `since` and `at`; a guess only, to be checked with exact arithmetic."""
+    half_life = policy.half_life_s
+    # Every candidate of a source decays at the same rate, so the best one at `since` stays the best: one weight each.
+    weights = [max(min(max(c, 0), 100) / 100 * 2.0 ** (-(since - start) / half_life) for c, start in source)
+               for source in sources]
+
+    def real_confidence(t: float) -> float:
+        factor = 2.0 ** (-(t - since) / half_life)
+        miss = 1.0
+        for weight in weights:
+            miss *= 1.0 - weight * factor
+        return 100.0 * (1.0 - miss)
+
+    threshold = confidence + 1
+    if len(weights) == 1:
+        if weights[0] <= 0 or threshold <= 0:
+            return at
+        return since + math.ceil(half_life * math.log2(100.0 * weights[0] / threshold))
+    low, high = float(since), float(at)
+    while high - low > 0.01:
+        middle = (low + high) / 2
+        if real_confidence(middle) >= threshold:
+            low = middle
+        else:
+            high = middle
+    return math.ceil(high)
+
+
+def _confidence(sources: ConfidenceSources, at: int, policy: StatePolicy) -> int:
+    return combine_confidences(max(decayed_confidence(confidence, at - since, policy) for confidence, since in source)
+                               for source in sources)
+
+
+def _derive(indicator: bytes, records: Sequence[_RecordLike], reactions: Sequence[_ReactionLike], *,
+            at: int, policy: StatePolicy) -> tuple[IndicatorState, ConfidenceSources]:
     ordered = sorted(records, key=lambda r: (r.block_number, r.batch_id, r.position))
     chain_reactions = sorted(reactions, key=lambda e: (e.block_number, e.log_index))
     revoked_records = {(e.batch_id, bytes(e.indicator), e.member_id)
@@ -285,18 +375,17 @@ def derive_state(indicator: bytes, records: Sequence[_RecordLike], reactions: Se
             latest_endorsement[event.member_id] = event
 
     active = bool(applying)
-    confidence = 0
+    sources: ConfidenceSources = []
     if active:
-        best_by_reporter: dict[int, int] = {}
+        by_reporter: dict[int, list[tuple[int, int]]] = {}
         for record in applying:
-            value = decayed_confidence(record.confidence, at - record.valid_from, policy)
-            best_by_reporter[record.reporter_member_id] = max(value, best_by_reporter.get(record.reporter_member_id, 0))
+            by_reporter.setdefault(record.reporter_member_id, []).append((record.confidence, record.valid_from))
         # A reporter's own endorsement would count its evidence twice in the noisy-OR.
-        endorsements = [decayed_confidence(e.value, at - e.at, policy)
-                        for member, e in latest_endorsement.items() if member not in best_by_reporter]
-        confidence = combine_confidences([*best_by_reporter.values(), *endorsements])
+        sources = [*by_reporter.values(),
+                   *([(e.value, e.at)] for member, e in latest_endorsement.items() if member not in by_reporter)]
+    confidence = _confidence(sources, at, policy) if active else 0
 
-    return IndicatorState(
+    state = IndicatorState(
         indicator=bytes(indicator),
         identifier_type=ordered[0].identifier_type if ordered else None,
         active=active,
@@ -312,6 +401,7 @@ def derive_state(indicator: bytes, records: Sequence[_RecordLike], reactions: Se
         valid_from=min((r.valid_from for r in ordered), default=None),
         valid_until=max((r.valid_until for r in ordered), default=None),
     )
+    return state, sources
 
 
 def _category_name(code: int) -> str:

@@ -22,7 +22,15 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from node.ledger.indicator_state import IndicatorState, ReactionFact, RecordFact, StatePolicy, derive_state
+from node.ledger.indicator_state import (
+    ConfidenceSources,
+    IndicatorState,
+    ReactionFact,
+    RecordFact,
+    StatePolicy,
+    confidence_settled_since,
+    derive_state_and_sources,
+)
 from node.ledger.mirror import facts_for, indicators_page
 from node.ledger.vocabulary import identifier_type_of
 from node.store.ledger_tables import MirrorBatch
@@ -90,15 +98,19 @@ def identity_object(member_id: int, first_seen: int) -> dict[str, Any]:
             "x_alliance_member_id": member_id}
 
 
-def indicator_object(state: IndicatorState, records: Sequence[RecordFact], reactions: Sequence[ReactionFact],
-                     incarnation: int = 0, *, at: int, policy: StatePolicy) -> dict[str, Any]:
-    """The STIX indicator of one derived state at `at` (of the records of one incarnation); `records` must not be
-    empty."""
+def indicator_object(state: IndicatorState, sources: ConfidenceSources, records: Sequence[RecordFact],
+                     reactions: Sequence[ReactionFact], incarnation: int = 0, *, at: int, policy: StatePolicy
+                     ) -> dict[str, Any]:
+    """The STIX indicator of one derived state at `at` (of the records of one incarnation; `sources` of its
+    confidence, as `derive_state_and_sources` gives them); `records` must not be empty."""
     first = min(records, key=lambda r: (r.block_number, r.batch_id, r.position))
     reporters = sorted({r.reporter_member_id for r in records})
     created = min(r.published_at for r in records)
-    modified = max([created, *(r.published_at for r in records), *(e.at for e in reactions),
-                    _last_change_without_event(records, reactions, at=at, policy=policy)])
+    changed = max([created, *(r.published_at for r in records), *(e.at for e in reactions),
+                   _last_change_without_event(records, reactions, at=at, policy=policy)])
+    # Confidence falls with age alone: `modified` moves to when it last fell a whole point, or an importer keeping one
+    # version per (id, modified) would keep the confidence of the last event for good.
+    modified = confidence_settled_since(sources, state.confidence, since=changed, at=at, policy=policy)
     kind = identifier_type_of(first.identifier_type)
     assert state.valid_from is not None and state.valid_until is not None and exportable(state)
     body: dict[str, Any] = {
@@ -172,10 +184,10 @@ def export_page(session: Session, *, at: int, policy: StatePolicy, include_inact
         if incarnation:  # the object describes this incarnation: earlier records were all revoked before it
             records = [r for r in records if r.block_number >= start]
             reactions = [e for e in reactions if e.block_number >= start]
-        state = derive_state(indicator, records, reactions, at=at, policy=policy)
+        state, sources = derive_state_and_sources(indicator, records, reactions, at=at, policy=policy)
         if not (state.active or include_inactive) or not exportable(state):
             continue
-        objects.append(indicator_object(state, records, reactions, incarnation, at=at, policy=policy))
+        objects.append(indicator_object(state, sources, records, reactions, incarnation, at=at, policy=policy))
         members.update(record.reporter_member_id for record in records)
     first_seen = first_batch_times(session, members)
     identities = [identity_object(member, first_seen[member]) for member in sorted(members)]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from node.ledger.indicator_state import (
     SECONDS_PER_DAY,
@@ -12,8 +14,10 @@ from node.ledger.indicator_state import (
     RecordFact,
     StatePolicy,
     combine_confidences,
+    confidence_settled_since,
     decay_factor,
     derive_state,
+    derive_state_and_sources,
 )
 from node.ledger.vocabulary import Category
 
@@ -225,3 +229,32 @@ def test_canonical_is_deterministic_sorted_json() -> None:
     assert list(decoded) == sorted(decoded)
     assert decoded["indicator"] == "0x" + IND.hex() and decoded["confidence"] == 80
     assert b" " not in state.canonical()
+
+
+@settings(max_examples=150, deadline=None)
+@given(reported=st.lists(st.tuples(st.integers(1, 3), st.integers(0, 100), st.integers(0, 30)), min_size=1, max_size=4),
+       endorsed=st.lists(st.tuples(st.integers(2, 6), st.integers(0, 100), st.integers(0, 30)), max_size=2),
+       since_offset=st.integers(0, 5 * DAY), span=st.integers(0, 900 * DAY),
+       half_life_days=st.sampled_from([1.0, 30.0, 365.0, 3650.0]))
+def test_confidence_settled_since_is_the_second_confidence_reached_its_value(
+        reported: list[tuple[int, int, int]], endorsed: list[tuple[int, int, int]], since_offset: int, span: int,
+        half_life_days: float) -> None:
+    """STIX `modified` follows the decay from this time: the confidence is its value at `at` from there on, and
+    not in the second before (unless that is before `since`, when only decay changed anything)."""
+    policy = StatePolicy(half_life_days=half_life_days, dispute_window_days=30)
+    records = [record(reporter=member, batch=i + 1, confidence=confidence, valid_from=T0 + day * DAY,
+                      valid_until=T0 + 4000 * DAY, block=10 + i)
+               for i, (member, confidence, day) in enumerate(reported)]
+    reactions = [reaction("endorsed", member=member, at=T0 + day * DAY, block=50 + i, value=confidence)
+                 for i, (member, confidence, day) in enumerate(endorsed)]
+    since = T0 + 31 * DAY + since_offset  # after every record's start and every endorsement
+    at = since + span
+
+    def confidence(when: int) -> int:
+        return derive_state(IND, records, reactions, at=when, policy=policy).confidence
+
+    state, sources = derive_state_and_sources(IND, records, reactions, at=at, policy=policy)
+    settled = confidence_settled_since(sources, state.confidence, since=since, at=at, policy=policy)
+    assert since <= settled <= at
+    assert confidence(settled) == state.confidence
+    assert settled == since or confidence(settled - 1) != state.confidence

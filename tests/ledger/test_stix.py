@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import UTC, datetime
 from typing import Any
 
-from node.ledger.indicator_state import StatePolicy
+from node.ledger.indicator_state import RecordFact, StatePolicy, derive_state
 from node.ledger.stix import export_page, identity_id, identity_object, indicator_id, stix_timestamp
 from node.runtime import NodeContext
 from tests.ledger.mirror_rows import DAY, T0, Row, add_batch, add_reaction
@@ -207,7 +208,9 @@ def test_modified_moves_when_a_record_expires_or_a_dispute_lapses_without_any_ev
     """Labels and activity changed with the time of the export while `modified` stayed at the last event: an
     importer keeping one version per (id, modified) kept the older labels, or an indicator that no longer hits."""
     expiring, disputed = os.urandom(32), os.urandom(32)
-    policy = StatePolicy(dispute_window_days=3)
+    # A half-life so long that confidence keeps its value over the test's days (its first point falls in the second
+    # after valid_from, before any event): only validity and lapse move `modified` here.
+    policy = StatePolicy(dispute_window_days=3, half_life_days=10**9)
     with node.store.transaction() as session:
         add_batch(session, 1, reporter=2, published_at=T0,
                   rows=[Row(expiring, valid_until=T0 + 5 * DAY), Row(disputed)])
@@ -229,3 +232,35 @@ def test_modified_moves_when_a_record_expires_or_a_dispute_lapses_without_any_ev
     assert early[disputed]["x_alliance_active"] is True and early[disputed]["modified"] == stix_timestamp(T0 + DAY)
     assert late[disputed]["x_alliance_active"] is False
     assert late[disputed]["modified"] == stix_timestamp(T0 + 4 * DAY)  # when the dispute lapsed
+
+
+def test_modified_moves_when_confidence_decays_a_whole_point(node: NodeContext) -> None:
+    """Confidence falls with age alone, while `modified` stayed at the last event: an importer keeping one version
+    per (id, modified) kept the confidence of the report's day for good. `modified` is now when the exported
+    confidence reached its value: it moves as the value falls, and stays while it does not."""
+    indicator = os.urandom(32)
+    with node.store.transaction() as session:
+        add_batch(session, 1, reporter=2, rows=[Row(indicator, confidence=90)], published_at=T0)
+
+    def exported(at: int) -> dict[str, Any]:
+        with node.store.session() as session:
+            bundle = export_page(session, at=at, policy=POLICY).bundle
+        assert_valid_bundle(bundle)
+        (found,) = _indicators(bundle)
+        return found
+
+    def confidence(at: int) -> int:
+        return derive_state(indicator, [RecordFact(1, 0, indicator, 3, 5, 90, T0, T0 + 3650 * DAY, 2, 1, T0, 10)],
+                            [], at=at, policy=POLICY).confidence
+
+    late = exported(AT + 100 * DAY)
+    modified = stix_seconds(late["modified"])
+    assert T0 < modified <= AT + 100 * DAY
+    assert late["confidence"] == confidence(AT + 100 * DAY) == confidence(modified) < confidence(modified - 1) < 90
+    assert exported(modified)["modified"] == late["modified"]  # the same value since then: the same version
+    earlier = exported(AT)
+    assert earlier["confidence"] > late["confidence"] and stix_seconds(earlier["modified"]) < modified
+
+
+def stix_seconds(timestamp: str) -> int:
+    return int(datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%S.000Z").replace(tzinfo=UTC).timestamp())
