@@ -30,6 +30,7 @@ from node.extensions.hookspecs import hookimpl
 from node.extensions.manager import extensions_for
 from node.extensions.pipeline import PipelineResult, run_pipeline
 from node.extensions.types import OUTCOMES, Applicant, Application, BookedLoan, FraudConfirmation
+from node.ledger.identifiers import day_in_china
 from node.ledger.reports import ReportRequest
 from node.modules.fingerprints import canonical_or_none, fingerprint, fingerprint_key
 from node.store.application_tables import (
@@ -58,6 +59,14 @@ class ApplicantIn(BaseModel):
     birth_date: date | None = None
     region_code: str | None = Field(default=None, pattern=r"^\d{2}(\d{4})?$")
     sex: Literal["M", "F"] | None = None
+
+    @field_validator("birth_date")
+    @classmethod
+    def _born(cls, value: date | None) -> date | None:
+        # A declared birth date after today is a typing error, not a reason to decline: the bank fixes and resubmits.
+        if value is not None and value > day_in_china(int(time.time())):
+            raise ValueError("birth_date is in the future")
+        return value
 
 
 class ApplicationIn(BaseModel):
