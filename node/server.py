@@ -174,7 +174,7 @@ def _serve_on(node: NodeContext, sockets: list[socket.socket], *, demo: bool, tl
             ensure_demo_consortium(node)
             keys = demo_api_keys(node)
             logger.warning("demo API keys (one per role) are in %s", keys.path)
-        node.store  # noqa: B018 - open and migrate the store before accepting requests
+        node.store.refuse_if_unwritable()  # opened and migrated first, before accepting requests
         workers = node_workers(node)
         workers.start()
         try:

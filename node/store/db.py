@@ -248,5 +248,14 @@ class Store:
         except OperationalError:
             return False
 
+    def refuse_if_unwritable(self) -> None:
+        """Raise StoreUnavailable, saying why, if this user may not write the SQLite file: a node serving on it would
+        refuse every report, application and check-log entry. A PostgreSQL server that takes no writes (a standby,
+        mid-failover) is not refused: it may become the primary again, and meanwhile /health says so."""
+        sqlite_file = sqlite_file_of(self.url)
+        if sqlite_file is not None and sqlite_file.exists() and not os.access(sqlite_file, os.W_OK):
+            raise StoreUnavailable(f"cannot write the database at {sqlite_file}: this user may not write the file "
+                                   f"(its mode, owner or immutable flag){_why_unwritable(sqlite_file.parent)}")
+
     def close(self) -> None:
         self.engine.dispose()

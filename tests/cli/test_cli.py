@@ -769,6 +769,20 @@ def test_node_start_in_a_read_only_data_dir_says_why_it_cannot_open_the_store(cl
     assert f"unable to open database file (this user may not write in {data_dir})" in one_error_line(refused.err)
 
 
+def test_node_start_on_a_store_file_it_may_not_write_fails_with_one_line(cli: CliRunner, data_dir: Path) -> None:
+    """A store file the node may not write (its mode, its owner; here immutable) opened, so the node started and
+    refused every report and check-log entry with 503 while it ran. It now refuses to start, saying why."""
+    env = {"ALLIANCE_KEY_PASSPHRASE": "a passphrase long enough"}
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA", "--network", "local",
+               "--rpc-url", "http://127.0.0.1:9", env=env).code == 0
+    gc.collect()  # closes the store connections of init, which ran in this process
+    with immutable(data_dir / "node.db"):
+        refused = cli("node", "start", env=env)
+    assert refused.code == 1
+    assert f"cannot write the database at {data_dir / 'node.db'}: this user may not write the file" \
+        in one_error_line(refused.err)
+
+
 def _processes_running(program: Path) -> list[int]:
     """The pids of processes whose command line names `program`."""
     pids = []
