@@ -48,15 +48,17 @@ def install_extension_routes(app: FastAPI, node: Any, *, dependencies: Sequence[
 
 
 def _routes_without_role_check(routers: Iterable[APIRouter]) -> list[str]:
-    """The paths of routes that would be served without a role check, as mounted: the routers are included into a
-    scratch router first, so that roles declared where a router is included count, and a route FastAPI would
-    serve without any dependency (a plain Starlette route, a mount) is found too."""
-    scratch = APIRouter()
+    """The paths (as mounted) of routes that do not declare a role check themselves, or through the router that
+    declares them: FastAPI serves a plain Starlette route or a mount without any dependency. Roles given only where
+    a router is included count as none, since `caller_refusal` cannot see them: a wrong role would be told how its
+    body is bad (422) before being refused (403)."""
+    scratch = APIRouter()  # walks routers included in routers, and gives each route its path under /v1
     for router in routers:
         scratch.include_router(router, prefix=PREFIX)
     unchecked = []
     for route in iter_route_contexts(scratch.routes):
-        dependant = getattr(route, "dependant", None)
+        declared = getattr(route, "original_route", route)
+        dependant = getattr(declared, "dependant", None)
         if dependant is None or roles_of(dependant) is None:
             unchecked.append(str(getattr(route, "path", None) or route))
     return unchecked

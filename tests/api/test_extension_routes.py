@@ -34,16 +34,28 @@ def _guarded_router(prefix: str = "/guarded") -> APIRouter:
 
 
 def _router_level_guarded_router() -> APIRouter:
-    """Roles declared once for the router, and for a router it includes: its routes check them too."""
+    """Roles declared once for the router that declares the routes: each route checks them."""
     router = APIRouter(prefix="/router-level", dependencies=[Depends(require_roles(Role.workflow))])
-    included = APIRouter()
 
-    @included.get("/ping")
+    @router.get("/ping")
     def ping() -> dict[str, bool]:
         return {"checked": True}
 
-    router.include_router(included)
     return router
+
+
+def _include_level_router() -> APIRouter:
+    """Roles declared only by a router that includes the one declaring the route: FastAPI checks them, but only
+    after parsing the body, so that a wrong role would hear how its body is bad before the 403."""
+    outer = APIRouter(prefix="/include-level", dependencies=[Depends(require_roles(Role.workflow))])
+    inner = APIRouter()
+
+    @inner.post("/do")
+    def do(*, body: dict[str, int]) -> dict[str, int]:
+        return body
+
+    outer.include_router(inner)
+    return outer
 
 
 def _open_router() -> APIRouter:
@@ -90,7 +102,7 @@ def plugin_app(api: ApiNode) -> TestClient:
     manager = ExtensionManager(extra_plugins={
         "guarded": Contributes(_guarded_router(), _router_level_guarded_router()),
         "half_open": Contributes(_guarded_router("/also-guarded"), _open_router()),
-        "raw": Contributes(_raw_router())})
+        "raw": Contributes(_raw_router()), "include_level": Contributes(_include_level_router())})
     use_extensions(api.node, manager)
     return TestClient(create_app(api.node))
 
@@ -104,17 +116,23 @@ def test_mount_extension_routes_refuses_module_with_route_lacking_role_check(api
     for path in ("/v1/half-open/unchecked", "/v1/half-open/checked", "/v1/also-guarded/ping"):
         assert plugin_app.get(path, headers=api.headers(Role.auditor)).status_code == 404
     assert plugin_app.get("/v1/raw-ping").status_code == 404  # no key at all
+    assert "/v1/include-level/do" not in paths
+    bad_body = plugin_app.post("/v1/include-level/do", content="{", headers={**api.headers(Role.auditor),
+                                                                             "Content-Type": "application/json"})
+    assert bad_body.status_code == 404
 
 
 def test_mount_extension_routes_logs_module_and_route(api: ApiNode, caplog: pytest.LogCaptureFixture) -> None:
-    use_extensions(api.node, ExtensionManager(enabled=["half_open", "raw"], extra_plugins={
-        "half_open": Contributes(_open_router()), "raw": Contributes(_raw_router())}))
+    use_extensions(api.node, ExtensionManager(enabled=["half_open", "raw", "include_level"], extra_plugins={
+        "half_open": Contributes(_open_router()), "raw": Contributes(_raw_router()),
+        "include_level": Contributes(_include_level_router())}))
     with caplog.at_level("WARNING", logger="node.extensions.routes"):
         mounted = install_extension_routes(FastAPI(), api.node, dependencies=[Depends(current_key)])
     assert mounted == []
     assert "extension half_open" in caplog.text and "/v1/half-open/unchecked" in caplog.text
     assert "/v1/half-open/checked" not in caplog.text
     assert "extension raw" in caplog.text and "/v1/raw-ping" in caplog.text
+    assert "extension include_level" in caplog.text and "/v1/include-level/do" in caplog.text
 
 
 def test_extension_route_of_workflow_refuses_auditor(api: ApiNode, plugin_app: TestClient) -> None:
