@@ -117,11 +117,13 @@ def _require_role(key: KeyInfo, allowed: frozenset[Role]) -> None:
         raise ApiError(403, "forbidden", f"the {key.role} role may not do this; needs {' or '.join(sorted(allowed))}")
 
 
-def _roles_of(dependant: Dependant) -> frozenset[Role] | None:
+def roles_of(dependant: Dependant) -> frozenset[Role] | None:
+    """The roles a route with this dependency tree admits (its `require_roles` check, at any depth); None when it
+    has no role check, so that any valid key reaches it."""
     for sub in dependant.dependencies:
         roles = _ROLE_CHECKS.get(sub.call) if sub.call is not None else None
         if roles is None:
-            roles = _roles_of(sub)
+            roles = roles_of(sub)
         if roles is not None:
             return roles
     return None
@@ -137,7 +139,7 @@ def caller_refusal(request: Request) -> ApiError | None:
     if not request.scope["path"].startswith("/v1/"):
         return None
     route = request.scope.get("route")
-    roles = _roles_of(route.dependant) if isinstance(route, APIRoute) else None
+    roles = roles_of(route.dependant) if isinstance(route, APIRoute) else None
     try:
         key = getattr(request.state, "api_key", None)
         if key is None:

@@ -84,7 +84,13 @@ def alliance_indicators_mirrored(node: NodeContext, from_block: int, to_block: i
 
 @hookspec
 def alliance_api_routers() -> list[Any] | None:
-    """FastAPI `APIRouter`s to mount under /v1 (behind the API-key check)."""
+    """FastAPI `APIRouter`s to mount under /v1 (behind the API-key check).
+
+    Every route must check the caller's role with `node.api.deps.require_roles`, as a parameter or in the
+    `dependencies` of the route or of the router that declares it (not only of a router including that one): if
+    any route of the answer checks none, none of the module's routes is mounted (a warning names the module and
+    the route). The API-key check alone admits every role, auditors included.
+    """
 
 
 @hookspec

@@ -3,20 +3,32 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
+from node.api.deps import roles_of
 from node.extensions.manager import extensions_for
 
+try:
+    from fastapi.routing import iter_route_contexts
+except ImportError:  # FastAPI before 0.137 copies an included router's routes, each with all its dependencies
+
+    def iter_route_contexts(routes: Any) -> Iterator[Any]:  # type: ignore[misc]
+        return iter(routes)
+
 logger = logging.getLogger(__name__)
+
+PREFIX = "/v1"
 
 
 def install_extension_routes(app: FastAPI, node: Any, *, dependencies: Sequence[Any]) -> list[str]:
     """Include every contributed router behind `dependencies` (the API-key check); returns the mounting modules.
 
-    A module whose hook fails, or answers with something other than routers, contributes nothing (logged).
+    A module whose hook fails, or answers with something other than routers, contributes nothing (logged). So does
+    a module with any route that checks no role (`require_roles`): behind the API-key check alone it would answer
+    every valid key, an auditor's as well as a workflow's, and a route that forgot its roles must not be open.
     """
     outcome = extensions_for(node).call("alliance_api_routers", expect=list)
     mounted = []
@@ -24,7 +36,29 @@ def install_extension_routes(app: FastAPI, node: Any, *, dependencies: Sequence[
         if not all(isinstance(r, APIRouter) for r in routers):
             logger.warning("extension %s: alliance_api_routers answered something other than APIRouters", module)
             continue
+        unchecked = _routes_without_role_check(routers)
+        if unchecked:  # none of the module's routes: half a module would answer some calls and 404 others
+            logger.warning("extension %s: its routes are not mounted: %s check no role (require_roles)", module,
+                           ", ".join(unchecked))
+            continue
         for router in routers:
-            app.include_router(router, prefix="/v1", dependencies=list(dependencies))
+            app.include_router(router, prefix=PREFIX, dependencies=list(dependencies))
         mounted.append(module)
     return mounted
+
+
+def _routes_without_role_check(routers: Iterable[APIRouter]) -> list[str]:
+    """The paths (as mounted) of routes that do not declare a role check themselves, or through the router that
+    declares them: FastAPI serves a plain Starlette route or a mount without any dependency. Roles given only where
+    a router is included count as none, since `caller_refusal` cannot see them: a wrong role would be told how its
+    body is bad (422) before being refused (403)."""
+    scratch = APIRouter()  # walks routers included in routers, and gives each route its path under /v1
+    for router in routers:
+        scratch.include_router(router, prefix=PREFIX)
+    unchecked = []
+    for route in iter_route_contexts(scratch.routes):
+        declared = getattr(route, "original_route", route)
+        dependant = getattr(declared, "dependant", None)
+        if dependant is None or roles_of(dependant) is None:
+            unchecked.append(str(getattr(route, "path", None) or route))
+    return unchecked

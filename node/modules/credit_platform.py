@@ -46,6 +46,9 @@ TAG = r"^[a-z0-9_]{1,32}$"
 VELOCITY_KINDS = ("phone", "device_id", "bank_card", "ip", "email")
 MONITORED_TYPES = ("cn_resident_id", "phone", "bank_card", "email", "device_id")
 MAX_BANK_INPUTS = 64
+# Applications per page of GET /v1/applications.
+DEFAULT_APPLICATIONS_PAGE = 50
+MAX_APPLICATIONS_PAGE = 1_000
 MAX_AMOUNT = Decimal("1e12")  # in minor units well within the store's BIGINT amount columns
 
 
@@ -206,13 +209,38 @@ def read_application(session: Session, application_id: str) -> dict[str, Any]:
     return application_view(_application(session, application_id))
 
 
-def list_applications(session: Session, *, limit: int = 50, outcome: str | None = None) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class ApplicationsPage:
+    """One page of applications, newest first; `next_after` (the last one's id) continues while more follow."""
+
+    applications: list[dict[str, Any]]
+    next_after: str | None
+
+
+def applications_page(session: Session, *, outcome: str | None = None, after: str | None = None,
+                      limit: int = DEFAULT_APPLICATIONS_PAGE) -> ApplicationsPage:
+    """The applications listed after application `after` (newest first, without trails), at most `limit`.
+
+    Ordered by arrival and then id: applications received in the same instant would otherwise come in any order,
+    and a page could repeat or skip one of them."""
     if outcome and outcome not in OUTCOMES:  # "approved" would otherwise list nothing, as if there were none
         raise InvalidInput(f"unknown outcome {outcome!r}; one of {', '.join(OUTCOMES)}", code="invalid_outcome")
-    query = select(LoanApplication).order_by(LoanApplication.received_at.desc()).limit(limit)
+    query = select(LoanApplication).order_by(LoanApplication.received_at.desc(),
+                                             LoanApplication.application_id.desc())
     if outcome:
         query = query.where(LoanApplication.outcome == outcome)
-    return [{k: v for k, v in application_view(r).items() if k != "trail"} for r in session.scalars(query)]
+    if after is not None:
+        last = session.get(LoanApplication, after)
+        if last is None:
+            raise InvalidInput("after: not a cursor this list gave (X-Next-After)", code="invalid_cursor")
+        query = query.where(or_(LoanApplication.received_at < last.received_at,
+                                (LoanApplication.received_at == last.received_at)
+                                & (LoanApplication.application_id < last.application_id)))
+    # One row more than the page says whether another page follows, so the last page names no cursor.
+    rows = list(session.scalars(query.limit(limit + 1)))
+    page = rows[:limit]
+    return ApplicationsPage([{k: v for k, v in application_view(r).items() if k != "trail"} for r in page],
+                            page[-1].application_id if len(rows) > limit else None)
 
 
 def _application(session: Session, application_id: str) -> LoanApplication:

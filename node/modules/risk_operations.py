@@ -19,6 +19,7 @@ import json
 import logging
 import time
 import weakref
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -46,6 +47,9 @@ MONITOR_CURSOR = "risk_operations"
 # mirrored so far (not a block number: the row's other columns are unused).
 BORROWER_CURSOR = "risk_operations_borrowers"
 MAX_ALERT_ID = 2**31 - 1  # the store's INTEGER key: a larger id is bad input, not an overflow in the query
+# Alerts per page of GET /v1/alerts.
+DEFAULT_ALERTS_PAGE = 100
+MAX_ALERTS_PAGE = 1_000
 WEBHOOK_RETRY_INTERVAL_S = 60.0
 WEBHOOK_RETRY_BATCH = 50
 # A `pending` alert younger than this may be being posted right now by the pass that raised it.
@@ -228,14 +232,35 @@ def alert_view(alert: RiskAlert, session: Any) -> dict[str, Any]:
             "resolved_by": alert.resolved_by, "fraud_report_id": alert.fraud_report_id}
 
 
-def list_alerts(node: Any, *, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class AlertsPage:
+    """One page of alerts, newest first; `next_after` (the last alert's id) continues while more follow."""
+
+    alerts: list[dict[str, Any]]
+    next_after: int | None
+
+
+def list_alerts(node: Any, *, state: str | None = None) -> list[dict[str, Any]]:
+    """Every alert (in `state`), newest first."""
+    return alerts_page(node, state=state, limit=None).alerts
+
+
+def alerts_page(node: Any, *, state: str | None = None, after: int | None = None,
+                limit: int | None = DEFAULT_ALERTS_PAGE) -> AlertsPage:
+    """The alerts older than alert `after` (newest first: by id, which only grows), at most `limit` (None: all)."""
     if state and state not in ALERT_STATES:  # a typo would otherwise list nothing, as if there were no alerts
         raise InvalidInput(f"unknown alert state {state!r}; one of {', '.join(ALERT_STATES)}", code="invalid_state")
     with node.store.session() as session:
-        query = select(RiskAlert).order_by(RiskAlert.id.desc()).limit(limit)
+        query = select(RiskAlert).order_by(RiskAlert.id.desc())
         if state:
             query = query.where(RiskAlert.state == state)
-        return [alert_view(a, session) for a in session.scalars(query)]
+        if after is not None:
+            query = query.where(RiskAlert.id < after)
+        # One row more than the page says whether another page follows, so the last page names no cursor.
+        alerts = list(session.scalars(query if limit is None else query.limit(limit + 1)))
+        more = limit is not None and len(alerts) > limit
+        alerts = alerts[:limit] if more else alerts
+        return AlertsPage([alert_view(a, session) for a in alerts], alerts[-1].id if more else None)
 
 
 def resolve_alert(node: Any, alert_id: int, *, confirm: bool, by: str, category: str = "first_party_fraud",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -12,13 +13,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from httpx import Response
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from node.api.app import create_app
 from node.auth.apikeys import Role, create_api_key
 from node.modules.credit_platform import book_loan, submit_application
 from node.runtime import NodeContext
-from node.store.application_tables import BookedLoanRow, LoanApplication
+from node.store.application_tables import BookedLoanRow, LoanApplication, RiskAlert
 from node.store.asset_tables import AssetPool
 from tests.modules.workflow import application, lone_bank, report_and_mirror, resident_id
 
@@ -208,3 +209,92 @@ def test_create_pool_refuses_bad_characters_and_stores_and_sends_nothing(bank_on
     assert a.chain.block_number() == head
     with a.store.session() as session:
         assert session.scalars(select(AssetPool)).all() == []
+
+
+def _walk(client: TestClient, path: str, headers: dict[str, str], **params: object) -> list[list[dict[str, Any]]]:
+    """Every page of a list, following X-Next-After until a page names none."""
+    pages: list[list[dict[str, Any]]] = []
+    after: str | None = None
+    while True:
+        page = client.get(path, params={**params, **({"after": after} if after else {})}, headers=headers)
+        assert page.status_code == 200, page.text
+        pages.append(page.json())
+        after = page.headers.get("X-Next-After")
+        if after is None:
+            return pages
+        assert len(pages) <= 10, "the cursor does not advance"
+
+
+def test_list_applications_pages_newest_first_each_once(bank_on_store: NodeContext) -> None:
+    """The list answered the newest `limit` applications and no way to older ones; now pages follow, in an order
+    that applications received in the same instant cannot make repeat or skip one."""
+    a = bank_on_store
+    ids = [submit_application(a, application(i), submitted_by="t")["application_id"] for i in range(1, 6)]
+    moment = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
+    with a.store.transaction() as session:  # four received in one second (the clock's step): only ids order them
+        session.execute(update(LoanApplication).where(LoanApplication.application_id.in_(ids[:4]))
+                        .values(received_at=moment))
+        session.execute(update(LoanApplication).where(LoanApplication.application_id == ids[4])
+                        .values(received_at=moment + timedelta(seconds=1)))
+    expected = [ids[4], *sorted(ids[:4], reverse=True)]
+    with api_as(a, Role.analyst) as (client, headers):
+        pages = _walk(client, "/v1/applications", headers, limit=2)
+        assert [len(p) for p in pages] == [2, 2, 1]
+        assert [x["application_id"] for p in pages for x in p] == expected
+        assert all("trail" not in x for p in pages for x in p)
+        exact = client.get("/v1/applications", params={"limit": 5}, headers=headers)
+        assert len(exact.json()) == 5 and "X-Next-After" not in exact.headers  # a full last page names no next one
+        last = client.get("/v1/applications", params={"after": expected[-1]}, headers=headers)
+        assert last.status_code == 200 and last.json() == [] and "X-Next-After" not in last.headers
+        approved = _walk(client, "/v1/applications", headers, limit=1, outcome="approve")
+        assert [x["application_id"] for p in approved for x in p] == expected
+
+
+@pytest.mark.parametrize(("params", "code"), [
+    ({"after": "app_nope"}, "invalid_cursor"), ({"after": ""}, "invalid_request"),
+    ({"after": "a" * 41}, "invalid_request"), ({"limit": 0}, "invalid_request"), ({"limit": 1001}, "invalid_request"),
+])
+def test_list_applications_refuses_a_limit_or_cursor_out_of_range(bank_on_store: NodeContext,
+                                                                   params: dict[str, object], code: str) -> None:
+    with api_as(bank_on_store, Role.workflow) as (client, headers):
+        refused = client.get("/v1/applications", params=params, headers=headers)
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == code, refused.text
+
+
+def add_alerts(node: NodeContext, count: int) -> list[int]:
+    """`count` alerts on one booked loan, in the states open and dismissed by turns; their ids, oldest first."""
+    approved = submit_application(node, application(1), submitted_by="t")["application_id"]
+    book_loan(node, approved, loan_reference="L-alerts")
+    with node.store.transaction() as session:
+        loan = session.scalars(select(BookedLoanRow).where(BookedLoanRow.loan_reference == "L-alerts")).one()
+        alerts = [RiskAlert(loan_ref=loan.id, application_id=approved, identifier_type="phone",
+                            indicator=os.urandom(32), batch_id=i, block_number=i, reporter_member_id=2,
+                            categories='["money_mule"]', confidence=90, state=("open", "dismissed")[i % 2],
+                            webhook_state="none") for i in range(count)]
+        session.add_all(alerts)
+        session.flush()
+        return [alert.id for alert in alerts]
+
+
+def test_list_alerts_pages_newest_first_each_once(bank_on_store: NodeContext) -> None:
+    a = bank_on_store
+    ids = add_alerts(a, 5)
+    with api_as(a, Role.analyst) as (client, headers):
+        pages = _walk(client, "/v1/alerts", headers, limit=2)
+        assert [len(p) for p in pages] == [2, 2, 1]
+        assert [x["alert_id"] for p in pages for x in p] == ids[::-1]
+        opened = _walk(client, "/v1/alerts", headers, limit=2, state="open")
+        assert [x["alert_id"] for p in opened for x in p] == ids[::-2]
+        exact = client.get("/v1/alerts", params={"limit": 5}, headers=headers)
+        assert len(exact.json()) == 5 and "X-Next-After" not in exact.headers
+        past_end = client.get("/v1/alerts", params={"after": min(ids)}, headers=headers)
+        assert past_end.status_code == 200 and past_end.json() == [] and "X-Next-After" not in past_end.headers
+
+
+@pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 1001}, {"after": 0}, {"after": 2**31}, {"after": "x"}])
+def test_list_alerts_refuses_a_limit_or_cursor_out_of_range(bank_on_store: NodeContext,
+                                                            params: dict[str, object]) -> None:
+    with api_as(bank_on_store, Role.analyst) as (client, headers):
+        refused = client.get("/v1/alerts", params=params, headers=headers)
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_request"
+    assert refused.json()["error"]["details"][0]["loc"] == ["query", next(iter(params))]

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from node.modules.risk_operations import DEFAULT_ALERTS_PAGE
 from node.runtime import NodeContext
 from tests.cli.conftest import run_cli
 from tests.conftest import TEST_PASSPHRASE
+from tests.modules.test_application_api import add_alerts
 from tests.modules.test_marketing import PROSPECTS
 from tests.modules.workflow import application, report_and_mirror, resident_id
 
@@ -90,3 +92,12 @@ def test_cli_apply_with_a_credit_policy_the_modules_cannot_use_fails_with_one_li
     code, out, err = run_cli(capsys, "apply", str(clean))
     assert code == 1 and "decision.approve_min_score" in err and "Traceback" not in err
     assert "review" not in out
+
+
+def test_cli_alerts_lists_every_alert(bank_a_env: NodeContext, capsys: pytest.CaptureFixture[str]) -> None:
+    """`alliance alerts` showed the newest 100 and no way to older ones; it lists all, like `alliance assets pools`."""
+    ids = add_alerts(bank_a_env, DEFAULT_ALERTS_PAGE + 1)
+    code, out, _ = run_cli(capsys, "alerts", "--json")
+    assert code == 0 and [x["alert_id"] for x in json.loads(out)] == ids[::-1]
+    code, out, _ = run_cli(capsys, "alerts", "--state", "dismissed", "--json")
+    assert code == 0 and [x["alert_id"] for x in json.loads(out)] == ids[1::2][::-1]  # odd ones are dismissed

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, Field
 
-from node.api.deps import NodeDep, require_roles
+from node.api.deps import NEXT_PAGE_HEADER, NodeDep, require_roles
 from node.auth.apikeys import KeyInfo, Role
 from node.modules import risk_operations
 
@@ -25,10 +25,16 @@ class ResolveIn(BaseModel):
 
 
 @router.get("")
-def list_alerts(*, node: NodeDep, key: Reader, state: str | None = None,
-                limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict[str, Any]]:
-    """Alerts, newest first."""
-    return risk_operations.list_alerts(node, state=state, limit=limit)
+def list_alerts(*, node: NodeDep, key: Reader, response: Response, state: str | None = None,
+                after: Annotated[int | None, Query(ge=1, le=risk_operations.MAX_ALERT_ID, description=(
+                    "The previous page's X-Next-After: alerts older than it."))] = None,
+                limit: Annotated[int, Query(ge=1, le=risk_operations.MAX_ALERTS_PAGE)]
+                = risk_operations.DEFAULT_ALERTS_PAGE) -> list[dict[str, Any]]:
+    """Alerts, newest first, a page at a time; X-Next-After continues while more follow."""
+    page = risk_operations.alerts_page(node, state=state, after=after, limit=limit)
+    if page.next_after is not None:
+        response.headers[NEXT_PAGE_HEADER] = str(page.next_after)
+    return page.alerts
 
 
 @router.post("/{alert_id}")

@@ -28,6 +28,8 @@ Reader = Annotated[KeyInfo, Depends(require_roles(Role.workflow, Role.analyst))]
 Analyst = Annotated[KeyInfo, Depends(require_roles(Role.analyst))]
 Operator = Annotated[KeyInfo, Depends(require_roles(Role.operator))]
 
+MAX_APPLICATION_ID = 40  # applications.application_id
+
 
 class BookIn(BaseModel):
     loan_reference: str | None = Field(default=None, min_length=1, max_length=64)
@@ -62,10 +64,16 @@ def create_application(*, body: ApplicationIn, node: NodeDep, key: Workflow) -> 
 
 
 @applications_router.get("")
-def list_applications(*, session: SessionDep, key: Reader, outcome: str | None = None,
-                      limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[dict[str, Any]]:
-    """Recent applications (without trails), newest first."""
-    return credit_platform.list_applications(session, limit=limit, outcome=outcome)
+def list_applications(*, session: SessionDep, key: Reader, response: Response, outcome: str | None = None,
+                      after: Annotated[str | None, Query(min_length=1, max_length=MAX_APPLICATION_ID, description=(
+                          "The previous page's X-Next-After: the applications listed after that one."))] = None,
+                      limit: Annotated[int, Query(ge=1, le=credit_platform.MAX_APPLICATIONS_PAGE)]
+                      = credit_platform.DEFAULT_APPLICATIONS_PAGE) -> list[dict[str, Any]]:
+    """Applications (without trails), newest first, a page at a time; X-Next-After continues while more follow."""
+    page = credit_platform.applications_page(session, outcome=outcome, after=after, limit=limit)
+    if page.next_after is not None:
+        response.headers[NEXT_PAGE_HEADER] = page.next_after
+    return page.applications
 
 
 @applications_router.get("/{application_id}")
