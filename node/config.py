@@ -224,6 +224,12 @@ class Settings(BaseSettings):
         return self.keys_dir / "encryption-key.pem"
 
     @property
+    def next_encryption_key_file(self) -> Path:
+        """The X25519 key a replacement under way puts in place of `encryption_key_file`
+        (node.encryption_key_replacement)."""
+        return self.keys_dir / "encryption-key.next.pem"
+
+    @property
     def chain_state_dir(self) -> Path:
         return self.data_dir / "chain"
 

@@ -19,8 +19,8 @@ from node.chain.signer import KeystoreError, Signer, keystore_address, load_keys
 from node.config import Network, Settings
 from node.crypto.envelopes import EnvelopeError, load_private_key
 from node.crypto.vault import LocalVault, derive_local_key, derive_vault_key
-from node.errors import AllianceError, InvalidInput, NotInitialised
-from node.ledger.keyring import KeyRing
+from node.errors import AllianceError, Conflict, InvalidInput, NotInitialised
+from node.ledger.keyring import KeyRing, stored_local_key
 from node.ledger.publisher import Publisher
 from node.ledger.reports import REPORT_ID_PURPOSE, ReportIntake
 from node.store.db import Store
@@ -31,12 +31,23 @@ class WrongPassphrase(AllianceError):
     http_status = 401
 
 
+def refuse_unfinished_replacement(settings: Settings) -> None:
+    """Refuse to use the encryption key while a replacement of it is under way (node.encryption_key_replacement):
+    the store may be sealed under the next key already, so the current one must not seal or open anything until the
+    replacement has finished (which needs no chain for that)."""
+    pending = settings.next_encryption_key_file
+    if pending.exists():
+        raise Conflict(f"a replacement of the encryption key is under way ({pending} is there): run `alliance key "
+                       "replace-encryption-key` to finish it", code="encryption_key_replacement_unfinished")
+
+
 class NodeContext:
     def __init__(self, settings: Settings, *, ask_passphrase: Callable[[], str] | None = None) -> None:
         """`ask_passphrase` is called once, only when a key must be unlocked and no passphrase is set."""
         self.settings = settings
         self._ask_passphrase = ask_passphrase
         self._member_id = 0
+        self._local_keys: dict[bytes, bytes] = {}
 
     @cached_property
     def passphrase(self) -> str:
@@ -89,6 +100,7 @@ class NodeContext:
 
     @cached_property
     def encryption_key(self) -> X25519PrivateKey:
+        refuse_unfinished_replacement(self.settings)
         try:
             return load_private_key(self.settings.encryption_key_file.read_bytes(), self.passphrase)
         except FileNotFoundError as exc:
@@ -107,8 +119,16 @@ class NodeContext:
 
     @cached_property
     def report_intake(self) -> ReportIntake:
-        return ReportIntake(self.store, self.keyring, self.vault,
-                            derive_local_key(self.encryption_key, REPORT_ID_PURPOSE))
+        return ReportIntake(self.store, self.keyring, self.vault, self.local_key(REPORT_ID_PURPOSE))
+
+    def local_key(self, purpose: bytes) -> bytes:
+        """The key of one of this bank's own keyed hashes (report ids, fingerprints): derived from the encryption key
+        until that key is first replaced, kept in the store from then on, so what was hashed before keeps matching."""
+        key = self._local_keys.get(purpose)
+        if key is None:
+            key = stored_local_key(self.store, self.vault, purpose) or derive_local_key(self.encryption_key, purpose)
+            self._local_keys[purpose] = key
+        return key
 
     @cached_property
     def publisher(self) -> Publisher:

@@ -22,7 +22,7 @@ from node.errors import AllianceError
 from node.extensions.manager import check_extension_names
 from node.modules.policy import policy_for
 from node.private_files import write_private_text
-from node.runtime import NodeContext
+from node.runtime import NodeContext, refuse_unfinished_replacement
 from node.setup import init_node
 from node.workers import node_workers
 
@@ -148,6 +148,7 @@ def run_api(app: FastAPI, *, sockets: list[socket.socket], tls: tuple[Path, Path
 
 
 def serve(node: NodeContext, *, demo: bool, host: str | None = None, port: int | None = None) -> None:
+    refuse_unfinished_replacement(node.settings)  # else every request and worker touching the vault failed one by one
     check_extension_names(node)  # before anything is bound or started
     policy_for(node)  # a credit policy file the modules cannot use, too
     tls = tls_files(node.settings)

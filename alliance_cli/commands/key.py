@@ -1,5 +1,5 @@
 """`alliance key sync|rotate|status`: the alliance hashing key, per epoch; `new-signer|activate-signer`: replacing
-the bank's signing key. Never prints a key."""
+the bank's signing key; `replace-encryption-key`: replacing its X25519 key. Never prints a private key."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import typer
 from alliance_cli import console
 from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
+from node.encryption_key_replacement import replace_encryption_key
 from node.ledger import key_distribution
 from node.ledger.key_distribution import KeySyncResult
 from node.signer_rotation import activate_new_signer, prepare_new_signer
@@ -72,6 +73,23 @@ def key_activate_signer(ctx: typer.Context) -> None:
     console.success(f"member {activated.member_id} now signs as {activated.new_address} (was "
                     f"{activated.old_address}, kept as {activated.retired_path})")
     console.info("restart the node (`alliance node start`) so that it signs with the new key")
+
+
+@app.command("replace-encryption-key")
+def key_replace_encryption_key(ctx: typer.Context) -> None:
+    """Replace the bank's X25519 key (after a suspected compromise, or for hygiene), or finish a replacement cut
+    short: data at rest sealed again under it, the old key file kept aside, the new public key sent to the chain.
+    Stop the node first."""
+    replaced = replace_encryption_key(node_context(ctx))
+    if replaced.old_public_key is None:
+        console.success(f"sent the encryption key {replaced.public_key.hex()} to the chain (replaced earlier)")
+    else:
+        console.success(f"replaced the encryption key {replaced.old_public_key.hex()} by {replaced.public_key.hex()}"
+                        f" ({replaced.resealed} sealed value(s) sealed again) and sent it to the chain")
+    if replaced.retired_path is not None:
+        console.info(f"the old key is kept as {replaced.retired_path}: it opens only store backups made before now; "
+                     "delete it once none is kept")
+    console.info("the members' nodes send this bank the alliance keys again, sealed to the new key; start the node")
 
 
 def _describe(result: KeySyncResult) -> None:

@@ -113,6 +113,25 @@ class KeyEnvelope:
     sender_member_id: int
     envelope: bytes
     block_number: int
+    log_index: int  # with block_number, its place in the chain: later than its recipient's latest key change?
+
+    @property
+    def position(self) -> tuple[int, int]:
+        return self.block_number, self.log_index
+
+
+@dataclass(frozen=True)
+class EncryptionKeySet:
+    """An EncryptionKeySet event: a member's X25519 public key, at admission or replaced (setEncryptionKey)."""
+
+    member_id: int
+    key: bytes
+    block_number: int
+    log_index: int
+
+    @property
+    def position(self) -> tuple[int, int]:
+        return self.block_number, self.log_index
 
 
 class RegistryClient:
@@ -218,7 +237,13 @@ class RegistryClient:
             logs = self.chain.followed_logs(event)
         return [KeyEnvelope(int(log["args"]["recipientMemberId"]), int(log["args"]["epoch"]),
                             int(log["args"]["senderMemberId"]), bytes(log["args"]["envelope"]),
-                            int(log["blockNumber"])) for log in logs]
+                            int(log["blockNumber"]), int(log["logIndex"])) for log in logs]
+
+    def encryption_keys_set(self) -> list[EncryptionKeySet]:
+        """Every EncryptionKeySet, oldest first (read like the envelopes, only the new blocks on repeated calls)."""
+        logs = self.chain.followed_logs(self.contract.events.EncryptionKeySet())
+        return [EncryptionKeySet(int(log["args"]["memberId"]), bytes(log["args"]["key"]), int(log["blockNumber"]),
+                                 int(log["logIndex"])) for log in logs]
 
     def key_epochs_started(self, *, from_block: int = 0) -> list[tuple[int, int, int]]:
         """(epoch, id of the member that started it, block) of every KeyEpochStarted, oldest first.

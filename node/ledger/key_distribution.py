@@ -23,8 +23,14 @@ newcomer gets two envelopes of the same key: harmless. A recipient counts as ser
 comes from the epoch's generator or from the distributor itself; an envelope from any other member is not
 trusted to be good, so a member publishing junk for someone cannot stop the legitimate envelope.
 
-Limits: newcomers wait while the distributor's node is offline; a member that replaces its X25519 key
-(`setEncryptionKey`) is not sent new envelopes for epochs it was already served.
+An envelope serves its recipient only if it was published after the recipient's latest `EncryptionKeySet`
+(compared by block number and log index): a member that replaces its X25519 key (`alliance key
+replace-encryption-key`, node.encryption_key_replacement) is sent every epoch it should hold again, sealed to the
+new key, by each epoch's distributor. The replacing node holds its keys locally meanwhile (re-sealed under its new
+vault key), so it keeps checking; a node of that member restored from its keys directory alone recovers them from
+the new envelopes once they are out (the old ones are sealed to the old key and are skipped).
+
+Limits: newcomers, and a member that replaced its X25519 key, wait while the distributor's node is offline.
 
 A chain outage raises `ChainUnavailable` out of the pass; what was stored before it is correct (a received key,
 or a generated key not yet fully distributed, which the next pass distributes).
@@ -115,6 +121,12 @@ class _ChainView:
     chain_epoch: int
     generators: dict[int, int]  # epoch -> member id that generates its key
     envelopes: list[KeyEnvelope]  # oldest first
+    key_changes: dict[int, tuple[int, int]]  # member id -> (block, log index) of its latest EncryptionKeySet
+
+    def serves(self, envelope: KeyEnvelope) -> bool:
+        """Whether `envelope` was sealed to its recipient's current public key: one published before the recipient's
+        latest key change is for a key the recipient may no longer have (replaced after a compromise, say)."""
+        return envelope.position > self.key_changes.get(envelope.recipient_member_id, (-1, -1))
 
     @property
     def me(self) -> Member:
@@ -171,7 +183,9 @@ def _read_chain(node: NodeContext) -> _ChainView:
         generators[1] = voting[0]
     for epoch, started_by, _block in registry.key_epochs_started():
         generators[epoch] = started_by
-    return _ChainView(member_id, members, registry.current_key_epoch(), generators, registry.key_envelopes())
+    key_changes = {change.member_id: change.position for change in registry.encryption_keys_set()}  # oldest first
+    return _ChainView(member_id, members, registry.current_key_epoch(), generators, registry.key_envelopes(),
+                      key_changes)
 
 
 def sync_keys(node: NodeContext) -> KeySyncResult:
@@ -238,7 +252,7 @@ def key_status(node: NodeContext) -> KeyStatus:
         held = [HeldKey(row.epoch, row.source, row.created_at) for row in rows]
     lacking: dict[int, list[int]] = {}
     for epoch in range(1, view.chain_epoch + 1):
-        served = {e.recipient_member_id for e in view.trusted_envelopes(epoch)}
+        served = {e.recipient_member_id for e in view.trusted_envelopes(epoch) if view.serves(e)}
         lacking[epoch] = sorted(m.member_id for m in view.recipients() if m.member_id not in served)
     return KeyStatus(view.member_id, view.chain_epoch, held, lacking)
 
@@ -294,7 +308,8 @@ def _distribute(node: NodeContext, view: _ChainView, held: set[int], result: Key
         if epoch > view.chain_epoch or view.distributor(epoch) != view.member_id:
             continue
         trusted = {view.generators.get(epoch), view.member_id}
-        served = {e.recipient_member_id for e in view.envelopes if e.epoch == epoch and e.sender_member_id in trusted}
+        served = {e.recipient_member_id for e in view.envelopes
+                  if e.epoch == epoch and e.sender_member_id in trusted and view.serves(e)}
         key = node.keyring.key(epoch)
         for member in view.recipients():
             if member.member_id in served:

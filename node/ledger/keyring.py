@@ -16,7 +16,7 @@ from node.crypto.keyed_hash import ALLIANCE_KEY_BYTES
 from node.crypto.vault import LocalVault, VaultError
 from node.errors import AllianceError, Conflict
 from node.store.db import Store, once_more_on_conflict
-from node.store.ledger_tables import AllianceKey
+from node.store.ledger_tables import AllianceKey, LocalKey
 
 
 class NoAllianceKey(AllianceError):
@@ -24,8 +24,26 @@ class NoAllianceKey(AllianceError):
     http_status = 503
 
 
-def _associated_data(epoch: int) -> bytes:
+def alliance_key_ad(epoch: int) -> bytes:
     return b"alliance-key/epoch/" + str(epoch).encode()
+
+
+def local_key_ad(purpose: str) -> bytes:
+    """Associated data binding a sealed local key (node.store.ledger_tables.LocalKey) to its purpose."""
+    return b"local-key/" + purpose.encode()
+
+
+def stored_local_key(store: Store, vault: LocalVault, purpose: bytes) -> bytes | None:
+    """The key of `purpose` kept in the store (once the node's X25519 key was replaced), or None."""
+    with store.session() as session:
+        sealed = session.scalar(select(LocalKey.sealed_key).where(LocalKey.purpose == purpose.decode()))
+    if sealed is None:
+        return None
+    try:
+        return vault.decrypt(sealed, associated_data=local_key_ad(purpose.decode()))
+    except VaultError as exc:
+        raise VaultError(f"the local key {purpose.decode()} in the store does not decrypt with this node's "
+                         f"encryption key: {exc}") from None
 
 
 class KeyRing:
@@ -90,13 +108,13 @@ class KeyRing:
                                    code="alliance_key_conflict")
                 return False
             session.add(AllianceKey(epoch=epoch, source=source,
-                                    sealed_key=self._vault.encrypt(key, associated_data=_associated_data(epoch))))
+                                    sealed_key=self._vault.encrypt(key, associated_data=alliance_key_ad(epoch))))
         self._cache[epoch] = key
         return True
 
     def _open(self, row: AllianceKey) -> bytes:
         try:
-            return self._vault.decrypt(row.sealed_key, associated_data=_associated_data(row.epoch))
+            return self._vault.decrypt(row.sealed_key, associated_data=alliance_key_ad(row.epoch))
         except VaultError as exc:
             raise VaultError(f"the alliance key of epoch {row.epoch} in the store does not decrypt with this node's "
                              "keys: the store is another node's, or the keys directory was replaced") from exc

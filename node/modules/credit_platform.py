@@ -148,7 +148,7 @@ def submit_application(node: Any, body: ApplicationIn, *, submitted_by: str) -> 
 def _received_row(node: Any, application: Application, submitted_by: str) -> LoanApplication:
     applicant = application.applicant
     sealed = node.vault.encrypt(json.dumps(applicant.to_json()).encode(),
-                                associated_data=_sealed_ad(application.application_id))
+                                associated_data=sealed_applicant_ad(application.application_id))
     return LoanApplication(
         application_id=application.application_id, received_at=datetime.fromtimestamp(application.received_at, UTC),
         submitted_by=submitted_by, channel=application.channel, scenario=application.scenario,
@@ -170,7 +170,7 @@ def fingerprint_rows(node: Any, application: Application) -> list[dict[str, Any]
             for kind, raw in application.applicant.identifiers() if kind in VELOCITY_KINDS]
 
 
-def _sealed_ad(application_id: str) -> bytes:
+def sealed_applicant_ad(application_id: str) -> bytes:
     return f"application-applicant/{application_id}".encode()
 
 
@@ -178,7 +178,7 @@ def unseal_applicant(node: Any, row: LoanApplication) -> Applicant:
     """The application's applicant; Conflict `applicant_erased` once retention erased it."""
     if row.sealed_applicant is None:
         raise applicant_erased(row.application_id)
-    plain = node.vault.decrypt(row.sealed_applicant, associated_data=_sealed_ad(row.application_id))
+    plain = node.vault.decrypt(row.sealed_applicant, associated_data=sealed_applicant_ad(row.application_id))
     return Applicant.from_json(json.loads(plain))
 
 

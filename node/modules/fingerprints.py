@@ -2,7 +2,7 @@
 
 Alliance indicators change with every key epoch and are shared; velocity needs a value that stays put and
 that nobody outside the bank can compare, so it is keyed with a key derived from the node's own encryption
-key (as report ids are).
+key (as report ids are), and kept in the store once that key is replaced (NodeContext.local_key).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import unicodedata
 import weakref
 from typing import Any
 
-from node.crypto.vault import derive_local_key
 from node.ledger.identifiers import InvalidIdentifier, normalise
 
 PURPOSE = b"alliance-application-fingerprint/v1"
@@ -23,7 +22,7 @@ _keys: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
 def fingerprint_key(node: Any) -> bytes:
     key = _keys.get(node)
     if key is None:
-        key = _keys[node] = derive_local_key(node.encryption_key, PURPOSE)
+        key = _keys[node] = node.local_key(PURPOSE)
     return key
 
 

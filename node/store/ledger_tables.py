@@ -37,6 +37,21 @@ class AllianceKey(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class LocalKey(Base):
+    """A key of this bank's own keyed hashes (report ids, applicant fingerprints), vault-encrypted.
+
+    Such a key is derived from the node's X25519 key until that key is replaced (node.encryption_key_replacement):
+    then the derived key is kept here, because what was hashed under it (report ids, the case-reference hashes on
+    chain, velocity fingerprints) must keep matching what is hashed from then on.
+    """
+
+    __tablename__ = "local_keys"
+
+    purpose: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sealed_key: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 # -- outbox ----------------------------------------------------------------------------------------------------
 class FraudReport(Base):
     """An accepted report: one case with one or more identifiers, each published as one record.

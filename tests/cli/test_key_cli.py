@@ -13,6 +13,7 @@ from node.config import load_settings
 from node.runtime import NodeContext
 from tests.cli.conftest import CliResult, CliRunner
 from tests.cli.test_cli import interrupted_while_encrypting, one_error_line
+from tests.conftest import free_port
 
 
 @pytest.fixture
@@ -134,3 +135,49 @@ def test_key_new_signer_interrupted_while_writing_leaves_no_key_and_can_be_run_a
     assert not (data_dir / "keys" / "signing-key.next.json").exists()
     again = cli("key", "new-signer")
     assert again.code == 0, again.err
+
+
+def _encryption_key_files(data_dir: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((data_dir / "keys").glob("encryption-key*"))}
+
+
+def test_key_replace_encryption_key_keeps_the_keys_and_gets_them_sent_again(cli: CliRunner, deployed: None,
+                                                                             data_dir: Path, rpc_url: str) -> None:
+    assert cli("key", "sync").code == 0
+    before = _encryption_key_files(data_dir)
+    [key] = held_keys_hex(data_dir, rpc_url)
+
+    replaced = cli("key", "replace-encryption-key")
+
+    assert replaced.code == 0, replaced.err
+    after = _encryption_key_files(data_dir)
+    [retired] = [name for name in after if name.startswith("encryption-key.retired-")]
+    assert after[retired] == before["encryption-key.pem"] != after["encryption-key.pem"]
+    out = " ".join(replaced.out.split())
+    assert "(1 sealed value(s) sealed again)" in out  # the alliance key of epoch 1
+    assert f"{data_dir / 'keys' / retired}" in out and "delete it once none is kept" in out
+    assert held_keys_hex(data_dir, rpc_url) == [key] and key not in replaced.out
+    synced = ok_json(cli("key", "sync", "--json"))  # the bank is epoch 1's distributor: it sends itself the key again
+    assert synced["published"] == [{"recipient_member_id": 1, "epoch": 1}]
+
+
+@pytest.mark.parametrize("case", ["wrong passphrase", "chain down", "not admitted"])
+def test_key_replace_encryption_key_refusals_are_one_line_and_change_nothing(
+        cli: CliRunner, deployed: None, data_dir: Path, tmp_path: Path, case: str) -> None:
+    assert cli("key", "sync").code == 0
+    target, env, expected = data_dir, {}, ""
+    if case == "wrong passphrase":
+        env, expected = {"ALLIANCE_KEY_PASSPHRASE": "not-the-passphrase"}, "wrong passphrase"
+    elif case == "chain down":
+        env, expected = {"ALLIANCE_RPC_URL": f"http://127.0.0.1:{free_port()}"}, "127.0.0.1"
+    else:
+        target = tmp_path / "outsider"
+        assert cli("--data-dir", str(target), "init", "--bank-name", "Bank Z", "--bank-code", "BANKZ").code == 0
+        env, expected = {"ALLIANCE_DEPLOYMENT_FILE": str(data_dir / "deployments" / "dev.json")}, "not a member"
+    before = _encryption_key_files(target)
+
+    result = cli("--data-dir", str(target), "key", "replace-encryption-key", env=env)
+
+    assert result.code == 1
+    assert expected in one_error_line(result.err)
+    assert _encryption_key_files(target) == before

@@ -7,11 +7,12 @@ import os
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from node.chain.client import ChainClient
 from node.chain.errors import ChainUnavailable
 from node.chain.registry import MemberRole
-from node.crypto.envelopes import public_key_bytes, seal_envelope
+from node.crypto.envelopes import open_envelope, public_key_bytes, seal_envelope
 from node.ledger.key_distribution import NotAMember, key_status, rotate, sync_keys
 from node.runtime import NodeContext
 from tests.chain.capped_rpc import capped_rpc
@@ -180,6 +181,26 @@ def test_rotate_sends_nothing_to_a_suspended_member_until_reinstated(ledger_node
     assert b_registry.vote(a_registry.propose_reinstatement(3).proposal_id).executed
     assert sync_keys(a).published == [(3, 2)]
     assert sync_keys(c).received == [2] and c.keyring.key(2) == a.keyring.key(2)
+
+
+def test_sync_keys_sends_every_epoch_again_to_a_member_that_set_a_new_encryption_key(
+        ledger_nodes: LedgerNodes) -> None:
+    """An envelope published before its recipient's latest EncryptionKeySet is sealed to a key the recipient may no
+    longer have: it no longer counts as serving it. It did, and a member that replaced its key got nothing again."""
+    a, b, c = ledger_nodes.nodes
+    for node in (a, b, c):
+        sync_keys(node)
+    assert rotate(a) == 2
+    new_key = X25519PrivateKey.generate()
+
+    b.registry(signing=True).set_encryption_key(public_key_bytes(new_key))
+
+    assert key_status(a).lacking == {1: [b.member_id], 2: [b.member_id]}
+    assert sync_keys(a).published == [(b.member_id, 1), (b.member_id, 2)]
+    assert sync_keys(a).published == [] and key_status(c).lacking == {1: [], 2: []}
+    for envelope in a.registry().key_envelopes(recipient_member_id=b.member_id)[-2:]:
+        assert open_envelope(envelope=envelope.envelope, recipient_private_key=new_key,
+                             recipient_member_id=b.member_id, epoch=envelope.epoch) == a.keyring.key(envelope.epoch)
 
 
 def test_sync_keys_skips_a_tampered_envelope(ledger_nodes: LedgerNodes, caplog: pytest.LogCaptureFixture) -> None:

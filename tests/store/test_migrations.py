@@ -66,7 +66,7 @@ def test_migrate_upgrades_a_store_at_an_older_revision(store_url: str) -> None:
         with store.transaction() as session:
             issued = create_api_key(session, Role.analyst, "kept")
         store.migrate()
-        assert schema_revision(store) == {"0008"}
+        assert schema_revision(store) == {"0009"}
         with store.session() as session:
             assert authenticate(session, issued.token).label == "kept"
     finally:
@@ -147,7 +147,7 @@ def test_migration_0008_lets_applicants_be_erased_and_dates_repaid_loans(store_u
             ("applications", "sealed_applicant"), ("applications", "applicant_fingerprint"),
             ("booked_loans", "applicant_fingerprint")))
         store.migrate()  # and up again, over the downgraded rows
-        assert schema_revision(store) == {"0008"} and _nullable(store, "applications", "sealed_applicant")
+        assert schema_revision(store) == {"0009"} and _nullable(store, "applications", "sealed_applicant")
     finally:
         store.close()
 
@@ -168,7 +168,7 @@ def test_a_migration_failing_half_way_leaves_the_schema_as_it_was(store_url: str
         with store.engine.begin() as connection:
             connection.execute(text("DROP TABLE publish_batches"))
         store.migrate()
-        assert schema_revision(store) == {"0008"}
+        assert schema_revision(store) == {"0009"}
     finally:
         store.close()
 
@@ -240,7 +240,7 @@ def test_processes_migrating_one_new_store_at_once_all_start(store_url: str) -> 
     assert failures == []
     store = Store(store_url)
     try:
-        assert schema_revision(store) == {"0008"}
+        assert schema_revision(store) == {"0009"}
     finally:
         store.close()
 
@@ -264,7 +264,7 @@ def test_opening_a_file_whose_write_lock_is_held_waits_for_it_to_switch_to_wal(t
     store = Store(f"sqlite:///{path}")
     try:
         store.migrate()
-        assert schema_revision(store) == {"0008"}
+        assert schema_revision(store) == {"0009"}
         with store.engine.connect() as connection:
             assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     finally:
