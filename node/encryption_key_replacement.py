@@ -27,6 +27,9 @@ an active member: a local key the chain had before (a keys directory restored fr
 compromised one, and is replaced, never sent again.
 
 The node must be stopped meanwhile: a running node keeps the old key in memory and would seal what it writes under it.
+`alliance node start` holds the data dir's node lock while it runs (node.node_lock), and the replacement takes it
+first, so it refuses to run beside a node of the same data dir (not beside a node of another data dir sharing this
+PostgreSQL store: stop every node of the bank first).
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ from node.ledger.keyring import alliance_key_ad, local_key_ad
 from node.ledger.reports import REPORT_ID_PURPOSE, sealed_identifier_ad
 from node.modules.credit_platform import sealed_applicant_ad
 from node.modules.fingerprints import PURPOSE as FINGERPRINT_PURPOSE
+from node.node_lock import node_lock
 from node.runtime import NodeContext, WrongPassphrase
 from node.store.application_tables import LoanApplication
 from node.store.db import Store
@@ -108,7 +112,13 @@ SEALED_COLUMNS = (
 
 
 def replace_encryption_key(node: NodeContext) -> ReplacedEncryptionKey:
-    """Replace the node's X25519 key, or finish a replacement cut short (see the module docstring)."""
+    """Replace the node's X25519 key, or finish a replacement cut short (see the module docstring); NodeRunning
+    while `alliance node start` runs on this data dir."""
+    with node_lock(node.settings.data_dir, doing="replace the encryption key"):
+        return _replace(node)
+
+
+def _replace(node: NodeContext) -> ReplacedEncryptionKey:
     settings = node.settings
     old_key = _load(settings.encryption_key_file, node.passphrase)  # the passphrase is proven before anything
     pending = settings.next_encryption_key_file

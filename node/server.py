@@ -21,6 +21,7 @@ from node.consortium import DEMO_BANKS, ensure_demo_consortium
 from node.errors import AllianceError
 from node.extensions.manager import check_extension_names
 from node.modules.policy import policy_for
+from node.node_lock import node_lock
 from node.private_files import write_private_text
 from node.runtime import NodeContext, refuse_unfinished_replacement
 from node.setup import init_node
@@ -158,12 +159,13 @@ def serve(node: NodeContext, *, demo: bool, host: str | None = None, port: int |
     if tls is None and not is_loopback(host):
         logger.warning("serving plain HTTP on %s: API keys cross the network in clear; set api_tls_certfile and "
                        "api_tls_keyfile, or put a TLS proxy in front of the node", host)
-    sockets = listening_sockets(host, port or node.settings.api_port)
-    try:
-        _serve_on(node, sockets, demo=demo, tls=tls)
-    finally:
-        for sock in sockets:
-            sock.close()
+    with node_lock(node.settings.data_dir, doing="start the node"):
+        sockets = listening_sockets(host, port or node.settings.api_port)
+        try:
+            _serve_on(node, sockets, demo=demo, tls=tls)
+        finally:
+            for sock in sockets:
+                sock.close()
 
 
 def _serve_on(node: NodeContext, sockets: list[socket.socket], *, demo: bool, tls: tuple[Path, Path] | None) -> None:

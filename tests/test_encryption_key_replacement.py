@@ -27,6 +27,7 @@ from node.ledger.reports import REPORT_ID_PURPOSE, ReportRequest
 from node.ledger.republish import republish
 from node.modules.credit_platform import submit_application, unseal_applicant
 from node.modules.fingerprints import fingerprint_key
+from node.node_lock import NodeRunning, node_lock
 from node.runtime import NodeContext, WrongPassphrase
 from node.server import serve
 from node.store.application_tables import LoanApplication
@@ -287,6 +288,16 @@ def test_a_replacement_with_the_chain_down_changes_nothing(ledger_nodes: LedgerN
     ledger_nodes.nodes.append(offline)
     with pytest.raises(ChainUnavailable):
         replace_encryption_key(offline)
+    _unchanged(bank_b)
+
+
+def test_a_replacement_beside_a_running_node_is_refused_and_changes_nothing(bank_b: BankB) -> None:
+    """A node left running keeps the old key in memory: after the switch it sealed what it wrote under the retired
+    key, which the new one cannot open. `node start` holds the data dir's node lock; the replacement takes it first."""
+    b = bank_b.node
+    with node_lock(b.settings.data_dir, doing="start the node"), \
+            pytest.raises(NodeRunning, match=rf"a node is running on {re.escape(str(b.settings.data_dir))} \(pid "):
+        replace_encryption_key(b)
     _unchanged(bank_b)
 
 

@@ -25,6 +25,7 @@ from node.chain.client import ChainClient
 from node.chain.deployment import load_deployment
 from node.chain.registry import RegistryClient
 from node.chain.signer import Signer
+from node.node_lock import node_lock
 from node.paths import PROJECT_ROOT
 from node.store.db import Store
 from node.store.ledger_tables import CheckLogEntry
@@ -756,9 +757,9 @@ def test_chain_up_in_a_read_only_data_dir_fails_with_one_line(cli: CliRunner, da
     assert not (data_dir / "chain").exists()
 
 
-def test_node_start_in_a_read_only_data_dir_says_why_it_cannot_open_the_store(cli: CliRunner, data_dir: Path) -> None:
-    """SQLite's own words only: "unable to open database file" (it cannot create the store's -shm file beside it),
-    which says nothing of the data dir being read-only."""
+def test_node_start_in_a_read_only_data_dir_says_why_it_cannot_start(cli: CliRunner, data_dir: Path) -> None:
+    """SQLite's own words only were "unable to open database file" (it cannot create the store's -shm file beside
+    it), which says nothing of the data dir being read-only; the node lock's file is now the first it writes."""
     assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA", "--network", "local",
                "--rpc-url", "http://127.0.0.1:9", env={"ALLIANCE_KEY_PASSPHRASE": "a passphrase long enough"}).code == 0
     gc.collect()  # closes the store connections of init, which ran in this process
@@ -766,7 +767,8 @@ def test_node_start_in_a_read_only_data_dir_says_why_it_cannot_open_the_store(cl
     with immutable(data_dir):
         refused = cli("node", "start", env={"ALLIANCE_KEY_PASSPHRASE": "a passphrase long enough"})
     assert refused.code == 1
-    assert f"unable to open database file (this user may not write in {data_dir})" in one_error_line(refused.err)
+    assert f"cannot start the node: cannot write its lock file {data_dir / 'node.lock'}: Operation not permitted" \
+        in one_error_line(refused.err)
 
 
 def test_node_start_on_a_store_file_it_may_not_write_fails_with_one_line(cli: CliRunner, data_dir: Path) -> None:
@@ -780,6 +782,19 @@ def test_node_start_on_a_store_file_it_may_not_write_fails_with_one_line(cli: Cl
         refused = cli("node", "start", env=env)
     assert refused.code == 1
     assert f"cannot write the database at {data_dir / 'node.db'}: this user may not write the file" \
+        in one_error_line(refused.err)
+
+
+def test_node_start_beside_a_node_running_on_the_same_data_dir_fails_with_one_line(cli: CliRunner,
+                                                                                 data_dir: Path) -> None:
+    """Two nodes on one data dir ran two publishers on one outbox, racing for the same nonces."""
+    env = {"ALLIANCE_KEY_PASSPHRASE": "a passphrase long enough"}
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA", "--network", "local",
+               "--rpc-url", "http://127.0.0.1:9", env=env).code == 0
+    with node_lock(data_dir, doing="start the node"):
+        refused = cli("node", "start", env=env)
+    assert refused.code == 1
+    assert f"cannot start the node: a node is running on {data_dir} (pid {os.getpid()}); stop it first" \
         in one_error_line(refused.err)
 
 
