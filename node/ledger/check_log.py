@@ -14,14 +14,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session, defer
 
 from node.crypto.keyed_hash import indicator_hash
 from node.errors import InvalidInput
 from node.ledger.checks import keys_newest_first
 from node.ledger.identifiers import InvalidIdentifier, normalise
 from node.runtime import NodeContext
+from node.store.bulk import in_list_slices
 from node.store.ledger_tables import CheckLogEntry
 from node.store.models import as_utc
 from node.text import storable_text
@@ -30,6 +31,13 @@ DEFAULT_LIMIT = 100
 MAX_LIMIT = 1_000
 # The store's widest integer: SQLite cannot even bind a larger one, so a larger `before_id` failed the query.
 MAX_ENTRY_ID = 2**63 - 1
+# Indicators a page with `include_indicators` lists at most (about 7 MB of JSON): `limit` counts entries, and a batch
+# check's entry holds up to 10,000, so a page of 1,000 batch entries was a 700 MB body (14 s, 2.7 GB to build).
+MAX_PAGE_INDICATORS = 100_000
+# Indicators an entry checked, counted by the store from the quotation marks of its JSON list (hex digits hold none):
+# reading and parsing the list to count it cost 650 MB for a page of 1,000 batch entries.
+CHECKED = (func.length(CheckLogEntry.indicators)
+           - func.length(func.replace(CheckLogEntry.indicators, '"', ""))) / 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +73,20 @@ class CheckLogView:
         return body
 
 
+@dataclass(frozen=True, slots=True)
+class CheckLogPage:
+    entries: list[CheckLogView]
+    next_before_id: int | None  # `before_id` of the next (older) page; None on the last
+
+
 def read_check_log(session: Session, query: CheckLogQuery) -> list[CheckLogView]:
     """One page of entries matching every filter given, newest first."""
+    return read_check_log_page(session, query).entries
+
+
+def read_check_log_page(session: Session, query: CheckLogQuery) -> CheckLogPage:
+    """One page of entries matching every filter given, newest first, and where the next one starts. With
+    `include_indicators` a page ends early, before MAX_PAGE_INDICATORS (but never empty while entries remain)."""
     if not 1 <= query.limit <= MAX_LIMIT:
         raise InvalidInput(f"limit must be 1..{MAX_LIMIT}", code="invalid_limit")
     if query.before_id is not None and not 1 <= query.before_id <= MAX_ENTRY_ID:
@@ -76,7 +96,8 @@ def read_check_log(session: Session, query: CheckLogQuery) -> list[CheckLogView]
     until = _bound_in_utc(query.until, "until")
     if since is not None and until is not None and since >= until:
         raise InvalidInput("since must be before until", code="invalid_time_range")
-    statement = select(CheckLogEntry).order_by(CheckLogEntry.id.desc()).limit(query.limit)
+    statement = (select(CheckLogEntry, CHECKED).options(defer(CheckLogEntry.indicators))
+                 .order_by(CheckLogEntry.id.desc()).limit(query.limit))
     if query.key_id is not None:  # as a store can compare it: not a command line's undecodable bytes
         statement = statement.where(CheckLogEntry.key_id == storable_text(query.key_id, field="key_id"))
     if since is not None:
@@ -91,7 +112,31 @@ def read_check_log(session: Session, query: CheckLogQuery) -> list[CheckLogView]
         # A substring of the JSON list: hex digits need no LIKE escaping, and 64 of them match one indicator only.
         # It reads every row in range, so bound a search of a large log by time.
         statement = statement.where(or_(*(CheckLogEntry.indicators.contains(i.hex()) for i in query.indicators)))
-    return [_view(entry, query.include_indicators) for entry in session.scalars(statement)]
+    rows = [(entry, int(checked)) for entry, checked in session.execute(statement)]
+    full = len(rows) == query.limit
+    listed: dict[int, list[str]] | None = None
+    if query.include_indicators:
+        kept = _within_indicator_budget([checked for _, checked in rows])
+        full, rows = full or kept < len(rows), rows[:kept]
+        listed = _indicators_of(session, [entry.id for entry, _ in rows])
+    entries = [_view(entry, checked, None if listed is None else listed[entry.id]) for entry, checked in rows]
+    return CheckLogPage(entries, entries[-1].id if full and entries else None)
+
+
+def _within_indicator_budget(counts: list[int]) -> int:
+    """How many of the entries, newest first, a page with their indicators takes: at least one."""
+    total = 0
+    for taken, count in enumerate(counts):
+        total += count
+        if total > MAX_PAGE_INDICATORS and taken > 0:
+            return taken
+    return len(counts)
+
+
+def _indicators_of(session: Session, ids: list[int]) -> dict[int, list[str]]:
+    return {entry_id: json.loads(indicators) for chunk in in_list_slices(ids)
+            for entry_id, indicators in session.execute(select(CheckLogEntry.id, CheckLogEntry.indicators)
+                                                        .where(CheckLogEntry.id.in_(chunk)))}
 
 
 def identifier_indicators(node: NodeContext, session: Session, identifier_type: str, raw: str) -> list[bytes]:
@@ -103,11 +148,10 @@ def identifier_indicators(node: NodeContext, session: Session, identifier_type: 
     return [indicator_hash(key, identifier_type, canonical) for key in keys_newest_first(node, session)]
 
 
-def _view(entry: CheckLogEntry, include_indicators: bool) -> CheckLogView:
-    checked: list[str] = json.loads(entry.indicators)
-    return CheckLogView(entry.id, entry.key_id, _in_utc(entry.asked_at), entry.kind, len(checked),
+def _view(entry: CheckLogEntry, checked: int, indicators: list[str] | None) -> CheckLogView:
+    return CheckLogView(entry.id, entry.key_id, _in_utc(entry.asked_at), entry.kind, checked,
                         ["0x" + h for h in json.loads(entry.hits)], entry.as_of_block, entry.stale,
-                        ["0x" + h for h in checked] if include_indicators else None)
+                        None if indicators is None else ["0x" + h for h in indicators])
 
 
 def _bound_in_utc(moment: datetime | None, name: str) -> datetime | None:

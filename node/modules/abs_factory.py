@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import csv
+import heapq
 import io
 import time
 from collections import defaultdict
@@ -180,29 +181,89 @@ def _pooled_elsewhere(session: Any, originator_code: str, pool_name: str | None)
 
 def _within_concentration(loans: list[BookedLoanRow], borrower_share: float, region_share: float,
                           excluded: dict[str, str]) -> list[BookedLoanRow]:
-    chosen = list(loans)
-    while chosen:
-        total = sum(loan.current_principal_minor for loan in chosen)
-        if total == 0:  # loans paid down to nothing (not yet marked repaid): no share of nothing is over a limit
-            return chosen
-        worst: tuple[float, str, Any] | None = None
-        for label, limit, key in (("concentration_borrower", borrower_share, lambda x: bytes(x.applicant_fingerprint)),
-                                  ("concentration_region", region_share, lambda x: x.region_code)):
-            groups: dict[Any, int] = defaultdict(int)
-            for loan in chosen:
-                groups[key(loan)] += loan.current_principal_minor
-            for group, amount in groups.items():
-                excess = amount / total - limit
-                if excess > 1e-12 and (worst is None or excess > worst[0]):
-                    worst = (excess, label, (key, group))
+    # Greedy: while a group is over its limit, the largest loan of the group furthest over goes (ties: the borrower
+    # limit first, then the group whose first loan comes first). Rescanning every loan for each one left out took
+    # hours for a regional bank's book (100,000 loans, 90 % of them in its home province: 75,000 left out); group
+    # totals are kept up to date instead, and each limit's largest group is found in a heap.
+    left = [True] * len(loans)
+    total = sum(loan.current_principal_minor for loan in loans)
+    limits = [_Groups("concentration_borrower", borrower_share, [_borrower(x) for x in loans], loans, left),
+              _Groups("concentration_region", region_share, [x.region_code for x in loans], loans, left)]
+    while total:  # loans paid down to nothing (not yet marked repaid): no share of nothing is over a limit
+        worst: tuple[float, _Groups, int] | None = None
+        for groups in limits:
+            group = groups.largest_group()
+            if group is None:
+                continue
+            excess = groups.amount[group] / total - groups.limit
+            if excess > 1e-12 and (worst is None or excess > worst[0]):
+                worst = (excess, groups, group)
         if worst is None:
-            return chosen
-        _, label, (key, group) = worst
-        largest = max((x for x in chosen if key(x) == group), key=lambda x: (x.current_principal_minor,
-                                                                             x.loan_reference))
-        chosen.remove(largest)
-        excluded[largest.loan_reference] = label
-    return chosen
+            break
+        _, groups, group = worst
+        position = groups.largest_loan(group)
+        left[position] = False
+        total -= loans[position].current_principal_minor
+        for each in limits:
+            each.leave(position)
+        excluded[loans[position].loan_reference] = groups.label
+    return [loan for loan, kept in zip(loans, left, strict=True) if kept]
+
+
+def _borrower(loan: BookedLoanRow) -> bytes:
+    assert loan.applicant_fingerprint is not None  # an erased applicant's loan is left out before (applicant_erased)
+    return bytes(loan.applicant_fingerprint)
+
+
+class _Groups:
+    """The loans still chosen grouped by one concentration key (a borrower, a province), with each group's
+    principal. Loans leave and never come back, so each group's lists are walked forward past the ones gone."""
+
+    def __init__(self, label: str, limit: float, keys: list[Any], loans: list[BookedLoanRow], left: list[bool]) -> None:
+        self.label, self.limit, self._loans, self._left = label, limit, loans, left
+        index: dict[Any, int] = {}
+        self._group_of = [index.setdefault(key, len(index)) for key in keys]
+        self._members: list[list[int]] = [[] for _ in index]  # positions, in the loans' order
+        for position, group in enumerate(self._group_of):
+            self._members[group].append(position)
+        self.amount = [sum(loans[p].current_principal_minor for p in members) for members in self._members]
+        self._by_size = [sorted(members, key=lambda p: (loans[p].current_principal_minor, loans[p].loan_reference),
+                                reverse=True) for members in self._members]
+        # How far each group's members, and its loans by size, are walked past the loans gone.
+        self._first = [0] * len(index)
+        self._next_largest = [0] * len(index)
+        # (-principal, first position still chosen, group): the largest group first, of equal ones the one whose
+        # first loan comes first, as the groups would be met walking the loans. Entries go stale as loans leave.
+        self._heap = [(-self.amount[g], self._first_member(g), g) for g in range(len(index))]
+        heapq.heapify(self._heap)
+
+    def largest_group(self) -> int | None:
+        while self._heap:
+            amount, first, group = self._heap[0]
+            if first >= 0 and -amount == self.amount[group] and first == self._first_member(group):
+                return group
+            heapq.heappop(self._heap)
+        return None
+
+    def largest_loan(self, group: int) -> int:
+        by_size = self._by_size[group]
+        while not self._left[by_size[self._next_largest[group]]]:
+            self._next_largest[group] += 1
+        return by_size[self._next_largest[group]]
+
+    def leave(self, position: int) -> None:
+        group = self._group_of[position]
+        self.amount[group] -= self._loans[position].current_principal_minor
+        first = self._first_member(group)
+        if first >= 0:
+            heapq.heappush(self._heap, (-self.amount[group], first, group))
+
+    def _first_member(self, group: int) -> int:
+        """The position of the group's first loan still chosen; -1 when none is."""
+        members = self._members[group]
+        while self._first[group] < len(members) and not self._left[members[self._first[group]]]:
+            self._first[group] += 1
+        return members[self._first[group]] if self._first[group] < len(members) else -1
 
 
 def build_pool(node: Any, pool_name: str, *, anchor: bool = False, override_reason: str | None = None

@@ -16,6 +16,7 @@ from calendar import monthrange
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, FiniteFloat, field_validator
@@ -49,6 +50,7 @@ MAX_BANK_INPUTS = 64
 # Applications per page of GET /v1/applications.
 DEFAULT_APPLICATIONS_PAGE = 50
 MAX_APPLICATIONS_PAGE = 1_000
+LOANS_PER_TRANSACTION = 500  # booked loans whose borrowers one transaction hashes under new key epochs
 MAX_AMOUNT = Decimal("1e12")  # in minor units well within the store's BIGINT amount columns
 
 
@@ -334,16 +336,28 @@ def _borrower_indicators(loan_ref: int, applicant: Applicant, keys: dict[int, by
 
 
 def refresh_borrower_indicators(node: Any) -> int:
-    """Hash booked borrowers under epochs added since booking (after a key rotation); returns rows added."""
+    """Hash booked borrowers under epochs added since booking (after a key rotation); returns rows added.
+
+    A page of loans per transaction: after a rotation every borrower of the book lacks the new epoch, and one
+    transaction for the whole book held the store's write lock, and every unsealed applicant in memory, for as long
+    as it took (20,000 loans: 40 s, API writes waiting 14 s; past the 30 s busy timeout they fail). A crash keeps
+    the finished pages, and the next call goes on with the loans still lacking an epoch."""
     keys = node.keyring.keys()
-    # Another process (the indexer's alerts, an eligibility request) may add some of them first; adding again
-    # skips those.
-    return once_more_on_conflict(lambda: _add_borrower_indicators(node, keys))
+    added, after = 0, 0
+    while keys:
+        # Another process (the indexer's alerts, an eligibility request) may add some of them first; adding again
+        # skips those.
+        page_added, last = once_more_on_conflict(partial(_add_borrower_indicators, node, keys, after))
+        added += page_added
+        if last is None:
+            break
+        after = last
+    return added
 
 
-def _add_borrower_indicators(node: Any, keys: dict[int, bytes]) -> int:
-    if not keys:
-        return 0
+def _add_borrower_indicators(node: Any, keys: dict[int, bytes], after: int) -> tuple[int, int | None]:
+    """Add the missing indicators of the next page of loans after the loan id `after`; (rows added, the page's last
+    loan id, None on the last page)."""
     added = 0
     with node.store.transaction() as session:
         # Only loans with no indicator under some epoch held are unsealed: this runs on every indexer pass, and
@@ -355,16 +369,16 @@ def _add_borrower_indicators(node: Any, keys: dict[int, bytes]) -> int:
         # A repaid loan whose applicant retention erased has no indicators left and none to make.
         stale = list(session.execute(select(BookedLoanRow, LoanApplication).join(
             LoanApplication, LoanApplication.application_id == BookedLoanRow.application_id)
-            .where(lacking, LoanApplication.sealed_applicant.is_not(None))))
+            .where(BookedLoanRow.id > after, lacking, LoanApplication.sealed_applicant.is_not(None))
+            .order_by(BookedLoanRow.id).limit(LOANS_PER_TRANSACTION)))
         held = {(r.loan_ref, r.identifier_type, r.epoch) for r in session.scalars(
-            select(BorrowerIndicator).join(BookedLoanRow, BookedLoanRow.id == BorrowerIndicator.loan_ref)
-            .where(lacking))}
+            select(BorrowerIndicator).where(BorrowerIndicator.loan_ref.in_([loan.id for loan, _ in stale])))}
         for loan, application in stale:
             fresh = [r for r in _borrower_indicators(loan.id, unseal_applicant(node, application), keys)
                      if (r.loan_ref, r.identifier_type, r.epoch) not in held]
             session.add_all(fresh)
             added += len(fresh)
-    return added
+    return added, stale[-1][0].id if len(stale) == LOANS_PER_TRANSACTION else None
 
 
 def set_loan_status(node: Any, loan_reference: str, *, status: str, arrears: Decimal = Decimal(0),

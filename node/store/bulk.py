@@ -90,13 +90,19 @@ def _converted(row: tuple[Any, ...], processors: Sequence[tuple[int, Callable[[A
 
 def delete_in_slices(store: Store, id_column: InstrumentedAttribute[int], *conditions: Any, slice_rows: int) -> int:
     """Delete the rows of `id_column`'s table matching `conditions`, `slice_rows` at a time in id order, each slice its
-    own transaction (a first pass over a large table never holds the write lock for long); the count deleted."""
-    deleted = 0
+    own transaction (a first pass over a large table never holds the write lock for long); the count deleted.
+
+    Each slice looks only past the last id the one before deleted: rows kept ahead of the deleted ones (the velocity
+    fingerprints of loans still held, older than an erased applicant's) were otherwise read again by every slice, a
+    pass quadratic in them and a write lock held longer slice after slice."""
+    deleted, after = 0, None
     while True:
-        oldest = select(id_column).where(*conditions).order_by(id_column).limit(slice_rows)
+        bounded = conditions if after is None else (*conditions, id_column > after)
+        oldest = select(id_column).where(*bounded).order_by(id_column).limit(slice_rows)
         with store.transaction() as session:
-            count: int = session.execute(delete(id_column.class_).where(id_column.in_(oldest))
-                                         .execution_options(synchronize_session=False)).rowcount  # type: ignore[attr-defined]
-        deleted += count
-        if count < slice_rows:
+            gone = list(session.scalars(delete(id_column.class_).where(id_column.in_(oldest)).returning(id_column)
+                                        .execution_options(synchronize_session=False)))
+        deleted += len(gone)
+        if len(gone) < slice_rows:
             return deleted
+        after = max(gone)

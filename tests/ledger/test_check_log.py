@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
+import tracemalloc
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import update
 
 from node.errors import InvalidInput
-from node.ledger.check_log import CheckLogQuery, identifier_indicators, read_check_log
+from node.ledger import check_log
+from node.ledger.check_log import CheckLogQuery, identifier_indicators, read_check_log, read_check_log_page
 from node.ledger.checks import check_batch, check_identity
 from node.runtime import NodeContext
 from node.store.ledger_tables import CheckLogEntry
@@ -94,3 +97,46 @@ def test_log_refuses_bad_limits_ranges_and_identifiers(node: NodeContext, report
     with node.store.session() as session, pytest.raises(InvalidInput) as caught:
         identifier_indicators(node, session, "phone", "12")
     assert caught.value.code == "bad_length" and "12" not in str(caught.value).replace("phone", "")
+
+
+def add_entries(node: NodeContext, sizes: list[int]) -> list[int]:
+    """Log entries (oldest first) that checked `sizes` random indicators each; their ids, newest first."""
+    with node.store.transaction() as session:
+        entries = [CheckLogEntry(key_id="k", kind="batch", indicators=json.dumps([os.urandom(32).hex()] * size),
+                                 hits="[]", as_of_block=1, stale=False) for size in sizes]
+        session.add_all(entries)
+        session.flush()
+        return [entry.id for entry in reversed(entries)]
+
+
+def test_log_counts_the_indicators_checked_without_reading_them(node: NodeContext) -> None:
+    add_entries(node, [10_000] * 10 + [0])  # a full batch holds 10,000: 670 kB of JSON each
+    tracemalloc.start()
+    try:
+        entries = read(node, limit=20)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [e["checked"] for e in entries] == [0] + [10_000] * 10
+    # Reading each list to count it took 8 MB for these ten, 650 MB for a page of 1,000 batch checks.
+    assert peak < 2_000_000
+
+
+def test_log_with_indicators_ends_a_page_before_max_page_indicators(node: NodeContext,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(check_log, "MAX_PAGE_INDICATORS", 25)
+    ids = add_entries(node, [10, 30, 10, 10, 10, 10])  # newest first: 10, 10, 10, 10, 30, 10
+
+    def page(before_id: int | None) -> tuple[list[int], int | None]:
+        with node.store.session() as session:
+            found = read_check_log_page(session, CheckLogQuery(include_indicators=True, before_id=before_id))
+        assert all(e.indicators is not None and len(e.indicators) == e.checked for e in found.entries)
+        return [e.id for e in found.entries], found.next_before_id
+
+    # A page of 1,000 batch checks with their indicators was a 700 MB body.
+    assert page(None) == (ids[:2], ids[1])
+    assert page(ids[1]) == (ids[2:4], ids[3])
+    assert page(ids[3]) == (ids[4:5], ids[4])  # one entry over the budget comes alone
+    assert page(ids[4]) == (ids[5:], None)
+    with node.store.session() as session:  # without them, `limit` alone ends a page
+        assert len(read_check_log_page(session, CheckLogQuery()).entries) == 6

@@ -3,6 +3,7 @@ concentration limits) go into a pool draft through node.assets' pool builder, th
 
 from __future__ import annotations
 
+import random
 from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
@@ -58,6 +59,73 @@ def test_within_concentration_drops_largest_loan_of_worst_group() -> None:
     chosen = _within_concentration(loans, 0.35, 0.9, excluded)
     assert [x.loan_reference for x in chosen] == ["A1", "B1", "C1", "D1"]
     assert excluded == {"A2": "concentration_borrower"}
+
+
+class _CountedLoan:
+    """A loan that counts the reads of its principal."""
+
+    reads = 0
+
+    def __init__(self, reference: str, borrower: bytes, region: str, amount: int) -> None:
+        self.loan_reference, self.applicant_fingerprint, self.region_code = reference, borrower, region
+        self._amount = amount
+
+    @property
+    def current_principal_minor(self) -> int:
+        _CountedLoan.reads += 1
+        return self._amount
+
+
+def test_within_concentration_reads_each_loan_a_bounded_number_of_times() -> None:
+    # A regional bank's book, 90 % in its home province, is far over the region limit: most loans are left out, one
+    # at a time. Each used to cost a pass over every loan: 4,000 loans took 11 s, 100,000 about two hours.
+    loans = [_CountedLoan(f"L{i:04d}", i.to_bytes(2, "big"), "11" if i % 10 else f"{i % 30 + 12}", 100 + i % 7)
+             for i in range(600)]
+    excluded: dict[str, str] = {}
+    _CountedLoan.reads = 0
+    chosen = _within_concentration(loans, 0.2, 0.6, excluded)  # type: ignore[arg-type]
+    assert len(excluded) > 300 and set(excluded.values()) == {"concentration_region"}
+    assert len(chosen) + len(excluded) == len(loans)
+    assert _CountedLoan.reads < 20 * len(loans)
+
+
+def _greedy(loans: list[Any], borrower_share: float, region_share: float, excluded: dict[str, str]) -> list[Any]:
+    """The selection rule written plainly (module docstring), one pass over every loan for each loan left out."""
+    chosen = list(loans)
+    while (total := sum(x.current_principal_minor for x in chosen)) > 0:
+        worst: tuple[float, str, Any] | None = None
+        for label, limit, key in (("concentration_borrower", borrower_share, lambda x: x.applicant_fingerprint),
+                                  ("concentration_region", region_share, lambda x: x.region_code)):
+            groups: dict[Any, int] = {}
+            for x in chosen:
+                groups[key(x)] = groups.get(key(x), 0) + x.current_principal_minor
+            for group, amount in groups.items():
+                if amount / total - limit > 1e-12 and (worst is None or amount / total - limit > worst[0]):
+                    worst = (amount / total - limit, label, (key, group))
+        if worst is None:
+            break
+        _, label, (key, group) = worst
+        largest = max((x for x in chosen if key(x) == group), key=lambda x: (x.current_principal_minor,
+                                                                             x.loan_reference))
+        chosen.remove(largest)
+        excluded[largest.loan_reference] = label
+    return chosen
+
+
+def test_within_concentration_leaves_out_what_the_plain_greedy_rule_leaves_out() -> None:
+    for trial in range(300):
+        draw = random.Random(trial)
+        loans = [SimpleNamespace(loan_reference=f"L{draw.randint(0, 99):02d}-{i}",
+                                 applicant_fingerprint=bytes([draw.randint(0, draw.choice([2, 5, 30]))]),
+                                 region_code=str(draw.randint(0, draw.choice([1, 3, 8]))),
+                                 current_principal_minor=draw.choice([0, 100, 200, draw.randint(0, 1000)]))
+                 for i in range(draw.randint(0, 30))]
+        shares = (draw.choice([0.05, 0.2, 0.35, 1.0]), draw.choice([0.2, 0.6, 1.0]))
+        expected: dict[str, str] = {}
+        excluded: dict[str, str] = {}
+        kept = _greedy(loans, *shares, expected)
+        assert _within_concentration(loans, *shares, excluded) == kept, trial  # type: ignore[arg-type]
+        assert list(excluded.items()) == list(expected.items()), trial
 
 
 def _with_loans_1_and_3_booked_without_concentration_limits(a: NodeContext, tmp_path: Path) -> NodeContext:

@@ -269,6 +269,40 @@ def test_refresh_borrower_indicators_unseals_only_borrowers_lacking_an_epoch(
     assert refresh_borrower_indicators(a) == 8 and len(unsealed) == 2
 
 
+def test_refresh_borrower_indicators_after_a_rotation_hashes_a_page_of_loans_per_transaction(
+        keyed_banks: list[NodeContext], monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from sqlalchemy import event, func
+
+    from node.modules import credit_platform
+    from node.modules.credit_platform import refresh_borrower_indicators
+    from node.store.application_tables import BorrowerIndicator
+
+    a = keyed_banks[0]
+    for i in (73, 74, 75, 76, 77):
+        book_loan(a, submit_application(a, application(i), submitted_by="test")["application_id"])
+    a.keyring.store_key(2, os.urandom(32), source="generated")
+    monkeypatch.setattr(credit_platform, "LOANS_PER_TRANSACTION", 2)
+    unsealed_per_commit: list[int] = []
+    unsealed: list[str] = []
+    unseal = credit_platform.unseal_applicant
+    monkeypatch.setattr(credit_platform, "unseal_applicant",
+                        lambda node, row: unsealed.append(row.application_id) or unseal(node, row))
+    listener = lambda _connection: unsealed_per_commit.append(len(unsealed))  # noqa: E731
+    event.listen(a.store.engine, "commit", listener)
+    try:
+        # The whole book lacks epoch 2: one transaction for all of it held the write lock, 40 s for 20,000 loans.
+        assert refresh_borrower_indicators(a) == 20
+    finally:
+        event.remove(a.store.engine, "commit", listener)
+    assert [n for n in unsealed_per_commit if n] == [2, 4, 5]
+    assert sorted(unsealed) == sorted(set(unsealed))  # each borrower unsealed once
+    with a.store.session() as session:
+        assert session.scalar(select(func.count()).select_from(BorrowerIndicator)) == 40  # 5 loans, 4 types, 2 epochs
+    assert refresh_borrower_indicators(a) == 0
+
+
 def test_records_mirrored_before_the_node_held_their_key_epoch_raise_alerts_once_it_does(
         keyed_banks: list[NodeContext]) -> None:
     from node.ledger.key_distribution import rotate, sync_keys

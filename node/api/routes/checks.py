@@ -15,7 +15,7 @@ from node.api.deps import NodeDep, SessionDep, require_roles
 from node.api.errors import escaped_json
 from node.auth.apikeys import KeyInfo, Role
 from node.ledger import checks
-from node.ledger.check_log import DEFAULT_LIMIT, MAX_LIMIT, CheckLogQuery, read_check_log
+from node.ledger.check_log import DEFAULT_LIMIT, MAX_LIMIT, CheckLogQuery, read_check_log_page
 from node.ledger.reactions import parse_indicator
 
 router = APIRouter(prefix="/checks", tags=["checks"])
@@ -125,10 +125,10 @@ def read_log(*, session: SessionDep, _: Annotated[KeyInfo, Depends(require_roles
     """The query log, newest first: who checked what, when, and what hit (naive times are UTC).
 
     Filter by key, by indicator (bound such a search by time on a large log: it reads every entry in range),
-    by time, or to checks with hits."""
+    by time, or to checks with hits. With `include_indicators` a page ends before 100,000 indicators (batch checks
+    hold up to 10,000 each), with fewer entries than `limit`: `next_before_id` says where the next one starts."""
     query = CheckLogQuery(key_id=key_id, indicators=[parse_indicator(indicator)] if indicator is not None else (),
                           since=since, until=until, hits_only=hits_only, before_id=before_id, limit=limit,
                           include_indicators=include_indicators)
-    entries = read_check_log(session, query)
-    return {"entries": [e.to_json() for e in entries],
-            "next_before_id": entries[-1].id if len(entries) == limit else None}
+    page = read_check_log_page(session, query)
+    return {"entries": [e.to_json() for e in page.entries], "next_before_id": page.next_before_id}
