@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import event, func, select
 
 from node.errors import InvalidInput
+from node.ledger import report_import
 from node.ledger.report_import import MAX_FILE_BYTES, ImportRefused, count_rows, import_reports
 from node.runtime import NodeContext
 from node.store.ledger_tables import FraudReport, OutboxRecord
@@ -77,6 +78,24 @@ def test_import_of_more_reports_than_the_database_takes_bind_parameters(bank: No
     result = import_reports(bank.report_intake, write(tmp_path, HEADER + rows), submitted_by="cli")
     assert (result.reports, result.created) == (1_200, 1_200)
     assert counts(bank) == (1_200, 1_200)
+
+
+def test_import_of_more_rows_than_one_file_may_hold_imports_nothing(bank: NodeContext, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file is stored in one transaction holding SQLite's write lock, and held in memory whole: 600,000 rows kept
+    API writes waiting past the busy timeout, so they failed. Files are capped; a list is imported in parts."""
+    monkeypatch.setattr(report_import, "MAX_ROWS", 5)
+    rows = [f",phone,139{n:08d},telecom_fraud,90,365,\n" for n in range(6)]
+    with pytest.raises(InvalidInput, match="has more than 5 data rows; split it into files of at most 5") as refused:
+        import_reports(bank.report_intake, write(tmp_path, HEADER + "".join(rows)), submitted_by="cli")
+    assert refused.value.code == "too_many_rows"
+    assert counts(bank) == (0, 0)
+
+    result = import_reports(bank.report_intake, write(tmp_path, HEADER + "".join(rows[:5])), submitted_by="cli")
+    assert (result.reports, result.created) == (5, 5)
+    with bank.store.session() as session:  # written in report id order, the B-trees' order, not the file's
+        stored = list(session.scalars(select(OutboxRecord.report_id).order_by(OutboxRecord.id)))
+    assert stored == sorted(stored) and len(stored) == 5
 
 
 def test_import_refuses_cells_it_would_drop_unread(bank: NodeContext, tmp_path: Path) -> None:
