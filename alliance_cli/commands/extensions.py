@@ -21,14 +21,24 @@ app = typer.Typer(help="Credit workflow extensions (built-in modules and install
 def extensions_list(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """Extensions in call order with their hooks; those not loaded with the reason."""
     # Reads only the settings: works before `alliance init`, to see what a node would load.
-    infos = extensions_for(node_context(ctx, initialised=False)).extensions()
+    node = node_context(ctx, initialised=False)
+    infos = extensions_for(node).extensions()
+    # What the node would refuse to mount (a route without a role check): said here, not only in the node's log.
+    from node.extensions.routes import contributed_routers  # FastAPI: imported only for this command
+
+    _, problems = contributed_routers(node)
     if json_output:
-        console.print_json([i.to_json() for i in infos])
+        console.print_json([{**i.to_json(), "problem": problems.get(i.name)} for i in infos])
         return
     console.table("extensions", ["name", "source", "loaded", "hooks / error"],
                   [(i.name, i.source, "yes" if i.loaded else "no",
-                    ", ".join(h.removeprefix("alliance_") for h in i.hooks) if i.loaded else i.error)
+                    _hooks_and_problem(i.hooks, problems.get(i.name)) if i.loaded else i.error)
                    for i in infos])
+
+
+def _hooks_and_problem(hooks: tuple[str, ...], problem: str | None) -> str:
+    listed = ", ".join(h.removeprefix("alliance_") for h in hooks)
+    return listed if problem is None else f"{listed}; {problem}"
 
 
 def add_extension_commands(cli: typer.Typer, manager: ExtensionManager | None = None) -> list[str]:

@@ -30,21 +30,33 @@ def install_extension_routes(app: FastAPI, node: Any, *, dependencies: Sequence[
     a module with any route that checks no role (`require_roles`): behind the API-key check alone it would answer
     every valid key, an auditor's as well as a workflow's, and a route that forgot its roles must not be open.
     """
+    mountable, problems = contributed_routers(node)
+    for module, problem in problems.items():
+        logger.warning("extension %s: %s", module, problem)
+    for _module, routers in mountable:
+        for router in routers:
+            app.include_router(router, prefix=PREFIX, dependencies=list(dependencies))
+    return [module for module, _ in mountable]
+
+
+def contributed_routers(node: Any) -> tuple[list[tuple[str, list[APIRouter]]], dict[str, str]]:
+    """The routers each module may mount, and why a module's are refused (module -> problem), from one call of
+    `alliance_api_routers`; `alliance extensions list` shows the problems too, not only the node's log."""
     outcome = extensions_for(node).call("alliance_api_routers", expect=list)
-    mounted = []
+    mountable: list[tuple[str, list[APIRouter]]] = []
+    problems = {failure.module: f"alliance_api_routers failed ({failure.error}): no routes mounted"
+                for failure in outcome.failures}
     for module, routers in outcome.results:
         if not all(isinstance(r, APIRouter) for r in routers):
-            logger.warning("extension %s: alliance_api_routers answered something other than APIRouters", module)
+            problems[module] = "alliance_api_routers answered something other than APIRouters: no routes mounted"
             continue
         unchecked = _routes_without_role_check(routers)
         if unchecked:  # none of the module's routes: half a module would answer some calls and 404 others
-            logger.warning("extension %s: its routes are not mounted: %s check no role (require_roles)", module,
-                           ", ".join(unchecked))
+            problems[module] = (f"its routes are not mounted: {', '.join(unchecked)} check no role "
+                                "(require_roles)")
             continue
-        for router in routers:
-            app.include_router(router, prefix=PREFIX, dependencies=list(dependencies))
-        mounted.append(module)
-    return mounted
+        mountable.append((module, list(routers)))
+    return mountable, problems
 
 
 def _routes_without_role_check(routers: Iterable[APIRouter]) -> list[str]:

@@ -3,6 +3,7 @@ role: a route without `require_roles` would answer any valid key, an auditor's o
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 import pytest
@@ -154,3 +155,25 @@ def test_mount_extension_routes_mounts_every_builtin_route(api: ApiNode) -> None
                            "/v1/applications/{application_id}/book", "/v1/applications/{application_id}/fraud",
                            "/v1/loans/{loan_reference:path}/status", "/v1/abs-factory/eligible",
                            "/v1/abs-factory/pools", "/v1/marketing/prescreen", "/v1/alerts", "/v1/alerts/{alert_id}"}
+
+
+def test_extensions_list_says_which_modules_routes_are_not_mounted(api: ApiNode) -> None:
+    """A refused module was told only in the node's log: `alliance extensions list` showed it loaded and well."""
+    from typer.testing import CliRunner
+
+    from alliance_cli.main import app
+
+    manager = ExtensionManager(extra_plugins={"guarded": Contributes(_guarded_router()),
+                                              "half_open": Contributes(_open_router())})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("alliance_cli.commands.extensions.extensions_for", lambda _node: manager)
+        patch.setattr("node.extensions.routes.extensions_for", lambda _node: manager)
+        listed = CliRunner().invoke(app, ["--data-dir", str(api.node.settings.data_dir), "extensions", "list",
+                                          "--json"])
+        table = CliRunner().invoke(app, ["--data-dir", str(api.node.settings.data_dir), "extensions", "list"])
+    assert listed.exit_code == 0, listed.output
+    problems = {e["name"]: e["problem"] for e in json.loads(listed.output)}
+    assert problems["guarded"] is None and problems["credit_platform"] is None
+    assert problems["half_open"] == ("its routes are not mounted: /v1/half-open/unchecked check no role "
+                                     "(require_roles)")
+    assert table.exit_code == 0 and "(require_roles)" in table.output  # the table wraps the rest
