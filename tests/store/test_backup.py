@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,14 +13,6 @@ from node.auth.apikeys import Role, authenticate, create_api_key, list_api_keys
 from node.errors import Conflict, InvalidInput
 from node.store.backup import backup_sqlite_store, restore_sqlite_store
 from node.store.db import Store, StoreNotFound, StoreUnavailable, UnknownSchemaRevision, migrate
-
-
-@pytest.fixture
-def sqlite_store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(f"sqlite:///{tmp_path / 'node.db'}")
-    store.migrate()
-    yield store
-    store.close()
 
 
 def test_a_backup_taken_while_the_store_is_written_is_a_consistent_store(sqlite_store: Store,

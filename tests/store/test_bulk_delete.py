@@ -3,12 +3,9 @@ a slice per transaction, and a pass reads the rows it keeps once, not once per s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import event, func, select
 
 from node.store.bulk import delete_in_slices, insert_rows
@@ -17,23 +14,6 @@ from node.store.ledger_tables import CheckLogEntry
 
 ASKED_AT = datetime(2026, 1, 1, tzinfo=UTC)
 COLUMNS = ("key_id", "asked_at", "kind", "indicators", "hits", "as_of_block", "stale")
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    store = Store(store_url)
-    store.migrate()
-    yield store
-    store.close()
-
-
-@pytest.fixture
-def sqlite_store(tmp_path: Path) -> Iterator[Store]:
-    """The work of statements is measured in SQLite's virtual-machine steps."""
-    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
-    store.migrate()
-    yield store
-    store.close()
 
 
 def fill(store: Store, kinds: list[str]) -> None:

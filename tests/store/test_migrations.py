@@ -4,7 +4,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,15 +16,6 @@ from node.store import db
 from node.store.db import Store, StoreUnavailable, UnknownSchemaRevision, alembic_config
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    """A migrated store on SQLite or PostgreSQL, closed even when the test fails."""
-    opened = Store(store_url)
-    opened.migrate()
-    yield opened
-    opened.close()
 
 
 def test_migrate_creates_schema_idempotently(store: Store) -> None:
