@@ -208,7 +208,7 @@ class ReportIntake:
                 seen.add(report.report_id)
                 new.append(report)
             # In report id order: the ids are random, and inserting them sorted walks the B-trees keyed by report id
-            # once instead of at random (200,000 rows of an import: 8.0 -> 3.6 s holding SQLite's write lock).
+            # once instead of at random (an import of 300,000 rows kept a concurrent API write waiting 4.0 s, not 8.0).
             new.sort(key=lambda report: report.report_id)
             reports = [_report_row(report, submitted_by) for report in new]
             records = [row for report in new for row in self._outbox_rows(report)]
