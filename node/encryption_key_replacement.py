@@ -58,8 +58,8 @@ from node.crypto.envelopes import (
     public_key_bytes,
 )
 from node.crypto.vault import LocalVault, VaultError, derive_local_key, derive_vault_key
-from node.errors import AllianceError, Conflict
-from node.ledger.key_distribution import NotAMember
+from node.errors import Conflict
+from node.ledger.key_distribution import EncryptionKeyNotOnChain, NotAMember
 from node.ledger.keyring import alliance_key_ad, local_key_ad
 from node.ledger.reports import REPORT_ID_PURPOSE, sealed_identifier_ad
 from node.modules.credit_platform import sealed_applicant_ad
@@ -75,11 +75,8 @@ LOCAL_KEY_PURPOSES = (REPORT_ID_PURPOSE, FINGERPRINT_PURPOSE)
 RESEAL_PAGE = 1_000  # rows read and written back at a time, by primary key
 
 
-class PublicKeyNotOnChain(AllianceError):
+class PublicKeyNotOnChain(EncryptionKeyNotOnChain):
     """Steps 1-3 are done (the node uses the new key), the chain did not take the new public key yet."""
-
-    code = "encryption_key_not_on_chain"
-    http_status = 503
 
 
 @dataclass(frozen=True)

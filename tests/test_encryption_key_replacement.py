@@ -21,7 +21,7 @@ from node.encryption_key_replacement import PublicKeyNotOnChain, replace_encrypt
 from node.errors import Conflict
 from node.ledger.checks import check_identity
 from node.ledger.indexer import indexer_for
-from node.ledger.key_distribution import NotAMember, key_status, rotate, sync_keys
+from node.ledger.key_distribution import EncryptionKeyNotOnChain, NotAMember, key_status, rotate, sync_keys
 from node.ledger.keyring import alliance_key_ad
 from node.ledger.reports import REPORT_ID_PURPOSE, ReportRequest
 from node.ledger.republish import republish
@@ -258,10 +258,16 @@ def test_a_replacement_with_the_chain_down_after_the_switch_sends_the_key_when_r
     assert public_key_bytes(new.encryption_key) != bank_b.public_key  # the node uses its new key meanwhile
     assert new.registry().member(member_id).encryption_key == bank_b.public_key
     assert new.keyring.key(1) == bank_b.alliance_key
+    # Meanwhile every key pass fails visibly (the key worker's state in /health, `alliance key sync`): keys sent to
+    # this bank are sealed to the chain's key, which this node no longer has. It distributes to others first.
+    with pytest.raises(EncryptionKeyNotOnChain, match="run `alliance key replace-encryption-key`") as behind:
+        sync_keys(new)
+    assert behind.value.code == "encryption_key_not_on_chain"
 
     again = replace_encryption_key(new)
 
     assert (again.old_public_key, again.public_key) == (None, public_key_bytes(new.encryption_key))
+    assert sync_keys(_reopened(b, ledger_nodes)).missing == []
     _assert_nothing_lost(bank_b, _reopened(b, ledger_nodes))
     assert _key_files(new) == ["encryption-key.pem", "encryption-key.retired.pem"]  # no second replacement
 

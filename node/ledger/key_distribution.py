@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from node.chain.registry import KeyEnvelope, Member, MemberRole, MemberStatus
-from node.crypto.envelopes import EnvelopeError, open_envelope, seal_envelope
+from node.crypto.envelopes import EnvelopeError, open_envelope, public_key_bytes, seal_envelope
 from node.crypto.keyed_hash import ALLIANCE_KEY_BYTES
 from node.errors import AllianceError, Conflict
 from node.store.ledger_tables import AllianceKey
@@ -59,6 +59,14 @@ logger = logging.getLogger(__name__)
 
 # Roles that check identifiers against the ledger, so need the key. Observers only read governance.
 KEY_RECIPIENT_ROLES = frozenset({MemberRole.member, MemberRole.auditor})
+
+
+class EncryptionKeyNotOnChain(AllianceError):
+    """The chain holds another X25519 public key for this member than the node's: envelopes sent to this bank are
+    sealed to that key, and this node cannot open them."""
+
+    code = "encryption_key_not_on_chain"
+    http_status = 503
 
 
 class NotAMember(AllianceError):
@@ -198,7 +206,23 @@ def sync_keys(node: NodeContext) -> KeySyncResult:
         _generate(node, view, held, result)
         _distribute(node, view, held, result)
     result.missing = sorted(set(range(1, view.chain_epoch + 1)) - held)
+    _refuse_a_key_the_chain_does_not_have(node, view)  # after distributing: other members are not held up
     return result
+
+
+def _refuse_a_key_the_chain_does_not_have(node: NodeContext, view: _ChainView) -> None:
+    """Raise EncryptionKeyNotOnChain if the chain has another public key for this member than the node's: a
+    replacement whose last step did not reach the chain, or a keys directory restored from before one. Every pass
+    then fails visibly (the key worker's state in /health, `alliance key sync`), instead of skipping each new
+    envelope as one that does not open while the node hashes with old epochs only."""
+    if view.me.role not in KEY_RECIPIENT_ROLES:
+        return
+    local = public_key_bytes(node.encryption_key)
+    if view.me.encryption_key != local:
+        raise EncryptionKeyNotOnChain(
+            f"the chain holds another encryption key for member {view.member_id} than this node's ({local.hex()}): "
+            "keys sent to this bank cannot be opened here; run `alliance key replace-encryption-key` to finish a "
+            "replacement")
 
 
 def rotate(node: NodeContext) -> int:
