@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from alliance_cli.commands import assets as assets_commands
 from node.chain.client import ChainClient
 from node.chain.deployment import load_deployment
 from node.config import load_settings
@@ -208,18 +209,27 @@ def test_assets_prove_to_an_unwritable_path_fails_with_one_line(cli: CliRunner, 
 
 
 def test_assets_prove_that_cannot_finish_writing_keeps_the_earlier_bundle(cli: CliRunner, anchored: dict[str, Any],
-                                                                          tmp_path: Path) -> None:
+                                                                          tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """The bundle was written in place: a write cut short (here by a file size limit, as by a full disk) left half
     a bundle where the earlier, good one had been."""
     out = tmp_path / "bundle.json"
     assert cli("assets", "prove", "LN-000001", "--out", str(out)).code == 0
     earlier = out.read_text()
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (len(earlier) // 2, hard))  # Python ignores SIGXFSZ: EFBIG
-    try:
-        result = cli("assets", "prove", "LN-000002", "--out", str(out))
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    real_write = assets_commands.write_private_text
+
+    def write_under_a_size_limit(path: Path, text: str) -> None:
+        # Only around the bundle's write: the limit applies to the whole process, and the store's files opened under
+        # it failed at random ("disk I/O error" creating SQLite's -shm file), before the bundle was reached.
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (len(earlier) // 2, hard))  # Python ignores SIGXFSZ: EFBIG
+        try:
+            real_write(path, text)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+
+    monkeypatch.setattr(assets_commands, "write_private_text", write_under_a_size_limit)
+    result = cli("assets", "prove", "LN-000002", "--out", str(out))
     assert result.code == 1
     assert "cannot write" in one_error_line(result.err)
     assert out.read_text() == earlier
