@@ -56,7 +56,7 @@ from node.ledger.checks import state_policy
 from node.merkle import StandardMerkleTree
 from node.runtime import NodeContext
 from node.store.asset_tables import AssetLoan, AssetLoanIndicator, AssetPool, AssetVersion
-from node.store.bulk import in_list_slices
+from node.store.bulk import in_list_slices, rows_page
 from node.store.db import Store, once_more_on_conflict
 from node.store.models import utcnow
 from node.text import printable_name, storable_text
@@ -503,10 +503,7 @@ def pools_page(node: NodeContext, *, after: int = 0, limit: int | None = DEFAULT
     """The pools created after local row `after`, in creation order, at most `limit` of them (None: all)."""
     with node.store.session() as session:
         query = select(AssetPool).where(AssetPool.id > after).order_by(AssetPool.id)
-        # One row more than the page says whether another page follows, so the last page names no cursor.
-        pools = list(session.scalars(query if limit is None else query.limit(limit + 1)))
-        more = limit is not None and len(pools) > limit
-        pools = pools[:limit] if more else pools
+        pools, more = rows_page(session, query, limit)
         versions: dict[int, list[AssetVersion]] = {pool.id: [] for pool in pools}
         for refs in in_list_slices(list(versions)):
             for version in session.scalars(select(AssetVersion).where(AssetVersion.pool_ref.in_(refs))

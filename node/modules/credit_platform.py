@@ -40,6 +40,7 @@ from node.store.application_tables import (
     BorrowerIndicator,
     LoanApplication,
 )
+from node.store.bulk import rows_page
 from node.store.db import once_more_on_conflict
 from node.store.models import as_utc, utcnow
 
@@ -238,11 +239,9 @@ def applications_page(session: Session, *, outcome: str | None = None, after: st
         query = query.where(or_(LoanApplication.received_at < last.received_at,
                                 (LoanApplication.received_at == last.received_at)
                                 & (LoanApplication.application_id < last.application_id)))
-    # One row more than the page says whether another page follows, so the last page names no cursor.
-    rows = list(session.scalars(query.limit(limit + 1)))
-    page = rows[:limit]
+    page, more = rows_page(session, query, limit)
     return ApplicationsPage([{k: v for k, v in application_view(r).items() if k != "trail"} for r in page],
-                            page[-1].application_id if len(rows) > limit else None)
+                            page[-1].application_id if more else None)
 
 
 def _application(session: Session, application_id: str) -> LoanApplication:

@@ -35,6 +35,7 @@ from node.ledger.mirror import facts_for
 from node.ledger.reports import ReportRequest
 from node.modules.credit_platform import confirm_fraud, fraud_report_request, refresh_borrower_indicators
 from node.store.application_tables import BookedLoanRow, BorrowerIndicator, LoanApplication, RiskAlert
+from node.store.bulk import rows_page
 from node.store.db import once_more_on_conflict
 from node.store.ledger_tables import MirrorRecord, SyncState
 from node.store.models import utcnow
@@ -256,10 +257,7 @@ def alerts_page(node: Any, *, state: str | None = None, after: int | None = None
             query = query.where(RiskAlert.state == state)
         if after is not None:
             query = query.where(RiskAlert.id < after)
-        # One row more than the page says whether another page follows, so the last page names no cursor.
-        alerts = list(session.scalars(query if limit is None else query.limit(limit + 1)))
-        more = limit is not None and len(alerts) > limit
-        alerts = alerts[:limit] if more else alerts
+        alerts, more = rows_page(session, query, limit)
         return AlertsPage([alert_view(a, session) for a in alerts], alerts[-1].id if more else None)
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import Dialect, LargeBinary, delete, insert, select
+from sqlalchemy import Dialect, LargeBinary, Select, delete, insert, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeEngine
@@ -41,6 +41,14 @@ def in_list_slices(values: Sequence[T]) -> Iterator[Sequence[T]]:
     """`values` in consecutive slices of at most IN_LIST_CHUNK, one `IN (...)` list each."""
     for start in range(0, len(values), IN_LIST_CHUNK):
         yield values[start:start + IN_LIST_CHUNK]
+
+
+def rows_page(session: Session, query: Select[Any], limit: int | None) -> tuple[list[Any], bool]:
+    """At most `limit` rows of `query` (None: all) and whether more follow: one row more than the page is read, so a
+    last page names no cursor."""
+    rows = list(session.scalars(query if limit is None else query.limit(limit + 1)))
+    more = limit is not None and len(rows) > limit
+    return (rows[:limit] if more else rows), more
 
 
 def insert_rows(session: Session, table: Any, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
