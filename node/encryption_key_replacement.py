@@ -35,7 +35,6 @@ PostgreSQL store: stop every node of the bank first).
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
@@ -65,6 +64,7 @@ from node.ledger.reports import REPORT_ID_PURPOSE, sealed_identifier_ad
 from node.modules.credit_platform import sealed_applicant_ad
 from node.modules.fingerprints import PURPOSE as FINGERPRINT_PURPOSE
 from node.node_lock import node_lock
+from node.private_files import replace_durably, write_private_bytes
 from node.runtime import NodeContext, WrongPassphrase
 from node.store.application_tables import LoanApplication
 from node.store.db import Store
@@ -167,17 +167,7 @@ def _own_member(node: NodeContext) -> Member:
 
 def _write_next_key(path: Path, passphrase: str) -> None:
     """The new key, whole or not at all: written aside and renamed, so a crash never leaves half a key file."""
-    content = dump_private_key(generate_encryption_keypair(), passphrase)
-    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, path)
-        _sync_directory(path.parent)
-    finally:
-        Path(partial).unlink(missing_ok=True)
+    write_private_bytes(path, dump_private_key(generate_encryption_keypair(), passphrase))
 
 
 def reseal_store(store: Store, old_key: X25519PrivateKey, new_key: X25519PrivateKey) -> int:
@@ -244,8 +234,7 @@ def _switch_key_files(settings: Settings) -> Path:
     """Put the next key in place of the current one, keeping the current one as a retired file; its path."""
     current, pending = settings.encryption_key_file, settings.next_encryption_key_file
     retired = _retired_link_of(current) or _link_retired(current)  # the link made by a run cut short before the rename
-    os.replace(pending, current)
-    _sync_directory(settings.keys_dir)
+    replace_durably(pending, current)
     return retired
 
 
@@ -278,11 +267,3 @@ def _publish(node: NodeContext, key: X25519PrivateKey) -> None:
             f"the node uses its new encryption key; the chain did not take its public key yet ({exc}): run "
             "`alliance key replace-encryption-key` again once the chain answers") from None
 
-
-def _sync_directory(directory: Path) -> None:
-    """Make a rename in `directory` durable (a power cut must not bring back the old names)."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

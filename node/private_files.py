@@ -1,6 +1,11 @@
-"""Files the node writes whole or not at all: those only its own user may read (its config with the database
-password, demo API keys, prospect lists, the CLI's provenance bundles and import error lists), and those another
-service reads (Besu's accounts allowlist)."""
+"""Files the node writes whole or not at all, and durably: its keys (signing keystore, X25519 key), those only its
+own user may read (its config with the database password, demo API keys, prospect lists, the CLI's provenance bundles
+and import error lists), and those another service reads (Besu's accounts allowlist).
+
+Durably: the content is fsynced before the rename and the directory after it. Without that, ext4 and XFS may keep
+the new name but not the data through a power cut, and a key file made moments before (a membership's signing key,
+registered on chain right after `alliance init`) came back empty.
+"""
 
 from __future__ import annotations
 
@@ -17,20 +22,49 @@ def write_private_text(path: Path, text: str) -> None:
     it: a write cut short (a full disk, a crash) leaves neither half a file nor half of the earlier one (a config
     the node could no longer read).
     """
-    _write_whole(path, text, mode=0o600)
+    write_private_bytes(path, text.encode("utf-8"))
 
 
 def write_public_text(path: Path, text: str) -> None:
     """Write `text` to `path` whole or not at all, readable by all (0644: Besu may run as another user)."""
-    _write_whole(path, text, mode=0o644)
+    _write_whole(path, text.encode("utf-8"), mode=0o644, exclusive=False)
 
 
-def _write_whole(path: Path, text: str, *, mode: int) -> None:
+def write_private_bytes(path: Path, content: bytes, *, exclusive: bool = False) -> None:
+    """Write `content` to `path`, owner-only, whole or not at all (see write_private_text).
+
+    `exclusive`: FileExistsError if `path` exists, which is left as it was: a key file is never overwritten.
+    """
+    _write_whole(path, content, mode=0o600, exclusive=exclusive)
+
+
+def replace_durably(source: Path, target: Path) -> None:
+    """Rename `source` over `target` (one directory) and make the rename survive a power cut."""
+    os.replace(source, target)
+    sync_directory(target.parent)
+
+
+def sync_directory(directory: Path) -> None:
+    """Make the renames and links made in `directory` durable (a power cut must not bring back the old names)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_whole(path: Path, content: bytes, *, mode: int, exclusive: bool) -> None:
     fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), mode)  # mkstemp made it 0600
-            handle.write(text)
-        os.replace(partial, path)
+            handle.write(content)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if exclusive:
+            os.link(partial, path)  # atomic, and refuses a path that exists (os.replace would overwrite it)
+        else:
+            os.replace(partial, path)
+        sync_directory(path.parent)
     finally:
         Path(partial).unlink(missing_ok=True)

@@ -11,6 +11,7 @@ from node.chain.signer import Signer, keystore_address, write_keystore
 from node.config import Network, Settings, write_config
 from node.crypto.envelopes import dump_private_key, generate_encryption_keypair, public_key_bytes
 from node.errors import Conflict, InvalidInput
+from node.private_files import write_private_bytes
 from node.store.db import Store, StoreNotFound
 from node.text import printable_name
 
@@ -57,7 +58,7 @@ def init_node(settings: Settings, *, bank_name: str, bank_code: str, passphrase:
     try:
         settings.keys_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(settings.keys_dir, 0o700)
-        _write_private(settings.encryption_key_file, dump_private_key(encryption_key, passphrase))
+        write_private_bytes(settings.encryption_key_file, dump_private_key(encryption_key, passphrase), exclusive=True)
         written.append(settings.encryption_key_file)
         write_keystore(settings.signing_key_file, signer, passphrase)
         written.append(settings.signing_key_file)
@@ -110,13 +111,3 @@ def create_store(settings: Settings) -> StoreCreation:
             return StoreCreation(where, created=True)
     finally:
         store.close()
-
-
-def _write_private(path: Path, content: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-    except BaseException:  # never a key file cut short: only a whole one, or none
-        path.unlink(missing_ok=True)
-        raise

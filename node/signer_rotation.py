@@ -23,6 +23,7 @@ from pathlib import Path
 from node.chain.signer import KeystoreError, Signer, keystore_address, load_keystore, write_keystore
 from node.config import Settings
 from node.errors import Conflict, InvalidInput
+from node.private_files import replace_durably
 from node.runtime import NodeContext
 
 
@@ -94,6 +95,6 @@ def activate_new_signer(node: NodeContext) -> ActivatedSigner:
     retired = settings.keys_dir / f"signing-key.retired-{old_address.lower()}.json"
     with suppress(FileExistsError):  # linked by an activation that stopped before the rename
         os.link(current, retired)
-    os.replace(path, current)
+    replace_durably(path, current)  # the retired link too
     return ActivatedSigner(old_address, new_address, member_id, retired)
 

@@ -1,13 +1,16 @@
-"""write_private_text: owner-only files, written whole or not at all."""
+"""node.private_files: owner-only files and keys, written whole or not at all, and durably."""
 
 from __future__ import annotations
 
+import os
 import resource
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from node.private_files import write_private_text
+from node.chain.signer import Signer, write_keystore
+from node.private_files import replace_durably, write_private_bytes, write_private_text, write_public_text
 
 
 def test_write_private_text_narrows_a_looser_file_to_the_owner(tmp_path: Path) -> None:
@@ -32,3 +35,74 @@ def test_write_private_text_cut_short_keeps_the_earlier_file(tmp_path: Path) -> 
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     assert path.read_text() == "phone\n+8613800138000\n"
     assert [p.name for p in tmp_path.iterdir()] == ["prospects.clean.csv"]
+
+
+class FsyncSpy:
+    """What os.fsync was called on, by path, in order (the real fsync still runs)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.synced: list[str] = []
+        real_fsync = os.fsync
+
+        def fsync(fd: int) -> None:
+            self.synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+            real_fsync(fd)
+
+        monkeypatch.setattr(os, "fsync", fsync)
+
+
+def _write_keystore(path: Path) -> None:
+    write_keystore(path, Signer.generate(), "a passphrase of the test")
+
+
+def _replace_durably(path: Path) -> None:
+    source = path.with_name("next")
+    source.write_text("next")
+    replace_durably(source, path)
+
+
+@pytest.mark.parametrize("write", [
+    lambda path: write_private_text(path, "text"),
+    lambda path: write_public_text(path, "text"),
+    lambda path: write_private_bytes(path, b"key", exclusive=True),
+    _write_keystore,
+], ids=["private_text", "public_text", "private_bytes_exclusive", "keystore"])
+def test_a_written_file_is_synced_before_its_rename_and_the_directory_after(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, write: Callable[[Path], None]) -> None:
+    """Without the fsyncs a power cut could keep the new name but not the data: a key file made by `alliance init`,
+    whose address went on chain a moment later, came back empty."""
+    spy = FsyncSpy(monkeypatch)
+    write(tmp_path / "signing-key.json")
+    assert len(spy.synced) == 2
+    written, directory = spy.synced
+    assert Path(written).parent == tmp_path and Path(written).name.startswith(".signing-key.json.")
+    assert written.endswith(".partial")  # the content, before it took the name
+    assert directory == str(tmp_path)  # the name, after
+
+
+def test_replace_durably_syncs_the_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    spy = FsyncSpy(monkeypatch)
+    _replace_durably(tmp_path / "encryption-key.pem")
+    assert spy.synced == [str(tmp_path)] and (tmp_path / "encryption-key.pem").read_text() == "next"
+
+
+def test_an_exclusive_write_never_replaces_a_file_that_is_there(tmp_path: Path) -> None:
+    path = tmp_path / "encryption-key.pem"
+    path.write_bytes(b"the bank's key")
+    with pytest.raises(FileExistsError):
+        write_private_bytes(path, b"another key", exclusive=True)
+    assert path.read_bytes() == b"the bank's key"
+    assert [p.name for p in tmp_path.iterdir()] == ["encryption-key.pem"]
+
+
+def test_an_exclusive_write_cut_short_leaves_no_file(tmp_path: Path) -> None:
+    """The key file was created under its own name first and written in place: a write cut short left a key file
+    that made the data dir look initialised."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))
+    try:
+        with pytest.raises(OSError):
+            write_private_bytes(tmp_path / "encryption-key.pem", b"k" * 10_000, exclusive=True)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert list(tmp_path.iterdir()) == []

@@ -7,12 +7,13 @@ installed eth-keys signs in C, which matters on the publishing hot path.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+
+from node.private_files import write_private_bytes
 
 
 class KeystoreError(Exception):
@@ -52,13 +53,7 @@ def write_keystore(path: Path, signer: Signer, passphrase: str) -> None:
     # whole: an interrupted run left an empty keystore that made the data dir look initialised yet unusable.
     keystore = json.dumps(signer.encrypt(passphrase))
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(keystore)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
+    write_private_bytes(path, keystore.encode("utf-8"), exclusive=True)
 
 
 def load_keystore(path: Path, passphrase: str) -> Signer:
