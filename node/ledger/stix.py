@@ -112,12 +112,13 @@ def indicator_object(state: IndicatorState, sources: ConfidenceSources, records:
     # version per (id, modified) would keep the confidence of the last event for good.
     modified = confidence_settled_since(sources, state.confidence, since=changed, at=at, policy=policy)
     kind = identifier_type_of(first.identifier_type)
+    kind_name = kind.value if kind else "identifier"
     assert state.valid_from is not None and state.valid_until is not None and exportable(state)
     body: dict[str, Any] = {
         "type": "indicator", "spec_version": SPEC_VERSION, "id": indicator_id(state.indicator, incarnation),
         "created_by_ref": identity_id(first.reporter_member_id),
         "created": stix_timestamp(created), "modified": stix_timestamp(modified),
-        "name": f"Alliance {kind.value if kind else 'identifier'} indicator",
+        "name": f"Alliance {kind_name} indicator", "description": _description(kind_name),
         "indicator_types": ["malicious-activity"],
         "pattern": f"[x-alliance-indicator:hash = '{state.indicator.hex()}']",
         "pattern_type": "stix", "pattern_version": SPEC_VERSION,
@@ -132,6 +133,14 @@ def indicator_object(state: IndicatorState, sources: ConfidenceSources, records:
     if state.categories:  # STIX forbids an empty list
         body["labels"] = list(state.categories)
     return body
+
+
+def _description(kind: str) -> str:
+    """STIX 2.1 says producers SHOULD describe an indicator. Fixed per identifier type: a text that changed with the
+    state would need its own `modified` moves, and the state is already in the other properties."""
+    return (f"Fraud indicator of the banking alliance: the keyed hash (HMAC-SHA256 under the alliance key) of a "
+            f"normalised {kind} that members reported. Only a member holding the alliance key can match its own "
+            f"customers against it; the pattern does not reveal the {kind}.")
 
 
 def _last_change_without_event(records: Sequence[RecordFact], reactions: Sequence[ReactionFact], *, at: int,
