@@ -18,6 +18,7 @@ from node.ledger.checks import MAX_BATCH
 from node.store.ledger_tables import CheckLogEntry
 from tests.api.conftest import ApiNode
 from tests.ledger.mirror_rows import DAY, Row, add_batch, add_reaction, set_synced
+from tests.ledger.test_stix_conformance import conformance_problems
 
 PHONE = "13800138000"
 NOW = int(time.time())
@@ -198,6 +199,36 @@ def test_read_export_refuses_bad_cursor_and_limit(api: ApiNode) -> None:
     assert bad_cursor.status_code == 422 and bad_cursor.json()["error"]["code"] == "invalid_indicator"
     bad_limit = api.client.get("/v1/fraud/export", params={"limit": 0}, headers=api.headers(Role.analyst))
     assert bad_limit.status_code == 422 and bad_limit.json()["error"]["code"] == "invalid_request"
+
+
+def test_read_export_pages_conform_to_stix_2_1(api: ApiNode, reported_phone: bytes) -> None:
+    # What a platform reads is the response body: each page, and the empty one at the end, passes the OASIS
+    # validator as served (tests/ledger/test_stix_conformance.py says which warnings are deliberate).
+    with api.node.store.transaction() as session:
+        add_batch(session, 8, reporter=3, rows=[Row(os.urandom(32), identifier_type=5, category=4, valid_from=NOW)],
+                  block=22, published_at=NOW)
+        add_reaction(session, "disputed", reported_phone, 3, block=23, at=NOW, value=1)
+    pages, params = [], {"limit": "1", "include_inactive": "true"}
+    while True:
+        response = api.client.get("/v1/fraud/export", params=params, headers=api.headers(Role.analyst))
+        assert response.status_code == 200 and response.headers["content-type"] == "application/json"
+        pages.append(response.text)
+        if "X-Next-After" not in response.headers:
+            break
+        params["after"] = response.headers["X-Next-After"]
+    assert len(pages) == 3 and "objects" not in json.loads(pages[-1])
+    assert [conformance_problems(page) for page in pages] == [[], [], []]
+
+
+@pytest.mark.parametrize(("params", "code"), [
+    ({"after": ""}, "invalid_indicator"), ({"after": "0x"}, "invalid_indicator"),
+    ({"after": "ab" * 31}, "invalid_indicator"), ({"after": "0x" + "zz" * 32}, "invalid_indicator"),
+    ({"limit": "abc"}, "invalid_request"), ({"limit": "1.5"}, "invalid_request"), ({"limit": "-1"}, "invalid_request"),
+    ({"limit": "50001"}, "invalid_request"), ({"limit": ""}, "invalid_request"),
+    ({"include_inactive": "maybe"}, "invalid_request")])
+def test_read_export_refuses_malformed_paging(api: ApiNode, params: dict[str, str], code: str) -> None:
+    response = api.client.get("/v1/fraud/export", params=params, headers=api.headers(Role.analyst))
+    assert response.status_code == 422 and response.json()["error"]["code"] == code
 
 
 @pytest.mark.parametrize("role", [Role.auditor, Role.workflow, Role.operator])
