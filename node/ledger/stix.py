@@ -109,8 +109,10 @@ def indicator_object(state: IndicatorState, sources: ConfidenceSources, records:
     changed = max([created, *(r.published_at for r in records), *(e.at for e in reactions),
                    _last_change_without_event(records, reactions, at=at, policy=policy)])
     # Confidence falls with age alone: `modified` moves to when it last fell a whole point, or an importer keeping one
-    # version per (id, modified) would keep the confidence of the last event for good.
-    modified = confidence_settled_since(sources, state.confidence, since=changed, at=at, policy=policy)
+    # version per (id, modified) would keep the confidence of the last event for good. A block may be timed after `at`
+    # (its proposer's clock ahead of this node's): the object holds its events all the same, and STIX requires
+    # `modified` >= `created`, so `modified` is never before the last of them (the search stops at `at`).
+    modified = max(changed, confidence_settled_since(sources, state.confidence, since=changed, at=at, policy=policy))
     kind = identifier_type_of(first.identifier_type)
     kind_name = kind.value if kind else "identifier"
     assert state.valid_from is not None and state.valid_until is not None and exportable(state)

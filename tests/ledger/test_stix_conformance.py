@@ -153,3 +153,19 @@ def test_whitelisted_warnings_are_only_the_deliberate_departures(node: NodeConte
     assert all(re.search(r"Custom property 'x_alliance_[a-z_]+'", w) for w in custom_warnings)
     ids = [uuid.UUID(o["id"].split("--")[1]) for o in bundle["objects"]]
     assert all(i.version == 5 for i in ids) and STIX_NAMESPACE != FORBIDDEN_UUID5_NAMESPACE
+
+
+def test_export_conforms_when_blocks_are_timed_after_the_export(node: NodeContext) -> None:
+    """A block timed after the export's clock (its proposer's clock ahead of this node's) gave `modified` the export
+    time, before `created`: a MUST of STIX 2.1 broken, an object an importer may refuse."""
+    new, endorsed = sorted(os.urandom(32) for _ in range(2))
+    with node.store.transaction() as session:
+        add_batch(session, 1, reporter=2, rows=[Row(endorsed, valid_from=T0 - DAY)], block=10, published_at=T0 - DAY)
+        add_batch(session, 2, reporter=4, rows=[Row(new, valid_from=T0 - DAY)], block=11, published_at=T0 + 9)
+        add_reaction(session, "endorsed", endorsed, 6, block=11, at=T0 + 9, value=90)
+    with node.store.session() as session:
+        bundle = export_page(session, at=T0, policy=POLICY).bundle
+    assert_conforms(bundle)
+    indicators = {o["id"]: o for o in bundle["objects"] if o["type"] == "indicator"}
+    assert indicators[indicator_id(new)]["modified"] == indicators[indicator_id(new)]["created"]
+    assert indicators[indicator_id(endorsed)]["modified"] == "2023-11-14T22:13:29.000Z"  # the endorsement's block
