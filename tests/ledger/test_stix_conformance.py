@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import uuid
 from typing import Any
 
+from sqlalchemy import delete
+from sqlalchemy.orm import Session
 from stix2validator import ValidationOptions, validate_instance, validate_string
 
 from node.ledger.identifiers import IdentifierType
@@ -24,6 +27,7 @@ from node.ledger.indicator_state import StatePolicy
 from node.ledger.stix import STIX_NAMESPACE, export_page, indicator_id
 from node.ledger.vocabulary import IDENTIFIER_TYPE_CODES, Category
 from node.runtime import NodeContext
+from node.store.ledger_tables import MirrorBatch, MirrorReaction, MirrorRecord
 from tests.ledger.mirror_rows import DAY, T0, Row, add_batch, add_reaction
 
 # Every MUST and every SHOULD check runs (no `disabled`: the validator swaps other checks in for disabled ones), and
@@ -169,3 +173,51 @@ def test_export_conforms_when_blocks_are_timed_after_the_export(node: NodeContex
     indicators = {o["id"]: o for o in bundle["objects"] if o["type"] == "indicator"}
     assert indicators[indicator_id(new)]["modified"] == indicators[indicator_id(new)]["created"]
     assert indicators[indicator_id(endorsed)]["modified"] == "2023-11-14T22:13:29.000Z"  # the endorsement's block
+
+
+def test_export_of_random_mirrors_conforms_to_stix_2_1(node: NodeContext) -> None:
+    # Seeded, so a failure reproduces: mirrors of a few indicators, records and reactions in any order and at any
+    # distance in time, exported at times before, at and long after the last block, in pages of 1 to 3.
+    rng = random.Random(20261207)
+    for _ in range(40):
+        with node.store.transaction() as session:
+            for table in (MirrorRecord, MirrorReaction, MirrorBatch):
+                session.execute(delete(table))
+            last_block_time = random_mirror(session, rng)
+        at = last_block_time + rng.choice([-100, -1, 0, 1, DAY, 100 * DAY, 5 * YEAR])
+        policy = StatePolicy(dispute_window_days=rng.choice([1, 14]))
+        with node.store.session() as session:
+            for include_inactive in (False, True):
+                after = None
+                while True:
+                    page = export_page(session, at=at, policy=policy, include_inactive=include_inactive, after=after,
+                                       limit=rng.randint(1, 3))
+                    assert_conforms(page.bundle)
+                    if page.next_after is None:
+                        break
+                    after = page.next_after
+
+
+def random_mirror(session: Session, rng: random.Random) -> int:
+    """Up to eight blocks, each a batch or a reaction to a record before it; the last block's time."""
+    hashes = [os.urandom(32) for _ in range(rng.randint(1, 4))]
+    published: list[tuple[int, int, bytes]] = []  # (batch, reporter, indicator)
+    now = T0
+    for block in range(10, 10 + rng.randint(1, 8)):
+        now += rng.choice([0, 1, 12, DAY, 30 * DAY])
+        if not published or rng.random() < 0.5:
+            batch, reporter = len({b for b, _, _ in published}) + 1, rng.randint(1, 4)
+            rows = []
+            for indicator in rng.sample(hashes, rng.randint(1, len(hashes))):
+                valid_from = now + rng.choice([-DAY, 0, 5, DAY, 40 * DAY])
+                rows.append(Row(indicator, rng.randint(1, 7), rng.randint(1, 9), rng.randint(0, 100), valid_from,
+                                valid_from + rng.choice([1, DAY, YEAR])))
+                published.append((batch, reporter, indicator))
+            add_batch(session, batch, reporter, rows, block=block, published_at=now)
+            continue
+        batch, reporter, indicator = rng.choice(published)
+        kind = rng.choice(["endorsed", "disputed", "revoked", "confirmed"])
+        own = kind in ("revoked", "confirmed")  # a reporter's answer to its own record
+        add_reaction(session, kind, indicator, reporter if own else rng.randint(1, 5), block=block, at=now,
+                     batch_id=batch if own else None, value=rng.randint(1, 100) if kind == "endorsed" else 1)
+    return now
