@@ -4,6 +4,8 @@ writes racing another process on the same store (two API replicas, the node's wo
 from __future__ import annotations
 
 import os
+import random
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -20,6 +22,7 @@ from node.consortium import this_bank_as_founder
 from node.errors import Conflict
 from node.ledger.indexer import indexer_for
 from node.ledger.key_distribution import sync_keys
+from node.ledger.mirror import facts_for
 from node.modules import credit_platform, risk_operations
 from node.modules.abs_factory import select_loans
 from node.modules.credit_platform import (
@@ -434,3 +437,120 @@ def test_confirm_fraud_confirmed_meanwhile_otherwise_by_another_process_is_refus
     with a.store.session() as session:
         [report] = session.scalars(select(FraudReport)).all()
         assert session.get_one(LoanApplication, booked).fraud_report_id == report.report_id
+
+
+def _selection_as_before(node: NodeContext, pool_name: str | None = None) -> tuple[list[str], dict[str, str], int]:
+    """`select_loans` as it was written before it read plain rows (ORM entities of every loan and borrower indicator,
+    every borrower indicator looked up in the mirror): the oracle of its verdicts."""
+    from collections import defaultdict
+
+    from node.ledger.checks import state_policy
+    from node.ledger.indicator_state import derive_state
+    from node.modules.abs_factory import PoolSelection, _pooled_elsewhere, _unfit_for_tape, _within_concentration
+    from node.modules.policy import policy_for
+
+    rules = policy_for(node).abs
+    refresh_borrower_indicators(node)
+    selection = PoolSelection()
+    with node.store.session() as session:
+        loans = list(session.scalars(select(BookedLoanRow).order_by(BookedLoanRow.loan_reference)))
+        pooled = _pooled_elsewhere(session, node.settings.bank_code, pool_name)
+        confirmed_fraud = set(session.scalars(select(LoanApplication.application_id).where(
+            LoanApplication.fraud_report_id.is_not(None))))
+        erased = set(session.scalars(select(BookedLoanRow.application_id).join(
+            LoanApplication, LoanApplication.application_id == BookedLoanRow.application_id)
+            .where(LoanApplication.sealed_applicant.is_(None))))
+        indicators: dict[int, list[bytes]] = defaultdict(list)
+        for row in session.scalars(select(BorrowerIndicator)):
+            indicators[row.loan_ref].append(bytes(row.indicator))
+        facts = facts_for(session, [i for values in indicators.values() for i in values])
+    now, policy = int(time.time()), state_policy(node)
+    eligible = []
+    for loan in loans:
+        if unfit := _unfit_for_tape(loan, rules["currency"].upper()):
+            selection.excluded[loan.loan_reference] = unfit
+        elif loan.status not in rules["eligible_statuses"] or loan.arrears_minor > 0:
+            selection.excluded[loan.loan_reference] = "arrears" if loan.arrears_minor > 0 else f"status_{loan.status}"
+        elif loan.application_id in erased:
+            selection.excluded[loan.loan_reference] = "applicant_erased"
+        elif loan.loan_reference in pooled:
+            selection.excluded[loan.loan_reference] = "in_another_pool"
+        elif loan.application_id in confirmed_fraud:
+            selection.excluded[loan.loan_reference] = "fraud_confirmed"
+        elif any(derive_state(i, *facts[i], at=now, policy=policy).active for i in indicators[loan.id] if i in facts):
+            selection.excluded[loan.loan_reference] = "blacklisted_borrower"
+        else:
+            eligible.append(loan)
+    chosen = _within_concentration(eligible, float(rules["max_borrower_share"]), float(rules["max_region_share"]),
+                                   selection.excluded)
+    return ([x.loan_reference for x in chosen], selection.excluded,
+            sum(x.current_principal_minor for x in chosen))
+
+
+def _verdicts(node: NodeContext, pool_name: str | None = None) -> tuple[list[str], dict[str, str], int]:
+    selection, chosen = select_loans(node, pool_name)
+    assert [x.loan_reference for x in chosen] == selection.selected
+    return selection.selected, selection.excluded, selection.total_principal_minor
+
+
+def _react(node: NodeContext, kind: str, indicator: bytes, member_id: int, batch_id: int | None, at: int) -> None:
+    """A mirrored reaction (dispute, endorsement, confirmation, revocation) of `indicator`, after every other."""
+    from node.store.ledger_tables import MirrorReaction
+
+    with node.store.transaction() as session:
+        block = (session.scalar(select(func.max(MirrorReaction.block_number))) or 0) + 1
+        session.add(MirrorReaction(kind=kind, indicator=indicator, member_id=member_id, batch_id=batch_id, value=1,
+                                   block_number=block, log_index=0, tx_hash=f"0x{block:064x}", at=at))
+
+
+def test_select_loans_gives_the_verdicts_the_orm_selection_gave_on_a_random_book(
+        two_banks: list[NodeContext], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.abs_selection import BORROWER_SHARE_LOANS, POLICY, fill_book
+    from node.modules import abs_factory
+    from node.modules.abs_factory import build_pool
+    from node.store.ledger_tables import MirrorRecord
+
+    a, count = two_banks[0], 600
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY.format(borrower_share=BORROWER_SHARE_LOANS / count))
+    a.settings.credit_policy_file = policy
+    book = fill_book(a, count, seed=3)
+    assert book["reported_borrowers"] >= 2 and book["dpd30"] and book["erased"]
+    draw, now = random.Random(3), int(time.time())
+    with a.store.session() as session:
+        references = list(session.scalars(select(BookedLoanRow.loan_reference)))
+        current = list(session.scalars(select(BookedLoanRow.application_id).where(BookedLoanRow.status == "current")))
+        reported = [(bytes(r.indicator), r.batch_id, r.reporter_member_id) for r in session.scalars(
+            select(MirrorRecord).where(MirrorRecord.indicator.in_(select(BorrowerIndicator.indicator))))]
+        borrowers = [bytes(i) for i in session.scalars(select(BorrowerIndicator.indicator))]
+    assert len(reported) >= 2
+    confirm_fraud(a, draw.choice(current), category="first_party_fraud", confidence=90, confirmed_by="analyst")
+
+    looked_up: list[int] = []
+
+    def counted_facts_for(session: Any, indicators: list[bytes], **options: Any) -> Any:
+        looked_up.append(len(indicators))
+        return facts_for(session, indicators, **options)
+
+    monkeypatch.setattr(abs_factory, "facts_for", counted_facts_for)
+    verdicts = _verdicts(a)
+    # Only the borrower indicators the mirror holds are looked up in it: every one of the book's was, 8 s of a
+    # selection of 100,000 loans (bench/abs_selection.py).
+    assert looked_up == [len({i for i, _, _ in reported})]
+    assert verdicts == _selection_as_before(a)
+    assert {"blacklisted_borrower", "concentration_region", "concentration_borrower", "arrears", "fraud_confirmed",
+            "status_repaid"} <= set(verdicts[1].values()) and verdicts[0]
+    for _ in range(3):
+        for reference in draw.sample(references, 20):  # servicing changes
+            status = draw.choice(["current", "current", "dpd30", "repaid"])
+            set_loan_status(a, reference, status=status, arrears=Decimal(draw.choice([0, 0, 50])))
+        indicator, batch, reporter = draw.choice(reported)  # the ledger's reactions: disputes, answers, endorsements
+        _react(a, draw.choice(["disputed", "endorsed"]), indicator, 9, None, now - draw.choice([86_400, 40 * 86_400]))
+        _react(a, draw.choice(["confirmed", "revoked"]), indicator, reporter, batch, now)
+        _react(a, "endorsed", draw.choice(borrowers), 9, None, now)  # a reaction alone, no record
+        assert _verdicts(a) == _selection_as_before(a)
+
+    pool = build_pool(a, "p1", anchor=True)
+    assert pool.anchored is not None
+    assert _verdicts(a) == _selection_as_before(a) and _verdicts(a, "p1") == _selection_as_before(a, "p1")
+    assert "in_another_pool" in _verdicts(a)[1].values()
