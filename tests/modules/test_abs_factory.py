@@ -86,7 +86,9 @@ def test_within_concentration_reads_each_loan_a_bounded_number_of_times() -> Non
     chosen = _within_concentration(loans, 0.2, 0.6, excluded)  # type: ignore[arg-type]
     assert len(excluded) > 300 and set(excluded.values()) == {"concentration_region"}
     assert len(chosen) + len(excluded) == len(loans)
-    assert _CountedLoan.reads < 20 * len(loans)
+    # Read once each: a row's field read per sort key, sum and exclusion cost more than the rest of a selection of
+    # 100,000 loans (bench/abs_selection.py).
+    assert _CountedLoan.reads == len(loans)
 
 
 def _greedy(loans: list[Any], borrower_share: float, region_share: float, excluded: dict[str, str]) -> list[Any]:
