@@ -29,16 +29,26 @@ def tls_files(settings: Settings) -> tuple[Path, Path] | None:
 
 def check_tls_files(certfile: Path, keyfile: Path) -> None:
     """Raise TlsUnusable unless the pair makes a TLS server context, as uvicorn will build it."""
+    for path in (certfile, keyfile):
+        _check_readable(path)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         # An empty password: an encrypted key fails here instead of prompting on the terminal at every start.
         context.load_cert_chain(certfile, keyfile, password=b"")
-    except FileNotFoundError as exc:
-        raise TlsUnusable(f"cannot use the API's TLS files: {exc.filename} does not exist") from None
-    except (IsADirectoryError, PermissionError) as exc:
-        raise TlsUnusable(f"cannot use the API's TLS files: cannot read {exc.filename} ({exc.strerror})") from None
     except ssl.SSLError as exc:
         raise TlsUnusable(f"cannot use the API's TLS files {certfile} and {keyfile}: {_why(exc, keyfile)}") from None
+
+
+def _check_readable(path: Path) -> None:
+    """Open `path` here: the OSError of `load_cert_chain` names no file (its `filename` is None), so the operator
+    was told `None does not exist` without learning which of the two files it was."""
+    try:
+        with path.open("rb"):
+            pass
+    except FileNotFoundError:
+        raise TlsUnusable(f"cannot use the API's TLS files: {path} does not exist") from None
+    except OSError as exc:
+        raise TlsUnusable(f"cannot use the API's TLS files: cannot read {path} ({exc.strerror})") from None
 
 
 def _why(error: ssl.SSLError, keyfile: Path) -> str:

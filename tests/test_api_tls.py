@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import re
 import ssl
 import subprocess
 import time
@@ -56,9 +57,12 @@ def test_check_tls_files_refuses_a_key_of_another_certificate(tmp_path: Path) ->
 
 def test_check_tls_files_refuses_missing_unreadable_encrypted_and_garbage_files(tmp_path: Path) -> None:
     certfile, keyfile = write_pair(tmp_path)
-    with pytest.raises(TlsUnusable, match="does not exist"):
+    # Each message names the file at fault: ssl's own errors name none ("None does not exist").
+    with pytest.raises(TlsUnusable, match=f"{re.escape(str(tmp_path / 'absent.crt'))} does not exist"):
         check_tls_files(tmp_path / "absent.crt", keyfile)
-    with pytest.raises(TlsUnusable, match="cannot read"):
+    with pytest.raises(TlsUnusable, match=f"{re.escape(str(tmp_path / 'absent.key'))} does not exist"):
+        check_tls_files(certfile, tmp_path / "absent.key")
+    with pytest.raises(TlsUnusable, match=f"cannot read {re.escape(str(tmp_path))} "):
         check_tls_files(certfile, tmp_path)  # a directory
     _, encrypted = write_pair(tmp_path, "locked", password=b"secret")
     locked_cert = tmp_path / "locked.crt"
