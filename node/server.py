@@ -156,11 +156,12 @@ def serve(node: NodeContext, *, demo: bool, host: str | None = None, port: int |
     if tls is not None:
         check_tls_files(*tls)  # and the TLS files
     host = host or node.settings.api_host
-    if tls is None and not is_loopback(host):
-        logger.warning("serving plain HTTP on %s: API keys cross the network in clear; set api_tls_certfile and "
-                       "api_tls_keyfile, or put a TLS proxy in front of the node", host)
     with node_lock(node.settings.data_dir, doing="start the node"):
         sockets = listening_sockets(host, port or node.settings.api_port)
+        # Once bound: an address the node cannot have is one line, not a warning about serving it as well.
+        if tls is None and not is_loopback(host):
+            logger.warning("serving plain HTTP on %s: API keys cross the network in clear; set api_tls_certfile "
+                           "and api_tls_keyfile, or put a TLS proxy in front of the node", host)
         try:
             _serve_on(node, sockets, demo=demo, tls=tls)
         finally:

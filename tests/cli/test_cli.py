@@ -967,7 +967,7 @@ def test_node_start_with_a_port_out_of_range_fails_with_one_line(cli: CliRunner)
 
 @pytest.mark.parametrize("problem", ["port in use", "unresolvable host", "address not on this machine"])
 def test_node_start_on_an_address_it_cannot_listen_on_fails_with_one_line_before_starting_its_dev_chain(
-        cli: CliRunner, data_dir: Path, problem: str) -> None:
+        cli: CliRunner, data_dir: Path, problem: str, caplog: pytest.LogCaptureFixture) -> None:
     assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0  # dev network: it runs anvil
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -978,6 +978,8 @@ def test_node_start_on_an_address_it_cannot_listen_on_fails_with_one_line_before
         result = cli("node", "start", "--host", host, "--port", str(port))
     assert result.code == 1
     assert f"cannot listen on {host}:{port}" in one_error_line(result.err)
+    # Logged on the terminal's stderr beside the error line: a warning about serving what is never served.
+    assert "plain HTTP" not in caplog.text
     assert not (data_dir / "chain" / "anvil.pid").exists()
     assert not (data_dir / "chain" / "anvil.owner").exists()
 
