@@ -256,6 +256,8 @@ def _source_of(location: tuple[Any, ...], toml_path: Path, overrides: dict[str, 
     """Where a refused setting's value came from, in the order the sources are read: a bad `ALLIANCE_RPC_URL` was
     blamed on alliance.toml, where an operator looked for it in vain."""
     field = str(location[0]) if location else ""
+    if not field:  # a rule between settings (TLS files in pairs, rpc_url off dev): its parts may come from anywhere
+        return f"from ALLIANCE_* variables and {toml_path} together"
     if field in overrides:
         return "as given"
     variable = f"ALLIANCE_{field.upper()}"

@@ -89,6 +89,19 @@ def test_a_refused_setting_names_where_its_value_came_from(tmp_path: Path, monke
         load_settings(tmp_path, api_port=8000, publish_batch_size=0)
 
 
+def test_a_refused_combination_of_settings_is_not_blamed_on_the_toml_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ALLIANCE_API_TLS_CERTFILE set without its key file was refused `(from <data dir>/alliance.toml)`, a file that
+    named neither setting."""
+    toml = tmp_path / "alliance.toml"
+    toml.write_text('network = "dev"\n')
+    monkeypatch.setenv("ALLIANCE_API_TLS_CERTFILE", str(tmp_path / "node.crt"))
+    with pytest.raises(ConfigError) as refused:
+        load_settings(tmp_path)
+    assert f"go together: set both to serve HTTPS, or neither (from ALLIANCE_* variables and {toml} together)" \
+        in str(refused.value)
+
+
 def test_unknown_or_invalid_setting_is_a_config_error(tmp_path: Path) -> None:
     (tmp_path / "alliance.toml").write_text('api_port = 70000\nnetwork = "dev"\n')
     with pytest.raises(ConfigError, match="api_port"):
