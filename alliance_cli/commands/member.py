@@ -10,7 +10,7 @@ from alliance_cli import console
 from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
 from node import governance
-from node.chain.registry import Member, ProposalOutcome
+from node.chain.registry import Member, Proposal, ProposalKind, ProposalOutcome
 from node.governance import ProposalAction
 
 app = typer.Typer(help="Consortium membership: proposals, votes, members.", no_args_is_help=True)
@@ -110,5 +110,13 @@ def member_proposals(ctx: typer.Context, json_output: JsonOption = False) -> Non
         console.print_json([v.to_json() for v in views])
         return
     console.table("Proposals", ["id", "kind", "member", "account", "votes", "state", "expires at"],
-                  [(v.proposal.proposal_id, v.proposal.kind.name, v.proposal.member_id or "-", v.proposal.account,
+                  [(v.proposal.proposal_id, v.proposal.kind.name, _proposed_member(v.proposal), v.proposal.account,
                     f"{v.counted_votes}/{v.required_votes}", v.state, v.proposal.expires_at) for v in views])
+
+
+def _proposed_member(proposal: Proposal) -> str:
+    """An admission names its newcomer by bank code and role: shown `-`, a voter could not tell which bank, or
+    whether as a member or an auditor, it was asked to admit without `--json`."""
+    if proposal.kind == ProposalKind.admit:
+        return f"{proposal.bank_code} ({proposal.role.name})"
+    return str(proposal.member_id)

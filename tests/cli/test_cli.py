@@ -520,6 +520,7 @@ def test_member_execute_passes_a_proposal_whose_quorum_was_reached_by_a_suspensi
     assert _proposal_states(cli)[1][2] == "executed"
     table = cli("member", "proposals")
     assert table.code == 0 and "2/3" in table.out and "executed" in table.out  # E admitted: 4 active, 3 needed
+    assert "BANKE" in table.out and "(member)" in table.out  # which bank an admission admits, as what: not `-`
 
 
 def test_member_proposals_does_not_call_ready_a_proposal_its_target_no_longer_allows(
