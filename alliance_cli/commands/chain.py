@@ -34,6 +34,8 @@ def chain_up(ctx: typer.Context) -> None:
 def chain_down(ctx: typer.Context) -> None:
     """Stop the local dev chain, saving its state."""
     node = node_context(ctx)
+    if not node.is_dev:  # as `chain up`: "was not running" and exit 0 read as if a dev chain had been looked for
+        raise InvalidInput(f"`chain down` manages only the dev network; this node is on {node.settings.network}")
     if node.dev_chain.stop():
         console.success("dev chain stopped")
     else:

@@ -724,6 +724,18 @@ def test_chain_up_with_an_anvil_it_cannot_run_fails_with_one_line(cli: CliRunner
     assert not (data_dir / "chain" / "anvil.pid").exists()
 
 
+@pytest.mark.parametrize("command", ["up", "down"])
+def test_chain_up_and_down_off_the_dev_network_fail_with_one_line(cli: CliRunner, command: str) -> None:
+    """`chain down` on a node of another network said "the dev chain was not running" and exited 0, while `chain up`
+    refused: both now refuse, naming the network."""
+    env = {"ALLIANCE_KEY_PASSPHRASE": "a passphrase long enough"}
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA", "--network", "local",
+               "--rpc-url", "http://127.0.0.1:9", env=env).code == 0
+    result = cli("chain", command, env=env)
+    assert result.code == 1
+    assert one_error_line(result.err).endswith(f"`chain {command}` manages only the dev network; this node is on local")
+
+
 def test_chain_up_that_cannot_write_its_pid_file_fails_with_one_line_and_leaves_no_chain(cli: CliRunner,
                                                                                          data_dir: Path,
                                                                                          tmp_path: Path) -> None:
