@@ -778,7 +778,8 @@ def test_node_start_in_a_read_only_data_dir_says_why_it_cannot_start(cli: CliRun
     gc.collect()  # closes the store connections of init, which ran in this process
     assert not (data_dir / "node.db-shm").exists()
     with immutable(data_dir):
-        refused = cli("node", "start", env={"ALLIANCE_KEY_PASSPHRASE": "a passphrase long enough"})
+        refused = cli("node", "start", "--port", str(free_port()),
+                      env={"ALLIANCE_KEY_PASSPHRASE": "a passphrase long enough"})
     assert refused.code == 1
     assert f"cannot start the node: cannot write its lock file {data_dir / 'node.lock'}: Operation not permitted" \
         in one_error_line(refused.err)
@@ -792,7 +793,7 @@ def test_node_start_on_a_store_file_it_may_not_write_fails_with_one_line(cli: Cl
                "--rpc-url", "http://127.0.0.1:9", env=env).code == 0
     gc.collect()  # closes the store connections of init, which ran in this process
     with immutable(data_dir / "node.db"):
-        refused = cli("node", "start", env=env)
+        refused = cli("node", "start", "--port", str(free_port()), env=env)  # 8000 may be taken: a node running
     assert refused.code == 1
     assert f"cannot write the database at {data_dir / 'node.db'}: this user may not write the file" \
         in one_error_line(refused.err)
@@ -805,7 +806,7 @@ def test_node_start_beside_a_node_running_on_the_same_data_dir_fails_with_one_li
     assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA", "--network", "local",
                "--rpc-url", "http://127.0.0.1:9", env=env).code == 0
     with node_lock(data_dir, doing="start the node"):
-        refused = cli("node", "start", env=env)
+        refused = cli("node", "start", "--port", str(free_port()), env=env)  # 8000 may be taken: a node running
     assert refused.code == 1
     assert f"cannot start the node: a node is running on {data_dir} (pid {os.getpid()}); stop it first" \
         in one_error_line(refused.err)
