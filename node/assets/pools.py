@@ -208,6 +208,20 @@ def check_pool_binding(node: NodeContext, pool_name: str, pool_id: int) -> None:
                 if info.pending_custodian_member_id == member_id else "only its custodian anchors its versions")
         raise Conflict(f"pool {pool_id} is held by member {info.custodian_member_id}, not this bank (member "
                        f"{member_id}): {hint}", code="not_custodian")
+    if info.originator_member_id == member_id:
+        _refuse_registration_of_another(node.store, name, pool_id, info.metadata_hash)
+
+
+def _refuse_registration_of_another(store: Store, name: str, pool_id: int, registered_hash: bytes) -> None:
+    """Conflict if this bank registered `pool_id` for another local pool whose anchor stopped before storing the id:
+    the pool is that one's (its next anchor adopts it), and bound to `name` it could never be adopted."""
+    with store.session() as session:
+        owner = session.scalar(select(AssetPool.name).where(AssetPool.metadata_hash == registered_hash,
+                                                            AssetPool.pool_id.is_(None)))
+    if owner is not None and owner != name:
+        raise Conflict(f"pool {pool_id} was registered for the local pool {owner!r} by an anchor that stopped before "
+                       f"storing its id; anchor {owner!r} again (it adopts the pool), or import the tape into it",
+                       code="pool_already_bound")
 
 
 def _refuse_other_binding(session: Session, name: str, pool_id: int) -> None:
@@ -324,6 +338,7 @@ def anchor_draft(node: NodeContext, pool_name: str, *, override_reason: str | No
         # sent, so it says what is wrong with the chain down too.
         _refuse_anchored_again(session, *_draft_of(session, pool_name))
     registry = asset_registry(node, signing=True)
+    _adopt_registration(node, registry, pool_name)
     sync_loan_mirror(node.store, registry, from_block=_registry_block(node))
     screened = _screen_draft(node, registry, pool_name, screen)
     findings, records = screened.findings, screened.records
@@ -397,14 +412,10 @@ def _settle(registry: AssetRegistryClient, sent: deque[SentChunk]) -> list[Publi
 
 def _screen_draft(node: NodeContext, registry: AssetRegistryClient, pool_name: str,
                   screen: Screen | None) -> _Screened:
-    """The draft's records and findings, after checking they still hash to the imported root. A pool
-    registered by an earlier attempt that crashed before storing its id is adopted first, so that its own
-    loans are not taken for double financing."""
+    """The draft's records and findings, after checking they still hash to the imported root."""
     with node.store.transaction() as session:
         pool, draft = _draft_of(session, pool_name)
         _refuse_anchored_again(session, pool, draft)  # checked again: another process may have anchored meanwhile
-        if pool.pool_id is None:
-            pool.pool_id = registry.pool_id_of(node.member_id, bytes(pool.metadata_hash))
         check = screen if screen is not None else fraud_ledger_screen(session, policy=state_policy(node))
         findings = screen_version(session, draft.id, own_pool_id=pool.pool_id, screen=check,
                                   keys=node.keyring.keys())
@@ -438,10 +449,37 @@ def _register(node: NodeContext, registry: AssetRegistryClient, screened: _Scree
         pool_id = int(registered.arguments["poolId"])
         logger.info("pool %s was registered meanwhile (an earlier attempt or another process); anchoring in it",
                     pool_id)
-    with node.store.transaction() as session:  # unless another anchor of this pool stored it first
-        session.execute(update(AssetPool).where(AssetPool.id == screened.pool_row_id, AssetPool.pool_id.is_(None))
-                        .values(pool_id=pool_id))
+    _store_pool_id(node.store, screened.pool_row_id, pool_id)
     return pool_id
+
+
+def _adopt_registration(node: NodeContext, registry: AssetRegistryClient, pool_name: str) -> None:
+    """Store the id of the pool an earlier attempt registered for this local pool and stopped before storing (the
+    contract keeps each member's metadata hashes), so that its own loans are not screened as double financing and it
+    is not registered again."""
+    with node.store.session() as session:
+        pool, _draft = _draft_of(session, pool_name)
+    if pool.pool_id is None and (registered := registry.pool_id_of(node.member_id, bytes(pool.metadata_hash))):
+        _store_pool_id(node.store, pool.id, registered)
+
+
+def _store_pool_id(store: Store, pool_row_id: int, pool_id: int) -> None:
+    """Record `pool_id`, registered on chain for the local pool `pool_row_id`, as its id (unless another anchor of
+    this pool stored it first). Conflict if another local pool is bound to it (bound while the chain was down, so
+    unchecked): which local pool the operator meant cannot be decided here."""
+    def store_it() -> None:
+        with store.transaction() as session:
+            name = session.get_one(AssetPool, pool_row_id).name
+            other = session.scalar(select(AssetPool.name).where(AssetPool.pool_id == pool_id,
+                                                                AssetPool.id != pool_row_id))
+            if other is not None:
+                raise Conflict(f"pool {pool_id} was registered on chain for the local pool {name!r}, but the local "
+                               f"pool {other!r} is bound to it (bound with the chain down, unchecked): import "
+                               f"{name!r}'s tape into {other!r} and anchor it there", code="pool_already_bound")
+            session.execute(update(AssetPool).where(AssetPool.id == pool_row_id, AssetPool.pool_id.is_(None))
+                            .values(pool_id=pool_id))
+
+    once_more_on_conflict(store_it)  # a binding stored meanwhile fails the unique id: the second run names it
 
 
 def _anchored_earlier(registry: AssetRegistryClient, pool_id: int, root: bytes) -> AnchoredVersion | None:

@@ -181,3 +181,82 @@ def test_import_bound_beside_another_binding_of_the_pool_is_refused(bank_on_stor
         import_tape(a, "second", tape, pool_id=pool_id)
     assert late.value.code == "pool_already_bound"
     assert [(p["name"], p["pool_id"], len(p["versions"])) for p in local_pools(a)] == [("first", pool_id, 1)]
+
+
+class Stopped(Exception):
+    """The node stopping between a chain transaction and its store write."""
+
+
+def registered_then_stopped(node: NodeContext, pool: str) -> None:
+    """Anchor `pool`, stopping after its registerPool was mined, before its pool id was stored."""
+    def stop() -> None:
+        raise Stopped
+
+    with pytest.raises(Stopped), interrupted_before_writing(node.store, {"asset_pools"}, stop):
+        anchor_draft(node, pool)
+
+
+def test_import_bound_to_a_pool_registered_for_another_local_pool_is_refused(bank_on_store: NodeContext,
+                                                                              tmp_path: Path) -> None:
+    """An anchor of "first" registered pool 1 and stopped before storing its id; the operator, seeing pool 1 held by
+    this bank, binds another name to it. Refused: pool 1 is "first"'s, whose next anchor adopts it."""
+    a = bank_on_store
+    import_tape(a, "first", write_tape(tmp_path / "first.csv", [loan_row(i) for i in range(3)]))
+    registered_then_stopped(a, "first")
+    registry = asset_registry(a)
+    assert registry.pool_count() == 1 and local_pools(a)[0]["pool_id"] is None
+
+    with pytest.raises(Conflict, match="pool 1 was registered for the local pool 'first'") as refused:
+        import_tape(a, "second", write_tape(tmp_path / "second.csv", [loan_row(7)]), pool_id=1)
+    assert refused.value.code == "pool_already_bound"
+    assert local_names(a) == ["first"]
+
+    result = anchor_draft(a, "first")
+    assert (result.anchored.pool_id, result.anchored.version) == (1, 1)
+    assert registry.pool_count() == 1 and registry.pool(1).version_count == 1
+    assert [(p["name"], p["pool_id"]) for p in local_pools(a)] == [("first", 1)]
+
+
+def test_anchor_of_a_pool_whose_registration_was_bound_elsewhere_meanwhile_says_so(bank_on_store: NodeContext,
+                                                                                   tmp_path: Path) -> None:
+    """As above, but the other name was bound with the chain down (unchecked): the next anchor of "first" finds its
+    pool bound to "second" and says so, instead of failing on the store's unique pool id; nothing is sent."""
+    a = bank_on_store
+    import_tape(a, "first", write_tape(tmp_path / "first.csv", [loan_row(i) for i in range(3)]))
+    registered_then_stopped(a, "first")
+    chain_down = NodeContext(a.settings.model_copy(update={"rpc_url": "http://127.0.0.1:9"}))
+    try:
+        import_tape(chain_down, "second", write_tape(tmp_path / "second.csv", [loan_row(7)]), pool_id=1)
+    finally:
+        chain_down.close()
+
+    with pytest.raises(Conflict, match="pool 1 was registered on chain for the local pool 'first', but the local "
+                                       "pool 'second' is bound to it") as refused:
+        anchor_draft(a, "first")
+    assert refused.value.code == "pool_already_bound"
+    registry = asset_registry(a)
+    assert registry.pool_count() == 1 and registry.pool(1).version_count == 0
+    assert [(p["name"], p["pool_id"], [v["state"] for v in p["versions"]]) for p in local_pools(a)] == [
+        ("first", None, ["draft"]), ("second", 1, ["draft"])]
+    # The operator's binding stands: "second" anchors into pool 1.
+    assert anchor_draft(a, "second").anchored.pool_id == 1
+
+
+def test_anchor_storing_its_registration_beside_a_binding_of_the_pool_says_so(bank_on_store: NodeContext,
+                                                                                tmp_path: Path) -> None:
+    """The binding lands between this anchor's check and its write of the pool id: the store's unique id refuses the
+    write, and the anchor says which local pool holds the id instead of failing on it."""
+    a = bank_on_store
+    import_tape(a, "first", write_tape(tmp_path / "first.csv", [loan_row(i) for i in range(3)]))
+    chain_down = NodeContext(a.settings.model_copy(update={"rpc_url": "http://127.0.0.1:9"}))
+    try:
+        with (interrupted_before_writing(a.store, {"asset_pools"}, lambda: import_tape(
+                chain_down, "second", write_tape(tmp_path / "second.csv", [loan_row(7)]), pool_id=1)),
+              pytest.raises(Conflict, match="the local pool 'second' is bound to it") as refused):
+            anchor_draft(a, "first")
+    finally:
+        chain_down.close()
+    assert refused.value.code == "pool_already_bound"
+    registry = asset_registry(a)
+    assert registry.pool_count() == 1 and registry.pool(1).version_count == 0
+    assert [(p["name"], p["pool_id"]) for p in local_pools(a)] == [("first", None), ("second", 1)]
