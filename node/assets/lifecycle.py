@@ -204,6 +204,7 @@ def report_servicing(node: NodeContext, pool_id: int, period: int, *, version: i
     counts = [0] * len(LoanStatus)
     for _, status in values:
         counts[status - 1] += 1
+    registry.chain.wait_for_sent()  # a copy sent by a run stopped before its receipt is mined first, then found
     receipt = (_reported_earlier(registry, pool_id, version, period, root)
                or registry.report_servicing(pool_id, version, period, root, counts))
     row = AssetServicingReport(pool_id=pool_id, version=version, period=period, status_root=root,

@@ -412,6 +412,22 @@ def test_report_servicing_again_after_crash_records_the_report_on_chain(banks: l
         lifecycle.report_servicing(a, pool_id, 1, statuses={r.loan_id: LoanStatus.repaid for r in records})
 
 
+def test_report_servicing_again_while_the_first_copy_is_pending_stores_it(banks: list[NodeContext], tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node stopped after sending the report, before it was mined (a chain with block times): run again, it found
+    no report of the period yet and sent a second copy, which the contract refused for its period once the first was
+    mined, so the report was never stored and the statuses behind its loans' proofs were lost."""
+    a = banks[0]
+    pool_id = anchor_tape(a, tmp_path, "pending-serviced", range(4))
+    again = run_again_while_pending(a.signing_chain, monkeypatch, lambda: lifecycle.report_servicing(a, pool_id, 1))
+    [event] = [e for e in asset_registry(a).pool_events(pool_id) if e.kind == "servicing"]
+    assert (again.receipt.tx_hash, again.period) == (event.tx_hash, 1)
+    records = first_version_records(a)
+    with a.store.session() as session:
+        assert [s["period"] for s in loan_statuses(session, pool_id, records[2].loan_id)] == [1]
+
+
+
 @pytest.mark.parametrize("period", [2**31, 2**32])
 def test_report_servicing_refuses_period_the_store_cannot_hold(bank_on_store: NodeContext, tmp_path: Path,
                                                                  period: int) -> None:
