@@ -17,7 +17,8 @@ There is no outbox here (anchoring is a rare operator action): a crash between s
 repaired on the next attempt, which adopts the pool registered with the same metadata hash by this member
 (`poolIdOf`; the contract takes a hash once per member, so a registration still pending at the crash is mined
 first and the attempt's own is refused with its pool id) and the latest version if it already has the draft's
-root, instead of sending them again, then reads how many of that version's ids the contract has
+root (once the transactions sent before are mined, so an anchor still pending at the crash is found), instead of
+sending them again, then reads how many of that version's ids the contract has
 (`loanIdsPublished`) and publishes from there. Each chunk names its offset and the contract refuses any other,
 so a chunk whose first copy was still pending when the node crashed is refused rather than published twice.
 """
@@ -349,6 +350,9 @@ def anchor_draft(node: NodeContext, pool_name: str, *, override_reason: str | No
     pool_id = screened.pool_id if screened.pool_id is not None else _register(node, registry, screened)
     loan_ids = [r.loan_id for r in records]
     chunk = chunk_size if chunk_size is not None else loan_id_chunk_size(registry.block_gas_limit())
+    # An anchor sent by a run stopped before its receipt is mined first, then found and adopted: sent again, its copy
+    # would be refused (the root unchanged, or the version incomplete) and this run fail.
+    registry.chain.wait_for_sent()
     anchored = _anchored_earlier(registry, pool_id, screened.tree.root) or registry.anchor_version(
         pool_id, screened.tree.root, sum(r.current_principal for r in records), loan_ids[:chunk],
         loan_count=len(loan_ids))

@@ -427,6 +427,25 @@ def test_report_servicing_again_while_the_first_copy_is_pending_stores_it(banks:
         assert [s["period"] for s in loan_statuses(session, pool_id, records[2].loan_id)] == [1]
 
 
+@pytest.mark.parametrize("loans", [3, 120], ids=["one_chunk", "chunked"])
+def test_anchor_again_while_the_first_copy_is_pending_adopts_its_version(banks: list[NodeContext], tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch,
+                                                                         loans: int) -> None:
+    """The node stopped after sending a version's anchor, before it was mined (a chain with block times): run again, it
+    found the pool's previous version still latest and sent a second copy, which the contract refused once the first
+    was mined (AssetRegistryRootUnchanged, or AssetRegistryLoanIdsIncomplete for a version of several chunks), and the
+    run failed instead of adopting the version and publishing its remaining ids."""
+    a = banks[0]
+    pool_id = anchor_tape(a, tmp_path, "pending-v2", range(2))
+    import_tape(a, "pending-v2", write_tape(tmp_path / "v2.csv", [loan_row(i) for i in range(10, 10 + loans)]))
+    again = run_again_while_pending(a.signing_chain, monkeypatch, lambda: anchor_draft(a, "pending-v2", chunk_size=50))
+    assert (again.anchored.pool_id, again.anchored.version) == (pool_id, 2)
+    registry = asset_registry(a)
+    assert registry.pool(pool_id).version_count == 2
+    assert registry.loan_ids_published(pool_id, 2) == loans
+    [pool] = local_pools(a)
+    assert [(v["state"], v["version"]) for v in pool["versions"]] == [("anchored", 1), ("anchored", 2)]
+
 
 @pytest.mark.parametrize("period", [2**31, 2**32])
 def test_report_servicing_refuses_period_the_store_cannot_hold(bank_on_store: NodeContext, tmp_path: Path,
