@@ -58,18 +58,49 @@ def receipt_json(receipt: Receipt) -> dict[str, Any]:
     return {"tx_hash": receipt.tx_hash, "block_number": receipt.block_number}
 
 
+# Run again after its answer was lost (a crash, a client's retry), each custody step first waits for the transactions
+# its signer sent before to be mined, then returns the step if it is the pool's latest custody event already: sent
+# again, a proposal would be proposed twice, and an accept or a cancel refused (no pending transfer) as if it had
+# not happened.
+_CUSTODY_KINDS = ("registered", "transfer_proposed", "transfer_cancelled", "transferred", "succeeded")
+
+
 def propose_transfer(node: NodeContext, pool_id: int, to: str) -> Receipt:
     """Offer the pool to another member (id, address or bank code); custody moves when it accepts."""
     member = governance.find_member(node.registry(), to)
-    return asset_registry(node, signing=True).propose_transfer(pool_id, member.account)
+    registry = asset_registry(node, signing=True)
+    registry.chain.wait_for_sent()
+    pending = registry.pool(pool_id).pending_custodian_member_id == member.member_id
+    return ((pending and _latest_custody_step(registry, pool_id, "transfer_proposed", toMemberId=member.member_id))
+            or registry.propose_transfer(pool_id, member.account))
 
 
 def accept_transfer(node: NodeContext, pool_id: int) -> Receipt:
-    return asset_registry(node, signing=True).accept_transfer(pool_id)
+    registry = asset_registry(node, signing=True)
+    registry.chain.wait_for_sent()
+    info = registry.pool(pool_id)
+    held = info.custodian_member_id == node.member_id and info.pending_custodian_member_id == 0
+    return ((held and _latest_custody_step(registry, pool_id, "transferred", toMemberId=node.member_id))
+            or registry.accept_transfer(pool_id))
 
 
 def cancel_transfer(node: NodeContext, pool_id: int) -> Receipt:
-    return asset_registry(node, signing=True).cancel_transfer(pool_id)
+    registry = asset_registry(node, signing=True)
+    registry.chain.wait_for_sent()
+    info = registry.pool(pool_id)
+    none_pending = info.custodian_member_id == node.member_id and info.pending_custodian_member_id == 0
+    return ((none_pending and _latest_custody_step(registry, pool_id, "transfer_cancelled",
+                                                   fromMemberId=node.member_id))
+            or registry.cancel_transfer(pool_id))
+
+
+def _latest_custody_step(registry: AssetRegistryClient, pool_id: int, kind: str,
+                         **arguments: object) -> Receipt | None:
+    """The receipt of the pool's latest custody event if it is a `kind` event with `arguments`."""
+    steps = [e for e in registry.pool_events(pool_id) if e.kind in _CUSTODY_KINDS]
+    if not steps or steps[-1].kind != kind or any(steps[-1].args[k] != v for k, v in arguments.items()):
+        return None
+    return registry.chain.wait_for_receipt(steps[-1].tx_hash)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from node.chain.asset_registry import (
 )
 from node.chain.client import ChainClient, Receipt
 from node.chain.errors import (
+    AssetRegistryNoPendingTransfer,
     AssetRegistryNotAuditor,
     AssetRegistryNotCustodian,
     AssetRegistryNotPendingCustodian,
@@ -238,6 +239,36 @@ def test_pool_life_custody_servicing_attestation(banks: list[NodeContext], tmp_p
     auditor_registry.attest(pool_id, 1, b"\x07" * 32)
     events = [e.kind for e in asset_registry(a).pool_events(pool_id)]
     assert events == ["registered", "anchored", "transfer_proposed", "transferred", "servicing", "attested"]
+
+
+def test_transfer_steps_run_again_while_their_first_copy_is_pending_act_once(banks: list[NodeContext],
+                                                                             tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each custody step stopped after sending, before it was mined, then ran again: a proposal was proposed twice
+    (two CustodyTransferProposed events), and an accept or a cancel, refused once the first copy was mined
+    (AssetRegistryNoPendingTransfer), failed although it had happened. Each now returns the step already taken."""
+    a, b, _c = banks
+    pool_id = anchor_tape(a, tmp_path, "moving", range(2))
+    registry = asset_registry(a)
+
+    def kinds() -> list[str]:
+        return [e.kind for e in registry.pool_events(pool_id) if e.kind.startswith("transfer")]
+
+    proposed = run_again_while_pending(a.signing_chain, monkeypatch,
+                                       lambda: lifecycle.propose_transfer(a, pool_id, "BANK-B"))
+    assert kinds() == ["transfer_proposed"]
+    assert proposed.tx_hash == registry.pool_events(pool_id)[-1].tx_hash
+    cancelled = run_again_while_pending(a.signing_chain, monkeypatch,
+                                        lambda: lifecycle.cancel_transfer(a, pool_id))
+    assert kinds() == ["transfer_proposed", "transfer_cancelled"]
+    assert cancelled.tx_hash == registry.pool_events(pool_id)[-1].tx_hash
+    lifecycle.propose_transfer(a, pool_id, "BANK-B")
+    accepted = run_again_while_pending(b.signing_chain, monkeypatch, lambda: lifecycle.accept_transfer(b, pool_id))
+    assert kinds() == ["transfer_proposed", "transfer_cancelled", "transfer_proposed", "transferred"]
+    assert accepted.tx_hash == registry.pool_events(pool_id)[-1].tx_hash
+    assert registry.pool(pool_id).custodian_member_id == 2
+    with pytest.raises(AssetRegistryNoPendingTransfer):  # nothing this bank did: the contract's refusal stands
+        lifecycle.cancel_transfer(b, pool_id)
 
 
 def test_attest_run_again_records_the_attestation_once(ledger_nodes: LedgerNodes, banks: list[NodeContext],
