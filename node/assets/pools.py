@@ -368,7 +368,11 @@ def anchor_draft(node: NodeContext, pool_name: str, *, override_reason: str | No
             raise Conflict(f"the draft of pool {pool_name!r} was discarded while it was anchored as version "
                            f"{anchored.version} of pool {pool_id}; import its tape again to keep its records",
                            code="draft_discarded")
-    sync_loan_mirror(node.store, registry, from_block=_registry_block(node))
+    try:
+        sync_loan_mirror(node.store, registry, from_block=_registry_block(node))
+    except ChainUnavailable as exc:  # the anchor is done and recorded: reported as failed, it would be sought again
+        logger.warning("pool %s version %s anchored; the loan-id mirror catches up at its next sync (%s)", pool_id,
+                       anchored.version, exc)
     return result
 
 

@@ -14,6 +14,7 @@ from node.assets.pools import (
     asset_registry,
     discard_draft,
     import_tape,
+    local_pools,
     publish_remaining_ids,
 )
 from node.assets.screening import double_financed_loans, rebuild_loan_mirror, sync_loan_mirror, version_complete
@@ -31,6 +32,8 @@ from node.store.asset_tables import AssetMirrorLoan, AssetVersion
 from node.store.db import Store
 from tests.assets.conftest import loan_row, write_tape
 from tests.assets.test_pools import first_version_records
+from tests.conftest import interrupted_before_writing
+from tests.store.outage import PostgresRelay
 
 CHUNK = 50
 
@@ -329,3 +332,27 @@ def test_a_malformed_loan_ids_log_is_refused_not_decoded() -> None:
     for bad in malformed:
         with pytest.raises(ChainError, match="malformed LoanIdsPublished log in block 0x5"):
             _published_loan_ids(bad)
+
+
+def test_anchor_recorded_before_the_chain_went_down_reports_the_anchor(banks: list[NodeContext], tmp_path: Path,
+                                                                       rpc_url: str) -> None:
+    """The chain went away after the version was anchored, its ids published and the anchor recorded, while the node
+    refreshed its loan-id mirror: the anchor was reported as failed (chain_unavailable), so the operator, told nothing
+    was anchored, found no draft left to anchor. It now reports the anchor; the mirror catches up at its next sync."""
+    a = banks[0]
+    import_pool(a, tmp_path, "outage", range(120))
+    relay = PostgresRelay(rpc_url)  # a TCP relay in front of the real chain
+    through_relay = NodeContext(a.settings.model_copy(update={"rpc_url": f"http://127.0.0.1:{relay.port}"}))
+    try:
+        with interrupted_before_writing(through_relay.store, {"asset_versions"}, relay.cut):
+            result = anchor_draft(through_relay, "outage", chunk_size=CHUNK)
+    finally:
+        through_relay.close()
+        relay.close()
+    assert (result.anchored.pool_id, result.anchored.version, result.loan_count) == (1, 1, 120)
+    assert asset_registry(a).loan_ids_published(1, 1) == 120
+    [pool] = local_pools(a)
+    assert [(v["state"], v["version"]) for v in pool["versions"]] == [("anchored", 1)]
+    sync_loan_mirror(a.store, asset_registry(a))
+    with a.store.session() as session:
+        assert version_complete(session, 1, 1)
