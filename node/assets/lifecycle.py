@@ -162,9 +162,14 @@ def _receipt_of_event(registry: AssetRegistryClient, pool_id: int, kind: str, **
 
 
 def vote_successor(node: NodeContext, pool_id: int) -> SuccessionVote:
-    """Vote for the successor proposed in the pool's open succession round."""
+    """Vote for the successor proposed in the pool's open succession round. Run again after its answer was lost, it
+    returns the vote this bank cast in the latest round (which may have decided it) instead of voting twice."""
     registry = asset_registry(node, signing=True)
+    registry.chain.wait_for_sent()  # a vote sent by a run stopped before its receipt is mined first, then found
     open_vote = registry.succession(pool_id)
+    earlier = _voted_earlier(registry, pool_id, open_vote.round, node.member_id) if open_vote.round else None
+    if earlier is not None:
+        return _after_vote(registry, pool_id, open_vote.round, earlier)
     if open_vote.successor_member_id == 0:
         raise NotFound(f"pool {pool_id} has no open succession vote", code="no_succession")
     receipt = registry.vote_successor(pool_id, open_vote.round)

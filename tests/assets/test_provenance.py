@@ -433,6 +433,23 @@ def test_proposing_a_successor_again_after_the_proposal_decided_returns_it(life:
         "successor_proposed", "successor_voted", "succeeded"]
 
 
+def test_voting_for_a_successor_again_returns_the_vote_cast(life: Life, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node stopped after sending its vote, before it was mined, and voted again: the second copy was refused once
+    the first had decided the succession; run once more, the vote was refused as voting in no open round. Both
+    times this bank's vote had been cast and had passed custody. Each run now returns it."""
+    a, _b, c = life.nodes
+    removal = a.registry(signing=True).propose_removal(2)
+    assert c.registry(signing=True).vote(removal.proposal_id).executed
+    lifecycle.propose_successor(a, life.pool_id, "BANK-C")
+    again = run_again_while_pending(c.signing_chain, monkeypatch, lambda: lifecycle.vote_successor(c, life.pool_id))
+    assert (again.round, again.decided) == (1, True)
+    once_more = lifecycle.vote_successor(c, life.pool_id)
+    assert (once_more.round, once_more.decided, once_more.receipt.tx_hash) == (1, True, again.receipt.tx_hash)
+    assert [e.kind for e in asset_registry(a).pool_events(life.pool_id) if e.kind.startswith("succ")] == [
+        "successor_proposed", "successor_voted", "successor_voted", "succeeded"]
+    assert asset_registry(a).pool(life.pool_id).custodian_member_id == 3
+
+
 def _statuses_of(life: Life, node: NodeContext) -> Path:
     loan_ids = next(e for e in asset_registry(node).published_loan_ids(pool_id=life.pool_id)
                     if e.version == 2).loan_ids
