@@ -27,6 +27,7 @@ from node.assets.records import STATUS_ENCODING, LoanStatus
 from node.assets.screening import sync_loan_mirror, version_complete
 from node.chain.asset_registry import AssetRegistryClient
 from node.chain.client import Receipt
+from node.chain.errors import AssetRegistryPeriodNotIncreasing
 from node.errors import Conflict, InvalidInput, NotFound
 from node.merkle import StandardMerkleTree
 from node.runtime import NodeContext
@@ -242,7 +243,7 @@ def report_servicing(node: NodeContext, pool_id: int, period: int, *, version: i
         counts[status - 1] += 1
     registry.chain.wait_for_sent()  # a copy sent by a run stopped before its receipt is mined first, then found
     receipt = (_reported_earlier(registry, pool_id, version, period, root)
-               or registry.report_servicing(pool_id, version, period, root, counts))
+               or _send_servicing_report(registry, pool_id, version, period, root, counts))
     row = AssetServicingReport(pool_id=pool_id, version=version, period=period, status_root=root,
                                statuses=json.dumps([s for _, s in values]), tx_hash=receipt.tx_hash,
                                block_number=receipt.block_number)
@@ -258,6 +259,20 @@ def _store_servicing_report(node: NodeContext, row: AssetServicingReport) -> Non
                                                                       AssetServicingReport.period == row.period))
         if stored is None:
             session.add(row)
+
+
+def _send_servicing_report(registry: AssetRegistryClient, pool_id: int, version: int, period: int, root: bytes,
+                           counts: list[int]) -> Receipt:
+    """Send the report; refused for its period, it is looked for again: another process on this store (the API beside
+    the CLI) may have sent this very report since it was looked for, and it is then stored, not reported as failed."""
+    try:
+        return registry.report_servicing(pool_id, version, period, root, counts)
+    except AssetRegistryPeriodNotIncreasing:
+        registry.chain.wait_for_sent()
+        earlier = _reported_earlier(registry, pool_id, version, period, root)
+        if earlier is None:
+            raise
+        return earlier
 
 
 def _reported_earlier(registry: AssetRegistryClient, pool_id: int, version: int, period: int,

@@ -478,6 +478,34 @@ def test_anchor_again_while_the_first_copy_is_pending_adopts_its_version(banks: 
     assert [(v["state"], v["version"]) for v in pool["versions"]] == [("anchored", 1), ("anchored", 2)]
 
 
+def test_report_servicing_beside_the_same_report_from_another_process_stores_it_once(
+        bank_on_store: NodeContext, replica: NodeContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The API and the CLI report the same period at once: the one whose copy came second was refused for its period
+    (AssetRegistryPeriodNotIncreasing) and failed, although its very report was on chain and stored."""
+    a = bank_on_store
+    pool_id = anchor_tape(a, tmp_path, "serviced-twice", range(3))
+    real_report = AssetRegistryClient.report_servicing
+    interruptions = [lambda: lifecycle.report_servicing(replica, pool_id, 1)]
+    first: list[lifecycle.ServicingResult] = []
+
+    def other_process_first(self: AssetRegistryClient, *args: Any, **kwargs: Any) -> Receipt:
+        if interruptions:  # this process found no report of the period; the other sends and stores its own meanwhile
+            first.append(interruptions.pop()())
+        return real_report(self, *args, **kwargs)
+
+    monkeypatch.setattr(AssetRegistryClient, "report_servicing", other_process_first)
+    second = lifecycle.report_servicing(a, pool_id, 1)
+    monkeypatch.undo()
+
+    assert second.receipt.tx_hash == first[0].receipt.tx_hash
+    assert [e.kind for e in asset_registry(a).pool_events(pool_id)].count("servicing") == 1
+    records = first_version_records(a)
+    with a.store.session() as session:
+        assert [s["period"] for s in loan_statuses(session, pool_id, records[0].loan_id)] == [1]
+    with pytest.raises(AssetRegistryPeriodNotIncreasing):  # a different report of the period is still refused
+        lifecycle.report_servicing(a, pool_id, 1, statuses={r.loan_id: LoanStatus.repaid for r in records})
+
+
 @pytest.mark.parametrize("period", [2**31, 2**32])
 def test_report_servicing_refuses_period_the_store_cannot_hold(bank_on_store: NodeContext, tmp_path: Path,
                                                                  period: int) -> None:
