@@ -234,7 +234,7 @@ class AssetRegistryClient:
         function = self.contract.functions.publishLoanIds(pool_id, version, offset, list(loan_ids))
         tx = self._within_block(function, gas or default_publish_gas(len(loan_ids)), len(loan_ids),
                                 block_gas_limit)
-        tx_hash = self.chain.send_signed(self.chain.sign(tx))
+        tx_hash = self.chain.sign_and_send(tx)
         return SentChunk(pool_id, version, offset, len(loan_ids), tx_hash, tx)
 
     def wait_loan_ids(self, sent: SentChunk) -> PublishedChunk:

@@ -77,6 +77,10 @@ class Receipt:
     raw: Any  # the web3 receipt, for event decoding inside node.chain
 
 
+# How geth-derived nodes, Besu and anvil word a transaction refused for a nonce the sender has used already.
+_NONCE_TOO_LOW = "nonce too low"
+
+
 class NonceManager:
     """Hands out consecutive nonces locally so that transactions can be pipelined."""
 
@@ -336,9 +340,22 @@ class ChainClient:
         }
 
     def send_transaction(self, tx: dict[str, Any]) -> Receipt:
-        tx_hash = self.send_signed(self.sign(tx))
+        tx_hash = self.sign_and_send(tx)
         logger.debug("sent %s (gas %s)", tx_hash, tx.get("gas"))
         return self.wait_for_receipt(tx_hash, tx)
+
+    def sign_and_send(self, tx: dict[str, Any]) -> str:
+        """Sign `tx` with the next nonce and send it. Another process signing with this bank's key (a CLI command beside
+        the API node) may have used that nonce since this one last read the chain's count: refused for it, the
+        transaction is signed once more with the chain's count. The refused copy was never taken, so nothing is sent
+        twice."""
+        try:
+            return self.send_signed(self.sign(tx))
+        except ChainError as exc:
+            if _NONCE_TOO_LOW not in str(exc).lower():
+                raise
+            logger.info("nonce used meanwhile by another process of this signer; signing again (%s)", exc)
+            return self.send_signed(self.sign(tx))  # send_signed dropped the local count: read from the chain now
 
     def sign(self, tx: dict[str, Any]) -> bytes:
         tx = {**tx, "nonce": self.nonces.take()}

@@ -163,3 +163,18 @@ def test_an_rpc_url_answering_other_than_json_rpc_is_one_chain_error(body: bytes
         ChainClient(url.replace("http://", "http://alliance:s3cret@") + "?apikey=s3cret").head()
     shown = url.replace("http://", "http://***@") + "?***"
     assert str(refused.value) == f"chain RPC at {shown} did not answer as a JSON-RPC endpoint"
+
+
+def test_a_nonce_used_by_another_process_of_the_signer_is_taken_again_from_the_chain(rpc_url: str) -> None:
+    """The API node and a CLI command sign with the bank's one key: the node's local count went stale once the CLI had
+    sent a transaction, and the node's next transaction was refused ("nonce too low"), a failed anchor, transfer or
+    report for the operator. Refused for its nonce, it is signed again with the chain's count; nothing is sent twice."""
+    signer = Signer.generate()
+    node, cli = ChainClient(rpc_url, signer=signer), ChainClient(rpc_url, signer=signer)
+    assert node.send_transaction(transfer_of(node)).status == 1  # the node's count is 1 now
+    assert cli.send_transaction(transfer_of(cli)).status == 1  # the CLI read the chain's: 1
+    assert node.send_transaction(transfer_of(node)).status == 1
+    assert cli.send_transaction(transfer_of(cli)).status == 1
+    sent = node.sign_and_send(transfer_of(node))  # as a chunk of loan ids is sent, its receipt awaited later
+    assert node.wait_for_receipt(sent).status == 1
+    assert cli.rpc("eth_getTransactionCount", [signer.address, "latest"]) == "0x5"
