@@ -48,8 +48,10 @@ from node.chain.asset_registry import (
     loan_id_chunk_size,
 )
 from node.chain.errors import (
+    AssetRegistryLoanIdsIncomplete,
     AssetRegistryLoanIdsOffsetMismatch,
     AssetRegistryPoolAlreadyRegistered,
+    AssetRegistryRootUnchanged,
     ChainUnavailable,
 )
 from node.errors import AllianceError, Conflict, InvalidInput, NotFound
@@ -353,9 +355,8 @@ def anchor_draft(node: NodeContext, pool_name: str, *, override_reason: str | No
     # An anchor sent by a run stopped before its receipt is mined first, then found and adopted: sent again, its copy
     # would be refused (the root unchanged, or the version incomplete) and this run fail.
     registry.chain.wait_for_sent()
-    anchored = _anchored_earlier(registry, pool_id, screened.tree.root) or registry.anchor_version(
-        pool_id, screened.tree.root, sum(r.current_principal for r in records), loan_ids[:chunk],
-        loan_count=len(loan_ids))
+    anchored = _anchored_earlier(registry, pool_id, screened.tree.root) or _send_anchor(
+        registry, pool_id, screened.tree.root, sum(r.current_principal for r in records), loan_ids, chunk)
     chunks = publish_remaining_ids(registry, pool_id, anchored.version, loan_ids, chunk_size=chunk)
     result = AnchorResult(pool_name, anchored, len(records), findings, reason, chunks)
     with node.store.transaction() as session:  # unless another anchor of the draft recorded it first
@@ -488,6 +489,23 @@ def _store_pool_id(store: Store, pool_row_id: int, pool_id: int) -> None:
                             .values(pool_id=pool_id))
 
     once_more_on_conflict(store_it)  # a binding stored meanwhile fails the unique id: the second run names it
+
+
+def _send_anchor(registry: AssetRegistryClient, pool_id: int, root: bytes, total_principal: int,
+                 loan_ids: Sequence[bytes], chunk: int) -> AnchoredVersion:
+    """Anchor the version with its first chunk of ids. Refused as anchored already (its root unchanged, or the version
+    incomplete while its ids are being published), it is looked for again: another process on this store (the API
+    beside the CLI) may have anchored this very draft since it was looked for, and this one then goes on in it."""
+    try:
+        return registry.anchor_version(pool_id, root, total_principal, loan_ids[:chunk], loan_count=len(loan_ids))
+    except (AssetRegistryRootUnchanged, AssetRegistryLoanIdsIncomplete):
+        registry.chain.wait_for_sent()
+        earlier = _anchored_earlier(registry, pool_id, root)
+        if earlier is None:
+            raise
+        logger.info("pool %s: version %s was anchored meanwhile by another process; going on in it", pool_id,
+                    earlier.version)
+        return earlier
 
 
 def _anchored_earlier(registry: AssetRegistryClient, pool_id: int, root: bytes) -> AnchoredVersion | None:

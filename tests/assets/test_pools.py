@@ -629,6 +629,37 @@ def test_anchor_beside_another_anchor_of_the_new_pool_registers_and_anchors_it_o
     assert (pool["pool_id"], [(v["state"], v["version"]) for v in pool["versions"]]) == (pool_id, [("anchored", 1)])
 
 
+@pytest.mark.parametrize("loans", [3, 120], ids=["one_chunk", "chunked"])
+def test_anchor_beside_another_anchor_of_the_version_anchors_it_once(
+        bank_on_store: NodeContext, replica: NodeContext, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        loans: int) -> None:
+    """Two processes on one store anchor the same draft of a registered pool at once: both found the version not
+    anchored yet, and the second one's copy was refused (AssetRegistryRootUnchanged) and its command failed,
+    although the version it sent was anchored."""
+    a = bank_on_store
+    pool_id = anchor_tape(a, tmp_path, "p", range(2))
+    import_tape(a, "p", write_tape(tmp_path / "v2.csv", [loan_row(i) for i in range(10, 10 + loans)]))
+    real_anchor = AssetRegistryClient.anchor_version
+    interruptions = [lambda: anchor_draft(replica, "p", chunk_size=50)]
+    first: list[AnchorResult] = []
+
+    def other_process_first(self: AssetRegistryClient, *args: Any, **kwargs: Any) -> AnchoredVersion:
+        if interruptions:
+            first.append(interruptions.pop()())
+        return real_anchor(self, *args, **kwargs)
+
+    monkeypatch.setattr(AssetRegistryClient, "anchor_version", other_process_first)
+    second = anchor_draft(a, "p", chunk_size=50)
+    monkeypatch.undo()
+
+    assert (second.anchored.pool_id, second.anchored.version) == (pool_id, 2)
+    assert second.anchored.tx_hash == first[0].anchored.tx_hash
+    registry = asset_registry(a)
+    assert registry.pool(pool_id).version_count == 2 and registry.loan_ids_published(pool_id, 2) == loans
+    [pool] = local_pools(a)
+    assert [(v["state"], v["version"]) for v in pool["versions"]] == [("anchored", 1), ("anchored", 2)]
+
+
 def test_anchor_of_a_draft_discarded_meanwhile_says_so(bank_on_store: NodeContext, replica: NodeContext,
                                                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     a = bank_on_store
