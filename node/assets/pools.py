@@ -310,11 +310,36 @@ def load_records(session: Session, version_ref: int) -> list[LoanRecord]:
 
 # -- anchoring -------------------------------------------------------------------------------------------------
 def discard_draft(node: NodeContext, pool_name: str) -> None:
+    """Delete the pool's draft and its records, unless the chain has it as the pool's latest version already (an anchor
+    that stopped before recording it): its records are the only ones that prove that version's loans."""
+    with node.store.session() as session:
+        pool, draft = _draft_of(session, pool_name)
+    try:
+        _refuse_discard_of_anchored(node, pool, draft)
+    except ChainUnavailable as exc:  # discarding is local: it is not held up by the chain being away
+        logger.warning("pool %r: draft discarded without asking the chain whether it is anchored (%s)", pool_name, exc)
     with node.store.transaction() as session:
         _pool, draft = _draft_of(session, pool_name)
         for table in (AssetLoanIndicator, AssetLoan):
             session.execute(delete(table).where(table.version_ref == draft.id))
         session.delete(draft)
+
+
+def _refuse_discard_of_anchored(node: NodeContext, pool: AssetPool, draft: AssetVersion) -> None:
+    with node.store.session() as session:
+        if session.scalar(select(AssetVersion.id).where(AssetVersion.pool_ref == pool.id,
+                                                        AssetVersion.state == "anchored",
+                                                        AssetVersion.root == bytes(draft.root))) is not None:
+            return  # the same loans imported again: the anchored version keeps their records
+    registry = asset_registry(node)
+    pool_id = pool.pool_id if pool.pool_id is not None else registry.pool_id_of(node.member_id,
+                                                                                 bytes(pool.metadata_hash))
+    if pool_id is None:
+        return
+    latest = registry.pool(pool_id).version_count
+    if latest and registry.version(pool_id, latest).root == bytes(draft.root):
+        raise Conflict(f"the draft of pool {pool.name!r} is version {latest} of pool {pool_id} on chain already (an "
+                       "anchor stopped before recording it): anchor it again to record it", code="anchored_on_chain")
 
 
 @dataclass(frozen=True)

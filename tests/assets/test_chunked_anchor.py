@@ -195,7 +195,15 @@ def test_anchor_of_other_version_refused_while_previous_incomplete(banks: list[N
     with pytest.raises(Crash):
         anchor_draft(a, "stuck", chunk_size=CHUNK)
     monkeypatch.undo()
-    discard_draft(a, "stuck")  # the operator drops the draft and imports another tape
+    with pytest.raises(Conflict) as refused:  # the draft is version 1 on chain, incomplete: its records finish it
+        discard_draft(a, "stuck")
+    assert refused.value.code == "anchored_on_chain"
+    # The operator drops the draft all the same with the chain away (unchecked), and imports another tape.
+    chain_down = NodeContext(a.settings.model_copy(update={"rpc_url": "http://127.0.0.1:9"}))
+    try:
+        discard_draft(chain_down, "stuck")
+    finally:
+        chain_down.close()
     import_pool(a, tmp_path, "stuck", range(10))
     with pytest.raises(Conflict, match="has only 50 of its 120 loan ids published") as raised:
         anchor_draft(a, "stuck", chunk_size=CHUNK)

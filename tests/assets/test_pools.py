@@ -358,6 +358,32 @@ class Stopped(Exception):
     """The node stopping between a chain transaction and its store write."""
 
 
+def test_discard_of_a_draft_anchored_on_chain_before_the_node_stopped_is_refused(banks: list[NodeContext],
+                                                                                 tmp_path: Path) -> None:
+    """The anchor stopped after the version was anchored, before it was recorded: the draft is on chain. Discarded,
+    its records were deleted, and the node could never prove a loan of that anchored version again."""
+    a = banks[0]
+    import_tape(a, "stopped", write_tape(tmp_path / "s.csv", [loan_row(i) for i in range(3)]))
+    records = first_version_records(a)
+
+    def stop() -> None:
+        raise Stopped
+
+    with pytest.raises(Stopped), interrupted_before_writing(a.store, {"asset_versions"}, stop):
+        anchor_draft(a, "stopped")
+    assert asset_registry(a).pool(1).version_count == 1
+    with pytest.raises(Conflict, match="version 1 of pool 1 on chain already") as refused:
+        discard_draft(a, "stopped")
+    assert refused.value.code == "anchored_on_chain"
+    assert first_version_records(a) == records
+    result = anchor_draft(a, "stopped")  # records it
+    assert (result.anchored.pool_id, result.anchored.version) == (1, 1)
+    import_tape(a, "stopped", write_tape(tmp_path / "again.csv", [loan_row(i) for i in range(3)]))
+    discard_draft(a, "stopped")  # the same loans imported again: version 1 keeps their records
+    [pool] = local_pools(a)
+    assert [(v["state"], v["version"]) for v in pool["versions"]] == [("anchored", 1)]
+
+
 def test_anchor_after_crash_with_registration_pending_adopts_its_pool(banks: list[NodeContext], tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """The node stopped while its registerPool was still in the transaction pool (a chain with block times): the
