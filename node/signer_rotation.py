@@ -45,6 +45,19 @@ def next_signing_key_file(settings: Settings) -> Path:
     return settings.keys_dir / "signing-key.next.json"
 
 
+def prepared_signer(settings: Settings) -> str | None:
+    """The address of the signing key `prepare_new_signer` made and `activate_new_signer` has not put in place yet
+    (shown by `alliance node status`: once the members pass the rotation, the node signs with a key the chain no longer
+    takes until it is activated); None if none is prepared, "unreadable" for a file that does not name one."""
+    path = next_signing_key_file(settings)
+    if not path.exists():
+        return None
+    try:
+        return keystore_address(path)
+    except KeystoreError:
+        return "unreadable"
+
+
 def prepare_new_signer(node: NodeContext) -> NewSigner:
     """Make the bank's next signing key beside the current one; refused if one is prepared already."""
     path = next_signing_key_file(node.settings)

@@ -12,6 +12,7 @@ from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
 from node.node_status import store_figures
 from node.server import serve
+from node.signer_rotation import prepared_signer
 
 app = typer.Typer(help="Run the node, and see how its work stands.", no_args_is_help=True)
 
@@ -33,13 +34,15 @@ def node_start(
 
 @app.command("status")
 def node_status(ctx: typer.Context, json_output: JsonOption = False) -> None:
-    """Outbox and publish-batch counts by state, the mirror's position and lag, key epochs held: from the store,
-    whether or not the node runs (its background loops' state is in GET /health)."""
+    """Outbox and publish-batch counts by state, the mirror's position and lag, key epochs held, a next signing key
+    prepared: from the data dir, whether or not the node runs (its background loops' state is in GET /health)."""
     node = node_context(ctx)
     with node.store.session() as session:
         figures = store_figures(node, session)
     oldest = figures.oldest_queued_at.isoformat() if figures.oldest_queued_at else None
-    data = {"bank_code": node.settings.bank_code, **figures.to_json(), "oldest_queued_report_at": oldest}
+    next_signer = prepared_signer(node.settings)
+    data = {"bank_code": node.settings.bank_code, **figures.to_json(), "oldest_queued_report_at": oldest,
+            "next_signer_prepared": next_signer}
     if json_output:
         console.print_json(data)
         return
@@ -54,3 +57,6 @@ def node_status(ctx: typer.Context, json_output: JsonOption = False) -> None:
     console.info(f"mirror: block {mirror.as_of_block}, lag {lag}{' (stale)' if mirror.stale else ''}"
                  + (f"; last error: {mirror.last_error}" if mirror.last_error else ""))
     console.info(f"key epochs held: {', '.join(map(str, figures.key_epochs)) or 'none'}")
+    if next_signer is not None:
+        console.info(f"next signing key prepared: {next_signer}; once the members pass its rotation, run "
+                     "`alliance key activate-signer` and restart the node")

@@ -7,6 +7,7 @@ import os
 from sqlalchemy import func, select
 
 from node.auth.apikeys import Role
+from node.signer_rotation import prepare_new_signer
 from node.store.ledger_tables import OutboxRecord
 from tests.api.conftest import ApiNode
 
@@ -101,6 +102,10 @@ def test_node_status_is_for_operators_only(api: ApiNode) -> None:
     body = status.json()
     assert body["outbox"] == {"queued": 2} and body["key_epochs_held"] == [1]
     assert body["mirror"]["stale"] is True  # never synced
+    assert body["next_signer_prepared"] is None
+    prepared = prepare_new_signer(api.node)  # `alliance key new-signer`: the node keeps signing with its key until
+    status = api.client.get("/v1/node/status", headers=api.headers(Role.operator))  # the members rotate to it
+    assert status.json()["next_signer_prepared"] == prepared.address
     for role in (Role.analyst, Role.auditor, Role.workflow):
         refused = api.client.get("/v1/node/status", headers=api.headers(role))
         assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"

@@ -115,6 +115,8 @@ def test_key_new_signer_then_rotate_then_activate_signer(cli: CliRunner, deploye
 
     early = cli("key", "activate-signer")
     assert early.code == 1 and "does not have " + new_address in one_error_line(early.err)
+    assert json.loads(cli("node", "status", "--json").out)["next_signer_prepared"] == new_address
+    assert f"next signing key prepared: {new_address}" in " ".join(cli("node", "status").out.split())
 
     assert cli("member", "propose", "rotate", "BANKA", "--new-account", new_address).code == 0
     activated = cli("key", "activate-signer")
@@ -123,6 +125,7 @@ def test_key_new_signer_then_rotate_then_activate_signer(cli: CliRunner, deploye
     assert cli("key", "sync").code == 0  # signed with the new key, by member 1
     again = cli("key", "activate-signer")
     assert again.code == 1 and "no new signing key is prepared" in one_error_line(again.err)
+    assert json.loads(cli("node", "status", "--json").out)["next_signer_prepared"] is None
 
 
 def test_key_new_signer_interrupted_while_writing_leaves_no_key_and_can_be_run_again(

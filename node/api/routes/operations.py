@@ -12,6 +12,7 @@ from node.auth.apikeys import KeyInfo, Role
 from node.ledger.republish import republish
 from node.metrics import METRICS_CONTENT_TYPE, render_metrics
 from node.node_status import store_figures
+from node.signer_rotation import prepared_signer
 
 router = APIRouter(prefix="/node", tags=["operations"])
 
@@ -21,10 +22,12 @@ Monitor = Annotated[KeyInfo, Depends(require_roles(Role.operator, Role.auditor))
 
 @router.get("/status")
 def read_node_status(*, node: NodeDep, session: SessionDep, request: Request, key: Operator) -> dict[str, Any]:
-    """Outbox and publish-batch counts by state, the mirror's position and lag, key epochs held, workers."""
+    """Outbox and publish-batch counts by state, the mirror's position and lag, key epochs held, the address of a next
+    signing key prepared (`alliance key new-signer`) and not yet activated, workers."""
     figures = store_figures(node, session)
     workers = request.app.state.workers
     return {"bank_code": node.settings.bank_code, **figures.to_json(),
+            "next_signer_prepared": prepared_signer(node.settings),
             "workers": workers.status() if workers is not None else {}}
 
 
