@@ -241,9 +241,11 @@ def report_servicing(node: NodeContext, pool_id: int, period: int, *, version: i
     counts = [0] * len(LoanStatus)
     for _, status in values:
         counts[status - 1] += 1
-    registry.chain.wait_for_sent()  # a copy sent by a run stopped before its receipt is mined first, then found
-    receipt = (_reported_earlier(registry, pool_id, version, period, root)
-               or _send_servicing_report(registry, pool_id, version, period, root, counts))
+    # A copy sent by a run stopped before its receipt, or by another process (the API beside the CLI), is found and
+    # stored: sent again, it is refused for its period, and the statuses behind the loans' proofs were lost.
+    receipt = registry.chain.send_once(lambda: _reported_earlier(registry, pool_id, version, period, root),
+                                       lambda: registry.report_servicing(pool_id, version, period, root, counts),
+                                       refused_as_done=(AssetRegistryPeriodNotIncreasing,))
     row = AssetServicingReport(pool_id=pool_id, version=version, period=period, status_root=root,
                                statuses=json.dumps([s for _, s in values]), tx_hash=receipt.tx_hash,
                                block_number=receipt.block_number)
@@ -259,20 +261,6 @@ def _store_servicing_report(node: NodeContext, row: AssetServicingReport) -> Non
                                                                       AssetServicingReport.period == row.period))
         if stored is None:
             session.add(row)
-
-
-def _send_servicing_report(registry: AssetRegistryClient, pool_id: int, version: int, period: int, root: bytes,
-                           counts: list[int]) -> Receipt:
-    """Send the report; refused for its period, it is looked for again: another process on this store (the API beside
-    the CLI) may have sent this very report since it was looked for, and it is then stored, not reported as failed."""
-    try:
-        return registry.report_servicing(pool_id, version, period, root, counts)
-    except AssetRegistryPeriodNotIncreasing:
-        registry.chain.wait_for_sent()
-        earlier = _reported_earlier(registry, pool_id, version, period, root)
-        if earlier is None:
-            raise
-        return earlier
 
 
 def _reported_earlier(registry: AssetRegistryClient, pool_id: int, version: int, period: int,

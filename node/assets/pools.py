@@ -377,11 +377,14 @@ def anchor_draft(node: NodeContext, pool_name: str, *, override_reason: str | No
     pool_id = screened.pool_id if screened.pool_id is not None else _register(node, registry, screened)
     loan_ids = [r.loan_id for r in records]
     chunk = chunk_size if chunk_size is not None else loan_id_chunk_size(registry.block_gas_limit())
-    # An anchor sent by a run stopped before its receipt is mined first, then found and adopted: sent again, its copy
-    # would be refused (the root unchanged, or the version incomplete) and this run fail.
-    registry.chain.wait_for_sent()
-    anchored = _anchored_earlier(registry, pool_id, screened.tree.root) or _send_anchor(
-        registry, pool_id, screened.tree.root, sum(r.current_principal for r in records), loan_ids, chunk)
+    # An anchor sent by a run stopped before its receipt, or by another process, is found and adopted: sent again, its
+    # copy is refused (the root unchanged, or the version incomplete while its ids are being published).
+    root = screened.tree.root
+    anchored = registry.chain.send_once(
+        lambda: _anchored_earlier(registry, pool_id, root),
+        lambda: registry.anchor_version(pool_id, root, sum(r.current_principal for r in records), loan_ids[:chunk],
+                                        loan_count=len(loan_ids)),
+        refused_as_done=(AssetRegistryRootUnchanged, AssetRegistryLoanIdsIncomplete))
     chunks = publish_remaining_ids(registry, pool_id, anchored.version, loan_ids, chunk_size=chunk)
     result = AnchorResult(pool_name, anchored, len(records), findings, reason, chunks)
     with node.store.transaction() as session:  # unless another anchor of the draft recorded it first
@@ -514,23 +517,6 @@ def _store_pool_id(store: Store, pool_row_id: int, pool_id: int) -> None:
                             .values(pool_id=pool_id))
 
     once_more_on_conflict(store_it)  # a binding stored meanwhile fails the unique id: the second run names it
-
-
-def _send_anchor(registry: AssetRegistryClient, pool_id: int, root: bytes, total_principal: int,
-                 loan_ids: Sequence[bytes], chunk: int) -> AnchoredVersion:
-    """Anchor the version with its first chunk of ids. Refused as anchored already (its root unchanged, or the version
-    incomplete while its ids are being published), it is looked for again: another process on this store (the API
-    beside the CLI) may have anchored this very draft since it was looked for, and this one then goes on in it."""
-    try:
-        return registry.anchor_version(pool_id, root, total_principal, loan_ids[:chunk], loan_count=len(loan_ids))
-    except (AssetRegistryRootUnchanged, AssetRegistryLoanIdsIncomplete):
-        registry.chain.wait_for_sent()
-        earlier = _anchored_earlier(registry, pool_id, root)
-        if earlier is None:
-            raise
-        logger.info("pool %s: version %s was anchored meanwhile by another process; going on in it", pool_id,
-                    earlier.version)
-        return earlier
 
 
 def _anchored_earlier(registry: AssetRegistryClient, pool_id: int, root: bytes) -> AnchoredVersion | None:

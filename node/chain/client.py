@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import requests
 from eth_typing import HexStr
@@ -76,6 +76,8 @@ class Receipt:
     status: int
     raw: Any  # the web3 receipt, for event decoding inside node.chain
 
+
+T = TypeVar("T")
 
 # How geth-derived nodes, Besu and anvil word a transaction refused for a nonce the sender has used already.
 _NONCE_TOO_LOW = "nonce too low"
@@ -300,6 +302,28 @@ class ChainClient:
                 raise TransactionTimeout(f"{pending - mined} transaction(s) of {address} sent earlier not mined "
                                          f"within {self.receipt_timeout}s")
             time.sleep(RECEIPT_POLL_S)
+
+    def send_once(self, find: Callable[[], T | None], send: Callable[[], T],
+                  refused_as_done: tuple[type[Exception], ...]) -> T:
+        """A write the contract takes once (an anchor, a servicing report): what `find` finds on chain, else `send()`.
+
+        The signer's earlier transactions are mined first, so that a copy sent by a run stopped before its receipt is
+        found rather than sent again. Refused as done already (`refused_as_done`), it is looked for once more: another
+        process signing for this bank (the API beside the CLI) may have sent this very write since; a refusal of
+        anything else is raised."""
+        self.wait_for_sent()
+        found = find()
+        if found is not None:
+            return found
+        try:
+            return send()
+        except refused_as_done as refusal:
+            self.wait_for_sent()
+            found = find()
+            if found is None:
+                raise
+            logger.info("refused as done already (%s): found on chain, sent meanwhile by another process", refusal)
+            return found
 
     def _require_signer(self) -> Signer:
         if self.signer is None:
