@@ -23,6 +23,7 @@ import heapq
 import io
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -89,30 +90,12 @@ def select_loans(node: Any, pool_name: str | None = None) -> tuple[PoolSelection
     selection = PoolSelection()
     with node.store.session() as session:
         loans = list(session.execute(select(*_LOAN_COLUMNS).order_by(BookedLoanRow.loan_reference)))
-        pooled = _pooled_elsewhere(session, node.settings.bank_code, pool_name)
-        # The bank's own confirmations count at once, not only once its report is published and mirrored back.
-        confirmed_fraud = set(session.scalars(select(LoanApplication.application_id).where(
-            LoanApplication.fraud_report_id.is_not(None))))
-        # Retention erases a borrower only once the policy takes no loan of that status; one it takes again since
-        # (a changed policy, a status corrected back) has no identifiers for the tape.
-        erased = set(session.scalars(select(BookedLoanRow.application_id).join(
-            LoanApplication, LoanApplication.application_id == BookedLoanRow.application_id)
-            .where(LoanApplication.sealed_applicant.is_(None))))
+        facts = _book_facts(session, node.settings.bank_code, pool_name)
         blacklisted = _blacklisted_loans(node, session)
     eligible = []
     for loan in loans:
-        if unfit := _unfit_for_tape(loan, rules["currency"].upper()):
-            selection.excluded[loan.loan_reference] = unfit
-        elif loan.status not in rules["eligible_statuses"] or loan.arrears_minor > 0:
-            selection.excluded[loan.loan_reference] = "arrears" if loan.arrears_minor > 0 else f"status_{loan.status}"
-        elif loan.application_id in erased:
-            selection.excluded[loan.loan_reference] = "applicant_erased"
-        elif loan.loan_reference in pooled:
-            selection.excluded[loan.loan_reference] = "in_another_pool"
-        elif loan.application_id in confirmed_fraud:
-            selection.excluded[loan.loan_reference] = "fraud_confirmed"
-        elif loan.id in blacklisted:
-            selection.excluded[loan.loan_reference] = "blacklisted_borrower"
+        if reason := _exclusion(loan, rules, facts, blacklisted=lambda loan: loan.id in blacklisted):
+            selection.excluded[loan.loan_reference] = reason
         else:
             eligible.append(loan)
     chosen = _within_concentration(eligible, float(rules["max_borrower_share"]), float(rules["max_region_share"]),
@@ -120,6 +103,45 @@ def select_loans(node: Any, pool_name: str | None = None) -> tuple[PoolSelection
     selection.selected = [loan.loan_reference for loan in chosen]
     selection.total_principal_minor = sum(loan.current_principal_minor for loan in chosen)
     return selection, chosen
+
+
+@dataclass(frozen=True)
+class BookFacts:
+    """What the store says of the book beyond each loan's own row, for `_exclusion`."""
+
+    pooled: set[str]  # loan references anchored in another pool
+    confirmed_fraud: set[str]  # application ids
+    erased: set[str]  # application ids of booked loans whose applicant retention erased
+
+
+def _book_facts(session: Any, originator_code: str, pool_name: str | None) -> BookFacts:
+    return BookFacts(
+        pooled=_pooled_elsewhere(session, originator_code, pool_name),
+        # The bank's own confirmations count at once, not only once its report is published and mirrored back.
+        confirmed_fraud=set(session.scalars(select(LoanApplication.application_id).where(
+            LoanApplication.fraud_report_id.is_not(None)))),
+        # Retention erases a borrower only once the policy takes no loan of that status; one it takes again since
+        # (a changed policy, a status corrected back) has no identifiers for the tape.
+        erased=set(session.scalars(select(BookedLoanRow.application_id).join(
+            LoanApplication, LoanApplication.application_id == BookedLoanRow.application_id)
+            .where(LoanApplication.sealed_applicant.is_(None)))))
+
+
+def _exclusion(loan: Any, rules: dict[str, Any], facts: BookFacts, *, blacklisted: Callable[[Any], bool]) -> str | None:
+    """Why a pool may not take `loan` whatever the other loans are (None: it may, within the concentration limits)."""
+    if unfit := _unfit_for_tape(loan, rules["currency"].upper()):
+        return unfit
+    if loan.status not in rules["eligible_statuses"] or loan.arrears_minor > 0:
+        return "arrears" if loan.arrears_minor > 0 else f"status_{loan.status}"
+    if loan.application_id in facts.erased:
+        return "applicant_erased"
+    if loan.loan_reference in facts.pooled:
+        return "in_another_pool"
+    if loan.application_id in facts.confirmed_fraud:
+        return "fraud_confirmed"
+    if blacklisted(loan):
+        return "blacklisted_borrower"
+    return None
 
 
 def _blacklisted_loans(node: Any, session: Any) -> set[int]:

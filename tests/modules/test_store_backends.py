@@ -441,12 +441,13 @@ def test_confirm_fraud_confirmed_meanwhile_otherwise_by_another_process_is_refus
 
 def _selection_as_before(node: NodeContext, pool_name: str | None = None) -> tuple[list[str], dict[str, str], int]:
     """`select_loans` as it was written before it read plain rows (ORM entities of every loan and borrower indicator,
-    every borrower indicator looked up in the mirror): the oracle of its verdicts."""
+    every borrower indicator looked up in the mirror): the oracle of its verdicts. The loan-by-loan reasons other than
+    the blacklist did not change and are shared (`_book_facts`, `_exclusion`)."""
     from collections import defaultdict
 
     from node.ledger.checks import state_policy
     from node.ledger.indicator_state import derive_state
-    from node.modules.abs_factory import PoolSelection, _pooled_elsewhere, _unfit_for_tape, _within_concentration
+    from node.modules.abs_factory import PoolSelection, _book_facts, _exclusion, _within_concentration
     from node.modules.policy import policy_for
 
     rules = policy_for(node).abs
@@ -454,31 +455,20 @@ def _selection_as_before(node: NodeContext, pool_name: str | None = None) -> tup
     selection = PoolSelection()
     with node.store.session() as session:
         loans = list(session.scalars(select(BookedLoanRow).order_by(BookedLoanRow.loan_reference)))
-        pooled = _pooled_elsewhere(session, node.settings.bank_code, pool_name)
-        confirmed_fraud = set(session.scalars(select(LoanApplication.application_id).where(
-            LoanApplication.fraud_report_id.is_not(None))))
-        erased = set(session.scalars(select(BookedLoanRow.application_id).join(
-            LoanApplication, LoanApplication.application_id == BookedLoanRow.application_id)
-            .where(LoanApplication.sealed_applicant.is_(None))))
+        book = _book_facts(session, node.settings.bank_code, pool_name)
         indicators: dict[int, list[bytes]] = defaultdict(list)
         for row in session.scalars(select(BorrowerIndicator)):
             indicators[row.loan_ref].append(bytes(row.indicator))
         facts = facts_for(session, [i for values in indicators.values() for i in values])
     now, policy = int(time.time()), state_policy(node)
+
+    def blacklisted(loan: BookedLoanRow) -> bool:
+        return any(derive_state(i, *facts[i], at=now, policy=policy).active for i in indicators[loan.id] if i in facts)
+
     eligible = []
-    for loan in loans:
-        if unfit := _unfit_for_tape(loan, rules["currency"].upper()):
-            selection.excluded[loan.loan_reference] = unfit
-        elif loan.status not in rules["eligible_statuses"] or loan.arrears_minor > 0:
-            selection.excluded[loan.loan_reference] = "arrears" if loan.arrears_minor > 0 else f"status_{loan.status}"
-        elif loan.application_id in erased:
-            selection.excluded[loan.loan_reference] = "applicant_erased"
-        elif loan.loan_reference in pooled:
-            selection.excluded[loan.loan_reference] = "in_another_pool"
-        elif loan.application_id in confirmed_fraud:
-            selection.excluded[loan.loan_reference] = "fraud_confirmed"
-        elif any(derive_state(i, *facts[i], at=now, policy=policy).active for i in indicators[loan.id] if i in facts):
-            selection.excluded[loan.loan_reference] = "blacklisted_borrower"
+    for loan in loans:  # the verdicts other than the blacklist's are one function, _exclusion
+        if reason := _exclusion(loan, rules, book, blacklisted=blacklisted):
+            selection.excluded[loan.loan_reference] = reason
         else:
             eligible.append(loan)
     chosen = _within_concentration(eligible, float(rules["max_borrower_share"]), float(rules["max_region_share"]),
