@@ -183,36 +183,44 @@ def import_lines(node: NodeContext, pool_name: str, lines: Iterable[str],
     originator = node.settings.bank_code
     if not originator:
         raise InvalidInput("this node has no bank code; run `alliance init` first", code="not_initialised")
-    if pool_id is not None:  # before the tape is read: a refusal of a million-loan tape comes at once
-        check_pool_binding(node, pool_name, pool_id)
+    # Checked before the tape is read: a refusal of a million-loan tape comes at once.
+    registration = None if pool_id is None else check_pool_binding(node, pool_name, pool_id)
     loans = parse_tape(lines, alliance_key=key, key_epoch=epoch, originator_code=originator,
                        screening_keys=node.keyring.keys(), on_row=on_row)
-    return store_draft(node.store, pool_name, loans, originator_code=originator, key_epoch=epoch, pool_id=pool_id)
+    return store_draft(node.store, pool_name, loans, originator_code=originator, key_epoch=epoch, pool_id=pool_id,
+                       own_registration=registration)
 
 
-def check_pool_binding(node: NodeContext, pool_name: str, pool_id: int) -> None:
+def check_pool_binding(node: NodeContext, pool_name: str, pool_id: int) -> bytes | None:
     """Refuse to bind local pool `pool_name` to on-chain pool `pool_id` unless the binding is new or the same, the
     pool exists and this bank is its custodian. A bank that received a pool (transfer or succession) anchors its
     next versions, or finishes publishing its latest one, through such a binding. The chain is asked only if it is
-    reachable: anchoring asks it again, and the contract takes versions and ids from the custodian only."""
+    reachable: anchoring asks it again, and the contract takes versions and ids from the custodian only.
+
+    Returns the metadata hash the pool was registered with if this bank registered it (else None): a local pool not
+    bound yet may be bound to its own registration, made by an anchor that stopped before storing the pool id."""
     name = valid_pool_name(pool_name)
     if not 1 <= pool_id <= MAX_POOL_ID:
         raise InvalidInput(f"a pool id is a number from 1 to {MAX_POOL_ID}", code="invalid_pool_id")
-    with node.store.session() as session:
-        _refuse_other_binding(session, name, pool_id)
     try:
         info = asset_registry(node).pool(pool_id)  # AssetRegistryUnknownPool for a pool never registered
         member_id = node.member_id
     except ChainUnavailable as exc:
+        with node.store.session() as session:
+            _refuse_other_binding(session, name, pool_id, own_registration=None)
         logger.warning("pool %s: custody not checked at import, the chain is unreachable (%s)", pool_id, exc)
-        return
+        return None
+    own_registration = info.metadata_hash if info.originator_member_id == member_id else None
+    with node.store.session() as session:
+        _refuse_other_binding(session, name, pool_id, own_registration=own_registration)
     if info.custodian_member_id != member_id:
         hint = (f"accept its transfer first (`alliance assets accept {pool_id}`)"
                 if info.pending_custodian_member_id == member_id else "only its custodian anchors its versions")
         raise Conflict(f"pool {pool_id} is held by member {info.custodian_member_id}, not this bank (member "
                        f"{member_id}): {hint}", code="not_custodian")
-    if info.originator_member_id == member_id:
-        _refuse_registration_of_another(node.store, name, pool_id, info.metadata_hash)
+    if own_registration is not None:
+        _refuse_registration_of_another(node.store, name, pool_id, own_registration)
+    return own_registration
 
 
 def _refuse_registration_of_another(store: Store, name: str, pool_id: int, registered_hash: bytes) -> None:
@@ -227,23 +235,28 @@ def _refuse_registration_of_another(store: Store, name: str, pool_id: int, regis
                        code="pool_already_bound")
 
 
-def _refuse_other_binding(session: Session, name: str, pool_id: int) -> None:
+def _refuse_other_binding(session: Session, name: str, pool_id: int, *, own_registration: bytes | None) -> None:
     """Conflict if another local pool is bound to `pool_id`, or the local pool `name` is another pool (or one not
-    registered yet, whose loans would then be anchored into a pool they were not screened for)."""
+    registered yet, whose loans would then be anchored into a pool they were not screened for) - unless `pool_id` is
+    that unbound pool's own registration: this bank registered it with the pool's metadata hash (`own_registration`)."""
     bound = session.scalar(select(AssetPool.name).where(AssetPool.pool_id == pool_id))
     if bound is not None and bound != name:
         raise Conflict(f"pool {pool_id} is the local pool {bound!r} already; import the tape into it",
                        code="pool_already_bound")
     named = session.scalar(select(AssetPool).where(AssetPool.name == name))
-    if named is not None and named.pool_id != pool_id:
-        what = "not registered on chain yet" if named.pool_id is None else f"pool {named.pool_id}"
-        raise Conflict(f"the local pool {name!r} is {what}, not pool {pool_id}; import the tape under another name",
-                       code="pool_name_taken")
+    if named is None or named.pool_id == pool_id:
+        return
+    if named.pool_id is None and own_registration is not None and bytes(named.metadata_hash) == own_registration:
+        return
+    what = "not registered on chain yet" if named.pool_id is None else f"pool {named.pool_id}"
+    raise Conflict(f"the local pool {name!r} is {what}, not pool {pool_id}; import the tape under another name",
+                   code="pool_name_taken")
 
 
 def store_draft(store: Store, pool_name: str, loans: Sequence[TapeLoan], *, originator_code: str,
-                key_epoch: int, pool_id: int | None = None) -> DraftVersion:
-    """Store parsed loans as the pool's draft, all in one transaction (a new pool bound to `pool_id` if given)."""
+                key_epoch: int, pool_id: int | None = None, own_registration: bytes | None = None) -> DraftVersion:
+    """Store parsed loans as the pool's draft, all in one transaction (a new pool bound to `pool_id` if given, or an
+    unbound one bound to it if `pool_id` is its registration by this bank, `own_registration` its metadata hash)."""
     name = valid_pool_name(pool_name)
     records = [loan.record for loan in loans]
     currencies = sorted({r.currency for r in records})
@@ -255,17 +268,19 @@ def store_draft(store: Store, pool_name: str, loans: Sequence[TapeLoan], *, orig
     # Another import (a second request, the CLI) may create the pool first; importing again finds its draft.
     stored_pool_id = once_more_on_conflict(
         lambda: _store_draft(store, name, originator_code, loans, root=root, total=total, key_epoch=key_epoch,
-                             bind_to=pool_id))
+                             bind_to=pool_id, own_registration=own_registration))
     return DraftVersion(name, stored_pool_id, len(records), total, root)
 
 
 def _store_draft(store: Store, name: str, originator_code: str, loans: Sequence[TapeLoan], *, root: bytes,
-                 total: int, key_epoch: int, bind_to: int | None) -> int | None:
+                 total: int, key_epoch: int, bind_to: int | None, own_registration: bytes | None) -> int | None:
     with store.transaction() as session:
         # Locked, so that two imports into one pool take turns (PostgreSQL; SQLite ignores FOR UPDATE).
         pool = session.scalar(select(AssetPool).where(AssetPool.name == name).with_for_update())
         if bind_to is not None:  # checked again in the transaction: another import may have bound the pool meanwhile
-            _refuse_other_binding(session, name, bind_to)
+            _refuse_other_binding(session, name, bind_to, own_registration=own_registration)
+            if pool is not None and pool.pool_id is None:  # its own registration: bound as its next anchor would
+                pool.pool_id = bind_to
         if pool is None:
             # A bound pool is never registered by this bank, so its metadata hash is never sent.
             pool = AssetPool(name=name, originator_code=originator_code,

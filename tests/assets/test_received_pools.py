@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from node.assets import lifecycle
-from node.assets.pools import PoolRefused, anchor_draft, asset_registry, import_tape, local_pools
+from node.assets.pools import PoolRefused, anchor_draft, asset_registry, discard_draft, import_tape, local_pools
 from node.assets.screening import double_financed_loans, sync_loan_mirror
 from node.chain.errors import AssetRegistryNotCustodian, AssetRegistryUnknownPool
 from node.errors import Conflict, InvalidInput
@@ -215,6 +215,30 @@ def test_import_bound_to_a_pool_registered_for_another_local_pool_is_refused(ban
     assert (result.anchored.pool_id, result.anchored.version) == (1, 1)
     assert registry.pool_count() == 1 and registry.pool(1).version_count == 1
     assert [(p["name"], p["pool_id"]) for p in local_pools(a)] == [("first", 1)]
+
+
+def test_import_bound_to_the_pools_own_registration_binds_it(bank_on_store: NodeContext, tmp_path: Path) -> None:
+    """An anchor of "first" registered pool 1 and stopped before storing its id; its draft was discarded, and the
+    operator imports a new tape into "first" bound to pool 1, its own registration. Taken (it was refused as "not
+    registered on chain yet"), and the next anchor is version 1 of pool 1: still one pool on chain."""
+    a = bank_on_store
+    import_tape(a, "first", write_tape(tmp_path / "first.csv", [loan_row(i) for i in range(3)]))
+    registered_then_stopped(a, "first")
+    discard_draft(a, "first")
+    other, _receipt = asset_registry(a, signing=True).register_pool(b"\x03" * 32)  # A's too, not "first"'s
+    tape = write_tape(tmp_path / "again.csv", [loan_row(i) for i in range(4)])
+
+    with pytest.raises(Conflict, match="'first' is not registered on chain yet, not pool 2") as taken:
+        import_tape(a, "first", tape, pool_id=other)
+    assert taken.value.code == "pool_name_taken"
+    assert import_tape(a, "first", tape, pool_id=1).pool_id == 1
+    assert [(p["name"], p["pool_id"]) for p in local_pools(a)] == [("first", 1)]
+
+    result = anchor_draft(a, "first")
+    registry = asset_registry(a)
+    assert (result.anchored.pool_id, result.anchored.version) == (1, 1)
+    assert registry.pool_count() == 2 and registry.pool(1).version_count == 1
+    assert registry.version(1, 1).root == result.anchored.root
 
 
 def test_anchor_of_a_pool_whose_registration_was_bound_elsewhere_meanwhile_says_so(bank_on_store: NodeContext,
