@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import tomllib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -521,6 +522,9 @@ def test_member_execute_passes_a_proposal_whose_quorum_was_reached_by_a_suspensi
     table = cli("member", "proposals")
     assert table.code == 0 and "2/3" in table.out and "executed" in table.out  # E admitted: 4 active, 3 needed
     assert "BANKE" in table.out and "(member)" in table.out  # which bank an admission admits, as what: not `-`
+    expires_at = json.loads(cli("member", "proposals", "--json").out)[0]["expires_at"]
+    day, minute = time.strftime("%Y-%m-%d %H:%M", time.gmtime(expires_at)).split()
+    assert day in table.out and minute in table.out and str(expires_at) not in table.out  # a time, not Unix seconds
 
 
 def test_member_proposals_does_not_call_ready_a_proposal_its_target_no_longer_allows(
