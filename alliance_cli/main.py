@@ -78,6 +78,9 @@ def describe(exc: BaseException) -> str:
         reason = str(getattr(exc, "orig", None) or exc).strip() or type(exc).__name__  # as the API logs it
         return f"the database is unavailable: {reason}".splitlines()[0]
     text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, AllianceError):
+        # The code the API answers with and the docs name, so a script or a runbook can tell refusals apart.
+        return f"{text.splitlines()[0]} [{exc.code}]"
     return text.splitlines()[0] if not isinstance(exc, CompilationFailed) else text
 
 

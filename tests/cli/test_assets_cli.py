@@ -90,6 +90,7 @@ def test_assets_anchor_refuses_double_financing_then_overrides(cli: CliRunner, a
     assert cli("assets", "import", str(tape), "--pool", "again").code == 0
     refused = cli("assets", "anchor", "again")
     assert refused.code == 1 and "2 loan(s) already active in another pool" in one_error_line(refused.err)
+    assert one_error_line(refused.err).endswith(" [pool_refused]")  # the code the API answers with, for scripts
     assert cli("assets", "discard", "again").code == 0
     assert cli("assets", "anchor", "again").code == 1  # nothing left to anchor
     assert cli("assets", "import", str(tape), "--pool", "again").code == 0

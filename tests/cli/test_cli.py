@@ -737,7 +737,8 @@ def test_chain_up_and_down_off_the_dev_network_fail_with_one_line(cli: CliRunner
                "--rpc-url", "http://127.0.0.1:9", env=env).code == 0
     result = cli("chain", command, env=env)
     assert result.code == 1
-    assert one_error_line(result.err).endswith(f"`chain {command}` manages only the dev network; this node is on local")
+    assert one_error_line(result.err).endswith(
+        f"`chain {command}` manages only the dev network; this node is on local [invalid_input]")
 
 
 def test_chain_up_that_cannot_write_its_pid_file_fails_with_one_line_and_leaves_no_chain(cli: CliRunner,
