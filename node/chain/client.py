@@ -79,8 +79,21 @@ class Receipt:
 
 T = TypeVar("T")
 
-# How geth-derived nodes, Besu and anvil word a transaction refused for a nonce the sender has used already.
-_NONCE_TOO_LOW = "nonce too low"
+# How geth-derived nodes, Besu and anvil word a transaction refused for its nonce (lowercased): used by a mined
+# transaction, or held in the pool by another pending transaction of the sender (same nonce, no higher gas price).
+_NONCE_TAKEN = ("nonce too low", "replacement transaction underpriced")
+# ... and one refused because the pool holds these very bytes already: geth "already known", anvil (1.x) "transaction
+# already imported", Besu "Known transaction".
+_ALREADY_KNOWN = ("already known", "already imported", "known transaction")
+# Signings of one transaction, each with the chain's nonce count read again, before a nonce collision is given up on:
+# each retry loses only to another process of the signer sending in the very same instant.
+SEND_ATTEMPTS = 3
+
+
+def _rpc_refusal(exc: ChainError) -> str:
+    """The endpoint's own words (lowercased) for a request it refused; empty for any other failure (unreachable, not
+    a JSON-RPC endpoint), whose text may quote a URL."""
+    return str(exc.__cause__).lower() if isinstance(exc.__cause__, Web3RPCError) else ""
 
 
 class NonceManager:
@@ -370,16 +383,21 @@ class ChainClient:
 
     def sign_and_send(self, tx: dict[str, Any]) -> str:
         """Sign `tx` with the next nonce and send it. Another process signing with this bank's key (a CLI command beside
-        the API node) may have used that nonce since this one last read the chain's count: refused for it, the
-        transaction is signed once more with the chain's count. The refused copy was never taken, so nothing is sent
-        twice."""
-        try:
-            return self.send_signed(self.sign(tx))
-        except ChainError as exc:
-            if _NONCE_TOO_LOW not in str(exc).lower():
-                raise
-            logger.info("nonce used meanwhile by another process of this signer; signing again (%s)", exc)
-            return self.send_signed(self.sign(tx))  # send_signed dropped the local count: read from the chain now
+        the API node) may have taken that nonce since this one last read the chain's count. Refused for it (mined
+        already: "nonce too low"; held in the pool by the other's pending transaction: "replacement transaction
+        underpriced"), the transaction is signed again with the chain's pending count, which counts the pool, up to
+        SEND_ATTEMPTS signings; a refused copy was never taken, so nothing is sent twice. The other process's pending
+        transaction being these very bytes is this one sent (see `send_signed`)."""
+        attempt = 1
+        while True:
+            try:
+                return self.send_signed(self.sign(tx))
+            except ChainError as exc:
+                if attempt >= SEND_ATTEMPTS or not any(words in _rpc_refusal(exc) for words in _NONCE_TAKEN):
+                    raise
+                # send_signed dropped the local count: the next signing reads the chain's
+                logger.info("nonce taken meanwhile by another process of this signer; signing again (%s)", exc)
+            attempt += 1
 
     def sign(self, tx: dict[str, Any]) -> bytes:
         tx = {**tx, "nonce": self.nonces.take()}
@@ -387,10 +405,15 @@ class ChainClient:
         return self._require_signer().sign_transaction(tx)
 
     def send_signed(self, raw_tx: bytes) -> str:
+        """Broadcast a signed transaction; its hash. One the endpoint's pool holds already (sent again by the publisher
+        after a restart, or signed byte for byte alike by another process of this signer with the same nonce) is sent:
+        waiting for its receipt is all that is left to do."""
         try:
             with translate_errors(self.rpc_url):
                 return self.w3.eth.send_raw_transaction(raw_tx).to_0x_hex()
-        except ChainError:
+        except ChainError as exc:
+            if any(words in _rpc_refusal(exc) for words in _ALREADY_KNOWN):
+                return Web3.keccak(raw_tx).to_0x_hex()
             # The nonce may or may not have been consumed; re-read it from the chain next time.
             self.nonces.reset()
             raise

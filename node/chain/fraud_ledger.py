@@ -17,7 +17,7 @@ from eth_typing import HexStr
 from web3 import Web3
 
 from node.chain.client import ChainClient, Receipt, translate_errors
-from node.chain.errors import ChainError, ChainUnavailable, ContractRevert
+from node.chain.errors import ChainError, ContractRevert
 from node.merkle import StandardMerkleTree
 
 RECORD_BYTES = 109  # 32 + 1 + 1 + 1 + 5 + 5 + 32 + 32
@@ -178,15 +178,8 @@ class FraudLedgerClient:
         return SignedPublish(raw, Web3.keccak(raw).to_0x_hex(), nonce)
 
     def send_raw(self, raw: bytes) -> str:
-        """Broadcast a signed transaction; a node that already has it in its pool is not an error."""
-        try:
-            return self.chain.send_signed(raw)
-        except ChainUnavailable:
-            raise
-        except ChainError as exc:
-            if "already known" in str(exc).lower() or "already imported" in str(exc).lower():
-                return Web3.keccak(raw).to_0x_hex()
-            raise
+        """Broadcast a signed transaction; a node that already has it in its pool is not an error (`send_signed`)."""
+        return self.chain.send_signed(raw)
 
     def confirmed_nonce(self) -> int:
         """The signer's count of mined transactions (nonces below it are used up)."""

@@ -178,3 +178,75 @@ def test_a_nonce_used_by_another_process_of_the_signer_is_taken_again_from_the_c
     sent = node.sign_and_send(transfer_of(node))  # as a chunk of loan ids is sent, its receipt awaited later
     assert node.wait_for_receipt(sent).status == 1
     assert cli.rpc("eth_getTransactionCount", [signer.address, "latest"]) == "0x5"
+
+
+def transfer_to(client: ChainClient, to: str) -> dict[str, object]:
+    return {**client.transaction_fields(21_000), "to": to, "value": 0}
+
+
+def mined_transactions(client: ChainClient) -> list[str]:
+    """Every transaction mined so far in the block automining was switched off for (the next block)."""
+    block = client.rpc("eth_getBlockByNumber", ["latest", False])
+    return list(block["transactions"])
+
+
+@contextmanager
+def one_block(client: ChainClient) -> Iterator[None]:
+    """Transactions sent in the block wait in the pool together (as on a chain with block times), mined at its end."""
+    client.rpc("evm_setAutomine", [False])
+    try:
+        yield
+        client.rpc("evm_mine")
+    finally:
+        client.rpc("evm_setAutomine", [True])
+
+
+def test_the_same_transaction_signed_by_two_processes_with_one_nonce_is_sent_once(rpc_url: str) -> None:
+    """Two processes of one signer took the same nonce and signed the same transaction: the second send was refused
+    as already in the pool ("transaction already imported" from anvil, "already known" from geth), and its caller
+    failed although its transaction was on its way. It is that very transaction: its hash is returned."""
+    signer = Signer.generate()
+    node, cli = ChainClient(rpc_url, signer=signer), ChainClient(rpc_url, signer=signer)
+    with one_block(node):
+        first = node.sign_and_send(transfer_of(node))  # the node's local count is 1 from now on
+        by_cli = cli.sign_and_send(transfer_of(cli))  # the CLI reads the pending count: 1
+        by_node = node.sign_and_send(transfer_of(node))  # the very same bytes, nonce 1
+    assert by_node == by_cli
+    assert mined_transactions(node) == [first, by_cli]
+    assert node.wait_for_receipt(by_node).status == 1
+    assert node.sign_and_send(transfer_of(node)) not in (first, by_cli)  # its local count went on: nonce 2
+    assert cli.rpc("eth_getTransactionCount", [signer.address, "latest"]) == "0x3"
+
+
+def test_a_nonce_held_in_the_pool_by_another_process_of_the_signer_is_taken_again_from_the_chain(
+        rpc_url: str) -> None:
+    """Two processes of one signer took the same nonce for different transactions, both still pending: the second
+    was refused ("replacement transaction underpriced"; only "nonce too low", for a mined one, was signed again) and
+    its write failed. It is signed again with the chain's pending count, which counts the pool: both are mined."""
+    signer = Signer.generate()
+    node, cli = ChainClient(rpc_url, signer=signer), ChainClient(rpc_url, signer=signer)
+    other = Signer.generate().address
+    with one_block(node):
+        first = node.sign_and_send(transfer_of(node))
+        by_cli = cli.sign_and_send(transfer_of(cli))  # nonce 1
+        by_node = node.sign_and_send(transfer_to(node, other))  # nonce 1 taken in the pool: signed again, nonce 2
+    assert mined_transactions(node) == [first, by_cli, by_node]
+    assert node.wait_for_receipt(by_node).status == 1
+    assert node.receipt_of(by_node).raw["to"] == other  # type: ignore[union-attr]
+    assert node.sign_and_send(transfer_of(node)) != by_node  # the count read from the chain went on: nonce 3
+    assert cli.rpc("eth_getTransactionCount", [signer.address, "latest"]) == "0x4"
+
+
+def test_a_nonce_taken_at_every_signing_is_given_up_after_the_bounded_attempts(rpc_url: str) -> None:
+    """As if another process of the signer won the nonce each time: after SEND_ATTEMPTS signings the refusal is
+    raised, and nothing but the other's transaction is sent."""
+    signer = Signer.generate()
+    node, cli = ChainClient(rpc_url, signer=signer), ChainClient(rpc_url, signer=signer)
+    fetched: list[int] = []
+    node.nonces = client_module.NonceManager(lambda: fetched.append(0) or 0)  # always the nonce the CLI holds
+    with one_block(node):
+        held = cli.sign_and_send(transfer_of(cli))
+        with pytest.raises(ChainError, match="replacement transaction underpriced"):
+            node.sign_and_send(transfer_to(node, Signer.generate().address))
+    assert len(fetched) == client_module.SEND_ATTEMPTS
+    assert mined_transactions(node) == [held]
