@@ -23,6 +23,7 @@ from node.errors import AllianceError, Conflict, InvalidInput, NotInitialised
 from node.ledger.keyring import KeyRing, stored_local_key
 from node.ledger.publisher import Publisher
 from node.ledger.reports import REPORT_ID_PURPOSE, ReportIntake
+from node.signer_lock import SignerLock, signer_lock_path
 from node.store.db import Store
 
 
@@ -88,8 +89,11 @@ class NodeContext:
 
     @cached_property
     def signing_chain(self) -> ChainClient:
+        # The lock is keyed by the signer's address: every process of this node signing with this key shares it.
+        lock = SignerLock(signer_lock_path(self.settings.data_dir, self.signer.address))
         return ChainClient(self.settings.effective_rpc_url, signer=self.signer,
-                           request_timeout=self.settings.request_timeout_s, gas_price=self.settings.profile.gas_price)
+                           request_timeout=self.settings.request_timeout_s, gas_price=self.settings.profile.gas_price,
+                           write_lock=lock)
 
     @property
     def address(self) -> str:

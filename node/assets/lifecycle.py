@@ -62,7 +62,8 @@ def receipt_json(receipt: Receipt) -> dict[str, Any]:
 # Run again after its answer was lost (a crash, a client's retry), each custody step first waits for the transactions
 # its signer sent before to be mined, then returns the step if it is the pool's latest custody event already: sent
 # again, a proposal would be proposed twice, and an accept or a cancel refused (no pending transfer) as if it had
-# not happened.
+# not happened. The look and the send are one `send_once`, so another process of this node taking the same step at
+# the same moment (the API server beside the CLI) finds it too instead of sending it again.
 _CUSTODY_KINDS = ("registered", "transfer_proposed", "transfer_cancelled", "transferred", "succeeded")
 
 
@@ -70,29 +71,40 @@ def propose_transfer(node: NodeContext, pool_id: int, to: str) -> Receipt:
     """Offer the pool to another member (id, address or bank code); custody moves when it accepts."""
     member = governance.find_member(node.registry(), to)
     registry = asset_registry(node, signing=True)
-    registry.chain.wait_for_sent()
-    pending = registry.pool(pool_id).pending_custodian_member_id == member.member_id
-    return ((pending and _latest_custody_step(registry, pool_id, "transfer_proposed", toMemberId=member.member_id))
-            or registry.propose_transfer(pool_id, member.account))
+    return registry.chain.send_once(lambda: _proposed_earlier(registry, pool_id, member.member_id),
+                                    lambda: registry.propose_transfer(pool_id, member.account))
 
 
 def accept_transfer(node: NodeContext, pool_id: int) -> Receipt:
     registry = asset_registry(node, signing=True)
-    registry.chain.wait_for_sent()
-    info = registry.pool(pool_id)
-    held = info.custodian_member_id == node.member_id and info.pending_custodian_member_id == 0
-    return ((held and _latest_custody_step(registry, pool_id, "transferred", toMemberId=node.member_id))
-            or registry.accept_transfer(pool_id))
+    return registry.chain.send_once(
+        lambda: _latest_step_while_held(registry, pool_id, node.member_id, "transferred", toMemberId=node.member_id),
+        lambda: registry.accept_transfer(pool_id))
 
 
 def cancel_transfer(node: NodeContext, pool_id: int) -> Receipt:
     registry = asset_registry(node, signing=True)
-    registry.chain.wait_for_sent()
+    return registry.chain.send_once(
+        lambda: _latest_step_while_held(registry, pool_id, node.member_id, "transfer_cancelled",
+                                        fromMemberId=node.member_id),
+        lambda: registry.cancel_transfer(pool_id))
+
+
+def _proposed_earlier(registry: AssetRegistryClient, pool_id: int, member_id: int) -> Receipt | None:
+    """The receipt of the pool's pending transfer to `member_id` if it is the latest custody step."""
+    if registry.pool(pool_id).pending_custodian_member_id != member_id:
+        return None
+    return _latest_custody_step(registry, pool_id, "transfer_proposed", toMemberId=member_id)
+
+
+def _latest_step_while_held(registry: AssetRegistryClient, pool_id: int, member_id: int, kind: str,
+                            **arguments: object) -> Receipt | None:
+    """The receipt of the pool's latest custody step if it is `kind` with `arguments` and left the pool held by
+    `member_id` with no transfer pending (as an accept or a cancel by it does)."""
     info = registry.pool(pool_id)
-    none_pending = info.custodian_member_id == node.member_id and info.pending_custodian_member_id == 0
-    return ((none_pending and _latest_custody_step(registry, pool_id, "transfer_cancelled",
-                                                   fromMemberId=node.member_id))
-            or registry.cancel_transfer(pool_id))
+    if info.custodian_member_id != member_id or info.pending_custodian_member_id != 0:
+        return None
+    return _latest_custody_step(registry, pool_id, kind, **arguments)
 
 
 def _latest_custody_step(registry: AssetRegistryClient, pool_id: int, kind: str,
@@ -125,9 +137,16 @@ def propose_successor(node: NodeContext, pool_id: int, successor: str) -> Succes
     from the alliance; this bank's vote is counted (and may decide it)."""
     member = governance.find_member(node.registry(), successor)
     registry = asset_registry(node, signing=True)
+    # Held from the look to the receipt: another process of this node proposing at the same moment looks after it.
+    with registry.chain.one_writer():
+        return _propose_successor(node, registry, pool_id, member.member_id, member.account)
+
+
+def _propose_successor(node: NodeContext, registry: AssetRegistryClient, pool_id: int, member_id: int,
+                       account: str) -> SuccessionVote:
     registry.chain.wait_for_sent()  # a proposal sent by a run stopped before its receipt opens the round looked at
     open_vote = registry.succession(pool_id)
-    if open_vote.successor_member_id != 0 and open_vote.successor_member_id == member.member_id:
+    if open_vote.successor_member_id != 0 and open_vote.successor_member_id == member_id:
         # Proposed already (this very proposal run again after its answer was lost, or another bank's): a new round
         # would only drop the votes cast in this one, so this bank votes in it, once.
         earlier = _voted_earlier(registry, pool_id, open_vote.round, node.member_id)
@@ -138,13 +157,13 @@ def propose_successor(node: NodeContext, pool_id: int, successor: str) -> Succes
             return _after_vote(registry, pool_id, open_vote.round, earlier)
         # Its votes reach the quorum only since a suspension or removal: no vote of this bank can decide it any more
         # (only a vote checks the count), so a new round does, as before.
-    elif open_vote.round and registry.pool(pool_id).custodian_member_id == member.member_id:
+    elif open_vote.round and registry.pool(pool_id).custodian_member_id == member_id:
         # Decided for this successor already, by this bank's vote if it is this very proposal run again after its
         # answer was lost: the contract would refuse a new proposal (the custodian is no longer removed).
         earlier = _voted_earlier(registry, pool_id, open_vote.round, node.member_id)
         if earlier is not None:
             return _after_vote(registry, pool_id, open_vote.round, earlier)
-    round_, receipt = registry.propose_successor(pool_id, member.account)
+    round_, receipt = registry.propose_successor(pool_id, account)
     return _after_vote(registry, pool_id, round_, receipt)
 
 
@@ -166,6 +185,12 @@ def vote_successor(node: NodeContext, pool_id: int) -> SuccessionVote:
     """Vote for the successor proposed in the pool's open succession round. Run again after its answer was lost, it
     returns the vote this bank cast in the latest round (which may have decided it) instead of voting twice."""
     registry = asset_registry(node, signing=True)
+    # Held from the look to the receipt: another process of this node voting at the same moment finds this vote.
+    with registry.chain.one_writer():
+        return _vote_successor(node, registry, pool_id)
+
+
+def _vote_successor(node: NodeContext, registry: AssetRegistryClient, pool_id: int) -> SuccessionVote:
     registry.chain.wait_for_sent()  # a vote sent by a run stopped before its receipt is mined first, then found
     open_vote = registry.succession(pool_id)
     earlier = _voted_earlier(registry, pool_id, open_vote.round, node.member_id) if open_vote.round else None
@@ -194,9 +219,11 @@ def attest(node: NodeContext, pool_id: int, version: int, report_hash: bytes) ->
     if len(report_hash) != 32:
         raise InvalidInput("a report hash is 32 bytes (SHA-256)", code="invalid_report_hash")
     registry = asset_registry(node, signing=True)
-    registry.chain.wait_for_sent()  # a copy sent by a run stopped before its receipt is mined first, then found
-    return (_attested_earlier(registry, pool_id, version, node.member_id, report_hash)
-            or registry.attest(pool_id, version, report_hash))
+    # A copy sent by a run stopped before its receipt, or by another process of this node at the same moment (the API
+    # server beside `alliance assets attest`), is found instead of sent again: the contract takes any number of them,
+    # so only the signer's lock, held by send_once from the look to the receipt, keeps the second one out.
+    return registry.chain.send_once(lambda: _attested_earlier(registry, pool_id, version, node.member_id, report_hash),
+                                    lambda: registry.attest(pool_id, version, report_hash))
 
 
 def _attested_earlier(registry: AssetRegistryClient, pool_id: int, version: int, auditor_member_id: int,

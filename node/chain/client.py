@@ -11,9 +11,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 import requests
 from eth_typing import HexStr
@@ -78,6 +78,13 @@ class Receipt:
 
 
 T = TypeVar("T")
+
+
+class WriteLock(Protocol):
+    """What keeps the processes of one node from looking for and sending one write at once (node.signer_lock)."""
+
+    def held(self, timeout: float) -> AbstractContextManager[None]: ...
+
 
 # How geth-derived nodes, Besu and anvil word a transaction refused for its nonce (lowercased): used by a mined
 # transaction, or held in the pool by another pending transaction of the sender (same nonce, no higher gas price).
@@ -171,9 +178,11 @@ class ChainClient:
         request_timeout: float = 10.0,
         receipt_timeout: float = 60.0,
         gas_price: int = 0,
+        write_lock: WriteLock | None = None,
     ) -> None:
         self.rpc_url = rpc_url
         self.signer = signer
+        self.write_lock = write_lock
         self.receipt_timeout = receipt_timeout
         self.gas_price = gas_price
         provider = Web3.HTTPProvider(
@@ -316,27 +325,42 @@ class ChainClient:
                                          f"within {self.receipt_timeout}s")
             time.sleep(RECEIPT_POLL_S)
 
+    @contextmanager
+    def one_writer(self) -> Iterator[None]:
+        """Hold the client's write lock for a look on chain followed by a send and its receipt: another process of this
+        node (the API server beside a CLI command) looking for the same write then looks only once this one is mined.
+        The wait for another holder is bounded by `receipt_timeout` (the lock's holder is waiting for about one
+        receipt); a client without a lock (tests, tools) holds nothing."""
+        if self.write_lock is None:
+            yield
+            return
+        with self.write_lock.held(self.receipt_timeout):
+            yield
+
     def send_once(self, find: Callable[[], T | None], send: Callable[[], T],
-                  refused_as_done: tuple[type[Exception], ...]) -> T:
-        """A write the contract takes once (an anchor, a servicing report): what `find` finds on chain, else `send()`.
+                  refused_as_done: tuple[type[Exception], ...] = ()) -> T:
+        """A write to make once (an anchor, a servicing report, an attestation, a custody step): what `find` finds on
+        chain, else `send()`, holding the write lock (`one_writer`) from the look to the receipt.
 
         The signer's earlier transactions are mined first, so that a copy sent by a run stopped before its receipt is
-        found rather than sent again. Refused as done already (`refused_as_done`), it is looked for once more: another
-        process signing for this bank (the API beside the CLI) may have sent this very write since; a refusal of
-        anything else is raised."""
-        self.wait_for_sent()
-        found = find()
-        if found is not None:
-            return found
-        try:
-            return send()
-        except refused_as_done as refusal:
+        found rather than sent again. Refused as done already (`refused_as_done`, for a write the contract takes once),
+        it is looked for once more: a process signing for this bank without this lock (another host's replica on the
+        same key, an older node) may have sent this very write since; a refusal of anything else is raised."""
+        with self.one_writer():
             self.wait_for_sent()
             found = find()
-            if found is None:
-                raise
-            logger.info("refused as done already (%s): found on chain, sent meanwhile by another process", refusal)
-            return found
+            if found is not None:
+                return found
+            try:
+                return send()
+            except refused_as_done as refusal:
+                self.wait_for_sent()
+                found = find()
+                if found is None:
+                    raise
+                logger.info("refused as done already (%s): found on chain, sent meanwhile by another process",
+                            refusal)
+                return found
 
     def _require_signer(self) -> Signer:
         if self.signer is None:
