@@ -26,9 +26,11 @@ trusted to be good, so a member publishing junk for someone cannot stop the legi
 An envelope serves its recipient only if it was published after the recipient's latest `EncryptionKeySet`
 (compared by block number and log index): a member that replaces its X25519 key (`alliance key
 replace-encryption-key`, node.encryption_key_replacement) is sent every epoch it should hold again, sealed to the
-new key, by each epoch's distributor. The replacing node holds its keys locally meanwhile (re-sealed under its new
-vault key), so it keeps checking; a node of that member restored from its keys directory alone recovers them from
-the new envelopes once they are out (the old ones are sealed to the old key and are skipped).
+new key, by each epoch's distributor. Until one is out, the member is not counted as holding the epoch (nor as
+its distributor): its node may never have opened the old envelope (down through the rotation). The replacing node
+holds its keys locally meanwhile (re-sealed under its new vault key), so it keeps checking; a node of that member
+restored from its keys directory alone recovers them from the new envelopes once they are out (the old ones are
+sealed to the old key and are skipped).
 
 Limits: newcomers, and a member that replaced its X25519 key, wait while the distributor's node is offline.
 
@@ -163,9 +165,15 @@ class _ChainView:
         return trusted
 
     def holders(self, epoch: int) -> set[int]:
-        """Members the chain shows holding `epoch`'s key: its generator and the recipients of trusted envelopes."""
+        """Members the chain shows able to hold `epoch`'s key: its generator and the recipients of trusted envelopes
+        sealed to their current X25519 key.
+
+        A recipient whose only envelopes predate its latest key change may never have opened them (its node was down
+        through the rotation, then replaced its key): counted, it could be the distributor, which sends nothing for
+        an epoch it lacks, so neither it nor a newcomer ever got the key. Left out, the next holder sends it the key
+        again, sealed to the new key, and it counts once that envelope is out."""
         generator = {self.generators[epoch]} if epoch in self.generators else set()
-        return generator | {e.recipient_member_id for e in self.trusted_envelopes(epoch)}
+        return generator | {e.recipient_member_id for e in self.trusted_envelopes(epoch) if self.serves(e)}
 
     def distributor(self, epoch: int) -> int | None:
         """Lowest-id active Member known (from the chain, or to this node itself) to hold `epoch`."""

@@ -13,6 +13,7 @@ from node.chain.client import ChainClient
 from node.chain.errors import ChainUnavailable
 from node.chain.registry import MemberRole
 from node.crypto.envelopes import open_envelope, public_key_bytes, seal_envelope
+from node.encryption_key_replacement import replace_encryption_key
 from node.ledger.key_distribution import NotAMember, key_status, rotate, sync_keys
 from node.runtime import NodeContext
 from tests.chain.capped_rpc import capped_rpc
@@ -202,6 +203,28 @@ def test_sync_keys_sends_every_epoch_again_to_a_member_that_set_a_new_encryption
         assert open_envelope(envelope=envelope.envelope, recipient_private_key=new_key,
                              recipient_member_id=b.member_id, epoch=envelope.epoch) == a.keyring.key(envelope.epoch)
 
+
+
+def test_sync_keys_sends_a_new_epoch_again_to_the_lowest_member_that_replaced_its_key_before_opening_it(
+        ledger_nodes: LedgerNodes, tmp_path: Path) -> None:
+    """A (member 1) is down while B rotates, then replaces its X25519 key: its epoch-2 envelope is sealed to the old
+    key. A still counted as holding epoch 2, so A was its distributor: nobody sent A the key again, and a newcomer
+    never got it either."""
+    a, b, c = ledger_nodes.nodes
+    for node in (a, b, c):
+        sync_keys(node)
+    assert rotate(b) == 2  # A's node is down: it never opens its envelope of epoch 2
+    replace_encryption_key(a)
+    a = NodeContext(a.settings)  # started again, with its new key
+    ledger_nodes.nodes.append(a)
+    assert sync_keys(a).missing == [2]
+
+    assert sync_keys(c).published == [] and sync_keys(b).published == [(1, 2)]
+    assert sync_keys(a).received == [2] and a.keyring.key(2) == b.keyring.key(2)
+    newcomer = ledger_nodes.admit(tmp_path, "BANK-D")
+    assert sync_keys(b).published == [] and sync_keys(a).published == [(4, 1), (4, 2)]
+    assert sync_keys(newcomer).received == [1, 2]
+    assert key_status(c).lacking == {1: [], 2: []}
 
 def test_sync_keys_skips_a_tampered_envelope(ledger_nodes: LedgerNodes, caplog: pytest.LogCaptureFixture) -> None:
     a, b, c = ledger_nodes.nodes
