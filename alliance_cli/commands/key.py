@@ -3,6 +3,10 @@ the bank's signing key; `replace-encryption-key`: replacing its X25519 key. Neve
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import typer
 
 from alliance_cli import console
@@ -19,7 +23,9 @@ app = typer.Typer(help="The alliance hashing key: receive, distribute, rotate.",
 @app.command("sync")
 def key_sync(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """Receive keys sent to this bank, generate an epoch's key it must make, forward keys to members lacking them."""
-    result = key_distribution.sync_keys(node_context(ctx))
+    node = node_context(ctx)
+    with _skips_not_logged(debug=ctx.find_root().obj.debug):
+        result = key_distribution.sync_keys(node)
     if json_output:
         console.print_json(result.to_json())
         return
@@ -90,6 +96,25 @@ def key_replace_encryption_key(ctx: typer.Context) -> None:
         console.info(f"the old key is kept as {replaced.retired_path}: it opens only store backups made before now; "
                      "delete it once none is kept")
     console.info("the members' nodes send this bank the alliance keys again, sealed to the new key; start the node")
+
+
+@contextmanager
+def _skips_not_logged(*, debug: bool) -> Iterator[None]:
+    """Without the pass's warning of each envelope it skipped: `key sync` prints one line for each (`_describe`, or
+    in `--json`), and the warning, meant for a running node's log, said it a second time on stderr."""
+    if debug:
+        yield
+        return
+    log = logging.getLogger(key_distribution.__name__)
+
+    def not_a_skip(record: logging.LogRecord) -> bool:
+        return not getattr(record, key_distribution.SKIPPED_ENVELOPE, False)
+
+    log.addFilter(not_a_skip)
+    try:
+        yield
+    finally:
+        log.removeFilter(not_a_skip)
 
 
 def _describe(result: KeySyncResult) -> None:

@@ -59,6 +59,9 @@ if TYPE_CHECKING:  # the runtime may start the key worker, so it must be able to
 
 logger = logging.getLogger(__name__)
 
+# Set on the log record of each envelope a pass skips: `alliance key sync` prints those itself, from the result.
+SKIPPED_ENVELOPE = "skipped_key_envelope"
+
 # Roles that check identifiers against the ledger, so need the key. Observers only read governance.
 KEY_RECIPIENT_ROLES = frozenset({MemberRole.member, MemberRole.auditor})
 
@@ -297,7 +300,7 @@ def _receive(node: NodeContext, view: _ChainView, held: set[int], result: KeySyn
         if envelope not in trusted:
             logger.warning("skipped the key envelope for epoch %d from member %d (block %d): the sender did not "
                            "hold that epoch's key as far as the chain shows", envelope.epoch,
-                           envelope.sender_member_id, envelope.block_number)
+                           envelope.sender_member_id, envelope.block_number, extra={SKIPPED_ENVELOPE: True})
             result.rejected.append((envelope.sender_member_id, envelope.epoch, envelope.block_number))
             continue
         try:
@@ -306,7 +309,8 @@ def _receive(node: NodeContext, view: _ChainView, held: set[int], result: KeySyn
             stored = node.keyring.store_key(envelope.epoch, key, source="envelope")
         except (EnvelopeError, Conflict) as exc:
             logger.warning("skipped the key envelope for epoch %d from member %d (block %d): %s",
-                           envelope.epoch, envelope.sender_member_id, envelope.block_number, exc)
+                           envelope.epoch, envelope.sender_member_id, envelope.block_number, exc,
+                           extra={SKIPPED_ENVELOPE: True})
             result.rejected.append((envelope.sender_member_id, envelope.epoch, envelope.block_number))
             continue
         held.add(envelope.epoch)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +166,27 @@ def test_key_replace_encryption_key_keeps_the_keys_and_gets_them_sent_again(cli:
     synced = ok_json(cli("key", "sync", "--json"))  # the bank is epoch 1's distributor: it sends itself the key again
     assert synced["published"] == [{"recipient_member_id": 1, "epoch": 1}]
 
+
+
+def test_key_sync_after_a_replacement_says_once_that_it_skipped_the_old_envelope(cli: CliRunner, deployed: None,
+                                                                                data_dir: Path, rpc_url: str) -> None:
+    """A node restored from its keys directory after a replacement: its envelope sealed to the old key does not open.
+    `key sync` printed that line, and the pass's log warning said it again on stderr."""
+    assert cli("key", "sync").code == 0
+    assert cli("key", "replace-encryption-key").code == 0
+    assert cli("key", "sync").code == 0  # sends the key again, sealed to the new key
+    (data_dir / "node.db").unlink()
+    assert cli("store", "create").code == 0
+    env = {**os.environ, "ALLIANCE_DATA_DIR": str(data_dir), "ALLIANCE_RPC_URL": rpc_url,
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+
+    done = subprocess.run([sys.executable, "-c", "from alliance_cli.main import run; run()", "key", "sync"],
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
+
+    assert done.returncode == 0, done.stderr
+    assert "received 1" in done.stdout
+    [skipped] = [line for line in (done.stdout + done.stderr).splitlines() if "skipped" in line]
+    assert skipped.startswith("skipped an envelope for epoch 1 from member 1 (block ")
 
 @pytest.mark.parametrize("case", ["wrong passphrase", "chain down", "not admitted"])
 def test_key_replace_encryption_key_refusals_are_one_line_and_change_nothing(
