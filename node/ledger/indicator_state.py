@@ -246,7 +246,8 @@ def derive_state(indicator: bytes, records: Sequence[_RecordLike], reactions: Se
     check passes them; the result is then the identifier's combined state, reported under `indicator`. A
     revocation applies to its own record only. A dispute applies to the identifier's records under every
     epoch, and a reporter answers it by confirming or revoking any of them: a member disputing a republished
-    report sees only the newest hash, and the old-epoch copies of that report would otherwise keep hitting.
+    report sees only the newest hash, and the old-epoch copies of that report would otherwise keep hitting. It
+    also applies to the copies of a disputed record that its reporter republished later under a newer epoch.
     """
     return _derive(indicator, records, reactions, at=at, policy=policy)[0]
 
@@ -359,6 +360,7 @@ def _derive(indicator: bytes, records: Sequence[_RecordLike], reactions: Sequenc
                    for e in chain_reactions)
 
     disputes = [e for e in chain_reactions if e.kind == "disputed"]
+    reach = _dispute_reach(ordered)
     disputed = False
     applying: list[_RecordLike] = []
     for record in ordered:
@@ -367,7 +369,7 @@ def _derive(indicator: bytes, records: Sequence[_RecordLike], reactions: Sequenc
         lapsed = False
         for dispute in disputes:
             if (dispute.member_id == record.reporter_member_id
-                    or dispute.block_number < record.block_number
+                    or dispute.block_number < reach[id(record)]
                     or answered(dispute, record.reporter_member_id)):
                 continue
             disputed = True
@@ -410,6 +412,23 @@ def _derive(indicator: bytes, records: Sequence[_RecordLike], reactions: Sequenc
         valid_until=max((r.valid_until for r in ordered), default=None),
     )
     return state, sources
+
+
+def _dispute_reach(ordered: Sequence[_RecordLike]) -> dict[int, int]:
+    """By `id()` of each record (in block order), the block from which on a dispute applies to it: its own, or that
+    of the first copy of its report under an older epoch.
+
+    `alliance ledger republish` copies every field of a record but the indicator under a newer epoch, after any
+    dispute of the report: counted from its own block, the copy escaped the dispute, and a report that stopped
+    hitting when the dispute went unanswered hit again once republished."""
+    first: dict[tuple[int, ...], _RecordLike] = {}
+    reach: dict[int, int] = {}
+    for record in ordered:
+        report = (record.reporter_member_id, record.identifier_type, record.category, record.confidence,
+                  record.valid_from, record.valid_until)
+        original = first.setdefault(report, record)
+        reach[id(record)] = original.block_number if original.epoch < record.epoch else record.block_number
+    return reach
 
 
 def _category_name(code: int) -> str:

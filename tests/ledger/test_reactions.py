@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
+from types import SimpleNamespace
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,9 +14,10 @@ from node.api.app import create_app
 from node.auth.apikeys import Role, create_api_key
 from node.chain.errors import ChainUnavailable
 from node.errors import Conflict, InvalidInput, NotFound
-from node.ledger import reactions
+from node.ledger import checks, reactions
 from node.ledger.checks import check_identity
 from node.ledger.indexer import indexer_for
+from node.ledger.key_distribution import rotate, sync_keys
 from node.ledger.publisher import PreparedBatch
 from node.ledger.reactions import (
     confirm_report,
@@ -24,7 +27,7 @@ from node.ledger.reactions import (
     withdraw_report,
 )
 from node.ledger.reports import ReportRequest, report_status
-from node.ledger.republish import republish_active_reports
+from node.ledger.republish import republish, republish_active_reports
 from node.runtime import NodeContext
 from node.store.ledger_tables import OutboxRecord
 from tests.conftest import LedgerNodes, free_port, moved_to_store
@@ -186,3 +189,28 @@ def test_withdraw_with_the_chain_down_says_it_is_recorded_and_must_be_run_again(
     assert check(a)["hit"] is True  # nothing revoked yet
     [revoked] = withdraw_report(b, report_id, "reported_in_error")  # run again: the revocation goes out
     assert revoked.kind == "revoked" and check(a)["hit"] is False
+
+
+def test_republishing_after_a_rotation_keeps_an_unanswered_dispute_in_force(
+        keyed_banks: list[NodeContext], monkeypatch: pytest.MonkeyPatch) -> None:
+    """C disputed B's report and B never answered: once the window passed, it stopped hitting. B's republish after a
+    rotation copies the report under the new epoch, after the dispute: the copy was a record the dispute did not
+    reach, and the report hit again, unanswered."""
+    a, b, c = keyed_banks
+    report_id = report_and_publish(b)
+    indexer_for(c).sync()
+    dispute_indicator(c, indicator_of(b, report_id), "mistaken_identity")
+    later = time.time() + 31 * 86_400  # the dispute window (30 days) passed unanswered
+    monkeypatch.setattr(checks, "time", SimpleNamespace(time=lambda: later))
+    assert check(c)["hit"] is False
+
+    assert rotate(a) == 2
+    for node in (b, c):
+        sync_keys(node)
+    assert republish(b).records == 1
+    b.publisher.drain()
+
+    after = check(c)
+    assert (after["hit"], after["disputed"]) == (False, True)
+    [confirmed, _] = confirm_report(b, report_id)  # B answers: both copies apply again
+    assert check(c)["hit"] is True and confirmed.batch_id == 1
