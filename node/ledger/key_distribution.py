@@ -195,6 +195,10 @@ def _read_chain(node: NodeContext) -> _ChainView:
         raise NotAMember(f"{node.address} is not a member of the alliance; it receives the alliance key once "
                          "admitted", code="not_a_member")
     registry = node.registry()
+    # The envelopes first: each read below is at the chain's head then, so it sees the start of every envelope's
+    # epoch and its recipient. Read after the epochs, an envelope of an epoch started meanwhile (another member
+    # rotating during the pass) came from a sender not known to hold the key, and was skipped as untrusted.
+    envelopes = registry.key_envelopes()
     members = {m.member_id: m for m in registry.members()}
     generators: dict[int, int] = {}
     voting = [i for i, m in sorted(members.items()) if m.role == MemberRole.member]
@@ -203,8 +207,7 @@ def _read_chain(node: NodeContext) -> _ChainView:
     for epoch, started_by, _block in registry.key_epochs_started():
         generators[epoch] = started_by
     key_changes = {change.member_id: change.position for change in registry.encryption_keys_set()}  # oldest first
-    return _ChainView(member_id, members, registry.current_key_epoch(), generators, registry.key_envelopes(),
-                      key_changes)
+    return _ChainView(member_id, members, registry.current_key_epoch(), generators, envelopes, key_changes)
 
 
 def sync_keys(node: NodeContext) -> KeySyncResult:

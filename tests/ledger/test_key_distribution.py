@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from node.chain.client import ChainClient
 from node.chain.errors import ChainUnavailable
-from node.chain.registry import MemberRole
+from node.chain.registry import MemberRole, RegistryClient
 from node.crypto.envelopes import open_envelope, public_key_bytes, seal_envelope
 from node.encryption_key_replacement import replace_encryption_key
 from node.ledger.key_distribution import NotAMember, key_status, rotate, sync_keys
@@ -362,3 +362,27 @@ def test_sync_keys_through_an_endpoint_that_caps_log_ranges(ledger_nodes: Ledger
         finally:
             for node in nodes:
                 node.close()
+
+
+def test_sync_keys_during_another_members_rotation_skips_none_of_its_envelopes(
+        ledger_nodes: LedgerNodes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """B rotates while A's pass reads the chain, between A's read of the epochs started and of the envelopes: A saw
+    B's envelope of epoch 2 without B's start of it, and skipped it as sent by a member not holding the key."""
+    a, b, c = ledger_nodes.nodes
+    for node in (a, b, c):
+        sync_keys(node)
+    reads_of_epochs = RegistryClient.key_epochs_started
+
+    def b_rotates_meanwhile(registry: RegistryClient, **kwargs: int) -> list[tuple[int, int, int]]:
+        started = reads_of_epochs(registry, **kwargs)
+        with monkeypatch.context() as inside:
+            inside.setattr(RegistryClient, "key_epochs_started", reads_of_epochs)
+            assert rotate(b) == 2
+        return started
+
+    with monkeypatch.context() as racing:
+        racing.setattr(RegistryClient, "key_epochs_started", b_rotates_meanwhile)
+        during = sync_keys(a)
+
+    assert (during.rejected, during.missing) == ([], [2])  # the next pass receives it
+    assert sync_keys(a).received == [2] and a.keyring.key(2) == b.keyring.key(2)
