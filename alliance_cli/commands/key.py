@@ -122,8 +122,16 @@ def _describe(result: KeySyncResult) -> None:
                     f"generated {_epochs(result.generated)}, published {len(result.published)} envelope(s)")
     for sender, epoch, block in result.rejected:
         console.info(f"skipped an envelope for epoch {epoch} from member {sender} (block {block}): it does not open")
-    if result.missing:
+    if result.missing and result.not_sent_because is not None:
+        # "Still waiting" would promise keys that no member's node sends to this bank.
+        console.info(f"lacking the key of epoch(s) {_epochs(result.missing)}: no member sends keys to this bank while "
+                     f"it is {_NOT_SENT[result.not_sent_because]}")
+    elif result.missing:
         console.info(f"still waiting for the key of epoch(s) {_epochs(result.missing)}")
+
+
+_NOT_SENT = {"suspended": "suspended (reinstated, it receives them)", "removed": "removed",
+             "observer": "an observer (observers do not check identifiers)"}
 
 
 def _epochs(epochs: list[int]) -> str:

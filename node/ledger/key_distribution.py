@@ -90,6 +90,8 @@ class KeySyncResult:
     published: list[tuple[int, int]] = field(default_factory=list)  # (recipient member id, epoch)
     rejected: list[tuple[int, int, int]] = field(default_factory=list)  # (sender, epoch, block) that did not open
     missing: list[int] = field(default_factory=list)  # started epochs this node still lacks
+    # Why no envelope is sent to this member ("suspended", "removed", "observer"), or None: it is a recipient.
+    not_sent_because: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -97,7 +99,7 @@ class KeySyncResult:
             "generated": self.generated,
             "published": [{"recipient_member_id": r, "epoch": e} for r, e in self.published],
             "rejected": [{"sender_member_id": s, "epoch": e, "block_number": b} for s, e, b in self.rejected],
-            "missing": self.missing,
+            "missing": self.missing, "not_sent_because": self.not_sent_because,
         }
 
 
@@ -185,6 +187,13 @@ class _ChainView:
         return min(eligible, default=None)
 
 
+def _not_sent_because(member: Member) -> str | None:
+    """Why no member's node sends `member` envelopes (`recipients`), or None if they do."""
+    if member.role not in KEY_RECIPIENT_ROLES:
+        return member.role.name
+    return None if member.status == MemberStatus.active else member.status.name
+
+
 def _can_publish(member: Member) -> bool:
     return member.status == MemberStatus.active and member.role == MemberRole.member
 
@@ -213,7 +222,7 @@ def _read_chain(node: NodeContext) -> _ChainView:
 def sync_keys(node: NodeContext) -> KeySyncResult:
     """One idempotent pass: receive, generate and distribute alliance keys (see the module docstring)."""
     view = _read_chain(node)
-    result = KeySyncResult(view.member_id, view.chain_epoch)
+    result = KeySyncResult(view.member_id, view.chain_epoch, not_sent_because=_not_sent_because(view.me))
     held = set(node.keyring.keys())
     _receive(node, view, held, result)
     if _can_publish(view.me):

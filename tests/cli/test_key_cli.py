@@ -11,12 +11,14 @@ from typing import Any
 
 import pytest
 
+from node.chain.registry import MemberRole
 from node.chain.signer import Signer
 from node.config import load_settings
+from node.ledger.key_distribution import rotate, sync_keys
 from node.runtime import NodeContext
-from tests.cli.conftest import CliResult, CliRunner
+from tests.cli.conftest import CliResult, CliRunner, run_cli
 from tests.cli.test_cli import interrupted_while_encrypting, one_error_line
-from tests.conftest import free_port
+from tests.conftest import TEST_PASSPHRASE, LedgerNodes, free_port
 
 
 @pytest.fixture
@@ -208,3 +210,38 @@ def test_key_replace_encryption_key_refusals_are_one_line_and_change_nothing(
     assert result.code == 1
     assert expected in one_error_line(result.err)
     assert _encryption_key_files(target) == before
+
+
+def test_key_sync_of_a_suspended_or_removed_bank_says_no_key_is_coming(
+        ledger_nodes: LedgerNodes, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    """C suspended, then removed, misses the epoch A starts: its `key sync` said it was still waiting for that key,
+    which no member's node sends it; so did an observer's, for every epoch."""
+    a, b, c = ledger_nodes.nodes
+    for node in (a, b, c):
+        sync_keys(node)
+    for name, value in (("KEY_PASSPHRASE", TEST_PASSPHRASE), ("RPC_URL", ledger_nodes.rpc_url),
+                        ("DEPLOYMENT_FILE", str(ledger_nodes.deployment_file))):
+        monkeypatch.setenv(f"ALLIANCE_{name}", value)
+    sync_c = ("--data-dir", str(c.settings.data_dir), "key", "sync")
+    a_registry, b_registry = a.registry(signing=True), b.registry(signing=True)
+    assert b_registry.vote(a_registry.propose_suspension(3).proposal_id).executed
+    assert rotate(a) == 2
+
+    suspended = run_cli(capsys, *sync_c)
+
+    assert suspended.code == 0, suspended.err
+    assert suspended.out.splitlines()[-1] == ("lacking the key of epoch(s) 2: no member sends keys to this bank while "
+                                              "it is suspended (reinstated, it receives them)")
+    assert b_registry.vote(a_registry.propose_removal(3).proposal_id).executed
+    removed = run_cli(capsys, *sync_c, "--json")
+    assert removed.code == 0, removed.err
+    assert ok_json(removed)["not_sent_because"] == "removed"
+    assert "no member sends keys to this bank while it is removed" in run_cli(capsys, *sync_c).out
+    assert ok_json(run_cli(capsys, "--data-dir", str(b.settings.data_dir), "key", "sync", "--json"))[
+        "not_sent_because"] is None
+    observer = ledger_nodes.admit(tmp_path, "OBSERVE-E", MemberRole.observer)
+    observed = run_cli(capsys, "--data-dir", str(observer.settings.data_dir), "key", "sync")
+    assert observed.code == 0 and observed.out.splitlines()[-1] == (
+        "lacking the key of epoch(s) 1, 2: no member sends keys to this bank while it is an observer (observers do "
+        "not check identifiers)")
