@@ -11,23 +11,27 @@ Idempotent: a (report, identifier, epoch) is queued at most once (unique in the 
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import Exists, delete, func, insert, select
 from sqlalchemy.orm import Session
 
 from node.chain.errors import ChainUnavailable
 from node.crypto.keyed_hash import indicator_hash
 from node.crypto.vault import LocalVault
 from node.errors import Conflict
+from node.ledger.indexer import indexer_for
 from node.ledger.keyring import KeyRing
 from node.ledger.reports import sealed_identifier_ad
 from node.ledger.vocabulary import identifier_type_of
 from node.runtime import NodeContext
 from node.store.db import Store, once_more_on_conflict
-from node.store.ledger_tables import FraudReport, OutboxRecord
+from node.store.ledger_tables import FraudReport, MirrorReaction, OutboxRecord, PublishBatch
+
+logger = logging.getLogger(__name__)
 
 
 class NewestKeyMissing(Conflict):
@@ -56,7 +60,17 @@ def republish(node: NodeContext) -> RepublishResult:
     if on_chain > held:
         raise NewestKeyMissing(f"the chain is at key epoch {on_chain} and this node holds keys up to epoch {held}: "
                                "run `alliance key sync` (or wait for the node's key worker), then republish")
+    _sync_mirror(node)
     return republish_active_reports(node.store, node.keyring, node.vault)
+
+
+def _sync_mirror(node: NodeContext) -> None:
+    """Bring the mirror up to the chain first: the revocations it holds keep withdrawn reports out of the republish
+    (see `_revoked_on_chain`). Without the chain the mirror is taken as it is: queuing is local."""
+    try:
+        indexer_for(node).sync()
+    except ChainUnavailable as exc:
+        logger.warning("republish: the mirror was not synced, the chain is unreachable (%s)", exc)
 
 
 def republish_active_reports(store: Store, keyring: KeyRing, vault: LocalVault, *,
@@ -83,7 +97,7 @@ def _queue_records(store: Store, vault: LocalVault, epoch: int, key: bytes, now:
             .join(FraudReport, FraudReport.report_id == OutboxRecord.report_id)
             .where(newest.c.epoch < epoch, FraudReport.valid_until > now, FraudReport.withdrawn_at.is_(None),
                    # erased by retention (node.ledger.retention) should the node's clock have gone back
-                   OutboxRecord.sealed_identifier.is_not(None))
+                   OutboxRecord.sealed_identifier.is_not(None), ~_revoked_on_chain())
             .order_by(OutboxRecord.id)).all()
         records = []
         for report_id, position, type_code, sealed in rows:
@@ -102,6 +116,19 @@ def _queue_records(store: Store, vault: LocalVault, epoch: int, key: bytes, now:
             session.execute(delete(OutboxRecord).where(OutboxRecord.report_id.in_(withdrawn),
                                                        OutboxRecord.epoch == epoch, OutboxRecord.state == "queued"))
         return [r for r in records if r["report_id"] not in withdrawn]
+
+
+def _revoked_on_chain() -> Exists:
+    """Whether the mirror holds a revocation of the outbox row's published record (its indicator in its batch).
+
+    A report is withdrawn by revoking its records; the store's mark of it (`withdrawn_at`) is what republish reads
+    first, but a store restored from a backup taken before the withdrawal lacks it, and the report would be published
+    again under the new epoch, hitting once more. The chain keeps the revocation whatever the store lost."""
+    return (select(MirrorReaction.id)
+            .join(PublishBatch, PublishBatch.onchain_batch_id == MirrorReaction.batch_id)
+            .where(MirrorReaction.kind == "revoked", MirrorReaction.indicator == OutboxRecord.indicator,
+                   PublishBatch.id == OutboxRecord.publish_batch_id)
+            .exists())
 
 
 def _withdrawn_meanwhile(session: Session, epoch: int) -> set[str]:

@@ -6,14 +6,14 @@ import os
 import time
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from node.crypto.keyed_hash import hash_identifier
 from node.ledger.reactions import withdraw_report
 from node.ledger.reports import ReportRequest
 from node.ledger.republish import NewestKeyMissing, RepublishResult, republish, republish_active_reports
 from node.runtime import NodeContext
-from node.store.ledger_tables import OutboxRecord
+from node.store.ledger_tables import FraudReport, OutboxRecord
 from tests.conftest import LedgerNodes, interrupted_before_writing, moved_to_store
 from tests.ledger.test_publisher import onchain_records
 
@@ -42,6 +42,29 @@ def test_republish_rehashes_active_reports_once_under_the_new_epoch(ledger_nodes
                          hash_identifier(new_key, "email", "mule@example.com")[1]}
     batches = [bank.fraud_ledger().batch(i) for i in range(1, bank.fraud_ledger().batch_count() + 1)]
     assert [b.epoch for b in batches] == [1, 2]
+
+
+def test_republish_after_a_restore_that_lost_a_withdrawal_leaves_the_revoked_report_out(
+        ledger_nodes: LedgerNodes) -> None:
+    """A store restored from a backup taken before a withdrawal lacks the report's mark (`withdrawn_at`): republish
+    queued it again under the new epoch, and the report hit again. The revocations on chain keep it out now."""
+    bank = ledger_nodes.nodes[0]
+    bank.keyring.store_key(1, os.urandom(32), source="generated")
+    kept = bank.report_intake.accept(ReportRequest([("phone", "13800138000")], "other", 50), submitted_by="k")
+    withdrawn = bank.report_intake.accept(ReportRequest([("phone", "13900139000"), ("email", "w@example.com")],
+                                                        "money_mule", 60), submitted_by="k")
+    bank.publisher.drain()
+    assert len(withdraw_report(bank, withdrawn.report_id, "reported_in_error")) == 2
+    with bank.store.transaction() as session:  # as the backup from before the withdrawal holds it
+        session.execute(update(FraudReport).values(withdrawn_at=None))
+
+    assert bank.registry(signing=True).start_key_epoch() == 2
+    bank.keyring.store_key(2, os.urandom(32), source="generated")
+    result = republish(bank)  # syncs the mirror, which holds the two revocations, first
+    assert (result.epoch, result.reports, result.records) == (2, 1, 1)
+    with bank.store.session() as session:
+        assert set(session.scalars(select(OutboxRecord.report_id).where(OutboxRecord.epoch == 2))) == {
+            kept.report_id}
 
 
 def _epoch_one_indicators(bank) -> set[bytes]:  # type: ignore[no-untyped-def]
