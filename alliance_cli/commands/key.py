@@ -120,8 +120,9 @@ def _skips_not_logged(*, debug: bool) -> Iterator[None]:
 def _describe(result: KeySyncResult) -> None:
     console.success(f"member {result.member_id}: received {_epochs(result.received)}, "
                     f"generated {_epochs(result.generated)}, published {len(result.published)} envelope(s)")
-    for sender, epoch, block in result.rejected:
-        console.info(f"skipped an envelope for epoch {epoch} from member {sender} (block {block}): it does not open")
+    for sender, epoch, block, reason in result.rejected:
+        console.info(f"skipped an envelope for epoch {epoch} from member {sender} (block {block}): "
+                     f"{_SKIP_REASONS[reason]}")
     if result.missing and result.not_sent_because is not None:
         # "Still waiting" would promise keys that no member's node sends to this bank.
         console.info(f"lacking the key of epoch(s) {_epochs(result.missing)}: no member sends keys to this bank while "
@@ -130,6 +131,9 @@ def _describe(result: KeySyncResult) -> None:
         console.info(f"still waiting for the key of epoch(s) {_epochs(result.missing)}")
 
 
+_SKIP_REASONS = {key_distribution.DOES_NOT_OPEN: "it does not open",
+                 key_distribution.UNTRUSTED_SENDER: "its sender does not hold that epoch's key as far as the chain "
+                                                    "shows, so it was not opened"}
 _NOT_SENT = {"suspended": "suspended (reinstated, it receives them)", "removed": "removed",
              "observer": "an observer (observers do not check identifiers)"}
 

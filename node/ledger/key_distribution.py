@@ -61,6 +61,14 @@ logger = logging.getLogger(__name__)
 
 # Set on the log record of each envelope a pass skips: `alliance key sync` prints those itself, from the result.
 SKIPPED_ENVELOPE = "skipped_key_envelope"
+# Why an envelope for this member was skipped: its sender is not known (from the chain) to hold the epoch's key, so
+# it is never opened; or it does not open (tampered, sealed to another member, or to a key this member replaced).
+UNTRUSTED_SENDER = "untrusted_sender"
+DOES_NOT_OPEN = "does_not_open"
+
+# Envelopes this process has warned of (recipient, sender, epoch, block, envelope bytes): the key worker's pass runs
+# every few seconds, and an envelope skipped until the key arrives otherwise filled the log with the same warning.
+_warned_of: set[tuple[int, int, int, int, bytes]] = set()
 
 # Roles that check identifiers against the ledger, so need the key. Observers only read governance.
 KEY_RECIPIENT_ROLES = frozenset({MemberRole.member, MemberRole.auditor})
@@ -88,7 +96,8 @@ class KeySyncResult:
     received: list[int] = field(default_factory=list)  # epochs whose key was opened from an envelope
     generated: list[int] = field(default_factory=list)  # epochs whose key this node made
     published: list[tuple[int, int]] = field(default_factory=list)  # (recipient member id, epoch)
-    rejected: list[tuple[int, int, int]] = field(default_factory=list)  # (sender, epoch, block) that did not open
+    # (sender, epoch, block, reason) of the envelopes for this member skipped: UNTRUSTED_SENDER or DOES_NOT_OPEN
+    rejected: list[tuple[int, int, int, str]] = field(default_factory=list)
     missing: list[int] = field(default_factory=list)  # started epochs this node still lacks
     # Why no envelope is sent to this member ("suspended", "removed", "observer"), or None: it is a recipient.
     not_sent_because: str | None = None
@@ -98,7 +107,8 @@ class KeySyncResult:
             "member_id": self.member_id, "chain_epoch": self.chain_epoch, "received": self.received,
             "generated": self.generated,
             "published": [{"recipient_member_id": r, "epoch": e} for r, e in self.published],
-            "rejected": [{"sender_member_id": s, "epoch": e, "block_number": b} for s, e, b in self.rejected],
+            "rejected": [{"sender_member_id": s, "epoch": e, "block_number": b, "reason": r}
+                         for s, e, b, r in self.rejected],
             "missing": self.missing, "not_sent_because": self.not_sent_because,
         }
 
@@ -310,24 +320,29 @@ def _receive(node: NodeContext, view: _ChainView, held: set[int], result: KeySyn
         if envelope.recipient_member_id != view.member_id or envelope.epoch in held:
             continue
         if envelope not in trusted:
-            logger.warning("skipped the key envelope for epoch %d from member %d (block %d): the sender did not "
-                           "hold that epoch's key as far as the chain shows", envelope.epoch,
-                           envelope.sender_member_id, envelope.block_number, extra={SKIPPED_ENVELOPE: True})
-            result.rejected.append((envelope.sender_member_id, envelope.epoch, envelope.block_number))
+            _skipped(view.member_id, envelope, UNTRUSTED_SENDER,
+                     "the sender did not hold that epoch's key as far as the chain shows", result)
             continue
         try:
             key = open_envelope(envelope=envelope.envelope, recipient_private_key=node.encryption_key,
                                 recipient_member_id=view.member_id, epoch=envelope.epoch)
             stored = node.keyring.store_key(envelope.epoch, key, source="envelope")
         except (EnvelopeError, Conflict) as exc:
-            logger.warning("skipped the key envelope for epoch %d from member %d (block %d): %s",
-                           envelope.epoch, envelope.sender_member_id, envelope.block_number, exc,
-                           extra={SKIPPED_ENVELOPE: True})
-            result.rejected.append((envelope.sender_member_id, envelope.epoch, envelope.block_number))
+            _skipped(view.member_id, envelope, DOES_NOT_OPEN, str(exc), result)
             continue
         held.add(envelope.epoch)
         if stored:  # False: another process of this node (worker or CLI) stored it a moment ago
             result.received.append(envelope.epoch)
+
+
+def _skipped(member_id: int, envelope: KeyEnvelope, reason: str, why: str, result: KeySyncResult) -> None:
+    """Record a skipped envelope in the pass's result, and warn of it the first time this process skips it."""
+    result.rejected.append((envelope.sender_member_id, envelope.epoch, envelope.block_number, reason))
+    seen = (member_id, envelope.sender_member_id, envelope.epoch, envelope.block_number, bytes(envelope.envelope))
+    level = logging.DEBUG if seen in _warned_of else logging.WARNING
+    _warned_of.add(seen)
+    logger.log(level, "skipped the key envelope for epoch %d from member %d (block %d): %s", envelope.epoch,
+               envelope.sender_member_id, envelope.block_number, why, extra={SKIPPED_ENVELOPE: True})
 
 
 def _generate(node: NodeContext, view: _ChainView, held: set[int], result: KeySyncResult) -> None:

@@ -189,6 +189,7 @@ def test_key_sync_after_a_replacement_says_once_that_it_skipped_the_old_envelope
     assert "received 1" in done.stdout
     [skipped] = [line for line in (done.stdout + done.stderr).splitlines() if "skipped" in line]
     assert skipped.startswith("skipped an envelope for epoch 1 from member 1 (block ")
+    assert skipped.endswith("): it does not open")  # sealed to the replaced key; its sender holds the epoch
 
 @pytest.mark.parametrize("case", ["wrong passphrase", "chain down", "not admitted"])
 def test_key_replace_encryption_key_refusals_are_one_line_and_change_nothing(

@@ -14,7 +14,7 @@ from node.chain.errors import ChainUnavailable
 from node.chain.registry import MemberRole, RegistryClient
 from node.crypto.envelopes import open_envelope, public_key_bytes, seal_envelope
 from node.encryption_key_replacement import replace_encryption_key
-from node.ledger.key_distribution import NotAMember, key_status, rotate, sync_keys
+from node.ledger.key_distribution import DOES_NOT_OPEN, UNTRUSTED_SENDER, NotAMember, key_status, rotate, sync_keys
 from node.runtime import NodeContext
 from tests.chain.capped_rpc import capped_rpc
 from tests.conftest import LedgerNodes, chain_texts, free_port, make_node, moved_to_store
@@ -236,14 +236,15 @@ def test_sync_keys_skips_a_tampered_envelope(ledger_nodes: LedgerNodes, caplog: 
     assert sync_keys(a).published == [(1, 1), (2, 1), (3, 1)]
     with caplog.at_level(logging.WARNING, logger="node.ledger.key_distribution"):
         result = sync_keys(b)
-    assert result.rejected == [(3, 1, junk.block_number)]
+    assert result.rejected == [(3, 1, junk.block_number, UNTRUSTED_SENDER)]  # C held no key yet when it sent it
     assert result.received == [1]
     assert b.keyring.key(1) == a.keyring.key(1)
     assert "skipped the key envelope for epoch 1 from member 3" in caplog.text
     assert sync_keys(b).rejected == []  # epoch 1 is held: its envelopes are not opened again
 
 
-def test_sync_keys_refuses_a_key_sent_by_a_member_that_does_not_hold_the_epoch(ledger_nodes: LedgerNodes) -> None:
+def test_sync_keys_refuses_a_key_sent_by_a_member_that_does_not_hold_the_epoch(
+        ledger_nodes: LedgerNodes, caplog: pytest.LogCaptureFixture) -> None:
     a, b, c = ledger_nodes.nodes
     for node in (a, b, c):
         sync_keys(node)
@@ -252,7 +253,11 @@ def test_sync_keys_refuses_a_key_sent_by_a_member_that_does_not_hold_the_epoch(l
     forged = c.registry(signing=True).publish_key_envelope(1, 2, seal_envelope(
         recipient_public_key=public_key_bytes(a.encryption_key), recipient_member_id=1, epoch=2,
         alliance_key=os.urandom(32)))
-    assert sync_keys(a).rejected == [(3, 2, forged.block_number)]
+    with caplog.at_level(logging.DEBUG, logger="node.ledger.key_distribution"):
+        assert sync_keys(a).rejected == [(3, 2, forged.block_number, UNTRUSTED_SENDER)]
+        assert sync_keys(a).rejected == [(3, 2, forged.block_number, UNTRUSTED_SENDER)]  # the key worker's next pass
+    # Warned of once: the key worker's pass every few seconds repeated the warning until the key arrived.
+    assert [r.levelno for r in caplog.records if "from member 3" in r.getMessage()] == [logging.WARNING, logging.DEBUG]
     assert set(a.keyring.keys()) == {1}
     # A is not counted as holding epoch 2, so B (the generator) still distributes it, to A first of the others.
     assert sync_keys(b).published == [(2, 2), (1, 2), (3, 2)]
@@ -285,7 +290,7 @@ def test_sync_keys_skips_an_envelope_copied_from_another_member(ledger_nodes: Le
     copied = c.registry(signing=True).publish_key_envelope(4, 1, for_c.envelope)  # sealed for member 3
     assert sync_keys(a).published == [(4, 1)]
     result = sync_keys(newcomer)
-    assert (result.rejected, result.received) == ([(3, 1, copied.block_number)], [1])
+    assert (result.rejected, result.received) == ([(3, 1, copied.block_number, DOES_NOT_OPEN)], [1])
     assert newcomer.keyring.key(1) == a.keyring.key(1)
 
 
