@@ -9,6 +9,7 @@ from collections.abc import Callable
 from functools import cached_property
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from sqlalchemy import make_url
 
 from node.chain.client import ChainClient
 from node.chain.deployment import Deployment, load_deployment
@@ -23,7 +24,7 @@ from node.errors import AllianceError, Conflict, InvalidInput, NotInitialised
 from node.ledger.keyring import KeyRing, stored_local_key
 from node.ledger.publisher import Publisher
 from node.ledger.reports import REPORT_ID_PURPOSE, ReportIntake
-from node.signer_lock import SignerLock, signer_lock_path
+from node.signer_lock import SignerLock, StoreSignerLock, signer_lock_path
 from node.store.db import Store
 
 
@@ -89,8 +90,12 @@ class NodeContext:
 
     @cached_property
     def signing_chain(self) -> ChainClient:
-        # The lock is keyed by the signer's address: every process of this node signing with this key shares it.
-        lock = SignerLock(signer_lock_path(self.settings.data_dir, self.signer.address))
+        # The lock is keyed by the signer's address: every process of this node signing with this key shares it. On
+        # PostgreSQL the store's advisory lock reaches the processes on other hosts too (API replicas on one store).
+        address = self.signer.address
+        on_postgresql = make_url(self.settings.effective_database_url).get_backend_name() == "postgresql"
+        lock = SignerLock(signer_lock_path(self.settings.data_dir, address),
+                          StoreSignerLock(lambda: self.store.engine, address) if on_postgresql else None)
         return ChainClient(self.settings.effective_rpc_url, signer=self.signer,
                            request_timeout=self.settings.request_timeout_s, gas_price=self.settings.profile.gas_price,
                            write_lock=lock)

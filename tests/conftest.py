@@ -230,6 +230,13 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
+def postgres_store_url(postgres_available: bool) -> Iterator[str]:
+    """The URL of a fresh PostgreSQL schema, for a test about PostgreSQL only."""
+    with postgres_schema(_postgres_admin_url() or "", "t") as url:
+        yield url
+
+
+@pytest.fixture
 def postgres_relay(postgres_available: bool) -> Iterator[PostgresRelay]:
     """A fresh PostgreSQL schema behind a relay the test can cut, freeze and restore (tests/store/outage.py)."""
     with postgres_schema(_postgres_admin_url() or "", "t") as url:

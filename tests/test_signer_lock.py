@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine, text
 
 from node.chain.client import ChainClient
 from node.chain.signer import Signer
+from node.config import load_settings
 from node.errors import InvalidInput
-from node.signer_lock import SignerBusy, SignerLock, signer_lock_path
+from node.runtime import NodeContext
+from node.signer_lock import SignerBusy, SignerLock, StoreSignerLock, signer_advisory_key, signer_lock_path
+from node.store.db import STORE_LOST, make_engine
 from tests.conftest import immutable
+from tests.store.outage import PostgresRelay
+
+ADDRESS = "0x00000000000000000000000000000000000000a1"
 
 HOLDER = """
 import sys, time
@@ -84,3 +93,155 @@ def test_a_data_dir_it_may_not_write_is_one_clear_error(tmp_path: Path) -> None:
     with immutable(data_dir), pytest.raises(InvalidInput, match="cannot write the signer's lock file"), \
             SignerLock(signer_lock_path(data_dir, "0xabc")).held(timeout=1):
         pass
+
+
+# PostgreSQL: the signer's advisory lock on the store, which reaches processes on other hosts.
+
+STORE_HOLDER = """
+import sys, time
+from pathlib import Path
+from sqlalchemy import create_engine
+from node.signer_lock import SignerLock, StoreSignerLock
+engine = create_engine(sys.argv[2])
+with SignerLock(Path(sys.argv[1]), StoreSignerLock(lambda: engine, sys.argv[3])).held(timeout=5):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def store_lock(path: Path, engine: Engine, address: str = ADDRESS) -> SignerLock:
+    return SignerLock(path, StoreSignerLock(lambda: engine, address))
+
+
+def taken_by_another_session(engine: Engine, address: str = ADDRESS) -> bool:
+    """Whether another session could take the signer's advisory lock now (it keeps it only for this call)."""
+    with engine.connect() as connection:
+        key = signer_advisory_key(address)
+        taken = bool(connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar())
+        if taken:
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+        return taken
+
+
+@pytest.fixture
+def store_engine(postgres_store_url: str) -> Iterator[Engine]:
+    engine = make_engine(postgres_store_url)
+    yield engine
+    engine.dispose()
+
+
+def test_signer_advisory_key_is_a_stable_64_bit_key_of_the_address() -> None:
+    key = signer_advisory_key("0xABC")
+    assert key == signer_advisory_key("0xabc") != signer_advisory_key("0xabd")
+    assert key == int.from_bytes(hashlib.sha256(b"alliance/signer-lock/0xabc").digest()[:8], "big", signed=True)
+    assert -(1 << 63) <= key < 1 << 63
+
+
+@pytest.mark.postgres
+def test_a_write_waits_for_a_process_of_another_host_at_most_the_receipt_timeout_and_sends_nothing(
+        tmp_path: Path, postgres_store_url: str, store_engine: Engine) -> None:
+    """A process on another host (another data dir: its lock file is not this one's) holds the signer's advisory
+    lock on the shared store: this one's write fails after the receipt timeout, nothing looked for or sent. Killed,
+    the holder's session ends and the server drops its lock."""
+    holder = subprocess.Popen([sys.executable, "-c", STORE_HOLDER, str(tmp_path / "host-b" / "signer.lock"),
+                               postgres_store_url, ADDRESS], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        client = ChainClient("http://127.0.0.1:9", signer=Signer.generate(), receipt_timeout=0.5,
+                             write_lock=store_lock(tmp_path / "host-a" / "signer.lock", store_engine))
+        touched: list[str] = []
+        started = time.monotonic()
+        with pytest.raises(SignerBusy, match=r"another host\) has been sending a transaction of this signer for "
+                                             rf"over 0.5s \(it holds the store's advisory lock "
+                                             rf"{signer_advisory_key(ADDRESS)}\); nothing was sent"):
+            client.send_once(lambda: touched.append("find"), lambda: touched.append("send"))
+        assert 0.5 <= time.monotonic() - started < 5
+        assert touched == []
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with store_lock(tmp_path / "host-a" / "signer.lock", store_engine).held(timeout=10):
+        pass
+
+
+@pytest.mark.postgres
+def test_the_advisory_lock_is_held_once_per_thread_and_released_after(tmp_path: Path, store_engine: Engine) -> None:
+    """Taken again inside a held section it is not waited for; another thread waits for it; once the outermost hold
+    ends another session may take it (not left with a pooled connection)."""
+    lock = store_lock(tmp_path / "signer.lock", store_engine)
+    other_host = store_lock(tmp_path / "other-host.lock", store_engine)  # another data dir: no shared file
+    events: list[str] = []
+
+    def other_request() -> None:
+        with lock.held(timeout=10):
+            events.append("other")
+
+    with lock.held(timeout=1):
+        with lock.held(timeout=1):
+            assert not taken_by_another_session(store_engine)
+            with pytest.raises(SignerBusy), other_host.held(timeout=0.2):
+                pass
+            other = threading.Thread(target=other_request)
+            other.start()
+            time.sleep(0.3)
+            events.append("inner")
+        assert not taken_by_another_session(store_engine)
+        events.append("outer")
+    other.join()
+    assert events == ["inner", "outer", "other"]
+    assert taken_by_another_session(store_engine)
+    assert taken_by_another_session(store_engine, "0xdef")  # another signer's key is another lock
+
+
+@pytest.mark.postgres
+def test_a_store_outage_while_taking_the_lock_is_the_store_unavailable_error_and_sends_nothing(
+        tmp_path: Path, postgres_relay: PostgresRelay) -> None:
+    engine = make_engine(postgres_relay.url)
+    try:
+        client = ChainClient("http://127.0.0.1:9", signer=Signer.generate(), receipt_timeout=5,
+                             write_lock=store_lock(tmp_path / "signer.lock", engine))
+        touched: list[str] = []
+        postgres_relay.cut()
+        with pytest.raises(STORE_LOST):
+            client.send_once(lambda: touched.append("find"), lambda: touched.append("send"))
+        assert touched == []
+        postgres_relay.restore()
+        with store_lock(tmp_path / "signer.lock", engine).held(timeout=5):  # nothing left held by the failure
+            pass
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_a_store_lost_while_the_lock_is_held_ends_the_hold_without_an_error_and_leaves_no_claim(
+        tmp_path: Path, postgres_relay: PostgresRelay, store_engine: Engine) -> None:
+    """The server drops the lock with the lost session; releasing it fails, which is only logged: the write's own
+    outcome is what the caller needs."""
+    engine = make_engine(postgres_relay.url)
+    try:
+        with store_lock(tmp_path / "signer.lock", engine).held(timeout=5):
+            postgres_relay.cut()
+        deadline = time.monotonic() + 10
+        while not taken_by_another_session(store_engine):  # the server notices the closed session at once, or soon
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        postgres_relay.restore()
+        with store_lock(tmp_path / "signer.lock", engine).held(timeout=5):
+            pass
+    finally:
+        engine.dispose()
+
+
+def test_a_node_on_postgresql_takes_the_store_lock_too_and_one_on_sqlite_the_file_alone(tmp_path: Path) -> None:
+    settings = load_settings(tmp_path / "node", database_url="postgresql+psycopg://u:p@127.0.0.1:9/db")
+    signer = Signer.generate()
+    on_postgresql = NodeContext(settings)
+    on_postgresql.__dict__["signer"] = signer  # no keystore needed to see how the client is wired
+    lock = on_postgresql.signing_chain.write_lock
+    assert isinstance(lock, SignerLock) and isinstance(lock.store, StoreSignerLock)
+    assert lock.store.key == signer_advisory_key(signer.address)
+    on_sqlite = NodeContext(load_settings(tmp_path / "node"))
+    on_sqlite.__dict__["signer"] = signer
+    lock = on_sqlite.signing_chain.write_lock
+    assert isinstance(lock, SignerLock) and lock.store is None

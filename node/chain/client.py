@@ -81,7 +81,8 @@ T = TypeVar("T")
 
 
 class WriteLock(Protocol):
-    """What keeps the processes of one node from looking for and sending one write at once (node.signer_lock)."""
+    """What keeps the processes of one node (on one data dir, or on one PostgreSQL store from any host) from looking
+    for and sending one write at once (node.signer_lock)."""
 
     def held(self, timeout: float) -> AbstractContextManager[None]: ...
 
@@ -328,7 +329,8 @@ class ChainClient:
     @contextmanager
     def one_writer(self) -> Iterator[None]:
         """Hold the client's write lock for a look on chain followed by a send and its receipt: another process of this
-        node (the API server beside a CLI command) looking for the same write then looks only once this one is mined.
+        node (the API server beside a CLI command, an API replica on another host sharing the PostgreSQL store)
+        looking for the same write then looks only once this one is mined.
         The wait for another holder is bounded by `receipt_timeout` (the lock's holder is waiting for about one
         receipt); a client without a lock (tests, tools) holds nothing."""
         if self.write_lock is None:
@@ -344,8 +346,9 @@ class ChainClient:
 
         The signer's earlier transactions are mined first, so that a copy sent by a run stopped before its receipt is
         found rather than sent again. Refused as done already (`refused_as_done`, for a write the contract takes once),
-        it is looked for once more: a process signing for this bank without this lock (another host's replica on the
-        same key, an older node) may have sent this very write since; a refusal of anything else is raised."""
+        it is looked for once more: a process signing for this bank without this lock (one on another store or another
+        host's SQLite with the same key, an older node) may have sent this very write since; a refusal of anything
+        else is raised."""
         with self.one_writer():
             self.wait_for_sent()
             found = find()

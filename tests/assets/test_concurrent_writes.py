@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from node.assets import lifecycle
 from node.assets.pools import anchor_draft, asset_registry, import_tape
@@ -16,7 +19,7 @@ from node.chain.registry import MemberRole
 from node.config import load_settings
 from node.runtime import NodeContext
 from tests.assets.conftest import loan_row, write_tape
-from tests.conftest import TEST_PASSPHRASE, LedgerNodes
+from tests.conftest import TEST_PASSPHRASE, LedgerNodes, moved_to_store
 
 # How long a process that looked on chain and found nothing waits for the other to have looked too before it sends.
 # Without the signer's lock both have looked within milliseconds; with it, the other is still waiting for the lock,
@@ -54,16 +57,17 @@ def _write_in_a_process(node_settings: dict[str, Any], write: str, args: tuple[A
         node.close()
 
 
-def in_two_processes_at_once(node: NodeContext, tmp_path: Path, write: str, *args: Any) -> list[tuple[str, str, int]]:
-    """`write` run by two processes of `node` (its data dir) that both look on chain before either may send."""
+def in_two_processes_at_once(nodes: Sequence[NodeContext], tmp_path: Path, write: str,
+                             *args: Any) -> list[tuple[str, str, int]]:
+    """`write` run by two processes, one of each of `nodes` (their data dirs and stores: one node given twice for two
+    processes of one node), that both look on chain before either may send."""
     arrivals = tmp_path / f"arrivals-{write}"
     arrivals.mkdir()
-    node_settings = {name: getattr(node.settings, name)
-                     for name in ("data_dir", "network", "rpc_url", "deployment_file")}
     spawn = multiprocessing.get_context("spawn")
     start, answers = spawn.Barrier(2), spawn.Queue()
-    processes = [spawn.Process(target=_write_in_a_process, args=(node_settings, write, args, arrivals, start, answers))
-                 for _ in range(2)]
+    processes = [spawn.Process(target=_write_in_a_process,
+                               args=(_settings_of(node), write, args, arrivals, start, answers))
+                 for node in nodes]
     for process in processes:
         process.start()
     try:
@@ -71,6 +75,11 @@ def in_two_processes_at_once(node: NodeContext, tmp_path: Path, write: str, *arg
     finally:
         for process in processes:
             process.join(timeout=30)
+
+
+def _settings_of(node: NodeContext) -> dict[str, Any]:
+    return {name: getattr(node.settings, name)
+            for name in ("data_dir", "network", "rpc_url", "deployment_file", "database_url")}
 
 
 def anchored_pool(node: NodeContext, tmp_path: Path, name: str) -> int:
@@ -88,7 +97,32 @@ def test_two_processes_attesting_one_version_at_once_record_one_attestation(ledg
     showed the auditor's attestation twice. One process records it, the other finds it: both answer its receipt."""
     auditor = ledger_nodes.admit(tmp_path / "auditor", "AUDIT-1", role=MemberRole.auditor)
     pool_id = anchored_pool(banks[0], tmp_path, "attested")
-    results = in_two_processes_at_once(auditor, tmp_path, "attest", pool_id, 1, lifecycle.report_hash_of(b"report"))
+    results = in_two_processes_at_once([auditor, auditor], tmp_path, "attest", pool_id, 1,
+                                       lifecycle.report_hash_of(b"report"))
+    assert [r[0] for r in results] == ["done", "done"], results
+    assert results[0] == results[1]
+    attested = [e.tx_hash for e in asset_registry(banks[0]).pool_events(pool_id) if e.kind == "attested"]
+    assert attested == [results[0][1]]
+
+
+@pytest.mark.postgres
+def test_two_hosts_attesting_one_version_at_once_on_one_postgresql_store_record_one_attestation(
+        ledger_nodes: LedgerNodes, banks: list[NodeContext], postgres_store_url: str, tmp_path: Path) -> None:
+    """Two API replicas of one auditor bank on different hosts (their own data dirs, so no shared lock file), with
+    the same signing key and one PostgreSQL store, attest the same version at the same moment: both looked on chain,
+    found no attestation and sent one each. The store's advisory lock keeps them apart as the lock file keeps apart
+    the processes of one data dir: one records it, the other finds it."""
+    auditor = moved_to_store(ledger_nodes.admit(tmp_path / "auditor", "AUDIT-1", role=MemberRole.auditor),
+                             postgres_store_url)
+    ledger_nodes.nodes.append(auditor)  # closed with the others
+    other_host = tmp_path / "other-host" / "audit-1"
+    shutil.copytree(auditor.settings.data_dir, other_host)  # the same keystore, config and deployment
+    replica = NodeContext(auditor.settings.model_copy(update={"data_dir": other_host}))
+    ledger_nodes.nodes.append(replica)
+    assert replica.address == auditor.address and replica.settings.database_url == postgres_store_url
+    pool_id = anchored_pool(banks[0], tmp_path, "attested")
+    results = in_two_processes_at_once([auditor, replica], tmp_path, "attest", pool_id, 1,
+                                       lifecycle.report_hash_of(b"report"))
     assert [r[0] for r in results] == ["done", "done"], results
     assert results[0] == results[1]
     attested = [e.tx_hash for e in asset_registry(banks[0]).pool_events(pool_id) if e.kind == "attested"]
@@ -102,7 +136,7 @@ def test_two_processes_accepting_one_transfer_at_once_both_answer_the_accept(ban
     a, b = banks[:2]
     pool_id = anchored_pool(a, tmp_path, "transferred")
     lifecycle.propose_transfer(a, pool_id, "BANK-B")
-    results = in_two_processes_at_once(b, tmp_path, "accept_transfer", pool_id)
+    results = in_two_processes_at_once([b, b], tmp_path, "accept_transfer", pool_id)
     assert [r[0] for r in results] == ["done", "done"], results
     assert results[0] == results[1]
     steps = [e.kind for e in asset_registry(a).pool_events(pool_id)]
