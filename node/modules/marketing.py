@@ -5,15 +5,19 @@ Input: a CSV with a header; identifier columns are named by identifier type (`ph
 column is carried through untouched. A row is dropped when an identifier in it is invalid, when it repeats a
 prospect already kept (any identifier seen before), or when any identifier hits the alliance's ledger (one
 batch check per 10,000 identifiers, logged in the query log as `marketing`). Output: the kept rows with
-identifiers in canonical form, and counts per segment.
+identifiers in canonical form, and counts per segment. A row whose `segment` cell holds a customer identifier (a
+row missing a cell, its columns shifted) is dropped as invalid (`segment:holds_identifier`) and counted under `all`:
+segment names are shown in the counts, and the identifier with them.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from node.errors import InvalidInput
@@ -24,6 +28,7 @@ from node.ledger.identifiers import IdentifierType, InvalidIdentifier, normalise
 NAME = "marketing"
 IDENTIFIER_COLUMNS = tuple(t.value for t in IdentifierType)
 MAX_ROWS = 1_000_000
+DEFAULT_SEGMENT = "all"
 
 
 @dataclass
@@ -98,7 +103,14 @@ def _prescreen(node: Any, reader: csv.DictReader[str], key_id: str) -> Prescreen
         if number > MAX_ROWS:
             raise InvalidInput(f"at most {MAX_ROWS} prospects per list", code="too_many_rows")
         cells = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
-        segment = cells.get("segment") or "all"
+        segment = cells.get("segment") or DEFAULT_SEGMENT
+        if _holds_identifier(segment):
+            counts = result.segments.setdefault(DEFAULT_SEGMENT, SegmentCounts())
+            counts.input += 1
+            counts.invalid += 1
+            result.invalid_reasons["segment:holds_identifier"] = (
+                result.invalid_reasons.get("segment:holds_identifier", 0) + 1)
+            continue
         counts = result.segments.setdefault(segment, SegmentCounts())
         counts.input += 1
         canonical = _canonical(cells, id_columns, result)
@@ -120,6 +132,29 @@ def _prescreen(node: Any, reader: csv.DictReader[str], key_id: str) -> Prescreen
         result.segments[segment].kept += 1
         result.kept_rows.append({c: cells.get(c, "") for c in columns})
     return result
+
+
+@lru_cache(maxsize=4096)  # a list has a few segments, repeated on every row
+def _holds_identifier(segment: str) -> bool:
+    """Whether a segment cell is a customer identifier: segment names are printed (the CLI's table and --json, the
+    API's answer), and a row that lost a cell has its phone or resident ID there. A device ID counts in UUID form
+    only: any 8 to 128 of a-z, 0-9 and _ - : . is one, as a segment name such as "young_adults" is."""
+    for kind in IdentifierType:
+        try:
+            canonical = normalise(kind, segment)
+        except InvalidIdentifier:
+            continue
+        if kind != IdentifierType.DEVICE_ID or _is_uuid(canonical):
+            return True
+    return False
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _canonical(cells: dict[str, str], id_columns: list[str], result: PrescreenResult) -> list[tuple[str, str]] | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -78,3 +80,44 @@ def test_prescreen_api_reads_rows_as_the_cli_does(keyed_banks: list[NodeContext]
                              headers={"X-API-Key": token, "Content-Type": "text/csv"}).json()
     assert answer["totals"] == {"input": 2, "invalid": 0, "duplicate": 0, "blacklisted": 0, "kept": 2}
     assert answer["clean_csv"] == f"phone,segment,note\n+86{phone(1)},a,x\u2028y\x0cz\n+86{phone(2)},b,\"two\nlines\"\n"
+
+
+# One customer identifier of each type as a prospect list may hold it, then its other forms (canonical, digits).
+IDENTIFIERS_IN_SEGMENT = {
+    "cn_resident_id": ("11010519850312008x", "11010519850312008X"),
+    "phone": ("139 0000 0077", "+8613900000077", "13900000077"),
+    "bank_card": ("6222020000000000075", "6222020000000000075"),
+    "email": ("Zhang.Wei+Loan@Example.COM", "zhang.wei+loan@example.com"),
+    "device_id": ("6F9619FF-8B86-D011-B42D-00C04FC964FF", "6f9619ff-8b86-d011-b42d-00c04fc964ff"),
+    "ip": ("::ffff:203.0.113.77", "203.0.113.77"),
+    "uscc": ("911100000000000074", "911100000000000074"),
+}
+# A list whose rows lost their first (segment) cell: each row's segment cell holds a customer's identifier.
+SHIFTED_PROSPECTS = "segment,phone,cn_resident_id,name\n" + "".join(
+    f"{forms[0]},{phone(9)},Zhang\n" for forms in IDENTIFIERS_IN_SEGMENT.values()) + f"young,{phone(8)},,Li\n"
+
+
+def identifiers_in(text: str) -> list[str]:
+    """The types of IDENTIFIERS_IN_SEGMENT whose value, in any of its forms, `text` holds."""
+    lowered = text.lower()
+    return [kind for kind, forms in IDENTIFIERS_IN_SEGMENT.items() if any(f.lower() in lowered for f in forms)]
+
+
+def test_prescreen_shows_no_identifier_held_in_the_segment_column(keyed_banks: list[NodeContext]) -> None:
+    """Segment names are printed (the CLI's table, its --json, the API's answer): a row whose segment cell holds a
+    customer's identifier, of any type, is dropped as invalid and counted under `all`, its identifier not shown."""
+    a = keyed_banks[0]
+    result = prescreen(a, SHIFTED_PROSPECTS.splitlines(keepends=True))
+    counts = result.to_json()
+    assert identifiers_in(json.dumps(counts)) == []
+    assert counts["segments"] == {
+        "all": {"input": 7, "invalid": 7, "duplicate": 0, "blacklisted": 0, "kept": 0},
+        "young": {"input": 1, "invalid": 0, "duplicate": 0, "blacklisted": 0, "kept": 1}}
+    assert counts["invalid_reasons"] == {"segment:holds_identifier": 7}
+    assert result.clean_csv() == f"segment,phone,cn_resident_id,name\nyoung,+86{phone(8)},,Li\n"
+    with a.store.transaction() as session:
+        token = create_api_key(session, Role.workflow, "test").token
+    with TestClient(create_app(a)) as client:
+        answer = client.post("/v1/marketing/prescreen", content=SHIFTED_PROSPECTS.encode(),
+                             headers={"X-API-Key": token, "Content-Type": "text/csv"})
+    assert answer.status_code == 200 and identifiers_in(answer.text) == []

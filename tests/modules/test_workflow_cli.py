@@ -12,7 +12,7 @@ from node.runtime import NodeContext
 from tests.cli.conftest import run_cli
 from tests.conftest import TEST_PASSPHRASE
 from tests.modules.test_application_api import add_alerts
-from tests.modules.test_marketing import PROSPECTS
+from tests.modules.test_marketing import PROSPECTS, SHIFTED_PROSPECTS, identifiers_in
 from tests.modules.workflow import application, report_and_mirror, resident_id
 
 
@@ -63,6 +63,19 @@ def test_cli_apply_marketing_alerts_extensions(bank_a_env: NodeContext, keyed_ba
 
     code, out, _ = run_cli(capsys, "extensions", "list", "--json")
     assert code == 0 and [e["name"] for e in json.loads(out)][:2] == ["credit_platform", "marketing"]
+
+
+def test_cli_marketing_prints_no_identifier_held_in_the_segment_column(bank_a_env: NodeContext, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """The terminal (and a job's log of it) shows segment names: rows whose segment cell holds a customer's
+    identifier are counted under `all`, in the table and in --json."""
+    prospects = tmp_path / "prospects.csv"
+    prospects.write_text(SHIFTED_PROSPECTS)
+    table, listed = run_cli(capsys, "marketing", "prescreen", str(prospects)), \
+        run_cli(capsys, "marketing", "prescreen", str(prospects), "--json")
+    assert table.code == listed.code == 0 and "young" in table.out
+    assert identifiers_in(table.out + table.err + listed.out + listed.err) == []
+    assert json.loads(listed.out)["invalid_reasons"] == {"segment:holds_identifier": 7}
 
 
 @pytest.mark.parametrize(("args", "message"), [
