@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 from stdnum.cn import uscc as stdnum_uscc
 
 from node.api.app import create_app
@@ -24,11 +25,12 @@ from node.modules.credit_platform import book_loan, confirm_fraud, submit_applic
 from node.modules.marketing import prescreen
 from node.modules.risk_operations import list_alerts, resolve_alert
 from node.runtime import NodeContext
+from node.store.models import Base
 from node.workers import node_workers
 from tests.assets.conftest import HEADER, loan_row, name_of, write_tape
 from tests.assets.conftest import phone as tape_phone
 from tests.assets.conftest import resident_id as tape_resident_id
-from tests.conftest import chain_texts
+from tests.conftest import LedgerNodes, chain_texts, moved_to_store
 from tests.modules.workflow import application, bank_card, phone, resident_id
 
 
@@ -73,16 +75,31 @@ def _leaks(blob: bytes, raws: list[str]) -> list[str]:
 
 
 def _store_bytes(node: NodeContext) -> bytes:
-    """Every byte of the node's SQLite store, its WAL included, after a checkpoint."""
-    assert node.store.engine.url.get_backend_name() == "sqlite"
-    path = Path(node.store.engine.url.database or "")
-    return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+    """Every byte of the node's SQLite store, its WAL included; of a PostgreSQL store, every value of every table."""
+    if node.store.engine.url.get_backend_name() == "sqlite":
+        path = Path(node.store.engine.url.database or "")
+        return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
+    with node.store.session() as session:
+        return b"\n".join(value if isinstance(value, bytes) else str(value).encode()
+                          for table in Base.metadata.sorted_tables for row in session.execute(select(table))
+                          for value in row)
+
+
+@pytest.fixture
+def banks_a_on_store(ledger_nodes: LedgerNodes, keyed_banks: list[NodeContext], store_url: str) -> list[NodeContext]:
+    """Banks A, B, C holding the epoch-1 key, A's store at `store_url` (SQLite or PostgreSQL), its mirror synced."""
+    others = keyed_banks[1:]
+    moved = moved_to_store(keyed_banks[0], store_url)
+    ledger_nodes.nodes.append(moved)  # closed with the others
+    sync_keys(moved)  # its key comes back from the chain, sealed to it
+    indexer_for(moved).sync()
+    return [moved, *others]
 
 
 def test_raw_identifiers_stay_out_of_logs_store_chain_and_exports(
-        keyed_banks: list[NodeContext], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        banks_a_on_store: list[NodeContext], tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    a, b, _ = keyed_banks
+    a, b, _ = banks = banks_a_on_store
     a.settings.risk_alert_webhook_url = "http://127.0.0.1:9/alerts"  # nothing listens: the failure is logged
     policy = tmp_path / "policy.toml"
     policy.write_text("[abs]\nmax_borrower_share = 1.0\nmax_region_share = 1.0\n")
@@ -138,7 +155,7 @@ def test_raw_identifiers_stay_out_of_logs_store_chain_and_exports(
     # A rotates the alliance key and republishes everything it reported under the new epoch.
     a.publisher.drain()
     rotate(a)
-    for node in keyed_banks:
+    for node in banks:
         sync_keys(node)
     assert republish(a).records > 0
     a.publisher.drain()
