@@ -4,6 +4,7 @@ risk operations module raises one alert (stored, listed, webhook), and A confirm
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -30,6 +31,8 @@ from node.store.models import utcnow
 from node.workers import node_workers
 from tests.conftest import free_port
 from tests.modules.workflow import application, phone, resident_id
+
+WEBHOOK_TOKEN = "whk-s3cr3t-token"  # a credential a webhook URL may carry
 
 
 @pytest.fixture
@@ -114,7 +117,7 @@ def test_mirrored_indicator_raises_alert_and_fraud_is_confirmed(
 
 def test_alerts_whose_webhook_failed_are_posted_again_once_it_answers(
         keyed_banks: list[NodeContext], webhook: tuple[str, list[dict[str, Any]]],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(risk_operations, "WEBHOOK_RETRY_INTERVAL_S", 0.0)
     a, b, _ = keyed_banks
     url, received = webhook
@@ -129,11 +132,13 @@ def test_alerts_whose_webhook_failed_are_posted_again_once_it_answers(
     assert [alert["webhook_state"] for alert in list_alerts(a)] == ["failed", "failed"]
     assert resend_undelivered_alerts(a) == 0  # still down: stops at the first failure
 
-    a.settings.risk_alert_webhook_url = url
+    a.settings.risk_alert_webhook_url = f"{url}?token={WEBHOOK_TOKEN}"
     # The next pass of the indexer (new blocks, no new match) posts them.
     b.report_intake.accept(ReportRequest([("phone", phone(62))], "money_mule", 80), submitted_by="b-analyst")
     b.publisher.drain()
-    indexer_loop.run_step()
+    with caplog.at_level(logging.DEBUG):  # as `alliance --debug` logs
+        indexer_loop.run_step()
+    assert WEBHOOK_TOKEN not in caplog.text  # httpx logged the URL in full, credentials included
     assert [alert["webhook_state"] for alert in list_alerts(a)] == ["sent", "sent"]
     assert sorted(r["alert"]["loan_reference"] for r in received) == ["LOAN-60", "LOAN-61"]
     assert resend_undelivered_alerts(a) == 0 and len(received) == 2  # sent once
