@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from node.chain.errors import ChainError
 from node.errors import AllianceError, InvalidInput
-from node.ledger.identifiers import IdentifierType, InvalidIdentifier, normalise
+from node.ledger.identifiers import IdentifierType, InvalidIdentifier, ReasonCode, normalise
 from node.ledger.indicator_state import ReactionFact, RecordFact, StatePolicy, derive_state
 from node.ledger.keyring import NoAllianceKey
 from node.ledger.mirror import MirrorStatus, facts_for, mirror_status
@@ -51,7 +51,7 @@ class IdentifierCheck:
     """The answer for one identifier: a hit with what the alliance knows, a miss, or an input error."""
 
     item: int  # position in the request
-    identifier_type: str
+    identifier_type: str | None  # None for a type that is none (it may be the identifier, see `_shown_type`)
     indicator: bytes | None  # under the current epoch; None for an invalid identifier
     hit: bool = False
     categories: tuple[str, ...] = ()
@@ -114,7 +114,7 @@ def check_identity(node: NodeContext, identifiers: Sequence[tuple[str, str]], ke
     if problems:
         item, first = problems[0]
         raise InvalidInput(f"identifier {item}: {first}", code=str(first.code),
-                           details=[{"item": i, "type": e.identifier_type, "code": str(e.code), "reason": e.reason}
+                           details=[{"item": i, "type": _shown_type(e), "code": str(e.code), "reason": e.reason}
                                     for i, e in problems])
     return _check(node, identifiers, canonical, key_id, kind="identity", session=session)
 
@@ -125,6 +125,12 @@ def check_batch(node: NodeContext, identifiers: Sequence[tuple[str, str]], key_i
     _require_count(identifiers, MAX_BATCH)
     canonical = [_normalised(kind, raw) for kind, raw in identifiers]
     return _check(node, identifiers, canonical, key_id, kind="batch", session=session)
+
+
+def _shown_type(problem: InvalidIdentifier) -> str | None:
+    """The identifier type an answer names for an invalid identifier: none for a type that is not one, which may be
+    the identifier itself, given in the type's place (columns swapped); answers never quote identifiers."""
+    return None if problem.code == ReasonCode.UNKNOWN_TYPE else problem.identifier_type
 
 
 def _require_count(identifiers: Sequence[tuple[str, str]], limit: int) -> None:
@@ -189,7 +195,7 @@ def _answer(item: int, identifier_type: str, hashes: list[bytes] | None, canonic
             policy: StatePolicy) -> IdentifierCheck:
     if hashes is None:
         assert isinstance(canonical, InvalidIdentifier)
-        return IdentifierCheck(item, str(canonical.identifier_type), None, error_code=str(canonical.code),
+        return IdentifierCheck(item, _shown_type(canonical), None, error_code=str(canonical.code),
                                error_reason=canonical.reason)
     known = [facts[h] for h in hashes if h in facts]
     if not known:

@@ -168,7 +168,13 @@ def test_raw_identifiers_stay_out_of_logs_store_chain_and_exports(
                                                       {"type": "cn_resident_id", "value": resident_id(5)[:-1] + "0"}]}),
                     client.post("/v1/fraud/reports", headers={"X-API-Key": tokens[Role.analyst]},
                                 json={"identifiers": [{"type": resident_id(5), "value": "cn_resident_id"}],
-                                      "category": "other", "confidence": 50})]
+                                      "category": "other", "confidence": 50}),
+                    client.post("/v1/checks/identity", headers={"X-API-Key": tokens[Role.workflow]},
+                                json={"identifiers": [{"type": phone(5), "value": "phone"}]})]
+        # An identifier in the type's place (columns swapped), in a batch: answered inline, type not quoted back.
+        swapped = client.post("/v1/checks/batch", headers={"X-API-Key": tokens[Role.workflow]},
+                              json={"identifiers": [{"type": resident_id(5), "value": "cn_resident_id"},
+                                                    {"type": email(4), "value": "email"}]})
         # Bodies outside the schema, on a core route and on one an extension mounts: FastAPI's own 422 quotes each
         # field's `input`, the node's answers the field's place and problem only.
         applicant = {**application(4).applicant.model_dump(mode="json"), "email": ["x", email(4)],
@@ -180,10 +186,9 @@ def test_raw_identifiers_stay_out_of_logs_store_chain_and_exports(
                         json={"identifiers": [{"type": "uscc", "value": [uscc(4)]}, {"type": "phone"},
                                               {"type": "device_id", "value": {"v": device_id(4)}}]})]
         export = client.get("/v1/fraud/export?include_inactive=true", headers={"X-API-Key": tokens[Role.analyst]})
-    assert [r.status_code for r in refusals + schema_refusals] == [422] * 4 and export.status_code == 200
-    assert len(export.json()["objects"]) > 3
-    # A refusal may echo a field to the caller that sent it in its place (`type`), never in its message.
-    assert not _leaks(b"".join(r.json()["error"]["message"].encode() for r in refusals), raws)
+    assert [r.status_code for r in refusals + schema_refusals] == [422] * 5 and export.status_code == 200
+    assert swapped.status_code == 200 and len(export.json()["objects"]) > 3
+    assert not _leaks(b"".join(r.content for r in refusals) + swapped.content, raws), "raw identifiers in an answer"
     assert all(r.json()["error"]["code"] == "invalid_request" for r in schema_refusals)
     assert not _leaks(b"".join(r.content for r in schema_refusals), raws), "raw identifiers in a schema refusal"
 
