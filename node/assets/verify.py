@@ -195,8 +195,14 @@ def _check_chain(registry: AssetRegistryClient, parsed: dict[str, Any]) -> str:
         raise _Failed(f"no contract at {registry.address}")
     try:
         registry.pool_count()
+        alliance = registry.registry_address()
     except ChainError:
         raise _Failed(f"{registry.address} does not answer as an AssetRegistry") from None
+    # A contract that answers every call with zeros passes the calls above; the AssetRegistry names the
+    # AllianceRegistry whose members' roles the later checks read, which holds code.
+    if not registry.chain.has_code(alliance):
+        raise _Failed(f"{registry.address} does not answer as an AssetRegistry: the AllianceRegistry it names "
+                      f"({alliance}) holds no contract")
     head = registry.chain.block_number()
     if parsed["as_of_block"] > head:
         raise _Failed(f"as_of_block {parsed['as_of_block']} is beyond the chain head {head}")

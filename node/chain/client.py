@@ -20,7 +20,14 @@ from eth_typing import HexStr
 from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractConstructor, ContractEvent, ContractFunction
-from web3.exceptions import BadResponseFormat, BlockNotFound, ContractLogicError, TransactionNotFound, Web3RPCError
+from web3.exceptions import (
+    BadFunctionCallOutput,
+    BadResponseFormat,
+    BlockNotFound,
+    ContractLogicError,
+    TransactionNotFound,
+    Web3RPCError,
+)
 from web3.types import EventData, TxParams
 
 from node.chain.artifacts import ContractArtifact, load_artifact
@@ -157,6 +164,8 @@ def translate_errors(rpc_url: str) -> Iterator[None]:
         raise ChainError(f"chain RPC error: {exc}") from exc
     except (json.JSONDecodeError, BadResponseFormat) as exc:  # a web server at the URL (a proxy's login page)
         raise ChainError(f"chain RPC at {redacted_url(rpc_url)} did not answer as a JSON-RPC endpoint") from exc
+    except BadFunctionCallOutput as exc:  # the address holds code of another ABI (an empty fallback answers nothing)
+        raise ChainError(f"the contract's answer does not decode as its ABI's: {exc}".splitlines()[0]) from exc
 
 
 def _revert_from(exc: ContractLogicError) -> ContractRevert:

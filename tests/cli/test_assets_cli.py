@@ -286,3 +286,23 @@ def test_assets_commands_given_a_file_they_cannot_open_fail_with_one_line(
     assert result.code == 1
     assert message.format(file=file) in one_error_line(result.err)
     assert [e["kind"] for e in ok_json(cli("assets", "show", "1", "--json"))["events"]] == ["registered", "anchored"]
+
+
+@pytest.mark.parametrize(("code", "reason"), [
+    # An empty fallback: every call succeeds with no data, which web3 could not decode: a BadFunctionCallOutput
+    # traceback instead of a verdict.
+    ("0x00", "does not answer as an AssetRegistry"),
+    # Every call answers 32 zero bytes: poolCount() decoded as 0, and the chain check called it an AssetRegistry.
+    ("0x60206000f3", "the AllianceRegistry it names (0x0000000000000000000000000000000000000000) holds no contract"),
+])
+def test_audit_verify_against_a_contract_of_another_abi_fails_the_chain_check(
+        cli: CliRunner, anchored: dict[str, Any], tmp_path: Path, rpc_url: str, code: str, reason: str) -> None:
+    bundle_file = tmp_path / "bundle.json"
+    assert cli("assets", "prove", "LN-000001", "--out", str(bundle_file)).code == 0
+    impostor = "0x" + "42" * 20
+    ChainClient(rpc_url).rpc("anvil_setCode", [impostor, code])
+    bundle_file.write_text(json.dumps({**json.loads(bundle_file.read_text()), "registry": impostor}))
+    result = cli("audit", "verify", str(bundle_file), "--rpc", rpc_url, "--registry", impostor, "--json")
+    assert result.code == 1 and "Traceback" not in result.err
+    chain_check = next(c for c in json.loads(result.out)["checks"] if c["name"] == "chain")
+    assert not chain_check["ok"] and reason in chain_check["detail"], chain_check
