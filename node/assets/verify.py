@@ -241,7 +241,7 @@ def _check_anchor(registry: AssetRegistryClient, parsed: dict[str, Any], history
     if not registry.verify_loan(pool_id, version, parsed["leaf"], parsed["proof"]):
         raise _Failed("the contract's verifyLoan rejects the leaf and proof")
     claimed = parsed["anchor"]
-    if (claimed.get("block_number"), claimed.get("tx_hash")) != (entry["block_number"], entry["tx_hash"]):
+    if not _same(claimed, {"block_number": entry["block_number"], "tx_hash": entry["tx_hash"]}):
         raise _Failed(f"the bundle's anchor {claimed} is not the chain's (block {entry['block_number']}, "
                       f"tx {entry['tx_hash']})")
     return (f"root anchored as version {version} of pool {pool_id} in block {entry['block_number']}; "
@@ -413,8 +413,10 @@ def _check_loan_statuses(parsed: dict[str, Any], history: PoolHistory) -> str:
     loan_id = parsed["record"].loan_id
     proven = []
     for entry in parsed["loan_statuses"]:
-        period, name, proof = entry.get("period"), entry.get("status"), entry.get("proof")
-        if not isinstance(period, int) or period not in roots:
+        if set(entry) != {"period", "status", "proof"}:  # anything else would be shown as verified, unchecked
+            raise _Failed(f"a loan status entry has fields {sorted(entry)}, not period, status and proof")
+        period, name, proof = entry["period"], entry["status"], entry["proof"]
+        if not isinstance(period, int) or isinstance(period, bool) or period not in roots:
             raise _Failed(f"the loan's status for period {period} refers to no servicing report on chain")
         try:
             status = LoanStatus[name]
@@ -438,9 +440,21 @@ def _check_attestations(events: Sequence[PoolEvent], history: PoolHistory, parse
     return f"{len(history.attestations)} attestation(s), each by an active auditor"
 
 
+def _same(mine: Any, theirs: Any) -> bool:
+    """Equal as JSON values, types included: Python's == takes `true` for 1 and `41.0` for 41, so a bundle whose
+    numbers were rewritten as booleans or floats (which another reader of the bundle may take differently) passed."""
+    if type(mine) is not type(theirs):
+        return False
+    if isinstance(mine, dict):
+        return mine.keys() == theirs.keys() and all(_same(mine[k], theirs[k]) for k in mine)
+    if isinstance(mine, list):
+        return len(mine) == len(theirs) and all(_same(a, b) for a, b in zip(mine, theirs, strict=True))
+    return bool(mine == theirs)
+
+
 def _compare(what: str, claimed: list[dict[str, Any]], actual: list[dict[str, Any]]) -> None:
     for index, (mine, theirs) in enumerate(zip(claimed, actual, strict=False)):
-        if mine != theirs:
+        if not _same(mine, theirs):
             raise _Failed(f"{what} entry {index} differs from the chain: bundle {mine}, chain {theirs}")
     if len(claimed) != len(actual):
         raise _Failed(f"the bundle lists {len(claimed)} {what} entries, the chain has {len(actual)} "

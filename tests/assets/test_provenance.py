@@ -236,6 +236,17 @@ def _flip_hex(text: str) -> str:
     (_set("leaf", lambda v: v[:-2] + "  "), "bundle", "leaf must be 0x + 64 hex digits"),
     (_set("proof.0", lambda v: v[:-2] + "\t\n"), "bundle", "proof[0] must be 0x + 64 hex digits"),
     (_set("record.loan_id", lambda v: v[:-2] + "  "), "bundle", "loan_id must be 0x + 64 hex digits"),
+    # Numbers rewritten as floats or booleans (JSON 41.0, 1e3, true), and fields the chain never gave: Python's ==
+    # took them for the chain's values, and the bundle verified with them.
+    (_set("anchor.block_number", float), "anchor", "is not the chain's"),
+    (lambda b: b["anchor"].update(total_principal="1e12"), "anchor", "is not the chain's"),
+    (_set("custody.0.from_member_id", lambda v: False), "custody", "custody entry 0 differs from the chain"),
+    (_set("custody.1.to_member_id", float), "custody", "custody entry 1 differs from the chain"),
+    (_set("servicing.0.status_counts", lambda v: [float(n) for n in v]), "servicing", "differs"),
+    (_set("attestations.0.block_number", float), "attestations", "differs"),
+    (_set("loan_statuses.0.period", lambda v: True), "servicing", "refers to no servicing report on chain"),
+    (lambda b: b["loan_statuses"][0].update(note="repaid in full"), "servicing",
+     "has fields ['note', 'period', 'proof', 'status']"),
 ])
 def test_verify_bundle_rejects_tampered_bundle(life: Life, tamper: Callable[[dict[str, Any]], None], check: str,
                                                reason: str) -> None:
