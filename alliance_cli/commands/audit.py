@@ -38,11 +38,18 @@ def audit_verify(
             console.info(Text.assemble(mark, f" {check.name:<16} {check.detail}"))
         facts = verdict.facts
         if verdict.ok:
+            # What holds as of which block: the history (custody, servicing, attestations) is the chain's up to the
+            # bundle's block only, so what changed since is said beside it.
             console.success(f"VERIFIED: loan {facts['loan_id']} is in version {facts['version']} of pool "
-                            f"{facts['pool_id']}, as anchored on chain")
-            if facts.get("latest_version_now", 0) > facts["version"]:
+                            f"{facts['pool_id']}, as anchored on chain; the pool's history is verified as of block "
+                            f"{facts['as_of_block']} (chain head {facts['chain_head']})")
+            if facts["latest_version_now"] > facts["version"]:
                 console.info(f"note: the pool's latest version is now {facts['latest_version_now']}; this bundle "
                              f"proves version {facts['version']} only")
+            if facts["custodian_member_id_now"] != facts["custodian_member_id_as_of_block"]:
+                console.info(f"note: the pool changed custody after block {facts['as_of_block']}: held by member "
+                             f"{facts['custodian_member_id_as_of_block']} then, by member "
+                             f"{facts['custodian_member_id_now']} now")
         else:
             console.err.print(Text.assemble(("NOT VERIFIED", "red"), f": {verdict.failures[0].detail}"))
     if not verdict.ok:

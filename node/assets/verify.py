@@ -52,6 +52,11 @@ from node.merkle import MerkleTreeError, standard_leaf_hash, verify_proof
 
 _BUNDLE_KEYS = {"format", "chain_id", "registry", "pool_id", "version", "record", "leaf_encoding", "leaf",
                 "proof", "root", "anchor", "custody", "servicing", "loan_statuses", "attestations", "as_of_block"}
+# Every verdict's facts have these keys (None where the checks did not get far enough to know), so that a script
+# reading `--json` finds the same schema whatever the outcome.
+FACT_KEYS = ("loan_id", "pool_id", "version", "registry", "as_of_block", "chain_head",
+             "custodian_member_id_as_of_block", "custodian_member_id_now", "latest_version_as_of_block",
+             "latest_version_now")
 # The widths the chain gives these numbers (uint256 pool ids, uint32 versions): anything wider cannot be looked up.
 _INTEGER_BOUNDS = {"chain_id": 2**256, "pool_id": 2**256, "version": 2**32, "as_of_block": 2**64}
 
@@ -70,7 +75,7 @@ class Check:
 @dataclass
 class Verdict:
     checks: list[Check] = field(default_factory=list)
-    facts: dict[str, Any] = field(default_factory=dict)
+    facts: dict[str, Any] = field(default_factory=lambda: dict.fromkeys(FACT_KEYS))
 
     @property
     def ok(self) -> bool:
@@ -115,7 +120,7 @@ def verify_bundle(bundle: Any, rpc_url: str, registry_address: str) -> Verdict:
         return verdict
     record: LoanRecord = parsed["record"]
     verdict.facts.update(loan_id=hex32(record.loan_id), pool_id=parsed["pool_id"], version=parsed["version"],
-                         registry=registry.address, as_of_block=parsed["as_of_block"])
+                         registry=registry.address, as_of_block=parsed["as_of_block"], chain_head=parsed["chain_head"])
     run("record", lambda: _check_record(parsed))
     run("proof", lambda: _check_proof(parsed))
     events = registry.pool_events(parsed["pool_id"], to_block=parsed["as_of_block"])
@@ -130,6 +135,7 @@ def verify_bundle(bundle: Any, rpc_url: str, registry_address: str) -> Verdict:
     run("attestations", lambda: _check_attestations(events, history, parsed, roles))
     if history.custody:
         now = registry.pool(parsed["pool_id"])
+        verdict.facts["custodian_member_id_as_of_block"] = history.custody[-1]["to_member_id"]
         verdict.facts["custodian_member_id_now"] = now.custodian_member_id
         # A bundle proves the loan was in its version; whether a later version (which may leave the loan out)
         # superseded it is a fact the auditor needs beside the proof, not a reason to fail it.
@@ -206,6 +212,7 @@ def _check_chain(registry: AssetRegistryClient, parsed: dict[str, Any]) -> str:
     head = registry.chain.block_number()
     if parsed["as_of_block"] > head:
         raise _Failed(f"as_of_block {parsed['as_of_block']} is beyond the chain head {head}")
+    parsed["chain_head"] = head
     return f"chain {chain_id}, AssetRegistry at {registry.address}, head {head}"
 
 

@@ -25,6 +25,7 @@ from node.runtime import NodeContext
 from tests.assets.conftest import HEADER, loan_row, run_again_while_pending, write_tape
 from tests.assets.test_pools import admit_auditor, first_version_records
 from tests.chain.capped_rpc import capped_rpc
+from tests.cli.conftest import run_cli
 from tests.conftest import Bank, make_bank
 
 
@@ -105,6 +106,32 @@ def test_verify_bundle_still_verifies_after_later_events(life: Life) -> None:
     result = verify(life, life.bundle)
     assert result["verified"] is True, failed(result)
     assert result["facts"]["custodian_member_id_now"] == 3
+
+
+def test_audit_verify_says_as_of_which_block_and_what_changed_since(life: Life, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """The pool passed to another custodian after the bundle's block: the CLI said VERIFIED with nothing about the
+    block its custody chain was checked up to or the custodian now (only --json had it, and a failed verdict's facts
+    lacked the keys a script reads)."""
+    _a, b, c = life.nodes
+    lifecycle.propose_transfer(b, life.pool_id, "BANK-C")
+    lifecycle.accept_transfer(c, life.pool_id)
+    bundle_file = tmp_path / "bundle.json"
+    bundle_file.write_text(json.dumps(life.bundle))
+    args = ("audit", "verify", str(bundle_file), "--rpc", life.rpc_url, "--registry", life.registry)
+    human = run_cli(capsys, *args)
+    head = ChainClient(life.rpc_url).block_number()
+    assert human.code == 0, human.err
+    assert (f"the pool's history is verified as of block {life.bundle['as_of_block']} (chain head {head})"
+            in " ".join(human.out.split()))
+    assert (f"note: the pool changed custody after block {life.bundle['as_of_block']}: held by member 2 then, by "
+            "member 3 now") in " ".join(human.out.split())
+    facts = json.loads(run_cli(capsys, *args, "--json").out)["facts"]
+    assert (facts["custodian_member_id_as_of_block"], facts["custodian_member_id_now"]) == (2, 3)
+    bundle_file.write_text(json.dumps({**life.bundle, "chain_id": 5}))
+    refused = json.loads(run_cli(capsys, *args, "--json").out)
+    assert refused["verified"] is False and set(refused["facts"]) == set(facts)
+    assert refused["facts"]["custodian_member_id_now"] is None
 
 
 def test_verify_bundle_through_an_endpoint_that_caps_log_ranges(life: Life) -> None:
