@@ -40,16 +40,19 @@ def _refused_unless_readable(path: Path, what: str) -> Iterator[None]:
         raise InvalidInput(f"{what} {path} cannot be read: {exc.strerror or exc}", code="malformed_file") from None
 
 
-def read_json_file(path: Path, what: str) -> Any:
+def read_json_file(path: Path, what: str, *, max_chars: int | None = None) -> Any:
     """The JSON document in `path`, or InvalidInput saying in one line what is wrong with the file.
 
     A hostile file may nest its arrays thousands deep: that is refused like any other malformed file, not left to
-    escape as a RecursionError and a traceback.
+    escape as a RecursionError and a traceback. With `max_chars`, a longer file is refused after reading that much
+    (a device such as /dev/zero, or a huge file passed by mistake, was read whole into memory).
     """
     # utf-8-sig: a byte order mark, as Windows editors write, is skipped (RFC 8259 lets a parser ignore it), as
     # the CSV readers do; json.loads refused such a file as not JSON.
     with reading_text(path, what, encoding="utf-8-sig") as handle:
-        text = handle.read()
+        text = handle.read() if max_chars is None else handle.read(max_chars + 1)
+    if max_chars is not None and len(text) > max_chars:
+        raise InvalidInput(f"{what} {path} is larger than {max_chars:,} characters", code="malformed_file")
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

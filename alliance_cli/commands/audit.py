@@ -17,6 +17,10 @@ from node.assets.verify import verify_bundle
 from node.governance import parse_address
 from node.input_files import read_json_file
 
+# A bundle carries a proof of a few dozen hashes and the pool's history (custody, servicing reports with the loan's
+# status proofs, attestations): decades of monthly reports stay under a few MB.
+MAX_BUNDLE_CHARS = 64 * 2**20
+
 app = typer.Typer(help="Independent verification for auditors (needs only a chain endpoint).", no_args_is_help=True)
 
 
@@ -28,7 +32,7 @@ def audit_verify(
     json_output: JsonOption = False,
 ) -> None:
     """Verify a loan's provenance against the chain; exit code 1 unless every check passes."""
-    bundle = read_json_file(bundle_file, "provenance bundle")
+    bundle = read_json_file(bundle_file, "provenance bundle", max_chars=MAX_BUNDLE_CHARS)
     verdict = verify_bundle(bundle, rpc, parse_address(registry, what="registry address"))
     if json_output:
         console.print_json(verdict.to_json())

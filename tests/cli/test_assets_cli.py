@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import resource
 import socket
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from alliance_cli.commands import assets as assets_commands
+from alliance_cli.commands import audit as audit_commands
 from node.chain.client import ChainClient
 from node.chain.deployment import load_deployment
 from node.config import load_settings
@@ -306,3 +308,22 @@ def test_audit_verify_against_a_contract_of_another_abi_fails_the_chain_check(
     assert result.code == 1 and "Traceback" not in result.err
     chain_check = next(c for c in json.loads(result.out)["checks"] if c["name"] == "chain")
     assert not chain_check["ok"] and reason in chain_check["detail"], chain_check
+
+
+def test_audit_verify_refuses_a_huge_bundle_file_without_reading_it_whole(cli: CliRunner, tmp_path: Path,
+                                                                         rpc_url: str) -> None:
+    """The whole file was read into memory and parsed: /dev/zero (or a huge file passed by mistake) took the
+    machine's memory and ended in a MemoryError traceback."""
+    huge = tmp_path / "huge.json"
+    huge.write_text('{"format": "' + "a" * audit_commands.MAX_BUNDLE_CHARS + '"}')
+    result = cli("audit", "verify", str(huge), "--rpc", rpc_url, "--registry", "0x" + "11" * 20)
+    assert result.code == 1 and f"is larger than {audit_commands.MAX_BUNDLE_CHARS:,} characters" in one_error_line(
+        result.err)
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    used = int(re.search(r"VmSize:\s+(\d+) kB", Path("/proc/self/status").read_text())[1]) * 1024  # type: ignore[index]
+    resource.setrlimit(resource.RLIMIT_AS, (used + 2**30, hard))  # old code: a MemoryError here, not the machine's
+    try:
+        result = cli("audit", "verify", "/dev/zero", "--rpc", rpc_url, "--registry", "0x" + "11" * 20)
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    assert result.code == 1 and "provenance bundle /dev/zero is larger than" in one_error_line(result.err)
