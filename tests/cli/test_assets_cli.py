@@ -327,3 +327,20 @@ def test_audit_verify_refuses_a_huge_bundle_file_without_reading_it_whole(cli: C
     finally:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
     assert result.code == 1 and "provenance bundle /dev/zero is larger than" in one_error_line(result.err)
+
+
+def test_audit_verify_does_not_pass_a_bundles_terminal_escapes_through(cli: CliRunner, anchored: dict[str, Any],
+                                                                      tmp_path: Path, rpc_url: str,
+                                                                      data_dir: Path) -> None:
+    """A check's reason quotes the bundle (here its registry field): its ESC sequences reached the auditor's terminal
+    as they were, so a crafted bundle could clear the screen and write VERIFIED over the NOT VERIFIED line."""
+    registry = registry_address(data_dir, rpc_url)
+    bundle_file = tmp_path / "bundle.json"
+    assert cli("assets", "prove", "LN-000001", "--out", str(bundle_file)).code == 0
+    forged = {**json.loads(bundle_file.read_text()), "registry": "\x1b[2J\x1b[1A\x1b[1GVERIFIED\x07"}
+    bundle_file.write_text(json.dumps(forged))
+    result = cli("audit", "verify", str(bundle_file), "--rpc", rpc_url, "--registry", registry)
+    assert result.code == 1
+    assert "\x1b" not in result.out + result.err and "\x07" not in result.out + result.err
+    assert "NOT VERIFIED: the bundle names registry \\x1b[2J\\x1b[1A\\x1b[1GVERIFIED\\x07, verifying against" \
+        in result.err
