@@ -192,6 +192,15 @@ def _hash32(value: Any, where: str) -> bytes:
 
 # -- checks ----------------------------------------------------------------------------------------------------
 def _check_chain(registry: AssetRegistryClient, parsed: dict[str, Any]) -> str:
+    try:
+        return _check_endpoint(registry, parsed)
+    except (ValueError, TypeError) as exc:
+        # JSON-RPC in form, not an Ethereum node in content (a result of null, or "0xzz" for a number): web3 or the
+        # conversion of its answer raised, which was a traceback instead of a verdict.
+        raise _Failed(f"the endpoint does not answer as an Ethereum JSON-RPC node: malformed result ({exc})") from None
+
+
+def _check_endpoint(registry: AssetRegistryClient, parsed: dict[str, Any]) -> str:
     chain_id = registry.chain.chain_id
     if chain_id != parsed["chain_id"]:
         raise _Failed(f"the endpoint serves chain {chain_id}, the bundle is for chain {parsed['chain_id']}")

@@ -6,6 +6,8 @@ import json
 import re
 import resource
 import socket
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -344,3 +346,39 @@ def test_audit_verify_does_not_pass_a_bundles_terminal_escapes_through(cli: CliR
     assert "\x1b" not in result.out + result.err and "\x07" not in result.out + result.err
     assert "NOT VERIFIED: the bundle names registry \\x1b[2J\\x1b[1A\\x1b[1GVERIFIED\\x07, verifying against" \
         in result.err
+
+
+@pytest.mark.parametrize("result", ["null", '"0xzz"'])
+def test_audit_verify_against_an_endpoint_answering_malformed_results_fails_the_chain_check(
+        cli: CliRunner, anchored: dict[str, Any], tmp_path: Path, result: str) -> None:
+    """A server speaking JSON-RPC whose results are not an Ethereum node's (eth_chainId answered null or "0xzz"):
+    a TypeError or ValueError traceback from web3 or the int() of its answer."""
+    bundle_file = tmp_path / "bundle.json"
+    assert cli("assets", "prove", "LN-000001", "--out", str(bundle_file)).code == 0
+
+    class Answer(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            body = f'{{"jsonrpc": "2.0", "id": {json.dumps(request["id"])}, "result": {result}}}'.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Answer)
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    try:
+        verdict = cli("audit", "verify", str(bundle_file), "--rpc", f"http://127.0.0.1:{server.server_port}",
+                      "--registry", "0x" + "11" * 20, "--json")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert verdict.code == 1
+    chain_check = next(c for c in json.loads(verdict.out)["checks"] if c["name"] == "chain")
+    assert not chain_check["ok"]
+    assert "does not answer as an Ethereum JSON-RPC node: malformed result" in chain_check["detail"]
