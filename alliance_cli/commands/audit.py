@@ -56,6 +56,10 @@ def audit_verify(
             if facts["latest_version_now"] > facts["version"]:
                 console.info(f"note: the pool's latest version is now {facts['latest_version_now']}; this bundle "
                              f"proves version {facts['version']} only")
+            if len(facts["pools_holding_loan_now"]) > 1:
+                console.info(f"note: as of the chain head the loan's id is active in pools "
+                             f"{', '.join(map(str, facts['pools_holding_loan_now']))} at once: financed twice after "
+                             f"block {facts['as_of_block']}")
             if facts["custodian_member_id_now"] != facts["custodian_member_id_as_of_block"]:
                 console.info(f"note: the pool changed custody after block {facts['as_of_block']}: held by member "
                              f"{facts['custodian_member_id_as_of_block']} then, by member "

@@ -56,7 +56,7 @@ _BUNDLE_KEYS = {"format", "chain_id", "registry", "pool_id", "version", "record"
 # reading `--json` finds the same schema whatever the outcome.
 FACT_KEYS = ("loan_id", "pool_id", "version", "registry", "as_of_block", "chain_head",
              "custodian_member_id_as_of_block", "custodian_member_id_now", "latest_version_as_of_block",
-             "latest_version_now")
+             "latest_version_now", "pools_holding_loan_now")
 # The widths the chain gives these numbers (uint256 pool ids, uint32 versions): anything wider cannot be looked up.
 _INTEGER_BOUNDS = {"chain_id": 2**256, "pool_id": 2**256, "version": 2**32, "as_of_block": 2**64}
 
@@ -127,7 +127,7 @@ def verify_bundle(bundle: Any, rpc_url: str, registry_address: str) -> Verdict:
     history = pool_history(events)
     run("anchor", lambda: _check_anchor(registry, parsed, history))
     run("loan_ids", lambda: _check_loan_ids(registry, parsed, history))
-    run("double_financing", lambda: _check_double_financing(registry, parsed))
+    run("double_financing", lambda: _check_double_financing(registry, parsed, verdict.facts))
     roles = _RoleBook(registry)
     run("versions", lambda: _check_versions(events, roles))
     run("custody", lambda: _check_custody(events, history, parsed, roles))
@@ -290,9 +290,11 @@ def _check_loan_ids(registry: AssetRegistryClient, parsed: dict[str, Any], histo
             "the loan's among them")
 
 
-def _check_double_financing(registry: AssetRegistryClient, parsed: dict[str, Any]) -> str:
+def _check_double_financing(registry: AssetRegistryClient, parsed: dict[str, Any], facts: dict[str, Any]) -> str:
     """The loan not active in two pools at once as of the bundle's block: a genuine proof of a loan pledged to two
-    pools would otherwise verify. Ids of one key epoch only, as the chain shows them (see docs/assets.md)."""
+    pools would otherwise verify. Ids of one key epoch only, as the chain shows them (see docs/assets.md). The pools
+    holding it at the chain head go in `facts`: a loan pledged again after an older bundle's block does not fail
+    that bundle, but the auditor must hear of it."""
     loan_id, as_of = parsed["record"].loan_id, parsed["as_of_block"]
     counts: dict[tuple[int, int], int] = {}
 
@@ -301,7 +303,9 @@ def _check_double_financing(registry: AssetRegistryClient, parsed: dict[str, Any
             counts[(pool_id, version)] = registry.version(pool_id, version).loan_count
         return counts[(pool_id, version)]
 
-    pools = pools_holding_loan(registry.published_loan_ids(to_block=as_of), loan_id, loan_count)
+    chunks = registry.published_loan_ids(to_block=parsed["chain_head"])
+    facts["pools_holding_loan_now"] = pools_holding_loan(chunks, loan_id, loan_count)
+    pools = pools_holding_loan([c for c in chunks if c.block_number <= as_of], loan_id, loan_count)
     if len(pools) > 1:
         raise _Failed(f"by block {as_of} the loan's id is active in pools {', '.join(map(str, pools))} at once: "
                       "it is financed twice")

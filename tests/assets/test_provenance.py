@@ -310,7 +310,8 @@ def test_verify_bundle_flags_any_flipped_byte(life: Life) -> None:
         assert verify(life, tampered)["verified"] is False, target
 
 
-def test_verify_bundle_refuses_a_loan_financed_in_two_pools(life: Life, tmp_path: Path) -> None:
+def test_verify_bundle_refuses_a_loan_financed_in_two_pools(life: Life, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
     """A genuine bundle of a loan that another pool held as well verified: nothing told the auditor the loan was
     pledged twice. A loan that its pool's later version let go, taken into another pool, is not financed twice."""
     a = life.originator
@@ -324,7 +325,16 @@ def test_verify_bundle_refuses_a_loan_financed_in_two_pools(life: Life, tmp_path
                             "it is financed twice"}
     in_second = build_bundle(a, "LN-000004")
     assert in_second["pool_id"] == second and "double_financing" in failed(verify(life, in_second))
-    assert verify(life, life.bundle)["verified"] is True  # as of its block, the second pool did not exist
+    as_of_its_block = verify(life, life.bundle)  # as of its block, the second pool did not exist
+    assert as_of_its_block["verified"] is True
+    # ... but the auditor is told: it said VERIFIED with nothing about the second pledge.
+    assert as_of_its_block["facts"]["pools_holding_loan_now"] == [life.pool_id, second]
+    bundle_file = tmp_path / "bundle.json"
+    bundle_file.write_text(json.dumps(life.bundle))
+    human = run_cli(capsys, "audit", "verify", str(bundle_file), "--rpc", life.rpc_url, "--registry", life.registry)
+    assert human.code == 0
+    assert (f"note: as of the chain head the loan's id is active in pools {life.pool_id}, {second} at once: financed "
+            f"twice after block {life.bundle['as_of_block']}") in " ".join(human.out.split())
     result = verify(life, {**let_go, "as_of_block": head})
     assert result["verified"] is True, failed(result)
 
