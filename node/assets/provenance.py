@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from node.assets.history import BUNDLE_FORMAT, hex32, pool_history
 from node.assets.pools import asset_registry, build_tree, load_records
-from node.assets.records import LEAF_ENCODING, STATUS_ENCODING, LoanRecord, LoanStatus
+from node.assets.records import HASH32, LEAF_ENCODING, STATUS_ENCODING, LoanRecord, LoanStatus
 from node.chain.asset_registry import AssetRegistryClient
 from node.errors import InvalidInput, NotFound
 from node.merkle import StandardMerkleTree
@@ -42,11 +42,11 @@ def build_bundle(node: NodeContext, reference: str) -> dict[str, Any]:
                  .where(AssetVersion.state == "anchored")
                  .order_by(AssetVersion.block_number.desc()).limit(1))
         if reference.startswith("0x"):
-            try:
-                loan_id = bytes.fromhex(reference[2:])
-            except ValueError:
-                raise InvalidInput("a loan id is 0x + 64 hex digits", code="invalid_loan_id") from None
-            query = query.where(AssetLoan.loan_id == loan_id)
+            # In full: bytes.fromhex alone took "0x12" (or hex with spaces) as a shorter id, found nothing and
+            # answered loan_not_found (404) for a malformed id.
+            if not HASH32.fullmatch(reference):
+                raise InvalidInput("a loan id is 0x + 64 hex digits", code="invalid_loan_id")
+            query = query.where(AssetLoan.loan_id == bytes.fromhex(reference[2:]))
         else:
             _refuse_ambiguous_reference(session, reference)
             query = query.where(AssetLoan.loan_reference == reference)

@@ -286,6 +286,9 @@ def test_assets_api_unknown_loan_and_bad_statuses(api: ApiNode) -> None:
     auditor = api.headers(Role.auditor)
     missing = api.client.get("/v1/assets/loans/LN-1/provenance", headers=auditor)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "loan_not_found"
+    for malformed in ("0x12", "0xzz", "0x" + "ab" * 31 + "%20%20"):  # "0x12" was a 404 loan_not_found
+        refused = api.client.get(f"/v1/assets/loans/{malformed}/provenance", headers=auditor)
+        assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_loan_id", malformed
     bad = api.client.post("/v1/assets/pools/1/servicing", json={"period": 1, "statuses": {"0x12": "current"}},
                           headers=api.headers(Role.operator))
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "bad_statuses"
