@@ -86,6 +86,8 @@ def loan_statuses(session: Session, pool_id: int, loan_id: bytes) -> list[dict[s
         if loan_id not in loan_ids:
             continue
         statuses = json.loads(report.statuses)
+        if len(statuses) != len(loan_ids):  # the mirror lacks some of the version's ids (being rebuilt, or a sync
+            continue  # stopped half-way): no proof rather than a wrong one, or a ValueError from the zip below
         tree = StandardMerkleTree.of(list(zip(loan_ids, statuses, strict=True)), STATUS_ENCODING)
         if tree.root != bytes(report.status_root):
             continue  # the mirror lost this version's ids; no proof rather than a wrong one
