@@ -40,12 +40,23 @@ def _refused_unless_readable(path: Path, what: str) -> Iterator[None]:
         raise InvalidInput(f"{what} {path} cannot be read: {exc.strerror or exc}", code="malformed_file") from None
 
 
-def read_json_file(path: Path, what: str, *, max_chars: int | None = None) -> Any:
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise ValueError(f"the key {key[:40]!r} appears twice in one object")
+        seen[key] = value
+    return seen
+
+
+def read_json_file(path: Path, what: str, *, max_chars: int | None = None, unique_keys: bool = False) -> Any:
     """The JSON document in `path`, or InvalidInput saying in one line what is wrong with the file.
 
     A hostile file may nest its arrays thousands deep: that is refused like any other malformed file, not left to
     escape as a RecursionError and a traceback. With `max_chars`, a longer file is refused after reading that much
-    (a device such as /dev/zero, or a huge file passed by mistake, was read whole into memory).
+    (a device such as /dev/zero, or a huge file passed by mistake, was read whole into memory). With `unique_keys`,
+    an object naming a key twice is refused: json.loads keeps the last value, another reader of the same file may
+    keep the first, so what was checked and what a person reads could differ.
     """
     # utf-8-sig: a byte order mark, as Windows editors write, is skipped (RFC 8259 lets a parser ignore it), as
     # the CSV readers do; json.loads refused such a file as not JSON.
@@ -54,7 +65,7 @@ def read_json_file(path: Path, what: str, *, max_chars: int | None = None) -> An
     if max_chars is not None and len(text) > max_chars:
         raise InvalidInput(f"{what} {path} is larger than {max_chars:,} characters", code="malformed_file")
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=_unique_keys if unique_keys else None)
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"{what} {path} is not JSON: {exc}", code="malformed_file") from None
     except ValueError as exc:

@@ -38,7 +38,7 @@ def audit_verify(
     json_output: JsonOption = False,
 ) -> None:
     """Verify a loan's provenance against the chain; exit code 1 unless every check passes."""
-    bundle = read_json_file(bundle_file, "provenance bundle", max_chars=MAX_BUNDLE_CHARS)
+    bundle = read_json_file(bundle_file, "provenance bundle", max_chars=MAX_BUNDLE_CHARS, unique_keys=True)
     verdict = verify_bundle(bundle, rpc, parse_address(registry, what="registry address"))
     if json_output:
         console.print_json(verdict.to_json())

@@ -125,6 +125,15 @@ def test_assets_prove_and_audit_verify_without_data_dir(cli: CliRunner, anchored
     assert rejected.code == 1
     assert "NOT VERIFIED" in rejected.err and "the record was altered" in rejected.err
 
+    # The genuine status, then another one for the same key: json.loads kept the last, which verified, while a reader
+    # keeping the first (or a person reading the file) saw a status the chain never committed to.
+    bundle["record"]["interest_rate_micros"] -= 1
+    genuine = json.dumps(bundle["record"]["status"])
+    bundle_file.write_text(json.dumps(bundle).replace(f'"status": {genuine}',
+                                                      f'"status": "defaulted", "status": {genuine}'))
+    twice = cli("audit", "verify", str(bundle_file), "--rpc", rpc_url, "--registry", registry, env=nowhere)
+    assert twice.code == 1 and "the key 'status' appears twice in one object" in one_error_line(twice.err)
+
 
 def test_audit_verify_rejects_non_json_and_bad_registry(cli: CliRunner, tmp_path: Path, rpc_url: str) -> None:
     junk = tmp_path / "junk.json"
