@@ -152,6 +152,8 @@ def translate_errors(rpc_url: str) -> Iterator[None]:
         yield
     except ContractLogicError as exc:
         raise _revert_from(exc) from exc
+    except requests.ReadTimeout as exc:  # connected and asked, no answer in time: a slow or stuck endpoint
+        raise ChainUnavailable(f"chain RPC at {redacted_url(rpc_url)} did not answer in time") from exc
     except (requests.ConnectionError, requests.Timeout, ConnectionError) as exc:
         raise ChainUnavailable(f"chain RPC at {redacted_url(rpc_url)} is unreachable") from exc
     except requests.HTTPError as exc:  # a proxy or web server at the URL, not a JSON-RPC endpoint (or one down)

@@ -165,6 +165,31 @@ def test_an_rpc_url_answering_other_than_json_rpc_is_one_chain_error(body: bytes
     assert str(refused.value) == f"chain RPC at {shown} did not answer as a JSON-RPC endpoint"
 
 
+def test_an_rpc_endpoint_that_answers_too_slowly_is_not_called_unreachable() -> None:
+    """An endpoint that took the request and did not answer within the request timeout was reported as unreachable,
+    which sent an auditor (audit verify) or an operator looking at the network instead of the endpoint's load."""
+    answered = threading.Event()
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            answered.wait(5)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Slow)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(ChainUnavailable) as refused:
+            ChainClient(f"http://127.0.0.1:{server.server_port}/", request_timeout=0.3).head()
+    finally:
+        answered.set()
+        server.shutdown()
+        server.server_close()
+    assert str(refused.value) == f"chain RPC at http://127.0.0.1:{server.server_port}/ did not answer in time"
+
+
 def test_a_nonce_used_by_another_process_of_the_signer_is_taken_again_from_the_chain(rpc_url: str) -> None:
     """The API node and a CLI command sign with the bank's one key: the node's local count went stale once the CLI had
     sent a transaction, and the node's next transaction was refused ("nonce too low"), a failed anchor, transfer or
