@@ -239,7 +239,9 @@ def test_the_same_transaction_signed_by_two_processes_with_one_nonce_is_sent_onc
     assert by_node == by_cli
     assert mined_transactions(node) == [first, by_cli]
     assert node.wait_for_receipt(by_node).status == 1
-    assert node.sign_and_send(transfer_of(node)) not in (first, by_cli)  # its local count went on: nonce 2
+    third = node.sign_and_send(transfer_of(node))
+    assert third not in (first, by_cli)  # its local count went on: nonce 2
+    assert node.wait_for_receipt(third).status == 1  # automine answers the send before the block is in
     assert cli.rpc("eth_getTransactionCount", [signer.address, "latest"]) == "0x3"
 
 
@@ -258,7 +260,9 @@ def test_a_nonce_held_in_the_pool_by_another_process_of_the_signer_is_taken_agai
     assert mined_transactions(node) == [first, by_cli, by_node]
     assert node.wait_for_receipt(by_node).status == 1
     assert node.receipt_of(by_node).raw["to"] == other  # type: ignore[union-attr]
-    assert node.sign_and_send(transfer_of(node)) != by_node  # the count read from the chain went on: nonce 3
+    fourth = node.sign_and_send(transfer_of(node))
+    assert fourth != by_node  # the count read from the chain went on: nonce 3
+    assert node.wait_for_receipt(fourth).status == 1  # automine answers the send before the block is in
     assert cli.rpc("eth_getTransactionCount", [signer.address, "latest"]) == "0x4"
 
 
