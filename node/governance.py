@@ -1,16 +1,22 @@
 """Consortium membership as the CLI and API see it: validated input, then the registry contract.
 
 Input is checked here before anything is signed, so a malformed address or an unknown member is a
-clear error and never a transaction; what only the chain can know (quorum, double votes) comes
-back as the contract's custom error.
+clear error and never a transaction; what only the chain can know (quorum, another bank's double
+vote) comes back as the contract's custom error.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from node.chain.errors import (
+    AllianceRegistryAlreadyVoted,
+    AllianceRegistryProposalAlreadyExecuted,
+    ChainError,
+)
 from node.chain.registry import (
     Member,
     MemberRole,
@@ -174,38 +180,111 @@ def admission_request(*, account: str, role: str, name: str, bank_code: str,
     return AdmissionRequest(address, clean_role, clean_name, clean_code, parse_encryption_key(encryption_key))
 
 
+# Run again after its answer was lost (a crash, a client's retry), a governance write first waits for the
+# transactions its signer sent before to be mined, then looks on chain for what it would do, holding the signer's
+# lock from the look to the receipt (`one_writer`) so that another process of this node doing it at the same moment
+# finds it too: sent again, a proposal was proposed twice (the banks' votes split between the two, and the second to
+# reach its quorum is refused as a change that no longer applies, reverting the vote that reached it), and a vote or
+# an execute was refused (AlreadyVoted, ProposalAlreadyExecuted) as if it had not happened.
+
+
 def propose(registry: RegistryClient, action: ProposalAction, *, target: str | None = None,
             admission: AdmissionRequest | None = None, new_account: str | None = None) -> ProposalOutcome:
+    """Propose a membership change, or, if the very same change is open already (this proposal run again after its
+    answer was lost, or another bank's), answer that proposal with this bank's vote in it, cast once."""
+    draft, send = _proposal_to_send(registry, action, target=target, admission=admission, new_account=new_account)
+    with registry.chain.one_writer():
+        registry.chain.wait_for_sent()
+        same = _open_proposal_like(registry, draft)
+        if same is None:
+            return send()
+        earlier = registry.vote_receipt(same.proposal_id, _signer_account(registry))
+        if earlier is None:
+            return registry.vote(same.proposal_id)
+        return ProposalOutcome(same.proposal_id, False, earlier)
+
+
+def _proposal_to_send(registry: RegistryClient, action: ProposalAction, *, target: str | None,
+                      admission: AdmissionRequest | None,
+                      new_account: str | None) -> tuple[Proposal, Callable[[], ProposalOutcome]]:
+    """The proposal as the contract would store it (its id, proposer and times left zero), and its send."""
     if action == ProposalAction.admit:
         if admission is None:
             raise InvalidInput("an admission needs account, role, name, bank code and encryption key",
                                code="missing_field")
-        return registry.propose_admission(admission.account, admission.role, admission.name,
-                                          admission.bank_code, admission.encryption_key)
+        a = admission
+        return (_draft(ProposalKind.admit, 0, a.account, a.role, a.encryption_key, a.name, a.bank_code),
+                lambda: registry.propose_admission(a.account, a.role, a.name, a.bank_code, a.encryption_key))
     if target is None:
         raise InvalidInput(f"a {action} proposal needs the target member", code="missing_field")
     member = find_member(registry, target)
     if action == ProposalAction.suspend:
-        return registry.propose_suspension(member.member_id)
+        return (_draft(ProposalKind.suspend, member.member_id, member.account),
+                lambda: registry.propose_suspension(member.member_id))
     if action == ProposalAction.reinstate:
-        return registry.propose_reinstatement(member.member_id)
+        return (_draft(ProposalKind.reinstate, member.member_id, member.account),
+                lambda: registry.propose_reinstatement(member.member_id))
     if action == ProposalAction.remove:
-        return registry.propose_removal(member.member_id)
+        return (_draft(ProposalKind.remove, member.member_id, member.account),
+                lambda: registry.propose_removal(member.member_id))
     if new_account is None:
         raise InvalidInput("a rotation needs the new signing address", code="missing_field")
-    return registry.propose_signer_rotation(member.member_id, parse_address(new_account, what="new account"))
+    account = parse_address(new_account, what="new account")
+    return (_draft(ProposalKind.rotate_signer, member.member_id, account),
+            lambda: registry.propose_signer_rotation(member.member_id, account))
+
+
+def _draft(kind: ProposalKind, member_id: int, account: str, role: MemberRole = MemberRole.none,
+           encryption_key: bytes = bytes(32), name: str = "", bank_code: str = "") -> Proposal:
+    return Proposal(0, kind, member_id, account, role, encryption_key, "", 0, 0, 0, False, name, bank_code)
+
+
+def _open_proposal_like(registry: RegistryClient, draft: Proposal) -> Proposal | None:
+    """The oldest proposal neither executed nor expired that would make the change `draft` makes."""
+    now = registry.chain.head().timestamp
+    for p in registry.proposals():
+        if p.executed or now > p.expires_at:
+            continue
+        if ((p.kind, p.member_id, p.account.lower(), p.role, p.encryption_key, p.name, p.bank_code)
+                == (draft.kind, draft.member_id, draft.account.lower(), draft.role, draft.encryption_key, draft.name,
+                    draft.bank_code)):
+            return p
+    return None
 
 
 def vote(registry: RegistryClient, proposal_id: int) -> ProposalOutcome:
+    """Vote for a proposal; run again after its answer was lost, the vote this bank cast (by proposing it, too)."""
     find_proposal(registry, proposal_id)
-    return registry.vote(proposal_id)
+    return registry.chain.send_once(lambda: _voted_earlier(registry, proposal_id),
+                                    lambda: registry.vote(proposal_id), refused_as_done=(AllianceRegistryAlreadyVoted,))
+
+
+def _voted_earlier(registry: RegistryClient, proposal_id: int) -> ProposalOutcome | None:
+    earlier = registry.vote_receipt(proposal_id, _signer_account(registry))
+    if earlier is None:
+        return None
+    return ProposalOutcome(proposal_id, registry.proposal(proposal_id).executed, earlier)
 
 
 def execute(registry: RegistryClient, proposal_id: int) -> ProposalOutcome:
     """Execute a proposal whose votes pass it now although no vote did: the active count dropped since its last
-    vote (a suspension or removal), and its voters cannot vote again."""
+    vote (a suspension or removal), and its voters cannot vote again. Executed already by a transaction of this bank
+    (this execute run again after its answer was lost), that transaction; by another bank's, the contract's refusal."""
     find_proposal(registry, proposal_id)
-    return registry.execute(proposal_id)
+    return registry.chain.send_once(lambda: _executed_earlier(registry, proposal_id),
+                                    lambda: registry.execute(proposal_id),
+                                    refused_as_done=(AllianceRegistryProposalAlreadyExecuted,))
+
+
+def _executed_earlier(registry: RegistryClient, proposal_id: int) -> ProposalOutcome | None:
+    receipt = registry.execution_receipt(proposal_id, _signer_account(registry))
+    return None if receipt is None else ProposalOutcome(proposal_id, True, receipt)
+
+
+def _signer_account(registry: RegistryClient) -> str:
+    if registry.chain.signer is None:
+        raise ChainError("this operation needs the bank's signing key, and none was loaded")
+    return registry.chain.signer.address
 
 
 def besu_accounts_allowlist(registry: RegistryClient) -> str:

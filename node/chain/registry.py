@@ -209,6 +209,22 @@ class RegistryClient:
         receipt = self.chain.transact(self.contract.functions.execute(proposal_id), min_gas=GOVERNANCE_MIN_GAS)
         return ProposalOutcome(proposal_id, self._executed(receipt), receipt)
 
+    def vote_receipt(self, proposal_id: int, account: str) -> Receipt | None:
+        """The receipt of `account`'s vote on the proposal (its proposal's, for the proposer), if the chain has one."""
+        logs = self.chain.event_logs(self.contract.events.VoteCast(), argument_filters={
+            "proposalId": proposal_id, "voter": Web3.to_checksum_address(account)})
+        return self.chain.wait_for_receipt(logs[0]["transactionHash"].to_0x_hex()) if logs else None
+
+    def execution_receipt(self, proposal_id: int, sent_by: str) -> Receipt | None:
+        """The receipt of the transaction that executed the proposal (an execute, a vote or the proposal itself), if
+        `sent_by` sent it."""
+        logs = self.chain.event_logs(self.contract.events.ProposalExecuted(),
+                                     argument_filters={"proposalId": proposal_id})
+        if not logs:
+            return None
+        receipt = self.chain.wait_for_receipt(logs[0]["transactionHash"].to_0x_hex())
+        return receipt if str(receipt.raw["from"]).lower() == sent_by.lower() else None
+
     def set_encryption_key(self, key: bytes) -> Receipt:
         return self.chain.transact(self.contract.functions.setEncryptionKey(key))
 

@@ -1,0 +1,151 @@
+"""Governance writes run again after their answer was lost (a crash, a client's retry): each acts once."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from node import governance
+from node.chain.errors import AllianceRegistryProposalAlreadyExecuted
+from node.chain.registry import MemberStatus, RegistryClient
+from node.chain.signer import Signer
+from node.config import load_settings
+from node.governance import ProposalAction
+from node.runtime import NodeContext
+from tests.assets.conftest import run_again_while_pending
+from tests.conftest import TEST_PASSPHRASE, Consortium, LedgerNodes, deploy_test_consortium
+
+KEY = "0x" + "42" * 32
+
+
+def _registries(consortium: Consortium) -> list[RegistryClient]:
+    return [consortium.registry(bank) for bank in consortium.banks]
+
+
+def test_proposing_again_while_the_first_proposal_is_pending_keeps_one_proposal(
+        consortium: Consortium, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node stopped after sending a suspension, before it was mined: run again, it proposed the suspension a second
+    time. The banks' votes then split between the two, and the vote that brought the second to its quorum was
+    refused (its member was suspended already), reverting that vote."""
+    a, b, _c = _registries(consortium)
+    again = run_again_while_pending(a.chain, monkeypatch,
+                                    lambda: governance.propose(a, ProposalAction.suspend, target="BANK-C"))
+    assert (again.proposal_id, again.executed, a.proposal_count()) == (1, False, 1)
+    assert again.receipt.tx_hash == a.vote_receipt(1, consortium.banks[0].address).tx_hash  # type: ignore[union-attr]
+    once_more = governance.propose(a, ProposalAction.suspend, target="BANK-C")
+    assert (once_more.proposal_id, once_more.receipt.tx_hash) == (1, again.receipt.tx_hash)
+    # Another bank proposing the very same change votes in the open proposal instead of splitting the votes.
+    seconded = governance.propose(b, ProposalAction.suspend, target="BANK-C")
+    assert (seconded.proposal_id, seconded.executed, a.proposal_count()) == (1, True, 1)
+    assert a.member(3).status == MemberStatus.suspended
+
+
+def test_a_different_change_or_an_expired_proposal_is_proposed_anew(consortium: Consortium) -> None:
+    a, _b, _c = _registries(consortium)
+    newcomer = Signer.generate().address
+    request = governance.admission_request(account=newcomer, role="member", name="Bank D", bank_code="BANK-D",
+                                           encryption_key=KEY)
+    assert governance.propose(a, ProposalAction.admit, admission=request).proposal_id == 1
+    other = governance.admission_request(account=newcomer, role="auditor", name="Bank D", bank_code="BANK-D",
+                                         encryption_key=KEY)
+    assert governance.propose(a, ProposalAction.admit, admission=other).proposal_id == 2
+    assert governance.propose(a, ProposalAction.suspend, target="BANK-B").proposal_id == 3
+    assert governance.propose(a, ProposalAction.suspend, target="BANK-C").proposal_id == 4
+    a.chain.rpc("evm_increaseTime", [a.proposal(1).expires_at - a.chain.head().timestamp + 1])
+    a.chain.rpc("evm_mine")
+    assert governance.propose(a, ProposalAction.admit, admission=request).proposal_id == 5
+
+
+def test_voting_again_returns_the_vote_cast(consortium: Consortium, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node stopped after sending its vote, before it was mined: run again, the vote was refused
+    (ProposalAlreadyExecuted once the first copy had executed the proposal, AlreadyVoted else) although this bank's
+    vote was on chain. Each run now returns it; a bank that did not vote still gets the contract's refusal."""
+    a, b, c = _registries(consortium)
+    admission = governance.admission_request(account=Signer.generate().address, role="member", name="Bank D",
+                                             bank_code="BANK-D", encryption_key=KEY)
+    proposed = governance.propose(a, ProposalAction.admit, admission=admission)
+    assert governance.vote(a, 1).receipt.tx_hash == proposed.receipt.tx_hash  # the proposer's vote
+    again = run_again_while_pending(b.chain, monkeypatch, lambda: governance.vote(b, 1))
+    assert again.executed
+    assert again.receipt.tx_hash == a.vote_receipt(1, consortium.banks[1].address).tx_hash  # type: ignore[union-attr]
+    assert (a.member_count(), a.proposal(1).votes) == (4, 2)
+    once_more = governance.vote(b, 1)
+    assert (once_more.executed, once_more.receipt.tx_hash) == (True, again.receipt.tx_hash)
+    with pytest.raises(AllianceRegistryProposalAlreadyExecuted):  # C did not vote: the contract's refusal stands
+        governance.vote(c, 1)
+
+
+def test_executing_again_returns_the_execution(rpc_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node stopped after sending an execute, before it was mined: run again, it was refused
+    (ProposalAlreadyExecuted) although this bank had executed the proposal. It now returns that execution; one by
+    another bank's transaction is still refused."""
+    consortium = deploy_test_consortium(rpc_url, founders=4)
+    a, b, c, _d = _registries(consortium)
+    admission = governance.admission_request(account=Signer.generate().address, role="member", name="Bank E",
+                                             bank_code="BANK-E", encryption_key=KEY)
+    governance.propose(a, ProposalAction.admit, admission=admission)
+    assert not governance.vote(b, 1).executed  # 2 of 4
+    governance.propose(a, ProposalAction.suspend, target="BANK-D")
+    governance.vote(b, 2)
+    assert governance.vote(c, 2).executed  # 3 active now: proposal 1's 2 votes pass it
+    again = run_again_while_pending(a.chain, monkeypatch, lambda: governance.execute(a, 1))
+    assert again.executed
+    assert a.member_count() == 5
+    once_more = governance.execute(a, 1)
+    assert (once_more.executed, once_more.receipt.tx_hash) == (True, again.receipt.tx_hash)
+    with pytest.raises(AllianceRegistryProposalAlreadyExecuted):  # executed by C's vote, not by A
+        governance.execute(a, 2)
+
+
+def _propose_in_a_process(node_settings: dict[str, Any], arrivals: Path, start: Any, answers: Any) -> None:
+    """`member propose suspend BANK-C` of node A, its send held until the other process reached its send too (or 4s
+    passed: with the signer's lock, the other is waiting for it)."""
+    node = NodeContext(load_settings(key_passphrase=TEST_PASSPHRASE, **node_settings))
+    try:
+        send = RegistryClient.propose_suspension
+
+        def delayed(registry: RegistryClient, member_id: int) -> Any:
+            (arrivals / str(os.getpid())).touch()
+            deadline = time.monotonic() + 4.0
+            while len(list(arrivals.iterdir())) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            return send(registry, member_id)
+
+        RegistryClient.propose_suspension = delayed  # type: ignore[method-assign]
+        assert node.signer is not None  # the key unlocked before the start
+        start.wait(timeout=60)
+        outcome = governance.propose(node.registry(signing=True), ProposalAction.suspend, target="BANK-C")
+        answers.put(("done", outcome.proposal_id, outcome.receipt.tx_hash))
+    except Exception as exc:  # reported to the test, which fails on it
+        answers.put(("failed", f"{type(exc).__name__}: {exc}", ""))
+    finally:
+        node.close()
+
+
+def test_two_processes_proposing_one_change_at_once_make_one_proposal(ledger_nodes: LedgerNodes,
+                                                                      tmp_path: Path) -> None:
+    """The API server's and a CLI command's process of one node proposed the same suspension at the same moment:
+    both looked, found no such proposal, and sent one each. One proposes it now, the other finds it."""
+    a = ledger_nodes.nodes[0]
+    settings = {name: getattr(a.settings, name)
+                for name in ("data_dir", "network", "rpc_url", "deployment_file", "database_url")}
+    arrivals = tmp_path / "arrivals"
+    arrivals.mkdir()
+    spawn = multiprocessing.get_context("spawn")
+    start, answers = spawn.Barrier(2), spawn.Queue()
+    processes = [spawn.Process(target=_propose_in_a_process, args=(settings, arrivals, start, answers))
+                 for _ in range(2)]
+    for process in processes:
+        process.start()
+    try:
+        results = [answers.get(timeout=120) for _ in processes]
+    finally:
+        for process in processes:
+            process.join(timeout=30)
+    assert results == [("done", 1, results[0][2])] * 2, results
+    assert a.registry().proposal_count() == 1
