@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from node.chain.errors import (
+    AllianceRegistryAccountInUse,
     AllianceRegistryAlreadyVoted,
+    AllianceRegistryBankCodeInUse,
+    AllianceRegistryInvalidMemberStatus,
     AllianceRegistryProposalAlreadyExecuted,
     ChainError,
 )
@@ -197,7 +200,7 @@ def propose(registry: RegistryClient, action: ProposalAction, *, target: str | N
         registry.chain.wait_for_sent()
         same = _open_proposal_like(registry, draft)
         if same is None:
-            return send()
+            return _send_unless_made(registry, draft, send)
         earlier = registry.vote_receipt(same.proposal_id, _signer_account(registry))
         if earlier is None:
             return registry.vote(same.proposal_id)
@@ -245,11 +248,48 @@ def _open_proposal_like(registry: RegistryClient, draft: Proposal) -> Proposal |
     for p in registry.proposals():
         if p.executed or now > p.expires_at:
             continue
-        if ((p.kind, p.member_id, p.account.lower(), p.role, p.encryption_key, p.name, p.bank_code)
-                == (draft.kind, draft.member_id, draft.account.lower(), draft.role, draft.encryption_key, draft.name,
-                    draft.bank_code)):
+        if _same_change(p, draft):
             return p
     return None
+
+
+# The contract's refusals of a proposal whose change is made already: its target has the status it would give it
+# (suspended, reinstated, removed), its new account or its newcomer's bank code and account are in use.
+_MADE_ALREADY = (AllianceRegistryInvalidMemberStatus, AllianceRegistryAccountInUse, AllianceRegistryBankCodeInUse)
+
+
+def _send_unless_made(registry: RegistryClient, draft: Proposal,
+                      send: Callable[[], ProposalOutcome]) -> ProposalOutcome:
+    """`send()`; refused as made already, the proposal of this bank's vote that made it (one that executed at once,
+    its quorum one vote, run again after its answer was lost), else the refusal."""
+    try:
+        return send()
+    except _MADE_ALREADY:
+        registry.chain.wait_for_sent()  # a process signing for this bank without this lock may have sent it since
+        made = _executed_proposal_like(registry, draft)
+        voted = None if made is None else registry.vote_receipt(made.proposal_id, _signer_account(registry))
+        if made is None or voted is None:
+            raise
+        return ProposalOutcome(made.proposal_id, True, voted)
+
+
+def _executed_proposal_like(registry: RegistryClient, draft: Proposal) -> Proposal | None:
+    """The executed proposal that made the change `draft` makes and whose change still holds: the admission of its
+    account (admitted once ever), or the latest change executed on its target member if it is this one (a change
+    since, a reinstatement after a suspension, makes it an earlier one that a new proposal would not repeat)."""
+    executed = [p for p in reversed(registry.proposals()) if p.executed]
+    if draft.kind == ProposalKind.admit:
+        return next((p for p in executed if p.kind == ProposalKind.admit and _same_change(p, draft, member_id=False)),
+                    None)
+    latest = next((p for p in executed if p.kind != ProposalKind.admit and p.member_id == draft.member_id), None)
+    return latest if latest is not None and _same_change(latest, draft) else None
+
+
+def _same_change(p: Proposal, draft: Proposal, *, member_id: bool = True) -> bool:
+    """Whether `p` makes the change `draft` makes (an admission's member id is set when it executes)."""
+    return ((p.kind, p.member_id if member_id else 0, p.account.lower(), p.role, p.encryption_key, p.name,
+             p.bank_code) == (draft.kind, draft.member_id if member_id else 0, draft.account.lower(), draft.role,
+                              draft.encryption_key, draft.name, draft.bank_code))
 
 
 def vote(registry: RegistryClient, proposal_id: int) -> ProposalOutcome:

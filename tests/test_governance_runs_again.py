@@ -11,7 +11,11 @@ from typing import Any
 import pytest
 
 from node import governance
-from node.chain.errors import AllianceRegistryProposalAlreadyExecuted
+from node.chain.errors import (
+    AllianceRegistryBankCodeInUse,
+    AllianceRegistryInvalidMemberStatus,
+    AllianceRegistryProposalAlreadyExecuted,
+)
 from node.chain.registry import MemberStatus, RegistryClient
 from node.chain.signer import Signer
 from node.config import load_settings
@@ -149,3 +153,31 @@ def test_two_processes_proposing_one_change_at_once_make_one_proposal(ledger_nod
             process.join(timeout=30)
     assert results == [("done", 1, results[0][2])] * 2, results
     assert a.registry().proposal_count() == 1
+
+
+def test_proposing_again_a_change_made_at_once_returns_its_proposal(rpc_url: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a quorum of one vote the proposal executes when mined. Stopped before its receipt and run again, the
+    proposal was refused as a change that no longer applies (AllianceRegistryBankCodeInUse for an admission,
+    AllianceRegistryInvalidMemberStatus for a suspension) although this bank had just made it. It now answers that
+    proposal; a change made since (a reinstatement, a removal) leaves the contract's refusal standing."""
+    a = _registries(deploy_test_consortium(rpc_url, founders=1))[0]
+    observer = governance.admission_request(account=Signer.generate().address, role="observer", name="Bank D",
+                                            bank_code="BANK-D", encryption_key=KEY)
+    admitted = run_again_while_pending(a.chain, monkeypatch,
+                                       lambda: governance.propose(a, ProposalAction.admit, admission=observer))
+    assert (admitted.proposal_id, admitted.executed, a.proposal_count(), a.member_count()) == (1, True, 1, 2)
+    suspended = run_again_while_pending(a.chain, monkeypatch,
+                                        lambda: governance.propose(a, ProposalAction.suspend, target="BANK-D"))
+    assert (suspended.proposal_id, suspended.executed, a.proposal_count()) == (2, True, 2)
+    assert governance.propose(a, ProposalAction.suspend, target="BANK-D").receipt.tx_hash == suspended.receipt.tx_hash
+    assert governance.propose(a, ProposalAction.reinstate, target="BANK-D").proposal_id == 3
+    assert governance.propose(a, ProposalAction.suspend, target="BANK-D").proposal_id == 4  # a new suspension
+    assert governance.propose(a, ProposalAction.remove, target="BANK-D").proposal_id == 5
+    with pytest.raises(AllianceRegistryInvalidMemberStatus):  # removed since: not this bank's suspension to answer
+        governance.propose(a, ProposalAction.suspend, target="BANK-D")
+    other = governance.admission_request(account=Signer.generate().address, role="observer", name="Bank D",
+                                         bank_code="BANK-D", encryption_key=KEY)
+    with pytest.raises(AllianceRegistryBankCodeInUse):  # another bank under a code in use: not the one admitted
+        governance.propose(a, ProposalAction.admit, admission=other)
+    assert a.proposal_count() == 5
