@@ -89,6 +89,14 @@ def anchored_pool(node: NodeContext, tmp_path: Path, name: str) -> int:
     return pool_id
 
 
+def assert_attested_once(reader: NodeContext, pool_id: int, results: list[tuple[str, str, int]]) -> None:
+    """Both processes answered one receipt, and the chain holds that one attestation only."""
+    assert [r[0] for r in results] == ["done", "done"], results
+    assert results[0] == results[1]
+    attested = [e.tx_hash for e in asset_registry(reader).pool_events(pool_id) if e.kind == "attested"]
+    assert attested == [results[0][1]]
+
+
 def test_two_processes_attesting_one_version_at_once_record_one_attestation(ledger_nodes: LedgerNodes,
                                                                             banks: list[NodeContext],
                                                                             tmp_path: Path) -> None:
@@ -99,10 +107,7 @@ def test_two_processes_attesting_one_version_at_once_record_one_attestation(ledg
     pool_id = anchored_pool(banks[0], tmp_path, "attested")
     results = in_two_processes_at_once([auditor, auditor], tmp_path, "attest", pool_id, 1,
                                        lifecycle.report_hash_of(b"report"))
-    assert [r[0] for r in results] == ["done", "done"], results
-    assert results[0] == results[1]
-    attested = [e.tx_hash for e in asset_registry(banks[0]).pool_events(pool_id) if e.kind == "attested"]
-    assert attested == [results[0][1]]
+    assert_attested_once(banks[0], pool_id, results)
 
 
 @pytest.mark.postgres
@@ -123,10 +128,7 @@ def test_two_hosts_attesting_one_version_at_once_on_one_postgresql_store_record_
     pool_id = anchored_pool(banks[0], tmp_path, "attested")
     results = in_two_processes_at_once([auditor, replica], tmp_path, "attest", pool_id, 1,
                                        lifecycle.report_hash_of(b"report"))
-    assert [r[0] for r in results] == ["done", "done"], results
-    assert results[0] == results[1]
-    attested = [e.tx_hash for e in asset_registry(banks[0]).pool_events(pool_id) if e.kind == "attested"]
-    assert attested == [results[0][1]]
+    assert_attested_once(banks[0], pool_id, results)
 
 
 def test_two_processes_accepting_one_transfer_at_once_both_answer_the_accept(banks: list[NodeContext],
