@@ -57,7 +57,7 @@ WEBHOOK_RETRY_BATCH = 50
 WEBHOOK_PENDING_GRACE = timedelta(seconds=30)
 logger = logging.getLogger(__name__)
 # httpx logs each request's URL in full at INFO (httpcore its connections at DEBUG), and a webhook URL may carry its
-# credentials (a token in its path or query): at INFO (`node start`) or DEBUG (`--debug`) they reached the node's
+# credentials (a token in its path or query): with `--debug` (or any logging set up at INFO) they reached the node's
 # log. Only warnings of theirs are kept; a failed delivery is logged here, without the URL.
 for _http_logger in ("httpx", "httpcore"):
     logging.getLogger(_http_logger).setLevel(logging.WARNING)
