@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -69,7 +69,13 @@ def test_a_write_waits_for_another_process_at_most_the_receipt_timeout_and_sends
 def test_a_thread_may_take_the_lock_it_holds_and_other_threads_wait_for_it(tmp_path: Path) -> None:
     """Two API requests of one process exclude each other like two processes; a write inside a held section (a
     send_once within one_writer) does not wait for itself."""
-    lock = SignerLock(tmp_path / "signer.lock")
+    assert reentered_while_another_thread_waits(SignerLock(tmp_path / "signer.lock")) == ["inner", "outer", "other"]
+
+
+def reentered_while_another_thread_waits(lock: SignerLock, *, while_reentered: Callable[[], None] = lambda: None,
+                                         after_reentry: Callable[[], None] = lambda: None) -> list[str]:
+    """Take `lock`, take it again inside, start another thread taking it, and answer the order things happened in
+    ("inner" and "outer" when the two holds end, "other" when the thread got it)."""
     events: list[str] = []
 
     def other_request() -> None:
@@ -78,13 +84,15 @@ def test_a_thread_may_take_the_lock_it_holds_and_other_threads_wait_for_it(tmp_p
 
     with lock.held(timeout=1):
         with lock.held(timeout=1):
+            while_reentered()
             other = threading.Thread(target=other_request)
             other.start()
             time.sleep(0.3)
             events.append("inner")
+        after_reentry()
         events.append("outer")
     other.join()
-    assert events == ["inner", "outer", "other"]
+    return events
 
 
 def test_a_data_dir_it_may_not_write_is_one_clear_error(tmp_path: Path) -> None:
@@ -171,24 +179,17 @@ def test_the_advisory_lock_is_held_once_per_thread_and_released_after(tmp_path: 
     ends another session may take it (not left with a pooled connection)."""
     lock = store_lock(tmp_path / "signer.lock", store_engine)
     other_host = store_lock(tmp_path / "other-host.lock", store_engine)  # another data dir: no shared file
-    events: list[str] = []
 
-    def other_request() -> None:
-        with lock.held(timeout=10):
-            events.append("other")
-
-    with lock.held(timeout=1):
-        with lock.held(timeout=1):
-            assert not taken_by_another_session(store_engine)
-            with pytest.raises(SignerBusy), other_host.held(timeout=0.2):
-                pass
-            other = threading.Thread(target=other_request)
-            other.start()
-            time.sleep(0.3)
-            events.append("inner")
+    def still_held_by_this_session() -> None:
         assert not taken_by_another_session(store_engine)
-        events.append("outer")
-    other.join()
+
+    def held_here_and_refused_to_another_host() -> None:
+        still_held_by_this_session()
+        with pytest.raises(SignerBusy), other_host.held(timeout=0.2):
+            pass
+
+    events = reentered_while_another_thread_waits(
+        lock, while_reentered=held_here_and_refused_to_another_host, after_reentry=still_held_by_this_session)
     assert events == ["inner", "outer", "other"]
     assert taken_by_another_session(store_engine)
     assert taken_by_another_session(store_engine, "0xdef")  # another signer's key is another lock

@@ -206,13 +206,15 @@ def check_pool_binding(node: NodeContext, pool_name: str, pool_id: int) -> bytes
         info = asset_registry(node).pool(pool_id)  # AssetRegistryUnknownPool for a pool never registered
         member_id = node.member_id
     except ChainUnavailable as exc:
-        with node.store.session() as session:
-            _refuse_other_binding(session, name, pool_id, own_registration=None)
-        logger.warning("pool %s: custody not checked at import, the chain is unreachable (%s)", pool_id, exc)
-        return None
-    own_registration = info.metadata_hash if info.originator_member_id == member_id else None
+        unreachable: ChainUnavailable | None = exc
+    else:
+        unreachable = None
+    own_registration = info.metadata_hash if unreachable is None and info.originator_member_id == member_id else None
     with node.store.session() as session:
         _refuse_other_binding(session, name, pool_id, own_registration=own_registration)
+    if unreachable is not None:
+        logger.warning("pool %s: custody not checked at import, the chain is unreachable (%s)", pool_id, unreachable)
+        return None
     if info.custodian_member_id != member_id:
         hint = (f"accept its transfer first (`alliance assets accept {pool_id}`)"
                 if info.pending_custodian_member_id == member_id else "only its custodian anchors its versions")
