@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import csv
 import heapq
 import io
@@ -25,19 +26,21 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select
 
-from node.assets.loan_tape import MAX_RATE_MICROS, SUPPORTED_CURRENCIES
+from node.assets.loan_tape import MAX_LOAN_REFERENCE, MAX_RATE_MICROS, SUPPORTED_CURRENCIES
 from node.errors import InvalidInput
 from node.extensions.hookspecs import hookimpl
-from node.ledger.checks import state_policy
+from node.ledger.checks import ledger_address, state_policy
 from node.ledger.indicator_state import derive_state
-from node.ledger.mirror import facts_for
+from node.ledger.mirror import facts_for, mirror_status
 from node.modules.credit_platform import refresh_borrower_indicators, unseal_applicant
 from node.modules.policy import policy_for
+from node.modules.selection_snapshots import SNAPSHOT_ID_LENGTH, SnapshotGone, is_snapshot_id, snapshots_of
 from node.store.application_tables import BookedLoanRow, BorrowerIndicator, LoanApplication
 from node.store.asset_tables import AssetLoan, AssetPool, AssetVersion
 from node.store.ledger_tables import MirrorRecord
@@ -168,21 +171,73 @@ class EligiblePage:
     next_after: str | None
 
 
+@dataclass(frozen=True)
+class _Verdicts:
+    """A selection's verdicts as a page snapshot keeps them: every loan once, in the order the pages list them."""
+
+    references: list[str]  # by code point, alike on every store
+    reasons: list[str | None]  # why each loan is left out; None: selected
+    total_principal_minor: int
+    as_of_block: int  # the ledger mirror's last block when the selection began (-1 before the first sync)
+
+
 def eligible_page(node: Any, *, after: str | None = None, limit: int = DEFAULT_ELIGIBLE_PAGE) -> EligiblePage:
-    """The verdicts of the loans whose references sort after the cursor `after` (by code point, alike on every
-    store), at most `limit` of them. The selection is made over every loan each time (concentration limits weigh
-    the whole pool), so `total_principal` is the whole selection's."""
-    last = None if after is None else _reference_of_cursor(after)
+    """The verdicts of at most `limit` loans, in reference order: from the first without `after`, else from the one
+    after the cursor's reference. The first page makes the selection over every loan (concentration limits weigh the
+    whole pool, so `total_principal` is the whole selection's) and, while more pages follow, keeps it as a snapshot
+    (node.modules.selection_snapshots) that the cursor names: the later pages are that selection's, however the book
+    changed since. A snapshot no longer held is `cursor_expired` (410), as is a cursor from before snapshots."""
+    if after is None:
+        taken_at, verdicts = datetime.now(UTC), _verdicts_now(node)
+        kept = snapshots_of(node).keep(taken_at, verdicts) if len(verdicts.references) > limit else None
+        snapshot_id, start = (kept.id if kept else None), 0
+    else:
+        snapshot_id, last = _parse_cursor(after)
+        snapshot = snapshots_of(node).get(snapshot_id)
+        taken_at, verdicts = snapshot.taken_at, snapshot.content
+        start = bisect.bisect_right(verdicts.references, last)
+    end = min(start + limit, len(verdicts.references))
+    page = range(start, end)
+    answer = {"selected": [verdicts.references[i] for i in page if verdicts.reasons[i] is None],
+              "excluded": {verdicts.references[i]: reason for i in page
+                           if (reason := verdicts.reasons[i]) is not None},
+              "total_principal": str(Decimal(verdicts.total_principal_minor) / 100), "draft": None, "anchored": None,
+              "snapshot_id": snapshot_id, "as_of": taken_at.isoformat(), "as_of_block": verdicts.as_of_block}
+    next_after = (f"{snapshot_id}.{_cursor_of_reference(verdicts.references[end - 1])}"
+                  if end < len(verdicts.references) else None)
+    return EligiblePage(answer, next_after)
+
+
+def _verdicts_now(node: Any) -> _Verdicts:
+    with node.store.session() as session:
+        block = mirror_status(session, ledger_address(node),
+                              stale_after_s=node.settings.mirror_stale_after_s).as_of_block
     selection, _ = select_loans(node)
-    following = sorted(r for r in (*selection.selected, *selection.excluded) if last is None or r > last)
-    page, chosen = following[:limit], set(selection.selected)
-    answer = {**selection.to_json(), "selected": [r for r in page if r in chosen],
-              "excluded": {r: selection.excluded[r] for r in page if r not in chosen}}
-    return EligiblePage(answer, _cursor_of_reference(page[-1]) if len(following) > limit else None)
+    references = sorted((*selection.selected, *selection.excluded))
+    return _Verdicts(references, [selection.excluded.get(r) for r in references], selection.total_principal_minor,
+                     block)
 
 
-# The cursor travels in an HTTP header, which takes Latin-1 only, and a loan reference may hold any printable text:
-# it is the reference's UTF-8 in unpadded URL-safe base64.
+# A cursor is the snapshot's id, ".", and the page's last reference: its UTF-8 in unpadded URL-safe base64, since the
+# cursor travels in an HTTP header, which takes Latin-1 only, and a loan reference may hold any printable text. A
+# reference in base64 (MAX_LOAN_REFERENCE characters, up to 4 UTF-8 bytes each) never holds a ".".
+MAX_ELIGIBLE_CURSOR = SNAPSHOT_ID_LENGTH + 1 + 4 * (4 * MAX_LOAN_REFERENCE + 2) // 3
+
+
+def _parse_cursor(cursor: str) -> tuple[str, str]:
+    """The snapshot id and the reference of a cursor `eligible_page` gave."""
+    snapshot_id, dot, reference = cursor.partition(".")
+    if not dot:
+        # A plain reference: the cursor of a page made before snapshots, its selection held nowhere. Continuing it
+        # from a new selection would mix the two.
+        _reference_of_cursor(cursor)
+        raise SnapshotGone("after: a cursor from before page snapshots continues no listing held; start again from "
+                           "the first page, without after")
+    if not is_snapshot_id(snapshot_id):
+        raise _invalid_cursor()
+    return snapshot_id, _reference_of_cursor(reference)
+
+
 def _cursor_of_reference(reference: str) -> str:
     return base64.urlsafe_b64encode(reference.encode()).decode("ascii").rstrip("=")
 
@@ -191,7 +246,11 @@ def _reference_of_cursor(cursor: str) -> str:
     try:
         return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeError, ValueError):
-        raise InvalidInput("after: not a cursor this list gave (X-Next-After)", code="invalid_cursor") from None
+        raise _invalid_cursor() from None
+
+
+def _invalid_cursor() -> InvalidInput:
+    return InvalidInput("after: not a cursor this list gave (X-Next-After)", code="invalid_cursor")
 
 
 def _unfit_for_tape(loan: Any, currency: str) -> str | None:

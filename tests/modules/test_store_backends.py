@@ -20,11 +20,12 @@ from node.auth.apikeys import Role, create_api_key
 from node.chain.deployment import deploy_consortium, save_deployment
 from node.consortium import this_bank_as_founder
 from node.errors import Conflict
+from node.ledger.checks import ledger_address
 from node.ledger.indexer import indexer_for
 from node.ledger.key_distribution import sync_keys
-from node.ledger.mirror import facts_for
+from node.ledger.mirror import facts_for, mirror_status
 from node.modules import credit_platform, risk_operations
-from node.modules.abs_factory import select_loans
+from node.modules.abs_factory import _cursor_of_reference, select_loans
 from node.modules.credit_platform import (
     book_loan,
     confirm_fraud,
@@ -33,6 +34,7 @@ from node.modules.credit_platform import (
     submit_application,
 )
 from node.modules.risk_operations import list_alerts, raise_alerts, resolve_alert
+from node.modules.selection_snapshots import SNAPSHOT_CAPACITY
 from node.runtime import NodeContext
 from node.store.application_tables import BookedLoanRow, BorrowerIndicator, LoanApplication
 from node.store.ledger_tables import FraudReport
@@ -74,18 +76,30 @@ def test_workflow_on_store_decides_books_and_alerts(two_banks: list[NodeContext]
     assert select_loans(a)[0].excluded == {"L2": "blacklisted_borrower"}
 
 
+def _book_references(node: NodeContext, references: list[str], first: int) -> None:
+    for i, reference in enumerate(references):
+        approved = submit_application(node, application(first + i), submitted_by="t")
+        book_loan(node, approved["application_id"], loan_reference=reference)
+
+
+def _without_concentration_limits(node: NodeContext, tmp_path: Path) -> None:
+    node.settings.credit_policy_file = tmp_path / "policy.toml"  # a few loans are no pool
+    node.settings.credit_policy_file.write_text("[abs]\nmax_borrower_share = 1\nmax_region_share = 1\n")
+
+
+def _operator(node: NodeContext) -> dict[str, str]:
+    with node.store.transaction() as session:
+        return {"X-API-Key": create_api_key(session, Role.operator, "t").token}
+
+
 def test_eligible_loans_page_in_reference_order_through_the_api(two_banks: list[NodeContext], tmp_path: Path) -> None:
     """Every loan the bank ever booked had its verdict in one answer; now a page of loans at a time, a reference
     that is not Latin-1 (which no header takes) travelling as an opaque cursor."""
     a, _ = two_banks
-    a.settings.credit_policy_file = tmp_path / "policy.toml"  # no concentration limits: three loans are no pool
-    a.settings.credit_policy_file.write_text("[abs]\nmax_borrower_share = 1\nmax_region_share = 1\n")
-    for i, reference in enumerate(["L-b", "L-贷款", "L-a"]):
-        approved = submit_application(a, application(20 + i), submitted_by="t")
-        book_loan(a, approved["application_id"], loan_reference=reference)
+    _without_concentration_limits(a, tmp_path)
+    _book_references(a, ["L-b", "L-贷款", "L-a"], 20)
     set_loan_status(a, "L-b", status="dpd30", arrears=Decimal("10.00"))
-    with a.store.transaction() as session:
-        operator = {"X-API-Key": create_api_key(session, Role.operator, "t").token}
+    operator = _operator(a)
     with TestClient(create_app(a)) as client:
         first = client.get("/v1/abs-factory/eligible", params={"limit": 2}, headers=operator)
         assert first.status_code == 200, first.text
@@ -102,8 +116,77 @@ def test_eligible_loans_page_in_reference_order_through_the_api(two_banks: list[
         for params in ({"limit": 0}, {"limit": 10_001}, {"after": ""}):
             refused = client.get("/v1/abs-factory/eligible", params=params, headers=operator)
             assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_request", params
-        beyond = client.get("/v1/abs-factory/eligible", params={"after": "fn8"}, headers=operator)  # "~\x7f"
+        snapshot_id = first.headers["X-Next-After"].partition(".")[0]
+        beyond = client.get("/v1/abs-factory/eligible", params={"after": f"{snapshot_id}.fn8"},  # "~\x7f"
+                            headers=operator)
         assert beyond.status_code == 200 and (beyond.json()["selected"], beyond.json()["excluded"]) == ([], {})
+
+
+def test_eligible_loans_pages_are_those_of_the_first_pages_selection(two_banks: list[NodeContext],
+                                                                      tmp_path: Path) -> None:
+    """Each page made a new selection: a book changed between pages gave pages of different selections (a loan
+    booked meanwhile listed, one repaid listed with its new verdict, `total_principal` changing from page to page)."""
+    a, _ = two_banks
+    _without_concentration_limits(a, tmp_path)
+    _book_references(a, ["L-a", "L-b", "L-c", "L-d"], 30)
+    operator = _operator(a)
+    with TestClient(create_app(a)) as client:
+        first = client.get("/v1/abs-factory/eligible", params={"limit": 2}, headers=operator)
+        assert first.status_code == 200, first.text
+        with a.store.session() as session:
+            mirrored = mirror_status(session, ledger_address(a), stale_after_s=60).as_of_block
+        assert (first.json()["selected"], first.json()["as_of_block"]) == (["L-a", "L-b"], mirrored)
+        assert first.json()["total_principal"] == submit_total(a, ["L-a", "L-b", "L-c", "L-d"])
+        _book_references(a, ["L-e"], 40)
+        set_loan_status(a, "L-c", status="repaid", current_principal=Decimal(0))
+        second = client.get("/v1/abs-factory/eligible", params={"limit": 2, "after": first.headers["X-Next-After"]},
+                            headers=operator)
+        assert second.status_code == 200, second.text
+        assert (second.json()["selected"], second.json()["excluded"]) == (["L-c", "L-d"], {})
+        assert "X-Next-After" not in second.headers  # L-e was booked after the selection
+        same = ("snapshot_id", "as_of", "as_of_block", "total_principal")
+        assert [first.json()[k] for k in same] == [second.json()[k] for k in same]
+        again = client.get("/v1/abs-factory/eligible", params={"limit": 3}, headers=operator)  # a new listing
+        assert again.json()["snapshot_id"] not in (None, first.json()["snapshot_id"])
+        assert again.json()["as_of"] > first.json()["as_of"]
+        assert (again.json()["selected"], again.json()["excluded"]) == (["L-a", "L-b"], {"L-c": "status_repaid"})
+        rest = client.get("/v1/abs-factory/eligible", params={"after": again.headers["X-Next-After"]},
+                          headers=operator)
+        assert rest.json()["selected"] == ["L-d", "L-e"]
+        assert rest.json()["total_principal"] == again.json()["total_principal"] == submit_total(
+            a, ["L-a", "L-b", "L-d", "L-e"])
+        whole = client.get("/v1/abs-factory/eligible", headers=operator)  # one page: nothing kept for a next one
+        assert whole.json()["snapshot_id"] is None and "X-Next-After" not in whole.headers
+
+
+def test_eligible_loans_page_of_a_listing_no_longer_held_is_refused(two_banks: list[NodeContext],
+                                                                    replica: NodeContext, tmp_path: Path) -> None:
+    """A later page of a listing whose snapshot was pushed out, of another API process's listing, or with a cursor
+    from before snapshots was served from a new selection; each is `cursor_expired` now, and a malformed cursor
+    stays `invalid_cursor`."""
+    a, _ = two_banks
+    _without_concentration_limits(a, tmp_path)
+    _book_references(a, ["L-a", "L-b"], 50)
+    operator = _operator(a)
+    with TestClient(create_app(a)) as client, TestClient(create_app(replica)) as other_replica:
+        def page(after: str, api: TestClient = client) -> Any:
+            return api.get("/v1/abs-factory/eligible", params={"limit": 1, "after": after}, headers=operator)
+
+        cursor = client.get("/v1/abs-factory/eligible", params={"limit": 1}, headers=operator).headers["X-Next-After"]
+        held = page(cursor)
+        assert held.status_code == 200 and held.json()["selected"] == ["L-b"]
+        gone = [page(cursor, other_replica),
+                page(_cursor_of_reference("L-a"))]  # a plain reference: the cursor before snapshots
+        for _ in range(SNAPSHOT_CAPACITY):  # newer listings push the least recently read one out
+            assert client.get("/v1/abs-factory/eligible", params={"limit": 1}, headers=operator).status_code == 200
+        gone.append(page(cursor))
+        for answer in gone:
+            assert answer.status_code == 410 and answer.json()["error"]["code"] == "cursor_expired", answer.text
+        snapshot_id = cursor.partition(".")[0]
+        for invalid in ("_w", f"{snapshot_id}._w", f"{snapshot_id[1:]}.{_cursor_of_reference('L-a')}",
+                        f"{snapshot_id}!.{_cursor_of_reference('L-a')}"):
+            refused = page(invalid)
+            assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_cursor", invalid
 
 
 def submit_total(node: NodeContext, references: list[str]) -> str:

@@ -14,7 +14,6 @@ from fastapi import APIRouter, Depends, Query, Response, status
 from pydantic import BaseModel, Field
 
 from node.api.deps import NEXT_PAGE_HEADER, NodeDep, SessionDep, require_roles
-from node.assets.loan_tape import MAX_LOAN_REFERENCE
 from node.auth.apikeys import KeyInfo, Role
 from node.modules import abs_factory, credit_platform
 from node.modules.credit_platform import MAX_AMOUNT, ApplicationIn
@@ -110,18 +109,17 @@ def update_loan_status(*, loan_reference: str, body: LoanStatusIn, node: NodeDep
                                            current_principal=body.current_principal)
 
 
-# A reference (MAX_LOAN_REFERENCE characters, up to 4 UTF-8 bytes each) in base64.
-MAX_ELIGIBLE_CURSOR = 4 * (4 * MAX_LOAN_REFERENCE + 2) // 3
-
-
 @abs_factory_router.get("/eligible")
 def read_eligible_loans(*, node: NodeDep, key: Operator, response: Response,
-                        after: Annotated[str | None, Query(min_length=1, max_length=MAX_ELIGIBLE_CURSOR, description=(
-                            "The previous page's X-Next-After: the loans after that page's last."))] = None,
+                        after: Annotated[str | None, Query(
+                            min_length=1, max_length=abs_factory.MAX_ELIGIBLE_CURSOR, description=(
+                            "The previous page's X-Next-After: the loans after that page's last, in the selection "
+                            "the first page made (410 cursor_expired once it is no longer held)."))] = None,
                         limit: Annotated[int, Query(ge=1, le=abs_factory.MAX_ELIGIBLE_PAGE)]
                         = abs_factory.DEFAULT_ELIGIBLE_PAGE) -> dict[str, Any]:
-    """Which booked loans a pool would take now, and why the others are left out, a page of loans (in reference
-    order) at a time; X-Next-After continues while more follow."""
+    """Which booked loans a pool would take, and why the others are left out, a page of loans (in reference order) at
+    a time, every page from the selection the first one made (`snapshot_id`, `as_of`); X-Next-After continues while
+    more follow."""
     page = abs_factory.eligible_page(node, after=after, limit=limit)
     if page.next_after is not None:
         response.headers[NEXT_PAGE_HEADER] = page.next_after
