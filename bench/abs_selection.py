@@ -1,5 +1,6 @@
-"""Benchmark of the ABS asset factory's loan selection (`select_loans`, behind every page of GET
-/v1/abs-factory/eligible and every `build_pool`) on a mid-sized bank's book.
+"""Benchmark of the ABS asset factory's loan selection (`select_loans`, behind the first page of GET
+/v1/abs-factory/eligible and every `build_pool`) on a mid-sized bank's book, and of reading every page of
+/eligible.
 
     python bench/abs_selection.py                 # 100,000 booked loans
     python bench/abs_selection.py --quick         # 5,000 booked loans, and the synthetic rows checked
@@ -22,6 +23,14 @@ sealed applicants (the booking path's own code) and requires the same rows and t
 - `baseline_read_s` / `baseline_peak_mb`: the floor, measured in the same run: a plain SELECT of the columns the
   selection reads from `booked_loans`, into a list of tuples.
 - `select_ratio_to_read`: `select_loans_s` / `baseline_read_s`.
+- `eligible_all_pages_s`: reading every verdict through `eligible_page` (what the route serves), a tenth of the book
+  a page (`eligible_page_size`: 10,000 for 100,000 loans, the route's largest page; `eligible_pages` pages): the first
+  page's selection and snapshot, then the later pages from the snapshot (the best of two). The pages are checked to
+  list every loan once, with the selection's verdicts and one `total_principal`.
+- `eligible_later_pages_s`: of that, the pages after the first.
+- `eligible_all_pages_ratio_to_one_selection`: `eligible_all_pages_s` / `select_loans_s`; each page was a whole
+  selection before page snapshots, so it was about `eligible_pages`.
+- `snapshot_mb`: what one page snapshot of the book holds in memory (its lists and the strings they point to).
 """
 
 from __future__ import annotations
@@ -36,12 +45,14 @@ import tracemalloc
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a plain checkout
 
 from bench._common import emit, member_node, parse_args, private_chain
+from node.modules.abs_factory import MAX_ELIGIBLE_PAGE
 
 HOME_PROVINCE = "44"
 OTHER_PROVINCES = ("11", "31", "32", "33", "35", "37", "42", "43", "50", "51")
@@ -200,6 +211,41 @@ def _verdicts(node: Any) -> tuple[list[str], dict[str, str], int]:
     return selection.selected, selection.excluded, selection.total_principal_minor
 
 
+def _all_pages(node: Any, page_size: int) -> tuple[list[dict[str, Any]], float]:
+    """Every page of GET /v1/abs-factory/eligible, as `eligible_page` answers it, and the seconds the pages after
+    the first took."""
+    from node.modules.abs_factory import eligible_page
+
+    page = eligible_page(node, limit=page_size)
+    pages, start = [page.answer], time.perf_counter()
+    while page.next_after is not None:
+        page = eligible_page(node, after=page.next_after, limit=page_size)
+        pages.append(page.answer)
+    return pages, time.perf_counter() - start
+
+
+def _check_pages(pages: list[dict[str, Any]], expected: tuple[list[str], dict[str, str], int]) -> None:
+    """The pages list every loan once, with the selection's verdicts, and one snapshot and total throughout."""
+    selected = [r for page in pages for r in page["selected"]]
+    excluded = {r: reason for page in pages for r, reason in page["excluded"].items()}
+    listed = sorted((*selected, *excluded))
+    if (sorted(selected) != sorted(expected[0]) or excluded != expected[1] or len(listed) != len(set(listed))
+            or len({(p["snapshot_id"], p["total_principal"]) for p in pages}) != 1
+            or pages[0]["total_principal"] != str(Decimal(expected[2]) / 100)):
+        raise SystemExit("the pages of /eligible differ from the selection")
+
+
+def _snapshot_mb(node: Any) -> float:
+    """What a page snapshot of the book holds: its two lists and the strings they point to (tracemalloc would also
+    count what the selection left in the allocators' free lists)."""
+    from node.modules.abs_factory import _verdicts_now
+
+    verdicts = _verdicts_now(node)
+    strings = {id(s): s for s in (*verdicts.references, *verdicts.reasons) if s is not None}
+    held = sys.getsizeof(verdicts.references) + sys.getsizeof(verdicts.reasons)
+    return (held + sum(sys.getsizeof(s) for s in strings.values())) / 2**20
+
+
 def _rows_as_booking_writes_them(node: Any, expected: tuple[list[str], dict[str, str], int]) -> int:
     """Drop the synthetic borrower indicators, let the booking path's own code hash them again from the sealed
     applicants, and require the same rows and the same selection; the rows it wrote."""
@@ -229,9 +275,18 @@ def _run(count: int, *, check_rows: bool) -> dict[str, Any]:
         fill_s, book = _timed(lambda: fill_book(node, count))
         verdicts = _verdicts(node)  # warm-up: imports, the policy, SQLite's page cache
         checked = _rows_as_booking_writes_them(node, verdicts) if check_rows else None
-        select_s = min(_timed(lambda: _verdicts(node))[0] for _ in range(2))
+        page_size = max(1, min(MAX_ELIGIBLE_PAGE, count // 10))
+        _check_pages(_all_pages(node, page_size)[0], verdicts)
+        # One selection and every page, in turns: the machine's load drifts, and their ratio is the figure.
+        selections, readings = [], []
+        for _ in range(2):
+            selections.append(_timed(lambda: _verdicts(node))[0])
+            readings.append(_timed(lambda: _all_pages(node, page_size)))
+        select_s = min(selections)
+        pages_s, (pages, later_s) = min(readings, key=lambda t: t[0])
         read_s = min(_timed(lambda: _read_loans(node))[0] for _ in range(2))
         select_peak, read_peak = _peak_mb(lambda: _verdicts(node)), _peak_mb(lambda: _read_loans(node))
+        snapshot_mb = _snapshot_mb(node)
         node.close()
     selected, excluded, total = verdicts
     return {"loans": count, "fill_s": round(fill_s, 2), "book": book, "selected": len(selected),
@@ -239,7 +294,10 @@ def _run(count: int, *, check_rows: bool) -> dict[str, Any]:
             "select_loans_s": round(select_s, 3), "select_peak_mb": round(select_peak, 1),
             "baseline_read_s": round(read_s, 3), "baseline_peak_mb": round(read_peak, 1),
             "select_ratio_to_read": round(select_s / read_s, 2),
-            "rows_checked_against_booking_path": checked}
+            "eligible_page_size": page_size, "eligible_pages": len(pages), "eligible_all_pages_s": round(pages_s, 3),
+            "eligible_later_pages_s": round(later_s, 4),
+            "eligible_all_pages_ratio_to_one_selection": round(pages_s / select_s, 2),
+            "snapshot_mb": round(snapshot_mb, 1), "rows_checked_against_booking_path": checked}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -253,7 +311,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{result['loans']} loans (written in {result['fill_s']} s): select_loans {result['select_loans_s']} s, "
           f"peak {result['select_peak_mb']} MB; plain read {result['baseline_read_s']} s, peak "
           f"{result['baseline_peak_mb']} MB; ratio {result['select_ratio_to_read']}; {result['selected']} selected, "
-          f"left out {result['excluded']}")
+          f"left out {result['excluded']}; every page of /eligible ({result['eligible_pages']} of "
+          f"{result['eligible_page_size']}) {result['eligible_all_pages_s']} s (after the first "
+          f"{result['eligible_later_pages_s']} s), "
+          f"{result['eligible_all_pages_ratio_to_one_selection']} selections; snapshot {result['snapshot_mb']} MB")
     emit(result)
     return 0
 
