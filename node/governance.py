@@ -11,7 +11,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import takewhile
 
+from node.chain.client import Receipt
 from node.chain.errors import (
     AllianceRegistryAccountInUse,
     AllianceRegistryAlreadyVoted,
@@ -132,16 +134,20 @@ class ProposalView:
 def proposal_views(registry: RegistryClient, chain_time: int) -> list[ProposalView]:
     """Every proposal with its counted votes and state at `chain_time` (the head block's timestamp, which the
     contract's expiry is measured in)."""
-    proposals = registry.proposals()
+    return _views(registry, registry.proposals(), chain_time)
+
+
+def _views(registry: RegistryClient, proposals: list[Proposal], chain_time: int) -> list[ProposalView]:
     if not proposals:
         return []
     members = registry.members()
     status = {m.member_id: m.status for m in members}
     voters = [m.account for m in members if m.role == MemberRole.member and m.status == MemberStatus.active]
     required = registry.required_votes()
+    voted = iter(registry.votes_cast([(p.proposal_id, account) for p in proposals for account in voters]))
     views = []
     for p in proposals:
-        counted = sum(registry.has_voted(p.proposal_id, account) for account in voters)
+        counted = sum(next(voted) for _ in voters)
         # The contract checks the target again when it executes: a suspension of a member removed meanwhile has the
         # votes and is refused all the same, so it is not `ready` (it stays open until it expires).
         executable = p.kind == ProposalKind.admit or status.get(p.member_id) in _TARGET_STATUSES[p.kind]
@@ -149,6 +155,15 @@ def proposal_views(registry: RegistryClient, chain_time: int) -> list[ProposalVi
                  else "ready" if counted >= required and executable else "open")
         views.append(ProposalView(p, counted, required, state))
     return views
+
+
+def _answered(registry: RegistryClient, proposal: Proposal, receipt: Receipt) -> ProposalOutcome:
+    """The proposal answered with a transaction of this bank sent before (this command run again): executed, or what
+    it awaits now, which may have changed since (`ready`: it has the votes, and `member execute` is what it needs)."""
+    if proposal.executed:
+        return ProposalOutcome(proposal.proposal_id, True, receipt)
+    view = _views(registry, [proposal], registry.chain.head().timestamp)[0]
+    return ProposalOutcome(proposal.proposal_id, False, receipt, waiting=view.state)
 
 
 # The statuses a proposal's target must have for it to execute (AllianceRegistry._allowsStatus).
@@ -204,7 +219,7 @@ def propose(registry: RegistryClient, action: ProposalAction, *, target: str | N
         earlier = registry.vote_receipt(same.proposal_id, _signer_account(registry))
         if earlier is None:
             return registry.vote(same.proposal_id)
-        return ProposalOutcome(same.proposal_id, False, earlier)
+        return _answered(registry, same, earlier)
 
 
 def _proposal_to_send(registry: RegistryClient, action: ProposalAction, *, target: str | None,
@@ -243,14 +258,15 @@ def _draft(kind: ProposalKind, member_id: int, account: str, role: MemberRole = 
 
 
 def _open_proposal_like(registry: RegistryClient, draft: Proposal) -> Proposal | None:
-    """The oldest proposal neither executed nor expired that would make the change `draft` makes."""
+    """The oldest proposal neither executed nor expired that would make the change `draft` makes.
+
+    Read from the newest back, and only until the first expired one: a proposal expires a fixed lifetime after the
+    block that made it, so the ids of the unexpired ones are the newest few, and years of proposals cost no more
+    reads than a week's.
+    """
     now = registry.chain.head().timestamp
-    for p in registry.proposals():
-        if p.executed or now > p.expires_at:
-            continue
-        if _same_change(p, draft):
-            return p
-    return None
+    unexpired = list(takewhile(lambda p: now <= p.expires_at, registry.proposals_newest_first()))
+    return next((p for p in reversed(unexpired) if not p.executed and _same_change(p, draft)), None)
 
 
 # The contract's refusals of a proposal whose change is made already: its target has the status it would give it
@@ -276,20 +292,38 @@ def _send_unless_made(registry: RegistryClient, draft: Proposal,
 def _executed_proposal_like(registry: RegistryClient, draft: Proposal) -> Proposal | None:
     """The executed proposal that made the change `draft` makes and whose change still holds: the admission of its
     account (admitted once ever), or the latest change executed on its target member if it is this one (a change
-    since, a reinstatement after a suspension, makes it an earlier one that a new proposal would not repeat)."""
-    executed = [p for p in reversed(registry.proposals()) if p.executed]
+    since, a reinstatement after a suspension, makes it an earlier one that a new proposal would not repeat).
+
+    Found from that member's ProposalExecuted events, in the order the changes executed: the highest id is not the
+    latest change when a vote that came late executed an older proposal; and the proposals read back one by one cost a
+    call each for as far back as the target's last change.
+    """
     if draft.kind == ProposalKind.admit:
-        return next((p for p in executed if p.kind == ProposalKind.admit and _same_change(p, draft, member_id=False)),
-                    None)
-    latest = next((p for p in executed if p.kind != ProposalKind.admit and p.member_id == draft.member_id), None)
+        member_id = registry.admitted_member_id(draft.account)
+        executions = [] if member_id is None else registry.executions_on(member_id)
+        changes = [proposal_id for proposal_id, kind in executions if kind == ProposalKind.admit]
+    else:
+        changes = [proposal_id for proposal_id, kind in registry.executions_on(draft.member_id)
+                   if kind != ProposalKind.admit]
+    latest = registry.proposal(changes[-1]) if changes else None
     return latest if latest is not None and _same_change(latest, draft) else None
 
 
-def _same_change(p: Proposal, draft: Proposal, *, member_id: bool = True) -> bool:
-    """Whether `p` makes the change `draft` makes (an admission's member id is set when it executes)."""
-    return ((p.kind, p.member_id if member_id else 0, p.account.lower(), p.role, p.encryption_key, p.name,
-             p.bank_code) == (draft.kind, draft.member_id if member_id else 0, draft.account.lower(), draft.role,
-                              draft.encryption_key, draft.name, draft.bank_code))
+def _same_change(p: Proposal, draft: Proposal) -> bool:
+    """Whether `p` makes the change `draft` makes."""
+    return _change(p) == _change(draft)
+
+
+def _change(p: Proposal) -> tuple[object, ...]:
+    """What a proposal changes. An admission: its newcomer (whose member id is set only when it executes). A signer
+    rotation: its member and the account it moves it to. A suspension, reinstatement or removal: its member alone; the
+    account stored with it is the member's signer when it was proposed, which a rotation since has replaced (matched
+    on it, that proposal run again was proposed a second time, and the banks' votes split between the two)."""
+    if p.kind == ProposalKind.admit:
+        return p.kind, p.account.lower(), p.role, p.encryption_key, p.name, p.bank_code
+    if p.kind == ProposalKind.rotate_signer:
+        return p.kind, p.member_id, p.account.lower()
+    return p.kind, p.member_id
 
 
 def vote(registry: RegistryClient, proposal_id: int) -> ProposalOutcome:
@@ -303,7 +337,7 @@ def _voted_earlier(registry: RegistryClient, proposal_id: int) -> ProposalOutcom
     earlier = registry.vote_receipt(proposal_id, _signer_account(registry))
     if earlier is None:
         return None
-    return ProposalOutcome(proposal_id, registry.proposal(proposal_id).executed, earlier)
+    return _answered(registry, registry.proposal(proposal_id), earlier)
 
 
 def execute(registry: RegistryClient, proposal_id: int) -> ProposalOutcome:

@@ -21,6 +21,7 @@ from node.chain.signer import Signer
 from node.config import load_settings
 from node.governance import ProposalAction
 from node.runtime import NodeContext
+from node.signer_rotation import activate_new_signer, prepare_new_signer
 from tests.assets.conftest import run_again_while_pending
 from tests.conftest import TEST_PASSPHRASE, Consortium, LedgerNodes, deploy_test_consortium
 
@@ -181,3 +182,68 @@ def test_proposing_again_a_change_made_at_once_returns_its_proposal(rpc_url: str
     with pytest.raises(AllianceRegistryBankCodeInUse):  # another bank under a code in use: not the one admitted
         governance.propose(a, ProposalAction.admit, admission=other)
     assert a.proposal_count() == 5
+
+
+def _rotate_signer(ledger_nodes: LedgerNodes, target: NodeContext) -> NodeContext:
+    """`target`'s bank replaces its signing key as operators do (`key new-signer`, A proposes `rotate`, B votes,
+    `key activate-signer`); the node restarted on the new key."""
+    a, b = (node.registry(signing=True) for node in ledger_nodes.nodes[:2])
+    prepared = prepare_new_signer(target)
+    rotation = governance.propose(a, ProposalAction.rotate, target=target.settings.bank_code,
+                                  new_account=prepared.address)
+    assert governance.vote(b, rotation.proposal_id).executed
+    assert activate_new_signer(target).new_address == prepared.address
+    restarted = NodeContext(target.settings)
+    ledger_nodes.nodes.append(restarted)  # closed with the others
+    assert restarted.registry().member(restarted.member_id).account == prepared.address
+    return restarted
+
+
+def test_proposing_again_after_the_target_rotated_its_signer_answers_the_open_proposal(
+        ledger_nodes: LedgerNodes) -> None:
+    """A suspension stores its target's signer when proposed: once that bank had rotated its key, the same suspension
+    run again (or seconded by another bank) was a second proposal, and the banks' votes split between the two."""
+    a, b = (node.registry(signing=True) for node in ledger_nodes.nodes[:2])
+    old_account = ledger_nodes.nodes[2].address
+    assert governance.propose(a, ProposalAction.suspend, target="BANK-C").proposal_id == 1
+    c = _rotate_signer(ledger_nodes, ledger_nodes.nodes[2])  # proposal 2
+    assert a.proposal(1).account == old_account != c.address
+
+    again = governance.propose(a, ProposalAction.suspend, target="BANK-C")
+    assert (again.proposal_id, again.executed, a.proposal_count()) == (1, False, 2)
+    assert governance.propose(a, ProposalAction.suspend, target=c.address).proposal_id == 1  # named by its new signer
+    seconded = governance.propose(b, ProposalAction.suspend, target="BANK-C")
+    assert (seconded.proposal_id, seconded.executed, a.proposal_count()) == (1, True, 2)
+    assert a.member(c.member_id).status == MemberStatus.suspended
+
+
+def test_a_rotation_or_admission_to_another_account_is_proposed_anew(ledger_nodes: LedgerNodes) -> None:
+    """What a rotation or an admission changes is its account: matched by the member alone, a rotation to another
+    new key would have been taken for the open one."""
+    a = ledger_nodes.nodes[0].registry(signing=True)
+    first, second = Signer.generate().address, Signer.generate().address
+    assert governance.propose(a, ProposalAction.rotate, target="BANK-C", new_account=first).proposal_id == 1
+    assert governance.propose(a, ProposalAction.rotate, target="BANK-C", new_account=second).proposal_id == 2
+    assert governance.propose(a, ProposalAction.rotate, target="BANK-C", new_account=first).proposal_id == 1
+    for account in (first, second):
+        admission = governance.admission_request(account=account, role="member", name="Bank D", bank_code="BANK-D",
+                                                 encryption_key=KEY)
+        governance.propose(a, ProposalAction.admit, admission=admission)
+    assert [(p.kind.name, p.account) for p in a.proposals()[2:]] == [("admit", first), ("admit", second)]
+
+
+def test_proposing_again_a_suspension_executed_after_its_target_rotated_its_signer_returns_it(
+        ledger_nodes: LedgerNodes) -> None:
+    """Executed by B's vote after C had rotated its key, A's suspension run again was refused
+    (AllianceRegistryInvalidMemberStatus) although it was A's own proposal that made it: the executed proposal was
+    matched on C's signer at the time it was proposed."""
+    a, b = (node.registry(signing=True) for node in ledger_nodes.nodes[:2])
+    proposed = governance.propose(a, ProposalAction.suspend, target="BANK-C")
+    _rotate_signer(ledger_nodes, ledger_nodes.nodes[2])
+    assert governance.vote(b, 1).executed
+
+    again = governance.propose(a, ProposalAction.suspend, target="BANK-C")
+    assert (again.proposal_id, again.executed, again.receipt.tx_hash) == (1, True, proposed.receipt.tx_hash)
+    assert governance.propose(a, ProposalAction.reinstate, target="BANK-C").proposal_id == 3
+    assert governance.vote(b, 3).executed
+    assert governance.propose(a, ProposalAction.suspend, target="BANK-C").proposal_id == 4  # a new suspension

@@ -68,11 +68,18 @@ def member_execute(
 
 def _report(outcome: ProposalOutcome, json_output: bool, what: str) -> None:
     if json_output:
-        console.print_json({"proposal_id": outcome.proposal_id, "executed": outcome.executed,
+        console.print_json({"proposal_id": outcome.proposal_id, "executed": outcome.executed, "state": outcome.state,
                             "tx_hash": outcome.receipt.tx_hash, "block_number": outcome.receipt.block_number})
         return
-    console.success(f"{what}; {'executed' if outcome.executed else 'awaiting more votes'} "
-                    f"(tx {outcome.receipt.tx_hash}, block {outcome.receipt.block_number})")
+    console.success(f"{what}; {_awaits(outcome)} (tx {outcome.receipt.tx_hash}, block {outcome.receipt.block_number})")
+
+
+def _awaits(outcome: ProposalOutcome) -> str:
+    """What the proposal needs now. One run again (or voted again) after it got its votes is `ready`: no more can come
+    from its voters, and only `member execute` passes it."""
+    return {"executed": "executed", "open": "awaiting more votes",
+            "ready": f"ready: it has the votes, and `alliance member execute {outcome.proposal_id}` executes it",
+            "expired": "expired without the votes it needed"}[outcome.state]
 
 
 @app.command("list")

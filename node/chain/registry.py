@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -102,6 +103,13 @@ class ProposalOutcome:
     proposal_id: int
     executed: bool
     receipt: Receipt
+    # Not executed: what it awaits. `open` (more votes) after a transaction of this run; answered with a vote cast
+    # before (run again), the proposal may be `ready` since (enough votes: `member execute`) or `expired`.
+    waiting: str = "open"
+
+    @property
+    def state(self) -> str:
+        return "executed" if self.executed else self.waiting
 
 
 @dataclass(frozen=True)
@@ -145,12 +153,13 @@ class RegistryClient:
         return int(self.chain.call(self.contract.functions.memberCount()))
 
     def member(self, member_id: int) -> Member:
-        raw = self.chain.call(self.contract.functions.member(member_id))
-        return Member(member_id, raw[0], MemberRole(raw[1]), MemberStatus(raw[2]), int(raw[3]), bytes(raw[4]),
-                      raw[5], raw[6])
+        return _member(member_id, self.chain.call(self.contract.functions.member(member_id)))
 
     def members(self) -> list[Member]:
-        return [self.member(i) for i in range(1, self.member_count() + 1)]
+        """Every member ever admitted, by id, read in JSON-RPC batches (ChainClient.call_many)."""
+        ids = range(1, self.member_count() + 1)
+        raws = self.chain.call_many([self.contract.functions.member(i) for i in ids])
+        return [_member(i, raw) for i, raw in zip(ids, raws, strict=True)]
 
     def member_id_of(self, account: str) -> int:
         return int(self.chain.call(self.contract.functions.memberIdOf(Web3.to_checksum_address(account))))
@@ -162,16 +171,29 @@ class RegistryClient:
         return int(self.chain.call(self.contract.functions.proposalCount()))
 
     def proposal(self, proposal_id: int) -> Proposal:
-        raw = self.chain.call(self.contract.functions.proposal(proposal_id))
-        return Proposal(proposal_id, ProposalKind(raw[0]), int(raw[1]), raw[2], MemberRole(raw[3]), bytes(raw[4]),
-                        raw[5], int(raw[6]), int(raw[7]), int(raw[8]), bool(raw[9]), raw[10], raw[11])
+        return _proposal(proposal_id, self.chain.call(self.contract.functions.proposal(proposal_id)))
 
     def proposals(self) -> list[Proposal]:
-        return [self.proposal(i) for i in range(1, self.proposal_count() + 1)]
+        """Every proposal, oldest first, read in JSON-RPC batches (ChainClient.call_many)."""
+        ids = range(1, self.proposal_count() + 1)
+        raws = self.chain.call_many([self.contract.functions.proposal(i) for i in ids])
+        return [_proposal(i, raw) for i, raw in zip(ids, raws, strict=True)]
+
+    def proposals_newest_first(self) -> Iterator[Proposal]:
+        """The proposals from the newest back, each read when the caller reaches it: a caller that stops early (at the
+        first expired one) reads as far back as it looks, not the whole history."""
+        for proposal_id in range(self.proposal_count(), 0, -1):
+            yield self.proposal(proposal_id)
 
     def has_voted(self, proposal_id: int, account: str) -> bool:
         return bool(self.chain.call(self.contract.functions.hasVoted(proposal_id,
                                                                      Web3.to_checksum_address(account))))
+
+    def votes_cast(self, ballots: Sequence[tuple[int, str]]) -> list[bool]:
+        """`has_voted` of each (proposal id, account), in order, read in JSON-RPC batches."""
+        return [bool(voted) for voted in self.chain.call_many([
+            self.contract.functions.hasVoted(proposal_id, Web3.to_checksum_address(account))
+            for proposal_id, account in ballots])]
 
     def required_votes(self) -> int:
         return int(self.chain.call(self.contract.functions.requiredVotes()))
@@ -224,6 +246,18 @@ class RegistryClient:
             return None
         receipt = self.chain.wait_for_receipt(logs[0]["transactionHash"].to_0x_hex())
         return receipt if str(receipt.raw["from"]).lower() == sent_by.lower() else None
+
+    def executions_on(self, member_id: int) -> list[tuple[int, ProposalKind]]:
+        """(proposal id, kind) of every proposal executed on the member, its admission's too, in the order they
+        executed, which is not their ids' (a vote that came late executes an older proposal after a newer one)."""
+        logs = self.chain.event_logs(self.contract.events.ProposalExecuted(), argument_filters={"memberId": member_id})
+        return [(int(log["args"]["proposalId"]), ProposalKind(log["args"]["kind"])) for log in logs]
+
+    def admitted_member_id(self, account: str) -> int | None:
+        """The id of the member admitted with `account` as its signer (founders too), whatever its signer is now."""
+        logs = self.chain.event_logs(self.contract.events.MemberAdmitted(),
+                                     argument_filters={"account": Web3.to_checksum_address(account)})
+        return int(logs[0]["args"]["memberId"]) if logs else None
 
     def set_encryption_key(self, key: bytes) -> Receipt:
         return self.chain.transact(self.contract.functions.setEncryptionKey(key))
@@ -278,3 +312,13 @@ class RegistryClient:
 
     def _executed(self, receipt: Receipt) -> bool:
         return bool(self.contract.events.ProposalExecuted().process_receipt(receipt.raw, errors=DISCARD))
+
+
+def _member(member_id: int, raw: Any) -> Member:
+    return Member(member_id, raw[0], MemberRole(raw[1]), MemberStatus(raw[2]), int(raw[3]), bytes(raw[4]), raw[5],
+                  raw[6])
+
+
+def _proposal(proposal_id: int, raw: Any) -> Proposal:
+    return Proposal(proposal_id, ProposalKind(raw[0]), int(raw[1]), raw[2], MemberRole(raw[3]), bytes(raw[4]), raw[5],
+                    int(raw[6]), int(raw[7]), int(raw[8]), bool(raw[9]), raw[10], raw[11])

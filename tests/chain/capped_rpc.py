@@ -1,4 +1,4 @@
-"""A JSON-RPC relay in front of the test chain that refuses wide `eth_getLogs` ranges, as Besu does.
+"""A JSON-RPC relay in front of the test chain that refuses wide `eth_getLogs` ranges, as Besu does, and counts.
 
 Besu answers an `eth_getLogs` over more blocks than its `--rpc-max-logs-range` (1,000 or 5,000 by default) with an
 error instead of logs; anvil has no such cap. Everything else is passed through to the real chain unchanged.
@@ -28,6 +28,7 @@ class CappedRpc:
     refused: int = 0
     error: dict[str, Any] | None = None  # set: eth_getLogs is answered with this error (an outage, not a cap) ...
     error_times: int | None = None  # ... this many times (None: until unset)
+    requests: list[list[str]] = field(default_factory=list)  # the methods of every HTTP request (a batch: several)
 
 
 def _block(value: Any, upstream: str) -> int:
@@ -47,6 +48,7 @@ def capped_rpc(upstream: str, max_blocks: int) -> Iterator[CappedRpc]:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             request = json.loads(body)
+            relay.requests.append([call["method"] for call in (request if isinstance(request, list) else [request])])
             answer: bytes
             if isinstance(request, dict) and request.get("method") == "eth_getLogs":
                 query = request["params"][0]

@@ -529,6 +529,35 @@ def test_member_execute_passes_a_proposal_whose_quorum_was_reached_by_a_suspensi
     assert day in table.out and minute in table.out and str(expires_at) not in table.out  # a time, not Unix seconds
 
 
+def test_member_propose_run_again_for_a_proposal_that_has_its_votes_says_it_is_ready_to_execute(
+        cli: CliRunner, deployed_with_three_more: list[RegistryClient]) -> None:
+    """Run again once a suspension had left its votes enough, the proposal answered that it awaited more votes: none
+    can come (its voters cannot vote again), only `member execute`."""
+    b, c, _ = deployed_with_three_more
+    admit = ("member", "propose", "admit", "--account", Signer.generate().address, "--name", "Bank E",
+             "--bank-code", "BANKE", "--encryption-key", KEY)
+    assert cli(*admit).code == 0
+    assert not b.vote(1).executed  # 2 of 4
+    waiting = cli(*admit, "--json")
+    assert waiting.code == 0, waiting.err
+    assert (json.loads(waiting.out)["proposal_id"], json.loads(waiting.out)["state"]) == (1, "open")
+    assert "awaiting more votes" in cli(*admit).out
+    assert cli("member", "propose", "suspend", "BANKD").code == 0
+    b.vote(2)
+    assert c.vote(2).executed  # 3 active now: proposal 1's 2 votes pass it
+    again = cli(*admit, "--json")
+    assert again.code == 0, again.err
+    assert {k: json.loads(again.out)[k] for k in ("proposal_id", "executed", "state")} == \
+        {"proposal_id": 1, "executed": False, "state": "ready"}
+    text = cli(*admit)
+    assert text.code == 0, text.err
+    assert "ready" in text.out and "alliance member execute 1" in " ".join(text.out.split())
+    assert "awaiting" not in text.out
+    assert json.loads(cli("member", "vote", "1", "--json").out)["state"] == "ready"  # voted by proposing it
+    assert json.loads(cli("member", "execute", "1", "--json").out)["state"] == "executed"
+    assert json.loads(cli("member", "list", "--json").out)[-1]["bank_code"] == "BANKE"
+
+
 def test_member_proposals_does_not_call_ready_a_proposal_its_target_no_longer_allows(
         cli: CliRunner, deployed_with_three_more: list[RegistryClient]) -> None:
     """Enough votes once D's removal left 3 active members, but the contract executes a suspension only of an active

@@ -1,0 +1,66 @@
+"""What proposing and listing proposals cost in JSON-RPC requests when the consortium has years of proposals."""
+
+from __future__ import annotations
+
+from node import governance
+from node.chain.client import ChainClient
+from node.chain.registry import RegistryClient
+from node.governance import ProposalAction
+from tests.chain.capped_rpc import CappedRpc, capped_rpc
+from tests.conftest import Consortium
+
+OLD_PROPOSALS = 200
+
+
+def _with_old_proposals(consortium: Consortium) -> RegistryClient:
+    """Bank A's registry after it proposed OLD_PROPOSALS suspensions of C that expired (one vote of the two needed),
+    and one of B that is still open."""
+    a = consortium.registry(consortium.banks[0])
+    for _ in range(OLD_PROPOSALS):
+        a.propose_suspension(3)
+    a.chain.rpc("evm_increaseTime", [a.proposal(OLD_PROPOSALS).expires_at - a.chain.head().timestamp + 1])
+    a.chain.rpc("evm_mine")
+    assert governance.propose(a, ProposalAction.suspend, target="BANK-B").proposal_id == OLD_PROPOSALS + 1
+    return a
+
+
+def _counted(relay: CappedRpc, registry: RegistryClient) -> RegistryClient:
+    """`registry`'s bank, reaching the chain through `relay`, which counts its requests."""
+    return RegistryClient(ChainClient(relay.url, signer=registry.chain.signer), registry.address)
+
+
+def _calls(relay: CappedRpc) -> list[str]:
+    return [method for request in relay.requests for method in request]
+
+
+def test_proposing_reads_the_unexpired_proposals_only(consortium: Consortium) -> None:
+    """Proposing read every proposal ever made, one eth_call each, to find an open one making the same change: with
+    200 old proposals, over 200 calls. It reads back from the newest until the first expired one now."""
+    a = _with_old_proposals(consortium)
+    with capped_rpc(consortium.rpc_url, max_blocks=10**9) as relay:
+        proposed = governance.propose(_counted(relay, a), ProposalAction.suspend, target="BANK-C")
+        new_proposal = _calls(relay)
+        relay.requests.clear()
+        again = governance.propose(_counted(relay, a), ProposalAction.suspend, target="BANK-B")
+        answered = _calls(relay)
+    assert (proposed.proposal_id, proposed.executed, again.proposal_id) == (OLD_PROPOSALS + 2, False, OLD_PROPOSALS + 1)
+    print(f"propose, {OLD_PROPOSALS} expired proposals: {len(new_proposal)} JSON-RPC calls, "
+          f"{new_proposal.count('eth_call')} eth_call; answering an open one: {len(answered)} calls, "
+          f"{answered.count('eth_call')} eth_call")
+    # The member lookup of the target (count, 3 members), the proposal count and the proposals back to the first
+    # expired one (2 or 3 of them): not one per proposal.
+    assert new_proposal.count("eth_call") <= 10
+    assert answered.count("eth_call") <= 20  # and the counted votes of the proposal it answers
+
+
+def test_listing_proposals_sends_a_few_requests_for_hundreds_of_proposals(consortium: Consortium) -> None:
+    """`member proposals` sent one request per proposal and one per proposal and active member (its counted votes):
+    over 800 round trips for 200 proposals of three banks. They go in JSON-RPC batches now."""
+    a = _with_old_proposals(consortium)
+    with capped_rpc(consortium.rpc_url, max_blocks=10**9) as relay:
+        views = governance.proposal_views(_counted(relay, a), a.chain.head().timestamp)
+    print(f"proposal_views, {len(views)} proposals: {len(relay.requests)} HTTP requests, "
+          f"{len(_calls(relay))} JSON-RPC calls")
+    assert [(v.proposal.proposal_id, v.counted_votes, v.state) for v in views] == \
+        [(i, 1, "expired") for i in range(1, OLD_PROPOSALS + 1)] + [(OLD_PROPOSALS + 1, 1, "open")]
+    assert len(relay.requests) <= 20  # the members, the proposals and the votes: in batches of 200
