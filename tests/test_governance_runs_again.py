@@ -63,6 +63,7 @@ def test_a_different_change_or_an_expired_proposal_is_proposed_anew(consortium: 
     assert governance.propose(a, ProposalAction.suspend, target="BANK-C").proposal_id == 4
     a.chain.rpc("evm_increaseTime", [a.proposal(1).expires_at - a.chain.head().timestamp + 1])
     a.chain.rpc("evm_mine")
+    assert governance.vote(a, 1).state == "expired"  # its vote, answered with what the proposal awaits: nothing now
     assert governance.propose(a, ProposalAction.admit, admission=request).proposal_id == 5
 
 

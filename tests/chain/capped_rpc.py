@@ -1,7 +1,8 @@
-"""A JSON-RPC relay in front of the test chain that refuses wide `eth_getLogs` ranges, as Besu does, and counts.
+"""A JSON-RPC relay in front of the test chain that refuses wide `eth_getLogs` ranges, as Besu does.
 
 Besu answers an `eth_getLogs` over more blocks than its `--rpc-max-logs-range` (1,000 or 5,000 by default) with an
-error instead of logs; anvil has no such cap. Everything else is passed through to the real chain unchanged.
+error instead of logs; anvil has no such cap. Everything else is passed through to the real chain unchanged. The
+methods of every request are recorded, for tests of how many requests a read costs.
 """
 
 from __future__ import annotations
