@@ -64,3 +64,18 @@ def test_listing_proposals_sends_a_few_requests_for_hundreds_of_proposals(consor
     assert [(v.proposal.proposal_id, v.counted_votes, v.state) for v in views] == \
         [(i, 1, "expired") for i in range(1, OLD_PROPOSALS + 1)] + [(OLD_PROPOSALS + 1, 1, "open")]
     assert len(relay.requests) <= 20  # the members, the proposals and the votes: in batches of 200
+
+
+def test_an_endpoint_refusing_batches_is_read_one_call_at_a_time(consortium: Consortium) -> None:
+    """A gateway that takes single requests only answers a batch with one error: the reads fall back to one call each
+    (and stop offering it batches), with the same answers."""
+    a = consortium.registry(consortium.banks[0])
+    governance.propose(a, ProposalAction.suspend, target="BANK-C")
+    with capped_rpc(consortium.rpc_url, max_blocks=10**9) as relay:
+        relay.refuse_batches = True
+        counted = _counted(relay, a)
+        members, views = counted.members(), governance.proposal_views(counted, a.chain.head().timestamp)
+        again = counted.members()
+    assert [m.bank_code for m in members] == [m.bank_code for m in again] == ["BANK-A", "BANK-B", "BANK-C"]
+    assert [(v.proposal.proposal_id, v.counted_votes, v.state) for v in views] == [(1, 1, "open")]
+    assert sum(len(r) > 1 for r in relay.requests) == 1  # the first batch only

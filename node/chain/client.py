@@ -207,6 +207,7 @@ class ChainClient:
         )
         self.w3 = Web3(provider)
         self._chain_id: int | None = None
+        self._takes_batches = True  # until the endpoint refuses a JSON-RPC batch (call_many)
         self.nonces = NonceManager(self._pending_nonce)
         self.log_window = LogWindow()  # shared by the threads that read logs through this client
         self._followed: dict[tuple[str, str], _FollowedLogs] = {}
@@ -320,11 +321,25 @@ class ChainClient:
         reads of every proposal (or vote) that one call each made as slow as the chain's history is long."""
         answers: list[Any] = []
         for start in range(0, len(functions), BATCH_CALLS):
-            with translate_errors(self.rpc_url), self.w3.batch_requests() as batch:
-                for function in functions[start:start + BATCH_CALLS]:
-                    batch.add(function)
-                answers.extend(batch.execute())
+            chunk = functions[start:start + BATCH_CALLS]
+            answers.extend(self._batch(chunk) if self._takes_batches else [self.call(f) for f in chunk])
         return answers
+
+    def _batch(self, functions: Sequence[ContractFunction]) -> list[Any]:
+        try:
+            with translate_errors(self.rpc_url), self.w3.batch_requests() as batch:
+                for function in functions:
+                    batch.add(function)
+                return list(batch.execute())
+        except (ChainUnavailable, ContractRevert):
+            raise
+        except ChainError as exc:
+            # JSON-RPC batches are optional: a gateway taking single requests only answers one with an error. The
+            # same reads go one call at a time from now on.
+            logger.warning("chain RPC at %s refused a JSON-RPC batch (%s); reading one call at a time",
+                           redacted_url(self.rpc_url), exc)
+            self._takes_batches = False
+            return [self.call(function) for function in functions]
 
     # -- writes ---------------------------------------------------------------------------------------
     def _pending_nonce(self) -> int:

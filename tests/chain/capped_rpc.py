@@ -19,6 +19,8 @@ import requests
 
 # Besu's answer to a range over its cap (JSON-RPC error -32005, "limit exceeded").
 RANGE_REFUSAL = {"code": -32005, "message": "Exceeds max range"}
+# A gateway's answer to a JSON-RPC batch when it takes single requests only.
+BATCH_REFUSAL = {"code": -32600, "message": "batch requests are not supported"}
 
 
 @dataclass
@@ -30,6 +32,7 @@ class CappedRpc:
     error: dict[str, Any] | None = None  # set: eth_getLogs is answered with this error (an outage, not a cap) ...
     error_times: int | None = None  # ... this many times (None: until unset)
     requests: list[list[str]] = field(default_factory=list)  # the methods of every HTTP request (a batch: several)
+    refuse_batches: bool = False  # set: a JSON-RPC batch is answered with one error, as gateways without batches do
 
 
 def _block(value: Any, upstream: str) -> int:
@@ -51,6 +54,9 @@ def capped_rpc(upstream: str, max_blocks: int) -> Iterator[CappedRpc]:
             request = json.loads(body)
             relay.requests.append([call["method"] for call in (request if isinstance(request, list) else [request])])
             answer: bytes
+            if isinstance(request, list) and relay.refuse_batches:
+                self._answer(json.dumps({"jsonrpc": "2.0", "id": None, "error": BATCH_REFUSAL}).encode())
+                return
             if isinstance(request, dict) and request.get("method") == "eth_getLogs":
                 query = request["params"][0]
                 first, last = _block(query.get("fromBlock"), upstream), _block(query.get("toBlock"), upstream)
