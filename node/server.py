@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gc
 import logging
 import signal
@@ -9,10 +10,13 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any, Literal
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.config import LOGGING_CONFIG
 
+from node.api.access_log import ACCESS_LOGGER
 from node.api.app import create_app
 from node.api_tls import check_tls_files, is_loopback, tls_files
 from node.auth.apikeys import Role, create_api_key
@@ -132,14 +136,29 @@ class _NodeServer(uvicorn.Server):
             self.should_exit = True
 
 
+# Not uvicorn's "trace", whose ASGI message log holds every request's path and query.
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+
+def log_config(log_level: LogLevel) -> dict[str, Any]:
+    """uvicorn's logging set-up, with the node's access log (node.api.access_log) where uvicorn's own was: on
+    stdout, in uvicorn's line format, at `log_level`."""
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["handlers"]["node_access"] = {**config["handlers"]["access"], "formatter": "default"}
+    config["loggers"][ACCESS_LOGGER] = {"handlers": ["node_access"], "level": log_level.upper(), "propagate": False}
+    return config
+
+
 def run_api(app: FastAPI, *, sockets: list[socket.socket], tls: tuple[Path, Path] | None = None,
-            log_level: str = "info") -> None:
+            log_level: LogLevel = "info") -> None:
     """Serve `app` on bound `sockets` until interrupted, over TLS with `tls` (certificate, key), with the start-up
     heap frozen first (freeze_startup_heap)."""
     freeze_startup_heap()
     certfile, keyfile = tls if tls is not None else (None, None)
-    # Sets up uvicorn's loggers; a TLS context is built from the files when the server starts.
-    server = _NodeServer(uvicorn.Config(app, log_level=log_level, ssl_certfile=certfile, ssl_keyfile=keyfile))
+    # Sets up uvicorn's loggers; a TLS context is built from the files when the server starts. uvicorn's access log
+    # is off: its lines hold the path and query as sent, a phone or ID number typed into the URL included.
+    server = _NodeServer(uvicorn.Config(app, log_level=log_level, log_config=log_config(log_level), access_log=False,
+                                        ssl_certfile=certfile, ssl_keyfile=keyfile))
     scheme = "https" if tls is not None else "http"
     for sock in sockets:  # uvicorn names the address only when it binds the socket itself
         host, port = sock.getsockname()[:2]

@@ -22,6 +22,10 @@ from node.store.db import STORE_LOST, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
+# Request values shorter than this stay in a refusal's message: a pool id, a version or a limit of a digit or two
+# may stand in it for other text too, and no personal identifier the node takes is that short.
+MIN_REDACTED_VALUE = 4
+
 # The most per-item problems an answer lists: every row of the largest request that has rows (10,000 bulk reports).
 # Past it a refusal would grow with the body, not the request's meaning: a 1 MB loan tape of bad rows answered 65 MB
 # of details, and 2 MB of invalid list items 100 MB, built and encoded in the event loop.
@@ -42,6 +46,32 @@ def escaped_json(content: Any) -> bytes:
     """`content` as ASCII-escaped JSON, which renders any string: answers that quote the client's input may hold
     a lone surrogate (a JSON "\\ud800") that UTF-8 cannot encode."""
     return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+def request_values_hidden(request: Request) -> Callable[[str], str]:
+    """A function replacing, in a message, each path parameter and query value of `request` by `{its name}`.
+
+    Refusals name what was looked up ("no member with id, address or bank code '...'", "no application ...",
+    "unknown outcome '...'"), so a phone or ID number typed into the URL came back in the answer, and from there
+    into every proxy, gateway and client log that keeps error answers.
+    """
+    named = [(name, str(value)) for name, value in (*request.path_params.items(), *request.query_params.multi_items())]
+    names = {form: name for name, value in named for form in (value, value.strip()) if len(form) >= MIN_REDACTED_VALUE}
+    forms = sorted(names, key=len, reverse=True)  # longest first: one value may hold another
+
+    def hidden(message: str) -> str:
+        for form in forms:
+            message = message.replace(form, "{" + names[form] + "}")
+        return message
+
+    return hidden
+
+
+def _argument_shown(value: Any, hidden: Callable[[str], str]) -> Any:
+    """A contract error's argument as an answer shows it: bytes as 0x-hex, a value the URL gave as its name."""
+    text = "0x" + value.hex() if isinstance(value, bytes) else str(value)
+    shown = hidden(text)
+    return shown if isinstance(value, bytes | str) or shown != text else value  # a number stays one otherwise
 
 
 class ErrorResponse(JSONResponse):
@@ -82,18 +112,20 @@ def install_error_handlers(app: FastAPI, *, caller_refusal: Callable[[Request], 
         return await _caller_first(request, _answer(exc))
 
     @app.exception_handler(AllianceError)
-    async def _domain_error(_: Request, exc: AllianceError) -> ErrorResponse:
+    async def _domain_error(request: Request, exc: AllianceError) -> ErrorResponse:
         extra = listed_details(exc.details) if exc.details else {}
-        return ErrorResponse(error_body(exc.code, str(exc), **extra), status_code=exc.http_status)
+        return ErrorResponse(error_body(exc.code, request_values_hidden(request)(str(exc)), **extra),
+                             status_code=exc.http_status)
 
     @app.exception_handler(ContractRevert)
-    async def _revert(_: Request, exc: ContractRevert) -> ErrorResponse:
-        arguments = {k: ("0x" + v.hex() if isinstance(v, bytes) else v) for k, v in exc.arguments.items()}
+    async def _revert(request: Request, exc: ContractRevert) -> ErrorResponse:
+        hidden = request_values_hidden(request)
+        arguments = {k: _argument_shown(v, hidden) for k, v in exc.arguments.items()}
         status = 403 if exc.error_name.endswith(("NotActiveMember", "NotActive")) else 409
         if "Unknown" in exc.error_name:  # <Contract>Unknown<Thing>: no such pool, version, batch... is not a conflict
             status = 404
-        return ErrorResponse(error_body("contract_revert", str(exc), contract_error=exc.error_name,
-                                       arguments=arguments), status_code=status)
+        return ErrorResponse(error_body("contract_revert", hidden(str(exc)),
+                                       contract_error=exc.error_name, arguments=arguments), status_code=status)
 
     @app.exception_handler(ChainError)
     async def _chain_error(_: Request, exc: ChainError) -> ErrorResponse:
@@ -115,7 +147,10 @@ def install_error_handlers(app: FastAPI, *, caller_refusal: Callable[[Request], 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError) -> ErrorResponse:
         listed = listed_details(exc.errors())
-        listed["details"] = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        # Without pydantic's `input` (the value refused, which may be an identifier typed in the wrong place) and
+        # `ctx`; a validator's own message may quote the value, too.
+        hidden = request_values_hidden(request)
+        listed["details"] = [{"loc": list(e.get("loc", ())), "msg": hidden(e.get("msg", "")), "type": e.get("type", "")}
                              for e in listed["details"]]
         return await _caller_first(request, ErrorResponse(error_body(
             "invalid_request", "the request does not match the schema", **listed), status_code=422))

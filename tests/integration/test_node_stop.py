@@ -38,17 +38,32 @@ def alive(pid: int) -> bool:
     return True
 
 
-@pytest.mark.slow
-def test_sigterm_stops_the_node_and_the_dev_chain_it_started(tmp_path: Path) -> None:
-    """uvicorn raised SIGTERM again after its shutdown, which ended the process before the node's own clean-up:
-    the dev chain it started ran on, still marked as this node's."""
-    data_dir = tmp_path / "alliance"
+def initialised_dev_node(data_dir: Path) -> dict[str, str]:
+    """The environment of a node on its own dev chain in `data_dir`, after `alliance init` there."""
     env = {**os.environ, "ALLIANCE_DATA_DIR": str(data_dir), "ALLIANCE_DEV_CHAIN_PORT": str(free_port()),
            "ALLIANCE_KEY_PASSPHRASE": TEST_PASSPHRASE, "PYTHONPATH": str(PROJECT_ROOT)}
     for name in ("ALLIANCE_RPC_URL", "ALLIANCE_DATABASE_URL"):
         env.pop(name, None)
     subprocess.run([*ALLIANCE, "init", "--bank-name", "Bank A", "--bank-code", "BANKA"], env=env, check=True,
                    capture_output=True)
+    return env
+
+
+def kill_left_running(node: subprocess.Popen[bytes], chain_pid: int | None) -> None:
+    """Clean-up after a test that failed before its node, or the dev chain it started, stopped."""
+    if node.poll() is None:
+        node.kill()
+        node.wait()
+    if chain_pid is not None and alive(chain_pid):
+        os.kill(chain_pid, signal.SIGTERM)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_node_and_the_dev_chain_it_started(tmp_path: Path) -> None:
+    """uvicorn raised SIGTERM again after its shutdown, which ended the process before the node's own clean-up:
+    the dev chain it started ran on, still marked as this node's."""
+    data_dir = tmp_path / "alliance"
+    env = initialised_dev_node(data_dir)
     port = free_port()
     with (tmp_path / "node.log").open("wb") as log:
         node = subprocess.Popen([*ALLIANCE, "node", "start", "--port", str(port)], env=env, stdout=log,
@@ -62,8 +77,4 @@ def test_sigterm_stops_the_node_and_the_dev_chain_it_started(tmp_path: Path) -> 
         assert not (data_dir / "chain" / "anvil.pid").exists()
         assert not alive(chain_pid)
     finally:
-        if node.poll() is None:
-            node.kill()
-            node.wait()
-        if chain_pid is not None and alive(chain_pid):
-            os.kill(chain_pid, signal.SIGTERM)
+        kill_left_running(node, chain_pid)
