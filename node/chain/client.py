@@ -28,7 +28,7 @@ from web3.exceptions import (
     TransactionNotFound,
     Web3RPCError,
 )
-from web3.types import EventData, TxParams
+from web3.types import EventData, RPCEndpoint, TxParams
 
 from node.chain.artifacts import ContractArtifact, load_artifact
 from node.chain.errors import (
@@ -204,6 +204,10 @@ class ChainClient:
             request_kwargs={"timeout": request_timeout},
             # Retrying is the outbox's job, with idempotency; silent retries here would hide outages.
             exception_retry_configuration=None,
+            # web3 checks every eth_call, eth_estimateGas and eth_sendTransaction against the endpoint's chain id,
+            # which it asked for each time: a read took two round trips. An endpoint's chain id does not change.
+            cache_allowed_requests=True,
+            cacheable_requests={RPCEndpoint("eth_chainId")},
         )
         self.w3 = Web3(provider)
         self._chain_id: int | None = None

@@ -14,6 +14,7 @@ from node.chain import client as client_module
 from node.chain.client import ChainClient
 from node.chain.errors import ChainError, ChainUnavailable, TransactionTimeout, redacted_url
 from node.chain.signer import Signer
+from tests.chain.capped_rpc import capped_rpc
 
 
 def test_a_transaction_the_chain_dropped_leaves_no_nonce_gap(rpc_url: str) -> None:
@@ -279,3 +280,16 @@ def test_a_nonce_taken_at_every_signing_is_given_up_after_the_bounded_attempts(r
             node.sign_and_send(transfer_to(node, Signer.generate().address))
     assert len(fetched) == client_module.SEND_ATTEMPTS
     assert mined_transactions(node) == [held]
+
+
+def test_the_endpoint_is_asked_its_chain_id_once_not_before_every_call(rpc_url: str) -> None:
+    """web3 checks each eth_call and gas estimate against the endpoint's chain id, and asked the endpoint for it every
+    time: a read took two round trips. A client asks once (a thread of its own once each)."""
+    with capped_rpc(rpc_url, max_blocks=10**9) as relay:
+        client = ChainClient(relay.url, signer=Signer.generate())
+        for _ in range(5):
+            client.w3.eth.call({"to": client.signer.address, "data": "0x"})
+            client.w3.eth.estimate_gas({"from": client.signer.address, "to": client.signer.address, "value": 0})
+    methods = [method for request in relay.requests for method in request]
+    assert (methods.count("eth_call"), methods.count("eth_estimateGas")) == (5, 5)
+    assert methods.count("eth_chainId") <= 2  # web3's cache asks once more when it first stores an answer
