@@ -28,7 +28,8 @@ from web3.exceptions import (
     TransactionNotFound,
     Web3RPCError,
 )
-from web3.types import EventData, RPCEndpoint, TxParams
+from web3.middleware import ExtraDataToPOAMiddleware
+from web3.types import EventData, TxParams
 
 from node.chain.artifacts import ContractArtifact, load_artifact
 from node.chain.errors import (
@@ -204,12 +205,14 @@ class ChainClient:
             request_kwargs={"timeout": request_timeout},
             # Retrying is the outbox's job, with idempotency; silent retries here would hide outages.
             exception_retry_configuration=None,
-            # web3 checks every eth_call, eth_estimateGas and eth_sendTransaction against the endpoint's chain id,
-            # which it asked for each time: a read took two round trips. An endpoint's chain id does not change.
-            cache_allowed_requests=True,
-            cacheable_requests={RPCEndpoint("eth_chainId")},
         )
         self.w3 = Web3(provider)
+        # web3's validation asked the endpoint its chain id before every eth_call and gas estimate (a read took two
+        # round trips), to check a chainId the node never puts in them (it signs its transactions itself, with the
+        # chain id it asks once); and it refused every block whose extraData is over 32 bytes, as a QBFT or IBFT
+        # chain's (Besu's) always is. web3's proof-of-authority middleware takes such blocks, as it takes anvil's.
+        self.w3.middleware_onion.remove("validation")
+        self.w3.middleware_onion.inject(ExtraDataToPOAMiddleware, name="proof_of_authority", layer=0)
         self._chain_id: int | None = None
         self._takes_batches = True  # until the endpoint refuses a JSON-RPC batch (call_many)
         self.nonces = NonceManager(self._pending_nonce)

@@ -293,3 +293,19 @@ def test_the_endpoint_is_asked_its_chain_id_once_not_before_every_call(rpc_url: 
     methods = [method for request in relay.requests for method in request]
     assert (methods.count("eth_call"), methods.count("eth_estimateGas")) == (5, 5)
     assert methods.count("eth_chainId") <= 2  # web3's cache asks once more when it first stores an answer
+
+
+# A QBFT block's extraData: RLP of a 32-byte vanity, the validators, a vote, the round and the seals.
+QBFT_EXTRA_DATA = "0x" + "f87aa0" + "00" * 32 + "d594" + "ab" * 20 + "c080c0" + "11" * 64
+
+
+def test_blocks_of_a_proof_of_authority_chain_are_read(rpc_url: str) -> None:
+    """Besu's QBFT (and IBFT, Clique) blocks carry more than 32 bytes of extraData, which web3 refused
+    (ExtraDataLengthError): a node on the production chain could not read its head."""
+    with capped_rpc(rpc_url, max_blocks=10**9) as relay:
+        relay.block_extra_data = QBFT_EXTRA_DATA
+        client = ChainClient(relay.url)
+        head = client.head()
+        assert head.block_hash == ChainClient(rpc_url).head().block_hash
+        assert client._block_hash(head.block_number) == head.block_hash
+        assert relay.requests.count(["eth_getBlockByNumber"]) == 2
