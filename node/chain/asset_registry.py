@@ -20,7 +20,7 @@ from web3.logs import DISCARD
 from web3.types import BlockIdentifier
 
 from node.chain.client import ChainClient, Receipt, translate_errors
-from node.chain.errors import ChainError
+from node.chain.errors import ChainError, MalformedChainAnswer
 
 # anchorVersion: fixed part (intrinsic, pool, version and count slots, the two events) plus, per loan id, its
 # calldata (512), its share of the LoanIdsPublished data (256), memory copying and the memory expansion that
@@ -190,7 +190,7 @@ def _published_loan_ids(log: dict[str, Any]) -> PublishedLoanIds:
                                 [data[i:i + 32] for i in range(96, len(data), 32)], int(log["blockNumber"], 16),
                                 int(log["logIndex"], 16), log["transactionHash"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise ChainError(f"malformed LoanIdsPublished log in block {log.get('blockNumber')}: {exc}") from exc
+        raise MalformedChainAnswer(f"malformed LoanIdsPublished log in block {log.get('blockNumber')}: {exc}") from exc
 
 
 class AssetRegistryClient:

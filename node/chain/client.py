@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
 
 import requests
+from eth_abi.exceptions import DecodingError
 from eth_typing import HexStr
-from web3 import Web3
+from web3 import HTTPProvider, Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractConstructor, ContractEvent, ContractFunction
 from web3.exceptions import (
@@ -25,17 +26,20 @@ from web3.exceptions import (
     BadResponseFormat,
     BlockNotFound,
     ContractLogicError,
+    MismatchedABI,
     TransactionNotFound,
     Web3RPCError,
 )
 from web3.middleware import ExtraDataToPOAMiddleware
-from web3.types import EventData, TxParams
+from web3.types import EventData, RPCEndpoint, RPCResponse, TxParams
 
 from node.chain.artifacts import ContractArtifact, load_artifact
 from node.chain.errors import (
+    ChainDataMissing,
     ChainError,
     ChainUnavailable,
     ContractRevert,
+    MalformedChainAnswer,
     OutOfGas,
     TransactionTimeout,
     UnknownRevert,
@@ -43,6 +47,7 @@ from node.chain.errors import (
     redacted_url,
 )
 from node.chain.log_window import LogWindow
+from node.chain.rpc_answers import check_result
 from node.chain.signer import Signer
 
 logger = logging.getLogger(__name__)
@@ -148,9 +153,42 @@ def keep_rpc_url_out_of_logs() -> None:
         logging.getLogger(name).setLevel(logging.INFO)
 
 
+# How nodes word a refusal for history they no longer keep (lowercased): a past block's state (geth "missing trie
+# node" and, path scheme, "historical state … is not available"; Besu "World state unavailable"; anvil with
+# --prune-history "BlockOutOfRangeError: block height is N but requested was M"), or old blocks, transactions and
+# logs (geth's history expiry, error 4444 "pruned history unavailable").
+_HISTORY_PRUNED = ("missing trie node", "historical state", "world state unavailable", "blockoutofrange",
+                   "pruned history")
+# What web3 (its result formatters, the ABI and event decoders) and the code reading its answers raise on a result of
+# the wrong shape that the check of `rpc_answers` let through: a field the node does not read, in a form web3 does not
+# take, or a log of another event than the one asked for.
+_MALFORMED_ANSWER = (KeyError, TypeError, ValueError, AttributeError, IndexError, DecodingError, MismatchedABI)
+_ARCHIVE_HINT = ("the endpoint may keep recent history only (pruned) or not have synced that far; use an archive "
+                 "node")
+
+_answers = threading.local()  # per thread: how many answers its providers received
+
+
+def _answers_received() -> int:
+    return int(getattr(_answers, "count", 0))
+
+
+class _CheckedProvider(HTTPProvider):
+    """An HTTP provider that checks the shape of each result (`rpc_answers`) before web3 formats it, and counts the
+    answers received (see `translate_errors`)."""
+
+    def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        response = super().make_request(method, params)
+        _answers.count = _answers_received() + 1
+        if isinstance(response, dict) and "result" in response:
+            check_result(method, response["result"], redacted_url(str(self.endpoint_uri)))
+        return response
+
+
 @contextmanager
 def translate_errors(rpc_url: str) -> Iterator[None]:
     """Turn web3/requests exceptions into the node's chain errors."""
+    answered = _answers_received()
     try:
         yield
     except ContractLogicError as exc:
@@ -165,12 +203,33 @@ def translate_errors(rpc_url: str) -> Iterator[None]:
         raise error(f"chain RPC at {redacted_url(rpc_url)} answered HTTP {status}") from exc
     except requests.RequestException as exc:  # no scheme, not http(s), a malformed host: nothing was sent
         raise ChainError(f"chain RPC URL {redacted_url(rpc_url)!r} is not an http(s) URL requests can reach") from exc
+    except (TransactionNotFound, BlockNotFound) as exc:  # null for a hash or number: pruned, or never on this chain
+        raise ChainDataMissing(f"{exc.message.rstrip('.')} at chain RPC {redacted_url(rpc_url)}: {_ARCHIVE_HINT}") \
+            from exc
     except Web3RPCError as exc:
-        raise ChainError(f"chain RPC error: {exc}") from exc
+        refusal = (exc.rpc_response or {}).get("error")
+        reason = refusal.get("message") if isinstance(refusal, dict) else None
+        raise _refusal(rpc_url, f"chain RPC error: {exc}", str(reason or exc.message)) from exc
     except (json.JSONDecodeError, BadResponseFormat) as exc:  # a web server at the URL (a proxy's login page)
         raise ChainError(f"chain RPC at {redacted_url(rpc_url)} did not answer as a JSON-RPC endpoint") from exc
     except BadFunctionCallOutput as exc:  # the address holds code of another ABI (an empty fallback answers nothing)
         raise ChainError(f"the contract's answer does not decode as its ABI's: {exc}".splitlines()[0]) from exc
+    except _MALFORMED_ANSWER as exc:
+        # Raised while an answer was read (by web3's formatters or the code in the block): the endpoint's doing.
+        # Before any answer came back it was raised over the request itself, a mistake of the node's to show as it is.
+        if _answers_received() == answered:
+            raise
+        raise MalformedChainAnswer(f"chain RPC at {redacted_url(rpc_url)} answered with a malformed result: "
+                                   f"{type(exc).__name__}: {exc}".splitlines()[0]) from exc
+
+
+def _refusal(rpc_url: str, text: str, reason: str) -> ChainError:
+    """The error for a request the endpoint refused with `reason`: ChainDataMissing when it no longer keeps the history
+    asked for (a narrower log range or a retry will not bring it back), else a ChainError saying `text`."""
+    if any(words in reason.lower() for words in _HISTORY_PRUNED):
+        return ChainDataMissing(f"chain RPC at {redacted_url(rpc_url)} does not have the history asked for: "
+                                f"{_ARCHIVE_HINT} ({reason.strip().splitlines()[0]})")
+    return ChainError(text)
 
 
 def _revert_from(exc: ContractLogicError) -> ContractRevert:
@@ -200,7 +259,7 @@ class ChainClient:
         self.write_lock = write_lock
         self.receipt_timeout = receipt_timeout
         self.gas_price = gas_price
-        provider = Web3.HTTPProvider(
+        provider = _CheckedProvider(
             rpc_url,
             request_kwargs={"timeout": request_timeout},
             # Retrying is the outbox's job, with idempotency; silent retries here would hide outages.
@@ -303,16 +362,18 @@ class ChainClient:
         try:
             with translate_errors(self.rpc_url):
                 return self.w3.eth.get_block(number)["hash"].to_0x_hex()
-        except BlockNotFound:
+        except ChainDataMissing:
             return None
 
     def rpc(self, method: str, params: list[Any] | None = None) -> Any:
         """A raw JSON-RPC call, for node-specific methods (`anvil_*`, `evm_*`, `txpool_*`)."""
-        with translate_errors(self.rpc_url):
+        with translate_errors(self.rpc_url):  # an answer with neither is malformed (see translate_errors)
             response = self.w3.provider.make_request(method, params or [])  # type: ignore[arg-type]
-        if "error" in response:
-            raise ChainError(f"{method} failed: {response['error']}")
-        return response["result"]
+            if "error" in response:
+                error = response["error"]
+                message = error.get("message") if isinstance(error, dict) else None
+                raise _refusal(self.rpc_url, f"{method} failed: {error}", str(message or ""))
+            return response["result"]
 
     def contract(self, name: str, address: str) -> Contract:
         artifact = load_artifact(name)

@@ -39,6 +39,16 @@ class ChainUnavailable(ChainError):
     """The JSON-RPC endpoint cannot be reached."""
 
 
+class ChainDataMissing(ChainError):
+    """The endpoint does not have what was asked of it: a transaction or block it does not know, or the state of a
+    past block it no longer keeps (a node that pruned it, or one that has not synced that far)."""
+
+
+class MalformedChainAnswer(ChainError):
+    """The endpoint answered, but not with a result of the shape the method gives (null where a value is due, a number
+    where a hex string is, an object without a field the node reads): not an Ethereum node, or a broken one."""
+
+
 class TransactionTimeout(ChainError):
     """A sent transaction was not mined in time (it may still be mined later)."""
 

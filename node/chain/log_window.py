@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from node.chain.errors import ChainError, ChainUnavailable
+from node.chain.errors import ChainDataMissing, ChainError, ChainUnavailable, MalformedChainAnswer
 
 logger = logging.getLogger(__name__)
 
@@ -31,9 +31,11 @@ class LogWindow:
     def read(self, fetch: Callable[[int, int], list[Any]], from_block: int, to_block: int) -> list[Any]:
         """`fetch(first, last)` over `from_block..to_block` (inclusive), in one request while the endpoint takes it.
 
-        `fetch` raises ChainUnavailable when the endpoint cannot be reached (raised here at once) and ChainError when
-        it answers with an error. A refused range is halved until the endpoint takes it, and that width is kept for
-        the next calls (see `narrowed`); an error on a single block is the endpoint's real answer and is raised.
+        `fetch` raises ChainUnavailable when the endpoint cannot be reached, ChainDataMissing when it no longer keeps
+        the blocks and MalformedChainAnswer when its answer is not logs (raised here at once: a narrower range changes
+        none of them), and ChainError when it answers with another error. A refused range is halved until the
+        endpoint takes it, and that width is kept for the next calls (see `narrowed`); an error on a single block is
+        the endpoint's real answer and is raised.
         """
         found: list[Any] = []
         start = from_block
@@ -53,7 +55,7 @@ class LogWindow:
             width = stop - start + 1
             try:
                 found.extend(fetch(start, stop))
-            except ChainUnavailable:
+            except (ChainUnavailable, ChainDataMissing, MalformedChainAnswer):
                 raise
             except ChainError:
                 if stop == start:

@@ -1,15 +1,17 @@
-"""A JSON-RPC relay in front of the test chain that refuses wide `eth_getLogs` ranges, as Besu does.
+"""A JSON-RPC relay in front of the test chain: refuses wide `eth_getLogs` ranges, as Besu does, and rewrites the
+answers of chosen methods, as a pruned, broken or failing endpoint would give them.
 
 Besu answers an `eth_getLogs` over more blocks than its `--rpc-max-logs-range` (1,000 or 5,000 by default) with an
-error instead of logs; anvil has no such cap. Everything else is passed through to the real chain unchanged. The
-methods of every request are recorded, for tests of how many requests a read costs.
+error instead of logs; anvil has no such cap. A method in `CappedRpc.rewrite` is asked of the real chain and its
+answer passed through the method's function (a node that pruned a transaction answers null, a broken one a result
+of the wrong shape, a failing one nothing at all). Everything else is passed through to the real chain unchanged.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,6 +23,10 @@ import requests
 RANGE_REFUSAL = {"code": -32005, "message": "Exceeds max range"}
 # A gateway's answer to a JSON-RPC batch when it takes single requests only.
 BATCH_REFUSAL = {"code": -32600, "message": "batch requests are not supported"}
+NO_CAP = 2**63
+
+# (request, the real chain's answer) -> the answer sent instead, or None to close the connection without answering.
+Rewrite = Callable[[dict[str, Any], dict[str, Any]], dict[str, Any] | None]
 
 
 @dataclass
@@ -31,9 +37,10 @@ class CappedRpc:
     refused: int = 0
     error: dict[str, Any] | None = None  # set: eth_getLogs is answered with this error (an outage, not a cap) ...
     error_times: int | None = None  # ... this many times (None: until unset)
+    rewrite: dict[str, Rewrite] = field(default_factory=dict)  # method -> how its answers are rewritten
+    methods: list[str] = field(default_factory=list)  # every method asked alone (not in a batch), in order
     requests: list[list[str]] = field(default_factory=list)  # the methods of every HTTP request (a batch: several)
     refuse_batches: bool = False  # set: a JSON-RPC batch is answered with one error, as gateways without batches do
-    block_extra_data: str | None = None  # set: every block answered carries this extraData (Besu QBFT's is ~100 bytes)
 
 
 def _block(value: Any, upstream: str) -> int:
@@ -44,12 +51,28 @@ def _block(value: Any, upstream: str) -> int:
     return 0 if value == "earliest" else int(value, 16)
 
 
+def with_result(result: Any) -> Rewrite:
+    """A rewrite answering `result` in place of the chain's."""
+    return lambda _request, answer: {**answer, "result": result}
+
+
 @contextmanager
-def capped_rpc(upstream: str, max_blocks: int) -> Iterator[CappedRpc]:
+def capped_rpc(upstream: str, max_blocks: int = NO_CAP) -> Iterator[CappedRpc]:
     """A relay at `CappedRpc.url` to the chain at `upstream`, refusing eth_getLogs over more than `max_blocks`."""
     relay = CappedRpc("", max_blocks)
 
+    upstream_sessions = threading.local()  # one kept-alive connection to the chain per relay thread
+
+    def forward(body: bytes) -> requests.Response:
+        if not hasattr(upstream_sessions, "session"):
+            upstream_sessions.session = requests.Session()
+        session: requests.Session = upstream_sessions.session
+        return session.post(upstream, data=body, headers={"Content-Type": "application/json"}, timeout=30)
+
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # kept alive, as web3's session keeps it ...
+        disable_nagle_algorithm = True  # ... without waiting on the delayed ack of the headers, sent apart
+
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             request = json.loads(body)
@@ -58,7 +81,10 @@ def capped_rpc(upstream: str, max_blocks: int) -> Iterator[CappedRpc]:
             if isinstance(request, list) and relay.refuse_batches:
                 self._answer(json.dumps({"jsonrpc": "2.0", "id": None, "error": BATCH_REFUSAL}).encode())
                 return
-            if isinstance(request, dict) and request.get("method") == "eth_getLogs":
+            method = request.get("method") if isinstance(request, dict) else None
+            if method is not None:
+                relay.methods.append(method)
+            if method == "eth_getLogs":
                 query = request["params"][0]
                 first, last = _block(query.get("fromBlock"), upstream), _block(query.get("toBlock"), upstream)
                 relay.log_ranges.append((first, last))
@@ -72,15 +98,16 @@ def capped_rpc(upstream: str, max_blocks: int) -> Iterator[CappedRpc]:
                     answer = json.dumps({"jsonrpc": "2.0", "id": request.get("id"), "error": RANGE_REFUSAL}).encode()
                     self._answer(answer)
                     return
-            forwarded = requests.post(upstream, data=body, headers={"Content-Type": "application/json"}, timeout=30)
-            if relay.block_extra_data is not None and isinstance(request, dict) \
-                    and request.get("method") in ("eth_getBlockByNumber", "eth_getBlockByHash"):
-                answer = forwarded.json()
-                if answer.get("result"):
-                    answer["result"]["extraData"] = relay.block_extra_data
-                self._answer(json.dumps(answer).encode())
+            forwarded = forward(body)
+            rewrite = relay.rewrite.get(method) if method is not None else None
+            if rewrite is None:
+                self._answer(forwarded.content)
                 return
-            self._answer(forwarded.content)
+            rewritten = rewrite(request, forwarded.json())
+            if rewritten is None:
+                self.close_connection = True  # the client sees the connection closed with no answer
+                return
+            self._answer(json.dumps(rewritten).encode())
 
         def _answer(self, answer: bytes) -> None:
             self.send_response(200)

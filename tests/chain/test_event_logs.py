@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from node.chain.client import ChainClient
-from node.chain.errors import ChainError, ChainUnavailable
+from node.chain.errors import ChainDataMissing, ChainError, ChainUnavailable
 from node.chain.registry import RegistryClient
 from tests.chain.capped_rpc import CappedRpc, capped_rpc
 from tests.conftest import Consortium, free_port
@@ -113,6 +113,42 @@ def test_followed_logs_read_everything_again_after_the_chain_went_back(consortiu
     founder = ChainClient(consortium.rpc_url, signer=consortium.banks[0].signer)  # its nonces from the chain again
     assert RegistryClient(founder, address).start_key_epoch() == 2
     assert [int(log["args"]["epoch"]) for log in client.followed_logs(event)] == [2]
+
+
+def test_followed_logs_read_everything_again_when_the_endpoint_lacks_the_block_they_were_read_up_to(
+        consortium: Consortium) -> None:
+    """An endpoint without the block the logs were read up to (a node that pruned it, or one behind the node asked
+    before, behind a load balancer) answers null for it: web3's BlockNotFound was made a ChainError before the look
+    meant to take it as "the chain no longer has it" could see it, and every read of the logs failed."""
+    started_epochs(consortium, 1)
+    address = consortium.deployment.address("AllianceRegistry")
+    with capped_rpc(consortium.rpc_url) as relay:
+        client = ChainClient(relay.url)
+        event = client.contract("AllianceRegistry", address).events.KeyEpochStarted()
+        logs = client.followed_logs(event)
+        relay.rewrite["eth_getBlockByNumber"] = lambda request, answer: \
+            answer if request["params"][0] == "latest" else {**answer, "result": None}
+        asked = len(relay.log_ranges)
+        assert client.followed_logs(event) == logs
+        assert relay.log_ranges[asked][0] == 0  # read from block 0 again
+
+
+@pytest.mark.parametrize("raw", [False, True], ids=["decoded", "raw"])
+def test_logs_an_endpoint_pruned_are_missing_at_once(consortium: Consortium, raw: bool) -> None:
+    """geth's history expiry refuses logs of the blocks it dropped ("pruned history unavailable"): each refusal was
+    taken for a range too wide and asked again over halved ranges down to one block, then a ChainError that said
+    nothing of the endpoint's history."""
+    address = consortium.deployment.address("AllianceRegistry")
+    with capped_rpc(consortium.rpc_url, 10_000) as relay:
+        relay.error = {"code": 4444, "message": "pruned history unavailable"}
+        client = ChainClient(relay.url)
+        event = client.contract("AllianceRegistry", address).events.KeyEpochStarted()
+        with pytest.raises(ChainDataMissing) as missing:
+            client.raw_logs(address, [event.topic]) if raw else client.event_logs(event)
+    assert str(missing.value) == (f"chain RPC at {relay.url} does not have the history asked for: the endpoint may "
+                                  "keep recent history only (pruned) or not have synced that far; use an archive node "
+                                  "(pruned history unavailable)")
+    assert len(relay.log_ranges) == 1
 
 
 def test_an_error_that_is_no_range_refusal_leaves_the_window_alone(consortium: Consortium) -> None:
