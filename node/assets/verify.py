@@ -46,7 +46,7 @@ from node.assets.history import (
 from node.assets.records import HASH32, LEAF_ENCODING, STATUS_ENCODING, LoanRecord, LoanStatus
 from node.chain.asset_registry import AssetRegistryClient, PoolEvent
 from node.chain.client import ChainClient
-from node.chain.errors import ChainError, ChainUnavailable
+from node.chain.errors import ChainDataMissing, ChainError, ChainUnavailable, MalformedChainAnswer
 from node.chain.registry import MemberRole, MemberStatus
 from node.merkle import MerkleTreeError, standard_leaf_hash, verify_proof
 
@@ -59,6 +59,12 @@ FACT_KEYS = ("loan_id", "pool_id", "version", "registry", "as_of_block", "chain_
              "latest_version_now", "pools_holding_loan_now")
 # The widths the chain gives these numbers (uint256 pool ids, uint32 versions): anything wider cannot be looked up.
 _INTEGER_BOUNDS = {"chain_id": 2**256, "pool_id": 2**256, "version": 2**32, "as_of_block": 2**64}
+# How long the endpoint may take over one request before the verification ends with "did not answer in time".
+REQUEST_TIMEOUT_S = 10.0
+# The endpoint cannot give what a check asks (unreachable, slow, without a transaction or a past block's state, or
+# answering in another shape than a node's): no verdict on the bundle can be reached through it, so these end the
+# verification (one line, exit code 1) instead of failing a check as if the bundle were wrong.
+ENDPOINT_FAILURES = (ChainUnavailable, ChainDataMissing, MalformedChainAnswer)
 
 
 class BundleInvalid(ValueError):
@@ -96,8 +102,10 @@ class _Failed(Exception):
         self.detail = detail
 
 
-def verify_bundle(bundle: Any, rpc_url: str, registry_address: str) -> Verdict:
-    """Check `bundle` (parsed JSON) against the chain at `rpc_url`; never raises for a bad bundle."""
+def verify_bundle(bundle: Any, rpc_url: str, registry_address: str, *,
+                  request_timeout: float = REQUEST_TIMEOUT_S) -> Verdict:
+    """Check `bundle` (parsed JSON) against the chain at `rpc_url`; never raises for a bad bundle. An endpoint that
+    cannot answer what the checks ask raises one of ENDPOINT_FAILURES: the bundle was not judged."""
     verdict = Verdict()
 
     def run(name: str, check: Callable[[], str]) -> bool:
@@ -106,7 +114,7 @@ def verify_bundle(bundle: Any, rpc_url: str, registry_address: str) -> Verdict:
             return True
         except _Failed as failed:
             verdict.checks.append(Check(name, False, failed.detail))
-        except ChainUnavailable:
+        except ENDPOINT_FAILURES:
             raise
         except ChainError as exc:
             verdict.checks.append(Check(name, False, f"chain refused the lookup: {exc}"))
@@ -115,7 +123,7 @@ def verify_bundle(bundle: Any, rpc_url: str, registry_address: str) -> Verdict:
     parsed: dict[str, Any] = {}
     if not run("bundle", lambda: _parse(bundle, parsed)):
         return verdict
-    registry = AssetRegistryClient(ChainClient(rpc_url), registry_address)
+    registry = AssetRegistryClient(ChainClient(rpc_url, request_timeout=request_timeout), registry_address)
     if not run("chain", lambda: _check_chain(registry, parsed)):
         return verdict
     record: LoanRecord = parsed["record"]
@@ -194,10 +202,10 @@ def _hash32(value: Any, where: str) -> bytes:
 def _check_chain(registry: AssetRegistryClient, parsed: dict[str, Any]) -> str:
     try:
         return _check_endpoint(registry, parsed)
-    except (ValueError, TypeError) as exc:
-        # JSON-RPC in form, not an Ethereum node in content (a result of null, or "0xzz" for a number): web3 or the
-        # conversion of its answer raised, which was a traceback instead of a verdict.
-        raise _Failed(f"the endpoint does not answer as an Ethereum JSON-RPC node: malformed result ({exc})") from None
+    except MalformedChainAnswer as exc:
+        # JSON-RPC in form, not an Ethereum node in content (a result of null, or "0xzz" for a number): the endpoint
+        # is not the bundle's chain. Past this check, such an answer ends the verification (ENDPOINT_FAILURES).
+        raise _Failed(f"the endpoint does not answer as an Ethereum JSON-RPC node: {exc}") from None
 
 
 def _check_endpoint(registry: AssetRegistryClient, parsed: dict[str, Any]) -> str:
@@ -211,6 +219,8 @@ def _check_endpoint(registry: AssetRegistryClient, parsed: dict[str, Any]) -> st
     try:
         registry.pool_count()
         alliance = registry.registry_address()
+    except ENDPOINT_FAILURES:
+        raise
     except ChainError:
         raise _Failed(f"{registry.address} does not answer as an AssetRegistry") from None
     # A contract that answers every call with zeros passes the calls above; the AssetRegistry names the

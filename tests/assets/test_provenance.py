@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from node.assets.provenance import build_bundle, bundle_for
 from node.assets.verify import _Failed, _RoleBook, verify_bundle
 from node.chain.asset_registry import AssetRegistryClient
 from node.chain.client import ChainClient, Receipt
+from node.chain.errors import ChainUnavailable
 from node.chain.registry import GOVERNANCE_MIN_GAS, MemberRole
 from node.chain.signer import Signer
 from node.errors import InvalidInput, NotFound
@@ -26,8 +28,8 @@ from node.runtime import NodeContext
 from node.store.asset_tables import AssetMirrorLoan
 from tests.assets.conftest import HEADER, loan_row, run_again_while_pending, write_tape
 from tests.assets.test_pools import admit_auditor, first_version_records
-from tests.chain.capped_rpc import capped_rpc
-from tests.cli.conftest import run_cli
+from tests.chain.capped_rpc import Rewrite, capped_rpc, with_result
+from tests.cli.conftest import CliResult, run_cli
 from tests.conftest import Bank, make_bank
 
 
@@ -520,3 +522,148 @@ def _statuses_of(life: Life, node: NodeContext) -> Path:
     path = node.settings.data_dir / "statuses.csv"
     path.write_text("loan_id,status\n" + "".join(f"0x{i.hex()},current\n" for i in loan_ids))
     return path
+
+
+# -- an endpoint that lacks, withholds or garbles what the checks ask: one line, exit code 1, never VERIFIED --------
+def audit_verify(capsys: pytest.CaptureFixture[str], life: Life, rpc_url: str, tmp_path: Path) -> CliResult:
+    bundle_file = tmp_path / "bundle.json"
+    bundle_file.write_text(json.dumps(life.bundle))
+    return run_cli(capsys, "audit", "verify", str(bundle_file), "--rpc", rpc_url, "--registry", life.registry)
+
+
+def one_line_failure(result: CliResult) -> str:
+    """The one line of a failed verification, checked to be that: exit code 1, no VERIFIED, one line on stderr."""
+    assert result.code == 1, result
+    assert "VERIFIED:" not in result.out and "Traceback" not in result.err
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    return " ".join(lines[0].split())
+
+
+def test_audit_verify_through_an_endpoint_without_a_transaction_says_so_in_one_line(
+        life: Life, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A node that pruned old transactions answers null for the hash of one the checks read the sender of: the
+    auditor got web3's words, "chain RPC error: Transaction with hash: '0x…' not found.", with nothing about why or
+    what to do."""
+    with capped_rpc(life.rpc_url) as relay:
+        relay.rewrite["eth_getTransactionByHash"] = with_result(None)
+        line = one_line_failure(audit_verify(capsys, life, relay.url, tmp_path))
+    assert line.startswith("error: Transaction with hash: '0x")
+    assert (f"not found at chain RPC {relay.url}: the endpoint may keep recent history only (pruned) or not have "
+            "synced that far; use an archive node") in line
+
+
+# How nodes refuse history they no longer keep: a past block's state (anvil --prune-history, geth's hash scheme), old
+# logs (geth's history expiry).
+PRUNED = [("eth_call", {"code": -32602, "message": "BlockOutOfRangeError: block height is 40 but requested was 5"}),
+          ("eth_call", {"code": -32000, "message": "missing trie node 5a2c0f (path ) state 0x5a2c0f is not available"}),
+          ("eth_getLogs", {"code": 4444, "message": "pruned history unavailable"})]
+
+
+@pytest.mark.parametrize(("method", "refusal"), PRUNED, ids=["anvil state", "geth state", "geth logs"])
+def test_audit_verify_through_an_endpoint_without_past_history_says_so_in_one_line(
+        life: Life, tmp_path: Path, capsys: pytest.CaptureFixture[str], method: str, refusal: dict[str, Any]) -> None:
+    """The checks read the registries as of past blocks (loan ids published by the bundle's block, each signer's
+    membership at its block) and the logs from block 0; a node keeping recent history only refuses. A refused state
+    failed a check as though the bundle were wrong ("NOT VERIFIED: chain refused the lookup: chain RPC error: {…}");
+    refused logs were asked again over halved ranges down to single blocks, and then "chain RPC error: {…}"."""
+    def refuse_the_past(request: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
+        if method == "eth_call" and request["params"][1] == "latest":
+            return answer
+        return {"jsonrpc": "2.0", "id": answer["id"], "error": refusal}
+
+    with capped_rpc(life.rpc_url) as relay:
+        relay.rewrite[method] = refuse_the_past
+        line = one_line_failure(audit_verify(capsys, life, relay.url, tmp_path))
+    assert line == (f"error: chain RPC at {relay.url} does not have the history asked for: the endpoint may keep "
+                    f"recent history only (pruned) or not have synced that far; use an archive node "
+                    f"({refusal['message']})")
+    if method == "eth_getLogs":
+        assert relay.methods.count("eth_getLogs") == 1  # not asked again over narrower ranges
+
+
+def test_audit_verify_through_an_endpoint_that_goes_away_mid_way_says_so_in_one_line(
+        life: Life, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with capped_rpc(life.rpc_url) as relay:
+        relay.rewrite["eth_getTransactionByHash"] = lambda _request, _answer: None  # connection closed, no answer
+        line = one_line_failure(audit_verify(capsys, life, relay.url, tmp_path))
+    assert line == f"error: chain RPC at {relay.url} is unreachable"
+
+
+def test_verify_bundle_through_an_endpoint_too_slow_mid_way_raises_did_not_answer_in_time(life: Life) -> None:
+    def slowly(_request: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
+        time.sleep(1)
+        return answer
+
+    with capped_rpc(life.rpc_url) as relay:
+        relay.rewrite["eth_getTransactionByHash"] = slowly
+        with pytest.raises(ChainUnavailable) as failed:
+            verify_bundle(life.bundle, relay.url, life.registry, request_timeout=0.3)
+    assert str(failed.value) == f"chain RPC at {relay.url} did not answer in time"
+
+
+# Each method the verification calls, with a field of its result that the node reads (None: not an object).
+VERIFY_METHODS = {"eth_chainId": None, "eth_blockNumber": None, "eth_getCode": None, "eth_call": None,
+                  "eth_getLogs": "transactionHash", "eth_getTransactionByHash": "from"}
+
+
+def _corruptions(field: str | None) -> dict[str, Callable[[Any], Any]]:
+    """Name -> how a result is garbled: in place of the result, or (for objects and lists of them) in one field."""
+    corrupt: dict[str, Callable[[Any], Any]] = {"null": lambda _r: None, "a number": lambda _r: 5,
+                                                "bad hex": lambda _r: "0xzz", "an object": lambda _r: {"unexpected": 1}}
+    if field is not None:
+        def without(result: Any) -> Any:
+            return [{k: v for k, v in result[0].items() if k != field}, *result[1:]] if isinstance(result, list) \
+                else {k: v for k, v in result.items() if k != field}
+
+        def null_field(result: Any) -> Any:
+            return [{**result[0], field: None}, *result[1:]] if isinstance(result, list) else {**result, field: None}
+
+        corrupt.update({f"no {field}": without, f"{field} null": null_field})
+    return corrupt
+
+
+def _holds_something(answer: dict[str, Any]) -> bool:
+    return answer.get("result") not in ([], None)  # an empty list of logs has no field to garble
+
+
+def garbled(call: int, corrupt: Callable[[Any], Any]) -> Rewrite:
+    """A rewrite garbling the `call`-th answer (from 0) that holds something, passing the others."""
+    held = [0]
+
+    def rewrite(_request: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
+        if not _holds_something(answer):
+            return answer
+        held[0] += 1
+        return {**answer, "result": corrupt(answer["result"])} if held[0] - 1 == call else answer
+
+    return rewrite
+
+
+@pytest.mark.parametrize("method", VERIFY_METHODS)
+def test_audit_verify_never_tracebacks_or_verifies_on_a_malformed_result(
+        life: Life, tmp_path: Path, capsys: pytest.CaptureFixture[str], method: str) -> None:
+    """Each method's result garbled, at a call half-way through the verification and at its last call (the checks
+    after the chain check): KeyError, TypeError and ValueError tracebacks from web3's formatters and the code reading
+    their answers (eth_getLogs null, a transaction without "from", eth_call null in a membership lookup), or VERIFIED
+    (a number where eth_getCode's hex is due read as one byte of code)."""
+    with capped_rpc(life.rpc_url) as relay:
+        held: list[Any] = []
+
+        def count(_request: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
+            held.extend([answer] if _holds_something(answer) else [])
+            return answer
+
+        relay.rewrite[method] = count
+        assert audit_verify(capsys, life, relay.url, tmp_path).code == 0  # the normal path, through the relay
+        # web3 asks eth_chainId before each eth_call and reads the answer the same way each time: its last one is enough
+        calls = {len(held) - 1} if method == "eth_chainId" else {len(held) // 2, len(held) - 1}
+        outcomes = {}
+        for name, corrupt in _corruptions(VERIFY_METHODS[method]).items():
+            for call in sorted(calls):
+                relay.rewrite[method] = garbled(call, corrupt)
+                result = audit_verify(capsys, life, relay.url, tmp_path)
+                outcomes[(name, call)] = one_line_failure(result)
+    # null for a transaction is the endpoint's "no such transaction"
+    assert all(f"answered {method} with a malformed result" in line or (name == "null" and "not found" in line)
+               for (name, _call), line in outcomes.items()), outcomes

@@ -6,8 +6,6 @@ import json
 import re
 import resource
 import socket
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ from node.chain.client import ChainClient
 from node.chain.deployment import load_deployment
 from node.config import load_settings
 from tests.assets.conftest import loan_row, resident_id, write_tape
+from tests.chain.capped_rpc import capped_rpc, with_result
 from tests.cli.conftest import CliResult, CliRunner
 from tests.cli.test_cli import one_error_line
 
@@ -357,37 +356,19 @@ def test_audit_verify_does_not_pass_a_bundles_terminal_escapes_through(cli: CliR
         in result.err
 
 
-@pytest.mark.parametrize("result", ["null", '"0xzz"'])
+@pytest.mark.parametrize("result", [None, "0xzz"])
 def test_audit_verify_against_an_endpoint_answering_malformed_results_fails_the_chain_check(
-        cli: CliRunner, anchored: dict[str, Any], tmp_path: Path, result: str) -> None:
+        cli: CliRunner, anchored: dict[str, Any], tmp_path: Path, rpc_url: str, result: Any) -> None:
     """A server speaking JSON-RPC whose results are not an Ethereum node's (eth_chainId answered null or "0xzz"):
     a TypeError or ValueError traceback from web3 or the int() of its answer."""
     bundle_file = tmp_path / "bundle.json"
     assert cli("assets", "prove", "LN-000001", "--out", str(bundle_file)).code == 0
-
-    class Answer(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            body = f'{{"jsonrpc": "2.0", "id": {json.dumps(request["id"])}, "result": {result}}}'.encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Answer)
-    serving = threading.Thread(target=server.serve_forever, daemon=True)
-    serving.start()
-    try:
-        verdict = cli("audit", "verify", str(bundle_file), "--rpc", f"http://127.0.0.1:{server.server_port}",
-                      "--registry", "0x" + "11" * 20, "--json")
-    finally:
-        server.shutdown()
-        server.server_close()
+    with capped_rpc(rpc_url) as relay:
+        relay.rewrite["eth_chainId"] = with_result(result)
+        verdict = cli("audit", "verify", str(bundle_file), "--rpc", relay.url, "--registry", "0x" + "11" * 20, "--json")
     assert verdict.code == 1
     chain_check = next(c for c in json.loads(verdict.out)["checks"] if c["name"] == "chain")
     assert not chain_check["ok"]
-    assert "does not answer as an Ethereum JSON-RPC node: malformed result" in chain_check["detail"]
+    assert chain_check["detail"] == (f"the endpoint does not answer as an Ethereum JSON-RPC node: chain RPC at "
+                                     f"{relay.url} answered eth_chainId with a malformed result: the result is "
+                                     f"{'null' if result is None else repr(result)}, not a hex number")
