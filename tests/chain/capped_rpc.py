@@ -14,10 +14,11 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import requests
+
+from tests.http_stub import QuietHandler, serving
 
 # Besu's answer to a range over its cap (JSON-RPC error -32005, "limit exceeded").
 RANGE_REFUSAL = {"code": -32005, "message": "Exceeds max range"}
@@ -69,7 +70,7 @@ def capped_rpc(upstream: str, max_blocks: int = NO_CAP) -> Iterator[CappedRpc]:
         session: requests.Session = upstream_sessions.session
         return session.post(upstream, data=body, headers={"Content-Type": "application/json"}, timeout=30)
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         protocol_version = "HTTP/1.1"  # kept alive, as web3's session keeps it ...
         disable_nagle_algorithm = True  # ... without waiting on the delayed ack of the headers, sent apart
 
@@ -116,15 +117,6 @@ def capped_rpc(upstream: str, max_blocks: int = NO_CAP) -> Iterator[CappedRpc]:
             self.end_headers()
             self.wfile.write(answer)
 
-        def log_message(self, *_args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    relay.url = f"http://127.0.0.1:{server.server_port}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Handler, threaded=True) as url:
+        relay.url = url
         yield relay
-    finally:
-        server.shutdown()
-        server.server_close()

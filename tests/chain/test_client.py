@@ -6,7 +6,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
@@ -15,6 +14,7 @@ from node.chain.client import ChainClient
 from node.chain.errors import ChainError, ChainUnavailable, TransactionTimeout, redacted_url
 from node.chain.signer import Signer
 from tests.chain.capped_rpc import capped_rpc
+from tests.http_stub import QuietHandler, serving
 
 
 def test_a_transaction_the_chain_dropped_leaves_no_nonce_gap(rpc_url: str) -> None:
@@ -135,7 +135,7 @@ def test_wait_for_sent_waits_out_a_pending_transaction_then_times_out(rpc_url: s
 def web_server(body: bytes) -> Iterator[str]:
     """A web server that answers every POST with 200 and `body` (a proxy's login page, a health endpoint)."""
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length") or 0))
             self.send_response(200)
@@ -143,17 +143,8 @@ def web_server(body: bytes) -> Iterator[str]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *_args: object) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler) as url:
+        yield url + "/"
 
 
 @pytest.mark.parametrize("body", [b"<html>sign in</html>", b'{"status": "ok"}'], ids=["html", "json_not_rpc"])
@@ -171,24 +162,17 @@ def test_an_rpc_endpoint_that_answers_too_slowly_is_not_called_unreachable() -> 
     which sent an auditor (audit verify) or an operator looking at the network instead of the endpoint's load."""
     answered = threading.Event()
 
-    class Slow(BaseHTTPRequestHandler):
+    class Slow(QuietHandler):
         def do_POST(self) -> None:
             answered.wait(5)
 
-        def log_message(self, *_args: object) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Slow)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        with pytest.raises(ChainUnavailable) as refused:
-            ChainClient(f"http://127.0.0.1:{server.server_port}/", request_timeout=0.3).head()
-    finally:
-        answered.set()
-        server.shutdown()
-        server.server_close()
-    assert str(refused.value) == f"chain RPC at http://127.0.0.1:{server.server_port}/ did not answer in time"
+    with serving(Slow) as url:
+        try:
+            with pytest.raises(ChainUnavailable) as refused:
+                ChainClient(f"{url}/", request_timeout=0.3).head()
+        finally:
+            answered.set()
+    assert str(refused.value) == f"chain RPC at {url}/ did not answer in time"
 
 
 def test_a_nonce_used_by_another_process_of_the_signer_is_taken_again_from_the_chain(rpc_url: str) -> None:

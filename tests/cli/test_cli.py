@@ -12,12 +12,10 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 import tomllib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
@@ -33,6 +31,7 @@ from node.store.ledger_tables import CheckLogEntry
 from tests.chain.test_client import web_server as json_rpc_impostor
 from tests.cli.conftest import CliRunner
 from tests.conftest import free_port, immutable
+from tests.http_stub import QuietHandler, serving
 from tests.store.outage import PostgresRelay
 
 KEY = "0x" + "ab" * 32
@@ -686,21 +685,14 @@ def test_chain_commands_with_an_rpc_url_answering_200_that_is_not_json_rpc_fail_
 @pytest.fixture
 def web_server() -> Iterator[str]:
     """An HTTP server that is no JSON-RPC endpoint: it answers POST /status/<code> with that status."""
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             self.send_response(int(self.path.rsplit("/", 1)[-1]))
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-        def log_message(self, *_args: object) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(Handler) as url:
+        yield url
 
 
 @pytest.mark.parametrize(("url", "message"), [

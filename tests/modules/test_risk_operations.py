@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 import pytest
@@ -30,6 +28,7 @@ from node.store.ledger_tables import FraudReport
 from node.store.models import utcnow
 from node.workers import node_workers
 from tests.conftest import free_port
+from tests.http_stub import QuietHandler, serving
 from tests.modules.workflow import application, phone, resident_id
 
 WEBHOOK_TOKEN = "whk-s3cr3t-token"  # a credential a webhook URL may carry
@@ -39,20 +38,14 @@ WEBHOOK_TOKEN = "whk-s3cr3t-token"  # a credential a webhook URL may carry
 def webhook() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     received: list[dict[str, Any]] = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
             self.send_response(204)
             self.end_headers()
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = HTTPServer(("127.0.0.1", free_port()), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/alerts", received
-    server.shutdown()
+    with serving(Handler) as url:
+        yield f"{url}/alerts", received
 
 
 def test_mirrored_indicator_raises_alert_and_fraud_is_confirmed(
