@@ -21,7 +21,12 @@ import requests
 from tests.http_stub import QuietHandler, serving
 
 # Besu's answer to a range over its cap (JSON-RPC error -32005, "limit exceeded").
-RANGE_REFUSAL = {"code": -32005, "message": "Exceeds max range"}
+# Besu's answer to a range over its cap (JSON-RPC error -32005, "limit exceeded":
+# RpcErrorType.EXCEEDS_RPC_MAX_BLOCK_RANGE; "Exceeds max range" in older releases).
+RANGE_REFUSAL = {"code": -32005, "message": "Requested range exceeds maximum RPC range limit"}
+# How Besu 24.x answers a reverted eth_call or eth_estimateGas (RpcErrorType.REVERT_ERROR; code 3 from 25.x), the
+# revert data in `data`.
+BESU_REVERT = (-32000, "Execution reverted")
 # A gateway's answer to a JSON-RPC batch when it takes single requests only.
 BATCH_REFUSAL = {"code": -32600, "message": "batch requests are not supported"}
 NO_CAP = 2**63
@@ -50,6 +55,16 @@ def _block(value: Any, upstream: str) -> int:
                                timeout=10).json()
         return int(answer["result"], 16)
     return 0 if value == "earliest" else int(value, 16)
+
+
+def worded_revert(code: int, message: str) -> Rewrite:
+    """A rewrite of eth_call and eth_estimateGas answers giving a revert `code` and `message`, its data kept."""
+    def reword(_request: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
+        error = answer.get("error")
+        if not (isinstance(error, dict) and "revert" in str(error.get("message")).lower()):
+            return answer
+        return {**answer, "error": {"code": code, "message": message, "data": error.get("data", "0x")}}
+    return reword
 
 
 def with_result(result: Any) -> Rewrite:
@@ -100,6 +115,9 @@ def capped_rpc(upstream: str, max_blocks: int = NO_CAP) -> Iterator[CappedRpc]:
                     self._answer(answer)
                     return
             forwarded = forward(body)
+            if isinstance(request, list):  # a batch: each call's answer rewritten alone (found by its id)
+                self._answer_batch(request, forwarded.json())
+                return
             rewrite = relay.rewrite.get(method) if method is not None else None
             if rewrite is None:
                 self._answer(forwarded.content)
@@ -109,6 +127,15 @@ def capped_rpc(upstream: str, max_blocks: int = NO_CAP) -> Iterator[CappedRpc]:
                 self.close_connection = True  # the client sees the connection closed with no answer
                 return
             self._answer(json.dumps(rewritten).encode())
+
+        def _answer_batch(self, calls: list[dict[str, Any]], answers: Any) -> None:
+            by_id = {call.get("id"): call for call in calls}
+            if isinstance(answers, list):
+                for index, answer in enumerate(answers):
+                    call = by_id.get(answer.get("id"), {})
+                    rewrite = relay.rewrite.get(call.get("method", ""))
+                    answers[index] = answer if rewrite is None else rewrite(call, answer)
+            self._answer(json.dumps(answers).encode())
 
         def _answer(self, answer: bytes) -> None:
             self.send_response(200)

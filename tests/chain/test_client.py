@@ -11,9 +11,17 @@ import pytest
 
 from node.chain import client as client_module
 from node.chain.client import ChainClient
-from node.chain.errors import ChainError, ChainUnavailable, TransactionTimeout, redacted_url
+from node.chain.errors import (
+    AllianceRegistryUnknownProposal,
+    ChainError,
+    ChainUnavailable,
+    TransactionTimeout,
+    UnknownRevert,
+    redacted_url,
+)
 from node.chain.signer import Signer
-from tests.chain.capped_rpc import capped_rpc
+from tests.chain.capped_rpc import BESU_REVERT, capped_rpc, worded_revert
+from tests.conftest import Consortium
 from tests.http_stub import QuietHandler, serving
 
 
@@ -295,3 +303,27 @@ def test_blocks_of_a_proof_of_authority_chain_are_read(rpc_url: str) -> None:
         assert head.block_hash == ChainClient(rpc_url).head().block_hash
         assert client._block_hash(head.block_number) == head.block_hash
         assert relay.requests.count(["eth_getBlockByNumber"]) == 2
+
+
+@pytest.mark.parametrize("wording", [BESU_REVERT, (3, "Execution reverted")], ids=["besu-24", "besu-25"])
+def test_reverts_worded_as_besu_words_them_are_reverts(consortium: Consortium, wording: tuple[int, str]) -> None:
+    """Besu answers a reverted eth_call or eth_estimateGas with "Execution reverted" (capital E; code -32000 in 24.x):
+    web3 took an empty revert for a plain RPC error, so a refused write surfaced as a chain failure, and a batch of
+    reads holding one gave up JSON-RPC batches for good."""
+    bank, outsider = consortium.banks[0], Signer.generate()
+    with capped_rpc(consortium.rpc_url) as relay:
+        relay.rewrite["eth_call"] = relay.rewrite["eth_estimateGas"] = worded_revert(*wording)
+        client = ChainClient(relay.url, signer=bank.signer)
+        registry = client.contract("AllianceRegistry", consortium.deployment.address("AllianceRegistry"))
+        # Role 4 is not in the enum: the ABI decoder reverts without revert data.
+        out_of_range = registry.functions.proposeAdmission(outsider.address, 4, "Bank X", "BANK-X", b"\x04" * 32)
+        with pytest.raises(UnknownRevert):
+            client.transact(out_of_range)  # eth_estimateGas
+        with pytest.raises(UnknownRevert):
+            client.call(out_of_range, sender=bank.address)  # eth_call
+        with pytest.raises(AllianceRegistryUnknownProposal):
+            client.transact(registry.functions.vote(12345))
+        with pytest.raises(UnknownRevert):
+            client.call_many([registry.functions.memberCount(), out_of_range])
+        assert client._takes_batches
+        assert ["eth_call", "eth_call"] in relay.requests

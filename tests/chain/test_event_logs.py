@@ -67,7 +67,7 @@ def test_an_endpoint_that_refuses_even_one_block_is_an_error(consortium: Consort
     address = consortium.deployment.address("AllianceRegistry")
     with capped_rpc(consortium.rpc_url, 0) as relay:
         capped = ChainClient(relay.url)
-        with pytest.raises(ChainError, match="Exceeds max range"):
+        with pytest.raises(ChainError, match="exceeds maximum RPC range limit"):
             capped.event_logs(capped.contract("AllianceRegistry", address).events.KeyEpochStarted())
         assert relay.log_ranges[-1][0] == relay.log_ranges[-1][1]  # halved down to one block, then given up
 
