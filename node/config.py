@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from node.chain.profiles import NetworkProfile, ProfileError, load_profile
+from node.modules.selection_snapshots import SNAPSHOT_CAPACITY, SNAPSHOT_TTL_S
 from node.paths import CHAIN_CONFIG_DIR
 from node.private_files import write_private_text
 
@@ -111,6 +112,13 @@ class Settings(BaseSettings):
     credit_policy_file: Path | None = Field(
         default=None, description="TOML scorecard, decision rules, velocity and ABS eligibility; defaults built in")
     risk_alert_webhook_url: str | None = Field(default=None, description="POSTed each new risk alert (no raw data)")
+    # Page snapshots of GET /v1/abs-factory/eligible (node.modules.selection_snapshots), per API process.
+    eligible_snapshots: int = Field(
+        default=SNAPSHOT_CAPACITY, ge=1, le=1_000, description="listings kept for their later pages (about 8 MB each "
+        "at 100,000 loans); the least recently read leaves first")
+    eligible_snapshot_ttl_s: float = Field(
+        default=SNAPSHOT_TTL_S, gt=0, le=86_400, description="a listing's later pages are served this long after its "
+        "first; then cursor_expired")
 
     @field_validator("rpc_url", "risk_alert_webhook_url")
     @classmethod

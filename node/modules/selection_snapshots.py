@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar
 
 from node.errors import AllianceError
 
+# The defaults of the node's settings `eligible_snapshot_ttl_s` and `eligible_snapshots`.
 # Ten minutes: reading 100,000 verdicts takes seconds, and a snapshot older than that is too stale to be worth
 # finishing. Counted from the selection, not from the last read, so a slow reader cannot keep one alive for good.
 SNAPSHOT_TTL_S = 600.0
@@ -102,9 +103,11 @@ _caches_lock = threading.Lock()
 
 
 def snapshots_of(node: Any) -> SnapshotCache[Any]:
-    """The node's cache (one per `NodeContext`: two nodes in one process, as in tests, hold their own)."""
+    """The node's cache (one per `NodeContext`: two nodes in one process, as in tests, hold their own), of the size
+    and lifetime its settings give (`eligible_snapshots`, `eligible_snapshot_ttl_s`)."""
     with _caches_lock:
         cache = _caches.get(node)
         if cache is None:
-            cache = _caches[node] = SnapshotCache()
+            cache = _caches[node] = SnapshotCache(capacity=node.settings.eligible_snapshots,
+                                                  ttl_s=node.settings.eligible_snapshot_ttl_s)
         return cache

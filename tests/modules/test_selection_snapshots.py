@@ -7,10 +7,12 @@ import contextlib
 import sys
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
-from node.modules.selection_snapshots import SnapshotCache, SnapshotGone, is_snapshot_id
+from node.config import ConfigError, Settings, load_settings
+from node.modules.selection_snapshots import SnapshotCache, SnapshotGone, is_snapshot_id, snapshots_of
 
 
 class _Clock:
@@ -76,3 +78,29 @@ def test_keep_and_get_snapshots_from_many_threads_stay_within_capacity() -> None
     finally:
         sys.setswitchinterval(interval)
     assert errors == [] and len(cache) <= 3, errors[:3]
+
+
+def test_a_node_holds_as_many_snapshots_as_long_as_its_settings_say(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The number and lifetime of snapshots were constants: an operator whose clients read slowly, or who runs
+    several listings at once, could not change them."""
+    monkeypatch.setenv("ALLIANCE_ELIGIBLE_SNAPSHOTS", "2")
+    monkeypatch.setenv("ALLIANCE_ELIGIBLE_SNAPSHOT_TTL_S", "1800")
+    node = _Node(load_settings(tmp_path))
+    cache = snapshots_of(node)
+    assert snapshots_of(node) is cache and (cache._capacity, cache._ttl_s) == (2, 1800)
+    first = cache.keep(datetime.now(UTC), 1)
+    cache.keep(datetime.now(UTC), 2)
+    cache.keep(datetime.now(UTC), 3)
+    with pytest.raises(SnapshotGone):
+        cache.get(first.id)
+    monkeypatch.setenv("ALLIANCE_ELIGIBLE_SNAPSHOTS", "0")
+    with pytest.raises(ConfigError, match="eligible_snapshots"):
+        load_settings(tmp_path)
+
+
+class _Node:
+    """What the cache reads of a node: its settings (a NodeContext also opens a store, not needed here)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
