@@ -79,3 +79,21 @@ def test_an_endpoint_refusing_batches_is_read_one_call_at_a_time(consortium: Con
     assert [m.bank_code for m in members] == [m.bank_code for m in again] == ["BANK-A", "BANK-B", "BANK-C"]
     assert [(v.proposal.proposal_id, v.counted_votes, v.state) for v in views] == [(1, 1, "open")]
     assert sum(len(r) > 1 for r in relay.requests) == 1  # the first batch only
+
+
+def test_answering_a_vote_again_reads_the_logs_of_the_proposals_lifetime_only(consortium: Consortium) -> None:
+    """A vote (or execution) run again was looked up in the registry's events from the first block: on Besu, one
+    eth_getLogs per 5,000 blocks of the chain's whole history. The contract takes votes and executions from a
+    proposal's creation to its expiry, and only those blocks are read now."""
+    a = consortium.registry(consortium.banks[0])
+    a.chain.rpc("anvil_mine", [hex(3_000), hex(1)])  # a block a second
+    created = governance.propose(a, ProposalAction.suspend, target="BANK-C")
+    a.chain.rpc("anvil_mine", [hex(1_000), hex(1)])
+    with capped_rpc(consortium.rpc_url, max_blocks=200) as relay:
+        counted = _counted(relay, a)
+        again = governance.vote(counted, created.proposal_id)
+    assert (again.proposal_id, again.receipt.tx_hash) == (created.proposal_id, created.receipt.tx_hash)
+    assert relay.log_ranges and min(first for first, _ in relay.log_ranges) >= created.receipt.block_number - 1
+    # The ~1,000 blocks since (all within its lifetime): a few refused ranges halved down to the cap, then about
+    # 1,000 / 125 taken ones; from the first block, about four times as many.
+    assert len(relay.log_ranges) <= 15

@@ -313,6 +313,31 @@ class ChainClient:
             block = self.w3.eth.get_block("latest")
         return ChainHead(self.chain_id, int(block["number"]), block["hash"].to_0x_hex(), int(block["timestamp"]))
 
+    def blocks_between(self, earliest: int, latest: int) -> tuple[int, int] | None:
+        """The first and last block whose timestamps lie in `earliest..latest` (Unix seconds), None if none does: the
+        blocks an event bounded in time can be in, found by bisection (two reads per halving, about 50 on a chain of
+        millions of blocks) where a scan of its logs from the first block cost one eth_getLogs per range the endpoint
+        takes (5,000 blocks on Besu). Block timestamps never decrease along a chain."""
+        head = self.head()
+        first = self._first_block_after(earliest - 1, head)
+        last = self._first_block_after(latest, head) - 1
+        return (first, last) if first <= last else None
+
+    def _first_block_after(self, timestamp: int, head: ChainHead) -> int:
+        """The first block whose timestamp is above `timestamp`; head + 1 if none is."""
+        if head.timestamp <= timestamp:
+            return head.block_number + 1
+        low, high = 0, head.block_number  # the answer lies in low..high
+        while low < high:
+            middle = (low + high) // 2
+            with translate_errors(self.rpc_url):
+                stamp = int(self.w3.eth.get_block(middle)["timestamp"])
+            if stamp > timestamp:
+                high = middle
+            else:
+                low = middle + 1
+        return low
+
     def block_number(self) -> int:
         with translate_errors(self.rpc_url):
             return int(self.w3.eth.block_number)

@@ -233,19 +233,29 @@ class RegistryClient:
 
     def vote_receipt(self, proposal_id: int, account: str) -> Receipt | None:
         """The receipt of `account`'s vote on the proposal (its proposal's, for the proposer), if the chain has one."""
-        logs = self.chain.event_logs(self.contract.events.VoteCast(), argument_filters={
-            "proposalId": proposal_id, "voter": Web3.to_checksum_address(account)})
+        logs = self._proposal_logs(self.contract.events.VoteCast(), proposal_id,
+                                   {"voter": Web3.to_checksum_address(account)})
         return self.chain.wait_for_receipt(logs[0]["transactionHash"].to_0x_hex()) if logs else None
 
     def execution_receipt(self, proposal_id: int, sent_by: str) -> Receipt | None:
         """The receipt of the transaction that executed the proposal (an execute, a vote or the proposal itself), if
         `sent_by` sent it."""
-        logs = self.chain.event_logs(self.contract.events.ProposalExecuted(),
-                                     argument_filters={"proposalId": proposal_id})
+        logs = self._proposal_logs(self.contract.events.ProposalExecuted(), proposal_id)
         if not logs:
             return None
         receipt = self.chain.wait_for_receipt(logs[0]["transactionHash"].to_0x_hex())
         return receipt if str(receipt.raw["from"]).lower() == sent_by.lower() else None
+
+    def _proposal_logs(self, event: Any, proposal_id: int, filters: dict[str, Any] | None = None) -> list[Any]:
+        """The proposal's logs of `event`, read over the blocks of its lifetime only: the contract takes its votes and
+        its execution from its creation to its expiry (`_checkOpen`), and the chain's history before and after can be
+        years of blocks."""
+        proposal = self.proposal(proposal_id)
+        span = self.chain.blocks_between(proposal.created_at, proposal.expires_at)
+        if span is None:
+            return []
+        return self.chain.event_logs(event, from_block=span[0], to_block=span[1],
+                                     argument_filters={"proposalId": proposal_id, **(filters or {})})
 
     def executions_on(self, member_id: int) -> list[tuple[int, ProposalKind]]:
         """(proposal id, kind) of every proposal executed on the member, its admission's too, in the order they

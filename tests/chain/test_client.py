@@ -327,3 +327,17 @@ def test_reverts_worded_as_besu_words_them_are_reverts(consortium: Consortium, w
             client.call_many([registry.functions.memberCount(), out_of_range])
         assert client._takes_batches
         assert ["eth_call", "eth_call"] in relay.requests
+
+
+def test_blocks_between_two_times_are_found_by_bisection(rpc_url: str) -> None:
+    client = ChainClient(rpc_url)
+    start = client.head()
+    client.rpc("anvil_mine", [hex(10), hex(5)])  # ten blocks five seconds apart
+    stamps = {n: int(client.w3.eth.get_block(n)["timestamp"]) for n in range(start.block_number + 1,
+                                                                             start.block_number + 11)}
+    first, last = start.block_number + 3, start.block_number + 7
+    assert client.blocks_between(stamps[first], stamps[last]) == (first, last)
+    assert client.blocks_between(stamps[first] - 4, stamps[last] + 4) == (first, last)  # between blocks: the inner ones
+    assert client.blocks_between(stamps[first] + 1, stamps[first] + 4) is None  # no block in the gap
+    head = client.head()
+    assert client.blocks_between(head.timestamp + 1, head.timestamp + 100) is None  # not mined yet
