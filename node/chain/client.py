@@ -207,10 +207,10 @@ def translate_errors(rpc_url: str) -> Iterator[None]:
         raise ChainDataMissing(f"{exc.message.rstrip('.')} at chain RPC {redacted_url(rpc_url)}: {_ARCHIVE_HINT}") \
             from exc
     except Web3RPCError as exc:
-        revert = _worded_revert(exc)
+        refusal = (exc.rpc_response or {}).get("error")
+        revert = _worded_revert(refusal)
         if revert is not None:
             raise revert from exc
-        refusal = (exc.rpc_response or {}).get("error")
         reason = refusal.get("message") if isinstance(refusal, dict) else None
         raise _refusal(rpc_url, f"chain RPC error: {exc}", str(reason or exc.message)) from exc
     except (json.JSONDecodeError, BadResponseFormat) as exc:  # a web server at the URL (a proxy's login page)
@@ -239,27 +239,30 @@ def _revert_from(exc: ContractLogicError) -> ContractRevert:
     data = exc.data
     if isinstance(data, dict):
         data = data.get("data")
+    return _revert_of(data, exc.message or str(exc))
+
+
+def _revert_of(data: Any, message: str) -> ContractRevert:
+    """The revert whose data an endpoint answered (`0x` + selector and arguments), or an UnknownRevert saying
+    `message` when it gave none."""
     if isinstance(data, str) and data.startswith("0x") and len(data) >= 10:
         return decode_revert(bytes.fromhex(data[2:]))
-    return UnknownRevert({"message": exc.message or str(exc)})
+    return UnknownRevert({"message": message})
 
 
-def _worded_revert(exc: Web3RPCError) -> ContractRevert | None:
+def _worded_revert(error: Any) -> ContractRevert | None:
     """The revert in an error web3 did not take for one. web3 knows geth's and anvil's wording (code 3, or "execution
     reverted" in lower case); Besu 24.x answers a reverted eth_call or eth_estimateGas with code -32000 and "Execution
     reverted" (its RpcErrorType.REVERT_ERROR), the revert data in `data` as anvil puts it. web3 raises a custom error
     or a panic from that data whatever the wording, but not an empty revert (an out-of-range enum argument) nor
-    Error(string): those came out as plain RPC errors, and a batch of reads (`call_many`) gave up batching for good."""
-    error = (exc.rpc_response or {}).get("error")
+    Error(string): those came out as plain RPC errors, and a batch of reads (`call_many`) gave up batching for good.
+    `error` is the answer's JSON-RPC error object."""
     if not isinstance(error, dict):
         return None
     message = str(error.get("message") or "")
     if error.get("code") != 3 and not message.lower().startswith("execution reverted"):
         return None
-    data = error.get("data")
-    if isinstance(data, str) and data.startswith("0x") and len(data) >= 10:
-        return decode_revert(bytes.fromhex(data[2:]))
-    return UnknownRevert({"message": message})
+    return _revert_of(error.get("data"), message)
 
 
 class ChainClient:
