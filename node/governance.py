@@ -216,7 +216,7 @@ def propose(registry: RegistryClient, action: ProposalAction, *, target: str | N
         same = _open_proposal_like(registry, draft)
         if same is None:
             return _send_unless_made(registry, draft, send)
-        earlier = registry.vote_receipt(same.proposal_id, _signer_account(registry))
+        earlier = registry.vote_receipt(same, _signer_account(registry))
         if earlier is None:
             return registry.vote(same.proposal_id)
         return _answered(registry, same, earlier)
@@ -283,7 +283,7 @@ def _send_unless_made(registry: RegistryClient, draft: Proposal,
     except _MADE_ALREADY:
         registry.chain.wait_for_sent()  # a process signing for this bank without this lock may have sent it since
         made = _executed_proposal_like(registry, draft)
-        voted = None if made is None else registry.vote_receipt(made.proposal_id, _signer_account(registry))
+        voted = None if made is None else registry.vote_receipt(made, _signer_account(registry))
         if made is None or voted is None:
             raise
         return ProposalOutcome(made.proposal_id, True, voted)
@@ -334,10 +334,11 @@ def vote(registry: RegistryClient, proposal_id: int) -> ProposalOutcome:
 
 
 def _voted_earlier(registry: RegistryClient, proposal_id: int) -> ProposalOutcome | None:
-    earlier = registry.vote_receipt(proposal_id, _signer_account(registry))
+    proposal = registry.proposal(proposal_id)
+    earlier = registry.vote_receipt(proposal, _signer_account(registry))
     if earlier is None:
         return None
-    return _answered(registry, registry.proposal(proposal_id), earlier)
+    return _answered(registry, proposal, earlier)
 
 
 def execute(registry: RegistryClient, proposal_id: int) -> ProposalOutcome:
@@ -351,7 +352,7 @@ def execute(registry: RegistryClient, proposal_id: int) -> ProposalOutcome:
 
 
 def _executed_earlier(registry: RegistryClient, proposal_id: int) -> ProposalOutcome | None:
-    receipt = registry.execution_receipt(proposal_id, _signer_account(registry))
+    receipt = registry.execution_receipt(registry.proposal(proposal_id), _signer_account(registry))
     return None if receipt is None else ProposalOutcome(proposal_id, True, receipt)
 
 

@@ -41,7 +41,7 @@ def test_proposing_again_while_the_first_proposal_is_pending_keeps_one_proposal(
     again = run_again_while_pending(a.chain, monkeypatch,
                                     lambda: governance.propose(a, ProposalAction.suspend, target="BANK-C"))
     assert (again.proposal_id, again.executed, a.proposal_count()) == (1, False, 1)
-    assert again.receipt.tx_hash == a.vote_receipt(1, consortium.banks[0].address).tx_hash  # type: ignore[union-attr]
+    assert again.receipt.tx_hash == a.vote_receipt(a.proposal(1), consortium.banks[0].address).tx_hash  # type: ignore[union-attr]
     once_more = governance.propose(a, ProposalAction.suspend, target="BANK-C")
     assert (once_more.proposal_id, once_more.receipt.tx_hash) == (1, again.receipt.tx_hash)
     # Another bank proposing the very same change votes in the open proposal instead of splitting the votes.
@@ -78,7 +78,7 @@ def test_voting_again_returns_the_vote_cast(consortium: Consortium, monkeypatch:
     assert governance.vote(a, 1).receipt.tx_hash == proposed.receipt.tx_hash  # the proposer's vote
     again = run_again_while_pending(b.chain, monkeypatch, lambda: governance.vote(b, 1))
     assert again.executed
-    assert again.receipt.tx_hash == a.vote_receipt(1, consortium.banks[1].address).tx_hash  # type: ignore[union-attr]
+    assert again.receipt.tx_hash == a.vote_receipt(a.proposal(1), consortium.banks[1].address).tx_hash  # type: ignore[union-attr]
     assert (a.member_count(), a.proposal(1).votes) == (4, 2)
     once_more = governance.vote(b, 1)
     assert (once_more.executed, once_more.receipt.tx_hash) == (True, again.receipt.tx_hash)

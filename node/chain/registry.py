@@ -231,31 +231,30 @@ class RegistryClient:
         receipt = self.chain.transact(self.contract.functions.execute(proposal_id), min_gas=GOVERNANCE_MIN_GAS)
         return ProposalOutcome(proposal_id, self._executed(receipt), receipt)
 
-    def vote_receipt(self, proposal_id: int, account: str) -> Receipt | None:
+    def vote_receipt(self, proposal: Proposal, account: str) -> Receipt | None:
         """The receipt of `account`'s vote on the proposal (its proposal's, for the proposer), if the chain has one."""
-        logs = self._proposal_logs(self.contract.events.VoteCast(), proposal_id,
+        logs = self._proposal_logs(self.contract.events.VoteCast(), proposal,
                                    {"voter": Web3.to_checksum_address(account)})
         return self.chain.wait_for_receipt(logs[0]["transactionHash"].to_0x_hex()) if logs else None
 
-    def execution_receipt(self, proposal_id: int, sent_by: str) -> Receipt | None:
+    def execution_receipt(self, proposal: Proposal, sent_by: str) -> Receipt | None:
         """The receipt of the transaction that executed the proposal (an execute, a vote or the proposal itself), if
         `sent_by` sent it."""
-        logs = self._proposal_logs(self.contract.events.ProposalExecuted(), proposal_id)
+        logs = self._proposal_logs(self.contract.events.ProposalExecuted(), proposal)
         if not logs:
             return None
         receipt = self.chain.wait_for_receipt(logs[0]["transactionHash"].to_0x_hex())
         return receipt if str(receipt.raw["from"]).lower() == sent_by.lower() else None
 
-    def _proposal_logs(self, event: Any, proposal_id: int, filters: dict[str, Any] | None = None) -> list[Any]:
+    def _proposal_logs(self, event: Any, proposal: Proposal, filters: dict[str, Any] | None = None) -> list[Any]:
         """The proposal's logs of `event`, read over the blocks of its lifetime only: the contract takes its votes and
         its execution from its creation to its expiry (`_checkOpen`), and the chain's history before and after can be
         years of blocks."""
-        proposal = self.proposal(proposal_id)
         span = self.chain.blocks_between(proposal.created_at, proposal.expires_at)
         if span is None:
             return []
         return self.chain.event_logs(event, from_block=span[0], to_block=span[1],
-                                     argument_filters={"proposalId": proposal_id, **(filters or {})})
+                                     argument_filters={"proposalId": proposal.proposal_id, **(filters or {})})
 
     def executions_on(self, member_id: int) -> list[tuple[int, ProposalKind]]:
         """(proposal id, kind) of every proposal executed on the member, its admission's too, in the order they
