@@ -45,9 +45,16 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> 
     out.print(grid)
 
 
+def shown(text: str, *, keep: str = "") -> str:
+    """`text` with every character a terminal would act on (but those in `keep`) written as an escape: messages quote
+    files, endpoints' answers and what the chain holds, whose ESC sequences could otherwise clear the screen or
+    write over what was printed (a VERIFIED over a NOT VERIFIED)."""
+    return "".join(c if c.isprintable() or c in keep else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def error(message: str) -> None:
-    """The one line of a failure, on stderr."""
-    err.print(Text.assemble(("error:", "red"), " ", message))
+    """The one line of a failure, on stderr (a compiler's report keeps its lines)."""
+    err.print(Text.assemble(("error:", "red"), " ", shown(message, keep="\n\t")))
 
 
 def fail(message: str) -> NoReturn:

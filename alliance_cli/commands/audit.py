@@ -24,12 +24,6 @@ MAX_BUNDLE_CHARS = 64 * 2**20
 app = typer.Typer(help="Independent verification for auditors (needs only a chain endpoint).", no_args_is_help=True)
 
 
-def _shown(detail: str) -> str:
-    """`detail` with every character a terminal would act on written as an escape: details quote the bundle, and
-    a bundle's ESC sequences could otherwise clear the screen or overwrite NOT VERIFIED with a VERIFIED."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in detail)
-
-
 @app.command("verify")
 def audit_verify(
     bundle_file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The provenance bundle (JSON).")],
@@ -45,7 +39,7 @@ def audit_verify(
     else:
         for check in verdict.checks:
             mark = ("✓", "green") if check.ok else ("✗", "red")
-            console.info(Text.assemble(mark, f" {check.name:<16} {_shown(check.detail)}"))
+            console.info(Text.assemble(mark, f" {check.name:<16} {console.shown(check.detail)}"))
         facts = verdict.facts
         if verdict.ok:
             # What holds as of which block: the history (custody, servicing, attestations) is the chain's up to the
@@ -65,6 +59,6 @@ def audit_verify(
                              f"{facts['custodian_member_id_as_of_block']} then, by member "
                              f"{facts['custodian_member_id_now']} now")
         else:
-            console.err.print(Text.assemble(("NOT VERIFIED", "red"), f": {_shown(verdict.failures[0].detail)}"))
+            console.err.print(Text.assemble(("NOT VERIFIED", "red"), f": {console.shown(verdict.failures[0].detail)}"))
     if not verdict.ok:
         raise typer.Exit(1)

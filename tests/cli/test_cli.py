@@ -28,6 +28,7 @@ from node.node_lock import node_lock
 from node.paths import PROJECT_ROOT
 from node.store.db import Store
 from node.store.ledger_tables import CheckLogEntry
+from tests.chain.capped_rpc import capped_rpc
 from tests.chain.test_client import web_server as json_rpc_impostor
 from tests.cli.conftest import CliRunner
 from tests.conftest import free_port, immutable
@@ -1091,3 +1092,17 @@ def test_chain_up_with_an_anvil_that_exits_at_once_fails_without_waiting_out_the
     # The timeout's own message is "did not answer within 30s": this one comes from noticing the exit.
     assert "anvil exited with code 2 before answering" in one_error_line(result.err)
     assert not (data_dir / "chain" / "anvil.pid").exists()
+
+
+def test_an_error_line_quoting_an_endpoints_words_writes_its_terminal_escapes_as_text(
+        cli: CliRunner, deployed: dict[str, str], rpc_url: str) -> None:
+    """An error line quotes what the endpoint said (a pruning refusal's reason): its ESC sequences reached the
+    operator's terminal, which could clear the screen or write over what was printed."""
+    refusal = {"code": -32000, "message": "missing trie node \x1b[2J\x1b[1GOK"}
+    with capped_rpc(rpc_url) as relay:
+        relay.rewrite["eth_getBlockByNumber"] = lambda request, _answer: {
+            "jsonrpc": "2.0", "id": request.get("id"), "error": refusal}
+        result = cli("chain", "status", env={"ALLIANCE_RPC_URL": relay.url})
+    assert result.code == 1
+    line = one_error_line(result.err)
+    assert "\x1b" not in result.err and line.endswith("(missing trie node \\x1b[2J\\x1b[1GOK)"), line
