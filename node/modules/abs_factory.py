@@ -65,7 +65,7 @@ class PoolSelection:
 
     def to_json(self) -> dict[str, Any]:
         return {"selected": self.selected, "excluded": self.excluded,
-                "total_principal": str(Decimal(self.total_principal_minor) / 100), "draft": self.draft,
+                "total_principal": _major(self.total_principal_minor), "draft": self.draft,
                 "anchored": self.anchored}
 
 
@@ -201,7 +201,7 @@ def eligible_page(node: Any, *, after: str | None = None, limit: int = DEFAULT_E
     answer = {"selected": [verdicts.references[i] for i in page if verdicts.reasons[i] is None],
               "excluded": {verdicts.references[i]: reason for i in page
                            if (reason := verdicts.reasons[i]) is not None},
-              "total_principal": str(Decimal(verdicts.total_principal_minor) / 100), "draft": None, "anchored": None,
+              "total_principal": _major(verdicts.total_principal_minor), "draft": None, "anchored": None,
               "snapshot_id": snapshot_id, "as_of": taken_at.isoformat(), "as_of_block": verdicts.as_of_block}
     next_after = (f"{snapshot_id}.{_cursor_of_reference(verdicts.references[end - 1])}"
                   if end < len(verdicts.references) else None)
