@@ -184,6 +184,21 @@ class _CheckedProvider(HTTPProvider):
             check_result(method, response["result"], redacted_url(str(self.endpoint_uri)))
         return response
 
+    def make_batch_request(self, batch_requests: list[tuple[RPCEndpoint, Any]]) -> list[RPCResponse] | RPCResponse:
+        responses = super().make_batch_request(batch_requests)
+        _answers.count = _answers_received() + 1
+        if not isinstance(responses, list):  # one error for the whole batch (a gateway refusing batches)
+            return responses
+        endpoint = redacted_url(str(self.endpoint_uri))
+        if len(responses) != len(batch_requests):
+            raise MalformedChainAnswer(f"chain RPC at {endpoint} answered a batch of {len(batch_requests)} "
+                                       f"requests with {len(responses)} answers")
+        # Sorted by id, as the requests' ids were given: each answer is its request's.
+        for (method, _params), response in zip(batch_requests, responses, strict=True):
+            if isinstance(response, dict) and "result" in response:
+                check_result(method, response["result"], endpoint)
+        return responses
+
 
 @contextmanager
 def translate_errors(rpc_url: str) -> Iterator[None]:
@@ -452,11 +467,14 @@ class ChainClient:
             raise
         except ChainError as exc:
             # JSON-RPC batches are optional: a gateway taking single requests only answers one with an error. The
-            # same reads go one call at a time from now on.
+            # same reads are made one call at a time; only if those succeed was it the batch that was refused, and
+            # the reads go one call at a time from then on. A call failing alone too (a pruned state, a malformed
+            # answer) raises its own error here and leaves batching on: one bad answer is not a refusal of batches.
+            answers = [self.call(function) for function in functions]
             logger.warning("chain RPC at %s refused a JSON-RPC batch (%s); reading one call at a time",
                            redacted_url(self.rpc_url), exc)
             self._takes_batches = False
-            return [self.call(function) for function in functions]
+            return answers
 
     # -- writes ---------------------------------------------------------------------------------------
     def _pending_nonce(self) -> int:

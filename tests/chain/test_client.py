@@ -13,14 +13,16 @@ from node.chain import client as client_module
 from node.chain.client import ChainClient
 from node.chain.errors import (
     AllianceRegistryUnknownProposal,
+    ChainDataMissing,
     ChainError,
     ChainUnavailable,
+    MalformedChainAnswer,
     TransactionTimeout,
     UnknownRevert,
     redacted_url,
 )
 from node.chain.signer import Signer
-from tests.chain.capped_rpc import BESU_REVERT, capped_rpc, worded_revert
+from tests.chain.capped_rpc import BESU_REVERT, Rewrite, capped_rpc, with_result, worded_revert
 from tests.conftest import Consortium
 from tests.http_stub import QuietHandler, serving
 
@@ -327,6 +329,33 @@ def test_reverts_worded_as_besu_words_them_are_reverts(consortium: Consortium, w
             client.call_many([registry.functions.memberCount(), out_of_range])
         assert client._takes_batches
         assert ["eth_call", "eth_call"] in relay.requests
+
+
+PRUNED_STATE = {"code": -32000, "message": "missing trie node 5a2c0f (path ) state 0x5a2c0f is not available"}
+
+
+def _refused_with(error: dict[str, object]) -> Rewrite:
+    return lambda request, _answer: {"jsonrpc": "2.0", "id": request.get("id"), "error": error}
+
+
+@pytest.mark.parametrize(("rewrite", "raised"), [(with_result(None), MalformedChainAnswer),
+                                                 (_refused_with(PRUNED_STATE), ChainDataMissing)],
+                         ids=["malformed", "pruned"])
+def test_a_bad_answer_in_a_batch_is_its_error_and_batches_go_on(consortium: Consortium, rewrite: Rewrite,
+                                                                 raised: type[ChainError]) -> None:
+    """A batch of reads holding one malformed answer, or one the endpoint no longer has the state for, was taken
+    for a refusal of batches: the error came out of the single call that followed, and every later read went one
+    call at a time for good. It is the read's own error now, and batches go on."""
+    with capped_rpc(consortium.rpc_url) as relay:
+        client = ChainClient(relay.url)
+        registry = client.contract("AllianceRegistry", consortium.deployment.address("AllianceRegistry"))
+        relay.rewrite["eth_call"] = rewrite
+        with pytest.raises(raised):
+            client.call_many([registry.functions.memberCount(), registry.functions.memberCount()])
+        assert client._takes_batches
+        del relay.rewrite["eth_call"]
+        assert client.call_many([registry.functions.memberCount()] * 2) == [3, 3]
+    assert relay.requests[-1] == ["eth_call", "eth_call"]
 
 
 def test_blocks_between_two_times_are_found_by_bisection(rpc_url: str) -> None:
