@@ -7,6 +7,7 @@ names read from the chain, and a `[/]` in any of them would otherwise be a Marku
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterable, Sequence
 from typing import Annotated, Any, NoReturn
@@ -20,6 +21,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable outpu
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+json_errors = False  # the command was given --json: failures are said on stdout as JSON too (set by the entry point)
 
 
 def print_json(data: Any) -> None:
@@ -57,7 +59,23 @@ def error(message: str) -> None:
     err.print(Text.assemble(("error:", "red"), " ", shown(message, keep="\n\t")))
 
 
-def fail(message: str) -> NoReturn:
-    """One readable line on stderr and exit code 1."""
+def failure(message: str, *, code: str = "failed", details: list[dict[str, object]] | None = None) -> None:
+    """Say that the command failed: one line on stderr and, when the command was given --json, the same as one JSON
+    object on stdout (`{"error": {"code", "message", "details"?}}`), so a script reading stdout gets an answer it can
+    parse on failure too."""
     error(message)
+    if json_errors:
+        print_json({"error": {"code": code, "message": message, **({"details": details} if details else {})}})
+
+
+def fail(message: str, *, code: str = "failed", details: list[dict[str, object]] | None = None) -> NoReturn:
+    """`failure` and exit code 1."""
+    failure(message, code=code, details=details)
     raise typer.Exit(1)
+
+
+def error_code(exc: BaseException) -> str:
+    """The machine-readable code of a failure: the node's own code (the one the API answers with), else the error's
+    kind in snake case (`chain_unavailable`, `malformed_chain_answer`, a contract's custom error, ...)."""
+    code = getattr(exc, "code", None)
+    return code if isinstance(code, str) else re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", type(exc).__name__).lower()

@@ -87,12 +87,13 @@ def describe(exc: BaseException) -> str:
 def run(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
+    console.json_errors = "--json" in args
     try:
         code = app(args=args, prog_name="alliance", standalone_mode=False)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
-        console.error("aborted")
+        console.failure("aborted", code="aborted")
         sys.exit(1)
     except typer.TyperException as exc:
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
@@ -101,11 +102,12 @@ def run(argv: list[str] | None = None) -> None:
             sys.exit(0)
         # Click lists an enum's choices one per line ("Missing option '--role'. Choose from:\n  operator,..."):
         # folded into the one line an error gets.
-        console.error(f"{' '.join(message.split())} (see --help)")
+        console.failure(f"{' '.join(message.split())} (see --help)", code="usage")
         sys.exit(1)
     except EXPECTED_ERRORS as exc:
         if debug:
             raise
-        console.error(describe(exc))
+        code = "store_unavailable" if isinstance(exc, STORE_LOST) else console.error_code(exc)
+        console.failure(describe(exc), code=code, details=getattr(exc, "details", None))
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)

@@ -193,7 +193,7 @@ def assets_prove(
     try:
         write_private_text(out, json.dumps(bundle, indent=2) + "\n")
     except OSError as exc:
-        console.fail(f"cannot write {out}: {exc.strerror}")
+        console.fail(f"cannot write {out}: {exc.strerror}", code="cannot_write")
     console.success(f"wrote the provenance bundle of loan {bundle['record']['loan_id']} to {out}")
 
 

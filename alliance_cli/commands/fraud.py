@@ -76,8 +76,9 @@ def fraud_import(
             write_private_text(report, "line,code,reason\n" + "".join(
                 f'{p.line},{p.code},"{p.reason.replace(chr(34), chr(39))}"\n' for p in refused.problems))
         except OSError as exc:
-            console.fail(f"{refused}; the list of bad rows could not be written to {report}: {exc.strerror or exc}")
-        console.fail(f"{refused}; see {report}")
+            console.fail(f"{refused}; the list of bad rows could not be written to {report}: {exc.strerror or exc}",
+                         code=refused.code, details=refused.details)
+        console.fail(f"{refused}; see {report}", code=refused.code, details=refused.details)
     # The list of an earlier refusal of this file no longer stands: left beside it, it would say rows failed.
     stale_report = _remove_file(report)
     if json_output:
@@ -109,7 +110,7 @@ def fraud_publish(ctx: typer.Context, json_output: JsonOption = False) -> None:
         result = node_context(ctx).publisher.drain()
     except ContractRevert as refused:
         console.fail(f"refused by the contract: {refused}; the reports stay queued until the chain accepts "
-                     "this bank's batches (`alliance member show` shows its status)")
+                     "this bank's batches (`alliance member show` shows its status)", code=console.error_code(refused))
     if json_output:
         console.print_json(vars(result))
         return

@@ -31,7 +31,7 @@ def marketing_prescreen(
     try:
         write_private_text(target, result.clean_csv())  # it holds the prospects' raw identifiers
     except OSError as exc:
-        console.fail(f"cannot write {target}: {exc.strerror}")
+        console.fail(f"cannot write {target}: {exc.strerror}", code="cannot_write")
     if json_output:
         console.print_json({**result.to_json(), "output": str(target)})
         return

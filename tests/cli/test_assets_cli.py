@@ -19,7 +19,7 @@ from node.config import load_settings
 from tests.assets.conftest import loan_row, resident_id, write_tape
 from tests.chain.capped_rpc import capped_rpc, with_result
 from tests.cli.conftest import CliResult, CliRunner
-from tests.cli.test_cli import one_error_line
+from tests.cli.test_cli import json_error, one_error_line
 
 
 def ok_json(result: CliResult) -> Any:
@@ -185,6 +185,18 @@ def test_audit_verify_with_unreachable_rpc_fails_with_one_line(cli: CliRunner, a
                  "--registry", "0x" + "11" * 20)
     assert secret.code == 1 and "s3cret" not in secret.out + secret.err and "k3y" not in secret.out + secret.err
     assert "chain RPC URL '***@127.0.0.1:9/rpc?***' is not an http(s) URL" in secret.err
+
+
+def test_a_chain_failure_with_json_is_ajson_error_on_stdout(cli: CliRunner, anchored: dict[str, Any],
+                                                              tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle.json"
+    assert cli("assets", "prove", "LN-000001", "--out", str(bundle)).code == 0
+    args = ("audit", "verify", str(bundle), "--rpc", "http://127.0.0.1:9", "--registry", "0x" + "11" * 20)
+    error = json_error(cli(*args, "--json"))
+    assert error["code"] == "chain_unavailable" and "is unreachable" in error["message"]
+    assert "details" not in error
+    without_json = cli(*args)
+    assert without_json.code == 1 and without_json.out == ""  # for people: stderr only, as before
 
 
 def test_assets_service_run_twice_reports_once(cli: CliRunner, anchored: dict[str, Any]) -> None:

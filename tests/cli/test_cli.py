@@ -17,6 +17,7 @@ import tomllib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,7 +31,7 @@ from node.store.db import Store
 from node.store.ledger_tables import CheckLogEntry
 from tests.chain.capped_rpc import capped_rpc
 from tests.chain.test_client import web_server as json_rpc_impostor
-from tests.cli.conftest import CliRunner
+from tests.cli.conftest import CliResult, CliRunner
 from tests.conftest import free_port, immutable
 from tests.http_stub import QuietHandler, serving
 from tests.store.outage import PostgresRelay
@@ -43,6 +44,16 @@ def one_error_line(result_err: str) -> str:
     assert len(lines) == 1, result_err
     assert lines[0].startswith("error: ")
     return lines[0]
+
+
+def json_error(result: CliResult) -> dict[str, Any]:
+    """With --json, a failure is one JSON object on stdout as well as one line on stderr: a script parsing stdout got
+    an empty string (not JSON) and had only the exit code and a line meant for people."""
+    assert result.code == 1
+    line = one_error_line(result.err)
+    error: dict[str, Any] = json.loads(result.out)["error"]
+    assert line == f"error: {error['message']}"  # the same failure, said twice
+    return error
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.conftest import CliRunner
-from tests.cli.test_cli import one_error_line
+from tests.cli.test_cli import json_error, one_error_line
 
 
 @pytest.fixture
@@ -244,3 +244,18 @@ def test_arguments_with_bytes_that_are_not_utf8_fail_with_one_line(cli: CliRunne
     assert result.code == 1
     assert message in one_error_line(result.err)
     assert json.loads(cli("node", "status", "--json").out)["outbox"] == {}
+
+
+def test_a_refused_import_with_json_lists_its_rows_on_stdout(cli: CliRunner, member: None, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("identifier_type,identifier,category,confidence\nphone,13800138000,other,50\nphone,999,other,50\n")
+    error = json_error(cli("fraud", "import", str(bad), "--json"))
+    assert error["code"] == "invalid_rows"
+    assert [(d["line"], d["code"]) for d in error["details"]] == [(3, "bad_length")]
+
+
+def test_a_node_refusal_and_a_usage_error_with_json_carry_their_codes(cli: CliRunner, member: None) -> None:
+    error = json_error(cli("fraud", "show", "no-such-report", "--json"))
+    assert error["code"] == "report_not_found"
+    usage = json_error(cli("fraud", "show", "--json"))  # the report id is missing
+    assert usage["code"] == "usage" and "Missing argument" in usage["message"]

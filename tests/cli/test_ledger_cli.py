@@ -10,7 +10,7 @@ import pytest
 from node.config import load_settings
 from node.runtime import NodeContext
 from tests.cli.conftest import CliRunner
-from tests.cli.test_cli import one_error_line
+from tests.cli.test_cli import json_error, one_error_line
 from tests.conftest import free_port
 from tests.ledger.test_indexer import make_records
 
@@ -67,8 +67,7 @@ def test_ledger_digest_of_an_unindexed_block_fails(cli: CliRunner, published: in
     assert empty.code == 1 and "ledger sync" in one_error_line(empty.err)
     assert cli("ledger", "sync").code == 0
     result = cli("ledger", "digest", "--block", "1000000", "--json")
-    assert result.code == 1 and "not indexed" in one_error_line(result.err)
-    assert result.out == ""
+    assert json_error(result)["code"] == "block_not_indexed" and "not indexed" in result.err
 
 
 def test_ledger_rebuild_with_unreachable_chain_fails_and_keeps_the_mirror(cli: CliRunner, published: int) -> None:
