@@ -3,13 +3,17 @@
 A customer's phone number or ID number typed where the API expects an indicator hash (`/v1/fraud/indicators/138...`)
 or put in a query would otherwise sit in clear in every log the line reaches, as it did in uvicorn's own access log
 (node.server turns that one off). A line reads `127.0.0.1:51234 - "GET /v1/fraud/indicators/{indicator} HTTP/1.1"
-422 3.1ms`; a path no route matched is UNMATCHED.
+422 3.1ms`; a path no route matched is UNMATCHED. A request answered before routing (a body too large) is named by
+the route its path and method would have taken.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
+from collections.abc import Callable
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -41,12 +45,33 @@ def route_template(scope: Scope) -> str:
     return UNMATCHED
 
 
+class RouteTemplates:
+    """The app's route templates as its OpenAPI document lists them, to name a request answered before it was routed
+    (a body refused for its size): FastAPI routes the request only inside the app, after the refusal."""
+
+    def __init__(self, openapi: Callable[[], dict[str, Any]]) -> None:
+        self._openapi = openapi
+        self._patterns: list[tuple[re.Pattern[str], str, frozenset[str]]] | None = None
+
+    def template(self, method: str, path: str) -> str | None:
+        """The template of the route taking `path` with `method` (else with another method: a 405), or None."""
+        if self._patterns is None:
+            self._patterns = [(re.compile("^" + re.sub(r"\\\{[^/]*?\\\}", "[^/]+", re.escape(template)) + "$"),
+                               template, frozenset(operations)) for template, operations in
+                              self._openapi().get("paths", {}).items()]
+        found = [(template, methods) for pattern, template, methods in self._patterns if pattern.match(path)]
+        return next((t for t, methods in found if method.lower() in methods), found[0][0] if found else None)
+
+
 class AccessLog:
     """Pure ASGI middleware: logs method, route template, status, duration and client address at INFO once the
-    answer is sent (500 for a failure that escaped the app, `-` for a request abandoned before any answer)."""
+    answer is sent (500 for a failure that escaped the app, `-` for a request abandoned before any answer).
 
-    def __init__(self, app: ASGIApp) -> None:
+    `templates` name the route of a request refused before routing (BodySizeLimit's 413)."""
+
+    def __init__(self, app: ASGIApp, templates: RouteTemplates | None = None) -> None:
         self.app = app
+        self.templates = templates
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -68,11 +93,20 @@ class AccessLog:
             raise
         finally:
             if logger.isEnabledFor(logging.INFO):
-                self._log(scope, status, time.perf_counter() - started)
+                self._log(scope, self._template(scope), status, time.perf_counter() - started)
+
+    def _template(self, scope: Scope) -> str:
+        if "route" in scope or "endpoint" in scope or self.templates is None:
+            return route_template(scope)
+        try:
+            return self.templates.template(scope["method"], scope["path"]) or UNMATCHED
+        except Exception:  # a line naming no route beats no line; the answer itself is unaffected
+            logger.debug("no route template for a request answered before routing", exc_info=True)
+            return UNMATCHED
 
     @staticmethod
-    def _log(scope: Scope, status: int | None, seconds: float) -> None:
+    def _log(scope: Scope, template: str, status: int | None, seconds: float) -> None:
         client = scope.get("client")
         logger.info('%s - "%s %s HTTP/%s" %s %.1fms', f"{client[0]}:{client[1]}" if client else "-", scope["method"],
-                    route_template(scope), scope.get("http_version", "1.1"), status if status is not None else "-",
+                    template, scope.get("http_version", "1.1"), status if status is not None else "-",
                     seconds * 1000)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import Depends, FastAPI
 
-from node.api.access_log import AccessLog
+from node.api.access_log import AccessLog, RouteTemplates
 from node.api.deps import caller_refusal, current_key, refuse_nul_characters
 from node.api.errors import install_error_handlers
 from node.api.limits import BodySizeLimit
@@ -25,7 +25,9 @@ def create_app(node: NodeContext, *, workers: BackgroundWorkers | None = None) -
     app.state.workers = workers
     install_error_handlers(app, caller_refusal=caller_refusal)
     app.add_middleware(BodySizeLimit, max_bytes=node.settings.max_request_bytes)
-    app.add_middleware(AccessLog)  # added last, so outermost: it logs the 413s BodySizeLimit answers too
+    # Added last, so outermost: it logs the 413s BodySizeLimit answers too, under the route the app has for them
+    # (read from the app's OpenAPI document, complete once a request comes).
+    app.add_middleware(AccessLog, templates=RouteTemplates(app.openapi))
     app.include_router(health.router)
     # Every /v1 route needs an API key; routes narrow it to roles where they must.
     v1 = [Depends(current_key), Depends(refuse_nul_characters)]

@@ -62,8 +62,9 @@ def test_access_log_names_a_route_without_parameters_by_its_path(api: ApiNode, l
 
 
 def test_access_log_names_a_failure_and_an_oversized_body(api: ApiNode, logs: pytest.LogCaptureFixture) -> None:
-    """A failure that escapes the app (answered 500 by Starlette, outside the access log) is logged with its route; a
-    body refused before routing (413, by BodySizeLimit inside the access log) is logged as unmatched."""
+    """A failure that escapes the app (answered 500 by Starlette, outside the access log) is logged with its route; so
+    is a body refused before routing (413, by BodySizeLimit inside the access log), which was logged as unmatched.
+    A body too large for a path no route takes stays unmatched."""
     app = create_app(api.node)
 
     def fail(value: str) -> None:
@@ -74,10 +75,15 @@ def test_access_log_names_a_failure_and_an_oversized_body(api: ApiNode, logs: py
         failed = client.get(f"/v1/failing/{PHONE}")
         oversized = client.post(f"/v1/checks/identity?phone={PHONE}", headers=api.headers(Role.workflow),
                                 content=b"x" * (api.node.settings.max_request_bytes + 1))
-    assert (failed.status_code, oversized.status_code) == (500, 413)
+        too_much = b"x" * (api.node.settings.max_request_bytes + 1)
+        to_a_member = client.post(f"/v1/members/{RESIDENT_ID}", content=too_much)  # a route for GET only
+        to_nowhere = client.post(f"/v1/customers/{PHONE}", content=too_much)
+    assert (failed.status_code, oversized.status_code, to_a_member.status_code, to_nowhere.status_code) == \
+        (500, 413, 413, 413)
     assert [line.split(" ", 2)[2].rsplit(" ", 1)[0] for line in access_lines(logs)] == [
-        '"GET /v1/failing/{value} HTTP/1.1" 500', '"POST <unmatched> HTTP/1.1" 413']
-    assert_no_identifier(logs.text + failed.text + oversized.text)
+        '"GET /v1/failing/{value} HTTP/1.1" 500', '"POST /v1/checks/identity HTTP/1.1" 413',
+        '"POST /v1/members/{reference} HTTP/1.1" 413', '"POST <unmatched> HTTP/1.1" 413']
+    assert_no_identifier(logs.text + failed.text + oversized.text + to_a_member.text + to_nowhere.text)
 
 
 @pytest.mark.parametrize(("role", "url", "status", "code", "named"), [
