@@ -26,6 +26,7 @@ from pydantic_settings.exceptions import SettingsError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from node.chain.devchain import PERSISTED_STATES
 from node.chain.profiles import NetworkProfile, ProfileError, load_profile
 from node.modules.selection_snapshots import SNAPSHOT_CAPACITY, SNAPSHOT_TTL_S
 from node.paths import CHAIN_CONFIG_DIR
@@ -68,6 +69,9 @@ class Settings(BaseSettings):
     network: Network = Network.dev
     rpc_url: str | None = Field(default=None, description="JSON-RPC URL; derived for the dev network")
     dev_chain_port: int = Field(default=8545, ge=1, le=65535)
+    dev_chain_history_blocks: int = Field(
+        default=PERSISTED_STATES, ge=0,
+        description="past blocks whose state the dev chain keeps for reads at an earlier block (about 440 KB each)")
     chain_id: int | None = Field(default=None, ge=1, description="overrides the network profile's chain id")
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; SQLite in the data dir")
     api_host: str = "127.0.0.1"

@@ -71,7 +71,8 @@ class NodeContext:
     @property
     def dev_chain(self) -> DevChain:
         return DevChain(self.settings.chain_state_dir, port=self.settings.dev_chain_port,
-                        chain_id=self.settings.effective_chain_id, hardfork=self.settings.profile.hardfork)
+                        chain_id=self.settings.effective_chain_id, hardfork=self.settings.profile.hardfork,
+                        persisted_states=self.settings.dev_chain_history_blocks)
 
     @cached_property
     def chain(self) -> ChainClient:

@@ -27,6 +27,12 @@ DEFAULT_HARDFORK = "cancun"
 STATE_INTERVAL_S = 2
 # How long a clean stop waits for anvil to finish the blocks it is mining before it signals it anyway.
 QUIESCE_TIMEOUT_S = 10.0
+# Past blocks whose state anvil keeps, for reads at an earlier block (`audit verify` reads a sender's membership as of
+# each event's block; older ones are refused as history the endpoint no longer has). anvil writes one state per
+# block to disk, about 440 KB even for an empty block; by default it keeps them all, in ~/.foundry/anvil/tmp, and
+# leaves them there when stopped or killed: a test run's chains of a few thousand blocks each filled a 250 GB disk
+# over a day. Bounded (2,000 blocks: about 0.9 GB at most), and kept in the chain's dir.
+PERSISTED_STATES = 2_000
 _NOBODY = "0x0000000000000000000000000000000000000000"
 
 
@@ -62,8 +68,10 @@ class DevChain:
     """Starts, finds and stops the anvil process of one data dir."""
 
     def __init__(self, state_dir: Path, *, port: int = 8545, chain_id: int = 31337,
-                 host: str = "127.0.0.1", hardfork: str = DEFAULT_HARDFORK) -> None:
+                 host: str = "127.0.0.1", hardfork: str = DEFAULT_HARDFORK,
+                 persisted_states: int = PERSISTED_STATES) -> None:
         self.hardfork = hardfork
+        self.persisted_states = persisted_states
         self.state_dir = state_dir
         self.port = port
         self.chain_id = chain_id
@@ -86,6 +94,11 @@ class DevChain:
     def state_file(self) -> Path:
         return self.state_dir / "state.json"
 
+    @property
+    def history_dir(self) -> Path:
+        """Where anvil spills past states that do not fit in memory (one process's; useless to the next)."""
+        return self.state_dir / "history"
+
     def command(self) -> list[str]:
         return [
             str(find_anvil()),
@@ -93,6 +106,7 @@ class DevChain:
             "--hardfork", self.hardfork, "--gas-price", "0", "--base-fee", "0",
             "--gas-limit", "100000000", "--code-size-limit", "65536",
             "--state", str(self.state_file.resolve()), "--state-interval", str(STATE_INTERVAL_S),
+            "--cache-path", str(self.history_dir.resolve()), "--max-persisted-states", str(self.persisted_states),
         ]
 
     def running_pid(self) -> int | None:
@@ -119,6 +133,9 @@ class DevChain:
         command = self.command()
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
+            # The past states an earlier anvil spilled (it leaves them when stopped or killed): no later process
+            # reads them (its state file holds what a restart needs).
+            shutil.rmtree(self.history_dir, ignore_errors=True)
             log = (self.state_dir / "anvil.log").open("ab")
         except OSError as exc:  # a read-only or full data dir
             raise self._cannot_write(exc) from None
@@ -210,6 +227,7 @@ class DevChain:
             os.kill(pid, signal.SIGKILL)
         self.pid_file.unlink(missing_ok=True)
         self.owner_file.unlink(missing_ok=True)
+        shutil.rmtree(self.history_dir, ignore_errors=True)  # anvil leaves its spilled states behind
         return True
 
 

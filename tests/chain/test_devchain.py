@@ -3,14 +3,18 @@ state it keeps across a clean stop."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from node.chain.client import ChainClient
 from node.chain.devchain import DevChain
-from node.chain.errors import ChainError
+from node.chain.errors import ChainDataMissing, ChainError
 from node.chain.signer import Signer
 from tests.conftest import free_port
 
@@ -74,3 +78,34 @@ def test_a_clean_stop_amid_mining_keeps_the_accounts_and_the_blocks_in_step(tmp_
     finally:
         stopped.set()
         chain.stop()
+
+
+def test_past_states_stay_in_the_data_dir_bounded_and_go_with_the_chain(tmp_path: Path) -> None:
+    """anvil spilled a past state per block (about 440 KB, empty blocks too) to ~/.foundry/anvil/tmp, kept every one,
+    and left them there when stopped or killed: a test run's chains filled the disk. They are kept in the chain's
+    own dir now, for at most `persisted_states` blocks, and removed when the chain stops or starts again."""
+    chain = DevChain(tmp_path / "chain", port=free_port(), persisted_states=20)
+    chain.start()
+    client = ChainClient(chain.rpc_url)
+    nobody = "0x" + "00" * 20
+    try:
+        client.rpc("anvil_mine", [hex(1_600)])
+        deadline = time.monotonic() + 10
+        while len(states := list(chain.history_dir.glob("*/*"))) < 15 and time.monotonic() < deadline:
+            time.sleep(0.1)  # anvil writes them in the background, one file per block
+        # Here, not in the user's home, and at most 20 (with unbounded history anvil held ~1,550 files by now).
+        assert 15 <= len(states) <= 25
+        # A recent block's state is read; one older than the kept history is refused as history the chain lacks.
+        assert client.rpc("eth_getBalance", [nobody, hex(1_590)]) == "0x0"
+        with pytest.raises(ChainDataMissing, match="does not have the history asked for"):
+            client.rpc("eth_getBalance", [nobody, hex(1_500)])
+        pid = chain.running_pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)  # a crash: anvil leaves its states behind
+        os.waitpid(pid, 0)  # this process started it: collected, not left a zombie
+        assert any(chain.history_dir.glob("*/*"))
+        chain.start()
+        assert not any(chain.history_dir.glob("*/*"))  # the dead process's states are gone
+    finally:
+        chain.stop()
+    assert not chain.history_dir.exists()
