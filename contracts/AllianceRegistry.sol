@@ -33,6 +33,11 @@ contract AllianceRegistry is IAllianceRegistry {
     /// not a list of votes, so that the votes of members suspended or removed since can be left out cheaply.
     mapping(uint256 proposalId => mapping(uint256 word => uint256 bits)) private _votes;
     EnumerableSet.AddressSet private _activeAccounts;
+    /// @dev The last proposal executed on each member other than its admission, and the proposal that admitted each
+    /// account: a node proposing a change again that is refused as made already reads which proposal made it here,
+    /// in one call, where the member's events cost a scan of the chain's whole history.
+    mapping(uint256 memberId => uint256 proposalId) private _lastChangeOf;
+    mapping(address account => uint256 proposalId) private _admissionOf;
 
     /// @notice Registers the founders and fixes the governance parameters for the life of the contract.
     /// @param founders Founding members, validated like admissions; at least one must have role `Member`.
@@ -189,6 +194,16 @@ contract AllianceRegistry is IAllianceRegistry {
     }
 
     /// @inheritdoc IAllianceRegistry
+    function lastChangeOf(uint256 memberId) external view returns (uint256 proposalId) {
+        return _lastChangeOf[memberId];
+    }
+
+    /// @inheritdoc IAllianceRegistry
+    function admissionOf(address account) external view returns (uint256 proposalId) {
+        return _admissionOf[account];
+    }
+
+    /// @inheritdoc IAllianceRegistry
     function hasVoted(uint256 proposalId, address account) external view returns (bool voted) {
         uint256 memberId = _memberIdOf[account];
         return memberId != 0 && _hasVoted(proposalId, memberId);
@@ -267,15 +282,18 @@ contract AllianceRegistry is IAllianceRegistry {
         return (_votes[proposalId][memberId >> 8] >> (memberId & 0xff)) & 1 == 1;
     }
 
-    /// @dev Marks the proposal executed and applies it, re-validating its target.
+    /// @dev Marks the proposal executed and applies it, re-validating its target; records it as its member's last
+    /// change, or as its account's admission.
     function _execute(uint256 proposalId, Proposal storage p) internal {
         p.executed = true;
         ProposalKind kind = p.kind;
         if (kind == ProposalKind.Admit) {
             p.memberId = _admit(p.account, p.role, p.name, p.bankCode, p.encryptionKey);
+            _admissionOf[p.account] = proposalId;
         } else {
             _checkTargetStatus(kind, p.memberId);
             _applyStatusChange(kind, p.memberId, p.account);
+            _lastChangeOf[p.memberId] = proposalId;
         }
         emit ProposalExecuted(proposalId, kind, p.memberId);
     }

@@ -294,18 +294,13 @@ def _executed_proposal_like(registry: RegistryClient, draft: Proposal) -> Propos
     account (admitted once ever), or the latest change executed on its target member if it is this one (a change
     since, a reinstatement after a suspension, makes it an earlier one that a new proposal would not repeat).
 
-    Found from that member's ProposalExecuted events, in the order the changes executed: the highest id is not the
-    latest change when a vote that came late executed an older proposal; and the proposals read back one by one cost a
-    call each for as far back as the target's last change.
+    The contract records both as proposals execute (`admissionOf`, `lastChangeOf`), the latest change in the order
+    changes executed: the highest id is not the latest change when a vote that came late executed an older proposal.
+    Two calls, however long the chain and the target's history.
     """
-    if draft.kind == ProposalKind.admit:
-        member_id = registry.admitted_member_id(draft.account)
-        executions = [] if member_id is None else registry.executions_on(member_id)
-        changes = [proposal_id for proposal_id, kind in executions if kind == ProposalKind.admit]
-    else:
-        changes = [proposal_id for proposal_id, kind in registry.executions_on(draft.member_id)
-                   if kind != ProposalKind.admit]
-    latest = registry.proposal(changes[-1]) if changes else None
+    made_by = (registry.admission_of(draft.account) if draft.kind == ProposalKind.admit
+               else registry.last_change_on(draft.member_id))
+    latest = None if made_by is None else registry.proposal(made_by)
     return latest if latest is not None and _same_change(latest, draft) else None
 
 

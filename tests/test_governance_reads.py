@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
+import pytest
+
 from node import governance
 from node.chain.client import ChainClient
-from node.chain.registry import RegistryClient
+from node.chain.registry import ProposalOutcome, RegistryClient
+from node.chain.signer import Signer
 from node.governance import ProposalAction
 from tests.chain.capped_rpc import CappedRpc, capped_rpc
 from tests.conftest import Consortium
@@ -97,3 +102,51 @@ def test_answering_a_vote_again_reads_the_logs_of_the_proposals_lifetime_only(co
     # The ~1,000 blocks since (all within its lifetime): a few refused ranges halved down to the cap, then about
     # 1,000 / 125 taken ones; from the first block, about four times as many.
     assert len(relay.log_ranges) <= 15
+
+
+_ADMISSION = governance.admission_request(account=Signer.generate().address, role="member", name="Bank D",
+                                          bank_code="BANK-D", encryption_key="0x" + "42" * 32)
+
+
+def _proposed_twice(registry: RegistryClient, action: ProposalAction) -> ProposalOutcome:
+    """`registry`'s bank proposes the suspension of C, or the admission of a Bank D, as before: the same change."""
+    if action == ProposalAction.admit:
+        return governance.propose(registry, action, admission=_ADMISSION)
+    return governance.propose(registry, action, target="BANK-C")
+
+
+@pytest.mark.parametrize("action", [ProposalAction.suspend, ProposalAction.admit])
+def test_a_change_refused_as_made_already_is_found_in_requests_that_do_not_grow_with_the_chain(
+        consortium: Consortium, action: ProposalAction) -> None:
+    """Proposed again once executed, a change is refused (its member suspended, its newcomer's account in use) and
+    answered with the proposal of this bank's vote that made it. Which proposal that was came from the member's
+    events read from the first block: one eth_getLogs per range the endpoint takes, for the chain's whole history
+    (about 3,200 on Besu for a year of 2-second blocks). The contract records it now, and the lookup asks the same
+    logs on a chain four times as long: those of the proposal's lifetime."""
+    a, b = (consortium.registry(bank) for bank in consortium.banks[:2])
+    a.chain.rpc("anvil_mine", [hex(1_000), hex(1)])  # a block a second
+    made = _proposed_twice(a, action)
+    assert governance.vote(b, made.proposal_id).executed
+    costs: list[Counter[str]] = []
+    for mined_since in (0, 3_000):
+        if mined_since:  # past the proposal's expiry, then a chain four times as long as before it
+            a.chain.rpc("evm_increaseTime", [a.proposal(made.proposal_id).expires_at - a.chain.head().timestamp + 1])
+            a.chain.rpc("anvil_mine", [hex(mined_since), hex(1)])
+        with capped_rpc(consortium.rpc_url, max_blocks=20) as relay:
+            again = _proposed_twice(_counted(relay, a), action)
+        assert (again.proposal_id, again.executed, again.receipt.tx_hash) == (made.proposal_id, True,
+                                                                              made.receipt.tx_hash)
+        costs.append(Counter(_calls(relay)))
+    head = a.chain.block_number()
+    print(f"{action} made already, {head - 3_000:,} then {head:,} blocks: {[dict(c) for c in costs]}")
+    shorter, longer = costs
+    # The logs of the blocks from the proposal to the vote that executed it: one range. From the first block, 75 and
+    # then 277 requests of at most 20 blocks, refused ones included (143 and 545 for an admission: its account's
+    # admission, then its member's changes).
+    assert shorter["eth_getLogs"] == longer["eth_getLogs"] == 1
+    # The rest is the same on the longer chain (the target, the open proposals, the refused estimate, the proposal
+    # that made the change, the vote's receipt) but for the bisection of block times that finds the proposal's
+    # lifetime: two reads per halving of the chain (about 50 on Besu for a year of 2-second blocks).
+    assert {m: n for m, n in shorter.items() if m != "eth_getBlockByNumber"} == \
+        {m: n for m, n in longer.items() if m != "eth_getBlockByNumber"}
+    assert longer["eth_getBlockByNumber"] <= 2 * head.bit_length() + 3

@@ -12,6 +12,7 @@ import pytest
 
 from node import governance
 from node.chain.errors import (
+    AllianceRegistryAccountInUse,
     AllianceRegistryBankCodeInUse,
     AllianceRegistryInvalidMemberStatus,
     AllianceRegistryProposalAlreadyExecuted,
@@ -248,3 +249,78 @@ def test_proposing_again_a_suspension_executed_after_its_target_rotated_its_sign
     assert governance.propose(a, ProposalAction.reinstate, target="BANK-C").proposal_id == 3
     assert governance.vote(b, 3).executed
     assert governance.propose(a, ProposalAction.suspend, target="BANK-C").proposal_id == 4  # a new suspension
+
+
+# A change refused as made already is answered with the proposal of this bank's vote only if that proposal is the
+# last to have executed on its target (the contract's lastChangeOf) or admitted its account (admissionOf).
+
+def test_proposing_again_a_suspension_made_again_without_this_banks_vote_is_refused(consortium: Consortium) -> None:
+    """A's suspension of C executed, C was reinstated, then B and C suspended it again: proposed again by A, the
+    suspension is the contract's refusal, not A's first one (the same change, but not the last made); by B, it is
+    B's proposal that made it."""
+    a, b, c = _registries(consortium)
+    first = governance.propose(a, ProposalAction.suspend, target="BANK-C")
+    assert governance.vote(b, first.proposal_id).executed
+    reinstated = governance.propose(a, ProposalAction.reinstate, target="BANK-C")
+    assert governance.vote(b, reinstated.proposal_id).executed
+    again = governance.propose(b, ProposalAction.suspend, target="BANK-C")
+    assert (again.proposal_id, governance.vote(c, again.proposal_id).executed) == (3, True)
+    with pytest.raises(AllianceRegistryInvalidMemberStatus) as refused:
+        governance.propose(a, ProposalAction.suspend, target="BANK-C")
+    assert refused.value.arguments == {"memberId": 3, "status": int(MemberStatus.suspended)}
+    answered = governance.propose(b, ProposalAction.suspend, target="BANK-C")
+    assert (answered.proposal_id, answered.executed, answered.receipt.tx_hash) == (3, True, again.receipt.tx_hash)
+    assert a.proposal_count() == 3
+
+
+def test_proposing_again_a_rotation_followed_by_a_suspension_answers_the_suspension_only(
+        consortium: Consortium) -> None:
+    """C's signer rotated (proposal 1), then C suspended (2), both with A's vote: the suspension proposed again is
+    answered with A's proposal of it; the rotation, no longer C's last change, is the contract's refusal."""
+    a, b, _c = _registries(consortium)
+    new_account = Signer.generate().address
+    rotation = governance.propose(a, ProposalAction.rotate, target="BANK-C", new_account=new_account)
+    assert governance.vote(b, rotation.proposal_id).executed
+    suspension = governance.propose(a, ProposalAction.suspend, target="BANK-C")
+    assert governance.vote(b, suspension.proposal_id).executed
+    answered = governance.propose(a, ProposalAction.suspend, target=new_account)
+    assert (answered.proposal_id, answered.executed, answered.receipt.tx_hash) == (2, True, suspension.receipt.tx_hash)
+    with pytest.raises(AllianceRegistryAccountInUse) as refused:
+        governance.propose(a, ProposalAction.rotate, target="BANK-C", new_account=new_account)
+    assert refused.value.arguments == {"account": new_account}
+    assert a.proposal_count() == 2
+
+
+def test_proposing_again_an_admission_answers_the_one_of_that_account_only(consortium: Consortium) -> None:
+    """D admitted with A's vote, then rotated to a new signer: the admission proposed again is still answered with
+    A's proposal (the account admitted is D's first one, whatever D signs with now). An admission of the account D
+    rotated to, of a founder's account, or of D's with another role is the contract's refusal."""
+    a, b, c = _registries(consortium)
+    admission = governance.admission_request(account=Signer.generate().address, role="member", name="Bank D",
+                                             bank_code="BANK-D", encryption_key=KEY)
+    admitted = governance.propose(a, ProposalAction.admit, admission=admission)
+    assert governance.vote(b, admitted.proposal_id).executed
+    rotated_to = Signer.generate().address
+    rotation = governance.propose(a, ProposalAction.rotate, target="BANK-D", new_account=rotated_to)
+    assert not governance.vote(b, rotation.proposal_id).executed  # 2 of the 4 members
+    assert governance.vote(c, rotation.proposal_id).executed
+
+    answered = governance.propose(a, ProposalAction.admit, admission=admission)
+    assert (answered.proposal_id, answered.executed, answered.receipt.tx_hash) == (1, True, admitted.receipt.tx_hash)
+    for account, role in ((rotated_to, "member"), (consortium.banks[1].address, "member"),
+                          (admission.account, "observer")):
+        other = governance.admission_request(account=account, role=role, name="Bank D", bank_code="BANK-D",
+                                             encryption_key=KEY)
+        with pytest.raises(AllianceRegistryAccountInUse) as refused:
+            governance.propose(a, ProposalAction.admit, admission=other)
+        assert refused.value.arguments == {"account": account}
+    assert a.proposal_count() == 2
+
+
+def test_proposing_a_change_no_proposal_made_is_refused(consortium: Consortium) -> None:
+    """A founder never suspended is active from its deployment: its reinstatement has no proposal to answer."""
+    a, _b, _c = _registries(consortium)
+    with pytest.raises(AllianceRegistryInvalidMemberStatus) as refused:
+        governance.propose(a, ProposalAction.reinstate, target="BANK-B")
+    assert refused.value.arguments == {"memberId": 2, "status": int(MemberStatus.active)}
+    assert a.proposal_count() == 0

@@ -394,6 +394,19 @@ interface IAllianceRegistry {
     /// @return info The proposal.
     function proposal(uint256 proposalId) external view returns (Proposal memory info);
 
+    /// @notice The last proposal executed on a member other than its admission: a suspension, reinstatement, removal
+    /// or signer rotation, the latest to execute (not the highest id: a vote that comes late executes an older
+    /// proposal after a newer one).
+    /// @param memberId Id of the member.
+    /// @return proposalId The proposal's id, or 0 if none has executed on it (or no member has this id).
+    function lastChangeOf(uint256 memberId) external view returns (uint256 proposalId);
+
+    /// @notice The executed proposal that admitted `account` as a new member's signing address.
+    /// @param account A signing address, whether or not its member rotated away from it since.
+    /// @return proposalId The proposal's id, or 0 for a founder's account and for one never admitted (including
+    /// an address a member rotated to).
+    function admissionOf(address account) external view returns (uint256 proposalId);
+
     /// @notice Whether the member currently signing with `account` has voted on a proposal.
     /// @dev Votes are recorded per member, so a vote survives a signer rotation.
     /// @param proposalId Id of the proposal.

@@ -13,7 +13,7 @@ from web3.logs import DISCARD
 from node.chain.client import ChainClient, Receipt
 
 # A vote or proposal may execute when mined although it did not when estimated (another vote landed, or
-# the active count dropped); an executing admission costs ~320k gas. Gas is free on the consortium chain.
+# the active count dropped); an executing admission costs ~340k gas. Gas is free on the consortium chain.
 GOVERNANCE_MIN_GAS = 600_000
 
 
@@ -256,17 +256,17 @@ class RegistryClient:
         return self.chain.event_logs(event, from_block=span[0], to_block=span[1],
                                      argument_filters={"proposalId": proposal.proposal_id, **(filters or {})})
 
-    def executions_on(self, member_id: int) -> list[tuple[int, ProposalKind]]:
-        """(proposal id, kind) of every proposal executed on the member, its admission's too, in the order they
-        executed, which is not their ids' (a vote that came late executes an older proposal after a newer one)."""
-        logs = self.chain.event_logs(self.contract.events.ProposalExecuted(), argument_filters={"memberId": member_id})
-        return [(int(log["args"]["proposalId"]), ProposalKind(log["args"]["kind"])) for log in logs]
+    def last_change_on(self, member_id: int) -> int | None:
+        """The id of the last proposal executed on the member other than its admission (a suspension, reinstatement,
+        removal or signer rotation), in the order they executed, which is not their ids' (a vote that came late
+        executes an older proposal after a newer one); None if none was. One call: the contract records it when a
+        proposal executes, where the member's events were a scan of the chain's whole history."""
+        return int(self.chain.call(self.contract.functions.lastChangeOf(member_id))) or None
 
-    def admitted_member_id(self, account: str) -> int | None:
-        """The id of the member admitted with `account` as its signer (founders too), whatever its signer is now."""
-        logs = self.chain.event_logs(self.contract.events.MemberAdmitted(),
-                                     argument_filters={"account": Web3.to_checksum_address(account)})
-        return int(logs[0]["args"]["memberId"]) if logs else None
+    def admission_of(self, account: str) -> int | None:
+        """The id of the executed proposal that admitted `account` as a new member's signer, whatever that member's
+        signer is now; None for a founder's account and for one never admitted (one a member rotated to)."""
+        return int(self.chain.call(self.contract.functions.admissionOf(Web3.to_checksum_address(account)))) or None
 
     def set_encryption_key(self, key: bytes) -> Receipt:
         return self.chain.transact(self.contract.functions.setEncryptionKey(key))

@@ -21,7 +21,7 @@ from web3.logs import DISCARD
 from node.chain.client import Receipt
 from node.chain.deployment import deploy_consortium
 from node.chain.errors import ContractRevert
-from node.chain.registry import FoundingMember, MemberRole, ProposalOutcome, RegistryClient
+from node.chain.registry import FoundingMember, MemberRole, ProposalKind, ProposalOutcome, RegistryClient
 from tests.conftest import Bank, Consortium, make_bank
 
 # A sealed key envelope as the node builds it: version byte, ephemeral X25519 key (32), nonce (12),
@@ -144,10 +144,14 @@ class Governance:
         return MemberRole(self.call(self.fn.roleOf(account)))
 
     def snapshot(self) -> dict[str, Any]:
-        """Everything a revert must leave untouched: members, proposals (votes included), active sets."""
+        """Everything a revert must leave untouched: members, proposals (votes included), active sets, the proposal
+        that last changed each member and the one that admitted each newcomer."""
+        members, proposals = self.reader.members(), self.reader.proposals()
         return {
-            "members": self.reader.members(),
-            "proposals": self.reader.proposals(),
+            "members": members,
+            "proposals": proposals,
+            "last_changes": [self.reader.last_change_on(m.member_id) for m in members],
+            "admissions": [self.reader.admission_of(p.account) for p in proposals if p.kind == ProposalKind.admit],
             "active_accounts": sorted(self.reader.active_accounts()),
             "active_voting_members": self.active_voting_members(),
             "key_epoch": self.reader.current_key_epoch(),

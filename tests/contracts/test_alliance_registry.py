@@ -471,6 +471,47 @@ def test_rotate_signer_of_suspended_member_keeps_it_inactive(gov: Governance) ->
 # Encryption keys and the alliance hashing key
 # ------------------------------------------------------------------------------------------------------
 
+# ------------------------------------------------------------------------------------------------------
+# Which proposal made a member what it is: lastChangeOf, admissionOf
+# ------------------------------------------------------------------------------------------------------
+
+def test_last_change_of_is_the_latest_proposal_to_execute_on_the_member(rpc_url: str) -> None:
+    """The proposal a node answers when a change it proposes again is refused as made already: the last to execute
+    on the member, which is not the highest id when a vote comes late, and never the member's admission."""
+    gov = Governance.deploy(rpc_url, (M,) * 4)
+    a, b, c, d = gov.banks
+    reader = gov.reader
+    assert [reader.last_change_on(i) for i in (0, 1, 2, 3, 4, 5)] == [None] * 6  # founders; no member 0 or 5
+    suspension = gov.registry(a).propose_suspension(4).proposal_id
+    assert reader.last_change_on(4) is None  # proposed, not executed
+    rotation = gov.rotate(d, gov.newcomer()).proposal_id
+    assert (suspension, rotation, reader.last_change_on(4)) == (1, 2, 2)
+    gov.registry(b).vote(suspension)
+    assert gov.registry(c).vote(suspension).executed  # the older proposal executes after the newer one
+    assert reader.last_change_on(4) == suspension
+    reinstatement = gov.reinstate(4).proposal_id
+    assert reader.last_change_on(4) == reinstatement == 3
+    assert [reader.last_change_on(i) for i in (1, 2, 3)] == [None] * 3
+
+
+def test_admission_of_names_the_proposal_that_admitted_an_account(gov: Governance) -> None:
+    a, b, c = gov.banks
+    reader = gov.reader
+    assert [reader.admission_of(bank.address) for bank in (a, b, c)] == [None] * 3  # founders: no proposal
+    d = gov.newcomer()
+    proposal_id = gov.registry(a).propose_admission(d.address, M, d.name, d.code, key(0xD0)).proposal_id
+    assert reader.admission_of(d.address) is None  # proposed, not executed
+    assert gov.registry(b).vote(proposal_id).executed
+    assert reader.admission_of(d.address) == proposal_id == 1
+    assert reader.last_change_on(4) is None  # an admission is not a change of the member
+    gov.banks.append(d)
+    e = gov.newcomer()
+    rotation = gov.rotate(d, e).proposal_id
+    # The account admitted keeps its admission after its member moved away from it; the one moved to has none.
+    assert (reader.admission_of(d.address), reader.admission_of(e.address), reader.last_change_on(4)) == (
+        1, None, rotation)
+
+
 def test_set_encryption_key_by_any_active_role(rpc_url: str) -> None:
     gov = Governance.deploy(rpc_url, (M, AUDITOR, OBSERVER))
     for member_id, bank in enumerate(gov.banks, start=1):
