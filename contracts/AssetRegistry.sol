@@ -112,10 +112,11 @@ contract AssetRegistry is IAssetRegistry {
         uint32 versionNumber,
         uint32 period,
         bytes32 statusRoot,
-        uint32[7] calldata statusCounts
+        uint32[7] calldata statusCounts,
+        bytes calldata statuses
     ) external {
         _checkCustodian(poolId, msg.sender);
-        _reportServicing(poolId, versionNumber, period, statusRoot, statusCounts);
+        _reportServicing(poolId, versionNumber, period, statusRoot, statusCounts, statuses);
     }
 
     /// @inheritdoc IAssetRegistry
@@ -350,20 +351,27 @@ contract AssetRegistry is IAssetRegistry {
         emit CustodySucceeded(poolId, fromMemberId, toMemberId);
     }
 
-    /// @dev Records a servicing report on an anchored version, after the pool's last period.
+    /// @dev Records a servicing report on a complete anchored version, after the pool's last period, with a status
+    /// for each of the version's loans.
     function _reportServicing(
         uint256 poolId,
         uint32 versionNumber,
         uint32 period,
         bytes32 statusRoot,
-        uint32[7] calldata statusCounts
+        uint32[7] calldata statusCounts,
+        bytes calldata statuses
     ) internal {
-        _existingVersion(poolId, versionNumber);
+        uint256 expected = (uint256(_existingVersion(poolId, versionNumber).loanCount) + 1) / 2;
+        _checkLoanIdsComplete(poolId, versionNumber);
+        if (statuses.length != expected) {
+            revert AssetRegistryStatusesLengthMismatch(poolId, versionNumber, statuses.length, expected);
+        }
         Pool storage p = _pools[poolId];
         uint32 last = p.lastServicingPeriod;
         if (period <= last) revert AssetRegistryPeriodNotIncreasing(period, last);
         p.lastServicingPeriod = period;
         emit ServicingReported(poolId, versionNumber, period, statusRoot, statusCounts);
+        emit LoanStatusesReported(poolId, period, statuses);
     }
 
     /// @dev Emits an auditor's attestation of an anchored version.

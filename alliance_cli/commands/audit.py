@@ -60,5 +60,11 @@ def audit_verify(
                              f"{facts['custodian_member_id_now']} now")
         else:
             console.err.print(Text.assemble(("NOT VERIFIED", "red"), f": {console.shown(verdict.failures[0].detail)}"))
+            missing = facts["loan_status_periods_missing"]
+            if missing and verdict.failures[0].name != "loan_statuses":
+                # Said on its own line whatever failed first: a period left out may hide the loan's default.
+                periods = ", ".join(str(m["period"]) for m in missing)
+                console.err.print(Text.assemble(("MISSING SERVICING PERIODS", "red"), f": {periods} are on chain "
+                                                "for the loan, but the bundle gives no status for them"))
     if not verdict.ok:
         raise typer.Exit(1)

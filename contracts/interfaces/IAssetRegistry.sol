@@ -137,6 +137,14 @@ interface IAssetRegistry {
         uint256 indexed poolId, uint32 indexed version, uint32 indexed period, bytes32 statusRoot, uint32[7] statusCounts
     );
 
+    /// @notice The per-loan statuses behind a servicing report, so that anyone rebuilds its status root from the
+    /// chain alone (with the version's `LoanIdsPublished` ids): no period's statuses depend on the node that sent it.
+    /// @param poolId Id of the pool.
+    /// @param period Reporting period of the `ServicingReported` event of the same transaction.
+    /// @param statuses Status codes (1 current ... 7 repurchased) of the version's loans in version order, 4 bits
+    /// each, two a byte, the earlier loan in the high half; an odd count leaves the last low half 0.
+    event LoanStatusesReported(uint256 indexed poolId, uint32 indexed period, bytes statuses);
+
     /// @notice An auditor attested a pool version.
     /// @param poolId Id of the pool.
     /// @param version Version attested.
@@ -240,6 +248,13 @@ interface IAssetRegistry {
     /// @param last The last period reported (0 if none).
     error AssetRegistryPeriodNotIncreasing(uint32 period, uint32 last);
 
+    /// @notice A servicing report's statuses must hold 4 bits for each loan of the version it reports.
+    /// @param poolId Id of the pool.
+    /// @param version Version reported.
+    /// @param length Bytes of statuses given.
+    /// @param expected Bytes the version's loan count needs: (loanCount + 1) / 2.
+    error AssetRegistryStatusesLengthMismatch(uint256 poolId, uint32 version, uint256 length, uint256 expected);
+
     // ------------------------------------------------------------------------------------------------------------
     // Pools and versions
     // ------------------------------------------------------------------------------------------------------------
@@ -319,19 +334,23 @@ interface IAssetRegistry {
     // ------------------------------------------------------------------------------------------------------------
 
     /// @notice Reports the servicing status of a pool version for a period.
-    /// @dev Caller must be the pool's custodian. Periods are strictly increasing per pool. The counts are recorded
-    /// as given (not checked against the version's loan count); the nodes reconcile them with `statusRoot`.
+    /// @dev Caller must be the pool's custodian. Periods are strictly increasing per pool. The version's loan ids
+    /// must all be published (`AssetRegistryLoanIdsIncomplete` otherwise), so that its statuses can be matched to
+    /// them. The counts, root and statuses are recorded as given (not checked against each other, which would cost
+    /// a loop over the loans); the nodes and the auditor's verifier reconcile them.
     /// @param poolId Id of the pool.
     /// @param version An anchored version of the pool.
     /// @param period Reporting period, greater than the pool's last one.
     /// @param statusRoot Merkle root of the per-loan statuses.
     /// @param statusCounts Loans per status: current, dpd30, dpd60, dpd90, defaulted, repaid, repurchased.
+    /// @param statuses Every loan's status code, 4 bits each in version order (see `LoanStatusesReported`).
     function reportServicing(
         uint256 poolId,
         uint32 version,
         uint32 period,
         bytes32 statusRoot,
-        uint32[7] calldata statusCounts
+        uint32[7] calldata statusCounts,
+        bytes calldata statuses
     ) external;
 
     /// @notice Records an auditor's attestation of a pool version.

@@ -3,7 +3,8 @@
 Shared by the bundle builder (on a node) and the auditor's verifier (on nothing but an RPC endpoint), so
 both derive the same entries from the same events; this module needs no database and no node. A version's
 loan ids are not part of the bundle (a million of them would be); `version_loan_ids` reassembles them from
-their LoanIdsPublished chunks for whoever checks them.
+their LoanIdsPublished chunks for whoever checks them, and `ChainStatuses` rebuilds each servicing period's
+status tree from those ids and the statuses its report carried (LoanStatusesReported).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from node.chain.asset_registry import PoolEvent, PublishedLoanIds
+from node.assets.records import STATUS_ENCODING, unpack_statuses
+from node.chain.asset_registry import AssetRegistryClient, PoolEvent, PublishedLoanIds
+from node.merkle import StandardMerkleTree
 
 BUNDLE_FORMAT = "alliance-loan-provenance/v1"
 
@@ -92,3 +95,38 @@ def pools_holding_loan(chunks: Sequence[PublishedLoanIds], loan_id: bytes,
         if any(p == pool and v >= complete for p, v in holding):
             active.append(pool)
     return active
+
+
+class ChainStatuses:
+    """A pool's servicing statuses as the chain holds them up to a block: each report's version's published loan
+    ids, and the per-loan statuses the report carried. Whoever holds nothing but a chain endpoint (another custodian,
+    the auditor) rebuilds any period's status tree from them; versions' ids are read once each."""
+
+    def __init__(self, registry: AssetRegistryClient, pool_id: int, to_block: int) -> None:
+        self._registry, self._pool_id, self._to_block = registry, pool_id, to_block
+        self._packed = {r.period: r.statuses for r in registry.reported_statuses(pool_id, to_block=to_block)}
+        self._ids: dict[int, list[bytes]] = {}
+
+    def version_ids(self, version: int) -> list[bytes]:
+        """The version's loan ids in version order (empty if its chunks do not follow each other)."""
+        if version not in self._ids:
+            chunks = self._registry.published_loan_ids(pool_id=self._pool_id, version=version,
+                                                       to_block=self._to_block)
+            try:
+                self._ids[version] = version_loan_ids(chunks)
+            except LoanIdsGap:
+                self._ids[version] = []
+        return self._ids[version]
+
+    def tree(self, report: dict[str, Any]) -> tuple[list[bytes], StandardMerkleTree] | None:
+        """The status tree of a servicing report (a `PoolHistory.servicing` entry) with its loan ids in version
+        order, if the statuses it carried rebuild its status root; None if they do not (or it carried none)."""
+        loan_ids = self.version_ids(report["version"])
+        if not loan_ids:
+            return None
+        try:
+            statuses = unpack_statuses(self._packed.get(report["period"], b""), len(loan_ids))
+        except ValueError:
+            return None
+        tree = StandardMerkleTree.of(list(zip(loan_ids, statuses, strict=True)), STATUS_ENCODING)
+        return (loan_ids, tree) if hex32(tree.root) == report["status_root"] else None

@@ -4,9 +4,11 @@ Custody moves in two steps (the holder proposes, the recipient accepts), both en
 custodian was removed from the alliance passes by vote instead: a member proposes a successor and the members vote
 until the registry's quorum (`propose_successor`, `vote_successor`).
 A servicing report is a Merkle root over (loan id, status) of every loan of the reported version, in
-version order, with the count per status; the reporter need not hold the loan records (a trustee
-usually does not): the version's loan ids come from the loan-id mirror, and the statuses from a CSV
-(`loan_id,status`) or, for a pool this bank imported, from its stored records.
+version order, with the count per status, and the statuses themselves (4 bits a loan), so that any node and the
+auditor rebuild the root from the chain and a loan's provenance bundle covers every period, whichever custodian
+reported it. The reporter need not hold the loan records (a trustee usually does not): the version's loan ids come
+from the loan-id mirror, and the statuses from a CSV (`loan_id,status`) or, for a pool this bank imported, from its
+stored records.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from sqlalchemy import select
 from node import governance
 from node.assets.pools import MAX_POOL_ID as MAX_POOL_ID  # the store's width of a pool id, used here too
 from node.assets.pools import asset_registry, load_records
-from node.assets.records import STATUS_ENCODING, LoanStatus
+from node.assets.records import STATUS_ENCODING, LoanStatus, pack_statuses
 from node.assets.screening import sync_loan_mirror, version_complete
 from node.chain.asset_registry import AssetRegistryClient
 from node.chain.client import Receipt
@@ -271,7 +273,8 @@ def report_servicing(node: NodeContext, pool_id: int, period: int, *, version: i
     # A copy sent by a run stopped before its receipt, or by another process (the API beside the CLI), is found and
     # stored: sent again, it is refused for its period, and the statuses behind the loans' proofs were lost.
     receipt = registry.chain.send_once(lambda: _reported_earlier(registry, pool_id, version, period, root),
-                                       lambda: registry.report_servicing(pool_id, version, period, root, counts),
+                                       lambda: registry.report_servicing(pool_id, version, period, root, counts,
+                                                                         pack_statuses([s for _, s in values])),
                                        refused_as_done=(AssetRegistryPeriodNotIncreasing,))
     row = AssetServicingReport(pool_id=pool_id, version=version, period=period, status_root=root,
                                statuses=json.dumps([s for _, s in values]), tx_hash=receipt.tx_hash,

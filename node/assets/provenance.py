@@ -2,31 +2,33 @@
 
 A bundle holds the loan's canonical record, its leaf and Merkle proof, the pool and version it belongs
 to, the chain id and registry address, the pool's history as of a block (anchoring, custody, servicing,
-attestations) and the loan's status in the servicing reports this node sent, each with a proof to the
-report's status root. Nothing in it is trusted: `node.assets.verify` recomputes the leaf from the
-record, walks the proof to a root, and compares that root and every history entry with the chain.
-The history is derived from the AssetRegistry's events by `node.assets.history`, which the verifier
-reuses on the events it fetches itself.
+attestations) and the loan's status in every servicing report whose version holds the loan, each with a proof
+to the report's status root. Those statuses come from the chain (each report carries its loans' statuses), not
+from this node's store, so a bundle covers the periods of every custodian, before and after a hand-over.
+Nothing in it is trusted: `node.assets.verify` recomputes the leaf from the record, walks the proof to a
+root, and compares that root and every history entry with the chain. The history is derived from the
+AssetRegistry's events by `node.assets.history`, which the verifier reuses on the events it fetches itself.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from node.assets.history import BUNDLE_FORMAT, hex32, pool_history
+from node.assets.history import BUNDLE_FORMAT, ChainStatuses, hex32, pool_history
 from node.assets.pools import asset_registry, build_tree, load_records
-from node.assets.records import HASH32, LEAF_ENCODING, STATUS_ENCODING, LoanRecord, LoanStatus
+from node.assets.records import HASH32, LEAF_ENCODING, LoanRecord, LoanStatus
 from node.chain.asset_registry import AssetRegistryClient
 from node.errors import InvalidInput, NotFound
-from node.merkle import StandardMerkleTree
 from node.runtime import NodeContext
-from node.store.asset_tables import AssetLoan, AssetMirrorLoan, AssetPool, AssetServicingReport, AssetVersion
+from node.store.asset_tables import AssetLoan, AssetPool, AssetVersion
 from node.text import storable_text
+
+logger = logging.getLogger(__name__)
 
 
 def build_bundle(node: NodeContext, reference: str) -> dict[str, Any]:
@@ -57,8 +59,7 @@ def build_bundle(node: NodeContext, reference: str) -> dict[str, Any]:
         if pool_id is None or version is None:  # an anchored version always has both
             raise NotFound(f"loan {reference!r} is in no anchored version", code="loan_not_found")
         records = load_records(session, version_ref)
-        statuses = loan_statuses(session, pool_id, records[position].loan_id)
-    return bundle_for(asset_registry(node), pool_id, version, records, position, statuses)
+    return bundle_for(asset_registry(node), pool_id, version, records, position)
 
 
 def _refuse_ambiguous_reference(session: Session, reference: str) -> None:
@@ -72,34 +73,32 @@ def _refuse_ambiguous_reference(session: Session, reference: str) -> None:
                            "give the loan id (0x...) instead", code="ambiguous_loan_reference")
 
 
-def loan_statuses(session: Session, pool_id: int, loan_id: bytes) -> list[dict[str, Any]]:
-    """The loan's status in each servicing report this node sent for the pool, with its proof to the
-    report's status root (reports by other custodians are not held here; the chain lists them all)."""
+def loan_statuses(chain_statuses: ChainStatuses, servicing: Sequence[dict[str, Any]],
+                  loan_id: bytes) -> list[dict[str, Any]]:
+    """The loan's status in each servicing report of the pool whose version holds it, whichever custodian sent it,
+    with its proof to the report's status root, rebuilt from the chain alone (the version's published ids and the
+    statuses the report carried). A report whose statuses do not rebuild its root gets no entry: the verifier names
+    that period as one the bundle gives no status for."""
     entries = []
-    reports = session.scalars(select(AssetServicingReport).where(AssetServicingReport.pool_id == pool_id)
-                              .order_by(AssetServicingReport.period))
-    for report in reports:
-        loan_ids = [bytes(i) for i in session.scalars(
-            select(AssetMirrorLoan.loan_id).where(AssetMirrorLoan.pool_id == pool_id,
-                                                  AssetMirrorLoan.version == report.version)
-            .order_by(AssetMirrorLoan.position))]
-        if loan_id not in loan_ids:
+    for report in servicing:
+        if loan_id not in chain_statuses.version_ids(report["version"]):
             continue
-        statuses = json.loads(report.statuses)
-        if len(statuses) != len(loan_ids):  # the mirror lacks some of the version's ids (being rebuilt, or a sync
-            continue  # stopped half-way): no proof rather than a wrong one, or a ValueError from the zip below
-        tree = StandardMerkleTree.of(list(zip(loan_ids, statuses, strict=True)), STATUS_ENCODING)
-        if tree.root != bytes(report.status_root):
-            continue  # the mirror lost this version's ids; no proof rather than a wrong one
+        rebuilt = chain_statuses.tree(report)
+        if rebuilt is None:
+            logger.warning("pool servicing period %s: the statuses on chain do not rebuild its status root; the "
+                           "bundle leaves the period out", report["period"])
+            continue
+        loan_ids, tree = rebuilt
         position = loan_ids.index(loan_id)
-        entries.append({"period": report.period, "status": LoanStatus(statuses[position]).name,
+        entries.append({"period": report["period"], "status": LoanStatus(tree.values[position][1]).name,
                         "proof": [hex32(node) for node in tree.proof(position)]})
     return entries
 
 
 def bundle_for(registry: AssetRegistryClient, pool_id: int, version: int, records: Sequence[LoanRecord],
-               position: int, statuses: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The bundle of the loan at `position` of an anchored version whose records are `records`."""
+               position: int) -> dict[str, Any]:
+    """The bundle of the loan at `position` of an anchored version whose records are `records`, with the loan's
+    status in every servicing report of the pool that covers it (as of the chain head)."""
     tree = build_tree(records)
     record = records[position]
     head = registry.chain.block_number()
@@ -122,7 +121,7 @@ def bundle_for(registry: AssetRegistryClient, pool_id: int, version: int, record
         "anchor": {"block_number": anchor["block_number"], "tx_hash": anchor["tx_hash"]},
         "custody": history.custody,
         "servicing": history.servicing,
-        "loan_statuses": statuses or [],
+        "loan_statuses": loan_statuses(ChainStatuses(registry, pool_id, head), history.servicing, record.loan_id),
         "attestations": history.attestations,
         "as_of_block": head,
     }

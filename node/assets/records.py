@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hmac
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from enum import IntEnum
 from typing import Any
@@ -156,3 +157,26 @@ def status_counts(records: list[LoanRecord]) -> list[int]:
 
 
 STATUS_ENCODING: tuple[str, ...] = ("bytes32", "uint8")  # loan_id, status: leaves of a servicing status tree
+
+
+def pack_statuses(statuses: Sequence[int]) -> bytes:
+    """Status codes as a servicing report carries them on chain: 4 bits each, two a byte, the earlier loan in the
+    high half, an odd count's last low half 0 (a status is 1 to 7, so 0 marks no loan)."""
+    codes = [int(LoanStatus(s)) for s in statuses]
+    if len(codes) % 2:
+        codes.append(0)
+    return bytes(high << 4 | low for high, low in zip(codes[::2], codes[1::2], strict=True))
+
+
+def unpack_statuses(packed: bytes, loan_count: int) -> list[int]:
+    """The `loan_count` status codes of `pack_statuses` output; ValueError if the bytes do not hold exactly that many
+    valid codes (a custodian's malformed vector is refused here rather than proven wrong later)."""
+    if len(packed) != (loan_count + 1) // 2:
+        raise ValueError(f"{len(packed)} bytes of statuses for {loan_count} loans")
+    codes = [half for byte in packed for half in (byte >> 4, byte & 0x0F)]
+    if loan_count % 2 and codes[-1] != 0:
+        raise ValueError("the padding half of an odd count is not 0")
+    codes = codes[:loan_count]
+    if any(not 1 <= code <= len(LoanStatus) for code in codes):
+        raise ValueError("a status code is outside 1 to 7")
+    return codes

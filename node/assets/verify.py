@@ -19,8 +19,11 @@ AllianceRegistry it names) over JSON-RPC. In order:
 7. `custody`: the bundle's custody chain is the chain's, every hand-over was proposed by the holder and
    accepted by the recipient's signer while an active member;
 8. `servicing`: reports came from the custodian of the moment, periods strictly increasing, each about a
-   version already anchored, the bundle lists exactly the chain's reports, and each status it claims for
-   the loan is proven against its period's status root;
+   version already anchored, and the bundle lists exactly the chain's reports;
+   `loan_statuses`: each status the bundle claims for the loan is proven against its period's status root, and
+   it claims one for every period whose report's version holds the loan (by that version's published ids): a
+   period left out fails the bundle, named in the detail and in the facts with the status the report's own
+   statuses on chain give, since the period left out may be the one where the loan defaulted;
 9. `attestations`: each came from a signer that was then an active auditor, as listed in the bundle.
 
 History is compared as of the bundle's `as_of_block`; later events are reported, not held against it. The facts
@@ -36,6 +39,7 @@ from typing import Any
 
 from node.assets.history import (
     BUNDLE_FORMAT,
+    ChainStatuses,
     LoanIdsGap,
     PoolHistory,
     hex32,
@@ -56,7 +60,7 @@ _BUNDLE_KEYS = {"format", "chain_id", "registry", "pool_id", "version", "record"
 # reading `--json` finds the same schema whatever the outcome.
 FACT_KEYS = ("loan_id", "pool_id", "version", "registry", "as_of_block", "chain_head",
              "custodian_member_id_as_of_block", "custodian_member_id_now", "latest_version_as_of_block",
-             "latest_version_now", "pools_holding_loan_now")
+             "latest_version_now", "pools_holding_loan_now", "loan_status_periods", "loan_status_periods_missing")
 # The widths the chain gives these numbers (uint256 pool ids, uint32 versions): anything wider cannot be looked up.
 _INTEGER_BOUNDS = {"chain_id": 2**256, "pool_id": 2**256, "version": 2**32, "as_of_block": 2**64}
 # How long the endpoint may take over one request before the verification ends with "did not answer in time".
@@ -140,6 +144,7 @@ def verify_bundle(bundle: Any, rpc_url: str, registry_address: str, *,
     run("versions", lambda: _check_versions(events, roles))
     run("custody", lambda: _check_custody(events, history, parsed, roles))
     run("servicing", lambda: _check_servicing(events, history, parsed, roles))
+    run("loan_statuses", lambda: _check_loan_statuses(registry, parsed, history, verdict.facts))
     run("attestations", lambda: _check_attestations(events, history, parsed, roles))
     if history.custody:
         now = registry.pool(parsed["pool_id"])
@@ -432,22 +437,62 @@ def _check_servicing(events: Sequence[PoolEvent], history: PoolHistory, parsed: 
                 raise _Failed(f"servicing period {period} reports on version {version}, not yet anchored")
             roles.require(e, custodian, MemberRole.member, f"servicing report of period {period}")
             last_period = period
-    statuses = _check_loan_statuses(parsed, history)
-    return (f"{len(history.servicing)} servicing report(s), periods increasing, each by the custodian; "
-            f"loan status proven for {statuses or 'no'} period(s)")
+    return f"{len(history.servicing)} servicing report(s), periods increasing, each by the custodian"
 
 
-def _check_loan_statuses(parsed: dict[str, Any], history: PoolHistory) -> str:
+def _check_loan_statuses(registry: AssetRegistryClient, parsed: dict[str, Any], history: PoolHistory,
+                         facts: dict[str, Any]) -> str:
+    """The loan's status in every servicing period whose report's version holds it, each proven against the status
+    root the chain recorded: a bundle that leaves a period out fails, naming it (and the status the chain's own
+    statuses of that report give), since a period left out may be the one where the loan defaulted."""
+    proven = _proven_statuses(parsed, history)
+    chain_statuses = ChainStatuses(registry, parsed["pool_id"], parsed["as_of_block"])
+    loan_id = parsed["record"].loan_id
+    covering = [r for r in history.servicing if loan_id in chain_statuses.version_ids(r["version"])]
+    missing = [{"period": r["period"], "version": r["version"], "status_on_chain": _status_on_chain(
+                chain_statuses, r, loan_id)} for r in covering if r["period"] not in proven]
+    facts["loan_status_periods"] = [r["period"] for r in covering]
+    facts["loan_status_periods_missing"] = missing
+    if missing:
+        raise _Failed(f"the bundle gives no status of the loan for servicing period(s) {_missing_text(missing)}: "
+                      f"the chain has {len(missing)} report(s) covering the loan that the bundle leaves out "
+                      "(a default there would not show)")
+    if not covering:
+        return f"no servicing report by block {parsed['as_of_block']} covers the loan"
+    listed = ", ".join(f"{period}: {name}" for period, name in sorted(proven.items()))
+    return f"the loan's status proven for all {len(covering)} servicing period(s) covering it ({listed})"
+
+
+def _status_on_chain(chain_statuses: ChainStatuses, report: dict[str, Any], loan_id: bytes) -> str | None:
+    """The loan's status in a report according to the statuses the report carried on chain, if they rebuild its
+    status root (None if not: the custodian's report is itself malformed)."""
+    rebuilt = chain_statuses.tree(report)
+    if rebuilt is None:
+        return None
+    loan_ids, tree = rebuilt
+    return LoanStatus(tree.values[loan_ids.index(loan_id)][1]).name
+
+
+def _missing_text(missing: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{m['period']} (version {m['version']}; the report's statuses on chain say "
+                     f"{m['status_on_chain']})" if m["status_on_chain"] else
+                     f"{m['period']} (version {m['version']}; the report's statuses on chain do not rebuild its root)"
+                     for m in missing)
+
+
+def _proven_statuses(parsed: dict[str, Any], history: PoolHistory) -> dict[int, str]:
     """Each claimed status of the loan, proven against the status root the chain recorded for its period."""
     roots = {entry["period"]: entry["status_root"] for entry in history.servicing}
     loan_id = parsed["record"].loan_id
-    proven = []
+    proven: dict[int, str] = {}
     for entry in parsed["loan_statuses"]:
         if set(entry) != {"period", "status", "proof"}:  # anything else would be shown as verified, unchecked
             raise _Failed(f"a loan status entry has fields {sorted(entry)}, not period, status and proof")
         period, name, proof = entry["period"], entry["status"], entry["proof"]
         if not isinstance(period, int) or isinstance(period, bool) or period not in roots:
             raise _Failed(f"the loan's status for period {period} refers to no servicing report on chain")
+        if period in proven:
+            raise _Failed(f"the bundle gives the loan's status for period {period} twice")
         try:
             status = LoanStatus[name]
             leaf = standard_leaf_hash(STATUS_ENCODING, (loan_id, int(status)))
@@ -457,8 +502,8 @@ def _check_loan_statuses(parsed: dict[str, Any], history: PoolHistory) -> str:
             raise _Failed(f"malformed loan status for period {period}") from None
         if not linked:
             raise _Failed(f"the loan's status {name!r} for period {period} is not in that report's status root")
-        proven.append(f"{period}: {name}")
-    return ", ".join(proven)
+        proven[period] = name
+    return proven
 
 
 def _check_attestations(events: Sequence[PoolEvent], history: PoolHistory, parsed: dict[str, Any],

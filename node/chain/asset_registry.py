@@ -148,6 +148,17 @@ class PublishedLoanIds:
     tx_hash: str
 
 
+@dataclass(frozen=True)
+class ReportedStatuses:
+    """One LoanStatusesReported event: the packed statuses of a servicing period (`unpack_statuses`)."""
+
+    pool_id: int
+    period: int
+    statuses: bytes
+    block_number: int
+    tx_hash: str
+
+
 def default_anchor_gas(loan_count: int) -> int:
     """Gas limit of an anchorVersion carrying `loan_count` ids."""
     return ANCHOR_BASE_GAS + ANCHOR_GAS_PER_LOAN * loan_count
@@ -191,6 +202,21 @@ def _published_loan_ids(log: dict[str, Any]) -> PublishedLoanIds:
                                 int(log["logIndex"], 16), log["transactionHash"])
     except (KeyError, TypeError, ValueError) as exc:
         raise MalformedChainAnswer(f"malformed LoanIdsPublished log in block {log.get('blockNumber')}: {exc}") from exc
+
+
+def _reported_statuses(log: dict[str, Any]) -> ReportedStatuses:
+    """One raw LoanStatusesReported log: topics (signature, poolId, period), data (the bytes' head offset, length
+    and padded content)."""
+    try:
+        topics, data = log["topics"], bytes.fromhex(log["data"][2:])
+        length = int.from_bytes(data[32:64], "big")
+        if len(topics) != 3 or int.from_bytes(data[:32], "big") != 32 or len(data) != 64 + -(-length // 32) * 32:
+            raise ValueError("not the event's layout")
+        return ReportedStatuses(int(topics[1], 16), int(topics[2], 16), data[64:64 + length],
+                                int(log["blockNumber"], 16), log["transactionHash"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MalformedChainAnswer(f"malformed LoanStatusesReported log in block {log.get('blockNumber')}: "
+                                   f"{exc}") from exc
 
 
 class AssetRegistryClient:
@@ -277,11 +303,12 @@ class AssetRegistryClient:
         return SuccessionInfo(pool_id, int(info[1]), int(info[0]), int(votes), required)
 
     def report_servicing(self, pool_id: int, version: int, period: int, status_root: bytes,
-                         status_counts: Sequence[int]) -> Receipt:
+                         status_counts: Sequence[int], statuses: bytes) -> Receipt:
+        """Report a period with the packed statuses of every loan of the version (`pack_statuses`)."""
         if len(status_counts) != STATUS_COUNT:
             raise ValueError(f"need {STATUS_COUNT} status counts, got {len(status_counts)}")
         return self.chain.transact(self.contract.functions.reportServicing(
-            pool_id, version, period, status_root, list(status_counts)))
+            pool_id, version, period, status_root, list(status_counts), statuses))
 
     def attest(self, pool_id: int, version: int, report_hash: bytes) -> Receipt:
         return self.chain.transact(self.contract.functions.attest(pool_id, version, report_hash))
@@ -351,6 +378,12 @@ class AssetRegistryClient:
                   None if pool_id is None else _topic_word(pool_id), None if version is None else _topic_word(version)]
         return [_published_loan_ids(log) for log in self.chain.raw_logs(self.address, topics, from_block=from_block,
                                                                          to_block=to_block)]
+
+    def reported_statuses(self, pool_id: int, *, to_block: int | str = "latest") -> list[ReportedStatuses]:
+        """The pool's LoanStatusesReported events (each period's packed statuses) in chain order, decoded from the raw
+        logs like loan ids: a hundred thousand loans are 50 KB a period."""
+        topics = [self.contract.events.LoanStatusesReported().topic, _topic_word(pool_id)]
+        return [_reported_statuses(log) for log in self.chain.raw_logs(self.address, topics, to_block=to_block)]
 
     def pool_id_of(self, originator_member_id: int, metadata_hash: bytes) -> int | None:
         """The pool a member registered with this metadata hash, if any (the contract takes each hash once per

@@ -22,7 +22,7 @@ from node.assets.pools import (
     local_pools,
     metadata_hash,
 )
-from node.assets.provenance import loan_statuses
+from node.assets.provenance import build_bundle
 from node.assets.records import LoanRecord, LoanStatus
 from node.assets.screening import double_financed_loans, sync_loan_mirror, version_complete
 from node.chain.asset_registry import (
@@ -50,7 +50,7 @@ from node.ledger.publisher import Publisher
 from node.ledger.reports import ReportRequest
 from node.merkle import verify_proof
 from node.runtime import NodeContext
-from node.store.asset_tables import AssetLoan, AssetLoanIndicator, AssetMirrorLoan, AssetVersion
+from node.store.asset_tables import AssetLoan, AssetLoanIndicator, AssetMirrorLoan, AssetServicingReport, AssetVersion
 from node.store.db import Store
 from tests.assets.conftest import (
     ALLIANCE_KEY,
@@ -446,6 +446,14 @@ def test_report_servicing_refuses_incomplete_or_missing_statuses(banks: list[Nod
     assert asset_registry(a).pool(pool_id).last_servicing_period == 0
 
 
+def stored_periods(node: NodeContext, pool_id: int) -> list[int]:
+    """The periods of the pool's servicing reports in the node's store, once each."""
+    with node.store.session() as session:
+        return list(session.scalars(select(AssetServicingReport.period)
+                                    .where(AssetServicingReport.pool_id == pool_id)
+                                    .order_by(AssetServicingReport.period)))
+
+
 def test_report_servicing_again_after_crash_records_the_report_on_chain(banks: list[NodeContext],
                                                                          tmp_path: Path) -> None:
     """The report was mined but the node stopped before storing it: running it again stores it (its statuses back
@@ -463,8 +471,8 @@ def test_report_servicing_again_after_crash_records_the_report_on_chain(banks: l
     [event] = [e for e in asset_registry(a).pool_events(pool_id) if e.kind == "servicing"]
     assert (report.receipt.tx_hash, report.receipt.block_number) == (event.tx_hash, event.block_number)
     records = first_version_records(a)
-    with a.store.session() as session:
-        assert [s["period"] for s in loan_statuses(session, pool_id, records[2].loan_id)] == [1]
+    assert stored_periods(a, pool_id) == [1]
+    assert [s["period"] for s in build_bundle(a, "0x" + records[2].loan_id.hex())["loan_statuses"]] == [1]
     with pytest.raises(AssetRegistryPeriodNotIncreasing):
         lifecycle.report_servicing(a, pool_id, 1, statuses={r.loan_id: LoanStatus.repaid for r in records})
 
@@ -480,8 +488,8 @@ def test_report_servicing_again_while_the_first_copy_is_pending_stores_it(banks:
     [event] = [e for e in asset_registry(a).pool_events(pool_id) if e.kind == "servicing"]
     assert (again.receipt.tx_hash, again.period) == (event.tx_hash, 1)
     records = first_version_records(a)
-    with a.store.session() as session:
-        assert [s["period"] for s in loan_statuses(session, pool_id, records[2].loan_id)] == [1]
+    assert stored_periods(a, pool_id) == [1]
+    assert [s["period"] for s in build_bundle(a, "0x" + records[2].loan_id.hex())["loan_statuses"]] == [1]
 
 
 @pytest.mark.parametrize("loans", [3, 120], ids=["one_chunk", "chunked"])
@@ -526,8 +534,8 @@ def test_report_servicing_beside_the_same_report_from_another_process_stores_it_
     assert second.receipt.tx_hash == first[0].receipt.tx_hash
     assert [e.kind for e in asset_registry(a).pool_events(pool_id)].count("servicing") == 1
     records = first_version_records(a)
-    with a.store.session() as session:
-        assert [s["period"] for s in loan_statuses(session, pool_id, records[0].loan_id)] == [1]
+    assert stored_periods(a, pool_id) == [1]
+    assert [s["period"] for s in build_bundle(a, "0x" + records[0].loan_id.hex())["loan_statuses"]] == [1]
     with pytest.raises(AssetRegistryPeriodNotIncreasing):  # a different report of the period is still refused
         lifecycle.report_servicing(a, pool_id, 1, statuses={r.loan_id: LoanStatus.repaid for r in records})
 

@@ -17,6 +17,7 @@ from sqlalchemy import delete
 from node.assets import lifecycle
 from node.assets.pools import anchor_draft, asset_registry, build_tree, import_tape
 from node.assets.provenance import build_bundle, bundle_for
+from node.assets.records import LoanStatus, pack_statuses
 from node.assets.verify import _Failed, _RoleBook, verify_bundle
 from node.chain.asset_registry import AssetRegistryClient
 from node.chain.client import ChainClient, Receipt
@@ -81,14 +82,16 @@ def test_verify_bundle_accepts_genuine_bundle(life: Life) -> None:
     assert result["verified"] is True, failed(result)
     assert [c["name"] for c in result["checks"]] == ["bundle", "chain", "record", "proof", "anchor", "loan_ids",
                                                      "double_financing", "versions", "custody", "servicing",
-                                                     "attestations"]
+                                                     "loan_statuses", "attestations"]
     assert life.bundle["version"] == 2 and life.bundle["record"]["status"] == "dpd30"
     assert [c["to_member_id"] for c in life.bundle["custody"]] == [1, 2]
     assert [s["period"] for s in life.bundle["servicing"]] == [1, 2]
     assert [a["auditor_member_id"] for a in life.bundle["attestations"]] == [4]
-    assert [(s["period"], s["status"]) for s in life.bundle["loan_statuses"]] == [(1, "dpd30")]
-    assert "loan status proven for 1: dpd30 period(s)" in {c["name"]: c["detail"] for c in result["checks"]}[
-        "servicing"]
+    # Period 2 was reported by B, the custodian since the hand-over, from its own store: A's bundle has it too.
+    assert [(s["period"], s["status"]) for s in life.bundle["loan_statuses"]] == [(1, "dpd30"), (2, "current")]
+    assert ({c["name"]: c["detail"] for c in result["checks"]}["loan_statuses"]
+            == "the loan's status proven for all 2 servicing period(s) covering it (1: dpd30, 2: current)")
+    assert (result["facts"]["loan_status_periods"], result["facts"]["loan_status_periods_missing"]) == ([1, 2], [])
     assert result["facts"]["custodian_member_id_now"] == 2
     assert (result["facts"]["latest_version_as_of_block"], result["facts"]["latest_version_now"]) == (2, 2)
 
@@ -101,6 +104,9 @@ def test_verify_bundle_of_a_superseded_version_verifies_and_says_so(life: Life) 
     assert result["verified"] is True, failed(result)
     assert result["facts"]["version"] == 1
     assert (result["facts"]["latest_version_as_of_block"], result["facts"]["latest_version_now"]) == (2, 2)
+    # Both reports are of version 2, which left the loan out: none covers it, and none is missing.
+    assert bundle["loan_statuses"] == []
+    assert (result["facts"]["loan_status_periods"], result["facts"]["loan_status_periods_missing"]) == ([], [])
 
 
 def test_verify_bundle_still_verifies_after_later_events(life: Life) -> None:
@@ -253,9 +259,11 @@ def _flip_hex(text: str) -> str:
     (_set("custody", lambda v: v[:1]), "custody", "lists 1 custody entries, the chain has 2"),
     (_set("servicing.0.status_counts", lambda v: [v[0] - 1, v[1] + 1, *v[2:]]), "servicing", "differs"),
     (_set("attestations", lambda v: []), "attestations", "lists 0 attestations entries"),
-    (_set("loan_statuses.0.status", lambda v: "current"), "servicing", "is not in that report's status root"),
-    (_set("loan_statuses.0.period", lambda v: 7), "servicing", "refers to no servicing report on chain"),
-    (_set("loan_statuses.0.proof", lambda v: "0x12"), "servicing", "status proof must be 0x"),
+    (_set("loan_statuses.0.status", lambda v: "current"), "loan_statuses", "is not in that report's status root"),
+    (_set("loan_statuses.0.period", lambda v: 7), "loan_statuses", "refers to no servicing report on chain"),
+    (lambda b: b["loan_statuses"].append(copy.deepcopy(b["loan_statuses"][1])), "loan_statuses",
+     "status for period 2 twice"),
+    (_set("loan_statuses.0.proof", lambda v: "0x12"), "loan_statuses", "status proof must be 0x"),
     (_set("anchor.block_number", lambda v: v + 1), "anchor", "is not the chain's"),
     (_set("pool_id", lambda v: 99), "anchor", "pool 99 had no version 2"),
     # Values no ABI field can hold: refused as a malformed bundle, not a traceback from the encoder.
@@ -275,8 +283,8 @@ def _flip_hex(text: str) -> str:
     (_set("custody.1.to_member_id", float), "custody", "custody entry 1 differs from the chain"),
     (_set("servicing.0.status_counts", lambda v: [float(n) for n in v]), "servicing", "differs"),
     (_set("attestations.0.block_number", float), "attestations", "differs"),
-    (_set("loan_statuses.0.period", lambda v: True), "servicing", "refers to no servicing report on chain"),
-    (lambda b: b["loan_statuses"][0].update(note="repaid in full"), "servicing",
+    (_set("loan_statuses.0.period", lambda v: True), "loan_statuses", "refers to no servicing report on chain"),
+    (lambda b: b["loan_statuses"][0].update(note="repaid in full"), "loan_statuses",
      "has fields ['note', 'period', 'proof', 'status']"),
 ])
 def test_verify_bundle_rejects_tampered_bundle(life: Life, tamper: Callable[[dict[str, Any]], None], check: str,
@@ -360,16 +368,98 @@ def test_build_bundle_refuses_a_reference_of_loans_of_two_originators(banks: lis
 
 def test_build_bundle_while_the_loan_id_mirror_lacks_some_ids_of_a_reported_version(life: Life) -> None:
     """The mirror being rebuilt (or a sync stopped half-way) holds part of version 2's ids: proving a loan among them
-    was a ValueError from zip(strict=True) over the report's statuses (a traceback, HTTP 500). The bundle now leaves
-    out the status it cannot prove, and still verifies."""
+    was a ValueError from zip(strict=True) over the report's statuses (a traceback, HTTP 500), then a bundle without
+    the statuses. The statuses' proofs are now built from the ids on chain, so the mirror does not matter."""
     a = life.originator
     with a.store.transaction() as session:
         session.execute(delete(AssetMirrorLoan).where(AssetMirrorLoan.pool_id == life.pool_id,
                                                       AssetMirrorLoan.version == 2, AssetMirrorLoan.position > 4))
     bundle = build_bundle(a, "LN-000004")
-    assert bundle["loan_statuses"] == []
+    assert [s["period"] for s in bundle["loan_statuses"]] == [1, 2]
     result = verify(life, bundle)
     assert result["verified"] is True, failed(result)
+
+
+def report_defaulted(life: Life, node: NodeContext, period: int, reference: str) -> None:
+    """`node`, the custodian, reports `period` of version 2 with the loan `reference` defaulted, the rest current."""
+    defaulted = bytes.fromhex(build_bundle(life.originator, reference)["record"]["loan_id"][2:])
+    loan_ids = next(e for e in asset_registry(node).published_loan_ids(pool_id=life.pool_id)
+                    if e.version == 2).loan_ids
+    lifecycle.report_servicing(node, life.pool_id, period, statuses={
+        i: LoanStatus.defaulted if i == defaulted else LoanStatus.current for i in loan_ids})
+
+
+def test_verify_bundle_refuses_a_bundle_that_leaves_out_a_servicing_period(life: Life) -> None:
+    """B, the custodian, reported the loan defaulted in period 3. A bundle without that period's entry verified (it
+    said "loan status proven for 2 period(s)"): a default on chain was missing from a clean-looking history. It now
+    fails, naming the period and what the chain's own statuses of that report say."""
+    report_defaulted(life, life.nodes[1], 3, "LN-000004")
+    bundle = build_bundle(life.originator, "LN-000004")
+    assert [(s["period"], s["status"]) for s in bundle["loan_statuses"]] == [
+        (1, "dpd30"), (2, "current"), (3, "defaulted")]
+    assert verify(life, bundle)["verified"] is True
+
+    without_default = copy.deepcopy(bundle)
+    del without_default["loan_statuses"][2]
+    result = verify(life, without_default)
+    assert result["verified"] is False
+    assert list(failed(result)) == ["loan_statuses"]
+    assert ("the bundle gives no status of the loan for servicing period(s) 3 (version 2; the report's statuses on "
+            "chain say defaulted)") in failed(result)["loan_statuses"]
+    assert result["facts"]["loan_status_periods"] == [1, 2, 3]
+    assert result["facts"]["loan_status_periods_missing"] == [
+        {"period": 3, "version": 2, "status_on_chain": "defaulted"}]
+
+    no_statuses = copy.deepcopy(bundle)
+    no_statuses["loan_statuses"] = []
+    result = verify(life, no_statuses)
+    assert [m["period"] for m in result["facts"]["loan_status_periods_missing"]] == [1, 2, 3]
+    assert "servicing period(s) 1 (version 2; the report's statuses on chain say dpd30), 2 " in failed(result)[
+        "loan_statuses"]
+
+
+def test_audit_verify_names_the_servicing_periods_a_bundle_leaves_out(life: Life, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Human output and --json both say which periods are on chain but missing from the bundle, even when another
+    check fails first."""
+    bundle = copy.deepcopy(life.bundle)
+    del bundle["loan_statuses"][1]
+    bundle["attestations"] = []  # a failure before: the missing period is still said on its own line
+    bundle_file = tmp_path / "bundle.json"
+    bundle_file.write_text(json.dumps(bundle))
+    args = ("audit", "verify", str(bundle_file), "--rpc", life.rpc_url, "--registry", life.registry)
+    human = run_cli(capsys, *args)
+    assert human.code == 1 and "VERIFIED:" not in human.out
+    err = " ".join(human.err.split())
+    assert "NOT VERIFIED: the bundle gives no status of the loan for servicing period(s) 2 (version 2;" in err
+    assert "✗ loan_statuses" in " ".join(human.out.split())
+    bundle["attestations"] = life.bundle["attestations"]
+    del bundle["custody"][0]
+    bundle_file.write_text(json.dumps(bundle))
+    human = run_cli(capsys, *args)
+    assert ("MISSING SERVICING PERIODS: 2 are on chain for the loan, but the bundle gives no status for them"
+            in " ".join(human.err.split()))
+    machine = run_cli(capsys, *args, "--json")
+    assert machine.code == 1
+    answer = json.loads(machine.out)
+    assert answer["verified"] is False
+    assert answer["facts"]["loan_status_periods_missing"] == [{"period": 2, "version": 2, "status_on_chain": "current"}]
+
+
+def test_verify_bundle_names_a_period_whose_statuses_on_chain_do_not_match_its_root(life: Life) -> None:
+    """A custodian sent a report whose statuses do not rebuild its root: no node can prove the loan's status there,
+    the bundle leaves the period out, and the verifier says the report itself is at fault."""
+    b = life.nodes[1]
+    registry = asset_registry(b, signing=True)
+    good = next(s for s in life.bundle["servicing"] if s["period"] == 2)
+    registry.report_servicing(life.pool_id, 2, 3, bytes.fromhex(good["status_root"][2:]), good["status_counts"],
+                              pack_statuses([LoanStatus.repaid] * 10))
+    bundle = build_bundle(life.originator, "LN-000004")
+    assert [s["period"] for s in bundle["loan_statuses"]] == [1, 2]
+    result = verify(life, bundle)
+    assert result["verified"] is False
+    assert "3 (version 2; the report's statuses on chain do not rebuild its root)" in failed(result)["loan_statuses"]
+    assert result["facts"]["loan_status_periods_missing"] == [{"period": 3, "version": 2, "status_on_chain": None}]
 
 
 def test_build_bundle_of_unknown_loan_fails(life: Life) -> None:
@@ -420,15 +510,18 @@ def test_a_pool_of_a_removed_custodian_passes_by_vote_and_its_bundles_verify(lif
     voted = lifecycle.vote_successor(c, life.pool_id)
     assert (voted.round, voted.decided) == (1, True)
     assert asset_registry(a).pool(life.pool_id).custodian_member_id == 3
-    lifecycle.report_servicing(c, life.pool_id, 3, statuses=lifecycle.read_status_file(_statuses_of(life, c)))
+    report_defaulted(life, c, 3, "LN-000004")
 
     bundle = build_bundle(a, "LN-000004")
+    # Periods of all three custodians' times, the successor's included, from three stores.
+    assert [(s["period"], s["status"]) for s in bundle["loan_statuses"]] == [
+        (1, "dpd30"), (2, "current"), (3, "defaulted")]
     assert [(e["to_member_id"], e.get("by_vote", False)) for e in bundle["custody"]] == [
         (1, False), (2, False), (3, True)]
     result = verify(life, bundle)
     assert result["verified"] is True, failed(result)
     assert result["facts"]["custodian_member_id_now"] == 3
-    assert verify(life, life.bundle)["verified"] is True  # the bundle made before the succession, too
+    assert verify(life, life.bundle)["verified"] is True  # the bundle made before the succession, too (as of its block)
 
     forged = copy.deepcopy(bundle)
     del forged["custody"][-1]["by_vote"]  # a vote passed off as a hand-over the custodian proposed
@@ -514,14 +607,6 @@ def test_voting_for_a_successor_again_returns_the_vote_cast(life: Life, monkeypa
     assert [e.kind for e in asset_registry(a).pool_events(life.pool_id) if e.kind.startswith("succ")] == [
         "successor_proposed", "successor_voted", "successor_voted", "succeeded"]
     assert asset_registry(a).pool(life.pool_id).custodian_member_id == 3
-
-
-def _statuses_of(life: Life, node: NodeContext) -> Path:
-    loan_ids = next(e for e in asset_registry(node).published_loan_ids(pool_id=life.pool_id)
-                    if e.version == 2).loan_ids
-    path = node.settings.data_dir / "statuses.csv"
-    path.write_text("loan_id,status\n" + "".join(f"0x{i.hex()},current\n" for i in loan_ids))
-    return path
 
 
 # -- an endpoint that lacks, withholds or garbles what the checks ask: one line, exit code 1, never VERIFIED --------

@@ -10,14 +10,17 @@ from sqlalchemy import select
 
 from node.assets import lifecycle
 from node.assets.pools import PoolRefused, anchor_draft, asset_registry, discard_draft, import_tape, local_pools
+from node.assets.provenance import build_bundle
+from node.assets.records import LoanStatus
 from node.assets.screening import double_financed_loans, sync_loan_mirror
+from node.assets.verify import verify_bundle
 from node.chain.errors import AssetRegistryNotCustodian, AssetRegistryUnknownPool
 from node.errors import Conflict, InvalidInput
 from node.runtime import NodeContext
-from node.store.asset_tables import AssetLoan, AssetPool, AssetVersion
+from node.store.asset_tables import AssetLoan, AssetPool, AssetServicingReport, AssetVersion
 from tests.assets.conftest import HEADER, loan_row, write_tape
 from tests.assets.test_chunked_anchor import CHUNK, Crash, crash_after, mirrored_ids
-from tests.assets.test_pools import anchor_tape
+from tests.assets.test_pools import anchor_tape, first_version_records
 from tests.conftest import interrupted_before_writing
 
 
@@ -284,3 +287,37 @@ def test_anchor_storing_its_registration_beside_a_binding_of_the_pool_says_so(ba
     registry = asset_registry(a)
     assert registry.pool_count() == 1 and registry.pool(1).version_count == 0
     assert [(p["name"], p["pool_id"]) for p in local_pools(a)] == [("first", None), ("second", 1)]
+
+
+def test_bundles_of_a_received_pool_cover_both_custodians_periods(banks: list[NodeContext], tmp_path: Path,
+                                                                  rpc_url: str) -> None:
+    """A reports period 1 and hands the pool to B, which anchors version 2 and reports period 2, each from its own
+    store. Each bank's bundle of a loan in both versions held only the periods that bank reported (A's period 2 and
+    B's period 1 missing, and the verifier said VERIFIED); the statuses now come from the chain, so both bundles hold
+    both periods and verify."""
+    a, b, _c = banks
+    pool_id = anchor_tape(a, tmp_path, "retail", range(6))
+    records = first_version_records(a)
+    late = records[2].loan_id
+    lifecycle.report_servicing(a, pool_id, 1, statuses={
+        r.loan_id: LoanStatus.dpd60 if r.loan_id == late else LoanStatus.current for r in records})
+    lifecycle.propose_transfer(a, pool_id, "BANK-B")
+    lifecycle.accept_transfer(b, pool_id)
+    import_tape(b, "bought", tape_of_a(tmp_path, "v2.csv", range(4), range(100, 102)), pool_id=pool_id)
+    assert anchor_draft(b, "bought").anchored.version == 2
+    lifecycle.report_servicing(b, pool_id, 2)  # from B's records: every loan current
+    with b.store.session() as session:  # B's store holds its own report only
+        assert list(session.scalars(select(AssetServicingReport.period))) == [2]
+
+    address = a.deployment.address("AssetRegistry")
+    for node, version in ((a, 1), (b, 2)):
+        bundle = build_bundle(node, "0x" + late.hex())
+        assert bundle["version"] == version
+        assert [(s["period"], s["status"]) for s in bundle["loan_statuses"]] == [(1, "dpd60"), (2, "current")]
+        verdict = verify_bundle(bundle, rpc_url, address)
+        assert verdict.ok, verdict.failures
+        assert verdict.facts["loan_status_periods"] == [1, 2]
+    # A loan of A's version 1 that B's version 2 left out: only period 1 covers it.
+    dropped = build_bundle(a, "0x" + records[5].loan_id.hex())
+    assert [s["period"] for s in dropped["loan_statuses"]] == [1]
+    assert verify_bundle(dropped, rpc_url, address).ok
