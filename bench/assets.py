@@ -23,6 +23,12 @@ Loans are canonical `LoanRecord`s (the 13-field leaf of node.assets.records) wit
   loan-id mirror (SQLite) taking in the whole version. `double_financing_read_s`: the auditor's double-financing
   check on that chain (node.assets.verify: every LoanIdsPublished chunk read, then the pools holding one loan);
   baseline, same chain: the same events read and decoded by web3 (`web3_decoded_read_s`).
+- `service_s`, `service_gas`, `service_transactions`: a servicing report of that version with every loan's status
+  on chain (4 bits a loan: reportServicing with the first chunk, then `publish_remaining_statuses`);
+  `service_gas_per_loan` against `report_root_only_gas`, a report carrying one byte of statuses (about the root
+  alone, as before the statuses went on chain). `status_tree_rebuild_s`: what a bundle or the verifier pays for
+  that period from the chain alone (`ChainStatuses`: the version's ids and the statuses read, the status tree
+  rebuilt and checked).
   Prints readable lines, then one JSON object as the last line.
 """
 
@@ -45,17 +51,26 @@ from eth_hash.auto import keccak
 from stdnum.cn import ric
 
 from bench._common import emit, parse_args, private_chain
-from node.assets.history import pools_holding_loan
+from node.assets.history import ChainStatuses, pools_holding_loan
+from node.assets.lifecycle import publish_remaining_statuses
 from node.assets.loan_tape import REQUIRED_COLUMNS, parse_tape
 from node.assets.pools import build_tree, publish_remaining_ids, store_draft
-from node.assets.records import LEAF_ENCODING, Amortisation, LoanPurpose, LoanRecord, LoanStatus
+from node.assets.records import (
+    LEAF_ENCODING,
+    STATUS_ENCODING,
+    Amortisation,
+    LoanPurpose,
+    LoanRecord,
+    LoanStatus,
+    pack_statuses,
+)
 from node.assets.screening import sync_loan_mirror, version_complete
-from node.chain.asset_registry import AssetRegistryClient, loan_id_chunk_size
+from node.chain.asset_registry import STATUS_CHUNK_BYTES, AssetRegistryClient, loan_id_chunk_size
 from node.chain.client import ChainClient
 from node.chain.deployment import deploy_consortium
 from node.chain.registry import FoundingMember, MemberRole
 from node.chain.signer import Signer
-from node.merkle import verify_proof
+from node.merkle import StandardMerkleTree, verify_proof
 from node.merkle.abi_pack import RowEncoder
 from node.store.db import Store
 
@@ -150,11 +165,42 @@ def anchor_large(records: Sequence[LoanRecord], root: bytes) -> dict[str, float]
         # version no larger is in both pools.
         held_by = [pool_id] if len(loan_ids) > SINGLE_TX_IDS else [single_pool, pool_id]
         check_s, web3_s = double_financing_read(registry, loan_ids[-1], expected=held_by)
-        return {"double_financing_read_s": check_s, "web3_decoded_read_s": web3_s,
+        service = service_large(registry, records, pool_id, anchored.version, single_pool)
+        return {**service, "double_financing_read_s": check_s, "web3_decoded_read_s": web3_s,
                 "anchor_s": anchor_s, "gas": gas, "transactions": 1 + len(chunks), "chunk_ids": chunk,
                 "max_chunk_gas": max([anchored.gas_used, *(c.gas_used for c in chunks)]),
                 "block_gas_limit": block_gas_limit, "mirror_sync_s": mirror_s,
                 "single_gas_per_id": single.gas_used / SINGLE_TX_IDS, "single_ids_per_s": SINGLE_TX_IDS / single_s}
+
+
+def service_large(registry: AssetRegistryClient, records: Sequence[LoanRecord], pool_id: int, version: int,
+                  small_pool: int) -> dict[str, float]:
+    """Report period 1 of the version with every loan's status, as the node does; then rebuild its status tree from
+    the chain alone. The root-only baseline: a report on `small_pool` carrying one byte of statuses, after a first
+    report of that pool (which writes its statuses' progress slot for the first time)."""
+    statuses = [int(r.status) for r in records]
+    tree = StandardMerkleTree.of([(r.loan_id, s) for r, s in zip(records, statuses, strict=True)], STATUS_ENCODING)
+    counts = [statuses.count(code) for code in range(1, len(LoanStatus) + 1)]
+    packed = pack_statuses(statuses)
+    for period in (1, 2):
+        baseline = registry.report_servicing(small_pool, 1, period, b"\x01" * 32, [1, 0, 0, 0, 0, 0, 0], b"\x10")
+    start = time.perf_counter()
+    report = registry.report_servicing(pool_id, version, 1, tree.root, counts, packed[:STATUS_CHUNK_BYTES])
+    head_before = registry.chain.block_number()
+    publish_remaining_statuses(registry, pool_id, 1, packed, STATUS_CHUNK_BYTES)
+    service_s = time.perf_counter() - start
+    head = registry.chain.block_number()
+    receipts = [registry.chain.wait_for_receipt(e.tx_hash) for e in registry.reported_statuses(pool_id)
+                if e.block_number > head_before]
+    start = time.perf_counter()
+    rebuilt = ChainStatuses(registry, pool_id, head).tree({"version": version, "period": 1,
+                                                           "status_root": "0x" + tree.root.hex()})
+    rebuild_s = time.perf_counter() - start
+    if rebuilt is None:
+        raise SystemExit("the period's statuses on chain do not rebuild its status root")
+    return {"service_s": service_s, "service_gas": report.gas_used + sum(r.gas_used for r in receipts),
+            "service_transactions": 1 + len(receipts), "report_root_only_gas": baseline.gas_used,
+            "status_tree_rebuild_s": rebuild_s}
 
 
 def double_financing_read(registry: AssetRegistryClient, loan_id: bytes, *, expected: list[int]) -> tuple[float, float]:
@@ -261,6 +307,11 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{chunked_per_id:.1f} gas per loan id all in; mirror sync {large_run['mirror_sync_s']:.1f} s")
     print(f"double financing: the verifier's read {large_run['double_financing_read_s']:.2f} s; baseline, decoded by "
           f"web3: {large_run['web3_decoded_read_s']:.2f} s")
+    service_per_loan = (large_run["service_gas"] - large_run["report_root_only_gas"]) / anchor_count
+    print(f"servicing:      every status of {anchor_count:,} loans on chain in {large_run['service_s']:.2f} s, "
+          f"{large_run['service_transactions']:,.0f} transaction(s), {large_run['service_gas']:,.0f} gas "
+          f"({service_per_loan:.1f} per loan over the root-only report's {large_run['report_root_only_gas']:,.0f}); "
+          f"status tree rebuilt from the chain in {large_run['status_tree_rebuild_s']:.2f} s")
     print(f"baseline:       one anchorVersion of {SINGLE_TX_IDS:,} ids: {single_per_id:.1f} gas per id, "
           f"{large_run['single_ids_per_s']:,.0f} ids/s; chunked / single gas {chunked_per_id / single_per_id:.3f}")
 
@@ -294,6 +345,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "web3_decoded_read_s": round(large_run["web3_decoded_read_s"], 3),
         "double_financing_read_vs_web3": round(large_run["double_financing_read_s"]
                                                / large_run["web3_decoded_read_s"], 3),
+        "service_s": round(large_run["service_s"], 3),
+        "service_gas": int(large_run["service_gas"]),
+        "service_transactions": int(large_run["service_transactions"]),
+        "report_root_only_gas": int(large_run["report_root_only_gas"]),
+        "service_gas_per_loan": round(service_per_loan, 1),
+        "status_tree_rebuild_s": round(large_run["status_tree_rebuild_s"], 3),
     })
     return 0
 

@@ -18,6 +18,7 @@ contract AssetRegistry is IAssetRegistry {
     mapping(uint256 poolId => mapping(uint32 versionNumber => PoolVersion)) private _versions;
     mapping(uint256 poolId => mapping(uint32 versionNumber => uint32 count)) private _loanIdsPublished;
     mapping(uint256 poolId => Succession) private _successions;
+    mapping(uint256 poolId => StatusesProgress) private _statusesProgress;
     mapping(uint256 poolId => mapping(uint64 round => uint256[] memberIds)) private _successionVoters;
 
     /// @notice Binds the asset registry to the alliance's membership registry for its whole life.
@@ -120,6 +121,12 @@ contract AssetRegistry is IAssetRegistry {
     }
 
     /// @inheritdoc IAssetRegistry
+    function publishStatuses(uint256 poolId, uint32 period, uint32 offset, bytes calldata statuses) external {
+        _checkCustodian(poolId, msg.sender);
+        _publishStatuses(poolId, period, offset, statuses);
+    }
+
+    /// @inheritdoc IAssetRegistry
     function attest(uint256 poolId, uint32 versionNumber, bytes32 reportHash) external {
         uint256 auditorMemberId = _checkAuditor(msg.sender);
         _attest(poolId, versionNumber, auditorMemberId, reportHash);
@@ -165,6 +172,12 @@ contract AssetRegistry is IAssetRegistry {
     function loanIdsPublished(uint256 poolId, uint32 versionNumber) external view returns (uint32 count) {
         _existingVersion(poolId, versionNumber);
         return _loanIdsPublished[poolId][versionNumber];
+    }
+
+    /// @inheritdoc IAssetRegistry
+    function statusesProgress(uint256 poolId) external view returns (StatusesProgress memory progress) {
+        _existingPool(poolId);
+        return _statusesProgress[poolId];
     }
 
     /// @inheritdoc IAssetRegistry
@@ -351,8 +364,8 @@ contract AssetRegistry is IAssetRegistry {
         emit CustodySucceeded(poolId, fromMemberId, toMemberId);
     }
 
-    /// @dev Records a servicing report on a complete anchored version, after the pool's last period, with a status
-    /// for each of the version's loans.
+    /// @dev Records a servicing report on a complete anchored version, after the pool's last period, with the first
+    /// chunk of its loans' statuses.
     function _reportServicing(
         uint256 poolId,
         uint32 versionNumber,
@@ -361,17 +374,32 @@ contract AssetRegistry is IAssetRegistry {
         uint32[7] calldata statusCounts,
         bytes calldata statuses
     ) internal {
-        uint256 expected = (uint256(_existingVersion(poolId, versionNumber).loanCount) + 1) / 2;
+        uint32 length = uint32((uint256(_existingVersion(poolId, versionNumber).loanCount) + 1) / 2);
         _checkLoanIdsComplete(poolId, versionNumber);
-        if (statuses.length != expected) {
-            revert AssetRegistryStatusesLengthMismatch(poolId, versionNumber, statuses.length, expected);
-        }
         Pool storage p = _pools[poolId];
         uint32 last = p.lastServicingPeriod;
         if (period <= last) revert AssetRegistryPeriodNotIncreasing(period, last);
+        if (statuses.length > length) revert AssetRegistryTooManyStatuses(poolId, period, statuses.length, length);
         p.lastServicingPeriod = period;
+        _statusesProgress[poolId] =
+            StatusesProgress({period: period, published: uint32(statuses.length), length: length});
         emit ServicingReported(poolId, versionNumber, period, statusRoot, statusCounts);
-        emit LoanStatusesReported(poolId, period, statuses);
+        emit LoanStatusesReported(poolId, period, 0, statuses);
+    }
+
+    /// @dev Emits the next chunk of the latest period's statuses, if it starts at `offset` and fits their length.
+    function _publishStatuses(uint256 poolId, uint32 period, uint32 offset, bytes calldata statuses) internal {
+        StatusesProgress storage progress = _statusesProgress[poolId];
+        uint32 published = progress.published;
+        if (period == 0 || period != progress.period || offset != published) {
+            revert AssetRegistryStatusesOffsetMismatch(poolId, period, offset, progress.period, published);
+        }
+        uint256 remaining = progress.length - published;
+        if (statuses.length > remaining) {
+            revert AssetRegistryTooManyStatuses(poolId, period, statuses.length, remaining);
+        }
+        progress.published = published + uint32(statuses.length);
+        emit LoanStatusesReported(poolId, period, offset, statuses);
     }
 
     /// @dev Emits an auditor's attestation of an anchored version.

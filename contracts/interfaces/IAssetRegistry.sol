@@ -44,6 +44,16 @@ interface IAssetRegistry {
         uint64 round;
     }
 
+    /// @notice How far the statuses of a pool's latest servicing period are published.
+    /// @param period The pool's latest servicing period (0 if none).
+    /// @param published Bytes of its statuses published so far (the offset of the next chunk).
+    /// @param length Bytes its statuses take: (loanCount + 1) / 2 of the version reported.
+    struct StatusesProgress {
+        uint32 period;
+        uint32 published;
+        uint32 length;
+    }
+
     /// @notice An anchored version of a pool's loan tape.
     /// @param root Merkle root (StandardMerkleTree, double-hashed leaves) of the loans.
     /// @param loanCount Number of loans (leaves) in the tree.
@@ -137,13 +147,15 @@ interface IAssetRegistry {
         uint256 indexed poolId, uint32 indexed version, uint32 indexed period, bytes32 statusRoot, uint32[7] statusCounts
     );
 
-    /// @notice The per-loan statuses behind a servicing report, so that anyone rebuilds its status root from the
-    /// chain alone (with the version's `LoanIdsPublished` ids): no period's statuses depend on the node that sent it.
+    /// @notice A chunk of the per-loan statuses behind a servicing report, so that anyone rebuilds its status root
+    /// from the chain alone (with the version's `LoanIdsPublished` ids): no period's statuses depend on the node that
+    /// sent it. The first chunk comes with the report, the rest from `publishStatuses`, in order.
     /// @param poolId Id of the pool.
-    /// @param period Reporting period of the `ServicingReported` event of the same transaction.
+    /// @param period Reporting period.
+    /// @param offset Position of the chunk's first byte in the period's statuses.
     /// @param statuses Status codes (1 current ... 7 repurchased) of the version's loans in version order, 4 bits
     /// each, two a byte, the earlier loan in the high half; an odd count leaves the last low half 0.
-    event LoanStatusesReported(uint256 indexed poolId, uint32 indexed period, bytes statuses);
+    event LoanStatusesReported(uint256 indexed poolId, uint32 indexed period, uint32 offset, bytes statuses);
 
     /// @notice An auditor attested a pool version.
     /// @param poolId Id of the pool.
@@ -248,12 +260,22 @@ interface IAssetRegistry {
     /// @param last The last period reported (0 if none).
     error AssetRegistryPeriodNotIncreasing(uint32 period, uint32 last);
 
-    /// @notice A servicing report's statuses must hold 4 bits for each loan of the version it reports.
+    /// @notice A chunk of statuses must not run past the 4 bits a loan that the reported version's loans take.
     /// @param poolId Id of the pool.
-    /// @param version Version reported.
-    /// @param length Bytes of statuses given.
-    /// @param expected Bytes the version's loan count needs: (loanCount + 1) / 2.
-    error AssetRegistryStatusesLengthMismatch(uint256 poolId, uint32 version, uint256 length, uint256 expected);
+    /// @param period Period reported.
+    /// @param given Bytes of statuses in the chunk.
+    /// @param remaining Bytes of the period's statuses not yet published.
+    error AssetRegistryTooManyStatuses(uint256 poolId, uint32 period, uint256 given, uint256 remaining);
+
+    /// @notice A chunk of statuses must start where the published ones end, for the pool's latest period.
+    /// @param poolId Id of the pool.
+    /// @param period Period given.
+    /// @param offset Offset given.
+    /// @param latestPeriod The pool's latest servicing period, the only one that takes statuses.
+    /// @param published Bytes of that period's statuses published so far.
+    error AssetRegistryStatusesOffsetMismatch(
+        uint256 poolId, uint32 period, uint32 offset, uint32 latestPeriod, uint32 published
+    );
 
     // ------------------------------------------------------------------------------------------------------------
     // Pools and versions
@@ -343,7 +365,9 @@ interface IAssetRegistry {
     /// @param period Reporting period, greater than the pool's last one.
     /// @param statusRoot Merkle root of the per-loan statuses.
     /// @param statusCounts Loans per status: current, dpd30, dpd60, dpd90, defaulted, repaid, repurchased.
-    /// @param statuses Every loan's status code, 4 bits each in version order (see `LoanStatusesReported`).
+    /// @param statuses The first chunk of every loan's status code, 4 bits each in version order (see
+    /// `LoanStatusesReported`): all of them, or as many as fit a transaction, the rest following by
+    /// `publishStatuses`.
     function reportServicing(
         uint256 poolId,
         uint32 version,
@@ -352,6 +376,16 @@ interface IAssetRegistry {
         uint32[7] calldata statusCounts,
         bytes calldata statuses
     ) external;
+
+    /// @notice Publishes the next chunk of the statuses of the pool's latest servicing period.
+    /// @dev Caller must be the pool's custodian. `offset` must equal the published bytes of that period
+    /// (`statusesProgress`), so a chunk resent after a crash is refused instead of published twice. A period whose
+    /// statuses were left incomplete when the next one was reported stays so: the nodes and the verifier see it.
+    /// @param poolId Id of the pool.
+    /// @param period The pool's latest servicing period.
+    /// @param offset Position of the chunk's first byte in the period's statuses.
+    /// @param statuses The chunk; at most the bytes still unpublished. Emitted, not stored.
+    function publishStatuses(uint256 poolId, uint32 period, uint32 offset, bytes calldata statuses) external;
 
     /// @notice Records an auditor's attestation of a pool version.
     /// @dev Caller must be an active member with role `Auditor`.
@@ -401,6 +435,12 @@ interface IAssetRegistry {
     /// @param version Number of the version.
     /// @return count Ids published (the offset of the next chunk).
     function loanIdsPublished(uint256 poolId, uint32 version) external view returns (uint32 count);
+
+    /// @notice How far the statuses of the pool's latest servicing period are published.
+    /// @dev Reverts with `AssetRegistryUnknownPool` for a pool never registered.
+    /// @param poolId Id of the pool.
+    /// @return progress The latest period, the bytes of its statuses published and the bytes they take.
+    function statusesProgress(uint256 poolId) external view returns (StatusesProgress memory progress);
 
     /// @notice Whether a loan leaf belongs to an anchored pool version.
     /// @dev Reverts with `AssetRegistryUnknownPool` or `AssetRegistryUnknownVersion` if the version was never

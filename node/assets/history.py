@@ -104,7 +104,16 @@ class ChainStatuses:
 
     def __init__(self, registry: AssetRegistryClient, pool_id: int, to_block: int) -> None:
         self._registry, self._pool_id, self._to_block = registry, pool_id, to_block
-        self._packed = {r.period: r.statuses for r in registry.reported_statuses(pool_id, to_block=to_block)}
+        self._packed: dict[int, bytearray] = defaultdict(bytearray)
+        out_of_order: set[int] = set()
+        for chunk in registry.reported_statuses(pool_id, to_block=to_block):
+            # The contract refuses a chunk at any other offset; one that does not follow anyway (an endpoint's gap)
+            # leaves its period without statuses, which rebuild no root, and the verifier names the period.
+            if chunk.offset != len(self._packed[chunk.period]):
+                out_of_order.add(chunk.period)
+            self._packed[chunk.period] += chunk.statuses
+        for period in out_of_order:
+            del self._packed[period]
         self._ids: dict[int, list[bytes]] = {}
 
     def version_ids(self, version: int) -> list[bytes]:
@@ -120,12 +129,12 @@ class ChainStatuses:
 
     def tree(self, report: dict[str, Any]) -> tuple[list[bytes], StandardMerkleTree] | None:
         """The status tree of a servicing report (a `PoolHistory.servicing` entry) with its loan ids in version
-        order, if the statuses it carried rebuild its status root; None if they do not (or it carried none)."""
+        order, if the statuses it carried rebuild its status root; None if they do not (or are not all published)."""
         loan_ids = self.version_ids(report["version"])
         if not loan_ids:
             return None
         try:
-            statuses = unpack_statuses(self._packed.get(report["period"], b""), len(loan_ids))
+            statuses = unpack_statuses(bytes(self._packed.get(report["period"], b"")), len(loan_ids))
         except ValueError:
             return None
         tree = StandardMerkleTree.of(list(zip(loan_ids, statuses, strict=True)), STATUS_ENCODING)

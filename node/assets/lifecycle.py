@@ -27,7 +27,7 @@ from node.assets.pools import MAX_POOL_ID as MAX_POOL_ID  # the store's width of
 from node.assets.pools import asset_registry, load_records
 from node.assets.records import STATUS_ENCODING, LoanStatus, pack_statuses
 from node.assets.screening import sync_loan_mirror, version_complete
-from node.chain.asset_registry import AssetRegistryClient
+from node.chain.asset_registry import STATUS_CHUNK_BYTES, AssetRegistryClient
 from node.chain.client import Receipt
 from node.chain.errors import AssetRegistryPeriodNotIncreasing
 from node.errors import Conflict, InvalidInput, NotFound
@@ -237,8 +237,11 @@ def _attested_earlier(registry: AssetRegistryClient, pool_id: int, version: int,
 
 
 def report_servicing(node: NodeContext, pool_id: int, period: int, *, version: int | None = None,
-                     statuses: dict[bytes, LoanStatus] | None = None) -> ServicingResult:
-    """Report the statuses of a version's loans (default: the pool's latest version) for `period`."""
+                     statuses: dict[bytes, LoanStatus] | None = None,
+                     chunk_bytes: int = STATUS_CHUNK_BYTES) -> ServicingResult:
+    """Report the statuses of a version's loans (default: the pool's latest version) for `period`: the root and
+    counts with the first `chunk_bytes` of the packed statuses, then the rest in chunks. Run again after a crash, it
+    finds the report on chain and publishes the statuses still missing."""
     # Checked before anything is sent: a period taken on chain but refused by the store's column would be lost.
     if not 1 <= period <= MAX_PERIOD or (version is not None and not 1 <= version <= MAX_VERSION):
         raise InvalidInput(f"a period and a version are 1 to {MAX_PERIOD:,}", code="invalid_period")
@@ -270,17 +273,35 @@ def report_servicing(node: NodeContext, pool_id: int, period: int, *, version: i
     counts = [0] * len(LoanStatus)
     for _, status in values:
         counts[status - 1] += 1
+    packed = pack_statuses([s for _, s in values])
     # A copy sent by a run stopped before its receipt, or by another process (the API beside the CLI), is found and
     # stored: sent again, it is refused for its period, and the statuses behind the loans' proofs were lost.
     receipt = registry.chain.send_once(lambda: _reported_earlier(registry, pool_id, version, period, root),
                                        lambda: registry.report_servicing(pool_id, version, period, root, counts,
-                                                                         pack_statuses([s for _, s in values])),
+                                                                         packed[:chunk_bytes]),
                                        refused_as_done=(AssetRegistryPeriodNotIncreasing,))
+    publish_remaining_statuses(registry, pool_id, period, packed, chunk_bytes)
     row = AssetServicingReport(pool_id=pool_id, version=version, period=period, status_root=root,
                                statuses=json.dumps([s for _, s in values]), tx_hash=receipt.tx_hash,
                                block_number=receipt.block_number)
     once_more_on_conflict(lambda: _store_servicing_report(node, row))
     return ServicingResult(pool_id, version, period, root, counts, receipt)
+
+
+def publish_remaining_statuses(registry: AssetRegistryClient, pool_id: int, period: int, packed: bytes,
+                                chunk_bytes: int) -> None:
+    """Publish the period's statuses not yet on chain, a chunk a transaction, each after a look at how far they are:
+    this report run again after a crash, or another process of this node, may have published some. A later period
+    reported meanwhile closes this one (the contract takes statuses of the latest period only); its gap shows in
+    every bundle of its loans and in the auditor's check."""
+    while True:
+        with registry.chain.one_writer():
+            registry.chain.wait_for_sent()
+            progress = registry.statuses_progress(pool_id)
+            if progress.period != period or progress.published >= len(packed):
+                return
+            offset = progress.published
+            registry.publish_statuses(pool_id, period, offset, packed[offset:offset + chunk_bytes])
 
 
 def _store_servicing_report(node: NodeContext, row: AssetServicingReport) -> None:

@@ -474,10 +474,11 @@ def _status_on_chain(chain_statuses: ChainStatuses, report: dict[str, Any], loan
 
 
 def _missing_text(missing: list[dict[str, Any]]) -> str:
-    return ", ".join(f"{m['period']} (version {m['version']}; the report's statuses on chain say "
-                     f"{m['status_on_chain']})" if m["status_on_chain"] else
-                     f"{m['period']} (version {m['version']}; the report's statuses on chain do not rebuild its root)"
-                     for m in missing)
+    def said(status: str | None) -> str:
+        return f"say {status}" if status else "are incomplete or do not rebuild its root"
+
+    return ", ".join(f"{m['period']} (version {m['version']}; the report's statuses on chain "
+                     f"{said(m['status_on_chain'])})" for m in missing)
 
 
 def _proven_statuses(parsed: dict[str, Any], history: PoolHistory) -> dict[int, str]:

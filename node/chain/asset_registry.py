@@ -36,6 +36,9 @@ DEFAULT_CHUNK_IDS = 4_000
 # A chunk takes at most this share of the block gas limit, leaving room for the other banks' transactions.
 CHUNK_BLOCK_SHARE = 0.25
 STATUS_COUNT = 7  # current, dpd30, dpd60, dpd90, defaulted, repaid, repurchased
+# Bytes of packed statuses (two loans a byte) per servicing transaction: 200,000 loans, under the 128 KiB a
+# transaction may take (as for loan ids) and about 2.4M gas; a million loans take the report and four chunks.
+STATUS_CHUNK_BYTES = 100_000
 
 # Event name -> the kind recorded in PoolEvent.kind.
 _EVENT_KINDS = {
@@ -150,13 +153,24 @@ class PublishedLoanIds:
 
 @dataclass(frozen=True)
 class ReportedStatuses:
-    """One LoanStatusesReported event: the packed statuses of a servicing period (`unpack_statuses`)."""
+    """One LoanStatusesReported event: a chunk of a servicing period's packed statuses (`unpack_statuses`), at byte
+    `offset` of them."""
 
     pool_id: int
     period: int
+    offset: int
     statuses: bytes
     block_number: int
     tx_hash: str
+
+
+@dataclass(frozen=True)
+class StatusesProgress:
+    """How far the statuses of a pool's latest servicing period are published (bytes)."""
+
+    period: int
+    published: int
+    length: int
 
 
 def default_anchor_gas(loan_count: int) -> int:
@@ -205,15 +219,15 @@ def _published_loan_ids(log: dict[str, Any]) -> PublishedLoanIds:
 
 
 def _reported_statuses(log: dict[str, Any]) -> ReportedStatuses:
-    """One raw LoanStatusesReported log: topics (signature, poolId, period), data (the bytes' head offset, length
-    and padded content)."""
+    """One raw LoanStatusesReported log: topics (signature, poolId, period), data (offset, then the bytes' head
+    offset, length and padded content)."""
     try:
         topics, data = log["topics"], bytes.fromhex(log["data"][2:])
-        length = int.from_bytes(data[32:64], "big")
-        if len(topics) != 3 or int.from_bytes(data[:32], "big") != 32 or len(data) != 64 + -(-length // 32) * 32:
+        length = int.from_bytes(data[64:96], "big")
+        if len(topics) != 3 or int.from_bytes(data[32:64], "big") != 64 or len(data) != 96 + -(-length // 32) * 32:
             raise ValueError("not the event's layout")
-        return ReportedStatuses(int(topics[1], 16), int(topics[2], 16), data[64:64 + length],
-                                int(log["blockNumber"], 16), log["transactionHash"])
+        return ReportedStatuses(int(topics[1], 16), int(topics[2], 16), int.from_bytes(data[:32], "big"),
+                                data[96:96 + length], int(log["blockNumber"], 16), log["transactionHash"])
     except (KeyError, TypeError, ValueError) as exc:
         raise MalformedChainAnswer(f"malformed LoanStatusesReported log in block {log.get('blockNumber')}: "
                                    f"{exc}") from exc
@@ -304,11 +318,17 @@ class AssetRegistryClient:
 
     def report_servicing(self, pool_id: int, version: int, period: int, status_root: bytes,
                          status_counts: Sequence[int], statuses: bytes) -> Receipt:
-        """Report a period with the packed statuses of every loan of the version (`pack_statuses`)."""
+        """Report a period with the first chunk of the version's packed statuses (`pack_statuses`); the rest follow by
+        `publish_statuses`."""
         if len(status_counts) != STATUS_COUNT:
             raise ValueError(f"need {STATUS_COUNT} status counts, got {len(status_counts)}")
         return self.chain.transact(self.contract.functions.reportServicing(
             pool_id, version, period, status_root, list(status_counts), statuses))
+
+    def publish_statuses(self, pool_id: int, period: int, offset: int, statuses: bytes) -> Receipt:
+        """Publish the chunk of the latest period's packed statuses that starts at byte `offset` (the contract refuses
+        any other start, so a chunk already mined is never published twice)."""
+        return self.chain.transact(self.contract.functions.publishStatuses(pool_id, period, offset, statuses))
 
     def attest(self, pool_id: int, version: int, report_hash: bytes) -> Receipt:
         return self.chain.transact(self.contract.functions.attest(pool_id, version, report_hash))
@@ -332,6 +352,11 @@ class AssetRegistryClient:
     def version(self, pool_id: int, version: int) -> VersionInfo:
         raw = self.chain.call(self.contract.functions.version(pool_id, version))
         return VersionInfo(pool_id, version, bytes(raw[0]), int(raw[1]), int(raw[2]), int(raw[3]), int(raw[4]))
+
+    def statuses_progress(self, pool_id: int) -> StatusesProgress:
+        """The pool's latest servicing period and how many bytes of its statuses are published, of how many."""
+        period, published, length = self.chain.call(self.contract.functions.statusesProgress(pool_id))
+        return StatusesProgress(int(period), int(published), int(length))
 
     def loan_ids_published(self, pool_id: int, version: int, *, at_block: BlockIdentifier = "latest") -> int:
         """How many of the version's ids are published (all of them when it equals the loan count)."""
@@ -380,8 +405,8 @@ class AssetRegistryClient:
                                                                          to_block=to_block)]
 
     def reported_statuses(self, pool_id: int, *, to_block: int | str = "latest") -> list[ReportedStatuses]:
-        """The pool's LoanStatusesReported events (each period's packed statuses) in chain order, decoded from the raw
-        logs like loan ids: a hundred thousand loans are 50 KB a period."""
+        """The pool's LoanStatusesReported events (chunks of each period's packed statuses) in chain order, decoded
+        from the raw logs like loan ids: a hundred thousand loans are 50 KB a period."""
         topics = [self.contract.events.LoanStatusesReported().topic, _topic_word(pool_id)]
         return [_reported_statuses(log) for log in self.chain.raw_logs(self.address, topics, to_block=to_block)]
 

@@ -25,11 +25,13 @@ from node.assets.pools import (
 from node.assets.provenance import build_bundle
 from node.assets.records import LoanRecord, LoanStatus
 from node.assets.screening import double_financed_loans, sync_loan_mirror, version_complete
+from node.assets.verify import verify_bundle
 from node.chain.asset_registry import (
     ANCHOR_BASE_GAS,
     ANCHOR_GAS_PER_LOAN,
     AnchoredVersion,
     AssetRegistryClient,
+    StatusesProgress,
     default_anchor_gas,
     loan_id_chunk_size,
 )
@@ -538,6 +540,56 @@ def test_report_servicing_beside_the_same_report_from_another_process_stores_it_
     assert [s["period"] for s in build_bundle(a, "0x" + records[0].loan_id.hex())["loan_statuses"]] == [1]
     with pytest.raises(AssetRegistryPeriodNotIncreasing):  # a different report of the period is still refused
         lifecycle.report_servicing(a, pool_id, 1, statuses={r.loan_id: LoanStatus.repaid for r in records})
+
+
+def test_report_servicing_in_chunks_puts_every_status_on_chain(banks: list[NodeContext], tmp_path: Path,
+                                                               rpc_url: str) -> None:
+    """Nine loans' statuses (5 bytes) sent 2 bytes a transaction: the report and two chunks, in order, and the
+    period's status tree rebuilds from the chain alone."""
+    a = banks[0]
+    pool_id = anchor_tape(a, tmp_path, "chunked-statuses", range(9))
+    records = first_version_records(a)
+    statuses = {r.loan_id: LoanStatus(1 + i % 7) for i, r in enumerate(records)}
+    lifecycle.report_servicing(a, pool_id, 1, statuses=statuses, chunk_bytes=2)
+    registry = asset_registry(a)
+    assert registry.statuses_progress(pool_id) == StatusesProgress(1, 5, 5)
+    assert [(c.offset, len(c.statuses)) for c in registry.reported_statuses(pool_id)] == [(0, 2), (2, 2), (4, 1)]
+    bundle = build_bundle(a, "0x" + records[8].loan_id.hex())
+    assert [(s["period"], s["status"]) for s in bundle["loan_statuses"]] == [(1, "dpd30")]
+    assert verify_bundle(bundle, rpc_url, a.deployment.address("AssetRegistry")).ok
+
+
+def test_report_servicing_again_after_a_crash_between_chunks_publishes_the_rest(
+        banks: list[NodeContext], tmp_path: Path, rpc_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node stopped after the report and its first chunk: the period's statuses are incomplete on chain, so a
+    bundle cannot prove the loan's status there and the verifier names the period; run again, the report is found
+    on chain and the missing chunks follow."""
+    a = banks[0]
+    pool_id = anchor_tape(a, tmp_path, "crash-chunks", range(9))
+    records = first_version_records(a)
+
+    def stopped(*args: object, **kwargs: object) -> Receipt:
+        raise Stopped
+
+    with monkeypatch.context() as patched:
+        patched.setattr(AssetRegistryClient, "publish_statuses", stopped)
+        with pytest.raises(Stopped):
+            lifecycle.report_servicing(a, pool_id, 1, chunk_bytes=2)
+    registry = asset_registry(a)
+    assert registry.statuses_progress(pool_id) == StatusesProgress(1, 2, 5)
+    address = a.deployment.address("AssetRegistry")
+    loan = "0x" + records[0].loan_id.hex()
+    incomplete = verify_bundle(build_bundle(a, loan), rpc_url, address)
+    assert not incomplete.ok
+    assert incomplete.facts["loan_status_periods_missing"] == [{"period": 1, "version": 1, "status_on_chain": None}]
+
+    again = lifecycle.report_servicing(a, pool_id, 1, chunk_bytes=2)
+    assert [e.kind for e in registry.pool_events(pool_id)].count("servicing") == 1
+    assert again.receipt.tx_hash == registry.reported_statuses(pool_id)[0].tx_hash
+    assert registry.statuses_progress(pool_id) == StatusesProgress(1, 5, 5)
+    complete = verify_bundle(build_bundle(a, loan), rpc_url, address)
+    assert complete.ok, complete.failures
+    assert complete.facts["loan_status_periods"] == [1]
 
 
 @pytest.mark.parametrize("period", [2**31, 2**32])
