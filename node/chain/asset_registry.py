@@ -37,7 +37,7 @@ DEFAULT_CHUNK_IDS = 4_000
 CHUNK_BLOCK_SHARE = 0.25
 STATUS_COUNT = 7  # current, dpd30, dpd60, dpd90, defaulted, repaid, repurchased
 # Bytes of packed statuses (two loans a byte) per servicing transaction: 200,000 loans, under the 128 KiB a
-# transaction may take (as for loan ids) and about 2.4M gas; a million loans take the report and four chunks.
+# transaction may take (as for loan ids) and about 2.5M gas; a million loans take the report and four chunks.
 STATUS_CHUNK_BYTES = 100_000
 
 # Event name -> the kind recorded in PoolEvent.kind.
