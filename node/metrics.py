@@ -22,7 +22,7 @@ from node.runtime import NodeContext
 from node.store.models import as_utc
 
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
-OUTBOX_STATES = ("queued", "batched", "confirmed", "withdrawn")
+OUTBOX_STATES = ("queued", "batched", "confirmed", "withdrawn", "staged")  # staged: of imports not complete
 BATCH_STATES = ("signed", "confirmed", "failed")
 
 

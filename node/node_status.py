@@ -14,12 +14,12 @@ from sqlalchemy.orm import Session
 from node.ledger.checks import ledger_address
 from node.ledger.mirror import MirrorStatus, mirror_status
 from node.runtime import NodeContext
-from node.store.ledger_tables import AllianceKey, FraudReport, OutboxRecord, PublishBatch
+from node.store.ledger_tables import AllianceKey, FraudReport, OutboxRecord, PublishBatch, accepted
 
 
 @dataclass(frozen=True)
 class StoreFigures:
-    outbox: dict[str, int]  # records by state
+    outbox: dict[str, int]  # records by state; "staged": written by imports not complete
     batches: dict[str, int]  # publish batches by state
     oldest_queued_at: datetime | None  # when the oldest report with a queued record was accepted
     mirror: MirrorStatus
@@ -32,11 +32,17 @@ class StoreFigures:
 
 
 def store_figures(node: NodeContext, session: Session) -> StoreFigures:
-    outbox = dict(session.execute(select(OutboxRecord.state, func.count()).group_by(OutboxRecord.state)).all())
+    outbox = dict(session.execute(select(OutboxRecord.state, func.count()).where(accepted(OutboxRecord.import_id))
+                                  .group_by(OutboxRecord.state)).all())
+    # Records of imports still staging (or being discarded): not in the outbox yet, and perhaps never.
+    staged = session.scalar(select(func.count()).select_from(OutboxRecord).where(
+        OutboxRecord.import_id.is_not(None), ~accepted(OutboxRecord.import_id)))
+    if staged:
+        outbox["staged"] = staged
     batches = dict(session.execute(select(PublishBatch.state, func.count()).group_by(PublishBatch.state)).all())
     oldest_queued_at = session.scalar(select(func.min(FraudReport.created_at))
                                       .join(OutboxRecord, OutboxRecord.report_id == FraudReport.report_id)
-                                      .where(OutboxRecord.state == "queued"))
+                                      .where(OutboxRecord.state == "queued", accepted(OutboxRecord.import_id)))
     mirror = mirror_status(session, ledger_address(node), stale_after_s=node.settings.mirror_stale_after_s)
     epochs = list(session.scalars(select(AllianceKey.epoch).order_by(AllianceKey.epoch)))
     return StoreFigures(outbox, batches, oldest_queued_at, mirror, epochs)

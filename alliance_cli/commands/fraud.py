@@ -22,7 +22,7 @@ from node.ledger.reactions import (
     parse_indicator,
     withdraw_report,
 )
-from node.ledger.report_import import ImportRefused, count_rows, import_reports
+from node.ledger.report_import import ImportRefused, import_reports, import_work
 from node.ledger.reports import DEFAULT_VALID_DAYS, ReportRequest, report_status
 from node.private_files import write_private_text
 
@@ -68,9 +68,11 @@ def fraud_import(
         # Only on a terminal: elsewhere (a pipe, cron, CI) a transient bar leaves an empty line on stderr.
         with Progress(console=console.err, transient=True,
                       disable=json_output or not console.err.is_terminal) as progress:
-            task = progress.add_task("checking rows", total=count_rows(file))
+            # Over both passes (checking every row, then writing): each reads the whole file.
+            task = progress.add_task("checking rows", total=import_work(file))
             result = import_reports(intake, file, submitted_by=CLI_SUBMITTER,
-                                    progress=lambda rows: progress.advance(task, rows))
+                                    progress=lambda phase, read: progress.update(task, description=f"{phase} rows",
+                                                                                 advance=read))
     except ImportRefused as refused:
         try:
             write_private_text(report, "line,code,reason\n" + "".join(

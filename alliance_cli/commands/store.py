@@ -51,9 +51,12 @@ def store_restore(ctx: typer.Context,
 @app.command("prune")
 def store_prune(ctx: typer.Context) -> None:
     """Erase the raw identifiers of expired or withdrawn reports, query-log entries older than
-    check_log_retention_days (if set), and applicants no longer needed for application_retention_days (if set).
-    The running node does the same every retention_interval_s."""
+    check_log_retention_days (if set), applicants no longer needed for application_retention_days (if set), and
+    the rows of report imports left unfinished. The running node does the same every retention_interval_s."""
     result = prune(node_context(ctx))
+    if result.abandoned_imports_discarded:
+        console.success(f"discarded {result.abandoned_imports_discarded} report import(s) left unfinished (never "
+                        "published)")
     console.success(f"erased {result.identifiers_erased:,} raw identifier(s) of expired or withdrawn reports")
     if result.check_log_retention_days is None:
         console.info("query log kept whole (check_log_retention_days is not set)")

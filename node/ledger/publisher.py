@@ -48,7 +48,7 @@ from node.chain.errors import ChainUnavailable, ContractRevert, TransactionTimeo
 from node.chain.fraud_ledger import FraudLedgerClient, LedgerRecord, MinedPublish, OwnBatch, batch_root
 from node.store.bulk import in_list_slices
 from node.store.db import Store
-from node.store.ledger_tables import FraudReport, OutboxRecord, PublishBatch
+from node.store.ledger_tables import FraudReport, OutboxRecord, PublishBatch, accepted
 from node.store.models import as_utc, utcnow
 
 logger = logging.getLogger(__name__)
@@ -135,14 +135,15 @@ class Publisher:
             time.sleep(0.05)
 
     def pending(self) -> int:
-        """Records not yet confirmed on chain."""
+        """Records not yet confirmed on chain (those of imports not complete are not the publisher's yet)."""
         with self._store.session() as session:
             return session.scalar(select(func.count()).select_from(OutboxRecord)
-                                  .where(OutboxRecord.state != "confirmed")) or 0
+                                  .where(OutboxRecord.state != "confirmed", accepted(OutboxRecord.import_id))) or 0
 
     def _has_unpublished(self) -> bool:
         with self._store.session() as session:
-            return session.scalar(select(OutboxRecord.id).where(OutboxRecord.state.in_(("queued", "batched")))
+            return session.scalar(select(OutboxRecord.id).where(OutboxRecord.state.in_(("queued", "batched")),
+                                                                accepted(OutboxRecord.import_id))
                                   .limit(1)) is not None
 
     # -- recovery -------------------------------------------------------------------------------------
@@ -206,7 +207,7 @@ class Publisher:
                            FraudReport.valid_until, FraudReport.evidence_hash, FraudReport.case_ref_hash)
                     .join(FraudReport, OutboxRecord.report_id == FraudReport.report_id)
                     .where(OutboxRecord.state == "queued", OutboxRecord.epoch == batch.epoch,
-                           OutboxRecord.indicator.in_(chunk)))
+                           OutboxRecord.indicator.in_(chunk), accepted(OutboxRecord.import_id)))
                 ids += [row[0] for row in rows if LedgerRecord(*row[1:]) in wanted]
         return ids
 
@@ -353,11 +354,13 @@ class Publisher:
 
     def _queued_rows(self, session: Session, *, flush: bool) -> tuple[int, list[tuple[Any, ...]]] | None:
         """The epoch and the (id, leaf values...) rows of the next batch: the oldest queued records of the oldest
-        queued record's epoch; None while there is no batch to send yet (too few records, too young)."""
+        queued record's epoch; None while there is no batch to send yet (too few records, too young). Records of an
+        import still staging are not taken (node.ledger.report_staging)."""
         oldest = session.execute(
             select(OutboxRecord.epoch, FraudReport.created_at)
             .join(FraudReport, OutboxRecord.report_id == FraudReport.report_id)
-            .where(OutboxRecord.state == "queued").order_by(OutboxRecord.id).limit(1)).first()
+            .where(OutboxRecord.state == "queued", accepted(OutboxRecord.import_id))
+            .order_by(OutboxRecord.id).limit(1)).first()
         if oldest is None:
             return None
         epoch, created_at = oldest
@@ -366,7 +369,7 @@ class Publisher:
                    FraudReport.confidence, FraudReport.valid_from, FraudReport.valid_until,
                    FraudReport.evidence_hash, FraudReport.case_ref_hash)
             .join(FraudReport, OutboxRecord.report_id == FraudReport.report_id)
-            .where(OutboxRecord.state == "queued", OutboxRecord.epoch == epoch)
+            .where(OutboxRecord.state == "queued", OutboxRecord.epoch == epoch, accepted(OutboxRecord.import_id))
             .order_by(OutboxRecord.id).limit(self.batch_size))]
         if len(rows) < self.batch_size and not flush and _age_s(created_at) < self.max_wait_s:
             return None

@@ -1,34 +1,74 @@
-"""Bulk import of fraud reports from CSV: every row is checked before anything is written.
+"""Bulk import of fraud reports from CSV: every row is checked before anything is written, and a file is accepted
+whole or not at all, whatever its size (up to MAX_FILE_BYTES).
 
 Columns (header required, order free): `identifier_type`, `identifier`, `category`, `confidence`, and
 optionally `valid_days`, `valid_from` (Unix seconds), `case_reference`, `evidence_sha256`, `report`.
 Rows sharing a non-empty `report` value form one report with several identifiers (their other columns
 must agree); a row without one is a report of its own. Any invalid row means nothing is imported; the
 problems of every row come back together, so the file is fixed in one pass.
+
+Two passes over the file, neither holding it in memory:
+1. *check*: every row is validated; what grouping needs is kept (per multi-row report: its shared columns, its
+   lines and its first problem), not the rows. Any problem refuses the file; nothing was written.
+2. *write*: the file is read again and its reports are written CHUNK_ROWS records per transaction as rows of an
+   import still staging (node.ledger.report_staging), then accepted together by one short transaction. Each chunk
+   holds SQLite's write lock for a fraction of a second, so the API's writes go on between chunks. A failure
+   (the process killed, the store gone, the file changed since the first pass: its bytes are hashed in both)
+   leaves nothing accepted: the import discards its rows, or the next import (or the node's retention loop) does.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
+import logging
 import os
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO
 
 from node.errors import InvalidInput
-from node.input_files import reading_text
-from node.ledger.reports import DEFAULT_VALID_DAYS, AcceptedReport, PreparedReport, ReportIntake, ReportRequest
+from node.input_files import reading_bytes
+from node.ledger.report_staging import (
+    begin_import,
+    complete_import,
+    discard_abandoned_holding_lock,
+    discard_import,
+    import_lock,
+)
+from node.ledger.reports import (
+    DEFAULT_VALID_DAYS,
+    MAX_IDENTIFIERS_PER_REPORT,
+    PreparedReport,
+    ReportIntake,
+    ReportRequest,
+    canonical_identifier,
+    check_fields,
+    too_many_identifiers,
+)
+
+logger = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("identifier_type", "identifier", "category", "confidence")
 OPTIONAL_COLUMNS = ("valid_days", "valid_from", "case_reference", "evidence_sha256", "report")
 MAX_FILE_BYTES = 512 * 1024 * 1024
-# Data rows of one file. A file is stored in one transaction, which holds SQLite's write lock from its first insert to
-# its commit, and is held in memory whole (about 2.5 KB a row): 600,000 rows kept API writes waiting past the 30 s
-# busy timeout, so they failed, on a loaded machine; 300,000 made them wait 4 s on an idle one (8 s before the rows
-# were inserted in report id order). Larger lists are imported as several files, each all or nothing.
-MAX_ROWS = 200_000
+# Outbox records written per transaction. 300,000 in one transaction kept an API write waiting 4 s for SQLite's
+# write lock; 10,000 hold it for about a tenth of a second.
+CHUNK_ROWS = 10_000
+# Problems listed in a refusal (all are counted): a file of millions of bad rows (the wrong file) would otherwise
+# hold millions of messages in memory, and a list that long helps nobody fix it.
+MAX_LISTED_PROBLEMS = 100_000
+READ_BYTES = 1 << 16
+
+# What a progress callback hears: the pass ("checking" or "writing") and how many more bytes of the file it read.
+# Both passes read the whole file, so the work is twice its size (`import_work`).
+Progress = Callable[[str, int], None]
+# A data row: its line number, its `report` value and its report (one identifier), or why it has none.
+_Row = tuple[int, str, "ReportRequest | InvalidInput"]
 
 
 @dataclass(frozen=True)
@@ -48,111 +88,263 @@ class ImportResult:
 class ImportRefused(InvalidInput):
     """The file has invalid rows; nothing was imported."""
 
-    def __init__(self, problems: list[RowProblem], rows: int) -> None:
-        super().__init__(f"{len(problems)} of {rows} rows are invalid; nothing was imported",
+    def __init__(self, problems: list[RowProblem], rows: int, invalid: int | None = None) -> None:
+        invalid = len(problems) if invalid is None else invalid
+        listed = "" if invalid == len(problems) else f" (the first {len(problems):,} are listed)"
+        super().__init__(f"{invalid} of {rows} rows are invalid{listed}; nothing was imported",
                          code="invalid_rows",
                          details=[{"line": p.line, "code": p.code, "reason": p.reason} for p in problems])
         self.problems = problems
 
 
-@dataclass
+class FileChanged(InvalidInput):
+    """The file read in the second pass is not the file checked in the first; nothing was imported."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"reports file {path} changed while it was imported; nothing was imported (import it again "
+                         "once nothing writes to it)", code="file_changed")
+
+
+@dataclass(slots=True)
 class _Group:
+    """What the first pass keeps of a report of several rows: not its identifiers."""
+
+    shared: tuple[object, ...]  # the columns its rows must agree on (_shared)
     lines: list[int]
-    request: ReportRequest
+    fields_problem: InvalidInput | None  # of its shared columns
+    identifier_problem: InvalidInput | None = None  # its first invalid identifier's
 
 
-def import_reports(intake: ReportIntake, path: Path, *, submitted_by: str,
-                   progress: Callable[[int], None] | None = None) -> ImportResult:
-    """Validate every row of `path`, then store all its reports in one transaction (or raise ImportRefused)."""
-    groups, problems, rows = _read_groups(path)
-    prepared: list[PreparedReport] = []
-    epoch_key = intake.current_key()
-    for group in groups:
+@dataclass
+class _Checked:
+    rows: int
+    sha256: bytes
+    last_line: dict[str, int]  # of each multi-row report, by its `report` value
+    problems: list[RowProblem] = field(default_factory=list)
+    invalid: int = 0
+
+
+def import_reports(intake: ReportIntake, path: Path, *, submitted_by: str, progress: Progress | None = None,
+                   chunk_rows: int = CHUNK_ROWS) -> ImportResult:
+    """Check every row of `path` (ImportRefused listing every problem), then store its reports, accepted all at once.
+
+    Imports into one store run one at a time: a second waits for the first's writing pass. An import that fails
+    discards what it wrote."""
+    report = progress or (lambda _phase, _bytes: None)
+    checked = _check(path, report)
+    if checked.problems:
+        raise ImportRefused(checked.problems, checked.rows, checked.invalid)
+    store = intake.store
+    with import_lock(store):
+        discard_abandoned_holding_lock(store)  # holding the lock: whatever is still staging was left by the dead
+        import_id = begin_import(store, source=path.name, submitted_by=submitted_by)
         try:
-            prepared.append(intake.prepare(group.request, epoch_key=epoch_key))
+            reports, created = _write(intake, path, checked, import_id, submitted_by, report, chunk_rows)
+            complete_import(store, import_id, reports=reports, created=created, sha256=checked.sha256)
+        except BaseException:
+            # Also on KeyboardInterrupt: whatever stops the import, its rows go now if they can (a killed process
+            # leaves them to the next import or the node's retention loop).
+            try:
+                discard_import(store, import_id)
+            except Exception:
+                logger.exception("import %s failed and its rows could not be discarded now; the next import or "
+                                 "the node's retention loop discards them (they are never published)", import_id)
+            raise
+    return ImportResult(checked.rows, reports, created)
+
+
+def import_work(path: Path) -> int | None:
+    """The work a progress bar of `import_reports` counts to: both passes' bytes; None if the file cannot be read."""
+    try:
+        return 2 * path.stat().st_size
+    except OSError:
+        return None
+
+
+# -- pass 1: check -----------------------------------------------------------------------------------------------
+def _check(path: Path, progress: Progress) -> _Checked:
+    groups: dict[str, _Group] = {}
+    problems: list[RowProblem] = []
+    invalid = rows = 0
+    with _reading(path, lambda read: progress("checking", read)) as (reader, raw):
+        for line, key, request in reader:
+            rows += 1
+            try:
+                _check_row(groups, line, key, request)
+            except InvalidInput as exc:
+                invalid += 1
+                if len(problems) < MAX_LISTED_PROBLEMS:  # in line order: the ones dropped come after these
+                    problems.append(RowProblem(line, exc.code, str(exc)))
+        sha256 = raw.digest.digest()
+    if rows == 0:
+        raise InvalidInput(f"{path} has no data rows", code="empty_file")
+    for group in groups.values():
+        problem = _problem_of(group)
+        if problem is not None:
+            invalid += len(group.lines)
+            problems.extend(RowProblem(line, problem.code, str(problem)) for line in group.lines)
+    problems.sort(key=lambda p: p.line)
+    return _Checked(rows, sha256, {key: group.lines[-1] for key, group in groups.items()},
+                    problems[:MAX_LISTED_PROBLEMS], invalid)
+
+
+def _check_row(groups: dict[str, _Group], line: int, key: str, request: ReportRequest | InvalidInput) -> None:
+    """Check a row, a report of its own or one row of the report `key`; InvalidInput if it is invalid by itself (the
+    problems of a report of several rows are its own, `_problem_of`)."""
+    if isinstance(request, InvalidInput):
+        raise request
+    if key:
+        _join(groups, key, request, line)
+        return
+    check_fields(request)
+    canonical_identifier(0, *request.identifiers[0])
+
+
+def _join(groups: dict[str, _Group], key: str, request: ReportRequest, line: int) -> None:
+    """Count the row into its report; InvalidInput if it disagrees with the report's first row."""
+    group = groups.get(key)
+    if group is None:
+        try:
+            check_fields(request)
+            fields_problem = None
         except InvalidInput as exc:
-            problems.extend(RowProblem(line, exc.code, str(exc)) for line in group.lines)
-        if progress is not None:
-            progress(len(group.lines))
-    if problems:
-        raise ImportRefused(sorted(problems, key=lambda p: p.line), rows)
-    accepted: list[AcceptedReport] = intake.store_prepared(prepared, submitted_by=submitted_by)
-    return ImportResult(rows, len(accepted), sum(a.created for a in accepted))
+            fields_problem = exc
+        group = groups[key] = _Group(_shared(request), [], fields_problem)
+    elif _shared(request) != group.shared:
+        raise InvalidInput("rows of one report must agree on every column but the identifier",
+                           code="inconsistent_report")
+    if group.identifier_problem is None:
+        try:
+            canonical_identifier(len(group.lines), *request.identifiers[0])
+        except InvalidInput as exc:
+            group.identifier_problem = exc
+    group.lines.append(line)
 
 
-def count_rows(path: Path) -> int:
-    """Data rows in the file (for a progress bar's total)."""
-    with _reading(path) as handle:
-        return max(sum(1 for _ in csv.reader(handle)) - 1, 0)
+def _problem_of(group: _Group) -> InvalidInput | None:
+    """The report's problem, as checking it whole would find it first (ReportIntake.prepare's order)."""
+    if group.fields_problem is not None:
+        return group.fields_problem
+    if len(group.lines) > MAX_IDENTIFIERS_PER_REPORT:
+        return too_many_identifiers()
+    return group.identifier_problem
+
+
+# -- pass 2: write -----------------------------------------------------------------------------------------------
+def _write(intake: ReportIntake, path: Path, checked: _Checked, import_id: int, submitted_by: str,
+           progress: Progress, chunk_rows: int) -> tuple[int, int]:
+    """Store the file's reports as the import's rows, chunk by chunk; (reports, created). FileChanged if the file is
+    not the one checked."""
+    epoch_key, now = intake.current_key(), int(time.time())
+    open_reports: dict[str, list[tuple[str, str]]] = {}  # identifiers of multi-row reports not complete yet
+    chunk: list[PreparedReport] = []
+    chunk_records = reports = created = rows = 0
+
+    def flush() -> None:
+        nonlocal chunk, chunk_records, created
+        created += sum(a.created for a in intake.store_prepared(chunk, submitted_by=submitted_by,
+                                                               import_id=import_id))
+        chunk, chunk_records = [], 0
+
+    with _reading(path, lambda read: progress("writing", read)) as (reader, raw):
+        for line, key, parsed in reader:
+            rows += 1
+            try:
+                if isinstance(parsed, InvalidInput):
+                    raise parsed
+                request = parsed
+                if key:
+                    if checked.last_line.get(key, 0) < line:
+                        raise FileChanged(path)
+                    identifiers = open_reports.setdefault(key, [])
+                    identifiers.extend(request.identifiers)
+                    if line < checked.last_line[key]:
+                        continue
+                    del open_reports[key]
+                    request = ReportRequest(identifiers, *_shared(request))
+                prepared = intake.prepare(request, now=now, epoch_key=epoch_key)
+            except InvalidInput:
+                raise FileChanged(path) from None
+            chunk.append(prepared)
+            reports += 1
+            chunk_records += len(prepared.items)
+            if chunk_records >= chunk_rows:
+                flush()
+        if raw.digest.digest() != checked.sha256 or rows != checked.rows or open_reports:
+            raise FileChanged(path)
+    if chunk:
+        flush()
+    return reports, created
+
+
+# -- reading -----------------------------------------------------------------------------------------------------
+class _HashingReader(io.RawIOBase):
+    """The file's bytes as they are read, hashed and counted (a pass's progress), under a text decoder."""
+
+    def __init__(self, raw: BinaryIO, progress: Callable[[int], None]) -> None:
+        super().__init__()
+        self._raw = raw
+        self._progress = progress
+        self.digest = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        count = self._raw.readinto(buffer)  # type: ignore[attr-defined]
+        if count:
+            self.digest.update(memoryview(buffer)[:count])
+            self._progress(count)
+        return int(count or 0)
 
 
 @contextmanager
-def _reading(path: Path) -> Iterator[TextIO]:
-    """The file opened as CSV text; whatever makes it unreadable is an `InvalidInput` naming the file."""
-    with reading_text(path, "reports file", encoding="utf-8-sig", newline="") as handle:
+def _reading(path: Path, progress: Callable[[int], None]) -> Iterator[tuple[Iterator[_Row], _HashingReader]]:
+    """The file's data rows (_Row), and its bytes' reader (with their hash so far); whatever makes it
+    unreadable is an `InvalidInput` naming the file. A header that lacks a column or repeats one is refused."""
+    with reading_bytes(path, "reports file") as handle:
         if os.fstat(handle.fileno()).st_size > MAX_FILE_BYTES:
             raise InvalidInput(f"reports file {path} is larger than {MAX_FILE_BYTES // 2**20} MiB",
                                code="file_too_large")
+        raw = _HashingReader(handle, progress)
+        text = io.TextIOWrapper(io.BufferedReader(raw, READ_BYTES), encoding="utf-8-sig", newline="")
         try:
-            yield handle
+            reader = csv.DictReader(text)
+            _check_header(path, reader.fieldnames)
+            yield _rows(reader), raw
         except csv.Error as exc:
             raise InvalidInput(f"reports file {path} is not valid CSV: {exc}", code="malformed_file") from None
 
 
-def _read_groups(path: Path) -> tuple[list[_Group], list[RowProblem], int]:
-    groups: dict[str, _Group] = {}
-    singles: list[_Group] = []
-    problems: list[RowProblem] = []
-    rows = 0
-    with _reading(path) as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise InvalidInput(f"{path} lacks the column(s) {', '.join(missing)}", code="malformed_file")
-        # A row keeps one value per name: of two `identifier` columns the first would be dropped unread.
-        # Positions, not names, in the message: a file without its header has data there.
-        first_at: dict[str, int] = {}
-        repeated = [str(i) for i, c in enumerate(reader.fieldnames or [], start=1) if first_at.setdefault(c, i) != i]
-        if repeated:
-            raise InvalidInput(f"{path} repeats a column name in its header (column {', '.join(repeated[:10])})",
-                               code="malformed_file")
-        for row in reader:
-            rows += 1
-            if rows > MAX_ROWS:  # before reading further: the rows read so far are held in memory
-                raise InvalidInput(f"reports file {path} has more than {MAX_ROWS:,} data rows; split it into files of "
-                                   f"at most {MAX_ROWS:,} (each is imported whole or not at all)", code="too_many_rows")
-            line = reader.line_num
-            if None in row:  # cells past the header's columns, dropped unread: the row's columns are shifted
-                problems.append(RowProblem(line, "extra_cells", "the row has more cells than the header has columns"))
-                continue
-            try:
-                request = _request_of(row)
-            except InvalidInput as exc:
-                problems.append(RowProblem(line, exc.code, str(exc)))
-                continue
-            key = (row.get("report") or "").strip()
-            if not key:
-                singles.append(_Group([line], request))
-            elif key not in groups:
-                groups[key] = _Group([line], request)
-            else:
-                _join(groups[key], request, line, problems)
-    if rows == 0:
-        raise InvalidInput(f"{path} has no data rows", code="empty_file")
-    return [*groups.values(), *singles], problems, rows
+def _check_header(path: Path, columns: Sequence[str] | None) -> None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in (columns or [])]
+    if missing:
+        raise InvalidInput(f"{path} lacks the column(s) {', '.join(missing)}", code="malformed_file")
+    # A row keeps one value per name: of two `identifier` columns the first would be dropped unread.
+    # Positions, not names, in the message: a file without its header has data there.
+    first_at: dict[str, int] = {}
+    repeated = [str(i) for i, c in enumerate(columns or [], start=1) if first_at.setdefault(c, i) != i]
+    if repeated:
+        raise InvalidInput(f"{path} repeats a column name in its header (column {', '.join(repeated[:10])})",
+                           code="malformed_file")
 
 
-def _join(group: _Group, request: ReportRequest, line: int, problems: list[RowProblem]) -> None:
-    head = group.request
-    if (request.category, request.confidence, request.valid_days, request.valid_from, request.case_reference,
-            request.evidence_sha256) != (head.category, head.confidence, head.valid_days, head.valid_from,
-                                         head.case_reference, head.evidence_sha256):
-        problems.append(RowProblem(line, "inconsistent_report",
-                                   "rows of one report must agree on every column but the identifier"))
-        return
-    group.lines.append(line)
-    group.request = ReportRequest([*head.identifiers, *request.identifiers], head.category, head.confidence,
-                                  head.valid_days, head.valid_from, head.evidence_sha256, head.case_reference)
+def _rows(reader: csv.DictReader[str]) -> Iterator[_Row]:
+    for row in reader:
+        line = reader.line_num
+        if None in row:  # cells past the header's columns, dropped unread: the row's columns are shifted
+            yield line, "", InvalidInput("the row has more cells than the header has columns", code="extra_cells")
+            continue
+        try:
+            yield line, (row.get("report") or "").strip(), _request_of(row)  # type: ignore[arg-type]
+        except InvalidInput as exc:
+            yield line, "", exc
+
+
+def _shared(request: ReportRequest) -> tuple[str, int, int, int | None, str | None, str]:
+    """The columns the rows of one report must agree on, in ReportRequest's order after its identifiers."""
+    return (request.category, request.confidence, request.valid_days, request.valid_from, request.evidence_sha256,
+            request.case_reference)
 
 
 def _request_of(row: dict[str, str | None]) -> ReportRequest:

@@ -27,10 +27,11 @@ from node.crypto.vault import LocalVault
 from node.errors import InvalidInput, NotFound
 from node.ledger.identifiers import IdentifierType, InvalidIdentifier, normalise
 from node.ledger.keyring import KeyRing
+from node.ledger.report_staging import count_staged_rows, take_over_staged
 from node.ledger.vocabulary import MAX_CONFIDENCE, MAX_VALIDITY_S, Category, identifier_type_code, identifier_type_of
 from node.store.bulk import in_list_slices, insert_rows
 from node.store.db import Store, once_more_on_conflict
-from node.store.ledger_tables import FraudReport, OutboxRecord, PublishBatch
+from node.store.ledger_tables import FraudReport, OutboxRecord, PublishBatch, ReportImport, accepted
 from node.store.models import utcnow
 
 MAX_IDENTIFIERS_PER_REPORT = 20
@@ -43,8 +44,9 @@ REPORT_ID = re.compile(r"[0-9a-f]{32}")  # the first 32 hex digits of an HMAC (_
 REPORT_ID_PURPOSE = b"alliance-report-id/v1"
 # Column order of the rows intake writes (_report_row, ReportIntake._outbox_rows).
 REPORT_COLUMNS = ("report_id", "category", "confidence", "valid_from", "valid_until", "evidence_hash",
-                  "case_ref_hash", "submitted_by", "created_at")
-OUTBOX_COLUMNS = ("report_id", "position", "epoch", "identifier_type", "indicator", "sealed_identifier", "state")
+                  "case_ref_hash", "submitted_by", "created_at", "import_id")
+OUTBOX_COLUMNS = ("report_id", "position", "epoch", "identifier_type", "indicator", "sealed_identifier", "state",
+                  "import_id")
 
 
 @dataclass(frozen=True)
@@ -133,21 +135,7 @@ class ReportIntake:
 
         `epoch_key` is the (epoch, alliance key) to hash under, by default the newest held.
         """
-        category = _category(request.category)
-        if not isinstance(request.confidence, int) or not 0 <= request.confidence <= MAX_CONFIDENCE:
-            raise InvalidInput(f"confidence must be an integer 0..{MAX_CONFIDENCE}", code="invalid_confidence")
-        if not isinstance(request.valid_days, int) or not 1 <= request.valid_days <= MAX_VALID_DAYS:
-            raise InvalidInput(f"valid_days must be 1..{MAX_VALID_DAYS} (at most six years)",
-                               code="invalid_validity")
-        if request.valid_from is not None and not 0 < request.valid_from < 2**40 - MAX_VALIDITY_S:
-            raise InvalidInput("valid_from must be a Unix timestamp in seconds", code="invalid_validity")
-        if len(request.case_reference) > MAX_CASE_REFERENCE:
-            raise InvalidInput(f"case_reference is longer than {MAX_CASE_REFERENCE} characters",
-                               code="invalid_case_reference")
-        if not _encodable(request.case_reference):  # it is hashed as UTF-8 (a command line's undecodable bytes)
-            raise InvalidInput("case_reference holds a character that is not valid text (an unpaired surrogate)",
-                               code="invalid_case_reference")
-        evidence_hash = _evidence_hash(request.evidence_sha256)
+        category, evidence_hash = check_fields(request)
         canonical = _canonical_identifiers(request.identifiers)
         epoch, alliance_key = epoch_key or self._keyring.current()
         report_id = self._report_id(request, canonical)
@@ -187,22 +175,40 @@ class ReportIntake:
                                details=problems)
         return self.store_prepared(prepared, submitted_by=submitted_by)
 
-    def store_prepared(self, prepared: Sequence[PreparedReport], *, submitted_by: str) -> list[AcceptedReport]:
-        """Write prepared reports to the outbox in one transaction (reports already held are found, not added)."""
-        # A concurrent request may store one of these reports first; storing again finds it.
-        return once_more_on_conflict(lambda: self._store_reports(prepared, submitted_by))
+    def store_prepared(self, prepared: Sequence[PreparedReport], *, submitted_by: str,
+                       import_id: int | None = None) -> list[AcceptedReport]:
+        """Write prepared reports to the outbox in one transaction (reports already held are found, not added).
 
-    def _store_reports(self, prepared: Sequence[PreparedReport], submitted_by: str) -> list[AcceptedReport]:
+        With `import_id`, they are written as rows of that import, still staging (node.ledger.report_staging):
+        accepted once it completes. ImportDiscarded if it is no longer staging.
+        """
+        # A concurrent request may store one of these reports first; storing again finds it.
+        return once_more_on_conflict(lambda: self._store_reports(prepared, submitted_by, import_id))
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    def _store_reports(self, prepared: Sequence[PreparedReport], submitted_by: str,
+                       import_id: int | None) -> list[AcceptedReport]:
         with self._store.transaction() as session:
+            if import_id is not None:
+                count_staged_rows(session, import_id, sum(len(report.items) for report in prepared))
             ids = list({report.report_id for report in prepared})
             # In slices: one IN list of a whole import's ids passed the database's bind-parameter limit (65,535 on
             # PostgreSQL, 250,000 on this SQLite and 999 on one older than 3.32) and refused the file.
-            existing = {report_id for chunk in in_list_slices(ids)
-                        for report_id in session.scalars(select(FraudReport.report_id).where(
-                            FraudReport.report_id.in_(chunk)))}
-            accepted, new, seen = [], [], set(existing)
+            held = [row for chunk in in_list_slices(ids) for row in session.execute(
+                select(FraudReport.report_id, FraudReport.import_id, accepted(FraudReport.import_id))
+                .where(FraudReport.report_id.in_(chunk)))]
+            # A copy written by an import that is not complete (still staging, or abandoned) is not accepted and may
+            # never be: this write replaces it. A copy this import wrote (the same report twice in a file) stands.
+            staged = [(report_id, owner) for report_id, owner, is_accepted in held
+                      if not is_accepted and owner is not None and owner != import_id]
+            replaced = take_over_staged(session, staged) if staged else set()
+            existing = {report_id for report_id, *_ in held} - replaced
+            accepted_now, new, seen = [], [], set(existing)
             for report in prepared:
-                accepted.append(AcceptedReport(report.report_id, report.report_id not in seen))
+                accepted_now.append(AcceptedReport(report.report_id, report.report_id not in seen))
                 if report.report_id in seen:
                     continue
                 seen.add(report.report_id)
@@ -210,19 +216,19 @@ class ReportIntake:
             # In report id order: the ids are random, and inserting them sorted walks the B-trees keyed by report id
             # once instead of at random (an import of 300,000 rows kept a concurrent API write waiting 4.0 s, not 8.0).
             new.sort(key=lambda report: report.report_id)
-            reports = [_report_row(report, submitted_by) for report in new]
-            records = [row for report in new for row in self._outbox_rows(report)]
+            reports = [_report_row(report, submitted_by, import_id) for report in new]
+            records = [row for report in new for row in self._outbox_rows(report, import_id)]
             # Straight to the driver (executemany / COPY): SQLAlchemy's per-parameter processing cost more than
             # the inserts themselves for a bulk request.
             insert_rows(session, FraudReport, REPORT_COLUMNS, reports)
             insert_rows(session, OutboxRecord, OUTBOX_COLUMNS, records)
-        return accepted
+        return accepted_now
 
-    def _outbox_rows(self, report: PreparedReport) -> list[tuple[object, ...]]:
+    def _outbox_rows(self, report: PreparedReport, import_id: int | None) -> list[tuple[object, ...]]:
         """Rows in OUTBOX_COLUMNS order."""
         return [(report.report_id, item.position, report.epoch, identifier_type_code(item.identifier_type),
                  item.indicator, self._vault.encrypt(item.canonical.encode(), associated_data=sealed_identifier_ad(
-                     report.report_id, item.position)), "queued") for item in report.items]
+                     report.report_id, item.position)), "queued", import_id) for item in report.items]
 
     def _report_id(self, request: ReportRequest, canonical: list[tuple[IdentifierType, str]]) -> str:
         content = json.dumps([sorted([kind.value, value] for kind, value in canonical), request.category,
@@ -235,6 +241,24 @@ class ReportIntake:
         if not case_reference:
             return ZERO_HASH
         return hmac.digest(self._report_id_key, b"case-reference\x00" + case_reference.encode(), "sha256")
+
+
+def check_fields(request: ReportRequest) -> tuple[Category, bytes]:
+    """Check every field of `request` but its identifiers (InvalidInput); its category and evidence hash."""
+    category = _category(request.category)
+    if not isinstance(request.confidence, int) or not 0 <= request.confidence <= MAX_CONFIDENCE:
+        raise InvalidInput(f"confidence must be an integer 0..{MAX_CONFIDENCE}", code="invalid_confidence")
+    if not isinstance(request.valid_days, int) or not 1 <= request.valid_days <= MAX_VALID_DAYS:
+        raise InvalidInput(f"valid_days must be 1..{MAX_VALID_DAYS} (at most six years)", code="invalid_validity")
+    if request.valid_from is not None and not 0 < request.valid_from < 2**40 - MAX_VALIDITY_S:
+        raise InvalidInput("valid_from must be a Unix timestamp in seconds", code="invalid_validity")
+    if len(request.case_reference) > MAX_CASE_REFERENCE:
+        raise InvalidInput(f"case_reference is longer than {MAX_CASE_REFERENCE} characters",
+                           code="invalid_case_reference")
+    if not _encodable(request.case_reference):  # it is hashed as UTF-8 (a command line's undecodable bytes)
+        raise InvalidInput("case_reference holds a character that is not valid text (an unpaired surrogate)",
+                           code="invalid_case_reference")
+    return category, _evidence_hash(request.evidence_sha256)
 
 
 def sealed_identifier_ad(report_id: str, position: int) -> bytes:
@@ -268,27 +292,35 @@ def _canonical_identifiers(identifiers: Sequence[tuple[str, str]]) -> list[tuple
     if not identifiers:
         raise InvalidInput("a report needs at least one identifier", code="no_identifiers")
     if len(identifiers) > MAX_IDENTIFIERS_PER_REPORT:
-        raise InvalidInput(f"a report has at most {MAX_IDENTIFIERS_PER_REPORT} identifiers",
-                           code="too_many_identifiers")
+        raise too_many_identifiers()
     canonical: list[tuple[IdentifierType, str]] = []
     for index, (kind, raw) in enumerate(identifiers):
-        try:
-            pair = (IdentifierType(kind), normalise(kind, raw))
-        except InvalidIdentifier as exc:
-            raise InvalidInput(f"identifier {index}: {exc}", code=exc.code.value) from None
-        except ValueError:
-            # Not quoted: with type and value swapped, the type is the customer's identifier.
-            raise InvalidInput(f"identifier {index}: unknown identifier type; one of {', '.join(IdentifierType)}",
-                               code="unknown_type") from None
+        pair = canonical_identifier(index, kind, raw)
         if pair not in canonical:  # the same identifier written twice is one record
             canonical.append(pair)
     return canonical
 
 
-def _report_row(report: PreparedReport, submitted_by: str) -> tuple[object, ...]:
+def too_many_identifiers() -> InvalidInput:
+    return InvalidInput(f"a report has at most {MAX_IDENTIFIERS_PER_REPORT} identifiers", code="too_many_identifiers")
+
+
+def canonical_identifier(index: int, kind: str, raw: str) -> tuple[IdentifierType, str]:
+    """The report's identifier number `index`, normalised; InvalidInput (naming it by its index) if it is invalid."""
+    try:
+        return IdentifierType(kind), normalise(kind, raw)
+    except InvalidIdentifier as exc:
+        raise InvalidInput(f"identifier {index}: {exc}", code=exc.code.value) from None
+    except ValueError:
+        # Not quoted: with type and value swapped, the type is the customer's identifier.
+        raise InvalidInput(f"identifier {index}: unknown identifier type; one of {', '.join(IdentifierType)}",
+                           code="unknown_type") from None
+
+
+def _report_row(report: PreparedReport, submitted_by: str, import_id: int | None) -> tuple[object, ...]:
     """A row in REPORT_COLUMNS order."""
     return (report.report_id, int(report.category), report.confidence, report.valid_from, report.valid_until,
-            report.evidence_hash, report.case_ref_hash, submitted_by, utcnow())
+            report.evidence_hash, report.case_ref_hash, submitted_by, utcnow(), import_id)
 
 
 def get_report(session: Session, report_id: str) -> FraudReport:
@@ -296,12 +328,19 @@ def get_report(session: Session, report_id: str) -> FraudReport:
     # Not looked up in another shape: no report has it, and a lone surrogate (a command line's undecodable bytes)
     # cannot even be sent to the store.
     report = session.get(FraudReport, report_id) if REPORT_ID.fullmatch(report_id) else None
+    if report is not None and report.import_id is not None and _import_state(session, report.import_id) != "complete":
+        raise NotFound(f"report {report_id} is not accepted: the import writing it has not completed",
+                       code="report_not_found")
     if report is None:
         # Quoted only in a report id's shape: anything else may be a customer's identifier typed in its place,
         # and the terminal, job logs and API error bodies are no place for it.
         shown = report_id if REPORT_ID.fullmatch(report_id) else "with that id (a report id is 32 hex digits)"
         raise NotFound(f"no report {shown}", code="report_not_found")
     return report
+
+
+def _import_state(session: Session, import_id: int) -> str | None:
+    return session.scalar(select(ReportImport.state).where(ReportImport.id == import_id))
 
 
 def report_status(session: Session, report_id: str) -> ReportStatus:

@@ -29,7 +29,7 @@ from node.ledger.reports import sealed_identifier_ad
 from node.ledger.vocabulary import identifier_type_of
 from node.runtime import NodeContext
 from node.store.db import Store, once_more_on_conflict
-from node.store.ledger_tables import FraudReport, MirrorReaction, OutboxRecord, PublishBatch
+from node.store.ledger_tables import FraudReport, MirrorReaction, OutboxRecord, PublishBatch, accepted
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,7 @@ def _queue_records(store: Store, vault: LocalVault, epoch: int, key: bytes, now:
                   & (OutboxRecord.position == newest.c.position) & (OutboxRecord.epoch == newest.c.epoch))
             .join(FraudReport, FraudReport.report_id == OutboxRecord.report_id)
             .where(newest.c.epoch < epoch, FraudReport.valid_until > now, FraudReport.withdrawn_at.is_(None),
+                   accepted(FraudReport.import_id),  # an import's rows are republished once it is complete
                    # erased by retention (node.ledger.retention) should the node's clock have gone back
                    OutboxRecord.sealed_identifier.is_not(None), ~_revoked_on_chain())
             .order_by(OutboxRecord.id)).all()

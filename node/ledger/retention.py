@@ -10,6 +10,8 @@
   legal decision, not the node's.
 - **Applicants.** An application's applicant is erased `application_retention_days` after no action needs it
   any more (node.modules.application_retention), when that is set; unset keeps them, for the same reason.
+- **Abandoned imports.** The rows of a report import whose process died before it completed were never accepted
+  and never will be: they are deleted (node.ledger.report_staging), unless an import is running.
 
 Run by the node's `retention` loop (`retention_interval_s`) and by `alliance store prune`. Each page of
 reports or slice of log entries is its own short transaction, so a first pass over a large store never holds
@@ -24,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import or_, select, update
 
+from node.ledger.report_staging import discard_abandoned_imports
 from node.modules.application_retention import prune_applications
 from node.runtime import NodeContext
 from node.store.bulk import delete_in_slices
@@ -42,11 +45,13 @@ class RetentionResult:
     applicants_erased: int
     fingerprints_deleted: int
     application_retention_days: int | None
+    abandoned_imports_discarded: int = 0
 
 
 def prune(node: NodeContext, *, now: float | None = None) -> RetentionResult:
     """One retention pass over this node's store."""
     now = time.time() if now is None else now
+    imports = discard_abandoned_imports(node.store)  # first: the loop's first pass runs as the node starts
     days = node.settings.check_log_retention_days
     erased = erase_spent_identifiers(node.store, now=int(now))
     deleted = 0
@@ -57,7 +62,7 @@ def prune(node: NodeContext, *, now: float | None = None) -> RetentionResult:
     if application_days is not None:
         applicants, fingerprints = prune_applications(
             node, cutoff=datetime.fromtimestamp(now, UTC) - timedelta(days=application_days), now=int(now))
-    return RetentionResult(erased, deleted, days, applicants, fingerprints, application_days)
+    return RetentionResult(erased, deleted, days, applicants, fingerprints, application_days, imports)
 
 
 def erase_spent_identifiers(store: Store, *, now: int) -> int:

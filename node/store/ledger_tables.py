@@ -1,7 +1,8 @@
 """Tables of the fraud ledger: alliance keys, the report outbox, publish batches, the mirror, the query log.
 
 Hashes and roots are raw bytes (32); timestamps that mirror the chain are Unix seconds (ints, as on
-chain), local bookkeeping times are timezone-aware datetimes. The schema is owned by migration 0002.
+chain), local bookkeeping times are timezone-aware datetimes. The schema is owned by migration 0002 (report
+imports: 0010).
 """
 
 from __future__ import annotations
@@ -19,8 +20,12 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    or_,
+    select,
+    text,
 )
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import InstrumentedAttribute, Mapped, mapped_column
+from sqlalchemy.sql import ColumnElement
 
 from node.store.models import Base, utcnow
 
@@ -61,6 +66,10 @@ class FraudReport(Base):
     """
 
     __tablename__ = "fraud_reports"
+    __table_args__ = (
+        Index("ix_fraud_reports_import_id", "import_id", sqlite_where=text("import_id IS NOT NULL"),
+              postgresql_where=text("import_id IS NOT NULL")),
+    )
 
     report_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     category: Mapped[int] = mapped_column(Integer)
@@ -73,6 +82,8 @@ class FraudReport(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     # Set when the bank withdrew the report (revoked its records on chain): it is then never republished.
     withdrawn_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # The import (ReportImport) that wrote the report; NULL for one accepted on its own. See `accepted`.
+    import_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class OutboxRecord(Base):
@@ -86,6 +97,9 @@ class OutboxRecord(Base):
     __table_args__ = (
         UniqueConstraint("report_id", "position", "epoch", name="uq_outbox_records_report_position_epoch"),
         Index("ix_outbox_records_state_id", "state", "id"),
+        # Partial: only imported rows are indexed, for discarding an import's rows; other inserts pay nothing.
+        Index("ix_outbox_records_import_id", "import_id", sqlite_where=text("import_id IS NOT NULL"),
+              postgresql_where=text("import_id IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -101,6 +115,41 @@ class OutboxRecord(Base):
     state: Mapped[str] = mapped_column(String(16), default="queued")
     publish_batch_id: Mapped[int | None] = mapped_column(ForeignKey("publish_batches.id"), nullable=True,
                                                          index=True)
+    # The import that wrote the record, as its report's; NULL for one accepted on its own. See `accepted`.
+    import_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class ReportImport(Base):
+    """A CSV import of reports (node.ledger.report_import), written in many short transactions.
+
+    States: staging -> complete, or staging -> discarding (its rows are being deleted; the row goes last). Rows
+    written by an import are part of the outbox only once it is complete (`accepted`): the switch is this one row,
+    so a file of millions of rows becomes publishable at once, all or nothing, without rewriting them.
+    """
+
+    __tablename__ = "report_imports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    state: Mapped[str] = mapped_column(String(16), default="staging")
+    source: Mapped[str] = mapped_column(String(255))  # the file's name (not its path)
+    submitted_by: Mapped[str] = mapped_column(String(64))
+    rows: Mapped[int] = mapped_column(BigInteger, default=0)  # data rows written so far (all of them once complete)
+    reports: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # once complete
+    created: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # reports new to the store, once complete
+    sha256: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # of the file's bytes, once complete
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+def accepted(import_id: InstrumentedAttribute[int | None]) -> ColumnElement[bool]:
+    """Whether a report or outbox row is accepted: written on its own, or by an import that completed.
+
+    Rows of an import still staging, being discarded, or gone (an id no import has) are not: a positive test, so
+    that no state an import passes through on its way out makes its rows visible. The subquery is evaluated once
+    per statement (not correlated), and a row accepted on its own answers at the NULL test: the publisher's claim
+    query costs no more for it.
+    """
+    return or_(import_id.is_(None), import_id.in_(select(ReportImport.id).where(ReportImport.state == "complete")))
 
 
 class PublishBatch(Base):

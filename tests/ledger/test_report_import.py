@@ -11,7 +11,7 @@ from sqlalchemy import event, func, select
 
 from node.errors import InvalidInput
 from node.ledger import report_import
-from node.ledger.report_import import MAX_FILE_BYTES, ImportRefused, count_rows, import_reports
+from node.ledger.report_import import MAX_FILE_BYTES, ImportRefused, import_reports, import_work
 from node.runtime import NodeContext
 from node.store.ledger_tables import FraudReport, OutboxRecord
 from tests.conftest import LedgerNodes
@@ -43,10 +43,13 @@ def test_import_groups_rows_into_reports(bank: NodeContext, tmp_path: Path) -> N
                  + "case-1,phone,13800138000,telecom_fraud,90,365,C-1\n"
                  + "case-1,cn_resident_id,11010519491231002X,telecom_fraud,90,365,C-1\n"
                  + ",email,mule@example.com,money_mule,60,,\n")
-    seen: list[int] = []
-    result = import_reports(bank.report_intake, path, submitted_by="cli", progress=seen.append)
+    seen: list[tuple[str, int]] = []
+    result = import_reports(bank.report_intake, path, submitted_by="cli",
+                            progress=lambda phase, read: seen.append((phase, read)))
     assert (result.rows, result.reports, result.created) == (3, 2, 2)
-    assert sum(seen) == 3 == count_rows(path)
+    size = path.stat().st_size  # progress: each pass reads the whole file
+    assert [sum(read for phase, read in seen if phase == name) for name in ("checking", "writing")] == [size, size]
+    assert import_work(path) == 2 * size
     assert counts(bank) == (2, 3)
     again = import_reports(bank.report_intake, path, submitted_by="cli")
     assert (again.reports, again.created) == (2, 0)
@@ -80,22 +83,46 @@ def test_import_of_more_reports_than_the_database_takes_bind_parameters(bank: No
     assert counts(bank) == (1_200, 1_200)
 
 
-def test_import_of_more_rows_than_one_file_may_hold_imports_nothing(bank: NodeContext, tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """A file is stored in one transaction holding SQLite's write lock, and held in memory whole: 600,000 rows kept
-    API writes waiting past the busy timeout, so they failed. Files are capped; a list is imported in parts."""
-    monkeypatch.setattr(report_import, "MAX_ROWS", 5)
-    rows = [f",phone,139{n:08d},telecom_fraud,90,365,\n" for n in range(6)]
-    with pytest.raises(InvalidInput, match="has more than 5 data rows; split it into files of at most 5") as refused:
-        import_reports(bank.report_intake, write(tmp_path, HEADER + "".join(rows)), submitted_by="cli")
-    assert refused.value.code == "too_many_rows"
+def test_import_writes_each_chunk_in_report_id_order(bank: NodeContext, tmp_path: Path) -> None:
+    """The report ids are random: inserted sorted, a chunk walks the B-trees keyed by report id once, and holds the
+    write lock for less time."""
+    rows = [f",phone,139{n:08d},telecom_fraud,90,365,\n" for n in range(10)]
+    result = import_reports(bank.report_intake, write(tmp_path, HEADER + "".join(rows)), submitted_by="cli",
+                            chunk_rows=5)
+    assert (result.reports, result.created) == (10, 10)
+    with bank.store.session() as session:
+        stored = list(session.scalars(select(OutboxRecord.report_id).order_by(OutboxRecord.id)))
+    assert stored[:5] == sorted(stored[:5]) and stored[5:] == sorted(stored[5:]) and len(set(stored)) == 10
+
+
+def test_import_refuses_a_report_by_its_first_problem_on_each_of_its_lines(bank: NodeContext,
+                                                                           tmp_path: Path) -> None:
+    """A report of several rows is checked as a whole, as one request would be: its problem is every row's."""
+    many = "".join(f"big,phone,139{n:08d},telecom_fraud,90,365,\n" for n in range(21))
+    path = write(tmp_path, HEADER
+                 + "g,phone,13800138000,telecom_fraud,90,365,\n"
+                 + ",phone,13700137000,telecom_fraud,90,365,\n"
+                 + "g,cn_resident_id,110105194912310021,telecom_fraud,90,365,\n"
+                 + "h,phone,13600136000,no_such_category,90,365,\n"
+                 + "h,phone,1,no_such_category,90,365,\n" + many)
+    with pytest.raises(ImportRefused) as refused:
+        import_reports(bank.report_intake, path, submitted_by="cli")
+    assert [(p.line, p.code) for p in refused.value.problems] == [
+        (2, "checksum_failed"), (4, "checksum_failed"), (5, "unknown_category"), (6, "unknown_category"),
+        *((line, "too_many_identifiers") for line in range(7, 28))]
+    assert str(refused.value.problems[0]).count("identifier 1:") == 1
     assert counts(bank) == (0, 0)
 
-    result = import_reports(bank.report_intake, write(tmp_path, HEADER + "".join(rows[:5])), submitted_by="cli")
-    assert (result.reports, result.created) == (5, 5)
-    with bank.store.session() as session:  # written in report id order, the B-trees' order, not the file's
-        stored = list(session.scalars(select(OutboxRecord.report_id).order_by(OutboxRecord.id)))
-    assert stored == sorted(stored) and len(stored) == 5
+
+def test_import_lists_the_first_problems_of_a_file_of_many(bank: NodeContext, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file of millions of bad rows (the wrong file) held a message for each in memory."""
+    monkeypatch.setattr(report_import, "MAX_LISTED_PROBLEMS", 2)
+    rows = "".join(f",phone,139{n:08d},telecom_fraud,ninety,365,\n" for n in range(5))
+    with pytest.raises(ImportRefused, match=r"^5 of 6 rows are invalid \(the first 2 are listed\)") as refused:
+        import_reports(bank.report_intake, write(tmp_path, HEADER + ",phone,13800138000,telecom_fraud,90,365,\n"
+                                                 + rows), submitted_by="cli")
+    assert [p.line for p in refused.value.problems] == [3, 4]
 
 
 def test_import_refuses_cells_it_would_drop_unread(bank: NodeContext, tmp_path: Path) -> None:

@@ -56,7 +56,7 @@ def test_migrate_upgrades_a_store_at_an_older_revision(store_url: str) -> None:
         with store.transaction() as session:
             issued = create_api_key(session, Role.analyst, "kept")
         store.migrate()
-        assert schema_revision(store) == {"0009"}
+        assert schema_revision(store) == {"0010"}
         with store.session() as session:
             assert authenticate(session, issued.token).label == "kept"
     finally:
@@ -137,7 +137,41 @@ def test_migration_0008_lets_applicants_be_erased_and_dates_repaid_loans(store_u
             ("applications", "sealed_applicant"), ("applications", "applicant_fingerprint"),
             ("booked_loans", "applicant_fingerprint")))
         store.migrate()  # and up again, over the downgraded rows
-        assert schema_revision(store) == {"0009"} and _nullable(store, "applications", "sealed_applicant")
+        assert schema_revision(store) == {"0010"} and _nullable(store, "applications", "sealed_applicant")
+    finally:
+        store.close()
+
+
+def test_migration_0010_keeps_reports_accepted_and_downgrades_without_unfinished_imports(store_url: str) -> None:
+    """0010 adds report imports: reports already held stay accepted (no import); the downgrade deletes the rows of
+    imports not complete, which an older node (knowing no imports) would publish, and keeps those of complete ones."""
+    store = Store(store_url)
+    report = text("INSERT INTO fraud_reports (report_id, category, confidence, valid_from, valid_until, evidence_hash, "
+                  "case_ref_hash, submitted_by, created_at{extra}) VALUES (:r, 1, 50, 0, 1, :z, :z, 'k', :at{value})")
+    record = text("INSERT INTO outbox_records (report_id, position, identifier_type, epoch, indicator, "
+                  "sealed_identifier, state{extra}) VALUES (:r, 0, 1, 1, :z, :z, 'queued'{value})")
+    try:
+        command.upgrade(alembic_config(store.engine), "0009")
+        with store.engine.begin() as connection:
+            for statement in (report, record):
+                connection.execute(text(statement.text.format(extra="", value="")),
+                                   {"r": "own", "z": b"\0" * 32, "at": "2026-01-01 00:00:00"})
+        store.migrate()
+        with store.engine.begin() as connection:
+            assert connection.execute(text("SELECT import_id FROM outbox_records")).all() == [(None,)]
+            connection.execute(text("INSERT INTO report_imports (id, state, source, submitted_by, rows, started_at) "
+                                    "VALUES (1, 'complete', 'a.csv', 'cli', 1, :at), "
+                                    "(2, 'staging', 'b.csv', 'cli', 1, :at)"), {"at": "2026-01-01 00:00:00"})
+            for report_id, import_id in (("done", 1), ("staged", 2)):
+                for statement in (report, record):
+                    connection.execute(text(statement.text.format(extra=", import_id", value=", :i")),
+                                       {"r": report_id, "i": import_id, "z": b"\0" * 32, "at": "2026-01-01 00:00:00"})
+        command.downgrade(alembic_config(store.engine), "0009")
+        with store.engine.connect() as connection:
+            for table in ("fraud_reports", "outbox_records"):
+                assert sorted(connection.execute(text(f"SELECT report_id FROM {table}")).scalars()) == ["done", "own"]
+        assert "report_imports" not in inspect(store.engine).get_table_names()
+        store.migrate()
     finally:
         store.close()
 
@@ -158,7 +192,7 @@ def test_a_migration_failing_half_way_leaves_the_schema_as_it_was(store_url: str
         with store.engine.begin() as connection:
             connection.execute(text("DROP TABLE publish_batches"))
         store.migrate()
-        assert schema_revision(store) == {"0009"}
+        assert schema_revision(store) == {"0010"}
     finally:
         store.close()
 
@@ -230,7 +264,7 @@ def test_processes_migrating_one_new_store_at_once_all_start(store_url: str) -> 
     assert failures == []
     store = Store(store_url)
     try:
-        assert schema_revision(store) == {"0009"}
+        assert schema_revision(store) == {"0010"}
     finally:
         store.close()
 
@@ -254,7 +288,7 @@ def test_opening_a_file_whose_write_lock_is_held_waits_for_it_to_switch_to_wal(t
     store = Store(f"sqlite:///{path}")
     try:
         store.migrate()
-        assert schema_revision(store) == {"0009"}
+        assert schema_revision(store) == {"0010"}
         with store.engine.connect() as connection:
             assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     finally:
