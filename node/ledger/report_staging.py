@@ -33,7 +33,7 @@ from node.store.models import utcnow
 
 logger = logging.getLogger(__name__)
 
-DISCARD_SLICE_ROWS = 10_000  # rows one transaction deletes when an import is discarded
+DISCARD_SLICE_ROWS = 5_000  # rows one transaction deletes when an import is discarded (as CHUNK_ROWS writes)
 # Keyed by the schema, as the migration lock is: one database may hold several stores, one per schema.
 _LOCK_KEY = "hashtext('alliance-report-import/' || current_schema())"
 _IN_PROCESS_LOCK = threading.Lock()  # a store without a file of its own (SQLite in memory) lives in one process
