@@ -22,7 +22,7 @@ from node.ledger.reactions import (
     parse_indicator,
     withdraw_report,
 )
-from node.ledger.report_import import ImportRefused, import_reports, import_work
+from node.ledger.report_import import CHECKING, ImportRefused, import_reports, import_work
 from node.ledger.reports import DEFAULT_VALID_DAYS, ReportRequest, report_status
 from node.private_files import write_private_text
 
@@ -69,9 +69,9 @@ def fraud_import(
         with Progress(console=console.err, transient=True,
                       disable=json_output or not console.err.is_terminal) as progress:
             # Over both passes (checking every row, then writing): each reads the whole file.
-            task = progress.add_task("checking rows", total=import_work(file))
+            task = progress.add_task(CHECKING, total=import_work(file))
             result = import_reports(intake, file, submitted_by=CLI_SUBMITTER,
-                                    progress=lambda phase, read: progress.update(task, description=f"{phase} rows",
+                                    progress=lambda doing, read: progress.update(task, description=doing,
                                                                                  advance=read))
     except ImportRefused as refused:
         try:

@@ -65,9 +65,10 @@ CHUNK_ROWS = 5_000
 MAX_LISTED_PROBLEMS = 100_000
 READ_BYTES = 1 << 16
 
-# What a progress callback hears: the pass ("checking" or "writing") and how many more bytes of the file it read.
-# Both passes read the whole file, so the work is twice its size (`import_work`).
+# What a progress callback hears: what the import is doing (CHECKING, WAITING or WRITING) and how many more bytes of
+# the file it read. Both passes read the whole file, so the work is twice its size (`import_work`).
 Progress = Callable[[str, int], None]
+CHECKING, WAITING, WRITING = "checking rows", "waiting for another import", "writing rows"
 # A data row: its line number, its `report` value and its report (one identifier), or why it has none.
 _Row = tuple[int, str, "ReportRequest | InvalidInput"]
 
@@ -136,7 +137,7 @@ def import_reports(intake: ReportIntake, path: Path, *, submitted_by: str, progr
     if checked.problems:
         raise ImportRefused(checked.problems, checked.rows, checked.invalid)
     store = intake.store
-    with import_lock(store):
+    with import_lock(store, on_wait=lambda: report(WAITING, 0)):
         discard_abandoned_holding_lock(store)  # holding the lock: whatever is still staging was left by the dead
         import_id = begin_import(store, source=path.name, submitted_by=submitted_by)
         try:
@@ -167,7 +168,7 @@ def _check(path: Path, progress: Progress) -> _Checked:
     groups: dict[str, _Group] = {}
     problems: list[RowProblem] = []
     invalid = rows = 0
-    with _reading(path, lambda read: progress("checking", read)) as (reader, raw):
+    with _reading(path, lambda read: progress(CHECKING, read)) as (reader, raw):
         for line, key, request in reader:
             rows += 1
             try:
@@ -247,7 +248,7 @@ def _write(intake: ReportIntake, path: Path, checked: _Checked, import_id: int, 
                                                                import_id=import_id))
         chunk, chunk_records = [], 0
 
-    with _reading(path, lambda read: progress("writing", read)) as (reader, raw):
+    with _reading(path, lambda read: progress(WRITING, read)) as (reader, raw):
         for line, key, parsed in reader:
             rows += 1
             try:

@@ -18,7 +18,7 @@ import fcntl
 import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -46,9 +46,9 @@ class ImportDiscarded(Conflict):
 
 
 @contextmanager
-def import_lock(store: Store, *, wait: bool = True) -> Iterator[bool]:
+def import_lock(store: Store, *, wait: bool = True, on_wait: Callable[[], object] | None = None) -> Iterator[bool]:
     """Hold the store's import lock for the block (yields True); with `wait` False, yields False at once if another
-    process holds it.
+    process holds it. `on_wait` is called before waiting for another holder.
 
     PostgreSQL: a session advisory lock on a connection of its own, in autocommit (no transaction stays open for
     the import's minutes). SQLite: `flock` on a file beside the database. Either is released by the operating system
@@ -56,40 +56,50 @@ def import_lock(store: Store, *, wait: bool = True) -> Iterator[bool]:
     """
     if store.engine.dialect.name == "postgresql":
         with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            if wait:
+            held = bool(connection.scalar(text(f"SELECT pg_try_advisory_lock({_LOCK_KEY})")))
+            if not held and wait:
+                if on_wait is not None:
+                    on_wait()
                 connection.execute(text(f"SELECT pg_advisory_lock({_LOCK_KEY})"))
-            elif not connection.scalar(text(f"SELECT pg_try_advisory_lock({_LOCK_KEY})")):
-                yield False
-                return
+                held = True
             try:
-                yield True
+                yield held
             finally:
-                connection.execute(text(f"SELECT pg_advisory_unlock({_LOCK_KEY})"))
+                if held:
+                    connection.execute(text(f"SELECT pg_advisory_unlock({_LOCK_KEY})"))
         return
     database = sqlite_file_of(store.url)
     if database is None:
-        if not _IN_PROCESS_LOCK.acquire(blocking=wait):
-            yield False
-            return
+        held = _IN_PROCESS_LOCK.acquire(blocking=False)
+        if not held and wait:
+            if on_wait is not None:
+                on_wait()
+            held = _IN_PROCESS_LOCK.acquire()
         try:
-            yield True
+            yield held
         finally:
-            _IN_PROCESS_LOCK.release()
+            if held:
+                _IN_PROCESS_LOCK.release()
         return
-    with _file_lock(Path(f"{database}.import-lock"), wait=wait) as held:
+    with _file_lock(Path(f"{database}.import-lock"), wait=wait, on_wait=on_wait) as held:
         yield held
 
 
 @contextmanager
-def _file_lock(path: Path, *, wait: bool) -> Iterator[bool]:
+def _file_lock(path: Path, *, wait: bool, on_wait: Callable[[], object] | None) -> Iterator[bool]:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held = True
         except BlockingIOError:
-            yield False
-            return
-        yield True
+            held = False
+        if not held and wait:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            held = True
+        yield held
     finally:
         os.close(fd)  # releases the lock
 

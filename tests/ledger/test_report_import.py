@@ -11,7 +11,7 @@ from sqlalchemy import event, func, select
 
 from node.errors import InvalidInput
 from node.ledger import report_import
-from node.ledger.report_import import MAX_FILE_BYTES, ImportRefused, import_reports, import_work
+from node.ledger.report_import import CHECKING, MAX_FILE_BYTES, WRITING, ImportRefused, import_reports, import_work
 from node.runtime import NodeContext
 from node.store.ledger_tables import FraudReport, OutboxRecord
 from tests.conftest import LedgerNodes
@@ -48,7 +48,7 @@ def test_import_groups_rows_into_reports(bank: NodeContext, tmp_path: Path) -> N
                             progress=lambda phase, read: seen.append((phase, read)))
     assert (result.rows, result.reports, result.created) == (3, 2, 2)
     size = path.stat().st_size  # progress: each pass reads the whole file
-    assert [sum(read for phase, read in seen if phase == name) for name in ("checking", "writing")] == [size, size]
+    assert [sum(read for doing, read in seen if doing == name) for name in (CHECKING, WRITING)] == [size, size]
     assert import_work(path) == 2 * size
     assert counts(bank) == (2, 3)
     again = import_reports(bank.report_intake, path, submitted_by="cli")

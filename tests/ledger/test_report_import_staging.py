@@ -18,8 +18,8 @@ from sqlalchemy import event, func, select
 
 from node.errors import NotFound
 from node.ledger import report_import, report_staging
-from node.ledger.report_import import FileChanged, ImportRefused, import_reports
-from node.ledger.report_staging import discard_abandoned_imports, import_lock
+from node.ledger.report_import import WAITING, FileChanged, ImportRefused, import_reports
+from node.ledger.report_staging import ImportDiscarded, discard_abandoned_imports, import_lock
 from node.ledger.reports import ReportIntake, ReportRequest, report_status
 from node.ledger.republish import republish_active_reports
 from node.ledger.retention import prune
@@ -261,19 +261,19 @@ def test_overlapping_imports_store_each_report_once(
     and counted as created by the import that stored them first."""
     first, second = write(tmp_path, phones(0, 60), "first.csv"), write(tmp_path, phones(40, 60), "second.csv")
     results: dict[str, report_import.ImportResult] = {}
-    second_started = threading.Event()
+    second_waits = threading.Event()
 
     def run_second() -> None:
-        second_started.set()
-        results["second"] = import_file(bank, second)
+        results["second"] = import_reports(bank.report_intake, second, submitted_by="cli", chunk_rows=CHUNK,
+                                           progress=lambda doing, _read: doing == WAITING and second_waits.set())
 
     other = threading.Thread(target=run_second)
 
     def start_second_and_wait() -> None:
         other.start()
-        second_started.wait()
-        other.join(timeout=2)
-        assert other.is_alive()  # waiting for the lock while the first import writes
+        assert second_waits.wait(timeout=30)  # for the lock, while the first import writes
+        other.join(timeout=1)
+        assert other.is_alive()
 
     after_chunks(1, start_second_and_wait)
     results["first"] = import_file(bank, first)
@@ -323,3 +323,21 @@ def test_file_changed_between_passes_imports_nothing(bank: NodeContext, tmp_path
     assert stored(bank) == (0, 0, 0)
     monkeypatch.undo()
     assert import_file(bank, write(tmp_path, rows)).created == 100
+
+
+@pytest.mark.parametrize("after", [1, 5])  # mid-file; after the last chunk, before the import completes
+def test_import_discarded_by_another_process_stops_and_accepts_nothing(
+        bank: NodeContext, tmp_path: Path, after_chunks: Callable[[int, Callable[[], object]], None],
+        after: int) -> None:
+    """An import taken for abandoned (its PostgreSQL connection dropped, say, so its lock was released) is discarded
+    by another process while it still runs: its next chunk, or its completion, finds it so and stops."""
+    def discard_it() -> None:
+        with bank.store.session() as session:
+            import_id = session.scalars(select(ReportImport.id)).one()
+        report_staging.discard_import(bank.store, import_id)
+
+    after_chunks(after, discard_it)
+    with pytest.raises(ImportDiscarded):
+        import_file(bank, write(tmp_path, phones(0, 100)))
+    assert stored(bank) == (0, 0, 0)
+    assert bank.publisher.drain().records == 0
