@@ -192,7 +192,7 @@ class ReportIntake:
     def _store_reports(self, prepared: Sequence[PreparedReport], submitted_by: str,
                        import_id: int | None) -> list[AcceptedReport]:
         # Sealed before the transaction: on SQLite the write lock is held from its first write to its commit, and
-        # encrypting 10,000 identifiers inside it made an import's chunks hold it longer.
+        # sealing an import chunk's identifiers inside it made the chunk hold it longer.
         records_of = {report.report_id: self._outbox_rows(report, import_id) for report in prepared}
         with self._store.transaction() as session:
             if import_id is not None:
