@@ -2,6 +2,7 @@
 
     python bench/report_import.py                 # 300,000 rows
     python bench/report_import.py --rows 50000    # quicker
+    python bench/report_import.py --postgres postgresql+psycopg://user:pw@host/db   # the store in a new schema
 
 A real node (its own data dir, SQLite store, keys; a private anvil for its deployment) imports a CSV of `--rows`
 rows: single-row reports of one phone number each, and every 20th pair of rows one report of two. Meanwhile a second
@@ -17,11 +18,12 @@ import json
 import subprocess
 import sys
 import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runnable from a plain checkout
 
-from bench._common import BENCH_PASSPHRASE, emit, member_node, private_chain
+from bench._common import BENCH_PASSPHRASE, emit, member_node, postgres_schema, private_chain
 
 WRITE_EVERY_S = 0.05
 
@@ -92,8 +94,12 @@ def write_file(path: Path, rows: int) -> None:
 
 def main() -> None:
     rows = int(sys.argv[sys.argv.index("--rows") + 1]) if "--rows" in sys.argv else 300_000
-    with private_chain() as rpc_url, tempfile.TemporaryDirectory(prefix="alliance-bench-import-") as directory:
-        node = member_node(rpc_url, directory, "BENCH-IMPORT", key_seed=5)
+    postgres = sys.argv[sys.argv.index("--postgres") + 1] if "--postgres" in sys.argv else None
+    with ExitStack() as stack:
+        rpc_url = stack.enter_context(private_chain())
+        directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="alliance-bench-import-"))
+        store = {} if postgres is None else {"database_url": stack.enter_context(postgres_schema(postgres, "imp"))}
+        node = member_node(rpc_url, directory, "BENCH-IMPORT", key_seed=5, **store)
         path = Path(directory) / "reports.csv"
         write_file(path, rows)
         size = path.stat().st_size
@@ -117,7 +123,8 @@ def main() -> None:
           f"{imported['rss_before_mb']:.0f} MB)")
     print(f"API writes during the import: {waits['writes']}, longest {waits['max_s']:.3f} s, "
           f"p99 {waits['p99_s']:.3f} s, median {waits['median_s']:.3f} s")
-    emit({"rows": imported["rows"], "file_mib": round(size / 2**20, 1), "reports": imported["reports"],
+    emit({"store": "postgresql" if postgres else "sqlite", "rows": imported["rows"],
+          "file_mib": round(size / 2**20, 1), "reports": imported["reports"],
           "import_s": round(seconds, 1), "rows_per_s": round(imported["rows"] / seconds),
           "peak_rss_mb": round(imported["peak_rss_mb"]), "rss_before_import_mb": round(imported["rss_before_mb"]),
           "api_writes": waits["writes"], "api_write_max_wait_s": round(waits["max_s"], 3),
