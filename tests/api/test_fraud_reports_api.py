@@ -7,6 +7,8 @@ import os
 from sqlalchemy import func, select
 
 from node.auth.apikeys import Role
+from node.ledger.report_staging import begin_import, complete_import
+from node.ledger.reports import ReportRequest
 from node.signer_rotation import prepare_new_signer
 from node.store.ledger_tables import OutboxRecord
 from tests.api.conftest import ApiNode
@@ -83,6 +85,22 @@ def test_read_report_unknown_is_404(api: ApiNode) -> None:
     response = api.client.get("/v1/fraud/reports/" + "0" * 32, headers=api.headers(Role.analyst))
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "report_not_found"
+
+
+def test_read_report_of_an_import_not_complete_is_404_until_it_completes(api: ApiNode) -> None:
+    """A report written by `alliance fraud import` is not accepted until the whole file is: it is not shown before."""
+    with_key(api)
+    intake = api.node.report_intake
+    import_id = begin_import(api.node.store, source="reports.csv", submitted_by="cli")
+    prepared = intake.prepare(ReportRequest([("phone", "13800138000")], "telecom_fraud", 90))
+    intake.store_prepared([prepared], submitted_by="cli", import_id=import_id)
+    url = f"/v1/fraud/reports/{prepared.report_id}"
+    staged = api.client.get(url, headers=api.headers(Role.analyst))
+    assert staged.status_code == 404 and staged.json()["error"]["code"] == "report_not_found"
+    assert "the import writing it has not completed" in staged.json()["error"]["message"]
+    complete_import(api.node.store, import_id, reports=1, created=1, sha256=bytes(32))
+    shown = api.client.get(url, headers=api.headers(Role.analyst))
+    assert shown.status_code == 200 and shown.json()["state"] == "queued"
 
 
 def test_create_report_malformed_body_is_422_without_echoing_values(api: ApiNode) -> None:
