@@ -1,5 +1,5 @@
-"""`alliance fraud report|import|show|publish|endorse|dispute|confirm|withdraw`: the fraud ledger from the command
-line."""
+"""`alliance fraud report|import|show|search|publish|endorse|dispute|confirm|withdraw`: the fraud ledger from the
+command line."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from alliance_cli.arguments import parse_identifier_arguments
 from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
 from node.chain.errors import ContractRevert
+from node.ledger.indicator_search import DEFAULT_LIMIT, SearchRequest, search_indicators
 from node.ledger.reactions import (
     ReactionSent,
     confirm_report,
@@ -24,6 +25,7 @@ from node.ledger.reactions import (
 )
 from node.ledger.report_import import CHECKING, ImportRefused, import_reports, import_work
 from node.ledger.reports import DEFAULT_VALID_DAYS, ReportRequest, report_status
+from node.ledger.stix import MAX_PAGE
 from node.private_files import write_private_text
 
 app = typer.Typer(help="Report fraud indicators to the alliance ledger.", no_args_is_help=True)
@@ -103,6 +105,43 @@ def fraud_show(ctx: typer.Context, report_id: Annotated[str, typer.Argument(help
     console.table("identifiers", ["#", "type", "epoch", "indicator", "state", "block", "tx"],
                   [(i.position, i.identifier_type, i.epoch, i.indicator[:18] + "…", i.state, i.block_number or "",
                     i.tx_hash or "") for i in status.identifiers])
+
+
+@app.command("search")
+def fraud_search(
+    ctx: typer.Context,
+    category: Annotated[str | None, typer.Option(help="Reported in this category (money_mule, ...).")] = None,
+    identifier_type: Annotated[str | None, typer.Option(help="phone, bank_card, cn_resident_id, ...")] = None,
+    reporter: Annotated[str | None, typer.Option(help="Reported by this member (id, address or bank code).")] = None,
+    reported_since: Annotated[int | None, typer.Option(help="Published at or after (Unix seconds).")] = None,
+    reported_until: Annotated[int | None, typer.Option(help="Published before (Unix seconds).")] = None,
+    state: Annotated[str | None, typer.Option(help="active, disputed, revoked or expired.")] = None,
+    min_confidence: Annotated[int | None, typer.Option(help="Decayed confidence at least this (0-100).")] = None,
+    changed_since_block: Annotated[int | None, typer.Option(help="A record or reaction in this block or later.")]
+    = None,
+    after: Annotated[str | None, typer.Option(help="Continue after this indicator (the previous page's cursor).")]
+    = None,
+    limit: Annotated[int, typer.Option(help=f"Indicators per page (1..{MAX_PAGE}).")] = DEFAULT_LIMIT,
+    json_output: JsonOption = False,
+) -> None:
+    """Indicators of the local mirror with their state now, filtered (no chain call unless --reporter)."""
+    if not 1 <= limit <= MAX_PAGE:
+        console.fail(f"--limit must be 1..{MAX_PAGE}", code="invalid_limit")
+    node = node_context(ctx)
+    request = SearchRequest(category, identifier_type, reporter, reported_since, reported_until, state,
+                            min_confidence, changed_since_block)
+    with node.store.session() as session:
+        page = search_indicators(node, session, request, after=parse_indicator(after) if after else None, limit=limit)
+    if json_output:
+        console.print_json(page.to_json())
+        return
+    console.table("Indicators", ["indicator", "state", "categories", "reporters", "confidence", "last reported"],
+                  [("0x" + s.indicator.hex()[:16] + "…", status, ", ".join(s.categories) or "-",
+                    ", ".join(map(str, s.reporters)) or "-", s.confidence, s.last_reported or "-")
+                   for s, status in zip(page.states, page.statuses(), strict=True)])
+    mirror = page.mirror
+    console.info(f"mirror as of block {mirror.as_of_block}{' (STALE)' if mirror.stale else ''}"
+                 + (f"; next page: --after 0x{page.next_after.hex()}" if page.next_after is not None else ""))
 
 
 @app.command("publish")

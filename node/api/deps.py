@@ -19,6 +19,9 @@ from node.runtime import NodeContext
 # Where a paged list's cursor goes when the body stays what it was before paging (a STIX bundle, a plain list): the
 # value to pass as `after` for the next page, absent on the last page.
 NEXT_PAGE_HEADER = "X-Next-After"
+# On every STIX export page: the `changed_since_block` of the next incremental pull (node.ledger.stix.export_page),
+# the block after the one the mirror held when the page was read.
+NEXT_CHANGED_SINCE_HEADER = "X-Next-Changed-Since-Block"
 
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                                description="An API key from `alliance apikey create --role ROLE`.")

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select, union
 from sqlalchemy.orm import Session
 
 from node.errors import NotFound
@@ -69,9 +69,40 @@ def _rows_with_indicators(session: Session, table: str, columns: Sequence[Any], 
     return connection.exec_driver_sql(sql, tuple(chunk)).all()
 
 
-def indicators_page(session: Session, *, after: bytes | None, limit: int) -> list[bytes]:
-    """Up to `limit` indicators that have records, in byte order, after `after` (a paging cursor)."""
-    query = select(MirrorRecord.indicator).distinct().order_by(MirrorRecord.indicator).limit(limit)
+@dataclass(frozen=True, slots=True)
+class RecordFilter:
+    """Which indicators a page takes, by what their records say; None: any. The record filters hold together for one
+    record (a record of that category, by that reporter, published in that time), `changed_since_block` for any."""
+
+    category: int | None = None
+    identifier_type: int | None = None
+    reporter_member_id: int | None = None
+    published_since: int | None = None  # block time, inclusive
+    published_until: int | None = None  # exclusive
+    changed_since_block: int | None = None  # a record or a reaction in this block or a later one
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        equal = ((MirrorRecord.category, self.category), (MirrorRecord.identifier_type, self.identifier_type),
+                 (MirrorRecord.reporter_member_id, self.reporter_member_id))
+        found = [column == value for column, value in equal if value is not None]
+        if self.published_since is not None:
+            found.append(MirrorRecord.published_at >= self.published_since)
+        if self.published_until is not None:
+            found.append(MirrorRecord.published_at < self.published_until)
+        if self.changed_since_block is not None:
+            block = self.changed_since_block
+            found.append(MirrorRecord.indicator.in_(union(
+                select(MirrorRecord.indicator).where(MirrorRecord.block_number >= block),
+                select(MirrorReaction.indicator).where(MirrorReaction.block_number >= block))))
+        return found
+
+
+def indicators_page(session: Session, *, after: bytes | None, limit: int, where: RecordFilter = RecordFilter()
+                    ) -> list[bytes]:
+    """Up to `limit` indicators that have records (those `where` admits), in byte order, after `after` (a paging
+    cursor)."""
+    query = (select(MirrorRecord.indicator).distinct().where(*where.conditions())
+             .order_by(MirrorRecord.indicator).limit(limit))
     if after is not None:
         query = query.where(MirrorRecord.indicator > after)
     return [bytes(i) for i in session.scalars(query)]

@@ -31,7 +31,7 @@ from node.ledger.indicator_state import (
     confidence_settled_since,
     derive_state_and_sources,
 )
-from node.ledger.mirror import facts_for, indicators_page
+from node.ledger.mirror import RecordFilter, facts_for, indicators_page
 from node.ledger.vocabulary import identifier_type_of
 from node.store.ledger_tables import MirrorBatch
 
@@ -51,13 +51,13 @@ def stix_timestamp(unix_seconds: int) -> str:
 
 
 def indicator_id(indicator: bytes, incarnation: int = 0) -> str:
-    """The STIX id of an indicator's `incarnation` (see `current_incarnation`); the first keeps the plain name."""
+    """The STIX id of an indicator's `incarnation` (see `incarnation_starts`); the first keeps the plain name."""
     name = f"indicator:{indicator.hex()}" + (f":{incarnation}" if incarnation else "")
     return f"indicator--{uuid.uuid5(STIX_NAMESPACE, name)}"
 
 
-def current_incarnation(records: Sequence[RecordFact], reactions: Sequence[ReactionFact]) -> tuple[int, int]:
-    """(number, first block) of the indicator's current incarnation.
+def incarnation_starts(records: Sequence[RecordFact], reactions: Sequence[ReactionFact]) -> list[int]:
+    """The first block of each incarnation of the indicator, oldest first ([0] without records).
 
     STIX makes `revoked` final for an object id, but an indicator whose every record was revoked can be reported
     again. So an indicator that was fully revoked at the end of some block, and gets a record in a later block,
@@ -72,7 +72,7 @@ def current_incarnation(records: Sequence[RecordFact], reactions: Sequence[React
     published: dict[int, list[RecordFact]] = {}
     for record in records:
         published.setdefault(record.block_number, []).append(record)
-    incarnation, start = 0, min(published, default=0)
+    starts = [min(published, default=0)]
     # (batch, reporter) of the records not revoked yet. A revocation never precedes its record: the indexer keeps
     # one only if its batch holds the indicator, and within a block the records are added first.
     outstanding: set[tuple[int, int]] = set()
@@ -80,11 +80,11 @@ def current_incarnation(records: Sequence[RecordFact], reactions: Sequence[React
     for block in sorted(published.keys() | revocations.keys()):
         new = published.get(block, [])
         if new and seen_any and not outstanding:
-            incarnation, start = incarnation + 1, block
+            starts.append(block)
         seen_any = seen_any or bool(new)
         outstanding.update((record.batch_id, record.reporter_member_id) for record in new)
         outstanding.difference_update(revocations.get(block, ()))
-    return incarnation, start
+    return starts
 
 
 def identity_id(member_id: int) -> str:
@@ -179,30 +179,55 @@ class ExportPage:
 
 
 def export_page(session: Session, *, at: int, policy: StatePolicy, include_inactive: bool = False,
-                after: bytes | None = None, limit: int = DEFAULT_PAGE) -> ExportPage:
+                after: bytes | None = None, limit: int = DEFAULT_PAGE, changed_since_block: int | None = None
+                ) -> ExportPage:
     """One self-contained bundle of the next `limit` indicators with records after `after`, in byte order.
 
     Only indicators producing hits at `at` become objects unless `include_inactive`, so a page may hold
     fewer than `limit`; paging goes on while `next_after` is set.
+
+    With `changed_since_block` (an incremental pull) only indicators with a record or reaction in that block or a
+    later one are read, and each becomes an object whatever its state: a platform holding it from an earlier pull
+    must learn that it was revoked, disputed or stopped hitting. So must it of an earlier incarnation revoked since
+    (its last event in that block or later), which comes too, revoked, beside the one that replaced it.
     """
-    page = indicators_page(session, after=after, limit=limit)
+    changed = RecordFilter(changed_since_block=changed_since_block)
+    page = indicators_page(session, after=after, limit=limit, where=changed)
     facts = facts_for(session, page)
     objects: list[dict[str, Any]] = []
     members: set[int] = set()
     for indicator in page:
         records, reactions = facts[indicator]
-        incarnation, start = current_incarnation(records, reactions)
-        if incarnation:  # the object describes this incarnation: earlier records were all revoked before it
-            records = [r for r in records if r.block_number >= start]
-            reactions = [e for e in reactions if e.block_number >= start]
-        state, sources = derive_state_and_sources(indicator, records, reactions, at=at, policy=policy)
-        if not (state.active or include_inactive) or not exportable(state):
-            continue
-        objects.append(indicator_object(state, sources, records, reactions, incarnation, at=at, policy=policy))
-        members.update(record.reporter_member_id for record in records)
+        starts = incarnation_starts(records, reactions)
+        ends = [*starts[1:], None]
+        for incarnation, (start, end) in enumerate(zip(starts, ends, strict=True)):
+            # The first incarnation takes every fact, also a reaction older than its first record.
+            own_records, own_reactions = _incarnation_facts(records, reactions, start if incarnation else 0, end)
+            if end is not None and not (changed_since_block is not None
+                                        and _last_block(own_records, own_reactions) >= changed_since_block):
+                continue  # an earlier incarnation: the export carries it no longer, unless revoked since the last pull
+            state, sources = derive_state_and_sources(indicator, own_records, own_reactions, at=at, policy=policy)
+            if not (state.active or include_inactive or changed_since_block is not None) or not exportable(state):
+                continue
+            objects.append(indicator_object(state, sources, own_records, own_reactions, incarnation, at=at,
+                                            policy=policy))
+            members.update(record.reporter_member_id for record in own_records)
     first_seen = first_batch_times(session, members)
     identities = [identity_object(member, first_seen[member]) for member in sorted(members)]
     bundle: dict[str, Any] = {"type": "bundle", "id": f"bundle--{uuid.uuid4()}"}
     if objects:  # STIX lists are never empty: a page without indicators (all inactive, or the end) has no `objects`
         bundle["objects"] = [*identities, *objects]
     return ExportPage(bundle, page[-1] if len(page) == limit else None)
+
+
+def _incarnation_facts(records: Sequence[RecordFact], reactions: Sequence[ReactionFact], start: int, end: int | None
+                       ) -> tuple[list[RecordFact], list[ReactionFact]]:
+    """The records and reactions of the incarnation from block `start` to before block `end` (None: to now)."""
+    def within(block: int) -> bool:
+        return block >= start and (end is None or block < end)
+
+    return [r for r in records if within(r.block_number)], [e for e in reactions if within(e.block_number)]
+
+
+def _last_block(records: Sequence[RecordFact], reactions: Sequence[ReactionFact]) -> int:
+    return max([r.block_number for r in records] + [e.block_number for e in reactions])

@@ -259,3 +259,33 @@ def test_a_node_refusal_and_a_usage_error_with_json_carry_their_codes(cli: CliRu
     assert error["code"] == "report_not_found"
     usage = json_error(cli("fraud", "show", "--json"))  # the report id is missing
     assert usage["code"] == "usage" and "Missing argument" in usage["message"]
+
+
+def test_fraud_search_lists_filtered_indicators_as_table_and_json(cli: CliRunner, member: None) -> None:
+    for phone, category in (("13800138000", "money_mule"), ("13900139000", "telecom_fraud")):
+        assert cli("fraud", "report", f"phone={phone}", "--category", category, "--confidence", "60").code == 0
+    assert cli("fraud", "publish").code == 0
+    assert cli("ledger", "sync").code == 0
+    found = cli("fraud", "search", "--category", "money_mule", "--reporter", "BANKA", "--state", "active", "--json")
+    assert found.code == 0, found.err
+    body = json.loads(found.out)
+    assert [(i["categories"], i["reporters"], i["status"]) for i in body["indicators"]] == [(["money_mule"], [1],
+                                                                                           "active")]
+    assert body["next_after"] is None and body["as_of_block"] >= 0
+    table = cli("fraud", "search", "--identifier-type", "phone", "--limit", "1")
+    assert table.code == 0 and table.out.count("active") == 1
+    assert f"--after {json.loads(cli('fraud', 'search', '--limit', '1', '--json').out)['next_after']}" in table.out
+    assert "mirror as of block" in table.out
+    assert json.loads(cli("fraud", "search", "--changed-since-block", str(body["next_changed_since_block"]),
+                          "--json").out)["indicators"] == []
+
+
+@pytest.mark.parametrize(("args", "code"), [
+    (("--category", "13800138000"), "unknown_category"), (("--state", "13800138000"), "invalid_state"),
+    (("--min-confidence", "101"), "invalid_confidence"), (("--limit", "0"), "invalid_limit"),
+    (("--reporter", "13800138000"), "unknown_member")])
+def test_fraud_search_refuses_invalid_filters_with_codes(cli: CliRunner, member: None, args: tuple[str, ...],
+                                                         code: str) -> None:
+    refused = cli("fraud", "search", *args, "--json")
+    assert refused.code == 1 and json.loads(refused.out)["error"]["code"] == code
+    assert "13800138000" not in refused.out + refused.err
