@@ -12,10 +12,10 @@ view derives it. So a page reads candidates in indicator byte order until it hol
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -27,6 +27,8 @@ from node.ledger.indicator_state import IndicatorState, StatePolicy, derive_stat
 from node.ledger.mirror import MirrorStatus, RecordFilter, facts_for, indicators_page, mirror_status
 from node.ledger.vocabulary import Category, identifier_type_code
 from node.runtime import NodeContext
+
+T = TypeVar("T")
 
 DEFAULT_LIMIT = 100
 # Candidates one page examines at most when a state filter needs their derived state (about 0.5 s here): a filter
@@ -43,6 +45,13 @@ class IndicatorStatus(StrEnum):
     disputed = "disputed"  # an unanswered dispute stands (hitting within the window, lapsed after it)
     active = "active"  # produces hits, no dispute stands
     expired = "expired"  # none of the above: each record not revoked is outside its validity
+
+
+# A reaction without which no indicator can be in the state: the rules give `disputed` only from a dispute of the
+# hash and `revoked` only from revocations of it. Selecting in SQL only indicators that have one spares deriving the
+# state of the others (the derived state still decides); both states are rare, so such a search read a page of
+# candidates for each few matches.
+_REACTION_NEEDED = {IndicatorStatus.disputed: "disputed", IndicatorStatus.revoked: "revoked"}
 
 
 def status_of(state: IndicatorState) -> IndicatorStatus:
@@ -84,40 +93,29 @@ def search_filters(*, category: str | None = None, identifier_type: str | None =
                          ("changed_since_block", changed_since_block)):
         if number is not None and not 0 <= number <= MAX_STORED_INT:
             raise InvalidInput(f"{name} must be 0..{MAX_STORED_INT}", code="invalid_range")
-    records = RecordFilter(category=_category_code(category), identifier_type=_identifier_type_code(identifier_type),
+    status = _named(state, _STATUSES, "state", "invalid_state")
+    records = RecordFilter(category=_named(category, _CATEGORIES, "category", "unknown_category"),
+                           identifier_type=_named(identifier_type, _IDENTIFIER_TYPES, "identifier_type",
+                                                  ReasonCode.UNKNOWN_TYPE.value),
                            reporter_member_id=reporter_member_id, published_since=reported_since,
-                           published_until=reported_until, changed_since_block=changed_since_block)
-    return IndicatorSearch(records, _status(state), min_confidence)
+                           published_until=reported_until, changed_since_block=changed_since_block,
+                           reacted=_REACTION_NEEDED.get(status) if status is not None else None)
+    return IndicatorSearch(records, status, min_confidence)
 
 
-def _category_code(name: str | None) -> int | None:
+_CATEGORIES = {category.name: int(category) for category in Category}
+_IDENTIFIER_TYPES = {kind.value: identifier_type_code(kind) for kind in IdentifierType}
+_STATUSES = {status.value: status for status in IndicatorStatus}
+
+
+def _named(name: str | None, choices: Mapping[str, T], filter_name: str, code: str) -> T | None:
+    """The value `name` stands for among `choices` (any case), None for no filter; InvalidInput naming the choices."""
     if name is None:
         return None
     try:
-        return int(Category[name.strip().lower()])
+        return choices[name.strip().lower()]
     except KeyError:
-        raise InvalidInput(f"category must be one of {', '.join(c.name for c in Category)}",
-                           code="unknown_category") from None
-
-
-def _identifier_type_code(name: str | None) -> int | None:
-    if name is None:
-        return None
-    try:
-        return identifier_type_code(name.strip().lower())
-    except ValueError:
-        raise InvalidInput(f"identifier_type must be one of {', '.join(t.value for t in IdentifierType)}",
-                           code=ReasonCode.UNKNOWN_TYPE.value) from None
-
-
-def _status(name: str | None) -> IndicatorStatus | None:
-    if name is None:
-        return None
-    try:
-        return IndicatorStatus(name.strip().lower())
-    except ValueError:
-        raise InvalidInput(f"state must be one of {', '.join(s.value for s in IndicatorStatus)}",
-                           code="invalid_state") from None
+        raise InvalidInput(f"{filter_name} must be one of {', '.join(choices)}", code=code) from None
 
 
 @dataclass(frozen=True, slots=True)

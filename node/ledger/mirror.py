@@ -80,6 +80,7 @@ class RecordFilter:
     published_since: int | None = None  # block time, inclusive
     published_until: int | None = None  # exclusive
     changed_since_block: int | None = None  # a record or a reaction in this block or a later one
+    reacted: str | None = None  # a reaction of this kind (disputed, revoked, ...), in any block
 
     def conditions(self) -> list[ColumnElement[bool]]:
         equal = ((MirrorRecord.category, self.category), (MirrorRecord.identifier_type, self.identifier_type),
@@ -94,6 +95,9 @@ class RecordFilter:
             found.append(MirrorRecord.indicator.in_(union(
                 select(MirrorRecord.indicator).where(MirrorRecord.block_number >= block),
                 select(MirrorReaction.indicator).where(MirrorReaction.block_number >= block))))
+        if self.reacted is not None:
+            found.append(MirrorRecord.indicator.in_(select(MirrorReaction.indicator)
+                                                    .where(MirrorReaction.kind == self.reacted)))
         return found
 
 
