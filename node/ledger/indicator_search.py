@@ -31,7 +31,7 @@ from node.runtime import NodeContext
 T = TypeVar("T")
 
 DEFAULT_LIMIT = 100
-# Candidates one page examines at most when a state filter needs their derived state (about 0.5 s here): a filter
+# Candidates one page examines at most when a state filter needs their derived state (0.65 s here): a filter
 # that matches little would otherwise derive the state of the whole mirror in one request.
 SCAN_BUDGET = 10_000
 # The store's widest integer: SQLite cannot bind a larger one (a time or block past it matches nothing anyway).
