@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,8 @@ from node.store.db import once_more_on_conflict
 # periods): a larger number is refused as bad input before anything is sent, rather than taken on chain and then
 # failing to be stored.
 MAX_PERIOD = MAX_VERSION = 2**31 - 1  # INTEGER
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -274,18 +277,41 @@ def report_servicing(node: NodeContext, pool_id: int, period: int, *, version: i
     for _, status in values:
         counts[status - 1] += 1
     packed = pack_statuses([s for _, s in values])
+    _finish_earlier_statuses(node, registry, pool_id, period, chunk_bytes)
     # A copy sent by a run stopped before its receipt, or by another process (the API beside the CLI), is found and
     # stored: sent again, it is refused for its period, and the statuses behind the loans' proofs were lost.
     receipt = registry.chain.send_once(lambda: _reported_earlier(registry, pool_id, version, period, root),
                                        lambda: registry.report_servicing(pool_id, version, period, root, counts,
                                                                          packed[:chunk_bytes]),
                                        refused_as_done=(AssetRegistryPeriodNotIncreasing,))
-    publish_remaining_statuses(registry, pool_id, period, packed, chunk_bytes)
+    # Stored before the rest of its statuses go: a node stopped between chunks then holds what the next report of
+    # the pool needs to finish them (_finish_earlier_statuses), should the period not be reported again first.
     row = AssetServicingReport(pool_id=pool_id, version=version, period=period, status_root=root,
                                statuses=json.dumps([s for _, s in values]), tx_hash=receipt.tx_hash,
                                block_number=receipt.block_number)
     once_more_on_conflict(lambda: _store_servicing_report(node, row))
+    publish_remaining_statuses(registry, pool_id, period, packed, chunk_bytes)
     return ServicingResult(pool_id, version, period, root, counts, receipt)
+
+
+def _finish_earlier_statuses(node: NodeContext, registry: AssetRegistryClient, pool_id: int, period: int,
+                             chunk_bytes: int) -> None:
+    """Publish the rest of the statuses of the pool's latest reported period before a later period is reported: the
+    contract takes statuses of the latest period only, so reporting the next one would leave that period's gap in
+    every bundle of its loans for good. Done from this node's stored report; one another custodian sent (custody
+    changed since) cannot be finished here, and is logged."""
+    progress = registry.statuses_progress(pool_id)
+    if not 0 < progress.period < period or progress.published >= progress.length:
+        return
+    with node.store.session() as session:
+        stored = session.scalar(select(AssetServicingReport.statuses).where(
+            AssetServicingReport.pool_id == pool_id, AssetServicingReport.period == progress.period))
+    if stored is None:
+        logger.warning("pool %d: period %d has %d of its %d bytes of statuses on chain and was not reported by this "
+                       "node; reporting period %d leaves that gap for good (every bundle of its loans names it)",
+                       pool_id, progress.period, progress.published, progress.length, period)
+        return
+    publish_remaining_statuses(registry, pool_id, progress.period, pack_statuses(json.loads(stored)), chunk_bytes)
 
 
 def publish_remaining_statuses(registry: AssetRegistryClient, pool_id: int, period: int, packed: bytes,

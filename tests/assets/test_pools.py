@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from node.assets import lifecycle
 from node.assets.loan_tape import LoanTapeRejected
@@ -590,6 +591,42 @@ def test_report_servicing_again_after_a_crash_between_chunks_publishes_the_rest(
     complete = verify_bundle(build_bundle(a, loan), rpc_url, address)
     assert complete.ok, complete.failures
     assert complete.facts["loan_status_periods"] == [1]
+
+
+def test_reporting_the_next_period_finishes_the_statuses_of_one_stopped_between_chunks(
+        banks: list[NodeContext], tmp_path: Path, rpc_url: str, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The node stopped between period 1's chunks, and the custodian went on to period 2 without reporting period 1
+    again: the contract takes statuses of the latest period only, so period 1's gap stayed in every bundle for good.
+    The report of period 2 first publishes the rest of period 1 from the stored report. A period this node holds no
+    report of (another custodian's) cannot be finished: it is logged, and period 2 goes on."""
+    a = banks[0]
+    pool_id = anchor_tape(a, tmp_path, "next-period", range(9))
+    records = first_version_records(a)
+    registry = asset_registry(a)
+
+    def stopped(*args: object, **kwargs: object) -> Receipt:
+        raise Stopped
+
+    for period in (1, 3):
+        with monkeypatch.context() as patched:
+            patched.setattr(AssetRegistryClient, "publish_statuses", stopped)
+            with pytest.raises(Stopped):
+                lifecycle.report_servicing(a, pool_id, period, chunk_bytes=2)
+        assert registry.statuses_progress(pool_id) == StatusesProgress(period, 2, 5)
+        if period == 1:
+            lifecycle.report_servicing(a, pool_id, 2, chunk_bytes=2)
+            assert [(c.period, c.offset) for c in registry.reported_statuses(pool_id)] == \
+                [(1, 0), (1, 2), (1, 4), (2, 0), (2, 2), (2, 4)]
+    bundle = build_bundle(a, "0x" + records[0].loan_id.hex())
+    verdict = verify_bundle(bundle, rpc_url, a.deployment.address("AssetRegistry"))
+    assert not verdict.ok and [m["period"] for m in verdict.facts["loan_status_periods_missing"]] == [3]
+    with a.store.transaction() as session:  # as if another custodian had reported period 3
+        session.execute(delete(AssetServicingReport).where(AssetServicingReport.period == 3))
+    with caplog.at_level(logging.WARNING, logger="node.assets.lifecycle"):
+        lifecycle.report_servicing(a, pool_id, 4, chunk_bytes=2)
+    assert registry.statuses_progress(pool_id) == StatusesProgress(4, 5, 5)
+    assert "period 3 has 2 of its 5 bytes of statuses on chain and was not reported by this node" in caplog.text
 
 
 @pytest.mark.parametrize("period", [2**31, 2**32])
