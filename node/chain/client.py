@@ -365,9 +365,13 @@ class ChainClient:
         with translate_errors(self.rpc_url):
             return bool(self.w3.eth.syncing)
 
-    def has_code(self, address: str) -> bool:
+    def code(self, address: str) -> bytes:
+        """The runtime code at `address` (empty: no contract there)."""
         with translate_errors(self.rpc_url):
-            return len(self.w3.eth.get_code(Web3.to_checksum_address(address))) > 0
+            return bytes(self.w3.eth.get_code(Web3.to_checksum_address(address)))
+
+    def has_code(self, address: str) -> bool:
+        return len(self.code(address)) > 0
 
     def event_logs(self, event: ContractEvent, *, from_block: int = 0, to_block: int | str = "latest",
                    argument_filters: dict[str, Any] | None = None) -> list[EventData]:

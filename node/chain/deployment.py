@@ -12,6 +12,7 @@ from typing import Any
 
 from node.chain.artifacts import ArtifactMissing, load_artifact
 from node.chain.client import ChainClient
+from node.chain.code_functions import missing_functions
 from node.chain.errors import ContractNotDeployed
 from node.chain.registry import FoundingMember
 
@@ -73,13 +74,21 @@ def load_deployment(path: Path) -> Deployment:
 
 
 def check_deployment(client: ChainClient, deployment: Deployment) -> None:
-    """Raise unless this chain is the recorded one and every recorded contract has code."""
+    """Raise unless this chain is the recorded one and every recorded contract has code with every function this
+    node's artifacts call (code_functions)."""
     if client.chain_id != deployment.chain_id:
         raise ContractNotDeployed(
             f"the chain's id is {client.chain_id}, the deployment record is for chain {deployment.chain_id}")
     for name, contract in deployment.contracts.items():
-        if not client.has_code(contract.address):
+        code = client.code(contract.address)
+        if not code:
             raise ContractNotDeployed(f"no code for {name} at {contract.address} on this chain")
+        missing = missing_functions(load_artifact(name).abi, code)
+        if missing:
+            shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+            raise ContractNotDeployed(
+                f"{name} at {contract.address} was deployed from other contract sources than this node's: it lacks "
+                f"{shown}; run the node version that deployed it, or deploy the contracts again")
 
 
 def deploy_consortium(
