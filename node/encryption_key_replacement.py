@@ -58,6 +58,7 @@ from node.crypto.envelopes import (
 )
 from node.crypto.vault import LocalVault, VaultError, derive_local_key, derive_vault_key
 from node.errors import Conflict
+from node.key_users_lock import encryption_key_alone
 from node.ledger.key_distribution import EncryptionKeyNotOnChain, NotAMember
 from node.ledger.keyring import alliance_key_ad, local_key_ad
 from node.ledger.reports import REPORT_ID_PURPOSE, sealed_identifier_ad
@@ -111,7 +112,8 @@ SEALED_COLUMNS = (
 def replace_encryption_key(node: NodeContext) -> ReplacedEncryptionKey:
     """Replace the node's X25519 key, or finish a replacement cut short (see the module docstring); NodeRunning
     while `alliance node start` runs on this data dir."""
-    with node_lock(node.settings.data_dir, doing="replace the encryption key"):
+    with node_lock(node.settings.data_dir, doing="replace the encryption key"), \
+            encryption_key_alone(node.settings.data_dir):
         return _replace(node)
 
 

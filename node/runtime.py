@@ -21,6 +21,7 @@ from node.config import Network, Settings
 from node.crypto.envelopes import EnvelopeError, load_private_key
 from node.crypto.vault import LocalVault, derive_local_key, derive_vault_key
 from node.errors import AllianceError, Conflict, InvalidInput, NotInitialised
+from node.key_users_lock import hold_encryption_key
 from node.ledger.keyring import KeyRing, stored_local_key
 from node.ledger.publisher import Publisher
 from node.ledger.reports import REPORT_ID_PURPOSE, ReportIntake
@@ -110,6 +111,8 @@ class NodeContext:
 
     @cached_property
     def encryption_key(self) -> X25519PrivateKey:
+        # Held before the look for an unfinished replacement: one starting after that look waits for this process.
+        hold_encryption_key(self.settings.data_dir)
         refuse_unfinished_replacement(self.settings)
         try:
             return load_private_key(self.settings.encryption_key_file.read_bytes(), self.passphrase)

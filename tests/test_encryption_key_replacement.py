@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from pathlib import Path
@@ -19,6 +21,7 @@ from node.crypto.envelopes import EnvelopeError, open_envelope, public_key_bytes
 from node.crypto.vault import LocalVault, VaultError, derive_vault_key
 from node.encryption_key_replacement import PublicKeyNotOnChain, replace_encryption_key
 from node.errors import Conflict
+from node.key_users_lock import EncryptionKeyInUse
 from node.ledger.checks import check_identity
 from node.ledger.indexer import indexer_for
 from node.ledger.key_distribution import EncryptionKeyNotOnChain, NotAMember, key_status, rotate, sync_keys
@@ -28,6 +31,7 @@ from node.ledger.republish import republish
 from node.modules.credit_platform import submit_application, unseal_applicant
 from node.modules.fingerprints import fingerprint_key
 from node.node_lock import NodeRunning, node_lock
+from node.paths import PROJECT_ROOT
 from node.runtime import NodeContext, WrongPassphrase
 from node.server import serve
 from node.store.application_tables import LoanApplication
@@ -305,6 +309,50 @@ def test_a_replacement_beside_a_running_node_is_refused_and_changes_nothing(bank
             pytest.raises(NodeRunning, match=rf"a node is running on {re.escape(str(b.settings.data_dir))} \(pid "):
         replace_encryption_key(b)
     _unchanged(bank_b)
+
+
+_HOLDING = {"shared": "hold_encryption_key(data_dir)",
+            "alone": "alone = encryption_key_alone(data_dir); alone.__enter__()"}
+
+
+def _process_holding(data_dir: Path, lock: str) -> subprocess.Popen[str]:
+    """A process holding the data dir's key lock, `shared` (a command that loaded the key) or `alone` (a replacement
+    under way), until its stdin closes."""
+    code = ("import sys; from pathlib import Path; from node.key_users_lock import *; data_dir = Path(sys.argv[1]); "
+            f"{_HOLDING[lock]}; print('held', flush=True); sys.stdin.read()")
+    process = subprocess.Popen([sys.executable, "-c", code, str(data_dir)], stdin=subprocess.PIPE,
+                               stdout=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)
+    assert process.stdout is not None and process.stdout.readline() == "held\n"
+    return process
+
+
+def test_a_replacement_beside_a_command_using_the_key_is_refused_and_changes_nothing(bank_b: BankB) -> None:
+    """An `alliance` command that loaded the key before the replacement began (a long fraud import) went on sealing
+    under it during and after the resealing: rows the new key cannot open. Each process that loads the key holds the
+    data dir's key lock shared; the replacement needs it alone."""
+    b = bank_b.node
+    command = _process_holding(b.settings.data_dir, "shared")
+    try:
+        with pytest.raises(EncryptionKeyInUse, match="another process of this data dir is using it"):
+            replace_encryption_key(b)
+        _unchanged(bank_b)
+    finally:
+        command.communicate("")
+    assert replace_encryption_key(b).public_key != bank_b.public_key  # once it is done
+
+
+def test_loading_the_key_while_it_is_being_replaced_is_refused(bank_b: BankB, tmp_path: Path) -> None:
+    # A copy of the data dir: this test's process holds the original's key lock since the fixture loaded its key.
+    copy = tmp_path / "copy"
+    shutil.copytree(bank_b.node.settings.data_dir, copy)
+    settings = bank_b.node.settings.model_copy(update={"data_dir": copy})
+    replacing = _process_holding(copy, "alone")
+    try:
+        with pytest.raises(EncryptionKeyInUse, match="the encryption key is being replaced"):
+            _ = NodeContext(settings).encryption_key
+    finally:
+        replacing.communicate("")
+    assert public_key_bytes(NodeContext(settings).encryption_key) == bank_b.public_key
 
 
 def test_a_replacement_by_a_bank_not_admitted_changes_nothing(ledger_nodes: LedgerNodes, tmp_path: Path) -> None:

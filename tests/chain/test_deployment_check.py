@@ -30,7 +30,8 @@ def test_a_contract_lacking_functions_of_this_nodes_artifact_is_named_with_them(
         check_deployment(ChainClient(consortium.rpc_url), other_sources)
     message = str(refused.value)
     assert message.startswith(f"AssetRegistry at {ledger.address} was deployed from other contract sources")
-    assert "it lacks acceptTransfer(uint256), anchorVersion(uint256,bytes32,uint32,uint128,bytes32[]), attest(" in message
+    lacking = "it lacks acceptTransfer(uint256), anchorVersion(uint256,bytes32,uint32,uint128,bytes32[]), attest("
+    assert lacking in message
     assert " and 16 more; " in message
     assert message.endswith("run the node version that deployed it, or deploy the contracts again")
 
