@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 from collections.abc import Iterable, Sequence
 from typing import Annotated, Any, NoReturn
 
@@ -22,6 +23,12 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable outpu
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 json_errors = False  # the command was given --json: failures are said on stdout as JSON too (set by the entry point)
+
+
+def chain_time(timestamp: int) -> str:
+    """A chain timestamp (Unix seconds) as UTC to the minute, with a space that rich may wrap at (an ISO time, one
+    word, was cut short in an 80-column terminal; Unix seconds were not readable)."""
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(timestamp))
 
 
 def print_json(data: Any) -> None:
@@ -43,7 +50,9 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> 
     for column in columns:
         grid.add_column(column)
     for row in rows:
-        grid.add_row(*(Text(str(cell)) for cell in row))
+        # Folded onto more lines, never cut: a cell cut to fit the terminal ("0xbca715e25b…") hid the hash or address
+        # that people copy from it.
+        grid.add_row(*(Text(str(cell), overflow="fold") for cell in row))
     out.print(grid)
 
 

@@ -136,8 +136,10 @@ def fraud_search(
         console.print_json(page.to_json())
         return
     console.table("Indicators", ["indicator", "state", "categories", "reporters", "confidence", "last reported"],
-                  [("0x" + s.indicator.hex()[:16] + "…", status, ", ".join(s.categories) or "-",
-                    ", ".join(map(str, s.reporters)) or "-", s.confidence, s.last_reported or "-")
+                  # The whole hash: an analyst copies it into `fraud show`-like lookups and the indicator route.
+                  [("0x" + s.indicator.hex(), status, ", ".join(s.categories) or "-",
+                    ", ".join(map(str, s.reporters)) or "-", s.confidence,
+                    console.chain_time(s.last_reported) if s.last_reported is not None else "-")
                    for s, status in zip(page.states, page.statuses(), strict=True)])
     mirror = page.mirror
     console.info(f"mirror as of block {mirror.as_of_block}{' (STALE)' if mirror.stale else ''}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
 import typer
@@ -119,7 +118,7 @@ def member_proposals(ctx: typer.Context, json_output: JsonOption = False) -> Non
         return
     console.table("Proposals", ["id", "kind", "member", "account", "votes", "state", "expires at"],
                   [(v.proposal.proposal_id, v.proposal.kind.name, _proposed_member(v.proposal), v.proposal.account,
-                    f"{v.counted_votes}/{v.required_votes}", v.state, _chain_time(v.proposal.expires_at))
+                    f"{v.counted_votes}/{v.required_votes}", v.state, console.chain_time(v.proposal.expires_at))
                    for v in views])
 
 
@@ -129,9 +128,3 @@ def _proposed_member(proposal: Proposal) -> str:
     if proposal.kind == ProposalKind.admit:
         return f"{proposal.bank_code} ({proposal.role.name})"
     return str(proposal.member_id)
-
-
-def _chain_time(timestamp: int) -> str:
-    """A chain timestamp as UTC to the minute, with a space that rich may wrap at (an ISO time, one word, was cut
-    short in an 80-column terminal; Unix seconds were not readable)."""
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(timestamp))

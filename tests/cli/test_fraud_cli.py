@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -276,6 +277,11 @@ def test_fraud_search_lists_filtered_indicators_as_table_and_json(cli: CliRunner
     assert table.code == 0 and table.out.count("active") == 1
     assert f"--after {json.loads(cli('fraud', 'search', '--limit', '1', '--json').out)['next_after']}" in table.out
     assert "mirror as of block" in table.out
+    # The whole hash, folded over lines in an 80-column table rather than cut ("0xbca715e25b…"), and a readable time.
+    listed = json.loads(cli("fraud", "search", "--identifier-type", "phone", "--limit", "1", "--json").out)
+    first_column = "".join(line.split("│")[1].strip() for line in table.out.splitlines() if line.startswith("│"))
+    assert first_column == listed["indicators"][0]["indicator"] and "…" not in table.out
+    assert re.search(r"│ 20\d\d-\d\d-\d\d +│", table.out) and " UTC " in table.out  # not Unix seconds
     assert json.loads(cli("fraud", "search", "--changed-since-block", str(body["next_changed_since_block"]),
                           "--json").out)["indicators"] == []
 
