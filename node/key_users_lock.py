@@ -23,7 +23,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from node.errors import Conflict, InvalidInput
+from node.errors import Conflict
+from node.lock_files import open_lock_file
 
 LOCK_FILE = "encryption-key.lock"
 
@@ -44,7 +45,7 @@ def hold_encryption_key(data_dir: Path) -> None:
     with _holds_lock:
         if path in _holds:
             return
-        fd = _open(path, "use the encryption key")
+        fd = open_lock_file(path, f"cannot use the encryption key: cannot write its lock file {path}")
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -83,12 +84,3 @@ def _keep_shared(path: Path, fd: int) -> None:
         with _holds_lock:
             del _holds[path]
         os.close(fd)
-
-
-def _open(path: Path, doing: str) -> int:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:  # a read-only or full data dir, another user's
-        raise InvalidInput(f"cannot {doing}: cannot write its lock file {path}: {exc.strerror or exc}",
-                           code="data_dir_unwritable") from None

@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from node.errors import Conflict, InvalidInput
+from node.errors import Conflict
+from node.lock_files import open_lock_file
 
 LOCK_FILE = "node.lock"
 
@@ -33,12 +34,8 @@ def node_lock(data_dir: Path, *, doing: str) -> Iterator[None]:
     `doing` completes the refusal: "cannot {doing}: ...".
     """
     path = data_dir / LOCK_FILE
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    except OSError as exc:  # a read-only or full data dir, another user's: the node could not run there anyway
-        raise InvalidInput(f"cannot {doing}: cannot write its lock file {path}: {exc.strerror or exc}",
-                           code="data_dir_unwritable") from None
+    # A data dir this user cannot write: the node could not run there anyway.
+    fd = open_lock_file(path, f"cannot {doing}: cannot write its lock file {path}")
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -37,7 +37,7 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from node.chain.errors import TransactionTimeout
-from node.errors import InvalidInput
+from node.lock_files import open_lock_file
 
 logger = logging.getLogger(__name__)
 
@@ -154,12 +154,7 @@ class SignerLock:
             yield
 
     def _open(self) -> int:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:  # a read-only or full data dir, another user's
-            raise InvalidInput(f"cannot sign: cannot write the signer's lock file {self.path}: "
-                               f"{exc.strerror or exc}", code="data_dir_unwritable") from None
+        return open_lock_file(self.path, f"cannot sign: cannot write the signer's lock file {self.path}")
 
     def _take(self, fd: int, deadline: float, timeout: float) -> None:
         # Polled, not a blocking flock: a blocking one cannot be given up on after `timeout`.
