@@ -16,10 +16,11 @@ from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
 from node.assets import lifecycle
 from node.assets.pools import anchor_draft, asset_registry, discard_draft, import_tape, local_pools
-from node.assets.provenance import build_bundle
+from node.assets.provenance import MAX_BUNDLES, build_bundles
 from node.assets.screening import double_financed_loans, sync_loan_mirror
 from node.chain.client import Receipt
-from node.input_files import reading_bytes
+from node.errors import InvalidInput
+from node.input_files import reading_bytes, reading_text
 from node.private_files import write_private_text
 
 app = typer.Typer(help="ABS loan pools: import tapes, anchor versions, custody, servicing, provenance.",
@@ -182,19 +183,68 @@ def assets_attest(
 @app.command("prove")
 def assets_prove(
     ctx: typer.Context,
-    loan: Annotated[str, typer.Argument(help="The loan id (0x...) or this bank's loan reference.")],
-    out: Annotated[Path | None, typer.Option(help="Write the bundle here instead of to stdout.")] = None,
+    loans: Annotated[list[str] | None, typer.Argument(
+        help="Loan ids (0x...) or this bank's loan references.", show_default=False)] = None,
+    loans_file: Annotated[Path | None, typer.Option(
+        "--loans-file", dir_okay=False,
+        help="Also the loans listed in this file, one a line (an audit sample).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the bundle to this file instead of to stdout; for several "
+                                                  "loans, a directory getting one LOAN_ID.json each.")] = None,
 ) -> None:
-    """Produce a loan's provenance bundle, for `alliance audit verify`."""
-    bundle = build_bundle(node_context(ctx), loan)
+    """Produce loans' provenance bundles, for `alliance audit verify`; several loans share each tree built."""
+    references = [*(loans or []), *(_listed_loans(loans_file) if loans_file is not None else [])]
+    if not references:
+        console.fail("name the loans to prove, or give --loans-file", code="usage")
+    bundles = build_bundles(node_context(ctx), references)
+    several = len(references) > 1 or (out is not None and out.is_dir())
     if out is None:
-        console.print_json(bundle)
-        return
+        console.print_json(bundles if several else bundles[0])
+    elif several:
+        _write_bundles(out, bundles)
+        console.success(f"wrote {len({b['record']['loan_id'] for b in bundles})} provenance bundle(s) to {out}")
+    else:
+        _write_bundle(out, bundles[0], written=[])
+        console.success(f"wrote the provenance bundle of loan {bundles[0]['record']['loan_id']} to {out}")
+
+
+def _listed_loans(path: Path) -> list[str]:
+    """The loan ids or references of a file, one a line (blank lines and `#` comments skipped), read no further than
+    one past the most `build_bundles` takes: a wrong file (a 1 GB tape) is refused without being read whole."""
+    listed: list[str] = []
+    with reading_text(path, "loan list") as handle:
+        for line in handle:
+            entry = line.strip()
+            if entry and not entry.startswith("#"):
+                listed.append(entry)
+                if len(listed) > MAX_BUNDLES:
+                    raise InvalidInput(f"{path} lists more than {MAX_BUNDLES:,} loans, the most proven at once; "
+                                       "split it", code="too_many_loans")
+    return listed
+
+
+def _write_bundles(directory: Path, bundles: list[dict[str, Any]]) -> None:
+    """One file per loan in `directory` (made if missing), all or none: a write that fails removes those written."""
     try:
-        write_private_text(out, json.dumps(bundle, indent=2) + "\n")
+        directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        console.fail(f"cannot write {out}: {exc.strerror}", code="cannot_write")
-    console.success(f"wrote the provenance bundle of loan {bundle['record']['loan_id']} to {out}")
+        console.fail(f"cannot make the directory {directory}: {exc.strerror}", code="cannot_write")
+    written: list[Path] = []
+    for bundle in bundles:
+        _write_bundle(directory / f"{bundle['record']['loan_id']}.json", bundle, written=written)
+
+
+def _write_bundle(path: Path, bundle: dict[str, Any], *, written: list[Path]) -> None:
+    """Write `bundle` to `path`, whole or not at all; on failure, remove the files `written` before it (a run's
+    bundles are one sample: half of them left behind would look like the whole) and fail."""
+    if path in written:
+        return  # the same loan asked twice
+    try:
+        write_private_text(path, json.dumps(bundle, indent=2) + "\n")
+    except OSError as exc:
+        for earlier in written:
+            earlier.unlink(missing_ok=True)
+        console.fail(f"cannot write {path}: {exc.strerror}", code="cannot_write")
+    written.append(path)
 
 
 @app.command("show")

@@ -46,6 +46,7 @@ EXAMPLES: dict[str, Any] = {
     "/v1/assets/pools/{pool_id}/successor": {"successor": "BANKA"},
     "/v1/assets/pools/{pool_id}/servicing": {"period": 1},
     "/v1/assets/pools/{pool_id}/versions/{version}/attestations": {"report_sha256": "0x" + "ab" * 32},
+    "/v1/assets/provenance": {"loans": ["LN-000001", "0x" + "ab" * 32]},
 }
 CSV_ROUTES = {"/v1/assets/pools/{name}/tapes", "/v1/marketing/prescreen"}
 

@@ -69,6 +69,34 @@ def test_assets_api_import_anchor_service_prove(api: ApiNode, rpc_url: str) -> N
     assert api.client.get("/v1/assets/double-financing", headers=auditor).json() == []
 
 
+def test_assets_api_proves_several_loans_in_one_request(api: ApiNode, rpc_url: str) -> None:
+    operator, auditor = api.headers(Role.operator), api.headers(Role.auditor)
+    assert post_tape(api, "sample", [loan_row(i) for i in range(6)]).status_code == 201
+    pool_id = api.client.post("/v1/assets/pools/sample/anchor", json={}, headers=operator).json()["pool_id"]
+    assert api.client.post(f"/v1/assets/pools/{pool_id}/servicing", json={"period": 1}, headers=operator).is_success
+    alone = [api.client.get(f"/v1/assets/loans/{r}/provenance", headers=auditor).json()
+             for r in ("LN-000004", "LN-000001", "LN-000002")]
+    asked = ["LN-000004", alone[1]["record"]["loan_id"], "LN-000002"]
+    answer = api.client.post("/v1/assets/provenance", json={"loans": asked}, headers=auditor)
+    assert answer.status_code == 200, answer.text
+    bundles = answer.json()["bundles"]
+    assert bundles == alone  # in the order asked, each the bundle the loan gets alone (nothing sent since)
+    assert all(verify_bundle(b, rpc_url, b["registry"]).ok for b in bundles)
+
+    head = api.node.chain.block_number()
+    for body, status, code in [
+        ({"loans": ["LN-000004", "LN-404"]}, 404, "loan_not_found"),  # one unknown loan refuses them all
+        ({"loans": ["LN-000004", "0x12"]}, 422, "invalid_loan_id"),
+        ({"loans": []}, 422, "invalid_request"),
+        ({"loans": ["LN-000004"] * 101}, 422, "invalid_request"),
+    ]:
+        refused = api.client.post("/v1/assets/provenance", json=body, headers=auditor)
+        assert (refused.status_code, refused.json()["error"]["code"]) == (status, code), refused.text
+    assert api.client.post("/v1/assets/provenance", json={"loans": asked},
+                           headers=api.headers(Role.analyst)).status_code == 403
+    assert api.node.chain.block_number() == head
+
+
 def test_list_pools_pages_in_creation_order(api: ApiNode) -> None:
     """The list grew with every pool the bank ever made; now it comes a page at a time, the cursor in X-Next-After."""
     operator = api.headers(Role.operator)

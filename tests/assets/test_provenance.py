@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 from sqlalchemy import delete
 
-from node.assets import lifecycle
+from node.assets import lifecycle, provenance
+from node.assets.history import ChainStatuses
 from node.assets.pools import anchor_draft, asset_registry, build_tree, import_tape
-from node.assets.provenance import build_bundle, bundle_for
+from node.assets.provenance import MAX_BUNDLES, build_bundle, build_bundles, bundle_for
 from node.assets.records import LoanStatus, pack_statuses
 from node.assets.verify import _Failed, _RoleBook, verify_bundle
 from node.chain.asset_registry import AssetRegistryClient
@@ -461,6 +462,51 @@ def test_verify_bundle_names_a_period_whose_statuses_on_chain_do_not_match_its_r
     assert ("3 (version 2; the report's statuses on chain are incomplete or do not rebuild its root)"
             in failed(result)["loan_statuses"])
     assert result["facts"]["loan_status_periods_missing"] == [{"period": 3, "version": 2, "status_on_chain": None}]
+
+
+def test_build_bundles_builds_each_tree_once_for_every_loan_asked(life: Life, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sample of loans of one pool built its version's tree and every period's status tree again for each loan
+    (a 100-loan sample of a million-loan pool a year into servicing: hours). Each is now built once for them all,
+    and every bundle is the one the loan gets alone, as of one block."""
+    a = life.originator
+    report_defaulted(life, life.nodes[1], 3, "LN-000004")
+    loan_4 = build_bundle(a, "LN-000004")["record"]["loan_id"]
+    asked = ["LN-000004", "LN-000011", "LN-000002", loan_4, "LN-000007"]  # LN-000011: in version 1 only
+    alone = [build_bundle(a, reference) for reference in asked]
+    trees: list[int] = []
+    status_trees: list[int] = []
+    real_build_tree, real_status_tree = provenance.build_tree, ChainStatuses.tree
+    monkeypatch.setattr(provenance, "build_tree", lambda records: trees.append(len(records))
+                        or real_build_tree(records))
+    monkeypatch.setattr(ChainStatuses, "tree", lambda self, report: status_trees.append(report["period"])
+                        or real_status_tree(self, report))
+
+    bundles = build_bundles(a, asked)
+
+    assert sorted(trees) == [10, 12]  # versions 2 and 1, once each
+    assert sorted(status_trees) == [1, 2, 3]  # each period once (all three report version 2)
+    assert bundles == alone  # nothing changed on chain since: each the bundle the loan gets alone, in order
+    assert [b["version"] for b in bundles] == [2, 1, 2, 2, 2]
+    assert len({b["record"]["loan_id"] for b in bundles}) == 4 and bundles[3] == bundles[0]
+    assert [(s["period"], s["status"]) for s in bundles[0]["loan_statuses"]] == [
+        (1, "dpd30"), (2, "current"), (3, "defaulted")]
+    assert bundles[1]["loan_statuses"] == []  # version 1 was never serviced
+    assert all(verify(life, bundle)["verified"] for bundle in bundles)
+
+
+def test_build_bundles_refuses_them_all_for_one_bad_loan(life: Life) -> None:
+    with pytest.raises(NotFound, match="'LN-999999'") as unknown:
+        build_bundles(life.originator, ["LN-000004", "LN-999999"])
+    assert unknown.value.code == "loan_not_found"
+    with pytest.raises(InvalidInput, match="'0x12'") as malformed:
+        build_bundles(life.originator, ["LN-000004", "0x12"])
+    assert malformed.value.code == "invalid_loan_id"
+    with pytest.raises(InvalidInput) as none:
+        build_bundles(life.originator, [])
+    assert none.value.code == "no_loans"
+    with pytest.raises(InvalidInput, match="at most 1,000") as too_many:
+        build_bundles(life.originator, ["LN-000004"] * (MAX_BUNDLES + 1))
+    assert too_many.value.code == "too_many_loans"
 
 
 def test_build_bundle_of_unknown_loan_fails(life: Life) -> None:

@@ -225,12 +225,69 @@ def test_assets_service_with_unreadable_status_file_fails_and_reports_nothing(cl
     assert [e["kind"] for e in ok_json(cli("assets", "show", "1", "--json"))["events"]] == ["registered", "anchored"]
 
 
-@pytest.mark.parametrize("out", ["", "no-such-dir/bundle.json"])
+@pytest.mark.parametrize("out", ["no-such-dir/bundle.json", "a-file/bundle.json"])
 def test_assets_prove_to_an_unwritable_path_fails_with_one_line(cli: CliRunner, anchored: dict[str, Any],
                                                                  tmp_path: Path, out: str) -> None:
+    (tmp_path / "a-file").write_text("")
     result = cli("assets", "prove", "LN-000001", "--out", str(tmp_path / out))
     assert result.code == 1
     assert "cannot write" in one_error_line(result.err)
+
+
+def test_assets_prove_several_loans_writes_one_bundle_each(cli: CliRunner, anchored: dict[str, Any],
+                                                           tmp_path: Path, rpc_url: str, data_dir: Path) -> None:
+    """An audit sample is one run: the loans as arguments and in a file, each loan's bundle in a directory under its
+    loan id, each the bundle `prove` gives the loan alone (and the same as JSON on stdout without --out)."""
+    alone = {ref: json.loads(cli("assets", "prove", ref).out) for ref in ("LN-000001", "LN-000003", "LN-000005")}
+    sample = tmp_path / "sample.txt"
+    sample.write_text("# the auditor's sample\nLN-000003\n\n  LN-000005  \n")
+    out = tmp_path / "bundles"
+    result = cli("assets", "prove", "LN-000001", "--loans-file", str(sample), "--out", str(out))
+    assert result.code == 0, result.err
+    assert "wrote 3 provenance bundle(s)" in result.out
+    written = {path.name: json.loads(path.read_text()) for path in out.iterdir()}
+    assert written == {f"{bundle['record']['loan_id']}.json": bundle for bundle in alone.values()}
+    registry = registry_address(data_dir, rpc_url)
+    first = out / f"{alone['LN-000001']['record']['loan_id']}.json"
+    assert ok_json(cli("audit", "verify", str(first), "--rpc", rpc_url, "--registry", registry,
+                       "--json"))["verified"] is True
+    listed = cli("assets", "prove", "LN-000005", "LN-000001")
+    assert listed.code == 0 and json.loads(listed.out) == [alone["LN-000005"], alone["LN-000001"]]
+
+
+def test_assets_prove_several_loans_refuses_a_bad_list_and_writes_nothing(cli: CliRunner, anchored: dict[str, Any],
+                                                                          tmp_path: Path) -> None:
+    out = tmp_path / "bundles"
+    unknown = cli("assets", "prove", "LN-000001", "LN-404", "--out", str(out))
+    assert unknown.code == 1 and "no anchored loan 'LN-404'" in one_error_line(unknown.err)
+    too_many = tmp_path / "too-many.txt"
+    too_many.write_text("LN-000001\n" * 1_001)
+    refused = cli("assets", "prove", "--loans-file", str(too_many), "--out", str(out))
+    assert refused.code == 1 and one_error_line(refused.err).endswith("[too_many_loans]")
+    missing = cli("assets", "prove", "--loans-file", str(tmp_path / "nowhere.txt"))
+    assert missing.code == 1 and "loan list" in one_error_line(missing.err)
+    nothing = cli("assets", "prove")
+    assert nothing.code == 1 and "name the loans to prove" in one_error_line(nothing.err)
+    assert not out.exists()
+
+
+def test_assets_prove_several_loans_that_cannot_write_one_removes_the_others(
+        cli: CliRunner, anchored: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Half a sample left in the directory would look like the whole of it."""
+    real_write = assets_commands.write_private_text
+    writes: list[Path] = []
+
+    def disk_full_on_the_second(path: Path, text: str) -> None:
+        writes.append(path)
+        if len(writes) == 2:
+            raise OSError(28, "No space left on device")
+        real_write(path, text)
+
+    monkeypatch.setattr(assets_commands, "write_private_text", disk_full_on_the_second)
+    out = tmp_path / "bundles"
+    result = cli("assets", "prove", "LN-000001", "LN-000002", "LN-000003", "--out", str(out))
+    assert result.code == 1 and "cannot write" in one_error_line(result.err) and "No space left" in result.err
+    assert len(writes) == 2 and list(out.iterdir()) == []
 
 
 def test_assets_prove_that_cannot_finish_writing_keeps_the_earlier_bundle(cli: CliRunner, anchored: dict[str, Any],

@@ -20,7 +20,7 @@ from node.assets.pools import (
     import_lines,
     pools_page,
 )
-from node.assets.provenance import build_bundle
+from node.assets.provenance import build_bundle, build_bundles
 from node.assets.records import LoanStatus
 from node.assets.screening import DEFAULT_FLAGS_PAGE, MAX_FLAGS_PAGE, double_financed_loans, sync_loan_mirror
 from node.auth.apikeys import KeyInfo, Role
@@ -63,6 +63,17 @@ class SuccessionOut(BaseModel):
     decided: bool = Field(description="Custody passed to the successor with this vote.")
     votes: int = Field(description="Votes of the round that count, while it is open.")
     required: int = Field(description="Votes the registry's quorum needs now.")
+
+
+# A loan's bundle is some 20 KB plus ~1.4 KB per servicing period covering it: 100 bundles of a pool five years into
+# monthly servicing answer ~10 MB. A larger sample is several requests (the CLI builds up to 1,000 at once).
+MAX_BUNDLES_PER_REQUEST = 100
+
+
+class ProvenanceIn(BaseModel):
+    loans: list[Annotated[str, Field(max_length=80)]] = Field(
+        min_length=1, max_length=MAX_BUNDLES_PER_REQUEST,
+        description="Loan ids (0x-hex) or this bank's loan references; one unknown loan refuses the request.")
 
 
 class ServicingIn(BaseModel):
@@ -193,6 +204,14 @@ def create_attestation(*, pool_id: PoolId, version: VersionNumber, body: Attesta
 def read_provenance(*, loan_id: str, node: NodeDep, _key: Reader) -> Any:
     """The loan's provenance bundle, for `alliance audit verify` (loan id or this bank's loan reference)."""
     return build_bundle(node, loan_id)
+
+
+@router.post("/provenance")
+def create_provenance_bundles(*, body: ProvenanceIn, node: NodeDep, _key: Reader) -> Any:
+    """The provenance bundles of several loans, in the order asked, as of one block: each version's tree and each
+    servicing period's status tree is built once for all of them (a sample of a large pool is one request, not one
+    tree build per loan)."""
+    return {"bundles": build_bundles(node, body.loans)}
 
 
 @router.get("/double-financing")
