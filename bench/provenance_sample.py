@@ -13,6 +13,9 @@ loans, anchors it and reports `--periods` servicing periods with every loan's st
 Each bundle's cost is mostly its trees (the version's from the store, each period's status tree from the chain), so
 a sample built together pays them once: `sample_speedup` = alone_s_per_loan / sample_s_per_loan. The bundles of the
 loans asked both ways are compared and must be equal.
+The auditor's side likewise: `verify_bundle` of the `--alone` bundles one call each (`verify_alone_s_per_loan`, what
+`alliance audit verify FILE` does) against `verify_bundles` of the whole sample in one run (`verify_sample_s_per_loan`,
+`alliance audit verify DIR`), which reads the chain once for all; every verdict must be VERIFIED.
 Prints readable lines, then one JSON object as the last line.
 """
 
@@ -33,6 +36,7 @@ from bench.assets import tape_text
 from node.assets import lifecycle
 from node.assets.pools import anchor_draft, import_tape
 from node.assets.provenance import build_bundle, build_bundles
+from node.assets.verify import verify_bundle, verify_bundles
 
 
 def _options(parser: argparse.ArgumentParser) -> None:
@@ -67,7 +71,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         start = time.perf_counter()
         together = build_bundles(node, sample)
         sample_s = time.perf_counter() - start
+        registry = node.deployment.address("AssetRegistry")
         node.close()
+        start = time.perf_counter()
+        verified_alone = [verify_bundle(bundle, rpc_url, registry) for bundle in one_by_one]
+        verify_alone_s = time.perf_counter() - start
+        start = time.perf_counter()
+        verified_together = verify_bundles(together, rpc_url, registry)
+        verify_sample_s = time.perf_counter() - start
+    if not all(verdict.ok for verdict in [*verified_alone, *verified_together]):
+        raise SystemExit("a bundle of the sample did not verify")
     if together[:len(alone)] != one_by_one:
         raise SystemExit("a bundle built in the sample differs from the same loan's bundle built alone")
     if any(len(bundle["loan_statuses"]) != args.periods for bundle in together):
@@ -76,6 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"alone:          {alone_per_loan:8.3f} s a loan ({len(alone)} loans in {alone_s:.2f} s)")
     print(f"together:       {sample_per_loan:8.3f} s a loan ({len(sample)} loans in {sample_s:.2f} s); "
           f"{alone_per_loan / sample_per_loan:.1f}x faster a loan")
+    verify_alone, verify_sample = verify_alone_s / len(alone), verify_sample_s / len(sample)
+    print(f"verify alone:   {verify_alone:8.3f} s a bundle; in one run {verify_sample:.3f} s a bundle "
+          f"({len(sample)} in {verify_sample_s:.2f} s): {verify_alone / verify_sample:.1f}x faster a bundle")
     emit({
         "loans": loans,
         "periods": args.periods,
@@ -85,6 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sample_s": round(sample_s, 3),
         "sample_s_per_loan": round(sample_per_loan, 4),
         "sample_speedup": round(alone_per_loan / sample_per_loan, 1),
+        "verify_alone_s_per_loan": round(verify_alone, 3),
+        "verify_sample_s_per_loan": round(verify_sample, 4),
+        "verify_sample_speedup": round(verify_alone / verify_sample, 1),
     })
     return 0
 

@@ -19,7 +19,7 @@ from node.assets.history import ChainStatuses
 from node.assets.pools import anchor_draft, asset_registry, build_tree, import_tape
 from node.assets.provenance import MAX_BUNDLES, build_bundle, build_bundles, bundle_for
 from node.assets.records import LoanStatus, pack_statuses
-from node.assets.verify import _Failed, _RoleBook, verify_bundle
+from node.assets.verify import _Failed, _RoleBook, verify_bundle, verify_bundles
 from node.chain.asset_registry import AssetRegistryClient
 from node.chain.client import ChainClient, Receipt
 from node.chain.errors import ChainUnavailable
@@ -492,6 +492,33 @@ def test_build_bundles_builds_each_tree_once_for_every_loan_asked(life: Life, mo
         (1, "dpd30"), (2, "current"), (3, "defaulted")]
     assert bundles[1]["loan_statuses"] == []  # version 1 was never serviced
     assert all(verify(life, bundle)["verified"] for bundle in bundles)
+
+
+def test_verify_bundles_reads_the_chain_once_for_a_sample(life: Life, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An auditor's sample verified one bundle at a time read every published loan id (3 s on a million-loan chain),
+    the version's ids, the pool's events and the signers' roles again for each bundle. One run reads each once, and
+    each bundle still gets the verdict it gets alone: a tampered one among them fails, the others verify."""
+    bundles = build_bundles(life.originator, ["LN-000004", "LN-000001", "LN-000007", "LN-000011"])
+    tampered = copy.deepcopy(bundles[2])
+    del tampered["loan_statuses"][0]
+    sample = [*bundles, tampered]
+    alone = [verify(life, bundle) for bundle in sample]
+    reads: list[str] = []
+    for name in ("published_loan_ids", "pool_events", "reported_statuses", "member_at"):
+        real = getattr(AssetRegistryClient, name)
+        monkeypatch.setattr(AssetRegistryClient, name, lambda self, *args, _name=name, _real=real, **kwargs:
+                            reads.append(_name) or _real(self, *args, **kwargs))
+
+    verdicts = verify_bundles(sample, life.rpc_url, life.registry)
+
+    assert [v.to_json() for v in verdicts] == alone
+    assert [v.ok for v in verdicts] == [True, True, True, True, False]
+    assert [c.name for c in verdicts[4].failures] == ["loan_statuses"]
+    one_run = sorted(reads)
+    reads.clear()
+    verify_bundles(sample[:1], life.rpc_url, life.registry)
+    # The version 1 bundle (LN-000011) adds its version's ids; nothing else is read again for more bundles.
+    assert one_run == sorted([*reads, "published_loan_ids"])
 
 
 def test_build_bundles_refuses_them_all_for_one_bad_loan(life: Life) -> None:

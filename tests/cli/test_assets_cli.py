@@ -255,6 +255,39 @@ def test_assets_prove_several_loans_writes_one_bundle_each(cli: CliRunner, ancho
     assert listed.code == 0 and json.loads(listed.out) == [alone["LN-000005"], alone["LN-000001"]]
 
 
+def test_audit_verify_a_directory_of_bundles_judges_each(cli: CliRunner, anchored: dict[str, Any], tmp_path: Path,
+                                                         rpc_url: str, data_dir: Path) -> None:
+    out = tmp_path / "bundles"
+    assert cli("assets", "prove", "LN-000001", "LN-000002", "LN-000004", "--out", str(out)).code == 0
+    registry = registry_address(data_dir, rpc_url)
+    chain = ("--rpc", rpc_url, "--registry", registry)
+    verified = cli("audit", "verify", str(out), *chain)
+    assert verified.code == 0, verified.err
+    assert verified.out.count("✓ VERIFIED ") == 3 and "✓ VERIFIED: all 3 bundles" in verified.out
+
+    files = sorted(out.iterdir())
+    altered = json.loads(files[1].read_text())
+    altered["record"]["current_principal"] += 1
+    files[1].write_text(json.dumps(altered))
+    judged = cli("audit", "verify", str(files[0]), str(out), *chain)  # a file and a directory: 4 bundles
+    assert judged.code == 1
+    assert judged.out.count("✓ VERIFIED ") == 3 and judged.out.count("✗ NOT VERIFIED") == 1
+    assert f"NOT VERIFIED  {files[1]}: record: the record hashes to leaf" in judged.out
+    assert judged.err == "NOT VERIFIED: 1 of 4 bundles failed; `alliance audit verify FILE` shows each check of one\n"
+    as_json = json.loads(cli("audit", "verify", str(out), *chain, "--json").out)
+    assert as_json["verified"] is False
+    assert [(b["file"], b["verified"]) for b in as_json["bundles"]] == [
+        (str(files[0]), True), (str(files[1]), False), (str(files[2]), True)]
+
+    files[2].write_text("{")
+    malformed = cli("audit", "verify", str(out), *chain)
+    assert malformed.code == 1 and str(files[2]) in one_error_line(malformed.err) and malformed.out == ""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    nothing = cli("audit", "verify", str(empty), *chain)
+    assert nothing.code == 1 and "holds no provenance bundle" in one_error_line(nothing.err)
+
+
 def test_assets_prove_several_loans_refuses_a_bad_list_and_writes_nothing(cli: CliRunner, anchored: dict[str, Any],
                                                                           tmp_path: Path) -> None:
     out = tmp_path / "bundles"
