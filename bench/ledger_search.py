@@ -16,7 +16,9 @@ process (the node's functions, no HTTP), on a warm store:
   `list_no_match_s` (a type no record has: every record is read, the worst case of the SQL filters),
   `list_min_confidence_s` (decayed confidence >= 90), `list_disputed_s` (state=disputed, 1% of the mirror: the page
   examines up to SCAN_BUDGET candidates), `list_changed_s` (changed since the reactions' first block, 3%);
-- `export_changed_s`: an incremental export page of up to 10,000 indicators changed since that block.
+- `export_changed_s`: an incremental export page of up to 10,000 indicators changed since that block;
+  `export_changed_and_lapsed_s` the same pull as the API makes it, with the changes of state no block marks since a
+  pull a day before (validity starting or ending, disputes lapsing: the record and dispute times read in full).
 
 Prints readable lines, then one JSON object as the last line.
 """
@@ -145,6 +147,9 @@ def main() -> None:
             "list_changed_s": listing(search_filters(changed_since_block=changed_block)),
             "export_changed_s": lambda: export_page(session, at=at, policy=policy, limit=10_000,
                                                     changed_since_block=changed_block),
+            "export_changed_and_lapsed_s": lambda: export_page(session, at=at, policy=policy, limit=10_000,
+                                                               changed_since_block=changed_block,
+                                                               changed_since_time=at - 86_400),
         }
         result: dict[str, Any] = {"records": records, "page": PAGE, "store": node.store.engine.dialect.name}
         for name, run in cases.items():

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from node.errors import NotFound
 from node.ledger.indicator_state import IndicatorState, ReactionFact, RecordFact, StatePolicy, derive_state
 from node.store.bulk import in_list_slices
-from node.store.ledger_tables import MirrorBatch, MirrorReaction, MirrorRecord, SyncState
+from node.store.ledger_tables import IndexedBlock, MirrorBatch, MirrorReaction, MirrorRecord, SyncState
 from node.store.models import as_utc
 
 Facts = tuple[list[RecordFact], list[ReactionFact]]
@@ -80,6 +80,10 @@ class RecordFilter:
     published_since: int | None = None  # block time, inclusive
     published_until: int | None = None  # exclusive
     changed_since_block: int | None = None  # a record or a reaction in this block or a later one
+    # Or (Unix times, after < t <= until) a change of state that no block marks: a record's validity starting or
+    # ending, or a dispute's response window running out (`dispute_window_s`), answered or not.
+    state_changed_between: tuple[int, int] | None = None
+    dispute_window_s: int = 0
     reacted: str | None = None  # a reaction of this kind (disputed, revoked, ...), in any block
 
     def conditions(self) -> list[ColumnElement[bool]]:
@@ -90,15 +94,34 @@ class RecordFilter:
             found.append(MirrorRecord.published_at >= self.published_since)
         if self.published_until is not None:
             found.append(MirrorRecord.published_at < self.published_until)
+        changed = []
         if self.changed_since_block is not None:
             block = self.changed_since_block
-            found.append(MirrorRecord.indicator.in_(union(
-                select(MirrorRecord.indicator).where(MirrorRecord.block_number >= block),
-                select(MirrorReaction.indicator).where(MirrorReaction.block_number >= block))))
+            changed += [select(MirrorRecord.indicator).where(MirrorRecord.block_number >= block),
+                        select(MirrorReaction.indicator).where(MirrorReaction.block_number >= block)]
+        if self.state_changed_between is not None:
+            after, until = self.state_changed_between
+            window = self.dispute_window_s
+            changed += [
+                select(MirrorRecord.indicator).where(MirrorRecord.valid_from > after, MirrorRecord.valid_from <= until),
+                select(MirrorRecord.indicator).where(MirrorRecord.valid_until > after,
+                                                     MirrorRecord.valid_until <= until),
+                select(MirrorReaction.indicator).where(MirrorReaction.kind == "disputed",
+                                                       MirrorReaction.at > after - window,
+                                                       MirrorReaction.at <= until - window)]
+        if changed:
+            found.append(MirrorRecord.indicator.in_(union(*changed)))
         if self.reacted is not None:
             found.append(MirrorRecord.indicator.in_(select(MirrorReaction.indicator)
                                                     .where(MirrorReaction.kind == self.reacted)))
         return found
+
+
+def block_time_before(session: Session, block: int) -> int | None:
+    """The timestamp of the newest indexed block before `block`: the time the mirror stood at when a pull that said
+    to go on from `block` was answered (the indexer keeps each sync's last block). None if it holds none before."""
+    return session.scalar(select(IndexedBlock.timestamp).where(IndexedBlock.number < block)
+                          .order_by(IndexedBlock.number.desc()).limit(1))
 
 
 def indicators_page(session: Session, *, after: bytes | None, limit: int, where: RecordFilter = RecordFilter()

@@ -31,7 +31,7 @@ from node.ledger.indicator_state import (
     confidence_settled_since,
     derive_state_and_sources,
 )
-from node.ledger.mirror import RecordFilter, facts_for, indicators_page
+from node.ledger.mirror import RecordFilter, block_time_before, facts_for, indicators_page
 from node.ledger.vocabulary import identifier_type_of
 from node.store.ledger_tables import MirrorBatch
 
@@ -178,9 +178,23 @@ class ExportPage:
     next_after: bytes | None  # cursor of the next page; None on the last page
 
 
+# The chain's clock (block times) and this node's (the time a pull is evaluated at) may differ a little: a margin
+# that sends some objects twice (a platform updates them in place) rather than miss one.
+CLOCK_MARGIN_S = 300
+
+
+def previous_pull_time(session: Session, changed_since_block: int) -> int | None:
+    """Since when an incremental pull from `changed_since_block` takes the changes no block marks: the time of the
+    block the previous pull's mirror stood at (the newest indexed block before it), less CLOCK_MARGIN_S. None if the
+    mirror holds no block before it: the indexer keeps every block with events, so every record is in the pull
+    already."""
+    time = block_time_before(session, changed_since_block)
+    return None if time is None else max(time - CLOCK_MARGIN_S, 0)
+
+
 def export_page(session: Session, *, at: int, policy: StatePolicy, include_inactive: bool = False,
-                after: bytes | None = None, limit: int = DEFAULT_PAGE, changed_since_block: int | None = None
-                ) -> ExportPage:
+                after: bytes | None = None, limit: int = DEFAULT_PAGE, changed_since_block: int | None = None,
+                changed_since_time: int | None = None) -> ExportPage:
     """One self-contained bundle of the next `limit` indicators with records after `after`, in byte order.
 
     Only indicators producing hits at `at` become objects unless `include_inactive`, so a page may hold
@@ -190,8 +204,12 @@ def export_page(session: Session, *, at: int, policy: StatePolicy, include_inact
     later one are read, and each becomes an object whatever its state: a platform holding it from an earlier pull
     must learn that it was revoked, disputed or stopped hitting. So must it of an earlier incarnation revoked since
     (its last event in that block or later), which comes too, revoked, beside the one that replaced it.
+    `changed_since_time` (Unix time) adds the indicators whose state changed since then with no block to mark it
+    (a record's validity starting or ending, a dispute's response window running out, up to `at`): a platform would
+    otherwise go on holding an indicator whose dispute lapsed as one that hits.
     """
-    changed = RecordFilter(changed_since_block=changed_since_block)
+    changed = RecordFilter(changed_since_block=changed_since_block, dispute_window_s=policy.dispute_window_s,
+                           state_changed_between=None if changed_since_time is None else (changed_since_time, at))
     page = indicators_page(session, after=after, limit=limit, where=changed)
     facts = facts_for(session, page)
     objects: list[dict[str, Any]] = []

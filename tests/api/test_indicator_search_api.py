@@ -12,6 +12,7 @@ import pytest
 
 from node.auth.apikeys import Role
 from node.ledger.stix import indicator_id
+from node.store.ledger_tables import IndexedBlock
 from tests.api.conftest import ApiNode
 from tests.ledger.mirror_rows import DAY, Row, add_batch, add_reaction, set_synced
 from tests.ledger.test_stix_conformance import conformance_problems
@@ -153,3 +154,36 @@ def test_export_refuses_a_malformed_changed_since_block(api: ApiNode, value: str
     response = api.client.get("/v1/fraud/export", params={"changed_since_block": value},
                               headers=api.headers(Role.analyst))
     assert response.status_code == 422 and response.json()["error"]["code"] == "invalid_request"
+
+
+def test_export_changed_since_block_sends_changes_of_state_that_no_block_marks(api: ApiNode) -> None:
+    """A platform pulled at block 12, two days ago. Since then one record's validity ended, one started, and a
+    dispute's 30-day response window ran out: each changes what the indicator means (the lapsed one no longer hits),
+    with no record or reaction on chain, so the incremental pull sent none of them and the platform went on holding
+    them as they were. They come now; an indicator unchanged, or whose dispute lapsed before the last pull, does not."""
+    expired, lapsed, started, unchanged, lapsed_before = sorted(os.urandom(32) for _ in range(5))
+    with api.node.store.transaction() as session:
+        add_batch(session, 1, reporter=1, block=10, published_at=NOW - 90 * DAY, rows=[
+            Row(expired, valid_from=NOW - 90 * DAY, valid_until=NOW - DAY),
+            Row(lapsed, valid_from=NOW - 90 * DAY), Row(unchanged, valid_from=NOW - 90 * DAY),
+            Row(started, valid_from=NOW - DAY), Row(lapsed_before, valid_from=NOW - 90 * DAY)])
+        add_reaction(session, "disputed", lapsed, 2, block=11, at=NOW - 31 * DAY, value=1)
+        add_reaction(session, "disputed", lapsed_before, 2, block=11, at=NOW - 60 * DAY, value=1, log_index=1)
+        session.add(IndexedBlock(number=12, hash="0x" + "12" * 32, parent_hash="0x" + "11" * 32,
+                                 timestamp=NOW - 2 * DAY))
+        set_synced(session, last_block=12, synced_at=datetime.now(UTC), block_time=NOW - 2 * DAY,
+                   contract=api.node.deployment.address("FraudLedger"))
+    pulled = api.client.get("/v1/fraud/export", params={"changed_since_block": 13}, headers=api.headers(Role.analyst))
+    assert pulled.status_code == 200, pulled.text
+    indicators = {o["id"]: o for o in pulled.json()["objects"] if o["type"] == "indicator"}
+    assert set(indicators) == {indicator_id(expired), indicator_id(lapsed), indicator_id(started)}
+    assert [indicators[indicator_id(i)]["x_alliance_active"] for i in (expired, lapsed, started)] == [
+        False, False, True]
+    assert indicators[indicator_id(lapsed)]["x_alliance_disputed"] is True
+    assert conformance_problems(pulled.text) == []
+    # The changes of state that blocks mark are the analyst's search's; these are the export's alone.
+    assert hexes(listing(api, changed_since_block=13).json()) == []
+    # From before any indexed block, every record is in the pull (by its block) anyway.
+    everything = api.client.get("/v1/fraud/export", params={"changed_since_block": 5},
+                                headers=api.headers(Role.analyst))
+    assert len([o for o in everything.json()["objects"] if o["type"] == "indicator"]) == 5

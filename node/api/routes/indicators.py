@@ -16,7 +16,7 @@ from node.ledger.checks import ledger_address, state_policy
 from node.ledger.indicator_search import DEFAULT_LIMIT, MAX_STORED_INT, SearchRequest, search_indicators
 from node.ledger.mirror import indicator_history, mirror_status
 from node.ledger.reactions import parse_indicator
-from node.ledger.stix import DEFAULT_PAGE, MAX_PAGE, export_page
+from node.ledger.stix import DEFAULT_PAGE, MAX_PAGE, export_page, previous_pull_time
 
 router = APIRouter(prefix="/fraud", tags=["fraud"])
 # Unix seconds and block numbers the store can bind: a larger one is refused as a malformed query (422).
@@ -129,7 +129,9 @@ def read_export(*, node: NodeDep, session: SessionDep, _: Annotated[KeyInfo, Dep
     status = mirror_status(session, ledger_address(node), stale_after_s=node.settings.mirror_stale_after_s)
     page = export_page(session, at=int(time.time()), policy=state_policy(node), include_inactive=include_inactive,
                        after=parse_indicator(after) if after is not None else None, limit=limit,
-                       changed_since_block=changed_since_block)
+                       changed_since_block=changed_since_block,
+                       changed_since_time=None if changed_since_block is None
+                       else previous_pull_time(session, changed_since_block))
     headers = {NEXT_CHANGED_SINCE_HEADER: str(status.as_of_block + 1)}
     if page.next_after is not None:
         headers[NEXT_PAGE_HEADER] = page.next_after.hex()
