@@ -54,6 +54,7 @@ from node.store.models import as_utc, utcnow
 logger = logging.getLogger(__name__)
 
 FAILURE_BACKOFF_S = 30.0
+_UNPUBLISHED = ("queued", "batched")  # outbox states on their way to the chain; the others are confirmed or withdrawn
 
 
 class _PublishedMeanwhile(Exception):
@@ -135,14 +136,16 @@ class Publisher:
             time.sleep(0.05)
 
     def pending(self) -> int:
-        """Records not yet confirmed on chain (those of imports not complete are not the publisher's yet)."""
+        """Records still to publish: queued, or in a batch not yet confirmed (those of imports not complete are not
+        the publisher's yet). A withdrawn report's queued records never will be: counted, they kept `drain` (`alliance
+        fraud publish`) waiting its minute and failing, for good, once a report was withdrawn before publication."""
         with self._store.session() as session:
             return session.scalar(select(func.count()).select_from(OutboxRecord)
-                                  .where(OutboxRecord.state != "confirmed", accepted(OutboxRecord.import_id))) or 0
+                                  .where(OutboxRecord.state.in_(_UNPUBLISHED), accepted(OutboxRecord.import_id))) or 0
 
     def _has_unpublished(self) -> bool:
         with self._store.session() as session:
-            return session.scalar(select(OutboxRecord.id).where(OutboxRecord.state.in_(("queued", "batched")),
+            return session.scalar(select(OutboxRecord.id).where(OutboxRecord.state.in_(_UNPUBLISHED),
                                                                 accepted(OutboxRecord.import_id))
                                   .limit(1)) is not None
 

@@ -20,6 +20,7 @@ from node.chain.fraud_ledger import FraudLedgerClient, LedgerRecord
 from node.config import load_settings
 from node.errors import InvalidInput
 from node.ledger.publisher import Publisher
+from node.ledger.reactions import withdraw_report
 from node.ledger.reports import ReportRequest, report_status
 from node.runtime import NodeContext
 from node.store.backup import backup_sqlite_store
@@ -134,6 +135,17 @@ def test_publisher_batches_by_size_and_waits_for_small_batches(bank: NodeContext
     assert publisher.run_once(flush=True).records == 1
     assert bank.fraud_ledger().batch_count() == 3
     assert len(onchain_records(bank.fraud_ledger())) == 7
+
+
+def test_drain_passes_by_the_records_of_a_report_withdrawn_before_publication(bank: NodeContext) -> None:
+    withdrawn = bank.report_intake.accept(report(), submitted_by="k1")
+    assert withdraw_report(bank, withdrawn.report_id, "reported_in_error") == []  # nothing was published to revoke
+    bank.report_intake.accept(report(value="+8613900139000"), submitted_by="k1")
+    assert bank.publisher.pending() == 1
+    # Counted as unpublished, the withdrawn record kept `alliance fraud publish` waiting out its timeout and failing.
+    assert bank.publisher.drain(timeout_s=5).records == 1
+    assert bank.publisher.pending() == 0
+    assert len(onchain_records(bank.fraud_ledger())) == 1
 
 
 class ReadsThenWaits(Publisher):
