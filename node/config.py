@@ -317,8 +317,8 @@ def load_settings(data_dir: Path | str | None = None, **overrides: Any) -> Setti
                           f"e.g. ALLIANCE_EXTENSIONS_DISABLED='[\"marketing\"]'") from exc
 
 
-_PERSISTED = ("network", "rpc_url", "dev_chain_port", "chain_id", "database_url", "api_host", "api_port",
-              "bank_name", "bank_code")
+_PERSISTED = ("network", "rpc_url", "dev_chain_port", "chain_id", "deployment_file", "database_url", "api_host",
+              "api_port", "bank_name", "bank_code")
 
 
 def write_config(settings: Settings) -> Path:

@@ -147,9 +147,13 @@ def ensure_demo_consortium(node: NodeContext) -> Deployment:
 
 
 def _demo_bank(node: NodeContext, name: str, code: str) -> NodeContext:
-    # Demo banks always use the dev passphrase, whatever this operator's own passphrase is.
+    # Demo banks always use the dev passphrase, whatever this operator's own passphrase is. The deployment record is
+    # this bank's, written into the demo bank's config by init (absolute: a command may run from anywhere): without it
+    # every command of the demo bank's own (`alliance --data-dir .alliance/demo/demo-b ...`) looked for a record in
+    # its data dir, found none and refused to run.
     overrides = {"network": Network.dev, "dev_chain_port": node.settings.dev_chain_port,
-                 "deployment_file": node.settings.effective_deployment_file, "key_passphrase": DEV_PASSPHRASE}
+                 "deployment_file": node.settings.effective_deployment_file.absolute(),
+                 "key_passphrase": DEV_PASSPHRASE}
     settings = load_settings(node.settings.data_dir / "demo" / code.lower(), **overrides)
     if not settings.signing_key_file.exists():
         init_node(settings, bank_name=name, bank_code=code, passphrase=DEV_PASSPHRASE)

@@ -25,8 +25,11 @@ from node.chain.client import ChainClient
 from node.chain.deployment import load_deployment
 from node.chain.registry import RegistryClient
 from node.chain.signer import Signer
+from node.config import load_settings
+from node.consortium import ensure_demo_consortium
 from node.node_lock import node_lock
 from node.paths import PROJECT_ROOT
+from node.runtime import NodeContext
 from node.store.db import Store
 from node.store.ledger_tables import CheckLogEntry
 from tests.chain.capped_rpc import capped_rpc
@@ -873,6 +876,18 @@ def test_contracts_deploy_twice_is_refused(cli: CliRunner, deployed: dict[str, s
     assert result.code == 1
     assert "already deployed" in one_error_line(result.err)
     assert (data_dir / "deployments" / "dev.json").read_text() == record
+
+
+def test_demo_banks_data_dirs_run_commands_of_their_own(cli: CliRunner, data_dir: Path) -> None:
+    """`node start --demo` makes data dirs for banks B and C so that they can be used too; their commands looked for
+    a deployment record in their own data dir, found none and refused every command that needs the chain."""
+    assert cli("init", "--bank-name", "Demo Bank A", "--bank-code", "DEMO-A").code == 0
+    ensure_demo_consortium(NodeContext(load_settings(data_dir)))
+    demo_b = data_dir / "demo" / "demo-b"
+    shown = cli("--data-dir", str(demo_b), "member", "show", "DEMO-B", "--json")
+    assert shown.code == 0, shown.err
+    assert json.loads(shown.out)["status"] == "active"
+    assert cli("--data-dir", str(demo_b), "key", "sync").code == 0
 
 
 def test_contracts_deploy_with_a_proposal_lifetime_past_uint64_fails_with_one_line(cli: CliRunner,
