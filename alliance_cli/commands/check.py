@@ -12,7 +12,7 @@ from alliance_cli.arguments import parse_identifier_arguments
 from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
 from node.errors import InvalidInput
-from node.ledger.check_log import DEFAULT_LIMIT, MAX_LIMIT, CheckLogQuery, identifier_indicators, read_check_log
+from node.ledger.check_log import DEFAULT_LIMIT, MAX_LIMIT, CheckLogQuery, identifier_indicators, read_check_log_page
 from node.ledger.checks import check_identity
 from node.ledger.reactions import parse_indicator
 
@@ -52,6 +52,8 @@ def check_log_command(
     hits_only: Annotated[bool, typer.Option("--hits-only", help="only checks with hits")] = False,
     before_id: Annotated[int | None, typer.Option("--before-id", help="older than this entry (next page)")] = None,
     limit: Annotated[int, typer.Option(help=f"entries, newest first (1..{MAX_LIMIT})")] = DEFAULT_LIMIT,
+    include_indicators: Annotated[bool, typer.Option(
+        "--include-indicators", help="every checked indicator of each entry, not only the hits")] = False,
     json_output: JsonOption = False,
 ) -> None:
     """The query log: who checked what, when, and what hit (newest first)."""
@@ -65,17 +67,19 @@ def check_log_command(
             indicators = identifier_indicators(node, session, kind, value)
         elif indicator is not None:
             indicators = [parse_indicator(indicator)]
-        entries = read_check_log(session, CheckLogQuery(
+        page = read_check_log_page(session, CheckLogQuery(
             key_id=key_id, indicators=indicators, since=_moment(since, "--since"), until=_moment(until, "--until"),
-            hits_only=hits_only, before_id=before_id, limit=limit))
-    if json_output:
-        console.print_json({"entries": [e.to_json() for e in entries]})
+            hits_only=hits_only, before_id=before_id, limit=limit, include_indicators=include_indicators))
+    if json_output:  # as GET /v1/checks/log answers
+        console.print_json({"entries": [e.to_json() for e in page.entries], "next_before_id": page.next_before_id})
         return
-    console.table("Query log", ["id", "asked at (UTC)", "key", "kind", "checked", "hits", "block", "stale"],
+    columns = ["id", "asked at (UTC)", "key", "kind", "checked", "hits", "block", "stale"]
+    console.table("Query log", [*columns, "indicators"] if include_indicators else columns,
                   [(e.id, e.asked_at.strftime("%Y-%m-%d %H:%M:%S"), e.key_id, e.kind, e.checked, len(e.hits),
-                    e.as_of_block, "yes" if e.stale else "-") for e in entries])
-    if len(entries) == limit:
-        console.info(f"older entries: --before-id {entries[-1].id}")
+                    e.as_of_block, "yes" if e.stale else "-",
+                    *([] if e.indicators is None else ["\n".join(e.indicators)])) for e in page.entries])
+    if page.next_before_id is not None:  # a page with every checked indicator may end before `limit` entries
+        console.info(f"older entries: --before-id {page.next_before_id}")
 
 
 def _moment(text: str | None, option: str) -> datetime | None:

@@ -91,6 +91,26 @@ def test_check_log_finds_the_checks_of_an_identifier(cli: CliRunner, reported: b
     assert table.code == 0 and "Query log" in table.out and "older entries: --before-id" in table.out
 
 
+def test_check_log_include_indicators_lists_every_checked_indicator_as_the_api_does(cli: CliRunner, reported: bytes,
+                                                                                     initialised: NodeContext) -> None:
+    assert cli("check", f"phone={PHONE}", "email=someone@example.com").code == 0
+    assert cli("check", "email=other@example.com").code == 0
+    result = cli("check-log", "--include-indicators", "--limit", "1", "--before-id", "2", "--json")
+    assert result.code == 0, result.err
+    body = json.loads(result.out)
+    (entry,) = body["entries"]
+    key = initialised.keyring.current()[1]
+    email = hash_identifier(key, "email", "someone@example.com")[1]
+    assert entry["hits"] == ["0x" + reported.hex()]
+    assert sorted(entry["indicators"]) == sorted(["0x" + reported.hex(), "0x" + email.hex()])
+    assert body["next_before_id"] == 1  # a full page names the next, as GET /v1/checks/log does
+    table = cli("check-log", "--include-indicators", "--limit", "1")
+    assert table.code == 0, table.err
+    assert "older entries: --before-id 2" in table.out
+    last_column = "".join(line.split("│")[-2].strip() for line in table.out.splitlines() if line.startswith("│"))
+    assert last_column == "0x" + hash_identifier(key, "email", "other@example.com")[1].hex()  # entry 2's one check
+
+
 def test_check_log_takes_one_bound_with_a_zone_and_one_without(cli: CliRunner, reported: bytes) -> None:
     assert cli("check", f"phone={PHONE}").code == 0
     result = cli("check-log", "--since", "2000-01-01T08:00:00+08:00", "--until", "2100-01-01", "--json")
