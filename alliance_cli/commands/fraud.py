@@ -40,13 +40,15 @@ def fraud_report(
     category: Annotated[str, typer.Option(help="identity_theft, synthetic_identity, ..., other.")],
     confidence: Annotated[int, typer.Option(help="0-100.")],
     valid_days: Annotated[int, typer.Option(help="How long the indicator applies.")] = DEFAULT_VALID_DAYS,
+    valid_from: Annotated[int | None, typer.Option(
+        help="When it starts to apply (Unix seconds; default: when first accepted).")] = None,
     case_reference: Annotated[str, typer.Option(help="The bank's case number (published keyed-hashed).")] = "",
     evidence_sha256: Annotated[str | None, typer.Option(help="SHA-256 of the evidence file.")] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Queue one report; the running node (or `alliance fraud publish`) publishes it."""
     node = node_context(ctx)
-    request = ReportRequest(parse_identifier_arguments(identifiers), category, confidence, valid_days, None,
+    request = ReportRequest(parse_identifier_arguments(identifiers), category, confidence, valid_days, valid_from,
                             evidence_sha256, case_reference)
     accepted = node.report_intake.accept(request, submitted_by=CLI_SUBMITTER)
     if json_output:
@@ -80,9 +82,10 @@ def fraud_import(
             write_private_text(report, "line,code,reason\n" + "".join(
                 f'{p.line},{p.code},"{p.reason.replace(chr(34), chr(39))}"\n' for p in refused.problems))
         except OSError as exc:
-            console.fail(f"{refused}; the list of bad rows could not be written to {report}: {exc.strerror or exc}",
-                         code=refused.code, details=refused.details)
-        console.fail(f"{refused}; see {report}", code=refused.code, details=refused.details)
+            console.fail(f"{refused}; the list of bad rows could not be written to {report}: {exc.strerror or exc} "
+                         f"[{refused.code}]", code=refused.code, details=refused.details)
+        # Ending with its code, as every refusal by the node does (README, CLI tour).
+        console.fail(f"{refused}; see {report} [{refused.code}]", code=refused.code, details=refused.details)
     # The list of an earlier refusal of this file no longer stands: left beside it, it would say rows failed.
     stale_report = _remove_file(report)
     if json_output:

@@ -38,6 +38,18 @@ def test_fraud_report_publish_show(cli: CliRunner, member: None) -> None:
     assert all(item["tx_hash"] for item in shown["identifiers"])
 
 
+def test_fraud_report_takes_valid_from_as_the_api_and_the_import_do(cli: CliRunner, member: None) -> None:
+    reported = cli("fraud", "report", "phone=13800138000", "--category", "other", "--confidence", "50",
+                   "--valid-from", "1900000000", "--valid-days", "10", "--json")
+    assert reported.code == 0, reported.err
+    shown = json.loads(cli("fraud", "show", json.loads(reported.out)["report_id"], "--json").out)
+    assert (shown["valid_from"], shown["valid_until"]) == (1900000000, 1900000000 + 10 * 86400)
+    refused = cli("fraud", "report", "phone=13800138000", "--category", "other", "--confidence", "50",
+                  "--valid-from", str(2**63))
+    assert refused.code == 1
+    assert one_error_line(refused.err).endswith("[invalid_validity]")
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (("phone=12",), "bad_length"),
     (("phone:13800138000",), "TYPE=VALUE"),
@@ -56,7 +68,8 @@ def test_fraud_import_all_or_nothing_with_error_file(cli: CliRunner, member: Non
                    "phone,999,other,50\n")
     result = cli("fraud", "import", str(bad))
     assert result.code == 1
-    assert "1 of 2 rows are invalid; nothing was imported" in one_error_line(result.err)
+    line = one_error_line(result.err)
+    assert "1 of 2 rows are invalid; nothing was imported" in line and line.endswith(" [invalid_rows]")
     errors = (tmp_path / "bad.csv.errors.csv").read_text().splitlines()
     assert errors[0] == "line,code,reason" and errors[1].startswith("3,bad_length,")
     assert result.err.count("\n") == 1  # the progress bar left an empty line before it off a terminal
