@@ -30,7 +30,7 @@ from node.chain.deployment import Deployment, deploy_consortium, save_deployment
 from node.chain.devchain import DevChain
 from node.chain.registry import FoundingMember, MemberRole, RegistryClient
 from node.chain.signer import Signer
-from node.config import Network, load_settings, write_config
+from node.config import Network, Settings, load_settings, write_config
 from node.consortium import this_bank_as_founder
 from node.crypto.envelopes import public_key_bytes
 from node.runtime import NodeContext
@@ -41,6 +41,14 @@ from tests.store.outage import PostgresRelay
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 TEST_PASSPHRASE = "test-passphrase-of-the-banks"
+
+# The shell's node settings stay out of the tests: every test node also reads ALLIANCE_* from the environment, so
+# one exported by an operator's shell (ALLIANCE_DEPLOYMENT_FILE, ALLIANCE_DATABASE_URL: docs/operations.md) had
+# tests deploy their chain's contracts over that deployment record, or open that database. Test-only variables
+# (ALLIANCE_TEST_POSTGRES_URL, ALLIANCE_ANVIL, ALLIANCE_SOLC) are no settings and stay.
+NODE_SETTINGS_IN_ENVIRONMENT = frozenset(f"ALLIANCE_{name.upper()}" for name in Settings.model_fields)
+for _name in NODE_SETTINGS_IN_ENVIRONMENT:
+    os.environ.pop(_name, None)
 
 
 def free_port() -> int:

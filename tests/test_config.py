@@ -14,6 +14,7 @@ from node import config
 from node.chain.profiles import ProfileError, load_profile
 from node.config import DEV_PASSPHRASE, ConfigError, Settings, load_settings, write_config
 from node.setup import init_node
+from tests.conftest import NODE_SETTINGS_IN_ENVIRONMENT
 
 
 def test_env_overrides_toml_which_overrides_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -23,6 +24,13 @@ def test_env_overrides_toml_which_overrides_defaults(tmp_path: Path, monkeypatch
     monkeypatch.setenv("ALLIANCE_API_PORT", "9200")
     assert load_settings(tmp_path).api_port == 9200
     assert load_settings(tmp_path).api_host == "127.0.0.1"
+
+
+def test_node_settings_of_the_shell_do_not_reach_the_tests() -> None:
+    """Run with ALLIANCE_DEPLOYMENT_FILE exported (an operator's shell), a deploying test wrote its contracts over the
+    record of that running node."""
+    assert NODE_SETTINGS_IN_ENVIRONMENT.isdisjoint(os.environ)
+    assert "ALLIANCE_DEPLOYMENT_FILE" in NODE_SETTINGS_IN_ENVIRONMENT
 
 
 def test_write_config_never_persists_the_passphrase(tmp_path: Path) -> None:
