@@ -32,7 +32,8 @@ def check_command(
         return
     console.table("Checks", ["type", "hit", "categories", "reporters", "confidence", "disputed", "indicator"],
                   [(r.identifier_type, "HIT" if r.hit else "-", ", ".join(r.categories) or "-", r.reporter_count,
-                    r.confidence, "yes" if r.disputed else "-", "0x" + r.indicator.hex()[:16] + "…" if r.indicator
+                    # The whole hash (folded, not cut): an analyst endorses, disputes or looks up a hit by it.
+                    r.confidence, "yes" if r.disputed else "-", "0x" + r.indicator.hex() if r.indicator
                     else "-") for r in outcome.results])
     mirror = outcome.mirror
     lag = f"{mirror.lag_s:.0f} s" if mirror.lag_s is not None else "never synced"

@@ -105,8 +105,9 @@ def fraud_show(ctx: typer.Context, report_id: Annotated[str, typer.Argument(help
         console.print_json(status.to_json())
         return
     console.info(f"report {status.report_id}: {status.state}, {status.category}, confidence {status.confidence}")
+    # The whole indicator, as `fraud search` shows it: another bank's analyst endorses or disputes it by that hash.
     console.table("identifiers", ["#", "type", "epoch", "indicator", "state", "block", "tx"],
-                  [(i.position, i.identifier_type, i.epoch, i.indicator[:18] + "…", i.state, i.block_number or "",
+                  [(i.position, i.identifier_type, i.epoch, i.indicator, i.state, i.block_number or "",
                     i.tx_hash or "") for i in status.identifiers])
 
 

@@ -52,6 +52,8 @@ def test_check_prints_table(cli: CliRunner, reported: bytes) -> None:
     result = cli("check", f"phone={PHONE}")
     assert result.code == 0, result.err
     assert "HIT" in result.out and "money_mule" in result.out and "STALE" in result.out
+    last_column = "".join(line.split("│")[-2].strip() for line in result.out.splitlines() if line.startswith("│"))
+    assert last_column == "0x" + reported.hex()  # whole, not cut short: an analyst reacts to the hit by it
 
 
 def test_check_invalid_identifier_fails_with_one_line(cli: CliRunner, reported: bytes) -> None:

@@ -36,6 +36,9 @@ def test_fraud_report_publish_show(cli: CliRunner, member: None) -> None:
     shown = json.loads(cli("fraud", "show", report_id, "--json").out)
     assert shown["state"] == "confirmed"
     assert all(item["tx_hash"] for item in shown["identifiers"])
+    table = cli("fraud", "show", report_id)  # the whole indicators, folded over lines, not cut short
+    indicators = "".join(line.split("│")[4].strip() for line in table.out.splitlines() if line.startswith("│"))
+    assert indicators == "".join(item["indicator"] for item in shown["identifiers"]) and "…" not in table.out
 
 
 def test_fraud_report_takes_valid_from_as_the_api_and_the_import_do(cli: CliRunner, member: None) -> None:
