@@ -126,8 +126,9 @@ def deploy_from_founders_file(node: NodeContext, path: Path, *, quorum_percent: 
 def ensure_demo_consortium(node: NodeContext) -> Deployment:
     """On the dev network: this bank and two demo banks, founders of a fresh deployment.
 
-    The demo banks get data dirs of their own under `<data dir>/demo/`, so they can be run as
-    nodes too. Idempotent: an existing live deployment is kept.
+    The demo banks get data dirs of their own under `<data dir>/demo/`, so that their commands can be run too
+    (`alliance --data-dir <data dir>/demo/demo-b ...`; not their nodes, which would start a second dev chain on the
+    port of this one). Idempotent: an existing live deployment is kept.
     """
     if node.settings.network != Network.dev:
         raise InvalidInput("the demo consortium exists only on the dev network", code="not_dev_network")
