@@ -14,6 +14,7 @@ from alliance_cli.arguments import parse_identifier_arguments
 from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
 from node.chain.errors import ContractRevert
+from node.errors import InvalidInput
 from node.ledger.indicator_search import DEFAULT_LIMIT, SearchRequest, search_indicators
 from node.ledger.reactions import (
     ReactionSent,
@@ -130,7 +131,7 @@ def fraud_search(
 ) -> None:
     """Indicators of the local mirror with their state now, filtered (no chain call unless --reporter)."""
     if not 1 <= limit <= MAX_PAGE:
-        console.fail(f"--limit must be 1..{MAX_PAGE}", code="invalid_limit")
+        raise InvalidInput(f"--limit must be 1..{MAX_PAGE}", code="invalid_limit")  # a refusal like the others
     node = node_context(ctx)
     request = SearchRequest(category, identifier_type, reporter, reported_since, reported_until, state,
                             min_confidence, changed_since_block)

@@ -310,4 +310,5 @@ def test_fraud_search_refuses_invalid_filters_with_codes(cli: CliRunner, member:
                                                          code: str) -> None:
     refused = cli("fraud", "search", *args, "--json")
     assert refused.code == 1 and json.loads(refused.out)["error"]["code"] == code
+    assert one_error_line(refused.err).endswith(f" [{code}]")  # each, as the README says every refusal ends
     assert "13800138000" not in refused.out + refused.err
