@@ -29,7 +29,8 @@ def apply_command(
         body = ApplicationIn.model_validate(read_json_file(file, "application file"))
     except ValidationError as exc:
         problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        console.fail(f"{file} is not a valid application: {problem}", code="invalid_request")
+        # Ending with the code the API refuses such a body with, as every refusal's line does.
+        console.fail(f"{file} is not a valid application: {problem} [invalid_request]", code="invalid_request")
     node = node_context(ctx)
     policy_for(node)  # a policy file the modules cannot use is one line here, as at `node start`, not a review
     view = submit_application(node, body, submitted_by=CLI_SUBMITTER)

@@ -41,6 +41,7 @@ def test_cli_apply_marketing_alerts_extensions(bank_a_env: NodeContext, keyed_ba
     broken.write_text('{"channel": "x"}')
     code, _, err = run_cli(capsys, "apply", str(broken))
     assert code == 1 and "applicant" in err and "Traceback" not in err
+    assert err.rstrip().endswith(" [invalid_request]")
     broken.write_text("[" * 100_000 + "]" * 100_000)
     code, _, err = run_cli(capsys, "apply", str(broken))
     assert code == 1 and "nests too deeply" in err and "Traceback" not in err
