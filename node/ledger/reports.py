@@ -337,7 +337,8 @@ def get_report(session: Session, report_id: str) -> FraudReport:
     if report is None:
         # Quoted only in a report id's shape: anything else may be a customer's identifier typed in its place,
         # and the terminal, job logs and API error bodies are no place for it.
-        shown = report_id if REPORT_ID.fullmatch(report_id) else "with that id (a report id is 32 hex digits)"
+        # "32 lowercase": an id in capitals is 32 hex digits too, and was told it was not one.
+        shown = report_id if REPORT_ID.fullmatch(report_id) else "with that id (a report id is 32 lowercase hex digits)"
         raise NotFound(f"no report {shown}", code="report_not_found")
     return report
 

@@ -145,6 +145,8 @@ def test_fraud_show_unknown_report_fails(cli: CliRunner, member: None) -> None:
     result = cli("fraud", "show", "0" * 32)
     assert result.code == 1
     assert "no report" in one_error_line(result.err)
+    capitals = cli("fraud", "show", "A" * 32)  # 32 hex digits, but not a report id's form: said which form is
+    assert "a report id is 32 lowercase hex digits" in one_error_line(capitals.err)
 
 
 def test_fraud_report_before_the_key_arrives_fails_clearly(cli: CliRunner) -> None:
