@@ -32,7 +32,7 @@ from node.ledger.vocabulary import MAX_CONFIDENCE, MAX_VALIDITY_S, Category, ide
 from node.store.bulk import in_list_slices, insert_rows
 from node.store.db import Store, once_more_on_conflict
 from node.store.ledger_tables import FraudReport, OutboxRecord, PublishBatch, ReportImport, accepted
-from node.store.models import utcnow
+from node.store.models import as_utc, utcnow
 
 MAX_IDENTIFIERS_PER_REPORT = 20
 MAX_REPORTS_PER_REQUEST = 10_000
@@ -363,7 +363,8 @@ def report_status(session: Session, report_id: str) -> ReportStatus:
     state = ("withdrawn" if report.withdrawn_at is not None else "confirmed" if states == {"confirmed"}
              else "queued" if states == {"queued"} else "publishing")
     return ReportStatus(report.report_id, state, Category(report.category).name, report.confidence,
-                        report.valid_from, report.valid_until, report.submitted_by, report.created_at, items)
+                        # Aware on either store: SQLite hands the UTC time back naive, which a client reads as local.
+                        report.valid_from, report.valid_until, report.submitted_by, as_utc(report.created_at), items)
 
 
 def _encodable(text: str) -> bool:

@@ -38,7 +38,7 @@ from node.store.application_tables import BookedLoanRow, BorrowerIndicator, Loan
 from node.store.bulk import rows_page
 from node.store.db import once_more_on_conflict
 from node.store.ledger_tables import MirrorRecord, SyncState
-from node.store.models import utcnow
+from node.store.models import as_utc, utcnow
 
 NAME = "risk_operations"
 ALERT_STATES = ("open", "dismissed", "confirming", "confirmed")
@@ -229,7 +229,8 @@ def _notify(node: Any, view: dict[str, Any]) -> None:
 
 def alert_view(alert: RiskAlert, session: Any) -> dict[str, Any]:
     loan = session.get_one(BookedLoanRow, alert.loan_ref)
-    return {"alert_id": alert.id, "created_at": alert.created_at.isoformat() if alert.created_at else None,
+    # Aware on either store, as the webhook sent it: SQLite hands the UTC time back naive, read as local time.
+    return {"alert_id": alert.id, "created_at": as_utc(alert.created_at).isoformat() if alert.created_at else None,
             "loan_reference": loan.loan_reference, "application_id": alert.application_id,
             "identifier_type": alert.identifier_type, "indicator": "0x" + bytes(alert.indicator).hex(),
             "batch_id": alert.batch_id, "block_number": alert.block_number,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 
@@ -101,6 +102,8 @@ def test_read_report_of_an_import_not_complete_is_404_until_it_completes(api: Ap
     complete_import(api.node.store, import_id, reports=1, created=1, sha256=bytes(32))
     shown = api.client.get(url, headers=api.headers(Role.analyst))
     assert shown.status_code == 200 and shown.json()["state"] == "queued"
+    # In UTC, saying so: SQLite hands the stored time back naive, and a client read "2026-12-07T12:02:17" as local.
+    assert datetime.fromisoformat(shown.json()["created_at"]).utcoffset() == timedelta(0)
 
 
 def test_create_report_malformed_body_is_422_without_echoing_values(api: ApiNode) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -69,6 +69,9 @@ def test_mirrored_indicator_raises_alert_and_fraud_is_confirmed(
         loan.loan_reference, "phone", ["money_mule"])
     assert alert["state"] == "open" and alert["webhook_state"] == "sent"
     assert received and received[0]["alert"]["alert_id"] == alert["alert_id"]
+    # The same time as the webhook said, UTC and saying so (SQLite hands it back naive: "…T12:33:36.921852").
+    assert alert["created_at"] == received[0]["alert"]["created_at"]
+    assert datetime.fromisoformat(alert["created_at"]).utcoffset() == timedelta(0)
     assert phone(50) not in json.dumps(received) and resident_id(50) not in json.dumps(received)
 
     b.report_intake.accept(ReportRequest([("phone", phone(50))], "money_mule", 81), submitted_by="b-analyst")
