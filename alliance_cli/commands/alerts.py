@@ -47,7 +47,10 @@ def alerts_confirm(ctx: typer.Context, alert_id: AlertIdArgument,
 
 
 @app.command("dismiss")
-def alerts_dismiss(ctx: typer.Context, alert_id: AlertIdArgument) -> None:
+def alerts_dismiss(ctx: typer.Context, alert_id: AlertIdArgument, json_output: JsonOption = False) -> None:
     """Dismiss an alert (not fraud)."""
-    resolve_alert(node_context(ctx), alert_id, confirm=False, by="cli")
+    alert = resolve_alert(node_context(ctx), alert_id, confirm=False, by="cli")
+    if json_output:  # as `alerts confirm --json` and POST /v1/alerts/{id} answer
+        console.print_json(alert)
+        return
     console.success(f"alert {alert_id} dismissed")

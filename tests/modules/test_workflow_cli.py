@@ -115,3 +115,6 @@ def test_cli_alerts_lists_every_alert(bank_a_env: NodeContext, capsys: pytest.Ca
     assert code == 0 and [x["alert_id"] for x in json.loads(out)] == ids[::-1]
     code, out, _ = run_cli(capsys, "alerts", "--state", "dismissed", "--json")
     assert code == 0 and [x["alert_id"] for x in json.loads(out)] == ids[1::2][::-1]  # odd ones are dismissed
+    code, out, err = run_cli(capsys, "alerts", "dismiss", str(ids[0]), "--json")  # as `alerts confirm` takes it
+    assert code == 0, err
+    assert (json.loads(out)["alert_id"], json.loads(out)["state"]) == (ids[0], "dismissed")
