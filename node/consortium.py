@@ -17,7 +17,7 @@ from node.chain.deployment import (
 )
 from node.chain.errors import ContractNotDeployed
 from node.chain.registry import FoundingMember, MemberRole
-from node.config import DEV_PASSPHRASE, Network, load_settings
+from node.config import DEV_PASSPHRASE, Network, load_settings, write_config
 from node.crypto.envelopes import public_key_bytes
 from node.errors import AllianceError, Conflict, InvalidInput
 from node.governance import admission_request
@@ -137,6 +137,7 @@ def ensure_demo_consortium(node: NodeContext) -> Deployment:
         try:
             deployment = load_deployment(path)
             check_deployment(node.chain, deployment)
+            _name_record_in_demo_configs(node, path)
             return deployment
         except ContractNotDeployed as exc:
             logger.warning("the dev chain lacks the demo consortium of %s (%s): deploying it again; a chain "
@@ -145,6 +146,14 @@ def ensure_demo_consortium(node: NodeContext) -> Deployment:
     for name, code in DEMO_BANKS[1:]:
         founders.append(this_bank_as_founder(_demo_bank(node, name, code)))
     return deploy(node, founders, quorum_percent=50, proposal_lifetime_s=7 * 24 * 3600, force=True)
+
+
+def _name_record_in_demo_configs(node: NodeContext, record: Path) -> None:
+    """Demo data dirs initialised before their config named the deployment record (see `_demo_bank`) get it now."""
+    for _, code in DEMO_BANKS[1:]:
+        data_dir = node.settings.data_dir / "demo" / code.lower()
+        if (data_dir / "alliance.toml").exists() and load_settings(data_dir).deployment_file is None:
+            write_config(load_settings(data_dir, deployment_file=record.absolute()))
 
 
 def _demo_bank(node: NodeContext, name: str, code: str) -> NodeContext:

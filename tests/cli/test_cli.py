@@ -888,6 +888,13 @@ def test_demo_banks_data_dirs_run_commands_of_their_own(cli: CliRunner, data_dir
     assert shown.code == 0, shown.err
     assert json.loads(shown.out)["status"] == "active"
     assert cli("--data-dir", str(demo_b), "key", "sync").code == 0
+    # A demo made before its configs named the record gets it at the next `node start --demo`.
+    config = demo_b / "alliance.toml"
+    config.write_text("".join(line for line in config.read_text().splitlines(keepends=True)
+                              if not line.startswith("deployment_file")))
+    assert cli("--data-dir", str(demo_b), "member", "show", "DEMO-B").code == 1
+    ensure_demo_consortium(NodeContext(load_settings(data_dir)))
+    assert cli("--data-dir", str(demo_b), "member", "show", "DEMO-B").code == 0
 
 
 def test_contracts_deploy_with_a_proposal_lifetime_past_uint64_fails_with_one_line(cli: CliRunner,
