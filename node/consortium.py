@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +19,12 @@ from node.chain.deployment import (
 )
 from node.chain.errors import ContractNotDeployed
 from node.chain.registry import FoundingMember, MemberRole
-from node.config import DEV_PASSPHRASE, Network, load_settings, write_config
+from node.config import DEV_PASSPHRASE, Network, load_settings
 from node.crypto.envelopes import public_key_bytes
 from node.errors import AllianceError, Conflict, InvalidInput
 from node.governance import admission_request
 from node.input_files import read_json_file
+from node.private_files import write_private_text
 from node.runtime import NodeContext
 from node.setup import init_node, validate_bank_identity
 
@@ -149,11 +152,20 @@ def ensure_demo_consortium(node: NodeContext) -> Deployment:
 
 
 def _name_record_in_demo_configs(node: NodeContext, record: Path) -> None:
-    """Demo data dirs initialised before their config named the deployment record (see `_demo_bank`) get it now."""
+    """Demo data dirs initialised before their config named the deployment record (see `_demo_bank`) get it now.
+
+    One line is added: the config written again from loaded settings would also take whatever ALLIANCE_* this
+    process has in its environment (bank A's database URL, say) into bank B's config."""
     for _, code in DEMO_BANKS[1:]:
-        data_dir = node.settings.data_dir / "demo" / code.lower()
-        if (data_dir / "alliance.toml").exists() and load_settings(data_dir).deployment_file is None:
-            write_config(load_settings(data_dir, deployment_file=record.absolute()))
+        config = node.settings.data_dir / "demo" / code.lower() / "alliance.toml"
+        try:
+            text = config.read_text(encoding="utf-8")
+            if "deployment_file" in tomllib.loads(text):
+                continue
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            continue  # no such demo bank, or a config its own commands refuse, naming the problem
+        line = f"deployment_file = {json.dumps(str(record.absolute()))}\n"  # a JSON string is a TOML one
+        write_private_text(config, text + ("" if text.endswith("\n") else "\n") + line)
 
 
 def _demo_bank(node: NodeContext, name: str, code: str) -> NodeContext:
