@@ -46,8 +46,9 @@ def apikey_list(ctx: typer.Context, json_output: JsonOption = False) -> None:
 
 
 @app.command("revoke")
-def apikey_revoke(ctx: typer.Context, key_id: Annotated[str, typer.Argument(help="The key id.")]) -> None:
+def apikey_revoke(ctx: typer.Context,
+                  key: Annotated[str, typer.Argument(help="The key id, or the whole token.")]) -> None:
     """Revoke a key at once."""
     with node_context(ctx).store.transaction() as session:
-        revoke_api_key(session, key_id)
-    console.success(f"key {key_id} revoked")
+        revoked = revoke_api_key(session, key)
+    console.success(f"key {revoked.key_id} revoked")

@@ -80,7 +80,11 @@ def authenticate(session: Session, token: str) -> KeyInfo:
     return _info(row)
 
 
-def revoke_api_key(session: Session, key_id: str) -> KeyInfo:
+def revoke_api_key(session: Session, key: str) -> KeyInfo:
+    """Revoke the key with id `key`, or the one a whole token names: an operator handed a leaked token revokes it as
+    it is (it was refused as an unknown id, its secret written out in the error, to the terminal and its logs)."""
+    prefix, _, rest = key.partition("_")
+    key_id = rest.partition("_")[0] if prefix == KEY_PREFIX else key
     # Only ids of the issued form are looked up: PostgreSQL refuses a NUL in a query parameter with an error.
     row = session.get(ApiKey, key_id) if _KEY_ID.fullmatch(key_id) else None
     if row is None:

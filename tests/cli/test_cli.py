@@ -970,6 +970,24 @@ def test_apikey_create_list_revoke(cli: CliRunner, deployed: dict[str, str]) -> 
     assert cli("apikey", "revoke", "nope").code == 1
 
 
+def test_apikey_revoke_of_a_whole_token_revokes_its_key_and_never_shows_its_secret(
+        cli: CliRunner, deployed: dict[str, str]) -> None:
+    """An operator handed a leaked token revokes it as it is: it was refused as an unknown key id, its secret written
+    out in the error line."""
+    created = json.loads(cli("apikey", "create", "--role", "analyst", "--json").out)
+    secret = created["token"].rsplit("_", 1)[1]
+    unknown = created["token"].replace(created["key_id"], "0" * 16)
+    refused = cli("apikey", "revoke", unknown)
+    assert refused.code == 1
+    assert one_error_line(refused.err) == f"error: no API key {'0' * 16}"
+    assert json.loads(cli("apikey", "list", "--json").out)[0]["revoked"] is False
+    revoked = cli("apikey", "revoke", created["token"])
+    assert revoked.code == 0
+    assert secret not in revoked.out + revoked.err
+    assert f"key {created['key_id']} revoked" in revoked.out
+    assert json.loads(cli("apikey", "list", "--json").out)[0]["revoked"] is True
+
+
 @pytest.mark.parametrize("label", ["desk\nops", "desk\x1b[2J", "desk\udcff", "x" * 201],
                          ids=["newline", "escape", "undecodable_byte", "too_long"])
 def test_apikey_create_refuses_bad_label_and_issues_nothing(cli: CliRunner, store_url: str, label: str) -> None:
