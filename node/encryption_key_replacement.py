@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from node.chain.errors import ChainUnavailable
@@ -131,6 +131,53 @@ def _replace(node: NodeContext) -> ReplacedEncryptionKey:
     retired = _switch_key_files(settings)  # step 3
     _publish(node, new_key)  # step 4
     return ReplacedEncryptionKey(public_key_bytes(new_key), public_key_bytes(old_key), resealed, retired)
+
+
+def reseal_restored_store(node: NodeContext) -> Path | None:
+    """Seal a store restored from a backup made before a replacement (`alliance store restore`) again under the current
+    key, opened with the retired key kept for it; that key's file, or None if the store opens under the current key
+    (or holds nothing sealed). Such a store opened under no key the node uses: every command that read it failed with
+    `vault_mismatch`, the retired key beside the current one unused. One the retired keys do not open either
+    (another node's store, its key deleted) is left as it is, VaultError."""
+    retired_keys = sorted(node.settings.keys_dir.glob("encryption-key.retired-*.pem"), reverse=True)  # newest first
+    if not retired_keys:  # never replaced: the store is the current key's or none of this node's, and no passphrase
+        return None
+    with node_lock(node.settings.data_dir, doing="restore the store"), \
+            encryption_key_alone(node.settings.data_dir):
+        current = _load(node.settings.encryption_key_file, node.passphrase)
+        sample = _first_sealed_value(node.store)
+        if sample is None or _opens(current, sample):
+            return None
+        for path in retired_keys:
+            retired = _load(path, node.passphrase)
+            if _opens(retired, sample):
+                reseal_store(node.store, retired, current)
+                return path
+    raise VaultError(f"the restored store's secrets open under neither {node.settings.encryption_key_file.name} nor "
+                     f"a retired key in {node.settings.keys_dir}: it is another node's store, or the key it was "
+                     "sealed under was deleted")
+
+
+def _first_sealed_value(store: Store) -> tuple[bytes, bytes] | None:
+    """One vault-sealed value of the store and its associated data; None if it holds none."""
+    with store.session() as session:
+        for sealed in SEALED_COLUMNS:
+            row = session.execute(select(sealed.column, *sealed.context)
+                                  .where(sealed.column.is_not(None), func.length(sealed.column) > 0)
+                                  .order_by(sealed.key).limit(1)).first()
+            if row is not None:
+                value, *context = row
+                return bytes(value), sealed.associated_data(*context)
+    return None
+
+
+def _opens(key: X25519PrivateKey, sample: tuple[bytes, bytes]) -> bool:
+    value, associated_data = sample
+    try:
+        LocalVault(derive_vault_key(key)).decrypt(value, associated_data=associated_data)
+    except VaultError:
+        return False
+    return True
 
 
 def _load(path: Path, passphrase: str) -> X25519PrivateKey:

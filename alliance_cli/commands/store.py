@@ -10,6 +10,7 @@ import typer
 
 from alliance_cli import console
 from alliance_cli.state import node_context
+from node.encryption_key_replacement import reseal_restored_store
 from node.ledger.retention import prune
 from node.setup import create_store
 from node.store.backup import backup_sqlite_store, restore_sqlite_store
@@ -44,8 +45,13 @@ def store_restore(ctx: typer.Context,
                   backup: Annotated[Path, typer.Argument(help="A file written by `alliance store backup`.")]) -> None:
     """Replace the stopped node's SQLite store with BACKUP (checked first; refused while the store is in use). What
     the store holds now is gone; the node catches up with the chain from the backup's position when it starts."""
-    restored = restore_sqlite_store(node_context(ctx).settings.effective_database_url, backup)
+    node = node_context(ctx)
+    restored = restore_sqlite_store(node.settings.effective_database_url, backup)
     console.success(f"store at {restored.path} restored from {backup} (schema revision {restored.revision})")
+    retired_key = reseal_restored_store(node)
+    if retired_key is not None:
+        console.success(f"its secrets, sealed under the retired key {retired_key.name} (the backup is older than a "
+                        "replacement of the encryption key), sealed again under the current key")
 
 
 @app.command("prune")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -168,6 +169,55 @@ def test_key_replace_encryption_key_keeps_the_keys_and_gets_them_sent_again(cli:
     synced = ok_json(cli("key", "sync", "--json"))  # the bank is epoch 1's distributor: it sends itself the key again
     assert synced["published"] == [{"recipient_member_id": 1, "epoch": 1}]
 
+
+
+def test_store_restore_of_a_backup_older_than_a_replacement_seals_it_under_the_current_key(
+        cli: CliRunner, deployed: None, data_dir: Path, rpc_url: str, tmp_path: Path) -> None:
+    """The retired key is kept to open such a backup, but `store restore` put it in place as it was: every command
+    that read the store then failed (`vault_mismatch`, "the store is another node's")."""
+    assert cli("key", "sync").code == 0
+    [key] = held_keys_hex(data_dir, rpc_url)
+    report = ["fraud", "report", "phone=13800138000", "--category", "telecom_fraud", "--confidence", "90", "--json"]
+    report_id = ok_json(cli(*report))["report_id"]
+    backup = tmp_path / "before-replacement.db"
+    assert cli("store", "backup", str(backup)).code == 0
+    assert cli("key", "replace-encryption-key").code == 0
+    gc.collect()  # closes the store connections of the commands above, which ran in this process
+
+    restored = cli("store", "restore", str(backup))
+
+    assert restored.code == 0, restored.err
+    [retired] = (data_dir / "keys").glob("encryption-key.retired-*.pem")
+    assert f"sealed under the retired key {retired.name}" in " ".join(restored.out.split())
+    assert held_keys_hex(data_dir, rpc_url) == [key]
+    # The report id is a keyed hash under the retired key's report-id key: the same report is still found.
+    again = ok_json(cli(*report))
+    assert (again["report_id"], again["created"]) == (report_id, False)
+    assert cli("key", "rotate").code == 0
+    assert ok_json(cli("ledger", "republish", "--json"))["records"] == 1  # its raw identifier opens
+    gc.collect()
+    again = cli("store", "restore", str(backup))
+    assert again.code == 0, again.err
+    assert "retired key" in again.out
+
+
+def test_store_restore_of_another_nodes_store_says_its_secrets_open_under_no_key(
+        cli: CliRunner, deployed: None, data_dir: Path, tmp_path: Path) -> None:
+    assert cli("key", "sync").code == 0
+    assert cli("key", "replace-encryption-key").code == 0
+    other = tmp_path / "other"
+    assert cli("--data-dir", str(other), "init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0
+    assert cli("--data-dir", str(other), "contracts", "deploy", "--force").code == 0
+    assert cli("--data-dir", str(other), "key", "sync").code == 0
+    backup = tmp_path / "other.db"
+    assert cli("--data-dir", str(other), "store", "backup", str(backup)).code == 0
+    gc.collect()
+
+    result = cli("store", "restore", str(backup))
+
+    assert result.code == 1
+    assert "open under neither encryption-key.pem nor a retired key" in one_error_line(result.err)
+    assert one_error_line(result.err).endswith("[vault_mismatch]")
 
 
 def test_key_sync_after_a_replacement_says_once_that_it_skipped_the_old_envelope(cli: CliRunner, deployed: None,
