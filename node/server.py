@@ -207,4 +207,4 @@ def _serve_on(node: NodeContext, sockets: list[socket.socket], *, demo: bool, tl
     finally:
         node.close()
         if started_chain:
-            node.dev_chain.stop()
+            node.dev_chain.stop_if_owned()

@@ -210,6 +210,13 @@ class DevChain:
             raise self._cannot_write(exc) from None
         return True
 
+    def stop_if_owned(self) -> bool:
+        """`stop` the chain if this process still owns it. A `chain down` and `chain up` while the node ran made it a
+        chain of its own, which outlives the node as any `chain up` one does: the node stopped it at exit."""
+        if _pid_in(self.owner_file) != os.getpid():
+            return False
+        return self.stop()
+
     def stop(self, timeout: float = 15.0) -> bool:
         """Stop anvil cleanly so that it writes its state; returns False if it was not running."""
         pid = self.running_pid()

@@ -78,3 +78,28 @@ def test_sigterm_stops_the_node_and_the_dev_chain_it_started(tmp_path: Path) -> 
         assert not alive(chain_pid)
     finally:
         kill_left_running(node, chain_pid)
+
+
+@pytest.mark.slow
+def test_sigterm_leaves_running_a_dev_chain_started_again_by_chain_up(tmp_path: Path) -> None:
+    """`chain down` then `chain up` while the node ran: the chain `chain up` started is one of its own, which outlives
+    the node (docs: the node stops the dev chain "if this node started it"); the node stopped it at exit."""
+    data_dir = tmp_path / "alliance"
+    env = initialised_dev_node(data_dir)
+    port = free_port()
+    with (tmp_path / "node.log").open("wb") as log:
+        node = subprocess.Popen([*ALLIANCE, "node", "start", "--port", str(port)], env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+    chain_pid = None
+    try:
+        answering(f"http://127.0.0.1:{port}/health", node)
+        for command in ("down", "up"):
+            subprocess.run([*ALLIANCE, "chain", command], env=env, check=True, capture_output=True)
+        chain_pid = int((data_dir / "chain" / "anvil.pid").read_text())
+        node.send_signal(signal.SIGTERM)
+        assert node.wait(timeout=60) == 0
+        assert alive(chain_pid)
+        subprocess.run([*ALLIANCE, "chain", "down"], env=env, check=True, capture_output=True)
+        assert not alive(chain_pid)
+    finally:
+        kill_left_running(node, chain_pid)
