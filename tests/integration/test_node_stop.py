@@ -58,19 +58,29 @@ def kill_left_running(node: subprocess.Popen[bytes], chain_pid: int | None) -> N
         os.kill(chain_pid, signal.SIGTERM)
 
 
+def answering_node(tmp_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`alliance node start` in `env`, once its API answers."""
+    port = free_port()
+    with (tmp_path / "node.log").open("wb") as log:
+        node = subprocess.Popen([*ALLIANCE, "node", "start", "--port", str(port)], env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+    try:
+        answering(f"http://127.0.0.1:{port}/health", node)
+    except BaseException:
+        kill_left_running(node, None)
+        raise
+    return node
+
+
 @pytest.mark.slow
 def test_sigterm_stops_the_node_and_the_dev_chain_it_started(tmp_path: Path) -> None:
     """uvicorn raised SIGTERM again after its shutdown, which ended the process before the node's own clean-up:
     the dev chain it started ran on, still marked as this node's."""
     data_dir = tmp_path / "alliance"
     env = initialised_dev_node(data_dir)
-    port = free_port()
-    with (tmp_path / "node.log").open("wb") as log:
-        node = subprocess.Popen([*ALLIANCE, "node", "start", "--port", str(port)], env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
+    node = answering_node(tmp_path, env)
     chain_pid = None
     try:
-        answering(f"http://127.0.0.1:{port}/health", node)
         chain_pid = int((data_dir / "chain" / "anvil.pid").read_text())
         node.send_signal(signal.SIGTERM)
         assert node.wait(timeout=60) == 0
@@ -86,13 +96,9 @@ def test_sigterm_leaves_running_a_dev_chain_started_again_by_chain_up(tmp_path: 
     the node (docs: the node stops the dev chain "if this node started it"); the node stopped it at exit."""
     data_dir = tmp_path / "alliance"
     env = initialised_dev_node(data_dir)
-    port = free_port()
-    with (tmp_path / "node.log").open("wb") as log:
-        node = subprocess.Popen([*ALLIANCE, "node", "start", "--port", str(port)], env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
+    node = answering_node(tmp_path, env)
     chain_pid = None
     try:
-        answering(f"http://127.0.0.1:{port}/health", node)
         for command in ("down", "up"):
             subprocess.run([*ALLIANCE, "chain", command], env=env, check=True, capture_output=True)
         chain_pid = int((data_dir / "chain" / "anvil.pid").read_text())
