@@ -5,7 +5,9 @@ The CLI and the API both build one `NodeContext` and go through it; nothing else
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from contextlib import suppress
 from functools import cached_property
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -14,8 +16,9 @@ from sqlalchemy import make_url
 from node.chain.client import ChainClient
 from node.chain.deployment import Deployment, load_deployment
 from node.chain.devchain import DevChain
+from node.chain.errors import ChainError
 from node.chain.fraud_ledger import FraudLedgerClient
-from node.chain.registry import RegistryClient
+from node.chain.registry import MemberRole, RegistryClient
 from node.chain.signer import KeystoreError, Signer, keystore_address, load_keystore
 from node.config import Network, Settings
 from node.crypto.envelopes import EnvelopeError, load_private_key
@@ -44,12 +47,19 @@ def refuse_unfinished_replacement(settings: Settings) -> None:
                        "replace-encryption-key` to finish it", code="encryption_key_replacement_unfinished")
 
 
+# How long a node that could not learn its role from the chain accepts reports before it asks again: a report must not
+# wait for a chain that does not answer at each request.
+ROLE_RETRY_S = 30.0
+
+
 class NodeContext:
     def __init__(self, settings: Settings, *, ask_passphrase: Callable[[], str] | None = None) -> None:
         """`ask_passphrase` is called once, only when a key must be unlocked and no passphrase is set."""
         self.settings = settings
         self._ask_passphrase = ask_passphrase
         self._member_id = 0
+        self._role: MemberRole | None = None
+        self._role_asked_at = -ROLE_RETRY_S
         self._local_keys: dict[bytes, bytes] = {}
 
     @cached_property
@@ -166,6 +176,20 @@ class NodeContext:
         if not self._member_id:
             self._member_id = self.registry().member_id_of(self.address)
         return self._member_id
+
+    def refuse_reports_unless_member(self) -> None:
+        """Refuse a fraud report of a bank admitted as an auditor or observer: the FraudLedger takes members' batches
+        only, so its reports were accepted and stayed queued for good, `fraud publish` refused with
+        FraudLedgerNotMember while `member show` said active. A role is set at admission and never changes, so the
+        first answer is kept; without one (the chain down, not admitted yet) reports are accepted, as any is then."""
+        if self._role is None and time.monotonic() - self._role_asked_at >= ROLE_RETRY_S:
+            self._role_asked_at = time.monotonic()
+            with suppress(ChainError):
+                member_id = self.member_id
+                self._role = self.registry().member(member_id).role if member_id else None
+        if self._role in (MemberRole.auditor, MemberRole.observer):
+            raise Conflict(f"this bank is an {self._role.name} of the alliance: only banks of role member report "
+                           "fraud", code="not_a_reporter")
 
     @property
     def is_dev(self) -> bool:

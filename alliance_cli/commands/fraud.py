@@ -51,6 +51,7 @@ def fraud_report(
     node = node_context(ctx)
     request = ReportRequest(parse_identifier_arguments(identifiers), category, confidence, valid_days, valid_from,
                             evidence_sha256, case_reference)
+    node.refuse_reports_unless_member()
     accepted = node.report_intake.accept(request, submitted_by=CLI_SUBMITTER)
     if json_output:
         console.print_json({"report_id": accepted.report_id, "created": accepted.created})
@@ -67,6 +68,7 @@ def fraud_import(
 ) -> None:
     """Import reports from CSV, all or nothing; invalid rows are listed in FILE.errors.csv."""
     node = node_context(ctx)
+    node.refuse_reports_unless_member()
     intake = node.report_intake
     report = file.with_name(file.name + ".errors.csv")
     try:

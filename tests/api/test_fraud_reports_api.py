@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timedelta
+from pathlib import Path
 
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from node.auth.apikeys import Role
+from node.api.app import create_app
+from node.auth.apikeys import Role, create_api_key
+from node.chain.registry import MemberRole
 from node.ledger.report_staging import begin_import, complete_import
 from node.ledger.reports import ReportRequest
 from node.signer_rotation import prepare_new_signer
 from node.store.ledger_tables import OutboxRecord
 from tests.api.conftest import ApiNode
+from tests.conftest import LedgerNodes
 
 REPORT = {"identifiers": [{"type": "phone", "value": "+86 138 0013 8000"},
                           {"type": "cn_resident_id", "value": "11010519491231002X"}],
@@ -138,3 +143,20 @@ def test_republish_route_queues_nothing_without_a_new_epoch(api: ApiNode) -> Non
     api.client.post("/v1/fraud/reports", json=REPORT, headers=api.headers(Role.analyst))
     response = api.client.post("/v1/node/republish", headers=api.headers(Role.operator))
     assert response.status_code == 200 and response.json() == {"epoch": 1, "reports": 0, "records": 0}
+
+
+def test_create_report_of_an_auditor_bank_is_409_and_queues_nothing(ledger_nodes: LedgerNodes,
+                                                                     tmp_path: Path) -> None:
+    """Accepted (202) and queued for good: the FraudLedger refuses an auditor's batches."""
+    bank = ledger_nodes.admit(tmp_path / "admitted", "BANK-D", MemberRole.auditor)
+    bank.keyring.store_key(1, os.urandom(32), source="generated")
+    with bank.store.transaction() as session:
+        token = create_api_key(session, Role.analyst).token
+    with TestClient(create_app(bank)) as client:
+        single = client.post("/v1/fraud/reports", json=REPORT, headers={"X-API-Key": token})
+        bulk = client.post("/v1/fraud/reports/bulk", json={"reports": [REPORT]}, headers={"X-API-Key": token})
+    for response in (single, bulk):
+        assert response.status_code == 409
+        assert response.json()["error"]["code"] == "not_a_reporter"
+    with bank.store.session() as session:
+        assert session.scalar(select(func.count()).select_from(OutboxRecord)) == 0

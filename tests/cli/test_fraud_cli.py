@@ -9,8 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from node.chain.registry import MemberRole
+from node.ledger.key_distribution import sync_keys
 from tests.cli.conftest import CliRunner
 from tests.cli.test_cli import json_error, one_error_line
+from tests.conftest import TEST_PASSPHRASE, LedgerNodes
 
 
 @pytest.fixture
@@ -314,3 +317,25 @@ def test_fraud_search_refuses_invalid_filters_with_codes(cli: CliRunner, member:
     assert refused.code == 1 and json.loads(refused.out)["error"]["code"] == code
     assert one_error_line(refused.err).endswith(f" [{code}]")  # each, as the README says every refusal ends
     assert "13800138000" not in refused.out + refused.err
+
+
+@pytest.mark.parametrize("role", [MemberRole.auditor, MemberRole.observer])
+def test_fraud_report_and_import_of_an_auditor_or_observer_bank_are_refused(
+        cli: CliRunner, ledger_nodes: LedgerNodes, tmp_path: Path, role: MemberRole) -> None:
+    """The FraudLedger takes members' batches only: an auditor's report was queued, and `fraud publish` then refused it
+    for good with FraudLedgerNotMember while `member show` said active."""
+    bank = ledger_nodes.admit(tmp_path / "admitted", "BANK-D", role)
+    for node in (ledger_nodes.nodes[0], bank):
+        sync_keys(node)  # an auditor holds the alliance key, for checks
+    env = {"ALLIANCE_DATA_DIR": str(bank.settings.data_dir), "ALLIANCE_KEY_PASSPHRASE": TEST_PASSPHRASE,
+           "ALLIANCE_DEPLOYMENT_FILE": str(ledger_nodes.deployment_file)}
+    reports = tmp_path / "reports.csv"
+    reports.write_text("identifier_type,identifier,category,confidence\nphone,13800138000,telecom_fraud,90\n")
+
+    for command in (("fraud", "report", "phone=13800138000", "--category", "telecom_fraud", "--confidence", "90"),
+                    ("fraud", "import", str(reports))):
+        result = cli(*command, env=env)
+        assert result.code == 1
+        assert one_error_line(result.err) == (f"error: this bank is an {role.name} of the alliance: only banks of role "
+                                              "member report fraud [not_a_reporter]")
+    assert json.loads(cli("node", "status", "--json", env=env).out)["outbox"] == {}
