@@ -11,6 +11,7 @@ from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
 from node import governance
 from node.chain.registry import Member, Proposal, ProposalKind, ProposalOutcome
+from node.errors import InvalidInput
 from node.governance import ProposalAction
 
 app = typer.Typer(help="Consortium membership: proposals, votes, members.", no_args_is_help=True)
@@ -30,9 +31,19 @@ def member_propose(
     json_output: JsonOption = False,
 ) -> None:
     """Propose a membership change; this bank's vote is counted at once."""
+    admit, rotate = action == ProposalAction.admit, action == ProposalAction.rotate
+    # Checked before anything is sent: an option of another action was dropped unread, so `propose suspend BANK
+    # --new-account 0x…` (meant: rotate) proposed a suspension, and `propose admit BANK …` ignored the member named.
+    stray = [name for name, given, applies in (
+        ("MEMBER", target is not None, not admit), ("--account", account is not None, admit),
+        ("--role", role != "member", admit), ("--name", name is not None, admit),
+        ("--bank-code", bank_code is not None, admit), ("--encryption-key", encryption_key is not None, admit),
+        ("--new-account", new_account is not None, rotate)) if given and not applies]
+    if stray:
+        raise InvalidInput(f"`member propose {action}` takes no {', '.join(stray)}; nothing was proposed", code="usage")
     node = node_context(ctx)
     admission = None
-    if action == ProposalAction.admit:
+    if admit:
         admission = governance.admission_request(account=account or "", role=role, name=name or "",
                                                  bank_code=bank_code or "", encryption_key=encryption_key or "")
     outcome = governance.propose(node.registry(signing=True), action, target=target, admission=admission,

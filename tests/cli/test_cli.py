@@ -483,6 +483,23 @@ def test_member_propose_rejects_bad_input_and_sends_nothing(cli: CliRunner, depl
     assert json.loads(cli("member", "proposals", "--json").out) == []
 
 
+@pytest.mark.parametrize(("args", "stray"), [
+    (["suspend", "BANKA", "--new-account", "0x" + "1" * 40], "`member propose suspend` takes no --new-account"),
+    (["rotate", "BANKA", "--new-account", "0x" + "1" * 40, "--role", "auditor", "--name", "Bank B"],
+     "`member propose rotate` takes no --role, --name"),
+    (["admit", "BANKA", "--account", "0x" + "1" * 40, "--name", "Bank B", "--bank-code", "BANKB",
+      "--encryption-key", KEY], "`member propose admit` takes no MEMBER"),
+])
+def test_member_propose_with_an_option_of_another_action_sends_nothing(cli: CliRunner, deployed: dict[str, str],
+                                                                        args: list[str], stray: str) -> None:
+    """Options of another action were dropped unread: `propose suspend BANK --new-account 0x…`, meant as a rotation,
+    proposed the suspension of the bank."""
+    result = cli("member", "propose", *args)
+    assert result.code == 1
+    assert one_error_line(result.err) == f"error: {stray}; nothing was proposed [usage]"
+    assert json.loads(cli("member", "proposals", "--json").out) == []
+
+
 def test_member_show_unknown_member_fails(cli: CliRunner, deployed: dict[str, str]) -> None:
     for reference in ("9", "NOBANK", "0x" + "2" * 40):
         result = cli("member", "show", reference)
