@@ -117,4 +117,6 @@ class KeyRing:
             return self._vault.decrypt(row.sealed_key, associated_data=alliance_key_ad(row.epoch))
         except VaultError as exc:
             raise VaultError(f"the alliance key of epoch {row.epoch} in the store does not decrypt with this node's "
-                             "keys: the store is another node's, or the keys directory was replaced") from exc
+                             "keys: the store is another node's, or the keys directory was replaced; or it was "
+                             "restored from a backup older than `alliance key replace-encryption-key` "
+                             "(docs/operations.md, Backup and restore)") from exc
