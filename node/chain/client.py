@@ -119,6 +119,12 @@ def _rpc_refusal(exc: ChainError) -> str:
     return str(exc.__cause__).lower() if isinstance(exc.__cause__, Web3RPCError) else ""
 
 
+def nonce_taken(exc: ChainError) -> bool:
+    """Whether the endpoint refused a transaction for its nonce, which another transaction of the sender has (mined or
+    pending): signed again with the chain's count, it goes through."""
+    return any(words in _rpc_refusal(exc) for words in _NONCE_TAKEN)
+
+
 class NonceManager:
     """Hands out consecutive nonces locally so that transactions can be pipelined."""
 
@@ -598,7 +604,7 @@ class ChainClient:
             try:
                 return self.send_signed(self.sign(tx))
             except ChainError as exc:
-                if attempt >= SEND_ATTEMPTS or not any(words in _rpc_refusal(exc) for words in _NONCE_TAKEN):
+                if attempt >= SEND_ATTEMPTS or not nonce_taken(exc):
                     raise
                 # send_signed dropped the local count: the next signing reads the chain's
                 logger.info("nonce taken meanwhile by another process of this signer; signing again (%s)", exc)

@@ -44,7 +44,8 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from node.chain.errors import ChainUnavailable, ContractRevert, TransactionTimeout
+from node.chain.client import nonce_taken
+from node.chain.errors import ChainError, ChainUnavailable, ContractRevert, TransactionTimeout
 from node.chain.fraud_ledger import FraudLedgerClient, LedgerRecord, MinedPublish, OwnBatch, batch_root
 from node.store.bulk import in_list_slices
 from node.store.db import Store
@@ -379,7 +380,17 @@ class Publisher:
         return epoch, rows
 
     def _send(self, prepared: PreparedBatch) -> None:
-        self._ledger.send_raw(prepared.raw_tx)
+        try:
+            self._ledger.send_raw(prepared.raw_tx)
+        except ChainError as exc:
+            if not nonce_taken(exc):
+                raise
+            # Another process of this signer (a CLI vote or key rotation beside the node) took the nonce this one had
+            # counted to: the round failed (a warning quoting the endpoint's refusal, a failure in /health) until the
+            # next one settled the batch. Signed again with the chain's count now, as a settled batch is.
+            logger.info("batch %s: its nonce was taken meanwhile by another process of this signer; signing again",
+                        prepared.batch_row_id)
+            self._resign(prepared.batch_row_id)
         with self._store.transaction() as session:
             session.execute(update(PublishBatch).where(PublishBatch.id == prepared.batch_row_id)
                             .values(sent_at=utcnow()))

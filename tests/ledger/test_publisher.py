@@ -475,3 +475,23 @@ def test_records_this_member_published_from_another_store_are_adopted(bank: Node
         assert len(onchain_records(bank.fraud_ledger())) == 1
     finally:
         elsewhere.close()
+
+
+def test_a_nonce_another_process_took_since_the_last_batch_is_signed_again_in_the_same_round(
+        bank: NodeContext) -> None:
+    """A CLI command beside the node (a vote, a key rotation) signs with the bank's key: the node's next batch went out
+    with the nonce it had counted to, was refused ("nonce too low") and failed its round (the worker's warning quoting
+    the endpoint's error, a failure in /health) until the next round signed it again."""
+    publisher = bank.publisher
+    bank.report_intake.accept(report(), submitted_by="k1")
+    assert publisher.run_once(flush=True).records == 1  # the publisher counts this signer's nonces from here
+    other = ChainClient(bank.settings.effective_rpc_url, signer=bank.signer)
+    other.transact(bank.fraud_ledger().contract.functions.endorse(b"\x01" * 32, 10))
+    bank.report_intake.accept(report("13900139000"), submitted_by="k1")
+
+    published = publisher.run_once(flush=True)
+
+    assert (published.batches, published.records) == (1, 1)
+    assert len(onchain_records(bank.fraud_ledger())) == 2
+    with bank.store.session() as session:
+        assert set(session.scalars(select(PublishBatch.state))) == {"confirmed"}
