@@ -31,6 +31,10 @@ MIN_REDACTED_VALUE = 4
 # of details, and 2 MB of invalid list items 100 MB, built and encoded in the event loop.
 MAX_DETAILS = 10_000
 
+# AllianceRegistryNotActiveMember, AllianceRegistryNotActive, FraudLedgerNotMember and AssetRegistryNotMember: each
+# contract's way of saying the caller is not an active member (suspended, removed; or never admitted).
+_NOT_ACTIVE_MEMBER = ("NotActiveMember", "NotActive", "NotMember")
+
 
 def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, **extra}}
@@ -121,7 +125,8 @@ def install_error_handlers(app: FastAPI, *, caller_refusal: Callable[[Request], 
     async def _revert(request: Request, exc: ContractRevert) -> ErrorResponse:
         hidden = request_values_hidden(request)
         arguments = {k: _argument_shown(v, hidden) for k, v in exc.arguments.items()}
-        status = 403 if exc.error_name.endswith(("NotActiveMember", "NotActive")) else 409
+        # A suspended bank may not write at all: that is no conflict with the state its write would change.
+        status = 403 if exc.error_name.endswith(_NOT_ACTIVE_MEMBER) else 409
         if "Unknown" in exc.error_name:  # <Contract>Unknown<Thing>: no such pool, version, batch... is not a conflict
             status = 404
         return ErrorResponse(error_body("contract_revert", hidden(str(exc)),

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from node.api.app import create_app
 from node.assets.pools import asset_registry
 from node.assets.verify import verify_bundle
-from node.auth.apikeys import Role
+from node.auth.apikeys import Role, create_api_key
 from node.config import load_settings
 from node.runtime import NodeContext
 from node.store.asset_tables import AssetServicingReport
@@ -415,3 +415,24 @@ def test_create_draft_bound_to_a_pool_refused_imports_nothing(api: ApiNode, pool
     if pool_id == "1":
         assert "'retail'" in refused.json()["error"]["message"]
     assert [p["name"] for p in api.client.get("/v1/assets/pools", headers=operator).json()] == ["retail"]
+
+
+def test_assets_api_refuses_a_suspended_banks_writes_403_naming_the_contract_error(banks: list[NodeContext]) -> None:
+    """A bank suspended by the alliance anchoring a pool was answered 409, as if its pool clashed with another, while
+    the same refusal from the registry (AllianceRegistryNotActiveMember) was 403: the bank may not write at all."""
+    a, b, c = banks
+    assert b.registry(signing=True).vote(a.registry(signing=True).propose_suspension(3).proposal_id).executed
+    with c.store.transaction() as session:
+        operator = {"X-API-Key": create_api_key(session, Role.operator, "test").token}
+    client = TestClient(create_app(c))
+    try:
+        assert client.post("/v1/assets/pools/p/tapes", content=tape_text([loan_row(1)]),
+                           headers={**operator, **CSV}).status_code == 201
+        head = c.chain.block_number()
+        refused = client.post("/v1/assets/pools/p/anchor", json={}, headers=operator)
+        assert refused.status_code == 403, refused.text
+        assert (refused.json()["error"]["code"], refused.json()["error"]["contract_error"]) == (
+            "contract_revert", "AssetRegistryNotMember")
+        assert c.chain.block_number() == head
+    finally:
+        client.close()
