@@ -283,13 +283,18 @@ def load_settings(data_dir: Path | str | None = None, **overrides: Any) -> Setti
     toml_path = directory / CONFIG_FILE
     if toml_path.exists():
         try:
-            tomllib.loads(toml_path.read_text(encoding="utf-8"))
+            in_file = tomllib.loads(toml_path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{toml_path} is not valid TOML: {exc}") from exc
         except UnicodeDecodeError:
             raise ConfigError(f"{toml_path} is not UTF-8 text") from None
         except OSError as exc:  # a directory in its place, say
             raise ConfigError(f"{toml_path} cannot be read: {exc.strerror or exc}") from None
+        if "key_passphrase" in in_file:
+            # The file sits beside the keys the passphrase opens, in every copy of the data dir: read from it, a
+            # passphrase protected them from nobody who could read the directory.
+            raise ConfigError(f"{toml_path} holds key_passphrase, which is read only from ALLIANCE_KEY_PASSPHRASE or "
+                              "a prompt: remove it from the file")
 
     class _DataDirSettings(Settings):
         @classmethod

@@ -243,3 +243,12 @@ def test_malformed_profile_fails_a_command_with_one_line(tmp_path: Path, monkeyp
     assert exited.value.code == 1
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: network profile {profiles / 'local.toml'} is malformed")
+
+
+def test_a_passphrase_in_the_toml_is_a_config_error(tmp_path: Path) -> None:
+    """A key_passphrase line in alliance.toml was read and opened the keys beside it: the passphrase protected the
+    keys from nobody who could copy the data dir. It comes from ALLIANCE_KEY_PASSPHRASE or a prompt only."""
+    (tmp_path / "alliance.toml").write_text('bank_code = "BANKA"\nkey_passphrase = "kept-beside-the-keys"\n')
+    with pytest.raises(ConfigError, match=r"holds key_passphrase.*ALLIANCE_KEY_PASSPHRASE") as refused:
+        load_settings(tmp_path)
+    assert "kept-beside-the-keys" not in str(refused.value)
