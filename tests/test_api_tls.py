@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import logging
 import os
 import re
 import ssl
@@ -21,7 +22,8 @@ from cryptography.x509.oid import NameOID
 from node.api_tls import TlsUnusable, check_tls_files, is_loopback
 from node.config import ConfigError, load_settings
 from node.paths import PROJECT_ROOT
-from tests.conftest import TEST_PASSPHRASE, free_port
+from node.server import serve
+from tests.conftest import TEST_PASSPHRASE, LedgerNodes, free_port
 from tests.integration.test_node_stop import ALLIANCE, alive
 
 
@@ -142,3 +144,20 @@ def test_node_serves_https_with_its_tls_files(tmp_path: Path) -> None:
         pid_file = data_dir / "chain" / "anvil.pid"
         if pid_file.exists() and alive(int(pid_file.read_text())):
             os.kill(int(pid_file.read_text()), 15)
+
+
+def test_node_bound_beyond_loopback_without_tls_files_warns(ledger_nodes: LedgerNodes, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """The threat model's defence against API keys read off the network: a plain-HTTP node reachable from other
+    machines says so when it starts; one on loopback, or serving HTTPS, does not."""
+    node = ledger_nodes.nodes[0]
+    monkeypatch.setattr("node.server._serve_on", lambda *_, **__: None)  # the warning comes once bound, before this
+    with caplog.at_level(logging.WARNING, logger="node.server"):
+        serve(node, demo=False, host="0.0.0.0", port=free_port())
+        assert "serving plain HTTP on 0.0.0.0: API keys cross the network in clear" in caplog.text
+        caplog.clear()
+        serve(node, demo=False, host="127.0.0.1", port=free_port())
+        node.settings.api_tls_certfile, node.settings.api_tls_keyfile = write_pair(tmp_path)
+        serve(node, demo=False, host="0.0.0.0", port=free_port())
+    assert "plain HTTP" not in caplog.text
