@@ -243,6 +243,24 @@ def test_sync_keys_skips_a_tampered_envelope(ledger_nodes: LedgerNodes, caplog: 
     assert sync_keys(b).rejected == []  # epoch 1 is held: its envelopes are not opened again
 
 
+def test_sync_keys_skips_an_envelope_altered_after_a_holder_sealed_it(ledger_nodes: LedgerNodes,
+                                                                     tmp_path: Path) -> None:
+    """The threat model's envelope altered in transit: sent by B, which holds the key (so not skipped as from an
+    untrusted sender), it does not open and is never stored; A's envelope still serves the newcomer."""
+    a, b, _ = ledger_nodes.nodes
+    sync_keys(a)
+    sync_keys(b)
+    newcomer = ledger_nodes.admit(tmp_path, "BANK-D")
+    sealed = bytearray(seal_envelope(recipient_public_key=public_key_bytes(newcomer.encryption_key),
+                                     recipient_member_id=4, epoch=1, alliance_key=b.keyring.key(1)))
+    sealed[-1] ^= 0x01
+    altered = b.registry(signing=True).publish_key_envelope(4, 1, bytes(sealed))
+    assert sync_keys(a).published == [(4, 1)]
+    result = sync_keys(newcomer)
+    assert (result.rejected, result.received) == ([(2, 1, altered.block_number, DOES_NOT_OPEN)], [1])
+    assert newcomer.keyring.key(1) == a.keyring.key(1)
+
+
 def test_sync_keys_refuses_a_key_sent_by_a_member_that_does_not_hold_the_epoch(
         ledger_nodes: LedgerNodes, caplog: pytest.LogCaptureFixture) -> None:
     a, b, c = ledger_nodes.nodes
