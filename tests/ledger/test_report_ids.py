@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any, cast
 
 from node.ledger.reports import ReportIntake, ReportRequest
+from node.runtime import NodeContext
+from tests.conftest import LedgerNodes
 
 REPORT_ID_KEY = bytes(range(32))
 ALLIANCE_KEY = bytes(range(1, 33))
@@ -35,3 +37,18 @@ def test_report_id_ignores_identifier_order_and_formatting_but_not_content() -> 
                                                       ("phone", "138 0013 8000")])
     assert report_id([phone, resident]) != report_id([phone])
     assert report_id([phone]) != report_id([phone], confidence=86)
+
+
+def test_case_reference_hash_links_a_banks_own_cases_only(ledger_nodes: LedgerNodes) -> None:
+    """The threat model's case number: caseRefHash is keyed by a key local to the reporting bank, so its own reports
+    of a case share one hash and the same case number at another bank (the alliance key alike) gives another."""
+    a, b, _ = ledger_nodes.nodes
+
+    def case_ref_hash(bank: NodeContext, case_reference: str, phone: str = "+8613800138000") -> bytes:
+        request = ReportRequest([("phone", phone)], "telecom_fraud", 85, case_reference=case_reference)
+        return bank.report_intake.prepare(request, now=1_700_000_000, epoch_key=(1, ALLIANCE_KEY)).case_ref_hash
+
+    ours = case_ref_hash(a, "CASE-1")
+    assert ours == case_ref_hash(a, "CASE-1", phone="+8613900139000") != case_ref_hash(a, "CASE-2")
+    assert case_ref_hash(b, "CASE-1") not in (ours, bytes(32))
+    assert case_ref_hash(a, "") == bytes(32)  # no case reference: zero, as the ledger's records say
