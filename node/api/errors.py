@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from node.chain.errors import ChainError, ChainUnavailable, ContractNotDeployed, ContractRevert
+from node.chain.errors import ChainError, ChainUnavailable, ContractNotDeployed, ContractRevert, UnknownRevert
 from node.errors import AllianceError
 from node.store.db import STORE_LOST, StoreUnavailable
 
@@ -127,7 +127,9 @@ def install_error_handlers(app: FastAPI, *, caller_refusal: Callable[[Request], 
         arguments = {k: _argument_shown(v, hidden) for k, v in exc.arguments.items()}
         # A suspended bank may not write at all: that is no conflict with the state its write would change.
         status = 403 if exc.error_name.endswith(_NOT_ACTIVE_MEMBER) else 409
-        if "Unknown" in exc.error_name:  # <Contract>Unknown<Thing>: no such pool, version, batch... is not a conflict
+        # <Contract>Unknown<Thing>: no such pool, version, batch... is not a conflict. A revert the node cannot decode
+        # is named UnknownRevert, and says nothing of what was asked for.
+        if "Unknown" in exc.error_name and not isinstance(exc, UnknownRevert):
             status = 404
         return ErrorResponse(error_body("contract_revert", hidden(str(exc)),
                                        contract_error=exc.error_name, arguments=arguments), status_code=status)

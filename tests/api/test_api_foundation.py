@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from node.api.app import create_app
 from node.api.errors import MAX_DETAILS
 from node.auth.apikeys import Role
+from node.chain.errors import UnknownRevert
 from node.config import load_settings
 from node.runtime import NodeContext
 from node.workers import BackgroundWorkers, Loop
@@ -239,6 +240,19 @@ def test_unexpected_failure_answers_the_error_envelope_without_its_text(api: Api
     assert response.headers["content-type"] == "application/json"
     assert response.json()["error"]["code"] == "internal_error"
     assert "s3cret" not in response.text and "postgresql" not in response.text
+
+
+def test_a_revert_the_node_cannot_decode_is_409_not_404(api: ApiNode, monkeypatch: pytest.MonkeyPatch) -> None:
+    """404 is for `<Contract>Unknown<Thing>` (no such pool, proposal): an undecodable revert (a registry deployed
+    before a view the node calls) was 404 too, its class being named UnknownRevert."""
+    def revert(*_: object) -> None:
+        raise UnknownRevert({"data": b"\x12\x34\x56\x78"})
+
+    monkeypatch.setattr("node.api.routes.members.governance.find_member", revert)
+    response = api.client.get("/v1/members/1", headers=api.headers(Role.analyst))
+    assert response.status_code == 409, response.text
+    assert (response.json()["error"]["code"], response.json()["error"]["contract_error"]) == (
+        "contract_revert", "UnknownRevert")
 
 
 def test_refusal_lists_at_most_max_details_of_a_loan_tapes_bad_rows(api: ApiNode) -> None:
