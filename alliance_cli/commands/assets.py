@@ -15,9 +15,8 @@ from alliance_cli import console
 from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
 from node.assets import lifecycle
-from node.assets.pools import anchor_draft, asset_registry, discard_draft, import_tape, local_pools
+from node.assets.pools import anchor_draft, asset_registry, discard_draft, double_financing, import_tape, local_pools
 from node.assets.provenance import MAX_BUNDLES, build_bundles
-from node.assets.screening import double_financed_loans, sync_loan_mirror
 from node.chain.client import Receipt
 from node.errors import InvalidInput
 from node.input_files import reading_bytes, reading_text
@@ -276,9 +275,7 @@ def assets_show(
                                                       if k not in ("kind", "block_number", "tx_hash", "poolId")})
                        for e in events])
         return
-    sync_loan_mirror(node.store, registry, from_block=node.deployment.contracts["AssetRegistry"].block_number)
-    with node.store.session() as session:
-        flags = {"0x" + k.hex(): v for k, v in double_financed_loans(session).items()}
+    flags = {"0x" + k.hex(): v for k, v in double_financing(node).items()}
     pools = local_pools(node)
     if json_output:
         console.print_json({"pools": pools, "double_financed": flags})

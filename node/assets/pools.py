@@ -39,7 +39,14 @@ from sqlalchemy.orm import Session
 
 from node.assets.loan_tape import LoanTapeRejected, TapeLoan, parse_tape
 from node.assets.records import LEAF_ENCODING, Amortisation, LoanPurpose, LoanRecord, LoanStatus
-from node.assets.screening import Screen, ScreeningFindings, fraud_ledger_screen, screen_version, sync_loan_mirror
+from node.assets.screening import (
+    Screen,
+    ScreeningFindings,
+    double_financed_loans,
+    fraud_ledger_screen,
+    screen_version,
+    sync_loan_mirror,
+)
 from node.chain.asset_registry import (
     AnchoredVersion,
     AssetRegistryClient,
@@ -584,6 +591,15 @@ class PoolsPage:
 
     pools: list[dict[str, Any]]
     next_after: int | None
+
+
+def double_financing(node: NodeContext, *, after: bytes | None = None,
+                     limit: int | None = None) -> dict[bytes, list[int]]:
+    """Loan ids active in two or more pools at once, across every bank's pools, from the loan-id mirror brought up to
+    the chain first: in byte order, those after `after`, at most `limit` of them (None: all)."""
+    sync_loan_mirror(node.store, asset_registry(node), from_block=_registry_block(node))
+    with node.store.session() as session:
+        return double_financed_loans(session, after=after, limit=limit)
 
 
 def local_pools(node: NodeContext) -> list[dict[str, Any]]:

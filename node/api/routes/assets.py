@@ -17,12 +17,13 @@ from node.assets.pools import (
     MAX_POOLS_PAGE,
     anchor_draft,
     asset_registry,
+    double_financing,
     import_lines,
     pools_page,
 )
 from node.assets.provenance import build_bundle, build_bundles
 from node.assets.records import LoanStatus
-from node.assets.screening import DEFAULT_FLAGS_PAGE, MAX_FLAGS_PAGE, double_financed_loans, sync_loan_mirror
+from node.assets.screening import DEFAULT_FLAGS_PAGE, MAX_FLAGS_PAGE
 from node.auth.apikeys import KeyInfo, Role
 from node.errors import InvalidInput
 
@@ -221,11 +222,8 @@ def list_double_financing(*, node: NodeDep, _key: Reader, response: Response,
                           limit: Annotated[int, Query(ge=1, le=MAX_FLAGS_PAGE)] = DEFAULT_FLAGS_PAGE) -> Any:
     """Loan ids active in two or more pools at once, across every bank's pools, in loan id order, a page at a time;
     X-Next-After continues while more follow."""
-    registry = asset_registry(node)
-    sync_loan_mirror(node.store, registry, from_block=node.deployment.contracts["AssetRegistry"].block_number)
-    with node.store.session() as session:
-        flagged = double_financed_loans(session, after=None if after is None else bytes.fromhex(after[2:]),
-                                        limit=limit + 1)  # one more says whether another page follows
+    flagged = double_financing(node, after=None if after is None else bytes.fromhex(after[2:]),
+                               limit=limit + 1)  # one more says whether another page follows
     page = list(flagged.items())[:limit]
     if len(flagged) > limit:
         response.headers[NEXT_PAGE_HEADER] = "0x" + page[-1][0].hex()
