@@ -3,10 +3,10 @@
 indicator = HMAC-SHA256(alliance key of the epoch, type_utf8 || 0x00 || canonical_utf8)
 
 A plain SHA-256 of a resident ID or phone number is reversible: the valid values are few enough (about
-10^11 mobile numbers) to hash them all. Keying the hash with a secret shared only by members leaves an
-outsider who reads the chain nothing to enumerate against. The identifier type is hashed with the value
-so that equal digits of different kinds (a phone number and a card number) never give one indicator;
-the NUL byte ends the type, which no type name contains.
+5 * 10^9 numbers in China's mobile ranges, about 10^11 resident IDs) to hash them all. Keying the hash with a
+secret shared only by members leaves an outsider who reads the chain nothing to enumerate against. The identifier
+type is hashed with the value so that equal digits of different kinds (a phone number and a card number) never give
+one indicator; the NUL byte ends the type, which no type name contains.
 """
 
 from __future__ import annotations
