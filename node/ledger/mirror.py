@@ -69,6 +69,12 @@ def _rows_with_indicators(session: Session, table: str, columns: Sequence[Any], 
     return connection.exec_driver_sql(sql, tuple(chunk)).all()
 
 
+# How far the clocks involved may differ: the chain's (block times), the reporting bank's (a record's valid_from) and
+# this node's (the time a state is evaluated at). Where a time is compared across them, a margin that sends some
+# objects twice (a platform updates them in place) rather than miss one.
+CLOCK_MARGIN_S = 300
+
+
 @dataclass(frozen=True, slots=True)
 class RecordFilter:
     """Which indicators a page takes, by what their records say; None: any. The record filters hold together for one
@@ -103,7 +109,12 @@ class RecordFilter:
             after, until = self.state_changed_between
             window = self.dispute_window_s
             changed += [
-                select(MirrorRecord.indicator).where(MirrorRecord.valid_from > after, MirrorRecord.valid_from <= until),
+                # Only a record dated ahead of its block (by more than the clocks may differ) starts to apply after it
+                # appeared: most take their valid_from from their acceptance, seconds before their block, and every
+                # pull would send again those of the margin before the previous pull.
+                select(MirrorRecord.indicator).where(
+                    MirrorRecord.valid_from > MirrorRecord.published_at + CLOCK_MARGIN_S,
+                    MirrorRecord.valid_from > after, MirrorRecord.valid_from <= until),
                 select(MirrorRecord.indicator).where(MirrorRecord.valid_until > after,
                                                      MirrorRecord.valid_until <= until),
                 select(MirrorReaction.indicator).where(MirrorReaction.kind == "disputed",

@@ -31,7 +31,7 @@ from node.ledger.indicator_state import (
     confidence_settled_since,
     derive_state_and_sources,
 )
-from node.ledger.mirror import RecordFilter, block_time_before, facts_for, indicators_page
+from node.ledger.mirror import CLOCK_MARGIN_S, RecordFilter, block_time_before, facts_for, indicators_page
 from node.ledger.vocabulary import identifier_type_of
 from node.store.ledger_tables import MirrorBatch
 
@@ -176,11 +176,6 @@ def exportable(state: IndicatorState) -> bool:
 class ExportPage:
     bundle: dict[str, Any]
     next_after: bytes | None  # cursor of the next page; None on the last page
-
-
-# The chain's clock (block times) and this node's (the time a pull is evaluated at) may differ a little: a margin
-# that sends some objects twice (a platform updates them in place) rather than miss one.
-CLOCK_MARGIN_S = 300
 
 
 def previous_pull_time(session: Session, changed_since_block: int) -> int | None:
