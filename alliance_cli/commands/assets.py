@@ -188,14 +188,17 @@ def assets_prove(
         "--loans-file", dir_okay=False,
         help="Also the loans listed in this file, one a line (an audit sample).")] = None,
     out: Annotated[Path | None, typer.Option(help="Write the bundle to this file instead of to stdout; for several "
-                                                  "loans, a directory getting one LOAN_ID.json each.")] = None,
+                                                  "loans or a --loans-file, a directory getting one LOAN_ID.json "
+                                                  "each.")] = None,
 ) -> None:
     """Produce loans' provenance bundles, for `alliance audit verify`; several loans share each tree built."""
     references = [*(loans or []), *(_listed_loans(loans_file) if loans_file is not None else [])]
     if not references:
         console.fail("name the loans to prove, or give --loans-file", code="usage")
     bundles = build_bundles(node_context(ctx), references)
-    several = len(references) > 1 or (out is not None and out.is_dir())
+    # A sample file makes a sample whatever it lists: a script reading it gets a list, and `--out DIR` a directory,
+    # also when the file names one loan.
+    several = len(references) > 1 or loans_file is not None or (out is not None and out.is_dir())
     if out is None:
         console.print_json(bundles if several else bundles[0])
     elif several:

@@ -255,6 +255,21 @@ def test_assets_prove_several_loans_writes_one_bundle_each(cli: CliRunner, ancho
     assert listed.code == 0 and json.loads(listed.out) == [alone["LN-000005"], alone["LN-000001"]]
 
 
+def test_assets_prove_a_loans_file_of_one_loan_is_a_sample(cli: CliRunner, anchored: dict[str, Any],
+                                                           tmp_path: Path) -> None:
+    """A sample file naming one loan wrote a file named like the directory asked for, and printed a bundle where a
+    script reading a sample expects a list."""
+    alone = json.loads(cli("assets", "prove", "LN-000002").out)
+    sample = tmp_path / "sample.txt"
+    sample.write_text("# drawn this quarter\nLN-000002\n")
+    listed = cli("assets", "prove", "--loans-file", str(sample))
+    assert listed.code == 0 and json.loads(listed.out) == [alone]
+    out = tmp_path / "bundles"
+    written = cli("assets", "prove", "--loans-file", str(sample), "--out", str(out))
+    assert written.code == 0, written.err
+    assert out.is_dir() and json.loads((out / f"{alone['record']['loan_id']}.json").read_text()) == alone
+
+
 def test_audit_verify_a_directory_of_bundles_judges_each(cli: CliRunner, anchored: dict[str, Any], tmp_path: Path,
                                                          rpc_url: str, data_dir: Path) -> None:
     out = tmp_path / "bundles"
