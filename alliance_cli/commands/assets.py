@@ -81,9 +81,13 @@ def assets_anchor(
 def assets_discard(
     ctx: typer.Context,
     pool: Annotated[str, typer.Argument(help="Local name of the pool whose draft to drop.")],
+    json_output: JsonOption = False,
 ) -> None:
     """Drop the pool's draft version (e.g. refused by screening), so a corrected tape can be imported."""
     discard_draft(node_context(ctx), pool)
+    if json_output:
+        console.print_json({"pool": pool, "state": "discarded"})
+        return
     console.success(f"discarded the draft of pool {pool!r}")
 
 

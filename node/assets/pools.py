@@ -304,7 +304,8 @@ def _store_draft(store: Store, name: str, originator_code: str, loans: Sequence[
         # import that ran meanwhile is committed by now and seen here.
         if session.scalar(select(AssetVersion.id).where(AssetVersion.pool_ref == pool.id, AssetVersion.state == "draft",
                                                         AssetVersion.id != draft.id)) is not None:
-            raise Conflict(f"pool {name!r} already has a draft version; anchor it first", code="draft_exists")
+            raise Conflict(f"pool {name!r} already has a draft version; anchor or discard it first",
+                           code="draft_exists")
         _insert_loans(session, draft.id, loans)
         return pool.pool_id
 

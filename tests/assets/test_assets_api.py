@@ -284,6 +284,25 @@ def test_assets_api_refuses_double_financing_with_409(api: ApiNode) -> None:
     assert refused.json()["error"]["details"][0]["code"] == "double_financed"
 
 
+def test_delete_draft_refused_by_screening_lets_a_corrected_tape_in(api: ApiNode) -> None:
+    """A draft refused by screening (or the loans of the latest version again) could be dropped on the command line
+    only: a client of the API was left with a pool it could neither anchor nor import into (`draft_exists`)."""
+    operator = api.headers(Role.operator)
+    post_tape(api, "first", [loan_row(i) for i in range(3)])
+    assert api.client.post("/v1/assets/pools/first/anchor", headers=operator).status_code == 201  # no body: none
+    post_tape(api, "second", [loan_row(i) for i in range(2, 4)])
+    assert api.client.post("/v1/assets/pools/second/anchor", headers=operator).json()["error"]["code"] == "pool_refused"
+    assert post_tape(api, "second", [loan_row(3)]).json()["error"]["code"] == "draft_exists"
+    assert api.client.delete("/v1/assets/pools/second/draft", headers=api.headers(Role.auditor)).status_code == 403
+    assert api.client.delete("/v1/assets/pools/second/draft", headers=operator).status_code == 204
+    assert post_tape(api, "second", [loan_row(3)]).status_code == 201
+    assert api.client.post("/v1/assets/pools/second/anchor", headers=operator).status_code == 201
+    nothing = api.client.delete("/v1/assets/pools/second/draft", headers=operator)
+    assert nothing.status_code == 404 and nothing.json()["error"]["code"] == "no_draft"
+    unknown = api.client.delete("/v1/assets/pools/nowhere/draft", headers=operator)
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "pool_not_found"
+
+
 def test_assets_api_attestation_by_non_auditor_signer_is_refused_by_contract(api: ApiNode) -> None:
     operator = api.headers(Role.operator)
     post_tape(api, "p", [loan_row(1)])

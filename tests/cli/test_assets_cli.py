@@ -102,6 +102,15 @@ def test_assets_anchor_refuses_double_financing_then_overrides(cli: CliRunner, a
     assert len(ok_json(cli("assets", "show", "--json"))["double_financed"]) == 2
 
 
+def test_assets_discard_takes_json(cli: CliRunner, anchored: dict[str, Any], tmp_path: Path) -> None:
+    """A script dropping a refused draft was refused itself: No such option: --json."""
+    again = write_tape(tmp_path / "again.csv", [loan_row(i) for i in range(6)])
+    assert cli("assets", "import", str(again), "--pool", "retail").code == 0
+    assert ok_json(cli("assets", "discard", "retail", "--json")) == {"pool": "retail", "state": "discarded"}
+    assert [v["state"] for v in ok_json(cli("assets", "show", "--json"))["pools"][0]["versions"]] == ["anchored"]
+    assert json_error(cli("assets", "discard", "retail", "--json"))["code"] == "no_draft"
+
+
 def test_assets_prove_and_audit_verify_without_data_dir(cli: CliRunner, anchored: dict[str, Any],
                                                         tmp_path: Path, rpc_url: str, data_dir: Path) -> None:
     serviced = ok_json(cli("assets", "service", "1", "--period", "202406", "--json"))

@@ -1,5 +1,5 @@
-"""`/v1/assets`: ABS pools. Operators import, anchor, transfer (or vote a successor for a removed custodian's pool)
-and report servicing; auditors read and attest."""
+"""`/v1/assets`: ABS pools. Operators import, anchor (or discard a draft), transfer (or vote a successor for a
+removed custodian's pool) and report servicing; auditors read and attest."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from node.assets.pools import (
     MAX_POOLS_PAGE,
     anchor_draft,
     asset_registry,
+    discard_draft,
     double_financing,
     import_lines,
     pools_page,
@@ -116,9 +117,17 @@ def create_draft(*, name: str, node: NodeDep, _key: Operator,
 
 
 @router.post("/pools/{name:text}/anchor", status_code=status.HTTP_201_CREATED)
-def anchor_pool(*, name: str, body: AnchorIn, node: NodeDep, _key: Operator) -> Any:
-    """Screen the pool's draft and anchor it on chain (409 with the findings unless overridden)."""
-    return anchor_draft(node, name, override_reason=body.override_reason).to_json()
+def anchor_pool(*, name: str, body: AnchorIn | None = None, node: NodeDep, _key: Operator) -> Any:
+    """Screen the pool's draft and anchor it on chain (409 with the findings unless overridden); no body is no
+    override."""
+    return anchor_draft(node, name, override_reason=None if body is None else body.override_reason).to_json()
+
+
+@router.delete("/pools/{name:text}/draft", status_code=status.HTTP_204_NO_CONTENT)
+def delete_draft(*, name: str, node: NodeDep, _key: Operator) -> None:
+    """Drop the pool's draft (refused by screening, or the loans of its latest version again), so that a corrected
+    tape can be imported."""
+    discard_draft(node, name)
 
 
 @router.get("/pools")
