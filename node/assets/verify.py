@@ -464,7 +464,7 @@ def _check_versions(events: Sequence[PoolEvent], roles: _RoleBook) -> str:
 
 def _check_custody(events: Sequence[PoolEvent], history: PoolHistory, parsed: dict[str, Any],
                    roles: _RoleBook) -> str:
-    _compare("custody", parsed["custody"], history.custody)
+    _compare("custody", parsed["custody"], history.custody, parsed["as_of_block"])
     proposed: set[tuple[int, int]] = set()
     for e, custodian in _custodians(events):
         if e.kind == "registered":
@@ -497,7 +497,7 @@ def _check_custody(events: Sequence[PoolEvent], history: PoolHistory, parsed: di
 
 def _check_servicing(events: Sequence[PoolEvent], history: PoolHistory, parsed: dict[str, Any],
                      roles: _RoleBook) -> str:
-    _compare("servicing", parsed["servicing"], history.servicing)
+    _compare("servicing", parsed["servicing"], history.servicing, parsed["as_of_block"])
     last_period, anchored = 0, 0
     for e, custodian in _custodians(events):
         if e.kind == "anchored":
@@ -582,7 +582,7 @@ def _proven_statuses(parsed: dict[str, Any], history: PoolHistory) -> dict[int, 
 
 def _check_attestations(events: Sequence[PoolEvent], history: PoolHistory, parsed: dict[str, Any],
                         roles: _RoleBook) -> str:
-    _compare("attestations", parsed["attestations"], history.attestations)
+    _compare("attestations", parsed["attestations"], history.attestations, parsed["as_of_block"])
     for e in events:
         if e.kind == "attested":
             roles.require(e, e.args["auditorMemberId"], MemberRole.auditor, "attestation")
@@ -601,10 +601,13 @@ def _same(mine: Any, theirs: Any) -> bool:
     return bool(mine == theirs)
 
 
-def _compare(what: str, claimed: list[dict[str, Any]], actual: list[dict[str, Any]]) -> None:
+def _compare(what: str, claimed: list[dict[str, Any]], actual: list[dict[str, Any]], as_of_block: int) -> None:
+    """`claimed` (the bundle's) equals `actual` (the chain's up to `as_of_block`), or _Failed."""
     for index, (mine, theirs) in enumerate(zip(claimed, actual, strict=False)):
         if not _same(mine, theirs):
             raise _Failed(f"{what} entry {index} differs from the chain: bundle {mine}, chain {theirs}")
     if len(claimed) != len(actual):
+        # The bundle's block, which the history was read up to: the block of the chain's last entry said "by block 0"
+        # of a pool with none, as if the chain had been read no further than its first block.
         raise _Failed(f"the bundle lists {len(claimed)} {what} entries, the chain has {len(actual)} "
-                      f"by block {actual[-1]['block_number'] if actual else 0}")
+                      f"by block {as_of_block}")

@@ -297,6 +297,20 @@ def test_verify_bundle_rejects_tampered_bundle(life: Life, tamper: Callable[[dic
     assert check in failed(result) and reason in failed(result)[check], failed(result)
 
 
+def test_verify_bundle_counts_history_entries_as_of_the_bundles_block(life: Life) -> None:
+    """The count was said "by block" of the chain's last entry: "the chain has 0 by block 0" for a pool with none, as
+    if the chain had been read no further than block 0."""
+    bundle = copy.deepcopy(life.bundle)
+    bundle["pool_id"] = 99
+    as_of = bundle["as_of_block"]
+    assert failed(verify(life, bundle))["attestations"] == \
+        f"the bundle lists 1 attestations entries, the chain has 0 by block {as_of}"
+    dropped = copy.deepcopy(life.bundle)
+    dropped["custody"] = dropped["custody"][:1]
+    assert failed(verify(life, dropped))["custody"] == \
+        f"the bundle lists 1 custody entries, the chain has 2 by block {as_of}"
+
+
 @pytest.mark.parametrize(("bundle", "reason"), [
     ("not json object", "not a JSON object"),
     ({"format": "other"}, "format is 'other'"),
