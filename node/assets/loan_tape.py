@@ -29,6 +29,7 @@ lists every bad row with field, code and reason, so it can be fixed in one pass.
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -61,6 +62,7 @@ MAX_AMOUNT = 2**63  # stored as BIGINT; far above any loan in minor units
 _EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
 MAX_LOAN_REFERENCE = 64
 MAX_ERRORS_IN_MESSAGE = 5
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 class LoanTapeRejected(InvalidInput):
@@ -214,6 +216,10 @@ def _indicators(cells: dict[str, str], keys: dict[int, bytes], epoch: int) -> tu
 
 
 def _date(cells: dict[str, str], field: str) -> date:
+    # The documented form only: date.fromisoformat also reads 20240115 and ISO week dates (2024-W03-1), which a tape
+    # exported with another date format must not pass as.
+    if not _ISO_DATE.fullmatch(cells[field]):
+        raise _RowError(field, "bad_format", "must be a date YYYY-MM-DD")
     try:
         return date.fromisoformat(cells[field])
     except ValueError:

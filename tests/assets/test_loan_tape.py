@@ -70,6 +70,15 @@ def test_parse_tape_refuses_numbers_the_default_decimal_context_would_round(fiel
     assert [(d["field"], d["code"]) for d in raised.value.details or []] == [(field, code)]
 
 
+@pytest.mark.parametrize("value", ["20240115", "2024-W03-1", "2024W031", "2024-1-15", "2024-02-30", "15/01/2024"])
+def test_parse_tape_refuses_a_date_not_written_yyyy_mm_dd(value: str) -> None:
+    """date.fromisoformat also read 20240115 and ISO week dates, which the tape's documented form is not."""
+    with pytest.raises(LoanTapeRejected) as raised:
+        parse([loan_row(1, origination_date=value)])
+    assert raised.value.details == [{"row": 2, "field": "origination_date", "code": "bad_format",
+                                     "reason": "must be a date YYYY-MM-DD"}]
+
+
 def test_parse_tape_reports_every_bad_row_and_imports_nothing() -> None:
     rows = [loan_row(1), loan_row(2, maturity_date="2020-01-01"), loan_row(3, borrower_resident_id="110101"),
             loan_row(4, status="late"), loan_row(1), loan_row(5, current_principal="999999999")]
