@@ -56,6 +56,9 @@ class ScreeningFindings:
 
     double_financed: dict[bytes, list[int]] = field(default_factory=dict)  # loan id -> other pools
     blacklisted: dict[int, list[bytes]] = field(default_factory=dict)  # position -> listed indicators
+    # position -> (loan id, loan reference) of each blacklisted loan: a position alone (0-based, in tape order) sent
+    # the operator to the wrong row of the tape, whose rows are numbered from its header line.
+    blacklisted_loans: dict[int, tuple[bytes, str]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.double_financed or self.blacklisted)
@@ -71,12 +74,18 @@ class ScreeningFindings:
     def details(self) -> list[dict[str, object]]:
         found: list[dict[str, object]] = [{"code": "double_financed", "loan_id": "0x" + k.hex(), "pools": v}
                                           for k, v in self.double_financed.items()]
-        found.extend({"code": "blacklisted_borrower", "position": p, "indicators": ["0x" + i.hex() for i in v]}
-                     for p, v in self.blacklisted.items())
+        found.extend({"code": "blacklisted_borrower", "position": p, **self._loan_json(p),
+                      "indicators": ["0x" + i.hex() for i in v]} for p, v in self.blacklisted.items())
         return found
 
     def to_json(self) -> dict[str, Any]:
         return {"summary": self.summary(), "details": self.details()}
+
+    def _loan_json(self, position: int) -> dict[str, str]:
+        if position not in self.blacklisted_loans:
+            return {}
+        loan_id, reference = self.blacklisted_loans[position]
+        return {"loan_id": "0x" + loan_id.hex(), "loan_reference": reference}
 
 
 # -- mirror ----------------------------------------------------------------------------------------------------
@@ -215,10 +224,12 @@ def screen_version(session: Session, version_ref: int, *, own_pool_id: int | Non
     of `keys` (epoch -> alliance key): a loan pledged before a key rotation is still found.
     """
     aliases: dict[bytes, bytes] = {}  # loan id in any epoch -> the version's loan id
-    for loan_id, originator, reference, epoch in session.execute(
-            select(AssetLoan.loan_id, AssetLoan.originator_code, AssetLoan.loan_reference, AssetLoan.key_epoch)
-            .where(AssetLoan.version_ref == version_ref)):
+    loans: dict[int, tuple[bytes, str]] = {}  # position -> (loan id, loan reference)
+    for position, loan_id, originator, reference, epoch in session.execute(
+            select(AssetLoan.position, AssetLoan.loan_id, AssetLoan.originator_code, AssetLoan.loan_reference,
+                   AssetLoan.key_epoch).where(AssetLoan.version_ref == version_ref)):
         aliases[bytes(loan_id)] = bytes(loan_id)
+        loans[int(position)] = (bytes(loan_id), reference)
         for other_epoch, key in (keys or {}).items():
             if other_epoch != epoch:
                 aliases[loan_id_of(key, originator, reference)] = bytes(loan_id)
@@ -237,6 +248,7 @@ def screen_version(session: Session, version_ref: int, *, own_pool_id: int | Non
         hits = [i for i in indicators if i in listed]
         if hits:
             findings.blacklisted[position] = hits
+            findings.blacklisted_loans[position] = loans[position]
     return findings
 
 

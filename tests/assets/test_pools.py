@@ -341,6 +341,9 @@ def test_anchor_refuses_borrower_reported_by_another_bank(banks: list[NodeContex
         anchor_draft(a, "reported")
     [finding] = raised.value.details or []
     assert finding["code"] == "blacklisted_borrower" and finding["position"] == 2
+    # Which loan, as the operator looks it up: its reference in the tape, and its id in the pool.
+    draft_records = first_version_records(a)
+    assert (finding["loan_reference"], finding["loan_id"]) == ("LN-000002", "0x" + draft_records[2].loan_id.hex())
     assert anchor_draft(a, "reported", override_reason="reviewed: identity theft victim").findings.blacklisted
 
 
