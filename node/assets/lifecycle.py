@@ -366,14 +366,17 @@ def read_status_file(path: Path) -> dict[bytes, LoanStatus]:
 
 def _read_statuses(reader: csv.DictReader[str]) -> dict[bytes, LoanStatus]:
     statuses: dict[bytes, LoanStatus] = {}
-    if set(reader.fieldnames or ()) != {"loan_id", "status"}:
+    # Names and cells are read with the spaces around them dropped, as a tape's are ("loan_id, status" from a
+    # spreadsheet was refused).
+    reader.fieldnames = [name.strip() for name in reader.fieldnames or ()]
+    if sorted(reader.fieldnames) != ["loan_id", "status"]:
         raise InvalidInput("a status file has exactly the columns loan_id,status", code="bad_status_file")
     for row in reader:
         try:
             # A short row leaves its missing cells None; a long one puts its extra cells under None.
             if None in row or None in row.values():
                 raise ValueError("cells do not match the columns")
-            loan_id = bytes.fromhex(row["loan_id"].removeprefix("0x"))
+            loan_id = bytes.fromhex(row["loan_id"].strip().removeprefix("0x"))
             status = LoanStatus[row["status"].strip().lower()]
         except (ValueError, KeyError):
             raise InvalidInput(f"line {reader.line_num}: need a 0x loan id and one of "

@@ -661,6 +661,16 @@ def test_read_status_file_refuses_malformed_file(tmp_path: Path, content: bytes,
     assert raised.value.code == "bad_status_file"
 
 
+def test_read_status_file_drops_spaces_around_names_and_cells(tmp_path: Path) -> None:
+    """As a tape's are: "loan_id, status" (a spreadsheet's export) was refused, and " 0x…" taken for no loan id."""
+    path = tmp_path / "statuses.csv"
+    path.write_text(f"loan_id, status\n {LOAN_ID_HEX} , DPD30 \n")
+    assert lifecycle.read_status_file(path) == {bytes.fromhex(LOAN_ID_HEX[2:]): LoanStatus.dpd30}
+    path.write_text(f"loan_id,status,status\n{LOAN_ID_HEX},current,current\n")
+    with pytest.raises(InvalidInput, match="exactly the columns"):
+        lifecycle.read_status_file(path)
+
+
 def test_double_financing_of_bought_loans_is_caught_across_banks(banks: list[NodeContext], tmp_path: Path) -> None:
     """Bank C bought loans originated by bank A and pledges them while they are still in A's pool."""
     a, _b, c = banks
