@@ -287,9 +287,11 @@ def assets_show(
     if json_output:
         console.print_json({"pools": pools, "double_financed": flags})
         return
+    # A pool whose only draft was discarded has no version, but keeps its name (and its on-chain identity): listed.
     console.table("Pools", ["name", "pool id", "state", "version", "loans", "root"],
                   [(p["name"], p["pool_id"] or "-", v["state"], v["version"] or "-", v["loan_count"], v["root"])
-                   for p in pools for v in p["versions"]])
+                   for p in pools for v in p["versions"]]
+                  + [(p["name"], p["pool_id"] or "-", "no version", "-", 0, "-") for p in pools if not p["versions"]])
     if flags:
         console.info(Text.assemble((f"{len(flags)} loan id(s) active in two or more pools", "red"), ":"))
         for loan_id, pool_ids in flags.items():

@@ -111,6 +111,16 @@ def test_assets_discard_takes_json(cli: CliRunner, anchored: dict[str, Any], tmp
     assert json_error(cli("assets", "discard", "retail", "--json"))["code"] == "no_draft"
 
 
+def test_assets_show_lists_a_pool_whose_only_draft_was_discarded(cli: CliRunner, anchored: dict[str, Any],
+                                                                 tmp_path: Path) -> None:
+    """The table listed versions, so such a pool was missing from it (its name is still taken)."""
+    tape = write_tape(tmp_path / "other.csv", [loan_row(i) for i in range(10, 12)])
+    assert cli("assets", "import", str(tape), "--pool", "autos").code == 0
+    assert cli("assets", "discard", "autos").code == 0
+    shown = cli("assets", "show")
+    assert shown.code == 0 and re.search(r"autos +│ - +│ no version", shown.out), shown.out
+
+
 def test_assets_prove_and_audit_verify_without_data_dir(cli: CliRunner, anchored: dict[str, Any],
                                                         tmp_path: Path, rpc_url: str, data_dir: Path) -> None:
     serviced = ok_json(cli("assets", "service", "1", "--period", "202406", "--json"))
