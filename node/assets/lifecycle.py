@@ -123,7 +123,8 @@ def _latest_custody_step(registry: AssetRegistryClient, pool_id: int, kind: str,
 
 @dataclass(frozen=True)
 class SuccessionVote:
-    """A pool's succession round after this bank's proposal or vote: `decided` if custody passed with it."""
+    """A pool's succession round after this bank's proposal or vote: `decided` if the round passed custody (with this
+    vote, or, for a vote found again after its answer was lost, possibly with another member's later one)."""
 
     pool_id: int
     round: int

@@ -62,7 +62,8 @@ class SuccessionOut(BaseModel):
     block_number: int
     pool_id: int
     round: int
-    decided: bool = Field(description="Custody passed to the successor with this vote.")
+    decided: bool = Field(description="The round is decided: custody passed to the successor, with this vote or, "
+                                      "for a vote answered again, possibly with another member's later one.")
     votes: int = Field(description="Votes of the round that count, while it is open.")
     required: int = Field(description="Votes the registry's quorum needs now.")
 
