@@ -26,6 +26,7 @@ so a chunk whose first copy was still pending when the node crashed is refused r
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 from collections import deque
@@ -179,8 +180,20 @@ def import_tape(node: NodeContext, pool_name: str, path: Path, on_row: Callable[
         with path.open(newline="", encoding="utf-8-sig") as handle:
             return import_lines(node, pool_name, handle, on_row, pool_id=pool_id)
     except UnicodeDecodeError as exc:
-        raise LoanTapeRejected(f"the loan tape is not UTF-8 text (byte {exc.start}); re-export it as UTF-8") \
-            from None
+        raise _not_utf8(exc) from None
+
+
+def import_tape_bytes(node: NodeContext, pool_name: str, tape: bytes, *, pool_id: int | None = None) -> DraftVersion:
+    """Import a loan tape given whole (an API request body), UTF-8 with or without a byte order mark."""
+    try:
+        text = tape.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise _not_utf8(exc) from None
+    return import_lines(node, pool_name, io.StringIO(text, newline=""), pool_id=pool_id)
+
+
+def _not_utf8(exc: UnicodeDecodeError) -> LoanTapeRejected:
+    return LoanTapeRejected(f"the loan tape is not UTF-8 text (byte {exc.start}); re-export it as UTF-8")
 
 
 def import_lines(node: NodeContext, pool_name: str, lines: Iterable[str],

@@ -223,6 +223,20 @@ def test_assets_api_rejects_bad_tape_with_row_details(api: ApiNode) -> None:
     assert api.client.get("/v1/assets/pools", headers=api.headers(Role.operator)).json() == []
 
 
+def test_create_draft_refuses_a_tape_not_utf8_as_a_tape_and_takes_a_byte_order_mark(api: ApiNode) -> None:
+    """A Latin-1 tape was 422 invalid_request, 'unable to parse raw data as a unicode string', where the command
+    line says loan_tape_rejected and to re-export it as UTF-8."""
+    operator = {**api.headers(Role.operator), **CSV}
+    latin1 = tape_text([loan_row(1, borrower_name="Borrower Müller")]).encode("latin-1")
+    refused = api.client.post("/v1/assets/pools/p/tapes", content=latin1, headers=operator)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["code"] == "loan_tape_rejected" and "re-export it as UTF-8" in refused.text
+    assert api.client.get("/v1/assets/pools", headers=operator).json() == []
+    with_bom = "\ufeff".encode() + tape_text([loan_row(1, borrower_name="Borrower Müller")]).encode()
+    created = api.client.post("/v1/assets/pools/p/tapes", content=with_bom, headers=operator)
+    assert created.status_code == 201 and created.json()["loan_count"] == 1, created.text
+
+
 @pytest.mark.parametrize("pool", ["a%0Ab", "a%1B[31m", "a%E2%80%8Bb"], ids=["newline", "escape", "zero_width"])
 def test_create_draft_refuses_pool_name_with_control_character_and_imports_nothing(api: ApiNode, pool: str) -> None:
     refused = post_tape(api, pool, [loan_row(1)])

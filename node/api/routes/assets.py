@@ -3,7 +3,6 @@ removed custodian's pool) and report servicing; auditors read and attest."""
 
 from __future__ import annotations
 
-import io
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Response, status
@@ -19,7 +18,7 @@ from node.assets.pools import (
     asset_registry,
     discard_draft,
     double_financing,
-    import_lines,
+    import_tape_bytes,
     pools_page,
 )
 from node.assets.provenance import build_bundle, build_bundles
@@ -109,12 +108,14 @@ class TxOut(BaseModel):
 # loan proved.
 @router.post("/pools/{name:text}/tapes", status_code=status.HTTP_201_CREATED)
 def create_draft(*, name: str, node: NodeDep, _key: Operator,
-                 tape: Annotated[str, Body(media_type="text/csv", description="The loan tape (CSV).")],
+                 tape: Annotated[bytes, Body(media_type="text/csv", description="The loan tape (CSV, UTF-8).")],
                  pool_id: Annotated[int | None, Query(ge=1, le=lifecycle.MAX_POOL_ID, description=(
                      "Bind the pool to this on-chain pool, which this bank holds (received by transfer or "
                      "succession), so that anchoring adds its next version."))] = None) -> Any:
     """Import a loan tape as the pool's draft version; a bad row imports nothing (422 with every bad row)."""
-    return import_lines(node, name, io.StringIO(tape.lstrip("\ufeff"), newline=""), pool_id=pool_id).to_json()
+    # Taken as bytes: a tape that is not UTF-8 is refused as a tape (loan_tape_rejected, re-export it), not as a body
+    # that does not match the schema.
+    return import_tape_bytes(node, name, tape, pool_id=pool_id).to_json()
 
 
 @router.post("/pools/{name:text}/anchor", status_code=status.HTTP_201_CREATED)
