@@ -69,12 +69,6 @@ def _rows_with_indicators(session: Session, table: str, columns: Sequence[Any], 
     return connection.exec_driver_sql(sql, tuple(chunk)).all()
 
 
-# How far the clocks involved may differ: the chain's (block times), the reporting bank's (a record's valid_from) and
-# this node's (the time a state is evaluated at). Where a time is compared across them, a margin that sends some
-# objects twice (a platform updates them in place) rather than miss one.
-CLOCK_MARGIN_S = 300
-
-
 @dataclass(frozen=True, slots=True)
 class RecordFilter:
     """Which indicators a page takes, by what their records say; None: any. The record filters hold together for one
@@ -86,8 +80,10 @@ class RecordFilter:
     published_since: int | None = None  # block time, inclusive
     published_until: int | None = None  # exclusive
     changed_since_block: int | None = None  # a record or a reaction in this block or a later one
-    # Or (Unix times, after < t <= until) a change of state that no block marks: a record's validity starting or
-    # ending, or a dispute's response window running out (`dispute_window_s`), answered or not.
+    # Or (Unix times, after < t <= until) a change of state that no block marks: a record's validity ending, or a
+    # dispute's response window running out (`dispute_window_s`), answered or not. Not a validity starting: a
+    # record dated ahead says so itself (STIX valid_from), and one dated at its acceptance cannot be told from one
+    # dated ahead when the chain's clock and the reporter's differ, which sent every recent report again.
     state_changed_between: tuple[int, int] | None = None
     dispute_window_s: int = 0
     reacted: str | None = None  # a reaction of this kind (disputed, revoked, ...), in any block
@@ -109,12 +105,6 @@ class RecordFilter:
             after, until = self.state_changed_between
             window = self.dispute_window_s
             changed += [
-                # Only a record dated ahead of its block (by more than the clocks may differ) starts to apply after it
-                # appeared: most take their valid_from from their acceptance, seconds before their block, and every
-                # pull would send again those of the margin before the previous pull.
-                select(MirrorRecord.indicator).where(
-                    MirrorRecord.valid_from > MirrorRecord.published_at + CLOCK_MARGIN_S,
-                    MirrorRecord.valid_from > after, MirrorRecord.valid_from <= until),
                 select(MirrorRecord.indicator).where(MirrorRecord.valid_until > after,
                                                      MirrorRecord.valid_until <= until),
                 select(MirrorReaction.indicator).where(MirrorReaction.kind == "disputed",

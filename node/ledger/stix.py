@@ -31,7 +31,7 @@ from node.ledger.indicator_state import (
     confidence_settled_since,
     derive_state_and_sources,
 )
-from node.ledger.mirror import CLOCK_MARGIN_S, RecordFilter, block_time_before, facts_for, indicators_page
+from node.ledger.mirror import RecordFilter, block_time_before, facts_for, indicators_page
 from node.ledger.vocabulary import identifier_type_of
 from node.store.ledger_tables import MirrorBatch
 
@@ -178,6 +178,11 @@ class ExportPage:
     next_after: bytes | None  # cursor of the next page; None on the last page
 
 
+# The chain's clock (block times) and this node's (the time a pull is evaluated at) may differ a little: a margin
+# that sends some objects twice (a platform updates them in place) rather than miss one.
+CLOCK_MARGIN_S = 300
+
+
 def previous_pull_time(session: Session, changed_since_block: int) -> int | None:
     """Since when an incremental pull from `changed_since_block` takes the changes no block marks: the time of the
     block the previous pull's mirror stood at (the newest indexed block before it), less CLOCK_MARGIN_S. None if the
@@ -200,8 +205,8 @@ def export_page(session: Session, *, at: int, policy: StatePolicy, include_inact
     must learn that it was revoked, disputed or stopped hitting. So must it of an earlier incarnation revoked since
     (its last event in that block or later), which comes too, revoked, beside the one that replaced it.
     `changed_since_time` (Unix time) adds the indicators whose state changed since then with no block to mark it
-    (a record's validity starting or ending, a dispute's response window running out, up to `at`): a platform would
-    otherwise go on holding an indicator whose dispute lapsed as one that hits.
+    (a record's validity ending, a dispute's response window running out, up to `at`): a platform would otherwise go
+    on holding an indicator whose dispute lapsed as one that hits.
     """
     changed = RecordFilter(changed_since_block=changed_since_block, dispute_window_s=policy.dispute_window_s,
                            state_changed_between=None if changed_since_time is None else (changed_since_time, at))

@@ -157,10 +157,11 @@ def test_export_refuses_a_malformed_changed_since_block(api: ApiNode, value: str
 
 
 def test_export_changed_since_block_sends_changes_of_state_that_no_block_marks(api: ApiNode) -> None:
-    """A platform pulled at block 12, two days ago. Since then one record's validity ended, one started, and a
-    dispute's 30-day response window ran out: each changes what the indicator means (the lapsed one no longer hits),
-    with no record or reaction on chain, so the incremental pull sent none of them and the platform went on holding
-    them as they were. They come now; an indicator unchanged, or whose dispute lapsed before the last pull, does not."""
+    """A platform pulled at block 12, two days ago. Since then one record's validity ended and a dispute's 30-day
+    response window ran out: each changes what the indicator means (the lapsed one no longer hits), with no record or
+    reaction on chain, so the incremental pull sent neither and the platform went on holding them as they were. They
+    come now; an indicator unchanged, one whose dispute lapsed before the last pull, or one dated ahead that started
+    to apply (its STIX valid_from said when) do not."""
     expired, lapsed, started, unchanged, lapsed_before = sorted(os.urandom(32) for _ in range(5))
     with api.node.store.transaction() as session:
         add_batch(session, 1, reporter=1, block=10, published_at=NOW - 90 * DAY, rows=[
@@ -176,9 +177,8 @@ def test_export_changed_since_block_sends_changes_of_state_that_no_block_marks(a
     pulled = api.client.get("/v1/fraud/export", params={"changed_since_block": 13}, headers=api.headers(Role.analyst))
     assert pulled.status_code == 200, pulled.text
     indicators = {o["id"]: o for o in pulled.json()["objects"] if o["type"] == "indicator"}
-    assert set(indicators) == {indicator_id(expired), indicator_id(lapsed), indicator_id(started)}
-    assert [indicators[indicator_id(i)]["x_alliance_active"] for i in (expired, lapsed, started)] == [
-        False, False, True]
+    assert set(indicators) == {indicator_id(expired), indicator_id(lapsed)}
+    assert [indicators[indicator_id(i)]["x_alliance_active"] for i in (expired, lapsed)] == [False, False]
     assert indicators[indicator_id(lapsed)]["x_alliance_disputed"] is True
     assert conformance_problems(pulled.text) == []
     # The changes of state that blocks mark are the analyst's search's; these are the export's alone.

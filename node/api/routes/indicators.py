@@ -123,8 +123,8 @@ def read_export(*, node: NodeDep, session: SessionDep, _: Annotated[KeyInfo, Dep
                 include_inactive: bool = False, after: str | None = None, changed_since_block: StoredInt = None,
                 limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE) -> JSONResponse:
     """A STIX 2.1 bundle of the next `limit` indicators after `after` (with `changed_since_block`, only those with a
-    record or reaction since, or a change of state no block marks since the previous pull: validity starting or
-    ending, a dispute lapsing); the next cursor is in X-Next-After, the next pull's block in
+    record or reaction since, or a change of state no block marks since the previous pull: a validity ending, a
+    dispute lapsing); the next cursor is in X-Next-After, the next pull's block in
     X-Next-Changed-Since-Block."""
     # Read before the indicators: a block indexed meanwhile is pulled again next time rather than never.
     status = mirror_status(session, ledger_address(node), stale_after_s=node.settings.mirror_stale_after_s)
