@@ -113,21 +113,27 @@ def _pool_bundles(node: NodeContext, registry: AssetRegistryClient, pool_id: int
     """The bundles of `loans`, all of pool `pool_id`, as of block `head`: each of their versions' trees built once,
     and each servicing period's status tree once for all of them."""
     history = pool_history(registry.pool_events(pool_id, to_block=head))
-    bundles: dict[_AnchoredLoan, dict[str, Any]] = {}
+    bundles: dict[_AnchoredLoan, tuple[bytes, dict[str, Any]]] = {}
     for version_ref in dict.fromkeys(loan.version_ref for loan in loans):
         in_version = [loan for loan in loans if loan.version_ref == version_ref]
         with node.store.session() as session:
             records = load_records(session, version_ref)
-        bundles.update(zip(in_version, _version_bundles(registry, pool_id, in_version[0].version, records,
-                                                        [loan.position for loan in in_version], history, head),
-                           strict=True))
+        made = _version_bundles(registry, pool_id, in_version[0].version, records,
+                                [loan.position for loan in in_version], history, head)
+        bundles.update((loan, (records[loan.position].loan_id, bundle))
+                       for loan, bundle in zip(in_version, made, strict=True))
+    _add_pool_facts(registry, pool_id, history, head, list(bundles.values()))
+    return {loan: bundle for loan, (_loan_id, bundle) in bundles.items()}
+
+
+def _add_pool_facts(registry: AssetRegistryClient, pool_id: int, history: PoolHistory, head: int,
+                    bundles: Sequence[tuple[bytes, dict[str, Any]]]) -> None:
+    """Complete bundles of one pool (each with its loan's id) with what is read per pool, as of block `head`: each
+    loan's servicing statuses (each period's status tree built once for all), the attestations, the block."""
     statuses = loan_statuses(ChainStatuses(registry, pool_id, head), history.servicing,
-                             {bytes.fromhex(bundle["record"]["loan_id"][2:]) for bundle in bundles.values()})
-    for bundle in bundles.values():
-        bundle["loan_statuses"] = statuses[bytes.fromhex(bundle["record"]["loan_id"][2:])]
-        bundle["attestations"] = history.attestations
-        bundle["as_of_block"] = head
-    return bundles
+                             {loan_id for loan_id, _bundle in bundles})
+    for loan_id, bundle in bundles:
+        bundle.update(loan_statuses=statuses[loan_id], attestations=history.attestations, as_of_block=head)
 
 
 def _refuse_ambiguous_reference(session: Session, reference: str) -> None:
@@ -173,18 +179,14 @@ def bundle_for(registry: AssetRegistryClient, pool_id: int, version: int, record
     head = registry.chain.block_number()
     history = pool_history(registry.pool_events(pool_id, to_block=head))
     [bundle] = _version_bundles(registry, pool_id, version, records, [position], history, head)
-    loan_id = records[position].loan_id
-    bundle["loan_statuses"] = loan_statuses(ChainStatuses(registry, pool_id, head), history.servicing,
-                                            [loan_id])[loan_id]
-    bundle["attestations"] = history.attestations
-    bundle["as_of_block"] = head
+    _add_pool_facts(registry, pool_id, history, head, [(records[position].loan_id, bundle)])
     return bundle
 
 
 def _version_bundles(registry: AssetRegistryClient, pool_id: int, version: int, records: Sequence[LoanRecord],
                      positions: Sequence[int], history: PoolHistory, head: int) -> list[dict[str, Any]]:
     """The bundles of the loans at `positions` of one anchored version, its tree built once, without the parts read
-    per pool (loan statuses, attestations, as-of block), which the caller adds."""
+    per pool (loan statuses, attestations, as-of block), which `_add_pool_facts` adds."""
     tree = build_tree(records)
     anchor = next((v for v in history.versions if v["version"] == version), None)
     if anchor is None or anchor["root"] != hex32(tree.root):
