@@ -76,10 +76,8 @@ def _say_each(files: list[Path], verdicts: list[Verdict], json_output: bool) -> 
             console.info(Text.assemble(("✓", "green"), f" VERIFIED      {console.shown(str(path))}: loan "
                                        f"{facts['loan_id']}, pool {facts['pool_id']} version {facts['version']}"))
         else:
-            failure, missing = verdict.failures[0], verdict.facts["loan_status_periods_missing"]
-            # As for one bundle, a period left out is said whatever failed first: it may hide the loan's default.
-            gap = (f"; MISSING SERVICING PERIODS {', '.join(str(m['period']) for m in missing)}"
-                   if missing and failure.name != "loan_statuses" else "")
+            failure, periods = verdict.failures[0], _periods_left_out(verdict)
+            gap = f"; MISSING SERVICING PERIODS {periods}" if periods else ""
             console.info(Text.assemble(("✗", "red"), f" NOT VERIFIED  {console.shown(str(path))}: {failure.name}: "
                                        f"{console.shown(failure.detail)}{gap}"))
     failed = sum(not v.ok for v in verdicts)
@@ -119,9 +117,15 @@ def _say(verdict: Verdict, json_output: bool) -> None:
                          f"{facts['custodian_member_id_now']} now")
     else:
         console.err.print(Text.assemble(("NOT VERIFIED", "red"), f": {console.shown(verdict.failures[0].detail)}"))
-        missing = facts["loan_status_periods_missing"]
-        if missing and verdict.failures[0].name != "loan_statuses":
-            # Said on its own line whatever failed first: a period left out may hide the loan's default.
-            periods = ", ".join(str(m["period"]) for m in missing)
+        if periods := _periods_left_out(verdict):
             console.err.print(Text.assemble(("MISSING SERVICING PERIODS", "red"), f": {periods} are on chain "
                                             "for the loan, but the bundle gives no status for them"))
+
+
+def _periods_left_out(verdict: Verdict) -> str:
+    """The servicing periods the bundle leaves out ("3, 7"), when a check other than `loan_statuses` failed first
+    (that one names them itself); said whatever failed first, since a period left out may hide the loan's default."""
+    missing = verdict.facts["loan_status_periods_missing"]
+    if not missing or verdict.failures[0].name == "loan_statuses":
+        return ""
+    return ", ".join(str(m["period"]) for m in missing)
