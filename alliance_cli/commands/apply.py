@@ -12,6 +12,7 @@ from rich.text import Text
 from alliance_cli import console
 from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
+from node.errors import InvalidInput
 from node.input_files import read_json_file
 from node.modules.credit_platform import ApplicationIn, submit_application
 from node.modules.policy import policy_for
@@ -29,8 +30,8 @@ def apply_command(
         body = ApplicationIn.model_validate(read_json_file(file, "application file"))
     except ValidationError as exc:
         problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        # Ending with the code the API refuses such a body with, as every refusal's line does.
-        console.fail(f"{file} is not a valid application: {problem} [invalid_request]", code="invalid_request")
+        # Refused as the API refuses such a body, its line ending with that code as every refusal's does.
+        raise InvalidInput(f"{file} is not a valid application: {problem}", code="invalid_request") from None
     node = node_context(ctx)
     policy_for(node)  # a policy file the modules cannot use is one line here, as at `node start`, not a review
     view = submit_application(node, body, submitted_by=CLI_SUBMITTER)

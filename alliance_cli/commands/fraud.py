@@ -51,7 +51,6 @@ def fraud_report(
     node = node_context(ctx)
     request = ReportRequest(parse_identifier_arguments(identifiers), category, confidence, valid_days, valid_from,
                             evidence_sha256, case_reference)
-    node.refuse_reports_unless_member()
     accepted = node.report_intake.accept(request, submitted_by=CLI_SUBMITTER)
     if json_output:
         console.print_json({"report_id": accepted.report_id, "created": accepted.created})
@@ -68,7 +67,6 @@ def fraud_import(
 ) -> None:
     """Import reports from CSV, all or nothing; invalid rows are listed in FILE.errors.csv."""
     node = node_context(ctx)
-    node.refuse_reports_unless_member()
     intake = node.report_intake
     report = file.with_name(file.name + ".errors.csv")
     try:
@@ -85,10 +83,10 @@ def fraud_import(
             write_private_text(report, "line,code,reason\n" + "".join(
                 f'{p.line},{p.code},"{p.reason.replace(chr(34), chr(39))}"\n' for p in refused.problems))
         except OSError as exc:
-            console.fail(f"{refused}; the list of bad rows could not be written to {report}: {exc.strerror or exc} "
-                         f"[{refused.code}]", code=refused.code, details=refused.details)
-        # Ending with its code, as every refusal by the node does (README, CLI tour).
-        console.fail(f"{refused}; see {report} [{refused.code}]", code=refused.code, details=refused.details)
+            raise InvalidInput(f"{refused}; the list of bad rows could not be written to {report}: "
+                               f"{exc.strerror or exc}", code=refused.code, details=refused.details) from None
+        # Said as every refusal by the node is: its line ends with the code (README, CLI tour).
+        raise InvalidInput(f"{refused}; see {report}", code=refused.code, details=refused.details) from None
     # The list of an earlier refusal of this file no longer stands: left beside it, it would say rows failed.
     stale_report = _remove_file(report)
     if json_output:
