@@ -142,7 +142,8 @@ class NodeContext:
 
     @cached_property
     def report_intake(self) -> ReportIntake:
-        return ReportIntake(self.store, self.keyring, self.vault, self.local_key(REPORT_ID_PURPOSE))
+        return ReportIntake(self.store, self.keyring, self.vault, self.local_key(REPORT_ID_PURPOSE),
+                            refuse_unless_reporter=self.refuse_reports_unless_member)
 
     def local_key(self, purpose: bytes) -> bytes:
         """The key of one of this bank's own keyed hashes (report ids, fingerprints): derived from the encryption key

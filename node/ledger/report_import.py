@@ -132,6 +132,7 @@ def import_reports(intake: ReportIntake, path: Path, *, submitted_by: str, progr
 
     Imports into one store run one at a time: a second waits for the first's writing pass. An import that fails
     discards what it wrote."""
+    intake.refuse_unless_reporter()
     report = progress or (lambda _phase, _bytes: None)
     checked = _check(path, report)
     if checked.problems:

@@ -15,7 +15,7 @@ import hmac
 import json
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -123,11 +123,15 @@ class ReportStatus:
 
 
 class ReportIntake:
-    def __init__(self, store: Store, keyring: KeyRing, vault: LocalVault, report_id_key: bytes) -> None:
+    def __init__(self, store: Store, keyring: KeyRing, vault: LocalVault, report_id_key: bytes, *,
+                 refuse_unless_reporter: Callable[[], None] = lambda: None) -> None:
+        """`refuse_unless_reporter` raises for a bank that may not report (`NodeContext.refuse_reports_unless_member`),
+        asked before any report is taken, whichever way it comes (API, CLI, import, the credit workflow)."""
         self._store = store
         self._keyring = keyring
         self._vault = vault
         self._report_id_key = report_id_key
+        self.refuse_unless_reporter = refuse_unless_reporter
 
     def prepare(self, request: ReportRequest, *, now: int | None = None,
                 epoch_key: tuple[int, bytes] | None = None) -> PreparedReport:
@@ -155,6 +159,7 @@ class ReportIntake:
 
     def accept_many(self, requests: Sequence[ReportRequest], *, submitted_by: str) -> list[AcceptedReport]:
         """Accept reports all or nothing: any invalid one raises InvalidInput listing every bad row."""
+        self.refuse_unless_reporter()
         if not requests:
             raise InvalidInput("no reports given", code="empty_request")
         if len(requests) > MAX_REPORTS_PER_REQUEST:

@@ -6,12 +6,14 @@ import os
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from node.api.app import create_app
 from node.auth.apikeys import Role, create_api_key
 from node.chain.registry import MemberRole
+from node.errors import Conflict
 from node.ledger.report_staging import begin_import, complete_import
 from node.ledger.reports import ReportRequest
 from node.signer_rotation import prepare_new_signer
@@ -158,5 +160,9 @@ def test_create_report_of_an_auditor_bank_is_409_and_queues_nothing(ledger_nodes
     for response in (single, bulk):
         assert response.status_code == 409
         assert response.json()["error"]["code"] == "not_a_reporter"
+    # Refused by the intake itself, so also the credit workflow's fraud confirmations, which take reports through it.
+    with pytest.raises(Conflict) as refused:
+        bank.report_intake.accept(ReportRequest([("phone", "13800138000")], "money_mule", 70), submitted_by="t")
+    assert refused.value.code == "not_a_reporter"
     with bank.store.session() as session:
         assert session.scalar(select(func.count()).select_from(OutboxRecord)) == 0
