@@ -44,6 +44,10 @@ NAIVE_DIR = Path(__file__).resolve().parent / "contracts"
 BATCH = 1000
 GAS_SIZES = (1, 100, 1000)
 E2E_BATCH = 5000
+# The timed phases queue thousands of transactions back to back and then wait for each receipt in turn: on a
+# loaded machine anvil can fall a minute behind, which the node's 60 s default (meant for one live transaction)
+# turned into a TransactionTimeout that ended the run. The rates measure the backlog's drain, not one receipt.
+BACKLOG_RECEIPT_TIMEOUT_S = 900.0
 
 
 def send_all(client: ChainClient, raws: Sequence[bytes]) -> tuple[float, float]:
@@ -113,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     naive_artifact = next(a for a in compile_contracts(NAIVE_DIR) if a.name == "NaiveIndicatorRegistry")
     with private_chain() as rpc_url:
         signer = Signer.generate()
-        client = ChainClient(rpc_url, signer=signer)
+        client = ChainClient(rpc_url, signer=signer, receipt_timeout=BACKLOG_RECEIPT_TIMEOUT_S)
         deployment = deploy_consortium(client, network="bench", founders=[
             FoundingMember(signer.address, MemberRole.member, "Bench bank", "BENCH-0", b"\x01" * 32)])
         ledger = FraudLedgerClient(client, deployment.address("FraudLedger"))
