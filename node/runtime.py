@@ -5,6 +5,8 @@ The CLI and the API both build one `NodeContext` and go through it; nothing else
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable
 from contextlib import suppress
@@ -29,7 +31,19 @@ from node.ledger.keyring import KeyRing, stored_local_key
 from node.ledger.publisher import Publisher
 from node.ledger.reports import REPORT_ID_PURPOSE, ReportIntake
 from node.signer_lock import SignerLock, StoreSignerLock, signer_lock_path
+from node.signer_switch import (
+    KeyFileIdentity,
+    SigningKeyUnusable,
+    activated_over,
+    clear_unusable,
+    key_file_identity,
+    named_address,
+    note_unusable,
+    unusable_signing_key,
+)
 from node.store.db import Store
+
+logger = logging.getLogger(__name__)
 
 
 class WrongPassphrase(AllianceError):
@@ -61,6 +75,13 @@ class NodeContext:
         self._role: MemberRole | None = None
         self._role_asked_at = -ROLE_RETRY_S
         self._local_keys: dict[bytes, bytes] = {}
+        # The signing key and what is made with it, replaced together when an activation is taken up.
+        self._signing = threading.RLock()
+        self._signer: Signer | None = None
+        self._signer_file: KeyFileIdentity | None = None  # of the key file `_signer` was read from (or did not open)
+        self._signer_unusable: str | None = None  # why the key an activation put in place does not open
+        self._signing_chain: ChainClient | None = None
+        self._publisher: Publisher | None = None
 
     @cached_property
     def passphrase(self) -> str:
@@ -91,8 +112,24 @@ class NodeContext:
         return ChainClient(self.settings.effective_rpc_url, request_timeout=self.settings.request_timeout_s,
                            gas_price=self.settings.profile.gas_price)
 
-    @cached_property
+    @property
     def signer(self) -> Signer:
+        """The bank's signing key; the one `alliance key activate-signer` put in place since it was loaded, once that
+        activation is finished (node.signer_switch). SigningKeyUnusable while that key does not open."""
+        with self._signing:
+            self._follow_activation()
+            if self._signer_unusable is not None:
+                raise SigningKeyUnusable(self._signer_unusable)
+            if self._signer is None:
+                identity = key_file_identity(self.settings.signing_key_file)  # before the read: a later file is seen
+                self._signer = self._load_signer()
+                self._signer_file = identity
+                note = unusable_signing_key(self.settings)
+                if note is not None and note.identity == identity:  # a node restarted with the passphrase it lacked
+                    clear_unusable(self.settings)
+            return self._signer
+
+    def _load_signer(self) -> Signer:
         try:
             return load_keystore(self.settings.signing_key_file, self.passphrase)
         except KeystoreError as exc:
@@ -100,15 +137,61 @@ class NodeContext:
                 raise WrongPassphrase(str(exc)) from exc
             raise NotInitialised(str(exc)) from exc
 
-    @cached_property
+    def _follow_activation(self) -> None:
+        """Take up the key an activation put in place of the loaded one; one `stat` while the key file is unchanged."""
+        if self._signer is None and self._signer_unusable is None:
+            return  # nothing loaded yet: the first use loads the file as it is
+        identity = key_file_identity(self.settings.signing_key_file)
+        if identity == self._signer_file:
+            return
+        current = named_address(self.settings.signing_key_file)
+        if self._signer is not None and not activated_over(self.settings, self._signer.address, current):
+            self._signer_file = identity  # said once for this file; an activation over it is a change again
+            if current is None or current.lower() != self._signer.address.lower():
+                logger.warning("%s was replaced, not by `alliance key activate-signer` (the key it held is not kept "
+                               "as retired): this node keeps signing as %s until it is restarted",
+                               self.settings.signing_key_file, self._signer.address)
+            return
+        self._switch_signer(identity, current)
+
+    def _switch_signer(self, identity: KeyFileIdentity | None, current: str | None) -> None:
+        # Dropped before the new key is opened: if it does not open, nothing is signed with the one the chain
+        # rotated away from. The client and the publisher are made again for the new key, with its own nonce count
+        # and its own signer lock (the one every other process signing with that key takes).
+        old = self._signer.address if self._signer is not None else None
+        self._signer = self._signing_chain = self._publisher = None
+        self._signer_file = identity
+        try:
+            self._signer = self._load_signer()
+        except AllianceError as exc:
+            self._signer_unusable = (f"the signing key put in place by `alliance key activate-signer` "
+                                     f"({current or 'no address'}) does not open: {exc}; nothing is signed (reports "
+                                     "stay queued) until a key file that opens with the node's passphrase is put "
+                                     "there")
+            logger.error("%s", self._signer_unusable)
+            note_unusable(self.settings, identity, current, str(exc))
+            return
+        self._signer_unusable = None
+        clear_unusable(self.settings)
+        logger.warning("signing key replaced by `alliance key activate-signer`: this node now signs as %s%s",
+                       self._signer.address, f" (was {old})" if old else "")
+
+    @property
     def signing_chain(self) -> ChainClient:
+        with self._signing:  # two threads starting at once share one client, so one nonce count
+            signer = self.signer
+            if self._signing_chain is None:
+                self._signing_chain = self._signing_client(signer)
+            return self._signing_chain
+
+    def _signing_client(self, signer: Signer) -> ChainClient:
         # The lock is keyed by the signer's address: every process of this node signing with this key shares it. On
         # PostgreSQL the store's advisory lock reaches the processes on other hosts too (API replicas on one store).
-        address = self.signer.address
+        address = signer.address
         on_postgresql = make_url(self.settings.effective_database_url).get_backend_name() == "postgresql"
         lock = SignerLock(signer_lock_path(self.settings.data_dir, address),
                           StoreSignerLock(lambda: self.store.engine, address) if on_postgresql else None)
-        return ChainClient(self.settings.effective_rpc_url, signer=self.signer,
+        return ChainClient(self.settings.effective_rpc_url, signer=signer,
                            request_timeout=self.settings.request_timeout_s, gas_price=self.settings.profile.gas_price,
                            write_lock=lock)
 
@@ -154,10 +237,17 @@ class NodeContext:
             self._local_keys[purpose] = key
         return key
 
-    @cached_property
+    @property
     def publisher(self) -> Publisher:
-        return Publisher(self.store, self.fraud_ledger(signing=True), batch_size=self.settings.publish_batch_size,
-                         max_wait_s=self.settings.publish_max_wait_s)
+        """The publisher of the current signing key: after a switch, a new one, whose first round settles the batches
+        the old key signed before it signs any (Publisher.recover)."""
+        with self._signing:
+            self.signing_chain  # noqa: B018 - follows an activation, which drops the publisher of the old key
+            if self._publisher is None:
+                self._publisher = Publisher(self.store, self.fraud_ledger(signing=True),
+                                            batch_size=self.settings.publish_batch_size,
+                                            max_wait_s=self.settings.publish_max_wait_s)
+            return self._publisher
 
     @cached_property
     def deployment(self) -> Deployment:

@@ -6,7 +6,8 @@ pass. The node therefore does it in two steps around that vote:
 1. `prepare_new_signer` makes the new key beside the current one (`keys/signing-key.next.json`, encrypted under
    the same passphrase) and gives its address for the proposal. The current key keeps signing meanwhile.
 2. Once the chain has the new address as this bank's signer, `activate_new_signer` puts the new key in place of
-   the current one (kept as `keys/signing-key.retired-<address>.json`). The running node is restarted to use it.
+   the current one (kept as `keys/signing-key.retired-<address>.json`). A running node takes it up at its next signed
+   write or worker pass, without a restart (node.signer_switch).
 
 `signing-key.json` is never missing, even for a moment: the old key is hard-linked to its retired name first, then
 the new one is renamed over it, so a crash at any point leaves a node that starts, and running activation again
@@ -25,6 +26,7 @@ from node.config import Settings
 from node.errors import Conflict, InvalidInput
 from node.private_files import replace_durably
 from node.runtime import NodeContext
+from node.signer_switch import retired_signing_key_file
 
 
 @dataclass(frozen=True)
@@ -105,9 +107,9 @@ def activate_new_signer(node: NodeContext) -> ActivatedSigner:
         raise Conflict(f"{new_address} signs for member {member_id} ({member.bank_code}), not for this bank "
                        f"({settings.bank_code})", code="new_signer_of_another_member")
     old_address = node.address
-    retired = settings.keys_dir / f"signing-key.retired-{old_address.lower()}.json"
+    retired = retired_signing_key_file(settings, old_address)
     with suppress(FileExistsError):  # linked by an activation that stopped before the rename
         os.link(current, retired)
-    replace_durably(path, current)  # the retired link too
+    replace_durably(path, current)  # the retired link too; the last step, which a running node takes as the switch
     return ActivatedSigner(old_address, new_address, member_id, retired)
 

@@ -9,6 +9,8 @@
 
 A failing step (the chain is down, say) is logged once per streak and retried with a growing pause;
 it never stops the loop or the API, which keeps accepting reports and answering checks meanwhile.
+The signing loops take up a signing key `alliance key activate-signer` put in place at their next pass, as every
+signed write of the API does (node.signer_switch): no restart.
 """
 
 from __future__ import annotations
@@ -114,11 +116,11 @@ def node_workers(node: NodeContext) -> BackgroundWorkers:
 
     settings = node.settings
     node.store  # noqa: B018 - opened (and migrated) once, before the threads share it
-    publisher = _once(lambda: _with_signer(node).publisher)
     indexer = _once(lambda: indexer_for(node))
     return BackgroundWorkers([
         Loop("keys", settings.key_distribution_interval_s, lambda: sync_keys(_with_signer(node))),
-        Loop("publisher", settings.publish_interval_s, lambda: publisher().run_once()),
+        # The node's publisher at each pass: after a signing key activated beside the node, the new key's.
+        Loop("publisher", settings.publish_interval_s, lambda: node.publisher.run_once()),
         Loop("indexer", settings.sync_interval_s, lambda: _sync_and_notify(node, indexer())),
         Loop("retention", settings.retention_interval_s, lambda: prune(node)),
     ])
@@ -141,9 +143,9 @@ def _once(factory: Callable[[], T]) -> Callable[[], T]:
 
 
 def _with_signer(node: NodeContext) -> NodeContext:
-    """`node`, its signing client opened under the lock, so two loops starting at once share one nonce manager."""
-    with _build_lock:
-        node.signing_chain  # noqa: B018 - a cached property: built once here
+    """`node`, its signing key opened, or the one an activation put in place since taken up (node.signer_switch): a
+    pass fails while it does not open, which the loop's status says."""
+    node.signing_chain  # noqa: B018 - made once (under the node's lock: one nonce count), then one `stat` a pass
     return node
 
 

@@ -16,13 +16,13 @@ import pytest
 from sqlalchemy import Engine, text
 
 from node.chain.client import ChainClient
-from node.chain.signer import Signer
+from node.chain.signer import Signer, write_keystore
 from node.config import load_settings
 from node.errors import InvalidInput
 from node.runtime import NodeContext
 from node.signer_lock import SignerBusy, SignerLock, StoreSignerLock, signer_advisory_key, signer_lock_path
 from node.store.db import STORE_LOST, make_engine
-from tests.conftest import immutable
+from tests.conftest import TEST_PASSPHRASE, immutable
 from tests.store.outage import PostgresRelay
 
 ADDRESS = "0x00000000000000000000000000000000000000a1"
@@ -235,14 +235,14 @@ def test_a_store_lost_while_the_lock_is_held_ends_the_hold_without_an_error_and_
 
 
 def test_a_node_on_postgresql_takes_the_store_lock_too_and_one_on_sqlite_the_file_alone(tmp_path: Path) -> None:
-    settings = load_settings(tmp_path / "node", database_url="postgresql+psycopg://u:p@127.0.0.1:9/db")
+    settings = load_settings(tmp_path / "node", database_url="postgresql+psycopg://u:p@127.0.0.1:9/db",
+                             key_passphrase=TEST_PASSPHRASE)
     signer = Signer.generate()
+    write_keystore(settings.signing_key_file, signer, TEST_PASSPHRASE)
     on_postgresql = NodeContext(settings)
-    on_postgresql.__dict__["signer"] = signer  # no keystore needed to see how the client is wired
     lock = on_postgresql.signing_chain.write_lock
     assert isinstance(lock, SignerLock) and isinstance(lock.store, StoreSignerLock)
     assert lock.store.key == signer_advisory_key(signer.address)
-    on_sqlite = NodeContext(load_settings(tmp_path / "node"))
-    on_sqlite.__dict__["signer"] = signer
+    on_sqlite = NodeContext(load_settings(tmp_path / "node", key_passphrase=TEST_PASSPHRASE))
     lock = on_sqlite.signing_chain.write_lock
     assert isinstance(lock, SignerLock) and lock.store is None

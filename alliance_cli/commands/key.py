@@ -68,17 +68,19 @@ def key_new_signer(ctx: typer.Context) -> None:
     console.success(f"new signing key {prepared.address} in {prepared.path}")
     console.info(f"another member proposes `alliance member propose rotate {node.settings.bank_code or 'BANK'} "
                  f"--new-account {prepared.address}` and the members vote; then run `alliance key activate-signer` "
-                 "and restart the node")
+                 "(a running node then signs with the new key by itself)")
 
 
 @app.command("activate-signer")
 def key_activate_signer(ctx: typer.Context) -> None:
     """Sign with the key `new-signer` made, once the chain has its address as this bank's signer; the old key is
-    kept as keys/signing-key.retired-<address>.json. Restart a running node afterwards."""
+    kept as keys/signing-key.retired-<address>.json. A running node signs with the new key from its next signed write
+    or worker pass, without a restart."""
     activated = activate_new_signer(node_context(ctx))
     console.success(f"member {activated.member_id} now signs as {activated.new_address} (was "
                     f"{activated.old_address}, kept as {activated.retired_path})")
-    console.info("restart the node (`alliance node start`) so that it signs with the new key")
+    console.info("a running node (`alliance node start`) signs with the new key from its next signed write or worker "
+                 "pass, no restart needed (`alliance node status` says if the new key does not open there)")
 
 
 @app.command("replace-encryption-key")

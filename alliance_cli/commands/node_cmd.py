@@ -13,6 +13,7 @@ from alliance_cli.state import node_context
 from node.node_status import store_figures
 from node.server import serve
 from node.signer_rotation import prepared_signer
+from node.signer_switch import unusable_signing_key
 
 app = typer.Typer(help="Run the node, and see how its work stands.", no_args_is_help=True)
 
@@ -35,14 +36,16 @@ def node_start(
 @app.command("status")
 def node_status(ctx: typer.Context, json_output: JsonOption = False) -> None:
     """Outbox and publish-batch counts by state, the mirror's position and lag, key epochs held, a next signing key
-    prepared: from the data dir, whether or not the node runs (its background loops' state is in GET /health)."""
+    prepared, an activated signing key the running node could not open: from the data dir, whether or not the node
+    runs (its background loops' state is in GET /health)."""
     node = node_context(ctx)
     with node.store.session() as session:
         figures = store_figures(node, session)
     oldest = figures.oldest_queued_at.isoformat() if figures.oldest_queued_at else None
     next_signer = prepared_signer(node.settings)
+    unusable = unusable_signing_key(node.settings)
     data = {"bank_code": node.settings.bank_code, **figures.to_json(), "oldest_queued_report_at": oldest,
-            "next_signer_prepared": next_signer}
+            "next_signer_prepared": next_signer, "signing_key_unusable": unusable.to_json() if unusable else None}
     if json_output:
         console.print_json(data)
         return
@@ -59,4 +62,8 @@ def node_status(ctx: typer.Context, json_output: JsonOption = False) -> None:
     console.info(f"key epochs held: {', '.join(map(str, figures.key_epochs)) or 'none'}")
     if next_signer is not None:
         console.info(f"next signing key prepared: {next_signer}; once the members pass its rotation, run "
-                     "`alliance key activate-signer` and restart the node")
+                     "`alliance key activate-signer`: a running node then signs with it by itself")
+    if unusable is not None:
+        console.info(f"the running node signs nothing since {unusable.since}: the signing key put in place by "
+                     f"`alliance key activate-signer` ({unusable.address or 'no address'}) does not open there "
+                     f"({unusable.error}); reports stay queued")

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from eth_account import Account
 from eth_typing import HexStr
 from web3 import Web3
 
@@ -180,6 +181,19 @@ class FraudLedgerClient:
     def send_raw(self, raw: bytes) -> str:
         """Broadcast a signed transaction; a node that already has it in its pool is not an error (`send_signed`)."""
         return self.chain.send_signed(raw)
+
+    def replaced_sender(self, raw: bytes) -> str | None:
+        """The sender of the signed transaction `raw` if it is not this client's signer (a key the bank replaced since,
+        node.signer_switch); None if it is."""
+        sender = Web3.to_checksum_address(Account.recover_transaction(raw))
+        return None if sender == Web3.to_checksum_address(self.chain._require_signer().address) else sender
+
+    def has_pending(self, address: str) -> bool:
+        """Whether `address` has transactions in the pool, not mined yet (its pending count is above its mined one)."""
+        checksum = Web3.to_checksum_address(address)
+        with translate_errors(self.chain.rpc_url):
+            return int(self.chain.w3.eth.get_transaction_count(checksum, "pending")) > \
+                int(self.chain.w3.eth.get_transaction_count(checksum, "latest"))
 
     def confirmed_nonce(self) -> int:
         """The signer's count of mined transactions (nonces below it are used up)."""

@@ -13,7 +13,10 @@ nothing twice:
 
 On start (and every round) `recover` settles batches left `signed`: a mined transaction is finished;
 a root that this member already has on chain (published by an earlier copy) is finished from the
-contract's root index (another member's batch of the same root is not ours); an unsent transaction is
+contract's root index (another member's batch of the same root is not ours); a transaction signed with a key the
+bank has replaced since (a running node takes up an activated key, node.signer_switch), which the chain refuses, has
+its records queued again if it was mined, and is signed again with the current key if not, once the old key has no
+transaction left in the pool (until then the round stops there); an unsent transaction is
 sent again with the same bytes, or re-signed with a fresh nonce if its nonce was used by another
 transaction or lies beyond the chain's next nonce (a chain that went back lost the transactions below it,
 and the stored one would wait behind that gap forever). The contract refuses a root the member has
@@ -282,14 +285,17 @@ class Publisher:
         with self._store.session() as session:
             batch = session.get_one(PublishBatch, batch_row_id)
             root, tx_hash, nonce, raw = batch.root, batch.tx_hash, batch.nonce, batch.signed_tx
+        replaced = self._ledger.replaced_sender(raw)
         if self._ledger.receipt_of(tx_hash) is not None:
-            self._finish(batch_row_id)
+            self._finish(batch_row_id, replaced_key=replaced is not None)
             return
         found = self._ledger.find_published(root)
         if found is not None:
             self._mark_confirmed(batch_row_id, found)
             return
-        if self._ledger.confirmed_nonce() > nonce:
+        if replaced is not None:
+            self._resign_replaced(batch_row_id, replaced)
+        elif self._ledger.confirmed_nonce() > nonce:
             logger.warning("batch %s: nonce %s was used by another transaction; signing again", batch_row_id, nonce)
             self._resign(batch_row_id)
         elif (expected := self._ledger.pending_nonce()) < nonce:
@@ -302,6 +308,20 @@ class Publisher:
         else:
             self._ledger.send_raw(raw)
         self._finish(batch_row_id)
+
+    def _resign_replaced(self, batch_row_id: int, sender: str) -> None:
+        """Sign again with the current key a batch signed with the key the bank signed with before an activation
+        (node.signer_switch), neither mined nor published. The chain takes nothing from that key any more (the
+        activation found the rotation passed), and its nonce counts that key's transactions, not this one's. But
+        while that key has a transaction in the pool, it may be this batch's, which another publisher (the node's
+        worker before it took up the new key, beside an `alliance fraud publish`) is waiting for, and would queue its
+        records again once it is refused: the batch is left until then, and nothing else is signed meanwhile."""
+        if self._ledger.has_pending(sender):
+            raise TransactionTimeout(f"batch {batch_row_id} was signed with the replaced signing key {sender}, which "
+                                     "has a transaction not mined yet: the batch is settled once it is")
+        logger.info("batch %s: signed with the replaced signing key %s; signing it again with the current one",
+                    batch_row_id, sender)
+        self._resign(batch_row_id)
 
     def _resign(self, batch_row_id: int) -> None:
         with self._store.transaction() as session:
@@ -395,7 +415,10 @@ class Publisher:
             session.execute(update(PublishBatch).where(PublishBatch.id == prepared.batch_row_id)
                             .values(sent_at=utcnow()))
 
-    def _finish(self, batch_row_id: int) -> None:
+    def _finish(self, batch_row_id: int, *, replaced_key: bool = False) -> None:
+        """`replaced_key`: the batch's transaction was signed with a key the bank replaced since: refused (the chain
+        takes nothing from that key any more), its records are queued again for the current key at once, the
+        publisher not paused as after a refusal of the current key."""
         with self._store.session() as session:
             batch = session.get_one(PublishBatch, batch_row_id)
             tx_hash, root = batch.tx_hash, batch.root
@@ -404,7 +427,13 @@ class Publisher:
         except (ChainUnavailable, TransactionTimeout):
             raise  # the batch stays `signed`; the next round settles it
         except ContractRevert as revert:
-            self._mark_failed(batch_row_id, f"{revert.error_name} {revert.arguments}")
+            error = f"{revert.error_name} {revert.arguments}"
+            if replaced_key:
+                self._requeue(batch_row_id, f"signed with a replaced signing key: {error}")
+                logger.info("batch %s, signed with a replaced signing key, was refused by the chain (%s); its "
+                            "records are queued again", batch_row_id, error)
+                return
+            self._mark_failed(batch_row_id, error)
             raise
         self._mark_confirmed(batch_row_id, mined)
 

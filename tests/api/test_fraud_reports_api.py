@@ -130,7 +130,7 @@ def test_node_status_is_for_operators_only(api: ApiNode) -> None:
     body = status.json()
     assert body["outbox"] == {"queued": 2} and body["key_epochs_held"] == [1]
     assert body["mirror"]["stale"] is True  # never synced
-    assert body["next_signer_prepared"] is None
+    assert body["next_signer_prepared"] is None and body["signing_key_unusable"] is None
     prepared = prepare_new_signer(api.node)  # `alliance key new-signer`: the node keeps signing with its key until
     status = api.client.get("/v1/node/status", headers=api.headers(Role.operator))  # the members rotate to it
     assert status.json()["next_signer_prepared"] == prepared.address
