@@ -17,6 +17,9 @@ connection of its own kept for the hold: it reaches every process on the store, 
 the server drops it when that session ends (the process killed, its host gone), so it leaves no stale claim either.
 The file lock stays first: SQLite stores have nothing else, and on PostgreSQL it keeps a process's waiting threads
 from each holding a store connection. A thread holding the lock may take it again (a write inside a held section).
+A node that takes up a signing key activated beside it (node.signer_switch) takes the new address's lock from then
+on, as every process started with that key does: the lock always follows the key a write is signed with. The two
+locks are never needed together, since the chain refuses the old key's writes from the rotation on.
 A holder keeps it about one receipt wait (a block time; on a chain that stopped mining at most a few
 `receipt_timeout`s): the wait for it is bounded by the caller, after which the write fails with nothing sent.
 """

@@ -170,6 +170,7 @@ def test_a_running_node_whose_activated_key_does_not_open_signs_nothing_and_says
     shown = json.loads(status.out)["signing_key_unusable"]
     assert shown["address"] == note.address and ("wrong passphrase" if unusable == "wrong_passphrase" else
                                                  "corrupt") in shown["error"]
+    assert "the running node signs nothing since" in run_cli(capsys, "node", "status").out
     with a.store.transaction() as session:
         token = create_api_key(session, Role.operator, "test").token
     api_status = TestClient(create_app(a)).get("/v1/node/status", headers={"X-API-Key": token})
