@@ -94,6 +94,14 @@ def test_a_running_node_publishes_with_the_activated_key_without_a_restart(ledge
     publisher.run_step()
     assert publisher.status.last_error is None and _outbox_states(a) == {first: "confirmed"}
 
+    # A key file replaced by hand, not by an activation (the key it held kept nowhere): not taken up.
+    kept, by_hand = a.settings.keys_dir / "kept.json", a.settings.keys_dir / "by-hand.json"
+    os.link(a.settings.signing_key_file, kept)
+    write_keystore(by_hand, Signer.generate(), a.passphrase)
+    replace_durably(by_hand, a.settings.signing_key_file)
+    assert a.signing_chain.signer is not None and a.signing_chain.signer.address.lower() == old_address
+    replace_durably(kept, a.settings.signing_key_file)
+
     cli = _cli_of(a, ledger_nodes)
     new_address = prepare_new_signer(cli).address.lower()
     _rotated(ledger_nodes, new_address)
