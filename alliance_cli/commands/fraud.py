@@ -188,7 +188,7 @@ def fraud_dispute(ctx: typer.Context, indicator: Annotated[str, typer.Argument(h
                   reason: Annotated[str, typer.Option(help="mistaken_identity, insufficient_evidence, "
                                                           "resolved_by_customer, data_entry_error or other.")],
                   json_output: JsonOption = False) -> None:
-    """Dispute an indicator; its reporter must confirm or revoke it within the response window."""
+    """Dispute another bank's indicator; its reporter must confirm or revoke it within the response window."""
     _show_reactions([dispute_indicator(node_context(ctx), parse_indicator(indicator), reason)], json_output)
 
 

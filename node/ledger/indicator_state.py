@@ -9,6 +9,8 @@ The rules are documented in docs/fraud-ledger.md; in short:
 - a record applies while ``valid_from <= at < valid_until``, unless its reporter revoked it, or a dispute
   against it stayed unanswered for `dispute_window_days` (it *lapses*; answering revives it);
 - a dispute is answered for a reporter when that reporter confirms or revokes the indicator after it;
+- an endorsement or dispute by a member that itself reports the indicator (has a record of it not revoked by
+  then) is void: the contract cannot refuse it, so every node ignores it alike;
 - confidence is the noisy-OR of the applying reporters' and the endorsers' confidences, each halved
   every `half_life_days` of age.
 
@@ -161,7 +163,7 @@ class IndicatorState:
     categories: tuple[str, ...]  # of the records that apply, sorted
     reporters: tuple[int, ...]  # members whose records apply, sorted
     reporter_count: int
-    endorsers: tuple[int, ...]  # members that endorsed, sorted
+    endorsers: tuple[int, ...]  # members whose endorsement is in force (not their own indicator's), sorted
     confidence: int  # 0..100, decayed noisy-OR; 0 when not active
     disputed: bool  # an unanswered dispute stands against a record that is not revoked
     revoked: bool  # every record was revoked by its reporter
@@ -248,6 +250,9 @@ def derive_state(indicator: bytes, records: Sequence[_RecordLike], reactions: Se
     epoch, and a reporter answers it by confirming or revoking any of them: a member disputing a republished
     report sees only the newest hash, and the old-epoch copies of that report would otherwise keep hitting. It
     also applies to the copies of a disputed record that its reporter republished later under a newer epoch.
+    Whether an endorsement or dispute is void (its member reports the indicator itself) is judged against that
+    member's records of the reaction's own indicator, so a check's combined state and each indicator's own state
+    (the digest's) agree on it.
     """
     return _derive(indicator, records, reactions, at=at, policy=policy)[0]
 
@@ -342,7 +347,7 @@ def _confidence(sources: ConfidenceSources, at: int, policy: StatePolicy) -> int
 def _derive(indicator: bytes, records: Sequence[_RecordLike], reactions: Sequence[_ReactionLike], *,
             at: int, policy: StatePolicy) -> tuple[IndicatorState, ConfidenceSources]:
     ordered = sorted(records, key=lambda r: (r.block_number, r.batch_id, r.position))
-    chain_reactions = sorted(reactions, key=lambda e: (e.block_number, e.log_index))
+    chain_reactions = _in_force(sorted(reactions, key=lambda e: (e.block_number, e.log_index)), ordered)
     revoked_records = {(e.batch_id, bytes(e.indicator), e.member_id)
                        for e in chain_reactions if e.kind == "revoked"}
     reporter_records: dict[int, set[tuple[int, bytes]]] = {}
@@ -390,7 +395,8 @@ def _derive(indicator: bytes, records: Sequence[_RecordLike], reactions: Sequenc
         by_reporter: dict[int, list[tuple[int, int]]] = {}
         for record in applying:
             by_reporter.setdefault(record.reporter_member_id, []).append((record.confidence, record.valid_from))
-        # A reporter's own endorsement would count its evidence twice in the noisy-OR.
+        # An endorsement made before its member reported the indicator too (still in force, see `_in_force`) would
+        # count that member's evidence twice in the noisy-OR while its record applies.
         sources = [*by_reporter.values(),
                    *([(e.value, e.at)] for member, e in latest_endorsement.items() if member not in by_reporter)]
     confidence = _confidence(sources, at, policy) if active else 0
@@ -412,6 +418,39 @@ def _derive(indicator: bytes, records: Sequence[_RecordLike], reactions: Sequenc
         valid_until=max((r.valid_until for r in ordered), default=None),
     )
     return state, sources
+
+
+def _in_force(chain_reactions: Sequence[_ReactionLike], ordered: Sequence[_RecordLike]) -> list[_ReactionLike]:
+    """`chain_reactions` (in chain order) less the void ones: an endorsement or dispute by a member that reports the
+    indicator itself at that point, i.e. has a record of that indicator published in the reaction's block or earlier
+    and not revoked before the reaction.
+
+    The contract cannot refuse them (the records are calldata under a batch root), nodes refuse to send them, and
+    another implementation may still: ignored as if never sent, they neither list an endorser, nor replace the
+    member's earlier endorsement, nor dispute anything. Judged when each was sent, so an endorsement made before its
+    member reported the indicator stays in force, and one made after the member revoked its record is in force."""
+    if not any(e.kind in ("endorsed", "disputed") for e in chain_reactions):  # most indicators: a check's fast path
+        return list(chain_reactions)
+    first_revoked: dict[tuple[int | None, bytes, int], tuple[int, int]] = {}
+    for event in chain_reactions:
+        if event.kind == "revoked":
+            first_revoked.setdefault((event.batch_id, bytes(event.indicator), event.member_id),
+                                     (event.block_number, event.log_index))
+    # Per (reporter, indicator): each record's block and when its reporter revoked it (None: never).
+    own_records: dict[tuple[int, bytes], list[tuple[int, tuple[int, int] | None]]] = {}
+    for record in ordered:
+        indicator = bytes(record.indicator)
+        own_records.setdefault((record.reporter_member_id, indicator), []).append(
+            (record.block_number, first_revoked.get((record.batch_id, indicator, record.reporter_member_id))))
+
+    def reported_by_itself(event: _ReactionLike) -> bool:
+        # A record of the reaction's own block counts as earlier: records carry no log index, and the mirror
+        # only holds whole blocks.
+        position = (event.block_number, event.log_index)
+        return any(block <= event.block_number and (revoked is None or revoked > position)
+                   for block, revoked in own_records.get((event.member_id, bytes(event.indicator)), ()))
+
+    return [e for e in chain_reactions if e.kind not in ("endorsed", "disputed") or not reported_by_itself(e)]
 
 
 def _dispute_reach(ordered: Sequence[_RecordLike]) -> dict[int, int]:

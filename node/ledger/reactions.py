@@ -22,7 +22,14 @@ from node.errors import Conflict, InvalidInput, NotFound
 from node.ledger.reports import get_report
 from node.ledger.vocabulary import MAX_CONFIDENCE, DisputeReason, RevokeReason
 from node.runtime import NodeContext
-from node.store.ledger_tables import FraudReport, MirrorReaction, MirrorRecord, OutboxRecord, PublishBatch
+from node.store.ledger_tables import (
+    FraudReport,
+    MirrorReaction,
+    MirrorRecord,
+    OutboxRecord,
+    PublishBatch,
+    accepted,
+)
 from node.store.models import utcnow
 
 _INDICATOR_HEX = re.compile(r"(?:0x)?([0-9a-fA-F]{64})")
@@ -49,14 +56,17 @@ def endorse_indicator(node: NodeContext, indicator: bytes, confidence: int) -> R
     """Corroborate another bank's indicator with this bank's own confidence."""
     if not 0 <= confidence <= MAX_CONFIDENCE:
         raise InvalidInput(f"confidence must be 0..{MAX_CONFIDENCE}", code="invalid_confidence")
+    _refuse_own_indicator(node, indicator, "endorse")
     _require_mirrored(node, indicator)
     receipt = node.fraud_ledger(signing=True).endorse(indicator, confidence)
     return _sent("endorsed", indicator, None, receipt)
 
 
 def dispute_indicator(node: NodeContext, indicator: bytes, reason: str) -> ReactionSent:
-    """Dispute an indicator; unless its reporter confirms or revokes within the window, it stops producing hits."""
+    """Dispute another bank's indicator; unless its reporter confirms or revokes within the window, it stops producing
+    hits."""
     code = _reason(DisputeReason, reason)
+    _refuse_own_indicator(node, indicator, "dispute")
     _require_mirrored(node, indicator)
     receipt = node.fraud_ledger(signing=True).dispute(indicator, code)
     return _sent("disputed", indicator, None, receipt)
@@ -116,6 +126,52 @@ def _already_revoked(node: NodeContext) -> set[tuple[int, bytes]]:
         rows = session.execute(select(MirrorReaction.batch_id, MirrorReaction.indicator).where(
             MirrorReaction.kind == "revoked", MirrorReaction.member_id == member_id)).all()
     return {(int(batch_id), bytes(indicator)) for batch_id, indicator in rows if batch_id is not None}
+
+
+def _refuse_own_indicator(node: NodeContext, indicator: bytes, verb: str) -> None:
+    """Refuse to endorse or dispute an indicator this bank reports itself: every node's derived state ignores such a
+    reaction (docs/fraud-ledger.md, Own reactions), and the contract cannot refuse it: it never sees the records."""
+    own = _own_report_of(node, indicator)
+    if own is not None:
+        source, advice = own
+        raise Conflict(f"this bank reports this indicator itself ({source}), so it cannot {verb} it: endorsing and "
+                       f"disputing are other members' word on a report; {advice}", code="own_indicator")
+
+
+def _own_report_of(node: NodeContext, indicator: bytes) -> tuple[str, str] | None:
+    """What makes this bank a reporter of `indicator`, and what to do about it; None if nothing does. One of its
+    records on chain and not revoked (as the mirror shows it, or the outbox until the mirror catches up), or one queued
+    or being published.
+
+    A withdrawn report whose records are revoked does not count: the bank no longer reports the indicator, and
+    disputing another bank's record of it (its customer was cleared, say) is what it may then want to do. One
+    withdrawn whose revocations the mirror does not show yet still counts: sent while the chain was down, they may
+    never have reached it, and on chain the record still stands."""
+    member_id = node.member_id
+    with node.store.session() as session:
+        revoked = {int(batch_id) for batch_id in session.scalars(select(MirrorReaction.batch_id).where(
+            MirrorReaction.kind == "revoked", MirrorReaction.member_id == member_id,
+            MirrorReaction.indicator == indicator)) if batch_id is not None}
+        outbox = session.execute(
+            select(OutboxRecord.report_id, OutboxRecord.state, PublishBatch.onchain_batch_id, FraudReport.withdrawn_at)
+            .join(FraudReport, FraudReport.report_id == OutboxRecord.report_id)
+            .outerjoin(PublishBatch, OutboxRecord.publish_batch_id == PublishBatch.id)
+            .where(OutboxRecord.indicator == indicator, OutboxRecord.state != "withdrawn",
+                   accepted(OutboxRecord.import_id))
+            .order_by(OutboxRecord.id)).all()
+        mirrored = session.scalars(select(MirrorRecord.batch_id).where(
+            MirrorRecord.indicator == indicator, MirrorRecord.reporter_member_id == member_id)).all()
+    for report_id, state, batch_id, withdrawn_at in outbox:
+        if state == "confirmed" and (batch_id is None or int(batch_id) in revoked):
+            continue
+        if withdrawn_at is not None:
+            return (f"report {report_id}, withdrawn", "this node's mirror shows no revocation of it yet: sync the "
+                    "ledger (`alliance ledger sync`), or withdraw it again if the chain was down")
+        return f"report {report_id}", "withdraw the report if it is wrong"
+    if any(int(batch_id) not in revoked for batch_id in mirrored):
+        return ("a record on chain that this node's store does not hold",
+                "withdraw it, if it is wrong, from the store that holds its report")
+    return None
 
 
 def _require_mirrored(node: NodeContext, indicator: bytes) -> None:

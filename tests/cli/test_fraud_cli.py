@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from node.chain.client import ChainClient
 from node.chain.registry import MemberRole
 from node.ledger.key_distribution import sync_keys
 from tests.cli.conftest import CliRunner
@@ -182,6 +183,25 @@ def test_fraud_withdraw_and_reaction_refusals(cli: CliRunner, member: None) -> N
     assert bad_hex.code == 1 and "64 hex digits" in one_error_line(bad_hex.err)
     unknown = cli("fraud", "endorse", "0x" + "ab" * 32, "--confidence", "50")
     assert unknown.code == 1 and "no such indicator" in one_error_line(unknown.err)
+
+
+def test_fraud_endorse_and_dispute_of_this_banks_own_indicator_fail_in_one_line(cli: CliRunner, member: None,
+                                                                                rpc_url: str) -> None:
+    """The bank's own indicator, published and mirrored or only queued: refused before anything is sent."""
+    published = json.loads(cli("fraud", "report", "phone=13800138000", "--category", "other", "--confidence", "50",
+                               "--json").out)["report_id"]
+    assert cli("fraud", "publish").code == 0 and cli("ledger", "sync").code == 0
+    queued = json.loads(cli("fraud", "report", "phone=13900139000", "--category", "other", "--confidence", "50",
+                            "--json").out)["report_id"]
+    before = ChainClient(rpc_url).block_number()
+    for report_id in (published, queued):
+        [item] = json.loads(cli("fraud", "show", report_id, "--json").out)["identifiers"]
+        endorsed = cli("fraud", "endorse", item["indicator"], "--confidence", "90")
+        assert endorsed.code == 1
+        assert f"reports this indicator itself (report {report_id})" in one_error_line(endorsed.err)
+        disputed = cli("fraud", "dispute", item["indicator"], "--reason", "other", "--json")
+        assert json_error(disputed)["code"] == "own_indicator"
+    assert ChainClient(rpc_url).block_number() == before
 
 
 def test_fraud_publish_of_a_suspended_bank_fails_in_one_line_and_keeps_the_reports(

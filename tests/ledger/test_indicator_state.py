@@ -174,7 +174,81 @@ def test_derive_state_counts_latest_endorsement_per_member_and_not_reporters_own
                  reaction("endorsed", member=2, at=T0, block=21, value=20),
                  reaction("endorsed", member=1, at=T0, block=22, value=100)]
     state = derive_state(IND, [record(reporter=1, confidence=50)], reactions, at=T0, policy=POLICY)
-    assert state.confidence == 60 and state.endorsers == (1, 2)
+    assert state.confidence == 60 and state.endorsers == (2,)
+
+
+def test_derive_state_voids_a_reporters_endorsement_of_its_own_indicator_for_good() -> None:
+    """Reporter 1 endorsed its own indicator: it is no endorser, and once its record expired the endorsement did not
+    count beside reporter 3's record either (it was counted then, with its own fresher time)."""
+    records = [record(reporter=1, batch=1, confidence=50, valid_until=T0 + 10 * DAY),
+               record(reporter=3, batch=3, confidence=50, block=11)]
+    own = reaction("endorsed", member=1, at=T0 + DAY, block=20, value=100)
+    state = derive_state(IND, records, [own], at=T0 + 20 * DAY, policy=POLICY)
+    assert state.endorsers == () and state.reporters == (3,)
+    assert state.confidence == derive_state(IND, records, [], at=T0 + 20 * DAY, policy=POLICY).confidence == 48
+
+
+def test_derive_state_own_endorsement_does_not_replace_an_earlier_one_in_force() -> None:
+    """Member 2 endorsed reporter 1's indicator at 90, reported it too, then endorsed it at 10: the second is void,
+    so the first stays the one that counts once member 2's record no longer applies."""
+    records = [record(reporter=1, batch=1, confidence=50),
+               record(reporter=2, batch=2, confidence=40, block=30, valid_until=T0 + 10 * DAY)]
+    reactions = [reaction("endorsed", member=2, at=T0, block=20, value=90),
+                 reaction("endorsed", member=2, at=T0 + DAY, block=31, value=10)]
+    state = derive_state(IND, records, reactions, at=T0 + 10 * DAY, policy=POLICY)
+    assert state.endorsers == (2,) and state.reporters == (1,)
+    assert state.confidence == derive_state(IND, records[:1], reactions[:1], at=T0 + 10 * DAY,
+                                            policy=POLICY).confidence
+
+
+def test_derive_state_keeps_an_endorsement_made_before_its_member_reported() -> None:
+    """Endorsing first and reporting later: the endorsement stays listed, does not count twice beside the member's
+    own record, and counts again once the member revoked that record."""
+    records = [record(reporter=1, batch=1, confidence=50), record(reporter=2, batch=2, confidence=50, block=30)]
+    endorse = reaction("endorsed", member=2, at=T0, block=20, value=50)
+    state = derive_state(IND, records, [endorse], at=T0, policy=POLICY)
+    assert state.endorsers == (2,) and state.reporters == (1, 2) and state.confidence == 75
+    revoke = reaction("revoked", member=2, batch=2, at=T0, block=40, value=1)
+    state = derive_state(IND, records, [endorse, revoke], at=T0, policy=POLICY)
+    assert state.endorsers == (2,) and state.reporters == (1,) and state.confidence == 75
+
+
+def test_derive_state_counts_a_record_of_the_same_block_as_earlier_than_an_endorsement() -> None:
+    records = [record(reporter=1, batch=1, confidence=50), record(reporter=2, batch=2, confidence=50, block=20)]
+    same_block = reaction("endorsed", member=2, at=T0, block=20, log_index=0, value=50)
+    assert derive_state(IND, records, [same_block], at=T0, policy=POLICY).endorsers == ()
+
+
+def test_derive_state_voids_a_reporters_dispute_of_its_own_indicator() -> None:
+    """Reporter 1 disputed an indicator it reports, and reporter 3 never answered: 3's record neither shows
+    disputed nor lapses."""
+    records = [record(reporter=1, batch=1, confidence=50), record(reporter=3, batch=3, confidence=50, block=11)]
+    own = reaction("disputed", member=1, at=T0, block=20, value=1)
+    state = derive_state(IND, records, [own], at=T0 + 31 * DAY, policy=POLICY)
+    assert not state.disputed and state.reporters == (1, 3)
+
+
+def test_derive_state_counts_a_dispute_made_after_the_disputer_revoked_its_record() -> None:
+    """A member that withdrew its own report (its record revoked) may dispute another's record of the indicator."""
+    records = [record(reporter=1, batch=1), record(reporter=3, batch=3, block=11)]
+    revoke = reaction("revoked", member=1, batch=1, at=T0, block=20, value=1)
+    dispute = reaction("disputed", member=1, at=T0, block=20, log_index=1, value=1)
+    state = derive_state(IND, records, [revoke, dispute], at=T0 + 31 * DAY, policy=POLICY)
+    assert state.disputed and not state.active
+    # Revoked after the dispute, the record still made the dispute void.
+    late_revoke = reaction("revoked", member=1, batch=1, at=T0, block=21, value=1)
+    state = derive_state(IND, records, [dispute, late_revoke], at=T0 + 31 * DAY, policy=POLICY)
+    assert not state.disputed and state.reporters == (3,)
+
+
+def test_derive_state_judges_own_reactions_per_indicator() -> None:
+    """Member 1 reported the identifier under epoch 1 (OTHER) and disputes member 3's record under epoch 2 (IND):
+    judged on IND alone, as the digest's state of IND is, the dispute stands."""
+    records = [record(reporter=1, batch=1, indicator=OTHER), record(reporter=3, batch=3, block=11)]
+    dispute = reaction("disputed", member=1, at=T0, block=20, value=1)
+    combined = derive_state(IND, records, [dispute], at=T0 + DAY, policy=POLICY)
+    alone = derive_state(IND, records[1:], [dispute], at=T0 + DAY, policy=POLICY)
+    assert combined.disputed and alone.disputed
 
 
 def test_derive_state_endorsement_alone_gives_no_hit() -> None:

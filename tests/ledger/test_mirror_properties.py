@@ -150,6 +150,16 @@ def model_answer(model: Model, phone: int, *, block: int, at: int) -> tuple[Answ
     if not records:
         return Answer(False, (), 0, 0, False), 0.0
 
+    # "Own reactions": an endorsement or dispute is void when its member reports that same indicator at that point,
+    # with a record of it in the reaction's block or earlier that it had not revoked before the reaction.
+    def reports_itself(e: ModelReaction) -> bool:
+        return any(r.reporter == e.member and r.indicator == e.indicator and r.block <= e.block
+                   and not any(v.kind == "revoked" and v.member == r.reporter and v.batch_id == r.batch_id
+                               and v.indicator == r.indicator and v.order < e.order for v in reactions)
+                   for r in records)
+
+    reactions = [e for e in reactions if e.kind not in ("endorsed", "disputed") or not reports_itself(e)]
+
     def revoked(r: ModelRecord) -> bool:
         return any(e.kind == "revoked" and e.member == r.reporter and e.batch_id == r.batch_id
                    and e.indicator == r.indicator for e in reactions)
@@ -605,9 +615,19 @@ def empty_store(tmp_path: Path) -> Path:
 @example(steps=[("publish", 0, 1, [(0, 7, 80, 0, 400, None)], False),
                 ("block", [("dispute", 1, 0), ("confirmed", 0, 0, 0)]),
                 ("block", [("confirmed", 0, 0, 0), ("dispute", 2, 0)]),
-                ("block", [("publish", 1, 0, 90), ("dispute", 0, 0)]),
+                ("block", [("publish", 1, 0, 90), ("dispute", 2, 0)]),
                 ("sync", 0, None, 2, None), ("time", 31), ("sync", 1, None, 1, None)],
          last_reorg=(2, None))
+# Own reactions: member 2 endorses, then reports (its endorsement stays, and counts again once its 10-day record
+# has expired); member 1 reports and endorses in one block, member 0 disputes the indicator it reports (both void);
+# member 0 revokes its record, after which its dispute stands.
+@example(steps=[("publish", 0, 1, [(0, 7, 80, 0, 400, None)], False),
+                ("endorse", 2, 0, 1, 90),
+                ("block", [("publish", 1, 0, 40), ("endorse", 1, 0, 90), ("dispute", 0, 0)]),
+                ("publish", 2, 1, [(0, 7, 60, 0, 10, None)], False),
+                ("revoke", 0, 0, 0), ("sync", 0, None, 2, None), ("time", 31),
+                ("dispute", 0, 0, 1), ("sync", 0, None, 2, None)],
+         last_reorg=(1, None))
 # A report republished under epoch 2 and disputed there only: after the window, its epoch-1 copy stops hitting too.
 @example(steps=[("publish", 0, 1, [(0, 7, 80, -1, 400, None)], False),
                 ("publish", 0, 2, [(0, 7, 80, -1, 400, None)], False),

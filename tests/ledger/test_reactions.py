@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -16,8 +17,10 @@ from node.chain.errors import ChainUnavailable
 from node.errors import Conflict, InvalidInput, NotFound
 from node.ledger import checks, reactions
 from node.ledger.checks import check_identity
+from node.ledger.digest import node_digest, policy_of
 from node.ledger.indexer import indexer_for
 from node.ledger.key_distribution import rotate, sync_keys
+from node.ledger.mirror import indicator_history
 from node.ledger.publisher import PreparedBatch
 from node.ledger.reactions import (
     confirm_report,
@@ -28,6 +31,7 @@ from node.ledger.reactions import (
 )
 from node.ledger.reports import ReportRequest, report_status
 from node.ledger.republish import republish, republish_active_reports
+from node.ledger.vocabulary import DisputeReason
 from node.runtime import NodeContext
 from node.store.ledger_tables import OutboxRecord
 from tests.conftest import LedgerNodes, free_port, moved_to_store
@@ -214,3 +218,88 @@ def test_republishing_after_a_rotation_keeps_an_unanswered_dispute_in_force(
     assert (after["hit"], after["disputed"]) == (False, True)
     [confirmed, _] = confirm_report(b, report_id)  # B answers: both copies apply again
     assert check(c)["hit"] is True and confirmed.batch_id == 1
+
+
+def indicator_state_of(node: NodeContext, indicator: bytes, at: int) -> dict[str, object]:
+    indexer_for(node).sync()
+    with node.store.session() as session:
+        return indicator_history(session, indicator, at=at, policy=policy_of(node)).state.to_json()
+
+
+def test_endorse_or_dispute_of_own_indicator_is_refused_and_sends_nothing(keyed_banks: list[NodeContext],
+                                                                         tmp_path: Path) -> None:
+    """B endorsed and disputed the indicator it reported itself: both were sent (every node then listed B as an
+    endorser of its own report)."""
+    a, b, _ = keyed_banks
+    report_id = report_and_publish(b)
+    indicator = indicator_of(b, report_id)
+    queued = b.report_intake.accept(ReportRequest([("phone", "13900139000")], "other", 40), submitted_by="t")
+    with b.store.transaction() as session:
+        token = create_api_key(session, Role.analyst, "t").token
+    before = b.chain.block_number()
+
+    # Published, not yet in B's mirror (the outbox says so); then mirrored.
+    with pytest.raises(Conflict, match=f"report {report_id}") as endorsing:
+        endorse_indicator(b, indicator, 90)
+    assert endorsing.value.code == "own_indicator"
+    indexer_for(b).sync()
+    with TestClient(create_app(b)) as client:
+        for path, body in (("endorsements", {"confidence": 90}), ("disputes", {"reason": "mistaken_identity"})):
+            refused = client.post(f"/v1/fraud/indicators/0x{indicator.hex()}/{path}", json=body,
+                                  headers={"X-API-Key": token})
+            assert refused.status_code == 409 and refused.json()["error"]["code"] == "own_indicator"
+    # Queued only, in no mirror yet: refused as this bank's own, not as unknown.
+    with pytest.raises(Conflict) as disputing:
+        dispute_indicator(b, indicator_of(b, queued.report_id), "other")
+    assert disputing.value.code == "own_indicator"
+    # A store that lost the report (restored from an older backup) still refuses by the mirror.
+    restored = moved_to_store(b, f"sqlite:///{tmp_path / 'restored.db'}")
+    try:
+        indexer_for(restored).sync()
+        with pytest.raises(Conflict, match="a record on chain that this node's store does not hold") as by_mirror:
+            endorse_indicator(restored, indicator, 90)
+        assert by_mirror.value.code == "own_indicator"
+    finally:
+        restored.close()
+
+    assert b.chain.block_number() == before
+    assert indicator_state_of(a, indicator, int(time.time()))["endorsers"] == []
+
+
+def test_a_withdrawn_report_no_longer_keeps_its_bank_from_disputing(keyed_banks: list[NodeContext]) -> None:
+    """A and C reported the same phone; A withdrew its report (its customer was cleared) and may now dispute C's."""
+    a, _, c = keyed_banks
+    mine, theirs = report_and_publish(a), report_and_publish(c)
+    indicator = indicator_of(a, mine)
+    assert indicator == indicator_of(c, theirs)
+    indexer_for(a).sync()
+    with pytest.raises(Conflict) as refused:
+        dispute_indicator(a, indicator, "mistaken_identity")
+    assert refused.value.code == "own_indicator"
+    withdraw_report(a, mine, "customer_cleared")
+    with pytest.raises(Conflict, match=r"withdrawn\).* no revocation of it yet: sync the ledger"):
+        dispute_indicator(a, indicator, "mistaken_identity")  # until the mirror shows the revocation
+    indexer_for(a).sync()
+    assert dispute_indicator(a, indicator, "mistaken_identity").kind == "disputed"
+    assert check(c)["disputed"] is True
+
+
+def test_own_endorsement_and_dispute_sent_past_the_node_are_void_on_every_node(
+        keyed_banks: list[NodeContext], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another implementation sent B's endorsement and dispute of an indicator B reports straight to the contract:
+    every node's derived state ignores both (docs/fraud-ledger.md), and the digests agree."""
+    a, b, c = keyed_banks
+    indicator = indicator_of(b, report_and_publish(b))
+    report_and_publish(c)
+    ledger = b.fraud_ledger(signing=True)
+    ledger.endorse(indicator, 100)
+    ledger.dispute(indicator, int(DisputeReason.mistaken_identity))
+    now = int(time.time())
+    for node in (a, c):
+        state = indicator_state_of(node, indicator, now)
+        assert (state["endorsers"], state["disputed"], state["reporters"]) == ([], False, [2, 3])
+    assert node_digest(a, indexer_for(a)) == node_digest(c, indexer_for(c))
+    later = time.time() + 31 * 86_400  # an unanswered dispute would have lapsed C's record by now
+    monkeypatch.setattr(checks, "time", SimpleNamespace(time=lambda: later))
+    after = check(a)
+    assert (after["hit"], after["disputed"], after["reporter_count"]) == (True, False, 2)

@@ -137,7 +137,7 @@ def create_endorsement(*, indicator: str, body: EndorsementIn, node: NodeDep, ke
 
 @router.post("/indicators/{indicator}/disputes", status_code=status.HTTP_201_CREATED, response_model=ReactionOut)
 def create_dispute(*, indicator: str, body: DisputeIn, node: NodeDep, key: Analyst) -> ReactionOut:
-    """Dispute an indicator; unanswered by its reporter within the window, it stops producing hits."""
+    """Dispute another bank's indicator; unanswered by its reporter within the window, it stops producing hits."""
     return ReactionOut(**vars(dispute_indicator(node, parse_indicator(indicator), body.reason)))
 
 
