@@ -36,6 +36,19 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
+def print_json_streamed(data: dict[str, Any], key: str, slices: Iterable[Iterable[Any]]) -> None:
+    """`print_json` of `data` with `key` holding every item of `slices`, written a slice at a time as they come (a
+    million-loan version's ids are never held at once); the same text print_json prints of the whole object."""
+    head = json.dumps(data, indent=2, default=str)[:-2] if data else "{"  # without its closing "\n}"
+    sys.stdout.write(f"{head}{',' if data else ''}\n  {json.dumps(key)}: [")
+    empty = True
+    for items in slices:
+        for item in items:
+            sys.stdout.write(f"{'' if empty else ','}\n    {json.dumps(item, default=str)}")
+            empty = False
+    sys.stdout.write("]\n}\n" if empty else "\n  ]\n}\n")
+
+
 def info(message: str | Text) -> None:
     """`message` as plain text; a caller that styles a part passes a `Text`."""
     out.print(message if isinstance(message, Text) else Text(message))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -27,7 +28,7 @@ def write_private_text(path: Path, text: str) -> None:
 
 def write_public_text(path: Path, text: str) -> None:
     """Write `text` to `path` whole or not at all, readable by all (0644: Besu may run as another user)."""
-    _write_whole(path, text.encode("utf-8"), mode=0o644, exclusive=False)
+    _write_whole(path, (text.encode("utf-8"),), mode=0o644, exclusive=False)
 
 
 def write_private_bytes(path: Path, content: bytes, *, exclusive: bool = False) -> None:
@@ -35,7 +36,13 @@ def write_private_bytes(path: Path, content: bytes, *, exclusive: bool = False) 
 
     `exclusive`: FileExistsError if `path` exists, which is left as it was: a key file is never overwritten.
     """
-    _write_whole(path, content, mode=0o600, exclusive=exclusive)
+    _write_whole(path, (content,), mode=0o600, exclusive=exclusive)
+
+
+def write_private_chunks(path: Path, chunks: Iterable[bytes]) -> None:
+    """Write `chunks` one after the other to `path`, owner-only, whole or not at all (see write_private_text): a file
+    too large to hold in memory (a million-loan version's ids), written as it is produced."""
+    _write_whole(path, chunks, mode=0o600, exclusive=False)
 
 
 def replace_durably(source: Path, target: Path) -> None:
@@ -53,12 +60,13 @@ def sync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def _write_whole(path: Path, content: bytes, *, mode: int, exclusive: bool) -> None:
+def _write_whole(path: Path, chunks: Iterable[bytes], *, mode: int, exclusive: bool) -> None:
     fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), mode)  # mkstemp made it 0600
-            handle.write(content)
+            for chunk in chunks:
+                handle.write(chunk)
             handle.flush()
             os.fsync(handle.fileno())
         if exclusive:

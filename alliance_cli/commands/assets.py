@@ -1,9 +1,10 @@
-"""`alliance assets import|anchor|discard|transfer|accept|cancel|succeed|vote-successor|service|attest|prove|show`:
-ABS loan pools."""
+"""`alliance assets import|anchor|discard|transfer|accept|cancel|succeed|vote-successor|service|attest|prove|loans|
+show`: ABS loan pools."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,12 +16,14 @@ from alliance_cli import console
 from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
 from node.assets import lifecycle
+from node.assets.pool_state import read_pool_state
 from node.assets.pools import anchor_draft, asset_registry, discard_draft, double_financing, import_tape, local_pools
 from node.assets.provenance import MAX_BUNDLES, build_bundles
+from node.assets.version_loans import anchored_version, iter_loan_ids
 from node.chain.client import Receipt
 from node.errors import InvalidInput
 from node.input_files import reading_bytes, reading_text
-from node.private_files import write_private_text
+from node.private_files import write_private_chunks, write_private_text
 
 app = typer.Typer(help="ABS loan pools: import tapes, anchor versions, custody, servicing, provenance.",
                   no_args_is_help=True)
@@ -253,6 +256,38 @@ def _write_bundle(path: Path, bundle: dict[str, Any], *, written: list[Path]) ->
     written.append(path)
 
 
+@app.command("loans")
+def assets_loans(
+    ctx: typer.Context,
+    pool: Annotated[str, typer.Argument(help="Local name of the pool.")],
+    version: Annotated[int | None, typer.Option(min=1, max=lifecycle.MAX_VERSION, help=(
+        "An anchored version (default: the latest anchored one; a draft is listed once anchored)."))] = None,
+    out: Annotated[Path | None, typer.Option(dir_okay=False, help=(
+        "Write the ids to this file, whole or not at all, instead of to stdout."))] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """List the loan ids of an anchored pool version, one a line in version order: what `prove --loans-file` takes."""
+    node = node_context(ctx)
+    anchored = anchored_version(node.store, pool, version)
+    slices = iter_loan_ids(node.store, anchored)  # a slice at a time: a million ids are never held at once
+    if out is None and json_output:
+        console.print_json_streamed(anchored.to_json(), "loan_ids", (["0x" + i.hex() for i in s] for s in slices))
+        return
+    lines = ("".join(f"0x{loan_id.hex()}\n" for loan_id in ids) for ids in slices)
+    if out is None:
+        for text in lines:  # a reader that stops early (`| head`): Click ends the command quietly, exit code 1
+            sys.stdout.write(text)
+        return
+    try:
+        write_private_chunks(out, (text.encode("ascii") for text in lines))
+    except OSError as exc:
+        console.fail(f"cannot write {out}: {exc.strerror}", code="cannot_write")
+    if json_output:
+        console.print_json({**anchored.to_json(), "out": str(out)})
+        return
+    console.success(f"wrote the {anchored.loan_count:,} loan ids of pool {pool!r} version {anchored.version} to {out}")
+
+
 @app.command("show")
 def assets_show(
     ctx: typer.Context,
@@ -262,25 +297,17 @@ def assets_show(
 ) -> None:
     """This bank's pools and double-financing flags, or one pool's on-chain state and history."""
     node = node_context(ctx)
-    registry = asset_registry(node)
     if pool_id is not None:
-        info = registry.pool(pool_id)
-        events = [{"kind": e.kind, "block_number": e.block_number, "tx_hash": e.tx_hash,
-                   **{k: ("0x" + v.hex() if isinstance(v, bytes) else v) for k, v in e.args.items()}}
-                  for e in registry.pool_events(pool_id)]
-        data: dict[str, Any] = {"pool_id": pool_id, "originator_member_id": info.originator_member_id,
-                                "custodian_member_id": info.custodian_member_id,
-                                "pending_custodian_member_id": info.pending_custodian_member_id,
-                                "version_count": info.version_count, "events": events}
+        # The API's object (GET /v1/assets/pools/{id}), with every event rather than a page of them.
+        pool = read_pool_state(asset_registry(node), pool_id).to_json()
         if json_output:
-            console.print_json(data)
+            console.print_json(pool)
             return
-        console.info(f"pool {pool_id}: originator {info.originator_member_id}, custodian {info.custodian_member_id}, "
-                     f"{info.version_count} version(s)")
+        console.info(f"pool {pool_id}: originator {pool['originator_member_id']}, custodian "
+                     f"{pool['custodian_member_id']}, {pool['version_count']} version(s)")
         console.table("History", ["block", "event", "details"],
-                      [(e["block_number"], e["kind"], {k: v for k, v in e.items()
-                                                      if k not in ("kind", "block_number", "tx_hash", "poolId")})
-                       for e in events])
+                      [(e["block_number"], e["kind"], {k: v for k, v in e["args"].items() if k != "poolId"})
+                       for e in pool["events"]])
         return
     flags = {"0x" + k.hex(): v for k, v in double_financing(node).items()}
     pools = local_pools(node)

@@ -190,6 +190,77 @@ def test_list_double_financing_refuses_a_limit_or_cursor_out_of_range(api: ApiNo
     assert refused.json()["error"]["details"][0]["loc"] == ["query", next(iter(params))]
 
 
+def proven_loan_ids(api: ApiNode, references: list[str]) -> list[str]:
+    """The loan ids of this bank's anchored loans, as their provenance bundles name them."""
+    answer = api.client.post("/v1/assets/provenance", json={"loans": references}, headers=api.headers(Role.auditor))
+    assert answer.status_code == 200, answer.text
+    return [bundle["record"]["loan_id"] for bundle in answer.json()["bundles"]]
+
+
+def test_list_version_loans_pages_a_versions_ids_in_version_order(api: ApiNode) -> None:
+    """No route listed a version's loan ids: an auditor had nothing to draw a sample to prove from."""
+    operator, auditor = api.headers(Role.operator), api.headers(Role.auditor)
+    post_tape(api, "retail/2026", [loan_row(i) for i in range(5)])
+    assert api.client.post("/v1/assets/pools/retail%2F2026/anchor", json={}, headers=operator).status_code == 201
+    first = proven_loan_ids(api, [f"LN-{i:06d}" for i in range(5)])
+    post_tape(api, "retail/2026", [loan_row(i) for i in (9, 3)])
+    assert api.client.post("/v1/assets/pools/retail%2F2026/anchor", json={}, headers=operator).status_code == 201
+    path = "/v1/assets/pools/retail%2F2026/versions/{}/loans"
+    pages, after = [], None
+    while True:
+        page = api.client.get(path.format(1), params={"limit": 2, **({"after": after} if after else {})},
+                              headers=auditor)
+        assert page.status_code == 200, page.text
+        pages.append(page.json())
+        after = page.headers.get("X-Next-After")
+        if after is None:
+            break
+    assert pages == [first[0:2], first[2:4], first[4:]]
+    whole = api.client.get(path.format(1), headers=operator)  # no parameters: the first 1,000
+    assert whole.json() == first and "X-Next-After" not in whole.headers
+    exact = api.client.get(path.format(1), params={"limit": 5}, headers=auditor)
+    assert exact.json() == first and "X-Next-After" not in exact.headers  # a full last page names no next one
+    past_end = api.client.get(path.format(1), params={"after": 4}, headers=auditor)
+    assert past_end.status_code == 200 and past_end.json() == [] and "X-Next-After" not in past_end.headers
+    assert api.client.get(path.format(2), headers=auditor).json() == proven_loan_ids(api, ["LN-000009", "LN-000003"])
+
+
+@pytest.mark.parametrize("params", [{"limit": 0}, {"limit": 10_001}, {"after": -1}, {"after": 2**31},
+                                    {"after": "x"}])
+def test_list_version_loans_refuses_a_limit_or_cursor_out_of_range(api: ApiNode, params: dict[str, object]) -> None:
+    post_tape(api, "p", [loan_row(1)])
+    assert api.client.post("/v1/assets/pools/p/anchor", json={}, headers=api.headers(Role.operator)).is_success
+    refused = api.client.get("/v1/assets/pools/p/versions/1/loans", params=params, headers=api.headers(Role.auditor))
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_request"
+    assert refused.json()["error"]["details"][0]["loc"] == ["query", next(iter(params))]
+
+
+@pytest.mark.parametrize(("path", "status", "code"), [
+    ("/v1/assets/pools/nowhere/versions/1/loans", 404, "pool_not_found"),
+    ("/v1/assets/pools/p/versions/2/loans", 404, "version_not_found"),
+    ("/v1/assets/pools/drafted/versions/1/loans", 404, "version_not_found"),  # a draft is no version yet
+    ("/v1/assets/pools/p/versions/0/loans", 422, "invalid_request"),
+    (f"/v1/assets/pools/p/versions/{2**31}/loans", 422, "invalid_request"),
+    ("/v1/assets/pools/p/versions/x/loans", 422, "invalid_request"),
+], ids=["unknown_pool", "unknown_version", "draft_only", "version_0", "version_too_large", "version_not_a_number"])
+def test_list_version_loans_of_an_unknown_pool_or_version_is_refused(api: ApiNode, path: str, status: int,
+                                                                     code: str) -> None:
+    post_tape(api, "p", [loan_row(1)])
+    assert api.client.post("/v1/assets/pools/p/anchor", json={}, headers=api.headers(Role.operator)).is_success
+    post_tape(api, "drafted", [loan_row(2)])
+    refused = api.client.get(path, headers=api.headers(Role.auditor))
+    assert refused.status_code == status and refused.json()["error"]["code"] == code, refused.text
+
+
+def test_list_version_loans_is_for_operators_and_auditors(api: ApiNode) -> None:
+    post_tape(api, "p", [loan_row(1)])
+    assert api.client.post("/v1/assets/pools/p/anchor", json={}, headers=api.headers(Role.operator)).is_success
+    path = "/v1/assets/pools/p/versions/1/loans"
+    assert api.client.get(path, headers=api.headers(Role.analyst)).status_code == 403
+    assert api.client.get(path).status_code == 401
+    assert len(api.client.get(path, headers=api.headers(Role.operator)).json()) == 1
+
+
 def test_assets_api_reaches_a_pool_and_a_loan_whose_names_hold_a_slash(api: ApiNode, rpc_url: str) -> None:
     created = post_tape(api, "retail%2F2026", [loan_row(1, loan_reference="LN/1"), loan_row(2)])
     assert created.status_code == 201, created.text

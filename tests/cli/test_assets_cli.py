@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import resource
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
 from alliance_cli.commands import assets as assets_commands
 from alliance_cli.commands import audit as audit_commands
+from node.api.app import create_app
+from node.assets import version_loans
+from node.auth.apikeys import Role, create_api_key
 from node.chain.client import ChainClient
 from node.chain.deployment import load_deployment
 from node.config import load_settings
+from node.runtime import NodeContext
+from node.store.db import StoreUnavailable
 from tests.assets.conftest import loan_row, resident_id, write_tape
 from tests.chain.capped_rpc import capped_rpc, with_result
 from tests.cli.conftest import CliResult, CliRunner
@@ -508,3 +517,147 @@ def test_audit_verify_against_an_endpoint_answering_malformed_results_fails_the_
     assert chain_check["detail"] == (f"the endpoint does not answer as an Ethereum JSON-RPC node: chain RPC at "
                                      f"{relay.url} answered eth_chainId with a malformed result: the result is "
                                      f"{'null' if result is None else repr(result)}, not a hex number")
+
+
+def loan_ids_of(cli: CliRunner, *references: str) -> list[str]:
+    """The loan ids of this bank's anchored loans, as their provenance bundles name them."""
+    return [bundle["record"]["loan_id"] for bundle in ok_json(cli("assets", "prove", *references))]
+
+
+def test_assets_loans_lists_a_versions_ids_for_prove_loans_file(cli: CliRunner, anchored: dict[str, Any],
+                                                                tmp_path: Path) -> None:
+    """No command listed a version's loan ids: an auditor had nothing to draw a `prove --loans-file` sample from."""
+    first = loan_ids_of(cli, *(f"LN-{i:06d}" for i in range(6)))
+    tape = write_tape(tmp_path / "v2.csv", [loan_row(i) for i in (7, 8, 2)])
+    assert cli("assets", "import", str(tape), "--pool", "retail").code == 0
+    assert cli("assets", "anchor", "retail").code == 0
+    second = loan_ids_of(cli, "LN-000007", "LN-000008", "LN-000002")
+
+    latest = cli("assets", "loans", "retail")  # the latest anchored version, in version (tape) order
+    assert latest.code == 0 and latest.out == "".join(f"{i}\n" for i in second), latest.err
+    assert cli("assets", "loans", "retail", "--version", "1").out.splitlines() == first
+    assert ok_json(cli("assets", "loans", "retail", "--version", "1", "--json")) == {
+        "pool": "retail", "pool_id": 1, "version": 1, "loan_count": 6, "loan_ids": first}
+
+    sample = tmp_path / "sample.txt"
+    written = cli("assets", "loans", "retail", "--version", "1", "--out", str(sample))
+    assert written.code == 0 and f"wrote the 6 loan ids of pool 'retail' version 1 to {sample}" in written.out
+    assert sample.read_text().splitlines() == first and sample.stat().st_mode & 0o777 == 0o600
+    assert ok_json(cli("assets", "loans", "retail", "--out", str(sample), "--json")) == {
+        "pool": "retail", "pool_id": 1, "version": 2, "loan_count": 3, "out": str(sample)}
+    bundles = tmp_path / "bundles"
+    assert cli("assets", "prove", "--loans-file", str(sample), "--out", str(bundles)).code == 0
+    assert sorted(p.stem for p in bundles.iterdir()) == sorted(second)
+
+
+def test_assets_loans_streams_a_version_a_slice_at_a_time(cli: CliRunner, anchored: dict[str, Any], tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ids come from the store a slice at a time (here 4 of the 6), each slice written before the next is read."""
+    monkeypatch.setattr(version_loans, "STREAM_SLICE", 4)
+    reads: list[int] = []
+    real_page = version_loans.loan_ids_page
+
+    def counted(*args: Any, **kwargs: Any) -> version_loans.LoanIdsPage:
+        reads.append(kwargs["limit"])
+        return real_page(*args, **kwargs)
+
+    monkeypatch.setattr(version_loans, "loan_ids_page", counted)
+    whole = loan_ids_of(cli, *(f"LN-{i:06d}" for i in range(6)))
+    out = tmp_path / "ids.txt"
+    assert cli("assets", "loans", "retail", "--out", str(out)).code == 0
+    assert out.read_text().splitlines() == whole and reads == [4, 4]
+    assert ok_json(cli("assets", "loans", "retail", "--json"))["loan_ids"] == whole
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (("nowhere",), "pool_not_found", "no local pool named 'nowhere'"),
+    (("retail", "--version", "2"), "version_not_found", "pool 'retail' has no anchored version 2"),
+    (("drafted",), "version_not_found", "pool 'drafted' has no anchored version (a draft is listed once anchored)"),
+], ids=["unknown_pool", "unknown_version", "draft_only"])
+def test_assets_loans_of_an_unknown_pool_or_version_fails_with_one_line(cli: CliRunner, anchored: dict[str, Any],
+                                                                        tmp_path: Path, args: tuple[str, ...],
+                                                                        code: str, message: str) -> None:
+    tape = write_tape(tmp_path / "draft.csv", [loan_row(20)])
+    assert cli("assets", "import", str(tape), "--pool", "drafted").code == 0
+    out = tmp_path / "ids.txt"
+    refused = cli("assets", "loans", *args, "--out", str(out))
+    assert refused.code == 1 and refused.out == "" and message in one_error_line(refused.err)
+    assert json_error(cli("assets", "loans", *args, "--json"))["code"] == code
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("args", [("retail", "--version", "0"), ("retail", "--version", str(2**31)),
+                                  ("retail", "--version", "x")])
+def test_assets_loans_refuses_a_version_out_of_range_with_one_line(cli: CliRunner, anchored: dict[str, Any],
+                                                                  args: tuple[str, ...]) -> None:
+    refused = cli("assets", "loans", *args)
+    assert refused.code == 1 and refused.out == ""
+    assert "--version" in one_error_line(refused.err)
+
+
+@pytest.mark.parametrize("out", ["no-such-dir/ids.txt", "a-file/ids.txt"])
+def test_assets_loans_to_an_unwritable_path_fails_with_one_line(cli: CliRunner, anchored: dict[str, Any],
+                                                                tmp_path: Path, out: str) -> None:
+    (tmp_path / "a-file").write_text("")
+    refused = cli("assets", "loans", "retail", "--out", str(tmp_path / out))
+    assert refused.code == 1 and "cannot write" in one_error_line(refused.err)
+    assert json_error(cli("assets", "loans", "retail", "--out", str(tmp_path / out), "--json"))["code"] == \
+        "cannot_write"
+
+
+def test_assets_loans_that_cannot_finish_leaves_no_file(cli: CliRunner, anchored: dict[str, Any], tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure half-way (here the store, after the first slice) leaves neither half a list nor the earlier file: a
+    sample drawn from half a version would look like a sample of the whole."""
+    monkeypatch.setattr(version_loans, "STREAM_SLICE", 4)
+    real_page = version_loans.loan_ids_page
+
+    def store_gone_after_one(*args: Any, **kwargs: Any) -> version_loans.LoanIdsPage:
+        if kwargs["after"] is not None:
+            raise StoreUnavailable("the store went away")
+        return real_page(*args, **kwargs)
+
+    monkeypatch.setattr(version_loans, "loan_ids_page", store_gone_after_one)
+    out = tmp_path / "ids.txt"
+    out.write_text("earlier\n")
+    refused = cli("assets", "loans", "retail", "--out", str(out))
+    assert refused.code == 1 and "the store went away" in one_error_line(refused.err)
+    assert out.read_text() == "earlier\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".ids")] == []
+
+
+def test_assets_show_pool_json_is_the_apis_pool_object(cli: CliRunner, anchored: dict[str, Any], rpc_url: str,
+                                                        data_dir: Path) -> None:
+    """The CLI spread each event's arguments into the event and left out its sender, where GET /v1/assets/pools/{id}
+    nests them under `args`: one pool, two shapes. Now the same object, the CLI with every event."""
+    assert cli("assets", "service", "1", "--period", "202406").code == 0
+    shown = ok_json(cli("assets", "show", "1", "--json"))
+    node = NodeContext(load_settings(data_dir, rpc_url=rpc_url))
+    try:
+        with node.store.transaction() as session:
+            token = create_api_key(session, Role.auditor, "test").token
+        with TestClient(create_app(node)) as client:
+            whole = client.get("/v1/assets/pools/1", headers={"X-API-Key": token})
+            first = client.get("/v1/assets/pools/1", params={"limit": 2}, headers={"X-API-Key": token})
+            rest = client.get("/v1/assets/pools/1", params={"after": first.headers["X-Next-After"]},
+                              headers={"X-API-Key": token})
+    finally:
+        node.close()
+    assert whole.status_code == 200 and shown == whole.json()
+    assert shown["events"] == first.json()["events"] + rest.json()["events"]
+    anchoring = shown["events"][1]
+    assert (anchoring["kind"], anchoring["args"]["version"], anchoring["args"]["loanCount"]) == ("anchored", 1, 6)
+    assert anchoring["sender"].startswith("0x") and "version" not in anchoring
+    human = cli("assets", "show", "1")
+    assert human.code == 0 and "servicing" in human.out and "'period': 202406" in human.out
+
+
+def test_assets_loans_to_a_reader_that_stops_ends_quietly(anchored: dict[str, Any]) -> None:
+    """`alliance assets loans POOL | head` is how a list is glanced at: a reader gone before the ids are written ends
+    the command without a traceback (Click's handling of EPIPE, which the command's plain writes to stdout rely on)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader stops before anything is written
+    with os.fdopen(write_end, "wb") as stdout:
+        done = subprocess.run([sys.executable, "-c", "from alliance_cli.main import run; run()", "assets", "loans",
+                               "retail"], stdout=stdout, stderr=subprocess.PIPE, text=True, check=False, timeout=120)
+    assert (done.returncode, done.stderr) == (1, "")

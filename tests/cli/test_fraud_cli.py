@@ -277,7 +277,8 @@ UNDECODABLE = "ref-\udcff"  # how Python hands over a command-line byte that is 
     (("assets", "anchor", UNDECODABLE), "the pool name holds a character that is not valid text"),
     (("assets", "discard", UNDECODABLE), "the pool name holds a character that is not valid text"),
     (("assets", "prove", UNDECODABLE), "the loan reference holds a character that is not valid text"),
-], ids=["report", "show", "confirm", "withdraw", "check-log", "anchor", "discard", "prove"])
+    (("assets", "loans", UNDECODABLE), "the pool name holds a character that is not valid text"),
+], ids=["report", "show", "confirm", "withdraw", "check-log", "anchor", "discard", "prove", "loans"])
 def test_arguments_with_bytes_that_are_not_utf8_fail_with_one_line(cli: CliRunner, member: None,
                                                                     args: tuple[str, ...], message: str) -> None:
     """Such an argument went on to the store as a lone surrogate, which it cannot encode: a UnicodeEncodeError

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from node.api.deps import NEXT_PAGE_HEADER, NodeDep, require_roles
 from node.assets import lifecycle
+from node.assets.pool_state import read_pool_state
 from node.assets.pools import (
     DEFAULT_POOLS_PAGE,
     MAX_POOL_REF,
@@ -24,6 +25,7 @@ from node.assets.pools import (
 from node.assets.provenance import build_bundle, build_bundles
 from node.assets.records import LoanStatus
 from node.assets.screening import DEFAULT_FLAGS_PAGE, MAX_FLAGS_PAGE
+from node.assets.version_loans import DEFAULT_LOANS_PAGE, MAX_LOANS_PAGE, MAX_POSITION, anchored_version, loan_ids_page
 from node.auth.apikeys import KeyInfo, Role
 from node.errors import InvalidInput
 
@@ -151,19 +153,24 @@ def read_pool(*, pool_id: PoolId, node: NodeDep, _key: Reader, response: Respons
               limit: Annotated[int, Query(ge=1, le=MAX_EVENTS_PAGE)] = DEFAULT_EVENTS_PAGE) -> Any:
     """A pool's on-chain state and event history in chain order, a page of events at a time; X-Next-After continues
     while more follow."""
-    registry = asset_registry(node)
-    info = registry.pool(pool_id)
     cursor = None if after is None else (int(after.split(":")[0]), int(after.split(":")[1]))
-    events = registry.pool_events(pool_id, after=cursor, limit=limit + 1)  # one more says whether more follow
-    if len(events) > limit:
-        events = events[:limit]
-        response.headers[NEXT_PAGE_HEADER] = f"{events[-1].block_number}:{events[-1].log_index}"
-    return {"pool_id": pool_id, "originator_member_id": info.originator_member_id,
-            "custodian_member_id": info.custodian_member_id,
-            "pending_custodian_member_id": info.pending_custodian_member_id, "version_count": info.version_count,
-            "events": [{"kind": e.kind, "block_number": e.block_number, "tx_hash": e.tx_hash, "sender": e.sender,
-                        "args": {k: ("0x" + v.hex() if isinstance(v, bytes) else v) for k, v in e.args.items()}}
-                       for e in events]}
+    state = read_pool_state(asset_registry(node), pool_id, after=cursor, limit=limit)
+    if state.next_after is not None:
+        response.headers[NEXT_PAGE_HEADER] = f"{state.next_after[0]}:{state.next_after[1]}"
+    return state.to_json()
+
+
+@router.get("/pools/{name:text}/versions/{version}/loans")
+def list_version_loans(*, name: str, version: VersionNumber, node: NodeDep, _key: Reader, response: Response,
+                       after: Annotated[int | None, Query(ge=0, le=MAX_POSITION, description=(
+                           "The previous page's X-Next-After: the loans after that position in the version."))] = None,
+                       limit: Annotated[int, Query(ge=1, le=MAX_LOANS_PAGE)] = DEFAULT_LOANS_PAGE) -> Any:
+    """The loan ids of an anchored version of a local pool, in version order (tree positions), a page at a time;
+    X-Next-After continues while more follow. A sample of them is what `POST /v1/assets/provenance` proves."""
+    page = loan_ids_page(node.store, anchored_version(node.store, name, version), after=after, limit=limit)
+    if page.next_after is not None:
+        response.headers[NEXT_PAGE_HEADER] = str(page.next_after)
+    return ["0x" + loan_id.hex() for loan_id in page.loan_ids]
 
 
 @router.post("/pools/{pool_id}/transfer", response_model=TxOut)
