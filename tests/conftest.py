@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from bench._common import postgres_schema
 from node import runtime
+from node.chain import signer as signer_module
 from node.chain.client import ChainClient
 from node.chain.deployment import Deployment, deploy_consortium, save_deployment
 from node.chain.devchain import DevChain
@@ -55,6 +56,23 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+# The scrypt cost the node writes keystores with, as imported (before the session fixture below lowers it to
+# TEST_SCRYPT_N for the suite); tests/chain/test_keystore.py writes a keystore at it.
+NODE_SCRYPT_N = signer_module.KEYSTORE_SCRYPT_N
+TEST_SCRYPT_N = 2**10
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cheap_keystore_scrypt() -> Iterator[None]:
+    """Keystores written at scrypt N=2**10 instead of the node's 2**16: each node a test initialises writes one and
+    opens it (two derivations of ~0.2 s), some four hundred nodes in the suite. The format, the passphrase check and
+    every failure path are the same at any cost, which the keystore file names (the opener reads it from there)."""
+    patch = pytest.MonkeyPatch()
+    patch.setattr(signer_module, "KEYSTORE_SCRYPT_N", TEST_SCRYPT_N)
+    yield
+    patch.undo()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -15,6 +15,11 @@ from eth_account.signers.local import LocalAccount
 
 from node.private_files import write_private_bytes
 
+# The scrypt cost of a keystore written here (read back from the file when it is opened): 2**16, about 0.2 s each way
+# on this project's machines, so a stolen keystore costs that much a guessed passphrase. Read at each write, not
+# bound as a default, so that the test suite, which writes hundreds of keystores, can lower it (tests/conftest.py).
+KEYSTORE_SCRYPT_N = 2**16
+
 
 class KeystoreError(Exception):
     """The keystore is missing, corrupt, or the passphrase is wrong."""
@@ -41,8 +46,9 @@ class Signer:
     def from_private_key(cls, private_key: bytes | str) -> Signer:
         return cls(Account.from_key(private_key))
 
-    def encrypt(self, passphrase: str, *, scrypt_n: int = 2**16) -> dict[str, Any]:
-        return dict(Account.encrypt(self._account.key, passphrase, kdf="scrypt", iterations=scrypt_n))
+    def encrypt(self, passphrase: str, *, scrypt_n: int | None = None) -> dict[str, Any]:
+        cost = KEYSTORE_SCRYPT_N if scrypt_n is None else scrypt_n
+        return dict(Account.encrypt(self._account.key, passphrase, kdf="scrypt", iterations=cost))
 
 
 def write_keystore(path: Path, signer: Signer, passphrase: str) -> None:
