@@ -6,6 +6,7 @@ import logging
 from typing import Any
 
 import typer
+from typer.main import get_command
 
 from alliance_cli import console
 from alliance_cli.console import JsonOption
@@ -59,10 +60,29 @@ def add_extension_commands(cli: typer.Typer, manager: ExtensionManager | None = 
             if name in taken:
                 logger.warning("extension %s: command %r is taken", module, name)
                 continue
+            problem = _unbuildable(name, command)
+            if problem is not None:
+                logger.warning("extension %s: command %r not added: %s", module, name, problem)
+                continue
             _add(cli, name, command)
             taken.add(name)
             added.append(name)
     return added
+
+
+def _unbuildable(name: str, command: Any) -> str | None:
+    """Why Typer cannot make a command of `command`, or None. Typer builds every command when the CLI runs, whatever
+    command was asked for: one it cannot build (not callable, a parameter type it does not know) ended every
+    `alliance` command, `node start` included, in a traceback."""
+    if not (isinstance(command, typer.Typer) or callable(command)):
+        return f"a {type(command).__name__}, neither a Typer app nor a function"
+    scratch = typer.Typer()
+    _add(scratch, name, command)
+    try:
+        get_command(scratch)
+    except Exception as exc:  # whatever Typer or Click raise for a command they cannot build
+        return f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return None
 
 
 def _add(cli: typer.Typer, name: str, command: Any) -> None:

@@ -13,6 +13,7 @@ import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
@@ -20,6 +21,7 @@ from typer.testing import CliRunner
 
 from alliance_cli.commands.extensions import add_extension_commands
 from node.config import ConfigError, load_settings
+from node.extensions import hookimpl
 from node.extensions.manager import ExtensionManager, check_extension_names, extensions_for, use_extensions
 from node.modules.credit_platform import submit_application
 from node.runtime import NodeContext
@@ -78,6 +80,40 @@ def test_installed_plugin_contributes_cli_command(example_plugin_installed: str)
     assert add_extension_commands(cli) == ["example-policy"]
     result = CliRunner().invoke(cli, ["example-policy"])
     assert result.exit_code == 0 and "crypto_purchase" in result.output
+
+
+class CommandsTyperCannotBuild:
+    """A plugin's commands as a bank might get them wrong: not a function, a parameter type Typer does not know."""
+
+    @staticmethod
+    def _bad_parameter(when: int | str) -> None:
+        """Typer takes no union of types."""
+
+    @staticmethod
+    def _fine() -> None:
+        typer.echo("fine")
+
+    @hookimpl
+    def alliance_cli_commands(self) -> list[tuple[str, Any]]:
+        return [("not-a-function", 42), ("bad-parameter", self._bad_parameter), ("fine", self._fine)]
+
+
+def test_a_plugin_command_typer_cannot_build_is_left_out_and_the_cli_still_runs(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Typer builds every command at each run: one it could not build ended every `alliance` command in a
+    traceback, `node start` included, until the package was uninstalled."""
+    cli = typer.Typer()
+
+    @cli.command("noop")
+    def noop() -> None:
+        """A command so Typer keeps subcommands."""
+
+    manager = ExtensionManager(enabled=["bank_cli"], extra_plugins={"bank_cli": CommandsTyperCannotBuild()})
+    assert add_extension_commands(cli, manager) == ["fine"]
+    assert "'not-a-function' not added" in caplog.text and "'bad-parameter' not added" in caplog.text
+    for args in (["noop"], ["fine"]):
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code == 0 and result.exception is None, result.output
 
 
 def test_extensions_list_shows_plugin(example_plugin_installed: str, tmp_path: Path) -> None:
