@@ -18,6 +18,9 @@ from node.modules.credit_platform import ApplicationIn, submit_application
 from node.modules.policy import policy_for
 
 CLI_SUBMITTER = "cli"
+# An application is a few kilobytes (64 bank inputs at most). A longer file is a mistake: a device such as
+# /dev/zero, or an export passed in its place, was read whole into memory before anything was checked.
+MAX_APPLICATION_FILE_CHARS = 1_048_576
 
 
 def apply_command(
@@ -27,7 +30,8 @@ def apply_command(
 ) -> None:
     """Decide one application; prints outcome, score, limit and the reasons."""
     try:
-        body = ApplicationIn.model_validate(read_json_file(file, "application file"))
+        body = ApplicationIn.model_validate(read_json_file(file, "application file",
+                                                           max_chars=MAX_APPLICATION_FILE_CHARS))
     except ValidationError as exc:
         problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         # Refused as the API refuses such a body, its line ending with that code as every refusal's does.

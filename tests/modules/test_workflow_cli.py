@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from node.modules.credit_platform import applications_page
 from node.modules.risk_operations import DEFAULT_ALERTS_PAGE
 from node.runtime import NodeContext
 from tests.cli.conftest import run_cli
@@ -93,6 +94,22 @@ def test_cli_workflow_commands_refuse_bad_input_in_one_line(bank_a_env: NodeCont
     code, _, err = run_cli(capsys, *(a.replace("{tmp}", str(tmp_path)) for a in args))
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 1 and len(lines) == 1 and message in lines[0], err
+
+
+def test_cli_apply_refuses_an_oversized_file_in_one_line_and_stores_nothing(
+        bank_a_env: NodeContext, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A file far longer than any application (an export passed by mistake, a device) was read whole into memory,
+    its unknown keys ignored, and decided."""
+    padded = tmp_path / "padded.json"
+    padded.write_text(json.dumps({**json.loads(application(5).model_dump_json()), "export": "x" * 2_000_000}))
+    with bank_a_env.store.session() as session:
+        before = len(applications_page(session, limit=1_000).applications)
+    code, out, err = run_cli(capsys, "apply", str(padded))
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1 and len(lines) == 1 and "larger than" in lines[0] and lines[0].endswith("[malformed_file]")
+    assert out == ""
+    with bank_a_env.store.session() as session:
+        assert len(applications_page(session, limit=1_000).applications) == before
 
 
 def test_cli_apply_with_a_credit_policy_the_modules_cannot_use_fails_with_one_line(
