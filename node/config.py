@@ -112,7 +112,10 @@ class Settings(BaseSettings):
     extensions_enabled: list[str] | None = Field(
         default=None, description="extensions in call order; unset: every built-in, then every installed plugin")
     extensions_disabled: list[str] = Field(default_factory=list, description="extensions left out")
-    extension_timeout_s: float = Field(default=2.0, ge=0, description="per hook call; 0 runs without a limit")
+    # At most a day: a wait past threading.TIMEOUT_MAX (inf, 1e300) raised OverflowError in every hook call, and every
+    # application went to review (extension_failed) with nothing said at start.
+    extension_timeout_s: float = Field(default=2.0, ge=0, le=86_400, allow_inf_nan=False,
+                                       description="per hook call (at most a day); 0 runs without a limit")
     credit_policy_file: Path | None = Field(
         default=None, description="TOML scorecard, decision rules, velocity and ABS eligibility; defaults built in")
     risk_alert_webhook_url: str | None = Field(default=None, description="POSTed each new risk alert (no raw data)")

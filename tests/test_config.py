@@ -135,6 +135,15 @@ def test_unusable_confidence_half_life_is_a_config_error(tmp_path: Path, days: s
         load_settings(tmp_path)
 
 
+@pytest.mark.parametrize("seconds", ["inf", "1e300", "86401"])
+def test_an_extension_timeout_no_wait_can_have_is_a_config_error(tmp_path: Path, seconds: str) -> None:
+    # Accepted, and then every hook call of every extension failed with an OverflowError: each application went to
+    # review (extension_failed:identity_recognition, ...), and nothing said why when the node started.
+    (tmp_path / "alliance.toml").write_text(f'extension_timeout_s = {seconds}\n')
+    with pytest.raises(ConfigError, match="extension_timeout_s"):
+        load_settings(tmp_path)
+
+
 def test_dev_passphrase_refused_outside_dev(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="dev passphrase"):
         load_settings(tmp_path, network="consortium", rpc_url="http://127.0.0.1:8545", key_passphrase=DEV_PASSPHRASE)
