@@ -8,11 +8,13 @@ are a reasonable starting point for unsecured consumer credit, not a validated m
 from __future__ import annotations
 
 import copy
+import math
 import tomllib
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -143,11 +145,26 @@ def load_policy(path: Path | None) -> CreditPolicy:
         if unknown:
             raise InvalidInput(f"credit policy file {path}: unknown tables {sorted(unknown)}",
                                code="invalid_credit_policy")
+        misspelt = _unknown_keys(overrides)
+        if misspelt:
+            raise InvalidInput(f"credit policy file {path}: unknown keys {', '.join(misspelt)}",
+                               code="invalid_credit_policy")
         _merge(policy, overrides)
         problem = _problem(policy)
         if problem:
             raise InvalidInput(f"credit policy file {path}: {problem}", code="invalid_credit_policy")
     return CreditPolicy(policy)
+
+
+def _unknown_keys(overrides: dict[str, Any]) -> list[str]:
+    """The keys of the file's tables that no module reads (`table.key`). A misspelt key (`aprove_min_score`) was
+    merged and never read: the default stayed in force, and the bank believed its own value was. The codes of
+    `scorecard.signals` and the inputs of `scorecard.inputs`, one level down, are the bank's to name."""
+    found = []
+    for table, keys in overrides.items():
+        if isinstance(keys, dict):  # not a table: said by _problem, naming it
+            found += [f"{table}.{key}" for key in keys if key not in DEFAULT_POLICY[table]]
+    return sorted(found)
 
 
 # The checks below convert each value as the modules do when they use it. A value they cannot use was found only
@@ -202,8 +219,10 @@ def _conversions(policy: dict[str, Any]) -> list[tuple[str, Any, Callable[[Any],
             ("scorecard", ("base", "min", "max")), ("decision", ("approve_min_score", "review_min_score")),
             ("identity", ("alliance_hit_min_confidence", "min_age", "max_age")), ("velocity", ("max_applicants",)))
         for key in keys]
-    found += [(f"velocity.{k}", policy["velocity"][k], float) for k in ("window_hours",)]
-    found += [(f"abs.{k}", policy["abs"][k], float) for k in ("max_borrower_share", "max_region_share")]
+    found += [(f"velocity.{k}", policy["velocity"][k], partial(_number_within, above=0, upper=None))
+              for k in ("window_hours",)]
+    found += [(f"abs.{k}", policy["abs"][k], partial(_number_within, above=0, upper=1))
+              for k in ("max_borrower_share", "max_region_share")]
     found += [(f"scorecard.signals.{code}", points, int) for code, points in policy["scorecard"]["signals"].items()]
     found += [(f"scorecard.inputs.{name}", bands, _input_bands)
               for name, bands in policy["scorecard"]["inputs"].items()]
@@ -211,9 +230,19 @@ def _conversions(policy: dict[str, Any]) -> list[tuple[str, Any, Callable[[Any],
     return found
 
 
+def _number_within(value: Any, *, above: float, upper: float | None) -> None:
+    """A finite number over `above` and at most `upper`: `inf` or `nan` converted, and then every application's
+    velocity check failed (OverflowError, ValueError: all went to review), or no concentration limit held."""
+    number = float(value)
+    if not (math.isfinite(number) and number > above and (upper is None or number <= upper)):
+        raise ValueError(value)
+
+
 def _input_bands(bands: Any) -> None:
     for lower, upper, points in bands:
-        float(lower), float(upper), int(points)
+        if math.isnan(float(lower)) or math.isnan(float(upper)):  # a band no value falls in: the input unscored
+            raise ValueError(bands)
+        int(points)
 
 
 def _band(band: Any) -> None:

@@ -12,10 +12,14 @@ from node.modules.policy import load_policy
 
 def test_load_policy_overrides_one_key(tmp_path: Path) -> None:
     path = tmp_path / "policy.toml"
-    path.write_text("[decision]\napprove_min_score = 640\n[scorecard.signals]\nvelocity_ip = -90\n")
+    path.write_text("[decision]\napprove_min_score = 640\n[scorecard.signals]\nvelocity_ip = -90\n"
+                    "employer_watchlisted = -100\n[scorecard.inputs]\nbureau_score = [[0, 600, -50]]\n")
     policy = load_policy(path)
     assert policy.decision["approve_min_score"] == 640 and policy.decision["review_min_score"] == 520
     assert policy.scorecard["signals"]["velocity_ip"] == -90 and policy.scorecard["signals"]["alliance_hit"] == -400
+    # A plugin's signal codes and the bank's own inputs are the bank's to name.
+    assert policy.scorecard["signals"]["employer_watchlisted"] == -100
+    assert policy.scorecard["inputs"]["bureau_score"] == [[0, 600, -50]]
 
 
 # Each was read without a word and failed in the module using it at every application: all went to review
@@ -36,9 +40,21 @@ def test_load_policy_overrides_one_key(tmp_path: Path) -> None:
     ('[abs]\npurpose = 3\n', "abs.purpose"),
     ('[abs]\ncurrency = "KRW"\n', "abs.currency = 'KRW' cannot be used"),
     ('[abs]\ncurrency = 1\n', "abs.currency = 1 cannot be used"),
+    # Misspelt keys were merged and never read: the default stayed in force, the bank believing its value was.
+    ("[decision]\naprove_min_score = 700\n", "unknown keys decision.aprove_min_score"),
+    ("[abs]\nmax_borower_share = 0.1\n", "unknown keys abs.max_borower_share"),
+    # Converted without a word; then every velocity check failed (all applications to review), or no limit held.
+    ("[velocity]\nwindow_hours = inf\n", "velocity.window_hours"),
+    ("[velocity]\nwindow_hours = nan\n", "velocity.window_hours"),
+    ("[velocity]\nwindow_hours = -5\n", "velocity.window_hours"),
+    ("[abs]\nmax_borrower_share = nan\n", "abs.max_borrower_share"),
+    ("[abs]\nmax_region_share = 1.5\n", "abs.max_region_share"),
+    ('[scorecard.inputs]\ndebt_to_income = [[0, "nan", 40]]\n', "scorecard.inputs.debt_to_income"),
 ], ids=["text_for_int", "text_for_list", "int_for_table", "text_in_input_band", "list_for_number",
         "text_for_limit", "limit_over_bound", "int_for_decision_table", "unknown_velocity_kind",
-        "unknown_loan_status", "unknown_amortisation", "int_for_purpose", "unsupported_currency", "int_for_currency"])
+        "unknown_loan_status", "unknown_amortisation", "int_for_purpose", "unsupported_currency", "int_for_currency",
+        "misspelt_decision_key", "misspelt_abs_key", "infinite_window", "nan_window", "negative_window",
+        "nan_borrower_share", "region_share_over_one", "nan_input_band"])
 def test_load_policy_refuses_a_value_the_modules_cannot_use(tmp_path: Path, toml: str, named: str) -> None:
     path = tmp_path / "policy.toml"
     path.write_text(toml)
