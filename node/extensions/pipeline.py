@@ -54,11 +54,13 @@ def run_pipeline(node: Any, application: Application) -> PipelineResult:
 
     personal = _PersonalValues.of(application)
     record("received", extensions.call("alliance_application_received", node=node, application=application))
+    # A signal list is checked whole, in the call: its failure is the hook's, in its stage, as a score's is.
     identity = _signals(record("identity", extensions.call(
-        "alliance_identity_signals", expect=list, node=node, application=application)), failures, personal)
+        "alliance_identity_signals", expect=list, check=personal.signals_problem, node=node,
+        application=application)))
     risk = _signals(record("risk", extensions.call(
-        "alliance_risk_signals", expect=list, node=node, application=application,
-        identity_signals=list(identity))), failures, personal)
+        "alliance_risk_signals", expect=list, check=personal.signals_problem, node=node, application=application,
+        identity_signals=list(identity))))
     signals = identity + risk
     scored = record("score", extensions.call(
         "alliance_risk_score", firstresult=True, expect=RiskScore,
@@ -107,20 +109,15 @@ class _PersonalValues:
         text = json.dumps(answer, ensure_ascii=False, default=str)
         return "holds_personal_data" if any(value in text for value in self.values) else None
 
+    def signals_problem(self, answer: list[Any]) -> str | None:
+        """The first problem of a signal list: an item that is not a well-formed Signal, or one carrying any of the
+        applicant's identifiers."""
+        return next((p for p in (signal_problem(s) or self.problem(s.to_json()) for s in answer) if p), None)
 
-def _signals(outcome: HookOutcome, failures: list[HookFailure], personal: _PersonalValues) -> list[Signal]:
-    """The Signal answers of a stage; an answer list holding anything else, or any of the applicant's identifiers,
-    is that module's failure."""
-    found: list[Signal] = []
-    for module, answer in outcome.results:
-        problem = next((p for p in (signal_problem(s) or personal.problem(s.to_json()) for s in answer) if p), None)
-        if problem is None:
-            found.extend(answer)
-        else:
-            failure = HookFailure(module, "signals", f"bad_answer:{problem}")
-            outcome.failures.append(failure)
-            failures.append(failure)
-    return found
+
+def _signals(outcome: HookOutcome) -> list[Signal]:
+    """The Signal answers of a stage (the call left out every list with a problem)."""
+    return [signal for _, answer in outcome.results for signal in answer]
 
 
 # An extension's answer is checked field by field before anything of it is used or stored: dataclasses do not

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import datetime
 from decimal import Decimal
@@ -186,6 +187,19 @@ def test_submit_application_with_malformed_field_in_answer_yields_review_and_sto
     assert booked.status_code == 409 and booked.json()["error"]["code"] == "not_approved"
     with a.store.session() as session:
         assert session.scalars(select(LoanApplication.state)).all() == ["decided"]
+
+
+def test_a_refused_signal_list_is_the_failure_of_its_hook_in_its_stage(keyed_banks: list[NodeContext]) -> None:
+    """It was recorded under a hook named "signals", which does not exist, and its stage listed the module among
+    those that answered, with no failure: the trail said the module's signals had been taken."""
+    a = keyed_banks[0]
+    _with(a, "bank", AnswersSignal(Signal("seen", "bank", data={"phone": phone(1)})))
+    view = submit_application(a, application(1), submitted_by="test")
+    failure = {"module": "bank", "hook": "alliance_risk_signals", "error": "bad_answer:holds_personal_data"}
+    assert view["trail"]["failures"] == [failure]
+    risk = next(stage for stage in view["trail"]["stages"] if stage["stage"] == "risk")
+    assert risk["answered"] == [] and risk["failures"] == [failure]
+    assert phone(1) not in json.dumps(view)
 
 
 def test_submit_application_with_well_formed_bank_decision_books_at_its_limit(keyed_banks: list[NodeContext]) -> None:
