@@ -13,6 +13,7 @@ from alliance_cli import console
 from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
 from node.errors import InvalidInput
+from node.extensions.manager import check_extension_names
 from node.input_files import read_json_file
 from node.modules.credit_platform import ApplicationIn, submit_application
 from node.modules.policy import policy_for
@@ -37,7 +38,10 @@ def apply_command(
         # Refused as the API refuses such a body, its line ending with that code as every refusal's does.
         raise InvalidInput(f"{file} is not a valid application: {problem}", code="invalid_request") from None
     node = node_context(ctx)
-    policy_for(node)  # a policy file the modules cannot use is one line here, as at `node start`, not a review
+    # As at `node start`, one line here rather than a decision: a misspelt extension name left the built-in the bank
+    # replaces deciding (or a module out), and a policy file the modules cannot use sent the application to review.
+    check_extension_names(node)
+    policy_for(node)
     view = submit_application(node, body, submitted_by=CLI_SUBMITTER)
     if json_output:
         console.print_json(view)

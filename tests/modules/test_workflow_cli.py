@@ -125,6 +125,22 @@ def test_cli_apply_with_a_credit_policy_the_modules_cannot_use_fails_with_one_li
     assert "review" not in out
 
 
+def test_cli_apply_refuses_a_misspelt_extension_name_in_one_line_and_stores_nothing(
+        bank_a_env: NodeContext, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`node start` refused it; `alliance apply` decided with the built-in the bank meant to leave out."""
+    clean = tmp_path / "clean.json"
+    clean.write_text(application(6).model_dump_json())
+    monkeypatch.setenv("ALLIANCE_EXTENSIONS_DISABLED", '["credit_decison"]')
+    with bank_a_env.store.session() as session:
+        before = len(applications_page(session, limit=1_000).applications)
+    code, out, err = run_cli(capsys, "apply", str(clean))
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1 and len(lines) == 1 and "'credit_decison'" in lines[0] and out == ""
+    with bank_a_env.store.session() as session:
+        assert len(applications_page(session, limit=1_000).applications) == before
+
+
 def test_cli_alerts_lists_every_alert(bank_a_env: NodeContext, capsys: pytest.CaptureFixture[str]) -> None:
     """`alliance alerts` showed the newest 100 and no way to older ones; it lists all, like `alliance assets pools`."""
     ids = add_alerts(bank_a_env, DEFAULT_ALERTS_PAGE + 1)
