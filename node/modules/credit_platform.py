@@ -19,7 +19,7 @@ from decimal import Decimal
 from functools import partial
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, FiniteFloat, field_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, field_validator
 from sqlalchemy import case, exists, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
@@ -56,6 +56,10 @@ MAX_AMOUNT = Decimal("1e12")  # in minor units well within the store's BIGINT am
 
 
 class ApplicantIn(BaseModel):
+    # A misspelt field (`bankcard`, `device`) was dropped without a word: that identifier was never checked against
+    # the alliance's blacklist nor counted for velocity, and the application was decided as if it had not been given.
+    model_config = ConfigDict(extra="forbid")
+
     cn_resident_id: str = Field(max_length=64)
     phone: str = Field(max_length=64)
     bank_card: str | None = Field(default=None, max_length=64)
@@ -76,6 +80,8 @@ class ApplicantIn(BaseModel):
 
 
 class ApplicationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # `bank_input` for `bank_inputs` scored none of the bank's inputs
+
     channel: str = Field(pattern=TAG, examples=["mobile_app"])
     scenario: str = Field(pattern=TAG, examples=["consumer_loan"])
     applicant: ApplicantIn

@@ -165,6 +165,27 @@ def test_update_loan_status_reaches_a_loan_whose_reference_holds_a_slash(keyed_b
         assert session.scalar(select(BookedLoanRow.status)) == "repaid"
 
 
+@pytest.mark.parametrize(("where", "field"), [("applicant", "bankcard"), ("applicant", "device"),
+                                              (None, "bank_input")])
+def test_create_application_refuses_an_unknown_field_and_stores_nothing(keyed_banks: list[NodeContext],
+                                                                       where: str | None, field: str) -> None:
+    """A misspelt field was dropped: an identifier never checked against the blacklist nor counted for velocity,
+    the bank's inputs never scored, and the application decided as if they had not been given."""
+    a = keyed_banks[0]
+    body = application(1).model_dump(mode="json")
+    if where is None:
+        body[field] = body.pop("bank_inputs")
+    else:
+        body[where] = {**body[where], field: "6222020200112233446"}
+    with api_as(a, Role.workflow) as (client, headers):
+        refused = client.post("/v1/applications", json=body, headers=headers)
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_request"
+    assert [d["loc"][-1] for d in refused.json()["error"]["details"]] == [field]
+    assert "6222020200112233446" not in refused.text
+    with a.store.session() as session:
+        assert session.scalar(select(func.count()).select_from(LoanApplication)) == 0
+
+
 @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity"])
 def test_create_application_refuses_non_finite_bank_input_and_stores_nothing(keyed_banks: list[NodeContext],
                                                                              number: str) -> None:
