@@ -148,6 +148,10 @@ def decision_problem(decision: Decision) -> str | None:
     if not (isinstance(decision.reasons, tuple | list) and all(_text(r, nonempty=True) for r in decision.reasons)
             and _text(decision.module) and _text(decision.detail)):
         return "decision_field_type"
+    if decision.outcome == "approve" and (decision.limit is None or decision.annual_rate_percent is None):
+        # Booking takes the requested amount for a missing limit and 0 % for a missing rate: an approval without
+        # terms was booked as an interest-free loan, and went into pools' loan tapes so.
+        return "approve_without_terms"
     if decision.limit is not None and not _decimal_within(decision.limit, MAX_LIMIT, places=2):
         return "limit_out_of_range"
     if decision.annual_rate_percent is not None and not _decimal_within(decision.annual_rate_percent,

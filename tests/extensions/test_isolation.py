@@ -159,6 +159,9 @@ def _approve(**fields: Any) -> Decision:
     (AnswersDecision(_approve(annual_rate_percent=Decimal("4.35000000000001"))),
      "bad_answer:annual_rate_out_of_range"),
     (AnswersDecision(_approve(annual_rate_percent=Decimal("1e6"))), "bad_answer:annual_rate_out_of_range"),
+    # Booked at the requested amount and 0 %: an interest-free loan nobody decided on.
+    (AnswersDecision(_approve(annual_rate_percent=None)), "bad_answer:approve_without_terms"),
+    (AnswersDecision(_approve(limit=None)), "bad_answer:approve_without_terms"),
     # The applicant's identifiers echoed into an answer were stored in clear in the trail.
     (AnswersSignal(Signal("seen", "bank", data={"phone": phone(1)})), "bad_answer:holds_personal_data"),
     (AnswersSignal(Signal("seen", "bank", detail=f"id {resident_id(1)} seen")), "bad_answer:holds_personal_data"),
