@@ -10,6 +10,7 @@ import typer
 from alliance_cli import console
 from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
+from node.errors import InvalidInput
 from node.input_files import reading_text
 from node.modules.marketing import prescreen
 from node.private_files import write_private_text
@@ -25,9 +26,13 @@ def marketing_prescreen(
     json_output: JsonOption = False,
 ) -> None:
     """Drop invalid, duplicate and blacklisted prospects; write the clean list and count per segment."""
+    target = output or file.with_name(file.stem + ".clean.csv")
+    if target.exists() and file.exists() and target.samefile(file):
+        # The clean list replaced the list it came from: the rows it drops were gone, with nothing saying which.
+        raise InvalidInput(f"--output {target} is the prospect list itself; name another file",
+                           code="output_is_input")
     with reading_text(file, "prospect list", encoding="utf-8-sig", newline="") as handle:
         result = prescreen(node_context(ctx), handle, key_id="cli")
-    target = output or file.with_name(file.stem + ".clean.csv")
     try:
         write_private_text(target, result.clean_csv())  # it holds the prospects' raw identifiers
     except OSError as exc:

@@ -112,6 +112,20 @@ def test_cli_apply_refuses_an_oversized_file_in_one_line_and_stores_nothing(
         assert len(applications_page(session, limit=1_000).applications) == before
 
 
+@pytest.mark.parametrize("output", ["prospects.csv", "./prospects.csv"])
+def test_cli_marketing_refuses_to_write_the_clean_list_over_the_prospect_list(
+        bank_a_env: NodeContext, tmp_path: Path, capsys: pytest.CaptureFixture[str], output: str) -> None:
+    """`--output` naming the input replaced it with the clean list: the invalid, duplicate and blacklisted rows were
+    gone, with nothing left saying which they were."""
+    prospects = tmp_path / "prospects.csv"
+    prospects.write_text(PROSPECTS)
+    code, out, err = run_cli(capsys, "marketing", "prescreen", str(prospects), "--output",
+                             str(tmp_path / output))
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1 and len(lines) == 1 and lines[0].endswith("[output_is_input]") and out == ""
+    assert prospects.read_text() == PROSPECTS
+
+
 def test_cli_apply_with_a_credit_policy_the_modules_cannot_use_fails_with_one_line(
         bank_a_env: NodeContext, tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
