@@ -124,7 +124,17 @@ class ExtensionManager:
             self.pm.unregister(name=name)
             logger.warning("extension %s not loaded: %s", name, exc)
             return ExtensionInfo(name, candidate.source, False, error=f"PluginValidationError: {exc}")
-        hooks = tuple(sorted(h.name for h in self.pm.get_hookcallers(self.pm.get_plugin(name)) or ()))
+        callers = self.pm.get_hookcallers(self.pm.get_plugin(name)) or []
+        wrappers = sorted(caller.name for caller in callers for impl in caller.get_hookimpls()
+                          if impl.plugin_name == name and (impl.hookwrapper or impl.wrapper))
+        if wrappers:
+            # `call` runs each implementation on its own, isolated: a wrapper around the others is never run, so the
+            # bank's rule in it (adjusting every decision, say) was silently not applied while listed as loaded.
+            self.pm.unregister(name=name)
+            error = f"hook wrappers are not supported (wrapper=True or hookwrapper=True): {', '.join(wrappers)}"
+            logger.warning("extension %s not loaded: %s", name, error)
+            return ExtensionInfo(name, candidate.source, False, error=error)
+        hooks = tuple(sorted(h.name for h in callers))
         return ExtensionInfo(name, candidate.source, True, hooks)
 
     def extensions(self) -> list[ExtensionInfo]:

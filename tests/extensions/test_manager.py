@@ -86,6 +86,31 @@ def test_load_extension_with_unknown_hook_is_refused(caplog: pytest.LogCaptureFi
     assert "extension bad not loaded" in caplog.text and "alliance_no_such_hook" in caplog.text
 
 
+class WrapsDecisions:
+    @hookimpl(wrapper=True)
+    def alliance_credit_decision(self) -> object:
+        decision = yield
+        return decision
+
+
+class DecidesToo(Named):
+    @hookimpl
+    def alliance_credit_decision(self) -> str:
+        return self.name
+
+
+def test_load_extension_with_a_hook_wrapper_is_refused(caplog: pytest.LogCaptureFixture) -> None:
+    """Hooks are called one implementation at a time, so a wrapper never ran: it was listed as loaded and its rule
+    silently not applied."""
+    manager = ExtensionManager(enabled=["wraps", "good"],
+                               extra_plugins={"wraps": WrapsDecisions(), "good": DecidesToo("good")})
+    info = {i.name: i for i in manager.extensions()}
+    assert not info["wraps"].loaded and "wrapper" in (info["wraps"].error or "")
+    assert "alliance_credit_decision" in (info["wraps"].error or "")
+    assert manager.order == ["good"] and manager.call("alliance_credit_decision").results == [("good", "good")]
+    assert "extension wraps not loaded" in caplog.text
+
+
 def test_call_hook_isolates_exception_without_its_message(caplog: pytest.LogCaptureFixture) -> None:
     manager = ExtensionManager(enabled=["crashes", "good"], extra_plugins={"crashes": Crashes(),
                                                                            "good": Named("good")})
