@@ -30,9 +30,16 @@ class DaemonPool:
         self._lock = threading.Lock()
         self._idle = 0
         self._started = 0
+        self._hung: dict[str, int] = {}  # calls past their time limit still running on a worker, by owner
 
-    def call(self, function: Callable[..., Any], *args: Any, timeout_s: float | None) -> Any:
-        """`function(*args)`'s result or exception; CallTimedOut after `timeout_s` (None or 0: in this thread)."""
+    def hung(self, owner: str) -> int:
+        """How many calls made for `owner` timed out and are still running, each holding a worker thread."""
+        with self._lock:
+            return self._hung.get(owner, 0)
+
+    def call(self, function: Callable[..., Any], *args: Any, timeout_s: float | None, owner: str = "") -> Any:
+        """`function(*args)`'s result or exception; CallTimedOut after `timeout_s` (None or 0: in this thread). A call
+        that timed out counts as hung for `owner` until it returns."""
         if not timeout_s:
             return function(*args)
         future: Future[Any] = Future()
@@ -46,8 +53,15 @@ class DaemonPool:
         try:
             return future.result(timeout=timeout_s)
         except FutureTimeout:
-            future.cancel()
+            if not future.cancel():  # running: its worker is held until it returns, however long that is
+                with self._lock:
+                    self._hung[owner] = self._hung.get(owner, 0) + 1
+                future.add_done_callback(lambda _: self._returned(owner))  # at once if it returned meanwhile
             raise CallTimedOut(f"no answer within {timeout_s:g} s") from None
+
+    def _returned(self, owner: str) -> None:
+        with self._lock:
+            self._hung[owner] -= 1
 
     def _work(self) -> None:
         while True:

@@ -34,6 +34,12 @@ from node.extensions.isolation import CallTimedOut, DaemonPool
 
 logger = logging.getLogger(__name__)
 
+# Calls of one extension that may hang at once, each holding a worker thread Python cannot stop. Past it the extension
+# is not called (its failure is "hung") until one returns: an extension that never answered (a bureau's socket with no
+# timeout) took one more thread per hook call, thousands within the hour, until no thread could start and every
+# module's calls failed, the built-ins' too.
+MAX_HUNG_CALLS = 16
+
 BUILTIN_MODULES = ("credit_platform", "marketing", "identity_recognition", "risk_scoring", "credit_decision",
                    "abs_factory", "risk_operations")
 
@@ -55,7 +61,7 @@ class ExtensionInfo:
 class HookFailure:
     module: str
     hook: str
-    error: str  # exception type, or "timeout"
+    error: str  # exception type, "timeout", "hung" (not called: too many of its calls still running), "bad_answer:..."
 
     def to_json(self) -> dict[str, Any]:
         return {"module": self.module, "hook": self.hook, "error": self.error}
@@ -150,9 +156,14 @@ class ExtensionManager:
         outcome = HookOutcome()
         for impl in self._ordered(hook):
             args = [kwargs[name] for name in impl.argnames]
+            if self._pool.hung(impl.plugin_name) >= MAX_HUNG_CALLS:
+                outcome.failures.append(HookFailure(impl.plugin_name, hook, "hung"))
+                logger.warning("extension %s: %s not called: %d of its calls are still running past their time limit",
+                               impl.plugin_name, hook, MAX_HUNG_CALLS)
+                continue
             try:
                 started = time.perf_counter()
-                answer = self._pool.call(impl.function, *args, timeout_s=self.timeout_s)
+                answer = self._pool.call(impl.function, *args, timeout_s=self.timeout_s, owner=impl.plugin_name)
                 outcome.elapsed_ms[impl.plugin_name] = round((time.perf_counter() - started) * 1000, 3)
             except CallTimedOut:
                 outcome.failures.append(HookFailure(impl.plugin_name, hook, "timeout"))

@@ -9,7 +9,7 @@ import pytest
 
 from node.extensions import hookimpl
 from node.extensions.isolation import CallTimedOut, DaemonPool
-from node.extensions.manager import BUILTIN_MODULES, ExtensionManager
+from node.extensions.manager import BUILTIN_MODULES, MAX_HUNG_CALLS, ExtensionManager
 
 
 class Named:
@@ -153,6 +153,33 @@ def test_call_hook_times_out_a_hanging_extension() -> None:
     assert time.monotonic() - started < 2
     assert [(f.module, f.error) for f in outcome.failures] == [("hangs", "timeout")]
     assert outcome.results == [("good", ["good"])]
+
+
+def test_an_extension_whose_calls_hang_holds_at_most_max_hung_calls_threads() -> None:
+    """Each hung call kept a worker thread and the next call started another: a plugin that never answered took a
+    thread per application until none could start, and then every module's calls failed."""
+    release = threading.Event()
+
+    class Hangs:
+        @hookimpl
+        def alliance_api_routers(self) -> list[str]:
+            release.wait(30)
+            return ["late"]
+
+    manager = ExtensionManager(enabled=["hangs", "good"], timeout_s=0.1,
+                               extra_plugins={"hangs": Hangs(), "good": Named("good")})
+    try:
+        errors = [f.error for _ in range(MAX_HUNG_CALLS + 5)
+                  for f in manager.call("alliance_api_routers").failures if f.module == "hangs"]
+        assert errors == ["timeout"] * MAX_HUNG_CALLS + ["hung"] * 5
+        assert manager._pool._started <= MAX_HUNG_CALLS + 1  # the hung ones, and one for "good"
+        assert manager.call("alliance_api_routers").results == [("good", ["good"])]
+    finally:
+        release.set()
+    deadline = time.monotonic() + 5
+    while manager._pool.hung("hangs") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert manager.call("alliance_api_routers").results == [("hangs", ["late"]), ("good", ["good"])]
 
 
 def test_call_hook_rejects_answer_of_wrong_type() -> None:
