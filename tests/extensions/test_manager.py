@@ -136,17 +136,22 @@ def test_call_hook_isolates_an_extension_calling_sys_exit(timeout_s: float) -> N
     assert outcome.results == [("good", ["good"])]
 
 
+class Hangs:
+    """Answers only once `release` is set (or after 30 s)."""
+
+    def __init__(self, release: threading.Event) -> None:
+        self.release = release
+
+    @hookimpl
+    def alliance_api_routers(self) -> list[str]:
+        self.release.wait(30)
+        return ["late"]
+
+
 def test_call_hook_times_out_a_hanging_extension() -> None:
     release = threading.Event()
-
-    class Hangs:
-        @hookimpl
-        def alliance_api_routers(self) -> list[str]:
-            release.wait(10)
-            return ["late"]
-
     manager = ExtensionManager(enabled=["hangs", "good"], timeout_s=0.2,
-                               extra_plugins={"hangs": Hangs(), "good": Named("good")})
+                               extra_plugins={"hangs": Hangs(release), "good": Named("good")})
     started = time.monotonic()
     outcome = manager.call("alliance_api_routers")
     release.set()
@@ -159,15 +164,8 @@ def test_an_extension_whose_calls_hang_holds_at_most_max_hung_calls_threads() ->
     """Each hung call kept a worker thread and the next call started another: a plugin that never answered took a
     thread per application until none could start, and then every module's calls failed."""
     release = threading.Event()
-
-    class Hangs:
-        @hookimpl
-        def alliance_api_routers(self) -> list[str]:
-            release.wait(30)
-            return ["late"]
-
     manager = ExtensionManager(enabled=["hangs", "good"], timeout_s=0.1,
-                               extra_plugins={"hangs": Hangs(), "good": Named("good")})
+                               extra_plugins={"hangs": Hangs(release), "good": Named("good")})
     try:
         errors = [f.error for _ in range(MAX_HUNG_CALLS + 5)
                   for f in manager.call("alliance_api_routers").failures if f.module == "hangs"]
