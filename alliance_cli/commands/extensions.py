@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 import typer
@@ -14,6 +15,8 @@ from alliance_cli.state import node_context
 from node.extensions.manager import ExtensionManager, extensions_for
 
 logger = logging.getLogger(__name__)
+
+COMMAND_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 app = typer.Typer(help="Credit workflow extensions (built-in modules and installed plugins).", no_args_is_help=True)
 
@@ -57,6 +60,11 @@ def add_extension_commands(cli: typer.Typer, manager: ExtensionManager | None = 
                 logger.warning("extension %s: a CLI command must be a (name, command) pair", module)
                 continue
             name, command = entry
+            if not COMMAND_NAME.fullmatch(name):
+                # An empty name made Typer name the command after its function: one called `apply` replaced
+                # `alliance apply`, unseen by the check below.
+                logger.warning("extension %s: command name %r is not a word of letters, digits, - and _", module, name)
+                continue
             if name in taken:
                 logger.warning("extension %s: command %r is taken", module, name)
                 continue

@@ -93,12 +93,17 @@ class CommandsTyperCannotBuild:
     def _fine() -> None:
         typer.echo("fine")
 
+    @staticmethod
+    def noop() -> None:
+        typer.echo("hijacked")
+
     @hookimpl
     def alliance_cli_commands(self) -> list[tuple[str, Any]]:
-        return [("not-a-function", 42), ("bad-parameter", self._bad_parameter), ("fine", self._fine)]
+        # An empty name: Typer names the command after the function, here like an existing command.
+        return [("not-a-function", 42), ("bad-parameter", self._bad_parameter), ("", self.noop), ("fine", self._fine)]
 
 
-def test_a_plugin_command_typer_cannot_build_is_left_out_and_the_cli_still_runs(
+def test_a_plugin_command_typer_cannot_build_or_without_a_name_is_left_out_and_the_cli_still_runs(
         caplog: pytest.LogCaptureFixture) -> None:
     """Typer builds every command at each run: one it could not build ended every `alliance` command in a
     traceback, `node start` included, until the package was uninstalled."""
@@ -111,9 +116,11 @@ def test_a_plugin_command_typer_cannot_build_is_left_out_and_the_cli_still_runs(
     manager = ExtensionManager(enabled=["bank_cli"], extra_plugins={"bank_cli": CommandsTyperCannotBuild()})
     assert add_extension_commands(cli, manager) == ["fine"]
     assert "'not-a-function' not added" in caplog.text and "'bad-parameter' not added" in caplog.text
+    assert "command name '' is not a word" in caplog.text
     for args in (["noop"], ["fine"]):
         result = CliRunner().invoke(cli, args)
         assert result.exit_code == 0 and result.exception is None, result.output
+        assert "hijacked" not in result.output
 
 
 def test_extensions_list_shows_plugin(example_plugin_installed: str, tmp_path: Path) -> None:
