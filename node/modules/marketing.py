@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -28,6 +28,7 @@ from node.ledger.identifiers import IdentifierType, InvalidIdentifier, normalise
 NAME = "marketing"
 IDENTIFIER_COLUMNS = tuple(t.value for t in IdentifierType)
 MAX_ROWS = 1_000_000
+MAX_LINE_CHARS = 1_048_576  # a prospect's row is a few hundred characters; the CSV reader's field limit is 131,072
 DEFAULT_SEGMENT = "all"
 
 
@@ -75,7 +76,7 @@ def alliance_api_routers() -> list[Any]:
 
 def prescreen(node: Any, lines: Iterable[str], *, key_id: str = "marketing") -> PrescreenResult:
     """`lines`: the CSV as a file opened with newline="" gives them (a quoted field may hold a line break)."""
-    reader = csv.DictReader(lines)
+    reader = csv.DictReader(_bounded_lines(lines))
     try:
         return _prescreen(node, reader, key_id)
     except csv.Error as exc:  # its message names the problem (a field over the size limit, ...), not the data
@@ -132,6 +133,23 @@ def _prescreen(node: Any, reader: csv.DictReader[str], key_id: str) -> Prescreen
         result.segments[segment].kept += 1
         result.kept_rows.append({c: cells.get(c, "") for c in columns})
     return result
+
+
+def _bounded_lines(lines: Iterable[str]) -> Iterator[str]:
+    """The lines of `lines`, each refused (InvalidInput) past MAX_LINE_CHARS. Iterating a file reads a line whole,
+    however long: a file with no line break (/dev/zero, a zip passed by mistake) was read into memory until the node
+    had none left, before the CSV reader could refuse its field as too large."""
+    readline = getattr(lines, "readline", None)
+    if readline is None:
+        yield from lines
+        return
+    number = 0
+    while line := readline(MAX_LINE_CHARS + 1):
+        number += 1
+        if len(line) > MAX_LINE_CHARS:
+            raise InvalidInput(f"line {number} of the prospect list is longer than {MAX_LINE_CHARS:,} characters",
+                               code="malformed_csv")
+        yield line
 
 
 @lru_cache(maxsize=4096)  # a list has a few segments, repeated on every row

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
@@ -9,7 +10,8 @@ from fastapi.testclient import TestClient
 
 from node.api.app import create_app
 from node.auth.apikeys import Role, create_api_key
-from node.modules.marketing import prescreen
+from node.errors import InvalidInput
+from node.modules.marketing import MAX_LINE_CHARS, prescreen
 from node.runtime import NodeContext
 from tests.modules.workflow import phone, report_and_mirror, resident_id
 
@@ -121,3 +123,29 @@ def test_prescreen_shows_no_identifier_held_in_the_segment_column(keyed_banks: l
         answer = client.post("/v1/marketing/prescreen", content=SHIFTED_PROSPECTS.encode(),
                              headers={"X-API-Key": token, "Content-Type": "text/csv"})
     assert answer.status_code == 200 and identifiers_in(answer.text) == []
+
+
+class EndlessLine(io.StringIO):
+    """A header, then a line that never ends (as /dev/zero reads), counting the characters handed out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handed_out = 0
+        self.header = True
+
+    def readline(self, size: int | None = -1) -> str:  # type: ignore[override]
+        line = "phone\n" if self.header else "0" * (size if size and size > 0 else 50_000_000)
+        self.header = False
+        self.handed_out += len(line)
+        return line
+
+    def __next__(self) -> str:
+        return self.readline()
+
+
+def test_prescreen_refuses_a_line_without_end_having_read_a_bounded_part(keyed_banks: list[NodeContext]) -> None:
+    """A line was read whole before the CSV reader looked at it: a file without line breaks filled the memory."""
+    lines = EndlessLine()
+    with pytest.raises(InvalidInput, match="line 2 of the prospect list is longer than") as refused:
+        prescreen(keyed_banks[0], lines)
+    assert refused.value.code == "malformed_csv" and lines.handed_out <= 2 * MAX_LINE_CHARS
