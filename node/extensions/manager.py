@@ -113,6 +113,9 @@ class ExtensionManager:
             self.info[name] = self._load(name, candidates.get(name))
         for name in candidates.keys() - set(self.order):
             self.info[name] = ExtensionInfo(name, candidates[name].source, False, error="not enabled")
+        for name in skip - candidates.keys():  # `node start` refuses them and points to `alliance extensions list`
+            self.info[name] = ExtensionInfo(name, "unknown", False, error="named in extensions_disabled: no built-in "
+                                                                         "module or installed plugin of this name")
         self.order = [name for name in self.order if self.info[name].loaded]
 
     def _load(self, name: str, candidate: _Candidate | None) -> ExtensionInfo:

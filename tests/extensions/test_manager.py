@@ -60,6 +60,8 @@ def test_load_extensions_follows_configured_order_and_disabled() -> None:
     assert manager.unknown == ["gone", "missing"]  # refused by `node start` (check_extension_names)
     info = {i.name: i for i in manager.extensions()}
     assert info["missing"].error is not None and not info["missing"].loaded
+    # Listed too: `node start` refuses the name and sends the operator to `alliance extensions list`.
+    assert not info["gone"].loaded and "extensions_disabled" in (info["gone"].error or "")
     assert info["alpha"].error == "not enabled"
     assert "alliance_credit_decision" in info["credit_decision"].hooks
 
