@@ -264,5 +264,8 @@ def policy_for(node: Any) -> CreditPolicy:
     """The node's policy, read once per NodeContext."""
     policy = _policies.get(node)
     if policy is None:
-        policy = _policies[node] = load_policy(node.settings.credit_policy_file)
+        path = node.settings.credit_policy_file
+        # Relative to the data dir, like the node's other files (its SQLite store): relative to the working
+        # directory, `node start` run from elsewhere (a service manager's /) found no file, or another one.
+        policy = _policies[node] = load_policy(node.settings.data_dir / path if path is not None else None)
     return policy

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from node.config import load_settings
 from node.errors import InvalidInput
-from node.modules.policy import load_policy
+from node.modules.policy import load_policy, policy_for
+from node.runtime import NodeContext
 
 
 def test_load_policy_overrides_one_key(tmp_path: Path) -> None:
@@ -61,3 +63,19 @@ def test_load_policy_refuses_a_value_the_modules_cannot_use(tmp_path: Path, toml
     with pytest.raises(InvalidInput, match=named.replace("[", r"\[").replace("]", r"\]")) as refused:
         load_policy(path)
     assert refused.value.code == "invalid_credit_policy"
+
+
+def test_a_relative_policy_file_is_read_from_the_data_dir_wherever_the_node_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It was read relative to the working directory: `node start` from elsewhere found no file, or another one."""
+    data_dir, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    data_dir.mkdir()
+    (data_dir / "policy.toml").write_text("[decision]\napprove_min_score = 640\n")
+    (elsewhere / "policy.toml").write_text("[decision]\napprove_min_score = 700\n")
+    monkeypatch.chdir(elsewhere)
+    node = NodeContext(load_settings(data_dir, credit_policy_file="policy.toml"))
+    try:
+        assert policy_for(node).decision["approve_min_score"] == 640
+    finally:
+        node.close()
