@@ -61,7 +61,8 @@ class _NodeCollector(Collector):
         yield records
         age = (datetime.now(UTC) - as_utc(oldest_queued)).total_seconds() if oldest_queued is not None else 0.0
         yield GaugeMetricFamily("alliance_outbox_oldest_queued_age_seconds",
-                                "Age of the oldest report with a record still queued (0: none queued).",
+                                "Seconds the record queued longest has waited since it was queued, or queued again "
+                                "(0: none queued).",
                                 value=max(age, 0.0))
         batch_family = GaugeMetricFamily("alliance_publish_batches", "publishBatch transactions, by state.",
                                          labels=["state"])

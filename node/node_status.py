@@ -14,14 +14,14 @@ from sqlalchemy.orm import Session
 from node.ledger.checks import ledger_address
 from node.ledger.mirror import MirrorStatus, mirror_status
 from node.runtime import NodeContext
-from node.store.ledger_tables import AllianceKey, FraudReport, OutboxRecord, PublishBatch, accepted
+from node.store.ledger_tables import AllianceKey, OutboxRecord, PublishBatch, accepted
 
 
 @dataclass(frozen=True)
 class StoreFigures:
     outbox: dict[str, int]  # records by state; "staged": written by imports not complete
     batches: dict[str, int]  # publish batches by state
-    oldest_queued_at: datetime | None  # when the oldest report with a queued record was accepted
+    oldest_queued_at: datetime | None  # when the record queued longest (accepted, not staged) entered the queue
     mirror: MirrorStatus
     key_epochs: list[int]  # held, oldest first
 
@@ -40,8 +40,8 @@ def store_figures(node: NodeContext, session: Session) -> StoreFigures:
     if staged:
         outbox["staged"] = staged
     batches = dict(session.execute(select(PublishBatch.state, func.count()).group_by(PublishBatch.state)).all())
-    oldest_queued_at = session.scalar(select(func.min(FraudReport.created_at))
-                                      .join(OutboxRecord, OutboxRecord.report_id == FraudReport.report_id)
+    # One probe of the partial index ix_outbox_records_queued_at, however many records a republish queued.
+    oldest_queued_at = session.scalar(select(func.min(OutboxRecord.queued_at))
                                       .where(OutboxRecord.state == "queued", accepted(OutboxRecord.import_id)))
     mirror = mirror_status(session, ledger_address(node), stale_after_s=node.settings.mirror_stale_after_s)
     epochs = list(session.scalars(select(AllianceKey.epoch).order_by(AllianceKey.epoch)))

@@ -56,7 +56,7 @@ def node_status(ctx: typer.Context, json_output: JsonOption = False) -> None:
             console.info(f"{title}: none")
     mirror = figures.mirror
     lag = f"{mirror.lag_s:.0f} s" if mirror.lag_s is not None else "never synced"
-    console.info(f"oldest queued report: {oldest or 'none'}")
+    console.info(f"oldest queued record queued at: {oldest or 'none'}")
     console.info(f"mirror: block {mirror.as_of_block}, lag {lag}{' (stale)' if mirror.stale else ''}"
                  + (f"; last error: {mirror.last_error}" if mirror.last_error else ""))
     console.info(f"key epochs held: {', '.join(map(str, figures.key_epochs)) or 'none'}")

@@ -465,9 +465,10 @@ class Publisher:
 
 
 def _queue_again(session: Session, batch_row_id: int) -> None:
-    """The records of a failed or lost batch wait in the queue again, for a batch of their own."""
+    """The records of a failed or lost batch wait in the queue again, for a batch of their own: from now on, as the
+    age of the oldest queued record counts (not from their first queuing, perhaps long ago)."""
     session.execute(update(OutboxRecord).where(OutboxRecord.publish_batch_id == batch_row_id)
-                    .values(state="queued", publish_batch_id=None))
+                    .values(state="queued", publish_batch_id=None, queued_at=utcnow()))
 
 
 def _ledger_records(session: Session, batch_row_id: int) -> list[LedgerRecord]:

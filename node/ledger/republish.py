@@ -30,6 +30,7 @@ from node.ledger.vocabulary import identifier_type_of
 from node.runtime import NodeContext
 from node.store.db import Store, once_more_on_conflict
 from node.store.ledger_tables import FraudReport, MirrorReaction, OutboxRecord, PublishBatch, accepted
+from node.store.models import utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def _queue_records(store: Store, vault: LocalVault, epoch: int, key: bytes, now:
                    # erased by retention (node.ledger.retention) should the node's clock have gone back
                    OutboxRecord.sealed_identifier.is_not(None), ~_revoked_on_chain())
             .order_by(OutboxRecord.id)).all()
-        records = []
+        records, queued_at = [], utcnow()  # queued now, however old the report
         for report_id, position, type_code, sealed in rows:
             assert sealed is not None  # selected only when not erased
             canonical = vault.decrypt(sealed, associated_data=sealed_identifier_ad(report_id, position)).decode()
@@ -108,7 +109,8 @@ def _queue_records(store: Store, vault: LocalVault, epoch: int, key: bytes, now:
             assert kind is not None  # written by this node from a known type
             records.append({"report_id": report_id, "position": position, "identifier_type": type_code,
                             "epoch": epoch, "indicator": indicator_hash(key, kind, canonical),
-                            "sealed_identifier": sealed, "state": "queued", "publish_batch_id": None})
+                            "sealed_identifier": sealed, "state": "queued", "publish_batch_id": None,
+                            "queued_at": queued_at})
         if not records:
             return []
         session.execute(insert(OutboxRecord), records)

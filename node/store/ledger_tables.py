@@ -2,7 +2,7 @@
 
 Hashes and roots are raw bytes (32); timestamps that mirror the chain are Unix seconds (ints, as on
 chain), local bookkeeping times are timezone-aware datetimes. The schema is owned by migration 0002 (report
-imports: 0010).
+imports: 0010; when outbox records were queued: 0011).
 """
 
 from __future__ import annotations
@@ -58,6 +58,9 @@ class LocalKey(Base):
 
 
 # -- outbox ----------------------------------------------------------------------------------------------------
+_QUEUED = text("state = 'queued'")
+
+
 class FraudReport(Base):
     """An accepted report: one case with one or more identifiers, each published as one record.
 
@@ -100,6 +103,11 @@ class OutboxRecord(Base):
         # Partial: only imported rows are indexed, for discarding an import's rows; other inserts pay nothing.
         Index("ix_outbox_records_import_id", "import_id", sqlite_where=text("import_id IS NOT NULL"),
               postgresql_where=text("import_id IS NOT NULL")),
+        # The oldest queued record (node.node_status), read at every metrics scrape: one probe of this index instead
+        # of a scan of every queued row, which a republish of years of reports makes many. Partial, so it holds only
+        # queued rows and only a row entering the queue pays for it (a state change already rewrites the row's
+        # entries, `state` being indexed above).
+        Index("ix_outbox_records_queued_at", "queued_at", sqlite_where=_QUEUED, postgresql_where=_QUEUED),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -113,6 +121,10 @@ class OutboxRecord(Base):
     # expired or been withdrawn: republish never reads it again (node.ledger.retention erases it).
     sealed_identifier: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     state: Mapped[str] = mapped_column(String(16), default="queued")
+    # When the record last entered the queue: written, or queued again (its batch lost or refused). Not its report's
+    # created_at: a republish queues new records of reports perhaps years old, and the age of the oldest queued
+    # record (an operator's "queue stuck" alert) must count from then. Set in the transaction that queues the row.
+    queued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     publish_batch_id: Mapped[int | None] = mapped_column(ForeignKey("publish_batches.id"), nullable=True,
                                                          index=True)
     # The import that wrote the record, as its report's; NULL for one accepted on its own. See `accepted`.

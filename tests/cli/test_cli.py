@@ -282,7 +282,7 @@ def test_store_backup_restores_into_a_node_and_never_overwrites(cli: CliRunner, 
     backup.parent.mkdir()
     done = cli("store", "backup", str(backup))
     assert done.code == 0, done.err
-    assert str(backup) in done.out and "schema revision 0010" in done.out
+    assert str(backup) in done.out and "schema revision 0011" in done.out
 
     again = cli("store", "backup", str(backup))
     assert again.code == 1 and "exists already" in one_error_line(again.err)
@@ -327,7 +327,7 @@ def test_store_restore_after_the_node_was_killed_puts_the_backup_in_place(cli: C
     gc.collect()  # closes the store connections of the commands above, which ran in this process
     restored = cli("store", "restore", str(backup))
     assert restored.code == 0, restored.err
-    assert f"restored from {backup} (schema revision 0010)" in restored.out
+    assert f"restored from {backup} (schema revision 0011)" in restored.out
     assert not (data_dir / "node.db-wal").exists()
     listed = cli("apikey", "list", "--json")
     assert listed.code == 0, listed.err

@@ -34,7 +34,7 @@ def test_a_backup_taken_while_the_store_is_written_is_a_consistent_store(sqlite_
         stop.set()
         writer.join()
 
-    assert backup.path == tmp_path / "copy.db" and backup.revision == "0010"
+    assert backup.path == tmp_path / "copy.db" and backup.revision == "0011"
     assert backup.size_bytes == backup.path.stat().st_size > 0
     assert backup.path.stat().st_mode & 0o777 == 0o600
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".copy.db")] == []  # no partial file left
@@ -117,7 +117,7 @@ def test_restore_replaces_the_store_with_the_backup_and_leaves_the_backup_as_it_
     backup, store = backup_and_later_store
     before = backup.read_bytes()
     restored = restore_sqlite_store(store.url, backup)
-    assert restored.revision == "0010" and restored.path == Path(store.url.removeprefix("sqlite:///"))
+    assert restored.revision == "0011" and restored.path == Path(store.url.removeprefix("sqlite:///"))
     assert backup.read_bytes() == before
     store.migrate(new_store=False)
     assert _labels(store) == ["before"]
@@ -151,7 +151,7 @@ def test_restore_of_an_older_schema_is_migrated_when_the_node_opens_the_store(tm
     store.migrate(new_store=False)
     try:
         with store.engine.connect() as connection:
-            assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0010"
+            assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0011"
     finally:
         store.close()
 

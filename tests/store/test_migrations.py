@@ -4,16 +4,19 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from alembic import command
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import insert, inspect, select, text
 
 from node.auth.apikeys import InvalidApiKey, Role, authenticate, create_api_key, list_api_keys, revoke_api_key
 from node.store import db
 from node.store.db import Store, StoreUnavailable, UnknownSchemaRevision, alembic_config
+from node.store.ledger_tables import FraudReport, OutboxRecord
+from node.store.models import as_utc
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,7 +59,7 @@ def test_migrate_upgrades_a_store_at_an_older_revision(store_url: str) -> None:
         with store.transaction() as session:
             issued = create_api_key(session, Role.analyst, "kept")
         store.migrate()
-        assert schema_revision(store) == {"0010"}
+        assert schema_revision(store) == {"0011"}
         with store.session() as session:
             assert authenticate(session, issued.token).label == "kept"
     finally:
@@ -137,7 +140,7 @@ def test_migration_0008_lets_applicants_be_erased_and_dates_repaid_loans(store_u
             ("applications", "sealed_applicant"), ("applications", "applicant_fingerprint"),
             ("booked_loans", "applicant_fingerprint")))
         store.migrate()  # and up again, over the downgraded rows
-        assert schema_revision(store) == {"0010"} and _nullable(store, "applications", "sealed_applicant")
+        assert schema_revision(store) == {"0011"} and _nullable(store, "applications", "sealed_applicant")
     finally:
         store.close()
 
@@ -156,7 +159,7 @@ def test_migration_0010_keeps_reports_accepted_and_downgrades_without_unfinished
             for statement in (report, record):
                 connection.execute(text(statement.text.format(extra="", value="")),
                                    {"r": "own", "z": b"\0" * 32, "at": "2026-01-01 00:00:00"})
-        store.migrate()
+        command.upgrade(alembic_config(store.engine), "0010")  # the rows below are in 0010's shape
         with store.engine.begin() as connection:
             assert connection.execute(text("SELECT import_id FROM outbox_records")).all() == [(None,)]
             connection.execute(text("INSERT INTO report_imports (id, state, source, submitted_by, rows, started_at) "
@@ -171,6 +174,42 @@ def test_migration_0010_keeps_reports_accepted_and_downgrades_without_unfinished
             for table in ("fraud_reports", "outbox_records"):
                 assert sorted(connection.execute(text(f"SELECT report_id FROM {table}")).scalars()) == ["done", "own"]
         assert "report_imports" not in inspect(store.engine).get_table_names()
+        store.migrate()
+    finally:
+        store.close()
+
+
+def test_migration_0011_dates_queued_records_from_their_reports_and_downgrades(store_url: str) -> None:
+    """0011 adds outbox_records.queued_at (the oldest queued record's age counted from it, not from its report's
+    acceptance): rows already held take their report's created_at, whatever their state, and the column is NOT NULL
+    with the partial index of queued rows; the downgrade drops both and keeps the rows."""
+    store = Store(store_url)
+    accepted_at = {"old": datetime(2021, 3, 4, 5, 6, 7, tzinfo=UTC), "new": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)}
+    try:
+        command.upgrade(alembic_config(store.engine), "0010")
+        with store.engine.begin() as connection:
+            for report_id, at in accepted_at.items():
+                connection.execute(insert(FraudReport).values(
+                    report_id=report_id, category=1, confidence=50, valid_from=0, valid_until=1, evidence_hash=b"z",
+                    case_ref_hash=b"z", submitted_by="k", created_at=at))
+                for position, state in enumerate(("queued", "confirmed")):
+                    connection.execute(text("INSERT INTO outbox_records (report_id, position, identifier_type, epoch, "
+                                            "indicator, sealed_identifier, state) VALUES (:r, :p, 1, 1, :i, :i, :s)"),
+                                       {"r": report_id, "p": position, "i": f"{report_id}{position}".encode(),
+                                        "s": state})
+        store.migrate()
+        assert schema_revision(store) == {"0011"} and not _nullable(store, "outbox_records", "queued_at")
+        assert "ix_outbox_records_queued_at" in {index["name"] for index in inspect(store.engine).get_indexes(
+            "outbox_records")}
+        with store.session() as session:
+            rows = session.execute(select(OutboxRecord.report_id, OutboxRecord.position, OutboxRecord.queued_at)).all()
+        assert sorted((r, p, as_utc(at)) for r, p, at in rows) == [
+            (report_id, position, at) for report_id, at in sorted(accepted_at.items()) for position in (0, 1)]
+
+        command.downgrade(alembic_config(store.engine), "0010")
+        assert "queued_at" not in {c["name"] for c in inspect(store.engine).get_columns("outbox_records")}
+        with store.engine.connect() as connection:
+            assert connection.execute(text("SELECT count(*) FROM outbox_records")).scalar() == 4
         store.migrate()
     finally:
         store.close()
@@ -192,7 +231,7 @@ def test_a_migration_failing_half_way_leaves_the_schema_as_it_was(store_url: str
         with store.engine.begin() as connection:
             connection.execute(text("DROP TABLE publish_batches"))
         store.migrate()
-        assert schema_revision(store) == {"0010"}
+        assert schema_revision(store) == {"0011"}
     finally:
         store.close()
 
@@ -264,7 +303,7 @@ def test_processes_migrating_one_new_store_at_once_all_start(store_url: str) -> 
     assert failures == []
     store = Store(store_url)
     try:
-        assert schema_revision(store) == {"0010"}
+        assert schema_revision(store) == {"0011"}
     finally:
         store.close()
 
@@ -288,7 +327,7 @@ def test_opening_a_file_whose_write_lock_is_held_waits_for_it_to_switch_to_wal(t
     store = Store(f"sqlite:///{path}")
     try:
         store.migrate()
-        assert schema_revision(store) == {"0010"}
+        assert schema_revision(store) == {"0011"}
         with store.engine.connect() as connection:
             assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
     finally:
