@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from node.assets.records import STATUS_ENCODING, unpack_statuses
@@ -97,13 +98,39 @@ def pools_holding_loan(chunks: Sequence[PublishedLoanIds], loan_id: bytes,
     return active
 
 
+@dataclass(frozen=True)
+class VersionLoanIds:
+    """A version's published loan ids as one read of its LoanIdsPublished chunks gives them."""
+
+    ids: list[bytes]  # in version order: the order of its status trees
+    chunks: int
+
+    @cached_property
+    def id_set(self) -> frozenset[bytes]:
+        """For membership: a list searched for every loan of an audit sample took a second per period. Made when
+        first asked: a million ids take a tenth of a second."""
+        return frozenset(self.ids)
+
+
+def read_version_loan_ids(registry: AssetRegistryClient, pool_id: int, version: int, *, from_block: int = 0,
+                          to_block: int) -> VersionLoanIds:
+    """The version's ids from its chunks in `from_block..to_block`; LoanIdsGap if they do not follow each other.
+    The contract emits none before the block that anchors the version (its first chunk is in the anchoring
+    transaction, later ones need the version to exist), so reading from that block gives what reading from 0 does."""
+    chunks = registry.published_loan_ids(pool_id=pool_id, version=version, from_block=from_block, to_block=to_block)
+    return VersionLoanIds(version_loan_ids(chunks), len(chunks))
+
+
 class ChainStatuses:
     """A pool's servicing statuses as the chain holds them up to a block: each report's version's published loan
     ids, and the per-loan statuses the report carried. Whoever holds nothing but a chain endpoint (another custodian,
-    the auditor) rebuilds any period's status tree from them; versions' ids are read once each."""
+    the auditor) rebuilds any period's status tree from them; versions' ids are read once each, by `read_ids` if
+    given (the verifier's, which its loan-id check shares: a million ids are some 250 transactions' logs)."""
 
-    def __init__(self, registry: AssetRegistryClient, pool_id: int, to_block: int) -> None:
-        self._registry, self._pool_id, self._to_block = registry, pool_id, to_block
+    def __init__(self, registry: AssetRegistryClient, pool_id: int, to_block: int, *,
+                 read_ids: Callable[[int], VersionLoanIds] | None = None) -> None:
+        self._read_ids = read_ids or (lambda version: read_version_loan_ids(registry, pool_id, version,
+                                                                            to_block=to_block))
         self._packed: dict[int, bytearray] = defaultdict(bytearray)
         out_of_order: set[int] = set()
         for chunk in registry.reported_statuses(pool_id, to_block=to_block):
@@ -114,26 +141,26 @@ class ChainStatuses:
             self._packed[chunk.period] += chunk.statuses
         for period in out_of_order:
             del self._packed[period]
-        self._ids: dict[int, list[bytes]] = {}
-        self._id_sets: dict[int, set[bytes]] = {}
+        self._versions: dict[int, VersionLoanIds | None] = {}
+
+    def _version(self, version: int) -> VersionLoanIds | None:
+        """The version's published ids; None if its chunks do not follow each other."""
+        if version not in self._versions:
+            try:
+                self._versions[version] = self._read_ids(version)
+            except LoanIdsGap:
+                self._versions[version] = None
+        return self._versions[version]
 
     def version_ids(self, version: int) -> list[bytes]:
         """The version's loan ids in version order (empty if its chunks do not follow each other)."""
-        if version not in self._ids:
-            chunks = self._registry.published_loan_ids(pool_id=self._pool_id, version=version,
-                                                       to_block=self._to_block)
-            try:
-                self._ids[version] = version_loan_ids(chunks)
-            except LoanIdsGap:
-                self._ids[version] = []
-        return self._ids[version]
+        published = self._version(version)
+        return published.ids if published is not None else []
 
     def holds(self, version: int, loan_id: bytes) -> bool:
-        """Whether the version's published ids hold the loan (a set per version: a list searched for every loan of
-        an audit sample took a second per period)."""
-        if version not in self._id_sets:
-            self._id_sets[version] = set(self.version_ids(version))
-        return loan_id in self._id_sets[version]
+        """Whether the version's published ids hold the loan."""
+        published = self._version(version)
+        return published is not None and loan_id in published.id_set
 
     def tree(self, report: dict[str, Any]) -> tuple[list[bytes], StandardMerkleTree] | None:
         """The status tree of a servicing report (a `PoolHistory.servicing` entry) with its loan ids in version

@@ -42,10 +42,11 @@ from node.assets.history import (
     ChainStatuses,
     LoanIdsGap,
     PoolHistory,
+    VersionLoanIds,
     hex32,
     pool_history,
     pools_holding_loan,
-    version_loan_ids,
+    read_version_loan_ids,
 )
 from node.assets.records import HASH32, LEAF_ENCODING, STATUS_ENCODING, LoanRecord, LoanStatus
 from node.chain.asset_registry import AssetRegistryClient, PoolEvent, PoolInfo, PublishedLoanIds, VersionInfo
@@ -216,20 +217,21 @@ class _ReadsOnce(AssetRegistryClient):
             ("loan_ids", from_block, to_block, pool_id, version),
             lambda: read(from_block=from_block, to_block=to_block, pool_id=pool_id, version=version)))
 
-    def version_ids(self, pool_id: int, version: int, from_block: int, to_block: int) -> tuple[int, int, set[bytes]]:
-        """(chunks, ids, the set of ids) of the version's LoanIdsPublished chunks in the range; LoanIdsGap if they do
-        not follow each other. Kept: a million ids make their set in a tenth of a second, per bundle."""
-        def read() -> tuple[int, int, set[bytes]]:
-            chunks = self.published_loan_ids(pool_id=pool_id, version=version, from_block=from_block,
-                                              to_block=to_block)
-            ids = version_loan_ids(chunks)
-            return len(chunks), len(ids), set(ids)
-        return cast(tuple[int, int, set[bytes]], self._once(("version_ids", pool_id, version, from_block, to_block),
-                                                            read))
+    def version_ids(self, pool_id: int, version: int, to_block: int) -> VersionLoanIds:
+        """The version's published ids up to `to_block` (LoanIdsGap if its chunks do not follow each other), read
+        from its anchoring block: one read for the loan-id check and the status trees (it was one each, a million
+        ids some 250 transactions' logs twice). The block is the first anchoring of the version among the pool's
+        events up to `to_block` (the history the checks compare), 0 if there is none."""
+        def read() -> VersionLoanIds:
+            anchored = next((e.block_number for e in self.pool_events(pool_id, to_block=to_block)
+                             if e.kind == "anchored" and e.args["version"] == version), 0)
+            return read_version_loan_ids(self, pool_id, version, from_block=anchored, to_block=to_block)
+        # A gap raises and is not kept, but its chunks are (published_loan_ids): asking again reads nothing more.
+        return cast(VersionLoanIds, self._once(("version_ids", pool_id, version, to_block), read))
 
     def chain_statuses(self, pool_id: int, to_block: int) -> ChainStatuses:
-        return cast(ChainStatuses, self._once(("statuses", pool_id, to_block),
-                                              lambda: ChainStatuses(self, pool_id, to_block)))
+        return cast(ChainStatuses, self._once(("statuses", pool_id, to_block), lambda: ChainStatuses(
+            self, pool_id, to_block, read_ids=lambda version: self.version_ids(pool_id, version, to_block))))
 
 
 # -- parsing ---------------------------------------------------------------------------------------------------
@@ -365,16 +367,17 @@ def _check_loan_ids(registry: _ReadsOnce, parsed: dict[str, Any], history: PoolH
         raise _Failed(f"by block {as_of} only {published:,} of the {loan_count:,} loan ids of version {version} "
                       "were published: the other banks' double-financing checks could not see the rest")
     try:
-        chunks, count, ids = registry.version_ids(pool_id, version, entry["block_number"], as_of)
+        # Read from entry["block_number"], the one read the status trees of loan_statuses use too.
+        published_ids = registry.version_ids(pool_id, version, as_of)
     except LoanIdsGap as gap:
         raise _Failed(f"the loan id chunks of version {version} do not follow each other: {gap}") from None
-    if count != loan_count:
-        raise _Failed(f"the LoanIdsPublished events of version {version} carry {count:,} ids, not its "
-                      f"{loan_count:,} loans")
-    if parsed["record"].loan_id not in ids:
+    if len(published_ids.ids) != loan_count:
+        raise _Failed(f"the LoanIdsPublished events of version {version} carry {len(published_ids.ids):,} ids, "
+                      f"not its {loan_count:,} loans")
+    if parsed["record"].loan_id not in published_ids.id_set:
         raise _Failed(f"the loan's id is not among the {loan_count:,} ids published for version {version}: "
                       "it was hidden from the other banks' double-financing checks")
-    return (f"all {loan_count:,} loan ids of version {version} published in {chunks} chunk(s), "
+    return (f"all {loan_count:,} loan ids of version {version} published in {published_ids.chunks} chunk(s), "
             "the loan's among them")
 
 

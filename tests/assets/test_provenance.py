@@ -511,28 +511,36 @@ def test_build_bundles_builds_each_tree_once_for_every_loan_asked(life: Life, mo
 def test_verify_bundles_reads_the_chain_once_for_a_sample(life: Life, monkeypatch: pytest.MonkeyPatch) -> None:
     """An auditor's sample verified one bundle at a time read every published loan id (3 s on a million-loan chain),
     the version's ids, the pool's events and the signers' roles again for each bundle. One run reads each once, and
-    each bundle still gets the verdict it gets alone: a tampered one among them fails, the others verify."""
+    each bundle still gets the verdict it gets alone: a tampered one among them fails, the others verify. A version's
+    ids are read once too, for the loan-id check and the status trees both (they were read twice a run)."""
     bundles = build_bundles(life.originator, ["LN-000004", "LN-000001", "LN-000007", "LN-000011"])
     tampered = copy.deepcopy(bundles[2])
     del tampered["loan_statuses"][0]
-    sample = [*bundles, tampered]
+    hidden = copy.deepcopy(bundles[0])  # a loan id that version 2 never published, under its genuine leaf and proof
+    hidden["record"]["loan_id"] = "0x" + "ab" * 32
+    sample = [*bundles, tampered, hidden]
     alone = [verify(life, bundle) for bundle in sample]
-    reads: list[str] = []
+    reads: list[tuple[str, int]] = []
     for name in ("published_loan_ids", "pool_events", "reported_statuses", "member_at"):
         real = getattr(AssetRegistryClient, name)
         monkeypatch.setattr(AssetRegistryClient, name, lambda self, *args, _name=name, _real=real, **kwargs:
-                            reads.append(_name) or _real(self, *args, **kwargs))
+                            reads.append((_name, kwargs.get("version") or 0)) or _real(self, *args, **kwargs))
 
     verdicts = verify_bundles(sample, life.rpc_url, life.registry)
 
     assert [v.to_json() for v in verdicts] == alone
-    assert [v.ok for v in verdicts] == [True, True, True, True, False]
+    assert [v.ok for v in verdicts] == [True, True, True, True, False, False]
     assert [c.name for c in verdicts[4].failures] == ["loan_statuses"]
+    assert [c.name for c in verdicts[5].failures] == ["record", "loan_ids", "loan_statuses"]
+    assert "not among the 10 ids published for version 2" in verdicts[5].failures[1].detail
+    # Every published id (version 0 here) once for the double-financing check, and each version's ids once.
+    assert sorted(version for name, version in reads if name == "published_loan_ids") == [0, 1, 2]
     one_run = sorted(reads)
     reads.clear()
     verify_bundles(sample[:1], life.rpc_url, life.registry)
+    assert sorted(version for name, version in reads if name == "published_loan_ids") == [0, 2]
     # The version 1 bundle (LN-000011) adds its version's ids; nothing else is read again for more bundles.
-    assert one_run == sorted([*reads, "published_loan_ids"])
+    assert one_run == sorted([*reads, ("published_loan_ids", 1)])
 
 
 def test_build_bundles_refuses_them_all_for_one_bad_loan(life: Life) -> None:
