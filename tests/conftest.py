@@ -318,6 +318,12 @@ def chain_texts(rpc_url: str) -> list[str]:
     return seen
 
 
+# A hook call's time limit in the nodes tests build: the node's 2 s default, on a machine running both test workers,
+# their anvils and PostgreSQL, let a module's hook time out now and then and its application go to review instead of
+# being approved. Tests of the time limit give their own.
+TEST_EXTENSION_TIMEOUT_S = 30.0
+
+
 # Data dirs made by `init_node` once per session, by (name, code): a test's node is a copy. Initialising costs
 # ~0.65 s a node (two scrypt key derivations, the migrations) and most tests build three; every test still gets
 # its own files and its own chain state (the chain is reverted after each test). `alliance init` itself is
@@ -330,7 +336,7 @@ def make_node(root: Path, rpc_url: str, deployment_file: Path, name: str, code: 
     """An initialised bank node (keys, config, SQLite store) pointed at the test chain."""
     data_dir = root / code.lower()
     options = {"network": Network.local, "rpc_url": rpc_url, "deployment_file": deployment_file,
-               "key_passphrase": TEST_PASSPHRASE, **overrides}
+               "key_passphrase": TEST_PASSPHRASE, "extension_timeout_s": TEST_EXTENSION_TIMEOUT_S, **overrides}
     if "database_url" in overrides:  # another store: initialise this node for real
         init_node(load_settings(data_dir, **options), bank_name=name, bank_code=code, passphrase=TEST_PASSPHRASE)
     else:
