@@ -89,7 +89,7 @@ class AccessLog:
         try:
             await self.app(scope, receive, send_noting_status)
         except Exception:
-            status = status or 500  # Starlette answers 500 and raises it on, for the server to log its traceback
+            status = status or 500  # node.api.unhandled answers it 500 and logs it, outside this middleware
             raise
         finally:
             if logger.isEnabledFor(logging.INFO):

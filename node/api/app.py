@@ -10,6 +10,7 @@ from node.api.errors import install_error_handlers
 from node.api.limits import BodySizeLimit
 from node.api.routes import checks, fraud, health, indicators, members, operations
 from node.api.routes.assets import router as assets_router
+from node.api.unhandled import UnhandledErrors
 from node.extensions.routes import install_extension_routes
 from node.runtime import NodeContext
 from node.workers import BackgroundWorkers
@@ -28,6 +29,9 @@ def create_app(node: NodeContext, *, workers: BackgroundWorkers | None = None) -
     # Added last, so outermost: it logs the 413s BodySizeLimit answers too, under the route the app has for them
     # (read from the app's OpenAPI document, complete once a request comes).
     app.add_middleware(AccessLog, templates=RouteTemplates(app.openapi))
+    # Outermost of all: a failure no handler maps is answered 500 with a reference and logged without its message
+    # (which may quote customer data), instead of raised on to Starlette and uvicorn, which log it whole.
+    app.add_middleware(UnhandledErrors)
     app.include_router(health.router)
     # Every /v1 route needs an API key; routes narrow it to roles where they must.
     v1 = [Depends(current_key), Depends(refuse_nul_characters)]

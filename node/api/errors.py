@@ -162,13 +162,6 @@ def install_error_handlers(app: FastAPI, *, caller_refusal: Callable[[Request], 
         return await _caller_first(request, ErrorResponse(error_body(
             "invalid_request", "the request does not match the schema", **listed), status_code=422))
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> ErrorResponse:
-        # A failure the node did not foresee answers in the envelope every client parses, without its text (it may
-        # quote SQL, a database URL or a file path); Starlette raises it on to the server, which logs the traceback.
-        return ErrorResponse(error_body("internal_error", "the node could not answer this request; its log says why"),
-                             status_code=500)
-
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> ErrorResponse:
         # 400 is FastAPI's answer to a body it could not parse at all (nested too deeply for the parser, say).

@@ -62,9 +62,9 @@ def test_access_log_names_a_route_without_parameters_by_its_path(api: ApiNode, l
 
 
 def test_access_log_names_a_failure_and_an_oversized_body(api: ApiNode, logs: pytest.LogCaptureFixture) -> None:
-    """A failure that escapes the app (answered 500 by Starlette, outside the access log) is logged with its route; so
-    is a body refused before routing (413, by BodySizeLimit inside the access log), which was logged as unmatched.
-    A body too large for a path no route takes stays unmatched."""
+    """A failure that escapes the routes (answered 500 by node.api.unhandled, outside the access log) is logged with
+    its route; so is a body refused before routing (413, by BodySizeLimit inside the access log), which was logged as
+    unmatched. A body too large for a path no route takes stays unmatched."""
     app = create_app(api.node)
 
     def fail(value: str) -> None:
