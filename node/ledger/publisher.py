@@ -377,17 +377,22 @@ class Publisher:
             return PreparedBatch(batch.id, root, signed.raw, signed.tx_hash, len(records))
 
     def _queued_rows(self, session: Session, *, flush: bool) -> tuple[int, list[tuple[Any, ...]]] | None:
-        """The epoch and the (id, leaf values...) rows of the next batch: the oldest queued records of the oldest
-        queued record's epoch; None while there is no batch to send yet (too few records, too young). Records of an
-        import still staging are not taken (node.ledger.report_staging)."""
+        """The epoch and the (id, leaf values...) rows of the next batch: the first written queued records of the
+        epoch of the record queued longest; None while there is no batch to send yet (too few records, and none
+        queued for `max_wait_s`). Records of an import still staging are not taken (node.ledger.report_staging).
+
+        The wait counts from when a record entered the queue (`queued_at`), not from its report's acceptance: records
+        queued again (a republish after a key rotation, a lost or refused batch) of reports perhaps years old were
+        sent at once in batches of a few, and a record queued before them, with a later one's id, could wait past
+        `max_wait_s` behind them. Ordered by `queued_at`, one probe of the partial index ix_outbox_records_queued_at.
+        """
         oldest = session.execute(
-            select(OutboxRecord.epoch, FraudReport.created_at)
-            .join(FraudReport, OutboxRecord.report_id == FraudReport.report_id)
+            select(OutboxRecord.epoch, OutboxRecord.queued_at)
             .where(OutboxRecord.state == "queued", accepted(OutboxRecord.import_id))
-            .order_by(OutboxRecord.id).limit(1)).first()
+            .order_by(OutboxRecord.queued_at, OutboxRecord.id).limit(1)).first()
         if oldest is None:
             return None
-        epoch, created_at = oldest
+        epoch, queued_at = oldest
         rows = [tuple(row) for row in session.execute(
             select(OutboxRecord.id, OutboxRecord.indicator, OutboxRecord.identifier_type, FraudReport.category,
                    FraudReport.confidence, FraudReport.valid_from, FraudReport.valid_until,
@@ -395,7 +400,7 @@ class Publisher:
             .join(FraudReport, OutboxRecord.report_id == FraudReport.report_id)
             .where(OutboxRecord.state == "queued", OutboxRecord.epoch == epoch, accepted(OutboxRecord.import_id))
             .order_by(OutboxRecord.id).limit(self.batch_size))]
-        if len(rows) < self.batch_size and not flush and _age_s(created_at) < self.max_wait_s:
+        if len(rows) < self.batch_size and not flush and _age_s(queued_at) < self.max_wait_s:
             return None
         return epoch, rows
 
@@ -480,6 +485,6 @@ def _ledger_records(session: Session, batch_row_id: int) -> list[LedgerRecord]:
     return [LedgerRecord(*row) for row in rows]
 
 
-def _age_s(created_at: datetime) -> float:
-    return (datetime.now(UTC) - as_utc(created_at)).total_seconds()
+def _age_s(since: datetime) -> float:
+    return (datetime.now(UTC) - as_utc(since)).total_seconds()
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select, update
 
 from node.chain.client import ChainClient
 from node.chain.errors import FraudLedgerNotMember, TransactionTimeout
@@ -22,6 +23,7 @@ from node.errors import InvalidInput
 from node.ledger.publisher import Publisher
 from node.ledger.reactions import withdraw_report
 from node.ledger.reports import ReportRequest, report_status
+from node.ledger.republish import republish
 from node.runtime import NodeContext
 from node.store.backup import backup_sqlite_store
 from node.store.ledger_tables import FraudReport, OutboxRecord, PublishBatch
@@ -135,6 +137,51 @@ def test_publisher_batches_by_size_and_waits_for_small_batches(bank: NodeContext
     assert publisher.run_once(flush=True).records == 1
     assert bank.fraud_ledger().batch_count() == 3
     assert len(onchain_records(bank.fraud_ledger())) == 7
+
+
+def _queued_since(bank: NodeContext, ago: timedelta, *, report_id: str | None = None) -> None:
+    """The queued records (of `report_id` only, if given), and their reports, date from `ago` before now."""
+    then = datetime.now(UTC) - ago
+    with bank.store.transaction() as session:
+        session.execute(update(FraudReport).where(*_of_report(FraudReport, report_id)).values(created_at=then))
+        session.execute(update(OutboxRecord).where(OutboxRecord.state == "queued",
+                                                   *_of_report(OutboxRecord, report_id)).values(queued_at=then))
+
+
+def _of_report(table: type[FraudReport] | type[OutboxRecord], report_id: str | None) -> list[ColumnElement[bool]]:
+    return [] if report_id is None else [table.report_id == report_id]
+
+
+def test_records_republished_for_old_reports_wait_for_a_full_batch_like_new_ones(bank: NodeContext) -> None:
+    """The wait counted from the report's acceptance: records republished after a key rotation, of reports years
+    old, were sent at once, in batches of a few records, however many rounds a large republish took."""
+    bank.report_intake.accept_many([report(value=f"+86135{n:08d}") for n in range(2)], submitted_by="k1")
+    bank.publisher.drain()
+    _queued_since(bank, timedelta(days=3 * 365))
+    assert bank.registry(signing=True).start_key_epoch() == 2
+    bank.keyring.store_key(2, os.urandom(32), source="generated")
+    assert republish(bank).records == 2
+    publisher = Publisher(bank.store, bank.fraud_ledger(signing=True), batch_size=3, max_wait_s=3600)
+    assert publisher.run_once().batches == 0  # queued just now: they wait for a third record or for the hour
+    assert publisher.pending() == 2
+    _queued_since(bank, timedelta(hours=2))  # an hour and more later
+    assert publisher.run_once().records == 2
+    assert bank.fraud_ledger().batch_count() == 2
+
+
+def test_a_record_queued_longest_is_sent_after_the_max_wait_behind_records_queued_again(bank: NodeContext) -> None:
+    """The wait read the first written queued record: a batch the chain lost, queued again, held back a record
+    written after it but queued long before, past `max_wait_s`."""
+    control = ChainClient(bank.settings.effective_rpc_url)
+    before = control.rpc("evm_snapshot")
+    bank.report_intake.accept(report(), submitted_by="k1")
+    bank.publisher.drain()
+    control.rpc("evm_revert", [before])  # the chain lost the batch the store holds as confirmed
+    waiting = bank.report_intake.accept(report(value="+8613900139000"), submitted_by="k1")
+    _queued_since(bank, timedelta(hours=2), report_id=waiting.report_id)
+    publisher = Publisher(bank.store, bank.fraud_ledger(signing=True), batch_size=3, max_wait_s=3600)
+    assert publisher.run_once().records == 2  # the lost batch's record, queued again just now, goes along
+    assert len(onchain_records(bank.fraud_ledger())) == 2
 
 
 def test_drain_passes_by_the_records_of_a_report_withdrawn_before_publication(bank: NodeContext) -> None:
