@@ -1,6 +1,8 @@
 """What a node's store says about its own work: outbox and batch counts, the mirror's position, key epochs held.
 
-Shared by `GET /v1/node/status` (JSON for operators) and `GET /v1/node/metrics` (Prometheus).
+Shared by `GET /v1/node/status` and `alliance node status` (`current_status`: one builder, so that the two answer the
+same keys; the API lacked `oldest_queued_report_at` when each assembled its own) and `GET /v1/node/metrics`
+(Prometheus).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from sqlalchemy.orm import Session
 from node.ledger.checks import ledger_address
 from node.ledger.mirror import MirrorStatus, mirror_status
 from node.runtime import NodeContext
+from node.signer_rotation import prepared_signer
+from node.signer_switch import UnusableSigningKey, unusable_signing_key
 from node.store.ledger_tables import AllianceKey, OutboxRecord, PublishBatch, accepted
 
 
@@ -27,8 +31,31 @@ class StoreFigures:
 
     def to_json(self) -> dict[str, object]:
         """The figures as `GET /v1/node/status` and `alliance node status --json` give them."""
-        return {"outbox": self.outbox, "publish_batches": self.batches, "mirror": self.mirror.to_json(),
-                "key_epochs_held": self.key_epochs}
+        oldest = self.oldest_queued_at.isoformat() if self.oldest_queued_at else None
+        return {"outbox": self.outbox, "publish_batches": self.batches, "oldest_queued_report_at": oldest,
+                "mirror": self.mirror.to_json(), "key_epochs_held": self.key_epochs}
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """What `GET /v1/node/status` and `alliance node status` show of a node, whether or not it runs (the API adds its
+    background loops)."""
+
+    bank_code: str
+    figures: StoreFigures
+    next_signer_prepared: str | None  # the address of a next signing key prepared and not yet activated
+    signing_key_unusable: UnusableSigningKey | None  # an activated signing key the running node could not open
+
+    def to_json(self) -> dict[str, object]:
+        unusable = self.signing_key_unusable
+        return {"bank_code": self.bank_code, **self.figures.to_json(),
+                "next_signer_prepared": self.next_signer_prepared,
+                "signing_key_unusable": unusable.to_json() if unusable else None}
+
+
+def current_status(node: NodeContext, session: Session) -> NodeStatus:
+    return NodeStatus(node.settings.bank_code, store_figures(node, session), prepared_signer(node.settings),
+                      unusable_signing_key(node.settings))
 
 
 def store_figures(node: NodeContext, session: Session) -> StoreFigures:

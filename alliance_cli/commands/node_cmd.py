@@ -10,10 +10,8 @@ import typer
 from alliance_cli import console
 from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
-from node.node_status import store_figures
+from node.node_status import current_status
 from node.server import serve
-from node.signer_rotation import prepared_signer
-from node.signer_switch import unusable_signing_key
 
 app = typer.Typer(help="Run the node, and see how its work stands.", no_args_is_help=True)
 
@@ -40,15 +38,12 @@ def node_status(ctx: typer.Context, json_output: JsonOption = False) -> None:
     runs (its background loops' state is in GET /health)."""
     node = node_context(ctx)
     with node.store.session() as session:
-        figures = store_figures(node, session)
-    oldest = figures.oldest_queued_at.isoformat() if figures.oldest_queued_at else None
-    next_signer = prepared_signer(node.settings)
-    unusable = unusable_signing_key(node.settings)
-    data = {"bank_code": node.settings.bank_code, **figures.to_json(), "oldest_queued_report_at": oldest,
-            "next_signer_prepared": next_signer, "signing_key_unusable": unusable.to_json() if unusable else None}
+        status = current_status(node, session)
+    data = status.to_json()
     if json_output:
         console.print_json(data)
         return
+    figures, next_signer, unusable = status.figures, status.next_signer_prepared, status.signing_key_unusable
     for title, counts in (("outbox records", figures.outbox), ("publish batches", figures.batches)):
         if counts:
             console.table(title, ["state", title.split()[-1]], sorted(counts.items()))
@@ -56,7 +51,7 @@ def node_status(ctx: typer.Context, json_output: JsonOption = False) -> None:
             console.info(f"{title}: none")
     mirror = figures.mirror
     lag = f"{mirror.lag_s:.0f} s" if mirror.lag_s is not None else "never synced"
-    console.info(f"oldest queued record queued at: {oldest or 'none'}")
+    console.info(f"oldest queued record queued at: {data['oldest_queued_report_at'] or 'none'}")
     console.info(f"mirror: block {mirror.as_of_block}, lag {lag}{' (stale)' if mirror.stale else ''}"
                  + (f"; last error: {mirror.last_error}" if mirror.last_error else ""))
     console.info(f"key epochs held: {', '.join(map(str, figures.key_epochs)) or 'none'}")

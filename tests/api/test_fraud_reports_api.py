@@ -124,11 +124,17 @@ def test_create_report_malformed_body_is_422_without_echoing_values(api: ApiNode
 
 def test_node_status_is_for_operators_only(api: ApiNode) -> None:
     with_key(api)
+    empty = api.client.get("/v1/node/status", headers=api.headers(Role.operator)).json()
+    assert empty["outbox"] == {} and empty["oldest_queued_report_at"] is None
     api.client.post("/v1/fraud/reports", json=REPORT, headers=api.headers(Role.analyst))
     status = api.client.get("/v1/node/status", headers=api.headers(Role.operator))
     assert status.status_code == 200
     body = status.json()
     assert body["outbox"] == {"queued": 2} and body["key_epochs_held"] == [1]
+    # As `alliance node status --json` shows it (the API lacked it): when the record queued longest was queued.
+    with api.node.store.session() as session:
+        queued_at = session.scalar(select(func.min(OutboxRecord.queued_at)))
+    assert queued_at is not None and body["oldest_queued_report_at"] == queued_at.isoformat()
     assert body["mirror"]["stale"] is True  # never synced
     assert body["next_signer_prepared"] is None and body["signing_key_unusable"] is None
     prepared = prepare_new_signer(api.node)  # `alliance key new-signer`: the node keeps signing with its key until

@@ -11,9 +11,7 @@ from node.api.deps import NodeDep, SessionDep, require_roles
 from node.auth.apikeys import KeyInfo, Role
 from node.ledger.republish import republish
 from node.metrics import METRICS_CONTENT_TYPE, render_metrics
-from node.node_status import store_figures
-from node.signer_rotation import prepared_signer
-from node.signer_switch import unusable_signing_key
+from node.node_status import current_status
 
 router = APIRouter(prefix="/node", tags=["operations"])
 
@@ -23,16 +21,11 @@ Monitor = Annotated[KeyInfo, Depends(require_roles(Role.operator, Role.auditor))
 
 @router.get("/status")
 def read_node_status(*, node: NodeDep, session: SessionDep, request: Request, key: Operator) -> dict[str, Any]:
-    """Outbox and publish-batch counts by state, the mirror's position and lag, key epochs held, the address of a next
-    signing key prepared (`alliance key new-signer`) and not yet activated, an activated one the node cannot open,
-    workers."""
-    figures = store_figures(node, session)
+    """Outbox and publish-batch counts by state, when the record queued longest was queued, the mirror's position and
+    lag, key epochs held, the address of a next signing key prepared (`alliance key new-signer`) and not yet
+    activated, an activated one the node cannot open, workers."""
     workers = request.app.state.workers
-    unusable = unusable_signing_key(node.settings)
-    return {"bank_code": node.settings.bank_code, **figures.to_json(),
-            "next_signer_prepared": prepared_signer(node.settings),
-            "signing_key_unusable": unusable.to_json() if unusable else None,
-            "workers": workers.status() if workers is not None else {}}
+    return {**current_status(node, session).to_json(), "workers": workers.status() if workers is not None else {}}
 
 
 @router.post("/republish")
