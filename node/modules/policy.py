@@ -186,6 +186,9 @@ def _problem(policy: dict[str, Any]) -> str | None:
             convert(value)
         except (KeyError, TypeError, ValueError, ArithmeticError):  # ArithmeticError: Decimal's InvalidOperation
             return f"{key} = {value!r} cannot be used"
+    empty = _empty_range(policy)
+    if empty:
+        return empty
     for table, key in (("decision", "decline_on"), ("decision", "review_on"),
                        ("identity", "virtual_operator_prefixes"), ("velocity", "kinds"),
                        ("abs", "eligible_statuses")):
@@ -228,6 +231,21 @@ def _conversions(policy: dict[str, Any]) -> list[tuple[str, Any, Callable[[Any],
               for name, bands in policy["scorecard"]["inputs"].items()]
     found += [(f"decision.bands[{i}]", band, _band) for i, band in enumerate(policy["decision"]["bands"])]
     return found
+
+
+def _empty_range(policy: dict[str, Any]) -> str | None:
+    """A range no value falls in (its bounds converted already), naming the key. Read without a word: with min_age
+    above max_age every applicant was signalled underage or out of range (and declined); a scorecard input's band
+    [lower, upper) with lower >= upper never gave its points, the bank believing it did."""
+    min_age, max_age = int(policy["identity"]["min_age"]), int(policy["identity"]["max_age"])
+    if min_age > max_age:
+        return f"identity.min_age = {min_age} is above identity.max_age = {max_age}"
+    for name, bands in policy["scorecard"]["inputs"].items():
+        for lower, upper, _points in bands:
+            if float(lower) >= float(upper):
+                return (f"scorecard.inputs.{name}: band [{lower}, {upper}) holds no value; its lower bound must be "
+                        "below its upper")
+    return None
 
 
 def _number_within(value: Any, *, above: float, upper: float | None) -> None:

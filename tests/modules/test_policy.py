@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -52,17 +53,36 @@ def test_load_policy_overrides_one_key(tmp_path: Path) -> None:
     ("[abs]\nmax_borrower_share = nan\n", "abs.max_borrower_share"),
     ("[abs]\nmax_region_share = 1.5\n", "abs.max_region_share"),
     ('[scorecard.inputs]\ndebt_to_income = [[0, "nan", 40]]\n', "scorecard.inputs.debt_to_income"),
+    # Ranges no value falls in: every applicant underage or out of range (declined), a band's points never given.
+    ("[identity]\nmin_age = 71\n", "identity.min_age = 71 is above identity.max_age = 70"),
+    ("[identity]\nmin_age = 30\nmax_age = 25\n", "identity.min_age = 30 is above identity.max_age = 25"),
+    ("[scorecard.inputs]\nbureau_score = [[0, 600, -50], [700, 650, 20]]\n",
+     "scorecard.inputs.bureau_score: band [700, 650) holds no value"),
+    ("[scorecard.inputs]\ndebt_to_income = [[0.3, 0.3, 40]]\n", "scorecard.inputs.debt_to_income: band [0.3, 0.3)"),
+    ('[scorecard.inputs]\nmonthly_income = [["inf", "inf", 40]]\n', "scorecard.inputs.monthly_income: band [inf, inf)"),
 ], ids=["text_for_int", "text_for_list", "int_for_table", "text_in_input_band", "list_for_number",
         "text_for_limit", "limit_over_bound", "int_for_decision_table", "unknown_velocity_kind",
         "unknown_loan_status", "unknown_amortisation", "int_for_purpose", "unsupported_currency", "int_for_currency",
         "misspelt_decision_key", "misspelt_abs_key", "infinite_window", "nan_window", "negative_window",
-        "nan_borrower_share", "region_share_over_one", "nan_input_band"])
+        "nan_borrower_share", "region_share_over_one", "nan_input_band", "min_age_over_default_max_age",
+        "min_age_over_max_age", "input_band_upside_down", "input_band_empty", "input_band_from_infinity"])
 def test_load_policy_refuses_a_value_the_modules_cannot_use(tmp_path: Path, toml: str, named: str) -> None:
     path = tmp_path / "policy.toml"
     path.write_text(toml)
-    with pytest.raises(InvalidInput, match=named.replace("[", r"\[").replace("]", r"\]")) as refused:
+    with pytest.raises(InvalidInput, match=re.escape(named)) as refused:
         load_policy(path)
     assert refused.value.code == "invalid_credit_policy"
+
+
+def test_load_policy_takes_one_age_and_bands_that_touch(tmp_path: Path) -> None:
+    """The bounds refused above are strict: min_age equal to max_age admits that one age, and a band may start
+    where the one before ends ([lower, upper) bands do not overlap)."""
+    path = tmp_path / "policy.toml"
+    path.write_text("[identity]\nmin_age = 30\nmax_age = 30\n"
+                    '[scorecard.inputs]\nbureau_score = [[0, 600, -50], [600, 700, 0], [700, "inf", 20]]\n')
+    policy = load_policy(path)
+    assert policy.identity["min_age"] == policy.identity["max_age"] == 30
+    assert len(policy.scorecard["inputs"]["bureau_score"]) == 3
 
 
 def test_a_relative_policy_file_is_read_from_the_data_dir_wherever_the_node_runs(
