@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from node.chain.client import ChainClient
-from node.chain.fraud_ledger import FraudLedgerClient, LedgerRecord, batch_root
+from node.chain.fraud_ledger import FraudLedgerClient, LedgerRecord, SignedPublish, batch_root
 from node.chain.ledger_events import BlockHeader, LedgerEvent, LedgerEventSource, PublishInput
 from node.config import Settings
 from node.ledger.digest import MirrorDigest, mirror_digest
@@ -91,9 +91,13 @@ def reorg(rpc_url: str, depth: int, signed: Sequence[tuple[bytes, int]]) -> None
 
 def signed_publish(node: NodeContext, records: Sequence[LedgerRecord], *, nonce_offset: int = 0) -> bytes:
     """A publishBatch signed by `node` with its next mined nonce plus `nonce_offset` (for replacement blocks)."""
+    return signed_publish_tx(node, records, nonce_offset=nonce_offset).raw
+
+
+def signed_publish_tx(node: NodeContext, records: Sequence[LedgerRecord], *, nonce_offset: int = 0) -> SignedPublish:
+    """`signed_publish`, with the transaction's hash."""
     ledger = ledger_of(node)
-    return ledger.sign_publish(1, records, root=batch_root(records),
-                               nonce=ledger.confirmed_nonce() + nonce_offset).raw
+    return ledger.sign_publish(1, records, root=batch_root(records), nonce=ledger.confirmed_nonce() + nonce_offset)
 
 
 class HookedSource:
