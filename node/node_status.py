@@ -67,7 +67,8 @@ def store_figures(node: NodeContext, session: Session) -> StoreFigures:
     if staged:
         outbox["staged"] = staged
     batches = dict(session.execute(select(PublishBatch.state, func.count()).group_by(PublishBatch.state)).all())
-    # One probe of the partial index ix_outbox_records_queued_at, however many records a republish queued.
+    # On PostgreSQL one probe of the partial index ix_outbox_records_queued_at, however many records a republish
+    # queued; SQLite's planner (no statistics) reads the queued rows through ix_outbox_records_state_id instead.
     oldest_queued_at = session.scalar(select(func.min(OutboxRecord.queued_at))
                                       .where(OutboxRecord.state == "queued", accepted(OutboxRecord.import_id)))
     mirror = mirror_status(session, ledger_address(node), stale_after_s=node.settings.mirror_stale_after_s)

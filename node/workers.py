@@ -126,7 +126,7 @@ def node_workers(node: NodeContext) -> BackgroundWorkers:
     ])
 
 
-_build_lock = threading.RLock()  # re-entered: a factory may open the signing client
+_build_lock = threading.RLock()  # one factory call at a time: two loops' first passes share what it makes
 
 
 def _once(factory: Callable[[], T]) -> Callable[[], T]:

@@ -103,10 +103,11 @@ class OutboxRecord(Base):
         # Partial: only imported rows are indexed, for discarding an import's rows; other inserts pay nothing.
         Index("ix_outbox_records_import_id", "import_id", sqlite_where=text("import_id IS NOT NULL"),
               postgresql_where=text("import_id IS NOT NULL")),
-        # The oldest queued record (node.node_status), read at every metrics scrape: one probe of this index instead
-        # of a scan of every queued row, which a republish of years of reports makes many. Partial, so it holds only
-        # queued rows and only a row entering the queue pays for it (a state change already rewrites the row's
-        # entries, `state` being indexed above).
+        # The oldest queued record (node.node_status), read at every metrics scrape: on PostgreSQL one probe of this
+        # index instead of a scan of every queued row, which a republish of years of reports makes many (SQLite's
+        # planner, without statistics, keeps to the state index). Partial, so it holds only queued rows and only a
+        # row entering the queue pays for it (a state change already rewrites the row's entries, `state` being
+        # indexed above).
         Index("ix_outbox_records_queued_at", "queued_at", sqlite_where=_QUEUED, postgresql_where=_QUEUED),
     )
 
