@@ -6,6 +6,7 @@ instead of skipping: `.ci/run` installs and starts everything.
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import shutil
@@ -105,11 +106,23 @@ def anvil(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevChain]:
     chain.stop()
 
 
+# Block beneficiaries, one a test (0xc0... : apart from test_mirror_properties' branch coinbases, 1, 2, ...).
+_TEST_COINBASES = (0xC0 << 152 | n for n in itertools.count(1))
+
+
 @pytest.fixture
 def rpc_url(anvil: DevChain) -> Iterator[str]:
-    """The session chain, rolled back after each test so tests cannot see each other's writes."""
+    """The session chain, rolled back after each test so tests cannot see each other's writes.
+
+    Each test's blocks name a beneficiary of their own, so no block of one test has the hash of a block of another.
+    Without it they often had: the nodes' keys come from templates, so tests sending the same transactions from the
+    same snapshot mined the same blocks (evm_revert sets anvil's clock back to the snapshot's block). anvil_reorg at
+    such a block, after enough other tests on the worker, forked from a state without the contracts: the replacement
+    batches were mined (status 1) to an address with no code and logged nothing (CI, 2 of 4 reorg parameters).
+    """
     control = ChainClient(anvil.rpc_url)
     snapshot = control.rpc("evm_snapshot")
+    control.rpc("anvil_setCoinbase", [f"0x{next(_TEST_COINBASES):040x}"])
     yield anvil.rpc_url
     control.rpc("evm_revert", [snapshot])
 

@@ -107,6 +107,7 @@ class HookedSource:
         self.inner = inner
         self.hook = hook
         self.calls = 0
+        self.read: list[tuple[int, int, int]] = []  # (from, to, events found) of each call, for failure messages
 
     def block_number(self) -> int:
         return self.inner.block_number()
@@ -116,6 +117,7 @@ class HookedSource:
 
     def events(self, from_block: int, to_block: int) -> list[LedgerEvent]:
         found = self.inner.events(from_block, to_block)
+        self.read.append((from_block, to_block, len(found)))
         self.calls += 1
         self.hook(self.calls)
         return found
