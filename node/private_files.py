@@ -9,10 +9,13 @@ registered on chain right after `alliance init`) came back empty.
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 
 def write_private_text(path: Path, text: str) -> None:
@@ -60,13 +63,30 @@ def sync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+@contextmanager
+def writing_private_file(path: Path) -> Iterator[BinaryIO]:
+    """A file to write `path` through, owner-only, put in place whole when the block ends without an error (see
+    write_private_text), or not at all. Made on entry: a caller that does its work inside the block learns that
+    `path` cannot be written (its directory missing, a directory in its place) before any of that work is done."""
+    if path.is_dir():  # else found only by the rename at the end, after that work
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    with _whole_file(path, mode=0o600, exclusive=False) as handle:
+        yield handle
+
+
 def _write_whole(path: Path, chunks: Iterable[bytes], *, mode: int, exclusive: bool) -> None:
+    with _whole_file(path, mode=mode, exclusive=exclusive) as handle:
+        for chunk in chunks:
+            handle.write(chunk)
+
+
+@contextmanager
+def _whole_file(path: Path, *, mode: int, exclusive: bool) -> Iterator[BinaryIO]:
     fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), mode)  # mkstemp made it 0600
-            for chunk in chunks:
-                handle.write(chunk)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         if exclusive:

@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from node.chain.signer import Signer, write_keystore
-from node.private_files import replace_durably, write_private_bytes, write_private_text, write_public_text
+from node.private_files import (
+    replace_durably,
+    write_private_bytes,
+    write_private_text,
+    write_public_text,
+    writing_private_file,
+)
 
 
 def test_write_private_text_narrows_a_looser_file_to_the_owner(tmp_path: Path) -> None:
@@ -35,6 +41,27 @@ def test_write_private_text_cut_short_keeps_the_earlier_file(tmp_path: Path) -> 
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     assert path.read_text() == "phone\n+8613800138000\n"
     assert [p.name for p in tmp_path.iterdir()] == ["prospects.clean.csv"]
+
+
+def test_writing_private_file_refuses_a_path_it_cannot_write_before_its_block_runs(tmp_path: Path) -> None:
+    (tmp_path / "clean.csv").mkdir()
+    ran = []
+    for target in (tmp_path / "clean.csv", tmp_path / "no-such-dir" / "clean.csv"):
+        with pytest.raises(OSError), writing_private_file(target):
+            ran.append(target)
+    assert ran == [] and [p.name for p in tmp_path.iterdir()] == ["clean.csv"]
+
+
+def test_writing_private_file_whose_block_fails_keeps_the_earlier_file(tmp_path: Path) -> None:
+    path = tmp_path / "prospects.clean.csv"
+    path.write_text("old")
+    with pytest.raises(ValueError), writing_private_file(path) as handle:
+        handle.write(b"half")
+        raise ValueError("the work failed")
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["prospects.clean.csv"]
+    with writing_private_file(path) as handle:
+        handle.write(b"new")
+    assert path.read_text() == "new" and path.stat().st_mode & 0o777 == 0o600
 
 
 class FsyncSpy:

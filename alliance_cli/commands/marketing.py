@@ -13,7 +13,7 @@ from alliance_cli.state import node_context
 from node.errors import InvalidInput
 from node.input_files import reading_text
 from node.modules.marketing import prescreen
-from node.private_files import write_private_text
+from node.private_files import writing_private_file
 
 app = typer.Typer(help="Quantitative marketing: pre-screen prospect lists.", no_args_is_help=True)
 
@@ -31,11 +31,15 @@ def marketing_prescreen(
         # The clean list replaced the list it came from: the rows it drops were gone, with nothing saying which.
         raise InvalidInput(f"--output {target} is the prospect list itself; name another file",
                            code="output_is_input")
-    with reading_text(file, "prospect list", encoding="utf-8-sig", newline="") as handle:
-        result = prescreen(node_context(ctx), handle, key_id="cli")
     try:
-        write_private_text(target, result.clean_csv())  # it holds the prospects' raw identifiers
-    except OSError as exc:
+        # Owner-only: it holds the prospects' raw identifiers. Made before the list is screened: a clean list with
+        # nowhere to go (its directory missing, a directory in its place) was found only after every prospect had
+        # been checked and the checks written to the query log, for a list nobody got.
+        with writing_private_file(target) as clean_list:
+            with reading_text(file, "prospect list", encoding="utf-8-sig", newline="") as handle:
+                result = prescreen(node_context(ctx), handle, key_id="cli")
+            clean_list.write(result.clean_csv().encode("utf-8"))
+    except OSError as exc:  # the clean list's: reading_text says the prospect list's as InvalidInput
         console.fail(f"cannot write {target}: {exc.strerror}", code="cannot_write")
     if json_output:
         console.print_json({**result.to_json(), "output": str(target)})

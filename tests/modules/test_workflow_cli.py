@@ -96,6 +96,25 @@ def test_cli_workflow_commands_refuse_bad_input_in_one_line(bank_a_env: NodeCont
     assert code == 1 and len(lines) == 1 and message in lines[0], err
 
 
+@pytest.mark.parametrize("output", ["{tmp}/clean", "{tmp}/no-such-dir/clean.csv"], ids=["directory", "no_directory"])
+def test_cli_marketing_that_cannot_write_its_clean_list_checks_and_logs_nothing(
+        bank_a_env: NodeContext, tmp_path: Path, capsys: pytest.CaptureFixture[str], output: str) -> None:
+    """The list was screened, and its checks written to the query log, before the clean list was found to have
+    nowhere to go: the log said the bank checked prospects for a list nobody got (once more on every retry)."""
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "prospects.csv").write_text(PROSPECTS)
+    (lists / "clean").mkdir()
+    logged = json.loads(run_cli(capsys, "check-log", "--json").out)["entries"]
+    code, out, err = run_cli(capsys, "marketing", "prescreen", str(lists / "prospects.csv"), "--output",
+                             output.replace("{tmp}", str(lists)))
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1 and len(lines) == 1 and "cannot write" in lines[0] and out == "", err
+    assert json.loads(run_cli(capsys, "check-log", "--json").out)["entries"] == logged
+    assert sorted(p.name for p in lists.iterdir()) == ["clean", "prospects.csv"]
+    assert list((lists / "clean").iterdir()) == []
+
+
 def test_cli_apply_refuses_an_oversized_file_in_one_line_and_stores_nothing(
         bank_a_env: NodeContext, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A file far longer than any application (an export passed by mistake, a device) was read whole into memory,
