@@ -34,6 +34,7 @@ from node.chain.registry import (
 from node.crypto.envelopes import is_usable_public_key
 from node.errors import InvalidInput, NotFound
 from node.setup import validate_bank_identity
+from node.text import excerpt, quoted
 
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _KEY = re.compile(r"^0x[0-9a-fA-F]{64}$")
@@ -51,7 +52,7 @@ class ProposalAction(StrEnum):
 def parse_address(text: str, *, what: str = "address") -> str:
     value = text.strip()
     if not _ADDRESS.match(value):
-        raise InvalidInput(f"{what} {text!r} is not a 0x-prefixed 20-byte hex address", code="invalid_address")
+        raise InvalidInput(f"{what} {quoted(text)} is not a 0x-prefixed 20-byte hex address", code="invalid_address")
     if value == "0x" + "0" * 40:
         raise InvalidInput(f"{what} may not be the zero address", code="invalid_address")
     return value
@@ -59,7 +60,7 @@ def parse_address(text: str, *, what: str = "address") -> str:
 
 def parse_encryption_key(text: str) -> bytes:
     if not _KEY.match(text.strip()):
-        raise InvalidInput(f"encryption key {text!r} is not a 0x-prefixed 32-byte hex X25519 public key",
+        raise InvalidInput(f"encryption key {quoted(text)} is not a 0x-prefixed 32-byte hex X25519 public key",
                            code="invalid_encryption_key")
     key = bytes.fromhex(text.strip()[2:])
     if not is_usable_public_key(key):
@@ -93,7 +94,7 @@ def find_member(registry: RegistryClient, reference: str) -> Member:
         return registry.member(member_id)
     by_code = _member_with_bank_code(registry, reference)
     if by_code is None:
-        raise NotFound(f"no member with id, address or bank code {reference!r}", code="unknown_member")
+        raise NotFound(f"no member with id, address or bank code {quoted(reference)}", code="unknown_member")
     return by_code
 
 
@@ -108,7 +109,7 @@ def _member_by_number(registry: RegistryClient, reference: str) -> Member:
                            f"of member {by_code.member_id}: give the signing address instead", code="ambiguous_member")
     found = by_id or by_code
     if found is None:
-        raise NotFound(f"no member with id or bank code {reference}", code="unknown_member")
+        raise NotFound(f"no member with id or bank code {excerpt(reference)}", code="unknown_member")
     return found
 
 

@@ -33,3 +33,23 @@ def printable_name(value: str, *, field: str) -> str:
         raise InvalidInput(f"{field} must have printable characters only (no control characters)",
                            code=INVALID_CHARACTERS)
     return value
+
+
+# What a message quotes of a value someone gave. Longer values (a file's line, a whole file passed as an argument)
+# are cut here: quoted whole, they made an error "line" of megabytes on the terminal, in the API's answer and in
+# every log keeping either.
+MAX_QUOTED_CHARS = 64
+
+
+def quoted(value: str) -> str:
+    """`value` as a message names it, `repr` style; past MAX_QUOTED_CHARS, its start and its length."""
+    return repr(value) if len(value) <= MAX_QUOTED_CHARS else f"{value[:MAX_QUOTED_CHARS]!r}{_cut(value)}"
+
+
+def excerpt(value: str) -> str:
+    """`value` as is, for a message that names it without quotes; cut as `quoted` cuts it."""
+    return value if len(value) <= MAX_QUOTED_CHARS else f"{value[:MAX_QUOTED_CHARS]}{_cut(value)}"
+
+
+def _cut(value: str) -> str:
+    return f"… ({len(value):,} characters)"

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from node.chain.errors import ChainError, ChainUnavailable, ContractNotDeployed, ContractRevert, UnknownRevert
 from node.errors import AllianceError
 from node.store.db import STORE_LOST, StoreUnavailable
+from node.text import MAX_QUOTED_CHARS
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,9 @@ def request_values_hidden(request: Request) -> Callable[[str], str]:
     into every proxy, gateway and client log that keeps error answers.
     """
     named = [(name, str(value)) for name, value in (*request.path_params.items(), *request.query_params.multi_items())]
-    names = {form: name for name, value in named for form in (value, value.strip()) if len(form) >= MIN_REDACTED_VALUE}
+    # A long value is quoted cut short (node.text.quoted): its start is hidden as the whole value is.
+    names = {form: name for name, value in named for whole in (value, value.strip())
+             for form in (whole, whole[:MAX_QUOTED_CHARS]) if len(form) >= MIN_REDACTED_VALUE}
     forms = sorted(names, key=len, reverse=True)  # longest first: one value may hold another
 
     def hidden(message: str) -> str:

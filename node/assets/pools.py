@@ -70,7 +70,7 @@ from node.store.asset_tables import AssetLoan, AssetLoanIndicator, AssetPool, As
 from node.store.bulk import in_list_slices, rows_page
 from node.store.db import Store, once_more_on_conflict
 from node.store.models import utcnow
-from node.text import printable_name, storable_text
+from node.text import printable_name, quoted, storable_text
 
 logger = logging.getLogger(__name__)
 
@@ -586,7 +586,7 @@ def _draft_of(session: Session, pool_name: str) -> tuple[AssetPool, AssetVersion
     # A name a store cannot compare (a command line's undecodable bytes) is refused, not sent.
     pool = session.scalar(select(AssetPool).where(AssetPool.name == storable_text(pool_name, field="the pool name")))
     if pool is None:
-        raise NotFound(f"no local pool named {pool_name!r}", code="pool_not_found")
+        raise NotFound(f"no local pool named {quoted(pool_name)}", code="pool_not_found")
     draft = session.scalar(select(AssetVersion).where(AssetVersion.pool_ref == pool.id,
                                                       AssetVersion.state == "draft"))
     if draft is None:

@@ -27,7 +27,7 @@ from node.chain.asset_registry import AssetRegistryClient
 from node.errors import InvalidInput, NotFound
 from node.runtime import NodeContext
 from node.store.asset_tables import AssetLoan, AssetPool, AssetVersion
-from node.text import storable_text
+from node.text import quoted, storable_text
 
 logger = logging.getLogger(__name__)
 
@@ -94,17 +94,17 @@ def _anchored_loan(session: Session, reference: str) -> _AnchoredLoan:
         # In full: bytes.fromhex alone took "0x12" (or hex with spaces) as a shorter id, found nothing and
         # answered loan_not_found (404) for a malformed id.
         if not HASH32.fullmatch(reference):
-            raise InvalidInput(f"a loan id is 0x + 64 hex digits, not {reference!r}", code="invalid_loan_id")
+            raise InvalidInput(f"a loan id is 0x + 64 hex digits, not {quoted(reference)}", code="invalid_loan_id")
         query = query.where(AssetLoan.loan_id == bytes.fromhex(reference[2:]))
     else:
         _refuse_ambiguous_reference(session, reference)
         query = query.where(AssetLoan.loan_reference == reference)
     found = session.execute(query).first()
     if found is None:
-        raise NotFound(f"no anchored loan {reference!r} in this node's pools", code="loan_not_found")
+        raise NotFound(f"no anchored loan {quoted(reference)} in this node's pools", code="loan_not_found")
     position, version_ref, version, pool_id = found
     if pool_id is None or version is None:  # an anchored version always has both
-        raise NotFound(f"loan {reference!r} is in no anchored version", code="loan_not_found")
+        raise NotFound(f"loan {quoted(reference)} is in no anchored version", code="loan_not_found")
     return _AnchoredLoan(pool_id, version, version_ref, position)
 
 
@@ -143,7 +143,7 @@ def _refuse_ambiguous_reference(session: Session, reference: str) -> None:
         select(AssetLoan.originator_code).distinct().join(AssetVersion, AssetLoan.version_ref == AssetVersion.id)
         .where(AssetVersion.state == "anchored", AssetLoan.loan_reference == reference)))
     if len(originators) > 1:
-        raise InvalidInput(f"loan reference {reference!r} names loans of originators {', '.join(originators)}; "
+        raise InvalidInput(f"loan reference {quoted(reference)} names loans of originators {', '.join(originators)}; "
                            "give the loan id (0x...) instead", code="ambiguous_loan_reference")
 
 

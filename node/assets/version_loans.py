@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from node.errors import NotFound
 from node.store.asset_tables import AssetLoan, AssetPool, AssetVersion
 from node.store.db import Store
-from node.text import storable_text
+from node.text import quoted, storable_text
 
 # Loan ids per page of GET /v1/assets/pools/{name}/versions/{n}/loans: an id is 68 bytes of JSON, so the largest page
 # is some 0.7 MB, and a million-loan version is a hundred requests.
@@ -54,7 +54,7 @@ def anchored_version(store: Store, pool_name: str, version: int | None = None) -
         pool = session.scalar(select(AssetPool).where(AssetPool.name == storable_text(pool_name,
                                                                                      field="the pool name")))
         if pool is None:
-            raise NotFound(f"no local pool named {pool_name!r}", code="pool_not_found")
+            raise NotFound(f"no local pool named {quoted(pool_name)}", code="pool_not_found")
         found = _anchored_row(session, pool.id, version)
         if found is None or pool.pool_id is None or found.version is None:  # an anchored version has both numbers
             raise NotFound(_no_version(pool_name, version), code="version_not_found")

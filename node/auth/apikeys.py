@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from node.errors import InvalidInput
 from node.store.models import ApiKey, utcnow
-from node.text import printable_name
+from node.text import excerpt, printable_name
 
 KEY_PREFIX = "ak"
 _KEY_ID_BYTES = 8
@@ -88,7 +88,7 @@ def revoke_api_key(session: Session, key: str) -> KeyInfo:
     # Only ids of the issued form are looked up: PostgreSQL refuses a NUL in a query parameter with an error.
     row = session.get(ApiKey, key_id) if _KEY_ID.fullmatch(key_id) else None
     if row is None:
-        raise InvalidApiKey(f"no API key {key_id}")
+        raise InvalidApiKey(f"no API key {excerpt(key_id)}")
     row.revoked_at = row.revoked_at or utcnow()
     return _info(row)
 

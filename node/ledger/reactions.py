@@ -31,6 +31,7 @@ from node.store.ledger_tables import (
     accepted,
 )
 from node.store.models import utcnow
+from node.text import quoted
 
 _INDICATOR_HEX = re.compile(r"(?:0x)?([0-9a-fA-F]{64})")
 
@@ -185,7 +186,7 @@ def _reason(vocabulary: type[DisputeReason] | type[RevokeReason], name: str) -> 
     try:
         return int(vocabulary[name])
     except KeyError:
-        raise InvalidInput(f"unknown reason {name!r}; one of {', '.join(r.name for r in vocabulary)}",
+        raise InvalidInput(f"unknown reason {quoted(name)}; one of {', '.join(r.name for r in vocabulary)}",
                            code="unknown_reason") from None
 
 

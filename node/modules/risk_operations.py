@@ -39,6 +39,7 @@ from node.store.bulk import rows_page
 from node.store.db import once_more_on_conflict
 from node.store.ledger_tables import MirrorRecord, SyncState
 from node.store.models import as_utc, utcnow
+from node.text import quoted
 
 NAME = "risk_operations"
 ALERT_STATES = ("open", "dismissed", "confirming", "confirmed")
@@ -256,7 +257,8 @@ def alerts_page(node: Any, *, state: str | None = None, after: int | None = None
                 limit: int | None = DEFAULT_ALERTS_PAGE) -> AlertsPage:
     """The alerts older than alert `after` (newest first: by id, which only grows), at most `limit` (None: all)."""
     if state and state not in ALERT_STATES:  # a typo would otherwise list nothing, as if there were no alerts
-        raise InvalidInput(f"unknown alert state {state!r}; one of {', '.join(ALERT_STATES)}", code="invalid_state")
+        raise InvalidInput(f"unknown alert state {quoted(state)}; one of {', '.join(ALERT_STATES)}",
+                           code="invalid_state")
     with node.store.session() as session:
         query = select(RiskAlert).order_by(RiskAlert.id.desc())
         if state:

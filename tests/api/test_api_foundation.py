@@ -120,6 +120,15 @@ def test_read_member_errors_have_codes(api: ApiNode, reference: str, status: int
     assert response.json()["error"]["code"] == code
 
 
+def test_a_refusal_quoting_a_long_path_value_cut_short_hides_its_start_too(api: ApiNode) -> None:
+    """A refusal quotes a long value cut short (node.text.quoted): the start it kept must be hidden as the whole
+    value was, or a phone number opening a mistyped path came back in the answer."""
+    reference = "13800138000" + "x" * 5000
+    response = api.client.get(f"/v1/members/{reference}", headers=api.headers(Role.analyst))
+    message = response.json()["error"]["message"]
+    assert response.status_code == 404 and "13800138000" not in message and len(message) < 200, message[:200]
+
+
 def test_members_unavailable_when_chain_down_is_503(api: ApiNode) -> None:
     settings = load_settings(api.node.settings.data_dir, rpc_url="http://127.0.0.1:9",
                              database_url=api.node.settings.effective_database_url)

@@ -507,6 +507,30 @@ def test_member_show_unknown_member_fails(cli: CliRunner, deployed: dict[str, st
         assert "no member" in one_error_line(result.err)
 
 
+LONG = "x" * 200_000  # a line of a file, or a file's content, passed where a name or a reference goes
+
+
+@pytest.mark.parametrize(("args", "code"), [
+    (("member", "show", LONG), "unknown_member"), (("member", "show", "9" * 200_000), "unknown_member"),
+    (("member", "propose", "suspend", LONG), "unknown_member"),
+    (("member", "propose", "rotate", "1", "--new-account", LONG), "invalid_address"),
+    (("apikey", "revoke", LONG), ""),
+    (("fraud", "withdraw", "0" * 32, "--reason", LONG), "unknown_reason"),
+    (("alerts", "--state", LONG), "invalid_state"),
+    (("assets", "anchor", LONG), "pool_not_found"), (("assets", "loans", LONG), "pool_not_found"),
+    (("assets", "prove", LONG), "loan_not_found"), (("assets", "prove", "0x" + LONG), "invalid_loan_id"),
+], ids=["member_show", "member_show_digits", "member_propose", "member_propose_new_account", "apikey_revoke",
+        "fraud_withdraw_reason", "alerts_state", "assets_anchor", "assets_loans", "assets_prove", "assets_prove_id"])
+def test_a_refusal_quotes_a_long_argument_cut_short(cli: CliRunner, deployed: dict[str, str],
+                                                   args: tuple[str, ...], code: str) -> None:
+    """The line quoted the value whole: 200,000 characters (the megabytes of a file's line) of one error "line" on
+    the terminal, in logs and in the API's answer."""
+    result = cli(*args)
+    assert result.code == 1
+    line = one_error_line(result.err)
+    assert len(line) < 400 and "… (200,0" in line and line.endswith(f" [{code}]" if code else ""), line[:400]
+
+
 def test_member_show_finds_a_bank_by_a_bank_code_of_digits(cli: CliRunner, deployed: dict[str, str]) -> None:
     """All digits was read as a member id only: a bank with a CNAPS code (12 digits) could not be found by it."""
     assert cli("member", "propose", "admit", "--account", Signer.generate().address, "--name", "Bank B",
