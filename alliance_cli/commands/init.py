@@ -19,14 +19,17 @@ def init_command(
     ctx: typer.Context,
     bank_name: Annotated[str, typer.Option(help="The bank's name as shown to the consortium.")],
     bank_code: Annotated[str, typer.Option(help="A unique code, e.g. the bank's BIC or CNAPS code.")],
-    network: Annotated[Network, typer.Option(help="dev (local chain the node starts), local or consortium.")]
-    = Network.dev,
+    network: Annotated[Network | None, typer.Option(
+        help="dev (local chain the node starts), local or consortium; default ALLIANCE_NETWORK, else dev.",
+        show_default=False)] = None,
     rpc_url: Annotated[str | None, typer.Option(help="JSON-RPC URL (local and consortium networks).")] = None,
     json_output: JsonOption = False,
 ) -> None:
     """Create the data dir with a signing key, an X25519 key for key envelopes, config and store."""
     state: CliState = ctx.find_root().obj
-    overrides = {"network": network} | ({"rpc_url": rpc_url} if rpc_url else {})
+    # Only what was given: a default here outranked ALLIANCE_NETWORK, so `ALLIANCE_NETWORK=consortium alliance init`
+    # made a dev node, and a misspelt value went unread instead of being refused as invalid configuration.
+    overrides = ({"network": network} if network else {}) | ({"rpc_url": rpc_url} if rpc_url else {})
     settings = load_settings(state.data_dir, **overrides)
     passphrase = settings.passphrase
     if passphrase is None:

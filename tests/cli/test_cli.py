@@ -124,6 +124,21 @@ def test_init_outside_dev_without_a_passphrase_or_a_terminal_fails_with_one_line
 
 
 
+def test_init_takes_the_network_from_the_environment_and_refuses_an_unknown_one(cli: CliRunner,
+                                                                                data_dir: Path) -> None:
+    """--network defaulted to dev and outranked ALLIANCE_NETWORK: `ALLIANCE_NETWORK=bogus` made a dev node without a
+    word, and `ALLIANCE_NETWORK=local` a dev node too, which starts a chain of its own."""
+    refused = cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA", env={"ALLIANCE_NETWORK": "bogus"})
+    assert refused.code == 1
+    assert "invalid configuration: network" in one_error_line(refused.err)
+    assert not data_dir.exists()
+    local = cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA", "--rpc-url", "http://127.0.0.1:8545",
+                env={"ALLIANCE_NETWORK": "local", "ALLIANCE_KEY_PASSPHRASE": "a passphrase long enough"})
+    assert local.code == 0, local.err
+    assert load_settings(data_dir).network.value == "local"
+    assert tomllib.loads((data_dir / "alliance.toml").read_text())["network"] == "local"
+
+
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
