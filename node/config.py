@@ -31,6 +31,7 @@ from node.chain.profiles import NetworkProfile, ProfileError, load_profile
 from node.modules.selection_snapshots import SNAPSHOT_CAPACITY, SNAPSHOT_TTL_S
 from node.paths import CHAIN_CONFIG_DIR
 from node.private_files import write_private_text
+from node.text import excerpt
 
 DEFAULT_DATA_DIR = Path(".alliance")
 CONFIG_FILE = "alliance.toml"
@@ -284,7 +285,13 @@ def _source_of(location: tuple[Any, ...], toml_path: Path, overrides: dict[str, 
 def load_settings(data_dir: Path | str | None = None, **overrides: Any) -> Settings:
     directory = resolve_data_dir(data_dir)
     toml_path = directory / CONFIG_FILE
-    if toml_path.exists():
+    try:
+        configured = toml_path.exists()
+    except OSError as exc:
+        # exists() says False only of a path that is not there: a name too long, or a directory this user may not
+        # search, raised its OSError, a traceback of every command given such a --data-dir.
+        raise ConfigError(f"data dir {excerpt(str(directory))} cannot be used: {exc.strerror or exc}") from None
+    if configured:
         try:
             in_file = tomllib.loads(toml_path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:

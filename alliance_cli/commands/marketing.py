@@ -27,20 +27,20 @@ def marketing_prescreen(
 ) -> None:
     """Drop invalid, duplicate and blacklisted prospects; write the clean list and count per segment."""
     target = output or file.with_name(file.stem + ".clean.csv")
-    if target.exists() and file.exists() and target.samefile(file):
+    if _same_file(target, file):
         # The clean list replaced the list it came from: the rows it drops were gone, with nothing saying which.
         raise InvalidInput(f"--output {target} is the prospect list itself; name another file",
                            code="output_is_input")
-    try:
-        # Owner-only: it holds the prospects' raw identifiers. Made before the list is screened: a clean list with
-        # nowhere to go (its directory missing, a directory in its place) was found only after every prospect had
-        # been checked and the checks written to the query log, for a list nobody got.
-        with writing_private_file(target) as clean_list:
-            with reading_text(file, "prospect list", encoding="utf-8-sig", newline="") as handle:
+    with reading_text(file, "prospect list", encoding="utf-8-sig", newline="") as handle:
+        try:
+            # Owner-only: it holds the prospects' raw identifiers. Made before the list is screened: a clean list
+            # with nowhere to go (its directory missing, a directory in its place) was found only after every
+            # prospect had been checked and the checks written to the query log, for a list nobody got.
+            with writing_private_file(target) as clean_list:
                 result = prescreen(node_context(ctx), handle, key_id="cli")
-            clean_list.write(result.clean_csv().encode("utf-8"))
-    except OSError as exc:  # the clean list's: reading_text says the prospect list's as InvalidInput
-        console.fail(f"cannot write {target}: {exc.strerror}", code="cannot_write")
+                clean_list.write(result.clean_csv().encode("utf-8"))
+        except OSError as exc:  # here, not in reading_text, which would call it the prospect list's
+            console.fail(f"cannot write {target}: {exc.strerror}", code="cannot_write")
     if json_output:
         console.print_json({**result.to_json(), "output": str(target)})
         return
@@ -49,3 +49,9 @@ def marketing_prescreen(
                    for name, c in sorted(result.segments.items())])
     console.success(f"{result.totals().kept} prospects written to {target}")
 
+
+def _same_file(one: Path, other: Path) -> bool:
+    try:
+        return one.samefile(other)
+    except OSError:  # either not there, or a name too long (exists() raised that one): said when read or written
+        return False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 import tempfile
 from contextlib import closing
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ def backup_sqlite_store(database_url: str, target: Path) -> StoreBackup:
     if not source.is_file():
         raise StoreNotFound(f"no store at {source}")
     target = target.expanduser()
-    if target.exists():
+    if _stat(target, code="backup_unwritable") is not None:
         raise Conflict(f"{target} exists already; a backup never replaces a file", code="backup_exists")
     if not target.parent.is_dir():
         raise InvalidInput(f"no directory {target.parent} to write the backup in", code="backup_dir_missing")
@@ -138,7 +139,8 @@ def restore_sqlite_store(database_url: str, backup: Path) -> StoreRestore:
     """
     store = _sqlite_path(database_url, restore=True)
     backup = backup.expanduser()
-    if not backup.is_file():
+    found = _stat(backup, code="backup_missing")
+    if found is None or not stat.S_ISREG(found.st_mode):
         raise InvalidInput(f"no backup file at {backup}", code="backup_missing")
     if store.exists() and store.samefile(backup):
         raise InvalidInput(f"{backup} is the store itself, not a backup of it", code="backup_is_the_store")
@@ -157,6 +159,17 @@ def restore_sqlite_store(database_url: str, backup: Path) -> StoreRestore:
     except sqlite3.DatabaseError as exc:
         raise StoreUnavailable(f"cannot restore the store at {store}: {exc}") from exc
     return StoreRestore(store, revision)
+
+
+def _stat(path: Path, *, code: str) -> os.stat_result | None:
+    """`path`'s status, None if nothing is there. Path.exists() and is_file() say False only of a path that is not
+    there: a name too long, or a directory this user may not search, raised its OSError (a traceback)."""
+    try:
+        return path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        raise InvalidInput(f"{path} cannot be used: {exc.strerror or exc}", code=code) from None
 
 
 def _checked_backup(backup: Path) -> str:

@@ -437,6 +437,25 @@ def test_commands_on_an_uninitialised_data_dir_fail_and_create_nothing(cli: CliR
     assert not data_dir.exists()
 
 
+@pytest.mark.parametrize("args", [
+    ("--data-dir", "{long}", "node", "status"),
+    ("--data-dir", "{long}", "init", "--bank-name", "A", "--bank-code", "BA"),
+    ("store", "backup", "{long}"), ("store", "restore", "{long}"),
+    ("marketing", "prescreen", "{tmp}/prospects.csv", "--output", "{long}"),
+], ids=["data_dir", "init_data_dir", "store_backup", "store_restore", "prescreen_output"])
+def test_a_path_whose_name_is_too_long_fails_with_one_line(cli: CliRunner, data_dir: Path, tmp_path: Path,
+                                                          args: tuple[str, ...]) -> None:
+    """Path.exists() and is_file() answer False only for a path that is not there: a name past the file system's
+    limit (or a directory this user may not search) raised its OSError, a traceback."""
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0
+    (tmp_path / "prospects.csv").write_text("phone\n13800138000\n")
+    long = tmp_path / ("a" * 300)  # one name past NAME_MAX (255)
+    result = cli(*(a.format(long=long, tmp=tmp_path) for a in args))
+    assert result.code == 1
+    assert "too long" in one_error_line(result.err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["node-data", "prospects.csv"]
+
+
 def test_member_list_shows_the_deployer(cli: CliRunner, deployed: dict[str, str]) -> None:
     result = cli("member", "list", "--json")
     assert result.code == 0, result.err
