@@ -136,15 +136,7 @@ class Settings(BaseSettings):
         extension hook on every pass. Not quoted (it may carry credentials)."""
         if url is None or (url == "" and info.field_name == "risk_alert_webhook_url"):
             return None  # an empty webhook URL (`ALLIANCE_RISK_ALERT_WEBHOOK_URL=`) is no webhook, as it always was
-        try:
-            parts = urlsplit(url)
-            parts.port  # noqa: B018 -- raises ValueError for a port that is not a number in range
-        except ValueError:
-            parts = None
-        # A control character is refused by the HTTP clients at the first request, not by urlsplit.
-        if (parts is None or parts.scheme not in ("http", "https") or not parts.hostname
-                or any(ord(c) < 0x20 or ord(c) == 0x7F for c in url)
-                or (info.field_name == "risk_alert_webhook_url" and not _httpx_can_send_to(url))):
+        if not is_http_url(url) or (info.field_name == "risk_alert_webhook_url" and not _httpx_can_send_to(url)):
             example = "http://127.0.0.1:8545" if info.field_name == "rpc_url" else "https://alerts.bank.internal/hook"
             raise ValueError(f"not an http(s) URL with a host, e.g. {example}")
         return url
@@ -280,6 +272,18 @@ def _source_of(location: tuple[Any, ...], toml_path: Path, overrides: dict[str, 
     if field and any(key.upper() == variable for key in os.environ):
         return f"from {variable}"
     return f"from {toml_path}"
+
+
+def is_http_url(url: str) -> bool:
+    """Whether `url` is an http(s) URL with a host (and a port in range, if any), which the HTTP clients can send to."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number in range
+    except ValueError:
+        return False
+    # A control character is refused by the HTTP clients at the first request, not by urlsplit.
+    return (parts.scheme in ("http", "https") and bool(parts.hostname)
+            and not any(ord(c) < 0x20 or ord(c) == 0x7F for c in url))
 
 
 def load_settings(data_dir: Path | str | None = None, **overrides: Any) -> Settings:

@@ -51,8 +51,10 @@ from node.assets.history import (
 from node.assets.records import HASH32, LEAF_ENCODING, STATUS_ENCODING, LoanRecord, LoanStatus
 from node.chain.asset_registry import AssetRegistryClient, PoolEvent, PoolInfo, PublishedLoanIds, VersionInfo
 from node.chain.client import ChainClient
-from node.chain.errors import ChainDataMissing, ChainError, ChainUnavailable, MalformedChainAnswer
+from node.chain.errors import ChainDataMissing, ChainError, ChainUnavailable, MalformedChainAnswer, redacted_url
 from node.chain.registry import MemberRole, MemberStatus
+from node.config import is_http_url
+from node.errors import InvalidInput
 from node.merkle import MerkleTreeError, standard_leaf_hash, verify_proof
 
 _BUNDLE_KEYS = {"format", "chain_id", "registry", "pool_id", "version", "record", "leaf_encoding", "leaf",
@@ -118,7 +120,13 @@ def verify_bundles(bundles: Sequence[Any], rpc_url: str, registry_address: str, 
                    request_timeout: float = REQUEST_TIMEOUT_S) -> list[Verdict]:
     """Check each of `bundles` as `verify_bundle` does, in one run: what the chain answers is read once for all of
     them, at one chain head (an audit sample of a pool asks the same things for every loan: every published loan id,
-    the version's ids, the pool's history, the signers' roles). Each bundle gets its own verdict."""
+    the version's ids, the pool's history, the signers' roles). Each bundle gets its own verdict.
+
+    An `rpc_url` nothing can be sent to is refused (InvalidInput) before any bundle is judged: a typo in it was the
+    verdict NOT VERIFIED ("chain refused the lookup"), which says the evidence failed, of evidence never checked."""
+    if not is_http_url(rpc_url):
+        raise InvalidInput(f"chain RPC URL {redacted_url(rpc_url)!r} is not an http(s) URL with a host, e.g. "
+                           "http://127.0.0.1:8545; nothing was verified", code="invalid_rpc_url")
     reads = _ReadsOnce(ChainClient(rpc_url, request_timeout=request_timeout), registry_address)
     roles = _RoleBook(reads)
     return [_verify(bundle, reads, roles) for bundle in bundles]

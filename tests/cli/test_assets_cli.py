@@ -203,16 +203,18 @@ def test_audit_verify_with_unreachable_rpc_fails_with_one_line(cli: CliRunner, a
     assert cli("assets", "prove", "LN-000001", "--out", str(bundle)).code == 0
     result = cli("audit", "verify", str(bundle), "--rpc", "http://127.0.0.1:9", "--registry", "0x" + "11" * 20)
     assert result.code == 1 and "is unreachable" in one_error_line(result.err)
-    # Without its scheme the URL was a traceback of requests' MissingSchema; now the chain check fails.
-    no_scheme = cli("audit", "verify", str(bundle), "--rpc", "127.0.0.1:9", "--registry", "0x" + "11" * 20)
-    assert no_scheme.code == 1 and "Traceback" not in no_scheme.err
-    assert "NOT VERIFIED: chain refused the lookup: chain RPC URL '127.0.0.1:9' is not an http(s) URL" \
-        in no_scheme.err
+    # Without its scheme the URL was a traceback of requests' MissingSchema, then the verdict NOT VERIFIED ("chain
+    # refused the lookup"), which says the evidence failed, of evidence never checked: now a refusal of the --rpc.
+    for url in ("127.0.0.1:9", "ftp://127.0.0.1/", "http://[::1", "http://127.0.0.1:99999", ""):
+        refused = cli("audit", "verify", str(bundle), "--rpc", url, "--registry", "0x" + "11" * 20)
+        assert refused.code == 1 and refused.out == ""
+        line = one_error_line(refused.err)
+        assert f"chain RPC URL {url!r} is not an http(s) URL" in line and line.endswith(" [invalid_rpc_url]"), line
     # Its credentials and query were shown as typed: the redaction looked for them after a scheme only.
     secret = cli("audit", "verify", str(bundle), "--rpc", "auditor:s3cret@127.0.0.1:9/rpc?apikey=k3y",
                  "--registry", "0x" + "11" * 20)
     assert secret.code == 1 and "s3cret" not in secret.out + secret.err and "k3y" not in secret.out + secret.err
-    assert "chain RPC URL '***@127.0.0.1:9/rpc?***' is not an http(s) URL" in secret.err
+    assert "chain RPC URL '***@127.0.0.1:9/rpc?***' is not an http(s) URL" in one_error_line(secret.err)
 
 
 def test_a_chain_failure_with_json_is_ajson_error_on_stdout(cli: CliRunner, anchored: dict[str, Any],
