@@ -66,6 +66,20 @@ def find_compiler() -> SolcCompiler:
     )
 
 
+def _version_of(compiler: SolcCompiler) -> str:
+    """The solc version `compiler` says it is. A path that runs no solc (ALLIANCE_SOLC naming a directory, a file that
+    is not executable, another program) is CompilerNotFound, one line: the probe raised OSError or SolcError, and
+    `contracts build` ended in a traceback."""
+    try:
+        return str(get_solc_version(compiler.path))
+    except OSError as exc:
+        raise CompilerNotFound(f"{compiler.origin} solc at {compiler.path} cannot be run: "
+                               f"{exc.strerror or exc}") from None
+    except SolcError:
+        raise CompilerNotFound(f"{compiler.origin} solc at {compiler.path} does not answer `--version` as solc "
+                               "does") from None
+
+
 def collect_sources(entry_files: list[Path], contracts_dir: Path = CONTRACTS_DIR) -> dict[str, str]:
     """Source unit name -> content for the entry files and everything they import, transitively.
 
@@ -98,7 +112,7 @@ def _resolve(unit: str, contracts_dir: Path) -> Path:
 def compile_contracts(contracts_dir: Path = CONTRACTS_DIR,
                       compiler: SolcCompiler | None = None) -> list[ContractArtifact]:
     compiler = compiler or find_compiler()
-    found = str(get_solc_version(compiler.path))
+    found = _version_of(compiler)
     if found != SOLC_VERSION:
         raise CompilerNotFound(f"{compiler.origin} solc at {compiler.path} is {found}, the project pins {SOLC_VERSION}")
     entries = sorted(contracts_dir.glob("*.sol"))

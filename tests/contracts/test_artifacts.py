@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from node.chain.artifacts import ArtifactMissing, load_artifact
-from node.chain.compiler import SOLC_VERSION, CompilationFailed, compile_contracts, find_compiler
+from node.chain.compiler import SOLC_VERSION, CompilationFailed, CompilerNotFound, compile_contracts, find_compiler
 from node.paths import ARTIFACTS_DIR, CONTRACTS_DIR
 
 
@@ -48,6 +48,25 @@ def test_find_compiler_honours_alliance_solc(monkeypatch: pytest.MonkeyPatch, tm
         find_compiler()
     monkeypatch.setenv("ALLIANCE_SOLC", str(CONTRACTS_DIR / "tools" / "solcjs-standard-json.cjs"))
     assert find_compiler().origin == "ALLIANCE_SOLC"
+
+
+@pytest.mark.parametrize(("solc", "problem"), [
+    ("directory", "cannot be run: Permission denied"),
+    ("not-executable", "cannot be run: Permission denied"),
+    ("another-program", "does not answer `--version` as solc does"),
+])
+def test_compile_refuses_alliance_solc_that_runs_no_solc(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, solc: str,
+                                                         problem: str) -> None:
+    # These raised PermissionError or SolcError from the version probe: `alliance contracts build` a traceback.
+    path = tmp_path / solc
+    if solc == "directory":
+        path.mkdir()
+    else:
+        path.write_text("#!/bin/sh\nexit 0\n")
+        path.chmod(0o755 if solc == "another-program" else 0o644)
+    monkeypatch.setenv("ALLIANCE_SOLC", str(path))
+    with pytest.raises(CompilerNotFound, match=f"ALLIANCE_SOLC solc at {path} {problem}"):
+        compile_contracts()
 
 
 def test_load_artifact_missing_is_clear() -> None:
