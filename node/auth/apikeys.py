@@ -14,7 +14,7 @@ from enum import StrEnum
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from node.errors import InvalidInput
+from node.errors import InvalidInput, NotFound
 from node.store.models import ApiKey, utcnow
 from node.text import excerpt, printable_name
 
@@ -88,7 +88,8 @@ def revoke_api_key(session: Session, key: str) -> KeyInfo:
     # Only ids of the issued form are looked up: PostgreSQL refuses a NUL in a query parameter with an error.
     row = session.get(ApiKey, key_id) if _KEY_ID.fullmatch(key_id) else None
     if row is None:
-        raise InvalidApiKey(f"no API key {excerpt(key_id)}")
+        # A refusal with its code, as every other: InvalidApiKey (the API's 401) had none, the CLI's line ended bare.
+        raise NotFound(f"no API key {excerpt(key_id)}", code="api_key_not_found")
     row.revoked_at = row.revoked_at or utcnow()
     return _info(row)
 

@@ -1042,7 +1042,9 @@ def test_apikey_create_list_revoke(cli: CliRunner, deployed: dict[str, str]) -> 
     assert created["token"] not in cli("apikey", "list", "--json").out
     assert cli("apikey", "revoke", created["key_id"]).code == 0
     assert json.loads(cli("apikey", "list", "--json").out)[0]["revoked"] is True
-    assert cli("apikey", "revoke", "nope").code == 1
+    refused = cli("apikey", "revoke", "nope")
+    assert refused.code == 1
+    assert one_error_line(refused.err) == "error: no API key nope [api_key_not_found]"
 
 
 def test_apikey_revoke_of_a_whole_token_revokes_its_key_and_never_shows_its_secret(
@@ -1054,7 +1056,7 @@ def test_apikey_revoke_of_a_whole_token_revokes_its_key_and_never_shows_its_secr
     unknown = created["token"].replace(created["key_id"], "0" * 16)
     refused = cli("apikey", "revoke", unknown)
     assert refused.code == 1
-    assert one_error_line(refused.err) == f"error: no API key {'0' * 16}"
+    assert one_error_line(refused.err) == f"error: no API key {'0' * 16} [api_key_not_found]"
     assert json.loads(cli("apikey", "list", "--json").out)[0]["revoked"] is False
     revoked = cli("apikey", "revoke", created["token"])
     assert revoked.code == 0
