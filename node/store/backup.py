@@ -173,11 +173,15 @@ def _stat(path: Path, *, code: str) -> os.stat_result | None:
 
 
 def _checked_backup(backup: Path) -> str:
+    # A file that is no backup is the operator's input, refused with a code of its own: as StoreUnavailable its line
+    # had no code, and the kind named (`store_unavailable`) said the node's store was down.
     try:
         with closing(sqlite3.connect(_read_only_uri(backup), uri=True)) as reader:
             revision = _checked_revision(reader, backup)
     except sqlite3.DatabaseError as exc:
-        raise StoreUnavailable(f"{backup} is not a node's store: {exc}") from exc
+        raise InvalidInput(f"{backup} is not a node's store: {exc}", code="not_a_backup") from None
+    except StoreUnavailable as exc:
+        raise InvalidInput(str(exc), code="not_a_backup") from None
     known = {script.revision for script in ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions()}
     if revision not in known:
         raise UnknownSchemaRevision(f"the backup {backup} is at schema revision {revision}, which this version of "

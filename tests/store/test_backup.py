@@ -183,10 +183,10 @@ def test_restore_of_a_file_that_is_no_backup_is_refused_and_changes_nothing(
     other = tmp_path / "other.db"
     with sqlite3.connect(other) as raw:
         raw.execute("CREATE TABLE t (x)")
-    with pytest.raises(StoreUnavailable, match="is not a node's store"):
-        restore_sqlite_store(store.url, text)
-    with pytest.raises(StoreUnavailable, match="is not a node's store"):
-        restore_sqlite_store(store.url, other)
+    for not_a_backup in (text, other):
+        with pytest.raises(InvalidInput, match="is not a node's store") as refused:
+            restore_sqlite_store(store.url, not_a_backup)
+        assert refused.value.code == "not_a_backup"
     with pytest.raises(InvalidInput, match="no backup file") as missing:
         restore_sqlite_store(store.url, tmp_path / "absent.db")
     assert missing.value.code == "backup_missing"
