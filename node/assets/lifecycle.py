@@ -17,6 +17,7 @@ import csv
 import hashlib
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,9 @@ from node.store.db import once_more_on_conflict
 # periods): a larger number is refused as bad input before anything is sent, rather than taken on chain and then
 # failing to be stored.
 MAX_PERIOD = MAX_VERSION = 2**31 - 1  # INTEGER
+
+# A loan id in a status file or the API's statuses: 64 hex digits, optionally after 0x.
+_LOAN_ID_HEX = re.compile(r"(?:0x)?([0-9a-fA-F]{64})")
 
 logger = logging.getLogger(__name__)
 
@@ -377,15 +381,38 @@ def _read_statuses(reader: csv.DictReader[str]) -> dict[bytes, LoanStatus]:
             # A short row leaves its missing cells None; a long one puts its extra cells under None.
             if None in row or None in row.values():
                 raise ValueError("cells do not match the columns")
-            loan_id = bytes.fromhex(row["loan_id"].strip().removeprefix("0x"))
+            loan_id = _loan_id(row["loan_id"].strip())
             status = LoanStatus[row["status"].strip().lower()]
         except (ValueError, KeyError):
             raise InvalidInput(f"line {reader.line_num}: need a 0x loan id and one of "
                                f"{[s.name for s in LoanStatus]}", code="bad_status_file") from None
-        if len(loan_id) != 32 or loan_id in statuses:
+        if loan_id is None or loan_id in statuses:
             raise InvalidInput(f"line {reader.line_num}: bad or repeated loan id", code="bad_status_file")
         statuses[loan_id] = status
     return statuses
+
+
+def parse_statuses(raw: dict[str, str]) -> dict[bytes, LoanStatus]:
+    """Statuses given as loan id (0x-hex) -> status name, as the API takes them; InvalidInput (bad_statuses) for a
+    malformed or repeated id or an unknown status."""
+    statuses: dict[bytes, LoanStatus] = {}
+    for text, name in raw.items():
+        loan_id = _loan_id(text)
+        if loan_id is None or name not in LoanStatus.__members__:
+            raise InvalidInput(f"statuses: need 0x loan ids and one of {[s.name for s in LoanStatus]}",
+                               code="bad_statuses")
+        if loan_id in statuses:
+            # "0xAB..." and "0xab..." are one loan: a second status for it was kept and the first one dropped.
+            raise InvalidInput("statuses: a loan id is given twice", code="bad_statuses")
+        statuses[loan_id] = LoanStatus[name]
+    return statuses
+
+
+def _loan_id(text: str) -> bytes | None:
+    """A loan id written as 64 hex digits, optionally after 0x; None for anything else. Matched in full:
+    bytes.fromhex skips whitespace, so hex with spaces in it was read as an id."""
+    match = _LOAN_ID_HEX.fullmatch(text)
+    return None if match is None else bytes.fromhex(match.group(1))
 
 
 def _statuses_from_records(session: Any, pool_id: int, version: int) -> dict[bytes, LoanStatus]:

@@ -426,6 +426,21 @@ def test_assets_api_unknown_loan_and_bad_statuses(api: ApiNode) -> None:
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "bad_statuses"
 
 
+@pytest.mark.parametrize("statuses", [
+    {"0x" + "ab" * 32: "current", "0x" + "AB" * 32: "defaulted"},  # one loan twice: the last status was kept
+    {"0xab ab" + "ab" * 30: "current"},  # bytes.fromhex skips the space: taken as a loan id
+], ids=["repeated_loan", "inner_space"])
+def test_servicing_statuses_are_refused_before_the_chain_is_asked(api: ApiNode, statuses: dict[str, str]) -> None:
+    """Each was read as a loan's status (and for the unknown pool here, answered 404 by the registry); a report of
+    such a map published one status of two, unsaid."""
+    head = api.node.chain.block_number()
+    response = api.client.post("/v1/assets/pools/1/servicing", json={"period": 1, "statuses": statuses},
+                               headers=api.headers(Role.operator))
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "bad_statuses"
+    assert api.node.chain.block_number() == head
+
+
 @pytest.mark.parametrize(("method", "path", "role", "body"), [
     ("GET", "/v1/assets/pools/99", Role.auditor, None),
     ("POST", "/v1/assets/pools/99/accept", Role.operator, None),

@@ -651,7 +651,8 @@ LOAN_ID_HEX = "0x" + "ab" * 32
 @pytest.mark.parametrize(("content", "problem"), [
     (f"loan_id,status\n{LOAN_ID_HEX}\n".encode(), "line 2"),  # a row short of its status cell
     (f"loan_id,status\n{LOAN_ID_HEX},curr\xe9nt\n".encode("latin-1"), "not UTF-8"),
-], ids=["short_row", "not_utf8"])
+    (f"loan_id,status\n0xab ab{'ab' * 30},current\n".encode(), "line 2"),  # bytes.fromhex skipped the space
+], ids=["short_row", "not_utf8", "inner_space"])
 def test_read_status_file_refuses_malformed_file(tmp_path: Path, content: bytes, problem: str) -> None:
     """A trustee's hand-made status file is input like a tape: refused with the reason, never a traceback."""
     path = tmp_path / "statuses.csv"

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Response, status
 from pydantic import BaseModel, Field, field_validator
 
 from node.api.deps import NEXT_PAGE_HEADER, NodeDep, require_roles
+from node.api.json_numbers import JsonInt
 from node.assets import lifecycle
 from node.assets.pool_state import read_pool_state
 from node.assets.pools import (
@@ -23,11 +24,9 @@ from node.assets.pools import (
     pools_page,
 )
 from node.assets.provenance import build_bundle, build_bundles
-from node.assets.records import LoanStatus
 from node.assets.screening import DEFAULT_FLAGS_PAGE, MAX_FLAGS_PAGE
 from node.assets.version_loans import DEFAULT_LOANS_PAGE, MAX_LOANS_PAGE, MAX_POSITION, anchored_version, loan_ids_page
 from node.auth.apikeys import KeyInfo, Role
-from node.errors import InvalidInput
 
 router = APIRouter(prefix="/assets", tags=["assets"])
 
@@ -81,8 +80,8 @@ class ProvenanceIn(BaseModel):
 
 
 class ServicingIn(BaseModel):
-    period: int = Field(ge=1, le=lifecycle.MAX_PERIOD)
-    version: int | None = Field(default=None, ge=1, le=lifecycle.MAX_VERSION,
+    period: JsonInt = Field(ge=1, le=lifecycle.MAX_PERIOD)
+    version: JsonInt | None = Field(default=None, ge=1, le=lifecycle.MAX_VERSION,
                                 description="Default: the pool's latest version.")
     statuses: dict[str, str] | None = Field(default=None, description="loan id (0x-hex) -> status; default: the "
                                             "statuses of this bank's records of the version.")
@@ -207,7 +206,7 @@ def vote_successor(*, pool_id: PoolId, node: NodeDep, _key: Operator) -> Any:
 @router.post("/pools/{pool_id}/servicing", status_code=status.HTTP_201_CREATED)
 def create_servicing_report(*, pool_id: PoolId, body: ServicingIn, node: NodeDep, _key: Operator) -> Any:
     """Report the servicing status of a version's loans for a period."""
-    statuses = None if body.statuses is None else _parse_statuses(body.statuses)
+    statuses = None if body.statuses is None else lifecycle.parse_statuses(body.statuses)
     return lifecycle.report_servicing(node, pool_id, body.period, version=body.version, statuses=statuses).to_json()
 
 
@@ -247,16 +246,3 @@ def list_double_financing(*, node: NodeDep, _key: Reader, response: Response,
         response.headers[NEXT_PAGE_HEADER] = "0x" + page[-1][0].hex()
     return [{"loan_id": "0x" + loan_id.hex(), "pool_ids": pools} for loan_id, pools in page]
 
-
-def _parse_statuses(raw: dict[str, str]) -> dict[bytes, LoanStatus]:
-    parsed: dict[bytes, LoanStatus] = {}
-    for loan_id, name in raw.items():
-        try:
-            key = bytes.fromhex(loan_id.removeprefix("0x"))
-            parsed[key] = LoanStatus[name]
-        except (ValueError, KeyError):
-            raise InvalidInput(f"statuses: need 0x loan ids and one of {[s.name for s in LoanStatus]}",
-                               code="bad_statuses") from None
-        if len(key) != 32:
-            raise InvalidInput("statuses: a loan id is 32 bytes", code="bad_statuses")
-    return parsed
