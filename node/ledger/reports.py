@@ -42,6 +42,7 @@ MAX_VALID_DAYS = MAX_VALIDITY_S // 86_400
 ZERO_HASH = bytes(32)
 REPORT_ID = re.compile(r"[0-9a-f]{32}")  # the first 32 hex digits of an HMAC (_report_id)
 REPORT_ID_PURPOSE = b"alliance-report-id/v1"
+_EVIDENCE_HEX = re.compile(r"(?:0x)?([0-9a-f]{64})")  # evidence_sha256, lowercased
 # Column order of the rows intake writes (_report_row, ReportIntake._outbox_rows).
 REPORT_COLUMNS = ("report_id", "category", "confidence", "valid_from", "valid_until", "evidence_hash",
                   "case_ref_hash", "submitted_by", "created_at", "import_id")
@@ -287,14 +288,12 @@ def _category(name: str) -> Category:
 def _evidence_hash(evidence_sha256: str | None) -> bytes:
     if not evidence_sha256:
         return ZERO_HASH
-    text = evidence_sha256.lower().removeprefix("0x")
-    try:
-        digest = bytes.fromhex(text)
-    except ValueError:
-        digest = b""
-    if len(digest) != 32:
+    # Matched in full, not left to bytes.fromhex: it skips whitespace, so "ab ab…" (or a hash after a space) was taken
+    # as the same hash, under another report id, and a retry so spelt queued the report a second time.
+    match = _EVIDENCE_HEX.fullmatch(evidence_sha256.lower())
+    if match is None:
         raise InvalidInput("evidence_sha256 must be 64 hex digits", code="invalid_evidence_hash")
-    return digest
+    return bytes.fromhex(match.group(1))
 
 
 def _canonical_identifiers(identifiers: Sequence[tuple[str, str]]) -> list[tuple[IdentifierType, str]]:

@@ -172,3 +172,17 @@ def test_create_report_of_an_auditor_bank_is_409_and_queues_nothing(ledger_nodes
     assert refused.value.code == "not_a_reporter"
     with bank.store.session() as session:
         assert session.scalar(select(func.count()).select_from(OutboxRecord)) == 0
+
+
+@pytest.mark.parametrize("evidence", ["ab ab" + "ab" * 30, " " + "ab" * 32, "ab" * 32 + "\n"],
+                         ids=["inner_space", "leading_space", "trailing_newline"])
+def test_create_report_refuses_evidence_hash_with_whitespace(api: ApiNode, evidence: str) -> None:
+    """Each was taken as the hash without its whitespace (bytes.fromhex skips it), under a report id of its own: a
+    retry spelt so queued the same report again."""
+    with_key(api)
+    response = api.client.post("/v1/fraud/reports", json={**REPORT, "evidence_sha256": evidence},
+                               headers=api.headers(Role.analyst))
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "invalid_evidence_hash"
+    with api.node.store.session() as session:
+        assert session.scalar(select(func.count()).select_from(OutboxRecord)) == 0

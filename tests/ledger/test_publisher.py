@@ -105,6 +105,11 @@ def test_accept_report_with_other_fields_is_another_report(bank: NodeContext) ->
     (ReportRequest([("phone", PHONE)], "other", 101), "invalid_confidence"),
     (ReportRequest([("phone", PHONE)], "other", 50, valid_days=7 * 365), "invalid_validity"),
     (ReportRequest([("phone", PHONE)], "other", 50, evidence_sha256="abc"), "invalid_evidence_hash"),
+    # bytes.fromhex skips whitespace: each was taken as the hash without it, under a report id of its own.
+    (ReportRequest([("phone", PHONE)], "other", 50, evidence_sha256="ab ab" + "ab" * 30), "invalid_evidence_hash"),
+    (ReportRequest([("phone", PHONE)], "other", 50, evidence_sha256=" " + "ab" * 32), "invalid_evidence_hash"),
+    (ReportRequest([("phone", PHONE)], "other", 50, evidence_sha256="0x" + "ab" * 32 + "\n"),
+     "invalid_evidence_hash"),
 ])
 def test_accept_report_refuses_invalid_input_and_writes_nothing(bank: NodeContext, request_: ReportRequest,
                                                                  code: str) -> None:
