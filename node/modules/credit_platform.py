@@ -24,6 +24,7 @@ from sqlalchemy import case, exists, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
+from node.api.json_numbers import JsonInt
 from node.assets.loan_tape import MAX_LOAN_REFERENCE, valid_loan_reference
 from node.crypto.keyed_hash import indicator_hash
 from node.errors import Conflict, InvalidInput, NotFound
@@ -87,7 +88,7 @@ class ApplicationIn(BaseModel):
     applicant: ApplicantIn
     amount: Decimal = Field(gt=0, le=MAX_AMOUNT, decimal_places=2)
     currency: str = Field(default="CNY", pattern=r"^[A-Z]{3}$")
-    term_months: int = Field(ge=1, le=360)
+    term_months: JsonInt = Field(ge=1, le=360)
     # Finite only: the API's JSON parser takes NaN and Infinity, and a NaN falls in no scorecard band (unscored).
     bank_inputs: dict[str, FiniteFloat] = Field(default_factory=dict, max_length=MAX_BANK_INPUTS)
 

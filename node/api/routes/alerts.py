@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, Field
 
 from node.api.deps import NEXT_PAGE_HEADER, NodeDep, require_roles
+from node.api.json_numbers import JsonInt
 from node.auth.apikeys import KeyInfo, Role
 from node.modules import risk_operations
 
@@ -21,7 +22,7 @@ AlertId = Annotated[int, Path(ge=1, le=risk_operations.MAX_ALERT_ID)]
 class ResolveIn(BaseModel):
     action: Literal["confirm", "dismiss"]
     category: str = Field(default="first_party_fraud")
-    confidence: int = Field(default=90, ge=0, le=100)
+    confidence: JsonInt = Field(default=90, ge=0, le=100)
 
 
 @router.get("")

@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Query, Response, status
 from pydantic import BaseModel, Field
 
 from node.api.deps import NEXT_PAGE_HEADER, NodeDep, SessionDep, require_roles
+from node.api.json_numbers import JsonInt
 from node.auth.apikeys import KeyInfo, Role
 from node.modules import abs_factory, credit_platform
 from node.modules.credit_platform import MAX_AMOUNT, ApplicationIn
@@ -39,7 +40,7 @@ class BookIn(BaseModel):
 
 class FraudIn(BaseModel):
     category: str = Field(examples=["application_fraud"])
-    confidence: int = Field(ge=0, le=100)
+    confidence: JsonInt = Field(ge=0, le=100)
     case_reference: str = Field(default="", max_length=200)
 
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, status
 from pydantic import BaseModel, Field
 
 from node.api.deps import NodeDep, SessionDep, require_roles
+from node.api.json_numbers import JsonInt
 from node.auth.apikeys import KeyInfo, Role
 from node.ledger.identifiers import MAX_RAW_LENGTH
 from node.ledger.reactions import confirm_report, dispute_indicator, endorse_indicator, parse_indicator, withdraw_report
@@ -34,9 +35,9 @@ class IdentifierIn(BaseModel):
 class ReportIn(BaseModel):
     identifiers: list[IdentifierIn] = Field(min_length=1, max_length=MAX_IDENTIFIERS_PER_REPORT)
     category: str = Field(examples=["telecom_fraud"])
-    confidence: int = Field(ge=0, le=100)
-    valid_days: int = Field(default=DEFAULT_VALID_DAYS, ge=1)
-    valid_from: int | None = Field(default=None, description="Unix seconds; default: when first accepted")
+    confidence: JsonInt = Field(ge=0, le=100)
+    valid_days: JsonInt = Field(default=DEFAULT_VALID_DAYS, ge=1)
+    valid_from: JsonInt | None = Field(default=None, description="Unix seconds; default: when first accepted")
     evidence_sha256: str | None = Field(default=None, description="hex SHA-256 of the evidence kept at the bank")
     case_reference: str = Field(default="", max_length=MAX_CASE_REFERENCE)
 
@@ -115,7 +116,7 @@ class ReactionOut(BaseModel):
 
 
 class EndorsementIn(BaseModel):
-    confidence: int = Field(ge=0, le=100)
+    confidence: JsonInt = Field(ge=0, le=100)
 
 
 class DisputeIn(BaseModel):
