@@ -68,7 +68,9 @@ class ApplicantIn(BaseModel):
     email: str | None = Field(default=None, max_length=254)
     ip: str | None = Field(default=None, max_length=64)
     birth_date: date | None = None
-    region_code: str | None = Field(default=None, pattern=r"^\d{2}(\d{4})?$")
+    # [0-9], not \d: the schema's regex engine takes any script's digits (Arabic-Indic, full-width), which then
+    # never matched the resident ID's region, and identity recognition flagged the mismatch.
+    region_code: str | None = Field(default=None, pattern=r"^[0-9]{2}([0-9]{4})?$")
     sex: Literal["M", "F"] | None = None
 
     @field_validator("birth_date")

@@ -3,7 +3,9 @@ a clean applicant is approved with a limit and price; a fraud ring sharing a dev
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
+from pydantic import ValidationError
 
 from node.api.app import create_app
 from node.auth.apikeys import Role, create_api_key
@@ -57,6 +59,15 @@ def test_decide_applications_sharing_a_device_flags_fraud_ring(keyed_banks: list
     # The same applicant applying again on their own device is not a ring.
     again = [submit_application(a, application(30), submitted_by="test") for _ in range(3)]
     assert {o["outcome"] for o in again} == {"approve"}
+
+
+@pytest.mark.parametrize("region", ["\u0661\u0661", "\u0661\u0661\u0660\u0661\u0660\u0665", "\uff11\uff11"],
+                         ids=["arabic_indic_province", "arabic_indic_division", "fullwidth_province"])
+def test_application_refuses_region_code_in_other_digits(region: str) -> None:
+    """Taken by the schema's \\d, then scored as a region mismatch against the resident ID's (a penalty or a decline)
+    instead of refused as a typing error."""
+    with pytest.raises(ValidationError, match="region_code"):
+        application(1, region_code=region)
 
 
 def test_decide_application_flags_inconsistent_identity(keyed_banks: list[NodeContext]) -> None:
