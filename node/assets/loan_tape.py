@@ -88,9 +88,11 @@ class _RowError(Exception):
 
 
 def valid_loan_reference(reference: str) -> bool:
-    """1 to MAX_LOAN_REFERENCE printable characters: the rule of a tape's loan_reference, and of a booked loan's,
-    which goes into a pool's tape later."""
-    return 0 < len(reference) <= MAX_LOAN_REFERENCE and reference.isprintable()
+    """1 to MAX_LOAN_REFERENCE printable characters, no space at either end: the rule of a tape's loan_reference,
+    and of a booked loan's, which goes into a pool's tape later. A tape's cells are read stripped, so a loan booked as
+    " " made a row the tape refused, and every pool with it; one booked as "L-1 " went in as "L-1", another loan's
+    reference, and was not the booked loan a pool of it named."""
+    return 0 < len(reference) <= MAX_LOAN_REFERENCE and reference.isprintable() and reference == reference.strip()
 
 
 def parse_tape(lines: Iterable[str], *, alliance_key: bytes, key_epoch: int, originator_code: str,

@@ -266,8 +266,8 @@ def book_loan(node: Any, application_id: str, *, loan_reference: str | None = No
     """Book an approved application as a loan (at most its approved limit); store its borrower's indicators
     under every key epoch held, so post-loan monitoring can match new ledger indicators."""
     if loan_reference and not valid_loan_reference(loan_reference):  # an empty one takes the default below
-        raise InvalidInput(f"loan_reference must be 1 to {MAX_LOAN_REFERENCE} printable characters",
-                           code="invalid_loan_reference")
+        raise InvalidInput(f"loan_reference must be 1 to {MAX_LOAN_REFERENCE} printable characters, no space at "
+                           "either end", code="invalid_loan_reference")
     keys = node.keyring.keys()
     with node.store.transaction() as session:
         row = _application(session, application_id)

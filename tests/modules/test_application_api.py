@@ -88,6 +88,9 @@ def approved_application(client: TestClient, headers: dict[str, str]) -> str:
     ({"origination_date": "9999-12-01"}, "invalid_origination_date"),  # matures after year 9999
     ({"loan_reference": "L\u0000"}, "invalid_loan_reference"),
     ({"loan_reference": "L-1\n"}, "invalid_loan_reference"),
+    # A pool's tape reads its cells stripped: " " was a row it refused (and every pool with it), "L-1 " another loan.
+    ({"loan_reference": " "}, "invalid_loan_reference"),
+    ({"loan_reference": "L-1 "}, "invalid_loan_reference"),
 ])
 def test_book_application_refuses_bad_input_and_books_nothing(keyed_banks: list[NodeContext], body: dict[str, Any],
                                                                code: str) -> None:
