@@ -24,7 +24,6 @@ from sqlalchemy import case, exists, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
-from node.api.json_numbers import JsonInt
 from node.assets.loan_tape import MAX_LOAN_REFERENCE, valid_loan_reference
 from node.crypto.keyed_hash import indicator_hash
 from node.errors import Conflict, InvalidInput, NotFound
@@ -32,6 +31,7 @@ from node.extensions.hookspecs import hookimpl
 from node.extensions.manager import extensions_for
 from node.extensions.pipeline import PipelineResult, run_pipeline
 from node.extensions.types import OUTCOMES, Applicant, Application, BookedLoan, FraudConfirmation
+from node.json_numbers import JsonInt
 from node.ledger.identifiers import day_in_china
 from node.ledger.reports import ReportRequest
 from node.modules.fingerprints import canonical_or_none, fingerprint, fingerprint_key

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, Field
 
 from node.api.deps import NEXT_PAGE_HEADER, NodeDep, require_roles
-from node.api.json_numbers import JsonInt
 from node.auth.apikeys import KeyInfo, Role
+from node.json_numbers import JsonInt
 from node.modules import risk_operations
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])

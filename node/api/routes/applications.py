@@ -14,8 +14,8 @@ from fastapi import APIRouter, Depends, Query, Response, status
 from pydantic import BaseModel, Field
 
 from node.api.deps import NEXT_PAGE_HEADER, NodeDep, SessionDep, require_roles
-from node.api.json_numbers import JsonInt
 from node.auth.apikeys import KeyInfo, Role
+from node.json_numbers import JsonInt
 from node.modules import abs_factory, credit_platform
 from node.modules.credit_platform import MAX_AMOUNT, ApplicationIn
 

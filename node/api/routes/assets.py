@@ -9,7 +9,6 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Response, status
 from pydantic import BaseModel, Field, field_validator
 
 from node.api.deps import NEXT_PAGE_HEADER, NodeDep, require_roles
-from node.api.json_numbers import JsonInt
 from node.assets import lifecycle
 from node.assets.pool_state import read_pool_state
 from node.assets.pools import (
@@ -27,6 +26,7 @@ from node.assets.provenance import build_bundle, build_bundles
 from node.assets.screening import DEFAULT_FLAGS_PAGE, MAX_FLAGS_PAGE
 from node.assets.version_loans import DEFAULT_LOANS_PAGE, MAX_LOANS_PAGE, MAX_POSITION, anchored_version, loan_ids_page
 from node.auth.apikeys import KeyInfo, Role
+from node.json_numbers import JsonInt
 
 router = APIRouter(prefix="/assets", tags=["assets"])
 

@@ -9,8 +9,8 @@ from fastapi import APIRouter, Depends, status
 from pydantic import BaseModel, Field
 
 from node.api.deps import NodeDep, SessionDep, require_roles
-from node.api.json_numbers import JsonInt
 from node.auth.apikeys import KeyInfo, Role
+from node.json_numbers import JsonInt
 from node.ledger.identifiers import MAX_RAW_LENGTH
 from node.ledger.reactions import confirm_report, dispute_indicator, endorse_indicator, parse_indicator, withdraw_report
 from node.ledger.reports import (

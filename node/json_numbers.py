@@ -1,4 +1,5 @@
-"""Whole numbers in a JSON body, `true` and `false` refused.
+"""Whole numbers in JSON a client sends (the API's bodies, an application file for `alliance apply`), `true` and
+`false` refused.
 
 Pydantic reads a boolean as 1 or 0 where an int goes: a report sent with `"confidence": true` was queued with
 confidence 1, and an alert confirmed with it reported the borrower at 1, each answered 2xx as if the body were right.
