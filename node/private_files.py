@@ -48,6 +48,29 @@ def write_private_chunks(path: Path, chunks: Iterable[bytes]) -> None:
     _write_whole(path, chunks, mode=0o600, exclusive=False)
 
 
+def write_private_files(files: Iterable[tuple[Path, str]]) -> None:
+    """Write several files (UTF-8), each owner-only and whole (see write_private_text), and put any in place only once
+    every one is written: a write that fails (a full disk at the 300th of 500 audit bundles) leaves every path as it
+    was, a file an earlier run wrote there included. Written one at a time and closed, so many files need no more
+    than one open descriptor."""
+    staged: list[tuple[str, Path]] = []
+    try:
+        for path, text in files:
+            fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+            staged.append((partial, path))
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(text.encode("utf-8"))
+                handle.flush()
+                os.fsync(handle.fileno())
+        for partial, path in staged:
+            os.replace(partial, path)
+        for directory in {path.parent for _, path in staged}:
+            sync_directory(directory)
+    finally:
+        for partial, _ in staged:
+            Path(partial).unlink(missing_ok=True)
+
+
 def replace_durably(source: Path, target: Path) -> None:
     """Rename `source` over `target` (one directory) and make the rename survive a power cut."""
     os.replace(source, target)

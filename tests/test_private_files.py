@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import resource
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ from node.chain.signer import Signer, write_keystore
 from node.private_files import (
     replace_durably,
     write_private_bytes,
+    write_private_files,
     write_private_text,
     write_public_text,
     writing_private_file,
@@ -86,6 +87,24 @@ def _replace_durably(path: Path) -> None:
     source = path.with_name("next")
     source.write_text("next")
     replace_durably(source, path)
+
+
+def test_write_private_files_puts_none_in_place_until_all_are_written(tmp_path: Path) -> None:
+    earlier = tmp_path / "a.json"
+    earlier.write_text("earlier")
+
+    def files_then_a_full_disk() -> Iterator[tuple[Path, str]]:
+        yield earlier, "new a"
+        yield tmp_path / "b.json", "new b"
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        write_private_files(files_then_a_full_disk())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"] and earlier.read_text() == "earlier"
+
+    write_private_files([(earlier, "new a"), (tmp_path / "b.json", "new b")])
+    assert {p.name: (p.read_text(), p.stat().st_mode & 0o777) for p in tmp_path.iterdir()} == {
+        "a.json": ("new a", 0o600), "b.json": ("new b", 0o600)}
 
 
 @pytest.mark.parametrize("write", [

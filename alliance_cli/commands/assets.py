@@ -23,7 +23,7 @@ from node.assets.version_loans import anchored_version, iter_loan_ids
 from node.chain.client import Receipt
 from node.errors import InvalidInput
 from node.input_files import reading_bytes, reading_text
-from node.private_files import write_private_chunks, write_private_text
+from node.private_files import write_private_chunks, write_private_files, write_private_text
 
 app = typer.Typer(help="ABS loan pools: import tapes, anchor versions, custody, servicing, provenance.",
                   no_args_is_help=True)
@@ -212,7 +212,7 @@ def assets_prove(
         _write_bundles(out, bundles)
         console.success(f"wrote {len({b['record']['loan_id'] for b in bundles})} provenance bundle(s) to {out}")
     else:
-        _write_bundle(out, bundles[0], written=[])
+        _write_bundle(out, bundles[0])
         console.success(f"wrote the provenance bundle of loan {bundles[0]['record']['loan_id']} to {out}")
 
 
@@ -232,28 +232,30 @@ def _listed_loans(path: Path) -> list[str]:
 
 
 def _write_bundles(directory: Path, bundles: list[dict[str, Any]]) -> None:
-    """One file per loan in `directory` (made if missing), all or none: a write that fails removes those written."""
+    """One file per loan in `directory` (made if missing), all or none: a run's bundles are one sample, and half of
+    them left behind would look like the whole. None is put in place before all are written: the run's files were
+    removed after a failed write, and with them the earlier bundles of the same loans they had replaced."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         console.fail(f"cannot make the directory {directory}: {exc.strerror}", code="cannot_write")
-    written: list[Path] = []
-    for bundle in bundles:
-        _write_bundle(directory / f"{bundle['record']['loan_id']}.json", bundle, written=written)
-
-
-def _write_bundle(path: Path, bundle: dict[str, Any], *, written: list[Path]) -> None:
-    """Write `bundle` to `path`, whole or not at all; on failure, remove the files `written` before it (a run's
-    bundles are one sample: half of them left behind would look like the whole) and fail."""
-    if path in written:
-        return  # the same loan asked twice
+    files = {directory / f"{bundle['record']['loan_id']}.json": bundle for bundle in bundles}  # a loan asked twice
     try:
-        write_private_text(path, json.dumps(bundle, indent=2) + "\n")
+        write_private_files((path, _bundle_text(bundle)) for path, bundle in files.items())
     except OSError as exc:
-        for earlier in written:
-            earlier.unlink(missing_ok=True)
+        console.fail(f"cannot write the bundles to {directory}: {exc.strerror}", code="cannot_write")
+
+
+def _write_bundle(path: Path, bundle: dict[str, Any]) -> None:
+    """Write `bundle` to `path`, whole or not at all."""
+    try:
+        write_private_text(path, _bundle_text(bundle))
+    except OSError as exc:
         console.fail(f"cannot write {path}: {exc.strerror}", code="cannot_write")
-    written.append(path)
+
+
+def _bundle_text(bundle: dict[str, Any]) -> str:
+    return json.dumps(bundle, indent=2) + "\n"
 
 
 @app.command("loans")

@@ -9,6 +9,7 @@ import resource
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -349,23 +350,39 @@ def test_assets_prove_several_loans_refuses_a_bad_list_and_writes_nothing(cli: C
     assert not out.exists()
 
 
-def test_assets_prove_several_loans_that_cannot_write_one_removes_the_others(
-        cli: CliRunner, anchored: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Half a sample left in the directory would look like the whole of it."""
-    real_write = assets_commands.write_private_text
-    writes: list[Path] = []
+def disk_full_at_the_second_file_in(directory: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make the second file created in `directory` fail as on a full disk; the names asked for, in order."""
+    real_mkstemp = tempfile.mkstemp
+    asked: list[str] = []
 
-    def disk_full_on_the_second(path: Path, text: str) -> None:
-        writes.append(path)
-        if len(writes) == 2:
-            raise OSError(28, "No space left on device")
-        real_write(path, text)
+    def mkstemp(*args: Any, **kwargs: Any) -> tuple[int, str]:
+        if Path(kwargs.get("dir") or "") == directory:
+            asked.append(kwargs.get("prefix", ""))
+            if len(asked) == 2:
+                raise OSError(28, "No space left on device")
+        return real_mkstemp(*args, **kwargs)
 
-    monkeypatch.setattr(assets_commands, "write_private_text", disk_full_on_the_second)
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    return asked
+
+
+@pytest.mark.parametrize("earlier_run", [False, True], ids=["empty_directory", "bundles_of_an_earlier_run"])
+def test_assets_prove_several_loans_that_cannot_write_one_changes_no_file(
+        cli: CliRunner, anchored: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        earlier_run: bool) -> None:
+    """Half a sample left in the directory would look like the whole of it; and removing the files a failed run had
+    written removed the earlier run's bundles of the same loans, which they had replaced."""
     out = tmp_path / "bundles"
-    result = cli("assets", "prove", "LN-000001", "LN-000002", "LN-000003", "--out", str(out))
+    loans = ["LN-000001", "LN-000002", "LN-000003"]
+    if earlier_run:
+        assert cli("assets", "prove", *loans, "--out", str(out)).code == 0
+    before = {p.name: p.read_text() for p in out.iterdir()} if out.exists() else {}
+    asked = disk_full_at_the_second_file_in(out, monkeypatch)
+    result = cli("assets", "prove", *loans, "--out", str(out))
     assert result.code == 1 and "cannot write" in one_error_line(result.err) and "No space left" in result.err
-    assert len(writes) == 2 and list(out.iterdir()) == []
+    assert len(asked) == 2
+    assert {p.name: p.read_text() for p in out.iterdir()} == before  # no partial file either
+    assert len(before) == (3 if earlier_run else 0)
 
 
 def test_assets_prove_that_cannot_finish_writing_keeps_the_earlier_bundle(cli: CliRunner, anchored: dict[str, Any],
