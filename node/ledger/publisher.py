@@ -401,6 +401,8 @@ class Publisher:
             .join(FraudReport, OutboxRecord.report_id == FraudReport.report_id)
             .where(OutboxRecord.state == "queued", OutboxRecord.epoch == epoch, accepted(OutboxRecord.import_id))
             .order_by(OutboxRecord.id).limit(self.batch_size)).all()
+        if not fetched:  # another publisher claimed them since the first read (PostgreSQL: read committed)
+            return None
         if (len(fetched) < self.batch_size and not flush
                 and _age_s(min(row[0] for row in fetched)) < self.max_wait_s):
             return None

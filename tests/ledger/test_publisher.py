@@ -11,9 +11,10 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy import ColumnElement, event, func, select, update
 
 from node.chain.client import ChainClient
 from node.chain.errors import FraudLedgerNotMember, TransactionTimeout
@@ -187,6 +188,28 @@ def test_a_record_queued_longest_is_sent_after_the_max_wait_behind_records_queue
     publisher = Publisher(bank.store, bank.fraud_ledger(signing=True), batch_size=3, max_wait_s=3600)
     assert publisher.run_once().records == 2  # the lost batch's record, queued again just now, goes along
     assert len(onchain_records(bank.fraud_ledger())) == 2
+
+
+def test_records_another_publisher_claims_between_the_two_reads_of_the_queue_are_left_to_it(
+        bank: NodeContext) -> None:
+    """The queue is read twice (the oldest record's epoch, then that epoch's records). On PostgreSQL (read committed)
+    another publisher's claim committed in between left the second read empty, and the wait taken from its rows
+    raised ValueError (min of nothing). Played here by claiming the rows on the publisher's own connection."""
+    bank.report_intake.accept(report(), submitted_by="k1")
+    claimed: list[str] = []
+
+    def claim_first(connection: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if not claimed and "outbox_records.queued_at, outbox_records.id" in statement:
+            claimed.append(statement)
+            connection.exec_driver_sql("UPDATE outbox_records SET state = 'batched' WHERE state = 'queued'")
+
+    event.listen(bank.store.engine, "before_cursor_execute", claim_first)
+    try:
+        result = Publisher(bank.store, bank.fraud_ledger(signing=True), batch_size=10, max_wait_s=0).run_once()
+    finally:
+        event.remove(bank.store.engine, "before_cursor_execute", claim_first)
+    assert claimed and result.batches == 0
+    assert bank.fraud_ledger().batch_count() == 0
 
 
 def test_drain_passes_by_the_records_of_a_report_withdrawn_before_publication(bank: NodeContext) -> None:
