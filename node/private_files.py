@@ -56,12 +56,9 @@ def write_private_files(files: Iterable[tuple[Path, str]]) -> None:
     staged: list[tuple[str, Path]] = []
     try:
         for path, text in files:
-            fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-            staged.append((partial, path))
-            with os.fdopen(fd, "wb") as handle:
+            with _staged_file(path, mode=0o600) as (partial, handle):
+                staged.append((partial, path))
                 handle.write(text.encode("utf-8"))
-                handle.flush()
-                os.fsync(handle.fileno())
         for partial, path in staged:
             os.replace(partial, path)
         for directory in {path.parent for _, path in staged}:
@@ -104,14 +101,26 @@ def _write_whole(path: Path, chunks: Iterable[bytes], *, mode: int, exclusive: b
 
 
 @contextmanager
-def _whole_file(path: Path, *, mode: int, exclusive: bool) -> Iterator[BinaryIO]:
+def _staged_file(path: Path, *, mode: int) -> Iterator[tuple[str, BinaryIO]]:
+    """A new file beside `path` (its name, and a handle to write it through), fsynced and closed when the block ends.
+    The caller puts it in place and removes it whatever happens; it is removed here only if the block fails."""
     fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     try:
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), mode)  # mkstemp made it 0600
-            yield handle
+            yield partial, handle
             handle.flush()
             os.fsync(handle.fileno())
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def _whole_file(path: Path, *, mode: int, exclusive: bool) -> Iterator[BinaryIO]:
+    with _staged_file(path, mode=mode) as (partial, handle):
+        yield handle
+    try:
         if exclusive:
             os.link(partial, path)  # atomic, and refuses a path that exists (os.replace would overwrite it)
         else:
