@@ -17,7 +17,6 @@ import csv
 import hashlib
 import json
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from node.chain.asset_registry import STATUS_CHUNK_BYTES, AssetRegistryClient
 from node.chain.client import Receipt
 from node.chain.errors import AssetRegistryPeriodNotIncreasing
 from node.errors import Conflict, InvalidInput, NotFound
+from node.hex_input import hex32
 from node.merkle import StandardMerkleTree
 from node.runtime import NodeContext
 from node.store.asset_tables import AssetMirrorLoan, AssetPool, AssetServicingReport, AssetVersion
@@ -42,9 +42,6 @@ from node.store.db import once_more_on_conflict
 # periods): a larger number is refused as bad input before anything is sent, rather than taken on chain and then
 # failing to be stored.
 MAX_PERIOD = MAX_VERSION = 2**31 - 1  # INTEGER
-
-# A loan id in a status file or the API's statuses: 64 hex digits, optionally after 0x.
-_LOAN_ID_HEX = re.compile(r"(?:0x)?([0-9a-fA-F]{64})")
 
 logger = logging.getLogger(__name__)
 
@@ -381,7 +378,7 @@ def _read_statuses(reader: csv.DictReader[str]) -> dict[bytes, LoanStatus]:
             # A short row leaves its missing cells None; a long one puts its extra cells under None.
             if None in row or None in row.values():
                 raise ValueError("cells do not match the columns")
-            loan_id = _loan_id(row["loan_id"].strip())
+            loan_id = hex32(row["loan_id"].strip())
             status = LoanStatus[row["status"].strip().lower()]
         except (ValueError, KeyError):
             raise InvalidInput(f"line {reader.line_num}: need a 0x loan id and one of "
@@ -397,7 +394,7 @@ def parse_statuses(raw: dict[str, str]) -> dict[bytes, LoanStatus]:
     malformed or repeated id or an unknown status."""
     statuses: dict[bytes, LoanStatus] = {}
     for text, name in raw.items():
-        loan_id = _loan_id(text)
+        loan_id = hex32(text)
         if loan_id is None or name not in LoanStatus.__members__:
             raise InvalidInput(f"statuses: need 0x loan ids and one of {[s.name for s in LoanStatus]}",
                                code="bad_statuses")
@@ -406,13 +403,6 @@ def parse_statuses(raw: dict[str, str]) -> dict[bytes, LoanStatus]:
             raise InvalidInput("statuses: a loan id is given twice", code="bad_statuses")
         statuses[loan_id] = LoanStatus[name]
     return statuses
-
-
-def _loan_id(text: str) -> bytes | None:
-    """A loan id written as 64 hex digits, optionally after 0x; None for anything else. Matched in full:
-    bytes.fromhex skips whitespace, so hex with spaces in it was read as an id."""
-    match = _LOAN_ID_HEX.fullmatch(text)
-    return None if match is None else bytes.fromhex(match.group(1))
 
 
 def _statuses_from_records(session: Any, pool_id: int, version: int) -> dict[bytes, LoanStatus]:

@@ -11,7 +11,6 @@ Withdrawing a report marks it withdrawn locally *before* anything is sent, so a 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
@@ -19,6 +18,7 @@ from sqlalchemy import select, update
 from node.chain.client import Receipt
 from node.chain.errors import ChainUnavailable, TransactionTimeout
 from node.errors import Conflict, InvalidInput, NotFound
+from node.hex_input import hex32
 from node.ledger.reports import get_report
 from node.ledger.vocabulary import MAX_CONFIDENCE, DisputeReason, RevokeReason
 from node.runtime import NodeContext
@@ -33,8 +33,6 @@ from node.store.ledger_tables import (
 from node.store.models import utcnow
 from node.text import quoted
 
-_INDICATOR_HEX = re.compile(r"(?:0x)?([0-9a-fA-F]{64})")
-
 
 @dataclass(frozen=True)
 class ReactionSent:
@@ -47,10 +45,10 @@ class ReactionSent:
 
 def parse_indicator(text: str) -> bytes:
     """An indicator written as 64 hex digits, optionally after 0x."""
-    match = _INDICATOR_HEX.fullmatch(text.strip())
-    if match is None:
+    indicator = hex32(text.strip())
+    if indicator is None:
         raise InvalidInput("an indicator is 32 bytes as 64 hex digits, optionally after 0x", code="invalid_indicator")
-    return bytes.fromhex(match.group(1))
+    return indicator
 
 
 def endorse_indicator(node: NodeContext, indicator: bytes, confidence: int) -> ReactionSent:

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from node.crypto.keyed_hash import indicator_hash
 from node.crypto.vault import LocalVault
 from node.errors import InvalidInput, NotFound
+from node.hex_input import hex32
 from node.ledger.identifiers import IdentifierType, InvalidIdentifier, normalise
 from node.ledger.keyring import KeyRing
 from node.ledger.report_staging import count_staged_rows, take_over_staged
@@ -42,7 +43,6 @@ MAX_VALID_DAYS = MAX_VALIDITY_S // 86_400
 ZERO_HASH = bytes(32)
 REPORT_ID = re.compile(r"[0-9a-f]{32}")  # the first 32 hex digits of an HMAC (_report_id)
 REPORT_ID_PURPOSE = b"alliance-report-id/v1"
-_EVIDENCE_HEX = re.compile(r"(?:0x)?([0-9a-f]{64})")  # evidence_sha256, lowercased
 # Column order of the rows intake writes (_report_row, ReportIntake._outbox_rows).
 REPORT_COLUMNS = ("report_id", "category", "confidence", "valid_from", "valid_until", "evidence_hash",
                   "case_ref_hash", "submitted_by", "created_at", "import_id")
@@ -288,12 +288,12 @@ def _category(name: str) -> Category:
 def _evidence_hash(evidence_sha256: str | None) -> bytes:
     if not evidence_sha256:
         return ZERO_HASH
-    # Matched in full, not left to bytes.fromhex: it skips whitespace, so "ab ab…" (or a hash after a space) was taken
-    # as the same hash, under another report id, and a retry so spelt queued the report a second time.
-    match = _EVIDENCE_HEX.fullmatch(evidence_sha256.lower())
-    if match is None:
+    # Matched in full (hex32): "ab ab…" (or a hash after a space) was taken as the same hash, under another report
+    # id, and a retry so spelt queued the report a second time. Lowercased first: a 0X prefix is taken, as it was.
+    digest = hex32(evidence_sha256.lower())
+    if digest is None:
         raise InvalidInput("evidence_sha256 must be 64 hex digits", code="invalid_evidence_hash")
-    return bytes.fromhex(match.group(1))
+    return digest
 
 
 def _canonical_identifiers(identifiers: Sequence[tuple[str, str]]) -> list[tuple[IdentifierType, str]]:
