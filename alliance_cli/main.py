@@ -18,7 +18,7 @@ from alliance_cli.commands import marketing as marketing_cmd
 from alliance_cli.commands import store as store_cmd
 from alliance_cli.commands.assets import app as assets_app
 from alliance_cli.commands.audit import app as audit_app
-from alliance_cli.state import CliState
+from alliance_cli.state import CliState, remember_options
 from node.auth.apikeys import InvalidApiKey
 from node.chain.artifacts import ArtifactMissing
 from node.chain.client import keep_rpc_url_out_of_logs
@@ -40,7 +40,7 @@ def main(
                                                   help="The node's data dir (default .alliance).")] = None,
     debug: Annotated[bool, typer.Option(help="Show tracebacks and debug logs.")] = False,
 ) -> None:
-    ctx.obj = CliState(data_dir=data_dir, debug=debug)
+    ctx.obj = remember_options(CliState(data_dir=data_dir, debug=debug))
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     keep_rpc_url_out_of_logs()

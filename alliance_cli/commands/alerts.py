@@ -8,9 +8,10 @@ import typer
 
 from alliance_cli import console
 from alliance_cli.console import JsonOption
-from alliance_cli.state import node_context
+from alliance_cli.state import module_context
 from node.modules.risk_operations import MAX_ALERT_ID, list_alerts, resolve_alert
 
+MODULE = "risk_operations"
 AlertIdArgument = Annotated[int, typer.Argument(min=1, max=MAX_ALERT_ID)]
 
 app = typer.Typer(help="Post-loan risk alerts (own borrowers newly reported to the alliance ledger).",
@@ -24,7 +25,7 @@ def alerts_list(ctx: typer.Context,
     """List alerts, newest first."""
     if ctx.invoked_subcommand is not None:
         return
-    alerts = list_alerts(node_context(ctx), state=state)
+    alerts = list_alerts(module_context(ctx, MODULE), state=state)
     if json_output:
         console.print_json(alerts)
         return
@@ -38,7 +39,7 @@ def alerts_confirm(ctx: typer.Context, alert_id: AlertIdArgument,
                    category: Annotated[str, typer.Option()] = "first_party_fraud",
                    confidence: Annotated[int, typer.Option()] = 90, json_output: JsonOption = False) -> None:
     """Confirm fraud: the borrower is reported to the ledger in this one step."""
-    alert = resolve_alert(node_context(ctx), alert_id, confirm=True, by="cli", category=category,
+    alert = resolve_alert(module_context(ctx, MODULE), alert_id, confirm=True, by="cli", category=category,
                           confidence=confidence)
     if json_output:
         console.print_json(alert)
@@ -49,7 +50,7 @@ def alerts_confirm(ctx: typer.Context, alert_id: AlertIdArgument,
 @app.command("dismiss")
 def alerts_dismiss(ctx: typer.Context, alert_id: AlertIdArgument, json_output: JsonOption = False) -> None:
     """Dismiss an alert (not fraud)."""
-    alert = resolve_alert(node_context(ctx), alert_id, confirm=False, by="cli")
+    alert = resolve_alert(module_context(ctx, MODULE), alert_id, confirm=False, by="cli")
     if json_output:  # as `alerts confirm --json` and POST /v1/alerts/{id} answer
         console.print_json(alert)
         return

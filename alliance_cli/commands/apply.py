@@ -13,7 +13,7 @@ from alliance_cli import console
 from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
 from node.errors import InvalidInput
-from node.extensions.manager import check_extension_names
+from node.extensions.manager import check_extension_names, require_extension
 from node.input_files import read_json_file
 from node.modules.credit_platform import ApplicationIn, submit_application
 from node.modules.policy import policy_for
@@ -41,6 +41,7 @@ def apply_command(
     # As at `node start`, one line here rather than a decision: a misspelt extension name left the built-in the bank
     # replaces deciding (or a module out), and a policy file the modules cannot use sent the application to review.
     check_extension_names(node)
+    require_extension(node.settings, "credit_platform")  # its routes are not mounted either: intake is off
     policy_for(node)
     view = submit_application(node, body, submitted_by=CLI_SUBMITTER)
     if json_output:

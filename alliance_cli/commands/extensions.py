@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 import typer
@@ -11,8 +13,8 @@ from typer.main import get_command
 
 from alliance_cli import console
 from alliance_cli.console import JsonOption
-from alliance_cli.state import node_context
-from node.extensions.manager import ExtensionManager, extensions_for
+from alliance_cli.state import node_context, settings_of_this_run
+from node.extensions.manager import ExtensionManager, extensions_for, require_extension
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +50,9 @@ def _hooks_and_problem(hooks: tuple[str, ...], problem: str | None) -> str:
 def add_extension_commands(cli: typer.Typer, manager: ExtensionManager | None = None) -> list[str]:
     """Add the commands of installed extensions (`alliance_cli_commands`); names already taken are skipped.
 
-    Runs when the CLI starts, before any data dir is known, so every installed plugin is asked (the settings'
-    enabled list applies to the node's pipeline, not to which commands exist).
+    Runs when the CLI starts, before any data dir is known, so every installed plugin is asked; a command run on a
+    node whose settings leave its extension out is refused then (`extension_not_running`), as the API leaves out the
+    extension's routes.
     """
     taken = {c.name for c in cli.registered_commands} | {g.name for g in cli.registered_groups}
     outcome = (manager or ExtensionManager()).call("alliance_cli_commands", expect=list)
@@ -68,6 +71,7 @@ def add_extension_commands(cli: typer.Typer, manager: ExtensionManager | None = 
             if name in taken:
                 logger.warning("extension %s: command %r is taken", module, name)
                 continue
+            command = _requiring(module, command)
             problem = _unbuildable(name, command)
             if problem is not None:
                 logger.warning("extension %s: command %r not added: %s", module, name, problem)
@@ -78,11 +82,33 @@ def add_extension_commands(cli: typer.Typer, manager: ExtensionManager | None = 
     return added
 
 
+def _requiring(module: str, command: Any) -> Any:
+    """`command` refusing to run unless the node's settings run `module` (its help still shows). A Typer app is
+    given as (app, its group callback): that callback runs before any of the group's commands."""
+    if isinstance(command, typer.Typer):
+        own = command.registered_callback.callback if command.registered_callback is not None else None
+        return command, _checked(module, own or _no_callback)
+    return _checked(module, command) if callable(command) else command
+
+
+def _no_callback() -> None:
+    pass  # the group of a plugin's app that has no callback of its own (no docstring: the app's help stays)
+
+
+def _checked(module: str, function: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(function)  # Typer reads the parameters through __wrapped__
+    def run(*args: Any, **kwargs: Any) -> Any:
+        require_extension(settings_of_this_run(), module)
+        return function(*args, **kwargs)
+
+    return run
+
+
 def _unbuildable(name: str, command: Any) -> str | None:
     """Why Typer cannot make a command of `command`, or None. Typer builds every command when the CLI runs, whatever
     command was asked for: one it cannot build (not callable, a parameter type it does not know) ended every
     `alliance` command, `node start` included, in a traceback."""
-    if not (isinstance(command, typer.Typer) or callable(command)):
+    if not (isinstance(command, tuple) or callable(command)):
         return f"a {type(command).__name__}, neither a Typer app nor a function"
     scratch = typer.Typer()
     _add(scratch, name, command)
@@ -94,7 +120,7 @@ def _unbuildable(name: str, command: Any) -> str | None:
 
 
 def _add(cli: typer.Typer, name: str, command: Any) -> None:
-    if isinstance(command, typer.Typer):
-        cli.add_typer(command, name=name)
+    if isinstance(command, tuple):  # a Typer app and the callback it runs under (_requiring)
+        cli.add_typer(command[0], name=name, callback=command[1])
     else:
         cli.command(name)(command)

@@ -9,7 +9,7 @@ import typer
 
 from alliance_cli import console
 from alliance_cli.console import JsonOption
-from alliance_cli.state import node_context
+from alliance_cli.state import module_context
 from node.errors import InvalidInput
 from node.input_files import reading_text
 from node.modules.marketing import prescreen
@@ -31,13 +31,14 @@ def marketing_prescreen(
         # The clean list replaced the list it came from: the rows it drops were gone, with nothing saying which.
         raise InvalidInput(f"--output {target} is the prospect list itself; name another file",
                            code="output_is_input")
+    node = module_context(ctx, "marketing")
     with reading_text(file, "prospect list", encoding="utf-8-sig", newline="") as handle:
         try:
             # Owner-only: it holds the prospects' raw identifiers. Made before the list is screened: a clean list
             # with nowhere to go (its directory missing, a directory in its place) was found only after every
             # prospect had been checked and the checks written to the query log, for a list nobody got.
             with writing_private_file(target) as clean_list:
-                result = prescreen(node_context(ctx), handle, key_id="cli")
+                result = prescreen(node, handle, key_id="cli")
                 clean_list.write(result.clean_csv().encode("utf-8"))
         except OSError as exc:  # here, not in reading_text, which would call it the prospect list's
             console.fail(f"cannot write {target}: {exc.strerror}", code="cannot_write")

@@ -28,7 +28,8 @@ from typing import Any
 
 import pluggy
 
-from node.config import ConfigError
+from node.config import ConfigError, Settings
+from node.errors import AllianceError
 from node.extensions import hookspecs
 from node.extensions.isolation import CallTimedOut, DaemonPool
 
@@ -244,6 +245,29 @@ def check_extension_names(node: Any) -> None:
                         f"point")
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+class ExtensionNotRunning(AllianceError):
+    code = "extension_not_running"
+    http_status = 404  # as the API answers a disabled module's routes: they are not mounted
+
+
+def require_extension(settings: Settings, name: str) -> None:
+    """Refuse (ExtensionNotRunning) a command of an extension this node's settings leave out.
+
+    The API mounts only the routes of the extensions that run; a command of the same module ran whatever the
+    settings said, so a module the bank had switched off (`extensions_disabled = ["marketing"]`, replaced by its
+    own) still screened prospect lists and wrote query-log entries from the CLI. Read from the settings alone: the
+    command exists, so its extension loaded in this process.
+    """
+    if name in settings.extensions_disabled:
+        setting = "extensions_disabled names it"
+    elif settings.extensions_enabled is not None and name not in settings.extensions_enabled:
+        setting = "extensions_enabled does not name it"
+    else:
+        return
+    raise ExtensionNotRunning(f"the {name} extension does not run on this node ({setting}): its commands are off; "
+                              "see `alliance extensions list`")
 
 
 def use_extensions(node: Any, manager: ExtensionManager) -> None:

@@ -70,7 +70,9 @@ def test_installed_plugin_changes_decision(keyed_banks: list[NodeContext], examp
         node.close()
 
 
-def test_installed_plugin_contributes_cli_command(example_plugin_installed: str) -> None:
+def test_installed_plugin_contributes_cli_command(example_plugin_installed: str, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ALLIANCE_DATA_DIR", str(tmp_path / "node"))
     cli = typer.Typer()
 
     @cli.command("noop")
@@ -80,6 +82,63 @@ def test_installed_plugin_contributes_cli_command(example_plugin_installed: str)
     assert add_extension_commands(cli) == ["example-policy"]
     result = CliRunner().invoke(cli, ["example-policy"])
     assert result.exit_code == 0 and "crypto_purchase" in result.output
+
+
+class BankCommands:
+    """A plugin contributing a command function and a Typer app whose own callback takes an option."""
+
+    def __init__(self) -> None:
+        self.ran: list[str] = []
+        self.group = typer.Typer(no_args_is_help=True)
+        self.group.callback()(self._group_options)
+        self.group.command("run")(lambda: self.ran.append("group run"))
+
+    def _group_options(self, region: str = "all") -> None:
+        """The bank's report commands."""
+        self.ran.append(f"group callback {region}")
+
+    @hookimpl
+    def alliance_cli_commands(self) -> list[tuple[str, Any]]:
+        return [("bank-report", lambda: self.ran.append("function")), ("bank-group", self.group)]
+
+
+@pytest.mark.parametrize(("setting", "value", "why"), [
+    (None, None, None),
+    ("ALLIANCE_EXTENSIONS_DISABLED", '["bank_cli"]', "extensions_disabled names it"),
+    ("ALLIANCE_EXTENSIONS_ENABLED", '["credit_platform"]', "extensions_enabled does not name it"),
+    ("ALLIANCE_EXTENSIONS_ENABLED", '["credit_platform", "bank_cli"]', None),
+])
+def test_a_plugin_command_runs_only_when_the_node_settings_run_the_plugin(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, setting: str | None, value: str | None,
+        why: str | None) -> None:
+    """Commands are added when the CLI starts, before a data dir is known: a plugin the bank had left out
+    (`extensions_disabled`) still ran its commands, while the API had left out its routes."""
+    monkeypatch.setenv("ALLIANCE_DATA_DIR", str(tmp_path / "node"))
+    if setting is not None:
+        monkeypatch.setenv(setting, str(value))
+    plugin = BankCommands()
+    cli = typer.Typer()
+
+    @cli.command("noop")
+    def noop() -> None:
+        """A command so Typer keeps subcommands."""
+
+    assert add_extension_commands(cli, ExtensionManager(extra_plugins={"bank_cli": plugin})) == [
+        "bank-report", "bank-group"]
+    results = [CliRunner().invoke(cli, args) for args in
+               (["bank-report"], ["bank-group", "--region", "north", "run"])]
+    if why is None:
+        assert [r.exit_code for r in results] == [0, 0], [r.output for r in results]
+        assert plugin.ran == ["function", "group callback north", "group run"]
+    else:
+        for result in results:
+            assert result.exit_code == 1 and result.exception is not None
+            assert str(result.exception) == (f"the bank_cli extension does not run on this node ({why}): its "
+                                             "commands are off; see `alliance extensions list`")
+            assert getattr(result.exception, "code", None) == "extension_not_running"
+        assert plugin.ran == []
+    helped = CliRunner().invoke(cli, ["bank-group", "--help"])  # help shows either way, with the app's own text
+    assert helped.exit_code == 0 and "The bank's report commands." in helped.output and "--region" in helped.output
 
 
 class CommandsTyperCannotBuild:
@@ -104,9 +163,10 @@ class CommandsTyperCannotBuild:
 
 
 def test_a_plugin_command_typer_cannot_build_or_without_a_name_is_left_out_and_the_cli_still_runs(
-        caplog: pytest.LogCaptureFixture) -> None:
+        caplog: pytest.LogCaptureFixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Typer builds every command at each run: one it could not build ended every `alliance` command in a
     traceback, `node start` included, until the package was uninstalled."""
+    monkeypatch.setenv("ALLIANCE_DATA_DIR", str(tmp_path / "node"))
     cli = typer.Typer()
 
     @cli.command("noop")

@@ -184,3 +184,39 @@ def test_cli_alerts_lists_every_alert(bank_a_env: NodeContext, capsys: pytest.Ca
     code, out, err = run_cli(capsys, "alerts", "dismiss", str(ids[0]), "--json")  # as `alerts confirm` takes it
     assert code == 0, err
     assert (json.loads(out)["alert_id"], json.loads(out)["state"]) == (ids[0], "dismissed")
+
+
+@pytest.mark.parametrize(("module", "command"), [
+    ("credit_platform", ["apply", "{application}"]),
+    ("marketing", ["marketing", "prescreen", "{prospects}", "--output", "{tmp}/clean.csv"]),
+    ("risk_operations", ["alerts"]),
+    ("risk_operations", ["alerts", "dismiss", "1"]),
+])
+def test_cli_command_of_an_extension_the_settings_leave_out_is_refused_and_changes_nothing(
+        bank_a_env: NodeContext, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+        module: str, command: list[str]) -> None:
+    """The API does not mount a left-out module's routes; its CLI commands ran anyway: a bank that switched off the
+    built-in marketing module (replaced by its own) still screened lists and filled the query log from the CLI."""
+    ids = add_alerts(bank_a_env, 1)
+    (tmp_path / "application.json").write_text(application(7).model_dump_json())
+    (tmp_path / "prospects.csv").write_text(PROSPECTS)
+    args = [a.format(application=tmp_path / "application.json", prospects=tmp_path / "prospects.csv", tmp=tmp_path)
+            for a in command]
+    args = [str(ids[0]) if a == "1" else a for a in args]
+    logged = json.loads(run_cli(capsys, "check-log", "--json").out)["entries"]
+    alerts = run_cli(capsys, "alerts", "--json").out
+    with bank_a_env.store.session() as session:
+        decided = len(applications_page(session, limit=1_000).applications)
+    monkeypatch.setenv("ALLIANCE_EXTENSIONS_DISABLED", json.dumps([module]))
+    code, out, err = run_cli(capsys, *args)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1 and len(lines) == 1 and out == "", err
+    assert f"the {module} extension does not run on this node (extensions_disabled names it)" in lines[0]
+    assert lines[0].endswith("[extension_not_running]")
+    assert "--help" not in lines[0] and run_cli(capsys, *command[:2], "--help").code == 0  # the help still shows
+    monkeypatch.delenv("ALLIANCE_EXTENSIONS_DISABLED")
+    assert not (tmp_path / "clean.csv").exists()
+    assert json.loads(run_cli(capsys, "check-log", "--json").out)["entries"] == logged
+    assert run_cli(capsys, "alerts", "--json").out == alerts
+    with bank_a_env.store.session() as session:
+        assert len(applications_page(session, limit=1_000).applications) == decided
