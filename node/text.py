@@ -8,6 +8,8 @@ on chain, say). Names that people and tools pass around take printable character
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from node.errors import InvalidInput
 
 INVALID_CHARACTERS = "invalid_characters"
@@ -53,3 +55,17 @@ def excerpt(value: str) -> str:
 
 def _cut(value: str) -> str:
     return f"… ({len(value):,} characters)"
+
+
+# A refused request's location (pydantic's `loc`) names schema fields and list positions, and also keys the client
+# chose: an unknown field, a key of `bank_inputs`. Such a key may be a customer's identifier typed in the wrong place
+# (`{"applicant": {"13800138000": ...}}`), and was echoed in the answer and the terminal. No field name has six
+# digits or an "@"; phone, ID, card and USCC numbers, IP addresses and e-mail addresses do, valid or not.
+MIN_IDENTIFIER_DIGITS = 6
+
+
+def location_shown(loc: Iterable[str | int]) -> list[str | int]:
+    """`loc` as an answer or message shows it: a part that may be an identifier as `{key}`, a long one cut."""
+    return [part if isinstance(part, int)
+            else "{key}" if "@" in part or sum(ch.isdigit() for ch in part) >= MIN_IDENTIFIER_DIGITS
+            else excerpt(part) for part in loc]

@@ -17,6 +17,7 @@ from node.extensions.manager import check_extension_names, require_extension
 from node.input_files import read_json_file
 from node.modules.credit_platform import ApplicationIn, submit_application
 from node.modules.policy import policy_for
+from node.text import location_shown
 
 CLI_SUBMITTER = "cli"
 # An application is a few kilobytes (64 bank inputs at most). A longer file is a mistake: a device such as
@@ -34,7 +35,7 @@ def apply_command(
         body = ApplicationIn.model_validate(read_json_file(file, "application file",
                                                            max_chars=MAX_APPLICATION_FILE_CHARS))
     except ValidationError as exc:
-        problem = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        problem = "; ".join(f"{'.'.join(map(str, location_shown(e['loc'])))}: {e['msg']}" for e in exc.errors())
         # Refused as the API refuses such a body, its line ending with that code as every refusal's does.
         raise InvalidInput(f"{file} is not a valid application: {problem}", code="invalid_request") from None
     node = node_context(ctx)

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from node.chain.errors import ChainError, ChainUnavailable, ContractNotDeployed, ContractRevert, UnknownRevert
 from node.errors import AllianceError
 from node.store.db import STORE_LOST, StoreUnavailable
-from node.text import MAX_QUOTED_CHARS
+from node.text import MAX_QUOTED_CHARS, location_shown
 
 logger = logging.getLogger(__name__)
 
@@ -160,8 +160,9 @@ def install_error_handlers(app: FastAPI, *, caller_refusal: Callable[[Request], 
         # Without pydantic's `input` (the value refused, which may be an identifier typed in the wrong place) and
         # `ctx`; a validator's own message may quote the value, too.
         hidden = request_values_hidden(request)
-        listed["details"] = [{"loc": list(e.get("loc", ())), "msg": hidden(e.get("msg", "")), "type": e.get("type", "")}
-                             for e in listed["details"]]
+        # A key the client chose (an unknown field) is in `loc`: one that may be an identifier is shown as {key}.
+        listed["details"] = [{"loc": location_shown(e.get("loc", ())), "msg": hidden(e.get("msg", "")),
+                              "type": e.get("type", "")} for e in listed["details"]]
         return await _caller_first(request, ErrorResponse(error_body(
             "invalid_request", "the request does not match the schema", **listed), status_code=422))
 

@@ -300,6 +300,29 @@ def add_alerts(node: NodeContext, count: int) -> list[int]:
         return [alert.id for alert in alerts]
 
 
+@pytest.mark.parametrize(("where", "key", "shown"), [
+    ("applicant", "13800138000", "{key}"),
+    ("applicant", "+86 138-0013-8000", "{key}"),
+    ("bank_inputs", "zhang.wei@example.cn", "{key}"),
+    ("bank_inputs", "11010519491231002X", "{key}"),
+    ("applicant", "k" * 5_000, "k" * 64 + "… (5,000 characters)"),
+], ids=["phone", "spaced_phone", "email", "resident_id", "long_key"])
+def test_a_refusal_does_not_echo_a_key_that_may_be_an_identifier(keyed_banks: list[NodeContext], where: str,
+                                                                 key: str, shown: str) -> None:
+    """A key the client chose is part of the refusal's location: a phone number or an e-mail address typed as a key
+    came back in the 422, and from there into every log keeping error answers."""
+    a = keyed_banks[0]
+    body = application(1).model_dump(mode="json")
+    body[where] = {**body[where], key: "not a number"}
+    with api_as(a, Role.workflow) as (client, headers):
+        refused = client.post("/v1/applications", json=body, headers=headers)
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "invalid_request"
+    assert [d["loc"] for d in refused.json()["error"]["details"]] == [["body", where, shown]]
+    assert key not in refused.text
+    with a.store.session() as session:
+        assert session.scalar(select(func.count()).select_from(LoanApplication)) == 0
+
+
 def test_list_alerts_pages_newest_first_each_once(bank_on_store: NodeContext) -> None:
     a = bank_on_store
     ids = add_alerts(a, 5)

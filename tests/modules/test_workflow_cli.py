@@ -220,3 +220,15 @@ def test_cli_command_of_an_extension_the_settings_leave_out_is_refused_and_chang
     assert run_cli(capsys, "alerts", "--json").out == alerts
     with bank_a_env.store.session() as session:
         assert len(applications_page(session, limit=1_000).applications) == decided
+
+
+def test_cli_apply_does_not_print_a_key_that_may_be_an_identifier(bank_a_env: NodeContext, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """The refusal names where the file is wrong: a phone number typed as a key was printed with it."""
+    body = json.loads(application(8).model_dump_json())
+    body["applicant"]["13800138000"] = "x"
+    (tmp_path / "application.json").write_text(json.dumps(body))
+    code, out, err = run_cli(capsys, "apply", str(tmp_path / "application.json"))
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1 and len(lines) == 1 and out == "", err
+    assert "applicant.{key}: Extra inputs are not permitted" in lines[0] and "13800138000" not in err
