@@ -10,6 +10,7 @@ failures, every signal, the score with its reason codes and the decision.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -81,6 +82,9 @@ def run_pipeline(node: Any, application: Application) -> PipelineResult:
     return PipelineResult(decision, score, signals, failures, stages)
 
 
+_DIGITS = re.compile(r"[0-9]+")
+
+
 class _PersonalValues:
     """The applicant's identifiers as given and in canonical form: what an extension's answer must not carry.
 
@@ -92,6 +96,11 @@ class _PersonalValues:
 
     def __init__(self, values: set[str]) -> None:
         self.values = {v for v in values if len(v) >= self.MIN_LENGTH}
+        # A value of digits only matches a whole run of digits: a short numeric device id ("100000") matched inside
+        # a limit of 1000000, and the decision was refused as holding personal data (the application went to review).
+        forms = sorted(self.values, key=len, reverse=True)
+        self._pattern = re.compile("|".join(f"(?<![0-9]){v}(?![0-9])" if _DIGITS.fullmatch(v) else re.escape(v)
+                                            for v in forms)) if forms else None
 
     @classmethod
     def of(cls, application: Application) -> _PersonalValues:
@@ -106,8 +115,10 @@ class _PersonalValues:
         return cls(values)
 
     def problem(self, answer: Any) -> str | None:
+        if self._pattern is None:
+            return None
         text = json.dumps(answer, ensure_ascii=False, default=str)
-        return "holds_personal_data" if any(value in text for value in self.values) else None
+        return "holds_personal_data" if self._pattern.search(text) else None
 
     def signals_problem(self, answer: list[Any]) -> str | None:
         """The first problem of a signal list: an item that is not a well-formed Signal, or one carrying any of the

@@ -205,6 +205,21 @@ def test_a_refused_signal_list_is_the_failure_of_its_hook_in_its_stage(keyed_ban
     assert phone(1) not in json.dumps(view)
 
 
+@pytest.mark.parametrize(("limit", "refused"), [("1000000", False), ("2100000", False), ("100000", True)])
+def test_a_short_numeric_identifier_is_found_as_a_whole_number_only(keyed_banks: list[NodeContext], limit: str,
+                                                                    refused: bool) -> None:
+    """The check on answers looked for the applicant's identifiers anywhere in their text: a numeric device id of
+    six digits was found inside a limit of 1,000,000, and the bank's approval was refused as holding personal data
+    (the application went to review). A number equal to the identifier is still refused."""
+    a = keyed_banks[0]
+    _with(a, "bank", AnswersDecision(_approve(limit=Decimal(limit))))
+    view = submit_application(a, application(1, device_id="100000"), submitted_by="test")
+    failures = [f["error"] for f in view["trail"]["failures"]]
+    assert failures == (["bad_answer:holds_personal_data"] if refused else []), failures
+    assert (view["outcome"], view["reasons"][0]) == (("review", "extension_failed:bank") if refused else
+                                                      ("approve", "bank_rule"))
+
+
 def test_submit_application_with_well_formed_bank_decision_books_at_its_limit(keyed_banks: list[NodeContext]) -> None:
     a = keyed_banks[0]
     _with(a, "bank", AnswersDecision(_approve(limit=Decimal("1234.500"), annual_rate_percent=Decimal("4.3525"))))
