@@ -20,6 +20,7 @@ import typer
 from typer.testing import CliRunner
 
 from alliance_cli.commands.extensions import add_extension_commands
+from alliance_cli.state import CliState, remember_options
 from node.config import ConfigError, load_settings
 from node.extensions import hookimpl
 from node.extensions.manager import ExtensionManager, check_extension_names, extensions_for, use_extensions
@@ -70,9 +71,8 @@ def test_installed_plugin_changes_decision(keyed_banks: list[NodeContext], examp
         node.close()
 
 
-def test_installed_plugin_contributes_cli_command(example_plugin_installed: str, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ALLIANCE_DATA_DIR", str(tmp_path / "node"))
+def test_installed_plugin_contributes_cli_command(example_plugin_installed: str, tmp_path: Path) -> None:
+    remember_options(CliState(data_dir=tmp_path / "node"))  # as `alliance --data-dir` would: not an earlier test's
     cli = typer.Typer()
 
     @cli.command("noop")
@@ -113,7 +113,7 @@ def test_a_plugin_command_runs_only_when_the_node_settings_run_the_plugin(
         why: str | None) -> None:
     """Commands are added when the CLI starts, before a data dir is known: a plugin the bank had left out
     (`extensions_disabled`) still ran its commands, while the API had left out its routes."""
-    monkeypatch.setenv("ALLIANCE_DATA_DIR", str(tmp_path / "node"))
+    remember_options(CliState(data_dir=tmp_path / "node"))  # as `alliance --data-dir` would: not an earlier test's
     if setting is not None:
         monkeypatch.setenv(setting, str(value))
     plugin = BankCommands()
@@ -163,10 +163,10 @@ class CommandsTyperCannotBuild:
 
 
 def test_a_plugin_command_typer_cannot_build_or_without_a_name_is_left_out_and_the_cli_still_runs(
-        caplog: pytest.LogCaptureFixture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
     """Typer builds every command at each run: one it could not build ended every `alliance` command in a
     traceback, `node start` included, until the package was uninstalled."""
-    monkeypatch.setenv("ALLIANCE_DATA_DIR", str(tmp_path / "node"))
+    remember_options(CliState(data_dir=tmp_path / "node"))  # as `alliance --data-dir` would: not an earlier test's
     cli = typer.Typer()
 
     @cli.command("noop")
