@@ -114,7 +114,7 @@ class DevChain:
         if pid is None:
             return None
         # Gone, or a stale pid file whose pid was reused since (a reboot, a new container): not this chain.
-        if not _alive(pid) or not self._runs_this_chain(pid):
+        if not process_running(pid) or not self._runs_this_chain(pid):
             self.pid_file.unlink(missing_ok=True)
             return None
         return pid
@@ -202,7 +202,7 @@ class DevChain:
         it): this process stops it when it exits. False if the chain runs on its own (`chain up`) or its owner
         is alive."""
         owner = _pid_in(self.owner_file)
-        if owner is None or _alive(owner):
+        if owner is None or process_running(owner):
             return False
         try:
             self.owner_file.write_text(str(os.getpid()))
@@ -226,9 +226,8 @@ class DevChain:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not _alive(pid):
+            if not process_running(pid):
                 break
-            _reap(pid)
             time.sleep(0.05)
         else:
             os.kill(pid, signal.SIGKILL)
@@ -246,14 +245,30 @@ def _pid_in(path: Path) -> int | None:
         return None
 
 
-def _alive(pid: int) -> bool:
+def process_running(pid: int) -> bool:
+    """Whether process `pid` runs: not gone, and not a zombie (exited, its parent yet to collect it)."""
+    _reap(pid)  # this process's own child that exited is collected here, or it would stay a zombie
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # alive, another user's
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether `pid` exited and waits for its parent to collect it. `chain down` beside the running node that started
+    the chain: anvil exited on SIGTERM at once, but stayed the node's zombie, which a signal of 0 finds; the stop
+    waited its whole timeout and then sent SIGKILL to a process that had saved its state and gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:  # no /proc (macOS), or the process is gone
+        state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True).stdout
+        return state.strip().startswith("Z")
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]  # "pid (name) state ...": the name may hold ") "
 
 
 def _command_line(pid: int) -> str:

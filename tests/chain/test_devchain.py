@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from node.chain.client import ChainClient
 from node.chain.devchain import DevChain
 from node.chain.errors import ChainDataMissing, ChainError
 from node.chain.signer import Signer
+from node.paths import PROJECT_ROOT
 from tests.conftest import free_port
 
 # Contract creation code that loops until its gas runs out (JUMPDEST PUSH1 0 JUMP): each such transaction keeps
@@ -109,3 +111,44 @@ def test_past_states_stay_in_the_data_dir_bounded_and_go_with_the_chain(tmp_path
     finally:
         chain.stop()
     assert not chain.history_dir.exists()
+
+
+def test_a_stop_beside_the_process_that_started_the_chain_ends_it_with_sigterm_and_keeps_its_state(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`alliance chain down` while the node that started the chain runs: anvil saved its state and exited on SIGTERM
+    at once, but stayed the node's zombie until the node collected it, and a signal of 0 finds a zombie. The stop
+    waited its whole timeout (15 s) for the process to go, then sent SIGKILL."""
+    port = free_port()
+    code = ("import time\nfrom pathlib import Path\nfrom node.chain.devchain import DevChain\n"
+            f"DevChain(Path({str(tmp_path / 'chain')!r}), port={port}).start(owned=True)\n"
+            "print('started', flush=True)\ntime.sleep(120)\n")
+    starter = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+    chain = DevChain(tmp_path / "chain", port=port)
+    sent: list[int] = []
+    real_kill = os.kill
+
+    def kill(pid: int, signal_number: int) -> None:
+        if signal_number:
+            sent.append(signal_number)
+        real_kill(pid, signal_number)
+
+    try:
+        assert starter.stdout is not None and starter.stdout.readline().strip() == "started"
+        client = ChainClient(chain.rpc_url)
+        client.rpc("evm_mine")
+        head = client.block_number()
+        anvil = chain.running_pid()
+        assert anvil is not None
+        monkeypatch.setattr(os, "kill", kill)
+        assert chain.stop(timeout=60)
+        monkeypatch.undo()
+        assert sent == [signal.SIGTERM]  # no SIGKILL: it had gone
+        assert Path(f"/proc/{anvil}/stat").read_text().rpartition(")")[2].split()[0] == "Z"  # the starter's zombie
+        chain.start()
+        assert client.block_number() == head
+    finally:
+        monkeypatch.undo()
+        chain.stop()
+        starter.kill()
+        starter.wait()

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from node.chain.devchain import process_running
 from node.paths import PROJECT_ROOT
 from tests.conftest import TEST_PASSPHRASE, free_port
 
@@ -31,11 +32,9 @@ def answering(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -
 
 
 def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    # Not a zombie: anvil has exited once `chain down` returns, but its parent (the node that started it, or init for
+    # one a `chain up` started) may collect it later.
+    return process_running(pid)
 
 
 def initialised_dev_node(data_dir: Path) -> dict[str, str]:
