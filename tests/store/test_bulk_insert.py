@@ -82,3 +82,18 @@ def test_a_datetime_column_reads_back_as_the_orm_writes_it(store: Store) -> None
         # Ordered and compared in SQL as the ORM's own rows are (the publisher's batching age).
         assert session.scalar(select(func.count()).select_from(FraudReport)
                               .where(FraudReport.created_at == orm.created_at)) == 2
+
+
+def test_rows_sharing_a_timestamp_and_rows_with_their_own_each_store_theirs(store: Store) -> None:
+    """The conversion for SQLite is reused for the value it was last given: runs of one timestamp object, equal but
+    distinct objects and different times in turn must each store their own."""
+    shared, other = datetime(2026, 12, 7, 21, 0, 0, 1, tzinfo=UTC), datetime(2026, 12, 7, 22, 0, 0, 2, tzinfo=UTC)
+    times = [shared, shared, other, datetime(2026, 12, 7, 21, 0, 0, 1, tzinfo=UTC), shared, other, other]
+    columns = ("report_id", "category", "confidence", "valid_from", "valid_until", "evidence_hash", "case_ref_hash",
+               "submitted_by", "created_at")
+    with store.transaction() as session:
+        insert_rows(session, FraudReport, columns, [(f"r{i}", 1, 50, 1, 2, bytes(32), bytes(32), "t", at)
+                                                    for i, at in enumerate(times)])
+    with store.session() as session:
+        stored = dict(session.execute(select(FraudReport.report_id, FraudReport.created_at)).all())
+    assert [stored[f"r{i}"].replace(tzinfo=UTC) for i in range(len(times))] == times
