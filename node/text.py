@@ -60,7 +60,7 @@ def _cut(value: str) -> str:
 # A refused request's location (pydantic's `loc`) names schema fields and list positions, and also keys the client
 # chose: an unknown field, a key of `bank_inputs`. Such a key may be a customer's identifier typed in the wrong place
 # (`{"applicant": {"13800138000": ...}}`), and was echoed in the answer and the terminal. No field name has six
-# digits or an "@"; phone, ID, card and USCC numbers, IP addresses and e-mail addresses do, valid or not.
+# digits or an "@"; phone, ID, card and USCC numbers and e-mail addresses do, valid or not (most IP addresses too).
 MIN_IDENTIFIER_DIGITS = 6
 
 

@@ -261,12 +261,15 @@ def _zombie(pid: int) -> bool:
     """Whether `pid` exited and waits for its parent to collect it. `chain down` beside the running node that started
     the chain: anvil exited on SIGTERM at once, but stayed the node's zombie, which a signal of 0 finds; the stop
     waited its whole timeout and then sent SIGKILL to a process that had saved its state and gone."""
+    if not Path("/proc/self").exists():  # macOS
+        try:
+            state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True).stdout
+        except OSError:
+            return False
+        return state.strip().startswith("Z")
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:  # no /proc (macOS), or the process is gone
-        state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True).stdout
-        return state.strip().startswith("Z")
-    except OSError:
+    except OSError:  # gone meanwhile
         return False
     return stat.rpartition(")")[2].split()[:1] == ["Z"]  # "pid (name) state ...": the name may hold ") "
 
