@@ -95,10 +95,9 @@ class _PersonalValues:
     MIN_LENGTH = 6  # shorter strings (an IP's fragment, say) would match innocent text
 
     def __init__(self, values: set[str]) -> None:
-        self.values = {v for v in values if len(v) >= self.MIN_LENGTH}
         # A value of digits only matches a whole run of digits: a short numeric device id ("100000") matched inside
         # a limit of 1000000, and the decision was refused as holding personal data (the application went to review).
-        forms = sorted(self.values, key=len, reverse=True)
+        forms = sorted((v for v in values if len(v) >= self.MIN_LENGTH), key=len, reverse=True)
         self._pattern = re.compile("|".join(f"(?<![0-9]){v}(?![0-9])" if _DIGITS.fullmatch(v) else re.escape(v)
                                             for v in forms)) if forms else None
 
