@@ -43,6 +43,7 @@ MAX_VALID_DAYS = MAX_VALIDITY_S // 86_400
 ZERO_HASH = bytes(32)
 REPORT_ID = re.compile(r"[0-9a-f]{32}")  # the first 32 hex digits of an HMAC (_report_id)
 REPORT_ID_PURPOSE = b"alliance-report-id/v1"
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # Unicode's Cc: C0, DEL and C1
 # Column order of the rows intake writes (_report_row, ReportIntake._outbox_rows).
 REPORT_COLUMNS = ("report_id", "category", "confidence", "valid_from", "valid_until", "evidence_hash",
                   "case_ref_hash", "submitted_by", "created_at", "import_id")
@@ -82,6 +83,9 @@ class PreparedReport:
     evidence_hash: bytes
     case_ref_hash: bytes
     items: list[PreparedItem]
+    # The id this report was given before its evidence hash was read in one spelling: "0x" + the hex, which a node
+    # of an earlier version gave a report whose evidence was written so, and a retry of it must find.
+    earlier_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -143,13 +147,16 @@ class ReportIntake:
         category, evidence_hash = check_fields(request)
         canonical = _canonical_identifiers(request.identifiers)
         epoch, alliance_key = epoch_key or self._keyring.current()
-        report_id = self._report_id(request, canonical)
+        # The hash as read, not as written: "0x" + hex, bare hex and either in capitals are one report under one id.
+        evidence = evidence_hash.hex() if request.evidence_sha256 else ""
+        report_id = self._report_id(request, canonical, evidence)
+        earlier_id = self._report_id(request, canonical, "0x" + evidence) if evidence else None
         valid_from = request.valid_from if request.valid_from is not None else int(now or time.time())
         items = [PreparedItem(position, kind, value, indicator_hash(alliance_key, kind, value))
                  for position, (kind, value) in enumerate(canonical)]
         return PreparedReport(report_id, epoch, category, request.confidence, valid_from,
                               valid_from + request.valid_days * 86_400, evidence_hash,
-                              self._case_ref_hash(request.case_reference), items)
+                              self._case_ref_hash(request.case_reference), items, earlier_id)
 
     def current_key(self) -> tuple[int, bytes]:
         """The (epoch, alliance key) new reports are hashed under."""
@@ -203,7 +210,8 @@ class ReportIntake:
         with self._store.transaction() as session:
             if import_id is not None:
                 count_staged_rows(session, import_id, sum(len(report.items) for report in prepared))
-            ids = list({report.report_id for report in prepared})
+            earlier = {report.earlier_id: report.report_id for report in prepared if report.earlier_id}
+            ids = list({report.report_id for report in prepared} | earlier.keys())
             # In slices: one IN list of a whole import's ids passed the database's bind-parameter limit (65,535 on
             # PostgreSQL, 250,000 on this SQLite and 999 on one older than 3.32) and refused the file.
             held = [row for chunk in in_list_slices(ids) for row in session.execute(
@@ -215,13 +223,16 @@ class ReportIntake:
                       if not is_accepted and owner is not None and owner != import_id]
             replaced = take_over_staged(session, staged) if staged else set()
             existing = {report_id for report_id, *_ in held} - replaced
-            accepted_now, new, seen = [], [], set(existing)
+            # Each report's id as held (its earlier id if only that is), by its id: found, not written again.
+            held_as = {earlier[report_id]: report_id for report_id in existing if report_id in earlier}
+            held_as.update((report_id, report_id) for report_id in existing if report_id not in earlier)
+            accepted_now, new = [], []
             for report in prepared:
-                accepted_now.append(AcceptedReport(report.report_id, report.report_id not in seen))
-                if report.report_id in seen:
-                    continue
-                seen.add(report.report_id)
-                new.append(report)
+                held_id = held_as.get(report.report_id)
+                accepted_now.append(AcceptedReport(held_id or report.report_id, held_id is None))
+                if held_id is None:
+                    held_as[report.report_id] = report.report_id
+                    new.append(report)
             # In report id order: the ids are random, and inserting them sorted walks the B-trees keyed by report id
             # once instead of at random (an import of 300,000 rows kept a concurrent API write waiting 4.0 s, not 8.0).
             new.sort(key=lambda report: report.report_id)
@@ -240,10 +251,10 @@ class ReportIntake:
                  item.indicator, self._vault.encrypt(item.canonical.encode(), associated_data=sealed_identifier_ad(
                      report.report_id, item.position)), "queued", import_id) for item in report.items]
 
-    def _report_id(self, request: ReportRequest, canonical: list[tuple[IdentifierType, str]]) -> str:
+    def _report_id(self, request: ReportRequest, canonical: list[tuple[IdentifierType, str]], evidence: str) -> str:
         content = json.dumps([sorted([kind.value, value] for kind, value in canonical), request.category,
-                              request.confidence, request.valid_from, request.valid_days,
-                              (request.evidence_sha256 or "").lower(), request.case_reference],
+                              request.confidence, request.valid_from, request.valid_days, evidence,
+                              request.case_reference],
                              separators=(",", ":"), ensure_ascii=False)
         return hmac.digest(self._report_id_key, content.encode(), "sha256").hex()[:32]
 
@@ -267,6 +278,11 @@ def check_fields(request: ReportRequest) -> tuple[Category, bytes]:
                            code="invalid_case_reference")
     if not _encodable(request.case_reference):  # it is hashed as UTF-8 (a command line's undecodable bytes)
         raise InvalidInput("case_reference holds a character that is not valid text (an unpaired surrogate)",
+                           code="invalid_case_reference")
+    # A case number has none: a NUL, a line break or a tab is a file's or a program's fault (a cell split badly, a C
+    # string's end), and the keyed hash of it would match the bank's case under no spelling it searches for.
+    if _CONTROL_CHARACTER.search(request.case_reference):
+        raise InvalidInput("case_reference holds a control character (a NUL, a tab or a line break)",
                            code="invalid_case_reference")
     return category, _evidence_hash(request.evidence_sha256)
 

@@ -174,15 +174,32 @@ def test_create_report_of_an_auditor_bank_is_409_and_queues_nothing(ledger_nodes
         assert session.scalar(select(func.count()).select_from(OutboxRecord)) == 0
 
 
-@pytest.mark.parametrize("evidence", ["ab ab" + "ab" * 30, " " + "ab" * 32, "ab" * 32 + "\n"],
-                         ids=["inner_space", "leading_space", "trailing_newline"])
-def test_create_report_refuses_evidence_hash_with_whitespace(api: ApiNode, evidence: str) -> None:
-    """Each was taken as the hash without its whitespace (bytes.fromhex skips it), under a report id of its own: a
-    retry spelt so queued the same report again."""
+@pytest.mark.parametrize(("field", "value", "code"), [
+    # Each evidence hash was taken as the hash without its whitespace (bytes.fromhex skips it), under a report id of
+    # its own: a retry spelt so queued the same report again.
+    ("evidence_sha256", "ab ab" + "ab" * 30, "invalid_evidence_hash"),
+    ("evidence_sha256", " " + "ab" * 32, "invalid_evidence_hash"),
+    ("evidence_sha256", "ab" * 32 + "\n", "invalid_evidence_hash"),
+    ("case_reference", "CASE-1\u0000", "invalid_case_reference"),
+    ("case_reference", "CASE-1\r\n", "invalid_case_reference"),
+    ("case_reference", "CASE\t1", "invalid_case_reference"),
+], ids=["evidence_inner_space", "evidence_leading_space", "evidence_trailing_newline", "case_nul", "case_crlf",
+        "case_tab"])
+def test_create_report_refuses_a_field_spelt_badly(api: ApiNode, field: str, value: str, code: str) -> None:
     with_key(api)
-    response = api.client.post("/v1/fraud/reports", json={**REPORT, "evidence_sha256": evidence},
-                               headers=api.headers(Role.analyst))
+    response = api.client.post("/v1/fraud/reports", json={**REPORT, field: value}, headers=api.headers(Role.analyst))
     assert response.status_code == 422, response.text
-    assert response.json()["error"]["code"] == "invalid_evidence_hash"
+    assert response.json()["error"]["code"] == code
     with api.node.store.session() as session:
         assert session.scalar(select(func.count()).select_from(OutboxRecord)) == 0
+
+
+def test_create_report_gives_an_evidence_hash_written_with_0x_or_without_one_id(api: ApiNode) -> None:
+    with_key(api)
+    ids = []
+    for evidence in ("0x" + "AB" * 32, "ab" * 32):
+        response = api.client.post("/v1/fraud/reports", json={**REPORT, "evidence_sha256": evidence},
+                                   headers=api.headers(Role.analyst))
+        assert response.status_code == 202, response.text
+        ids.append((response.json()["report_id"], response.json()["created"]))
+    assert ids[1] == (ids[0][0], False) and ids[0][1] is True

@@ -6,6 +6,7 @@ NodeContext on the same store, as a restarted process would.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections import Counter
@@ -97,6 +98,41 @@ def test_accept_report_with_other_fields_is_another_report(bank: NodeContext) ->
     assert first.report_id != other.report_id
 
 
+def test_an_evidence_hash_spelt_another_way_is_the_same_report(bank: NodeContext) -> None:
+    # Each spelling was a report of its own: a retry from another tool queued the report a second time.
+    spellings = ["0x" + "ab" * 32, "ab" * 32, "0X" + "AB" * 32, "Ab" * 32]
+    accepted = [bank.report_intake.accept(report(evidence_sha256=evidence), submitted_by="k1")
+                for evidence in spellings]
+    assert [a.created for a in accepted] == [True, False, False, False]
+    assert len({a.report_id for a in accepted}) == 1
+    assert bank.report_intake.accept(report(evidence_sha256="cd" * 32), submitted_by="k1").created
+    bank.publisher.drain()
+    assert len(onchain_records(bank.fraud_ledger())) == 2
+
+
+@pytest.mark.parametrize("written", ["0x" + "ab" * 32, "0X" + "AB" * 32])
+def test_a_report_an_earlier_version_accepted_with_0x_evidence_is_found_under_its_id(bank: NodeContext,
+                                                                                    written: str) -> None:
+    # The ids of each spelling, before and now: tests/ledger/test_report_ids.py.
+    request = report(evidence_sha256=written)
+    prepared = bank.report_intake.prepare(request)
+    assert prepared.earlier_id is not None
+    earlier_id = prepared.earlier_id
+    # As an earlier version stored it: under the id of its spelling.
+    [stored] = bank.report_intake.store_prepared([dataclasses.replace(prepared, report_id=earlier_id,
+                                                                      earlier_id=None)], submitted_by="k1")
+    assert stored.created
+    again = [bank.report_intake.accept(report(evidence_sha256=evidence), submitted_by="k2")
+             for evidence in (written, "ab" * 32)]
+    together = bank.report_intake.accept_many([request, report(evidence_sha256="ab" * 32)], submitted_by="k3")
+    assert {(a.report_id, a.created) for a in again + together} == {(earlier_id, False)}
+    with bank.store.session() as session:
+        assert session.scalars(select(FraudReport.report_id)).all() == [earlier_id]
+        assert session.scalar(select(func.count()).select_from(OutboxRecord)) == 1
+    bank.publisher.drain()
+    assert len(onchain_records(bank.fraud_ledger())) == 1
+
+
 @pytest.mark.parametrize(("request_", "code"), [
     (ReportRequest([("cn_resident_id", "110105194912310021")], "identity_theft", 90), "checksum_failed"),
     (ReportRequest([("phone", "12")], "identity_theft", 90), "bad_length"),
@@ -111,6 +147,12 @@ def test_accept_report_with_other_fields_is_another_report(bank: NodeContext) ->
     (ReportRequest([("phone", PHONE)], "other", 50, evidence_sha256=" " + "ab" * 32), "invalid_evidence_hash"),
     (ReportRequest([("phone", PHONE)], "other", 50, evidence_sha256="0x" + "ab" * 32 + "\n"),
      "invalid_evidence_hash"),
+    (ReportRequest([("phone", PHONE)], "other", 50, case_reference="C" * 201), "invalid_case_reference"),
+    (ReportRequest([("phone", PHONE)], "other", 50, case_reference="CASE-\udc80"), "invalid_case_reference"),
+    (ReportRequest([("phone", PHONE)], "other", 50, case_reference="CASE-1\x00"), "invalid_case_reference"),
+    (ReportRequest([("phone", PHONE)], "other", 50, case_reference="CASE-1\n"), "invalid_case_reference"),
+    (ReportRequest([("phone", PHONE)], "other", 50, case_reference="CASE\t1"), "invalid_case_reference"),
+    (ReportRequest([("phone", PHONE)], "other", 50, case_reference="CASE-\x85"), "invalid_case_reference"),
 ])
 def test_accept_report_refuses_invalid_input_and_writes_nothing(bank: NodeContext, request_: ReportRequest,
                                                                  code: str) -> None:

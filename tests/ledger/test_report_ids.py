@@ -27,6 +27,19 @@ def test_report_id_matches_vector_from_openssl() -> None:
     assert prepared.report_id == "432d1e3705bc3ca3375ad4d49f4b8da1"
 
 
+
+def test_report_id_reads_the_evidence_hash_whichever_way_it_is_written() -> None:
+    # The hash as bare lowercase hex, the id bare hex had before: ... 730,"abab…ab","CASE-1"] as above. Its earlier
+    # id is the one "0x" + hex had (... 730,"0xabab…ab","CASE-1"]), which intake finds for reports taken so before.
+    for written in ("ab" * 32, "0x" + "ab" * 32, "0X" + "AB" * 32, "aB" * 32):
+        request = ReportRequest([("phone", "+86 138-0013-8000")], "telecom_fraud", 85, evidence_sha256=written,
+                                case_reference="CASE-1")
+        prepared = intake().prepare(request, now=1_700_000_000, epoch_key=(1, ALLIANCE_KEY))
+        assert (prepared.report_id, prepared.earlier_id) == ("445c29a3fd0b85e8c5f085cc7ab2a3a3",
+                                                             "0162ab5e6937257e913ca4db771a4a7a")
+    no_evidence = ReportRequest([("phone", "+86 138-0013-8000")], "telecom_fraud", 85, case_reference="CASE-1")
+    assert intake().prepare(no_evidence, now=1_700_000_000, epoch_key=(1, ALLIANCE_KEY)).earlier_id is None
+
 def test_report_id_ignores_identifier_order_and_formatting_but_not_content() -> None:
     def report_id(identifiers: list[tuple[str, str]], confidence: int = 85) -> str:
         request = ReportRequest(identifiers, "telecom_fraud", confidence)
