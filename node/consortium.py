@@ -86,9 +86,13 @@ def deploy(node: NodeContext, founders: list[FoundingMember], *, quorum_percent:
            force: bool) -> Deployment:
     _refuse_live_deployment(node, force)
     record = node.settings.effective_deployment_file
-    _refuse_unwritable_record(record)
-    deployment = deploy_consortium(node.signing_chain, network=node.settings.network.value, founders=founders,
-                                   quorum_percent=quorum_percent, proposal_lifetime_s=proposal_lifetime_s)
+    made = _refuse_unwritable_record(record)
+    try:
+        deployment = deploy_consortium(node.signing_chain, network=node.settings.network.value, founders=founders,
+                                       quorum_percent=quorum_percent, proposal_lifetime_s=proposal_lifetime_s)
+    except BaseException:
+        _remove_empty(made)  # nothing was deployed that needs them: the data dir is left as the command found it
+        raise
     try:
         save_deployment(deployment, record)
     except OSError as exc:  # the record's place changed since it was checked: the addresses must not be lost
@@ -99,9 +103,11 @@ def deploy(node: NodeContext, founders: list[FoundingMember], *, quorum_percent:
     return deployment
 
 
-def _refuse_unwritable_record(path: Path) -> None:
-    """Checked before anything is sent: contracts deployed without their record are lost to the node."""
+def _refuse_unwritable_record(path: Path) -> list[Path]:
+    """Checked before anything is sent: contracts deployed without their record are lost to the node. The
+    directories it made for the record, innermost first."""
     probe = path.with_suffix(".tmp")  # where save_deployment writes first
+    made = [directory for directory in path.parents if not directory.exists()]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_dir():
@@ -109,10 +115,20 @@ def _refuse_unwritable_record(path: Path) -> None:
         probe.touch()
         probe.unlink()
     except OSError as exc:
+        _remove_empty(made)
         # mkdir's FileExistsError: a file is where a directory of the path belongs
         reason = "Not a directory" if isinstance(exc, FileExistsError) else exc.strerror or str(exc)
         raise InvalidInput(f"cannot write the deployment record {path}: {reason}",
                            code="deployment_file_unwritable") from None
+    return made
+
+
+def _remove_empty(directories: list[Path]) -> None:
+    for directory in directories:  # innermost first; one something else wrote into meanwhile stays
+        try:
+            directory.rmdir()
+        except OSError:
+            return
 
 
 def deploy_solo(node: NodeContext, *, quorum_percent: int, proposal_lifetime_s: int, force: bool) -> Deployment:

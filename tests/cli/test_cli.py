@@ -982,6 +982,25 @@ def test_contracts_deploy_with_a_proposal_lifetime_past_uint64_fails_with_one_li
     assert not (data_dir / "deployments").exists()
 
 
+def test_contracts_deploy_that_fails_on_chain_leaves_no_record_directory(cli: CliRunner, data_dir: Path,
+                                                                         tmp_path: Path) -> None:
+    """The record's directories were made (to check they can be written) before the chain was asked, and stayed."""
+    assert cli("init", "--bank-name", "Bank A", "--bank-code", "BANKA").code == 0
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        nowhere = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    record = tmp_path / "records" / "nested" / "consortium.json"
+    elsewhere = {"ALLIANCE_DEPLOYMENT_FILE": str(record)}
+    for env, made in [({}, data_dir / "deployments"), (elsewhere, tmp_path / "records")]:
+        result = cli("contracts", "deploy", env={"ALLIANCE_RPC_URL": nowhere, **env})
+        assert result.code == 1
+        assert "chain" in one_error_line(result.err)
+        assert not made.exists()
+    (tmp_path / "records").mkdir()  # a directory there before is left as it was
+    assert cli("contracts", "deploy", env={"ALLIANCE_RPC_URL": nowhere, **elsewhere}).code == 1
+    assert (tmp_path / "records").is_dir() and not (tmp_path / "records" / "nested").exists()
+
+
 @pytest.mark.parametrize("blocker", ["directory_at_record", "file_at_parent"])
 def test_contracts_deploy_whose_record_cannot_be_written_sends_nothing(cli: CliRunner, tmp_path: Path, rpc_url: str,
                                                                        blocker: str) -> None:
