@@ -6,6 +6,7 @@ from fastapi import Depends, FastAPI
 
 from node.api.access_log import AccessLog, RouteTemplates
 from node.api.deps import caller_refusal, current_key, refuse_nul_characters
+from node.api.error_schema import ERROR_RESPONSES
 from node.api.errors import install_error_handlers
 from node.api.limits import BodySizeLimit
 from node.api.routes import checks, fraud, health, indicators, members, operations
@@ -35,11 +36,8 @@ def create_app(node: NodeContext, *, workers: BackgroundWorkers | None = None) -
     app.include_router(health.router)
     # Every /v1 route needs an API key; routes narrow it to roles where they must.
     v1 = [Depends(current_key), Depends(refuse_nul_characters)]
-    app.include_router(members.router, prefix="/v1", dependencies=v1)
-    app.include_router(fraud.router, prefix="/v1", dependencies=v1)
-    app.include_router(checks.router, prefix="/v1", dependencies=v1)
-    app.include_router(indicators.router, prefix="/v1", dependencies=v1)
-    app.include_router(operations.router, prefix="/v1", dependencies=v1)
-    app.include_router(assets_router, prefix="/v1", dependencies=v1)
-    install_extension_routes(app, node, dependencies=v1)  # applications, alerts, marketing, plugins
+    for router in (members.router, fraud.router, checks.router, indicators.router, operations.router, assets_router):
+        app.include_router(router, prefix="/v1", dependencies=v1, responses=ERROR_RESPONSES)
+    # applications, alerts, marketing, plugins
+    install_extension_routes(app, node, dependencies=v1, responses=ERROR_RESPONSES)
     return app

@@ -23,8 +23,10 @@ logger = logging.getLogger(__name__)
 PREFIX = "/v1"
 
 
-def install_extension_routes(app: FastAPI, node: Any, *, dependencies: Sequence[Any]) -> list[str]:
-    """Include every contributed router behind `dependencies` (the API-key check); returns the mounting modules.
+def install_extension_routes(app: FastAPI, node: Any, *, dependencies: Sequence[Any],
+                             responses: dict[int | str, dict[str, Any]] | None = None) -> list[str]:
+    """Include every contributed router behind `dependencies` (the API-key check), documenting `responses` (the
+    errors every route may answer) on each of its routes; returns the mounting modules.
 
     A module whose hook fails, or answers with something other than routers, contributes nothing (logged). So does
     a module with any route that checks no role (`require_roles`): behind the API-key check alone it would answer
@@ -35,7 +37,7 @@ def install_extension_routes(app: FastAPI, node: Any, *, dependencies: Sequence[
         logger.warning("extension %s: %s", module, problem)
     for _module, routers in mountable:
         for router in routers:
-            app.include_router(router, prefix=PREFIX, dependencies=list(dependencies))
+            app.include_router(router, prefix=PREFIX, dependencies=list(dependencies), responses=responses)
     return [module for module, _ in mountable]
 
 

@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from node.api.app import create_app
+from node.api.error_schema import ErrorOut
 from node.api.errors import MAX_DETAILS
 from node.auth.apikeys import Role
 from node.chain.errors import UnknownRevert
@@ -291,3 +292,28 @@ def test_openapi_lists_routes_and_key_scheme(api: ApiNode) -> None:
     spec = api.client.get("/openapi.json").json()
     assert {"/health", "/v1/members", "/v1/members/{reference}"} <= set(spec["paths"])
     assert "APIKeyHeader" in spec["components"]["securitySchemes"]
+
+
+def test_openapi_documents_the_error_answers_the_node_sends(api: ApiNode) -> None:
+    """FastAPI documented a 422 body of its own ({"detail": [...]}), which the node never sends, and no other error:
+    a client generated from the document could read none of the node's refusals."""
+    spec = api.client.get("/openapi.json").json()
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    error = spec["components"]["schemas"]["ErrorOut"]
+    assert error["required"] == ["error"]
+    operations = [(method, path, operation) for path, methods in spec["paths"].items() if path.startswith("/v1/")
+                  for method, operation in methods.items()]
+    assert len(operations) > 40  # the extensions' routes among them
+    for method, path, operation in operations:
+        for status in ("401", "403", "413", "422", "4XX", "500", "503"):
+            answer = operation["responses"].get(status, {})
+            schema = answer.get("content", {}).get("application/json", {}).get("schema")
+            assert schema == {"$ref": "#/components/schemas/ErrorOut"}, (method, path, status)
+    # What the node answers fits it: a refusal of each kind validated against the documented model.
+    bodies = [api.client.get("/v1/members").json(),  # 401
+              api.client.get("/v1/node/status", headers=api.headers(Role.auditor)).json(),  # 403
+              api.client.post("/v1/checks/batch", json={"identifiers": 1}, headers=api.headers(Role.workflow)).json(),
+              api.client.get("/v1/fraud/reports/" + "0" * 32, headers=api.headers(Role.analyst)).json()]  # 404
+    for body in bodies:
+        assert ErrorOut.model_validate(body).error.code in {"unauthorized", "forbidden", "invalid_request",
+                                                            "report_not_found"}, body

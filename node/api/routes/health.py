@@ -36,7 +36,8 @@ class HealthResponse(BaseModel):
     workers: dict[str, dict[str, object]] = {}  # background loops (keys, publisher, indexer), their last error's type
 
 
-@router.get("/health", response_model=HealthResponse)
+@router.get("/health", response_model=HealthResponse,
+            responses={503: {"model": HealthResponse, "description": "The node's database does not answer."}})
 def read_health(node: NodeDep, request: Request) -> JSONResponse:
     """Liveness and readiness: 200 while the store works (the chain may be down), else 503."""
     store_ok = node.store.ping()
