@@ -12,7 +12,14 @@ from alliance_cli.arguments import parse_identifier_arguments
 from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
 from node.errors import InvalidInput
-from node.ledger.check_log import DEFAULT_LIMIT, MAX_LIMIT, CheckLogQuery, identifier_indicators, read_check_log_page
+from node.ledger.check_log import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
+    CheckLogQuery,
+    identifier_indicators,
+    parse_moment,
+    read_check_log_page,
+)
 from node.ledger.checks import check_identity
 from node.ledger.reactions import parse_indicator
 
@@ -84,10 +91,4 @@ def check_log_command(
 
 
 def _moment(text: str | None, option: str) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidInput(f"{option} is a date or time in ISO 8601, e.g. 2026-12-01 or 2026-12-01T09:30:00+08:00",
-                           code="invalid_time") from None
+    return None if text is None else parse_moment(text, option)

@@ -154,6 +154,17 @@ def _view(entry: CheckLogEntry, checked: int, indicators: list[str] | None) -> C
                         None if indicators is None else ["0x" + h for h in indicators])
 
 
+def parse_moment(text: str, name: str) -> datetime:
+    """A bound of a log query as written (ISO 8601, basic or extended: 2026-12-01, 20261201, 2026-12-01T09:30+08:00);
+    InvalidInput otherwise. The API and the CLI read it alike: the API took a number as Unix seconds, so
+    since=20261201 (1 December 2026 to the CLI) meant 23 August 1970 and listed the whole log."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(f"{name} is a date or time in ISO 8601, e.g. 2026-12-01 or 2026-12-01T09:30:00+08:00",
+                           code="invalid_time") from None
+
+
 def _bound_in_utc(moment: datetime | None, name: str) -> datetime | None:
     if moment is None:
         return None

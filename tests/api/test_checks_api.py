@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from node.api.routes.checks import CheckOut
 from node.auth.apikeys import Role
 from node.crypto.keyed_hash import hash_identifier
 from node.ledger.checks import MAX_BATCH
@@ -95,6 +96,9 @@ def test_create_batch_check_answers_invalid_items_inline(api: ApiNode, reported_
     assert short["error"]["code"] == "bad_length" and short["indicator"] is None
     # Not quoted back: a type that is none may be the identifier itself, given in the type's place.
     assert unknown["error"]["code"] == "unknown_type" and unknown["type"] is None
+    CheckOut.model_validate(body)  # the answer the OpenAPI document shows: its `type` was a string there
+    assert api.client.get("/openapi.json").json()["components"]["schemas"]["IdentifierResult"]["properties"]["type"][
+        "anyOf"] == [{"type": "string"}, {"type": "null"}]
 
 
 @pytest.mark.parametrize(("path", "status"), [("identity", 422), ("batch", 200)])
@@ -280,6 +284,19 @@ def test_read_log_takes_one_bound_with_a_zone_and_one_without(api: ApiNode, repo
     empty = api.client.get("/v1/checks/log", headers=api.headers(Role.auditor),
                            params={"since": since, "until": until.replace("2100", "2001")})
     assert empty.status_code == 200 and empty.json()["entries"] == [], empty.text
+
+
+def test_read_log_reads_its_bounds_as_iso_8601_as_the_cli_does(api: ApiNode, reported_phone: bytes) -> None:
+    """A number was taken as Unix seconds: since=21000101 (1 January 2100 to the CLI) meant 1970 and listed the log."""
+    assert check(api, "identity", [("phone", PHONE)])[0] == 200
+    for since, listed in (("21000101", 0), ("2100-01-01", 0), ("20000101", 1), ("20000101T0000Z", 1)):
+        response = api.client.get("/v1/checks/log", headers=api.headers(Role.auditor), params={"since": since})
+        assert response.status_code == 200, response.text
+        assert len(response.json()["entries"]) == listed, since
+    for number in ("1700000000", "0.5", "2026"):
+        response = api.client.get("/v1/checks/log", headers=api.headers(Role.auditor), params={"until": number})
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["code"] == "invalid_time" and number not in response.text
 
 
 @pytest.mark.parametrize("params", [{"since": "9999-12-31T23:59:59-01:00"}, {"until": "0001-01-01T00:00:00+01:00"}])

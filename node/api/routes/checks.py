@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, Field, field_validator
 from pydantic_core import PydanticSerializationError, to_json
 from typing_extensions import TypedDict
 
@@ -15,7 +16,7 @@ from node.api.deps import NodeDep, SessionDep, require_roles
 from node.api.errors import escaped_json
 from node.auth.apikeys import KeyInfo, Role
 from node.ledger import checks
-from node.ledger.check_log import DEFAULT_LIMIT, MAX_LIMIT, CheckLogQuery, read_check_log_page
+from node.ledger.check_log import DEFAULT_LIMIT, MAX_LIMIT, CheckLogQuery, parse_moment, read_check_log_page
 from node.ledger.reactions import parse_indicator
 
 router = APIRouter(prefix="/checks", tags=["checks"])
@@ -63,7 +64,8 @@ class ItemError(BaseModel):
 
 class IdentifierResult(BaseModel):
     item: int
-    type: str
+    type: str | None = Field(description="the type as given; null for a type that is none (not echoed: it may be "
+                                         "the identifier itself, given in the type's place)")
     indicator: str | None = Field(description="0x + hex of the indicator under the current key epoch")
     hit: bool
     categories: list[str]
@@ -116,10 +118,21 @@ class CheckLogOut(BaseModel):
     next_before_id: int | None = Field(description="`before_id` of the next (older) page; null on the last")
 
 
+def _iso_8601(name: str, value: Any) -> Any:
+    # Raised through pydantic as the node's own refusal (422 invalid_time), the CLI's for the same text.
+    return parse_moment(value, name) if isinstance(value, str) else value
+
+
+# ISO 8601 only, read as the CLI reads it; not pydantic's default, which takes a number as Unix seconds.
+_BOUND = "ISO 8601: 2026-12-01, 2026-12-01T09:30:00+08:00 (UTC unless it names a zone)"
+Since = Annotated[datetime | None, BeforeValidator(partial(_iso_8601, "since")), Query(description=_BOUND)]
+Until = Annotated[datetime | None, BeforeValidator(partial(_iso_8601, "until")), Query(description=_BOUND)]
+
+
 @router.get("/log", response_model=CheckLogOut)
 def read_log(*, session: SessionDep, _: Annotated[KeyInfo, Depends(require_roles(Role.operator, Role.auditor))],
-             key_id: str | None = None, indicator: str | None = None, since: datetime | None = None,
-             until: datetime | None = None, hits_only: bool = False, include_indicators: bool = False,
+             key_id: str | None = None, indicator: str | None = None, since: Since = None,
+             until: Until = None, hits_only: bool = False, include_indicators: bool = False,
              before_id: Annotated[int | None, Query(ge=1)] = None,
              limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT) -> dict[str, Any]:
     """The query log, newest first: who checked what, when, and what hit (naive times are UTC).
