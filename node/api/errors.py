@@ -170,5 +170,6 @@ def install_error_handlers(app: FastAPI, *, caller_refusal: Callable[[Request], 
     async def _http_error(request: Request, exc: StarletteHTTPException) -> ErrorResponse:
         # 400 is FastAPI's answer to a body it could not parse at all (nested too deeply for the parser, say).
         code = {400: "malformed_body", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        answer = ErrorResponse(error_body(code, str(exc.detail)), status_code=exc.status_code)
+        # With the exception's headers: a 405's Allow lists the methods the path takes (RFC 9110 requires it).
+        answer = ErrorResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
         return await _caller_first(request, answer) if exc.status_code == 400 else answer

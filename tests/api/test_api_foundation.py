@@ -317,3 +317,15 @@ def test_openapi_documents_the_error_answers_the_node_sends(api: ApiNode) -> Non
     for body in bodies:
         assert ErrorOut.model_validate(body).error.code in {"unauthorized", "forbidden", "invalid_request",
                                                             "report_not_found"}, body
+
+
+@pytest.mark.parametrize(("method", "path", "allowed"), [("DELETE", "/health", "GET"),
+                                                         ("TRACE", "/v1/members", "GET"),
+                                                         ("PUT", "/v1/fraud/reports", "POST")])
+def test_a_method_the_path_does_not_take_is_405_naming_those_it_takes(api: ApiNode, method: str, path: str,
+                                                                        allowed: str) -> None:
+    """The error handler answered 405 without the Allow header (RFC 9110 requires it), which Starlette had set."""
+    response = api.client.request(method, path, headers=api.headers(Role.operator))
+    assert response.status_code == 405, response.text
+    assert response.headers["allow"] == allowed
+    assert ErrorOut.model_validate(response.json()).error.code == "method_not_allowed"
