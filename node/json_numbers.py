@@ -12,10 +12,13 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator
 
 
-def _not_a_boolean(value: Any) -> Any:
+def not_a_boolean(value: Any) -> Any:
+    """A BeforeValidator of JsonInt's; one beside the bounds of an optional int, whose bounds must go before it
+    (`Annotated[int, Field(ge=1), BeforeValidator(not_a_boolean)] | None`): put after it, pydantic writes them into
+    the OpenAPI document as `ge`/`le`, which JSON Schema does not know, and clients read "any integer"."""
     if isinstance(value, bool):
         raise ValueError("a whole number is needed, not true or false")
     return value
 
 
-JsonInt = Annotated[int, BeforeValidator(_not_a_boolean)]
+JsonInt = Annotated[int, BeforeValidator(not_a_boolean)]

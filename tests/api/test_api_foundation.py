@@ -329,3 +329,22 @@ def test_a_method_the_path_does_not_take_is_405_naming_those_it_takes(api: ApiNo
     assert response.status_code == 405, response.text
     assert response.headers["allow"] == allowed
     assert ErrorOut.model_validate(response.json()).error.code == "method_not_allowed"
+
+
+def test_openapi_bounds_are_json_schema_keywords(api: ApiNode) -> None:
+    """A bound on an optional field (ServicingIn.version) was written as pydantic's `ge`/`le`, which JSON Schema does
+    not know: clients and generated validators took any integer, and the node refused what its document allowed."""
+    pydantic_only = {"ge", "le", "gt", "lt", "min_length", "max_length", "multiple_of", "max_digits", "decimal_places"}
+
+    def misnamed(node: object, path: tuple[str, ...]) -> list[str]:
+        if isinstance(node, list):
+            return [found for i, item in enumerate(node) for found in misnamed(item, (*path, str(i)))]
+        if not isinstance(node, dict):
+            return []
+        here = [] if path[-1:] == ("properties",) else ["/".join((*path, key)) for key in node if key in pydantic_only]
+        return here + [found for key, value in node.items() for found in misnamed(value, (*path, key))]
+
+    spec = api.client.get("/openapi.json").json()
+    assert misnamed(spec, ()) == []
+    version = spec["components"]["schemas"]["ServicingIn"]["properties"]["version"]["anyOf"][0]
+    assert version["minimum"] == 1 and version["type"] == "integer"

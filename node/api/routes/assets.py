@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Response, status
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, Field, field_validator
 
 from node.api.deps import NEXT_PAGE_HEADER, NodeDep, require_roles
 from node.assets import lifecycle
@@ -26,7 +26,7 @@ from node.assets.provenance import build_bundle, build_bundles
 from node.assets.screening import DEFAULT_FLAGS_PAGE, MAX_FLAGS_PAGE
 from node.assets.version_loans import DEFAULT_LOANS_PAGE, MAX_LOANS_PAGE, MAX_POSITION, anchored_version, loan_ids_page
 from node.auth.apikeys import KeyInfo, Role
-from node.json_numbers import JsonInt
+from node.json_numbers import JsonInt, not_a_boolean
 
 router = APIRouter(prefix="/assets", tags=["assets"])
 
@@ -81,8 +81,8 @@ class ProvenanceIn(BaseModel):
 
 class ServicingIn(BaseModel):
     period: JsonInt = Field(ge=1, le=lifecycle.MAX_PERIOD)
-    version: JsonInt | None = Field(default=None, ge=1, le=lifecycle.MAX_VERSION,
-                                description="Default: the pool's latest version.")
+    version: Annotated[int, Field(ge=1, le=lifecycle.MAX_VERSION), BeforeValidator(not_a_boolean)] | None = Field(
+        default=None, description="Default: the pool's latest version.")
     statuses: dict[str, str] | None = Field(default=None, description="loan id (0x-hex) -> status; default: the "
                                             "statuses of this bank's records of the version.")
 
