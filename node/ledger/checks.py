@@ -35,6 +35,8 @@ from node.store.ledger_tables import AllianceKey, CheckLogEntry
 
 MAX_IDENTITY = 100  # identifiers of one applicant
 MAX_BATCH = 10_000
+# What the indicator's HMAC takes before the canonical value (node.crypto.keyed_hash.indicator_hash), by type name.
+_HASHED_TYPE = {kind.value: kind.value.encode() + b"\x00" for kind in IdentifierType}
 
 
 class TooManyIdentifiers(AllianceError):
@@ -178,7 +180,7 @@ def _check_in(node: NodeContext, identifiers: Sequence[tuple[str, str]], canonic
         if isinstance(value, InvalidIdentifier):
             hashes.append(None)
             continue
-        message = IdentifierType(identifier_type).value.encode() + b"\x00" + value.encode()
+        message = _HASHED_TYPE[identifier_type] + value.encode()
         hashes.append([hmac.digest(key, message, "sha256") for key in epoch_keys])
 
     at = int(time.time())
