@@ -11,7 +11,6 @@ from alliance_cli import console
 from alliance_cli.console import JsonOption
 from alliance_cli.state import node_context
 from node.node_status import current_status
-from node.server import serve
 
 app = typer.Typer(help="Run the node, and see how its work stands.", no_args_is_help=True)
 
@@ -26,6 +25,9 @@ def node_start(
     = None,
 ) -> None:
     """Start the API server; on the dev network the local chain is started too and stopped at exit."""
+    # Imported here: the web framework and the app take ~0.3 s to load, which every other command would pay.
+    from node.server import serve
+
     node = node_context(ctx, initialised=not demo)  # the demo initialises an empty data dir itself
     console.info(f"alliance node ({node.settings.network}) starting; data dir {node.settings.data_dir}")
     serve(node, demo=demo, host=host, port=port)

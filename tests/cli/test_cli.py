@@ -1253,3 +1253,13 @@ def test_an_error_line_quoting_an_endpoints_words_writes_its_terminal_escapes_as
     assert result.code == 1
     line = one_error_line(result.err)
     assert "\x1b" not in result.err and line.endswith("(missing trie node \\x1b[2J\\x1b[1GOK)"), line
+
+
+def test_the_cli_loads_no_web_framework_until_the_node_starts() -> None:
+    """Only `node start` serves HTTP: the framework and the app's routes were loaded by every command (~0.6 s of an
+    `alliance --help` of 2.4-2.8 s here)."""
+    web = ("fastapi", "uvicorn", "starlette", "node.server", "node.api.app")
+    loaded = subprocess.run([sys.executable, "-c", "import sys, alliance_cli.main; "
+                             f"print([m for m in {web!r} if m in sys.modules])"],
+                            capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"
