@@ -15,7 +15,7 @@ from sqlalchemy import select
 from node.api.routes.checks import CheckOut
 from node.auth.apikeys import Role
 from node.crypto.keyed_hash import hash_identifier
-from node.ledger.checks import MAX_BATCH
+from node.ledger.checks import MAX_BATCH, MAX_IDENTITY
 from node.store.ledger_tables import CheckLogEntry
 from tests.api.conftest import ApiNode
 from tests.ledger.mirror_rows import DAY, Row, add_batch, add_reaction, set_synced
@@ -115,9 +115,19 @@ def test_create_check_with_a_lone_surrogate_answers_with_its_reason(api: ApiNode
     assert code == "unknown_type"
 
 
-def test_create_batch_check_refuses_too_many(api: ApiNode, key: bytes) -> None:
-    status, body = check(api, "batch", [("ip", "10.0.0.1")] * (MAX_BATCH + 1))
+@pytest.mark.parametrize(("path", "most"), [("identity", MAX_IDENTITY), ("batch", MAX_BATCH)])
+def test_create_check_refuses_too_many_or_none_as_its_document_says(api: ApiNode, key: bytes, path: str,
+                                                                     most: int) -> None:
+    status, body = check(api, path, [("ip", "10.0.0.1")] * (most + 1))
     assert status == 413 and body["error"]["code"] == "too_many_identifiers"
+    status, body = check(api, path, [])
+    assert status == 422 and body["error"]["code"] == "no_identifiers"
+    assert check(api, path, [("ip", "10.0.0.1")] * most)[0] == 200
+    # The document said any number, none included.
+    spec = api.client.get("/openapi.json").json()
+    schema = spec["paths"][f"/v1/checks/{path}"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    identifiers = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]["properties"]["identifiers"]
+    assert (identifiers["minItems"], identifiers["maxItems"]) == (1, most)
 
 
 @pytest.mark.parametrize("role", [Role.auditor, Role.operator])

@@ -44,8 +44,15 @@ class CheckedIdentifierIn(TypedDict):
     value: Annotated[str, Field(description="The identifier as the customer gave it; normalised by the node.")]
 
 
+def _counted(most: int) -> Any:
+    # Shown in the document, checked by the node itself (json_schema_extra, not min_length/max_length): an empty list
+    # is its 422 `no_identifiers`, too many its 413 `too_many_identifiers`, counted before any item is validated.
+    return Field(json_schema_extra={"minItems": 1, "maxItems": most},
+                 description=f"1 to {most:,} identifiers (more: 413 too_many_identifiers)")
+
+
 class CheckIn(BaseModel):
-    identifiers: list[CheckedIdentifierIn]
+    identifiers: list[CheckedIdentifierIn] = _counted(checks.MAX_BATCH)
 
     @field_validator("identifiers", mode="before")
     @classmethod
@@ -55,6 +62,10 @@ class CheckIn(BaseModel):
         if isinstance(value, list) and len(value) > checks.MAX_BATCH:
             raise checks.TooManyIdentifiers(f"{len(value)} identifiers given; at most {checks.MAX_BATCH} per request")
         return value
+
+
+class IdentityCheckIn(CheckIn):
+    identifiers: list[CheckedIdentifierIn] = _counted(checks.MAX_IDENTITY)
 
 
 class ItemError(BaseModel):
@@ -90,7 +101,8 @@ def _pairs(body: CheckIn) -> list[tuple[str, str]]:
 # Handlers return a JSON response directly: the outcome is already plain data, and re-validating 10,000 results
 # through the response model would cost more than the check itself. The model still documents it.
 @router.post("/identity", response_model=CheckOut)
-def create_identity_check(*, body: CheckIn, node: NodeDep, session: SessionDep, key: CheckerKey) -> JSONResponse:
+def create_identity_check(*, body: IdentityCheckIn, node: NodeDep, session: SessionDep,
+                          key: CheckerKey) -> JSONResponse:
     """Check one applicant's identifiers; any invalid identifier refuses the check (422, its reason code)."""
     return FastJSONResponse(checks.check_identity(node, _pairs(body), key.key_id, session=session).to_json())
 
