@@ -16,6 +16,9 @@ import hmac
 from node.ledger.identifiers import IdentifierType, normalise
 
 ALLIANCE_KEY_BYTES = 32
+# What the HMAC takes before the canonical value, by type name: the type and the NUL that ends it. Built once: a batch
+# check hashes 10,000 identifiers a request (node.ledger.checks hashes with it directly, under every key epoch).
+INDICATOR_PREFIX: dict[str, bytes] = {kind.value: kind.value.encode("utf-8") + b"\x00" for kind in IdentifierType}
 
 
 def indicator_hash(alliance_key: bytes, identifier_type: str, canonical_value: str) -> bytes:
@@ -34,7 +37,7 @@ def indicator_hash(alliance_key: bytes, identifier_type: str, canonical_value: s
     if "\x00" in canonical_value:
         # No normaliser produces NUL, so such a value was never normalised.
         raise ValueError("canonical value contains a NUL character")
-    message = kind.value.encode("utf-8") + b"\x00" + canonical_value.encode("utf-8")
+    message = INDICATOR_PREFIX[kind] + canonical_value.encode("utf-8")
     return hmac.digest(alliance_key, message, "sha256")  # one-shot C path
 
 

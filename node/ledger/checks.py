@@ -25,8 +25,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from node.chain.errors import ChainError
+from node.crypto.keyed_hash import INDICATOR_PREFIX
 from node.errors import AllianceError, InvalidInput
-from node.ledger.identifiers import IdentifierType, InvalidIdentifier, ReasonCode, normalise
+from node.ledger.identifiers import InvalidIdentifier, ReasonCode, normalise
 from node.ledger.indicator_state import ReactionFact, RecordFact, StatePolicy, derive_state
 from node.ledger.keyring import NoAllianceKey
 from node.ledger.mirror import MirrorStatus, facts_for, mirror_status
@@ -35,8 +36,6 @@ from node.store.ledger_tables import AllianceKey, CheckLogEntry
 
 MAX_IDENTITY = 100  # identifiers of one applicant
 MAX_BATCH = 10_000
-# What the indicator's HMAC takes before the canonical value (node.crypto.keyed_hash.indicator_hash), by type name.
-_HASHED_TYPE = {kind.value: kind.value.encode() + b"\x00" for kind in IdentifierType}
 
 
 class TooManyIdentifiers(AllianceError):
@@ -180,7 +179,7 @@ def _check_in(node: NodeContext, identifiers: Sequence[tuple[str, str]], canonic
         if isinstance(value, InvalidIdentifier):
             hashes.append(None)
             continue
-        message = _HASHED_TYPE[identifier_type] + value.encode()
+        message = INDICATOR_PREFIX[identifier_type] + value.encode()
         hashes.append([hmac.digest(key, message, "sha256") for key in epoch_keys])
 
     at = int(time.time())
